@@ -1,0 +1,29 @@
+// Format importers: every supported format becomes an ONNX ModelProto.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "flock/onnx.hpp"
+
+namespace flock {
+
+// Parses ONNX protobuf bytes; throws flock::Error(InvalidModel) on malformed bytes.
+onnx::ModelProto import_onnx(std::span<const uint8_t> bytes);
+
+// Converts an XGBoost JSON model (gbtree booster; objectives reg:squarederror, reg:logistic,
+// binary:logistic, multi:softprob, multi:softmax) into an ONNX-ML model with one float input
+// "input" of shape [N, num_feature], feature names in metadata_props "feature_names" (JSON array)
+// when the model has them, and outputs:
+//   regressors:  "variable" tensor(float) [N, 1]
+//   classifiers: "label" tensor(int64) [N], "probabilities" tensor(float) [N, C]
+// Throws flock::Error(InvalidModel) for malformed JSON, UnsupportedOperator for other boosters or
+// objectives, naming them.
+onnx::ModelProto import_xgboost_json(std::span<const uint8_t> bytes);
+
+// Reads feature names from ONNX metadata_props "feature_names" (JSON array or comma-separated).
+std::vector<std::string> feature_names_from_metadata(const onnx::ModelProto& model);
+
+}  // namespace flock

@@ -1,0 +1,117 @@
+// A loaded, validated, compiled model: the one object the PostgreSQL glue and the CLI talk to.
+//
+// Every format is imported into an ONNX ModelProto (XGBoost JSON becomes a TreeEnsemble node), then
+// compiled into a plan of kernels. Loading validates everything and throws flock::Error; predicting
+// is const and safe to share between callers.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "flock/error.hpp"
+#include "flock/tensor.hpp"
+
+namespace flock {
+
+enum class ModelFormat { Auto, Onnx, XGBoostJson };
+
+ModelFormat parse_format(const std::string& name);  // "auto", "onnx", "xgboost" (throws otherwise)
+const char* to_string(ModelFormat f);               // "onnx", "xgboost"
+// Sniffs the bytes: '{' (after white space) is XGBoost JSON, otherwise ONNX protobuf.
+ModelFormat detect_format(std::span<const uint8_t> bytes);
+
+enum class Task { Regression, Classification };
+
+struct InputSpec {
+  std::string name;
+  ElemType type = ElemType::Float;
+  std::vector<int64_t> shape;  // -1 for a dynamic dimension (the batch)
+  int64_t width = 1;           // values per row: product of the non-batch dimensions
+};
+
+struct OutputSpec {
+  std::string name;
+  std::string kind;  // "tensor(float)", "seq(map(int64,tensor(float)))", ...
+};
+
+struct Signature {
+  std::vector<InputSpec> inputs;
+  std::vector<OutputSpec> outputs;
+  // Names of the model's features. For a model with one vector input: one name per column of that
+  // input (empty when the model carries none). For a model with several inputs: the input names.
+  std::vector<std::string> feature_names;
+  Task task = Task::Regression;
+  std::vector<std::string> class_labels;  // classifiers: labels in probability order, as text
+  bool numeric_labels = true;             // classifiers: labels are integers
+  std::vector<std::string> operators;     // distinct "domain:Op" (domain omitted for ai.onnx)
+  std::vector<bool> input_accepts_missing;  // per input: a NaN reaches no output unhandled
+  int64_t opset = 0;
+  int64_t ml_opset = 0;
+  std::string producer;
+};
+
+// One batch of feature values, laid out per model input: inputs[k] has shape [rows, width_k] and
+// the element type of model input k (Float/Double/Int64/String).
+struct FeatureBatch {
+  int64_t rows = 0;
+  std::vector<Tensor> inputs;
+};
+
+struct Prediction {
+  int64_t rows = 0;
+  // Regression: the value. Classification with numeric labels: the label. Else empty.
+  std::vector<double> values;
+  // Classification: the label as text, per row.
+  std::vector<std::string> labels;
+  // Classification: rows x n_classes probabilities (scores if the model emits no probabilities).
+  std::vector<double> proba;
+  int64_t n_classes = 0;
+};
+
+struct Limits {
+  int64_t max_model_bytes = int64_t(1) << 30;    // 1 GiB
+  int64_t max_tensor_elements = int64_t(1) << 28; // per tensor, guards huge shapes
+};
+
+class Plan;  // compiled kernels, defined in model.cpp
+
+class Model {
+ public:
+  // Parses, validates and compiles. Throws flock::Error naming what is wrong.
+  static std::shared_ptr<const Model> load(std::span<const uint8_t> bytes,
+                                           ModelFormat format = ModelFormat::Auto,
+                                           const Limits& limits = {});
+  ~Model();
+
+  ModelFormat format() const { return format_; }
+  const Signature& signature() const { return signature_; }
+  size_t size_bytes() const { return size_bytes_; }
+
+  // Runs the model on a batch. Throws flock::Error for inputs that do not fit.
+  Prediction predict(const FeatureBatch& batch) const;
+  // Raw outputs of the graph, in graph output order.
+  std::vector<Tensor> run(const FeatureBatch& batch) const;
+
+  // Signature as JSON text (inputs, outputs, features, task, labels, operators, opsets).
+  std::string signature_json() const;
+
+ private:
+  Model() = default;
+  ModelFormat format_ = ModelFormat::Auto;
+  Signature signature_;
+  size_t size_bytes_ = 0;
+  std::unique_ptr<Plan> plan_;
+  int label_output_ = -1;  // index of the label output (classifiers)
+  int score_output_ = -1;  // index of the probability / value output
+};
+
+// Returns the model bytes with the given feature names embedded (ONNX metadata_props
+// "feature_names" as a JSON array; XGBoost learner.feature_names). Validates the count against the
+// model's inputs.
+std::vector<uint8_t> with_feature_names(std::span<const uint8_t> bytes, ModelFormat format,
+                                        const std::vector<std::string>& names);
+
+}  // namespace flock

@@ -1,0 +1,453 @@
+#include "flock/model.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <unordered_map>
+
+#include "flock/importers.hpp"
+#include "flock/kernel.hpp"
+
+namespace flock {
+
+ModelFormat parse_format(const std::string& name) {
+  if (name == "auto") return ModelFormat::Auto;
+  if (name == "onnx") return ModelFormat::Onnx;
+  if (name == "xgboost" || name == "xgboost-json") return ModelFormat::XGBoostJson;
+  fail(ErrorCode::InvalidInput, fmt::format("unknown model format '{}'", name),
+       "Use 'auto', 'onnx' or 'xgboost'.");
+}
+
+const char* to_string(ModelFormat f) {
+  switch (f) {
+    case ModelFormat::Auto: return "auto";
+    case ModelFormat::Onnx: return "onnx";
+    case ModelFormat::XGBoostJson: return "xgboost";
+  }
+  return "?";
+}
+
+ModelFormat detect_format(std::span<const uint8_t> bytes) {
+  for (uint8_t c : bytes) {
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
+    return c == '{' ? ModelFormat::XGBoostJson : ModelFormat::Onnx;
+  }
+  fail(ErrorCode::InvalidModel, "model is empty (0 bytes)");
+}
+
+namespace {
+
+std::optional<ElemType> elem_type_of(int32_t onnx_type) {
+  using TP = onnx::TensorProto;
+  switch (onnx_type) {
+    case TP::FLOAT: return ElemType::Float;
+    case TP::DOUBLE: return ElemType::Double;
+    case TP::INT64: case TP::INT32: return ElemType::Int64;
+    case TP::STRING: return ElemType::String;
+    case TP::BOOL: return ElemType::Bool;
+    default: return std::nullopt;
+  }
+}
+
+std::string type_text(const onnx::TypeProto& t) {
+  using TP = onnx::TensorProto;
+  auto elem = [](int32_t e) {
+    std::string n = TP::DataType_Name(static_cast<TP::DataType>(e));
+    for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return n;
+  };
+  if (t.has_tensor_type()) return fmt::format("tensor({})", elem(t.tensor_type().elem_type()));
+  if (t.has_sequence_type()) return fmt::format("seq({})", type_text(t.sequence_type().elem_type()));
+  if (t.has_map_type())
+    return fmt::format("map({},{})", elem(t.map_type().key_type()), type_text(t.map_type().value_type()));
+  return "unknown";
+}
+
+// Ops after which a NaN that came from a missing input is resolved rather than propagated.
+bool resolves_missing(const onnx::NodeProto& node) {
+  const std::string& op = node.op_type();
+  if (op == "TreeEnsembleRegressor" || op == "TreeEnsembleClassifier") return true;
+  if (op == "Imputer") {
+    Attrs attrs(node);
+    if (attrs.has("replaced_value_int64")) return false;
+    return std::isnan(attrs.get_float("replaced_value_float", 0.0f));
+  }
+  return false;
+}
+
+}  // namespace
+
+// The compiled graph: value slots, constant tensors and one kernel per node, in graph order.
+class Plan {
+ public:
+  struct Step {
+    std::unique_ptr<Kernel> kernel;
+    std::vector<int> inputs;   // slot per input, -1 for an omitted optional input
+    std::vector<int> outputs;  // slot per output, -1 for an unused output name
+    std::string where;
+  };
+
+  int n_slots = 0;
+  std::vector<int> input_slots;
+  std::vector<int> output_slots;
+  std::unordered_map<int, Tensor> constants;  // initializers and Constant nodes
+  std::vector<Step> steps;
+  Limits limits;
+
+  std::vector<Tensor> run(std::vector<Tensor> inputs) const {
+    std::vector<Tensor> owned(n_slots);
+    std::vector<const Tensor*> value(n_slots, nullptr);
+    for (const auto& [slot, t] : constants) value[slot] = &t;
+    for (size_t k = 0; k < input_slots.size(); ++k) {
+      owned[input_slots[k]] = std::move(inputs[k]);
+      value[input_slots[k]] = &owned[input_slots[k]];
+    }
+    std::vector<const Tensor*> in;
+    std::vector<Tensor> out;
+    for (const auto& step : steps) {
+      in.clear();
+      for (int s : step.inputs) in.push_back(s < 0 ? nullptr : value[s]);
+      out.assign(step.outputs.size(), Tensor());
+      step.kernel->run(in, out);
+      for (size_t k = 0; k < step.outputs.size(); ++k) {
+        int s = step.outputs[k];
+        if (s < 0) continue;
+        if (out[k].numel() > limits.max_tensor_elements)
+          fail(ErrorCode::LimitExceeded,
+               fmt::format("{} produced a tensor of {} elements, over the limit of {}", step.where,
+                           out[k].numel(), limits.max_tensor_elements));
+        owned[s] = std::move(out[k]);
+        value[s] = &owned[s];
+      }
+    }
+    std::vector<Tensor> result;
+    result.reserve(output_slots.size());
+    for (int s : output_slots) {
+      if (!value[s]) fail(ErrorCode::InvalidModel, "a model output was not produced by any node");
+      // An output may be a graph input or a constant passed through: copy those, move the rest.
+      result.push_back(value[s] == &owned[s] ? std::move(owned[s]) : *value[s]);
+    }
+    return result;
+  }
+};
+
+Model::~Model() = default;
+
+std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFormat format, const Limits& limits) {
+  if (static_cast<int64_t>(bytes.size()) > limits.max_model_bytes)
+    fail(ErrorCode::LimitExceeded,
+         fmt::format("model is {} bytes, over the limit of {} bytes", bytes.size(), limits.max_model_bytes));
+  if (format == ModelFormat::Auto) format = detect_format(bytes);
+  onnx::ModelProto proto =
+      format == ModelFormat::XGBoostJson ? import_xgboost_json(bytes) : import_onnx(bytes);
+
+  std::shared_ptr<Model> model(new Model());
+  model->format_ = format;
+  model->size_bytes_ = bytes.size();
+  model->plan_ = std::make_unique<Plan>();
+  Plan& plan = *model->plan_;
+  plan.limits = limits;
+  Signature& sig = model->signature_;
+  sig.producer = proto.producer_name();
+
+  std::map<std::string, int64_t> opsets;
+  for (const auto& op : proto.opset_import()) {
+    std::string domain = op.domain() == "ai.onnx" ? "" : op.domain();
+    opsets[domain] = op.version();
+  }
+  sig.opset = opsets.count("") ? opsets[""] : 0;
+  sig.ml_opset = opsets.count("ai.onnx.ml") ? opsets["ai.onnx.ml"] : 0;
+
+  const onnx::GraphProto& graph = proto.graph();
+  std::unordered_map<std::string, int> slot_of;
+  auto new_slot = [&](const std::string& name) {
+    int s = plan.n_slots++;
+    slot_of[name] = s;
+    return s;
+  };
+
+  std::set<std::string> initializer_names;
+  for (const auto& init : graph.initializer()) {
+    initializer_names.insert(init.name());
+    int s = new_slot(init.name());
+    plan.constants.emplace(s, tensor_from_proto(init));
+  }
+
+  for (const auto& vi : graph.input()) {
+    if (initializer_names.count(vi.name())) continue;  // an input with a default value: a constant
+    if (!vi.type().has_tensor_type())
+      fail(ErrorCode::UnsupportedOperator,
+           fmt::format("model input '{}' has type {}; Flock binds tensor inputs only", vi.name(), type_text(vi.type())));
+    auto elem = elem_type_of(vi.type().tensor_type().elem_type());
+    if (!elem || *elem == ElemType::Bool)
+      fail(ErrorCode::UnsupportedOperator,
+           fmt::format("model input '{}' has type {}; Flock binds float, double, int64 and string inputs",
+                       vi.name(), type_text(vi.type())));
+    InputSpec in;
+    in.name = vi.name();
+    in.type = *elem;
+    const auto& dims = vi.type().tensor_type().shape().dim();
+    for (const auto& d : dims) in.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+    in.width = 1;
+    for (size_t k = 1; k < in.shape.size(); ++k) {
+      if (in.shape[k] < 0)
+        fail(ErrorCode::UnsupportedOperator,
+             fmt::format("model input '{}' has a symbolic dimension {} past the batch dimension", vi.name(), k),
+             "Export the model with fixed feature dimensions; only the first (batch) dimension may be dynamic.");
+      in.width *= in.shape[k];
+    }
+    if (in.shape.empty()) in.shape = {-1};
+    sig.inputs.push_back(in);
+    plan.input_slots.push_back(new_slot(vi.name()));
+  }
+  if (sig.inputs.empty()) fail(ErrorCode::InvalidModel, "model has no inputs");
+
+  // Missing-value analysis: which graph inputs can carry NaN to an output unresolved.
+  std::vector<std::set<std::string>> tainted(sig.inputs.size());
+  for (size_t k = 0; k < sig.inputs.size(); ++k) tainted[k].insert(sig.inputs[k].name);
+
+  std::set<std::string> ops;
+  const KernelRegistry& registry = KernelRegistry::instance();
+  for (const auto& node : graph.node()) {
+    std::string domain = node.domain() == "ai.onnx" ? "" : node.domain();
+    int64_t opset = opsets.count(domain) ? opsets[domain] : 0;
+    ops.insert(domain.empty() ? node.op_type() : domain + ":" + node.op_type());
+    Attrs attrs(node);
+
+    for (size_t k = 0; k < tainted.size(); ++k) {
+      bool hit = false;
+      for (const auto& in : node.input()) hit = hit || tainted[k].count(in);
+      if (hit && !resolves_missing(node))
+        for (const auto& out : node.output()) tainted[k].insert(out);
+    }
+
+    if (domain.empty() && node.op_type() == "Constant") {
+      if (!attrs.has("value"))
+        fail(ErrorCode::UnsupportedOperator,
+             fmt::format("{}: only the 'value' form of Constant is supported", attrs.where()));
+      plan.constants.emplace(new_slot(node.output(0)), attrs.get_tensor("value"));
+      continue;
+    }
+    const KernelFactory* factory = registry.find(domain, node.op_type());
+    if (!factory)
+      fail(ErrorCode::UnsupportedOperator,
+           fmt::format("operator {}{} (opset {}) is not supported", domain.empty() ? "" : domain + ":",
+                       node.op_type(), opset),
+           fmt::format("Flock runs these operators: {}.", fmt::join(registry.supported(), ", ")));
+    Plan::Step step;
+    step.where = attrs.where();
+    for (const auto& in : node.input()) {
+      if (in.empty()) {
+        step.inputs.push_back(-1);
+        continue;
+      }
+      auto it = slot_of.find(in);
+      if (it == slot_of.end())
+        fail(ErrorCode::InvalidModel, fmt::format("{} reads '{}', which no earlier node produces", step.where, in));
+      step.inputs.push_back(it->second);
+    }
+    for (const auto& out : node.output()) step.outputs.push_back(out.empty() ? -1 : new_slot(out));
+    KernelContext ctx{node, attrs, opset};
+    step.kernel = (*factory)(ctx);
+    plan.steps.push_back(std::move(step));
+
+    for (const char* key : {"classlabels_int64s", "classlabels_strings", "classlabels_ints"}) {
+      if (sig.class_labels.empty() && attrs.has(key) && node.op_type() != "LabelEncoder") {
+        if (std::string(key) == "classlabels_strings") {
+          sig.class_labels = attrs.get_strings(key);
+          sig.numeric_labels = false;
+        } else {
+          for (int64_t v : attrs.get_ints(key)) sig.class_labels.push_back(std::to_string(v));
+        }
+      }
+    }
+  }
+  sig.operators.assign(ops.begin(), ops.end());
+
+  for (size_t k = 0; k < sig.inputs.size(); ++k) {
+    bool ok = true;
+    for (const auto& out : graph.output()) ok = ok && !tainted[k].count(out.name());
+    sig.input_accepts_missing.push_back(ok);
+  }
+
+  for (const auto& out : graph.output()) {
+    auto it = slot_of.find(out.name());
+    if (it == slot_of.end())
+      fail(ErrorCode::InvalidModel, fmt::format("model output '{}' is produced by no node", out.name()));
+    plan.output_slots.push_back(it->second);
+    sig.outputs.push_back({out.name(), type_text(out.type())});
+  }
+  if (sig.outputs.empty()) fail(ErrorCode::InvalidModel, "model has no outputs");
+
+  // Which output is the label, which the score. A classifier has an int64 or string tensor output.
+  for (int k = 0; k < graph.output_size(); ++k) {
+    const auto& t = graph.output(k).type();
+    if (t.has_tensor_type()) {
+      auto e = elem_type_of(t.tensor_type().elem_type());
+      if (e && (*e == ElemType::Int64 || *e == ElemType::String) && model->label_output_ < 0) {
+        model->label_output_ = k;
+        continue;
+      }
+      if (e && (*e == ElemType::Float || *e == ElemType::Double) && model->score_output_ < 0) model->score_output_ = k;
+    } else if (t.has_sequence_type() && model->score_output_ < 0) {
+      model->score_output_ = k;  // ZipMap: seq(map(label, float)), carried as the float tensor
+    }
+  }
+  sig.task = model->label_output_ >= 0 ? Task::Classification : Task::Regression;
+  if (sig.task == Task::Regression && model->score_output_ < 0)
+    fail(ErrorCode::UnsupportedOperator, "model has no numeric output Flock can return",
+         "flock.predict needs a float output (regressors) or an int64/string label output (classifiers).");
+  if (sig.task == Task::Classification) {
+    const auto& t = graph.output(model->label_output_).type().tensor_type();
+    sig.numeric_labels = t.elem_type() != onnx::TensorProto::STRING;
+  }
+
+  // Feature names: from the model's metadata for a single vector input, else the input names.
+  std::vector<std::string> names = feature_names_from_metadata(proto);
+  if (format == ModelFormat::XGBoostJson && names.empty()) {
+    // import_xgboost_json stores names in metadata when the model has them.
+  }
+  if (sig.inputs.size() == 1) {
+    if (!names.empty() && static_cast<int64_t>(names.size()) != sig.inputs[0].width)
+      fail(ErrorCode::InvalidModel,
+           fmt::format("model names {} features but its input '{}' takes {} values per row", names.size(),
+                       sig.inputs[0].name, sig.inputs[0].width));
+    sig.feature_names = names;
+  } else {
+    for (const auto& in : sig.inputs) sig.feature_names.push_back(in.name);
+  }
+  return model;
+}
+
+std::vector<Tensor> Model::run(const FeatureBatch& batch) const {
+  const auto& inputs = signature_.inputs;
+  if (batch.inputs.size() != inputs.size())
+    fail(ErrorCode::InvalidInput, fmt::format("model takes {} inputs, got {}", inputs.size(), batch.inputs.size()));
+  std::vector<Tensor> feed;
+  feed.reserve(inputs.size());
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const Tensor& t = batch.inputs[k];
+    const InputSpec& spec = inputs[k];
+    if (t.type != spec.type)
+      fail(ErrorCode::TypeMismatch,
+           fmt::format("model input '{}' takes {} values, got {}", spec.name, to_string(spec.type), to_string(t.type)));
+    if (static_cast<int64_t>(t.size()) != batch.rows * spec.width)
+      fail(ErrorCode::InvalidInput,
+           fmt::format("model input '{}' takes {} values per row, got {}", spec.name, spec.width,
+                       batch.rows ? static_cast<int64_t>(t.size()) / batch.rows : 0));
+    if (batch.rows * spec.width > plan_->limits.max_tensor_elements)
+      fail(ErrorCode::LimitExceeded,
+           fmt::format("input '{}' would hold {} values, over the limit of {}", spec.name, batch.rows * spec.width,
+                       plan_->limits.max_tensor_elements));
+    Tensor fed = t;
+    fed.shape.assign(spec.shape.begin(), spec.shape.end());
+    fed.shape[0] = batch.rows;
+    feed.push_back(std::move(fed));
+  }
+  return plan_->run(std::move(feed));
+}
+
+Prediction Model::predict(const FeatureBatch& batch) const {
+  std::vector<Tensor> outputs = run(batch);
+  Prediction p;
+  p.rows = batch.rows;
+  if (signature_.task == Task::Regression) {
+    const Tensor& out = outputs[score_output_];
+    if (out.rows() != batch.rows)
+      fail(ErrorCode::Internal, fmt::format("model output has {} rows for {} input rows", out.rows(), batch.rows));
+    int64_t width = out.cols();
+    if (width != 1)
+      fail(ErrorCode::TypeMismatch, fmt::format("model returns {} values per row, not one", width),
+           "Use flock.predict_proba for class scores.");
+    p.values.resize(batch.rows);
+    for (int64_t r = 0; r < batch.rows; ++r) p.values[r] = out.as_double(r);
+    return p;
+  }
+  const Tensor& label = outputs[label_output_];
+  if (label.numel() != batch.rows)
+    fail(ErrorCode::Internal, fmt::format("model label output has {} values for {} rows", label.numel(), batch.rows));
+  p.labels.resize(batch.rows);
+  if (label.type == ElemType::String) {
+    p.labels = label.s;
+  } else {
+    p.values.resize(batch.rows);
+    for (int64_t r = 0; r < batch.rows; ++r) {
+      p.values[r] = label.as_double(r);
+      p.labels[r] = std::to_string(label.i[r]);
+    }
+  }
+  if (score_output_ >= 0) {
+    const Tensor& scores = outputs[score_output_];
+    p.n_classes = scores.cols();
+    p.proba.resize(scores.numel());
+    for (size_t k = 0; k < p.proba.size(); ++k) p.proba[k] = scores.as_double(k);
+  }
+  return p;
+}
+
+std::string Model::signature_json() const {
+  using nlohmann::json;
+  const Signature& s = signature_;
+  json inputs = json::array();
+  for (const auto& in : s.inputs) {
+    inputs.push_back({{"name", in.name}, {"type", to_string(in.type)}, {"shape", in.shape}, {"width", in.width}});
+  }
+  for (size_t k = 0; k < s.inputs.size(); ++k) inputs[k]["accepts_null"] = bool(s.input_accepts_missing[k]);
+  json outputs = json::array();
+  for (const auto& out : s.outputs) outputs.push_back({{"name", out.name}, {"type", out.kind}});
+  json j = {{"format", to_string(format_)},
+            {"task", s.task == Task::Classification ? "classification" : "regression"},
+            {"inputs", inputs},
+            {"outputs", outputs},
+            {"features", s.feature_names},
+            {"operators", s.operators},
+            {"opset", s.opset},
+            {"ml_opset", s.ml_opset},
+            {"producer", s.producer}};
+  if (s.task == Task::Classification) {
+    j["classes"] = s.class_labels;
+    j["numeric_labels"] = s.numeric_labels;
+  }
+  return j.dump();
+}
+
+std::vector<uint8_t> with_feature_names(std::span<const uint8_t> bytes, ModelFormat format,
+                                        const std::vector<std::string>& names) {
+  if (format == ModelFormat::Auto) format = detect_format(bytes);
+  std::vector<uint8_t> out;
+  if (format == ModelFormat::XGBoostJson) {
+    nlohmann::json j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("learner"))
+      fail(ErrorCode::InvalidModel, "xgboost model: bytes are not an XGBoost JSON model");
+    j["learner"]["feature_names"] = names;
+    if (!j["learner"].contains("feature_types") || j["learner"]["feature_types"].size() != names.size())
+      j["learner"]["feature_types"] = std::vector<std::string>(names.size(), "float");
+    std::string text = j.dump();
+    out.assign(text.begin(), text.end());
+  } else {
+    onnx::ModelProto proto = import_onnx(bytes);
+    auto* props = proto.mutable_metadata_props();
+    for (int k = props->size() - 1; k >= 0; --k) {
+      if (props->Get(k).key() == "feature_names") props->DeleteSubrange(k, 1);
+    }
+    auto* p = proto.add_metadata_props();
+    p->set_key("feature_names");
+    p->set_value(nlohmann::json(names).dump());
+    std::string text;
+    if (!proto.SerializeToString(&text)) fail(ErrorCode::Internal, "could not serialize the ONNX model");
+    out.assign(text.begin(), text.end());
+  }
+  // Validates the names against the model's inputs.
+  auto model = Model::load(out, format);
+  if (model->signature().inputs.size() != 1)
+    fail(ErrorCode::InvalidInput,
+         fmt::format("model has {} named inputs; feature names apply to a model with one vector input",
+                     model->signature().inputs.size()),
+         "Such a model binds its inputs by their own names; omit 'features'.");
+  return out;
+}
+
+}  // namespace flock

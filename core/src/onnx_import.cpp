@@ -1,0 +1,66 @@
+#include <fmt/format.h>
+#include <onnx/checker.h>
+
+#include <nlohmann/json.hpp>
+
+#include "flock/error.hpp"
+#include "flock/importers.hpp"
+
+namespace flock {
+
+onnx::ModelProto import_onnx(std::span<const uint8_t> bytes) {
+  onnx::ModelProto model;
+  if (bytes.empty()) fail(ErrorCode::InvalidModel, "model is empty (0 bytes)");
+  if (bytes.size() > static_cast<size_t>(INT32_MAX))
+    fail(ErrorCode::LimitExceeded, "ONNX model is larger than 2 GiB, the protobuf limit");
+  if (!model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    fail(ErrorCode::InvalidModel,
+         fmt::format("model bytes are not a valid ONNX protobuf ({} bytes; truncated or not ONNX)", bytes.size()),
+         "Pass the bytes of an .onnx file, or an XGBoost JSON model, unchanged.");
+  if (!model.has_graph())
+    fail(ErrorCode::InvalidModel, "ONNX model has no graph", "Pass the bytes of an .onnx file unchanged.");
+  try {
+    onnx::checker::check_model(model);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    // The checker appends a "==> Context: ..." trailer; keep the first line, it names the problem.
+    if (auto nl = what.find('\n'); nl != std::string::npos) what.resize(nl);
+    fail(ErrorCode::InvalidModel, fmt::format("ONNX model fails validation: {}", what),
+         "The ONNX checker rejects this model; re-export it with a supported opset (ai.onnx <= 17, ai.onnx.ml <= 3).");
+  }
+  return model;
+}
+
+std::vector<std::string> feature_names_from_metadata(const onnx::ModelProto& model) {
+  for (const auto& prop : model.metadata_props()) {
+    if (prop.key() != "feature_names") continue;
+    const std::string& v = prop.value();
+    std::vector<std::string> names;
+    auto first = v.find_first_not_of(" \t\r\n");
+    if (first != std::string::npos && v[first] == '[') {
+      nlohmann::json j = nlohmann::json::parse(v, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_array())
+        fail(ErrorCode::InvalidModel, "ONNX metadata 'feature_names' is not a valid JSON array of strings");
+      for (const auto& e : j) {
+        if (!e.is_string())
+          fail(ErrorCode::InvalidModel, "ONNX metadata 'feature_names' is not a valid JSON array of strings");
+        names.push_back(e.get<std::string>());
+      }
+    } else {
+      size_t start = 0;
+      while (start <= v.size()) {
+        size_t comma = v.find(',', start);
+        std::string part = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        auto b = part.find_first_not_of(" \t");
+        auto e = part.find_last_not_of(" \t");
+        names.push_back(b == std::string::npos ? std::string() : part.substr(b, e - b + 1));
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    }
+    return names;
+  }
+  return {};
+}
+
+}  // namespace flock

@@ -1,0 +1,230 @@
+-- Flock 0.1.0: the model type, the model catalog and prediction functions.
+\echo Use "CREATE EXTENSION flock" to load this file. \quit
+
+-- ---------------------------------------------------------------------------------------------
+-- The model type: a validated, serialized model (ONNX / ONNX-ML protobuf or XGBoost JSON).
+-- Its text form is bytea's hex form, so pg_dump/pg_restore round-trip it; input validates.
+-- ---------------------------------------------------------------------------------------------
+CREATE TYPE flock.model;
+
+CREATE FUNCTION flock.model_in(cstring) RETURNS flock.model
+  AS 'MODULE_PATHNAME', 'flock_model_in' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION flock.model_out(flock.model) RETURNS cstring
+  AS 'MODULE_PATHNAME', 'flock_model_out' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION flock.model_recv(internal) RETURNS flock.model
+  AS 'MODULE_PATHNAME', 'flock_model_recv' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION flock.model_send(flock.model) RETURNS bytea
+  AS 'MODULE_PATHNAME', 'flock_model_send' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE TYPE flock.model (
+  INPUT = flock.model_in,
+  OUTPUT = flock.model_out,
+  RECEIVE = flock.model_recv,
+  SEND = flock.model_send,
+  INTERNALLENGTH = VARIABLE,
+  ALIGNMENT = int4,
+  STORAGE = extended
+);
+COMMENT ON TYPE flock.model IS 'a validated ONNX/ONNX-ML or XGBoost JSON model';
+
+-- bytes::flock.model validates the bytes (format sniffed); flock.model::bytea gives them back.
+CREATE FUNCTION flock.model(bytea) RETURNS flock.model
+  AS 'MODULE_PATHNAME', 'flock_model_from_bytea' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE CAST (bytea AS flock.model) WITH FUNCTION flock.model(bytea) AS ASSIGNMENT;
+CREATE CAST (flock.model AS bytea) WITHOUT FUNCTION AS ASSIGNMENT;
+
+CREATE FUNCTION flock.model_format(flock.model) RETURNS text
+  AS 'MODULE_PATHNAME', 'flock_model_format' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION flock.model_sha256(flock.model) RETURNS text
+  AS 'MODULE_PATHNAME', 'flock_model_sha256' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION flock.model_signature(flock.model) RETURNS jsonb
+  AS 'MODULE_PATHNAME', 'flock_model_signature' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Validates bytes in the given format and embeds feature names when given.
+CREATE FUNCTION flock._prepare_model(model bytea, format text, features text[]) RETURNS flock.model
+  AS 'MODULE_PATHNAME', 'flock_prepare_model' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+-- The role that called in, outside any SECURITY DEFINER function.
+CREATE FUNCTION flock._caller() RETURNS name
+  AS 'MODULE_PATHNAME', 'flock_caller' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- Sends a cache invalidation for flock.models to every backend (run by a trigger).
+CREATE FUNCTION flock._catalog_changed() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'flock_catalog_changed' LANGUAGE C;
+
+-- ---------------------------------------------------------------------------------------------
+-- The catalog. Registered versions are immutable; only the description may change.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE flock.models (
+  name        text        NOT NULL CHECK (name ~ '^[A-Za-z_][A-Za-z0-9_.-]{0,62}$'),
+  version     integer     NOT NULL CHECK (version > 0),
+  model       flock.model NOT NULL,
+  format      text        NOT NULL CHECK (format IN ('onnx', 'xgboost')),
+  sha256      text        NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+  signature   jsonb       NOT NULL,
+  created_by  name        NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  description text,
+  PRIMARY KEY (name, version)
+);
+COMMENT ON TABLE flock.models IS 'registered model versions (immutable)';
+SELECT pg_catalog.pg_extension_config_dump('flock.models', '');
+REVOKE ALL ON flock.models FROM PUBLIC;
+GRANT SELECT ON flock.models TO PUBLIC;
+
+CREATE FUNCTION flock._forbid_version_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NEW.name IS DISTINCT FROM OLD.name OR NEW.version IS DISTINCT FROM OLD.version
+     OR NEW.model::bytea IS DISTINCT FROM OLD.model::bytea OR NEW.sha256 IS DISTINCT FROM OLD.sha256
+     OR NEW.format IS DISTINCT FROM OLD.format OR NEW.signature IS DISTINCT FROM OLD.signature
+     OR NEW.created_by IS DISTINCT FROM OLD.created_by OR NEW.created_at IS DISTINCT FROM OLD.created_at THEN
+    RAISE EXCEPTION 'model version %@% is immutable', OLD.name, OLD.version
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Register a new version with flock.register_model; only the description may change.';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER models_immutable BEFORE UPDATE ON flock.models
+  FOR EACH ROW EXECUTE FUNCTION flock._forbid_version_change();
+CREATE TRIGGER models_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON flock.models
+  FOR EACH STATEMENT EXECUTE FUNCTION flock._catalog_changed();
+
+-- Resolves a model reference: 'name' (latest version) or 'name@N'.
+CREATE FUNCTION flock._resolve(ref text) RETURNS flock.models
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  model_name text;
+  tag text;
+  result flock.models;
+BEGIN
+  IF ref IS NULL THEN
+    RAISE EXCEPTION 'model reference is NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF strpos(ref, '@') > 0 THEN
+    model_name := split_part(ref, '@', 1);
+    tag := substr(ref, length(model_name) + 2);
+    IF tag !~ '^[0-9]{1,9}$' THEN
+      RAISE EXCEPTION 'invalid model reference "%"', ref USING ERRCODE = 'invalid_parameter_value',
+        HINT = 'Use ''name'' for the latest version or ''name@N'' for version N.';
+    END IF;
+    SELECT * INTO result FROM flock.models m WHERE m.name = model_name AND m.version = tag::int;
+    IF NOT FOUND THEN
+      IF EXISTS (SELECT 1 FROM flock.models m WHERE m.name = model_name) THEN
+        RAISE EXCEPTION 'model "%" has no version %', model_name, tag USING ERRCODE = 'undefined_object',
+          HINT = format('Versions of "%s": %s.', model_name,
+                        (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = model_name));
+      END IF;
+      RAISE EXCEPTION 'model "%" does not exist', model_name USING ERRCODE = 'undefined_object',
+        HINT = 'See SELECT name, version FROM flock.models; register one with flock.register_model.';
+    END IF;
+  ELSE
+    SELECT * INTO result FROM flock.models m WHERE m.name = ref ORDER BY m.version DESC LIMIT 1;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'model "%" does not exist', ref USING ERRCODE = 'undefined_object',
+        HINT = 'See SELECT name, version FROM flock.models; register one with flock.register_model.';
+    END IF;
+  END IF;
+  RETURN result;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Registering and dropping models.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION flock.register_model(name text, model bytea, format text DEFAULT 'auto',
+                                     description text DEFAULT NULL, features text[] DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  prepared flock.model;
+  next_version integer;
+BEGIN
+  IF name IS NULL OR model IS NULL THEN
+    RAISE EXCEPTION 'model name and bytes must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF name !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,62}$' THEN
+    RAISE EXCEPTION 'invalid model name "%"', name USING ERRCODE = 'invalid_name',
+      HINT = 'A model name starts with a letter or underscore and has up to 63 letters, digits, _ . or -.';
+  END IF;
+  prepared := flock._prepare_model(model, coalesce(format, 'auto'), features);
+  -- Serialize registrations of one name so versions count up without gaps or clashes.
+  PERFORM pg_advisory_xact_lock(hashtext('flock.models'), hashtext(name));
+  SELECT coalesce(max(m.version), 0) + 1 INTO next_version FROM flock.models m WHERE m.name = register_model.name;
+  INSERT INTO flock.models (name, version, model, format, sha256, signature, created_by, description)
+  VALUES (name, next_version, prepared, flock.model_format(prepared), flock.model_sha256(prepared),
+          flock.model_signature(prepared), flock._caller(), description);
+  RETURN name || '@' || next_version;
+END $$;
+COMMENT ON FUNCTION flock.register_model(text, bytea, text, text, text[]) IS
+  'validates and registers a model as the next version of name; returns ''name@version''';
+
+CREATE FUNCTION flock.drop_model(name text, version integer DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+  is_super boolean;
+  n integer;
+BEGIN
+  SELECT rolsuper INTO is_super FROM pg_roles WHERE rolname = caller;
+  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = drop_model.name
+                 AND (drop_model.version IS NULL OR m.version = drop_model.version)) THEN
+    RAISE EXCEPTION 'model "%" does not exist', name || coalesce('@' || version, '')
+      USING ERRCODE = 'undefined_object', HINT = 'See SELECT name, version FROM flock.models.';
+  END IF;
+  IF NOT coalesce(is_super, false) AND EXISTS (
+       SELECT 1 FROM flock.models m WHERE m.name = drop_model.name
+       AND (drop_model.version IS NULL OR m.version = drop_model.version) AND m.created_by <> caller) THEN
+    RAISE EXCEPTION 'permission denied to drop model "%"', name || coalesce('@' || version, '')
+      USING ERRCODE = 'insufficient_privilege', HINT = 'Only the role that registered a model, or a superuser, may drop it.';
+  END IF;
+  DELETE FROM flock.models m WHERE m.name = drop_model.name
+    AND (drop_model.version IS NULL OR m.version = drop_model.version);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END $$;
+COMMENT ON FUNCTION flock.drop_model(text, integer) IS
+  'drops one version, or every version when version is NULL; returns how many were dropped';
+
+CREATE FUNCTION flock.model_info(model text) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT jsonb_build_object('name', m.name, 'version', m.version, 'ref', m.name || '@' || m.version,
+                            'sha256', m.sha256, 'size_bytes', octet_length(m.model::bytea),
+                            'created_by', m.created_by, 'created_at', m.created_at,
+                            'description', m.description) || m.signature
+  FROM flock._resolve(model) m
+$$;
+
+CREATE FUNCTION flock.model_info(model flock.model) RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT jsonb_build_object('sha256', flock.model_sha256(model), 'size_bytes', octet_length(model::bytea))
+         || flock.model_signature(model)
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Prediction. A name means its latest version, 'name@N' a given version. A record binds by
+-- column name (or by column order for a model without feature names), an array by position.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION flock.predict(model text, input record) RETURNS float8
+  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict(model text, features float4[]) RETURNS float8
+  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict(model flock.model, input record) RETURNS float8
+  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict(model flock.model, features float4[]) RETURNS float8
+  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION flock.predict_proba(model text, input record) RETURNS float8[]
+  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict_proba(model text, features float4[]) RETURNS float8[]
+  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict_proba(model flock.model, input record) RETURNS float8[]
+  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict_proba(model flock.model, features float4[]) RETURNS float8[]
+  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION flock.predict_label(model text, input record) RETURNS text
+  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict_label(model text, features float4[]) RETURNS text
+  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict_label(model flock.model, input record) RETURNS text
+  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict_label(model flock.model, features float4[]) RETURNS text
+  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE PARALLEL SAFE;

@@ -1,0 +1,39 @@
+// Per-backend cache of compiled models, keyed by the model's sha256 (content address), so a model
+// is parsed and compiled once per backend, not once per row or per query.
+#pragma once
+
+#include "pg.hpp"  // must come first
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "flock/model.hpp"
+
+namespace flock::pg {
+
+// Bumped whenever flock.models changes (relcache invalidation of the catalog, in any backend).
+extern uint64 catalog_generation;
+// OID of flock.models once known in this backend (InvalidOid: every relcache invalidation counts).
+extern Oid models_relid;
+
+// GUCs.
+extern int max_tensor_elements;
+extern int model_cache_entries;
+
+// sha256 of the bytes as 64 hex characters into `out` (65 bytes). Plain PostgreSQL code.
+void sha256_hex(const uint8* data, size_t len, char* out);
+
+// The compiled model for these bytes, compiled and cached on a miss. C++: call inside flock_guard.
+std::shared_ptr<const Model> cached_model(const std::string& sha256, std::span<const uint8_t> bytes);
+// The compiled model if cached, else nullptr.
+std::shared_ptr<const Model> find_cached_model(const std::string& sha256);
+
+// A shared_ptr kept in palloc'd memory: freed when `mcxt` is reset or deleted.
+struct ModelHandle {
+  std::shared_ptr<const Model> model;
+};
+ModelHandle* new_model_handle(MemoryContext mcxt);
+
+}  // namespace flock::pg

@@ -1,0 +1,151 @@
+// The flock.model type: I/O functions (text form = bytea hex form), validation, and the helpers
+// register_model uses (format, sha256, signature, feature-name embedding).
+#include "pg.hpp"  // must come first
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cache.hpp"
+#include "guard.hpp"
+
+extern "C" {
+PG_FUNCTION_INFO_V1(flock_model_in);
+PG_FUNCTION_INFO_V1(flock_model_out);
+PG_FUNCTION_INFO_V1(flock_model_recv);
+PG_FUNCTION_INFO_V1(flock_model_send);
+PG_FUNCTION_INFO_V1(flock_model_from_bytea);
+PG_FUNCTION_INFO_V1(flock_model_format);
+PG_FUNCTION_INFO_V1(flock_model_sha256);
+PG_FUNCTION_INFO_V1(flock_model_signature);
+PG_FUNCTION_INFO_V1(flock_prepare_model);
+}
+
+using namespace flock::pg;
+
+namespace {
+
+std::span<const uint8_t> bytes_of(bytea* b) {
+  return {reinterpret_cast<const uint8_t*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b)};
+}
+
+// Validates (parses and compiles, through the cache) and returns the same bytea as a model.
+bytea* validated(bytea* b) {
+  char sha[65];
+  sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b), sha);
+  flock_guard([&] { cached_model(sha, bytes_of(b)); });
+  return b;
+}
+
+// The compiled model for a model value, via the cache.
+const flock::Model* compiled(bytea* b, flock::pg::ModelHandle* keep) {
+  char sha[65];
+  sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b), sha);
+  flock_guard([&] { keep->model = cached_model(sha, bytes_of(b)); });
+  return keep->model.get();
+}
+
+}  // namespace
+
+Datum flock_model_in(PG_FUNCTION_ARGS) {
+  Datum b = DirectFunctionCall1(byteain, PG_GETARG_DATUM(0));
+  PG_RETURN_BYTEA_P(validated(DatumGetByteaPP(b)));
+}
+
+Datum flock_model_out(PG_FUNCTION_ARGS) { return byteaout(fcinfo); }
+
+Datum flock_model_recv(PG_FUNCTION_ARGS) {
+  Datum b = bytearecv(fcinfo);
+  PG_RETURN_BYTEA_P(validated(DatumGetByteaPP(b)));
+}
+
+Datum flock_model_send(PG_FUNCTION_ARGS) { return byteasend(fcinfo); }
+
+Datum flock_model_from_bytea(PG_FUNCTION_ARGS) { PG_RETURN_BYTEA_P(validated(PG_GETARG_BYTEA_PP(0))); }
+
+Datum flock_model_format(PG_FUNCTION_ARGS) {
+  bytea* b = PG_GETARG_BYTEA_PP(0);
+  const char* name = nullptr;
+  flock_guard([&] { name = flock::to_string(flock::detect_format(bytes_of(b))); });
+  PG_RETURN_TEXT_P(cstring_to_text(name));
+}
+
+Datum flock_model_sha256(PG_FUNCTION_ARGS) {
+  bytea* b = PG_GETARG_BYTEA_PP(0);
+  char sha[65];
+  sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b), sha);
+  PG_RETURN_TEXT_P(cstring_to_text(sha));
+}
+
+Datum flock_model_signature(PG_FUNCTION_ARGS) {
+  bytea* b = PG_GETARG_BYTEA_PP(0);
+  ModelHandle* keep = new_model_handle(CurrentMemoryContext);
+  const flock::Model* model = compiled(b, keep);
+  char* json = nullptr;
+  flock_guard([&] {
+    std::string s = model->signature_json();
+    json = static_cast<char*>(std::malloc(s.size() + 1));
+    if (!json) throw std::bad_alloc();
+    std::memcpy(json, s.c_str(), s.size() + 1);
+  });
+  char* copy = pstrdup(json);
+  std::free(json);
+  PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
+}
+
+// flock._prepare_model(bytes, format, features): validates the bytes in the given format, embeds
+// feature names when given, and returns the model value to store.
+Datum flock_prepare_model(PG_FUNCTION_ARGS) {
+  if (PG_ARGISNULL(0))
+    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model bytes must not be NULL")));
+  bytea* b = PG_GETARG_BYTEA_PP(0);
+  char* format = PG_ARGISNULL(1) ? pstrdup("auto") : text_to_cstring(PG_GETARG_TEXT_PP(1));
+  int nfeatures = -1;
+  char** features = nullptr;
+  if (!PG_ARGISNULL(2)) {
+    ArrayType* arr = PG_GETARG_ARRAYTYPE_P(2);
+    Datum* elems;
+    bool* nulls;
+    if (ARR_NDIM(arr) > 1)
+      ereport(ERROR, (errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR), errmsg("features must be a one-dimensional text[]")));
+    deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &nfeatures);
+    features = static_cast<char**>(palloc0(sizeof(char*) * (nfeatures + 1)));
+    for (int k = 0; k < nfeatures; ++k) {
+      if (nulls[k])
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("feature name %d is NULL", k + 1),
+                        errhint("Give every feature a name, in the model's input order.")));
+      features[k] = TextDatumGetCString(elems[k]);
+    }
+  }
+
+  uint8_t* out = nullptr;
+  size_t out_len = 0;
+  flock_guard([&] {
+    flock::ModelFormat fmt = flock::parse_format(format);
+    std::span<const uint8_t> in = bytes_of(b);
+    if (fmt == flock::ModelFormat::Auto) fmt = flock::detect_format(in);
+    std::vector<uint8_t> result;
+    if (nfeatures >= 0) {
+      std::vector<std::string> names;
+      for (int k = 0; k < nfeatures; ++k) {
+        if (features[k][0] == '\0') flock::fail(flock::ErrorCode::InvalidInput, "feature names must not be empty");
+        names.emplace_back(features[k]);
+      }
+      result = flock::with_feature_names(in, fmt, names);
+    } else {
+      // Validate in the stated format: 'onnx' for JSON bytes fails here, naming the problem.
+      flock::Model::load(in, fmt);
+      result.assign(in.begin(), in.end());
+    }
+    out = static_cast<uint8_t*>(std::malloc(result.size()));
+    if (!out && !result.empty()) throw std::bad_alloc();
+    std::memcpy(out, result.data(), result.size());
+    out_len = result.size();
+  });
+  bytea* value = static_cast<bytea*>(palloc(VARHDRSZ + out_len));
+  SET_VARSIZE(value, VARHDRSZ + out_len);
+  std::memcpy(VARDATA(value), out, out_len);
+  std::free(out);
+  PG_RETURN_BYTEA_P(value);
+}

@@ -1,0 +1,73 @@
+// Module entry: GUCs, cache invalidation, the error-code map and small catalog helpers.
+#include "pg.hpp"  // must come first
+
+extern "C" {
+#include "commands/trigger.h"
+#include "utils/syscache.h"
+}
+
+#include "cache.hpp"
+#include "guard.hpp"
+
+extern "C" {
+PG_MODULE_MAGIC;
+
+void _PG_init(void);
+PG_FUNCTION_INFO_V1(flock_caller);
+PG_FUNCTION_INFO_V1(flock_catalog_changed);
+}
+
+namespace flock::pg {
+
+int sqlstate_for(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::InvalidModel: return ERRCODE_INVALID_PARAMETER_VALUE;          // 22023
+    case ErrorCode::UnsupportedOperator: return ERRCODE_FEATURE_NOT_SUPPORTED;     // 0A000
+    case ErrorCode::InvalidInput: return ERRCODE_INVALID_PARAMETER_VALUE;          // 22023
+    case ErrorCode::MissingValue: return ERRCODE_NULL_VALUE_NOT_ALLOWED;           // 22004
+    case ErrorCode::TypeMismatch: return ERRCODE_DATATYPE_MISMATCH;                // 42804
+    case ErrorCode::LimitExceeded: return ERRCODE_PROGRAM_LIMIT_EXCEEDED;          // 54000
+    case ErrorCode::Internal: return ERRCODE_INTERNAL_ERROR;                       // XX000
+  }
+  return ERRCODE_INTERNAL_ERROR;
+}
+
+Oid models_relid = InvalidOid;
+
+namespace {
+
+// Any invalidation of flock.models (or of all relations) means the catalog may have changed.
+void on_relcache_invalidation(Datum, Oid relid) {
+  if (relid == InvalidOid || models_relid == InvalidOid || relid == models_relid) catalog_generation++;
+}
+
+}  // namespace
+}  // namespace flock::pg
+
+using namespace flock::pg;
+
+void _PG_init(void) {
+  DefineCustomIntVariable("flock.max_tensor_elements",
+                          "Largest tensor (in elements) a model may take or produce.",
+                          "Protects the backend from models or inputs that would need huge tensors.",
+                          &max_tensor_elements, 1 << 28, 1, INT_MAX, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("flock.model_cache_entries", "Compiled models each backend keeps in memory.", nullptr,
+                          &model_cache_entries, 64, 1, 100000, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  MarkGUCPrefixReserved("flock");
+  CacheRegisterRelcacheCallback(on_relcache_invalidation, (Datum)0);
+}
+
+// flock._caller(): the role in effect outside any SECURITY DEFINER function.
+Datum flock_caller(PG_FUNCTION_ARGS) {
+  char* name = GetUserNameFromId(GetOuterUserId(), false);
+  PG_RETURN_DATUM(DirectFunctionCall1(namein, CStringGetDatum(name)));
+}
+
+// Statement trigger on flock.models: tell every backend to drop its name → model resolutions.
+Datum flock_catalog_changed(PG_FUNCTION_ARGS) {
+  if (!CALLED_AS_TRIGGER(fcinfo)) elog(ERROR, "flock._catalog_changed must be called as a trigger");
+  TriggerData* trigger = reinterpret_cast<TriggerData*>(fcinfo->context);
+  models_relid = RelationGetRelid(trigger->tg_relation);
+  CacheInvalidateRelcache(trigger->tg_relation);
+  return PointerGetDatum(nullptr);
+}

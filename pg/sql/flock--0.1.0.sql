@@ -5,6 +5,8 @@
 -- The model type: a validated, serialized model (ONNX / ONNX-ML protobuf or XGBoost JSON).
 -- Its text form is bytea's hex form, so pg_dump/pg_restore round-trip it; input validates.
 -- ---------------------------------------------------------------------------------------------
+GRANT USAGE ON SCHEMA flock TO PUBLIC;
+
 CREATE TYPE flock.model;
 
 CREATE FUNCTION flock.model_in(cstring) RETURNS flock.model

@@ -22,6 +22,8 @@ struct PgError {
 };
 
 int sqlstate_for(ErrorCode code);
+// The hint given when the core raised an error without one (nullptr: none).
+const char* default_hint_for(ErrorCode code);
 
 template <typename F>
 void flock_guard(F&& body) {
@@ -36,6 +38,7 @@ void flock_guard(F&& body) {
     code = sqlstate_for(e.code());
     message = pstrdup(e.what());
     if (!e.hint().empty()) hint = pstrdup(e.hint().c_str());
+    else if (const char* dflt = default_hint_for(e.code())) hint = pstrdup(dflt);
   } catch (const PgError& e) {
     pg_error = e.data;
   } catch (const std::bad_alloc&) {

@@ -34,6 +34,26 @@ int sqlstate_for(ErrorCode code) {
 
 Oid models_relid = InvalidOid;
 
+const char* default_hint_for(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::InvalidModel:
+      return "Pass the unmodified bytes of an .onnx file, or of an XGBoost JSON model (Booster.save_model('model.json')).";
+    case ErrorCode::UnsupportedOperator:
+      return "See the README's model coverage for the operators and formats Flock runs.";
+    case ErrorCode::InvalidInput:
+      return "Check the features against flock.model_info(model): their number, order and types.";
+    case ErrorCode::MissingValue:
+      return "Filter or COALESCE the NULLs in the query, or use a model that handles missing values.";
+    case ErrorCode::TypeMismatch:
+      return "Check the feature types against flock.model_info(model).";
+    case ErrorCode::LimitExceeded:
+      return "Raise flock.max_tensor_elements if the input is meant to be this large.";
+    case ErrorCode::Internal:
+      return nullptr;
+  }
+  return nullptr;
+}
+
 namespace {
 
 // Any invalidation of flock.models (or of all relations) means the catalog may have changed.

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The Flock demo: a private PostgreSQL cluster, a real data set (sklearn's breast cancer data),
+# three models trained by sklearn / xgboost, registered with the flock CLI and scored in SQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir=${1:-build}
+models=$PWD/$build_dir/models
+flock=$PWD/$build_dir/cli/flock
+source scripts/cluster.sh
+
+if [ ! -f "$models/manifest.json" ]; then
+  /usr/bin/python3 tools/models/make_models.py --out "$models"
+fi
+
+start_private_cluster
+echo "== private cluster on port $PGPORT (data in $CLUSTER_DIR)"
+
+run() { echo; echo "\$ $*"; "$@"; }
+sql() { echo; echo "=> $1"; psql -X -q -v ON_ERROR_STOP=1 -P pager=off -c "$1"; }
+
+# The data set as a table: every feature a double precision column, named as in the CSV header.
+header=$(head -1 "$models/breast_cancer.csv")
+columns=$(echo "$header" | tr ',' '\n' | sed -e 's/^id$/id integer PRIMARY KEY/' -e 's/^target$/target integer/' \
+  -e '/ integer/!s/$/ double precision/' | paste -sd, -)
+psql -X -q -v ON_ERROR_STOP=1 <<SQL
+CREATE EXTENSION flock;
+CREATE TABLE patients ($columns);
+\copy patients FROM '$models/breast_cancer.csv' WITH (FORMAT csv, HEADER true)
+SQL
+sql "SELECT count(*) AS patients, round(avg(target), 3) AS share_benign FROM patients"
+
+run "$flock" register "$models/breast_cancer_rf.onnx" --name cancer_rf --description "sklearn RandomForest, 25 trees (ONNX-ML)"
+run "$flock" register "$models/breast_cancer_logreg.onnx" --name cancer_logreg --description "sklearn LogisticRegression (ONNX-ML)"
+run "$flock" register "$models/breast_cancer_xgb.json" --name cancer_xgb --description "XGBoost binary:logistic, 30 trees (JSON)"
+run "$flock" models
+run "$flock" info cancer_xgb
+
+# Inference is part of the query: the record binds to the model's features by column name.
+sql "SELECT id, target,
+       flock.predict('cancer_rf', p)                              AS rf,
+       flock.predict('cancer_xgb', p)                             AS xgb,
+       round(flock.predict_proba('cancer_xgb', p)[2]::numeric, 4) AS p_benign_xgb,
+       round(flock.predict_proba('cancer_logreg', p)[2]::numeric, 4) AS p_benign_logreg
+     FROM patients p ORDER BY id LIMIT 8"
+
+# Models are data: join the catalog and score every registered model on every row.
+sql "SELECT m.name || '@' || m.version AS model, m.format,
+       round(avg((flock.predict(m.model, p) = p.target)::int), 4) AS accuracy
+     FROM patients p CROSS JOIN flock.models m GROUP BY 1, 2 ORDER BY 1"
+
+# Where the models disagree.
+sql "SELECT count(*) FILTER (WHERE flock.predict('cancer_rf', p) <> flock.predict('cancer_xgb', p)) AS rf_vs_xgb,
+       count(*) FILTER (WHERE flock.predict('cancer_logreg', p) <> p.target) AS logreg_errors
+     FROM patients p"
+
+# Bad input gets a clear error with an SQLSTATE and a hint.
+echo
+echo "=> SELECT flock.predict('cancer_rf', (SELECT r FROM (SELECT 1.0 AS mean_radius) r))"
+psql -X -q -v VERBOSITY=verbose -c "SELECT flock.predict('cancer_rf', (SELECT r FROM (SELECT 1.0 AS mean_radius) r))" 2>&1 | grep -v '^LOCATION' || true
+echo
+echo "== demo done; the cluster is stopped and removed"

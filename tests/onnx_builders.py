@@ -1,0 +1,64 @@
+"""Tiny hand-built ONNX-ML models for SQL tests (onnx.helper only: no exporter involved)."""
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+
+def _model(graph, ml_opset=1):
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15),
+                                                helper.make_opsetid("ai.onnx.ml", ml_opset)],
+                          producer_name="flock-tests")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def linear_regressor(coefs, intercept, feature_names=None):
+    """y = coefs · x + intercept, float input [N, len(coefs)]."""
+    n = len(coefs)
+    node = helper.make_node("LinearRegressor", ["input"], ["variable"], domain="ai.onnx.ml",
+                            coefficients=[float(c) for c in coefs], intercepts=[float(intercept)])
+    graph = helper.make_graph([node], "linear",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", n])],
+                              [helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])])
+    m = _model(graph)
+    if feature_names is not None:
+        helper.set_model_props(m, {"feature_names": json.dumps(feature_names)})
+    return m.SerializeToString()
+
+
+def stump_classifier(feature, threshold, labels=(0, 1), n_features=2, feature_names=None):
+    """One split: x[feature] <= threshold → class labels[0] (p=0.8) else labels[1] (p=0.9)."""
+    attrs = dict(
+        nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[feature, 0, 0],
+        nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"], nodes_values=[float(threshold), 0.0, 0.0],
+        nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0],
+        nodes_missing_value_tracks_true=[1, 0, 0],
+        class_treeids=[0, 0, 0, 0], class_nodeids=[1, 1, 2, 2], class_ids=[0, 1, 0, 1],
+        class_weights=[0.8, 0.2, 0.1, 0.9], post_transform="NONE")
+    string_labels = isinstance(labels[0], str)
+    if string_labels:
+        attrs["classlabels_strings"] = list(labels)
+    else:
+        attrs["classlabels_int64s"] = list(labels)
+    node = helper.make_node("TreeEnsembleClassifier", ["input"], ["label", "probabilities"],
+                            domain="ai.onnx.ml", **attrs)
+    graph = helper.make_graph(
+        [node], "stump", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", n_features])],
+        [helper.make_tensor_value_info("label", TensorProto.STRING if string_labels else TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])])
+    m = _model(graph)
+    if feature_names is not None:
+        helper.set_model_props(m, {"feature_names": json.dumps(feature_names)})
+    return m.SerializeToString()
+
+
+def unsupported_op_model():
+    """A valid ONNX model whose only node is an operator Flock does not run (Hardmax)."""
+    node = helper.make_node("Hardmax", ["input"], ["output"])
+    graph = helper.make_graph([node], "hardmax",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3])])
+    return _model(graph).SerializeToString()

@@ -1,7 +1,964 @@
+// Default-domain (ai.onnx) operators used by converted classic-ML models: Cast, Concat, Identity,
+// Reshape, Flatten, Add, Sub, Mul, Div, MatMul, Gemm, Sigmoid, Softmax, ArgMax, Relu, Tanh.
+//
+// Semantics follow the ONNX specification per opset and ONNX Runtime's CPU kernels (e.g. Cast to
+// string prints floats with "%.8g", "NaN", "INF", "-INF"; Cast from string parses like std::stod /
+// std::stoll).
+#include <fmt/format.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
 #include "flock/kernel.hpp"
 
 namespace flock {
+namespace {
 
-void register_standard_kernels(KernelRegistry& r) { (void)r; }
+// ---- shared helpers ----
+
+const Tensor& input(const std::vector<const Tensor*>& in, size_t k, const std::string& where, const char* name) {
+  if (k >= in.size() || in[k] == nullptr)
+    fail(ErrorCode::InvalidInput, fmt::format("{}: input {} ('{}') is missing", where, k, name));
+  const Tensor& t = *in[k];
+  if (static_cast<int64_t>(t.size()) != t.numel())
+    fail(ErrorCode::InvalidInput,
+         fmt::format("{}: input '{}' holds {} values but its shape needs {}", where, name, t.size(), t.numel()));
+  return t;
+}
+
+void set_out(std::vector<Tensor>& out, size_t k, Tensor t) {
+  if (k < out.size()) out[k] = std::move(t);
+}
+
+int64_t product(const std::vector<int64_t>& s, size_t from, size_t to) {
+  int64_t p = 1;
+  for (size_t k = from; k < to; ++k) p *= s[k];
+  return p;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
+// Normalizes `axis` into [0, rank) (or [0, rank] when `inclusive`).
+int64_t normalize_axis(int64_t axis, int64_t rank, bool inclusive, const std::string& where) {
+  const int64_t hi = inclusive ? rank : rank - 1;
+  if (axis < -rank || axis > hi)
+    fail(ErrorCode::InvalidInput,
+         fmt::format("{}: axis {} is out of range for an input of rank {}", where, axis, rank));
+  return axis < 0 ? axis + rank : axis;
+}
+
+template <typename F>
+decltype(auto) visit(const Tensor& t, F&& f) {
+  switch (t.type) {
+    case ElemType::Float: return f(t.f);
+    case ElemType::Double: return f(t.d);
+    case ElemType::Int64: return f(t.i);
+    case ElemType::String: return f(t.s);
+    case ElemType::Bool: break;
+  }
+  return f(t.b);
+}
+
+template <typename F>
+decltype(auto) visit(Tensor& t, F&& f) {
+  switch (t.type) {
+    case ElemType::Float: return f(t.f);
+    case ElemType::Double: return f(t.d);
+    case ElemType::Int64: return f(t.i);
+    case ElemType::String: return f(t.s);
+    case ElemType::Bool: break;
+  }
+  return f(t.b);
+}
+
+// The storage vector of type V (std::vector<float>, ...) of a tensor whose type matches.
+template <typename V>
+const V& vec(const Tensor& t) {
+  if constexpr (std::is_same_v<V, std::vector<float>>) return t.f;
+  else if constexpr (std::is_same_v<V, std::vector<double>>) return t.d;
+  else if constexpr (std::is_same_v<V, std::vector<int64_t>>) return t.i;
+  else if constexpr (std::is_same_v<V, std::vector<std::string>>) return t.s;
+  else return t.b;
+}
+
+template <typename T>
+std::vector<T>& storage(Tensor& t);
+template <>
+std::vector<float>& storage<float>(Tensor& t) { return t.f; }
+template <>
+std::vector<double>& storage<double>(Tensor& t) { return t.d; }
+template <>
+std::vector<int64_t>& storage<int64_t>(Tensor& t) { return t.i; }
+
+template <typename T>
+const std::vector<T>& storage(const Tensor& t) {
+  return storage<T>(const_cast<Tensor&>(t));
+}
+
+// numpy broadcasting of two shapes; false when they do not broadcast.
+bool broadcast_shape(const std::vector<int64_t>& a, const std::vector<int64_t>& b, std::vector<int64_t>& out) {
+  const size_t r = std::max(a.size(), b.size());
+  out.assign(r, 1);
+  for (size_t k = 0; k < r; ++k) {
+    const int64_t da = k < r - a.size() ? 1 : a[k - (r - a.size())];
+    const int64_t db = k < r - b.size() ? 1 : b[k - (r - b.size())];
+    if (da == db || db == 1) out[k] = da;
+    else if (da == 1) out[k] = db;
+    else return false;
+  }
+  return true;
+}
+
+// Element strides of `s` aligned to an output of rank `r` (0 on broadcast dimensions).
+std::vector<int64_t> aligned_strides(const std::vector<int64_t>& s, size_t r) {
+  std::vector<int64_t> st(r, 0);
+  int64_t acc = 1;
+  for (size_t k = s.size(); k-- > 0;) {
+    const size_t o = k + (r - s.size());
+    st[o] = s[k] == 1 ? 0 : acc;
+    acc *= s[k];
+  }
+  return st;
+}
+
+// Calls f(out_index, index_a, index_b) for every element of the broadcast output.
+template <typename F>
+void broadcast_for_each(const std::vector<int64_t>& sa, const std::vector<int64_t>& sb,
+                        const std::vector<int64_t>& so, F&& f) {
+  const int64_t total = product(so, 0, so.size());
+  if (total == 0) return;
+  const size_t r = so.size();
+  const std::vector<int64_t> ta = aligned_strides(sa, r), tb = aligned_strides(sb, r);
+  std::vector<int64_t> idx(r, 0);
+  int64_t ia = 0, ib = 0;
+  for (int64_t k = 0; k < total; ++k) {
+    f(k, ia, ib);
+    for (size_t d = r; d-- > 0;) {
+      ++idx[d];
+      ia += ta[d];
+      ib += tb[d];
+      if (idx[d] < so[d]) break;
+      ia -= ta[d] * so[d];
+      ib -= tb[d] * so[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Cast
+
+enum class Target { Float, Double, Int64, Int32, Int16, Int8, UInt32, UInt16, UInt8, String, Bool };
+
+ElemType storage_type(Target t) {
+  switch (t) {
+    case Target::Float: return ElemType::Float;
+    case Target::Double: return ElemType::Double;
+    case Target::String: return ElemType::String;
+    case Target::Bool: return ElemType::Bool;
+    default: return ElemType::Int64;
+  }
+}
+
+// x86 cvttsd2si semantics (what ONNX Runtime's static_cast produces for NaN / out-of-range values).
+int64_t trunc_to_int64(double v) {
+  if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0)) return std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(v);
+}
+
+int32_t trunc_to_int32(double v) {
+  if (!(v > -2147483649.0 && v < 2147483648.0)) return std::numeric_limits<int32_t>::min();
+  return static_cast<int32_t>(v);
+}
+
+// Wraps an integer to the target width (two's complement, as ONNX specifies for integer narrowing).
+int64_t wrap_int(int64_t v, Target t) {
+  switch (t) {
+    case Target::Int32: return static_cast<int32_t>(v);
+    case Target::Int16: return static_cast<int16_t>(v);
+    case Target::Int8: return static_cast<int8_t>(v);
+    case Target::UInt32: return static_cast<uint32_t>(v);
+    case Target::UInt16: return static_cast<uint16_t>(v);
+    case Target::UInt8: return static_cast<uint8_t>(v);
+    default: return v;
+  }
+}
+
+int64_t float_to_int(double v, Target t) {
+  switch (t) {
+    case Target::Int64: return trunc_to_int64(v);
+    case Target::UInt32: return wrap_int(trunc_to_int64(v), t);
+    default: return wrap_int(trunc_to_int32(v), t);
+  }
+}
+
+std::string float_to_string(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v < 0 ? "-INF" : "INF";
+  char buf[64];
+  const int n = std::snprintf(buf, sizeof buf, "%.8g", v);
+  return std::string(buf, n > 0 ? static_cast<size_t>(n) : 0);
+}
+
+class Cast final : public Kernel {
+ public:
+  explicit Cast(const KernelContext& ctx) : where_(ctx.attrs.where()) {
+    const onnx::AttributeProto* to = nullptr;
+    for (const auto& a : ctx.node.attribute())
+      if (a.name() == "to") to = &a;
+    if (!to) fail(ErrorCode::InvalidModel, fmt::format("{}: lacks required attribute 'to'", where_));
+    using TP = onnx::TensorProto;
+    int dt = 0;
+    if (to->type() == onnx::AttributeProto::STRING || (!to->has_i() && to->has_s())) {
+      TP::DataType parsed;
+      if (!TP::DataType_Parse(to->s(), &parsed))
+        fail(ErrorCode::UnsupportedOperator, fmt::format("{}: unknown target type '{}'", where_, to->s()));
+      dt = parsed;
+    } else {
+      dt = static_cast<int>(to->i());
+    }
+    switch (dt) {
+      case TP::FLOAT: target_ = Target::Float; break;
+      case TP::DOUBLE: target_ = Target::Double; break;
+      case TP::INT64: target_ = Target::Int64; break;
+      case TP::INT32: target_ = Target::Int32; break;
+      case TP::INT16: target_ = Target::Int16; break;
+      case TP::INT8: target_ = Target::Int8; break;
+      case TP::UINT32: target_ = Target::UInt32; break;
+      case TP::UINT16: target_ = Target::UInt16; break;
+      case TP::UINT8: target_ = Target::UInt8; break;
+      case TP::STRING: target_ = Target::String; break;
+      case TP::BOOL: target_ = Target::Bool; break;
+      default: {
+        const std::string name =
+            TP::DataType_IsValid(dt) ? TP::DataType_Name(static_cast<TP::DataType>(dt)) : std::to_string(dt);
+        fail(ErrorCode::UnsupportedOperator, fmt::format("{}: cast to {} is not supported", where_, name));
+      }
+    }
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const Tensor& x = input(in, 0, where_, "input");
+    Tensor y(storage_type(target_), x.shape);
+    const size_t n = x.size();
+    for (size_t k = 0; k < n; ++k) convert(x, k, y);
+    set_out(out, 0, std::move(y));
+  }
+
+ private:
+  void convert(const Tensor& x, size_t k, Tensor& y) const {
+    if (x.type == ElemType::String) {
+      from_string(x.s[k], k, y);
+      return;
+    }
+    const bool is_int = x.type == ElemType::Int64 || x.type == ElemType::Bool;
+    const int64_t iv = x.type == ElemType::Int64 ? x.i[k] : x.type == ElemType::Bool ? (x.b[k] ? 1 : 0) : 0;
+    const double dv = x.type == ElemType::Float ? static_cast<double>(x.f[k])
+                      : x.type == ElemType::Double ? x.d[k]
+                                                   : static_cast<double>(iv);
+    switch (target_) {
+      case Target::Float: y.f[k] = x.type == ElemType::Int64 ? static_cast<float>(iv) : static_cast<float>(dv); break;
+      case Target::Double: y.d[k] = dv; break;
+      case Target::String:
+        y.s[k] = is_int ? std::to_string(iv) : float_to_string(dv);
+        break;
+      case Target::Bool: y.b[k] = is_int ? iv != 0 : dv != 0.0; break;  // NaN -> true
+      default: y.i[k] = is_int ? wrap_int(iv, target_) : float_to_int(dv, target_); break;
+    }
+  }
+
+  void from_string(const std::string& s, size_t k, Tensor& y) const {
+    const char* begin = s.c_str();
+    char* end = nullptr;
+    errno = 0;
+    switch (target_) {
+      case Target::String: y.s[k] = s; return;
+      case Target::Float:
+      case Target::Double: {
+        const double v = std::strtod(begin, &end);
+        check_parse(s, begin, end, "a number");
+        if (target_ == Target::Float) y.f[k] = static_cast<float>(v);
+        else y.d[k] = v;
+        return;
+      }
+      case Target::Bool:
+      case Target::UInt32:
+      case Target::UInt16:
+      case Target::UInt8: {
+        const unsigned long long v = std::strtoull(begin, &end, 10);
+        check_parse(s, begin, end, "an unsigned integer");
+        if (target_ == Target::Bool) y.b[k] = v != 0;
+        else y.i[k] = wrap_int(static_cast<int64_t>(v), target_);
+        return;
+      }
+      default: {
+        const long long v = std::strtoll(begin, &end, 10);
+        check_parse(s, begin, end, "an integer");
+        y.i[k] = wrap_int(static_cast<int64_t>(v), target_);
+        return;
+      }
+    }
+  }
+
+  void check_parse(const std::string& s, const char* begin, const char* end, const char* what) const {
+    if (end == begin)
+      fail(ErrorCode::InvalidInput, fmt::format("{}: cannot convert '{}' to {}", where_, s, what));
+    if (errno == ERANGE)
+      fail(ErrorCode::InvalidInput, fmt::format("{}: '{}' is out of range for {}", where_, s, what));
+  }
+
+  std::string where_;
+  Target target_ = Target::Float;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Identity
+
+class Identity final : public Kernel {
+ public:
+  explicit Identity(const KernelContext& ctx) : where_(ctx.attrs.where()) {}
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    set_out(out, 0, input(in, 0, where_, "input"));
+  }
+
+ private:
+  std::string where_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Concat
+
+class Concat final : public Kernel {
+ public:
+  explicit Concat(const KernelContext& ctx) : where_(ctx.attrs.where()) {
+    if (ctx.attrs.has("axis")) axis_ = ctx.attrs.get_int("axis");
+    else if (ctx.opset >= 4) fail(ErrorCode::InvalidModel, fmt::format("{}: lacks required attribute 'axis'", where_));
+    else axis_ = 1;  // opset 1 default
+    if (ctx.node.input_size() < 1) fail(ErrorCode::InvalidModel, fmt::format("{}: has no inputs", where_));
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    if (in.empty()) fail(ErrorCode::InvalidInput, fmt::format("{}: no inputs", where_));
+    const Tensor& first = input(in, 0, where_, "inputs");
+    const int64_t rank = static_cast<int64_t>(first.shape.size());
+    if (rank == 0) fail(ErrorCode::InvalidInput, fmt::format("{}: cannot concatenate scalars", where_));
+    const int64_t axis = normalize_axis(axis_, rank, false, where_);
+    const size_t ax = static_cast<size_t>(axis);
+    std::vector<int64_t> shape = first.shape;
+    shape[ax] = 0;
+    for (size_t k = 0; k < in.size(); ++k) {
+      const Tensor& t = input(in, k, where_, "inputs");
+      if (t.type != first.type)
+        fail(ErrorCode::InvalidInput, fmt::format("{}: input {} has element type {}; input 0 has {}", where_, k,
+                                                  to_string(t.type), to_string(first.type)));
+      bool ok = t.shape.size() == first.shape.size();
+      for (size_t d = 0; ok && d < t.shape.size(); ++d) ok = d == ax || t.shape[d] == first.shape[d];
+      if (!ok)
+        fail(ErrorCode::InvalidInput, fmt::format("{}: input {} has shape {}, which does not fit input 0's {} along "
+                                                  "axis {}",
+                                                  where_, k, shape_str(t.shape), shape_str(first.shape), axis));
+      shape[ax] += t.shape[ax];
+    }
+    const int64_t outer = product(first.shape, 0, ax);
+    const int64_t inner = product(first.shape, ax + 1, first.shape.size());
+    Tensor y(first.type, shape);
+    visit(y, [&](auto& dst) {
+      using V = std::decay_t<decltype(dst)>;
+      size_t o = 0;
+      for (int64_t r = 0; r < outer; ++r) {
+        for (const Tensor* t : in) {
+          const V& src = vec<V>(*t);
+          const size_t chunk = static_cast<size_t>(t->shape[ax] * inner);
+          const size_t from = static_cast<size_t>(r) * chunk;
+          std::copy(src.begin() + static_cast<std::ptrdiff_t>(from),
+                    src.begin() + static_cast<std::ptrdiff_t>(from + chunk), dst.begin() + static_cast<std::ptrdiff_t>(o));
+          o += chunk;
+        }
+      }
+    });
+    set_out(out, 0, std::move(y));
+  }
+
+ private:
+  std::string where_;
+  int64_t axis_ = 1;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Reshape (opset < 5: `shape` attribute; opset >= 5: int64 shape input; opset 14: allowzero)
+
+class Reshape final : public Kernel {
+ public:
+  explicit Reshape(const KernelContext& ctx) : where_(ctx.attrs.where()) {
+    allowzero_ = ctx.attrs.get_int("allowzero", 0) != 0;
+    if (ctx.opset > 0 && ctx.opset < 5) {
+      if (!ctx.attrs.has("shape"))
+        fail(ErrorCode::InvalidModel, fmt::format("{}: lacks required attribute 'shape'", where_));
+      attr_shape_ = ctx.attrs.get_ints("shape");
+      from_attr_ = true;
+    } else if (ctx.node.input_size() < 2) {
+      fail(ErrorCode::InvalidModel, fmt::format("{}: needs two inputs (data and shape), has {}", where_,
+                                                ctx.node.input_size()));
+    }
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const Tensor& x = input(in, 0, where_, "data");
+    std::vector<int64_t> req;
+    if (from_attr_) {
+      req = attr_shape_;
+    } else {
+      const Tensor& s = input(in, 1, where_, "shape");
+      if (s.type != ElemType::Int64)
+        fail(ErrorCode::InvalidInput,
+             fmt::format("{}: shape input has element type {}; expected int64", where_, to_string(s.type)));
+      if (s.shape.size() > 1)
+        fail(ErrorCode::InvalidInput, fmt::format("{}: shape input has rank {}; expected 1", where_, s.shape.size()));
+      req = s.i;
+    }
+    int infer = -1;
+    bool has_zero = false;
+    int64_t known = 1;
+    for (size_t k = 0; k < req.size(); ++k) {
+      int64_t& d = req[k];
+      if (d == -1) {
+        if (infer >= 0) fail(ErrorCode::InvalidInput, fmt::format("{}: shape {} has more than one -1", where_, shape_str(req)));
+        infer = static_cast<int>(k);
+        continue;
+      }
+      if (d < -1) fail(ErrorCode::InvalidInput, fmt::format("{}: shape {} has a negative dimension", where_, shape_str(req)));
+      if (d == 0) {
+        has_zero = true;
+        if (!allowzero_) {
+          if (k >= x.shape.size())
+            fail(ErrorCode::InvalidInput, fmt::format("{}: shape {} copies dimension {} (0) but the input {} has rank {}",
+                                                      where_, shape_str(req), k, shape_str(x.shape), x.shape.size()));
+          d = x.shape[k];
+        }
+      }
+      known *= d;
+    }
+    if (allowzero_ && has_zero && infer >= 0)
+      fail(ErrorCode::InvalidInput, fmt::format("{}: shape {} has both 0 and -1 with allowzero", where_, shape_str(req)));
+    const int64_t total = x.numel();
+    if (infer >= 0) {
+      if (known == 0 || total % known != 0)
+        fail(ErrorCode::InvalidInput, fmt::format("{}: cannot reshape {} into {}", where_, shape_str(x.shape),
+                                                  shape_str(req)));
+      req[static_cast<size_t>(infer)] = total / known;
+    } else if (known != total) {
+      fail(ErrorCode::InvalidInput,
+           fmt::format("{}: cannot reshape {} ({} values) into {}", where_, shape_str(x.shape), total, shape_str(req)));
+    }
+    Tensor y = x;
+    y.shape = std::move(req);
+    set_out(out, 0, std::move(y));
+  }
+
+ private:
+  std::string where_;
+  bool allowzero_ = false;
+  bool from_attr_ = false;
+  std::vector<int64_t> attr_shape_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Flatten: [prod(dims[:axis]), prod(dims[axis:])]
+
+class Flatten final : public Kernel {
+ public:
+  explicit Flatten(const KernelContext& ctx) : where_(ctx.attrs.where()), axis_(ctx.attrs.get_int("axis", 1)) {
+    if (ctx.opset > 0 && ctx.opset < 11 && axis_ < 0)
+      fail(ErrorCode::InvalidModel, fmt::format("{}: negative axis {} needs opset 11", where_, axis_));
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const Tensor& x = input(in, 0, where_, "input");
+    const int64_t rank = static_cast<int64_t>(x.shape.size());
+    const size_t axis = static_cast<size_t>(normalize_axis(axis_, rank, true, where_));
+    Tensor y = x;
+    y.shape = {product(x.shape, 0, axis), product(x.shape, axis, x.shape.size())};
+    set_out(out, 0, std::move(y));
+  }
+
+ private:
+  std::string where_;
+  int64_t axis_ = 1;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Add / Sub / Mul / Div with numpy broadcasting (opset >= 7) or legacy broadcast/axis (opset < 7).
+
+enum class BinOp { Add, Sub, Mul, Div };
+
+class Binary final : public Kernel {
+ public:
+  Binary(const KernelContext& ctx, BinOp op) : where_(ctx.attrs.where()), op_(op) {
+    if (ctx.node.input_size() < 2)
+      fail(ErrorCode::InvalidModel, fmt::format("{}: needs two inputs, has {}", where_, ctx.node.input_size()));
+    if (ctx.opset > 0 && ctx.opset < 7) {
+      legacy_ = true;
+      legacy_broadcast_ = ctx.attrs.get_int("broadcast", 0) != 0;
+      if (ctx.attrs.has("axis")) legacy_axis_ = ctx.attrs.get_int("axis");
+    }
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const Tensor& a = input(in, 0, where_, "A");
+    const Tensor& b = input(in, 1, where_, "B");
+    if (a.type != b.type)
+      fail(ErrorCode::InvalidInput,
+           fmt::format("{}: inputs have element types {} and {}; they must match", where_, to_string(a.type),
+                       to_string(b.type)));
+    if (a.type != ElemType::Float && a.type != ElemType::Double && a.type != ElemType::Int64)
+      fail(ErrorCode::InvalidInput,
+           fmt::format("{}: element type {} is not supported; expected float, double or int64", where_,
+                       to_string(a.type)));
+    std::vector<int64_t> bshape = b.shape;
+    if (legacy_) {
+      if (!legacy_broadcast_) {
+        if (a.shape != b.shape && b.numel() != 1)
+          fail(ErrorCode::InvalidInput, fmt::format("{}: shapes {} and {} differ and broadcast is 0", where_,
+                                                    shape_str(a.shape), shape_str(b.shape)));
+      } else if (legacy_axis_) {
+        // B's dimensions line up with A's starting at `axis`.
+        const int64_t ra = static_cast<int64_t>(a.shape.size());
+        const int64_t axis = normalize_axis(*legacy_axis_, ra, false, where_);
+        const int64_t pad = ra - axis - static_cast<int64_t>(bshape.size());
+        if (pad < 0)
+          fail(ErrorCode::InvalidInput, fmt::format("{}: B {} does not fit A {} at axis {}", where_, shape_str(b.shape),
+                                                    shape_str(a.shape), axis));
+        bshape.insert(bshape.end(), static_cast<size_t>(pad), 1);
+      }
+    }
+    std::vector<int64_t> shape;
+    if (!broadcast_shape(a.shape, bshape, shape) || (legacy_ && shape != a.shape))
+      fail(ErrorCode::InvalidInput, fmt::format("{}: shapes {} and {} do not broadcast", where_, shape_str(a.shape),
+                                                shape_str(b.shape)));
+    Tensor y(a.type, shape);
+    switch (a.type) {
+      case ElemType::Float: compute<float>(a, bshape, b, y); break;
+      case ElemType::Double: compute<double>(a, bshape, b, y); break;
+      default: compute<int64_t>(a, bshape, b, y); break;
+    }
+    set_out(out, 0, std::move(y));
+  }
+
+ private:
+  template <typename T>
+  T apply(T x, T y) const {
+    if constexpr (std::is_integral_v<T>) {
+      const uint64_t ux = static_cast<uint64_t>(x), uy = static_cast<uint64_t>(y);
+      switch (op_) {
+        case BinOp::Add: return static_cast<T>(ux + uy);
+        case BinOp::Sub: return static_cast<T>(ux - uy);
+        case BinOp::Mul: return static_cast<T>(ux * uy);
+        case BinOp::Div:
+          if (y == 0) fail(ErrorCode::InvalidInput, fmt::format("{}: integer division by zero", where_));
+          if (y == -1) return static_cast<T>(0 - ux);
+          return x / y;
+      }
+    } else {
+      switch (op_) {
+        case BinOp::Add: return x + y;
+        case BinOp::Sub: return x - y;
+        case BinOp::Mul: return x * y;
+        case BinOp::Div: return x / y;
+      }
+    }
+    return T();
+  }
+
+  template <typename T>
+  void compute(const Tensor& a, const std::vector<int64_t>& bshape, const Tensor& b, Tensor& y) const {
+    const std::vector<T>& va = storage<T>(a);
+    const std::vector<T>& vb = storage<T>(b);
+    std::vector<T>& vy = storage<T>(y);
+    if (a.shape == bshape) {
+      for (size_t k = 0; k < vy.size(); ++k) vy[k] = apply(va[k], vb[k]);
+    } else if (vb.size() == 1 && vy.size() == va.size()) {
+      for (size_t k = 0; k < vy.size(); ++k) vy[k] = apply(va[k], vb[0]);
+    } else if (va.size() == 1 && vy.size() == vb.size()) {
+      for (size_t k = 0; k < vy.size(); ++k) vy[k] = apply(va[0], vb[k]);
+    } else {
+      broadcast_for_each(a.shape, bshape, y.shape, [&](int64_t o, int64_t ia, int64_t ib) {
+        vy[static_cast<size_t>(o)] = apply(va[static_cast<size_t>(ia)], vb[static_cast<size_t>(ib)]);
+      });
+    }
+  }
+
+  std::string where_;
+  BinOp op_;
+  bool legacy_ = false;
+  bool legacy_broadcast_ = false;
+  std::optional<int64_t> legacy_axis_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// MatMul (numpy matmul semantics, batched with broadcasting)
+
+template <typename T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+class MatMul final : public Kernel {
+ public:
+  explicit MatMul(const KernelContext& ctx) : where_(ctx.attrs.where()) {
+    if (ctx.node.input_size() < 2)
+      fail(ErrorCode::InvalidModel, fmt::format("{}: needs two inputs, has {}", where_, ctx.node.input_size()));
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const Tensor& a = input(in, 0, where_, "A");
+    const Tensor& b = input(in, 1, where_, "B");
+    if (a.type != b.type)
+      fail(ErrorCode::InvalidInput, fmt::format("{}: inputs have element types {} and {}; they must match", where_,
+                                                to_string(a.type), to_string(b.type)));
+    if (a.shape.empty() || b.shape.empty())
+      fail(ErrorCode::InvalidInput, fmt::format("{}: scalar operands are not allowed", where_));
+    std::vector<int64_t> as = a.shape, bs = b.shape;
+    const bool squeeze_m = as.size() == 1, squeeze_n = bs.size() == 1;
+    if (squeeze_m) as.insert(as.begin(), 1);
+    if (squeeze_n) bs.push_back(1);
+    const int64_t m = as[as.size() - 2], k = as.back(), k2 = bs[bs.size() - 2], n = bs.back();
+    if (k != k2)
+      fail(ErrorCode::InvalidInput, fmt::format("{}: shapes {} and {} do not fit (inner dimensions {} and {})", where_,
+                                                shape_str(a.shape), shape_str(b.shape), k, k2));
+    const std::vector<int64_t> ba(as.begin(), as.end() - 2), bb(bs.begin(), bs.end() - 2);
+    std::vector<int64_t> batch;
+    if (!broadcast_shape(ba, bb, batch))
+      fail(ErrorCode::InvalidInput, fmt::format("{}: batch dimensions of {} and {} do not broadcast", where_,
+                                                shape_str(a.shape), shape_str(b.shape)));
+    std::vector<int64_t> shape = batch;
+    if (!squeeze_m) shape.push_back(m);
+    if (!squeeze_n) shape.push_back(n);
+    Tensor y(a.type, shape);
+    switch (a.type) {
+      case ElemType::Float: compute<float>(a, b, y, ba, bb, batch, m, k, n); break;
+      case ElemType::Double: compute<double>(a, b, y, ba, bb, batch, m, k, n); break;
+      case ElemType::Int64: compute<int64_t>(a, b, y, ba, bb, batch, m, k, n); break;
+      default:
+        fail(ErrorCode::InvalidInput, fmt::format("{}: element type {} is not supported; expected float, double or int64",
+                                                  where_, to_string(a.type)));
+    }
+    set_out(out, 0, std::move(y));
+  }
+
+ private:
+  template <typename T>
+  void compute(const Tensor& a, const Tensor& b, Tensor& y, const std::vector<int64_t>& ba,
+               const std::vector<int64_t>& bb, const std::vector<int64_t>& batch, int64_t m, int64_t k,
+               int64_t n) const {
+    const T* pa = storage<T>(a).data();
+    const T* pb = storage<T>(b).data();
+    T* py = storage<T>(y).data();
+    auto one = [&](int64_t o, int64_t ia, int64_t ib) {
+      Eigen::Map<RowMat<T>> ym(py + o * m * n, m, n);
+      if (k == 0) {
+        ym.setZero();
+        return;
+      }
+      Eigen::Map<const RowMat<T>> am(pa + ia * m * k, m, k);
+      Eigen::Map<const RowMat<T>> bm(pb + ib * k * n, k, n);
+      ym.noalias() = am * bm;
+    };
+    if (batch.empty()) {
+      one(0, 0, 0);
+    } else {
+      broadcast_for_each(ba, bb, batch, one);
+    }
+  }
+
+  std::string where_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Gemm: Y = alpha * op(A) · op(B) + beta * C, C unidirectionally broadcast to [M, N].
+
+class Gemm final : public Kernel {
+ public:
+  explicit Gemm(const KernelContext& ctx) : where_(ctx.attrs.where()) {
+    const Attrs& a = ctx.attrs;
+    alpha_ = a.get_float("alpha", 1.0f);
+    beta_ = a.get_float("beta", 1.0f);
+    trans_a_ = a.get_int("transA", 0) != 0;
+    trans_b_ = a.get_int("transB", 0) != 0;
+    if (ctx.node.input_size() < 2)
+      fail(ErrorCode::InvalidModel, fmt::format("{}: needs inputs A and B, has {}", where_, ctx.node.input_size()));
+    if (ctx.opset > 0 && ctx.opset < 11 && (ctx.node.input_size() < 3 || ctx.node.input(2).empty()))
+      fail(ErrorCode::InvalidModel, fmt::format("{}: input C is required before opset 11", where_));
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const Tensor& a = input(in, 0, where_, "A");
+    const Tensor& b = input(in, 1, where_, "B");
+    const Tensor* c = in.size() > 2 ? in[2] : nullptr;
+    if (c) c = &input(in, 2, where_, "C");
+    if (a.type != b.type || (c && c->type != a.type))
+      fail(ErrorCode::InvalidInput, fmt::format("{}: inputs have different element types", where_));
+    if (a.shape.size() != 2 || b.shape.size() != 2)
+      fail(ErrorCode::InvalidInput, fmt::format("{}: A {} and B {} must be 2-D", where_, shape_str(a.shape),
+                                                shape_str(b.shape)));
+    const int64_t m = trans_a_ ? a.shape[1] : a.shape[0];
+    const int64_t k = trans_a_ ? a.shape[0] : a.shape[1];
+    const int64_t k2 = trans_b_ ? b.shape[1] : b.shape[0];
+    const int64_t n = trans_b_ ? b.shape[0] : b.shape[1];
+    if (k != k2)
+      fail(ErrorCode::InvalidInput, fmt::format("{}: A {} and B {} do not fit (transA={}, transB={})", where_,
+                                                shape_str(a.shape), shape_str(b.shape), trans_a_ ? 1 : 0,
+                                                trans_b_ ? 1 : 0));
+    if (c) {
+      std::vector<int64_t> s;
+      if (!broadcast_shape(c->shape, {m, n}, s) || s != std::vector<int64_t>{m, n})
+        fail(ErrorCode::InvalidInput,
+             fmt::format("{}: C {} does not broadcast to [{}, {}]", where_, shape_str(c->shape), m, n));
+    }
+    Tensor y(a.type, {m, n});
+    switch (a.type) {
+      case ElemType::Float: compute<float>(a, b, c, y, m, k, n); break;
+      case ElemType::Double: compute<double>(a, b, c, y, m, k, n); break;
+      default:
+        fail(ErrorCode::InvalidInput, fmt::format("{}: element type {} is not supported; expected float or double",
+                                                  where_, to_string(a.type)));
+    }
+    set_out(out, 0, std::move(y));
+  }
+
+ private:
+  template <typename T>
+  void compute(const Tensor& a, const Tensor& b, const Tensor* c, Tensor& y, int64_t m, int64_t k, int64_t n) const {
+    Eigen::Map<const RowMat<T>> am(storage<T>(a).data(), a.shape[0], a.shape[1]);
+    Eigen::Map<const RowMat<T>> bm(storage<T>(b).data(), b.shape[0], b.shape[1]);
+    Eigen::Map<RowMat<T>> ym(storage<T>(y).data(), m, n);
+    if (k == 0 || m == 0 || n == 0) {
+      ym.setZero();
+    } else if (!trans_a_ && !trans_b_) {
+      ym.noalias() = am * bm;
+    } else if (trans_a_ && !trans_b_) {
+      ym.noalias() = am.transpose() * bm;
+    } else if (!trans_a_) {
+      ym.noalias() = am * bm.transpose();
+    } else {
+      ym.noalias() = am.transpose() * bm.transpose();
+    }
+    const T alpha = static_cast<T>(alpha_), beta = static_cast<T>(beta_);
+    if (alpha_ != 1.0f) ym *= alpha;
+    if (c && beta_ != 0.0f) {
+      const std::vector<T>& vc = storage<T>(*c);
+      std::vector<T>& vy = storage<T>(y);
+      broadcast_for_each(std::vector<int64_t>{m, n}, c->shape, y.shape, [&](int64_t o, int64_t, int64_t ic) {
+        vy[static_cast<size_t>(o)] += beta * vc[static_cast<size_t>(ic)];
+      });
+    }
+  }
+
+  std::string where_;
+  float alpha_ = 1.0f, beta_ = 1.0f;
+  bool trans_a_ = false, trans_b_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Sigmoid, Tanh, Relu
+
+enum class UnOp { Sigmoid, Tanh, Relu };
+
+class Unary final : public Kernel {
+ public:
+  Unary(const KernelContext& ctx, UnOp op) : where_(ctx.attrs.where()), op_(op) {}
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const Tensor& x = input(in, 0, where_, "X");
+    Tensor y = x;
+    switch (x.type) {
+      case ElemType::Float: apply(y.f); break;
+      case ElemType::Double: apply(y.d); break;
+      case ElemType::Int64:
+        if (op_ != UnOp::Relu)
+          fail(ErrorCode::InvalidInput, fmt::format("{}: element type int64 is not supported; expected float or double",
+                                                    where_));
+        for (int64_t& v : y.i) v = std::max<int64_t>(v, 0);
+        break;
+      default:
+        fail(ErrorCode::InvalidInput, fmt::format("{}: element type {} is not supported", where_, to_string(x.type)));
+    }
+    set_out(out, 0, std::move(y));
+  }
+
+ private:
+  template <typename T>
+  void apply(std::vector<T>& v) const {
+    switch (op_) {
+      case UnOp::Sigmoid:
+        for (T& e : v) {
+          const T a = T(1) / (T(1) + std::exp(-std::abs(e)));
+          e = e < 0 ? T(1) - a : a;
+        }
+        break;
+      case UnOp::Tanh:
+        for (T& e : v) e = std::tanh(e);
+        break;
+      case UnOp::Relu:
+        for (T& e : v) e = e > T(0) ? e : (std::isnan(e) ? e : T(0));
+        break;
+    }
+  }
+
+  std::string where_;
+  UnOp op_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Softmax: opset < 13 coerces to 2-D at `axis` (default 1); opset >= 13 along `axis` (default -1).
+
+class Softmax final : public Kernel {
+ public:
+  explicit Softmax(const KernelContext& ctx) : where_(ctx.attrs.where()) {
+    legacy_ = ctx.opset > 0 && ctx.opset < 13;
+    axis_ = ctx.attrs.get_int("axis", legacy_ ? 1 : -1);
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const Tensor& x = input(in, 0, where_, "input");
+    if (x.type != ElemType::Float && x.type != ElemType::Double)
+      fail(ErrorCode::InvalidInput, fmt::format("{}: element type {} is not supported; expected float or double",
+                                                where_, to_string(x.type)));
+    const int64_t rank = static_cast<int64_t>(x.shape.size());
+    int64_t outer, n, inner;
+    if (rank == 0) {
+      outer = n = inner = 1;
+    } else if (legacy_) {
+      const size_t axis = static_cast<size_t>(normalize_axis(axis_, rank, false, where_));
+      outer = product(x.shape, 0, axis);
+      n = product(x.shape, axis, x.shape.size());
+      inner = 1;
+    } else {
+      const size_t axis = static_cast<size_t>(normalize_axis(axis_, rank, false, where_));
+      outer = product(x.shape, 0, axis);
+      n = x.shape[axis];
+      inner = product(x.shape, axis + 1, x.shape.size());
+    }
+    Tensor y = x;
+    if (x.type == ElemType::Float) compute(y.f, outer, n, inner);
+    else compute(y.d, outer, n, inner);
+    set_out(out, 0, std::move(y));
+  }
+
+ private:
+  template <typename T>
+  static void compute(std::vector<T>& v, int64_t outer, int64_t n, int64_t inner) {
+    for (int64_t o = 0; o < outer; ++o) {
+      for (int64_t i = 0; i < inner; ++i) {
+        auto at = [&](int64_t j) -> T& { return v[static_cast<size_t>((o * n + j) * inner + i)]; };
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < n; ++j) mx = std::max(mx, static_cast<double>(at(j)));
+        double sum = 0.0;
+        std::vector<double> e(static_cast<size_t>(n));
+        for (int64_t j = 0; j < n; ++j) {
+          e[static_cast<size_t>(j)] = std::exp(static_cast<double>(at(j)) - mx);
+          sum += e[static_cast<size_t>(j)];
+        }
+        for (int64_t j = 0; j < n; ++j) at(j) = static_cast<T>(e[static_cast<size_t>(j)] / sum);
+      }
+    }
+  }
+
+  std::string where_;
+  bool legacy_ = false;
+  int64_t axis_ = -1;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// ArgMax (axis default 0, keepdims default 1, select_last_index default 0); int64 output.
+
+class ArgMax final : public Kernel {
+ public:
+  explicit ArgMax(const KernelContext& ctx)
+      : where_(ctx.attrs.where()),
+        axis_(ctx.attrs.get_int("axis", 0)),
+        keepdims_(ctx.attrs.get_int("keepdims", 1) != 0),
+        last_(ctx.attrs.get_int("select_last_index", 0) != 0) {}
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const Tensor& x = input(in, 0, where_, "data");
+    if (x.type != ElemType::Float && x.type != ElemType::Double && x.type != ElemType::Int64)
+      fail(ErrorCode::InvalidInput, fmt::format("{}: element type {} is not supported; expected float, double or "
+                                                "int64",
+                                                where_, to_string(x.type)));
+    const int64_t rank = static_cast<int64_t>(x.shape.size());
+    if (rank == 0) fail(ErrorCode::InvalidInput, fmt::format("{}: input is a scalar", where_));
+    const size_t axis = static_cast<size_t>(normalize_axis(axis_, rank, false, where_));
+    const int64_t outer = product(x.shape, 0, axis), n = x.shape[axis],
+                  inner = product(x.shape, axis + 1, x.shape.size());
+    if (n == 0) fail(ErrorCode::InvalidInput, fmt::format("{}: axis {} has size 0", where_, axis));
+    std::vector<int64_t> shape = x.shape;
+    if (keepdims_) shape[axis] = 1;
+    else shape.erase(shape.begin() + static_cast<std::ptrdiff_t>(axis));
+    Tensor y(ElemType::Int64, shape);
+    visit(x, [&](const auto& v) {
+      if constexpr (std::is_arithmetic_v<typename std::decay_t<decltype(v)>::value_type>) {
+        for (int64_t o = 0; o < outer; ++o) {
+          for (int64_t i = 0; i < inner; ++i) {
+            auto at = [&](int64_t j) { return v[static_cast<size_t>((o * n + j) * inner + i)]; };
+            int64_t best = 0;
+            for (int64_t j = 1; j < n; ++j) {
+              if (last_ ? at(j) >= at(best) : at(j) > at(best)) best = j;
+            }
+            y.i[static_cast<size_t>(o * inner + i)] = best;
+          }
+        }
+      }
+    });
+    set_out(out, 0, std::move(y));
+  }
+
+ private:
+  std::string where_;
+  int64_t axis_ = 0;
+  bool keepdims_ = true;
+  bool last_ = false;
+};
+
+template <typename K>
+void add(KernelRegistry& r, const char* op) {
+  r.add("", op, [](const KernelContext& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<K>(ctx); });
+}
+
+void add_binary(KernelRegistry& r, const char* op, BinOp b) {
+  r.add("", op, [b](const KernelContext& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<Binary>(ctx, b); });
+}
+
+void add_unary(KernelRegistry& r, const char* op, UnOp u) {
+  r.add("", op, [u](const KernelContext& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<Unary>(ctx, u); });
+}
+
+}  // namespace
+
+void register_standard_kernels(KernelRegistry& r) {
+  add<Cast>(r, "Cast");
+  add<Concat>(r, "Concat");
+  add<Identity>(r, "Identity");
+  add<Reshape>(r, "Reshape");
+  add<Flatten>(r, "Flatten");
+  add_binary(r, "Add", BinOp::Add);
+  add_binary(r, "Sub", BinOp::Sub);
+  add_binary(r, "Mul", BinOp::Mul);
+  add_binary(r, "Div", BinOp::Div);
+  add<MatMul>(r, "MatMul");
+  add<Gemm>(r, "Gemm");
+  add_unary(r, "Sigmoid", UnOp::Sigmoid);
+  add_unary(r, "Tanh", UnOp::Tanh);
+  add_unary(r, "Relu", UnOp::Relu);
+  add<Softmax>(r, "Softmax");
+  add<ArgMax>(r, "ArgMax");
+}
 
 }  // namespace flock

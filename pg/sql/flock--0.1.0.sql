@@ -230,3 +230,7 @@ CREATE FUNCTION flock.predict_label(model flock.model, input record) RETURNS tex
   AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE PARALLEL SAFE;
 CREATE FUNCTION flock.predict_label(model flock.model, features float4[]) RETURNS text
   AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE PARALLEL SAFE;
+
+-- This backend's compiled-model cache: entries, compiles, hits, and catalog resolutions.
+CREATE FUNCTION flock.cache_stats() RETURNS jsonb
+  AS 'MODULE_PATHNAME', 'flock_cache_stats' LANGUAGE C VOLATILE PARALLEL SAFE;

@@ -1,13 +1,20 @@
 #include "cache.hpp"
 
+#include "guard.hpp"
+
 #include <fmt/format.h>
 
 #include <list>
 #include <unordered_map>
 
+extern "C" {
+PG_FUNCTION_INFO_V1(flock_cache_stats);
+}
+
 namespace flock::pg {
 
 uint64 catalog_generation = 1;
+CacheStats cache_stats = {0, 0, 0};
 int max_tensor_elements = 1 << 28;
 int model_cache_entries = 64;
 
@@ -49,6 +56,7 @@ std::shared_ptr<const Model> find_cached_model(const std::string& sha256) {
   Cache& c = cache();
   auto it = c.index.find(key_for(sha256));
   if (it == c.index.end()) return nullptr;
+  cache_stats.hits++;
   c.order.splice(c.order.begin(), c.order, it->second);
   return it->second->second;
 }
@@ -58,6 +66,7 @@ std::shared_ptr<const Model> cached_model(const std::string& sha256, std::span<c
   Limits limits;
   limits.max_tensor_elements = max_tensor_elements;
   std::shared_ptr<const Model> model = Model::load(bytes, ModelFormat::Auto, limits);
+  cache_stats.compiles++;
   Cache& c = cache();
   c.order.emplace_front(key_for(sha256), model);
   c.index[c.order.front().first] = c.order.begin();
@@ -83,3 +92,14 @@ ModelHandle* new_model_handle(MemoryContext mcxt) {
 }
 
 }  // namespace flock::pg
+
+// flock.cache_stats(): this backend's model cache, as jsonb.
+Datum flock_cache_stats(PG_FUNCTION_ARGS) {
+  using namespace flock::pg;
+  size_t entries = 0;
+  flock_guard([&] { entries = cache().order.size(); });
+  char* json = psprintf(
+      "{\"entries\": %zu, \"compiles\": " INT64_FORMAT ", \"hits\": " INT64_FORMAT ", \"resolutions\": " INT64_FORMAT "}",
+      entries, cache_stats.compiles, cache_stats.hits, cache_stats.resolutions);
+  PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+}

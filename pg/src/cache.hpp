@@ -18,6 +18,15 @@ extern uint64 catalog_generation;
 // OID of flock.models once known in this backend (InvalidOid: every relcache invalidation counts).
 extern Oid models_relid;
 
+// Counters for flock.cache_stats(): how often models were compiled, found compiled, and how often
+// a call site resolved its model reference through the catalog.
+struct CacheStats {
+  int64 compiles;
+  int64 hits;
+  int64 resolutions;
+};
+extern CacheStats cache_stats;
+
 // GUCs.
 extern int max_tensor_elements;
 extern int model_cache_entries;

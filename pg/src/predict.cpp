@@ -83,6 +83,7 @@ void resolve_by_name(FunctionCallInfo fcinfo, CallState* st) {
 
   MemoryContext fn_mcxt = fcinfo->flinfo->fn_mcxt;
   uint64 generation = catalog_generation;
+  cache_stats.resolutions++;
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
   Oid argtypes[1] = {TEXTOID};
   Datum args[1] = {CStringGetTextDatum(ref)};

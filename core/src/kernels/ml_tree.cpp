@@ -1,7 +1,963 @@
+// ai.onnx.ml TreeEnsembleRegressor / TreeEnsembleClassifier (opsets 1 and 3).
+//
+// The semantics follow ONNX Runtime's CPU implementation (tree_ensemble_common.h,
+// tree_ensemble_aggregator.h, ml_common.h) including its quirks, so that a model gives the same
+// numbers here as in ORT:
+//   * a tree's root is the first node (in attribute order) of each run of equal nodes_treeids;
+//   * weights attached to a branch node are ignored (but still count for the classifier's
+//     "binary case" and "all weights positive" flags); a leaf without weights adds nothing (with
+//     one target: its nodes_values entry, like recent ORT);
+//   * a regressor with n_targets == 1 uses only the first weight of each leaf (its value rounded
+//     to the threshold type, float unless the input is double), adds base_values[0]
+//     (when base_values has one value) and applies PROBIT only: other post_transforms (LOGISTIC,
+//     SOFTMAX, SOFTMAX_ZERO) are ignored for a single target, exactly like ORT;
+//   * with several targets/classes, a target no leaf wrote to reads as 0 after the base values
+//     were added (ORT's ScoreValue::has_score);
+//   * the two-class classifier follows ORT's FinalizeScores binary rules (see finalize_binary).
+// Transforms (logistic, softmax, probit) are computed in float like ORT; scores accumulate in
+// double. Thresholds compare in the input's type: float for float and int64 input (the int64
+// value converted to float), double for double input.
+//
+// Speed: the factory compiles the attributes once into flat node arrays (pre-order, leaves
+// pointing to themselves) and validates every id; run() walks blocks of 128 rows tree by tree,
+// 8 rows at a time, or for fewer than 8 rows 8 trees at a time, so independent walks overlap.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
 #include "flock/kernel.hpp"
 
 namespace flock {
+namespace {
 
-void register_ml_tree_kernels(KernelRegistry& r) { (void)r; }
+// ----------------------------------------------------------------------------------------------
+// Attribute enums
+
+enum Mode : uint8_t { kLeaf = 0, kLeq, kLt, kGte, kGt, kEq, kNeq, kMixed };
+
+enum class Transform { None, Logistic, Softmax, SoftmaxZero, Probit };
+enum class Aggregate { Sum, Average, Min, Max };
+
+Mode parse_mode(const std::string& s, const Attrs& a, size_t i) {
+  if (s == "BRANCH_LEQ") return kLeq;
+  if (s == "BRANCH_LT") return kLt;
+  if (s == "BRANCH_GTE") return kGte;
+  if (s == "BRANCH_GT") return kGt;
+  if (s == "BRANCH_EQ") return kEq;
+  if (s == "BRANCH_NEQ") return kNeq;
+  if (s == "LEAF") return kLeaf;
+  fail(ErrorCode::UnsupportedOperator,
+       fmt::format("{}: nodes_modes[{}] is '{}', which is not a tree node mode", a.where(), i, s),
+       "Supported modes: BRANCH_LEQ, BRANCH_LT, BRANCH_GTE, BRANCH_GT, BRANCH_EQ, BRANCH_NEQ, LEAF.");
+}
+
+Transform parse_transform(const Attrs& a) {
+  const std::string s = a.get_string("post_transform", "NONE");
+  if (s == "NONE") return Transform::None;
+  if (s == "LOGISTIC") return Transform::Logistic;
+  if (s == "SOFTMAX") return Transform::Softmax;
+  if (s == "SOFTMAX_ZERO") return Transform::SoftmaxZero;
+  if (s == "PROBIT") return Transform::Probit;
+  fail(ErrorCode::UnsupportedOperator, fmt::format("{}: post_transform '{}' is not supported", a.where(), s),
+       "Supported post_transform values: NONE, LOGISTIC, SOFTMAX, SOFTMAX_ZERO, PROBIT.");
+}
+
+Aggregate parse_aggregate(const Attrs& a) {
+  const std::string s = a.get_string("aggregate_function", "SUM");
+  if (s == "SUM") return Aggregate::Sum;
+  if (s == "AVERAGE") return Aggregate::Average;
+  if (s == "MIN") return Aggregate::Min;
+  if (s == "MAX") return Aggregate::Max;
+  fail(ErrorCode::UnsupportedOperator,
+       fmt::format("{}: aggregate_function '{}' is not supported", a.where(), s),
+       "Supported aggregate_function values: SUM, AVERAGE, MIN, MAX.");
+}
+
+// ----------------------------------------------------------------------------------------------
+// ORT's float helpers (ml_common.h)
+
+inline float compute_logistic(float val) {
+  float v = 1 / (1 + std::exp(-std::abs(val)));
+  return (val < 0) ? (1 - v) : v;
+}
+
+inline float erf_inv(float x) {
+  float sgn = x < 0 ? -1.0f : 1.0f;
+  x = (1 - x) * (1 + x);
+  float lg = std::log(x);
+  float v = 2 / (3.14159265358979323846f * 0.147f) + 0.5f * lg;
+  float v2 = 1 / (0.147f) * lg;
+  float v3 = -v + std::sqrt(v * v - v2);
+  return sgn * std::sqrt(v3);
+}
+
+inline float compute_probit(float val) { return 1.41421356237309504880f * erf_inv(2 * val - 1); }
+
+// Writes `n` (>= 2) effective scores through the post transform, as ORT's write_scores does.
+void write_multi(const double* v, size_t n, Transform t, float* z) {
+  switch (t) {
+    case Transform::Probit:
+      for (size_t k = 0; k < n; ++k) z[k] = compute_probit(static_cast<float>(v[k]));
+      break;
+    case Transform::Logistic:
+      for (size_t k = 0; k < n; ++k) z[k] = compute_logistic(static_cast<float>(v[k]));
+      break;
+    case Transform::Softmax: {
+      float vmax = -std::numeric_limits<float>::max();
+      for (size_t k = 0; k < n; ++k) vmax = std::max(vmax, static_cast<float>(v[k]));
+      float sum = 0.f;
+      for (size_t k = 0; k < n; ++k) {
+        z[k] = std::exp(static_cast<float>(v[k]) - vmax);
+        sum += z[k];
+      }
+      for (size_t k = 0; k < n; ++k) z[k] = z[k] / sum;
+      break;
+    }
+    case Transform::SoftmaxZero: {
+      float vmax = -std::numeric_limits<float>::max();
+      for (size_t k = 0; k < n; ++k) vmax = std::max(vmax, static_cast<float>(v[k]));
+      const float exp_neg_vmax = std::exp(-vmax);
+      float sum = 0.f;
+      for (size_t k = 0; k < n; ++k) {
+        float f = static_cast<float>(v[k]);
+        if (f > 0.0000001f || f < -0.0000001f) {
+          z[k] = std::exp(f - vmax);
+          sum += z[k];
+        } else {
+          z[k] = f * exp_neg_vmax;
+        }
+      }
+      for (size_t k = 0; k < n; ++k) z[k] = z[k] / sum;
+      break;
+    }
+    case Transform::None:
+      for (size_t k = 0; k < n; ++k) z[k] = static_cast<float>(v[k]);
+      break;
+  }
+}
+
+// ORT's write_scores for one score ("binary case"). `second` is ORT's add_second_class.
+void write_single(double v, Transform t, int second, float* z) {
+  if (t == Transform::Probit) {
+    z[0] = compute_probit(static_cast<float>(v));
+    return;
+  }
+  switch (second) {
+    case 0:
+    case 1:
+      z[0] = static_cast<float>(1 - v);
+      z[1] = static_cast<float>(v);
+      break;
+    case 2:
+    case 3:
+      if (t == Transform::Logistic) {
+        z[1] = compute_logistic(static_cast<float>(v));
+        z[0] = compute_logistic(static_cast<float>(-v));
+      } else {
+        z[0] = static_cast<float>(-v);
+        z[1] = static_cast<float>(v);
+      }
+      break;
+    default:
+      z[0] = static_cast<float>(v);
+      break;
+  }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Compiled ensemble
+
+// A leaf points to itself on both sides (and reads column 0), so walking several rows at once
+// needs no per-row branch: a row that reached its leaf stays there.
+template <typename T>
+struct Node {
+  T threshold;      // branch: threshold; leaf: its single-target value
+  int32_t feature;  // branch: column; leaf: 0
+  int32_t yes;      // index of the true child (leaf: itself)
+  int32_t no;       // index of the false child (leaf: itself)
+  uint8_t mode;     // Mode (kLeaf for leaves)
+  uint8_t missing_true;
+};
+
+struct Ensemble {
+  std::vector<Node<float>> nodes_f;   // thresholds as float (float / int64 input)
+  std::vector<Node<double>> nodes_d;  // thresholds as double (double input)
+  std::vector<int32_t> roots;
+  std::vector<int32_t> leaf_first;  // per node: first weight of a leaf
+  std::vector<int32_t> leaf_count;  // per node: number of weights of a leaf
+  std::vector<int32_t> w_id;    // target / class index per weight
+  std::vector<double> w_value;  // weight value
+  int64_t max_feature = -1;     // highest column a branch node reads
+  uint8_t uniform_mode = kMixed;
+  // Classifier flags, computed over all weights like ORT.
+  bool weights_all_positive = true;
+  size_t distinct_ids = 0;
+};
+
+struct PairHash {
+  size_t operator()(const std::pair<int64_t, int64_t>& p) const noexcept {
+    uint64_t h = static_cast<uint64_t>(p.first) * 0x9E3779B97F4A7C15ULL;
+    h ^= static_cast<uint64_t>(p.second) + 0x7F4A7C159E3779B9ULL + (h << 6) + (h >> 2);
+    return static_cast<size_t>(h);
+  }
+};
+
+std::vector<double> numeric_attr(const Attrs& a, const std::string& name) {
+  const std::string tname = name + "_as_tensor";
+  if (a.has(name) && a.has(tname))
+    fail(ErrorCode::InvalidModel, fmt::format("{} has both '{}' and '{}'; give only one", a.where(), name, tname));
+  if (a.has(tname)) {
+    Tensor t = a.get_tensor(tname);
+    if (t.type != ElemType::Float && t.type != ElemType::Double && t.type != ElemType::Int64)
+      fail(ErrorCode::InvalidModel,
+           fmt::format("{}: attribute '{}' must be a float or double tensor, not {}", a.where(), tname,
+                       to_string(t.type)));
+  }
+  return a.get_doubles_or_floats(name);
+}
+
+std::string node_name(int64_t tree, int64_t node) { return fmt::format("tree {} node {}", tree, node); }
+
+// `prefix` is "target" (regressor) or "class" (classifier); `n_outputs` the number of targets or
+// classes the weight ids index.
+Ensemble compile_ensemble(const Attrs& a, const std::string& prefix, int64_t n_outputs) {
+  const std::string where = a.where();
+  const auto treeids = a.get_ints("nodes_treeids");
+  const auto nodeids = a.get_ints("nodes_nodeids");
+  const auto featureids = a.get_ints("nodes_featureids");
+  const auto modes_s = a.get_strings("nodes_modes");
+  const auto trueids = a.get_ints("nodes_truenodeids");
+  const auto falseids = a.get_ints("nodes_falsenodeids");
+  const auto missing = a.get_ints("nodes_missing_value_tracks_true");
+  const auto values = numeric_attr(a, "nodes_values");
+  if (a.has("nodes_hitrates") && a.has("nodes_hitrates_as_tensor"))
+    fail(ErrorCode::InvalidModel,
+         fmt::format("{} has both 'nodes_hitrates' and 'nodes_hitrates_as_tensor'; give only one", where));
+
+  const size_t n = treeids.size();
+  if (n == 0) fail(ErrorCode::InvalidModel, fmt::format("{} has no tree nodes (nodes_treeids is empty)", where));
+  if (n >= static_cast<size_t>(std::numeric_limits<int32_t>::max()))
+    fail(ErrorCode::LimitExceeded, fmt::format("{} has {} nodes, more than Flock supports", where, n));
+  auto check_len = [&](const char* name, size_t len) {
+    if (len != n)
+      fail(ErrorCode::InvalidModel,
+           fmt::format("{}: '{}' has {} values but nodes_treeids has {}", where, name, len, n));
+  };
+  check_len("nodes_nodeids", nodeids.size());
+  check_len("nodes_featureids", featureids.size());
+  check_len("nodes_modes", modes_s.size());
+  check_len("nodes_truenodeids", trueids.size());
+  check_len("nodes_falsenodeids", falseids.size());
+  check_len(a.has("nodes_values_as_tensor") ? "nodes_values_as_tensor" : "nodes_values", values.size());
+  if (!missing.empty()) check_len("nodes_missing_value_tracks_true", missing.size());
+
+  std::vector<uint8_t> modes(n);
+  for (size_t i = 0; i < n; ++i) modes[i] = parse_mode(modes_s[i], a, i);
+
+  std::unordered_map<std::pair<int64_t, int64_t>, int32_t, PairHash> index;
+  index.reserve(n * 2);
+  for (size_t i = 0; i < n; ++i) {
+    auto [it, inserted] = index.emplace(std::make_pair(treeids[i], nodeids[i]), static_cast<int32_t>(i));
+    if (!inserted)
+      fail(ErrorCode::InvalidModel,
+           fmt::format("{}: {} appears twice (nodes {} and {})", where, node_name(treeids[i], nodeids[i]),
+                       it->second, i));
+  }
+  auto lookup = [&](int64_t tree, int64_t node) -> int32_t {
+    auto it = index.find({tree, node});
+    return it == index.end() ? -1 : it->second;
+  };
+
+  // Children.
+  std::vector<int32_t> yes(n, -1), no(n, -1);
+  for (size_t i = 0; i < n; ++i) {
+    if (modes[i] == kLeaf) continue;
+    if (featureids[i] < 0 || featureids[i] >= std::numeric_limits<int32_t>::max())
+      fail(ErrorCode::InvalidModel, fmt::format("{}: {} splits on feature {}, which is out of range", where,
+                                                node_name(treeids[i], nodeids[i]), featureids[i]));
+    yes[i] = lookup(treeids[i], trueids[i]);
+    if (yes[i] < 0)
+      fail(ErrorCode::InvalidModel, fmt::format("{}: {} has true child {}, which is not a node of tree {}", where,
+                                                node_name(treeids[i], nodeids[i]), trueids[i], treeids[i]));
+    no[i] = lookup(treeids[i], falseids[i]);
+    if (no[i] < 0)
+      fail(ErrorCode::InvalidModel, fmt::format("{}: {} has false child {}, which is not a node of tree {}", where,
+                                                node_name(treeids[i], nodeids[i]), falseids[i], treeids[i]));
+    if (yes[i] == static_cast<int32_t>(i) || no[i] == static_cast<int32_t>(i))
+      fail(ErrorCode::InvalidModel,
+           fmt::format("{}: {} is its own child", where, node_name(treeids[i], nodeids[i])));
+  }
+
+  // Cycles (iterative three-colour DFS over the whole node graph).
+  {
+    std::vector<uint8_t> colour(n, 0);  // 0 white, 1 on stack, 2 done
+    std::vector<std::pair<int32_t, uint8_t>> stack;
+    for (size_t s = 0; s < n; ++s) {
+      if (colour[s] != 0) continue;
+      stack.emplace_back(static_cast<int32_t>(s), 0);
+      colour[s] = 1;
+      while (!stack.empty()) {
+        auto& [v, step] = stack.back();
+        if (modes[v] == kLeaf || step == 2) {
+          colour[v] = 2;
+          stack.pop_back();
+          continue;
+        }
+        int32_t c = step == 0 ? yes[v] : no[v];
+        ++step;
+        if (colour[c] == 1)
+          fail(ErrorCode::InvalidModel, fmt::format("{}: tree {} has a cycle through node {}", where, treeids[c],
+                                                    nodeids[c]));
+        if (colour[c] == 0) {
+          colour[c] = 1;
+          stack.emplace_back(c, 0);
+        }
+      }
+    }
+  }
+
+  // Weights.
+  const std::string ids_name = prefix + "_ids", nodes_name = prefix + "_nodeids",
+                    trees_name = prefix + "_treeids", weights_name = prefix + "_weights";
+  const auto w_ids = a.get_ints(ids_name);
+  const auto w_nodes = a.get_ints(nodes_name);
+  const auto w_trees = a.get_ints(trees_name);
+  const auto w_vals = numeric_attr(a, weights_name);
+  const size_t nw = w_ids.size();
+  if (w_nodes.size() != nw || w_trees.size() != nw || w_vals.size() != nw)
+    fail(ErrorCode::InvalidModel,
+         fmt::format("{}: {} ({}), {} ({}), {} ({}) and {} ({}) must have the same length", where, ids_name, nw,
+                     nodes_name, w_nodes.size(), trees_name, w_trees.size(), weights_name, w_vals.size()));
+  if (nw >= static_cast<size_t>(std::numeric_limits<int32_t>::max()))
+    fail(ErrorCode::LimitExceeded, fmt::format("{} has {} weights, more than Flock supports", where, nw));
+
+  Ensemble e;
+  std::vector<int32_t> w_node(nw, -1);
+  std::vector<int32_t> count(n + 1, 0);
+  {
+    std::unordered_set<int64_t> distinct;
+    for (size_t k = 0; k < nw; ++k) {
+      if (w_ids[k] < 0 || w_ids[k] >= n_outputs)
+        fail(ErrorCode::InvalidModel,
+             fmt::format("{}: {}[{}] is {}, outside [0, {})", where, ids_name, k, w_ids[k], n_outputs));
+      distinct.insert(w_ids[k]);
+      if (w_vals[k] < 0) e.weights_all_positive = false;
+      int32_t idx = lookup(w_trees[k], w_nodes[k]);
+      if (idx < 0)
+        fail(ErrorCode::InvalidModel, fmt::format("{}: weight {} is for {}, which does not exist", where, k,
+                                                  node_name(w_trees[k], w_nodes[k])));
+      if (modes[idx] != kLeaf) continue;  // ORT ignores weights on branch nodes
+      w_node[k] = idx;
+      ++count[idx + 1];
+    }
+    e.distinct_ids = distinct.size();
+  }
+  std::partial_sum(count.begin(), count.end(), count.begin());  // count[i] = first weight of node i
+  std::vector<int32_t> fill(count.begin(), count.end() - 1);
+  std::vector<int32_t> ordered_id(static_cast<size_t>(count[n]));
+  std::vector<double> ordered_val(static_cast<size_t>(count[n]));
+  for (size_t k = 0; k < nw; ++k) {  // keeps attribute order within a leaf, like ORT's stable sort
+    if (w_node[k] < 0) continue;
+    int32_t pos = fill[w_node[k]]++;
+    ordered_id[pos] = static_cast<int32_t>(w_ids[k]);
+    ordered_val[pos] = w_vals[k];
+  }
+
+  // Roots: the first node of each run of equal tree ids.
+  std::vector<int32_t> old_roots;
+  for (size_t i = 0; i < n; ++i) {
+    if (i == 0 || treeids[i] != treeids[i - 1]) old_roots.push_back(static_cast<int32_t>(i));
+  }
+
+  // Renumber reachable nodes in pre-order (true child right after its parent).
+  std::vector<int32_t> new_index(n, -1);
+  std::vector<int32_t> order;
+  order.reserve(n);
+  {
+    std::vector<int32_t> stack;
+    for (int32_t r : old_roots) {
+      stack.push_back(r);
+      while (!stack.empty()) {
+        int32_t v = stack.back();
+        stack.pop_back();
+        if (new_index[v] >= 0) continue;
+        new_index[v] = static_cast<int32_t>(order.size());
+        order.push_back(v);
+        if (modes[v] != kLeaf) {
+          stack.push_back(no[v]);
+          stack.push_back(yes[v]);
+        }
+      }
+    }
+  }
+  for (int32_t r : old_roots) e.roots.push_back(new_index[r]);
+
+  e.nodes_f.resize(order.size());
+  e.nodes_d.resize(order.size());
+  e.leaf_first.assign(order.size(), 0);
+  e.leaf_count.assign(order.size(), 0);
+  bool first_branch = true;
+  for (size_t j = 0; j < order.size(); ++j) {
+    const int32_t i = order[j];
+    Node<double> nd{};
+    nd.mode = modes[i];
+    if (modes[i] == kLeaf) {
+      // A leaf's threshold slot holds its single-target value: its first weight, or (no weight)
+      // its nodes_values entry, as ORT's value_or_unique_weight.
+      nd.threshold = count[i + 1] > count[i] ? ordered_val[static_cast<size_t>(count[i])] : values[i];
+      nd.feature = 0;
+      nd.yes = nd.no = static_cast<int32_t>(j);
+      e.leaf_first[j] = static_cast<int32_t>(e.w_id.size());
+      e.leaf_count[j] = count[i + 1] - count[i];
+      for (int32_t k = count[i]; k < count[i + 1]; ++k) {
+        e.w_id.push_back(ordered_id[k]);
+        e.w_value.push_back(ordered_val[k]);
+      }
+    } else {
+      nd.threshold = values[i];
+      nd.feature = static_cast<int32_t>(featureids[i]);
+      nd.yes = new_index[yes[i]];
+      nd.no = new_index[no[i]];
+      nd.missing_true = (!missing.empty() && missing[i] == 1) ? 1 : 0;
+      e.max_feature = std::max<int64_t>(e.max_feature, featureids[i]);
+      if (first_branch) {
+        e.uniform_mode = modes[i];
+        first_branch = false;
+      } else if (e.uniform_mode != modes[i]) {
+        e.uniform_mode = kMixed;
+      }
+    }
+    e.nodes_d[j] = nd;
+    Node<float> nf{static_cast<float>(nd.threshold), nd.feature, nd.yes, nd.no, nd.mode, nd.missing_true};
+    e.nodes_f[j] = nf;
+  }
+  if (first_branch) e.uniform_mode = kLeq;  // only leaves: any mode works
+  return e;
+}
+
+// ----------------------------------------------------------------------------------------------
+// Tree walking
+
+template <typename T>
+inline bool is_nan(T x) {
+  if constexpr (std::is_floating_point_v<T>) return std::isnan(x);
+  else return false;
+}
+
+template <uint8_t M, typename T>
+inline bool compare(uint8_t mode, T x, T t) {
+  if constexpr (M == kLeq) return x <= t;
+  else if constexpr (M == kLt) return x < t;
+  else if constexpr (M == kGte) return x >= t;
+  else if constexpr (M == kGt) return x > t;
+  else if constexpr (M == kEq) return x == t;
+  else if constexpr (M == kNeq) return x != t;
+  else {
+    switch (mode) {
+      case kLeq: return x <= t;
+      case kLt: return x < t;
+      case kGte: return x >= t;
+      case kGt: return x > t;
+      case kEq: return x == t;
+      default: return x != t;
+    }
+  }
+}
+
+// Walks `n` rows down one tree together (independent walks interleave, hiding load latency);
+// leaves loop on themselves, so the walk stops when no row moved.
+template <uint8_t M, int N, typename T, typename In>
+inline void walk_group(const Node<T>* nodes, int32_t root, const In* const* row, int n, int32_t* idx) {
+  const int count = N > 0 ? N : n;
+  for (int j = 0; j < count; ++j) idx[j] = root;
+  bool moved = true;
+  while (moved) {
+    moved = false;
+    for (int j = 0; j < count; ++j) {
+      const Node<T>& nd = nodes[idx[j]];
+      const T x = static_cast<T>(row[j][nd.feature]);
+      const bool go = compare<M>(nd.mode, x, nd.threshold) | (nd.missing_true & is_nan(x));
+      const int32_t next = go ? nd.yes : nd.no;
+      moved |= next != idx[j];
+      idx[j] = next;
+    }
+  }
+}
+
+// Rows or trees walked together.
+constexpr int kGroup = 8;
+
+// Walks one row down `n` trees together (for small batches, where rows cannot interleave).
+template <uint8_t M, int N, typename T, typename In>
+inline void walk_trees(const Node<T>* nodes, const int32_t* roots, const In* row, int n, int32_t* idx) {
+  const int count = N > 0 ? N : n;
+  for (int j = 0; j < count; ++j) idx[j] = roots[j];
+  bool moved = true;
+  while (moved) {
+    moved = false;
+    for (int j = 0; j < count; ++j) {
+      const Node<T>& nd = nodes[idx[j]];
+      const T x = static_cast<T>(row[nd.feature]);
+      const bool go = compare<M>(nd.mode, x, nd.threshold) | (nd.missing_true & is_nan(x));
+      const int32_t next = go ? nd.yes : nd.no;
+      moved |= next != idx[j];
+      idx[j] = next;
+    }
+  }
+}
+
+// Visits every (row, leaf) pair of a block: trees outer, rows inner. on_leaf(row in block, node).
+template <uint8_t M, typename T, typename In, typename F>
+void visit_block(const Ensemble& e, const std::vector<Node<T>>& nodes, const In* x, int64_t stride, int64_t r0,
+                 int64_t r1, F&& on_leaf) {
+  const Node<T>* base = nodes.data();
+  const In* row[kGroup];
+  int32_t idx[kGroup];
+  if (r1 - r0 < kGroup && e.max_feature >= 0) {
+    // Few rows: interleave trees instead. Leaf roots are safe here since the row has >= 1 column.
+    const int32_t* roots = e.roots.data();
+    const int64_t n_trees = static_cast<int64_t>(e.roots.size());
+    for (int64_t t = 0; t < n_trees; t += kGroup) {
+      const int n = static_cast<int>(std::min<int64_t>(kGroup, n_trees - t));
+      for (int64_t r = r0; r < r1; ++r) {
+        if (n == kGroup) walk_trees<M, kGroup>(base, roots + t, x + r * stride, n, idx);
+        else walk_trees<M, 0>(base, roots + t, x + r * stride, n, idx);
+        for (int j = 0; j < n; ++j) on_leaf(r - r0, idx[j]);
+      }
+    }
+    return;
+  }
+  for (int32_t root : e.roots) {
+    if (base[root].mode == kLeaf) {  // a single-leaf tree reads no column
+      for (int64_t r = r0; r < r1; ++r) on_leaf(r - r0, root);
+      continue;
+    }
+    for (int64_t g = r0; g < r1; g += kGroup) {
+      const int n = static_cast<int>(std::min<int64_t>(kGroup, r1 - g));
+      for (int j = 0; j < n; ++j) row[j] = x + (g + j) * stride;
+      if (n == kGroup) walk_group<M, kGroup>(base, root, row, n, idx);
+      else walk_group<M, 0>(base, root, row, n, idx);
+      for (int j = 0; j < n; ++j) on_leaf(g + j - r0, idx[j]);
+    }
+  }
+}
+
+template <typename T, typename In, typename F>
+void visit_dispatch(const Ensemble& e, const std::vector<Node<T>>& nodes, const In* x, int64_t stride, int64_t r0,
+                    int64_t r1, F&& on_leaf) {
+  switch (e.uniform_mode) {
+    case kLeq: visit_block<kLeq>(e, nodes, x, stride, r0, r1, on_leaf); break;
+    case kLt: visit_block<kLt>(e, nodes, x, stride, r0, r1, on_leaf); break;
+    case kGte: visit_block<kGte>(e, nodes, x, stride, r0, r1, on_leaf); break;
+    case kGt: visit_block<kGt>(e, nodes, x, stride, r0, r1, on_leaf); break;
+    case kEq: visit_block<kEq>(e, nodes, x, stride, r0, r1, on_leaf); break;
+    case kNeq: visit_block<kNeq>(e, nodes, x, stride, r0, r1, on_leaf); break;
+    default: visit_block<kMixed>(e, nodes, x, stride, r0, r1, on_leaf); break;
+  }
+}
+
+// Accumulation state for one block of rows (trees outer, rows of the block inner).
+struct Block {
+  std::vector<double> s;   // rows x width
+  std::vector<uint8_t> h;  // has_score
+};
+
+constexpr int64_t kBlockRows = 128;
+
+// Input shape: [N, C] or [C] (one row).
+struct InputView {
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+InputView check_input(const std::vector<const Tensor*>& in, const Ensemble& e, const std::string& where) {
+  if (in.empty() || in[0] == nullptr)
+    fail(ErrorCode::InvalidInput, fmt::format("{} needs one input tensor", where));
+  const Tensor& t = *in[0];
+  if (t.type != ElemType::Float && t.type != ElemType::Double && t.type != ElemType::Int64)
+    fail(ErrorCode::TypeMismatch,
+         fmt::format("{} takes float, double or int64 input, not {}", where, to_string(t.type)));
+  InputView v;
+  if (t.shape.size() == 1) {
+    v.rows = 1;
+    v.cols = t.shape[0];
+  } else if (t.shape.size() == 2) {
+    v.rows = t.shape[0];
+    v.cols = t.shape[1];
+  } else {
+    fail(ErrorCode::InvalidInput,
+         fmt::format("{} takes a 1-D or 2-D input, got {} dimensions", where, t.shape.size()));
+  }
+  if (v.rows < 0 || v.cols < 0 || static_cast<int64_t>(t.size()) != v.rows * v.cols)
+    fail(ErrorCode::InvalidInput, fmt::format("{}: input holds {} values, its shape needs {}", where, t.size(),
+                                              v.rows * v.cols));
+  if (e.max_feature >= v.cols && v.rows > 0)
+    fail(ErrorCode::InvalidInput,
+         fmt::format("{} reads feature {} but the input has {} features per row", where, e.max_feature, v.cols));
+  return v;
+}
+
+// Calls f(nodes, x) with typed pointers for the input's element type.
+template <typename F>
+void with_input(const Tensor& t, const Ensemble& e, F&& f) {
+  switch (t.type) {
+    case ElemType::Float: f(e.nodes_f, t.f.data()); break;
+    case ElemType::Double: f(e.nodes_d, t.d.data()); break;
+    default: f(e.nodes_f, t.i.data()); break;  // int64 compared against float thresholds, like ORT
+  }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Regressor
+
+class TreeRegressor final : public Kernel {
+ public:
+  explicit TreeRegressor(const KernelContext& ctx) : where_(ctx.attrs.where()) {
+    const Attrs& a = ctx.attrs;
+    if (!a.has("n_targets"))
+      fail(ErrorCode::InvalidModel, fmt::format("{} lacks required attribute 'n_targets'", where_));
+    n_targets_ = a.get_int("n_targets");
+    if (n_targets_ < 1 || n_targets_ > (int64_t(1) << 24))
+      fail(ErrorCode::InvalidModel, fmt::format("{}: n_targets is {}, it must be between 1 and 2^24", where_, n_targets_));
+    transform_ = parse_transform(a);
+    agg_ = parse_aggregate(a);
+    base_ = numeric_attr(a, "base_values");
+    if (!base_.empty() && static_cast<int64_t>(base_.size()) != n_targets_)
+      fail(ErrorCode::InvalidModel, fmt::format("{}: base_values has {} values, n_targets is {}", where_,
+                                                base_.size(), n_targets_));
+    e_ = compile_ensemble(a, "target", n_targets_);
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const InputView v = check_input(in, e_, where_);
+    if (out.empty()) out.resize(1);
+    Tensor& y = out[0];
+    y = Tensor(ElemType::Float, {v.rows, n_targets_});
+    if (v.rows == 0) return;
+    with_input(*in[0], e_, [&](const auto& nodes, const auto* x) {
+      if (n_targets_ == 1) run_single(nodes, x, v, y.f.data());
+      else run_multi(nodes, x, v, y.f.data());
+    });
+  }
+
+ private:
+  template <typename T, typename In>
+  void run_single(const std::vector<Node<T>>& nodes, const In* x, const InputView& v, float* z) const {
+    const double origin = base_.size() == 1 ? base_[0] : 0.0;
+    const double n_trees = static_cast<double>(e_.roots.size());
+    double s[kBlockRows];
+    uint8_t h[kBlockRows];
+    const Node<T>* nd = nodes.data();
+    for (int64_t r0 = 0; r0 < v.rows; r0 += kBlockRows) {
+      const int64_t r1 = std::min(v.rows, r0 + kBlockRows);
+      std::fill(s, s + (r1 - r0), 0.0);
+      std::fill(h, h + (r1 - r0), uint8_t(0));
+      switch (agg_) {
+        case Aggregate::Sum:
+        case Aggregate::Average:
+          visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) { s[r] += nd[leaf].threshold; });
+          break;
+        case Aggregate::Min:
+          visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
+            const double w = nd[leaf].threshold;
+            if (!h[r] || w < s[r]) s[r] = w;
+            h[r] = 1;
+          });
+          break;
+        case Aggregate::Max:
+          visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
+            const double w = nd[leaf].threshold;
+            if (!h[r] || w > s[r]) s[r] = w;
+            h[r] = 1;
+          });
+          break;
+      }
+      for (int64_t r = r0; r < r1; ++r) {
+        double val = s[r - r0];
+        switch (agg_) {
+          case Aggregate::Sum: val += origin; break;
+          case Aggregate::Average: val = val / n_trees + origin; break;
+          default: val = h[r - r0] ? val + origin : origin; break;
+        }
+        // ORT applies only PROBIT to a single target.
+        z[r] = transform_ == Transform::Probit ? compute_probit(static_cast<float>(val)) : static_cast<float>(val);
+      }
+    }
+  }
+
+  template <typename T, typename In>
+  void run_multi(const std::vector<Node<T>>& nodes, const In* x, const InputView& v, float* z) const {
+    const size_t K = static_cast<size_t>(n_targets_);
+    const double n_trees = static_cast<double>(e_.roots.size());
+    const bool use_base = base_.size() == K;
+    Block b;
+    b.s.resize(static_cast<size_t>(std::min(v.rows, kBlockRows)) * K);
+    b.h.resize(b.s.size());
+    std::vector<double> eff(K);
+    const int32_t* wid = e_.w_id.data();
+    const double* wv = e_.w_value.data();
+    const int32_t* first = e_.leaf_first.data();
+    const int32_t* cnt = e_.leaf_count.data();
+    for (int64_t r0 = 0; r0 < v.rows; r0 += kBlockRows) {
+      const int64_t r1 = std::min(v.rows, r0 + kBlockRows);
+      const size_t used = static_cast<size_t>(r1 - r0) * K;
+      std::fill(b.s.begin(), b.s.begin() + used, 0.0);
+      std::fill(b.h.begin(), b.h.begin() + used, uint8_t(0));
+      double* s = b.s.data();
+      uint8_t* h = b.h.data();
+      switch (agg_) {
+        case Aggregate::Sum:
+        case Aggregate::Average:
+          visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
+            double* sr = s + r * K;
+            uint8_t* hr = h + r * K;
+            for (int32_t k = first[leaf], end = k + cnt[leaf]; k < end; ++k) {
+              sr[wid[k]] += wv[k];
+              hr[wid[k]] = 1;
+            }
+          });
+          break;
+        case Aggregate::Min:
+          visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
+            double* sr = s + r * K;
+            uint8_t* hr = h + r * K;
+            for (int32_t k = first[leaf], end = k + cnt[leaf]; k < end; ++k) {
+              const int32_t t = wid[k];
+              if (!hr[t] || wv[k] < sr[t]) sr[t] = wv[k];
+              hr[t] = 1;
+            }
+          });
+          break;
+        case Aggregate::Max:
+          visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
+            double* sr = s + r * K;
+            uint8_t* hr = h + r * K;
+            for (int32_t k = first[leaf], end = k + cnt[leaf]; k < end; ++k) {
+              const int32_t t = wid[k];
+              if (!hr[t] || wv[k] > sr[t]) sr[t] = wv[k];
+              hr[t] = 1;
+            }
+          });
+          break;
+      }
+      for (int64_t r = r0; r < r1; ++r) {
+        const double* sr = s + (r - r0) * K;
+        const uint8_t* hr = h + (r - r0) * K;
+        for (size_t k = 0; k < K; ++k) {
+          double val = sr[k];
+          switch (agg_) {
+            case Aggregate::Sum:
+              if (use_base) val += base_[k];
+              break;
+            case Aggregate::Average:
+              val = use_base ? val / n_trees + base_[k] : val / n_trees;
+              break;
+            default:
+              val = (use_base ? base_[k] : 0.0) + (hr[k] ? val : 0.0);
+              break;
+          }
+          eff[k] = hr[k] ? val : 0.0;  // a target no leaf wrote to reads as 0 (ORT)
+        }
+        write_multi(eff.data(), K, transform_, z + r * static_cast<int64_t>(K));
+      }
+    }
+  }
+
+  std::string where_;
+  int64_t n_targets_ = 1;
+  Transform transform_ = Transform::None;
+  Aggregate agg_ = Aggregate::Sum;
+  std::vector<double> base_;
+  Ensemble e_;
+};
+
+// ----------------------------------------------------------------------------------------------
+// Classifier
+
+class TreeClassifier final : public Kernel {
+ public:
+  explicit TreeClassifier(const KernelContext& ctx) : where_(ctx.attrs.where()) {
+    const Attrs& a = ctx.attrs;
+    int_labels_ = a.get_ints("classlabels_int64s");
+    str_labels_ = a.get_strings("classlabels_strings");
+    if (!int_labels_.empty() && !str_labels_.empty())
+      fail(ErrorCode::InvalidModel,
+           fmt::format("{} has both classlabels_int64s and classlabels_strings; give only one", where_));
+    strings_ = !str_labels_.empty();
+    n_classes_ = static_cast<int64_t>(strings_ ? str_labels_.size() : int_labels_.size());
+    if (n_classes_ == 0)
+      fail(ErrorCode::InvalidModel,
+           fmt::format("{} lacks class labels (classlabels_int64s or classlabels_strings)", where_));
+    if (n_classes_ < 2)
+      fail(ErrorCode::InvalidModel, fmt::format("{} has a single class label; a classifier needs at least two",
+                                                where_));
+    if (strings_) {
+      labels_.resize(static_cast<size_t>(n_classes_));
+      std::iota(labels_.begin(), labels_.end(), int64_t(0));
+    } else {
+      labels_ = int_labels_;
+    }
+    transform_ = parse_transform(a);
+    base_ = numeric_attr(a, "base_values");
+    if (static_cast<int64_t>(base_.size()) > n_classes_)
+      fail(ErrorCode::InvalidModel, fmt::format("{}: base_values has {} values for {} classes", where_,
+                                                base_.size(), n_classes_));
+    e_ = compile_ensemble(a, "class", n_classes_);
+    binary_case_ = n_classes_ == 2 && e_.distinct_ids == 1;
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const InputView v = check_input(in, e_, where_);
+    if (out.size() < 2) out.resize(2);
+    Tensor& y = out[0];
+    Tensor& z = out[1];
+    y = Tensor(strings_ ? ElemType::String : ElemType::Int64, {v.rows});
+    z = Tensor(ElemType::Float, {v.rows, n_classes_});
+    if (v.rows == 0) return;
+    std::vector<int64_t> lab(strings_ ? static_cast<size_t>(v.rows) : 0);
+    int64_t* label = strings_ ? lab.data() : y.i.data();
+    with_input(*in[0], e_, [&](const auto& nodes, const auto* x) { run_typed(nodes, x, v, z.f.data(), label); });
+    if (strings_) {
+      for (int64_t r = 0; r < v.rows; ++r) y.s[static_cast<size_t>(r)] = str_labels_[static_cast<size_t>(lab[r])];
+    }
+  }
+
+ private:
+  template <typename T, typename In>
+  void run_typed(const std::vector<Node<T>>& nodes, const In* x, const InputView& v, float* z, int64_t* label) const {
+    const size_t K = static_cast<size_t>(n_classes_);
+    Block b;
+    b.s.resize(static_cast<size_t>(std::min(v.rows, kBlockRows)) * K);
+    b.h.resize(b.s.size());
+    std::vector<double> eff(K);
+    const int32_t* wid = e_.w_id.data();
+    const double* wv = e_.w_value.data();
+    const int32_t* first = e_.leaf_first.data();
+    const int32_t* cnt = e_.leaf_count.data();
+    for (int64_t r0 = 0; r0 < v.rows; r0 += kBlockRows) {
+      const int64_t r1 = std::min(v.rows, r0 + kBlockRows);
+      const size_t used = static_cast<size_t>(r1 - r0) * K;
+      std::fill(b.s.begin(), b.s.begin() + used, 0.0);
+      std::fill(b.h.begin(), b.h.begin() + used, uint8_t(0));
+      double* s = b.s.data();
+      uint8_t* h = b.h.data();
+      visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
+        double* sr = s + r * K;
+        uint8_t* hr = h + r * K;
+        for (int32_t k = first[leaf], end = k + cnt[leaf]; k < end; ++k) {
+          sr[wid[k]] += wv[k];
+          hr[wid[k]] = 1;
+        }
+      });
+      for (int64_t r = r0; r < r1; ++r) {
+        double* sr = s + (r - r0) * K;
+        uint8_t* hr = h + (r - r0) * K;
+        float* zr = z + r * static_cast<int64_t>(K);
+        if (K > 2) label[r] = finalize_multi(sr, hr, eff.data(), zr);
+        else label[r] = finalize_binary(sr, hr, zr);
+      }
+    }
+  }
+
+  // ORT TreeAggregatorClassifier::FinalizeScores, more than two classes.
+  int64_t finalize_multi(double* s, uint8_t* h, double* eff, float* z) const {
+    const size_t K = static_cast<size_t>(n_classes_);
+    for (size_t k = 0; k < base_.size(); ++k) {
+      if (!h[k]) {
+        h[k] = 1;
+        s[k] = base_[k];
+      } else {
+        s[k] += base_[k];
+      }
+    }
+    int64_t best = -1;
+    double best_w = 0;
+    for (size_t k = 0; k < K; ++k) {
+      if (h[k] && (best == -1 || s[k] > best_w)) {
+        best = static_cast<int64_t>(k);
+        best_w = s[k];
+      }
+      eff[k] = h[k] ? s[k] : 0.0;
+    }
+    write_multi(eff, K, transform_, z);
+    return labels_[static_cast<size_t>(best < 0 ? 0 : best)];
+  }
+
+  // ORT TreeAggregatorClassifier::FinalizeScores, two classes.
+  int64_t finalize_binary(double* s, uint8_t* h, float* z) const {
+    int second = -1;
+    size_t size = 2;
+    if (base_.size() == 2) {
+      if (h[1]) {
+        // ORT: base_values[0] is not used; class 0 carries the score, class 1 its opposite.
+        s[1] = base_[1] + s[0];
+        s[0] = -s[1];
+      } else {
+        s[1] += base_[1];
+        s[0] += base_[0];
+      }
+    } else if (base_.size() == 1) {
+      s[0] += base_[0];
+      if (!h[1]) size = 1;
+    } else {
+      second = 3;
+      if (!h[1]) size = 1;
+    }
+    const double pos = (size == 2 && h[1]) ? s[1] : (h[0] ? s[0] : 0.0);
+    int64_t label;
+    if (binary_case_) {
+      if (e_.weights_all_positive) {
+        second = pos > 0.5 ? 0 : 1;
+        label = labels_[pos > 0.5 ? 1 : 0];
+      } else {
+        second = pos > 0 ? 2 : 3;
+        label = labels_[pos > 0 ? 1 : 0];
+      }
+    } else {
+      // Both classes carry weights. ORT returns the literal 0/1 here (label 1 whenever class 1 scores
+      // above 0, whatever class 0 scores); we take the argmax, which agrees with the probabilities
+      // and maps to the model's class labels. No converter we know emits this form.
+      const double s0 = h[0] ? s[0] : 0.0;
+      const double s1 = (size == 2 && h[1]) ? s[1] : 0.0;
+      label = labels_[s1 > s0 ? 1 : 0];
+    }
+    if (size == 2) {
+      const double eff[2] = {h[0] ? s[0] : 0.0, h[1] ? s[1] : 0.0};
+      write_multi(eff, 2, transform_, z);
+    } else {
+      write_single(h[0] ? s[0] : 0.0, transform_, second, z);
+    }
+    return label;
+  }
+
+  std::string where_;
+  std::vector<int64_t> int_labels_;
+  std::vector<std::string> str_labels_;
+  bool strings_ = false;
+  std::vector<int64_t> labels_;  // int labels, or indices into str_labels_
+  int64_t n_classes_ = 0;
+  Transform transform_ = Transform::None;
+  std::vector<double> base_;
+  Ensemble e_;
+  bool binary_case_ = false;
+};
+
+}  // namespace
+
+void register_ml_tree_kernels(KernelRegistry& r) {
+  r.add("ai.onnx.ml", "TreeEnsembleRegressor",
+        [](const KernelContext& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<TreeRegressor>(ctx); });
+  r.add("ai.onnx.ml", "TreeEnsembleClassifier",
+        [](const KernelContext& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<TreeClassifier>(ctx); });
+}
 
 }  // namespace flock

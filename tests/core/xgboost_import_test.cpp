@@ -1,0 +1,402 @@
+// import_xgboost_json: structure of the produced ONNX model, and fidelity against XGBoost's own
+// predictions (fixtures from tests/core/data/make_xgb_fixtures.py), running the TreeEnsemble
+// kernels directly.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "flock/error.hpp"
+#include "flock/importers.hpp"
+#include "flock/kernel.hpp"
+#include "flock/onnx.hpp"
+#include "flock/tensor.hpp"
+// After flock/onnx.hpp, which sets ONNX_ML / ONNX_NAMESPACE.
+#include <onnx/checker.h>
+
+#ifndef FLOCK_TEST_DATA_DIR
+#error "FLOCK_TEST_DATA_DIR must point at tests/core/data"
+#endif
+
+namespace {
+
+using json = nlohmann::json;
+using flock::ErrorCode;
+using flock::Tensor;
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string fixture_path(const std::string& name, const char* kind) {
+  return std::string(FLOCK_TEST_DATA_DIR) + "/xgb/" + name + "." + kind + ".json";
+}
+
+onnx::ModelProto import_text(const std::string& text) {
+  std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  return flock::import_xgboost_json(bytes);
+}
+
+const flock::KernelRegistry& tree_registry() {
+  static flock::KernelRegistry* r = [] {
+    auto* reg = new flock::KernelRegistry();
+    flock::register_ml_tree_kernels(*reg);
+    return reg;
+  }();
+  return *r;
+}
+
+std::vector<Tensor> run_node(const flock::KernelRegistry& reg, const onnx::NodeProto& node, const Tensor& x,
+                             int64_t opset) {
+  const flock::KernelFactory* f = reg.find(node.domain(), node.op_type());
+  if (!f) throw std::runtime_error("no kernel for " + node.op_type());
+  flock::Attrs attrs(node);
+  flock::KernelContext ctx{node, attrs, opset};
+  auto kernel = (*f)(ctx);
+  std::vector<Tensor> out(static_cast<size_t>(node.output_size()));
+  kernel->run({&x}, out);
+  return out;
+}
+
+Tensor input_tensor(const json& rows) {
+  std::vector<float> v;
+  const int64_t n = static_cast<int64_t>(rows.size());
+  const int64_t f = n ? static_cast<int64_t>(rows[0].size()) : 0;
+  for (const auto& row : rows) {
+    for (const auto& e : row) v.push_back(e.is_null() ? std::numeric_limits<float>::quiet_NaN() : e.get<float>());
+  }
+  return Tensor::floats({n, f}, v);
+}
+
+::testing::AssertionResult near(double got, double want) {
+  const double tol = std::max(1e-6, 1e-5 * std::abs(want));
+  if (std::abs(got - want) <= tol) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "got " << got << ", want " << want << " (tolerance " << tol << ")";
+}
+
+std::vector<double> flat(const json& j) {
+  std::vector<double> out;
+  for (const auto& e : j) {
+    if (e.is_array()) {
+      for (const auto& x : e) out.push_back(x.get<double>());
+    } else {
+      out.push_back(e.get<double>());
+    }
+  }
+  return out;
+}
+
+const onnx::AttributeProto* attr(const onnx::NodeProto& n, const std::string& name) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+
+int64_t opset_of(const onnx::ModelProto& m, const std::string& domain) {
+  for (const auto& o : m.opset_import())
+    if (o.domain() == domain) return o.version();
+  return 0;
+}
+
+void expect_tensor_type(const onnx::ValueInfoProto& vi, const std::string& name, int32_t elem,
+                        const std::vector<std::string>& dims) {
+  EXPECT_EQ(vi.name(), name);
+  ASSERT_TRUE(vi.type().has_tensor_type());
+  EXPECT_EQ(vi.type().tensor_type().elem_type(), elem) << name;
+  const auto& shape = vi.type().tensor_type().shape();
+  ASSERT_EQ(shape.dim_size(), static_cast<int>(dims.size())) << name;
+  for (int k = 0; k < shape.dim_size(); ++k) {
+    const auto& d = shape.dim(k);
+    EXPECT_EQ(d.has_dim_param() ? d.dim_param() : std::to_string(d.dim_value()), dims[static_cast<size_t>(k)])
+        << name << " dim " << k;
+  }
+}
+
+struct Case {
+  onnx::ModelProto model;
+  json data;
+  Tensor x;
+};
+
+Case load_case(const std::string& name) {
+  Case c;
+  c.model = import_text(read_text(fixture_path(name, "model")));
+  c.data = json::parse(read_text(fixture_path(name, "data")));
+  c.x = input_tensor(c.data["inputs"]);
+  return c;
+}
+
+void check_common(const Case& c) {
+  const auto& m = c.model;
+  EXPECT_NO_THROW(onnx::checker::check_model(m));
+  EXPECT_EQ(m.ir_version(), 8);
+  EXPECT_EQ(m.producer_name(), "xgboost");
+  EXPECT_EQ(m.producer_version(), "1.7.4");
+  EXPECT_EQ(opset_of(m, ""), 15);
+  EXPECT_EQ(opset_of(m, "ai.onnx.ml"), 3);
+  ASSERT_EQ(m.graph().input_size(), 1);
+  expect_tensor_type(m.graph().input(0), "input", onnx::TensorProto::FLOAT,
+                     {"N", std::to_string(c.x.shape[1])});
+  const auto& node = m.graph().node(0);
+  EXPECT_EQ(node.domain(), "ai.onnx.ml");
+  ASSERT_NE(attr(node, "nodes_modes"), nullptr);
+  for (const auto& mode : attr(node, "nodes_modes")->strings()) EXPECT_TRUE(mode == "BRANCH_LT" || mode == "LEAF");
+}
+
+void check_regressor(const std::string& name) {
+  SCOPED_TRACE(name);
+  Case c = load_case(name);
+  check_common(c);
+  const auto& g = c.model.graph();
+  ASSERT_EQ(g.output_size(), 1);
+  expect_tensor_type(g.output(0), "variable", onnx::TensorProto::FLOAT, {"N", "1"});
+  EXPECT_EQ(g.node(0).op_type(), "TreeEnsembleRegressor");
+
+  auto out = run_node(tree_registry(), g.node(0), c.x, 3);
+  ASSERT_EQ(out.size(), 1u);
+  const auto margin = flat(c.data["margin"]);
+  const auto predict = flat(c.data["predict"]);
+  ASSERT_EQ(out[0].shape, (std::vector<int64_t>{c.x.shape[0], 1}));
+  for (size_t r = 0; r < margin.size(); ++r) EXPECT_TRUE(near(out[0].f[r], margin[r])) << "row " << r;
+
+  if (c.data["objective"] == "reg:logistic") {
+    ASSERT_EQ(g.node_size(), 2);
+    EXPECT_EQ(g.node(0).output(0), "margin");
+    const auto& sig = g.node(1);
+    EXPECT_EQ(sig.op_type(), "Sigmoid");
+    EXPECT_TRUE(sig.domain().empty());
+    ASSERT_EQ(sig.input_size(), 1);
+    EXPECT_EQ(sig.input(0), "margin");
+    EXPECT_EQ(sig.output(0), "variable");
+    ASSERT_EQ(g.value_info_size(), 1);
+    expect_tensor_type(g.value_info(0), "margin", onnx::TensorProto::FLOAT, {"N", "1"});
+    Tensor prob = out[0];
+    // Use the standard Sigmoid kernel when it is there; the math is the same.
+    if (flock::KernelRegistry::instance().find("", "Sigmoid")) {
+      prob = run_node(flock::KernelRegistry::instance(), sig, out[0], 15)[0];
+    } else {
+      for (auto& v : prob.f) v = 1.0f / (1.0f + std::exp(-v));
+    }
+    for (size_t r = 0; r < predict.size(); ++r) EXPECT_TRUE(near(prob.f[r], predict[r])) << "row " << r;
+  } else {
+    ASSERT_EQ(g.node_size(), 1);
+    EXPECT_EQ(g.node(0).output(0), "variable");
+    for (size_t r = 0; r < predict.size(); ++r) EXPECT_TRUE(near(out[0].f[r], predict[r])) << "row " << r;
+  }
+}
+
+void check_classifier(const std::string& name) {
+  SCOPED_TRACE(name);
+  Case c = load_case(name);
+  check_common(c);
+  const auto& g = c.model.graph();
+  const std::string objective = c.data["objective"];
+  const int64_t n_classes = objective == "binary:logistic" ? 2 : c.data["num_class"].get<int64_t>();
+  ASSERT_EQ(g.node_size(), 1);
+  ASSERT_EQ(g.output_size(), 2);
+  expect_tensor_type(g.output(0), "label", onnx::TensorProto::INT64, {"N"});
+  expect_tensor_type(g.output(1), "probabilities", onnx::TensorProto::FLOAT, {"N", std::to_string(n_classes)});
+  const auto& node = g.node(0);
+  EXPECT_EQ(node.op_type(), "TreeEnsembleClassifier");
+  ASSERT_EQ(node.output_size(), 2);
+  EXPECT_EQ(node.output(0), "label");
+  EXPECT_EQ(node.output(1), "probabilities");
+  ASSERT_NE(attr(node, "classlabels_int64s"), nullptr);
+  EXPECT_EQ(attr(node, "classlabels_int64s")->ints_size(), n_classes);
+
+  auto out = run_node(tree_registry(), node, c.x, 3);
+  ASSERT_EQ(out.size(), 2u);
+  const int64_t rows = c.x.shape[0];
+  ASSERT_EQ(out[0].shape, (std::vector<int64_t>{rows}));
+  ASSERT_EQ(out[1].shape, (std::vector<int64_t>{rows, n_classes}));
+  const auto proba = flat(c.data["proba"]);
+  const auto predict = flat(c.data["predict"]);
+  ASSERT_EQ(proba.size(), static_cast<size_t>(rows * n_classes));
+  for (size_t k = 0; k < proba.size(); ++k) EXPECT_TRUE(near(out[1].f[k], proba[k])) << "value " << k;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t want;
+    if (objective == "binary:logistic") {
+      want = predict[static_cast<size_t>(r)] > 0.5 ? 1 : 0;
+    } else if (objective == "multi:softmax") {
+      want = static_cast<int64_t>(predict[static_cast<size_t>(r)]);
+    } else {
+      auto begin = proba.begin() + r * n_classes;
+      want = std::max_element(begin, begin + n_classes) - begin;
+    }
+    EXPECT_EQ(out[0].i[static_cast<size_t>(r)], want) << "row " << r;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+
+TEST(XGBoostImport, RegSquaredError) { check_regressor("reg_squarederror"); }
+TEST(XGBoostImport, RegLogistic) { check_regressor("reg_logistic"); }
+TEST(XGBoostImport, BinaryLogistic) { check_classifier("binary_logistic"); }
+TEST(XGBoostImport, BinaryWithOnlyPositiveLeaves) { check_classifier("binary_positive_leaves"); }
+TEST(XGBoostImport, MultiSoftprob) { check_classifier("multi_softprob"); }
+TEST(XGBoostImport, MultiSoftmax) { check_classifier("multi_softmax"); }
+TEST(XGBoostImport, MultiSoftprobTwoClasses) { check_classifier("multi_softprob_2class"); }
+
+TEST(XGBoostImport, FeatureNamesInMetadata) {
+  auto m = import_text(read_text(fixture_path("reg_squarederror", "model")));
+  ASSERT_EQ(m.metadata_props_size(), 1);
+  EXPECT_EQ(m.metadata_props(0).key(), "feature_names");
+  EXPECT_EQ(json::parse(m.metadata_props(0).value()), json({"age", "sex", "bmi", "bp", "s1"}));
+  auto unnamed = import_text(read_text(fixture_path("binary_logistic", "model")));
+  EXPECT_EQ(unnamed.metadata_props_size(), 0);
+}
+
+TEST(XGBoostImport, BinaryEncodings) {
+  // Mixed-sign leaves: ORT's single-score case (one class id, one base value).
+  auto m = import_text(read_text(fixture_path("binary_logistic", "model")));
+  const auto& n = m.graph().node(0);
+  EXPECT_EQ(attr(n, "post_transform")->s(), "LOGISTIC");
+  EXPECT_EQ(attr(n, "base_values")->floats_size(), 1);
+  EXPECT_NEAR(attr(n, "base_values")->floats(0), std::log(0.3 / 0.7), 1e-6);  // logit(base_score 0.3)
+  for (auto id : attr(n, "class_ids")->ints()) EXPECT_EQ(id, 0);
+  // Only non-negative leaves: class 1 gets zero weights so ORT does not skip the sigmoid.
+  auto p = import_text(read_text(fixture_path("binary_positive_leaves", "model")));
+  const auto& pn = p.graph().node(0);
+  EXPECT_EQ(attr(pn, "base_values")->floats_size(), 2);
+  const auto& ids = attr(pn, "class_ids")->ints();
+  EXPECT_NE(std::find(ids.begin(), ids.end(), 1), ids.end());
+}
+
+// ------------------------------------------------------------------------------------------------
+// Errors
+
+ErrorCode code_of(const std::function<void()>& f, std::string* msg = nullptr, std::string* hint = nullptr) {
+  try {
+    f();
+  } catch (const flock::Error& e) {
+    if (msg) *msg = e.what();
+    if (hint) *hint = e.hint();
+    return e.code();
+  }
+  ADD_FAILURE() << "expected a flock::Error";
+  return ErrorCode::Internal;
+}
+
+json base_model() { return json::parse(read_text(fixture_path("multi_softprob", "model"))); }
+
+ErrorCode import_json(const json& j, std::string* msg = nullptr, std::string* hint = nullptr) {
+  return code_of([&] { import_text(j.dump()); }, msg, hint);
+}
+
+TEST(XGBoostImportErrors, MalformedJson) {
+  std::string msg;
+  EXPECT_EQ(code_of([] { import_text("{ \"learner\": "); }, &msg), ErrorCode::InvalidModel);
+  EXPECT_EQ(msg.rfind("xgboost model:", 0), 0u) << msg;
+  EXPECT_EQ(code_of([] { import_text(""); }), ErrorCode::InvalidModel);
+  EXPECT_EQ(code_of([] { import_text("[1, 2]"); }), ErrorCode::InvalidModel);
+}
+
+TEST(XGBoostImportErrors, MissingKeysAreNamed) {
+  struct {
+    std::function<void(json&)> edit;
+    const char* expect;
+  } cases[] = {
+      {[](json& j) { j.erase("learner"); }, "'learner'"},
+      {[](json& j) { j["learner"].erase("learner_model_param"); }, "learner.learner_model_param"},
+      {[](json& j) { j["learner"]["learner_model_param"].erase("num_feature"); },
+       "learner.learner_model_param.num_feature"},
+      {[](json& j) { j["learner"]["objective"].erase("name"); }, "learner.objective.name"},
+      {[](json& j) { j["learner"]["gradient_booster"]["model"].erase("tree_info"); }, "tree_info"},
+      {[](json& j) { j["learner"]["gradient_booster"]["model"]["trees"][1].erase("left_children"); },
+       "trees[1].left_children"},
+      {[](json& j) { j["learner"]["gradient_booster"]["model"]["trees"][0]["split_conditions"] = "x"; },
+       "split_conditions"},
+      {[](json& j) { j["learner"]["learner_model_param"]["base_score"] = "abc"; }, "base_score"},
+  };
+  for (const auto& c : cases) {
+    json j = base_model();
+    c.edit(j);
+    std::string msg;
+    EXPECT_EQ(import_json(j, &msg), ErrorCode::InvalidModel) << c.expect;
+    EXPECT_NE(msg.find(c.expect), std::string::npos) << msg;
+    EXPECT_EQ(msg.rfind("xgboost model:", 0), 0u) << msg;
+  }
+}
+
+TEST(XGBoostImportErrors, BadTrees) {
+  std::string msg;
+  {
+    json j = base_model();
+    j["learner"]["gradient_booster"]["model"]["trees"][0]["split_indices"][0] = 17;
+    EXPECT_EQ(import_json(j, &msg), ErrorCode::InvalidModel);
+    EXPECT_NE(msg.find("feature 17"), std::string::npos) << msg;
+  }
+  {
+    json j = base_model();
+    j["learner"]["gradient_booster"]["model"]["trees"][0]["left_children"][0] = 99;
+    EXPECT_EQ(import_json(j, &msg), ErrorCode::InvalidModel);
+  }
+  {
+    json j = base_model();  // a branch below the root points back at the root
+    auto& t = j["learner"]["gradient_booster"]["model"]["trees"][0];
+    size_t k = 1;
+    while (k < t["left_children"].size() && t["left_children"][k] == -1) ++k;
+    ASSERT_LT(k, t["left_children"].size());
+    t["left_children"][k] = 0;
+    EXPECT_EQ(import_json(j, &msg), ErrorCode::InvalidModel);
+    EXPECT_NE(msg.find("twice"), std::string::npos) << msg;
+  }
+  {
+    json j = base_model();
+    j["learner"]["gradient_booster"]["model"]["tree_info"][0] = 5;
+    EXPECT_EQ(import_json(j, &msg), ErrorCode::InvalidModel);
+    EXPECT_NE(msg.find("tree_info[0]"), std::string::npos) << msg;
+  }
+  {
+    json j = base_model();
+    j["learner"]["gradient_booster"]["model"]["trees"] = json::array();
+    j["learner"]["gradient_booster"]["model"]["tree_info"] = json::array();
+    EXPECT_EQ(import_json(j, &msg), ErrorCode::InvalidModel);
+  }
+  {
+    json j = base_model();
+    auto& t = j["learner"]["gradient_booster"]["model"]["trees"][0];
+    t["right_children"].erase(0);
+    EXPECT_EQ(import_json(j, &msg), ErrorCode::InvalidModel);
+    EXPECT_NE(msg.find("right_children"), std::string::npos) << msg;
+  }
+}
+
+TEST(XGBoostImportErrors, UnsupportedBoostersAndObjectives) {
+  std::string msg, hint;
+  for (const char* booster : {"gblinear", "dart"}) {
+    json j = base_model();
+    j["learner"]["gradient_booster"]["name"] = booster;
+    EXPECT_EQ(import_json(j, &msg, &hint), ErrorCode::UnsupportedOperator) << booster;
+    EXPECT_NE(msg.find(booster), std::string::npos) << msg;
+    EXPECT_NE(hint.find("multi:softprob"), std::string::npos) << hint;
+  }
+  for (const char* objective : {"reg:gamma", "count:poisson", "rank:pairwise", "binary:logitraw"}) {
+    json j = base_model();
+    j["learner"]["objective"]["name"] = objective;
+    EXPECT_EQ(import_json(j, &msg, &hint), ErrorCode::UnsupportedOperator) << objective;
+    EXPECT_NE(msg.find(objective), std::string::npos) << msg;
+    EXPECT_NE(hint.find("reg:squarederror"), std::string::npos) << hint;
+  }
+  {
+    json j = base_model();
+    j["learner"]["gradient_booster"]["model"]["trees"][2]["split_type"][0] = 1;
+    EXPECT_EQ(import_json(j, &msg), ErrorCode::UnsupportedOperator);
+    EXPECT_NE(msg.find("categorical"), std::string::npos) << msg;
+  }
+}
+
+}  // namespace

@@ -39,8 +39,8 @@ run "$flock" info cancer_xgb
 sql "SELECT id, target,
        flock.predict('cancer_rf', p)                              AS rf,
        flock.predict('cancer_xgb', p)                             AS xgb,
-       round(flock.predict_proba('cancer_xgb', p)[2]::numeric, 4) AS p_benign_xgb,
-       round(flock.predict_proba('cancer_logreg', p)[2]::numeric, 4) AS p_benign_logreg
+       round((flock.predict_proba('cancer_xgb', p))[2]::numeric, 4) AS p_benign_xgb,
+       round((flock.predict_proba('cancer_logreg', p))[2]::numeric, 4) AS p_benign_logreg
      FROM patients p ORDER BY id LIMIT 8"
 
 # Models are data: join the catalog and score every registered model on every row.

@@ -140,3 +140,38 @@ def test_query_cancel(conn):
         with pytest.raises(psycopg2.errors.QueryCanceled):
             cur.execute("SELECT sum(flock.predict('lin@1', ARRAY[i, 1]::float4[])) FROM generate_series(1, 100000000) i")
         cur.execute("RESET statement_timeout")
+
+
+def test_a_query_resolves_and_compiles_once_not_per_row(cluster, dbname):
+    fresh = psycopg2.connect(cluster.dsn(dbname))
+    fresh.autocommit = True
+    try:
+        before = one(fresh, "SELECT flock.cache_stats()")
+        one(fresh, "SELECT sum(flock.predict('lin@1', ARRAY[i, 1]::float4[])) FROM generate_series(1, 5000) i")
+        after = one(fresh, "SELECT flock.cache_stats()")
+        assert after["resolutions"] - before["resolutions"] == 1
+        assert after["compiles"] - before["compiles"] <= 1
+        # A second query finds the compiled model in the backend's cache.
+        one(fresh, "SELECT sum(flock.predict('lin@1', ARRAY[i, 1]::float4[])) FROM generate_series(1, 5000) i")
+        again = one(fresh, "SELECT flock.cache_stats()")
+        assert again["compiles"] == after["compiles"]
+        # Model values from a table: recognised per row without re-hashing or re-compiling.
+        one(fresh, "SELECT sum(flock.predict(m.model, ARRAY[i, 1]::float4[])) FROM generate_series(1, 5000) i, "
+                   "flock.models m WHERE m.name = 'lin' AND m.version = 1")
+        last = one(fresh, "SELECT flock.cache_stats()")
+        assert last["compiles"] == again["compiles"]
+    finally:
+        fresh.close()
+
+
+def test_tensor_size_limit(conn):
+    with conn.cursor() as cur:
+        cur.execute("SET flock.max_tensor_elements = 1")
+        try:
+            with pytest.raises(psycopg2.Error) as err:
+                cur.execute("SELECT flock.predict('lin@1', ARRAY[1, 1]::float4[])")
+            assert err.value.pgcode == "54000" and err.value.diag.message_hint
+        finally:
+            cur.execute("RESET flock.max_tensor_elements")
+        cur.execute("SELECT flock.predict('lin@1', ARRAY[1, 1]::float4[])")
+        assert cur.fetchone()[0] == pytest.approx(11.5)

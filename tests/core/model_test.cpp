@@ -216,3 +216,28 @@ TEST(Model, SignatureJsonNamesEverything) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Model, RejectsContradictoryDeclaredTypes) {
+  // Relu of a float tensor is float; declaring its output int64 contradicts the operator.
+  auto m = base_model(3);
+  auto* node = m.mutable_graph()->add_node();
+  node->set_op_type("Relu");
+  node->add_input("input");
+  node->add_output("y");
+  add_output(m, "y", onnx::TensorProto::INT64, {3});
+  try {
+    flock::Model::load(bytes_of(m));
+    FAIL() << "loaded";
+  } catch (const flock::Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidModel);
+    EXPECT_NE(std::string(e.what()).find("types or shapes"), std::string::npos) << e.what();
+  }
+  // Declared correctly, the same graph loads.
+  m.mutable_graph()->mutable_output(0)->mutable_type()->mutable_tensor_type()->set_elem_type(
+      onnx::TensorProto::FLOAT);
+  EXPECT_NO_THROW(flock::Model::load(bytes_of(m)));
+}
+
+}  // namespace

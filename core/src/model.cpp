@@ -182,21 +182,23 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
       fail(ErrorCode::UnsupportedOperator,
            fmt::format("model input '{}' has type {}; Flock binds tensor inputs only", vi.name(), type_text(vi.type())));
     auto elem = elem_type_of(vi.type().tensor_type().elem_type());
-    if (!elem || *elem == ElemType::Bool)
+    if (!elem)
       fail(ErrorCode::UnsupportedOperator,
-           fmt::format("model input '{}' has type {}; Flock binds float, double, int64 and string inputs",
+           fmt::format("model input '{}' has type {}; Flock runs float, double, int64, bool and string inputs",
                        vi.name(), type_text(vi.type())));
     InputSpec in;
     in.name = vi.name();
     in.type = *elem;
     const auto& dims = vi.type().tensor_type().shape().dim();
     for (const auto& d : dims) in.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+    // Values per row; -1 when a dimension past the batch is symbolic: such an input runs with
+    // explicit tensors (run_tensors) but cannot bind to a row of features.
     in.width = 1;
     for (size_t k = 1; k < in.shape.size(); ++k) {
-      if (in.shape[k] < 0)
-        fail(ErrorCode::UnsupportedOperator,
-             fmt::format("model input '{}' has a symbolic dimension {} past the batch dimension", vi.name(), k),
-             "Export the model with fixed feature dimensions; only the first (batch) dimension may be dynamic.");
+      if (in.shape[k] < 0) {
+        in.width = -1;
+        break;
+      }
       in.width *= in.shape[k];
     }
     if (in.shape.empty()) in.shape = {-1};
@@ -311,7 +313,7 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
     // import_xgboost_json stores names in metadata when the model has them.
   }
   if (sig.inputs.size() == 1) {
-    if (!names.empty() && static_cast<int64_t>(names.size()) != sig.inputs[0].width)
+    if (!names.empty() && sig.inputs[0].width >= 0 && static_cast<int64_t>(names.size()) != sig.inputs[0].width)
       fail(ErrorCode::InvalidModel,
            fmt::format("model names {} features but its input '{}' takes {} values per row", names.size(),
                        sig.inputs[0].name, sig.inputs[0].width));
@@ -320,6 +322,34 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
     for (const auto& in : sig.inputs) sig.feature_names.push_back(in.name);
   }
   return model;
+}
+
+std::vector<Tensor> Model::run_tensors(std::vector<Tensor> inputs) const {
+  const auto& specs = signature_.inputs;
+  if (inputs.size() != specs.size())
+    fail(ErrorCode::InvalidInput, fmt::format("model takes {} inputs, got {}", specs.size(), inputs.size()));
+  for (size_t k = 0; k < specs.size(); ++k) {
+    const Tensor& t = inputs[k];
+    const InputSpec& spec = specs[k];
+    if (t.type != spec.type)
+      fail(ErrorCode::TypeMismatch,
+           fmt::format("model input '{}' takes {} values, got {}", spec.name, to_string(spec.type), to_string(t.type)));
+    if (t.numel() > plan_->limits.max_tensor_elements)
+      fail(ErrorCode::LimitExceeded, fmt::format("input '{}' holds {} values, over the limit of {}", spec.name,
+                                                 t.numel(), plan_->limits.max_tensor_elements));
+    if (static_cast<int64_t>(t.size()) != t.numel())
+      fail(ErrorCode::InvalidInput, fmt::format("input '{}' holds {} values for a shape of {}", spec.name, t.size(),
+                                                t.numel()));
+    if (spec.shape.size() > 1 && t.shape.size() != spec.shape.size())
+      fail(ErrorCode::InvalidInput, fmt::format("model input '{}' has rank {}, got a tensor of rank {}", spec.name,
+                                                spec.shape.size(), t.shape.size()));
+    for (size_t d = 0; d < t.shape.size() && d < spec.shape.size(); ++d) {
+      if (spec.shape.size() > 1 && spec.shape[d] >= 0 && t.shape[d] != spec.shape[d])
+        fail(ErrorCode::InvalidInput, fmt::format("model input '{}' has dimension {} of size {}, got {}", spec.name,
+                                                  d, spec.shape[d], t.shape[d]));
+    }
+  }
+  return plan_->run(std::move(inputs));
 }
 
 std::vector<Tensor> Model::run(const FeatureBatch& batch) const {
@@ -331,6 +361,11 @@ std::vector<Tensor> Model::run(const FeatureBatch& batch) const {
   for (size_t k = 0; k < inputs.size(); ++k) {
     const Tensor& t = batch.inputs[k];
     const InputSpec& spec = inputs[k];
+    if (spec.width < 0)
+      fail(ErrorCode::UnsupportedOperator,
+           fmt::format("model input '{}' has a symbolic dimension past the batch dimension, so it cannot bind "
+                       "to a row of features", spec.name),
+           "Export the model with fixed feature dimensions; only the first (batch) dimension may be dynamic.");
     if (t.type != spec.type)
       fail(ErrorCode::TypeMismatch,
            fmt::format("model input '{}' takes {} values, got {}", spec.name, to_string(spec.type), to_string(t.type)));

@@ -451,6 +451,14 @@ Datum predict_entry(FunctionCallInfo fcinfo, Want want) {
   if (st->model_is_value) resolve_by_value(fcinfo, st);
   else resolve_by_name(fcinfo, st);
 
+  for (const auto& in : st->model->signature().inputs) {
+    if (in.width < 0)
+      ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                      errmsg("%s input \"%s\" has a symbolic dimension past the batch dimension, so it cannot bind "
+                             "to a row of features", st->label, in.name.c_str()),
+                      errhint("Export the model with fixed feature dimensions; only the first (batch) dimension may "
+                              "be dynamic.")));
+  }
   RowValues row = st->input_is_record ? extract_record(fcinfo, st) : extract_array(fcinfo, st);
   check_nulls(st, row);
   Scored s = score(st, row, want);

@@ -29,7 +29,7 @@ struct InputSpec {
   std::string name;
   ElemType type = ElemType::Float;
   std::vector<int64_t> shape;  // -1 for a dynamic dimension (the batch)
-  int64_t width = 1;           // values per row: product of the non-batch dimensions
+  int64_t width = 1;           // values per row: product of the non-batch dimensions (-1: symbolic)
 };
 
 struct OutputSpec {
@@ -94,6 +94,9 @@ class Model {
   Prediction predict(const FeatureBatch& batch) const;
   // Raw outputs of the graph, in graph output order.
   std::vector<Tensor> run(const FeatureBatch& batch) const;
+  // Runs the graph on whole tensors, one per model input, with their own shapes (checked against
+  // the declared fixed dimensions). For models whose inputs are not rows of features.
+  std::vector<Tensor> run_tensors(std::vector<Tensor> inputs) const;
 
   // Signature as JSON text (inputs, outputs, features, task, labels, operators, opsets).
   std::string signature_json() const;

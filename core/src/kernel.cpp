@@ -99,6 +99,9 @@ KernelRegistry& KernelRegistry::instance() {
     register_ml_tree_kernels(*r);
     register_ml_preprocess_kernels(*r);
     register_standard_kernels(*r);
+    register_elementwise_kernels(*r);
+    register_tensor_kernels(*r);
+    register_nn_kernels(*r);
     return r;
   }();
   return *registry;

@@ -78,6 +78,9 @@ void register_ml_linear_kernels(KernelRegistry& r);
 void register_ml_tree_kernels(KernelRegistry& r);
 void register_ml_preprocess_kernels(KernelRegistry& r);
 void register_standard_kernels(KernelRegistry& r);
+void register_elementwise_kernels(KernelRegistry& r);  // math, comparison, logic, activations
+void register_tensor_kernels(KernelRegistry& r);       // shape/index ops, reductions, TopK
+void register_nn_kernels(KernelRegistry& r);           // Conv, pooling, normalization
 
 // Converts an ONNX TensorProto (raw_data or typed fields) to a flock::Tensor.
 Tensor tensor_from_proto(const onnx::TensorProto& proto);

@@ -205,7 +205,6 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
     sig.inputs.push_back(in);
     plan.input_slots.push_back(new_slot(vi.name()));
   }
-  if (sig.inputs.empty()) fail(ErrorCode::InvalidModel, "model has no inputs");
 
   // Missing-value analysis: which graph inputs can carry NaN to an output unresolved.
   std::vector<std::set<std::string>> tainted(sig.inputs.size());

@@ -451,6 +451,9 @@ Datum predict_entry(FunctionCallInfo fcinfo, Want want) {
   if (st->model_is_value) resolve_by_value(fcinfo, st);
   else resolve_by_name(fcinfo, st);
 
+  if (st->model->signature().inputs.empty())
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("%s takes no inputs", st->label),
+                    errhint("flock.predict scores models that take features.")));
   for (const auto& in : st->model->signature().inputs) {
     if (in.width < 0)
       ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

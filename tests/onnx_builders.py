@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import onnx.numpy_helper
 import onnx
 from onnx import TensorProto, helper
 
@@ -62,3 +63,51 @@ def unsupported_op_model():
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3])])
     return _model(graph).SerializeToString()
+
+
+def _std_model(nodes, inputs, outputs, initializers=(), opset=15):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="flock-tests")
+    m.ir_version = 8
+    return m
+
+
+def dense_relu(weights, bias):
+    """relu(x @ W + b): float [N, in] -> float [N, out]; a model whose output is a vector per row."""
+    w = np.asarray(weights, dtype=np.float32)
+    b = np.asarray(bias, dtype=np.float32)
+    nodes = [helper.make_node("MatMul", ["input", "W"], ["xw"]),
+             helper.make_node("Add", ["xw", "b"], ["pre"]),
+             helper.make_node("Relu", ["pre"], ["output"])]
+    m = _std_model(nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", w.shape[0]])],
+                   [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", w.shape[1]])],
+                   [onnx.numpy_helper.from_array(w, "W"), onnx.numpy_helper.from_array(b, "b")])
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
+
+
+def symbolic_feature_dim():
+    """Relu over [N, F] with F symbolic: runs on whole tensors but cannot bind a row of features."""
+    m = _std_model([helper.make_node("Relu", ["input"], ["output"])],
+                   [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", "F"])],
+                   [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", "F"])])
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
+
+
+def future_opset():
+    """A Relu model claiming ai.onnx opset 99."""
+    m = _std_model([helper.make_node("Relu", ["input"], ["output"])],
+                   [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 2])],
+                   [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 2])], opset=99)
+    return m.SerializeToString()
+
+
+def cast_to_float16():
+    """Cast to float16, an element type Flock does not run: fails at registration naming op and type."""
+    m = _std_model([helper.make_node("Cast", ["input"], ["half"], to=TensorProto.FLOAT16),
+                    helper.make_node("Cast", ["half"], ["output"], to=TensorProto.FLOAT)],
+                   [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 2])],
+                   [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 2])])
+    onnx.checker.check_model(m)
+    return m.SerializeToString()

@@ -40,6 +40,11 @@ ModelFormat detect_format(std::span<const uint8_t> bytes) {
 
 namespace {
 
+// The ONNX opsets whose operator semantics the kernels implement.
+constexpr int64_t kMinOpset = 7;
+constexpr int64_t kMaxOpset = 17;
+constexpr int64_t kMaxMlOpset = 3;
+
 std::optional<ElemType> elem_type_of(int32_t onnx_type) {
   using TP = onnx::TensorProto;
   switch (onnx_type) {
@@ -88,6 +93,7 @@ class Plan {
     std::vector<int> inputs;   // slot per input, -1 for an omitted optional input
     std::vector<int> outputs;  // slot per output, -1 for an unused output name
     std::string where;
+    int64_t opset = 0;
   };
 
   int n_slots = 0;
@@ -111,7 +117,12 @@ class Plan {
       in.clear();
       for (int s : step.inputs) in.push_back(s < 0 ? nullptr : value[s]);
       out.assign(step.outputs.size(), Tensor());
-      step.kernel->run(in, out);
+      try {
+        step.kernel->run(in, out);
+      } catch (const Error& e) {
+        // Name the node: a kernel knows its op, not where it sits in the graph.
+        throw Error(e.code(), fmt::format("{} (opset {}): {}", step.where, step.opset, e.what()), e.hint());
+      }
       for (size_t k = 0; k < step.outputs.size(); ++k) {
         int s = step.outputs[k];
         if (s < 0) continue;
@@ -157,6 +168,19 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
   for (const auto& op : proto.opset_import()) {
     std::string domain = op.domain() == "ai.onnx" ? "" : op.domain();
     opsets[domain] = op.version();
+  }
+  for (const auto& [domain, version] : opsets) {
+    if (domain.empty() && (version < kMinOpset || version > kMaxOpset))
+      fail(ErrorCode::UnsupportedOperator,
+           fmt::format("model imports ai.onnx opset {}; Flock runs opsets {} to {}", version, kMinOpset, kMaxOpset),
+           "Re-export the model with an opset in that range (e.g. torch.onnx.export(..., opset_version=17)).");
+    if (domain == "ai.onnx.ml" && (version < 1 || version > kMaxMlOpset))
+      fail(ErrorCode::UnsupportedOperator,
+           fmt::format("model imports ai.onnx.ml opset {}; Flock runs opsets 1 to {}", version, kMaxMlOpset),
+           "Re-export the model with a supported ai.onnx.ml opset.");
+    if (!domain.empty() && domain != "ai.onnx.ml")
+      fail(ErrorCode::UnsupportedOperator, fmt::format("model imports operator domain '{}'", domain),
+           "Flock runs the ai.onnx and ai.onnx.ml domains; custom operators are not supported.");
   }
   sig.opset = opsets.count("") ? opsets[""] : 0;
   sig.ml_opset = opsets.count("ai.onnx.ml") ? opsets["ai.onnx.ml"] : 0;
@@ -240,6 +264,7 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
            fmt::format("Flock runs these operators: {}.", fmt::join(registry.supported(), ", ")));
     Plan::Step step;
     step.where = attrs.where();
+    step.opset = opset;
     for (const auto& in : node.input()) {
       if (in.empty()) {
         step.inputs.push_back(-1);
@@ -320,7 +345,27 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
   } else {
     for (const auto& in : sig.inputs) sig.feature_names.push_back(in.name);
   }
+  model->trial_run();
   return model;
+}
+
+// Runs the compiled graph once on a row of zeros, so an operator that cannot run the element types
+// or shapes this graph gives it fails at load (registration), not on the first query. Errors that
+// depend on the values (an index out of range for zeros, say) are left to real inputs.
+void Model::trial_run() const {
+  FeatureBatch batch;
+  batch.rows = 1;
+  for (const auto& in : signature_.inputs) {
+    if (in.width < 0) return;  // cannot make a row for it
+    batch.inputs.emplace_back(in.type, std::vector<int64_t>{1, in.width});
+  }
+  try {
+    run(batch);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::UnsupportedOperator || e.code() == ErrorCode::TypeMismatch ||
+        e.code() == ErrorCode::InvalidModel)
+      throw;
+  }
 }
 
 std::vector<Tensor> Model::run_tensors(std::vector<Tensor> inputs) const {
@@ -395,7 +440,7 @@ Prediction Model::predict(const FeatureBatch& batch) const {
     int64_t width = out.cols();
     if (width != 1)
       fail(ErrorCode::TypeMismatch, fmt::format("model returns {} values per row, not one", width),
-           "Use flock.predict_proba for class scores.");
+           "Use flock.predict_tensor for the whole output, or flock.predict_proba for class scores.");
     p.values.resize(batch.rows);
     for (int64_t r = 0; r < batch.rows; ++r) p.values[r] = out.as_double(r);
     return p;

@@ -231,6 +231,17 @@ CREATE FUNCTION flock.predict_label(model flock.model, input record) RETURNS tex
 CREATE FUNCTION flock.predict_label(model flock.model, features float4[]) RETURNS text
   AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE PARALLEL SAFE;
 
+-- The model's raw output for one row (its first float output), shaped as the output past the
+-- batch dimension: for models whose output is not a single score.
+CREATE FUNCTION flock.predict_tensor(model text, input record) RETURNS float4[]
+  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict_tensor(model text, features float4[]) RETURNS float4[]
+  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict_tensor(model flock.model, input record) RETURNS float4[]
+  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION flock.predict_tensor(model flock.model, features float4[]) RETURNS float4[]
+  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE PARALLEL SAFE;
+
 -- This backend's compiled-model cache: entries, compiles, hits, and catalog resolutions.
 CREATE FUNCTION flock.cache_stats() RETURNS jsonb
   AS 'MODULE_PATHNAME', 'flock_cache_stats' LANGUAGE C VOLATILE PARALLEL SAFE;

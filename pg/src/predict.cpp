@@ -20,13 +20,14 @@ extern "C" {
 PG_FUNCTION_INFO_V1(flock_predict);
 PG_FUNCTION_INFO_V1(flock_predict_proba);
 PG_FUNCTION_INFO_V1(flock_predict_label);
+PG_FUNCTION_INFO_V1(flock_predict_tensor);
 }
 
 using namespace flock::pg;
 
 namespace {
 
-enum class Want { Value, Proba, Label };
+enum class Want { Value, Proba, Label, Tensor };
 
 // How one model feature is read from the record.
 enum class Conv : uint8 { Float4, Float8, Int2, Int4, Int8, Numeric, Bool, Text, ViaOutput, Unsupported };
@@ -383,12 +384,14 @@ struct Scored {
   double value;
   bool has_value;
   char* label;      // malloc'd
-  double* proba;    // malloc'd
-  int n_classes;
+  double* proba;    // malloc'd: class probabilities, or the raw output tensor
+  int n_classes;    // number of values in proba
+  int ndims;        // Tensor: the output's dimensions past the batch
+  int dims[MAXDIM];
 };
 
 Scored score(CallState* st, const RowValues& row, Want want) {
-  Scored out = {0, false, nullptr, nullptr, 0};
+  Scored out = {0, false, nullptr, nullptr, 0, 0, {}};
   const flock::Model* model = st->model;
   const char* label = st->label;
   flock_guard([&] {
@@ -413,6 +416,30 @@ Scored score(CallState* st, const RowValues& row, Want want) {
         }
       }
       batch.inputs.push_back(std::move(t));
+    }
+    if (want == Want::Tensor) {
+      std::vector<flock::Tensor> outputs = model->run(batch);
+      // The first numeric float output; else the first output that has numbers.
+      const flock::Tensor* chosen = nullptr;
+      for (const auto& t : outputs)
+        if (!chosen && (t.type == flock::ElemType::Float || t.type == flock::ElemType::Double)) chosen = &t;
+      for (const auto& t : outputs)
+        if (!chosen && t.type != flock::ElemType::String) chosen = &t;
+      if (!chosen)
+        flock::fail(flock::ErrorCode::TypeMismatch, fmt::format("{} has no numeric output", label),
+                    "Use flock.predict_label for text outputs.");
+      size_t n = chosen->size();
+      int rank = static_cast<int>(chosen->shape.size());
+      if (rank - 1 > MAXDIM) flock::fail(flock::ErrorCode::LimitExceeded, "output tensor has too many dimensions");
+      out.ndims = rank <= 1 ? 1 : rank - 1;
+      if (rank <= 1) out.dims[0] = static_cast<int>(n);
+      else
+        for (int d = 1; d < rank; ++d) out.dims[d - 1] = static_cast<int>(chosen->shape[d]);
+      out.n_classes = static_cast<int>(n);
+      out.proba = static_cast<double*>(std::malloc(sizeof(double) * std::max<size_t>(n, 1)));
+      if (!out.proba) throw std::bad_alloc();
+      for (size_t k = 0; k < n; ++k) out.proba[k] = chosen->as_double(k);
+      return;
     }
     flock::Prediction p = model->predict(batch);
     if (want == Want::Value) {
@@ -472,6 +499,16 @@ Datum predict_entry(FunctionCallInfo fcinfo, Want want) {
       free(s.label);
       PG_RETURN_TEXT_P(t);
     }
+    case Want::Tensor: {
+      Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * std::max(s.n_classes, 1)));
+      for (int k = 0; k < s.n_classes; ++k) elems[k] = Float4GetDatum(static_cast<float4>(s.proba[k]));
+      free(s.proba);
+      int lbs[MAXDIM];
+      for (int d = 0; d < s.ndims; ++d) lbs[d] = 1;
+      if (s.n_classes == 0) PG_RETURN_ARRAYTYPE_P(construct_empty_array(FLOAT4OID));
+      PG_RETURN_ARRAYTYPE_P(construct_md_array(elems, nullptr, s.ndims, s.dims, lbs, FLOAT4OID, sizeof(float4),
+                                               true, TYPALIGN_INT));
+    }
     case Want::Proba: {
       Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * std::max(s.n_classes, 1)));
       for (int k = 0; k < s.n_classes; ++k) elems[k] = Float8GetDatum(s.proba[k]);
@@ -487,3 +524,4 @@ Datum predict_entry(FunctionCallInfo fcinfo, Want want) {
 Datum flock_predict(PG_FUNCTION_ARGS) { return predict_entry(fcinfo, Want::Value); }
 Datum flock_predict_proba(PG_FUNCTION_ARGS) { return predict_entry(fcinfo, Want::Proba); }
 Datum flock_predict_label(PG_FUNCTION_ARGS) { return predict_entry(fcinfo, Want::Label); }
+Datum flock_predict_tensor(PG_FUNCTION_ARGS) { return predict_entry(fcinfo, Want::Tensor); }

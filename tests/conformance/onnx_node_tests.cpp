@@ -138,6 +138,12 @@ Outcome run_case(const std::string& dir, const std::string& name, const std::set
     return Outcome::Failed;
   }
   op = case_op(m, name);
+  for (const auto& imp : m.opset_import()) {
+    if ((imp.domain().empty() || imp.domain() == "ai.onnx") && (imp.version() < 7 || imp.version() > 17)) {
+      why = "opset " + std::to_string(imp.version()) + " outside the supported 7-17";
+      return Outcome::Skipped;
+    }
+  }
   for (const auto& n : m.graph().node()) {
     if (!claimed.count(node_op(n))) {
       why = "operator " + node_op(n) + " not claimed";

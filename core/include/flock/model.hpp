@@ -103,6 +103,7 @@ class Model {
 
  private:
   Model() = default;
+  void trial_run() const;
   ModelFormat format_ = ModelFormat::Auto;
   Signature signature_;
   size_t size_bytes_ = 0;

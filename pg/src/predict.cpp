@@ -15,6 +15,7 @@
 
 #include "cache.hpp"
 #include "guard.hpp"
+#include "predict.hpp"
 
 extern "C" {
 PG_FUNCTION_INFO_V1(flock_predict);
@@ -23,11 +24,9 @@ PG_FUNCTION_INFO_V1(flock_predict_label);
 PG_FUNCTION_INFO_V1(flock_predict_tensor);
 }
 
-using namespace flock::pg;
+namespace flock::pg {
 
 namespace {
-
-enum class Want { Value, Proba, Label, Tensor };
 
 // How one model feature is read from the record.
 enum class Conv : uint8 { Float4, Float8, Int2, Int4, Int8, Numeric, Bool, Text, ViaOutput, Unsupported };
@@ -38,8 +37,11 @@ struct FeatureBinding {
   Oid typoutput;  // for ViaOutput
 };
 
+}  // namespace
+
 // Everything a call site caches across rows. Palloc'd in fn_mcxt; POD but for the handle.
 struct CallState {
+  MemoryContext mcxt;   // lives as long as the call site (fn_mcxt, or the executor's query context)
   bool model_is_value;  // arg 0 is flock.model (else text)
   bool input_is_record; // arg 1 is a record (else float4[])
 
@@ -62,15 +64,28 @@ struct CallState {
   FeatureBinding* binds;
 };
 
+namespace {
+
+
+}  // namespace
+
+CallState* new_call_state(MemoryContext mcxt, bool model_is_value, bool input_is_record) {
+  auto* st = static_cast<CallState*>(MemoryContextAllocZero(mcxt, sizeof(CallState)));
+  st->mcxt = mcxt;
+  st->model_is_value = model_is_value;
+  st->input_is_record = input_is_record;
+  return st;
+}
+
+namespace {
+
 CallState* call_state(FunctionCallInfo fcinfo) {
   auto* st = static_cast<CallState*>(fcinfo->flinfo->fn_extra);
   if (st) return st;
-  st = static_cast<CallState*>(MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(CallState)));
   Oid arg0 = get_fn_expr_argtype(fcinfo->flinfo, 0);
   Oid arg1 = get_fn_expr_argtype(fcinfo->flinfo, 1);
-  st->model_is_value = arg0 != TEXTOID && arg0 != InvalidOid && arg0 != UNKNOWNOID;
-  st->input_is_record = arg1 != FLOAT4ARRAYOID;
-  if (arg1 == InvalidOid) st->input_is_record = true;
+  st = new_call_state(fcinfo->flinfo->fn_mcxt, arg0 != TEXTOID && arg0 != InvalidOid && arg0 != UNKNOWNOID,
+                      arg1 != FLOAT4ARRAYOID);
   fcinfo->flinfo->fn_extra = st;
   return st;
 }
@@ -78,11 +93,11 @@ CallState* call_state(FunctionCallInfo fcinfo) {
 void set_model(CallState* st, MemoryContext mcxt, const std::shared_ptr<const flock::Model>& m);
 
 // Resolves a name reference through flock._resolve() (which raises the not-found errors).
-void resolve_by_name(FunctionCallInfo fcinfo, CallState* st) {
-  char* ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
+void resolve_by_name(CallState* st, Datum model_arg) {
+  char* ref = TextDatumGetCString(model_arg);
   if (st->model && st->generation == catalog_generation && st->ref && strcmp(st->ref, ref) == 0) return;
 
-  MemoryContext fn_mcxt = fcinfo->flinfo->fn_mcxt;
+  MemoryContext fn_mcxt = st->mcxt;
   uint64 generation = catalog_generation;
   cache_stats.resolutions++;
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
@@ -119,21 +134,21 @@ void resolve_by_name(FunctionCallInfo fcinfo, CallState* st) {
 }
 
 // Resolves a flock.model value, recognising the same value again cheaply (TOAST identity, or bytes).
-void resolve_by_value(FunctionCallInfo fcinfo, CallState* st) {
-  struct varlena* raw = reinterpret_cast<struct varlena*>(DatumGetPointer(PG_GETARG_DATUM(0)));
+void resolve_by_value(CallState* st, Datum model_arg) {
+  struct varlena* raw = reinterpret_cast<struct varlena*>(DatumGetPointer(model_arg));
   bool ondisk = VARATT_IS_EXTERNAL_ONDISK(raw);
   struct varatt_external ptr = {};
   if (ondisk) {
     VARATT_EXTERNAL_GET_POINTER(ptr, raw);
     if (st->model && st->toast_relid == ptr.va_toastrelid && st->toast_valueid == ptr.va_valueid) return;
   }
-  bytea* bytes = DatumGetByteaPP(PG_GETARG_DATUM(0));
+  bytea* bytes = DatumGetByteaPP(model_arg);
   size_t len = VARSIZE_ANY_EXHDR(bytes);
   if (!ondisk && st->model && st->inline_value && VARSIZE_ANY_EXHDR(st->inline_value) == len &&
       memcmp(VARDATA_ANY(st->inline_value), VARDATA_ANY(bytes), len) == 0)
     return;
 
-  MemoryContext fn_mcxt = fcinfo->flinfo->fn_mcxt;
+  MemoryContext fn_mcxt = st->mcxt;
   char sha[65];
   sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(bytes)), len, sha);
   ModelHandle* handle = new_model_handle(CurrentMemoryContext);
@@ -281,13 +296,7 @@ void bind_record(CallState* st, MemoryContext mcxt, Oid rec_type, int32 rec_typm
   st->bound_model = st->model;
 }
 
-// One row's feature values, extracted in plain PostgreSQL code.
-struct RowValues {
-  int n;
-  double* num;      // numeric features (NaN for NULL)
-  char** str;       // string features (nullptr for NULL)
-  bool* isnull;
-};
+
 
 double numeric_value(Datum d, Conv conv) {
   switch (conv) {
@@ -302,9 +311,9 @@ double numeric_value(Datum d, Conv conv) {
   }
 }
 
-RowValues extract_record(FunctionCallInfo fcinfo, CallState* st) {
-  HeapTupleHeader th = PG_GETARG_HEAPTUPLEHEADER(1);
-  bind_record(st, fcinfo->flinfo->fn_mcxt, HeapTupleHeaderGetTypeId(th), HeapTupleHeaderGetTypMod(th));
+RowValues extract_record(CallState* st, Datum input) {
+  HeapTupleHeader th = DatumGetHeapTupleHeader(input);
+  bind_record(st, st->mcxt, HeapTupleHeaderGetTypeId(th), HeapTupleHeaderGetTypMod(th));
   TupleDesc desc = st->rec_desc;
   HeapTupleData tuple;
   tuple.t_len = HeapTupleHeaderGetDatumLength(th);
@@ -331,14 +340,14 @@ RowValues extract_record(FunctionCallInfo fcinfo, CallState* st) {
   return row;
 }
 
-RowValues extract_array(FunctionCallInfo fcinfo, CallState* st) {
+RowValues extract_array(CallState* st, Datum input) {
   const flock::Signature& sig = st->model->signature();
   if (sig.inputs.size() != 1 || sig.inputs[0].type == flock::ElemType::String)
     ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
                     errmsg("%s takes named inputs (%s), not a feature array", st->label, feature_list(sig)),
                     errhint("Pass a record whose columns carry those names, e.g. flock.predict('%s', t) FROM t.",
                             st->ref ? st->ref : "model")));
-  ArrayType* arr = PG_GETARG_ARRAYTYPE_P(1);
+  ArrayType* arr = DatumGetArrayTypeP(input);
   Datum* elems;
   bool* nulls;
   int n;
@@ -380,46 +389,69 @@ void check_nulls(CallState* st, const RowValues& row) {
   }
 }
 
+// What the C++ side hands back, in malloc'd buffers (no PostgreSQL allocation under the guard).
 struct Scored {
-  double value;
-  bool has_value;
-  char* label;      // malloc'd
-  double* proba;    // malloc'd: class probabilities, or the raw output tensor
-  int n_classes;    // number of values in proba
+  int rows;
+  double* values;   // Value: one per row
+  char** labels;    // Label: one malloc'd string per row
+  double* numbers;  // Proba: rows x width probabilities; Tensor: rows x width output values
+  int width;
   int ndims;        // Tensor: the output's dimensions past the batch
   int dims[MAXDIM];
 };
 
-Scored score(CallState* st, const RowValues& row, Want want) {
-  Scored out = {0, false, nullptr, nullptr, 0, 0, {}};
+void free_scored(Scored& s) {
+  std::free(s.values);
+  if (s.labels)
+    for (int r = 0; r < s.rows; ++r) std::free(s.labels[r]);
+  std::free(s.labels);
+  std::free(s.numbers);
+}
+
+template <typename T>
+T* malloc_array(size_t n) {
+  auto* p = static_cast<T*>(std::calloc(std::max<size_t>(n, 1), sizeof(T)));
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+// Scores `n` rows in one model call.
+Scored score(CallState* st, const RowValues* rows, int n, Want want) {
+  Scored out = {n, nullptr, nullptr, nullptr, 0, 0, {}};
   const flock::Model* model = st->model;
   const char* label = st->label;
   flock_guard([&] {
     const flock::Signature& sig = model->signature();
     flock::FeatureBatch batch;
-    batch.rows = 1;
-    int f = 0;
+    batch.rows = n;
+    int offset = 0;
     for (const auto& in : sig.inputs) {
-      flock::Tensor t(in.type, {1, in.width});
-      for (int64_t j = 0; j < in.width; ++j, ++f) {
-        switch (in.type) {
-          case flock::ElemType::Float: t.f[j] = static_cast<float>(row.num[f]); break;
-          case flock::ElemType::Double: t.d[j] = row.num[f]; break;
-          case flock::ElemType::Int64:
-            if (row.num[f] != std::nearbyint(row.num[f]))
-              flock::fail(flock::ErrorCode::InvalidInput,
-                          fmt::format("{} input '{}' takes whole numbers, got {}", label, in.name, row.num[f]));
-            t.i[j] = static_cast<int64_t>(row.num[f]);
-            break;
-          case flock::ElemType::String: t.s[j] = row.str[f] ? row.str[f] : ""; break;
-          case flock::ElemType::Bool: t.b[j] = row.num[f] != 0; break;
+      flock::Tensor t(in.type, {n, in.width});
+      for (int r = 0; r < n; ++r) {
+        const RowValues& row = rows[r];
+        for (int64_t j = 0; j < in.width; ++j) {
+          size_t dst = static_cast<size_t>(r * in.width + j);
+          int f = offset + static_cast<int>(j);
+          switch (in.type) {
+            case flock::ElemType::Float: t.f[dst] = static_cast<float>(row.num[f]); break;
+            case flock::ElemType::Double: t.d[dst] = row.num[f]; break;
+            case flock::ElemType::Int64:
+              if (row.num[f] != std::nearbyint(row.num[f]))
+                flock::fail(flock::ErrorCode::InvalidInput,
+                            fmt::format("{} input '{}' takes whole numbers, got {}", label, in.name, row.num[f]));
+              t.i[dst] = static_cast<int64_t>(row.num[f]);
+              break;
+            case flock::ElemType::String: t.s[dst] = row.str[f] ? row.str[f] : ""; break;
+            case flock::ElemType::Bool: t.b[dst] = row.num[f] != 0; break;
+          }
         }
       }
+      offset += static_cast<int>(in.width);
       batch.inputs.push_back(std::move(t));
     }
     if (want == Want::Tensor) {
       std::vector<flock::Tensor> outputs = model->run(batch);
-      // The first numeric float output; else the first output that has numbers.
+      // The first float output; else the first output that has numbers.
       const flock::Tensor* chosen = nullptr;
       for (const auto& t : outputs)
         if (!chosen && (t.type == flock::ElemType::Float || t.type == flock::ElemType::Double)) chosen = &t;
@@ -428,17 +460,16 @@ Scored score(CallState* st, const RowValues& row, Want want) {
       if (!chosen)
         flock::fail(flock::ErrorCode::TypeMismatch, fmt::format("{} has no numeric output", label),
                     "Use flock.predict_label for text outputs.");
-      size_t n = chosen->size();
       int rank = static_cast<int>(chosen->shape.size());
       if (rank - 1 > MAXDIM) flock::fail(flock::ErrorCode::LimitExceeded, "output tensor has too many dimensions");
+      size_t total = chosen->size();
+      out.width = n ? static_cast<int>(total / static_cast<size_t>(n)) : 0;
       out.ndims = rank <= 1 ? 1 : rank - 1;
-      if (rank <= 1) out.dims[0] = static_cast<int>(n);
+      if (rank <= 1) out.dims[0] = out.width;
       else
         for (int d = 1; d < rank; ++d) out.dims[d - 1] = static_cast<int>(chosen->shape[d]);
-      out.n_classes = static_cast<int>(n);
-      out.proba = static_cast<double*>(std::malloc(sizeof(double) * std::max<size_t>(n, 1)));
-      if (!out.proba) throw std::bad_alloc();
-      for (size_t k = 0; k < n; ++k) out.proba[k] = chosen->as_double(k);
+      out.numbers = malloc_array<double>(total);
+      for (size_t k = 0; k < total; ++k) out.numbers[k] = chosen->as_double(k);
       return;
     }
     flock::Prediction p = model->predict(batch);
@@ -447,37 +478,57 @@ Scored score(CallState* st, const RowValues& row, Want want) {
         flock::fail(flock::ErrorCode::TypeMismatch,
                     fmt::format("{} has text class labels; flock.predict returns a number", label),
                     "Use flock.predict_label for the label, or flock.predict_proba for class probabilities.");
-      out.value = p.values.at(0);
-      out.has_value = true;
+      out.values = malloc_array<double>(static_cast<size_t>(n));
+      std::memcpy(out.values, p.values.data(), sizeof(double) * static_cast<size_t>(n));
     } else if (want == Want::Label) {
       if (sig.task != flock::Task::Classification)
         flock::fail(flock::ErrorCode::TypeMismatch, fmt::format("{} is a regressor; it has no class label", label),
                     "Use flock.predict for its value.");
-      out.label = strdup(p.labels.at(0).c_str());
-      if (!out.label) throw std::bad_alloc();
+      out.labels = malloc_array<char*>(static_cast<size_t>(n));
+      for (int r = 0; r < n; ++r) {
+        out.labels[r] = strdup(p.labels[static_cast<size_t>(r)].c_str());
+        if (!out.labels[r]) throw std::bad_alloc();
+      }
     } else {
       if (sig.task != flock::Task::Classification || p.n_classes == 0)
         flock::fail(flock::ErrorCode::TypeMismatch,
                     fmt::format("{} is a regressor; it has no class probabilities", label),
                     "Use flock.predict for its value.");
-      out.n_classes = static_cast<int>(p.n_classes);
-      out.proba = static_cast<double*>(std::malloc(sizeof(double) * p.n_classes));
-      if (!out.proba) throw std::bad_alloc();
-      std::memcpy(out.proba, p.proba.data(), sizeof(double) * p.n_classes);
+      out.width = static_cast<int>(p.n_classes);
+      out.numbers = malloc_array<double>(p.proba.size());
+      std::memcpy(out.numbers, p.proba.data(), sizeof(double) * p.proba.size());
     }
   });
   return out;
 }
 
-Datum predict_entry(FunctionCallInfo fcinfo, Want want) {
-  if (PG_ARGISNULL(0))
-    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model must not be NULL"),
-                    errhint("Pass a model name ('name' or 'name@N') or a flock.model value.")));
-  if (PG_ARGISNULL(1)) PG_RETURN_NULL();  // no row, no prediction
-  CallState* st = call_state(fcinfo);
-  if (st->model_is_value) resolve_by_value(fcinfo, st);
-  else resolve_by_name(fcinfo, st);
+Datum result_datum(const Scored& s, int r, Want want) {
+  switch (want) {
+    case Want::Value: return Float8GetDatum(s.values[r]);
+    case Want::Label: return PointerGetDatum(cstring_to_text(s.labels[r]));
+    case Want::Proba: {
+      Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * std::max(s.width, 1)));
+      for (int k = 0; k < s.width; ++k) elems[k] = Float8GetDatum(s.numbers[r * s.width + k]);
+      return PointerGetDatum(construct_array(elems, s.width, FLOAT8OID, sizeof(float8), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+    }
+    case Want::Tensor: {
+      if (s.width == 0) return PointerGetDatum(construct_empty_array(FLOAT4OID));
+      Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * s.width));
+      for (int k = 0; k < s.width; ++k) elems[k] = Float4GetDatum(static_cast<float4>(s.numbers[r * s.width + k]));
+      int lbs[MAXDIM];
+      int dims[MAXDIM];
+      for (int d = 0; d < s.ndims; ++d) {
+        lbs[d] = 1;
+        dims[d] = s.dims[d];
+      }
+      return PointerGetDatum(construct_md_array(elems, nullptr, s.ndims, dims, lbs, FLOAT4OID, sizeof(float4), true,
+                                                TYPALIGN_INT));
+    }
+  }
+  return (Datum)0;
+}
 
+void check_bindable(CallState* st) {
   if (st->model->signature().inputs.empty())
     ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("%s takes no inputs", st->label),
                     errhint("flock.predict scores models that take features.")));
@@ -489,37 +540,47 @@ Datum predict_entry(FunctionCallInfo fcinfo, Want want) {
                       errhint("Export the model with fixed feature dimensions; only the first (batch) dimension may "
                               "be dynamic.")));
   }
-  RowValues row = st->input_is_record ? extract_record(fcinfo, st) : extract_array(fcinfo, st);
-  check_nulls(st, row);
-  Scored s = score(st, row, want);
-  switch (want) {
-    case Want::Value: PG_RETURN_FLOAT8(s.value);
-    case Want::Label: {
-      text* t = cstring_to_text(s.label);
-      free(s.label);
-      PG_RETURN_TEXT_P(t);
-    }
-    case Want::Tensor: {
-      Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * std::max(s.n_classes, 1)));
-      for (int k = 0; k < s.n_classes; ++k) elems[k] = Float4GetDatum(static_cast<float4>(s.proba[k]));
-      free(s.proba);
-      int lbs[MAXDIM];
-      for (int d = 0; d < s.ndims; ++d) lbs[d] = 1;
-      if (s.n_classes == 0) PG_RETURN_ARRAYTYPE_P(construct_empty_array(FLOAT4OID));
-      PG_RETURN_ARRAYTYPE_P(construct_md_array(elems, nullptr, s.ndims, s.dims, lbs, FLOAT4OID, sizeof(float4),
-                                               true, TYPALIGN_INT));
-    }
-    case Want::Proba: {
-      Datum* elems = static_cast<Datum*>(palloc(sizeof(Datum) * std::max(s.n_classes, 1)));
-      for (int k = 0; k < s.n_classes; ++k) elems[k] = Float8GetDatum(s.proba[k]);
-      free(s.proba);
-      PG_RETURN_ARRAYTYPE_P(construct_array(elems, s.n_classes, FLOAT8OID, sizeof(float8), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-    }
-  }
-  PG_RETURN_NULL();
+}
+
+Datum predict_entry(FunctionCallInfo fcinfo, Want want) {
+  if (PG_ARGISNULL(0))
+    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model must not be NULL"),
+                    errhint("Pass a model name ('name' or 'name@N') or a flock.model value.")));
+  if (PG_ARGISNULL(1)) PG_RETURN_NULL();  // no row, no prediction
+  CallState* st = call_state(fcinfo);
+  resolve_model(st, PG_GETARG_DATUM(0));
+  RowValues row = extract_row(st, PG_GETARG_DATUM(1));
+  Datum result;
+  score_rows(st, &row, 1, want, &result);
+  return result;
 }
 
 }  // namespace
+
+void resolve_model(CallState* st, Datum model_arg) {
+  if (st->model_is_value) resolve_by_value(st, model_arg);
+  else resolve_by_name(st, model_arg);
+  check_bindable(st);
+}
+
+RowValues extract_row(CallState* st, Datum input) {
+  RowValues row = st->input_is_record ? extract_record(st, input) : extract_array(st, input);
+  check_nulls(st, row);
+  return row;
+}
+
+void score_rows(CallState* st, const RowValues* rows, int n, Want want, Datum* out) {
+  if (n == 0) return;
+  Scored s = score(st, rows, n, want);
+  for (int r = 0; r < n; ++r) out[r] = result_datum(s, r, want);
+  free_scored(s);
+}
+
+const char* model_label(const CallState* st) { return st->label; }
+
+}  // namespace flock::pg
+
+using namespace flock::pg;
 
 Datum flock_predict(PG_FUNCTION_ARGS) { return predict_entry(fcinfo, Want::Value); }
 Datum flock_predict_proba(PG_FUNCTION_ARGS) { return predict_entry(fcinfo, Want::Proba); }

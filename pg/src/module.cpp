@@ -6,6 +6,7 @@ extern "C" {
 #include "utils/syscache.h"
 }
 
+#include "batch_scan.hpp"
 #include "cache.hpp"
 #include "guard.hpp"
 
@@ -73,7 +74,13 @@ void _PG_init(void) {
                           &max_tensor_elements, 1 << 28, 1, INT_MAX, PGC_USERSET, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("flock.model_cache_entries", "Compiled models each backend keeps in memory.", nullptr,
                           &model_cache_entries, 64, 1, 100000, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("flock.batching", "Score flock.predict calls in batches through a CustomScan.",
+                           "Off: every call scores one row (for comparison).", &batching_enabled, true, PGC_USERSET,
+                           0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("flock.batch_size", "Rows scored per model call by batched execution.", nullptr,
+                          &batch_size, 1024, 1, 1 << 20, PGC_USERSET, 0, nullptr, nullptr, nullptr);
   MarkGUCPrefixReserved("flock");
+  install_batching();
   CacheRegisterRelcacheCallback(on_relcache_invalidation, (Datum)0);
 }
 

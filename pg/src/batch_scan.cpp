@@ -1,0 +1,531 @@
+// Batched in-query inference: a CustomScan that gathers rows, scores a whole batch per model call,
+// and streams the rows back with the predictions as extra columns.
+//
+// The planner hook runs after PostgreSQL has planned the query and rewrites two shapes:
+//  * a scan whose target list or quals call flock.predict*(const model, input over the scan's
+//    columns): the scan keeps the plain columns and quals, and a FlockBatchScore node above it
+//    computes the predictions, the target list and the quals that use them;
+//  * an Agg / Result / WindowAgg / Group over a scan whose expressions call flock.predict* on its
+//    input (e.g. sum(flock.predict(...))): a FlockBatchScore node is put between the two and the
+//    calls become references to its prediction columns.
+// Anything else keeps PostgreSQL's plan, where the functions score one row per call. This file is
+// plain PostgreSQL code; the C++ work happens in score_rows() behind the error boundary.
+#include "pg.hpp"  // must come first
+
+extern "C" {
+#include "commands/explain.h"
+#include "executor/executor.h"
+#include "nodes/extensible.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "optimizer/planner.h"
+}
+#undef flock
+
+#include <algorithm>
+
+#include "batch_scan.hpp"
+#include "predict.hpp"
+
+namespace flock::pg {
+
+bool batching_enabled = true;
+int batch_size = 1024;
+
+namespace {
+
+constexpr const char* kNodeName = "FlockBatchScore";
+planner_hook_type prev_planner_hook = nullptr;
+
+// ------------------------------------------------------------------------------------------------
+// Planning
+// ------------------------------------------------------------------------------------------------
+
+struct RewriteContext {
+  Oid flock_namespace;
+};
+
+// Which prediction function, if funcid is one; -1 otherwise.
+int want_of(Oid funcid, const RewriteContext* ctx) {
+  if (get_func_namespace(funcid) != ctx->flock_namespace) return -1;
+  char* name = get_func_name(funcid);
+  if (!name) return -1;
+  if (strcmp(name, "predict") == 0) return static_cast<int>(Want::Value);
+  if (strcmp(name, "predict_proba") == 0) return static_cast<int>(Want::Proba);
+  if (strcmp(name, "predict_label") == 0) return static_cast<int>(Want::Label);
+  if (strcmp(name, "predict_tensor") == 0) return static_cast<int>(Want::Tensor);
+  return -1;
+}
+
+// Vars of the input may use only `varno` (a scan's relation, or OUTER_VAR above a child).
+struct VarCheck {
+  int varno;
+  bool ok;
+};
+
+bool vars_only_from(Node* node, VarCheck* check) {
+  if (!node) return false;
+  if (IsA(node, Var)) {
+    Var* v = reinterpret_cast<Var*>(node);
+    if (v->varno != check->varno || v->varlevelsup != 0) check->ok = false;
+    return false;
+  }
+  if (IsA(node, Aggref) || IsA(node, WindowFunc) || IsA(node, GroupingFunc) || IsA(node, SubPlan) ||
+      IsA(node, AlternativeSubPlan) || IsA(node, PlaceHolderVar)) {
+    check->ok = false;
+    return false;
+  }
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(vars_only_from), check);
+}
+
+// A call we can batch: flock.predict*(constant model, input over `varno` only, nothing volatile).
+bool batchable(FuncExpr* f, int varno, const RewriteContext* ctx) {
+  if (want_of(f->funcid, ctx) < 0 || list_length(f->args) != 2) return false;
+  Node* model = static_cast<Node*>(linitial(f->args));
+  Node* input = static_cast<Node*>(lsecond(f->args));
+  if (!IsA(model, Const) || reinterpret_cast<Const*>(model)->constisnull) return false;
+  if (contain_volatile_functions(input)) return false;
+  VarCheck check = {varno, true};
+  vars_only_from(input, &check);
+  return check.ok;
+}
+
+struct CollectContext {
+  const RewriteContext* rw;
+  int varno;
+  List* calls;  // distinct FuncExprs, in order of discovery
+};
+
+bool collect_calls(Node* node, CollectContext* cc) {
+  if (!node) return false;
+  if (IsA(node, FuncExpr) && batchable(reinterpret_cast<FuncExpr*>(node), cc->varno, cc->rw)) {
+    if (!list_member(cc->calls, node)) cc->calls = lappend(cc->calls, node);
+    return false;  // its input has no prediction calls worth batching separately
+  }
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(collect_calls), cc);
+}
+
+// Replaces the collected calls (and, for a scan, its Vars) by references to new columns.
+struct ReplaceContext {
+  List* calls;
+  int call_varno;    // varno of the references to prediction columns
+  int first_call_col;  // attno of the first prediction column
+  int scan_varno;    // scan relation whose Vars are remapped (0: none)
+  List* scan_vars;     // Vars of the scan relation, in output position order
+  int scan_new_varno;
+};
+
+Node* replace_calls(Node* node, ReplaceContext* rc) {
+  if (!node) return nullptr;
+  if (IsA(node, FuncExpr)) {
+    int k = 0;
+    ListCell* lc;
+    foreach (lc, rc->calls) {
+      if (equal(node, lfirst(lc))) {
+        FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
+        return reinterpret_cast<Node*>(
+            makeVar(rc->call_varno, static_cast<AttrNumber>(rc->first_call_col + k), f->funcresulttype, -1,
+                    f->funccollid, 0));
+      }
+      k++;
+    }
+  }
+  if (IsA(node, Var) && rc->scan_varno != 0) {
+    Var* v = reinterpret_cast<Var*>(node);
+    if (v->varno == rc->scan_varno && v->varlevelsup == 0) {
+      int k = 1;
+      ListCell* lc;
+      foreach (lc, rc->scan_vars) {
+        Var* sv = static_cast<Var*>(lfirst(lc));
+        if (sv->varattno == v->varattno) {
+          Var* nv = static_cast<Var*>(copyObject(v));
+          nv->varno = rc->scan_new_varno;
+          nv->varattno = static_cast<AttrNumber>(k);
+          return reinterpret_cast<Node*>(nv);
+        }
+        k++;
+      }
+      elog(ERROR, "flock: scan column %d missing from the batched scan's input", v->varattno);
+    }
+  }
+  return expression_tree_mutator(node, reinterpret_cast<Node* (*)()>(replace_calls), rc);
+}
+
+bool contains_any_call(Node* node, List* calls) {
+  if (!node) return false;
+  if (IsA(node, FuncExpr) && list_member(calls, node)) return true;
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(contains_any_call), calls);
+}
+
+bool has_special_varno(Node* node, void*) {
+  if (!node) return false;
+  if (IsA(node, Var) && IS_SPECIAL_VARNO(reinterpret_cast<Var*>(node)->varno)) return true;
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(has_special_varno), nullptr);
+}
+
+extern const CustomScanMethods batch_scan_methods;
+
+CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, List* qual, List* calls,
+                            List* inputs) {
+  CustomScan* cs = makeNode(CustomScan);
+  cs->scan.plan.startup_cost = child->startup_cost;
+  cs->scan.plan.total_cost = child->total_cost;
+  cs->scan.plan.plan_rows = child->plan_rows;
+  cs->scan.plan.plan_width = child->plan_width;
+  cs->scan.plan.parallel_safe = child->parallel_safe;
+  cs->scan.plan.parallel_aware = false;
+  cs->scan.plan.targetlist = tlist;
+  cs->scan.plan.qual = qual;
+  cs->scan.scanrelid = 0;
+  cs->custom_plans = list_make1(child);
+  cs->custom_scan_tlist = custom_scan_tlist;
+  // custom_exprs: model constant and input expression of each call; custom_private: what each wants.
+  List* exprs = NIL;
+  List* wants = NIL;
+  ListCell *lc, *li;
+  forboth(lc, calls, li, inputs) {
+    FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
+    exprs = lappend(exprs, copyObject(linitial(f->args)));
+    exprs = lappend(exprs, lfirst(li));
+    wants = lappend(wants, makeInteger(f->funcresulttype == FLOAT8OID          ? static_cast<int>(Want::Value)
+                                       : f->funcresulttype == TEXTOID          ? static_cast<int>(Want::Label)
+                                       : f->funcresulttype == FLOAT8ARRAYOID   ? static_cast<int>(Want::Proba)
+                                                                                : static_cast<int>(Want::Tensor)));
+  }
+  cs->custom_exprs = exprs;
+  cs->custom_private = wants;
+  cs->methods = &batch_scan_methods;
+  return cs;
+}
+
+bool is_plain_scan(Plan* plan) {
+  switch (nodeTag(plan)) {
+    case T_SeqScan: case T_SampleScan: case T_IndexScan: case T_BitmapHeapScan: case T_TidScan:
+    case T_TidRangeScan: case T_SubqueryScan: case T_FunctionScan: case T_ValuesScan: case T_CteScan:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A scan whose own expressions call the functions: the scan keeps its plain columns and quals;
+// a batch node above it computes the rest.
+Plan* rewrite_scan(Scan* scan, const RewriteContext* ctx) {
+  int rti = static_cast<int>(scan->scanrelid);
+  CollectContext cc = {ctx, rti, NIL};
+  collect_calls(reinterpret_cast<Node*>(scan->plan.targetlist), &cc);
+  collect_calls(reinterpret_cast<Node*>(scan->plan.qual), &cc);
+  if (cc.calls == NIL) return &scan->plan;
+
+  List* kept_qual = NIL;
+  List* moved_qual = NIL;
+  ListCell* lc;
+  foreach (lc, scan->plan.qual) {
+    if (contains_any_call(static_cast<Node*>(lfirst(lc)), cc.calls)) moved_qual = lappend(moved_qual, lfirst(lc));
+    else kept_qual = lappend(kept_qual, lfirst(lc));
+  }
+  // The scan now returns the Vars the target list and the moved quals need.
+  List* needed = pull_var_clause(reinterpret_cast<Node*>(list_concat_copy(scan->plan.targetlist, moved_qual)), 0);
+  List* vars = NIL;
+  foreach (lc, needed) {
+    Var* v = static_cast<Var*>(lfirst(lc));
+    if (v->varno != rti || v->varlevelsup != 0) return &scan->plan;  // not a plain scan column: leave it
+    bool seen = false;
+    ListCell* lv;
+    foreach (lv, vars) seen = seen || static_cast<Var*>(lfirst(lv))->varattno == v->varattno;
+    if (!seen) vars = lappend(vars, v);
+  }
+  List* original_tlist = scan->plan.targetlist;
+  List* scan_tlist = NIL;
+  List* custom_tlist = NIL;
+  int pos = 1;
+  foreach (lc, vars) {
+    scan_tlist = lappend(scan_tlist, makeTargetEntry(static_cast<Expr*>(copyObject(lfirst(lc))), pos, nullptr, false));
+    custom_tlist = lappend(custom_tlist, makeTargetEntry(static_cast<Expr*>(copyObject(lfirst(lc))), pos, nullptr, false));
+    pos++;
+  }
+  int first_call = pos;
+  foreach (lc, cc.calls) {
+    custom_tlist = lappend(custom_tlist, makeTargetEntry(static_cast<Expr*>(copyObject(lfirst(lc))), pos++,
+                                                          nullptr, false));
+  }
+  // Inputs are evaluated on the scan's new output rows (OUTER_VAR positions).
+  ReplaceContext to_outer = {NIL, 0, 0, rti, vars, OUTER_VAR};
+  List* inputs = NIL;
+  foreach (lc, cc.calls) {
+    Node* input = static_cast<Node*>(lsecond(static_cast<FuncExpr*>(lfirst(lc))->args));
+    inputs = lappend(inputs, replace_calls(static_cast<Node*>(copyObject(input)), &to_outer));
+  }
+  ReplaceContext to_index = {cc.calls, INDEX_VAR, first_call, rti, vars, INDEX_VAR};
+  List* tlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(copyObject(original_tlist)), &to_index));
+  List* qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(copyObject(moved_qual)), &to_index));
+
+  scan->plan.targetlist = scan_tlist;
+  scan->plan.qual = kept_qual;
+  CustomScan* cs = make_batch_node(&scan->plan, custom_tlist, tlist, qual, cc.calls, inputs);
+  cs->custom_relids = bms_make_singleton(static_cast<int>(rti));
+  return &cs->scan.plan;
+}
+
+// OUTER_VAR references rewritten as the child's own target expressions (for EXPLAIN).
+Node* replace_outer_with_child(Node* node, List* child_tlist) {
+  if (!node) return nullptr;
+  if (IsA(node, Var) && reinterpret_cast<Var*>(node)->varno == OUTER_VAR) {
+    TargetEntry* te = static_cast<TargetEntry*>(list_nth(child_tlist, reinterpret_cast<Var*>(node)->varattno - 1));
+    return reinterpret_cast<Node*>(copyObject(te->expr));
+  }
+  return expression_tree_mutator(node, reinterpret_cast<Node* (*)()>(replace_outer_with_child), child_tlist);
+}
+
+// An upper node computing the functions over its child's rows: a batch node goes in between.
+Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
+  Plan* child = plan->lefttree;
+  if (!child || plan->righttree || has_special_varno(reinterpret_cast<Node*>(child->targetlist), nullptr))
+    return plan;
+  CollectContext cc = {ctx, OUTER_VAR, NIL};
+  collect_calls(reinterpret_cast<Node*>(plan->targetlist), &cc);
+  collect_calls(reinterpret_cast<Node*>(plan->qual), &cc);
+  if (cc.calls == NIL) return plan;
+
+  List* custom_tlist = NIL;
+  List* tlist = NIL;
+  int pos = 1;
+  ListCell* lc;
+  foreach (lc, child->targetlist) {
+    TargetEntry* te = static_cast<TargetEntry*>(lfirst(lc));
+    custom_tlist = lappend(custom_tlist, makeTargetEntry(static_cast<Expr*>(copyObject(te->expr)), pos, nullptr, false));
+    Node* e = reinterpret_cast<Node*>(te->expr);
+    tlist = lappend(tlist, makeTargetEntry(reinterpret_cast<Expr*>(makeVar(INDEX_VAR, static_cast<AttrNumber>(pos),
+                                                                           exprType(e), exprTypmod(e),
+                                                                           exprCollation(e), 0)),
+                                           pos, nullptr, false));
+    pos++;
+  }
+  int first_call = pos;
+  List* inputs = NIL;
+  foreach (lc, cc.calls) {
+    FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
+    // For EXPLAIN: the call with its input written over the child's columns.
+    FuncExpr* shown = static_cast<FuncExpr*>(copyObject(f));
+    lsecond(shown->args) = replace_outer_with_child(static_cast<Node*>(lsecond(shown->args)), child->targetlist);
+    custom_tlist = lappend(custom_tlist, makeTargetEntry(reinterpret_cast<Expr*>(shown), pos, nullptr, false));
+    tlist = lappend(tlist, makeTargetEntry(reinterpret_cast<Expr*>(makeVar(INDEX_VAR, static_cast<AttrNumber>(pos),
+                                                                           f->funcresulttype, -1, f->funccollid, 0)),
+                                           pos, nullptr, false));
+    inputs = lappend(inputs, copyObject(lsecond(f->args)));
+    pos++;
+  }
+  CustomScan* cs = make_batch_node(child, custom_tlist, tlist, NIL, cc.calls, inputs);
+  ReplaceContext to_outer = {cc.calls, OUTER_VAR, first_call, 0, NIL, 0};
+  plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
+  plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
+  plan->lefttree = &cs->scan.plan;
+  return plan;
+}
+
+Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {
+  if (!plan) return nullptr;
+  plan->lefttree = rewrite_plan(plan->lefttree, ctx);
+  plan->righttree = rewrite_plan(plan->righttree, ctx);
+  ListCell* lc;
+  switch (nodeTag(plan)) {
+    case T_Append:
+      foreach (lc, reinterpret_cast<Append*>(plan)->appendplans) lfirst(lc) = rewrite_plan(static_cast<Plan*>(lfirst(lc)), ctx);
+      break;
+    case T_MergeAppend:
+      foreach (lc, reinterpret_cast<MergeAppend*>(plan)->mergeplans) lfirst(lc) = rewrite_plan(static_cast<Plan*>(lfirst(lc)), ctx);
+      break;
+    case T_SubqueryScan: {
+      SubqueryScan* sq = reinterpret_cast<SubqueryScan*>(plan);
+      sq->subplan = rewrite_plan(sq->subplan, ctx);
+      break;
+    }
+    default:
+      break;
+  }
+  if (is_plain_scan(plan)) return rewrite_scan(reinterpret_cast<Scan*>(plan), ctx);
+  switch (nodeTag(plan)) {
+    case T_Agg: case T_Result: case T_WindowAgg: case T_Group:
+      return rewrite_upper(plan, ctx);
+    default:
+      return plan;
+  }
+}
+
+PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, ParamListInfo params) {
+  PlannedStmt* stmt = prev_planner_hook ? prev_planner_hook(parse, query_string, options, params)
+                                        : standard_planner(parse, query_string, options, params);
+  if (!batching_enabled || stmt->commandType != CMD_SELECT) return stmt;
+  RewriteContext ctx = {get_namespace_oid("flock", true)};
+  if (!OidIsValid(ctx.flock_namespace)) return stmt;
+  stmt->planTree = rewrite_plan(stmt->planTree, &ctx);
+  ListCell* lc;
+  foreach (lc, stmt->subplans) lfirst(lc) = rewrite_plan(static_cast<Plan*>(lfirst(lc)), &ctx);
+  return stmt;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Execution
+// ------------------------------------------------------------------------------------------------
+
+struct BatchScanState {
+  CustomScanState css;
+  PlanState* child;
+  int ncalls;
+  int nchild;  // columns of the child's rows
+  Want* wants;
+  CallState** calls;
+  ExprState** inputs;
+  int batch_size;
+  TupleTableSlot** rows;
+  int nrows;
+  int pos;
+  bool done;
+  Datum* results;  // [call][row]
+  bool* result_nulls;
+  RowValues* values;  // scratch for one call's non-NULL rows
+  int* value_rows;
+  ExprContext* input_cxt;
+  MemoryContext batch_cxt;
+};
+
+extern const CustomExecMethods batch_exec_methods;
+
+Node* create_state(CustomScan* cscan) {
+  BatchScanState* s = static_cast<BatchScanState*>(palloc0(sizeof(BatchScanState)));
+  NodeSetTag(s, T_CustomScanState);
+  s->css.methods = &batch_exec_methods;
+  return reinterpret_cast<Node*>(s);
+}
+
+void begin(CustomScanState* node, EState* estate, int eflags) {
+  BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
+  CustomScan* cscan = reinterpret_cast<CustomScan*>(node->ss.ps.plan);
+  s->child = ExecInitNode(static_cast<Plan*>(linitial(cscan->custom_plans)), estate, eflags);
+  node->custom_ps = list_make1(s->child);
+  s->nchild = ExecGetResultType(s->child)->natts;
+  s->ncalls = list_length(cscan->custom_private);
+  s->batch_size = batch_size;
+  s->wants = static_cast<Want*>(palloc(sizeof(Want) * s->ncalls));
+  s->calls = static_cast<CallState**>(palloc(sizeof(CallState*) * s->ncalls));
+  s->inputs = static_cast<ExprState**>(palloc(sizeof(ExprState*) * s->ncalls));
+  for (int k = 0; k < s->ncalls; ++k) {
+    s->wants[k] = static_cast<Want>(intVal(list_nth(cscan->custom_private, k)));
+    Const* model = static_cast<Const*>(list_nth(cscan->custom_exprs, 2 * k));
+    Expr* input = static_cast<Expr*>(list_nth(cscan->custom_exprs, 2 * k + 1));
+    s->calls[k] = new_call_state(estate->es_query_cxt, model->consttype != TEXTOID, exprType(reinterpret_cast<Node*>(input)) != FLOAT4ARRAYOID);
+    s->inputs[k] = ExecInitExpr(input, &node->ss.ps);
+    // Resolve now: a query sees one version of each model, and EXPLAIN can name it.
+    resolve_model(s->calls[k], model->constvalue);
+  }
+  s->rows = static_cast<TupleTableSlot**>(palloc(sizeof(TupleTableSlot*) * s->batch_size));
+  for (int r = 0; r < s->batch_size; ++r)
+    s->rows[r] = ExecAllocTableSlot(&estate->es_tupleTable, ExecGetResultType(s->child), &TTSOpsMinimalTuple);
+  s->results = static_cast<Datum*>(palloc(sizeof(Datum) * s->batch_size * std::max(s->ncalls, 1)));
+  s->result_nulls = static_cast<bool*>(palloc(sizeof(bool) * s->batch_size * std::max(s->ncalls, 1)));
+  s->values = static_cast<RowValues*>(palloc(sizeof(RowValues) * s->batch_size));
+  s->value_rows = static_cast<int*>(palloc(sizeof(int) * s->batch_size));
+  s->input_cxt = CreateExprContext(estate);
+  s->batch_cxt = AllocSetContextCreate(estate->es_query_cxt, "flock batch", ALLOCSET_DEFAULT_SIZES);
+}
+
+// Pulls up to batch_size rows from the child and scores each call over all of them at once.
+void fill_batch(BatchScanState* s) {
+  MemoryContextReset(s->batch_cxt);
+  s->nrows = 0;
+  s->pos = 0;
+  while (s->nrows < s->batch_size) {
+    TupleTableSlot* slot = ExecProcNode(s->child);
+    if (TupIsNull(slot)) {
+      s->done = true;
+      break;
+    }
+    ExecCopySlot(s->rows[s->nrows++], slot);
+  }
+  if (s->nrows == 0) return;
+  MemoryContext old = MemoryContextSwitchTo(s->batch_cxt);
+  ExprContext* ec = s->input_cxt;
+  for (int k = 0; k < s->ncalls; ++k) {
+    int n = 0;
+    Datum* out = s->results + k * s->batch_size;
+    bool* nulls = s->result_nulls + k * s->batch_size;
+    for (int r = 0; r < s->nrows; ++r) {
+      ec->ecxt_outertuple = s->rows[r];
+      bool isnull;
+      Datum input = ExecEvalExpr(s->inputs[k], ec, &isnull);
+      nulls[r] = isnull;  // no row, no prediction
+      if (isnull) continue;
+      s->values[n] = extract_row(s->calls[k], input);
+      s->value_rows[n++] = r;
+    }
+    Datum* scored = static_cast<Datum*>(palloc(sizeof(Datum) * std::max(n, 1)));
+    score_rows(s->calls[k], s->values, n, s->wants[k], scored);
+    for (int j = 0; j < n; ++j) out[s->value_rows[j]] = scored[j];
+  }
+  MemoryContextSwitchTo(old);
+}
+
+TupleTableSlot* next_row(ScanState* ss) {
+  BatchScanState* s = reinterpret_cast<BatchScanState*>(ss);
+  if (s->pos >= s->nrows) {
+    if (s->done) return nullptr;
+    fill_batch(s);
+    if (s->nrows == 0) return nullptr;
+  }
+  TupleTableSlot* out = ss->ss_ScanTupleSlot;
+  TupleTableSlot* row = s->rows[s->pos];
+  ExecClearTuple(out);
+  slot_getallattrs(row);
+  for (int c = 0; c < s->nchild; ++c) {
+    out->tts_values[c] = row->tts_values[c];
+    out->tts_isnull[c] = row->tts_isnull[c];
+  }
+  for (int k = 0; k < s->ncalls; ++k) {
+    out->tts_values[s->nchild + k] = s->results[k * s->batch_size + s->pos];
+    out->tts_isnull[s->nchild + k] = s->result_nulls[k * s->batch_size + s->pos];
+  }
+  ExecStoreVirtualTuple(out);
+  s->pos++;
+  return out;
+}
+
+bool recheck(ScanState*, TupleTableSlot*) { return true; }
+
+TupleTableSlot* exec(CustomScanState* node) { return ExecScan(&node->ss, next_row, recheck); }
+
+void end(CustomScanState* node) {
+  BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
+  ExecEndNode(s->child);
+}
+
+void rescan(CustomScanState* node) {
+  BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
+  ExecReScan(s->child);
+  s->nrows = s->pos = 0;
+  s->done = false;
+}
+
+void explain(CustomScanState* node, List*, ExplainState* es) {
+  BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
+  static const char* kinds[] = {"predict", "predict_proba", "predict_label", "predict_tensor"};
+  for (int k = 0; k < s->ncalls; ++k) {
+    char* text = psprintf("%s (%s)", model_label(s->calls[k]), kinds[static_cast<int>(s->wants[k])]);
+    ExplainPropertyText("Flock Model", text, es);
+  }
+  ExplainPropertyInteger("Batch Size", nullptr, s->batch_size, es);
+}
+
+const CustomScanMethods batch_scan_methods = {kNodeName, create_state};
+const CustomExecMethods batch_exec_methods = {
+    kNodeName, begin, exec, end, rescan, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, explain};
+
+}  // namespace
+
+void install_batching() {
+  RegisterCustomScanMethods(&batch_scan_methods);
+  prev_planner_hook = planner_hook;
+  planner_hook = flock_planner;
+}
+
+}  // namespace flock::pg

@@ -180,7 +180,10 @@ int main(int argc, char** argv) {
     const double rows_per_second = static_cast<double>(opt.batch) * 1e9 / ns_per_batch;
 
     std::string shape_text;
-    for (size_t d = 0; d < shape.size(); ++d) shape_text += (d ? "," : "") + std::to_string(shape[d]);
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (d) shape_text += ',';
+      shape_text += std::to_string(shape[d]);
+    }
     std::printf(
         "{\"model\": \"%s\", \"batch\": %lld, \"input_shape\": [%s], \"threads\": 1, \"iterations\": %lld, "
         "\"ns_per_batch\": %.1f, \"rows_per_second\": %.1f, \"load_ms\": %.3f}\n",

@@ -217,9 +217,9 @@ def main():
     info["torch_threads"] = torch.get_num_threads()
     info["flock_threads"] = 1
     info["build_type"] = args.build_type or "unknown"
-    print("Machine: {nproc} CPUs ({usable_cpus} usable), {cpu_model}; SIMD {simd}; load avg {load}".format(
-        load="-" if info["loadavg"] is None else " ".join(f"{v:.2f}" for v in info["loadavg"]),
-        simd=",".join(info["simd"]) or "-", **info))
+    load = "-" if info["loadavg"] is None else " ".join(f"{v:.2f}" for v in info["loadavg"])
+    print(f"Machine: nproc {info['nproc']} ({info['usable_cpus']} usable), {info['cpu_model']}; "
+          f"SIMD {','.join(info['simd']) or '-'}; load avg {load}")
     print(f"torch {info['torch']} (CPU capability {info['torch_cpu_capability']}), "
           f"{info['torch_threads']} thread; flock runner {runner} ({info['build_type']} build), 1 thread")
     if args.build_type and args.build_type != "Release":

@@ -102,6 +102,27 @@ class Plan {
   std::unordered_map<int, Tensor> constants;  // initializers and Constant nodes
   std::vector<Step> steps;
   Limits limits;
+  // Per step: the slots to free once it has run (values it read for the last time, outputs nobody
+  // reads). Graph outputs and constants are never freed. Keeps peak memory at the live values, so
+  // large intermediates (a batch of activations) are recycled within a run instead of piling up.
+  std::vector<std::vector<int>> release_after;
+
+  // Fills release_after; call once the steps and the output slots are known.
+  void plan_releases() {
+    constexpr int kNever = -2;
+    std::vector<int> last(n_slots, -1);  // -1: never read
+    for (size_t k = 0; k < steps.size(); ++k)
+      for (int s : steps[k].inputs)
+        if (s >= 0) last[s] = static_cast<int>(k);
+    for (int s : output_slots) last[s] = kNever;
+    for (const auto& [slot, t] : constants) last[slot] = kNever;
+    release_after.assign(steps.size(), {});
+    for (size_t k = 0; k < steps.size(); ++k)
+      for (int s : steps[k].outputs)
+        if (s >= 0 && last[s] == -1) last[s] = static_cast<int>(k);  // produced, never read
+    for (int s = 0; s < n_slots; ++s)
+      if (last[s] >= 0) release_after[last[s]].push_back(s);
+  }
 
   std::vector<Tensor> run(std::vector<Tensor> inputs) const {
     std::vector<Tensor> owned(n_slots);
@@ -132,6 +153,10 @@ class Plan {
                            out[k].numel(), limits.max_tensor_elements));
         owned[s] = std::move(out[k]);
         value[s] = &owned[s];
+      }
+      for (int s : release_after[&step - steps.data()]) {
+        owned[s] = Tensor();
+        value[s] = nullptr;
       }
     }
     std::vector<Tensor> result;
@@ -307,6 +332,7 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
     sig.outputs.push_back({out.name(), type_text(out.type())});
   }
   if (sig.outputs.empty()) fail(ErrorCode::InvalidModel, "model has no outputs");
+  plan.plan_releases();
 
   // Which output is the label, which the score. A classifier has an int64 or string tensor output.
   for (int k = 0; k < graph.output_size(); ++k) {

@@ -1,0 +1,131 @@
+"""Batched execution: the FlockBatchScore CustomScan gives exactly the per-row results, in every
+query shape it takes over, and keeps memory flat."""
+import psycopg2
+import pytest
+
+from onnx_builders import linear_regressor, stump_classifier
+from test_catalog import one, sqlstate
+
+QUERIES = [
+    "SELECT id, flock.predict('lin', t) FROM pts t ORDER BY id",
+    "SELECT id FROM pts t WHERE flock.predict('lin', t) > 40 ORDER BY id",
+    "SELECT id, flock.predict_proba('stump', ARRAY[a, b]::float4[]) FROM pts t ORDER BY flock.predict('lin', t), id LIMIT 50",
+    "SELECT sum(flock.predict('lin', t)), count(*) FILTER (WHERE flock.predict('stump', ROW(a, b)) = 1) FROM pts t",
+    "SELECT a::int % 7 AS g, avg(flock.predict('lin', t)) FROM pts t GROUP BY 1 ORDER BY 1",
+    "SELECT id, flock.predict_label('stump', ROW(a, b)), flock.predict_tensor('lin', ARRAY[a, b]::float4[]) FROM pts t WHERE id % 3 = 0 ORDER BY id",
+    "SELECT id, flock.predict('lin', t) FROM pts t WHERE id IN (SELECT id FROM pts WHERE id % 5 = 0) ORDER BY id",
+    "SELECT s.id, (SELECT flock.predict('lin', t) FROM pts t WHERE t.id = s.id) FROM pts s WHERE s.id < 40 ORDER BY 1",
+    "SELECT id, flock.predict('lin', ROW(a, b)) FROM (SELECT id, a, b FROM pts WHERE b IS NOT NULL OFFSET 0) t ORDER BY id",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def data(cluster, dbname):
+    conn = psycopg2.connect(cluster.dsn(dbname))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT flock.register_model('lin', %s)", (linear_regressor([1.0, 10.0], 0.5, ["a", "b"]),))
+        cur.execute("SELECT flock.register_model('stump', %s)", (stump_classifier(1, 2.0),))
+        cur.execute("CREATE TABLE pts AS SELECT i AS id, (i % 50)::real AS a, (i % 7)::float8 AS b "
+                    "FROM generate_series(1, 5000) i")
+        cur.execute("UPDATE pts SET b = NULL WHERE id % 997 = 0")  # NULL features: NaN for the tree
+        cur.execute("CREATE TABLE nulls_ok AS SELECT * FROM pts WHERE b IS NOT NULL")
+        cur.execute("ANALYZE pts")
+    conn.close()
+
+
+def run(conn, sql, batching, batch_size=1024):
+    with conn.cursor() as cur:
+        cur.execute(f"SET flock.batching = {batching}; SET flock.batch_size = {batch_size}")
+        cur.execute(sql)
+        rows = cur.fetchall()
+        cur.execute("RESET flock.batching; RESET flock.batch_size")
+        return rows
+
+
+def explain(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute("EXPLAIN " + sql)
+        return "\n".join(r[0] for r in cur.fetchall())
+
+
+@pytest.mark.parametrize("sql", QUERIES)
+def test_batched_equals_per_row(conn, sql):
+    sql = sql.replace("FROM pts t", "FROM nulls_ok t") if "'lin', t" in sql and "WHERE" not in sql else sql
+    try:
+        per_row = run(conn, sql, "off")
+    except psycopg2.Error as e:  # the linear model rejects NULL features: so must the batched plan
+        with pytest.raises(psycopg2.Error) as batched:
+            run(conn, sql, "on")
+        assert batched.value.pgcode == e.pgcode
+        return
+    assert run(conn, sql, "on") == per_row
+    assert run(conn, sql, "on", batch_size=7) == per_row
+
+
+def test_explain_names_model_version_and_batch_size(conn):
+    plan = explain(conn, "SELECT sum(flock.predict('lin', t)) FROM nulls_ok t")
+    assert "FlockBatchScore" in plan and "Flock Model: lin@1 (predict)" in plan and "Batch Size: 1024" in plan
+    plan = explain(conn, "SELECT id FROM nulls_ok t WHERE flock.predict('lin', t) > 1")
+    assert "FlockBatchScore" in plan and "Filter" in plan
+    with conn.cursor() as cur:
+        cur.execute("SET flock.batching = off")
+        try:
+            cur.execute("EXPLAIN SELECT sum(flock.predict('lin', t)) FROM nulls_ok t")
+            assert "FlockBatchScore" not in "\n".join(r[0] for r in cur.fetchall())
+        finally:
+            cur.execute("RESET flock.batching")
+
+
+def test_batched_errors_are_the_per_row_errors(conn):
+    err = sqlstate(conn, "SELECT sum(flock.predict('lin', ROW(a))) FROM nulls_ok t")
+    assert err.pgcode == "42703"  # binds by name: ROW(a)'s column is f1
+    err = sqlstate(conn, "SELECT sum(flock.predict('stump', ROW(a))) FROM nulls_ok t")
+    assert err.pgcode == "22023"  # binds by order: one column for two features
+    err = sqlstate(conn, "SELECT sum(flock.predict('nosuch', t)) FROM nulls_ok t")
+    assert err.pgcode == "42704"
+    err = sqlstate(conn, "SELECT flock.predict('lin', t) FROM pts t")  # NULL b, linear model
+    assert err.pgcode == "22004"
+
+
+def test_parallel_workers_run_the_batch_node(conn):
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE par AS SELECT i AS id, (i % 50)::real AS a, (i % 7)::float8 AS b "
+                    "FROM generate_series(1, 300000) i")
+        cur.execute("ANALYZE par")
+        cur.execute("SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; "
+                    "SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2")
+        try:
+            cur.execute("EXPLAIN (ANALYZE, COSTS OFF) SELECT sum(flock.predict('lin', t)) FROM par t")
+            plan = "\n".join(r[0] for r in cur.fetchall())
+            assert "Gather" in plan and "FlockBatchScore" in plan and "Workers Launched: 2" in plan
+            cur.execute("SELECT sum(flock.predict('lin', t)) FROM par t")
+            got = cur.fetchone()[0]
+        finally:
+            cur.execute("RESET ALL")
+        cur.execute("SELECT sum(a + 10 * b + 0.5) FROM par")
+        assert got == pytest.approx(cur.fetchone()[0], rel=1e-9)
+
+
+def _rss_kb(cur):
+    cur.execute("SELECT pg_backend_pid()")
+    pid = cur.fetchone()[0]
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    pytest.fail("no VmRSS")
+
+
+def test_memory_stays_flat_over_millions_of_rows(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT sum(flock.predict('lin', ARRAY[i, 1]::float4[])) FROM generate_series(1, 200000) i")
+        before = _rss_kb(cur)
+        cur.execute("EXPLAIN SELECT sum(flock.predict('lin', t)) FROM (SELECT i::real AS a, 1::float8 AS b "
+                    "FROM generate_series(1, 3000000) i) t")
+        assert "FlockBatchScore" in "\n".join(r[0] for r in cur.fetchall())
+        cur.execute("SELECT sum(flock.predict('lin', t)) FROM (SELECT i::real AS a, 1::float8 AS b "
+                    "FROM generate_series(1, 3000000) i) t")
+        cur.fetchone()
+        after = _rss_kb(cur)
+    assert after - before < 40 * 1024, f"backend grew by {(after - before) // 1024} MB"

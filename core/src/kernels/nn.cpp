@@ -728,8 +728,11 @@ class GlobalPool final : public Kernel {
     if (planes == 0) return;
     Eigen::Map<const RowArr<T>> xm(cdata<T>(xt), planes, size);
     Eigen::Map<Vec<T>> ym(mdata<T>(yt), planes);
-    if (kind_ == PoolKind::Average) ym = xm.rowwise().mean();
-    else ym = xm.rowwise().template maxCoeff<Eigen::PropagateNaN>();
+    if (kind_ == PoolKind::Average) {
+      ym = xm.rowwise().mean();
+      return;
+    }
+    for (int64_t p = 0; p < planes; ++p) ym[p] = xm.row(p).template maxCoeff<Eigen::PropagateNaN>();
   }
 
   std::string where_;

@@ -71,6 +71,31 @@ std::string type_text(const onnx::TypeProto& t) {
   return "unknown";
 }
 
+// The tensor a Constant node holds, in any of its attribute forms.
+Tensor constant_value(const Attrs& attrs) {
+  if (attrs.has("value")) return attrs.get_tensor("value");
+  if (attrs.has("value_float")) return Tensor::floats({}, {attrs.get_float("value_float")});
+  if (attrs.has("value_int")) return Tensor::int64s({}, {attrs.get_int("value_int")});
+  if (attrs.has("value_string")) return Tensor::strings({}, {attrs.get_string("value_string")});
+  if (attrs.has("value_floats")) {
+    auto v = attrs.get_floats("value_floats");
+    int64_t n = static_cast<int64_t>(v.size());
+    return Tensor::floats({n}, std::move(v));
+  }
+  if (attrs.has("value_ints")) {
+    auto v = attrs.get_ints("value_ints");
+    int64_t n = static_cast<int64_t>(v.size());
+    return Tensor::int64s({n}, std::move(v));
+  }
+  if (attrs.has("value_strings")) {
+    auto v = attrs.get_strings("value_strings");
+    int64_t n = static_cast<int64_t>(v.size());
+    return Tensor::strings({n}, std::move(v));
+  }
+  fail(ErrorCode::UnsupportedOperator,
+       fmt::format("{}: Constant without a value (sparse_value is not supported)", attrs.where()));
+}
+
 // Ops after which a NaN that came from a missing input is resolved rather than propagated.
 bool resolves_missing(const onnx::NodeProto& node) {
   const std::string& op = node.op_type();
@@ -275,10 +300,7 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
     }
 
     if (domain.empty() && node.op_type() == "Constant") {
-      if (!attrs.has("value"))
-        fail(ErrorCode::UnsupportedOperator,
-             fmt::format("{}: only the 'value' form of Constant is supported", attrs.where()));
-      plan.constants.emplace(new_slot(node.output(0)), attrs.get_tensor("value"));
+      plan.constants.emplace(new_slot(node.output(0)), constant_value(attrs));
       continue;
     }
     const KernelFactory* factory = registry.find(domain, node.op_type());

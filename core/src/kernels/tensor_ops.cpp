@@ -134,10 +134,14 @@ void check_unique_attr(const std::vector<int64_t>& v, const std::string& where, 
         fail(ErrorCode::InvalidModel, fmt::format("{}: attribute '{}' {} repeats {}", where, name, shape_str(v), v[a]));
 }
 
+// Element-type errors are properties of the graph, not of the values: an element type the operator
+// does not run is UnsupportedOperator, inputs whose types must agree and do not are InvalidModel (so
+// the trial run at load reports both). Shapes and values that do not fit are InvalidInput.
+
 // An int64 (or narrower integer) 1-D input, as a list.
 const std::vector<int64_t>& int_list(const Tensor& t, const std::string& where, const char* name) {
   if (t.type != ElemType::Int64)
-    fail(ErrorCode::InvalidInput,
+    fail(ErrorCode::UnsupportedOperator,
          fmt::format("{}: input '{}' has element type {}; expected int64", where, name, to_string(t.type)));
   if (t.shape.size() > 1)
     fail(ErrorCode::InvalidInput,
@@ -148,7 +152,7 @@ const std::vector<int64_t>& int_list(const Tensor& t, const std::string& where, 
 // An int64 input holding exactly one value (a scalar or a 1-element 1-D tensor).
 int64_t int_scalar(const Tensor& t, const std::string& where, const char* name) {
   if (t.type != ElemType::Int64)
-    fail(ErrorCode::InvalidInput,
+    fail(ErrorCode::UnsupportedOperator,
          fmt::format("{}: input '{}' has element type {}; expected int64", where, name, to_string(t.type)));
   if (t.shape.size() > 1 || t.i.size() != 1)
     fail(ErrorCode::InvalidInput,
@@ -158,8 +162,9 @@ int64_t int_scalar(const Tensor& t, const std::string& where, const char* name) 
 
 void require_numeric(const Tensor& t, const std::string& where, const char* name) {
   if (t.type != ElemType::Float && t.type != ElemType::Double && t.type != ElemType::Int64)
-    fail(ErrorCode::InvalidInput, fmt::format("{}: input '{}' has element type {}; expected float, double or int64",
-                                              where, name, to_string(t.type)));
+    fail(ErrorCode::UnsupportedOperator,
+         fmt::format("{}: input '{}' has element type {}; expected float, double or int64", where, name,
+                     to_string(t.type)));
 }
 
 // Calls f(src_storage, dst_storage) with the storage vectors of the tensors' (shared) element type.
@@ -263,7 +268,7 @@ class Gather final : public Kernel {
     const Tensor& x = input(in, 0, where_, "data");
     const Tensor& idx = input(in, 1, where_, "indices");
     if (idx.type != ElemType::Int64)
-      fail(ErrorCode::InvalidInput,
+      fail(ErrorCode::UnsupportedOperator,
            fmt::format("{}: indices have element type {}; expected int64 or int32", where_, to_string(idx.type)));
     const int64_t rank = static_cast<int64_t>(x.shape.size());
     if (rank == 0) fail(ErrorCode::InvalidInput, fmt::format("{}: data is a scalar; it needs rank >= 1", where_));
@@ -311,7 +316,7 @@ class GatherElements final : public Kernel {
     const Tensor& x = input(in, 0, where_, "data");
     const Tensor& idx = input(in, 1, where_, "indices");
     if (idx.type != ElemType::Int64)
-      fail(ErrorCode::InvalidInput,
+      fail(ErrorCode::UnsupportedOperator,
            fmt::format("{}: indices have element type {}; expected int64 or int32", where_, to_string(idx.type)));
     const int64_t rank = static_cast<int64_t>(x.shape.size());
     if (rank == 0) fail(ErrorCode::InvalidInput, fmt::format("{}: data is a scalar; it needs rank >= 1", where_));
@@ -502,10 +507,10 @@ class Slice final : public Kernel {
         axes = int_list(*a, where_, "axes");
         has_axes = true;
       }
-      if (const Tensor* s = optional_input(in, 4, where_, "steps")) steps = int_list(*s, where_, "steps");
+      const Tensor* st = optional_input(in, 4, where_, "steps");
+      if (st) steps = int_list(*st, where_, "steps");
       if (starts.size() != ends.size() || (has_axes && axes.size() != starts.size()) ||
-          (!steps.empty() && steps.size() != starts.size()) ||
-          (in.size() > 4 && in[4] && steps.size() != starts.size()))
+          (st && steps.size() != starts.size()))
         fail(ErrorCode::InvalidInput,
              fmt::format("{}: starts {}, ends {}, axes {} and steps {} must have the same length", where_,
                          shape_str(starts), shape_str(ends), shape_str(axes), shape_str(steps)));
@@ -852,7 +857,7 @@ class Range final : public Kernel {
     const Tensor& d = input(in, 2, where_, "delta");
     require_numeric(s, where_, "start");
     if (l.type != s.type || d.type != s.type)
-      fail(ErrorCode::InvalidInput, fmt::format("{}: start, limit and delta have element types {}, {} and {}; they "
+      fail(ErrorCode::InvalidModel, fmt::format("{}: start, limit and delta have element types {}, {} and {}; they "
                                                 "must match",
                                                 where_, to_string(s.type), to_string(l.type), to_string(d.type)));
     for (const Tensor* t : {&s, &l, &d})
@@ -1222,7 +1227,7 @@ class Pad final : public Kernel {
     const Tensor* cv = legacy_ ? nullptr : optional_input(in, 2, where_, "constant_value");
     if (cv) {
       if (cv->type != x.type)
-        fail(ErrorCode::InvalidInput, fmt::format("{}: constant_value has element type {}; data has {}", where_,
+        fail(ErrorCode::InvalidModel, fmt::format("{}: constant_value has element type {}; data has {}", where_,
                                                   to_string(cv->type), to_string(x.type)));
       if (cv->size() != 1)
         fail(ErrorCode::InvalidInput, fmt::format("{}: constant_value holds {} values; expected one", where_,
@@ -1489,7 +1494,7 @@ class Resize final : public Kernel {
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
     const Tensor& x = input(in, 0, where_, "X");
     if (mode_ != Mode::Nearest && x.type != ElemType::Float && x.type != ElemType::Double)
-      fail(ErrorCode::InvalidInput, fmt::format("{}: {} mode needs float or double input, got {}", where_,
+      fail(ErrorCode::UnsupportedOperator, fmt::format("{}: {} mode needs float or double input, got {}", where_,
                                                 mode_ == Mode::Linear ? "linear" : "cubic", to_string(x.type)));
     const size_t rank = x.shape.size();
     const Tensor* roi = optional_input(in, 1, where_, "roi");
@@ -1501,9 +1506,12 @@ class Resize final : public Kernel {
     std::vector<double> scale(rank), width(rank);  // per axis: scale, and output width as the reference has it
     std::vector<int64_t> shape(rank);
     if (has_scales) {
-      if ((scales->type != ElemType::Float && scales->type != ElemType::Double) || scales->size() != rank)
-        fail(ErrorCode::InvalidInput, fmt::format("{}: scales must be {} float values, got {} {}", where_, rank,
-                                                  scales->size(), to_string(scales->type)));
+      if (scales->type != ElemType::Float && scales->type != ElemType::Double)
+        fail(ErrorCode::UnsupportedOperator,
+             fmt::format("{}: scales have element type {}; expected float", where_, to_string(scales->type)));
+      if (scales->size() != rank)
+        fail(ErrorCode::InvalidInput,
+             fmt::format("{}: scales hold {} values for an input of rank {}", where_, scales->size(), rank));
       for (size_t d = 0; d < rank; ++d) {
         const double s = scales->as_double(d);
         if (!(s > 0) || !std::isfinite(s))
@@ -1534,9 +1542,13 @@ class Resize final : public Kernel {
     checked_numel(shape, where_);
     std::vector<double> roi_start(rank, 0.0), roi_len(rank, 1.0);
     if (coord_ == Coord::TfCropAndResize) {
-      if (!roi || roi->size() != 2 * rank || (roi->type != ElemType::Float && roi->type != ElemType::Double))
+      if (roi && roi->type != ElemType::Float && roi->type != ElemType::Double)
+        fail(ErrorCode::UnsupportedOperator,
+             fmt::format("{}: roi has element type {}; expected float", where_, to_string(roi->type)));
+      if (!roi || roi->size() != 2 * rank)
         fail(ErrorCode::InvalidInput,
-             fmt::format("{}: tf_crop_and_resize needs roi with {} float values", where_, 2 * rank));
+             fmt::format("{}: tf_crop_and_resize needs roi with {} values, got {}", where_, 2 * rank,
+                         roi ? roi->size() : 0));
       for (size_t d = 0; d < rank; ++d) {
         roi_start[d] = roi->as_double(d);
         roi_len[d] = roi->type == ElemType::Float ? static_cast<double>(roi->f[d + rank] - roi->f[d])

@@ -44,5 +44,9 @@ test: deps install models
 demo: deps install
 	bash scripts/demo.sh $(BUILD_DIR)
 
+# Benchmarks: each prints its ratios to the peers measured in the same run.
+bench: deps install
+	cmake --build $(BUILD_DIR) --target bench_nn
+
 clean:
 	rm -rf $(BUILD_DIR)

@@ -57,11 +57,11 @@ def stump_classifier(feature, threshold, labels=(0, 1), n_features=2, feature_na
 
 
 def unsupported_op_model():
-    """A valid ONNX model whose only node is an operator Flock does not run (Hardmax)."""
-    node = helper.make_node("Hardmax", ["input"], ["output"])
-    graph = helper.make_graph([node], "hardmax",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3])])
+    """A valid ONNX model whose only node is an operator Flock does not run (Det, the matrix determinant)."""
+    node = helper.make_node("Det", ["input"], ["output"])
+    graph = helper.make_graph([node], "det",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 3])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N"])])
     return _model(graph).SerializeToString()
 
 

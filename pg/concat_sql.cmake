@@ -1,6 +1,7 @@
-# Concatenates the SQL parts (PARTS, a list) into OUT.
+# Concatenates the SQL parts (PARTS, separated by |) into OUT.
+string(REPLACE "|" ";" parts "${PARTS}")
 file(WRITE ${OUT} "")
-foreach(part IN LISTS PARTS)
+foreach(part IN LISTS parts)
   file(READ ${part} text)
   get_filename_component(name ${part} NAME)
   file(APPEND ${OUT} "-- ---- ${name} ----\n${text}\n")

@@ -10,6 +10,7 @@
 
 #include "flock/importers.hpp"
 #include "flock/kernel.hpp"
+#include "xgboost_import.hpp"
 
 namespace flock {
 
@@ -202,8 +203,12 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
     fail(ErrorCode::LimitExceeded,
          fmt::format("model is {} bytes, over the limit of {} bytes", bytes.size(), limits.max_model_bytes));
   if (format == ModelFormat::Auto) format = detect_format(bytes);
-  onnx::ModelProto proto =
-      format == ModelFormat::XGBoostJson ? import_xgboost_json(bytes) : import_onnx(bytes);
+  // XGBoost: the importer hands the tree ensemble to its kernel directly (imported.kernels); the
+  // graph it returns carries every node with its small attributes only.
+  CompiledImport imported;
+  if (format == ModelFormat::XGBoostJson) imported = import_xgboost_compiled(bytes);
+  else imported.model = import_onnx(bytes);
+  const onnx::ModelProto& proto = imported.model;
 
   std::shared_ptr<Model> model(new Model());
   model->format_ = format;
@@ -286,7 +291,9 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
 
   std::set<std::string> ops;
   const KernelRegistry& registry = KernelRegistry::instance();
+  int node_index = -1;
   for (const auto& node : graph.node()) {
+    ++node_index;
     std::string domain = node.domain() == "ai.onnx" ? "" : node.domain();
     int64_t opset = opsets.count(domain) ? opsets[domain] : 0;
     ops.insert(domain.empty() ? node.op_type() : domain + ":" + node.op_type());
@@ -324,7 +331,8 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
     }
     for (const auto& out : node.output()) step.outputs.push_back(out.empty() ? -1 : new_slot(out));
     KernelContext ctx{node, attrs, opset};
-    step.kernel = (*factory)(ctx);
+    auto prebuilt = imported.kernels.find(node_index);
+    step.kernel = prebuilt != imported.kernels.end() ? prebuilt->second(ctx) : (*factory)(ctx);
     plan.steps.push_back(std::move(step));
 
     for (const char* key : {"classlabels_int64s", "classlabels_strings", "classlabels_ints"}) {
@@ -370,10 +378,14 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
       model->score_output_ = k;  // ZipMap: seq(map(label, float)), carried as the float tensor
     }
   }
+  if (model->score_output_ < 0) {  // e.g. a graph whose only output is a bool tensor
+    for (int k = 0; k < graph.output_size() && model->score_output_ < 0; ++k) {
+      const auto& t = graph.output(k).type();
+      if (k != model->label_output_ && t.has_tensor_type() && elem_type_of(t.tensor_type().elem_type()))
+        model->score_output_ = k;
+    }
+  }
   sig.task = model->label_output_ >= 0 ? Task::Classification : Task::Regression;
-  if (sig.task == Task::Regression && model->score_output_ < 0)
-    fail(ErrorCode::UnsupportedOperator, "model has no numeric output Flock can return",
-         "flock.predict needs a float output (regressors) or an int64/string label output (classifiers).");
   if (sig.task == Task::Classification) {
     const auto& t = graph.output(model->label_output_).type().tensor_type();
     sig.numeric_labels = t.elem_type() != onnx::TensorProto::STRING;
@@ -482,7 +494,12 @@ Prediction Model::predict(const FeatureBatch& batch) const {
   Prediction p;
   p.rows = batch.rows;
   if (signature_.task == Task::Regression) {
+    if (score_output_ < 0)
+      fail(ErrorCode::TypeMismatch, "model has no numeric output to return",
+           "flock.predict needs a float output (regressors) or an int64/string label output (classifiers).");
     const Tensor& out = outputs[score_output_];
+    if (out.type == ElemType::String)
+      fail(ErrorCode::TypeMismatch, "model's output is text", "Use flock.predict_label.");
     if (out.rows() != batch.rows)
       fail(ErrorCode::Internal, fmt::format("model output has {} rows for {} input rows", out.rows(), batch.rows));
     int64_t width = out.cols();

@@ -11,7 +11,18 @@
 // output tensors.
 #include <fmt/format.h>
 
+// GCC 12 with AVX-512 (FLOCK_NATIVE builds) reports -Wmaybe-uninitialized inside its own
+// intrinsics (_mm512_undefined_* in avx512fintrin.h) wherever Eigen's GEMM and reductions inline
+// them: a known false positive of the compiler, not of this code.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <Eigen/Core>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -20,6 +31,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "flock/kernel.hpp"
@@ -200,11 +212,13 @@ WindowAttrs parse_window(const Attrs& a, const std::string& where, bool kernel_r
   return w;
 }
 
-// Attribute lengths against the number of spatial dimensions.
-void check_window_lengths(const WindowAttrs& w, size_t dims, const std::string& where) {
+// Attribute lengths against the number of spatial dimensions: InvalidModel when checked against
+// kernel_shape at load, InvalidInput when checked against W at run time.
+void check_window_lengths(const WindowAttrs& w, size_t dims, const std::string& where,
+                          ErrorCode code = ErrorCode::InvalidModel) {
   auto check = [&](const std::vector<int64_t>& v, const char* name, size_t want) {
     if (!v.empty() && v.size() != want)
-      fail(ErrorCode::InvalidModel, fmt::format("{}: {} has {} values; {} spatial dimensions need {}", where, name,
+      fail(code, fmt::format("{}: {} has {} values; {} spatial dimensions need {}", where, name,
                                                 v.size(), dims, want));
   };
   check(w.kernel, "kernel_shape", dims);
@@ -249,20 +263,29 @@ std::vector<Axis> resolve_axes(const WindowAttrs& w, const std::vector<int64_t>&
            fmt::format("{}: spatial dimension {} of X has size {}; with pads {} and {} it is smaller than the kernel "
                        "extent {}",
                        where, i, ax.in, ax.pb, ax.pe, ext));
-    if (w.ceil_mode) {
-      ax.out = (span - ext + ax.s - 1) / ax.s + 1;
-      // A window may not start in the end padding (as PyTorch, and ONNX from opset 19, say).
-      if ((ax.out - 1) * ax.s >= ax.in + ax.pb) --ax.out;
-    } else {
-      ax.out = (span - ext) / ax.s + 1;
-    }
+    // ceil_mode as the specification of opsets 10-18 (and ONNX's shape inference, and ONNX
+    // Runtime) has it: the last window may start in the end padding. (Opset 19 drops such a
+    // window, as PyTorch does; that rule does not apply to the opsets Flock runs.)
+    ax.out = (w.ceil_mode ? (span - ext + ax.s - 1) / ax.s : (span - ext) / ax.s) + 1;
   }
   return axes;
 }
 
-std::vector<int64_t> window_output_shape(int64_t n, int64_t c, const std::vector<Axis>& axes) {
+// Past any tensor a query can hold; guards the allocation (huge pads and dilations are legal).
+constexpr int64_t kMaxOutputElements = int64_t(1) << 32;
+
+std::vector<int64_t> window_output_shape(int64_t n, int64_t c, const std::vector<Axis>& axes,
+                                         const std::string& where) {
   std::vector<int64_t> shape{n, c};
   for (const Axis& ax : axes) shape.push_back(ax.out);
+  int64_t numel = 1;
+  for (int64_t d : shape) {
+    if (d != 0 && numel > kMaxOutputElements / d)
+      fail(ErrorCode::LimitExceeded,
+           fmt::format("{}: the output of shape {} would hold more than {} elements", where, shape_str(shape),
+                       kMaxOutputElements));
+    numel *= d;
+  }
   return shape;
 }
 
@@ -299,9 +322,9 @@ class Conv final : public Kernel {
     const size_t dims = w.shape.size() - 2;
     const std::vector<int64_t> kernel(w.shape.begin() + 2, w.shape.end());
     if (!win_.kernel.empty() && win_.kernel != kernel)
-      fail(ErrorCode::InvalidModel, fmt::format("{}: kernel_shape {} does not match W of shape {}", where_,
+      fail(ErrorCode::InvalidInput, fmt::format("{}: kernel_shape {} does not match W of shape {}", where_,
                                                 shape_str(win_.kernel), shape_str(w.shape)));
-    check_window_lengths(win_, dims, where_);
+    check_window_lengths(win_, dims, where_, ErrorCode::InvalidInput);
     for (int64_t k : kernel) {
       if (k < 1)
         fail(ErrorCode::InvalidInput, fmt::format("{}: W has shape {}: an empty kernel", where_, shape_str(w.shape)));
@@ -312,7 +335,7 @@ class Conv final : public Kernel {
                                                 where_, shape_str(x.shape), shape_str(w.shape), dims + 2, dims));
     const int64_t m = w.shape[0], cg = w.shape[1], c = x.shape[1];
     if (m % group_ != 0)
-      fail(ErrorCode::InvalidModel, fmt::format("{}: W has {} output channels, not a multiple of group={}", where_,
+      fail(ErrorCode::InvalidInput, fmt::format("{}: W has {} output channels, not a multiple of group={}", where_,
                                                 m, group_));
     if (c != cg * group_)
       fail(ErrorCode::InvalidInput,
@@ -323,7 +346,7 @@ class Conv final : public Kernel {
            fmt::format("{}: B has shape {}; W has {} output channels, so it must be [{}]", where_,
                        shape_str(b->shape), m, m));
     const std::vector<Axis> axes = resolve_axes(win_, kernel, x.shape, where_);
-    Tensor y(x.type, window_output_shape(x.shape[0], m, axes));
+    Tensor y(x.type, window_output_shape(x.shape[0], m, axes, where_));
     if (x.type == ElemType::Float) compute<float>(x, w, b, axes, y);
     else compute<double>(x, w, b, axes, y);
     set_out(out, 0, std::move(y));
@@ -358,8 +381,11 @@ class Conv final : public Kernel {
     }
     auto add_bias = [&](T* dst, int64_t first_channel) {  // dst: [mg, out_size] block
       if (!bias) return;
-      Eigen::Map<RowArr<T>> block(dst, mg, out_size);
-      block.colwise() += Eigen::Map<const Vec<T>>(bias + first_channel, mg);
+      for (int64_t o = 0; o < mg; ++o) {
+        const T bo = bias[first_channel + o];
+        T* row = dst + o * out_size;
+        for (int64_t p = 0; p < out_size; ++p) row[p] += bo;
+      }
     };
 
     // 1x1 kernel, unit stride, no padding: each sample's channels are the im2col matrix already.
@@ -551,7 +577,7 @@ class Pool final : public Kernel {
       fail(ErrorCode::InvalidInput, fmt::format("{}: X has shape {}; kernel_shape {} needs X of rank {}", where_,
                                                 shape_str(x.shape), shape_str(win_.kernel), dims + 2));
     const std::vector<Axis> axes = resolve_axes(win_, win_.kernel, x.shape, where_);
-    const std::vector<int64_t> shape = window_output_shape(x.shape[0], x.shape[1], axes);
+    const std::vector<int64_t> shape = window_output_shape(x.shape[0], x.shape[1], axes, where_);
     Tensor y(x.type, shape);
     Tensor indices;
     const bool want_indices = kind_ == PoolKind::Max && out.size() > 1;
@@ -582,39 +608,20 @@ class Pool final : public Kernel {
     const T* x = cdata<T>(xt);
     T* y = mdata<T>(yt);
     int64_t* idx = it ? it->i.data() : nullptr;
+    if (dims == 1) {  // the common 1-D case, without the general bookkeeping
+      const AxisTaps& t = taps[0];
+      const Axis& ax = axes[0];
+      if (kind_ == PoolKind::Average) average_1d(x, y, planes, in_size, out_size, t, ax.d, ax.s, ax.k);
+      else if (idx) max_1d<T, true>(x, y, idx, planes, in_size, out_size, t, ax.d, ax.s, ax.k);
+      else max_1d<T, false>(x, y, idx, planes, in_size, out_size, t, ax.d, ax.s, ax.k);
+      return;
+    }
     std::vector<int64_t> o(dims, 0), k(dims, 0);
 
     for (int64_t p = 0; p < planes; ++p) {
       const T* xp = x + p * in_size;
       T* yp = y + p * out_size;
       int64_t* ip = idx ? idx + p * out_size : nullptr;
-      if (dims == 1) {
-        // The common 1-D case without the general bookkeeping.
-        const AxisTaps& t = taps[0];
-        const int64_t dil = axes[0].d;
-        for (int64_t q = 0; q < out_size; ++q) {
-          const int64_t base = t.start[q];
-          if (kind_ == PoolKind::Max) {
-            T best = std::numeric_limits<T>::lowest();
-            int64_t arg = -1;
-            for (int64_t j = t.lo[q]; j < t.hi[q]; ++j) {
-              const T v = xp[base + j * dil];
-              if (v > best) {
-                best = v;
-                arg = j;
-              }
-            }
-            yp[q] = best;
-            if (ip) ip[q] = arg < 0 ? -1 : p * in_size + t.start[q] + arg * dil;
-          } else {
-            T sum = 0;
-            for (int64_t j = t.lo[q]; j < t.hi[q]; ++j) sum += xp[base + j * dil];
-            const int64_t cnt = count_include_pad_ ? t.count[q] : t.hi[q] - t.lo[q];
-            yp[q] = sum / static_cast<T>(cnt);
-          }
-        }
-        continue;
-      }
       std::fill(o.begin(), o.end(), 0);
       for (int64_t q = 0; q < out_size; ++q) {
         // Window of output position o: taps k[d] in [lo, hi) on every axis.
@@ -629,7 +636,7 @@ class Pool final : public Kernel {
           cnt_valid *= t.hi[od] - t.lo[od];
           cnt_padded *= t.count[od];
         }
-        T best = std::numeric_limits<T>::lowest(), sum = 0;
+        T best = -std::numeric_limits<T>::infinity(), sum = 0;
         int64_t arg = -1;
         if (!empty) {
           const int64_t last_d = axes[dims - 1].d;
@@ -639,6 +646,7 @@ class Pool final : public Kernel {
             int64_t at = base;
             for (size_t d = 0; d + 1 < dims; ++d) at += k[d] * axes[d].d * in_stride[d];
             if (kind_ == PoolKind::Max) {
+              if (arg < 0) arg = at + l * last_d;
               for (int64_t j = l; j < h; ++j) {
                 const T v = xp[at + j * last_d];
                 if (v > best) {
@@ -670,6 +678,101 @@ class Pool final : public Kernel {
         }
       }
     }
+  }
+
+  // Maximum over the taps inside X. As ONNX Runtime, NaN taps are skipped. A window with no tap
+  // inside X (possible with SAME padding and dilation) yields -inf, the maximum of nothing, with
+  // index -1; a window whose taps are all NaN or -inf yields -inf with the index of its first tap.
+  template <typename T, bool Indices>
+  static void max_1d(const T* x, T* y, int64_t* idx, int64_t planes, int64_t in_size, int64_t out_size,
+                     const AxisTaps& t, int64_t dil, int64_t stride, int64_t k) {
+    const auto [qa, qb] = interior(t, k);
+    for (int64_t p = 0; p < planes; ++p) {
+      const T* xp = x + p * in_size;
+      T* yp = y + p * out_size;
+      if constexpr (!Indices) {
+        // Windows wholly inside X, tap by tap across outputs: independent lanes the compiler
+        // vectorizes, rather than one dependent chain per output.
+        if (qb > qa) {
+          std::fill(yp + qa, yp + qb, -std::numeric_limits<T>::infinity());
+          for (int64_t j = 0; j < k; ++j) {
+            const T* src = xp + t.start[qa] + j * dil;
+            if (stride == 1) {
+              for (int64_t q = qa; q < qb; ++q) {
+                const T v = src[q - qa];
+                yp[q] = v > yp[q] ? v : yp[q];
+              }
+            } else {
+              for (int64_t q = qa; q < qb; ++q) {
+                const T v = src[(q - qa) * stride];
+                yp[q] = v > yp[q] ? v : yp[q];
+              }
+            }
+          }
+        }
+      }
+      for (int64_t q = 0; q < out_size; ++q) {
+        if (!Indices && q == qa && qb > qa) q = qb;
+        if (q >= out_size) break;
+        const int64_t base = t.start[q], lo = t.lo[q], hi = t.hi[q];
+        T best = -std::numeric_limits<T>::infinity();
+        if constexpr (Indices) {
+          int64_t arg = lo < hi ? base + lo * dil : -1;
+          for (int64_t j = lo; j < hi; ++j) {
+            const T v = xp[base + j * dil];
+            if (v > best) {
+              best = v;
+              arg = base + j * dil;
+            }
+          }
+          idx[p * out_size + q] = arg < 0 ? -1 : p * in_size + arg;
+        } else {
+          for (int64_t j = lo; j < hi; ++j) {
+            const T v = xp[base + j * dil];
+            best = v > best ? v : best;
+          }
+        }
+        yp[q] = best;
+      }
+    }
+  }
+
+  template <typename T>
+  void average_1d(const T* x, T* y, int64_t planes, int64_t in_size, int64_t out_size, const AxisTaps& t,
+                  int64_t dil, int64_t stride, int64_t k) const {
+    const auto [qa, qb] = interior(t, k);
+    const T inv_k = T(1) / static_cast<T>(k);
+    for (int64_t p = 0; p < planes; ++p) {
+      const T* xp = x + p * in_size;
+      T* yp = y + p * out_size;
+      if (qb > qa) {  // full windows, tap by tap across outputs (see max_1d)
+        std::fill(yp + qa, yp + qb, T(0));
+        for (int64_t j = 0; j < k; ++j) {
+          const T* src = xp + t.start[qa] + j * dil;
+          for (int64_t q = qa; q < qb; ++q) yp[q] += src[(q - qa) * stride];
+        }
+        for (int64_t q = qa; q < qb; ++q) yp[q] *= inv_k;
+      }
+      for (int64_t q = 0; q < out_size; ++q) {
+        if (q == qa && qb > qa) q = qb;
+        if (q >= out_size) break;
+        const int64_t base = t.start[q], lo = t.lo[q], hi = t.hi[q];
+        T sum = 0;
+        for (int64_t j = lo; j < hi; ++j) sum += xp[base + j * dil];
+        yp[q] = sum / static_cast<T>(count_include_pad_ ? t.count[q] : hi - lo);
+      }
+    }
+  }
+
+  // The outputs [qa, qb) whose windows have every tap inside X (a contiguous range: windows move
+  // forward with the output position).
+  static std::pair<int64_t, int64_t> interior(const AxisTaps& t, int64_t k) {
+    const int64_t n = static_cast<int64_t>(t.lo.size());
+    int64_t qa = 0;
+    while (qa < n && !(t.lo[qa] == 0 && t.hi[qa] == k)) ++qa;
+    int64_t qb = qa;
+    while (qb < n && t.lo[qb] == 0 && t.hi[qb] == k) ++qb;
+    return {qa, qb};
   }
 
   // A row-major spatial offset as the column-major one (storage_order=1).
@@ -803,13 +906,13 @@ class BatchNorm final : public Kernel {
     const int64_t n_batch = xt.shape[0], c = xt.shape[1], size = product(xt.shape, 2, xt.shape.size());
     const T* x = cdata<T>(xt);
     T* y = mdata<T>(yt);
-    Vec<T> a(c), b(c);  // y = x * a + b per channel
+    Vec<T> mu(c), a(c), b(c);  // y = (x - mu) * a + b per channel
     if (!training_) {
       for (int64_t ch = 0; ch < c; ++ch) {
         const size_t k = static_cast<size_t>(ch);
-        const double s = scale.as_double(k) / std::sqrt(var.as_double(k) + static_cast<double>(epsilon_));
-        a[ch] = static_cast<T>(s);
-        b[ch] = static_cast<T>(bias.as_double(k) - mean.as_double(k) * s);
+        mu[ch] = static_cast<T>(mean.as_double(k));
+        a[ch] = static_cast<T>(scale.as_double(k) / std::sqrt(var.as_double(k) + static_cast<double>(epsilon_)));
+        b[ch] = static_cast<T>(bias.as_double(k));
       }
     } else {
       Tensor running_mean(mean.type, {c}), running_var(var.type, {c});
@@ -821,18 +924,18 @@ class BatchNorm final : public Kernel {
           const T* plane = x + (n * c + ch) * size;
           for (int64_t j = 0; j < size; ++j) sum += plane[j];
         }
-        const double mu = count > 0 ? sum / count : 0.0;
+        const double mean_ch = count > 0 ? sum / count : 0.0;
         double sq = 0;
         for (int64_t n = 0; n < n_batch; ++n) {
           const T* plane = x + (n * c + ch) * size;
-          for (int64_t j = 0; j < size; ++j) sq += (plane[j] - mu) * (plane[j] - mu);
+          for (int64_t j = 0; j < size; ++j) sq += (plane[j] - mean_ch) * (plane[j] - mean_ch);
         }
         const double v = count > 0 ? sq / count : 0.0;
         const size_t k = static_cast<size_t>(ch);
-        const double s = scale.as_double(k) / std::sqrt(v + static_cast<double>(epsilon_));
-        a[ch] = static_cast<T>(s);
-        b[ch] = static_cast<T>(bias.as_double(k) - mu * s);
-        const double rm = mean.as_double(k) * mom + mu * (1 - mom);
+        mu[ch] = static_cast<T>(mean_ch);
+        a[ch] = static_cast<T>(scale.as_double(k) / std::sqrt(v + static_cast<double>(epsilon_)));
+        b[ch] = static_cast<T>(bias.as_double(k));
+        const double rm = mean.as_double(k) * mom + mean_ch * (1 - mom);
         const double rv = var.as_double(k) * mom + v * (1 - mom);
         if (mean.type == ElemType::Float) running_mean.f[k] = static_cast<float>(rm);
         else running_mean.d[k] = rm;
@@ -845,7 +948,7 @@ class BatchNorm final : public Kernel {
     for (int64_t n = 0; n < n_batch; ++n) {
       for (int64_t ch = 0; ch < c; ++ch) {
         const int64_t at = (n * c + ch) * size;
-        Eigen::Map<Vec<T>>(y + at, size) = Eigen::Map<const Vec<T>>(x + at, size) * a[ch] + b[ch];
+        Eigen::Map<Vec<T>>(y + at, size) = (Eigen::Map<const Vec<T>>(x + at, size) - mu[ch]) * a[ch] + b[ch];
       }
     }
   }
@@ -904,9 +1007,8 @@ class InstanceNorm final : public Kernel {
         Eigen::Map<const Vec<T>> xp(x + at, size);
         const double mu = xp.template cast<double>().sum() / static_cast<double>(size);
         const double var = (xp.template cast<double>() - mu).square().sum() / static_cast<double>(size);
-        const double s = static_cast<double>(scale[ch]) / std::sqrt(var + static_cast<double>(epsilon_));
-        const T a = static_cast<T>(s), b = static_cast<T>(static_cast<double>(bias[ch]) - mu * s);
-        Eigen::Map<Vec<T>>(y + at, size) = xp * a + b;
+        const T a = static_cast<T>(static_cast<double>(scale[ch]) / std::sqrt(var + static_cast<double>(epsilon_)));
+        Eigen::Map<Vec<T>>(y + at, size) = (xp - static_cast<T>(mu)) * a + bias[ch];
       }
     }
   }

@@ -41,6 +41,11 @@ MANIFEST = _manifest()
 IDS = [e["name"] for e in MANIFEST]
 
 
+def test_torch_models_were_generated():
+    # Without the manifest the parametrized tests below collect nothing and would silently skip.
+    assert _load("torch_manifest.json"), "torch_manifest.json lists no models"
+
+
 @pytest.fixture(scope="module")
 def tables(cluster, dbname):
     """Loads every torch data set into a table of its own."""

@@ -1,0 +1,1085 @@
+-- Flock governance: aliases, access control, data set snapshots, training capture, lineage.
+--
+-- Identity. Functions that change governance state are SECURITY DEFINER (search_path pinned) and act
+-- for flock._caller(), the role outside any SECURITY DEFINER function, as register_model and
+-- drop_model do. Reads of the catalog tables are filtered by row-level security for current_user.
+--
+-- Privileges are per model name (every version): 'use' (see it, score it, read its lineage) and
+-- 'manage' (also register new versions, set aliases, grant, log training). Every role that registered
+-- a version of a model owns it (manage); superusers manage everything.
+--
+-- Hidden = missing. A role that may not use a model gets SQLSTATE 42501 for it, and gets the very
+-- same error for a name that does not exist, so errors tell nothing about models it cannot see.
+-- Roles that see everything (superusers, BYPASSRLS roles) get 42704 for unknown names, as before.
+
+-- ---------------------------------------------------------------------------------------------
+-- Grants and the privileges view every access check goes through.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE flock.model_grants (
+  name       text        NOT NULL,
+  grantee    name        NOT NULL,           -- a role, or 'public' for every role
+  privilege  text        NOT NULL CHECK (privilege IN ('use', 'manage')),
+  granted_by name        NOT NULL,
+  granted_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (name, grantee, privilege)
+);
+COMMENT ON TABLE flock.model_grants IS 'who may use or manage which model (per name, every version)';
+SELECT pg_catalog.pg_extension_config_dump('flock.model_grants', '');
+
+-- The models the current role may use or manage, and why. Owned by the extension's (superuser)
+-- owner, so the tables under it are read without row-level security: the policies below use it
+-- without recursing into themselves. current_user is the querying role.
+CREATE VIEW flock.model_privileges AS
+  SELECT m.name, 'manage'::text AS privilege, 'owner'::text AS via
+    FROM (SELECT DISTINCT m0.name, m0.created_by FROM flock.models m0) m
+    JOIN pg_catalog.pg_roles r ON r.rolname = m.created_by
+   WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')
+  UNION
+  SELECT g.name, g.privilege, 'grant to ' || g.grantee
+    FROM flock.model_grants g
+   WHERE g.grantee = 'public'
+      OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                  WHERE r.rolname = g.grantee AND pg_catalog.pg_has_role(r.oid, 'USAGE'))
+  UNION
+  SELECT DISTINCT m.name, 'manage'::text, 'superuser'::text
+    FROM flock.models m
+   WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user AND r.rolsuper);
+COMMENT ON VIEW flock.model_privileges IS 'the models the current role may use or manage, and why';
+GRANT SELECT ON flock.model_privileges TO PUBLIC;
+
+-- The catalog is visible row by row to the roles that may use the model.
+ALTER TABLE flock.models ENABLE ROW LEVEL SECURITY;
+CREATE POLICY models_visible ON flock.models FOR SELECT
+  USING (name IN (SELECT p.name FROM flock.model_privileges p));
+
+ALTER TABLE flock.model_grants ENABLE ROW LEVEL SECURITY;
+CREATE POLICY grants_visible ON flock.model_grants FOR SELECT
+  USING (name IN (SELECT p.name FROM flock.model_privileges p WHERE p.privilege = 'manage')
+         OR grantee = 'public'
+         OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                     WHERE r.rolname = grantee AND pg_catalog.pg_has_role(r.oid, 'USAGE')));
+REVOKE ALL ON flock.model_grants FROM PUBLIC;
+GRANT SELECT ON flock.model_grants TO PUBLIC;
+
+-- May `who` use (or manage) model `model_name`? For SECURITY DEFINER functions, which read
+-- the tables without row-level security. Not callable by others (it would tell about any role).
+CREATE FUNCTION flock._may(who name, model_name text, privilege text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce((
+    SELECT r.rolsuper
+        OR EXISTS (SELECT 1 FROM flock.models m JOIN pg_roles c ON c.rolname = m.created_by
+                    WHERE m.name = _may.model_name AND pg_has_role(r.oid, c.oid, 'USAGE'))
+        OR EXISTS (SELECT 1 FROM flock.model_grants g
+                    WHERE g.name = _may.model_name AND (_may.privilege = 'use' OR g.privilege = 'manage')
+                      AND (g.grantee = 'public'
+                           OR EXISTS (SELECT 1 FROM pg_roles gr
+                                       WHERE gr.rolname = g.grantee AND pg_has_role(r.oid, gr.oid, 'USAGE'))))
+      FROM pg_roles r WHERE r.rolname = _may.who), false)
+$$;
+REVOKE ALL ON FUNCTION flock._may(name, text, text) FROM PUBLIC;
+
+-- Does `who` see every row whatever the policies say (superuser or BYPASSRLS)?
+CREATE FUNCTION flock._sees_all(who name) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = who), false)
+$$;
+
+-- Raises the error for a model that `who` cannot see: 42704 when `who` sees everything (so the
+-- model really does not exist), else 42501, the same whether the model exists or not.
+CREATE FUNCTION flock._model_not_found(model_name text, who name) RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF flock._sees_all(who) THEN
+    RAISE EXCEPTION 'model "%" does not exist', model_name USING ERRCODE = 'undefined_object',
+      HINT = 'See SELECT name, version FROM flock.models; register one with flock.register_model.';
+  END IF;
+  RAISE EXCEPTION 'permission denied for model "%"', model_name USING ERRCODE = 'insufficient_privilege',
+    DETAIL = 'Either the model does not exist or you have no privilege on it; the two cases give the same error.',
+    HINT = 'A model is visible to the roles that registered it, superusers, and roles granted access with flock.grant_model(name, role, ''use'').';
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Aliases ('churn@champion') and their history.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE flock.aliases (
+  name    text        NOT NULL,
+  alias   text        NOT NULL CHECK (alias ~ '^[A-Za-z_][A-Za-z0-9_.-]{0,62}$'),
+  version integer     NOT NULL,
+  comment text,
+  set_by  name        NOT NULL,
+  set_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (name, alias),
+  FOREIGN KEY (name, version) REFERENCES flock.models (name, version)
+);
+COMMENT ON TABLE flock.aliases IS 'named pointers to model versions: name@alias resolves to name@version';
+SELECT pg_catalog.pg_extension_config_dump('flock.aliases', '');
+ALTER TABLE flock.aliases ENABLE ROW LEVEL SECURITY;
+CREATE POLICY aliases_visible ON flock.aliases FOR SELECT
+  USING (name IN (SELECT p.name FROM flock.model_privileges p));
+REVOKE ALL ON flock.aliases FROM PUBLIC;
+GRANT SELECT ON flock.aliases TO PUBLIC;
+
+CREATE TABLE flock.alias_history (
+  id           bigserial   PRIMARY KEY,
+  name         text        NOT NULL,
+  alias        text        NOT NULL,
+  from_version integer,                     -- NULL: the alias was created
+  to_version   integer,                     -- NULL: the alias was dropped
+  comment      text,
+  changed_by   name        NOT NULL,
+  changed_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE flock.alias_history IS 'every alias transition: who, when, from which version to which';
+SELECT pg_catalog.pg_extension_config_dump('flock.alias_history', '');
+SELECT pg_catalog.pg_extension_config_dump('flock.alias_history_id_seq', '');
+ALTER TABLE flock.alias_history ENABLE ROW LEVEL SECURITY;
+CREATE POLICY alias_history_visible ON flock.alias_history FOR SELECT
+  USING (name IN (SELECT p.name FROM flock.model_privileges p));
+REVOKE ALL ON flock.alias_history FROM PUBLIC;
+GRANT SELECT ON flock.alias_history TO PUBLIC;
+
+-- Tells every backend that name resolutions may have changed: a statement on flock.models fires
+-- its statement-level invalidation trigger even when it touches no row.
+CREATE FUNCTION flock._touch_catalog() RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  UPDATE flock.models SET description = description WHERE false
+$$;
+REVOKE ALL ON FUNCTION flock._touch_catalog() FROM PUBLIC;
+
+-- Checks that the caller manages model_name; raises 42501 (or 42704 for a missing model seen by
+-- a role that sees everything) otherwise. `action` completes "permission denied to ...".
+CREATE FUNCTION flock._require_manage(model_name text, action text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = model_name)
+     OR NOT (flock._may(caller, model_name, 'use') OR flock._sees_all(caller)) THEN
+    PERFORM flock._model_not_found(model_name, caller);
+  END IF;
+  IF NOT flock._may(caller, model_name, 'manage') THEN
+    RAISE EXCEPTION 'permission denied to % of model "%"', action, model_name
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = format('This needs the ''manage'' privilege on "%s": its owners (the roles that registered it) '
+                          'or a superuser can give it with flock.grant_model(%L, role, ''manage'').', model_name, model_name);
+  END IF;
+END $$;
+REVOKE ALL ON FUNCTION flock._require_manage(text, text) FROM PUBLIC;
+
+CREATE FUNCTION flock._check_alias_name(alias text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF alias IS NULL THEN
+    RAISE EXCEPTION 'alias must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF alias ~ '^[0-9]+$' THEN
+    RAISE EXCEPTION 'alias "%" looks like a version number', alias USING ERRCODE = 'invalid_parameter_value',
+      HINT = '''name@N'' always means version N; an alias starts with a letter or underscore, e.g. ''champion''.';
+  END IF;
+  IF alias !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,62}$' THEN
+    RAISE EXCEPTION 'invalid alias "%"', alias USING ERRCODE = 'invalid_name',
+      HINT = 'An alias starts with a letter or underscore and has up to 63 letters, digits, _ . or -.';
+  END IF;
+END $$;
+
+CREATE FUNCTION flock.set_alias(name text, alias text, version integer, comment text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+  previous integer;
+BEGIN
+  IF name IS NULL OR version IS NULL THEN
+    RAISE EXCEPTION 'model name and version must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  PERFORM flock._check_alias_name(alias);
+  PERFORM flock._require_manage(name, 'set an alias');
+  -- One alias transition of a model at a time, so history rows chain without gaps.
+  PERFORM pg_advisory_xact_lock(hashtext('flock.aliases'), hashtext(name));
+  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = set_alias.name AND m.version = set_alias.version) THEN
+    RAISE EXCEPTION 'model "%" has no version %', name, version USING ERRCODE = 'undefined_object',
+      HINT = format('Versions of "%s": %s.', name,
+                    (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = set_alias.name));
+  END IF;
+  SELECT a.version INTO previous FROM flock.aliases a WHERE a.name = set_alias.name AND a.alias = set_alias.alias;
+  IF FOUND AND previous = version THEN
+    IF comment IS NOT NULL THEN
+      UPDATE flock.aliases a SET comment = set_alias.comment WHERE a.name = set_alias.name AND a.alias = set_alias.alias;
+    END IF;
+    RETURN name || '@' || alias;  -- no transition
+  END IF;
+  INSERT INTO flock.aliases AS a (name, alias, version, comment, set_by, set_at)
+  VALUES (name, alias, version, comment, caller, now())
+  ON CONFLICT ON CONSTRAINT aliases_pkey
+  DO UPDATE SET version = EXCLUDED.version, comment = EXCLUDED.comment, set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at;
+  INSERT INTO flock.alias_history (name, alias, from_version, to_version, comment, changed_by)
+  VALUES (name, alias, previous, version, comment, caller);
+  PERFORM flock._touch_catalog();
+  RETURN name || '@' || alias;
+END $$;
+COMMENT ON FUNCTION flock.set_alias(text, text, integer, text) IS
+  'points name@alias at a version (creating or moving the alias) and records the transition; returns ''name@alias''';
+
+CREATE FUNCTION flock.drop_alias(name text, alias text, comment text DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+  previous integer;
+BEGIN
+  PERFORM flock._check_alias_name(alias);
+  PERFORM flock._require_manage(name, 'drop an alias');
+  PERFORM pg_advisory_xact_lock(hashtext('flock.aliases'), hashtext(name));
+  DELETE FROM flock.aliases a WHERE a.name = drop_alias.name AND a.alias = drop_alias.alias RETURNING a.version INTO previous;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'model "%" has no alias "%"', name, alias USING ERRCODE = 'undefined_object',
+      HINT = coalesce('Its aliases: ' || (SELECT string_agg(format('%s (version %s)', a.alias, a.version), ', ' ORDER BY a.alias)
+                                          FROM flock.aliases a WHERE a.name = drop_alias.name) || '.',
+                      'It has no aliases.');
+  END IF;
+  INSERT INTO flock.alias_history (name, alias, from_version, to_version, comment, changed_by)
+  VALUES (name, alias, previous, NULL, comment, caller);
+  PERFORM flock._touch_catalog();
+  RETURN previous;
+END $$;
+COMMENT ON FUNCTION flock.drop_alias(text, text, text) IS
+  'removes name@alias and records the transition; returns the version it pointed to';
+
+-- Resolves a model reference: 'name' (latest version), 'name@N' (version N) or 'name@alias'.
+-- Runs as the calling role: row-level security decides what it sees.
+CREATE OR REPLACE FUNCTION flock._resolve(ref text) RETURNS flock.models
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  model_name text;
+  tag text;
+  target integer;
+  result flock.models;
+BEGIN
+  IF ref IS NULL THEN
+    RAISE EXCEPTION 'model reference is NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF strpos(ref, '@') = 0 THEN
+    SELECT * INTO result FROM flock.models m WHERE m.name = ref ORDER BY m.version DESC LIMIT 1;
+    IF NOT FOUND THEN
+      PERFORM flock._model_not_found(ref, current_user);
+    END IF;
+    RETURN result;
+  END IF;
+
+  model_name := split_part(ref, '@', 1);
+  tag := substr(ref, length(model_name) + 2);
+  IF tag ~ '^[0-9]{1,9}$' THEN
+    target := tag::integer;
+  ELSIF tag ~ '^[A-Za-z_][A-Za-z0-9_.-]{0,62}$' THEN
+    SELECT a.version INTO target FROM flock.aliases a WHERE a.name = model_name AND a.alias = tag;
+    IF NOT FOUND THEN
+      IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = model_name) THEN
+        PERFORM flock._model_not_found(model_name, current_user);
+      END IF;
+      -- A tag that is neither a version nor an alias of the model makes the reference invalid
+      -- (22023, as a malformed reference); 42704 stays for unknown names and versions.
+      RAISE EXCEPTION 'model "%" has no alias "%"', model_name, tag USING ERRCODE = 'invalid_parameter_value',
+        HINT = coalesce('Its aliases: ' || (SELECT string_agg(format('%s (version %s)', a.alias, a.version), ', ' ORDER BY a.alias)
+                                            FROM flock.aliases a WHERE a.name = model_name) || '.',
+                        format('It has no aliases; set one with flock.set_alias(%L, %L, version).', model_name, tag));
+    END IF;
+  ELSE
+    RAISE EXCEPTION 'invalid model reference "%"', ref USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Use ''name'' for the latest version, ''name@N'' for version N or ''name@alias'' for an alias.';
+  END IF;
+
+  SELECT * INTO result FROM flock.models m WHERE m.name = model_name AND m.version = target;
+  IF NOT FOUND THEN
+    IF EXISTS (SELECT 1 FROM flock.models m WHERE m.name = model_name) THEN
+      RAISE EXCEPTION 'model "%" has no version %', model_name, tag USING ERRCODE = 'undefined_object',
+        HINT = format('Versions of "%s": %s.', model_name,
+                      (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = model_name));
+    END IF;
+    PERFORM flock._model_not_found(model_name, current_user);
+  END IF;
+  RETURN result;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Granting and revoking.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION flock._check_grant_args(model text, role name, privilege text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF model IS NULL OR role IS NULL THEN
+    RAISE EXCEPTION 'model and role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF strpos(model, '@') > 0 THEN
+    RAISE EXCEPTION 'privileges are granted on a model name, not on "%"', model USING ERRCODE = 'invalid_parameter_value',
+      HINT = format('A grant covers every version of a model: use %L.', split_part(model, '@', 1));
+  END IF;
+  IF privilege IS NOT NULL AND privilege NOT IN ('use', 'manage') THEN
+    RAISE EXCEPTION 'unknown model privilege "%"', privilege USING ERRCODE = 'invalid_parameter_value',
+      HINT = '''use'' lets a role see and score the model; ''manage'' also lets it register versions, set aliases and grant.';
+  END IF;
+  IF lower(role) <> 'public' AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = role) THEN
+    RAISE EXCEPTION 'role "%" does not exist', role USING ERRCODE = 'undefined_object';
+  END IF;
+END $$;
+
+CREATE FUNCTION flock.grant_model(model text, role name, privilege text DEFAULT 'use') RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF privilege IS NULL THEN
+    RAISE EXCEPTION 'privilege must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  PERFORM flock._check_grant_args(model, role, privilege);
+  PERFORM flock._require_manage(model, 'grant privileges');
+  INSERT INTO flock.model_grants (name, grantee, privilege, granted_by)
+  VALUES (model, CASE WHEN lower(role) = 'public' THEN 'public' ELSE role END, privilege, flock._caller())
+  ON CONFLICT DO NOTHING;
+  PERFORM flock._touch_catalog();
+END $$;
+COMMENT ON FUNCTION flock.grant_model(text, name, text) IS
+  'gives a role (or PUBLIC) ''use'' or ''manage'' on every version of a model';
+
+CREATE FUNCTION flock.revoke_model(model text, role name, privilege text DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  n integer;
+BEGIN
+  PERFORM flock._check_grant_args(model, role, privilege);
+  PERFORM flock._require_manage(model, 'revoke privileges');
+  DELETE FROM flock.model_grants g
+   WHERE g.name = model AND g.grantee = CASE WHEN lower(role) = 'public' THEN 'public' ELSE role END
+     AND (revoke_model.privilege IS NULL OR g.privilege = revoke_model.privilege);
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM flock._touch_catalog();
+  RETURN n;
+END $$;
+COMMENT ON FUNCTION flock.revoke_model(text, name, text) IS
+  'takes back a role''s privilege on a model (both when privilege is NULL); returns how many grants went';
+
+-- ---------------------------------------------------------------------------------------------
+-- Guards on the catalog: new versions of an existing model need 'manage'; a version an alias
+-- points to cannot be dropped; grants of a model whose last version is gone are removed.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION flock._guard_model_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+BEGIN
+  IF EXISTS (SELECT 1 FROM flock.models m WHERE m.name = NEW.name)
+     AND NOT flock._may(caller, NEW.name, 'manage') THEN
+    RAISE EXCEPTION 'permission denied to register a new version of model "%"', NEW.name
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'The name is taken. Registering a version of an existing model needs the ''manage'' privilege on it '
+                   '(flock.grant_model); or choose another name.';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER models_guard_insert BEFORE INSERT ON flock.models
+  FOR EACH ROW EXECUTE FUNCTION flock._guard_model_insert();
+
+CREATE FUNCTION flock._guard_model_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  pointing text;
+BEGIN
+  SELECT string_agg(a.name || '@' || a.alias, ', ' ORDER BY a.alias) INTO pointing
+    FROM flock.aliases a WHERE a.name = OLD.name AND a.version = OLD.version;
+  IF pointing IS NOT NULL THEN
+    RAISE EXCEPTION 'cannot drop model version %@%: alias % points to it', OLD.name, OLD.version, pointing
+      USING ERRCODE = 'dependent_objects_still_exist',
+            HINT = 'Move the alias with flock.set_alias or remove it with flock.drop_alias first.';
+  END IF;
+  RETURN OLD;
+END $$;
+CREATE TRIGGER models_guard_delete BEFORE DELETE ON flock.models
+  FOR EACH ROW EXECUTE FUNCTION flock._guard_model_delete();
+
+CREATE FUNCTION flock._forget_dropped_model() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = OLD.name) THEN
+    DELETE FROM flock.model_grants g WHERE g.name = OLD.name;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER models_forget_dropped AFTER DELETE ON flock.models
+  FOR EACH ROW EXECUTE FUNCTION flock._forget_dropped_model();
+
+-- ---------------------------------------------------------------------------------------------
+-- Data set snapshots: a query's result frozen as table flock_data."name@N", with its row count,
+-- columns and an order-independent content hash.
+-- ---------------------------------------------------------------------------------------------
+CREATE SCHEMA flock_data;
+COMMENT ON SCHEMA flock_data IS 'immutable data set snapshots taken by flock.snapshot_dataset, one table per version';
+GRANT USAGE ON SCHEMA flock_data TO PUBLIC;
+
+CREATE TABLE flock.datasets (
+  name         text        NOT NULL CHECK (name ~ '^[A-Za-z_][A-Za-z0-9_.-]{0,49}$'),
+  version      integer     NOT NULL CHECK (version > 0),
+  table_name   text        NOT NULL,       -- flock_data."name@N"
+  query        text        NOT NULL,
+  search_path  text        NOT NULL,       -- the search_path the query ran with (and is re-run with)
+  sources      text[]      NOT NULL DEFAULT '{}',  -- tables and views the query read
+  row_count    bigint      NOT NULL,
+  columns      jsonb       NOT NULL,       -- [{"name": ..., "type": ...}] in column order
+  content_hash text        NOT NULL CHECK (content_hash ~ '^[0-9a-f]{64}$'),
+  run_id       uuid        NOT NULL DEFAULT gen_random_uuid(),
+  created_by   name        NOT NULL,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  description  text,
+  PRIMARY KEY (name, version)
+);
+COMMENT ON TABLE flock.datasets IS 'data set snapshots (immutable): name@version, where the rows are, and their hash';
+SELECT pg_catalog.pg_extension_config_dump('flock.datasets', '');
+ALTER TABLE flock.datasets ENABLE ROW LEVEL SECURITY;
+-- Visible to the roles that may read the snapshot's table.
+CREATE POLICY datasets_visible ON flock.datasets FOR SELECT
+  USING (pg_catalog.has_table_privilege(pg_catalog.to_regclass(table_name), 'SELECT'));
+REVOKE ALL ON flock.datasets FROM PUBLIC;
+GRANT SELECT ON flock.datasets TO PUBLIC;
+
+CREATE FUNCTION flock._forbid_dataset_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  RAISE EXCEPTION 'data set % is immutable', TG_TABLE_NAME USING ERRCODE = 'object_not_in_prerequisite_state',
+    HINT = 'Take a new version with flock.snapshot_dataset.';
+END $$;
+
+-- Row count, columns and content hash of a table. The hash is
+--   sha256( columns::text || E'\n' || row_count || H )
+-- where H is sha256 over the concatenated chunk hashes of the sorted per-row hashes
+-- sha256(convert_to(row::text, 'UTF8')) taken 8192 at a time: independent of row order, sensitive
+-- to every value, to duplicates and to the column names and types. Type output is pinned (UTC,
+-- ISO dates, shortest exact floats) so the hash does not depend on session settings.
+CREATE FUNCTION flock._table_hash(rel regclass, OUT row_count bigint, OUT columns jsonb, OUT content_hash text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD'
+SET "IntervalStyle" = 'postgres' SET extra_float_digits = '1' SET bytea_output = 'hex' AS $$
+DECLARE
+  chunks bytea;
+BEGIN
+  SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod))
+                            ORDER BY a.attnum), '[]'::jsonb)
+    INTO columns
+    FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped;
+  EXECUTE format($q$
+    WITH r AS (SELECT sha256(convert_to(t::text, 'UTF8')) AS h FROM %s t),
+         s AS (SELECT h, (row_number() OVER (ORDER BY h) - 1) / 8192 AS chunk FROM r),
+         c AS (SELECT chunk, count(*) AS n, sha256(string_agg(h, ''::bytea ORDER BY h)) AS ch FROM s GROUP BY chunk)
+    SELECT coalesce(sum(n), 0)::bigint, string_agg(ch, ''::bytea ORDER BY chunk) FROM c $q$, rel)
+    INTO row_count, chunks;
+  content_hash := encode(sha256(convert_to(columns::text || E'\n' || row_count, 'UTF8') || sha256(coalesce(chunks, ''::bytea))), 'hex');
+END $$;
+
+-- The catalog row of a data set reference 'name' (latest) or 'name@N', as the calling role sees it.
+CREATE FUNCTION flock._resolve_dataset(ref text) RETURNS flock.datasets
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  ds_name text := split_part(ref, '@', 1);
+  tag text;
+  result flock.datasets;
+BEGIN
+  IF ref IS NULL THEN
+    RAISE EXCEPTION 'data set reference is NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF strpos(ref, '@') > 0 THEN
+    tag := substr(ref, length(ds_name) + 2);
+    IF tag !~ '^[0-9]{1,9}$' THEN
+      RAISE EXCEPTION 'invalid data set reference "%"', ref USING ERRCODE = 'invalid_parameter_value',
+        HINT = 'Use ''name'' for the latest version or ''name@N'' for version N.';
+    END IF;
+    SELECT * INTO result FROM flock.datasets d WHERE d.name = ds_name AND d.version = tag::integer;
+  ELSE
+    SELECT * INTO result FROM flock.datasets d WHERE d.name = ds_name ORDER BY d.version DESC LIMIT 1;
+  END IF;
+  IF FOUND THEN
+    RETURN result;
+  END IF;
+  IF EXISTS (SELECT 1 FROM flock.datasets d WHERE d.name = ds_name) THEN
+    RAISE EXCEPTION 'data set "%" has no version %', ds_name, tag USING ERRCODE = 'undefined_object',
+      HINT = format('Versions of "%s" you can read: %s.', ds_name,
+                    (SELECT string_agg(d.version::text, ', ' ORDER BY d.version) FROM flock.datasets d WHERE d.name = ds_name));
+  END IF;
+  IF flock._sees_all(current_user) THEN
+    RAISE EXCEPTION 'data set "%" does not exist', ds_name USING ERRCODE = 'undefined_object',
+      HINT = 'See SELECT name, version FROM flock.datasets; take one with flock.snapshot_dataset.';
+  END IF;
+  RAISE EXCEPTION 'permission denied for data set "%"', ds_name USING ERRCODE = 'insufficient_privilege',
+    DETAIL = 'Either the data set does not exist or you may not read it; the two cases give the same error.',
+    HINT = 'A data set is readable by the role that took it and the roles it granted SELECT on its table to.';
+END $$;
+
+-- Stores the caller's temp table `tmp` (holding the query result) as the next version of data set
+-- `name`. For snapshot_dataset, which fills the temp table as the calling role. It reads nothing
+-- but that table, so it gives no access beyond the caller's own. The query, search_path and
+-- sources it records are as the caller's session declares them (a role calling this directly could
+-- misstate its own snapshot's provenance, within tables it may read; verify_dataset, which runs the
+-- recorded query again, shows whether it still yields the stored rows).
+CREATE FUNCTION flock._store_snapshot(name text, query text, search_path text, description text, tmp regclass,
+                                      sources text[]) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+  next_version integer;
+  relname text;
+  qualified text;
+  h record;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_class c
+                  WHERE c.oid = tmp AND c.relkind = 'r' AND c.relpersistence = 't'
+                    AND c.relnamespace = pg_my_temp_schema() AND pg_has_role(caller, c.relowner, 'USAGE')) THEN
+    RAISE EXCEPTION 'relation % is not a temporary table of yours', tmp USING ERRCODE = 'insufficient_privilege',
+      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+  IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,49}$' OR coalesce(query, '') = '' THEN
+    RAISE EXCEPTION 'invalid snapshot' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+  IF EXISTS (SELECT 1 FROM unnest(sources) AS src
+              WHERE src NOT LIKE 'pg\_temp.%'
+                AND NOT coalesce(has_any_column_privilege(caller, to_regclass(src), 'SELECT'), false)) THEN
+    RAISE EXCEPTION 'invalid snapshot sources' USING ERRCODE = 'insufficient_privilege',
+      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+  PERFORM pg_advisory_xact_lock(hashtext('flock.datasets'), hashtext(name));
+  IF EXISTS (SELECT 1 FROM flock.datasets d WHERE d.name = _store_snapshot.name)
+     AND NOT flock._sees_all(caller)
+     AND NOT EXISTS (SELECT 1 FROM flock.datasets d JOIN pg_roles c ON c.rolname = d.created_by
+                      WHERE d.name = _store_snapshot.name AND pg_has_role(caller, c.oid, 'USAGE')) THEN
+    RAISE EXCEPTION 'permission denied to add a version to data set "%"', name USING ERRCODE = 'insufficient_privilege',
+      HINT = 'The name is taken by another role''s data set; choose another name.';
+  END IF;
+  SELECT coalesce(max(d.version), 0) + 1 INTO next_version FROM flock.datasets d WHERE d.name = _store_snapshot.name;
+  relname := name || '@' || next_version;
+  qualified := format('flock_data.%I', relname);
+  EXECUTE format('CREATE TABLE %s AS TABLE %s', qualified, tmp);
+  EXECUTE format('CREATE TRIGGER immutable BEFORE UPDATE OR DELETE OR TRUNCATE ON %s '
+                 'FOR EACH STATEMENT EXECUTE FUNCTION flock._forbid_dataset_change()', qualified);
+  EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', qualified);
+  EXECUTE format('GRANT SELECT ON %s TO %I WITH GRANT OPTION', qualified, caller);
+  EXECUTE format('COMMENT ON TABLE %s IS %L', qualified, format('flock data set %s (immutable snapshot)', relname));
+  SELECT * INTO h FROM flock._table_hash(qualified::regclass);
+  INSERT INTO flock.datasets (name, version, table_name, query, search_path, sources, row_count, columns,
+                              content_hash, created_by, description)
+  VALUES (name, next_version, qualified, query, coalesce(search_path, ''), coalesce(sources, '{}'), h.row_count,
+          h.columns, h.content_hash, caller, description);
+  RETURN relname;
+END $$;
+REVOKE ALL ON FUNCTION flock._store_snapshot(text, text, text, text, regclass, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flock._store_snapshot(text, text, text, text, regclass, text[]) TO PUBLIC;
+
+-- The tables, views and foreign tables a view reads (its rewrite rule's dependencies).
+CREATE FUNCTION flock._view_sources(view_oid regclass) RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(array_agg(DISTINCT format('%s.%I', CASE WHEN n.nspname LIKE 'pg\_temp%' THEN 'pg_temp'
+                                                          ELSE quote_ident(n.nspname) END, c.relname)), '{}')
+    FROM pg_rewrite r
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+    JOIN pg_class c ON c.oid = d.refobjid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE r.ev_class = view_oid AND d.refobjid <> view_oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+$$;
+
+-- Runs `query` as the calling role, with search_path `path` (NULL: the session's), into a temp
+-- table; returns the temp table and the tables the query reads (from a temp view's dependencies).
+-- Deliberately not pinned to a search_path: the query is the caller's and resolves its names.
+CREATE FUNCTION flock._run_into_temp(query text, path text, OUT tmp regclass, OUT sources text[])
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  base text := 'flock_snapshot_' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '');
+  body text;
+  saved text := pg_catalog.current_setting('search_path');
+BEGIN
+  IF query IS NULL OR pg_catalog.btrim(query) OPERATOR(pg_catalog.=) '' THEN
+    RAISE EXCEPTION 'query must not be empty' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  body := pg_catalog.regexp_replace(query, '[\s;]+$', '');
+  IF path IS NOT NULL THEN
+    PERFORM pg_catalog.set_config('search_path', path, true);
+  END IF;
+  EXECUTE pg_catalog.format(E'CREATE TEMP TABLE %I AS SELECT * FROM (%s\n) AS snapshot', base, body);
+  EXECUTE pg_catalog.format(E'CREATE TEMP VIEW %I AS SELECT * FROM (%s\n) AS snapshot', base || '_v', body);
+  PERFORM pg_catalog.set_config('search_path', saved, true);
+  tmp := pg_catalog.format('pg_temp.%I', base)::pg_catalog.regclass;
+  sources := flock._view_sources(pg_catalog.format('pg_temp.%I', base || '_v')::pg_catalog.regclass);
+  EXECUTE pg_catalog.format('DROP VIEW pg_temp.%I', base || '_v');
+END $$;
+
+CREATE FUNCTION flock.snapshot_dataset(name text, query text, description text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$  -- not pinned: the query resolves names with the caller's search_path
+DECLARE
+  run record;
+  ref text;
+BEGIN
+  IF name IS NULL THEN
+    RAISE EXCEPTION 'data set name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF name OPERATOR(pg_catalog.!~) '^[A-Za-z_][A-Za-z0-9_.-]{0,49}$' THEN
+    RAISE EXCEPTION 'invalid data set name "%"', name USING ERRCODE = 'invalid_name',
+      HINT = 'A data set name starts with a letter or underscore and has up to 50 letters, digits, _ . or -.';
+  END IF;
+  -- The query runs with the caller's privileges; only storing the result is done by the definer.
+  SELECT * INTO run FROM flock._run_into_temp(query, NULL);
+  ref := flock._store_snapshot(name, query, pg_catalog.current_setting('search_path'), description, run.tmp, run.sources);
+  EXECUTE pg_catalog.format('DROP TABLE %s', run.tmp);
+  RETURN ref;
+END $$;
+COMMENT ON FUNCTION flock.snapshot_dataset(text, text, text) IS
+  'runs query as the caller and freezes its result as the next version of data set name; returns ''name@version''';
+
+CREATE FUNCTION flock.verify_dataset_report(ref text, check_source boolean DEFAULT true) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  d flock.datasets;
+  stored record;
+  source record;
+  run record;
+  stored_json jsonb;
+  source_json jsonb := NULL;
+BEGIN
+  d := flock._resolve_dataset(ref);
+  BEGIN
+    SELECT * INTO stored FROM flock._table_hash(d.table_name::regclass);
+    stored_json := jsonb_build_object('ok', stored.content_hash = d.content_hash AND stored.row_count = d.row_count,
+                                      'row_count', stored.row_count, 'content_hash', stored.content_hash);
+  EXCEPTION WHEN undefined_table THEN
+    stored_json := jsonb_build_object('ok', false, 'error', format('table %s is missing', d.table_name));
+  END;
+  IF check_source THEN
+    BEGIN
+      SELECT * INTO run FROM flock._run_into_temp(d.query, d.search_path);
+      SELECT * INTO source FROM flock._table_hash(run.tmp);
+      EXECUTE format('DROP TABLE %s', run.tmp);
+      source_json := jsonb_build_object('ok', source.content_hash = d.content_hash AND source.row_count = d.row_count,
+                                        'row_count', source.row_count, 'content_hash', source.content_hash);
+    EXCEPTION WHEN OTHERS THEN
+      source_json := jsonb_build_object('ok', false, 'error', SQLERRM, 'sqlstate', SQLSTATE);
+    END;
+  END IF;
+  RETURN jsonb_build_object('ref', d.name || '@' || d.version, 'row_count', d.row_count, 'content_hash', d.content_hash,
+                            'stored', stored_json, 'source', source_json,
+                            'ok', (stored_json->>'ok')::boolean AND coalesce((source_json->>'ok')::boolean, true));
+END $$;
+COMMENT ON FUNCTION flock.verify_dataset_report(text, boolean) IS
+  're-hashes a snapshot (and, with check_source, the result of its query run again now) against the recorded hash';
+
+CREATE FUNCTION flock.verify_dataset(ref text, check_source boolean DEFAULT true) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT (flock.verify_dataset_report(ref, check_source)->>'ok')::boolean
+$$;
+COMMENT ON FUNCTION flock.verify_dataset(text, boolean) IS
+  'true when the snapshot still hashes to its recorded hash (and, with check_source, its query still gives the same data)';
+
+CREATE FUNCTION flock.drop_dataset(name text, version integer DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+  d record;
+  users text;
+  n integer := 0;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM flock.datasets x WHERE x.name = drop_dataset.name
+                 AND (drop_dataset.version IS NULL OR x.version = drop_dataset.version)
+                 AND (flock._sees_all(caller) OR has_table_privilege(caller, to_regclass(x.table_name), 'SELECT'))) THEN
+    IF flock._sees_all(caller) THEN
+      RAISE EXCEPTION 'data set "%" does not exist', name || coalesce('@' || version, '') USING ERRCODE = 'undefined_object',
+        HINT = 'See SELECT name, version FROM flock.datasets.';
+    END IF;
+    RAISE EXCEPTION 'permission denied for data set "%"', name || coalesce('@' || version, '')
+      USING ERRCODE = 'insufficient_privilege',
+            DETAIL = 'Either the data set does not exist or you may not read it; the two cases give the same error.';
+  END IF;
+  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = caller) AND EXISTS (
+       SELECT 1 FROM flock.datasets x WHERE x.name = drop_dataset.name
+          AND (drop_dataset.version IS NULL OR x.version = drop_dataset.version) AND x.created_by <> caller) THEN
+    RAISE EXCEPTION 'permission denied to drop data set "%"', name || coalesce('@' || version, '')
+      USING ERRCODE = 'insufficient_privilege', HINT = 'Only the role that took a snapshot, or a superuser, may drop it.';
+  END IF;
+  SELECT string_agg(DISTINCT format('%s@%s', r.model_name, r.model_version), ', ') INTO users
+    FROM flock.training_inputs i JOIN flock.training_runs r ON r.id = i.run_id
+   WHERE i.dataset_name = drop_dataset.name AND (drop_dataset.version IS NULL OR i.dataset_version = drop_dataset.version);
+  IF users IS NOT NULL THEN
+    RAISE EXCEPTION 'cannot drop data set "%": models were trained on it', name || coalesce('@' || version, '')
+      USING ERRCODE = 'dependent_objects_still_exist', DETAIL = format('Trained on it: %s.', users),
+            HINT = 'Drop those model versions first; their training records go with them.';
+  END IF;
+  FOR d IN SELECT * FROM flock.datasets x WHERE x.name = drop_dataset.name
+             AND (drop_dataset.version IS NULL OR x.version = drop_dataset.version) LOOP
+    EXECUTE format('DROP TABLE IF EXISTS %s', d.table_name);
+    DELETE FROM flock.datasets x WHERE x.name = d.name AND x.version = d.version;
+    n := n + 1;
+  END LOOP;
+  RETURN n;
+END $$;
+COMMENT ON FUNCTION flock.drop_dataset(text, integer) IS
+  'drops one version of a data set, or all; only its creator or a superuser, and not while a model records training on it';
+
+-- ---------------------------------------------------------------------------------------------
+-- Training capture.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE flock.training_runs (
+  id            bigserial   PRIMARY KEY,
+  run_id        uuid        NOT NULL UNIQUE DEFAULT gen_random_uuid(),
+  model_name    text        NOT NULL,
+  model_version integer     NOT NULL,
+  model_sha256  text        NOT NULL,
+  code          text,
+  code_sha256   text,
+  code_ref      text,
+  params        jsonb       NOT NULL DEFAULT '{}',
+  metrics       jsonb       NOT NULL DEFAULT '{}',
+  environment   jsonb       NOT NULL DEFAULT '{}',
+  logged_by     name        NOT NULL,
+  logged_at     timestamptz NOT NULL DEFAULT now(),
+  FOREIGN KEY (model_name, model_version) REFERENCES flock.models (name, version) ON DELETE CASCADE
+);
+COMMENT ON TABLE flock.training_runs IS 'how a model version was trained: code, parameters, metrics, environment';
+SELECT pg_catalog.pg_extension_config_dump('flock.training_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('flock.training_runs_id_seq', '');
+ALTER TABLE flock.training_runs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY training_runs_visible ON flock.training_runs FOR SELECT
+  USING (model_name IN (SELECT p.name FROM flock.model_privileges p));
+REVOKE ALL ON flock.training_runs FROM PUBLIC;
+GRANT SELECT ON flock.training_runs TO PUBLIC;
+
+CREATE TABLE flock.training_inputs (
+  run_id          bigint  NOT NULL REFERENCES flock.training_runs (id) ON DELETE CASCADE,
+  dataset_name    text    NOT NULL,
+  dataset_version integer NOT NULL,
+  PRIMARY KEY (run_id, dataset_name, dataset_version),
+  FOREIGN KEY (dataset_name, dataset_version) REFERENCES flock.datasets (name, version)
+);
+COMMENT ON TABLE flock.training_inputs IS 'the data set versions a training run read';
+SELECT pg_catalog.pg_extension_config_dump('flock.training_inputs', '');
+ALTER TABLE flock.training_inputs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY training_inputs_visible ON flock.training_inputs FOR SELECT
+  USING (run_id IN (SELECT r.id FROM flock.training_runs r));
+REVOKE ALL ON flock.training_inputs FROM PUBLIC;
+GRANT SELECT ON flock.training_inputs TO PUBLIC;
+
+CREATE FUNCTION flock.log_training(model_ref text, datasets text[] DEFAULT NULL, code text DEFAULT NULL,
+                                   code_ref text DEFAULT NULL, params jsonb DEFAULT NULL, metrics jsonb DEFAULT NULL,
+                                   environment jsonb DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+  m flock.models;
+  ds_ref text;
+  ds_name text;
+  ds record;
+  run bigint;
+BEGIN
+  IF model_ref IS NULL THEN
+    RAISE EXCEPTION 'model reference is NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  PERFORM flock._require_manage(split_part(model_ref, '@', 1), 'log training');
+  m := flock._resolve(model_ref);
+  IF jsonb_typeof(coalesce(params, '{}')) <> 'object' OR jsonb_typeof(coalesce(metrics, '{}')) <> 'object'
+     OR jsonb_typeof(coalesce(environment, '{}')) <> 'object' THEN
+    RAISE EXCEPTION 'params, metrics and environment must be JSON objects' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'e.g. params => ''{"max_depth": 3}'', metrics => ''{"accuracy": 0.97}''.';
+  END IF;
+  INSERT INTO flock.training_runs (model_name, model_version, model_sha256, code, code_sha256, code_ref,
+                                   params, metrics, environment, logged_by)
+  VALUES (m.name, m.version, m.sha256, code, encode(sha256(convert_to(code, 'UTF8')), 'hex'), code_ref,
+          coalesce(params, '{}'), coalesce(metrics, '{}'), coalesce(environment, '{}'), caller)
+  RETURNING id INTO run;
+  FOREACH ds_ref IN ARRAY coalesce(datasets, '{}') LOOP
+    ds_name := split_part(ds_ref, '@', 1);
+    IF ds_ref IS NULL OR (strpos(ds_ref, '@') > 0 AND substr(ds_ref, length(ds_name) + 2) !~ '^[0-9]{1,9}$') THEN
+      RAISE EXCEPTION 'invalid data set reference "%"', ds_ref USING ERRCODE = 'invalid_parameter_value',
+        HINT = 'Use ''name'' for the latest version or ''name@N'' for version N.';
+    END IF;
+    SELECT d.name, d.version INTO ds FROM flock.datasets d
+     WHERE d.name = ds_name
+       AND (strpos(ds_ref, '@') = 0 OR d.version = substr(ds_ref, length(ds_name) + 2)::integer)
+       AND (flock._sees_all(caller) OR has_table_privilege(caller, to_regclass(d.table_name), 'SELECT'))
+     ORDER BY d.version DESC LIMIT 1;
+    IF NOT FOUND THEN
+      IF flock._sees_all(caller) THEN
+        RAISE EXCEPTION 'data set "%" does not exist', ds_ref USING ERRCODE = 'undefined_object',
+          HINT = 'See SELECT name, version FROM flock.datasets; take one with flock.snapshot_dataset.';
+      END IF;
+      RAISE EXCEPTION 'permission denied for data set "%"', ds_ref USING ERRCODE = 'insufficient_privilege',
+        DETAIL = 'Either the data set does not exist or you may not read it; the two cases give the same error.';
+    END IF;
+    INSERT INTO flock.training_inputs (run_id, dataset_name, dataset_version)
+    VALUES (run, ds.name, ds.version) ON CONFLICT DO NOTHING;
+  END LOOP;
+  RETURN run;
+END $$;
+COMMENT ON FUNCTION flock.log_training(text, text[], text, text, jsonb, jsonb, jsonb) IS
+  'records how a model version was trained (data set versions, code, parameters, metrics, environment); returns the run id';
+
+-- ---------------------------------------------------------------------------------------------
+-- Inference audit log: the hook for the prediction functions. Flock's C code inserts one row per
+-- scored row (or per batch) as the extension owner; nothing here writes to it. Partitioned by
+-- time: flock.inference_log_partition(month) adds a month, DROP TABLE of a month purges it.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE flock.inference_log (
+  logged_at     timestamptz NOT NULL DEFAULT statement_timestamp(),
+  role          name        NOT NULL,
+  model_name    text        NOT NULL,
+  model_version integer     NOT NULL,
+  query_id      bigint,
+  input         jsonb,
+  output        jsonb
+) PARTITION BY RANGE (logged_at);
+COMMENT ON TABLE flock.inference_log IS
+  'predictions made (filled by the prediction functions): rows with the same logged_at and query_id form one batch';
+CREATE TABLE flock.inference_log_default PARTITION OF flock.inference_log DEFAULT;
+-- Indexes per partition, not on the parent: an index on the (extension-owned) parent would be
+-- created again on each partition pg_restore attaches, clashing with the partition's dumped index.
+CREATE INDEX inference_log_default_model ON flock.inference_log_default (model_name, model_version, logged_at);
+SELECT pg_catalog.pg_extension_config_dump('flock.inference_log_default', '');
+ALTER TABLE flock.inference_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY inference_log_visible ON flock.inference_log FOR SELECT
+  USING (role = current_user
+         OR model_name IN (SELECT p.name FROM flock.model_privileges p WHERE p.privilege = 'manage'));
+REVOKE ALL ON flock.inference_log FROM PUBLIC;
+REVOKE ALL ON flock.inference_log_default FROM PUBLIC;
+GRANT SELECT ON flock.inference_log TO PUBLIC;
+
+CREATE FUNCTION flock.inference_log_partition(month date) RETURNS regclass
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  month_start date := date_trunc('month', month)::date;
+  part text := format('flock.%I', 'inference_log_' || to_char(month, 'YYYY_MM'));
+BEGIN
+  IF to_regclass(part) IS NULL THEN
+    EXECUTE format('CREATE TABLE %s PARTITION OF flock.inference_log FOR VALUES FROM (%L) TO (%L)',
+                   part, month_start::timestamptz, (month_start + interval '1 month')::timestamptz);
+    EXECUTE format('CREATE INDEX ON %s (model_name, model_version, logged_at)', part);
+    EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', part);
+  END IF;
+  RETURN part::regclass;
+END $$;
+REVOKE ALL ON FUNCTION flock.inference_log_partition(date) FROM PUBLIC;
+COMMENT ON FUNCTION flock.inference_log_partition(date) IS
+  'creates the inference log partition of the month of `month` (if missing) and returns it';
+
+-- ---------------------------------------------------------------------------------------------
+-- Lineage: data set versions -> training runs -> model versions -> aliases -> inference batches,
+-- plus the tables a snapshot read. Runs as the caller: it shows what row-level security lets it see.
+-- ---------------------------------------------------------------------------------------------
+-- The start node of a reference: 'dataset:name[@N]' or a model reference (optionally 'model:...').
+CREATE FUNCTION flock._lineage_start(ref text, OUT kind text, OUT node text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  m flock.models;
+  d flock.datasets;
+BEGIN
+  IF ref LIKE 'dataset:%' THEN
+    d := flock._resolve_dataset(substr(ref, 9));
+    kind := 'dataset';
+    node := d.name || '@' || d.version;
+  ELSE
+    m := flock._resolve(CASE WHEN ref LIKE 'model:%' THEN substr(ref, 7) ELSE ref END);
+    kind := 'model';
+    node := m.name || '@' || m.version;
+  END IF;
+END $$;
+
+-- The object without its top-level null members (nested values are kept as they are).
+CREATE FUNCTION flock._drop_null_members(obj jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb)
+    FROM jsonb_each(obj) AS e WHERE jsonb_typeof(e.value) <> 'null'
+$$;
+
+CREATE FUNCTION flock._utc(t timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+CREATE FUNCTION flock.lineage(ref text, direction text DEFAULT 'both')
+RETURNS TABLE (depth integer, from_kind text, from_ref text, relation text, to_kind text, to_ref text,
+               at timestamptz, actor name, detail jsonb)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  start record;
+BEGIN
+  IF direction IS NULL OR direction NOT IN ('both', 'upstream', 'downstream') THEN
+    RAISE EXCEPTION 'unknown lineage direction "%"', direction USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Use ''upstream'' (what it came from), ''downstream'' (what came of it) or ''both''.';
+  END IF;
+  SELECT * INTO start FROM flock._lineage_start(ref);
+  RETURN QUERY
+  WITH RECURSIVE
+  edges (from_kind, from_ref, relation, to_kind, to_ref, at, actor, detail) AS (
+    SELECT 'table', s.src, 'snapshot_into', 'dataset', d.name || '@' || d.version, d.created_at, d.created_by,
+           jsonb_build_object('query', d.query)
+      FROM flock.datasets d CROSS JOIN LATERAL unnest(d.sources) AS s(src)
+    UNION ALL
+    SELECT 'dataset', i.dataset_name || '@' || i.dataset_version, 'used_by', 'training_run', r.run_id::text,
+           r.logged_at, r.logged_by, NULL::jsonb
+      FROM flock.training_inputs i JOIN flock.training_runs r ON r.id = i.run_id
+    UNION ALL
+    SELECT 'training_run', r.run_id::text, 'produced', 'model', r.model_name || '@' || r.model_version,
+           r.logged_at, r.logged_by,
+           flock._drop_null_members(jsonb_build_object('params', r.params, 'metrics', r.metrics, 'code_ref', r.code_ref,
+                                                       'code_sha256', r.code_sha256, 'environment', r.environment))
+      FROM flock.training_runs r
+    UNION ALL
+    SELECT 'model', a.name || '@' || a.version, 'aliased_as', 'alias', a.name || '@' || a.alias, a.set_at, a.set_by,
+           jsonb_strip_nulls(jsonb_build_object('comment', a.comment))
+      FROM flock.aliases a
+  ),
+  down (depth, from_kind, from_ref, relation, to_kind, to_ref, at, actor, detail) AS (
+    SELECT 1, e.* FROM edges e
+     WHERE direction <> 'upstream' AND e.from_kind = start.kind AND e.from_ref = start.node
+    UNION
+    SELECT w.depth + 1, e.* FROM down w JOIN edges e ON e.from_kind = w.to_kind AND e.from_ref = w.to_ref
+  ),
+  up (depth, from_kind, from_ref, relation, to_kind, to_ref, at, actor, detail) AS (
+    SELECT -1, e.* FROM edges e
+     WHERE direction <> 'downstream' AND e.to_kind = start.kind AND e.to_ref = start.node
+    UNION
+    SELECT w.depth - 1, e.* FROM up w JOIN edges e ON e.to_kind = w.from_kind AND e.to_ref = w.from_ref
+  ),
+  scored_models (depth, name, version) AS (
+    SELECT min(x.depth), split_part(x.node, '@', 1), split_part(x.node, '@', 2)::integer
+      FROM (SELECT 0 AS depth, start.node WHERE start.kind = 'model' AND direction <> 'upstream'
+            UNION ALL SELECT w.depth, w.to_ref FROM down w WHERE w.to_kind = 'model') x
+     GROUP BY 2, 3
+  ),
+  inference AS (
+    SELECT sm.depth + 1, 'model', l.model_name || '@' || l.model_version, 'scored', 'inference',
+           format('%s@%s/%s/%s%s', l.model_name, l.model_version, l.role, flock._utc(l.logged_at),
+                  coalesce('/' || l.query_id, '')),
+           l.logged_at, l.role, jsonb_strip_nulls(jsonb_build_object('rows', count(*), 'query_id', l.query_id))
+      FROM scored_models sm
+      JOIN flock.inference_log l ON l.model_name = sm.name AND l.model_version = sm.version
+     GROUP BY sm.depth, l.model_name, l.model_version, l.role, l.query_id, l.logged_at
+  ),
+  walked AS (
+    SELECT * FROM down UNION ALL SELECT * FROM up UNION ALL SELECT * FROM inference
+  )
+  SELECT e.depth, e.from_kind, e.from_ref, e.relation, e.to_kind, e.to_ref, e.at, e.actor, e.detail
+    FROM (SELECT DISTINCT ON (w.from_kind, w.from_ref, w.relation, w.to_kind, w.to_ref) w.*
+            FROM walked w
+           ORDER BY w.from_kind, w.from_ref, w.relation, w.to_kind, w.to_ref, abs(w.depth)) e
+   ORDER BY e.depth, e.from_kind, e.from_ref, e.relation, e.to_ref;
+END $$;
+COMMENT ON FUNCTION flock.lineage(text, text) IS
+  'lineage graph of a model reference or ''dataset:name@N'' as edges: tables -> data sets -> training runs -> models -> aliases, inference';
+
+-- OpenLineage (https://openlineage.io/spec/2-0-2/OpenLineage.json) run events for the lineage of
+-- a reference: one COMPLETE event per snapshot, training run and logged inference batch.
+CREATE FUNCTION flock.openlineage(ref text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  producer text := 'urn:flock:' || coalesce((SELECT e.extversion FROM pg_extension e WHERE e.extname = 'flock'), 'dev');
+  ns text := format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port'));
+  db text := current_database();
+  run_schema text := 'https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent';
+  events jsonb;
+BEGIN
+  WITH g AS (SELECT * FROM flock.lineage(ref, 'both')),
+  nodes (kind, node) AS (
+    SELECT g.from_kind, g.from_ref FROM g UNION SELECT g.to_kind, g.to_ref FROM g
+    UNION SELECT * FROM flock._lineage_start(ref)
+  ),
+  facet (base) AS (SELECT jsonb_build_object('_producer', producer)),
+  ds_json AS (  -- every data set version as an OpenLineage dataset
+    SELECT d.name || '@' || d.version AS node, d.*,
+           jsonb_build_object('namespace', ns, 'name', format('%s.flock_data.%s', db, d.name || '@' || d.version),
+             'facets', jsonb_build_object(
+               'schema', (SELECT base FROM facet) || jsonb_build_object(
+                   '_schemaURL', 'https://openlineage.io/spec/facets/1-0-0/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet',
+                   'fields', d.columns),
+               'version', (SELECT base FROM facet) || jsonb_build_object(
+                   '_schemaURL', 'https://openlineage.io/spec/facets/1-0-0/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet',
+                   'datasetVersion', d.version::text),
+               'flock_dataset', (SELECT base FROM facet) || jsonb_build_object(
+                   '_schemaURL', 'urn:flock:facets:DatasetSnapshotFacet',
+                   'ref', d.name || '@' || d.version, 'rowCount', d.row_count, 'contentHash', d.content_hash,
+                   'createdBy', d.created_by))) AS js
+      FROM flock.datasets d
+     WHERE (d.name || '@' || d.version) IN (SELECT n.node FROM nodes n WHERE n.kind = 'dataset')
+  ),
+  model_json AS (
+    SELECT m.name || '@' || m.version AS node,
+           jsonb_build_object('namespace', ns, 'name', format('%s.flock.models.%s', db, m.name || '@' || m.version),
+             'facets', jsonb_build_object(
+               'version', (SELECT base FROM facet) || jsonb_build_object(
+                   '_schemaURL', 'https://openlineage.io/spec/facets/1-0-0/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet',
+                   'datasetVersion', m.version::text),
+               'flock_model', (SELECT base FROM facet) || jsonb_build_object(
+                   '_schemaURL', 'urn:flock:facets:ModelVersionFacet',
+                   'ref', m.name || '@' || m.version, 'format', m.format, 'sha256', m.sha256, 'createdBy', m.created_by,
+                   'aliases', coalesce((SELECT jsonb_agg(a.alias ORDER BY a.alias) FROM flock.aliases a
+                                         WHERE a.name = m.name AND a.version = m.version), '[]'::jsonb)))) AS js
+      FROM flock.models m
+     WHERE (m.name || '@' || m.version) IN (SELECT n.node FROM nodes n WHERE n.kind = 'model')
+  ),
+  job_type (kind, js) AS (
+    SELECT k, (SELECT base FROM facet) || jsonb_build_object(
+             '_schemaURL', 'https://openlineage.io/spec/facets/2-0-2/JobTypeJobFacet.json#/$defs/JobTypeJobFacet',
+             'processingType', 'BATCH', 'integration', 'FLOCK', 'jobType', k)
+      FROM unnest(ARRAY['SNAPSHOT', 'TRAINING', 'INFERENCE']) AS k
+  ),
+  ev (at, js) AS (
+    SELECT d.created_at, jsonb_build_object(
+             'eventType', 'COMPLETE', 'eventTime', flock._utc(d.created_at),
+             'run', jsonb_build_object('runId', d.run_id),
+             'job', jsonb_build_object('namespace', ns, 'name', 'flock.snapshot_dataset.' || d.name,
+                      'facets', jsonb_build_object(
+                        'sql', (SELECT base FROM facet) || jsonb_build_object(
+                            '_schemaURL', 'https://openlineage.io/spec/facets/1-0-1/SQLJobFacet.json#/$defs/SQLJobFacet',
+                            'query', d.query),
+                        'jobType', (SELECT jt.js FROM job_type jt WHERE jt.kind = 'SNAPSHOT'))),
+             'inputs', coalesce((SELECT jsonb_agg(jsonb_build_object('namespace', ns, 'name',
+                                         db || '.' || replace(s.src, '"', '')) ORDER BY s.src)
+                                   FROM unnest(d.sources) AS s(src)), '[]'::jsonb),
+             'outputs', jsonb_build_array(d.js),
+             'producer', producer, 'schemaURL', run_schema)
+      FROM ds_json d
+    UNION ALL
+    SELECT r.logged_at, jsonb_build_object(
+             'eventType', 'COMPLETE', 'eventTime', flock._utc(r.logged_at),
+             'run', jsonb_build_object('runId', r.run_id, 'facets', jsonb_build_object(
+                      'flock_training', (SELECT base FROM facet) || jsonb_build_object(
+                          '_schemaURL', 'urn:flock:facets:TrainingRunFacet',
+                          'params', r.params, 'metrics', r.metrics, 'environment', r.environment,
+                          'loggedBy', r.logged_by))),
+             'job', jsonb_build_object('namespace', ns, 'name', 'flock.train.' || r.model_name,
+                      'facets', flock._drop_null_members(jsonb_build_object(
+                        'jobType', (SELECT jt.js FROM job_type jt WHERE jt.kind = 'TRAINING'),
+                        'sourceCodeLocation', CASE WHEN r.code_ref ~ '^[A-Za-z][A-Za-z0-9+.-]*://' THEN
+                            (SELECT base FROM facet) || jsonb_build_object(
+                              '_schemaURL', 'https://openlineage.io/spec/facets/1-0-1/SourceCodeLocationJobFacet.json#/$defs/SourceCodeLocationJobFacet',
+                              'type', 'url', 'url', r.code_ref) END,
+                        'flock_code', (SELECT base FROM facet) || flock._drop_null_members(jsonb_build_object(
+                            '_schemaURL', 'urn:flock:facets:TrainingCodeFacet',
+                            'codeRef', r.code_ref, 'codeSha256', r.code_sha256))))),
+             'inputs', coalesce((SELECT jsonb_agg(d.js ORDER BY d.node) FROM flock.training_inputs i
+                                   JOIN ds_json d ON d.name = i.dataset_name AND d.version = i.dataset_version
+                                  WHERE i.run_id = r.id), '[]'::jsonb)
+                       || coalesce((SELECT jsonb_agg(jsonb_build_object('namespace', ns, 'name',
+                                            format('%s.flock_data.%s@%s', db, i.dataset_name, i.dataset_version)))
+                                      FROM flock.training_inputs i
+                                     WHERE i.run_id = r.id AND NOT EXISTS (
+                                       SELECT 1 FROM ds_json d WHERE d.name = i.dataset_name AND d.version = i.dataset_version)),
+                                   '[]'::jsonb),
+             'outputs', coalesce((SELECT jsonb_agg(mj.js) FROM model_json mj
+                                   WHERE mj.node = r.model_name || '@' || r.model_version), '[]'::jsonb),
+             'producer', producer, 'schemaURL', run_schema)
+      FROM flock.training_runs r
+     WHERE r.run_id::text IN (SELECT n.node FROM nodes n WHERE n.kind = 'training_run')
+    UNION ALL
+    SELECT g.at, jsonb_build_object(
+             'eventType', 'COMPLETE', 'eventTime', flock._utc(g.at),
+             'run', jsonb_build_object('runId', md5(g.to_ref)::uuid, 'facets', jsonb_build_object(
+                      'flock_inference', (SELECT base FROM facet) || jsonb_build_object(
+                          '_schemaURL', 'urn:flock:facets:InferenceBatchFacet',
+                          'batch', g.to_ref, 'role', g.actor, 'rows', g.detail->'rows', 'queryId', g.detail->'query_id'))),
+             'job', jsonb_build_object('namespace', ns, 'name', 'flock.predict.' || split_part(g.from_ref, '@', 1),
+                      'facets', jsonb_build_object('jobType', (SELECT jt.js FROM job_type jt WHERE jt.kind = 'INFERENCE'))),
+             'inputs', coalesce((SELECT jsonb_agg(mj.js) FROM model_json mj WHERE mj.node = g.from_ref), '[]'::jsonb),
+             'outputs', '[]'::jsonb,
+             'producer', producer, 'schemaURL', run_schema)
+      FROM g WHERE g.relation = 'scored'
+  )
+  SELECT coalesce(jsonb_agg(ev.js ORDER BY ev.at, ev.js->'job'->>'name'), '[]'::jsonb) INTO events FROM ev;
+  RETURN events;
+END $$;
+COMMENT ON FUNCTION flock.openlineage(text) IS
+  'the lineage of a reference as a JSON array of OpenLineage RunEvents (snapshots, training runs, inference batches)';

@@ -14,6 +14,7 @@
 #include <libpq-fe.h>
 
 #include "commands.hpp"
+#include "governance.hpp"
 #include "options.hpp"
 #include "pq.hpp"
 
@@ -59,9 +60,11 @@ int run(const std::vector<std::string>& argv) {
     std::fputs(version_text().c_str(), stdout);
     return 0;
   }
-  if (inv.command.empty()) throw UsageError("no command given: use register, models, info or drop");
+  if (inv.command.empty()) throw UsageError("no command given: use register, models, info, drop or lineage");
   validate(inv);
+  if (inv.command == "register" && wants_training_capture(inv)) return cmd_register_with_training(inv);
   if (inv.command == "register") return cmd_register(inv);
+  if (inv.command == "lineage") return cmd_lineage(inv);
   if (inv.command == "models") return cmd_models(inv);
   if (inv.command == "info") return cmd_info(inv);
   return cmd_drop(inv);

@@ -43,7 +43,10 @@ and ~/.pgpass, as for psql):
 const std::vector<CommandSpec>& commands() {
   static const std::vector<CommandSpec> specs{
       {"register", 1, 1,
-       {{"name", 0, true}, {"format", 0, true}, {"description", 0, true}, {"features", 0, true}},
+       {{"name", 0, true}, {"format", 0, true}, {"description", 0, true}, {"features", 0, true},
+        // training capture (cli/governance.cpp)
+        {"dataset", 0, true}, {"training-code", 0, true}, {"code-ref", 0, true}, {"params", 0, true},
+        {"metrics", 0, true}, {"environment", 0, true}},
        "register FILE --name NAME [OPTIONS]",
        R"~(Stores the model in FILE ("-" reads standard input) as the next version of model NAME
 and prints its reference, e.g. "registered churn@3 (onnx, sha256 1a2b3c4d…)".
@@ -54,6 +57,16 @@ Options:
                            (an XGBoost model saved as JSON)
       --description=TEXT   free-text description
       --features=A,B,C     names of the model's input features, in input order
+
+Training capture (with any of these the model and its training run are recorded in one
+transaction, as flock.log_training does; the model is not registered if that fails):
+      --dataset=REFS       data set versions it was trained on, e.g. churn_train@3
+                           (several separated by commas)
+      --training-code=FILE the training script, stored with its SHA-256
+      --code-ref=REF       where the code lives (a git URL, a commit); default: FILE's path
+      --params=FILE        training parameters, a JSON object
+      --metrics=FILE       evaluation metrics, a JSON object
+      --environment=FILE   the training environment (library versions...), a JSON object
 )~"},
       {"models", 0, 1, {},
        "models [NAME] [OPTIONS]",
@@ -64,7 +77,20 @@ the description.
       {"info", 1, 1, {},
        "info REF [OPTIONS]",
        R"~(Prints the details of a model as JSON: its signature (inputs and outputs), format,
-checksum, description and so on. REF is NAME for the latest version or NAME@VERSION.
+checksum, description and so on. REF is NAME for the latest version, NAME@VERSION, or
+NAME@ALIAS for the version an alias points to (see flock.set_alias).
+)~"},
+      {"lineage", 1, 1, {{"dot", 0, false}, {"openlineage", 0, false}, {"direction", 0, true}},
+       "lineage REF [--dot | --openlineage] [--direction D] [OPTIONS]",
+       R"~(Shows where a model version came from and what came of it: the tables a data set
+snapshot read, data set versions, training runs, model versions, aliases and logged
+inference batches. REF is a model reference (NAME, NAME@VERSION, NAME@ALIAS) or
+dataset:NAME@VERSION for a data set.
+
+Options:
+      --direction=D        upstream, downstream or both (the default)
+      --dot                print the graph in Graphviz dot (flock lineage m --dot | dot -Tsvg)
+      --openlineage        print OpenLineage run events (JSON) for the graph
 )~"},
       {"drop", 1, 1, {{"version", 0, true}},
        "drop NAME[@VERSION] [--version N] [OPTIONS]",
@@ -160,6 +186,10 @@ void parse_command_line(const std::vector<std::string>& argv, Invocation& inv) {
       std::string where = inv.command.empty() ? "" : fmt::format(" for '{}'", inv.command);
       throw UsageError(fmt::format("unknown option '{}'{}", shown, where), inv.command);
     }
+    if (!spec->takes_arg) {
+      if (value) throw UsageError(fmt::format("option '{}' does not take a value", shown), inv.command);
+      value = "";
+    }
     if (!value) {
       if (i + 1 >= argv.size()) {
         std::string msg = fmt::format("option '{}' needs a value", shown);
@@ -192,6 +222,7 @@ void validate(const Invocation& inv) {
   if (inv.args.size() < spec->min_args) {
     std::string_view what = inv.command == "register" ? "a model FILE"
                             : inv.command == "info"   ? "a model REF (NAME or NAME@VERSION)"
+                            : inv.command == "lineage" ? "a REF (NAME, NAME@VERSION, NAME@ALIAS or dataset:NAME@N)"
                                                       : "a model NAME";
     throw UsageError(fmt::format("'{}' needs {}", inv.command, what), inv.command);
   }
@@ -214,11 +245,12 @@ std::string help_text(std::string_view command) {
       "flock manages machine-learning models stored in PostgreSQL by the flock extension.\n\n{}\n\n"
       "Commands:\n",
       usage_line({}));
-  constexpr std::array<std::pair<std::string_view, std::string_view>, 4> kSummaries{{
+  constexpr std::array<std::pair<std::string_view, std::string_view>, 5> kSummaries{{
       {"register FILE --name NAME", "store a model file (ONNX or XGBoost JSON) as a new version"},
       {"models [NAME]", "list registered models and their versions"},
-      {"info REF", "show a model's details as JSON (REF: NAME or NAME@VERSION)"},
+      {"info REF", "show a model's details as JSON (REF: NAME, NAME@VERSION or NAME@ALIAS)"},
       {"drop NAME[@VERSION]", "delete a model, or one version of it"},
+      {"lineage REF", "show a model's or data set's lineage (text, --dot, --openlineage)"},
   }};
   for (const auto& [usage, summary] : kSummaries) out += fmt::format("  {:<27} {}\n", usage, summary);
   out += fmt::format(

@@ -14,6 +14,7 @@
 #include "flock/kernel.hpp"
 #include "flock/model.hpp"
 #include "flock/onnx.hpp"
+#include "kernel_test_util.hpp"
 
 namespace {
 
@@ -23,64 +24,14 @@ using flock::ErrorCode;
 using flock::Kernel;
 using flock::Tensor;
 
-const float kNaN = std::numeric_limits<float>::quiet_NaN();
-const float kInf = std::numeric_limits<float>::infinity();
-const int64_t kMin64 = std::numeric_limits<int64_t>::min();
+using flock::testing::Node;
+using flock::testing::expect_error;
 
-struct Node {
-  onnx::NodeProto p;
-  explicit Node(const std::string& op, int n_in = 1, int n_out = 1) {
-    p.set_op_type(op);
-    for (int k = 0; k < n_in; ++k) p.add_input("in" + std::to_string(k));
-    for (int k = 0; k < n_out; ++k) p.add_output("out" + std::to_string(k));
-  }
-  onnx::AttributeProto* attr(const std::string& name, onnx::AttributeProto::AttributeType t) {
-    auto* a = p.add_attribute();
-    a->set_name(name);
-    a->set_type(t);
-    return a;
-  }
-  Node& i(const std::string& n, int64_t v) {
-    attr(n, onnx::AttributeProto::INT)->set_i(v);
-    return *this;
-  }
-  Node& f(const std::string& n, float v) {
-    attr(n, onnx::AttributeProto::FLOAT)->set_f(v);
-    return *this;
-  }
-};
-
-std::unique_ptr<Kernel> make(const Node& n, int64_t opset = 17) {
-  flock::Attrs attrs(n.p);
-  flock::KernelContext ctx{n.p, attrs, opset};
-  const flock::KernelFactory* f = flock::KernelRegistry::instance().find(n.p.domain(), n.p.op_type());
-  if (!f) throw std::runtime_error("no kernel for " + n.p.op_type());
-  return (*f)(ctx);
-}
-
+std::unique_ptr<Kernel> make(const Node& n, int64_t opset = 17) { return flock::testing::make_kernel(n, opset); }
 std::vector<Tensor> run(const Kernel& k, std::vector<const Tensor*> in, size_t n_out = 1) {
-  std::vector<Tensor> out(n_out);
-  k.run(in, out);
-  return out;
+  return flock::testing::run_kernel(k, std::move(in), n_out);
 }
-
-Tensor run1(const Kernel& k, const Tensor& x) { return run(k, {&x})[0]; }
-Tensor run2(const Kernel& k, const Tensor& a, const Tensor& b) { return run(k, {&a, &b})[0]; }
-Tensor op1(const std::string& op, const Tensor& x, int64_t opset = 17) { return run1(*make(Node(op), opset), x); }
-Tensor op2(const std::string& op, const Tensor& a, const Tensor& b, int64_t opset = 17) {
-  return run2(*make(Node(op, 2), opset), a, b);
-}
-
-void expect_error(const std::function<void()>& fn, ErrorCode code, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_EQ(static_cast<int>(e.code()), static_cast<int>(code)) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
+// NaN must be NaN and an infinity that infinity; finite values within tol relative to max(1, |want|).
 template <typename T>
 void expect_near(const std::vector<T>& got, const std::vector<double>& want, double tol = 1e-6) {
   ASSERT_EQ(got.size(), want.size());
@@ -93,6 +44,17 @@ void expect_near(const std::vector<T>& got, const std::vector<double>& want, dou
       EXPECT_NEAR(static_cast<double>(got[k]), want[k], tol * std::max(1.0, std::fabs(want[k]))) << "at " << k;
     }
   }
+}
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+const float kInf = std::numeric_limits<float>::infinity();
+const int64_t kMin64 = std::numeric_limits<int64_t>::min();
+
+Tensor run1(const Kernel& k, const Tensor& x) { return run(k, {&x})[0]; }
+Tensor run2(const Kernel& k, const Tensor& a, const Tensor& b) { return run(k, {&a, &b})[0]; }
+Tensor op1(const std::string& op, const Tensor& x, int64_t opset = 17) { return run1(*make(Node(op), opset), x); }
+Tensor op2(const std::string& op, const Tensor& a, const Tensor& b, int64_t opset = 17) {
+  return run2(*make(Node(op, 2), opset), a, b);
 }
 
 Tensor bools(std::vector<int64_t> shape, std::vector<uint8_t> v) {

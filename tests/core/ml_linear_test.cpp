@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "flock/kernel.hpp"
+#include "kernel_test_util.hpp"
 
 namespace {
 
@@ -17,72 +18,19 @@ using flock::ErrorCode;
 using flock::Kernel;
 using flock::Tensor;
 
-struct Node {
-  onnx::NodeProto p;
-  explicit Node(const std::string& op, int n_out = 2) {
-    p.set_op_type(op);
-    p.set_domain("ai.onnx.ml");
-    p.add_input("X");
-    for (int k = 0; k < n_out; ++k) p.add_output("out" + std::to_string(k));
-  }
-  onnx::AttributeProto* attr(const std::string& name, onnx::AttributeProto::AttributeType t) {
-    auto* a = p.add_attribute();
-    a->set_name(name);
-    a->set_type(t);
-    return a;
-  }
-  Node& i(const std::string& n, int64_t v) {
-    attr(n, onnx::AttributeProto::INT)->set_i(v);
-    return *this;
-  }
-  Node& s(const std::string& n, const std::string& v) {
-    attr(n, onnx::AttributeProto::STRING)->set_s(v);
-    return *this;
-  }
-  Node& ints(const std::string& n, const std::vector<int64_t>& v) {
-    auto* a = attr(n, onnx::AttributeProto::INTS);
-    for (auto x : v) a->add_ints(x);
-    return *this;
-  }
-  Node& floats(const std::string& n, const std::vector<float>& v) {
-    auto* a = attr(n, onnx::AttributeProto::FLOATS);
-    for (auto x : v) a->add_floats(x);
-    return *this;
-  }
-  Node& strings(const std::string& n, const std::vector<std::string>& v) {
-    auto* a = attr(n, onnx::AttributeProto::STRINGS);
-    for (const auto& x : v) a->add_strings(x);
-    return *this;
-  }
+struct Node : flock::testing::Node {
+  explicit Node(const std::string& op, int n_out = 2) : flock::testing::Node(op, 1, n_out, "ai.onnx.ml") {}
 };
+using flock::testing::expect_error;
 
-std::unique_ptr<Kernel> make(const Node& n, int64_t opset = 1) {
-  flock::Attrs attrs(n.p);
-  flock::KernelContext ctx{n.p, attrs, opset};
-  const flock::KernelFactory* f = flock::KernelRegistry::instance().find(n.p.domain(), n.p.op_type());
-  if (!f) throw std::runtime_error("no kernel for " + n.p.op_type());
-  return (*f)(ctx);
-}
+std::unique_ptr<Kernel> make(const flock::testing::Node& n, int64_t opset = 1) { return flock::testing::make_kernel(n, opset); }
 
 std::vector<Tensor> run(const Kernel& k, const Tensor& x, size_t n_out = 2) {
-  std::vector<Tensor> out(n_out);
-  k.run({&x}, out);
-  return out;
-}
-
-void expect_error(const std::function<void()>& f, ErrorCode code, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_EQ(static_cast<int>(e.code()), static_cast<int>(code)) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
+  return flock::testing::run_kernel(k, {&x}, n_out);
 }
 
 void expect_near(const std::vector<float>& got, const std::vector<double>& want, double tol) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t k = 0; k < got.size(); ++k) EXPECT_NEAR(got[k], want[k], tol) << "at " << k;
+  flock::testing::expect_all_near(got, want, tol);
 }
 
 double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }

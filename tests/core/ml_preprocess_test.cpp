@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "flock/kernel.hpp"
+#include "kernel_test_util.hpp"
 
 namespace {
 
@@ -18,54 +19,14 @@ using flock::ErrorCode;
 using flock::Kernel;
 using flock::Tensor;
 
-const float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-struct Node {
-  onnx::NodeProto p;
-  explicit Node(const std::string& op, int n_in = 1) {
-    p.set_op_type(op);
-    p.set_domain("ai.onnx.ml");
-    for (int k = 0; k < n_in; ++k) p.add_input("in" + std::to_string(k));
-    p.add_output("Y");
-  }
-  onnx::AttributeProto* attr(const std::string& name, onnx::AttributeProto::AttributeType t) {
-    auto* a = p.add_attribute();
-    a->set_name(name);
-    a->set_type(t);
-    return a;
-  }
-  Node& i(const std::string& n, int64_t v) {
-    attr(n, onnx::AttributeProto::INT)->set_i(v);
-    return *this;
-  }
-  Node& f(const std::string& n, float v) {
-    attr(n, onnx::AttributeProto::FLOAT)->set_f(v);
-    return *this;
-  }
-  Node& s(const std::string& n, const std::string& v) {
-    attr(n, onnx::AttributeProto::STRING)->set_s(v);
-    return *this;
-  }
-  Node& ints(const std::string& n, const std::vector<int64_t>& v) {
-    auto* a = attr(n, onnx::AttributeProto::INTS);
-    for (auto x : v) a->add_ints(x);
-    return *this;
-  }
-  Node& floats(const std::string& n, const std::vector<float>& v) {
-    auto* a = attr(n, onnx::AttributeProto::FLOATS);
-    for (auto x : v) a->add_floats(x);
-    return *this;
-  }
-  Node& strings(const std::string& n, const std::vector<std::string>& v) {
-    auto* a = attr(n, onnx::AttributeProto::STRINGS);
-    for (const auto& x : v) a->add_strings(x);
-    return *this;
-  }
-  Node& tensor(const std::string& n, const onnx::TensorProto& t) {
-    *attr(n, onnx::AttributeProto::TENSOR)->mutable_t() = t;
-    return *this;
-  }
+struct Node : flock::testing::Node {
+  explicit Node(const std::string& op, int n_in = 1) : flock::testing::Node(op, n_in, 1, "ai.onnx.ml") {}
 };
+using flock::testing::expect_error;
+
+std::unique_ptr<Kernel> make(const flock::testing::Node& n, int64_t opset = 1) { return flock::testing::make_kernel(n, opset); }
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 onnx::TensorProto tp_doubles(const std::vector<double>& v) {
   onnx::TensorProto t;
@@ -91,31 +52,11 @@ onnx::TensorProto tp_int64s(const std::vector<int64_t>& v, bool scalar = false) 
   return t;
 }
 
-std::unique_ptr<Kernel> make(const Node& n, int64_t opset = 1) {
-  flock::Attrs attrs(n.p);
-  flock::KernelContext ctx{n.p, attrs, opset};
-  const flock::KernelFactory* f = flock::KernelRegistry::instance().find(n.p.domain(), n.p.op_type());
-  if (!f) throw std::runtime_error("no kernel for " + n.p.op_type());
-  return (*f)(ctx);
-}
-
 Tensor run1(const Kernel& k, std::vector<const Tensor*> in) {
-  std::vector<Tensor> out(1);
-  k.run(in, out);
-  return out[0];
+  return std::move(flock::testing::run_kernel(k, std::move(in), 1)[0]);
 }
 
 Tensor run1(const Kernel& k, const Tensor& x) { return run1(k, std::vector<const Tensor*>{&x}); }
-
-void expect_error(const std::function<void()>& fn, ErrorCode code, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_EQ(static_cast<int>(e.code()), static_cast<int>(code)) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 void expect_floats(const std::vector<float>& got, const std::vector<float>& want, float tol = 1e-6f) {
   ASSERT_EQ(got.size(), want.size());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "flock/kernel.hpp"
+#include "kernel_test_util.hpp"
 
 namespace {
 
@@ -19,73 +20,24 @@ using flock::ErrorCode;
 using flock::Kernel;
 using flock::Tensor;
 
+using flock::testing::Node;
+using flock::testing::expect_error;
+
+std::unique_ptr<Kernel> make(const Node& n, int64_t opset = 17) { return flock::testing::make_kernel(n, opset); }
+template <typename T>
+void expect_near(const std::vector<T>& got, const std::vector<double>& want, double tol = 1e-6) {
+  flock::testing::expect_all_near(got, want, tol);
+}
+
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 const float kInf = std::numeric_limits<float>::infinity();
 
-struct Node {
-  onnx::NodeProto p;
-  explicit Node(const std::string& op, int n_in = 1) {
-    p.set_op_type(op);
-    for (int k = 0; k < n_in; ++k) p.add_input("in" + std::to_string(k));
-    p.add_output("Y");
-  }
-  onnx::AttributeProto* attr(const std::string& name, onnx::AttributeProto::AttributeType t) {
-    auto* a = p.add_attribute();
-    a->set_name(name);
-    a->set_type(t);
-    return a;
-  }
-  Node& i(const std::string& n, int64_t v) {
-    attr(n, onnx::AttributeProto::INT)->set_i(v);
-    return *this;
-  }
-  Node& f(const std::string& n, float v) {
-    attr(n, onnx::AttributeProto::FLOAT)->set_f(v);
-    return *this;
-  }
-  Node& s(const std::string& n, const std::string& v) {
-    attr(n, onnx::AttributeProto::STRING)->set_s(v);
-    return *this;
-  }
-  Node& ints(const std::string& n, const std::vector<int64_t>& v) {
-    auto* a = attr(n, onnx::AttributeProto::INTS);
-    for (auto x : v) a->add_ints(x);
-    return *this;
-  }
-};
-
-std::unique_ptr<Kernel> make(const Node& n, int64_t opset = 17) {
-  flock::Attrs attrs(n.p);
-  flock::KernelContext ctx{n.p, attrs, opset};
-  const flock::KernelFactory* f = flock::KernelRegistry::instance().find(n.p.domain(), n.p.op_type());
-  if (!f) throw std::runtime_error("no kernel for " + n.p.op_type());
-  return (*f)(ctx);
-}
-
 Tensor run1(const Kernel& k, std::vector<const Tensor*> in) {
-  std::vector<Tensor> out(1);
-  k.run(in, out);
-  return out[0];
+  return std::move(flock::testing::run_kernel(k, std::move(in), 1)[0]);
 }
 
 Tensor run1(const Kernel& k, const Tensor& x) { return run1(k, std::vector<const Tensor*>{&x}); }
 Tensor run2(const Kernel& k, const Tensor& a, const Tensor& b) { return run1(k, std::vector<const Tensor*>{&a, &b}); }
-
-void expect_error(const std::function<void()>& fn, ErrorCode code, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_EQ(static_cast<int>(e.code()), static_cast<int>(code)) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
-template <typename T>
-void expect_near(const std::vector<T>& got, const std::vector<double>& want, double tol = 1e-6) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t k = 0; k < got.size(); ++k) EXPECT_NEAR(static_cast<double>(got[k]), want[k], tol) << "at " << k;
-}
 
 Node cast_to(int to) {
   Node n("Cast");

@@ -1,15 +1,13 @@
 #include "commands.hpp"
 
-#include <sys/stat.h>
 
-#include <cerrno>
 #include <charconv>
 #include <climits>
 #include <cstdio>
-#include <cstring>
 
 #include <fmt/format.h>
 
+#include "common.hpp"
 #include "pq.hpp"
 #include "table.hpp"
 
@@ -17,97 +15,12 @@ namespace flock::cli {
 namespace {
 
 constexpr std::size_t kDescriptionWidth = 60;
-// bytea values and libpq parameter lengths top out well below this.
-constexpr std::size_t kMaxModelBytes = std::size_t{1} << 30;
-
-std::optional<std::string> option(const Invocation& inv, const std::string& name) {
-  auto it = inv.options.find(name);
-  if (it == inv.options.end()) return std::nullopt;
-  return it->second;
-}
-
-void write_out(std::string_view s) { std::fwrite(s.data(), 1, s.size(), stdout); }
-
-// Reads a whole model file ("-" is standard input). Throws InputError naming the file and why.
-// (stdio rather than open(2): <fcntl.h> declares a `struct flock` that clashes with our namespace.)
-std::string read_model_file(const std::string& path) {
-  bool is_stdin = path == "-";
-  std::string shown = is_stdin ? "standard input" : fmt::format("model file '{}'", path);
-  std::FILE* f = is_stdin ? stdin : std::fopen(path.c_str(), "rb");
-  if (!f) throw InputError(fmt::format("cannot read {}: {}", shown, std::strerror(errno)));
-  struct Closer {
-    std::FILE* f;
-    bool close;
-    ~Closer() {
-      if (close) std::fclose(f);
-    }
-  } closer{f, !is_stdin};
-
-  struct stat st {};
-  if (::fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))
-    throw InputError(fmt::format("cannot read {}: {}", shown, std::strerror(EISDIR)));
-  std::string bytes;
-  if (S_ISREG(st.st_mode)) bytes.reserve(static_cast<std::size_t>(st.st_size));
-  char buf[1 << 16];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, f)) {
-    bytes.append(buf, n);
-    if (bytes.size() > kMaxModelBytes)
-      throw InputError(fmt::format("cannot register {}: larger than the 1 GB a model can take", shown));
-  }
-  if (std::ferror(f)) throw InputError(fmt::format("cannot read {}: {}", shown, std::strerror(errno)));
-  return bytes;
-}
 
 std::optional<int> parse_version(std::string_view s) {
   int v = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc() || end != s.data() + s.size() || v < 1) return std::nullopt;
   return v;
-}
-
-std::vector<std::string> parse_features(const std::string& list) {
-  std::vector<std::string> names;
-  std::size_t pos = 0;
-  for (;;) {
-    std::size_t comma = list.find(',', pos);
-    std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    std::size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
-    item = b == std::string::npos ? "" : item.substr(b, e - b + 1);
-    if (item.empty())
-      throw UsageError(fmt::format("--features '{}' has an empty feature name; give names separated by commas, "
-                                   "e.g. --features age,income,tenure",
-                                   list),
-                       "register");
-    names.push_back(item);
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return names;
-}
-
-// Connects and runs `body`. When a statement fails because the flock schema or its functions are
-// missing, and the extension is indeed not installed in this database, says so instead.
-template <class Body>
-int with_connection(const Invocation& inv, Body body) {
-  Connection conn(inv.conn);
-  try {
-    return body(conn);
-  } catch (Failure& f) {
-    if (f.sqlstate == "3F000" || f.sqlstate == "42883" || f.sqlstate == "42P01") {
-      bool missing = false;
-      try {
-        if (conn.in_transaction()) conn.exec("ROLLBACK");
-        missing = conn.exec("SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'flock')")
-                      .get(0, 0) == "t";
-      } catch (const Failure&) {
-      }
-      if (missing)
-        throw Failure(fmt::format("the flock extension is not installed in database \"{}\"", conn.dbname()),
-                      f.what(), "run CREATE EXTENSION flock; in that database, or pick another with -d DBNAME",
-                      f.sqlstate);
-    }
-    throw;
-  }
 }
 
 }  // namespace
@@ -120,8 +33,8 @@ int cmd_register(const Invocation& inv) {
   if (format != "auto" && format != "onnx" && format != "xgboost")
     throw UsageError(fmt::format("unknown --format '{}': use auto, onnx or xgboost", format), "register");
   std::optional<std::vector<std::string>> features;
-  if (auto f = option(inv, "features")) features = parse_features(*f);
-  std::string bytes = read_model_file(inv.args[0]);
+  if (auto f = option(inv, "features")) features = split_list(*f, "features", "feature name", "age,income,tenure", "register");
+  std::string bytes = read_file(inv.args[0], "model file", kMaxModelBytes);
 
   return with_connection(inv, [&](Connection& conn) {
     Result r = conn.exec("SELECT flock.register_model($1, $2, $3, $4, $5)",

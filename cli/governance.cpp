@@ -3,13 +3,11 @@
 #include "governance.hpp"
 
 #include <fmt/format.h>
-#include <sys/stat.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <set>
 
+#include "common.hpp"
 #include "pq.hpp"
 #include "table.hpp"
 
@@ -17,87 +15,6 @@ namespace flock::cli {
 namespace {
 
 constexpr std::size_t kMaxTextFile = std::size_t{64} << 20;  // training scripts, JSON files
-constexpr std::size_t kMaxModelBytes = std::size_t{1} << 30;
-
-std::optional<std::string> option(const Invocation& inv, const std::string& name) {
-  auto it = inv.options.find(name);
-  if (it == inv.options.end()) return std::nullopt;
-  return it->second;
-}
-
-void write_out(std::string_view s) { std::fwrite(s.data(), 1, s.size(), stdout); }
-
-// Reads a whole file ("-" is standard input). Throws InputError naming the file and why.
-std::string read_file(const std::string& path, std::string_view what, std::size_t limit) {
-  bool is_stdin = path == "-";
-  std::string shown = is_stdin ? "standard input" : fmt::format("{} '{}'", what, path);
-  std::FILE* f = is_stdin ? stdin : std::fopen(path.c_str(), "rb");
-  if (!f) throw InputError(fmt::format("cannot read {}: {}", shown, std::strerror(errno)));
-  struct Closer {
-    std::FILE* f;
-    bool close;
-    ~Closer() {
-      if (close) std::fclose(f);
-    }
-  } closer{f, !is_stdin};
-  struct stat st {};
-  if (::fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))
-    throw InputError(fmt::format("cannot read {}: {}", shown, std::strerror(EISDIR)));
-  std::string bytes;
-  char buf[1 << 16];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, f)) {
-    bytes.append(buf, n);
-    if (bytes.size() > limit)
-      throw InputError(fmt::format("cannot read {}: larger than {} bytes", shown, limit));
-  }
-  if (std::ferror(f)) throw InputError(fmt::format("cannot read {}: {}", shown, std::strerror(errno)));
-  return bytes;
-}
-
-std::vector<std::string> split_list(const std::string& list, std::string_view option_name,
-                                    std::string_view example) {
-  std::vector<std::string> items;
-  std::size_t pos = 0;
-  for (;;) {
-    std::size_t comma = list.find(',', pos);
-    std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    std::size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
-    item = b == std::string::npos ? "" : item.substr(b, e - b + 1);
-    if (item.empty())
-      throw UsageError(fmt::format("--{} '{}' has an empty item; separate them by commas, e.g. --{} {}",
-                                   option_name, list, option_name, example),
-                       "register");
-    items.push_back(item);
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return items;
-}
-
-// Runs `body` on a connection; a missing flock schema or function in a database without the
-// extension is reported as such (as the other commands do).
-template <class Body>
-int with_connection(const Invocation& inv, Body body) {
-  Connection conn(inv.conn);
-  try {
-    return body(conn);
-  } catch (Failure& f) {
-    if (f.sqlstate == "3F000" || f.sqlstate == "42883" || f.sqlstate == "42P01") {
-      bool missing = false;
-      try {
-        if (conn.in_transaction()) conn.exec("ROLLBACK");
-        missing = conn.exec("SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'flock')")
-                      .get(0, 0) == "t";
-      } catch (const Failure&) {
-      }
-      if (missing)
-        throw Failure(
-            fmt::format("the flock extension is not installed in database \"{}\"", conn.dbname()), f.what(),
-            "run CREATE EXTENSION flock; in that database, or pick another with -d DBNAME", f.sqlstate);
-    }
-    throw;
-  }
-}
 
 // Graphviz double-quoted string contents.
 std::string dot_escape(std::string_view s) {
@@ -171,9 +88,9 @@ int cmd_register_with_training(const Invocation& inv) {
   if (format != "auto" && format != "onnx" && format != "xgboost")
     throw UsageError(fmt::format("unknown --format '{}': use auto, onnx or xgboost", format), "register");
   std::optional<std::vector<std::string>> features;
-  if (auto f = option(inv, "features")) features = split_list(*f, "features", "age,income,tenure");
+  if (auto f = option(inv, "features")) features = split_list(*f, "features", "feature name", "age,income,tenure", "register");
   std::optional<std::vector<std::string>> datasets;
-  if (auto d = option(inv, "dataset")) datasets = split_list(*d, "dataset", "churn_train@3,churn_extra@1");
+  if (auto d = option(inv, "dataset")) datasets = split_list(*d, "dataset", "item", "churn_train@3,churn_extra@1", "register");
 
   int from_stdin = inv.args[0] == "-";
   for (const char* opt : {"training-code", "params", "metrics", "environment"})

@@ -400,36 +400,9 @@ def build_cnn(d, CNN1d, Classifier):
 
 
 # --------------------------------------------------------------------------
-# output (the layout of make_models.py's manifest.json / datasets.json)
+# output: the same layout as make_models.py's manifest.json / datasets.json
 
-
-def _entry_text(entry, nested=()):
-    lines = []
-    for k, v in entry.items():
-        if k in nested and isinstance(v, dict):
-            items = ["    %s: %s" % (json.dumps(ik), json.dumps(iv)) for ik, iv in v.items()]
-            lines.append("  %s: {\n%s\n  }" % (json.dumps(k), ",\n".join(items)))
-        elif k in nested:
-            items = ["    %s" % json.dumps(iv) for iv in v]
-            lines.append("  %s: [\n%s\n  ]" % (json.dumps(k), ",\n".join(items)))
-        else:
-            lines.append("  %s: %s" % (json.dumps(k), json.dumps(v)))
-    return "{\n" + ",\n".join(lines) + "\n}"
-
-
-def write_manifest(entries, path):
-    with open(path, "w") as fh:
-        fh.write("[\n" + ",\n".join(_entry_text(e, ("expected",)) for e in entries) + "\n]\n")
-    with open(path) as fh:
-        json.load(fh)
-
-
-def write_datasets(infos, path):
-    parts = ["%s: %s" % (json.dumps(name), _entry_text(info, ("columns",))) for name, info in infos.items()]
-    with open(path, "w") as fh:
-        fh.write("{\n" + ",\n".join(parts) + "\n}\n")
-    with open(path) as fh:
-        json.load(fh)
+from make_models import write_datasets, write_manifest  # noqa: E402
 
 
 def main(argv=None):

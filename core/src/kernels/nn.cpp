@@ -298,7 +298,7 @@ constexpr int64_t kColTarget = int64_t(1) << 16;
 
 // Direct 1-D convolution, float, unit stride: y[o, p] = b[o] + sum_{c,k} w[o, c, k] * xp[c, p + k*d]
 // over a zero-padded input plane xp. No im2col: the output is computed in register tiles of OB
-// channels by 16 positions, each input vector loaded once per tap for all OB channels. For the
+// (up to 6) channels by 16 positions, each input vector loaded once per tap for all OB channels. For the
 // small-channel 1-D CNNs where an im2col GEMM is dominated by packing and short dimensions.
 using V8f = float __attribute__((vector_size(32)));
 
@@ -461,13 +461,20 @@ class Conv final : public Kernel {
             const float* wg = w + g * mg * ck;
             const float* bg = bias ? bias + g * mg : nullptr;
             float* yg = y + (n * m + g * mg) * out_size;
+            // Tiles of 6 channels (12 accumulators + 2 input vectors + 1 weight: 15 of the 16 AVX2
+            // registers), then 4, 2 and 1 for the rest.
+            auto tile = [&](auto ob, int64_t o) {
+              conv1d_tile<decltype(ob)::value>(xp, lp, wg + o * ck, cg, ax.k, ax.d, bg ? bg + o : nullptr,
+                                               yg + o * out_size, out_size, out_size);
+            };
             int64_t o = 0;
-            for (; o + 4 <= mg; o += 4)
-              conv1d_tile<4>(xp, lp, wg + o * ck, cg, ax.k, ax.d, bg ? bg + o : nullptr, yg + o * out_size, out_size,
-                             out_size);
-            for (; o < mg; ++o)
-              conv1d_tile<1>(xp, lp, wg + o * ck, cg, ax.k, ax.d, bg ? bg + o : nullptr, yg + o * out_size, out_size,
-                             out_size);
+            for (; o + 6 <= mg; o += 6) tile(std::integral_constant<int, 6>{}, o);
+            if (o + 4 <= mg) {
+              tile(std::integral_constant<int, 4>{}, o);
+              o += 4;
+            }
+            for (; o + 2 <= mg; o += 2) tile(std::integral_constant<int, 2>{}, o);
+            if (o < mg) tile(std::integral_constant<int, 1>{}, o);
           }
         }
         return;

@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
@@ -131,8 +133,14 @@ class Plan {
   // reads). Graph outputs and constants are never freed. Keeps peak memory at the live values, so
   // large intermediates (a batch of activations) are recycled within a run instead of piling up.
   std::vector<std::vector<int>> release_after;
+  // Per step and input: whether the step may take that input's storage (run_donated): the value
+  // is neither a constant nor a graph output, this step reads it last, and reads it only once.
+  std::vector<std::vector<bool>> donatable;
 
-  // Fills release_after; call once the steps and the output slots are known.
+  // The largest total of float buffers a plan keeps between runs (see TensorArena).
+  static constexpr size_t kArenaMaxBytes = size_t(256) << 20;
+
+  // Fills release_after and donatable; call once the steps and the output slots are known.
   void plan_releases() {
     constexpr int kNever = -2;
     std::vector<int> last(n_slots, -1);  // -1: never read
@@ -141,6 +149,16 @@ class Plan {
         if (s >= 0) last[s] = static_cast<int>(k);
     for (int s : output_slots) last[s] = kNever;
     for (const auto& [slot, t] : constants) last[slot] = kNever;
+    donatable.assign(steps.size(), {});
+    for (size_t k = 0; k < steps.size(); ++k) {
+      const std::vector<int>& ins = steps[k].inputs;
+      donatable[k].assign(ins.size(), false);
+      for (size_t j = 0; j < ins.size(); ++j) {
+        const int s = ins[j];
+        if (s < 0 || last[s] != static_cast<int>(k)) continue;
+        donatable[k][j] = std::count(ins.begin(), ins.end(), s) == 1;
+      }
+    }
     release_after.assign(steps.size(), {});
     for (size_t k = 0; k < steps.size(); ++k)
       for (int s : steps[k].outputs)
@@ -149,7 +167,17 @@ class Plan {
       if (last[s] >= 0) release_after[last[s]].push_back(s);
   }
 
+  // For the tests: buffers and bytes the plan keeps for its next run.
+  std::pair<size_t, size_t> arena_size() const {
+    std::lock_guard<std::mutex> lock(arena_mu_);
+    return arena_ ? std::make_pair(arena_->buffers(), arena_->bytes()) : std::make_pair(size_t(0), size_t(0));
+  }
+
   std::vector<Tensor> run(std::vector<Tensor> inputs) const {
+    // The buffers of the previous run, unless another thread runs this plan now (then a fresh arena).
+    ArenaLease lease(*this);
+    TensorArena& arena = *lease.arena;
+    TensorArena::Scope scope(&arena);
     std::vector<Tensor> owned(n_slots);
     std::vector<const Tensor*> value(n_slots, nullptr);
     for (const auto& [slot, t] : constants) value[slot] = &t;
@@ -158,20 +186,34 @@ class Plan {
       value[input_slots[k]] = &owned[input_slots[k]];
     }
     std::vector<const Tensor*> in;
+    std::vector<Tensor*> donated;
     std::vector<Tensor> out;
     for (const auto& step : steps) {
+      const size_t index = static_cast<size_t>(&step - steps.data());
       in.clear();
-      for (int s : step.inputs) in.push_back(s < 0 ? nullptr : value[s]);
+      donated.clear();
+      bool donating = false;
+      for (size_t j = 0; j < step.inputs.size(); ++j) {
+        const int s = step.inputs[j];
+        in.push_back(s < 0 ? nullptr : value[s]);
+        Tensor* d = s >= 0 && donatable[index][j] && value[s] == &owned[s] ? &owned[s] : nullptr;
+        donated.push_back(d);
+        donating = donating || d;
+      }
+      if (!donating) donated.clear();
       out.assign(step.outputs.size(), Tensor());
       try {
-        step.kernel->run(in, out);
+        step.kernel->run_donated(in, donated, out);
       } catch (const Error& e) {
         // Name the node: a kernel knows its op, not where it sits in the graph.
         throw Error(e.code(), fmt::format("{} (opset {}): {}", step.where, step.opset, e.what()), e.hint());
       }
       for (size_t k = 0; k < step.outputs.size(); ++k) {
         int s = step.outputs[k];
-        if (s < 0) continue;
+        if (s < 0) {
+          arena.give(std::move(out[k]));
+          continue;
+        }
         if (out[k].numel() > limits.max_tensor_elements)
           fail(ErrorCode::LimitExceeded,
                fmt::format("{} produced a tensor of {} elements, over the limit of {}", step.where,
@@ -179,8 +221,8 @@ class Plan {
         owned[s] = std::move(out[k]);
         value[s] = &owned[s];
       }
-      for (int s : release_after[&step - steps.data()]) {
-        owned[s] = Tensor();
+      for (int s : release_after[index]) {
+        arena.give(std::move(owned[s]));
         value[s] = nullptr;
       }
     }
@@ -193,6 +235,30 @@ class Plan {
     }
     return result;
   }
+
+ private:
+  // The arena kept between runs; a run borrows it (ArenaLease) and returns it.
+  mutable std::mutex arena_mu_;
+  mutable std::unique_ptr<TensorArena> arena_;
+
+  struct ArenaLease {
+    const Plan& plan;
+    std::unique_ptr<TensorArena> arena;
+    explicit ArenaLease(const Plan& p) : plan(p) {
+      {
+        std::lock_guard<std::mutex> lock(plan.arena_mu_);
+        arena = std::move(plan.arena_);
+      }
+      if (!arena) arena = std::make_unique<TensorArena>();
+    }
+    ~ArenaLease() {
+      arena->end_run(kArenaMaxBytes);
+      std::lock_guard<std::mutex> lock(plan.arena_mu_);
+      if (!plan.arena_) plan.arena_ = std::move(arena);
+    }
+    ArenaLease(const ArenaLease&) = delete;
+    ArenaLease& operator=(const ArenaLease&) = delete;
+  };
 };
 
 Model::~Model() = default;

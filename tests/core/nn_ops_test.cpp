@@ -164,6 +164,52 @@ TEST(NNConv, MatchesNaiveReferenceAcrossBatchingPaths) {
   }
 }
 
+TEST(NNConv, OneDimensionalDirectPathMatchesNaiveReference) {
+  // 1-D float convolutions with unit stride take the direct (no im2col) path: channel counts that
+  // are and are not multiples of its 4-channel tile, outputs shorter and longer than 16 positions
+  // and not multiples of 16, padding, dilation and groups. Stride 2 takes the im2col path.
+  struct Case {
+    int64_t n, c, len, m, cg, k, pad, dil, group, stride;
+  };
+  const Case cases[] = {
+      {64, 1, 64, 16, 1, 5, 0, 1, 1, 1},  {7, 16, 60, 32, 16, 5, 0, 1, 1, 1}, {3, 3, 10, 5, 3, 3, 1, 1, 1, 1},
+      {2, 4, 37, 6, 2, 3, 2, 2, 2, 1},    {5, 6, 1, 6, 1, 1, 0, 1, 6, 1},     {2, 2, 33, 3, 2, 4, 3, 1, 1, 1},
+      {4, 3, 50, 9, 3, 3, 1, 1, 1, 2},
+  };
+  uint32_t seed = 40;
+  for (const Case& c : cases) {
+    const Tensor x3 = Tensor::floats({c.n, c.c, c.len}, random_floats(static_cast<size_t>(c.n * c.c * c.len), seed++));
+    const Tensor w3 = Tensor::floats({c.m, c.cg, c.k}, random_floats(static_cast<size_t>(c.m * c.cg * c.k), seed++));
+    const Tensor b = Tensor::floats({c.m}, random_floats(static_cast<size_t>(c.m), seed++));
+    // The reference in 2-D with a height of 1 (no padding along it).
+    Tensor x4 = x3, w4 = w3;
+    x4.shape = {c.n, c.c, 1, c.len};
+    w4.shape = {c.m, c.cg, 1, c.k};
+    const int64_t oh_pad = 0;
+    auto k2 = make(Node("Conv", 3)
+                       .ints("strides", {1, c.stride})
+                       .ints("pads", {oh_pad, c.pad, oh_pad, c.pad})
+                       .ints("dilations", {1, c.dil})
+                       .i("group", c.group));
+    const Tensor want = run1(*k2, {&x4, &w4, &b});  // the 2-D im2col path
+    auto k1 = make(Node("Conv", 3)
+                       .ints("strides", {c.stride})
+                       .ints("pads", {c.pad, c.pad})
+                       .ints("dilations", {c.dil})
+                       .i("group", c.group));
+    for (bool with_bias : {true, false}) {
+      const Tensor y = with_bias ? run1(*k1, {&x3, &w3, &b}) : run1(*k1, {&x3, &w3});
+      ASSERT_EQ(y.shape, (std::vector<int64_t>{want.shape[0], want.shape[1], want.shape[3]}));
+      std::vector<double> ref(want.f.begin(), want.f.end());
+      if (!with_bias) {
+        const int64_t per = want.shape[3];
+        for (size_t q = 0; q < ref.size(); ++q) ref[q] -= b.f[(q / static_cast<size_t>(per)) % c.m];
+      }
+      expect_near(y.f, ref, 1e-4);
+    }
+  }
+}
+
 TEST(NNConv, ConcurrentRunsShareNothing) {
   // Kernels are const and may run on several threads; scratch buffers are per thread.
   auto k = make(Node("Conv", 2).ints("pads", {1, 1}));

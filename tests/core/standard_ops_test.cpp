@@ -397,6 +397,42 @@ TEST(StandardGemm, AlphaBetaTransposesAndBias) {
   expect_near(run1(*make(b0), {&af, &btf, &cs}).f, ab, 1e-5);
 }
 
+TEST(StandardGemm, LargeFloatProductsMatchDoubleForEveryLayout) {
+  // Large enough for the OpenBLAS path when it is available (else Eigen): every transpose, alpha,
+  // beta and bias shape, against the same Gemm in double (which stays on Eigen).
+  const int64_t m = 40, k = 20, n = 30;
+  std::vector<float> av(m * k), bv(k * n);
+  for (size_t q = 0; q < av.size(); ++q) av[q] = std::sin(0.37f * static_cast<float>(q));
+  for (size_t q = 0; q < bv.size(); ++q) bv[q] = std::cos(0.11f * static_cast<float>(q));
+  std::vector<float> cn(n), cm(m), cmn(m * n);
+  for (int64_t q = 0; q < n; ++q) cn[q] = 0.1f * static_cast<float>(q);
+  for (int64_t q = 0; q < m; ++q) cm[q] = -0.2f * static_cast<float>(q);
+  for (int64_t q = 0; q < m * n; ++q) cmn[q] = 0.01f * static_cast<float>(q % 17);
+  const std::vector<Tensor> biases = {Tensor::floats({n}, cn), Tensor::floats({1, n}, cn), Tensor::floats({m, 1}, cm),
+                                      Tensor::floats({m, n}, cmn), Tensor::floats({}, {1.5f})};
+  auto to_double = [](const Tensor& t) {
+    std::vector<double> d(t.f.begin(), t.f.end());
+    return Tensor::doubles(t.shape, d);
+  };
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb)
+      for (size_t bi = 0; bi <= biases.size(); ++bi) {
+        Node node("Gemm", 3);
+        node.i("transA", ta).i("transB", tb).f("alpha", 0.75f).f("beta", bi == 1 ? 1.0f : -2.0f);
+        const Tensor a = Tensor::floats(ta ? std::vector<int64_t>{k, m} : std::vector<int64_t>{m, k}, av);
+        const Tensor b = Tensor::floats(tb ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n}, bv);
+        const Tensor* c = bi < biases.size() ? &biases[bi] : nullptr;
+        auto kernel = make(node);
+        const Tensor y = run1(*kernel, {&a, &b, c});
+        const Tensor ad = to_double(a), bd = to_double(b);
+        Tensor cd;
+        if (c) cd = to_double(*c);
+        const Tensor yd = run1(*kernel, {&ad, &bd, c ? &cd : nullptr});
+        ASSERT_EQ(y.shape, (std::vector<int64_t>{m, n}));
+        expect_near(y.f, yd.d, 1e-4);
+      }
+}
+
 TEST(StandardGemm, Errors) {
   expect_error([] { make(Node("Gemm", 1)); }, ErrorCode::InvalidModel, "needs inputs A and B");
   expect_error([] { make(Node("Gemm", 2), 9); }, ErrorCode::InvalidModel, "required before opset 11");

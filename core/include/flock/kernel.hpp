@@ -21,6 +21,15 @@ class Kernel {
   // `in[k]` is nullptr for an omitted optional input. `out` has one tensor per node output, to be
   // overwritten.
   virtual void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const = 0;
+  // As run(), when the caller gives up some inputs: `donated[k]`, when not nullptr, is the tensor
+  // in[k] points to, read for the last time by this node (the plan frees it afterwards). The
+  // kernel may take its storage, e.g. to compute an elementwise result in place, and leave it in
+  // any valid state. `donated` is empty or has one entry per input. The default ignores the offer.
+  virtual void run_donated(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& donated,
+                           std::vector<Tensor>& out) const {
+    (void)donated;
+    run(in, out);
+  }
 };
 
 // Typed, checked access to a node's attributes.

@@ -349,17 +349,33 @@ class Unary final : public Kernel {
   }
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    run_donated(in, {}, out);
+  }
+
+  // In place when X is donated and the result has X's element type (Relu, Neg, Exp, ...).
+  void run_donated(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& donated,
+                   std::vector<Tensor>& out) const override {
     const Tensor& x = input(in, 0, where_, "X");
     require_type(where_, x.type, allowed_);
+    Tensor* own = donated.empty() ? nullptr : donated[0];
     dispatch(x.type, [&](auto tag) {
       using T = typename decltype(tag)::type;
       if constexpr (in_set<T>(Op::kTypes)) {
         using R = std::invoke_result_t<const Op&, T>;
         using S = stored_t<R>;
-        Tensor y(elem_type_of<R>(), x.shape);
+        const size_t n = x.size();
+        if constexpr (std::is_same_v<S, T> && std::is_same_v<R, T>) {
+          if (own) {
+            Tensor y = std::move(*own);
+            T* py = data_of<T>(y).data();
+            for (size_t k = 0; k < n; ++k) py[k] = op_(py[k]);
+            set_out(out, 0, std::move(y));
+            return;
+          }
+        }
+        Tensor y = Tensor::uninitialized(elem_type_of<R>(), x.shape);
         const T* px = data_of<T>(x).data();
         S* py = data_of<S>(y).data();
-        const size_t n = x.size();
         for (size_t k = 0; k < n; ++k) py[k] = static_cast<S>(op_(px[k]));
         set_out(out, 0, std::move(y));
       }
@@ -531,6 +547,12 @@ class Binary final : public Kernel {
   }
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    run_donated(in, {}, out);
+  }
+
+  // In place over a donated input that has the output's shape and element type.
+  void run_donated(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& donated,
+                   std::vector<Tensor>& out) const override {
     const Tensor& a = input(in, 0, where_, "A");
     const Tensor& b = input(in, 1, where_, "B");
     require_same_type(where_, a, b, 0, 1);
@@ -561,10 +583,27 @@ class Binary final : public Kernel {
           if (product(shape) > 0 && std::find(vb.begin(), vb.end(), T(0)) != vb.end())
             fail(ErrorCode::InvalidInput, fmt::format("{}: integer division by zero", where_));
         }
-        Tensor y(elem_type_of<R>(), shape);
         const Op& op = op_;
-        broadcast_binary(data_of<T>(a).data(), a.shape, vb.data(), bshape, data_of<S>(y).data(), shape,
-                         [&op](T u, T v) { return static_cast<S>(op(u, v)); });
+        auto f = [&op](T u, T v) { return static_cast<S>(op(u, v)); };
+        if constexpr (std::is_same_v<S, T>) {
+          // Each output element is written after the inputs at its own position are read, so the
+          // output may share storage with an input of its full shape.
+          for (size_t k = 0; k < donated.size() && k < 2; ++k) {
+            Tensor* own = donated[k];
+            if (!own || (k == 0 ? a.shape : bshape) != shape) continue;
+            // After the move `own` (a or b) is empty: its values and shape are read from y and `shape`.
+            const T* pa = k == 0 ? nullptr : data_of<T>(a).data();
+            const T* pb = k == 1 ? nullptr : vb.data();
+            Tensor y = std::move(*own);
+            T* py = data_of<T>(y).data();
+            broadcast_binary(k == 0 ? py : pa, k == 0 ? shape : a.shape, k == 1 ? py : pb, bshape, py, shape, f);
+            y.shape = shape;
+            set_out(out, 0, std::move(y));
+            return;
+          }
+        }
+        Tensor y = Tensor::uninitialized(elem_type_of<R>(), shape);
+        broadcast_binary(data_of<T>(a).data(), a.shape, vb.data(), bshape, data_of<S>(y).data(), shape, f);
         set_out(out, 0, std::move(y));
       }
     });

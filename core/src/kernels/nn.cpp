@@ -296,6 +296,68 @@ std::vector<int64_t> window_output_shape(int64_t n, int64_t c, const std::vector
 // its packing, small enough to stay in the L2 cache.
 constexpr int64_t kColTarget = int64_t(1) << 16;
 
+// Direct 1-D convolution, float, unit stride: y[o, p] = b[o] + sum_{c,k} w[o, c, k] * xp[c, p + k*d]
+// over a zero-padded input plane xp. No im2col: the output is computed in register tiles of OB
+// (up to 6) channels by 16 positions, each input vector loaded once per tap for all OB channels. For the
+// small-channel 1-D CNNs where an im2col GEMM is dominated by packing and short dimensions.
+using V8f = float __attribute__((vector_size(32)));
+
+inline V8f load8(const float* p) {
+  V8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store8(float* p, V8f v) { std::memcpy(p, &v, sizeof v); }
+
+inline V8f splat8(float f) { return V8f{f, f, f, f, f, f, f, f}; }
+
+// Input planes of the direct path hold at most this many floats (L1/L2 resident), and a tile's
+// weights (cg * k per channel) at most kDirectMaxTaps.
+constexpr int64_t kDirectMaxPlane = int64_t(1) << 15;
+constexpr int64_t kDirectMaxTaps = 1024;
+
+// OB output channels starting at w (rows of ck = cg * k weights) over `out` positions. xp: cg
+// planes of lp floats, readable up to 16 positions past the last output (zeros there). y: OB rows
+// of ystride.
+template <int OB>
+void conv1d_tile(const float* xp, int64_t lp, const float* w, int64_t cg, int64_t k, int64_t d, const float* bias,
+                 float* y, int64_t ystride, int64_t out) {
+  const int64_t ck = cg * k;
+  for (int64_t p0 = 0; p0 < out; p0 += 16) {
+    V8f acc[OB][2];
+#pragma GCC unroll 8
+    for (int o = 0; o < OB; ++o) acc[o][0] = acc[o][1] = splat8(bias ? bias[o] : 0.0f);
+    for (int64_t c = 0; c < cg; ++c) {
+      const float* xr = xp + c * lp + p0;
+      const float* wr = w + c * k;
+      for (int64_t j = 0; j < k; ++j) {
+        const V8f x0 = load8(xr + j * d), x1 = load8(xr + j * d + 8);
+#pragma GCC unroll 8
+        for (int o = 0; o < OB; ++o) {
+          const V8f wv = splat8(wr[o * ck + j]);
+          acc[o][0] += wv * x0;
+          acc[o][1] += wv * x1;
+        }
+      }
+    }
+    if (p0 + 16 <= out) {
+#pragma GCC unroll 8
+      for (int o = 0; o < OB; ++o) {
+        store8(y + o * ystride + p0, acc[o][0]);
+        store8(y + o * ystride + p0 + 8, acc[o][1]);
+      }
+    } else {
+      float tmp[16];
+      for (int o = 0; o < OB; ++o) {
+        store8(tmp, acc[o][0]);
+        store8(tmp + 8, acc[o][1]);
+        std::copy(tmp, tmp + (out - p0), y + o * ystride + p0);
+      }
+    }
+  }
+}
+
 class Conv final : public Kernel {
  public:
   explicit Conv(const KernelContext& ctx) : where_(ctx.attrs.where()) {
@@ -346,7 +408,8 @@ class Conv final : public Kernel {
            fmt::format("{}: B has shape {}; W has {} output channels, so it must be [{}]", where_,
                        shape_str(b->shape), m, m));
     const std::vector<Axis> axes = resolve_axes(win_, kernel, x.shape, where_);
-    Tensor y(x.type, window_output_shape(x.shape[0], m, axes, where_));
+    // compute writes every element
+    Tensor y = Tensor::uninitialized(x.type, window_output_shape(x.shape[0], m, axes, where_));
     if (x.type == ElemType::Float) compute<float>(x, w, b, axes, y);
     else compute<double>(x, w, b, axes, y);
     set_out(out, 0, std::move(y));
@@ -374,19 +437,49 @@ class Conv final : public Kernel {
     T* y = mdata<T>(yt);
     if (n_batch == 0 || m == 0 || out_size == 0) return;
     if (ck == 0) {  // no input channels: the output is the bias
-      if (bias)
-        for (int64_t n = 0; n < n_batch; ++n)
-          for (int64_t o = 0; o < m; ++o) std::fill_n(y + (n * m + o) * out_size, out_size, bias[o]);
+      for (int64_t n = 0; n < n_batch; ++n)
+        for (int64_t o = 0; o < m; ++o) std::fill_n(y + (n * m + o) * out_size, out_size, bias ? bias[o] : T(0));
       return;
     }
-    auto add_bias = [&](T* dst, int64_t first_channel) {  // dst: [mg, out_size] block
-      if (!bias) return;
-      for (int64_t o = 0; o < mg; ++o) {
-        const T bo = bias[first_channel + o];
-        T* row = dst + o * out_size;
-        for (int64_t p = 0; p < out_size; ++p) row[p] += bo;
-      }
+    // dst: an [mg, out_size] block, set to the bias of its channels (or zero) before the product
+    // is accumulated into it.
+    auto init_bias = [&](T* dst, int64_t first_channel) {
+      for (int64_t o = 0; o < mg; ++o) std::fill_n(dst + o * out_size, out_size, bias ? bias[first_channel + o] : T(0));
     };
+
+    // 1-D, float, unit stride, small planes and kernels: direct convolution (conv1d_tile).
+    if constexpr (std::is_same_v<T, float>) {
+      const Axis& ax = axes[0];
+      const int64_t lp = ((out_size + 15) / 16) * 16 + (ax.k - 1) * ax.d;  // padded plane, tail included
+      if (dims == 1 && ax.s == 1 && ck <= kDirectMaxTaps && cg * lp <= kDirectMaxPlane && !pointwise) {
+        float* xp = scratch<float>(0, static_cast<size_t>(cg * lp));
+        std::fill_n(xp, cg * lp, 0.0f);  // the padding stays zero: only the interior is rewritten
+        for (int64_t n = 0; n < n_batch; ++n) {
+          for (int64_t g = 0; g < groups; ++g) {
+            for (int64_t ci = 0; ci < cg; ++ci)
+              std::copy_n(x + (n * c + g * cg + ci) * in_size, in_size, xp + ci * lp + ax.pb);
+            const float* wg = w + g * mg * ck;
+            const float* bg = bias ? bias + g * mg : nullptr;
+            float* yg = y + (n * m + g * mg) * out_size;
+            // Tiles of 6 channels (12 accumulators + 2 input vectors + 1 weight: 15 of the 16 AVX2
+            // registers), then 4, 2 and 1 for the rest.
+            auto tile = [&](auto ob, int64_t o) {
+              conv1d_tile<decltype(ob)::value>(xp, lp, wg + o * ck, cg, ax.k, ax.d, bg ? bg + o : nullptr,
+                                               yg + o * out_size, out_size, out_size);
+            };
+            int64_t o = 0;
+            for (; o + 6 <= mg; o += 6) tile(std::integral_constant<int, 6>{}, o);
+            if (o + 4 <= mg) {
+              tile(std::integral_constant<int, 4>{}, o);
+              o += 4;
+            }
+            for (; o + 2 <= mg; o += 2) tile(std::integral_constant<int, 2>{}, o);
+            if (o < mg) tile(std::integral_constant<int, 1>{}, o);
+          }
+        }
+        return;
+      }
+    }
 
     // 1x1 kernel, unit stride, no padding: each sample's channels are the im2col matrix already.
     if (pointwise && out_size >= 64) {
@@ -395,8 +488,8 @@ class Conv final : public Kernel {
           Eigen::Map<const RowMat<T>> wg(w + g * mg * ck, mg, ck);
           Eigen::Map<const RowMat<T>> xg(x + (n * c + g * cg) * in_size, cg, in_size);
           T* dst = y + (n * m + g * mg) * out_size;
-          Eigen::Map<RowMat<T>>(dst, mg, out_size).noalias() = wg * xg;
-          add_bias(dst, g * mg);
+          init_bias(dst, g * mg);
+          Eigen::Map<RowMat<T>>(dst, mg, out_size).noalias() += wg * xg;
         }
       }
       return;
@@ -489,8 +582,8 @@ class Conv final : public Kernel {
         if (nu == units_per_sample && u0 % units_per_sample == 0) {
           // Exactly one sample: the product is that sample's output block.
           T* dst = y + ((u0 / units_per_sample) * m + g * mg) * out_size;
-          Eigen::Map<RowMat<T>>(dst, mg, out_size).noalias() = wg * colm;
-          add_bias(dst, g * mg);
+          init_bias(dst, g * mg);
+          Eigen::Map<RowMat<T>>(dst, mg, out_size).noalias() += wg * colm;
           continue;
         }
         Eigen::Map<RowMat<T>> pm(prod, mg, cols);
@@ -578,7 +671,7 @@ class Pool final : public Kernel {
                                                 shape_str(x.shape), shape_str(win_.kernel), dims + 2));
     const std::vector<Axis> axes = resolve_axes(win_, win_.kernel, x.shape, where_);
     const std::vector<int64_t> shape = window_output_shape(x.shape[0], x.shape[1], axes, where_);
-    Tensor y(x.type, shape);
+    Tensor y = Tensor::uninitialized(x.type, shape);  // compute writes every element
     Tensor indices;
     const bool want_indices = kind_ == PoolKind::Max && out.size() > 1;
     if (want_indices) indices = Tensor(ElemType::Int64, shape);
@@ -819,7 +912,7 @@ class GlobalPool final : public Kernel {
     std::vector<int64_t> shape(x.shape.size(), 1);
     shape[0] = x.shape[0];
     shape[1] = x.shape[1];
-    Tensor y(x.type, shape);
+    Tensor y = Tensor::uninitialized(x.type, shape);  // compute writes every element
     if (x.type == ElemType::Float) compute<float>(x, y, planes, size);
     else compute<double>(x, y, planes, size);
     set_out(out, 0, std::move(y));

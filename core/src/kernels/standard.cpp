@@ -30,6 +30,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "blas.hpp"
 #include "broadcast.hpp"
 #include "flock/kernel.hpp"
 
@@ -343,6 +344,12 @@ class Reshape final : public Kernel {
   }
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    run_donated(in, {}, out);
+  }
+
+  // A donated input is moved, not copied.
+  void run_donated(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& donated,
+                   std::vector<Tensor>& out) const override {
     const Tensor& x = input(in, 0, where_, "data");
     std::vector<int64_t> req;
     if (from_attr_) {
@@ -390,7 +397,7 @@ class Reshape final : public Kernel {
       fail(ErrorCode::InvalidInput,
            fmt::format("{}: cannot reshape {} ({} values) into {}", where_, shape_str(x.shape), total, shape_str(req)));
     }
-    Tensor y = x;
+    Tensor y = !donated.empty() && donated[0] ? std::move(*donated[0]) : x;
     y.shape = std::move(req);
     set_out(out, 0, std::move(y));
   }
@@ -413,11 +420,18 @@ class Flatten final : public Kernel {
   }
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    run_donated(in, {}, out);
+  }
+
+  // A donated input is moved, not copied.
+  void run_donated(const std::vector<const Tensor*>& in, const std::vector<Tensor*>& donated,
+                   std::vector<Tensor>& out) const override {
     const Tensor& x = input(in, 0, where_, "input");
     const int64_t rank = static_cast<int64_t>(x.shape.size());
     const size_t axis = static_cast<size_t>(normalize_axis(axis_, rank, true, where_));
-    Tensor y = x;
-    y.shape = {product(x.shape, 0, axis), product(x.shape, axis, x.shape.size())};
+    std::vector<int64_t> shape{product(x.shape, 0, axis), product(x.shape, axis, x.shape.size())};
+    Tensor y = !donated.empty() && donated[0] ? std::move(*donated[0]) : x;
+    y.shape = std::move(shape);
     set_out(out, 0, std::move(y));
   }
 
@@ -504,6 +518,9 @@ class MatMul final : public Kernel {
 // ---------------------------------------------------------------------------------------------------
 // Gemm: Y = alpha * op(A) · op(B) + beta * C, C unidirectionally broadcast to [M, N].
 
+// Products of at least this many multiply-adds go to OpenBLAS (blas.hpp) when it is available.
+constexpr int64_t kBlasMinMacs = int64_t(1) << 14;
+
 class Gemm final : public Kernel {
  public:
   explicit Gemm(const KernelContext& ctx) : where_(ctx.attrs.where()) {
@@ -542,7 +559,7 @@ class Gemm final : public Kernel {
         fail(ErrorCode::InvalidInput,
              fmt::format("{}: C {} does not broadcast to [{}, {}]", where_, shape_str(c->shape), m, n));
     }
-    Tensor y(a.type, {m, n});
+    Tensor y = Tensor::uninitialized(a.type, {m, n});  // compute writes every element
     switch (a.type) {
       case ElemType::Float: compute<float>(a, b, c, y, m, k, n); break;
       case ElemType::Double: compute<double>(a, b, c, y, m, k, n); break;
@@ -557,23 +574,42 @@ class Gemm final : public Kernel {
     Eigen::Map<const RowMat<T>> am(data_of<T>(a).data(), a.shape[0], a.shape[1]);
     Eigen::Map<const RowMat<T>> bm(data_of<T>(b).data(), b.shape[0], b.shape[1]);
     Eigen::Map<RowMat<T>> ym(data_of<T>(y).data(), m, n);
-    if (k == 0 || m == 0 || n == 0) {
-      ym.setZero();
-    } else if (!trans_a_ && !trans_b_) {
-      ym.noalias() = am * bm;
-    } else if (trans_a_ && !trans_b_) {
-      ym.noalias() = am.transpose() * bm;
-    } else if (!trans_a_) {
-      ym.noalias() = am * bm.transpose();
-    } else {
-      ym.noalias() = am.transpose() * bm.transpose();
-    }
     const T alpha = static_cast<T>(alpha_), beta = static_cast<T>(beta_);
-    if (alpha_ != 1.0f) ym *= alpha;
-    if (c && beta_ != 0.0f) {
-      T* py = data_of<T>(y).data();
-      broadcast_binary(py, y.shape, data_of<T>(*c).data(), c->shape, py, y.shape,
-                       [beta](T yv, T cv) { return yv + beta * cv; });
+    // Y starts as beta * C (broadcast) or zeros, then the product is accumulated into it: one pass
+    // over Y for the bias instead of a second one after the product.
+    if (c && beta_ != 0.0f && m > 0 && n > 0) {
+      const T* pc = data_of<T>(*c).data();
+      const int64_t nc = c->numel();
+      const bool row = nc == n && (c->shape.size() == 1 || (c->shape.size() == 2 && c->shape[0] == 1));
+      if (nc == 1) {
+        ym.setConstant(beta * pc[0]);
+      } else if (row) {
+        Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> cr(pc, n);
+        if (beta_ == 1.0f) ym.rowwise() = cr;
+        else ym.rowwise() = beta * cr;
+      } else {
+        T* py = data_of<T>(y).data();
+        broadcast_binary(py, y.shape, pc, c->shape, py, y.shape, [beta](T, T cv) { return beta * cv; });
+      }
+    } else {
+      ym.setZero();
+    }
+    if (k == 0 || m == 0 || n == 0) return;
+    if constexpr (std::is_same_v<T, float>) {
+      // OpenBLAS, when available, for products past a matrix-vector one (beta = 1: Y holds C).
+      if (m > 1 && n > 1 && m * n * k >= kBlasMinMacs &&
+          blas_sgemm(trans_a_, trans_b_, m, n, k, alpha, am.data(), a.shape[1], bm.data(), b.shape[1], 1.0f,
+                     ym.data(), n))
+        return;
+    }
+    if (!trans_a_ && !trans_b_) {
+      ym.noalias() += alpha * am * bm;
+    } else if (trans_a_ && !trans_b_) {
+      ym.noalias() += alpha * am.transpose() * bm;
+    } else if (!trans_a_) {
+      ym.noalias() += alpha * am * bm.transpose();
+    } else {
+      ym.noalias() += alpha * am.transpose() * bm.transpose();
     }
   }
 

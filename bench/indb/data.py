@@ -27,6 +27,7 @@ FEATURES = (
 assert len(FEATURES) == 28
 
 SEED = 20240917
+VERSION = 1  # bump when generate() changes: cached feature files carry it in their name
 
 
 def generate(n, seed=SEED):

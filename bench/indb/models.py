@@ -44,6 +44,10 @@ class BenchModel:
         self._py = None
 
     @property
+    def py_name(self):
+        return {"xgboost": "xgboost", "sklearn": "sklearn", "torch": "torch"}[self.kind]
+
+    @property
     def is_xgboost(self):
         return self.kind == "xgboost"
 
@@ -89,6 +93,23 @@ class BenchModel:
         with torch.inference_mode():
             for lo in range(0, len(X), TORCH_CHUNK):
                 out[lo:lo + TORCH_CHUNK] = torch.argmax(m(torch.from_numpy(X[lo:lo + TORCH_CHUNK])), dim=1).numpy()
+        return out
+
+
+    def predict_scores(self, X):
+        """Probability of class 1 per row (float64), what flock.predict_proba(...)[2] returns."""
+        m = self.load_python()
+        if self.kind == "xgboost":
+            m.set_param({"nthread": 1})
+            return m.inplace_predict(X).astype(np.float64)
+        if self.kind == "sklearn":
+            return m.predict_proba(X)[:, 1].astype(np.float64)
+        import torch
+        torch.set_num_threads(1)
+        out = np.empty(len(X), dtype=np.float64)
+        with torch.inference_mode():
+            for lo in range(0, len(X), TORCH_CHUNK):
+                out[lo:lo + TORCH_CHUNK] = torch.softmax(m(torch.from_numpy(X[lo:lo + TORCH_CHUNK])), dim=1)[:, 1].numpy()
         return out
 
 

@@ -59,7 +59,10 @@ TABLE = "higgs"
 SUBSET = "higgs_sub"
 PREDS = "higgs_predictions"
 COLS = ", ".join(data.FEATURES)
+SWEEP = "higgs_sweep"
 RUNS = ("1 core", "2 cores")
+SWEEP_SIZES = (64, 256, 1024, 4096, 16384)
+DEFAULT_BATCH_SIZE = 1024  # flock.batch_size's compiled-in default (pg/src/module.cpp)
 
 GOALS = {  # peer contender -> (required ratio flock/peer, label)
     "native": (1.0, "flock in-DB >= 1.0x libxgboost predict"),
@@ -103,7 +106,12 @@ def machine_info():
         info["mem_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
         pass
-    so = "/usr/lib/postgresql/15/lib/flock.so"
+    try:
+        pkglib = subprocess.run([f"{PG_BIN}/pg_config", "--pkglibdir"], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pkglib = "/usr/lib/postgresql/15/lib"
+    so = os.path.join(pkglib, "flock.so")
     if os.path.exists(so):
         info["flock_so"] = f"{so} (installed {time.strftime('%Y-%m-%d %H:%M', time.localtime(os.path.getmtime(so)))})"
         info["flock_flags"] = compile_flags(so)
@@ -178,9 +186,16 @@ class Session:
     def cpu(self):
         return thread_cpu(self.pid)
 
+    def faults(self):
+        """Minor page faults of the backend so far (/proc/PID/stat minflt)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[7])
+
     def timed(self, sql, postmaster_pid=None):
-        """(wall, CPU of the backend [+ its parallel workers], first column of the one row)."""
+        """(wall, CPU of the backend [+ its parallel workers], first column of the one row).
+        Leaves the backend's minor page faults during the query in self.last_faults."""
         w0 = reaped_children_cpu(postmaster_pid) if postmaster_pid else 0.0
+        f0 = self.faults()
         c0 = self.cpu()
         t0 = time.perf_counter()
         with self.conn.cursor() as cur:
@@ -188,6 +203,7 @@ class Session:
             v = cur.fetchone()[0]
         wall = time.perf_counter() - t0
         cpu = self.cpu() - c0
+        self.last_faults = self.faults() - f0
         if postmaster_pid:
             time.sleep(0.05)  # let the postmaster reap the workers
             cpu += reaped_children_cpu(postmaster_pid) - w0
@@ -233,7 +249,7 @@ def start_cluster(shared_buffers):
     return c
 
 
-def load_table(s, X, subset_rows):
+def load_table(s, X, subset_rows, sweep_rows):
     cols_ddl = ", ".join(f"{c} real" for c in data.FEATURES)
     with s.conn.cursor() as cur:
         cur.execute(f"CREATE TABLE {TABLE} (id bigint, {cols_ddl}) WITH (autovacuum_enabled = off)")
@@ -244,9 +260,12 @@ def load_table(s, X, subset_rows):
         cur.execute(f"CREATE TABLE {SUBSET} WITH (autovacuum_enabled = off) AS "
                     f"SELECT * FROM {TABLE} WHERE id <= %s ORDER BY id", (subset_rows,))
         cur.execute(f"VACUUM (FREEZE, ANALYZE) {SUBSET}")
+        cur.execute(f"CREATE TABLE {SWEEP} WITH (autovacuum_enabled = off) AS "
+                    f"SELECT * FROM {TABLE} WHERE id <= %s ORDER BY id", (sweep_rows,))
+        cur.execute(f"VACUUM (FREEZE, ANALYZE) {SWEEP}")
         cur.execute(f"CREATE TABLE {PREDS} (id bigint, prediction double precision) WITH (autovacuum_enabled = off)")
         cur.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
-        cur.execute(f"SELECT pg_prewarm('{TABLE}'), pg_prewarm('{SUBSET}')")
+        cur.execute(f"SELECT pg_prewarm('{TABLE}'), pg_prewarm('{SUBSET}'), pg_prewarm('{SWEEP}')")
         cur.execute(f"SELECT pg_size_pretty(pg_total_relation_size('{TABLE}'))")
         return cur.fetchone()[0]
 
@@ -264,12 +283,16 @@ def run_flock(s, name, batching, table=TABLE, postmaster_pid=None):
     return s.timed(flock_query(table, name), postmaster_pid)
 
 
+NATIVE_PROBA_SUMS = {}  # model -> [sum of libxgboost's probabilities over the table, per run]
+
+
 def run_native(m, runner, feature_file, n, nthread, X):
     if m.is_xgboost:
         env = dict(os.environ, OMP_NUM_THREADS=str(nthread))
         out = subprocess.run([runner, m.py_file, feature_file, "--rows", str(n), "--cols", str(X.shape[1]),
                               "--nthread", str(nthread)], check=True, stdout=subprocess.PIPE, text=True, env=env)
         r = json.loads(out.stdout)
+        NATIVE_PROBA_SUMS.setdefault(m.name, []).append(r["sum"])
         return r["seconds"][0], r["cpu_seconds"][0], float(r["positives"])
     with Clock() as c:
         labels = m.predict_labels(X, nthread)
@@ -318,6 +341,62 @@ def export_score_and_store(s, m, ids, X, nthread):
         with s.conn.cursor() as cur:
             cur.copy_expert(f"COPY {PREDS} FROM STDIN (FORMAT binary)", data.predictions_copy_stream(ids, labels))
     return (p.wall, p.cpu), (w.wall, w.cpu), float(labels.sum())
+
+
+def check_fidelity(fls, models, X, plpy_rows, n, errors):
+    """Flock's probabilities against the source library's: per row on the first plpy_rows rows (max
+    abs difference <= 1e-5), and for XGBoost over the whole table the sum against libxgboost's sum
+    from the C API runner (mean difference per row <= 1e-6). Returns report lines; failures go to
+    errors."""
+    lines = []
+    for m in models.values():
+        sess = fls.get(m.name)
+        if sess is None:
+            continue
+        sess.one("SET flock.batching = on")
+        rows = sess.rows(f"SELECT id, (flock.predict_proba('{m.name}', t))[2] FROM {SUBSET} t ORDER BY id")
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        got = np.array([r[1] for r in rows], dtype=np.float64)
+        want = m.predict_scores(X[ids - 1])
+        diff = float(np.max(np.abs(got - want))) if len(rows) else float("nan")
+        ok = len(rows) == plpy_rows and diff <= 1e-5
+        line = (f"{m.name:<9} per row, first {plpy_rows} rows: max |flock - {m.py_name}| = {diff:.2e} "
+                f"(tolerance 1e-5) {'ok' if ok else 'MISMATCH'}")
+        lines.append(line)
+        if not ok:
+            errors.append("fidelity: " + line)
+        if m.is_xgboost and NATIVE_PROBA_SUMS.get(m.name):
+            t0 = time.perf_counter()
+            fsum = sess.one(f"SELECT sum((flock.predict_proba('{m.name}', t))[2]) FROM {TABLE} t")
+            xsum = NATIVE_PROBA_SUMS[m.name][0]
+            ok = abs(fsum - xsum) <= 1e-6 * n
+            line = (f"{m.name:<9} whole table: sum of flock's probabilities {fsum:.4f}, libxgboost's {xsum:.4f}, "
+                    f"difference {fsum - xsum:+.2e} (tolerance {1e-6 * n:.2g}) {'ok' if ok else 'MISMATCH'}")
+            log(f"   {line} ({time.perf_counter() - t0:.0f} s)")
+            lines.append(line)
+            if not ok:
+                errors.append("fidelity: " + line)
+    return lines
+
+
+def check_agreement(res, models, sub_checks, plpy_rows, n, errors):
+    """Every contender's check (rows predicted positive) against the reference library's, within
+    max(1, 1e-5 * rows) rows (a probability within float rounding of 0.5 may fall either way)."""
+    for m in models.values():
+        for run in RUNS:
+            ref = res.checks.get((run, m.name, "native"))
+            if ref is None:
+                continue
+            tol = max(1.0, 1e-5 * n)
+            for c in ("flock_on", "flock_off", "export"):
+                v = res.checks.get((run, m.name, c))
+                if v is not None and abs(v - ref) > tol:
+                    errors.append(f"fidelity: {run} {m.name} {LABELS[c]}: {v:.0f} rows predicted positive, "
+                                  f"{ref:.0f} by the reference (tolerance {tol:.0f})")
+        v, ref = res.checks.get(("1 core", m.name, "plpy")), sub_checks.get((m.name, True))
+        if v is not None and ref is not None and abs(v - ref) > max(1.0, 1e-5 * plpy_rows):
+            errors.append(f"fidelity: {m.name} PL/Python: {v:.0f} rows predicted positive of the first "
+                          f"{plpy_rows}, flock {ref:.0f}")
 
 
 def plpy_query(m, path):
@@ -393,7 +472,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows in the table (default 1,000,000)")
-    ap.add_argument("--reps", type=int, default=3, help="repetitions of each measurement (median; default 3)")
+    ap.add_argument("--reps", type=int, default=2, help="repetitions of each measurement (median; default 2)")
     ap.add_argument("--plpy-rows", type=int, default=20_000, help="rows the PL/Python contender scores (default 20,000)")
     ap.add_argument("--train-rows", type=int, default=100_000, help="rows the models are trained on (default 100,000)")
     ap.add_argument("--models", default=",".join(bench_models.SPECS), help="comma-separated subset of " +
@@ -404,7 +483,29 @@ def main():
     ap.add_argument("--runner", help="a built flock_bench_xgb (default: compiled into the work dir with g++)")
     ap.add_argument("--shared-buffers", default="1GB")
     ap.add_argument("--json", help="write every measurement here (default WORK_DIR/results.json)")
-    args = ap.parse_args()
+    ap.add_argument("--sweep", default=",".join(str(b) for b in SWEEP_SIZES),
+                    help="flock.batch_size values to sweep (default " + ",".join(str(b) for b in SWEEP_SIZES) +
+                    "; 'none' skips the sweep)")
+    ap.add_argument("--sweep-rows", type=int, default=200_000, help="rows of the batch-size sweep table (default 200,000)")
+    ap.add_argument("--sweep-reps", type=int, default=2, help="repetitions of each sweep point (default 2)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a development run: 100,000 rows, 1 rep, 2,000 PL/Python rows, sweep on 50,000 rows once "
+                         "(explicit options still win)")
+    argv = sys.argv[1:]
+    args = ap.parse_args(argv)
+    if args.quick:
+        given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+        for opt, value in (("--rows", 100_000), ("--reps", 1), ("--plpy-rows", 2_000), ("--sweep-rows", 50_000),
+                           ("--sweep-reps", 1)):
+            if opt not in given:
+                setattr(args, opt[2:].replace("-", "_"), value)
+    try:
+        sweep = [] if args.sweep.strip().lower() in ("", "none", "0") else \
+            sorted({int(b) for b in args.sweep.split(",") if b.strip()})
+    except ValueError:
+        ap.error("--sweep takes comma-separated integers")
+    if any(b < 1 for b in sweep) or args.sweep_rows < 1000 or args.sweep_reps < 1:
+        ap.error("--sweep sizes must be positive, --sweep-rows >= 1000, --sweep-reps >= 1")
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     bad = [n for n in names if n not in bench_models.SPECS]
     if bad or args.rows < 1000 or args.reps < 1 or args.plpy_rows < 100:
@@ -421,10 +522,16 @@ def main():
 
     log("== data and models")
     t0 = time.perf_counter()
-    X, _ = data.generate(args.rows)
-    feature_file = os.path.join(args.work_dir, f"higgs-{args.rows}-{data.SEED}.f32")
-    X.tofile(feature_file)
-    log(f"   generated {X.shape[0]} x {X.shape[1]} float32 ({time.perf_counter() - t0:.1f} s)")
+    feature_file = os.path.join(args.work_dir, f"higgs-{args.rows}-{data.SEED}-v{data.VERSION}.f32")
+    ncols = len(data.FEATURES)
+    if os.path.exists(feature_file) and os.path.getsize(feature_file) == args.rows * ncols * 4:
+        X = np.fromfile(feature_file, dtype=np.float32).reshape(args.rows, ncols)
+        log(f"   reused {feature_file} ({time.perf_counter() - t0:.1f} s)")
+    else:
+        X, _ = data.generate(args.rows)
+        X.tofile(feature_file + ".tmp")
+        os.replace(feature_file + ".tmp", feature_file)
+        log(f"   generated {X.shape[0]} x {X.shape[1]} float32 into {feature_file} ({time.perf_counter() - t0:.1f} s)")
     n_train = args.train_rows
     Xtr, ytr = data.generate(n_train, seed=data.SEED + 1)  # a separate draw for training
     models = bench_models.build(names, Xtr, ytr, os.path.join(args.work_dir, "models"), data.SEED, log)
@@ -441,7 +548,8 @@ def main():
         sessions.append(setup)
         pg_version = setup.one("SHOW server_version")
         setup.one("CREATE EXTENSION flock")
-        table_size = load_table(setup, X, plpy_rows)
+        sweep_rows = min(args.sweep_rows, args.rows)
+        table_size = load_table(setup, X, plpy_rows, sweep_rows)
         log(f"   {TABLE}: {table_size}; {SUBSET}: {plpy_rows} rows")
 
         # Models the server can read, for PL/Python.
@@ -566,6 +674,43 @@ def main():
             log(f"   rep {rep + 1}/{args.reps}: {time.perf_counter() - t_rep:.0f} s, load average "
                 f"{os.getloadavg()[0]:.1f}")
 
+        # ---------------------------------------------------------------- fidelity (untimed)
+        log("== fidelity: flock against the source libraries")
+        fidelity = check_fidelity(fls, models, X, plpy_rows, args.rows, errors)
+
+        # ---------------------------------------------------------------- batch-size sweep
+        sweep_res = {}
+        sweep_faults = {}
+        if sweep and fls:
+            log(f"== batch-size sweep: flock.batch_size in {sweep} on {SWEEP} ({sweep_rows} rows), "
+                f"{args.sweep_reps} reps")
+            for rep in range(args.sweep_reps):
+                order = sweep[rep % len(sweep):] + sweep[:rep % len(sweep)]
+                for b in order:
+                    for name in fls:
+                        # A fresh session per point, warmed up on higgs_sub with the same batch size:
+                        # a backend's speed depends on the allocations it made before (see README), so
+                        # points measured one after another in one session would not be comparable.
+                        sess = Session(cluster)
+                        try:
+                            sess.one("SET max_parallel_workers_per_gather = 0")
+                            sess.one(f"SET flock.batch_size = {b}")
+                            if rep == 0:
+                                plan = "\n".join(r[0] for r in sess.rows("EXPLAIN (COSTS OFF) " + flock_query(SWEEP, name)))
+                                if f"Batch Size: {b}" not in plan:
+                                    errors.append(f"sweep: the plan does not show Batch Size: {b}:\n{plan}")
+                            sess.timed(f"SELECT count(*) FROM {SWEEP}")
+                            run_flock(sess, name, True, SUBSET)
+                            w, cpu, v = run_flock(sess, name, True, SWEEP)
+                            sweep_faults.setdefault((name, b), []).append(sess.last_faults)
+                        finally:
+                            sess.close()
+                        sweep_res.setdefault((name, b), []).append((w, cpu, v))
+            for name in fls:
+                vals = {sweep_res[(name, b)][0][2] for b in sweep}
+                if len(vals) != 1:
+                    errors.append(f"sweep: {name} sums differ across batch sizes: {sorted(vals)}")
+
         # ---------------------------------------------------------------- 2 cores
         par_models = [m for m in models.values() if m.is_xgboost]
         par_plan = None
@@ -615,13 +760,45 @@ def main():
                 pass
         cluster.stop()
 
+    check_agreement(res, models, subset_checks, plpy_rows, args.rows, errors)
+    extra = {"fidelity": fidelity, "sweep": sweep, "sweep_res": sweep_res, "sweep_rows": sweep_rows,
+             "sweep_faults": sweep_faults}
     report(args, info, res, models, plpy_rows, par_reps, n_train, pg_version, table_size, subset_checks, par_plan,
-           errors, time.perf_counter() - t_start)
+           errors, time.perf_counter() - t_start, extra)
     return 1 if errors else 0
 
 
+def sweep_table(p, sweep, sweep_res, sweep_rows, reps, sweep_faults):
+    """rows/s (CPU) per model and batch size, each model's rate relative to its best size, and the
+    size with the best geometric mean of those relative rates over the models. Returns the best."""
+    names = sorted({n for n, _ in sweep_res}, key=lambda n: list(bench_models.SPECS).index(n))
+    if not names:
+        return None
+    rate = {k: sweep_rows / statistics.median(c for _, c, _ in v) for k, v in sweep_res.items()}
+    best_of = {n: max(rate[(n, b)] for b in sweep) for n in names}
+    geo = {b: float(np.exp(np.mean([np.log(rate[(n, b)] / best_of[n]) for n in names]))) for b in sweep}
+    best = max(sweep, key=lambda b: geo[b])
+    p(f"Batch-size sweep: SELECT sum(flock.predict('m', t)) FROM {SWEEP} t ({sweep_rows} rows), 1 core, "
+      f"rows/s of CPU time, median of {reps};")
+    p("relative = rate / the model's best rate; the best default maximises the geometric mean of the relatives.")
+    hdr = f"{'batch_size':>10} " + " ".join(f"{n:>18}" for n in names) + f" {'geo-mean relative':>18}"
+    p(hdr)
+    p("-" * len(hdr))
+    for b in sweep:
+        cells = " ".join(f"{rate[(n, b)]:>10,.0f} ({rate[(n, b)] / best_of[n]:.2f})" for n in names)
+        mark = "  <- best" if b == best else ("  (current default)" if b == DEFAULT_BATCH_SIZE else "")
+        p(f"{b:>10} {cells} {geo[b]:>18.3f}{mark}")
+    p(f"backend minor page faults per 1,000 rows scored (median): " + "; ".join(
+        f"{n} " + " ".join(f"{b}:{statistics.median(sweep_faults[(n, b)]) * 1000 / sweep_rows:.0f}" for b in sweep)
+        for n in names))
+    per_model = ", ".join(f"{n} {max(sweep, key=lambda b: rate[(n, b)])}" for n in names)
+    p(f"best flock.batch_size: {best} (geometric mean {geo[best]:.3f} of each model's best rate; "
+      f"default {DEFAULT_BATCH_SIZE}: {geo.get(DEFAULT_BATCH_SIZE, float('nan')):.3f}); best per model: {per_model}")
+    return best
+
+
 def report(args, info, res, models, plpy_rows, par_reps, n_train, pg_version, table_size, subset_checks, par_plan,
-           errors, total):
+           errors, total, extra):
     out = sys.stdout
 
     def p(line=""):
@@ -674,6 +851,9 @@ def report(args, info, res, models, plpy_rows, par_reps, n_train, pg_version, ta
     p("spread = (max - min) / median of the CPU times. check = rows predicted positive; PL/Python: of the first "
       f"{plpy_rows} rows (flock there: " + ", ".join(
           f"{n} {subset_checks[(n, True)]:.0f}" for n in models if (n, True) in subset_checks) + ")")
+    p(f"PL/Python per row is NOT run over all {args.rows} rows (a million per-row Python calls through 500 trees")
+    p(f"would take far too long): it scores the first {plpy_rows} rows (table {SUBSET}) and its rows/s is that")
+    p(f"subsample's rate, extrapolated to the table: per-row cost does not depend on the table size.")
 
     p()
     p("export-to-Python phases, medians (wall / CPU seconds):")
@@ -727,7 +907,20 @@ def report(args, info, res, models, plpy_rows, par_reps, n_train, pg_version, ta
         for line in par_plan.splitlines():
             p("  " + line)
         p()
-    p(f"{sum(verdicts)} of {len(verdicts)} goals met; the run took {total / 60:.1f} min")
+    best = None
+    if extra["sweep_res"]:
+        best = sweep_table(p, extra["sweep"], extra["sweep_res"], extra["sweep_rows"], args.sweep_reps,
+                           extra["sweep_faults"])
+        p()
+    if extra["fidelity"]:
+        p("Fidelity (untimed): flock's probabilities against the source library's")
+        for line in extra["fidelity"]:
+            p("  " + line)
+        p("  and every contender's count of rows predicted positive against the reference's (within "
+          f"max(1, 1e-5 x rows)): {'ok' if not any(e.startswith('fidelity: ') and 'predicted positive' in e for e in errors) else 'MISMATCH'}")
+        p()
+    p(f"{sum(verdicts)} of {len(verdicts)} goals met; the run took {total / 60:.1f} min"
+      + (f"; best flock.batch_size {best}" if best else ""))
     for e in errors:
         p("ERROR: " + e)
 
@@ -739,6 +932,10 @@ def report(args, info, res, models, plpy_rows, par_reps, n_train, pg_version, ta
                               "rows": res.rows[k], "check": res.checks.get(k)} for k in res.wall],
             "phases": [{"run": k[0], "model": k[1], "phase": k[2], "wall_cpu": v} for k, v in res.phases.items()],
             "skipped": [{"run": k[0], "model": k[1], "contender": k[2], "reason": v} for k, v in res.skipped.items()],
+            "sweep": [{"model": k[0], "batch_size": k[1], "rows": extra["sweep_rows"],
+                       "wall_cpu_sum": v, "minor_faults": extra["sweep_faults"].get(k)}
+                      for k, v in extra["sweep_res"].items()],
+            "fidelity": extra["fidelity"], "errors": errors,
         }, f, indent=1)
     p(f"(every measurement: {path})")
 

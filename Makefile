@@ -45,8 +45,13 @@ demo: deps install
 	bash scripts/demo.sh $(BUILD_DIR)
 
 # Benchmarks: each prints its ratios to the peers measured in the same run.
+#   bench/indb: in-database scoring (flock vs libxgboost, export-to-Python, PL/Python) on a private
+#   cluster of the PostgreSQL in $FLOCK_PG_BIN (default /usr/lib/postgresql/15/bin); data and models
+#   are cached in $(BUILD_DIR)/bench-indb. `make bench BENCH_INDB_ARGS=--quick` for a short run.
+BENCH_INDB_ARGS ?=
 bench: deps install
 	cmake --build $(BUILD_DIR) --target bench_nn
+	$(PYTHON) bench/indb/run.py --work-dir $(BUILD_DIR)/bench-indb $(BENCH_INDB_ARGS)
 
 clean:
 	rm -rf $(BUILD_DIR)

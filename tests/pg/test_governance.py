@@ -327,6 +327,28 @@ def test_a_granted_role_scores_in_parallel_workers(conn, connect):
         hidden(sqlstate(stranger, "SELECT sum(flock.predict('par_m', t)) FROM par_xs t"), "par_m")
 
 
+def test_drop_model_tells_strangers_nothing(conn, connect):
+    one(conn, "SELECT flock.register_model('dropped_hidden', %s)", (model(1),))
+    one(conn, "SELECT flock.register_model('dropped_hidden', %s)", (model(2),))
+    stranger = connect("gov_stranger")
+    hidden = sqlstate(stranger, "SELECT flock.drop_model('dropped_hidden')")
+    missing = sqlstate(stranger, "SELECT flock.drop_model('no_such_model')")
+    assert hidden.pgcode == missing.pgcode == "42501"
+    assert hidden.diag.message_primary.replace('"dropped_hidden"', '"no_such_model"') == missing.diag.message_primary
+    assert (hidden.diag.message_detail, hidden.diag.message_hint) == (missing.diag.message_detail, missing.diag.message_hint)
+    hidden_v = sqlstate(stranger, "SELECT flock.drop_model('dropped_hidden', 1)")
+    assert (hidden_v.pgcode, hidden_v.diag.message_primary) == (hidden.pgcode, hidden.diag.message_primary)
+    assert sqlstate(conn, "SELECT flock.drop_model('no_such_model')").pgcode == "42704"
+    err = sqlstate(conn, "SELECT flock.drop_model('dropped_hidden', 9)")
+    assert err.pgcode == "42704" and "1, 2" in err.diag.message_hint
+    # A grantee knows the model exists: it is told that it may not drop it.
+    one(conn, "SELECT flock.grant_model('dropped_hidden', 'gov_user', 'use')")
+    err = sqlstate(connect("gov_user"), "SELECT flock.drop_model('dropped_hidden')")
+    assert err.pgcode == "42501" and "drop" in err.diag.message_primary
+    assert one(conn, "SELECT count(*) FROM flock.models WHERE name = 'dropped_hidden'") == 2
+    assert one(conn, "SELECT flock.drop_model('dropped_hidden')") == 2
+
+
 def test_grant_errors_and_cleanup(conn, connect):
     owner = connect("gov_owner")
     one(owner, "SELECT flock.register_model('granted', %s)", (model(1),))

@@ -15,6 +15,7 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -196,6 +197,11 @@ Size audit_max_record() { return shared ? shared->ring_size / 4 : 0; }
 
 void audit_enqueue(const AuditRecord* rec) {
   require_audit();
+  // No writer runs during recovery: refuse rather than queue records that could not be stored.
+  if (RecoveryInProgress())
+    ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+                    errmsg("predictions of an audited model cannot be recorded during recovery"),
+                    errhint("Score audited models on the primary, or set their policy to 'off' with flock.set_audit.")));
   Size len = rec->total_len;
   if (len > audit_max_record())
     ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),

@@ -1,14 +1,19 @@
 """Inference capture: per-model audit policies, what the log records (time, role, version, query id,
 input, output) on the batched and per-row paths and in parallel workers, what survives a rollback,
 sampling, access to the log, and the errors."""
+import json
 import math
+import os
 import struct
 
 import psycopg2
 import pytest
 
 from onnx_builders import linear_regressor, stump_classifier
+from pgcluster import PG_BIN, Cluster
 from test_catalog import one, sqlstate
+
+MODELS_DIR = os.environ.get("FLOCK_MODELS_DIR", "")
 
 ROLES = ("aud_owner", "aud_user", "aud_stranger")
 
@@ -364,3 +369,58 @@ def test_dropping_the_last_version_removes_the_policy(conn):
     assert rows(conn, "SELECT from_mode, to_mode FROM flock.audit_policy_history WHERE name = 'short_lived' "
                       "ORDER BY id") == [(None, "all"), ("all", None)]
     assert [r[5] for r in logged(conn, "short_lived")] == [[4]]  # the log outlives the model
+
+
+def test_text_features_are_recorded_as_text(conn):
+    """A pipeline with string categories (one ONNX input per column): text inputs land in
+    input_text, numbers in input, and the JSON input has both by name."""
+    try:
+        with open(os.path.join(MODELS_DIR, "manifest.json")) as f:
+            entry = next(e for e in json.load(f) if e["name"] == "customers_pipeline_logreg")
+        with open(os.path.join(MODELS_DIR, "datasets.json")) as f:
+            info = json.load(f)["customers"]
+    except (OSError, StopIteration) as e:
+        pytest.fail(f"the test models are missing ({e}): run tools/models/make_models.py --out DIR "
+                    "and point FLOCK_MODELS_DIR at DIR")
+    cols = ", ".join(f'"{c["name"]}" {c["type"]}' for c in info["columns"])
+    run(conn, f"CREATE TABLE customers ({cols})")
+    with open(os.path.join(MODELS_DIR, info["file"])) as f, conn.cursor() as cur:
+        cur.copy_expert("COPY customers FROM STDIN WITH (FORMAT csv, HEADER true)", f)
+    with open(os.path.join(MODELS_DIR, entry["file"]), "rb") as f:
+        one(conn, "SELECT flock.register_model('cust', %s)", (f.read(),))
+    one(conn, "SELECT flock.set_audit('cust', 'all')")
+    clear_log(conn)
+    got = rows(conn, "SELECT id, plan, region, age, flock.predict_label('cust', c) FROM customers c WHERE id <= 50")
+    log = logged(conn, "cust")
+    assert len(log) == 50
+    def num(v):
+        return None if v is None else float(v)
+    assert sorted(repr((r[5]["plan"], r[5]["region"], num(r[5]["age"]), r[6])) for r in log) == sorted(
+        repr((g[1], g[2], num(g[3]), g[4])) for g in got)
+    assert any(r[5]["region"] is None or r[5]["age"] is None for r in log)  # NULL features are JSON nulls
+    assert one(conn, "SELECT array_length(input_text, 2) FROM flock.inference_log WHERE model_name = 'cust' LIMIT 1") == 7
+
+
+def test_records_are_stored_before_the_server_stops():
+    """A fast shutdown stops the writer with SIGTERM: it stores what is queued before it exits."""
+    c = Cluster(name="flock-audit-stop").start()
+    try:
+        conn = psycopg2.connect(c.dsn())
+        conn.autocommit = True
+        run(conn, "CREATE EXTENSION flock")
+        one(conn, "SELECT flock.register_model('lin', %s)", (linear_regressor([1.0, 10.0], 0.5, ["a", "b"]),))
+        one(conn, "SELECT flock.set_audit('lin', 'all')")
+        run(conn, "CREATE TABLE pts AS SELECT (i % 50)::real AS a, (i % 7)::float8 AS b FROM generate_series(1, 300000) i")
+        one(conn, "SELECT sum(flock.predict('lin', t)) FROM pts t")  # no flush
+        conn.close()
+        c._run([f"{PG_BIN}/pg_ctl", "-D", c.datadir, "-m", "fast", "-w", "stop"])
+        c.running = False
+        opts = (f"-p {c.port} -k {c.sockdir} -c listen_addresses='' -c fsync=off "
+                f"-c shared_preload_libraries=flock -c log_min_messages=warning")
+        c._run([f"{PG_BIN}/pg_ctl", "-D", c.datadir, "-l", c.logfile, "-o", opts, "-w", "start"])
+        c.running = True
+        conn = psycopg2.connect(c.dsn())
+        assert one(conn, "SELECT sum(n_rows) FROM flock.inference_log") == 300000
+        conn.close()
+    finally:
+        c.stop()

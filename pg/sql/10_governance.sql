@@ -827,7 +827,8 @@ CREATE TABLE flock.inference_log (
   input         float8[],                    -- n_rows x features: numeric features (NULL: missing or text)
   input_text    text[],                      -- n_rows x features: text features, for models that take any
   output        float8[],                    -- n_rows x width: predict (width 1), predict_proba, predict_tensor
-  output_label  text[]                       -- n_rows: predict_label
+  output_label  text[],                      -- n_rows: predict_label
+  input_float4  boolean     NOT NULL DEFAULT false  -- the model took the numbers as real (float32)
 ) PARTITION BY RANGE (logged_at);
 COMMENT ON TABLE flock.inference_log IS
   'audited predictions, one row per batch (flock.inference_log_rows: one per prediction); rows with the same logged_at and query_id are one statement';

@@ -134,15 +134,20 @@ CREATE FUNCTION flock.audit_status() RETURNS jsonb
   AS 'MODULE_PATHNAME', 'flock_audit_status' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 -- One row per prediction. security_invoker: the log's row-level security applies to the reader.
+-- Numbers the model took as real (float32) are shown as real: 20.29, which is what it saw, rather
+-- than the float8 20.290000915527344 they are stored as.
 CREATE VIEW flock.inference_log_rows WITH (security_invoker = true) AS
   SELECT l.logged_at, l.role, l.model_name, l.model_version, l.query_id, l.function, r.row_no,
          CASE WHEN nf.n IS NULL THEN NULL
               WHEN l.features IS NOT NULL THEN
                 (SELECT jsonb_object_agg(l.features[f], coalesce(to_jsonb(l.input_text[r.row_no][f]),
-                                                                 to_jsonb(l.input[r.row_no][f])))
+                                  CASE WHEN l.input_float4 THEN to_jsonb(l.input[r.row_no][f]::real)
+                                       ELSE to_jsonb(l.input[r.row_no][f]) END))
                    FROM generate_series(1, nf.n) AS f)
               ELSE
-                (SELECT jsonb_agg(coalesce(to_jsonb(l.input_text[r.row_no][f]), to_jsonb(l.input[r.row_no][f])) ORDER BY f)
+                (SELECT jsonb_agg(coalesce(to_jsonb(l.input_text[r.row_no][f]),
+                                  CASE WHEN l.input_float4 THEN to_jsonb(l.input[r.row_no][f]::real)
+                                       ELSE to_jsonb(l.input[r.row_no][f]) END) ORDER BY f)
                    FROM generate_series(1, nf.n) AS f)
          END AS input,
          CASE l.function

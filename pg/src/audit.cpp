@@ -283,7 +283,7 @@ const AuditRecord* rec_at(char* buf, Size off) { return reinterpret_cast<const A
 // Records that go into one log row: same statement, role, model version, function and features.
 bool same_batch(const AuditRecord* a, const AuditRecord* b) {
   if (a->logged_at != b->logged_at || a->query_id != b->query_id || a->model_version != b->model_version ||
-      a->want != b->want || a->nfeat != b->nfeat || a->out_width != b->out_width || a->names_len != b->names_len ||
+      a->want != b->want || a->flags != b->flags || a->nfeat != b->nfeat || a->out_width != b->out_width || a->names_len != b->names_len ||
       strcmp(a->role, b->role) != 0 || strcmp(a->model_name, b->model_name) != 0)
     return false;
   AuditLayout la = audit_layout(a->nrows, a->nfeat, a->out_width, a->names_len, a->text_len);
@@ -356,8 +356,8 @@ void store_batch(const AuditRecord* const* recs, int n) {
 
   int dims[2] = {rows, nfeat};
   int lbs[2] = {1, 1};
-  Datum values[12];
-  char nulls[12];
+  Datum values[13];
+  char nulls[13];
   memset(nulls, ' ', sizeof(nulls));
   values[0] = TimestampTzGetDatum(first->logged_at);
   values[1] = DirectFunctionCall1(namein, CStringGetDatum(first->role));
@@ -397,13 +397,15 @@ void store_batch(const AuditRecord* const* recs, int n) {
                            : PointerGetDatum(construct_empty_array(FLOAT8OID));
     nulls[11] = 'n';
   }
+  values[12] = BoolGetDatum((first->flags & kAuditInputFloat4) != 0);
   if (!insert_plan) {
-    Oid types[12] = {TIMESTAMPTZOID, NAMEOID, TEXTOID, INT4OID, INT8OID, TEXTOID, INT4OID, TEXTARRAYOID,
-                     FLOAT8ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID};
+    Oid types[13] = {TIMESTAMPTZOID, NAMEOID, TEXTOID, INT4OID, INT8OID, TEXTOID, INT4OID, TEXTARRAYOID,
+                     FLOAT8ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, BOOLOID};
     SPIPlanPtr plan = SPI_prepare(
         "INSERT INTO flock.inference_log (logged_at, role, model_name, model_version, query_id, function, n_rows, "
-        "features, input, input_text, output, output_label) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        12, types);
+        "features, input, input_text, output, output_label, input_float4) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        13, types);
     if (!plan) elog(ERROR, "flock audit: could not prepare the log insert: %s", SPI_result_code_string(SPI_result));
     SPI_keepplan(plan);
     insert_plan = plan;

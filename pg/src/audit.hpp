@@ -13,12 +13,16 @@ enum class AuditMode : int { Off = 0, Sample = 1, All = 2 };
 // GUC: bytes of queue per database slot, in kB (postmaster).
 extern int audit_queue_kb;
 
+// The model takes its numeric features as float32: the log shows them as real (20.29, not
+// 20.290000915527344), which is exactly what the model saw.
+constexpr int16 kAuditInputFloat4 = 1;
+
 // One record: what one call scored for some rows of one statement. Followed by its payload (see
 // AuditLayout); total_len (a multiple of 8) covers header and payload.
 struct AuditRecord {
   uint32 total_len;
   int16 want;             // Want: predict, predict_proba, predict_label, predict_tensor
-  int16 reserved;
+  int16 flags;            // kAuditInputFloat4
   int32 model_version;
   int32 nrows;
   int32 nfeat;

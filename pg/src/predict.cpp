@@ -85,6 +85,7 @@ struct CallState {
   int audit_names_len;
   int audit_nfeat;
   uint8* audit_is_text;
+  int16 audit_flags;
   Oid audit_role_id;
   char audit_role[NAMEDATALEN];
 };
@@ -671,9 +672,12 @@ void audit_describe(CallState* st) {
   initStringInfo(&names);
   uint8* is_text = static_cast<uint8*>(MemoryContextAllocZero(st->mcxt, Max(nfeat, 1)));
   int f = 0;
+  int16 flags = kAuditInputFloat4;
   for (size_t k = 0; k < sig.inputs.size(); ++k) {
+    flock::ElemType type = sig.inputs[k].type;
+    if (type != flock::ElemType::String && type != flock::ElemType::Float) flags &= ~kAuditInputFloat4;
     for (int64_t j = 0; j < sig.inputs[k].width; ++j, ++f) {
-      is_text[f] = sig.inputs[k].type == flock::ElemType::String;
+      is_text[f] = type == flock::ElemType::String;
       if (named) {
         const std::string& name = single ? sig.feature_names[static_cast<size_t>(j)] : sig.inputs[k].name;
         appendBinaryStringInfo(&names, name.c_str(), static_cast<int>(name.size()) + 1);
@@ -686,6 +690,7 @@ void audit_describe(CallState* st) {
   pfree(names.data);
   st->audit_nfeat = nfeat;
   st->audit_is_text = is_text;
+  st->audit_flags = flags;
   st->audit_for = st->model;
 }
 
@@ -709,6 +714,7 @@ List* audit_records(CallState* st, const RowValues* rows, int n, Want want, cons
   AuditRecord tmpl;
   memset(&tmpl, 0, sizeof(tmpl));
   tmpl.want = static_cast<int16>(want);
+  tmpl.flags = st->audit_flags;
   tmpl.model_version = st->audit_version;
   tmpl.nfeat = nfeat;
   tmpl.out_width = width;

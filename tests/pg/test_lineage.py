@@ -121,8 +121,9 @@ def test_lineage_shows_the_chain_both_ways(conn, chain):
     # The batch is what the audit log holds: every prediction, with its input and output.
     logged = rows(conn, "SELECT input, output FROM flock.inference_log_rows WHERE model_name = 'cancer'")
     assert len(logged) == batch[0]["detail"]["rows"]
-    assert sorted(round(i["mean_radius"], 3) for i, _ in logged) == sorted(
-        round(r[0], 3) for r in rows(conn, "SELECT mean_radius FROM patients WHERE id % 5 = 0"))
+    # The model takes real (float32) features: the log shows them as the real column does.
+    assert sorted((i["mean_radius"], i["mean_texture"], i["mean_smoothness"]) for i, _ in logged) == sorted(
+        rows(conn, "SELECT mean_radius, mean_texture, mean_smoothness FROM patients WHERE id % 5 = 0"))
     assert {o for _, o in logged} <= {0, 1}
     assert edges(graph) == {
         ("table", "public.patients", "snapshot_into", "dataset", "patients_train@1"): -3,

@@ -47,6 +47,7 @@ demo: deps install
 # Benchmarks: each prints its ratios to the peers measured in the same run.
 bench: deps install
 	cmake --build $(BUILD_DIR) --target bench_nn
+	cmake --build $(BUILD_DIR) --target bench_audit
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -173,9 +173,7 @@ void ensure_worker(int idx) {
   memcpy(w.bgw_extra, &db, sizeof(Oid));
   w.bgw_notify_pid = 0;
   if (!RegisterDynamicBackgroundWorker(&w, nullptr)) {
-    LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-    slot->start_requested = 0;
-    LWLockRelease(shared->lock);
+    // start_requested stays: the next attempt (and warning) comes kStartRetryMs later.
     ereport(WARNING, (errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
                       errmsg("could not start the flock audit writer; audit records wait in the queue"),
                       errhint("Raise max_worker_processes; predictions wait when the queue is full.")));

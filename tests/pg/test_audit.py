@@ -5,6 +5,7 @@ import json
 import math
 import os
 import struct
+import time
 
 import psycopg2
 import pytest
@@ -301,7 +302,7 @@ def test_reading_the_log_needs_manage(conn, connect):
         clear_log(conn)
         user, owner, stranger = connect("aud_user"), connect("aud_owner"), connect("aud_stranger")
         one(user, "SELECT flock.predict('lin', ARRAY[1, 1]::float4[])")
-        one(conn, "SELECT flock.predict('lin', ARRAY[2, 1]::float4[])")
+        one(conn, "SELECT flock.predict('lin', ARRAY[123, 4]::float4[])")
         flush(conn)
         # The log's rows: a role sees its own, a manager all of the model's.
         assert one(user, "SELECT count(*) FROM flock.inference_log_rows") == 1
@@ -420,7 +421,30 @@ def test_records_are_stored_before_the_server_stops():
         c._run([f"{PG_BIN}/pg_ctl", "-D", c.datadir, "-l", c.logfile, "-o", opts, "-w", "start"])
         c.running = True
         conn = psycopg2.connect(c.dsn())
+        conn.autocommit = True
         assert one(conn, "SELECT sum(n_rows) FROM flock.inference_log") == 300000
+
+        # A writer that dies hard makes PostgreSQL reinitialise (records still queued then are
+        # lost, like in-flight transactions); capture works again afterwards.
+        one(conn, "SELECT flock.predict('lin', ARRAY[1, 1]::float4[])")
+        assert one(conn, "SELECT flock.audit_flush()") is True
+        pid = one(conn, "SELECT (flock.audit_status()->>'worker_pid')::int")
+        assert pid, "the writer lingers for a second after its work"
+        conn.close()
+        os.kill(pid, 9)
+        deadline = time.time() + 60
+        while True:
+            try:
+                conn = psycopg2.connect(c.dsn())
+                conn.autocommit = True
+                one(conn, "SELECT 1")
+                break
+            except psycopg2.Error:
+                assert time.time() < deadline, c.server_log()[-2000:]
+                time.sleep(0.5)
+        one(conn, "SELECT flock.predict('lin', ARRAY[123, 4]::float4[])")
+        assert one(conn, "SELECT flock.audit_flush()") is True
+        assert one(conn, "SELECT count(*) FROM flock.inference_log_rows WHERE input = '{\"a\": 123, \"b\": 4}'") == 1
         conn.close()
     finally:
         c.stop()

@@ -828,14 +828,16 @@ CREATE TABLE flock.inference_log (
   input_text    text[],                      -- n_rows x features: text features, for models that take any
   output        float8[],                    -- n_rows x width: predict (width 1), predict_proba, predict_tensor
   output_label  text[],                      -- n_rows: predict_label
-  input_float4  boolean     NOT NULL DEFAULT false  -- the model took the numbers as real (float32)
+  input_real    real[]                       -- instead of input, for models that take real (float32):
+                                             -- the values as the model saw them, in half the bytes
 ) PARTITION BY RANGE (logged_at);
 COMMENT ON TABLE flock.inference_log IS
   'audited predictions, one row per batch (flock.inference_log_rows: one per prediction); rows with the same logged_at and query_id are one statement';
 -- Arrays stored uncompressed: pglz over feature values cost the writer 2-3x its time for ~40% of
 -- the bytes (bench/audit_bench.py); partitions inherit the setting.
 ALTER TABLE flock.inference_log ALTER COLUMN input SET STORAGE EXTERNAL, ALTER COLUMN input_text SET STORAGE EXTERNAL,
-  ALTER COLUMN output SET STORAGE EXTERNAL, ALTER COLUMN output_label SET STORAGE EXTERNAL;
+  ALTER COLUMN output SET STORAGE EXTERNAL, ALTER COLUMN output_label SET STORAGE EXTERNAL,
+  ALTER COLUMN input_real SET STORAGE EXTERNAL;
 CREATE TABLE flock.inference_log_default PARTITION OF flock.inference_log DEFAULT;
 -- Indexes per partition, not on the parent: an index on the (extension-owned) parent would be
 -- created again on each partition pg_restore attaches, clashing with the partition's dumped index.

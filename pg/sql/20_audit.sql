@@ -134,20 +134,17 @@ CREATE FUNCTION flock.audit_status() RETURNS jsonb
   AS 'MODULE_PATHNAME', 'flock_audit_status' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 -- One row per prediction. security_invoker: the log's row-level security applies to the reader.
--- Numbers the model took as real (float32) are shown as real: 20.29, which is what it saw, rather
--- than the float8 20.290000915527344 they are stored as.
+-- Numbers a model took as real (float32) are stored and shown as real: 20.29, what it saw.
 CREATE VIEW flock.inference_log_rows WITH (security_invoker = true) AS
   SELECT l.logged_at, l.role, l.model_name, l.model_version, l.query_id, l.function, r.row_no,
          CASE WHEN nf.n IS NULL THEN NULL
               WHEN l.features IS NOT NULL THEN
-                (SELECT jsonb_object_agg(l.features[f], coalesce(to_jsonb(l.input_text[r.row_no][f]),
-                                  CASE WHEN l.input_float4 THEN to_jsonb(l.input[r.row_no][f]::real)
-                                       ELSE to_jsonb(l.input[r.row_no][f]) END))
+                (SELECT jsonb_object_agg(l.features[f], coalesce(to_jsonb(l.input_text[r.row_no][f]), to_jsonb(l.input_real[r.row_no][f]),
+                                           to_jsonb(l.input[r.row_no][f])))
                    FROM generate_series(1, nf.n) AS f)
               ELSE
-                (SELECT jsonb_agg(coalesce(to_jsonb(l.input_text[r.row_no][f]),
-                                  CASE WHEN l.input_float4 THEN to_jsonb(l.input[r.row_no][f]::real)
-                                       ELSE to_jsonb(l.input[r.row_no][f]) END) ORDER BY f)
+                (SELECT jsonb_agg(coalesce(to_jsonb(l.input_text[r.row_no][f]), to_jsonb(l.input_real[r.row_no][f]),
+                                           to_jsonb(l.input[r.row_no][f])) ORDER BY f)
                    FROM generate_series(1, nf.n) AS f)
          END AS input,
          CASE l.function
@@ -157,7 +154,8 @@ CREATE VIEW flock.inference_log_rows WITH (security_invoker = true) AS
          END AS output
     FROM flock.inference_log l
     CROSS JOIN LATERAL generate_series(1, l.n_rows) AS r(row_no)
-    CROSS JOIN LATERAL (SELECT coalesce(array_length(l.input, 2), array_length(l.input_text, 2)) AS n) nf;
+    CROSS JOIN LATERAL (SELECT coalesce(array_length(l.input, 2), array_length(l.input_real, 2),
+                                        array_length(l.input_text, 2)) AS n) nf;
 COMMENT ON VIEW flock.inference_log_rows IS
   'the inference log, one row per prediction: input as a JSON object by feature name (array without names), output as JSON';
 GRANT SELECT ON flock.inference_log_rows TO PUBLIC;

@@ -304,6 +304,7 @@ void store_batch(const AuditRecord* const* recs, int n) {
   for (int k = 0; k < n; ++k) rows += recs[k]->nrows;
   AuditLayout l0 = audit_layout(first->nrows, nfeat, width, first->names_len, first->text_len);
   const uint8* is_text = reinterpret_cast<const uint8*>(first) + l0.feat_is_text;
+  bool real = (first->flags & kAuditInputFloat4) != 0;
   bool any_text = false, any_num = false;
   for (int f = 0; f < nfeat; ++f) (is_text[f] ? any_text : any_num) = true;
 
@@ -330,7 +331,9 @@ void store_batch(const AuditRecord* const* recs, int n) {
         bool isnull = nulls[c] != 0;
         if (any_num) {
           num_null[cell] = isnull || is_text[f];
-          num[cell] = num_null[cell] ? (Datum)0 : Float8GetDatum(in[c]);
+          num[cell] = num_null[cell] ? (Datum)0
+                      : real ? Float4GetDatum(static_cast<float4>(in[c]))
+                             : Float8GetDatum(in[c]);
         }
         if (any_text) {
           txt_null[cell] = isnull || !is_text[f];
@@ -376,11 +379,16 @@ void store_batch(const AuditRecord* const* recs, int n) {
   } else {
     nulls[7] = 'n';
   }
-  if (any_num && nfeat > 0)
+  nulls[8] = nulls[12] = 'n';
+  if (any_num && nfeat > 0 && real) {
+    values[12] = PointerGetDatum(construct_md_array(num, num_null, 2, dims, lbs, FLOAT4OID, sizeof(float4), true,
+                                                    TYPALIGN_INT));
+    nulls[12] = ' ';
+  } else if (any_num && nfeat > 0) {
     values[8] = PointerGetDatum(construct_md_array(num, num_null, 2, dims, lbs, FLOAT8OID, sizeof(float8),
                                                    FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-  else
-    nulls[8] = 'n';
+    nulls[8] = ' ';
+  }
   if (any_text && nfeat > 0)
     values[9] = PointerGetDatum(construct_md_array(txt, txt_null, 2, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
   else
@@ -395,13 +403,12 @@ void store_batch(const AuditRecord* const* recs, int n) {
                            : PointerGetDatum(construct_empty_array(FLOAT8OID));
     nulls[11] = 'n';
   }
-  values[12] = BoolGetDatum((first->flags & kAuditInputFloat4) != 0);
   if (!insert_plan) {
     Oid types[13] = {TIMESTAMPTZOID, NAMEOID, TEXTOID, INT4OID, INT8OID, TEXTOID, INT4OID, TEXTARRAYOID,
-                     FLOAT8ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, BOOLOID};
+                     FLOAT8ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, FLOAT4ARRAYOID};
     SPIPlanPtr plan = SPI_prepare(
         "INSERT INTO flock.inference_log (logged_at, role, model_name, model_version, query_id, function, n_rows, "
-        "features, input, input_text, output, output_label, input_float4) "
+        "features, input, input_text, output, output_label, input_real) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         13, types);
     if (!plan) elog(ERROR, "flock audit: could not prepare the log insert: %s", SPI_result_code_string(SPI_result));

@@ -13,8 +13,8 @@ enum class AuditMode : int { Off = 0, Sample = 1, All = 2 };
 // GUC: bytes of queue per database slot, in kB (postmaster).
 extern int audit_queue_kb;
 
-// The model takes its numeric features as float32: the log shows them as real (20.29, not
-// 20.290000915527344), which is exactly what the model saw.
+// The model takes its numeric features as float32: the writer stores them as real (what the model
+// saw, shown as 20.29 rather than 20.290000915527344, in half the bytes).
 constexpr int16 kAuditInputFloat4 = 1;
 
 // One record: what one call scored for some rows of one statement. Followed by its payload (see

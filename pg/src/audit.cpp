@@ -254,7 +254,6 @@ void install_audit() {
 namespace {
 
 volatile sig_atomic_t got_sigterm = false;
-int my_slot = -1;
 SPIPlanPtr insert_plan = nullptr;
 
 void worker_sigterm(SIGNAL_ARGS) {
@@ -523,7 +522,6 @@ void flock_audit_worker_main(Datum arg) {
   }
   LWLockRelease(shared->lock);
   if (!mine) proc_exit(0);  // another worker has it, or the slot moved on
-  my_slot = idx;
   before_shmem_exit(worker_detach, Int32GetDatum(idx));
   // The bootstrap superuser: the log grants INSERT to nobody else.
   BackgroundWorkerInitializeConnectionByOid(db, InvalidOid, 0);

@@ -236,11 +236,13 @@ void audit_enqueue(const AuditRecord* rec) {
 }
 
 void install_audit() {
+  // Loaded later than server start (not preloaded), there is no queue; and PostgreSQL forbids
+  // (FATAL) creating a PGC_POSTMASTER setting then.
+  if (!process_shared_preload_libraries_in_progress) return;
   DefineCustomIntVariable("flock.audit_queue_size",
                           "Shared memory per database for audit records waiting to be stored.",
                           "Predictions of audited models wait when it is full. Needs a restart.", &audit_queue_kb,
                           4096, 256, 1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB, nullptr, nullptr, nullptr);
-  if (!process_shared_preload_libraries_in_progress) return;
   prev_shmem_request_hook = shmem_request_hook;
   shmem_request_hook = audit_shmem_request;
   prev_shmem_startup_hook = shmem_startup_hook;

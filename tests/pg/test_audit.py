@@ -448,3 +448,36 @@ def test_records_are_stored_before_the_server_stops():
         conn.close()
     finally:
         c.stop()
+
+
+def test_without_preload_audited_models_are_refused_not_skipped():
+    """Loaded only when first used (not in shared_preload_libraries) Flock has no queue: predictions
+    of audited models fail with 55000 instead of going unrecorded; others work as before."""
+    c = Cluster(name="flock-audit-nopreload").start()
+    try:
+        conn = psycopg2.connect(c.dsn())
+        conn.autocommit = True
+        run(conn, "CREATE EXTENSION flock")
+        one(conn, "SELECT flock.register_model('lin', %s)", (linear_regressor([1.0, 10.0], 0.5, ["a", "b"]),))
+        one(conn, "SELECT flock.register_model('quiet', %s)", (linear_regressor([1.0, 10.0], 0.5, ["a", "b"]),))
+        one(conn, "SELECT flock.set_audit('lin', 'all')")
+        conn.close()
+        c._run([f"{PG_BIN}/pg_ctl", "-D", c.datadir, "-m", "fast", "-w", "stop"])
+        c.running = False
+        opts = f"-p {c.port} -k {c.sockdir} -c listen_addresses='' -c fsync=off -c log_min_messages=warning"
+        c._run([f"{PG_BIN}/pg_ctl", "-D", c.datadir, "-l", c.logfile, "-o", opts, "-w", "start"])
+        c.running = True
+        conn = psycopg2.connect(c.dsn())
+        conn.autocommit = True
+        assert one(conn, "SELECT flock.predict('quiet', ARRAY[1, 1]::float4[])") == pytest.approx(11.5)
+        for batching in ("on", "off"):
+            run(conn, f"SET flock.batching = {batching}")
+            err = sqlstate(conn, "SELECT flock.predict('lin', ARRAY[1, 1]::float4[])")
+            assert err.pgcode == "55000" and "shared_preload_libraries" in err.diag.message_hint
+        assert one(conn, "SELECT flock.audit_status()") == {"available": False}
+        assert sqlstate(conn, "SELECT flock.audit_flush()").pgcode == "55000"
+        one(conn, "SELECT flock.set_audit('lin', 'off')")
+        assert one(conn, "SELECT flock.predict('lin', ARRAY[1, 1]::float4[])") == pytest.approx(11.5)
+        conn.close()
+    finally:
+        c.stop()

@@ -481,3 +481,23 @@ def test_without_preload_audited_models_are_refused_not_skipped():
         conn.close()
     finally:
         c.stop()
+
+
+def test_the_writer_does_not_hold_up_drop_database(cluster):
+    admin = psycopg2.connect(cluster.dsn())
+    admin.autocommit = True
+    try:
+        run(admin, "DROP DATABASE IF EXISTS audit_dropped")
+        run(admin, "CREATE DATABASE audit_dropped")
+        x = psycopg2.connect(cluster.dsn("audit_dropped"))
+        x.autocommit = True
+        run(x, "CREATE EXTENSION flock")
+        one(x, "SELECT flock.register_model('lin', %s)", (linear_regressor([1.0], 0.0),))
+        one(x, "SELECT flock.set_audit('lin', 'all')")
+        one(x, "SELECT sum(flock.predict('lin', ARRAY[i]::float4[])) FROM generate_series(1, 20000) i")
+        assert one(x, "SELECT flock.audit_flush()") is True
+        x.close()
+        # The writer is still connected for about a second; DROP DATABASE waits up to 5 s for it.
+        run(admin, "DROP DATABASE audit_dropped")
+    finally:
+        admin.close()

@@ -52,6 +52,7 @@ BENCH_INDB_ARGS ?=
 bench: deps install
 	cmake --build $(BUILD_DIR) --target bench_nn
 	$(PYTHON) bench/indb/run.py --work-dir $(BUILD_DIR)/bench-indb $(BENCH_INDB_ARGS)
+	cmake --build $(BUILD_DIR) --target bench_audit
 
 clean:
 	rm -rf $(BUILD_DIR)

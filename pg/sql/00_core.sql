@@ -166,10 +166,17 @@ DECLARE
   n integer;
 BEGIN
   SELECT rolsuper INTO is_super FROM pg_roles WHERE rolname = caller;
+  -- A model the caller may not use gets the very error of a missing one (flock._model_not_found,
+  -- from the governance part): dropping tells nothing about models the caller cannot see.
+  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = drop_model.name)
+     OR NOT (flock._may(caller, drop_model.name, 'use') OR flock._sees_all(caller)) THEN
+    PERFORM flock._model_not_found(drop_model.name, caller);
+  END IF;
   IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = drop_model.name
                  AND (drop_model.version IS NULL OR m.version = drop_model.version)) THEN
-    RAISE EXCEPTION 'model "%" does not exist', name || coalesce('@' || version, '')
-      USING ERRCODE = 'undefined_object', HINT = 'See SELECT name, version FROM flock.models.';
+    RAISE EXCEPTION 'model "%" has no version %', name, version USING ERRCODE = 'undefined_object',
+      HINT = format('Versions of "%s": %s.', name,
+                    (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = drop_model.name));
   END IF;
   IF NOT coalesce(is_super, false) AND EXISTS (
        SELECT 1 FROM flock.models m WHERE m.name = drop_model.name

@@ -809,21 +809,35 @@ COMMENT ON FUNCTION flock.log_training(text, text[], text, text, jsonb, jsonb, j
   'records how a model version was trained (data set versions, code, parameters, metrics, environment); returns the run id';
 
 -- ---------------------------------------------------------------------------------------------
--- Inference audit log: the hook for the prediction functions. Flock's C code inserts one row per
--- scored row (or per batch) as the extension owner; nothing here writes to it. Partitioned by
--- time: flock.inference_log_partition(month) adds a month, DROP TABLE of a month purges it.
+-- Inference audit log, filled by the prediction functions for models with an audit policy (see
+-- 20_audit.sql): the flock audit writer (a background worker) inserts one row per batch of one
+-- statement, with the inputs and outputs as arrays, in transactions of its own. Partitioned by time:
+-- flock.inference_log_partition(month) adds a month, DROP TABLE of a month purges it.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE flock.inference_log (
-  logged_at     timestamptz NOT NULL DEFAULT statement_timestamp(),
-  role          name        NOT NULL,
+  logged_at     timestamptz NOT NULL DEFAULT statement_timestamp(),  -- the statement's start
+  role          name        NOT NULL,        -- the session's role (outside SECURITY DEFINER functions)
   model_name    text        NOT NULL,
   model_version integer     NOT NULL,
-  query_id      bigint,
-  input         jsonb,
-  output        jsonb
+  query_id      bigint,                      -- the statement's query id
+  function      text        NOT NULL DEFAULT 'predict'
+                CHECK (function IN ('predict', 'predict_proba', 'predict_label', 'predict_tensor')),
+  n_rows        integer     NOT NULL DEFAULT 1 CHECK (n_rows > 0),
+  features      text[],                      -- feature names (NULL: the model has none)
+  input         float8[],                    -- n_rows x features: numeric features (NULL: missing or text)
+  input_text    text[],                      -- n_rows x features: text features, for models that take any
+  output        float8[],                    -- n_rows x width: predict (width 1), predict_proba, predict_tensor
+  output_label  text[],                      -- n_rows: predict_label
+  input_real    real[]                       -- instead of input, for models that take real (float32):
+                                             -- the values as the model saw them, in half the bytes
 ) PARTITION BY RANGE (logged_at);
 COMMENT ON TABLE flock.inference_log IS
-  'predictions made (filled by the prediction functions): rows with the same logged_at and query_id form one batch';
+  'audited predictions, one row per batch (flock.inference_log_rows: one per prediction); rows with the same logged_at and query_id are one statement';
+-- Arrays stored uncompressed: pglz over feature values cost the writer 2-3x its time for ~40% of
+-- the bytes (bench/audit_bench.py); partitions inherit the setting.
+ALTER TABLE flock.inference_log ALTER COLUMN input SET STORAGE EXTERNAL, ALTER COLUMN input_text SET STORAGE EXTERNAL,
+  ALTER COLUMN output SET STORAGE EXTERNAL, ALTER COLUMN output_label SET STORAGE EXTERNAL,
+  ALTER COLUMN input_real SET STORAGE EXTERNAL;
 CREATE TABLE flock.inference_log_default PARTITION OF flock.inference_log DEFAULT;
 -- Indexes per partition, not on the parent: an index on the (extension-owned) parent would be
 -- created again on each partition pg_restore attaches, clashing with the partition's dumped index.
@@ -944,7 +958,7 @@ BEGIN
     SELECT sm.depth + 1, 'model', l.model_name || '@' || l.model_version, 'scored', 'inference',
            format('%s@%s/%s/%s%s', l.model_name, l.model_version, l.role, flock._utc(l.logged_at),
                   coalesce('/' || l.query_id, '')),
-           l.logged_at, l.role, jsonb_strip_nulls(jsonb_build_object('rows', count(*), 'query_id', l.query_id))
+           l.logged_at, l.role, jsonb_strip_nulls(jsonb_build_object('rows', sum(l.n_rows), 'query_id', l.query_id))
       FROM scored_models sm
       JOIN flock.inference_log l ON l.model_name = sm.name AND l.model_version = sm.version
      GROUP BY sm.depth, l.model_name, l.model_version, l.role, l.query_id, l.logged_at

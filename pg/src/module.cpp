@@ -3,8 +3,12 @@
 
 extern "C" {
 #include "commands/trigger.h"
+#include "utils/queryjumble.h"
 #include "utils/syscache.h"
 }
+#undef flock
+
+#include "audit.hpp"
 
 #include "batch_scan.hpp"
 #include "cache.hpp"
@@ -87,8 +91,12 @@ void _PG_init(void) {
                            0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("flock.batch_size", "Rows scored per model call by batched execution.", nullptr,
                           &batch_size, 1024, 1, 1 << 20, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  install_audit();
   MarkGUCPrefixReserved("flock");
   install_batching();
+  // Audit records carry the statement's query id: have it computed (compute_query_id = auto)
+  // as pg_stat_statements does. Only possible at server start.
+  if (process_shared_preload_libraries_in_progress) EnableQueryId();
   CacheRegisterRelcacheCallback(on_relcache_invalidation, (Datum)0);
 }
 

@@ -13,9 +13,18 @@
 
 #include <fmt/format.h>
 
+#include "audit.hpp"
 #include "cache.hpp"
 #include "guard.hpp"
 #include "predict.hpp"
+
+extern "C" {
+#include "common/pg_prng.h"
+#include "utils/backend_status.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+}
+#undef flock
 
 extern "C" {
 PG_FUNCTION_INFO_V1(flock_predict);
@@ -62,6 +71,23 @@ struct CallState {
   TupleDesc rec_desc;
   int nfeatures;           // total over inputs
   FeatureBinding* binds;
+
+  // Audit policy of the resolved model (flock.audit_policies), refreshed with the resolution.
+  AuditMode audit_mode;
+  double audit_rate;
+  int32 audit_version;
+  uint64 audit_generation;          // model values: catalog generation the policy was read at
+  char audit_model[NAMEDATALEN];
+  char value_sha[65];               // model values: their sha256
+  // The model's feature names and kinds as audit records carry them (built on first capture).
+  const flock::Model* audit_for;
+  char* audit_names;
+  int audit_names_len;
+  int audit_nfeat;
+  uint8* audit_is_text;
+  int16 audit_flags;
+  Oid audit_role_id;
+  char audit_role[NAMEDATALEN];
 };
 
 namespace {
@@ -92,6 +118,72 @@ CallState* call_state(FunctionCallInfo fcinfo) {
 
 void set_model(CallState* st, MemoryContext mcxt, const std::shared_ptr<const flock::Model>& m);
 
+void set_policy(CallState* st, const char* name, int version, const char* mode, const char* rate) {
+  st->audit_mode = AuditMode::Off;
+  st->audit_rate = 0;
+  if (mode && strcmp(mode, "all") == 0) st->audit_mode = AuditMode::All;
+  else if (mode && strcmp(mode, "sample") == 0) st->audit_mode = AuditMode::Sample;
+  if (rate) st->audit_rate = strtod(rate, nullptr);
+  st->audit_version = version;
+  strlcpy(st->audit_model, name ? name : "", NAMEDATALEN);
+}
+
+// Audit policies of model values, by sha256: a flock.model read from the catalog (or a copy of one)
+// is audited like its name. Cached per backend, dropped with every catalog invalidation.
+struct ValuePolicy {
+  char sha[65];
+  uint64 generation;
+  AuditMode mode;
+  double rate;
+  int32 version;
+  char name[NAMEDATALEN];
+};
+HTAB* value_policies = nullptr;
+
+void refresh_value_policy(CallState* st) {
+  if (st->audit_generation == catalog_generation && st->audit_generation != 0) return;
+  if (!value_policies) {
+    HASHCTL ctl;
+    memset(&ctl, 0, sizeof(ctl));
+    ctl.keysize = 65;
+    ctl.entrysize = sizeof(ValuePolicy);
+    ctl.hcxt = TopMemoryContext;
+    value_policies = hash_create("flock value audit policies", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+  }
+  bool found;
+  auto* e = static_cast<ValuePolicy*>(hash_search(value_policies, st->value_sha, HASH_ENTER, &found));
+  if (!found || e->generation != catalog_generation) {
+    uint64 generation = catalog_generation;
+    e->mode = AuditMode::Off;
+    e->rate = 0;
+    e->version = 0;
+    e->name[0] = '\0';
+    e->generation = 0;  // not valid until the lookup succeeds
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    Oid argtypes[1] = {TEXTOID};
+    Datum args[1] = {CStringGetTextDatum(st->value_sha)};
+    int rc = SPI_execute_with_args("SELECT name, version, mode, sample_rate FROM flock._audit_policy_for($1)", 1,
+                                   argtypes, args, nullptr, true, 1);
+    if (rc != SPI_OK_SELECT) elog(ERROR, "could not read the audit policy of a model value");
+    if (SPI_processed == 1) {
+      HeapTuple row = SPI_tuptable->vals[0];
+      TupleDesc desc = SPI_tuptable->tupdesc;
+      const char* mode = SPI_getvalue(row, desc, 3);
+      e->mode = strcmp(mode, "all") == 0 ? AuditMode::All : strcmp(mode, "sample") == 0 ? AuditMode::Sample : AuditMode::Off;
+      e->rate = strtod(SPI_getvalue(row, desc, 4), nullptr);
+      e->version = atoi(SPI_getvalue(row, desc, 2));
+      strlcpy(e->name, SPI_getvalue(row, desc, 1), NAMEDATALEN);
+    }
+    SPI_finish();
+    e->generation = generation;
+  }
+  st->audit_mode = e->mode;
+  st->audit_rate = e->rate;
+  st->audit_version = e->version;
+  strlcpy(st->audit_model, e->name, NAMEDATALEN);
+  st->audit_generation = e->generation;
+}
+
 // Resolves a name reference through flock._resolve() (which raises the not-found errors).
 void resolve_by_name(CallState* st, Datum model_arg) {
   char* ref = TextDatumGetCString(model_arg);
@@ -103,8 +195,12 @@ void resolve_by_name(CallState* st, Datum model_arg) {
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
   Oid argtypes[1] = {TEXTOID};
   Datum args[1] = {CStringGetTextDatum(ref)};
-  int rc = SPI_execute_with_args("SELECT name, version, sha256, model FROM flock._resolve($1)", 1, argtypes,
-                                 args, nullptr, true, 1);
+  // The audit policy comes with the resolution: no extra lookup per query, and the same catalog
+  // invalidation refreshes both.
+  int rc = SPI_execute_with_args(
+      "SELECT r.name, r.version, r.sha256, r.model, p.mode, p.sample_rate "
+      "FROM flock._resolve($1) r LEFT JOIN flock.audit_policies p ON p.name = r.name",
+      1, argtypes, args, nullptr, true, 1);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "could not resolve model \"%s\"", ref);
   HeapTuple row = SPI_tuptable->vals[0];
   TupleDesc desc = SPI_tuptable->tupdesc;
@@ -126,6 +222,7 @@ void resolve_by_name(CallState* st, Datum model_arg) {
   st->ref = MemoryContextStrdup(fn_mcxt, ref);
   st->label = MemoryContextStrdup(fn_mcxt, psprintf("%s@%s", name, version));
   st->generation = generation;
+  set_policy(st, name, atoi(version), SPI_getvalue(row, desc, 5), SPI_getvalue(row, desc, 6));
   if (models_relid == InvalidOid) {
     Oid ns = get_namespace_oid("flock", true);
     if (OidIsValid(ns)) models_relid = get_relname_relid("models", ns);
@@ -140,13 +237,18 @@ void resolve_by_value(CallState* st, Datum model_arg) {
   struct varatt_external ptr = {};
   if (ondisk) {
     VARATT_EXTERNAL_GET_POINTER(ptr, raw);
-    if (st->model && st->toast_relid == ptr.va_toastrelid && st->toast_valueid == ptr.va_valueid) return;
+    if (st->model && st->toast_relid == ptr.va_toastrelid && st->toast_valueid == ptr.va_valueid) {
+      refresh_value_policy(st);
+      return;
+    }
   }
   bytea* bytes = DatumGetByteaPP(model_arg);
   size_t len = VARSIZE_ANY_EXHDR(bytes);
   if (!ondisk && st->model && st->inline_value && VARSIZE_ANY_EXHDR(st->inline_value) == len &&
-      memcmp(VARDATA_ANY(st->inline_value), VARDATA_ANY(bytes), len) == 0)
+      memcmp(VARDATA_ANY(st->inline_value), VARDATA_ANY(bytes), len) == 0) {
+    refresh_value_policy(st);
     return;
+  }
 
   MemoryContext fn_mcxt = st->mcxt;
   char sha[65];
@@ -164,6 +266,9 @@ void resolve_by_value(CallState* st, Datum model_arg) {
     SET_VARSIZE(st->inline_value, VARHDRSZ + len);
     memcpy(VARDATA(st->inline_value), VARDATA_ANY(bytes), len);
   }
+  memcpy(st->value_sha, sha, sizeof(st->value_sha));
+  st->audit_generation = 0;
+  refresh_value_policy(st);
 }
 
 void set_model(CallState* st, MemoryContext mcxt, const std::shared_ptr<const flock::Model>& m) {
@@ -555,6 +660,134 @@ Datum predict_entry(FunctionCallInfo fcinfo, Want want) {
   return result;
 }
 
+// The feature names and kinds of st->model, as audit records carry them.
+void audit_describe(CallState* st) {
+  if (st->audit_for == st->model) return;
+  const flock::Signature& sig = st->model->signature();
+  int nfeat = 0;
+  for (const auto& in : sig.inputs) nfeat += static_cast<int>(in.width);
+  bool single = sig.inputs.size() == 1;
+  bool named = !single || static_cast<int>(sig.feature_names.size()) == nfeat;
+  StringInfoData names;
+  initStringInfo(&names);
+  uint8* is_text = static_cast<uint8*>(MemoryContextAllocZero(st->mcxt, Max(nfeat, 1)));
+  int f = 0;
+  int16 flags = kAuditInputFloat4;
+  for (size_t k = 0; k < sig.inputs.size(); ++k) {
+    flock::ElemType type = sig.inputs[k].type;
+    if (type != flock::ElemType::String && type != flock::ElemType::Float) flags &= ~kAuditInputFloat4;
+    for (int64_t j = 0; j < sig.inputs[k].width; ++j, ++f) {
+      is_text[f] = type == flock::ElemType::String;
+      if (named) {
+        const std::string& name = single ? sig.feature_names[static_cast<size_t>(j)] : sig.inputs[k].name;
+        appendBinaryStringInfo(&names, name.c_str(), static_cast<int>(name.size()) + 1);
+      }
+    }
+  }
+  st->audit_names = static_cast<char*>(MemoryContextAlloc(st->mcxt, Max(names.len, 1)));
+  memcpy(st->audit_names, names.data, names.len);
+  st->audit_names_len = names.len;
+  pfree(names.data);
+  st->audit_nfeat = nfeat;
+  st->audit_is_text = is_text;
+  st->audit_flags = flags;
+  st->audit_for = st->model;
+}
+
+// The audit records of a scored batch (the sampled rows, split to fit the queue), palloc'd.
+List* audit_records(CallState* st, const RowValues* rows, int n, Want want, const Scored& s) {
+  audit_describe(st);
+  int* sel = static_cast<int*>(palloc(sizeof(int) * n));
+  int nsel = 0;
+  for (int r = 0; r < n; ++r)
+    if (st->audit_mode == AuditMode::All || pg_prng_double(&pg_global_prng_state) < st->audit_rate) sel[nsel++] = r;
+  if (nsel == 0) return NIL;
+
+  Oid role = GetOuterUserId();  // the session's role, not a SECURITY DEFINER function's owner
+  if (role != st->audit_role_id) {
+    strlcpy(st->audit_role, GetUserNameFromId(role, false), NAMEDATALEN);
+    st->audit_role_id = role;
+  }
+  int nfeat = st->audit_nfeat;
+  int width = want == Want::Label ? 0 : want == Want::Value ? 1 : s.width;
+  const uint8* is_text = st->audit_is_text;
+  AuditRecord tmpl;
+  memset(&tmpl, 0, sizeof(tmpl));
+  tmpl.want = static_cast<int16>(want);
+  tmpl.flags = st->audit_flags;
+  tmpl.model_version = st->audit_version;
+  tmpl.nfeat = nfeat;
+  tmpl.out_width = width;
+  tmpl.names_len = st->audit_names_len;
+  tmpl.query_id = static_cast<int64>(pgstat_get_my_query_id());
+  tmpl.logged_at = GetCurrentStatementStartTimestamp();
+  strlcpy(tmpl.role, st->audit_role, NAMEDATALEN);
+  strlcpy(tmpl.model_name, st->audit_model, NAMEDATALEN);
+
+  Size limit = audit_max_record();
+  Size per_row = static_cast<Size>(nfeat) * (sizeof(double) + 1) + sizeof(double) * width;
+  List* records = NIL;
+  for (int start = 0; start < nsel;) {
+    Size bytes = audit_layout(0, nfeat, width, tmpl.names_len, 0).total + 8;
+    Size text = 0;
+    int end = start;
+    while (end < nsel) {
+      const RowValues& row = rows[sel[end]];
+      Size t = 0;
+      for (int f = 0; f < nfeat; ++f)
+        if (is_text[f] && !row.isnull[f] && row.str[f]) t += strlen(row.str[f]) + 1;
+      if (want == Want::Label) t += strlen(s.labels[sel[end]]) + 1;
+      if (end > start && bytes + per_row + t > limit) break;
+      bytes += per_row + t;
+      text += t;
+      end++;
+    }
+    int m = end - start;
+    AuditLayout l = audit_layout(m, nfeat, width, tmpl.names_len, static_cast<int>(text));
+    char* buf = static_cast<char*>(palloc0(l.total));
+    auto* rec = reinterpret_cast<AuditRecord*>(buf);
+    *rec = tmpl;
+    rec->total_len = static_cast<uint32>(l.total);
+    rec->nrows = m;
+    rec->text_len = static_cast<int32>(text);
+    auto* in = reinterpret_cast<double*>(buf + l.inputs);
+    auto* ov = reinterpret_cast<double*>(buf + l.outputs);
+    auto* nulls = reinterpret_cast<uint8*>(buf + l.input_null);
+    memcpy(buf + l.feat_is_text, is_text, nfeat);
+    memcpy(buf + l.names, st->audit_names, tmpl.names_len);
+    char* tp = buf + l.text;
+    for (int i = 0; i < m; ++i) {
+      int r = sel[start + i];
+      const RowValues& row = rows[r];
+      for (int f = 0; f < nfeat; ++f) {
+        Size c = static_cast<Size>(i) * nfeat + f;
+        bool text_value = is_text[f] && !row.isnull[f] && row.str[f];
+        nulls[c] = row.isnull[f] || (is_text[f] && !row.str[f]);
+        in[c] = row.num[f];
+        if (text_value) {
+          Size len = strlen(row.str[f]) + 1;
+          memcpy(tp, row.str[f], len);
+          tp += len;
+        }
+      }
+      if (want == Want::Value) ov[i] = s.values[r];
+      else if (want != Want::Label) memcpy(ov + static_cast<Size>(i) * width, s.numbers + static_cast<Size>(r) * width,
+                                           sizeof(double) * width);
+    }
+    if (want == Want::Label) {
+      for (int i = 0; i < m; ++i) {
+        Size len = strlen(s.labels[sel[start + i]]) + 1;
+        memcpy(tp, s.labels[sel[start + i]], len);
+        tp += len;
+      }
+    }
+    records = lappend(records, buf);
+    start = end;
+  }
+  pfree(sel);
+  return records;
+}
+
 }  // namespace
 
 void resolve_model(CallState* st, Datum model_arg) {
@@ -572,8 +805,17 @@ RowValues extract_row(CallState* st, Datum input) {
 void score_rows(CallState* st, const RowValues* rows, int n, Want want, Datum* out) {
   if (n == 0) return;
   Scored s = score(st, rows, n, want);
+  // Audit records are built before the results are freed and enqueued after (enqueueing may wait
+  // for room in the queue, or be cancelled).
+  List* records = st->audit_mode != AuditMode::Off ? audit_records(st, rows, n, want, s) : NIL;
   for (int r = 0; r < n; ++r) out[r] = result_datum(s, r, want);
   free_scored(s);
+  ListCell* lc;
+  foreach (lc, records) {
+    audit_enqueue(static_cast<const AuditRecord*>(lfirst(lc)));
+    pfree(lfirst(lc));
+  }
+  list_free(records);
 }
 
 const char* model_label(const CallState* st) { return st->label; }

@@ -327,6 +327,28 @@ def test_a_granted_role_scores_in_parallel_workers(conn, connect):
         hidden(sqlstate(stranger, "SELECT sum(flock.predict('par_m', t)) FROM par_xs t"), "par_m")
 
 
+def test_drop_model_tells_strangers_nothing(conn, connect):
+    one(conn, "SELECT flock.register_model('dropped_hidden', %s)", (model(1),))
+    one(conn, "SELECT flock.register_model('dropped_hidden', %s)", (model(2),))
+    stranger = connect("gov_stranger")
+    hidden = sqlstate(stranger, "SELECT flock.drop_model('dropped_hidden')")
+    missing = sqlstate(stranger, "SELECT flock.drop_model('no_such_model')")
+    assert hidden.pgcode == missing.pgcode == "42501"
+    assert hidden.diag.message_primary.replace('"dropped_hidden"', '"no_such_model"') == missing.diag.message_primary
+    assert (hidden.diag.message_detail, hidden.diag.message_hint) == (missing.diag.message_detail, missing.diag.message_hint)
+    hidden_v = sqlstate(stranger, "SELECT flock.drop_model('dropped_hidden', 1)")
+    assert (hidden_v.pgcode, hidden_v.diag.message_primary) == (hidden.pgcode, hidden.diag.message_primary)
+    assert sqlstate(conn, "SELECT flock.drop_model('no_such_model')").pgcode == "42704"
+    err = sqlstate(conn, "SELECT flock.drop_model('dropped_hidden', 9)")
+    assert err.pgcode == "42704" and "1, 2" in err.diag.message_hint
+    # A grantee knows the model exists: it is told that it may not drop it.
+    one(conn, "SELECT flock.grant_model('dropped_hidden', 'gov_user', 'use')")
+    err = sqlstate(connect("gov_user"), "SELECT flock.drop_model('dropped_hidden')")
+    assert err.pgcode == "42501" and "drop" in err.diag.message_primary
+    assert one(conn, "SELECT count(*) FROM flock.models WHERE name = 'dropped_hidden'") == 2
+    assert one(conn, "SELECT flock.drop_model('dropped_hidden')") == 2
+
+
 def test_grant_errors_and_cleanup(conn, connect):
     owner = connect("gov_owner")
     one(owner, "SELECT flock.register_model('granted', %s)", (model(1),))
@@ -367,8 +389,8 @@ def test_security_definer_functions_pin_search_path(conn, roles):
 
 
 def test_catalog_tables_are_row_secured(conn, roles):
-    governed = ["alias_history", "aliases", "datasets", "inference_log", "model_grants", "models",
-                "training_inputs", "training_runs"]
+    governed = ["alias_history", "aliases", "audit_policies", "audit_policy_history", "datasets", "inference_log",
+                "model_grants", "models", "training_inputs", "training_runs"]
     secured = dict(rows(conn, "SELECT c.relname, c.relrowsecurity FROM pg_class c "
                               "WHERE c.relnamespace = 'flock'::regnamespace AND c.relkind IN ('r', 'p')"))
     assert {t: secured.get(t) for t in governed} == {t: True for t in governed}
@@ -584,7 +606,12 @@ def snapshot_of(conn):
                     "FROM flock.datasets",
         "runs": "SELECT id, run_id, model_name, model_version, code_sha256, params, metrics FROM flock.training_runs",
         "inputs": "SELECT run_id, dataset_name, dataset_version FROM flock.training_inputs",
-        "log": "SELECT logged_at, role, model_name, model_version, query_id, input, output FROM flock.inference_log",
+        "log": "SELECT logged_at, role, model_name, model_version, query_id, function, n_rows, features, input, output "
+               "FROM flock.inference_log",
+        "log_rows": "SELECT logged_at, role, model_name, model_version, query_id, input, output FROM flock.inference_log_rows",
+        "policies": "SELECT name, mode, sample_rate, set_by, set_at FROM flock.audit_policies",
+        "policy_history": "SELECT id, name, from_mode, from_rate, to_mode, to_rate, changed_by, changed_at "
+                          "FROM flock.audit_policy_history",
         "lineage": "SELECT from_kind, from_ref, relation, to_kind, to_ref, at FROM flock.lineage('dumped_m@prod')",
     }
     return {k: sorted(map(repr, rows(conn, q))) for k, q in queries.items()}
@@ -599,13 +626,24 @@ def test_dump_and_restore_keep_the_governance_catalog(conn, cluster, dbname, tmp
     ds = one(conn, "SELECT flock.snapshot_dataset('dumped_ds', 'SELECT * FROM src')")
     one(conn, "SELECT flock.log_training('dumped_m@2', ARRAY[%s], 'print(1)', NULL, '{\"a\": 1}', '{\"m\": 2}')", (ds,))
     part = one(conn, "SELECT flock.inference_log_partition(now()::date)::text")
-    run(conn, "INSERT INTO flock.inference_log (logged_at, role, model_name, model_version, query_id, input, output) "
-              "VALUES (now(), 'gov_user', 'dumped_m', 2, 42, '{\"x\": 1}', '{\"y\": 5}'), "
-              "       ('1999-01-01', 'gov_user', 'dumped_m', 2, 7, '{\"x\": 2}', '{\"y\": 10}')")
+    one(conn, "SELECT flock.set_audit('dumped_m', 'sample', 0.5)")
+    one(conn, "SELECT flock.set_audit('dumped_m', 'all')")
+    user = psycopg2.connect(cluster.dsn(dbname, user="gov_user"))
+    user.autocommit = True
+    try:
+        assert predict(user, "dumped_m@prod", 2) == pytest.approx(10)  # recorded by the audit writer
+    finally:
+        user.close()
+    assert one(conn, "SELECT flock.audit_flush()") is True
+    # An older record (the default partition holds what no month partition takes).
+    run(conn, "INSERT INTO flock.inference_log (logged_at, role, model_name, model_version, query_id, function, "
+              "n_rows, features, input, output) "
+              "VALUES ('1999-01-01', 'gov_user', 'dumped_m', 2, 7, 'predict', 1, '{x}', '{{2}}', '{{10}}')")
     assert one(conn, f"SELECT count(*) FROM {part}") == 1
     assert one(conn, "SELECT count(*) FROM flock.inference_log_default") == 1
     before = snapshot_of(conn)
-    assert before["lineage"] and before["log"] and before["runs"]
+    assert before["lineage"] and before["log"] and before["runs"] and before["policies"]
+    assert len(before["log_rows"]) == 2 and len(before["policy_history"]) == 2
 
     dump = tmp_path / "gov.dump"
     os.chmod(tmp_path, 0o777)
@@ -627,13 +665,18 @@ def test_dump_and_restore_keep_the_governance_catalog(conn, cluster, dbname, tmp
     user.autocommit = True
     try:
         assert snapshot_of(restored) == before
+        assert one(restored, f"SELECT count(*) FROM {part}") == 1
         assert predict(restored, "dumped_m@prod", 2) == pytest.approx(10)
         assert one(restored, "SELECT flock.verify_dataset(%s)", (ds,)) is True
         table = one(restored, "SELECT table_name FROM flock.datasets WHERE name = 'dumped_ds'")
         assert sqlstate(restored, f"DELETE FROM {table}").pgcode == "55000"  # still immutable
         # Access control survives too.
         assert predict(user, "dumped_m@prod", 1) == pytest.approx(5)
-        assert one(restored, f"SELECT count(*) FROM {part}") == 1
+        # The policy came along and capture works in the restored database.
+        assert predict(user, "dumped_m@prod", 3) == pytest.approx(15)
+        assert one(restored, "SELECT flock.audit_flush()") is True
+        assert one(restored, "SELECT count(*) FROM flock.inference_log_rows WHERE input = '{\"x\": 3}'") == 1
+        assert one(restored, f"SELECT count(*) FROM {part}") == 1 + 3
         # New versions, history rows and runs continue their sequences.
         one(restored, "SELECT flock.set_alias('dumped_m', 'prod', 1)")
         assert one(restored, "SELECT max(id) FROM flock.alias_history") == one(

@@ -1,6 +1,6 @@
 """Lineage, end to end: a table is snapshotted, a scikit-learn model is trained on the snapshot
 (tools/models/train_with_capture.py, exported by sk2onnx), registered with its training capture,
-aliased, used for predictions (logged as the inference audit hook will log them), and then
+aliased, used for predictions recorded by the audit capture (flock.set_audit), and then
 flock.lineage and flock.openlineage show the whole chain."""
 import datetime
 import hashlib
@@ -81,15 +81,19 @@ def chain(cluster, dbname, tmp_path_factory):
     conn.autocommit = True
     one(conn, "SELECT flock.set_alias('cancer', 'champion', 1, 'first model')")
 
-    # Predictions, logged the way the inference audit hook will log them: one statement, one batch.
-    run(conn, """INSERT INTO flock.inference_log (role, model_name, model_version, query_id, input, output)
-                 SELECT current_user, r.name, r.version, 4242, to_jsonb(p) - 'target',
-                        jsonb_build_object('label', flock.predict('cancer@champion', p))
-                   FROM patients p, flock._resolve('cancer@champion') r WHERE p.id % 5 = 0""")
+    # Predictions with the audit policy on: the audit writer records them, one statement, one batch.
+    assert one(conn, "SELECT flock.set_audit('cancer', 'all')")["mode"] == "all"
+    assert one(conn, "SELECT count(flock.predict('cancer@champion', p)) FROM patients p WHERE p.id % 5 = 0") == one(
+        conn, "SELECT count(*) FROM patients WHERE id % 5 = 0")
+    assert one(conn, "SELECT flock.audit_flush()") is True
+    one(conn, "SELECT flock.set_audit('cancer', 'off')")
+    query_id = one(conn, "SELECT DISTINCT query_id FROM flock.inference_log WHERE model_name = 'cancer'")
+    assert isinstance(query_id, int)
     run_id = one(conn, "SELECT run_id::text FROM flock.training_runs WHERE id = %s", (run_pk,))
     conn.close()
     return {"ds": ds, "ref": ref, "run_id": run_id, "code": code, "params": json.loads(files["params"]),
-            "metrics": json.loads(files["metrics"]), "summary": summary}
+            "metrics": json.loads(files["metrics"]), "summary": summary,
+            "query_id": query_id}
 
 
 def test_the_captured_model_predicts_what_training_measured(conn, chain):
@@ -110,8 +114,17 @@ def test_lineage_shows_the_chain_both_ways(conn, chain):
     batch = [e for e in graph if e["relation"] == "scored"]
     assert len(batch) == 1
     batch_ref = batch[0]["to_ref"]
-    assert re.fullmatch(r"cancer@1/postgres/\d{4}-\d\d-\d\dT[\d:.]+Z/4242", batch_ref), batch_ref
-    assert batch[0]["detail"] == {"rows": one(conn, "SELECT count(*) FROM patients WHERE id % 5 = 0"), "query_id": 4242}
+    assert re.fullmatch(r"cancer@1/postgres/\d{4}-\d\d-\d\dT[\d:.]+Z/-?\d+", batch_ref), batch_ref
+    assert batch_ref.endswith(f"/{chain['query_id']}")
+    assert batch[0]["detail"] == {"rows": one(conn, "SELECT count(*) FROM patients WHERE id % 5 = 0"),
+                                  "query_id": chain["query_id"]}
+    # The batch is what the audit log holds: every prediction, with its input and output.
+    logged = rows(conn, "SELECT input, output FROM flock.inference_log_rows WHERE model_name = 'cancer'")
+    assert len(logged) == batch[0]["detail"]["rows"]
+    # The model takes real (float32) features: the log shows them as the real column does.
+    assert sorted((i["mean_radius"], i["mean_texture"], i["mean_smoothness"]) for i, _ in logged) == sorted(
+        rows(conn, "SELECT mean_radius, mean_texture, mean_smoothness FROM patients WHERE id % 5 = 0"))
+    assert {o for _, o in logged} <= {0, 1}
     assert edges(graph) == {
         ("table", "public.patients", "snapshot_into", "dataset", "patients_train@1"): -3,
         ("dataset", "patients_train@1", "used_by", "training_run", run_id): -2,

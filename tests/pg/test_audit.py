@@ -1,0 +1,503 @@
+"""Inference capture: per-model audit policies, what the log records (time, role, version, query id,
+input, output) on the batched and per-row paths and in parallel workers, what survives a rollback,
+sampling, access to the log, and the errors."""
+import json
+import math
+import os
+import struct
+import time
+
+import psycopg2
+import pytest
+
+from onnx_builders import linear_regressor, stump_classifier
+from pgcluster import PG_BIN, Cluster
+from test_catalog import one, sqlstate
+
+MODELS_DIR = os.environ.get("FLOCK_MODELS_DIR", "")
+
+ROLES = ("aud_owner", "aud_user", "aud_stranger")
+
+
+def rows(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def run(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+
+
+def f32(x):
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def flush(conn):
+    assert one(conn, "SELECT flock.audit_flush('60 seconds')") is True
+
+
+def logged(conn, model, where="true"):
+    """Predictions recorded for `model`, one row each, read as the superuser."""
+    flush(conn)
+    return rows(conn, f"SELECT logged_at, role, model_version, query_id, function, input, output "
+                      f"FROM flock.inference_log_rows WHERE model_name = %s AND {where} "
+                      f"ORDER BY logged_at, row_no", (model,))
+
+
+def clear_log(conn):
+    flush(conn)
+    run(conn, "DELETE FROM flock.inference_log")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def setup(cluster, dbname):
+    conn = psycopg2.connect(cluster.dsn(dbname))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for role in ROLES:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            if not cur.fetchone():
+                cur.execute(f"CREATE ROLE {role} LOGIN")
+        cur.execute("SELECT flock.register_model('lin', %s)", (linear_regressor([1.0, 10.0], 0.5, ["a", "b"]),))
+        cur.execute("SELECT flock.register_model('lin', %s)", (linear_regressor([2.0, 20.0], 1.0, ["a", "b"]),))
+        cur.execute("SELECT flock.register_model('stump', %s)", (stump_classifier(1, 2.0),))
+        cur.execute("CREATE TABLE pts AS SELECT i AS id, (i % 50)::real AS a, (i % 7)::float8 AS b "
+                    "FROM generate_series(1, 5000) i")
+        cur.execute("ANALYZE pts")
+        cur.execute("GRANT SELECT ON pts TO PUBLIC")
+    conn.close()
+
+
+@pytest.fixture
+def connect(cluster, dbname):
+    opened = []
+
+    def _connect(role):
+        c = psycopg2.connect(cluster.dsn(dbname, user=role))
+        c.autocommit = True
+        opened.append(c)
+        return c
+    yield _connect
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture(autouse=True)
+def policies_off(conn):
+    yield
+    for (name,) in rows(conn, "SELECT name FROM flock.audit_policies WHERE mode <> 'off'"):
+        one(conn, "SELECT flock.set_audit(%s, 'off')", (name,))
+
+
+def test_set_audit_records_policy_and_history(conn):
+    assert one(conn, "SELECT flock.set_audit('lin', 'sample', 0.25)") == {"model": "lin", "mode": "sample",
+                                                                         "sample_rate": 0.25}
+    assert one(conn, "SELECT flock.set_audit('lin', 'all')") == {"model": "lin", "mode": "all", "sample_rate": 1}
+    one(conn, "SELECT flock.set_audit('lin', 'all')")  # no change, no history row
+    one(conn, "SELECT flock.set_audit('lin', 'off')")
+    assert rows(conn, "SELECT mode, sample_rate, set_by FROM flock.audit_policies WHERE name = 'lin'") == [
+        ("off", 0.0, "postgres")]
+    history = rows(conn, "SELECT from_mode, from_rate, to_mode, to_rate, changed_by FROM flock.audit_policy_history "
+                         "WHERE name = 'lin' ORDER BY id")
+    assert history[-3:] == [(None, None, "sample", 0.25, "postgres"), ("sample", 0.25, "all", 1.0, "postgres"),
+                            ("all", 1.0, "off", 0.0, "postgres")]
+
+
+@pytest.mark.parametrize("args", [
+    "'lin', 'everything'", "'lin', NULL", "'lin', 'sample'", "'lin', 'sample', 0", "'lin', 'sample', 1.5",
+    "'lin', 'sample', 'NaN'", "'lin', 'sample', -0.1", "'lin', 'all', 0.5", "'lin', 'off', 0.1", "'lin@1', 'all'"])
+def test_set_audit_rejects_bad_arguments(conn, args):
+    before = rows(conn, "SELECT count(*) FROM flock.audit_policy_history")
+    err = sqlstate(conn, f"SELECT flock.set_audit({args})")
+    assert err.pgcode == "22023", err.pgerror
+    assert err.diag.message_hint
+    assert rows(conn, "SELECT count(*) FROM flock.audit_policy_history") == before
+
+
+def test_set_audit_needs_manage_and_tells_strangers_nothing(conn, connect):
+    err = sqlstate(conn, "SELECT flock.set_audit('no_such_model', 'all')")
+    assert err.pgcode == "42704" and err.diag.message_hint  # a superuser sees everything
+    assert sqlstate(conn, "SELECT flock.set_audit(NULL, 'all')").pgcode == "22004"
+    one(conn, "SELECT flock.grant_model('lin', 'aud_user', 'use')")
+    try:
+        stranger, user = connect("aud_stranger"), connect("aud_user")
+        hidden = sqlstate(stranger, "SELECT flock.set_audit('lin', 'off')")
+        missing = sqlstate(stranger, "SELECT flock.set_audit('no_such_model', 'off')")
+        assert hidden.pgcode == missing.pgcode == "42501"
+        assert hidden.diag.message_primary.replace('"lin"', '"no_such_model"') == missing.diag.message_primary
+        assert hidden.diag.message_detail == missing.diag.message_detail and hidden.diag.message_hint == missing.diag.message_hint
+        err = sqlstate(user, "SELECT flock.set_audit('lin', 'off')")
+        assert err.pgcode == "42501" and "audit policy" in err.diag.message_primary and err.diag.message_hint
+        one(conn, "SELECT flock.grant_model('lin', 'aud_user', 'manage')")
+        assert one(user, "SELECT flock.set_audit('lin', 'all')")["mode"] == "all"
+        assert one(conn, "SELECT changed_by FROM flock.audit_policy_history ORDER BY id DESC LIMIT 1") == "aud_user"
+    finally:
+        one(conn, "SELECT flock.revoke_model('lin', 'aud_user')")
+
+
+def test_all_records_every_prediction_batched_and_per_row(conn):
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    expected = {i: (i % 50, i % 7, (i % 50) * 2.0 + (i % 7) * 20.0 + 1.0) for i in range(1, 5001)}
+    for batching in ("on", "off"):
+        clear_log(conn)
+        run(conn, f"SET flock.batching = {batching}")
+        total = one(conn, "SELECT sum(flock.predict('lin', t)) FROM pts t")
+        got = logged(conn, "lin")
+        assert len(got) == 5000, batching
+        assert len({(r[0], r[3]) for r in got}) == 1  # one statement: one time and query id
+        assert all(r[1] == "postgres" and r[2] == 2 and r[4] == "predict" and r[3] is not None for r in got)
+        assert sorted((r[5]["a"], r[5]["b"], r[6]) for r in got) == sorted(expected.values())
+        assert total == pytest.approx(sum(v[2] for v in expected.values()))
+        # Stored one row per batch of the statement, not one per prediction, when batched.
+        n_log_rows = one(conn, "SELECT count(*) FROM flock.inference_log WHERE model_name = 'lin'")
+        assert n_log_rows <= (10 if batching == "on" else 5000)
+    run(conn, "RESET flock.batching")
+
+
+def test_other_functions_record_their_outputs(conn):
+    one(conn, "SELECT flock.set_audit('stump', 'all')")
+    clear_log(conn)
+    got = rows(conn, "SELECT flock.predict_proba('stump', ARRAY[a, b]::float4[]), flock.predict_label('stump', ROW(a, b)), "
+                     "flock.predict_tensor('stump', ARRAY[a, b]::float4[]) FROM pts WHERE id <= 20 ORDER BY id")
+    log = logged(conn, "stump")
+    by_function = {}
+    for r in log:
+        by_function.setdefault(r[4], []).append(r)
+    assert {k: len(v) for k, v in by_function.items()} == {"predict_proba": 20, "predict_label": 20, "predict_tensor": 20}
+    assert sorted(r[6] for r in by_function["predict_proba"]) == sorted(list(g[0]) for g in got)
+    assert sorted(r[6] for r in by_function["predict_label"]) == sorted(g[1] for g in got)
+    # predict_tensor returns real[]; the log keeps the model's float output exactly (as float8).
+    assert sorted(tuple(map(f32, r[6])) for r in by_function["predict_tensor"]) == sorted(
+        tuple(map(f32, g[2])) for g in got)
+    # Array input, model without feature names: the input is a JSON array in feature order.
+    assert sorted(r[5] for r in by_function["predict_proba"]) == sorted([i % 50, i % 7] for i in range(1, 21))
+
+
+def test_the_log_survives_rollback_and_errors(conn):
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    clear_log(conn)
+    conn.autocommit = False
+    try:
+        one(conn, "SELECT count(flock.predict('lin', t)) FROM pts t WHERE id <= 100")
+        conn.rollback()
+        with pytest.raises(psycopg2.errors.DivisionByZero):
+            with conn.cursor() as cur:  # scores a batch, then fails
+                cur.execute("SELECT flock.predict('lin', t), 1 / (id - 3000) FROM pts t WHERE id <= 3000")
+        conn.rollback()
+    finally:
+        conn.autocommit = True
+    got = logged(conn, "lin")
+    statements = {}
+    for r in got:
+        statements.setdefault((r[0], r[3]), []).append(r)
+    assert len(statements) == 2
+    sizes = sorted(len(v) for v in statements.values())
+    assert sizes[0] == 100 and sizes[1] >= 1
+
+
+def test_off_and_no_policy_record_nothing(conn):
+    clear_log(conn)
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.set_audit('lin', 'off')")
+    one(conn, "SELECT sum(flock.predict('lin', t)) FROM pts t")
+    one(conn, "SELECT sum(flock.predict('stump', ROW(a, b))) FROM pts t")  # no policy row
+    flush(conn)
+    assert one(conn, "SELECT count(*) FROM flock.inference_log") == 0
+
+
+def test_sample_records_about_the_rate(conn):
+    one(conn, "SELECT flock.set_audit('lin', 'sample', 0.25)")
+    clear_log(conn)
+    for batching in ("on", "off"):
+        run(conn, f"SET flock.batching = {batching}")
+        one(conn, "SELECT sum(flock.predict('lin', t)) FROM pts t")
+    run(conn, "RESET flock.batching")
+    n = len(logged(conn, "lin"))
+    mean, sd = 10000 * 0.25, math.sqrt(10000 * 0.25 * 0.75)
+    assert abs(n - mean) < 6 * sd, n
+
+
+def test_role_version_and_query_id(conn, connect):
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.grant_model('lin', 'aud_user', 'use')")
+    one(conn, "SELECT flock.set_alias('lin', 'champion', 1)")
+    run(conn, """CREATE OR REPLACE FUNCTION definer_predict(x real) RETURNS float8
+                 LANGUAGE sql SECURITY DEFINER AS $$ SELECT flock.predict('lin', ARRAY[x, 1]::float4[]) $$""")
+    try:
+        clear_log(conn)
+        user = connect("aud_user")
+        one(user, "SELECT flock.predict('lin@champion', ARRAY[1, 1]::float4[])")
+        one(user, "SELECT definer_predict(2)")  # runs as postgres; the log names the session's role
+        run(conn, "SET ROLE aud_user")
+        try:
+            one(conn, "SELECT flock.predict('lin@1', ARRAY[3, 1]::float4[])")
+        finally:
+            run(conn, "RESET ROLE")
+        got = logged(conn, "lin")
+        assert [(r[1], r[2], r[5]["a"]) for r in got] == [("aud_user", 1, 1), ("aud_user", 2, 2), ("aud_user", 1, 3)]
+        assert all(isinstance(r[3], int) and r[3] != 0 for r in got)
+        # Query ids identify the normalized statement (constants aside), as in pg_stat_statements.
+        assert got[0][3] == got[2][3] != got[1][3]
+        assert len({r[0] for r in got}) == 3  # three statements
+    finally:
+        one(conn, "SELECT flock.drop_alias('lin', 'champion')")
+        one(conn, "SELECT flock.revoke_model('lin', 'aud_user')")
+
+
+def test_a_model_value_is_audited_like_its_name(conn):
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    clear_log(conn)
+    one(conn, "SELECT sum(flock.predict(m.model, ARRAY[t.a, t.b]::float4[])) FROM pts t, flock.models m "
+              "WHERE m.name = 'lin' AND m.version = 1 AND t.id <= 10")
+    got = logged(conn, "lin")
+    assert len(got) == 10 and {r[2] for r in got} == {1}
+
+
+def test_a_policy_change_reaches_open_sessions(conn, connect):
+    one(conn, "SELECT flock.grant_model('lin', 'aud_user', 'use')")
+    try:
+        user = connect("aud_user")
+        run(user, "PREPARE p AS SELECT flock.predict('lin', ARRAY[1, 1]::float4[])")
+        run(user, "EXECUTE p")
+        clear_log(conn)
+        one(conn, "SELECT flock.set_audit('lin', 'all')")
+        run(user, "EXECUTE p")
+        assert len(logged(conn, "lin")) == 1
+    finally:
+        one(conn, "SELECT flock.revoke_model('lin', 'aud_user')")
+
+
+def test_parallel_workers_record_their_rows(conn):
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    run(conn, "CREATE TABLE IF NOT EXISTS big AS SELECT i AS id, (i % 10)::real AS a, 1::real AS b "
+              "FROM generate_series(1, 200000) i")
+    run(conn, "ANALYZE big")
+    run(conn, "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; "
+              "SET max_parallel_workers_per_gather = 2")
+    try:
+        for batching in ("on", "off"):
+            clear_log(conn)
+            run(conn, f"SET flock.batching = {batching}")
+            plan = "\n".join(r[0] for r in rows(conn, "EXPLAIN (ANALYZE, COSTS OFF) "
+                                                      "SELECT sum(flock.predict('lin', t)) FROM big t"))
+            assert "Workers Launched: 2" in plan, plan
+            clear_log(conn)
+            assert one(conn, "SELECT sum(flock.predict('lin', t)) FROM big t") == pytest.approx(
+                2 * 20000 * 45 + 21 * 200000)
+            flush(conn)
+            assert one(conn, "SELECT sum(n_rows) FROM flock.inference_log") == 200000
+            assert one(conn, "SELECT count(DISTINCT (logged_at, query_id)) FROM flock.inference_log") == 1
+    finally:
+        run(conn, "RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size; "
+                  "RESET max_parallel_workers_per_gather; RESET flock.batching")
+
+
+def test_reading_the_log_needs_manage(conn, connect):
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.grant_model('lin', 'aud_user', 'use')")
+    one(conn, "SELECT flock.grant_model('lin', 'aud_owner', 'manage')")
+    try:
+        clear_log(conn)
+        user, owner, stranger = connect("aud_user"), connect("aud_owner"), connect("aud_stranger")
+        one(user, "SELECT flock.predict('lin', ARRAY[1, 1]::float4[])")
+        one(conn, "SELECT flock.predict('lin', ARRAY[123, 4]::float4[])")
+        flush(conn)
+        # The log's rows: a role sees its own, a manager all of the model's.
+        assert one(user, "SELECT count(*) FROM flock.inference_log_rows") == 1
+        assert one(owner, "SELECT count(*) FROM flock.inference_log_rows") == 2
+        assert one(stranger, "SELECT count(*) FROM flock.inference_log") == 0
+        assert sqlstate(stranger, "SELECT * FROM flock.inference_log_default").pgcode == "42501"
+        assert sqlstate(stranger, "INSERT INTO flock.inference_log (role, model_name, model_version) "
+                                  "VALUES ('x', 'lin', 1)").pgcode == "42501"
+        assert len(rows(owner, "SELECT * FROM flock.audit_trail('lin')")) == 2
+        assert len(rows(owner, "SELECT * FROM flock.audit_trail('lin@2')")) == 2
+        hidden = sqlstate(stranger, "SELECT * FROM flock.audit_trail('lin')")
+        missing = sqlstate(stranger, "SELECT * FROM flock.audit_trail('no_such_model')")
+        assert hidden.pgcode == missing.pgcode == "42501"
+        assert hidden.diag.message_detail == missing.diag.message_detail and hidden.diag.message_hint == missing.diag.message_hint
+        err = sqlstate(user, "SELECT * FROM flock.audit_trail('lin')")
+        assert err.pgcode == "42501" and "audit trail" in err.diag.message_primary
+        # Policies are visible to the model's users; their history to its managers.
+        assert one(stranger, "SELECT count(*) FROM flock.audit_policies") == 0
+        assert one(user, "SELECT mode FROM flock.audit_policies WHERE name = 'lin'") == "all"
+        assert one(user, "SELECT count(*) FROM flock.audit_policy_history") == 0
+        assert one(owner, "SELECT count(*) FROM flock.audit_policy_history WHERE name = 'lin'") > 0
+    finally:
+        one(conn, "SELECT flock.revoke_model('lin', 'aud_user')")
+        one(conn, "SELECT flock.revoke_model('lin', 'aud_owner')")
+
+
+def test_a_revoked_grant_still_fails_with_audit_on(conn, connect):
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.grant_model('lin', 'aud_user', 'use')")
+    user = connect("aud_user")
+    assert one(user, "SELECT flock.predict('lin', ARRAY[1, 1]::float4[])") == pytest.approx(23)
+    one(conn, "SELECT flock.revoke_model('lin', 'aud_user')")
+    for batching in ("on", "off"):
+        run(user, f"SET flock.batching = {batching}")
+        assert sqlstate(user, "SELECT flock.predict('lin', ARRAY[1, 1]::float4[])").pgcode == "42501"
+        assert sqlstate(user, "SELECT sum(flock.predict('lin', t)) FROM pts t").pgcode == "42501"
+
+
+def test_the_writer_comes_back_after_it_is_stopped(conn):
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    clear_log(conn)
+    one(conn, "SELECT sum(flock.predict('lin', t)) FROM pts t")
+    pid = one(conn, "SELECT (flock.audit_status()->>'worker_pid')::int")
+    if pid:
+        one(conn, "SELECT pg_terminate_backend(%s)", (pid,))  # SIGTERM: it stores what it has, then exits
+    one(conn, "SELECT sum(flock.predict('lin', t)) FROM pts t")
+    got = logged(conn, "lin")
+    assert len(got) == 10000
+    status = one(conn, "SELECT flock.audit_status()")
+    assert status["pending_bytes"] == 0 and status.get("records_discarded", 0) == 0
+
+
+def test_audit_flush_errors(conn):
+    err = sqlstate(conn, "SELECT flock.audit_flush('-1 second')")
+    assert err.pgcode == "22023" and err.diag.message_hint
+    assert one(conn, "SELECT flock.audit_flush('0 seconds')") in (True, False)
+
+
+def test_dropping_the_last_version_removes_the_policy(conn):
+    one(conn, "SELECT flock.register_model('short_lived', %s)", (linear_regressor([1.0], 0.0),))
+    one(conn, "SELECT flock.set_audit('short_lived', 'all')")
+    one(conn, "SELECT flock.predict('short_lived', ARRAY[4]::float4[])")
+    assert one(conn, "SELECT flock.drop_model('short_lived')") == 1
+    assert one(conn, "SELECT count(*) FROM flock.audit_policies WHERE name = 'short_lived'") == 0
+    assert rows(conn, "SELECT from_mode, to_mode FROM flock.audit_policy_history WHERE name = 'short_lived' "
+                      "ORDER BY id") == [(None, "all"), ("all", None)]
+    assert [r[5] for r in logged(conn, "short_lived")] == [[4]]  # the log outlives the model
+
+
+def test_text_features_are_recorded_as_text(conn):
+    """A pipeline with string categories (one ONNX input per column): text inputs land in
+    input_text, numbers in input, and the JSON input has both by name."""
+    try:
+        with open(os.path.join(MODELS_DIR, "manifest.json")) as f:
+            entry = next(e for e in json.load(f) if e["name"] == "customers_pipeline_logreg")
+        with open(os.path.join(MODELS_DIR, "datasets.json")) as f:
+            info = json.load(f)["customers"]
+    except (OSError, StopIteration) as e:
+        pytest.fail(f"the test models are missing ({e}): run tools/models/make_models.py --out DIR "
+                    "and point FLOCK_MODELS_DIR at DIR")
+    cols = ", ".join(f'"{c["name"]}" {c["type"]}' for c in info["columns"])
+    run(conn, f"CREATE TABLE customers ({cols})")
+    with open(os.path.join(MODELS_DIR, info["file"])) as f, conn.cursor() as cur:
+        cur.copy_expert("COPY customers FROM STDIN WITH (FORMAT csv, HEADER true)", f)
+    with open(os.path.join(MODELS_DIR, entry["file"]), "rb") as f:
+        one(conn, "SELECT flock.register_model('cust', %s)", (f.read(),))
+    one(conn, "SELECT flock.set_audit('cust', 'all')")
+    clear_log(conn)
+    got = rows(conn, "SELECT id, plan, region, age, flock.predict_label('cust', c) FROM customers c WHERE id <= 50")
+    log = logged(conn, "cust")
+    assert len(log) == 50
+    def num(v):
+        return None if v is None else float(v)
+    assert sorted(repr((r[5]["plan"], r[5]["region"], num(r[5]["age"]), r[6])) for r in log) == sorted(
+        repr((g[1], g[2], num(g[3]), g[4])) for g in got)
+    assert any(r[5]["region"] is None or r[5]["age"] is None for r in log)  # NULL features are JSON nulls
+    assert one(conn, "SELECT array_length(input_text, 2) FROM flock.inference_log WHERE model_name = 'cust' LIMIT 1") == 7
+
+
+def test_records_are_stored_before_the_server_stops():
+    """A fast shutdown stops the writer with SIGTERM: it stores what is queued before it exits."""
+    c = Cluster(name="flock-audit-stop").start()
+    try:
+        conn = psycopg2.connect(c.dsn())
+        conn.autocommit = True
+        run(conn, "CREATE EXTENSION flock")
+        one(conn, "SELECT flock.register_model('lin', %s)", (linear_regressor([1.0, 10.0], 0.5, ["a", "b"]),))
+        one(conn, "SELECT flock.set_audit('lin', 'all')")
+        run(conn, "CREATE TABLE pts AS SELECT (i % 50)::real AS a, (i % 7)::float8 AS b FROM generate_series(1, 300000) i")
+        one(conn, "SELECT sum(flock.predict('lin', t)) FROM pts t")  # no flush
+        conn.close()
+        c._run([f"{PG_BIN}/pg_ctl", "-D", c.datadir, "-m", "fast", "-w", "stop"])
+        c.running = False
+        opts = (f"-p {c.port} -k {c.sockdir} -c listen_addresses='' -c fsync=off "
+                f"-c shared_preload_libraries=flock -c log_min_messages=warning")
+        c._run([f"{PG_BIN}/pg_ctl", "-D", c.datadir, "-l", c.logfile, "-o", opts, "-w", "start"])
+        c.running = True
+        conn = psycopg2.connect(c.dsn())
+        conn.autocommit = True
+        assert one(conn, "SELECT sum(n_rows) FROM flock.inference_log") == 300000
+
+        # A writer that dies hard makes PostgreSQL reinitialise (records still queued then are
+        # lost, like in-flight transactions); capture works again afterwards.
+        one(conn, "SELECT flock.predict('lin', ARRAY[1, 1]::float4[])")
+        assert one(conn, "SELECT flock.audit_flush()") is True
+        pid = one(conn, "SELECT (flock.audit_status()->>'worker_pid')::int")
+        assert pid, "the writer lingers for a second after its work"
+        conn.close()
+        os.kill(pid, 9)
+        deadline = time.time() + 60
+        while True:
+            try:
+                conn = psycopg2.connect(c.dsn())
+                conn.autocommit = True
+                one(conn, "SELECT 1")
+                break
+            except psycopg2.Error:
+                assert time.time() < deadline, c.server_log()[-2000:]
+                time.sleep(0.5)
+        one(conn, "SELECT flock.predict('lin', ARRAY[123, 4]::float4[])")
+        assert one(conn, "SELECT flock.audit_flush()") is True
+        assert one(conn, "SELECT count(*) FROM flock.inference_log_rows WHERE input = '{\"a\": 123, \"b\": 4}'") == 1
+        conn.close()
+    finally:
+        c.stop()
+
+
+def test_without_preload_audited_models_are_refused_not_skipped():
+    """Loaded only when first used (not in shared_preload_libraries) Flock has no queue: predictions
+    of audited models fail with 55000 instead of going unrecorded; others work as before."""
+    c = Cluster(name="flock-audit-nopreload").start()
+    try:
+        conn = psycopg2.connect(c.dsn())
+        conn.autocommit = True
+        run(conn, "CREATE EXTENSION flock")
+        one(conn, "SELECT flock.register_model('lin', %s)", (linear_regressor([1.0, 10.0], 0.5, ["a", "b"]),))
+        one(conn, "SELECT flock.register_model('quiet', %s)", (linear_regressor([1.0, 10.0], 0.5, ["a", "b"]),))
+        one(conn, "SELECT flock.set_audit('lin', 'all')")
+        conn.close()
+        c._run([f"{PG_BIN}/pg_ctl", "-D", c.datadir, "-m", "fast", "-w", "stop"])
+        c.running = False
+        opts = f"-p {c.port} -k {c.sockdir} -c listen_addresses='' -c fsync=off -c log_min_messages=warning"
+        c._run([f"{PG_BIN}/pg_ctl", "-D", c.datadir, "-l", c.logfile, "-o", opts, "-w", "start"])
+        c.running = True
+        conn = psycopg2.connect(c.dsn())
+        conn.autocommit = True
+        assert one(conn, "SELECT flock.predict('quiet', ARRAY[1, 1]::float4[])") == pytest.approx(11.5)
+        for batching in ("on", "off"):
+            run(conn, f"SET flock.batching = {batching}")
+            err = sqlstate(conn, "SELECT flock.predict('lin', ARRAY[1, 1]::float4[])")
+            assert err.pgcode == "55000" and "shared_preload_libraries" in err.diag.message_hint
+        assert one(conn, "SELECT flock.audit_status()") == {"available": False}
+        assert sqlstate(conn, "SELECT flock.audit_flush()").pgcode == "55000"
+        one(conn, "SELECT flock.set_audit('lin', 'off')")
+        assert one(conn, "SELECT flock.predict('lin', ARRAY[1, 1]::float4[])") == pytest.approx(11.5)
+        conn.close()
+    finally:
+        c.stop()
+
+
+def test_the_writer_does_not_hold_up_drop_database(cluster):
+    admin = psycopg2.connect(cluster.dsn())
+    admin.autocommit = True
+    try:
+        run(admin, "DROP DATABASE IF EXISTS audit_dropped")
+        run(admin, "CREATE DATABASE audit_dropped")
+        x = psycopg2.connect(cluster.dsn("audit_dropped"))
+        x.autocommit = True
+        run(x, "CREATE EXTENSION flock")
+        one(x, "SELECT flock.register_model('lin', %s)", (linear_regressor([1.0], 0.0),))
+        one(x, "SELECT flock.set_audit('lin', 'all')")
+        one(x, "SELECT sum(flock.predict('lin', ARRAY[i]::float4[])) FROM generate_series(1, 20000) i")
+        assert one(x, "SELECT flock.audit_flush()") is True
+        x.close()
+        # The writer is still connected for about a second; DROP DATABASE waits up to 5 s for it.
+        run(admin, "DROP DATABASE audit_dropped")
+    finally:
+        admin.close()

@@ -195,7 +195,9 @@ COMMENT ON FUNCTION flock.drop_model(text, integer) IS
 CREATE FUNCTION flock.model_info(model text) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT jsonb_build_object('name', m.name, 'version', m.version, 'ref', m.name || '@' || m.version,
-                            'sha256', m.sha256, 'size_bytes', octet_length(m.model::bytea),
+                            'sha256', m.sha256,
+                            'size_bytes', (SELECT octet_length(s.model::bytea) FROM flock.models s
+                                            WHERE s.name = m.name AND s.version = m.version),
                             'created_by', m.created_by, 'created_at', m.created_at,
                             'description', m.description) || m.signature
   FROM flock._resolve(model) m

@@ -198,7 +198,7 @@ void resolve_by_name(CallState* st, Datum model_arg) {
   // The audit policy comes with the resolution: no extra lookup per query, and the same catalog
   // invalidation refreshes both.
   int rc = SPI_execute_with_args(
-      "SELECT r.name, r.version, r.sha256, r.model, p.mode, p.sample_rate "
+      "SELECT r.name, r.version, r.sha256, NULL, p.mode, p.sample_rate "
       "FROM flock._resolve($1) r LEFT JOIN flock.audit_policies p ON p.name = r.name",
       1, argtypes, args, nullptr, true, 1);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "could not resolve model \"%s\"", ref);
@@ -207,12 +207,21 @@ void resolve_by_name(CallState* st, Datum model_arg) {
   char* name = SPI_getvalue(row, desc, 1);
   char* version = SPI_getvalue(row, desc, 2);
   char* sha = SPI_getvalue(row, desc, 3);
+  char* audit_mode = SPI_getvalue(row, desc, 5);
+  char* audit_rate = SPI_getvalue(row, desc, 6);
 
   ModelHandle* handle = new_model_handle(CurrentMemoryContext);  // SPI context: freed at SPI_finish
   flock_guard([&] { handle->model = find_cached_model(sha); });
   if (!handle->model) {
+    // Not cached yet: only now read the bytes (flock._resolve leaves them out).
+    Oid key_types[2] = {TEXTOID, INT4OID};
+    Datum key[2] = {CStringGetTextDatum(name), Int32GetDatum(atoi(version))};
+    if (SPI_execute_with_args("SELECT model FROM flock.models WHERE name = $1 AND version = $2", 2, key_types, key,
+                              nullptr, true, 1) != SPI_OK_SELECT ||
+        SPI_processed != 1)
+      elog(ERROR, "model \"%s@%s\" vanished while it was being loaded", name, version);
     bool isnull;
-    Datum d = SPI_getbinval(row, desc, 4, &isnull);
+    Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
     bytea* bytes = DatumGetByteaPP(d);  // detoasts
     flock_guard([&] {
       handle->model = cached_model(sha, {reinterpret_cast<const uint8_t*>(VARDATA_ANY(bytes)), VARSIZE_ANY_EXHDR(bytes)});
@@ -222,7 +231,7 @@ void resolve_by_name(CallState* st, Datum model_arg) {
   st->ref = MemoryContextStrdup(fn_mcxt, ref);
   st->label = MemoryContextStrdup(fn_mcxt, psprintf("%s@%s", name, version));
   st->generation = generation;
-  set_policy(st, name, atoi(version), SPI_getvalue(row, desc, 5), SPI_getvalue(row, desc, 6));
+  set_policy(st, name, atoi(version), audit_mode, audit_rate);
   if (models_relid == InvalidOid) {
     Oid ns = get_namespace_oid("flock", true);
     if (OidIsValid(ns)) models_relid = get_relname_relid("models", ns);

@@ -44,9 +44,14 @@ test: deps install models
 demo: deps install
 	bash scripts/demo.sh $(BUILD_DIR)
 
-# Benchmarks: each prints its ratios to the peers measured in the same run.
+# Benchmarks: each prints its ratios to the peers measured in the same run. Quote figures from a
+# Release build: make bench BUILD_DIR=build-release BUILD_TYPE=Release
+#   bench_nn     NN inference, flock core vs torch
+#   bench_trees  tree ensembles, flock core vs libxgboost; data and models are generated into the
+#                build dir on the first run (a few minutes) and reused afterwards
 bench: deps install
 	cmake --build $(BUILD_DIR) --target bench_nn
+	cmake --build $(BUILD_DIR) --target bench_trees
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -44,13 +44,19 @@ test: deps install models
 demo: deps install
 	bash scripts/demo.sh $(BUILD_DIR)
 
-# Benchmarks: each prints its ratios to the peers measured in the same run.
-#   bench/indb: in-database scoring (flock vs libxgboost, export-to-Python, PL/Python) on a private
-#   cluster of the PostgreSQL in $FLOCK_PG_BIN (default /usr/lib/postgresql/15/bin); data and models
-#   are cached in $(BUILD_DIR)/bench-indb. `make bench BENCH_INDB_ARGS=--quick` for a short run.
+# Benchmarks: each prints its ratios to the peers measured in the same run. Quote figures from a
+# Release build: make bench BUILD_DIR=build-release BUILD_TYPE=Release
+#   bench_nn     NN inference, flock core vs torch
+#   bench_trees  tree ensembles, flock core vs libxgboost; data and models are generated into the
+#                build dir on the first run (a few minutes) and reused afterwards
+#   bench/indb   in-database scoring (flock vs libxgboost, export-to-Python, PL/Python) on a private
+#                cluster of the PostgreSQL in $FLOCK_PG_BIN (default /usr/lib/postgresql/15/bin); data
+#                and models are cached in $(BUILD_DIR)/bench-indb. BENCH_INDB_ARGS=--quick: a short run
+#   bench_audit  what inference capture costs: audit 'all' vs 'off' vs no policy
 BENCH_INDB_ARGS ?=
 bench: deps install
 	cmake --build $(BUILD_DIR) --target bench_nn
+	cmake --build $(BUILD_DIR) --target bench_trees
 	$(PYTHON) bench/indb/run.py --work-dir $(BUILD_DIR)/bench-indb $(BENCH_INDB_ARGS)
 	cmake --build $(BUILD_DIR) --target bench_audit
 

@@ -12,6 +12,7 @@
 
 #include "flock/importers.hpp"
 #include "flock/kernel.hpp"
+#include "xgboost_import.hpp"
 
 namespace flock {
 
@@ -268,8 +269,12 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
     fail(ErrorCode::LimitExceeded,
          fmt::format("model is {} bytes, over the limit of {} bytes", bytes.size(), limits.max_model_bytes));
   if (format == ModelFormat::Auto) format = detect_format(bytes);
-  onnx::ModelProto proto =
-      format == ModelFormat::XGBoostJson ? import_xgboost_json(bytes) : import_onnx(bytes);
+  // XGBoost: the importer hands the tree ensemble to its kernel directly (imported.kernels); the
+  // graph it returns carries every node with its small attributes only.
+  CompiledImport imported;
+  if (format == ModelFormat::XGBoostJson) imported = import_xgboost_compiled(bytes);
+  else imported.model = import_onnx(bytes);
+  const onnx::ModelProto& proto = imported.model;
 
   std::shared_ptr<Model> model(new Model());
   model->format_ = format;
@@ -352,7 +357,9 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
 
   std::set<std::string> ops;
   const KernelRegistry& registry = KernelRegistry::instance();
+  int node_index = -1;
   for (const auto& node : graph.node()) {
+    ++node_index;
     std::string domain = node.domain() == "ai.onnx" ? "" : node.domain();
     int64_t opset = opsets.count(domain) ? opsets[domain] : 0;
     ops.insert(domain.empty() ? node.op_type() : domain + ":" + node.op_type());
@@ -390,7 +397,8 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
     }
     for (const auto& out : node.output()) step.outputs.push_back(out.empty() ? -1 : new_slot(out));
     KernelContext ctx{node, attrs, opset};
-    step.kernel = (*factory)(ctx);
+    auto prebuilt = imported.kernels.find(node_index);
+    step.kernel = prebuilt != imported.kernels.end() ? prebuilt->second(ctx) : (*factory)(ctx);
     plan.steps.push_back(std::move(step));
 
     for (const char* key : {"classlabels_int64s", "classlabels_strings", "classlabels_ints"}) {

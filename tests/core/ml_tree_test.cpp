@@ -2,6 +2,7 @@
 // follow ONNX Runtime's semantics (tree_ensemble_aggregator.h / ml_common.h).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -14,6 +15,8 @@
 #include "flock/kernel.hpp"
 #include "flock/onnx.hpp"
 #include "flock/tensor.hpp"
+// The kernels' internal interface for ensembles compiled elsewhere (the XGBoost importer).
+#include "../../core/src/kernels/ml_tree.hpp"
 
 namespace {
 
@@ -639,6 +642,285 @@ TEST(TreeEnsembleClassifier, DoubleInputAndTensorWeights) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Random ensembles against a reference walk (ORT semantics, one row and one tree at a time).
+// Float input with one branch mode per ensemble takes the perfect-tree path (padding, NaN columns,
+// row groups of 16, tree groups of 8 for fewer than 8 rows); mixed modes and deep trees take the
+// flat-node walk. Every path must give the reference bits.
+
+struct RefTree {
+  // Node k: feature < 0 for a leaf.
+  std::vector<int64_t> feature, yes, no, missing;
+  std::vector<float> thr;
+  std::vector<std::string> mode;
+  std::vector<std::vector<std::pair<int64_t, float>>> weights;  // leaves: (id, value)
+};
+
+bool ref_go_true(const std::string& mode, float x, float t, bool missing_true) {
+  bool r;
+  if (mode == "BRANCH_LEQ") r = x <= t;
+  else if (mode == "BRANCH_LT") r = x < t;
+  else if (mode == "BRANCH_GTE") r = x >= t;
+  else if (mode == "BRANCH_GT") r = x > t;
+  else if (mode == "BRANCH_EQ") r = x == t;
+  else r = x != t;
+  return r || (std::isnan(x) && missing_true);
+}
+
+int64_t ref_leaf(const RefTree& t, const float* row) {
+  int64_t k = 0;
+  while (t.feature[static_cast<size_t>(k)] >= 0) {
+    const size_t i = static_cast<size_t>(k);
+    k = ref_go_true(t.mode[i], row[t.feature[i]], t.thr[i], t.missing[i] != 0) ? t.yes[i] : t.no[i];
+  }
+  return k;
+}
+
+struct RandomForestSpec {
+  int n_trees = 20;
+  int max_depth = 6;
+  int n_features = 5;
+  int n_ids = 1;              // targets / classes the weights use
+  int weights_per_leaf = 1;   // 0: leaves without weights (regressor uses nodes_values 0)
+  bool mixed_modes = false;
+  const char* mode = "BRANCH_LT";
+  bool infinite_thresholds = false;
+  bool chain = false;  // every false child a leaf: trees exactly max_depth deep with few nodes
+  uint32_t seed = 1;
+};
+
+std::vector<RefTree> random_forest(const RandomForestSpec& s) {
+  std::mt19937 gen(s.seed);
+  std::uniform_real_distribution<float> u(-2, 2);
+  const char* modes[] = {"BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT"};
+  std::vector<RefTree> trees;
+  for (int t = 0; t < s.n_trees; ++t) {
+    RefTree tr;
+    // depth-first build; a node is a leaf with probability growing with depth
+    std::function<int64_t(int, bool)> grow = [&](int depth, bool force_leaf) -> int64_t {
+      const int64_t k = static_cast<int64_t>(tr.feature.size());
+      tr.feature.push_back(-1);
+      tr.yes.push_back(0);
+      tr.no.push_back(0);
+      tr.missing.push_back(0);
+      tr.thr.push_back(0);
+      tr.mode.push_back("LEAF");
+      tr.weights.emplace_back();
+      const bool leaf = force_leaf || depth >= s.max_depth ||
+                        (!s.chain && depth > 0 && gen() % 100 < static_cast<uint32_t>(10 + 8 * depth));
+      if (leaf) {
+        for (int w = 0; w < s.weights_per_leaf; ++w)
+          tr.weights[static_cast<size_t>(k)].push_back({static_cast<int64_t>(gen() % s.n_ids), u(gen)});
+        return k;
+      }
+      const size_t i = static_cast<size_t>(k);
+      tr.feature[i] = static_cast<int64_t>(gen() % s.n_features);
+      float th = std::round(u(gen) * 4) / 4;  // coarse: rows often hit a threshold exactly
+      if (s.infinite_thresholds && gen() % 5 == 0)
+        th = gen() % 2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
+      tr.thr[i] = th;
+      tr.mode[i] = s.mixed_modes ? modes[gen() % 4] : s.mode;
+      tr.missing[i] = gen() % 2;
+      const int64_t y = grow(depth + 1, false);
+      const int64_t n = grow(depth + 1, s.chain);
+      tr.yes[i] = y;
+      tr.no[i] = n;
+      return k;
+    };
+    grow(0, false);
+    trees.push_back(std::move(tr));
+  }
+  return trees;
+}
+
+Tree to_tree(const std::vector<RefTree>& trees) {
+  Tree t;
+  for (size_t ti = 0; ti < trees.size(); ++ti) {
+    const RefTree& r = trees[ti];
+    const int64_t id = static_cast<int64_t>(ti);
+    for (size_t k = 0; k < r.feature.size(); ++k) {
+      const int64_t node = static_cast<int64_t>(k);
+      if (r.feature[k] < 0) {
+        t.leaf(id, node);
+        for (const auto& [w_id, w] : r.weights[k]) t.weight(id, node, w_id, w);
+      } else {
+        t.branch(id, node, r.feature[k], r.mode[k], r.thr[k], r.yes[k], r.no[k], r.missing[k]);
+      }
+    }
+  }
+  return t;
+}
+
+// Rows with NaN, +-inf, exact threshold hits and -0.
+std::vector<float> random_rows(int64_t n, int cols, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> u(-2.5f, 2.5f);
+  std::vector<float> v(static_cast<size_t>(n * cols));
+  for (auto& x : v) {
+    const uint32_t c = gen() % 20;
+    if (c == 0) x = kNaN;
+    else if (c == 1) x = std::numeric_limits<float>::infinity();
+    else if (c == 2) x = -std::numeric_limits<float>::infinity();
+    else if (c == 3) x = std::round(u(gen) * 4) / 4;
+    else if (c == 4) x = -0.0f;
+    else x = u(gen);
+  }
+  return v;
+}
+
+// Regressor, one target, SUM: the sum in tree order (double, each leaf value as float), plus base.
+void expect_regressor_matches_reference(const RandomForestSpec& s) {
+  const auto trees = random_forest(s);
+  onnx::NodeProto n = to_tree(trees).regressor(1);
+  set_floats(n, "base_values", {0.125f});
+  auto k = compile(n);
+  for (int64_t rows_n : {1, 3, 7, 8, 15, 16, 17, 100, 128, 129, 300}) {
+    const auto v = random_rows(rows_n, s.n_features, s.seed * 1000 + static_cast<uint32_t>(rows_n));
+    auto out = run(*k, Tensor::floats({rows_n, s.n_features}, v), 1)[0];
+    for (int64_t r = 0; r < rows_n; ++r) {
+      double sum = 0;
+      for (const auto& t : trees) {
+        const auto& w = t.weights[static_cast<size_t>(ref_leaf(t, &v[static_cast<size_t>(r * s.n_features)]))];
+        sum += w.empty() ? 0.0 : static_cast<double>(w[0].second);
+      }
+      const float want = static_cast<float>(sum + 0.125);
+      ASSERT_EQ(out.f[static_cast<size_t>(r)], want) << "rows " << rows_n << " row " << r;
+    }
+  }
+}
+
+TEST(TreeEnsembleFast, EveryModeMatchesReference) {
+  for (const char* mode : {"BRANCH_LT", "BRANCH_LEQ", "BRANCH_GTE", "BRANCH_GT"}) {
+    for (uint32_t seed : {1u, 2u, 3u}) {
+      SCOPED_TRACE(std::string(mode) + " seed " + std::to_string(seed));
+      RandomForestSpec s;
+      s.mode = mode;
+      s.seed = seed;
+      s.n_trees = 21;  // not a multiple of the tree group
+      expect_regressor_matches_reference(s);
+      s.infinite_thresholds = true;  // LEQ +inf / GTE -inf with missing->false fall back to the walk
+      expect_regressor_matches_reference(s);
+    }
+  }
+}
+
+TEST(TreeEnsembleFast, DepthsAndShapes) {
+  RandomForestSpec s;
+  s.max_depth = 0;  // single-leaf trees
+  expect_regressor_matches_reference(s);
+  s.max_depth = 1;
+  expect_regressor_matches_reference(s);
+  s.max_depth = 12;  // deepest perfect layout
+  s.n_trees = 5;
+  expect_regressor_matches_reference(s);
+  s.chain = true;
+  s.max_depth = 12;
+  expect_regressor_matches_reference(s);
+  s.max_depth = 16;  // too deep: flat-node walk
+  expect_regressor_matches_reference(s);
+  s.chain = false;
+  s.max_depth = 6;
+  s.mixed_modes = true;  // mixed modes: flat-node walk
+  s.n_trees = 30;
+  expect_regressor_matches_reference(s);
+  s.mixed_modes = false;
+  s.weights_per_leaf = 0;  // leaves without weights add their nodes_values entry (0)
+  expect_regressor_matches_reference(s);
+}
+
+TEST(TreeEnsembleFast, SharedSubtreesAndSingleRows) {
+  // A node reached from two parents (allowed by the attribute form) is laid out on both paths.
+  Tree t;
+  t.branch(0, 0, 0, "BRANCH_LT", 0.0f, 1, 2)
+      .branch(0, 1, 1, "BRANCH_LT", 0.0f, 3, 2)
+      .branch(0, 2, 1, "BRANCH_LT", 1.0f, 3, 4, 1)
+      .leaf_w(0, 3, 1)
+      .leaf_w(0, 4, 2);
+  auto k = compile(t.regressor());
+  EXPECT_EQ(run(*k, rows({{-1, -1}, {-1, 0.5f}, {-1, 2}, {1, 0.5f}, {1, 2}, {kNaN, kNaN}}), 1)[0].f,
+            (std::vector<float>{1, 1, 2, 1, 2, 1}));
+}
+
+// Classifier with several classes, one weight per leaf (every tree adds to its own class, like
+// XGBoost's multi-class trees) or several (weight lists): probabilities and labels against the
+// reference sums.
+TEST(TreeEnsembleFast, ClassifierMatchesReference) {
+  for (int weights_per_leaf : {1, 2}) {
+    for (const char* mode : {"BRANCH_LT", "BRANCH_GTE"}) {
+      SCOPED_TRACE(std::string(mode) + " weights per leaf " + std::to_string(weights_per_leaf));
+      RandomForestSpec s;
+      s.mode = mode;
+      s.n_trees = 19;
+      s.n_ids = 3;
+      s.weights_per_leaf = weights_per_leaf;
+      auto trees = random_forest(s);
+      if (weights_per_leaf == 1) {  // each tree on one class
+        for (size_t ti = 0; ti < trees.size(); ++ti)
+          for (auto& w : trees[ti].weights)
+            for (auto& p : w) p.first = static_cast<int64_t>(ti % 3);
+      }
+      onnx::NodeProto n = to_tree(trees).classifier({10, 20, 30});
+      set_string(n, "post_transform", "NONE");
+      auto k = compile(n);
+      for (int64_t rows_n : {1, 5, 16, 130}) {
+        const auto v = random_rows(rows_n, s.n_features, 77 + static_cast<uint32_t>(rows_n));
+        auto out = run(*k, Tensor::floats({rows_n, s.n_features}, v), 2);
+        for (int64_t r = 0; r < rows_n; ++r) {
+          double sum[3] = {0, 0, 0};
+          bool has[3] = {false, false, false};
+          for (const auto& t : trees)
+            for (const auto& [id, w] : t.weights[static_cast<size_t>(ref_leaf(t, &v[static_cast<size_t>(r * s.n_features)]))]) {
+              sum[id] += static_cast<double>(w);
+              has[id] = true;
+            }
+          int best = -1;
+          for (int c = 0; c < 3; ++c) {
+            const float want = has[c] ? static_cast<float>(sum[c]) : 0.0f;
+            ASSERT_EQ(out[1].f[static_cast<size_t>(r * 3 + c)], want) << "rows " << rows_n << " row " << r;
+            if (has[c] && (best < 0 || sum[c] > sum[best])) best = c;
+          }
+          EXPECT_EQ(out[0].i[static_cast<size_t>(r)], (best < 0 ? 0 : best) * 10 + 10) << "row " << r;
+        }
+      }
+    }
+  }
+}
+
+TEST(TreeEnsembleFast, MinMaxAndMultiTargetThroughPerfectLayout) {
+  RandomForestSpec s;
+  s.n_trees = 12;
+  s.n_ids = 2;
+  auto trees = random_forest(s);
+  for (const char* agg : {"MIN", "MAX", "SUM", "AVERAGE"}) {
+    SCOPED_TRACE(agg);
+    onnx::NodeProto n = to_tree(trees).regressor(2);
+    set_string(n, "aggregate_function", agg);
+    auto k = compile(n);
+    const int64_t rows_n = 40;
+    const auto v = random_rows(rows_n, s.n_features, 5);
+    auto out = run(*k, Tensor::floats({rows_n, s.n_features}, v), 1)[0];
+    for (int64_t r = 0; r < rows_n; ++r) {
+      double acc[2] = {0, 0};
+      bool has[2] = {false, false};
+      for (const auto& t : trees) {
+        for (const auto& [id, w] : t.weights[static_cast<size_t>(ref_leaf(t, &v[static_cast<size_t>(r * s.n_features)]))]) {
+          const double x = w;
+          if (std::string(agg) == "MIN") acc[id] = has[id] ? std::min(acc[id], x) : x;
+          else if (std::string(agg) == "MAX") acc[id] = has[id] ? std::max(acc[id], x) : x;
+          else acc[id] += x;
+          has[id] = true;
+        }
+      }
+      for (int c = 0; c < 2; ++c) {
+        double val = acc[c];
+        if (std::string(agg) == "AVERAGE") val /= static_cast<double>(trees.size());
+        const float want = has[c] ? static_cast<float>(val) : 0.0f;
+        ASSERT_EQ(out.f[static_cast<size_t>(r * 2 + c)], want) << "row " << r << " target " << c;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Errors
 
 TEST(TreeEnsembleErrors, InvalidStructures) {
@@ -760,6 +1042,59 @@ TEST(TreeEnsembleErrors, BadInputs) {
               k->run({nullptr}, out);
             }),
             ErrorCode::InvalidInput);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Ensembles compiled outside the attributes (the XGBoost importer's route into the kernels).
+
+flock::tree::Ensemble small_prebuilt() {
+  using flock::tree::Node;
+  flock::tree::Ensemble e;
+  // x0 < 0.5 (missing: true side) ? 10 : 20
+  e.nodes_f = {Node<float>{0.5f, 0, 1, 2, flock::tree::kLt, 1}, Node<float>{10, 0, 1, 1, flock::tree::kLeaf, 0},
+               Node<float>{20, 0, 2, 2, flock::tree::kLeaf, 0}};
+  e.roots = {0};
+  e.leaf_first = {0, 0, 1};
+  e.leaf_count = {0, 1, 1};
+  e.w_id = {0, 0};
+  e.w_value = {10, 20};
+  return e;
+}
+
+std::unique_ptr<flock::Kernel> prebuilt(flock::tree::Ensemble e) {
+  onnx::NodeProto n = Tree().regressor(1);  // the small attributes only
+  flock::Attrs attrs(n);
+  flock::KernelContext ctx{n, attrs, 3};
+  return flock::tree::make_tree_kernel(ctx, std::move(e));
+}
+
+TEST(TreeEnsemblePrebuilt, RunsFloatAndDoubleInput) {
+  auto k = prebuilt(small_prebuilt());
+  EXPECT_EQ(run(*k, rows({{0}, {1}, {kNaN}}), 1)[0].f, (std::vector<float>{10, 20, 10}));
+  // Double input: the double thresholds are derived from the float nodes on first use.
+  EXPECT_EQ(run(*k, Tensor::doubles({3, 1}, {0, 1, std::nan("")}), 1)[0].f, (std::vector<float>{10, 20, 10}));
+}
+
+TEST(TreeEnsemblePrebuilt, StructureIsValidated) {
+  auto expect_invalid = [](const std::function<void(flock::tree::Ensemble&)>& edit, const char* what) {
+    flock::tree::Ensemble e = small_prebuilt();
+    edit(e);
+    std::string msg;
+    EXPECT_EQ(code_of([&] { prebuilt(std::move(e)); }, &msg), ErrorCode::InvalidModel) << what;
+    EXPECT_NE(msg.find(what), std::string::npos) << msg;
+  };
+  expect_invalid([](auto& e) { e.nodes_f[0].yes = 0; }, "do not follow it");
+  expect_invalid([](auto& e) { e.nodes_f[0].no = 3; }, "do not follow it");
+  expect_invalid([](auto& e) { e.nodes_f[1].no = 2; }, "leaf 1 has children");
+  expect_invalid([](auto& e) { e.nodes_f[0].mode = 9; }, "not a tree node mode");
+  expect_invalid([](auto& e) { e.nodes_f[0].feature = -1; }, "out of range");
+  expect_invalid([](auto& e) { e.w_id[1] = 1; }, "target_ids[1]");
+  expect_invalid([](auto& e) { e.leaf_count[2] = 2; }, "outside the table");
+  expect_invalid([](auto& e) { e.leaf_count[0] = 1; }, "carries weights");
+  expect_invalid([](auto& e) { e.roots = {0, 0}; }, "out of order");
+  expect_invalid([](auto& e) { e.roots = {0, 2}; }, "within its tree");  // node 0 reaches into tree 1
+  expect_invalid([](auto& e) { e.leaf_first.pop_back(); }, "leaf weight tables");
+  expect_invalid([](auto& e) { e.nodes_f.clear(); }, "no tree nodes");
 }
 
 }  // namespace

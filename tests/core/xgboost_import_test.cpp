@@ -11,6 +11,8 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "flock/error.hpp"
 #include "flock/importers.hpp"
 #include "flock/kernel.hpp"
+#include "flock/model.hpp"
 #include "flock/onnx.hpp"
 #include "flock/tensor.hpp"
 // After flock/onnx.hpp, which sets ONNX_ML / ONNX_NAMESPACE.
@@ -397,6 +400,257 @@ TEST(XGBoostImportErrors, UnsupportedBoostersAndObjectives) {
     EXPECT_EQ(import_json(j, &msg), ErrorCode::UnsupportedOperator);
     EXPECT_NE(msg.find("categorical"), std::string::npos) << msg;
   }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Model::load's route: the importer hands the ensemble to the kernel directly. It must predict
+// exactly what the standard ONNX attributes give (loaded through the ONNX route, checker
+// included), and what XGBoost's own tree walk gives leaf for leaf.
+
+flock::FeatureBatch batch_of(const Tensor& x) {
+  flock::FeatureBatch b;
+  b.rows = x.shape[0];
+  b.inputs.push_back(x);
+  return b;
+}
+
+std::span<const uint8_t> as_bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+TEST(XGBoostImport, CompiledRouteMatchesOnnxRoute) {
+  for (const char* name : {"reg_squarederror", "reg_logistic", "binary_logistic", "binary_positive_leaves",
+                           "multi_softprob", "multi_softmax", "multi_softprob_2class"}) {
+    SCOPED_TRACE(name);
+    const std::string text = read_text(fixture_path(name, "model"));
+    Case c = load_case(name);
+    std::string onnx_bytes;
+    ASSERT_TRUE(c.model.SerializeToString(&onnx_bytes));
+    auto direct = flock::Model::load(as_bytes(text));
+    auto via_onnx = flock::Model::load(as_bytes(onnx_bytes), flock::ModelFormat::Onnx);
+    EXPECT_EQ(direct->signature_json(), via_onnx->signature_json().replace(
+                                            via_onnx->signature_json().find("\"onnx\""), 6, "\"xgboost\""));
+    for (int64_t rows : {c.x.shape[0], int64_t(1), int64_t(3)}) {
+      Tensor x = c.x;
+      x.shape[0] = rows;
+      x.f.resize(static_cast<size_t>(rows * x.shape[1]));
+      auto a = direct->run(batch_of(x));
+      auto b = via_onnx->run(batch_of(x));
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t k = 0; k < a.size(); ++k) {
+        EXPECT_EQ(a[k].shape, b[k].shape);
+        EXPECT_EQ(a[k].f, b[k].f) << "output " << k;
+        EXPECT_EQ(a[k].i, b[k].i) << "output " << k;
+      }
+    }
+  }
+}
+
+float ort_logistic(float val) {
+  float v = 1 / (1 + std::exp(-std::abs(val)));
+  return (val < 0) ? (1 - v) : v;
+}
+
+// An XGBoost-shaped binary:logistic model with random trees (node ids in breadth-first order like
+// XGBoost's, random default directions, thresholds rows often hit exactly).
+struct RandomXgb {
+  json model;
+  std::vector<std::vector<int64_t>> left, right, feature, default_left;
+  std::vector<std::vector<float>> cond;
+};
+
+RandomXgb random_xgb(int n_trees, int max_depth, int n_features, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> u(-2, 2);
+  RandomXgb r;
+  json trees = json::array();
+  for (int t = 0; t < n_trees; ++t) {
+    std::vector<int64_t> L, R, F, D;
+    std::vector<float> C;
+    std::vector<int> depth{0};
+    L.push_back(-1), R.push_back(-1), F.push_back(0), D.push_back(0), C.push_back(0);
+    for (size_t k = 0; k < L.size(); ++k) {  // breadth first
+      const bool leaf = depth[k] >= max_depth || (depth[k] > 0 && gen() % 100 < 15u);
+      if (leaf) {
+        C[k] = u(gen) * 0.1f;
+        continue;
+      }
+      F[k] = static_cast<int64_t>(gen() % n_features);
+      C[k] = std::round(u(gen) * 4) / 4;
+      D[k] = gen() % 2;
+      for (int side = 0; side < 2; ++side) {
+        (side == 0 ? L : R)[k] = static_cast<int64_t>(L.size());
+        L.push_back(-1), R.push_back(-1), F.push_back(0), D.push_back(0), C.push_back(0);
+        depth.push_back(depth[k] + 1);
+      }
+    }
+    const size_t n = L.size();
+    trees.push_back({{"base_weights", std::vector<float>(n, 0.0f)},
+                     {"categories", json::array()},
+                     {"categories_nodes", json::array()},
+                     {"categories_segments", json::array()},
+                     {"categories_sizes", json::array()},
+                     {"default_left", D},
+                     {"id", t},
+                     {"left_children", L},
+                     {"loss_changes", std::vector<float>(n, 0.5f)},
+                     {"parents", std::vector<int64_t>(n, 2147483647)},
+                     {"right_children", R},
+                     {"split_conditions", C},
+                     {"split_indices", F},
+                     {"split_type", std::vector<int>(n, 0)},
+                     {"sum_hessian", std::vector<float>(n, 1.0f)},
+                     {"tree_param", {{"num_deleted", "0"}, {"num_feature", std::to_string(n_features)},
+                                     {"num_nodes", std::to_string(n)}, {"size_leaf_vector", "0"}}}});
+    r.left.push_back(L), r.right.push_back(R), r.feature.push_back(F), r.default_left.push_back(D), r.cond.push_back(C);
+  }
+  r.model = {{"learner",
+              {{"attributes", json::object()},
+               {"feature_names", json::array()},
+               {"feature_types", json::array()},
+               {"gradient_booster",
+                {{"model",
+                  {{"gbtree_model_param", {{"num_parallel_tree", "1"}, {"num_trees", std::to_string(n_trees)}}},
+                   {"tree_info", std::vector<int>(static_cast<size_t>(n_trees), 0)},
+                   {"trees", trees}}},
+                 {"name", "gbtree"}}},
+               {"learner_model_param",
+                {{"base_score", "5E-1"}, {"boost_from_average", "1"}, {"num_class", "0"},
+                 {"num_feature", std::to_string(n_features)}, {"num_target", "1"}}},
+               {"objective", {{"name", "binary:logistic"}, {"reg_loss_param", {{"scale_pos_weight", "1"}}}}}}},
+             {"version", {1, 7, 4}}};
+  return r;
+}
+
+TEST(XGBoostImport, CompiledRouteTakesXGBoostsLeaves) {
+  for (int max_depth : {3, 6, 8, 10}) {
+    SCOPED_TRACE(max_depth);
+    const int n_features = 6;
+    const int n_trees = 37;
+    RandomXgb m = random_xgb(n_trees, max_depth, n_features, static_cast<uint32_t>(max_depth));
+    auto model = flock::Model::load(as_bytes(m.model.dump()));
+    std::mt19937 gen(99);
+    std::uniform_real_distribution<float> u(-2.5f, 2.5f);
+    for (int64_t rows : {1, 2, 7, 9, 16, 31, 200}) {
+      std::vector<float> v(static_cast<size_t>(rows * n_features));
+      for (auto& x : v) {
+        const uint32_t c = gen() % 16;
+        x = c == 0   ? std::numeric_limits<float>::quiet_NaN()
+            : c == 1 ? std::numeric_limits<float>::infinity()
+            : c == 2 ? -std::numeric_limits<float>::infinity()
+            : c < 6  ? std::round(u(gen) * 4) / 4
+                     : u(gen);
+      }
+      auto p = model->predict(batch_of(Tensor::floats({rows, n_features}, v)));
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* row = &v[static_cast<size_t>(r * n_features)];
+        double sum = 0;
+        for (int t = 0; t < n_trees; ++t) {
+          int64_t k = 0;
+          while (m.left[t][k] != -1) {
+            const float x = row[m.feature[t][k]];
+            const bool go_left = std::isnan(x) ? m.default_left[t][k] != 0 : x < m.cond[t][k];
+            k = go_left ? m.left[t][k] : m.right[t][k];
+          }
+          sum += static_cast<double>(m.cond[t][k]);
+        }
+        const float want = ort_logistic(static_cast<float>(sum + 0.0));  // base_score 0.5: margin 0
+        ASSERT_EQ(static_cast<float>(p.proba[static_cast<size_t>(2 * r + 1)]), want) << "rows " << rows << " row " << r;
+        ASSERT_EQ(p.values[static_cast<size_t>(r)], sum > 0 ? 1.0 : 0.0) << "row " << r;
+      }
+    }
+  }
+}
+
+TEST(XGBoostImport, JsonStringsAndNumbers) {
+  json j = base_model();
+  // Escapes, non-ASCII names and a surrogate pair survive into the metadata.
+  std::vector<std::string> names = {"a\"b\\c/d", "tab\there", "caf\xc3\xa9", "\xf0\x9f\x98\x80"};
+  j["learner"]["feature_names"] = names;
+  j["learner"]["feature_types"] = std::vector<std::string>(4, "float");
+  // ensure_ascii-style escapes, as other writers produce
+  std::string text = j.dump(-1, ' ', /*ensure_ascii=*/true);
+  auto m = import_text(text);
+  ASSERT_EQ(m.metadata_props_size(), 1);
+  EXPECT_EQ(json::parse(m.metadata_props(0).value()).get<std::vector<std::string>>(), names);
+  // Pretty-printed, numbers in every JSON form.
+  json k = base_model();
+  k["learner"]["gradient_booster"]["model"]["trees"][0]["split_conditions"][0] = 0.5e0;
+  auto pretty = import_text(k.dump(2));
+  auto compact = import_text(k.dump());
+  EXPECT_EQ(pretty.SerializeAsString(), compact.SerializeAsString());
+  // Mixed arrays are read element by element.
+  json mixed = base_model();
+  mixed["version"] = {1, 7, "x"};
+  EXPECT_EQ(import_text(mixed.dump()).producer_version(), "1.7");
+}
+
+TEST(XGBoostImportErrors, InvalidJsonIsRejected) {
+  const std::string good = base_model().dump();
+  const std::string cases[] = {
+      "{\"learner\": 01}",
+      "{\"learner\": 1.}",
+      "{\"learner\": -}",
+      "{\"learner\": 1e}",
+      "{\"learner\": [\"a\", 1,]}",
+      "{\"learner\": [\"a\" 1]}",
+      "{\"learner\": {\"a\" 1}}",
+      "{\"learner\": {\"a\": 1,}}",
+      "{\"learner\": \"\\x\"}",
+      "{\"learner\": \"\\ud800\"}",
+      "{\"learner\": \"\\udc00x\"}",
+      "{\"learner\": \"\\u12\"}",
+      std::string("{\"learner\": \"a\x01\"}"),
+      std::string("{\"learner\": \"\xff\"}"),
+      std::string("{\"learner\": \"\xc3\"}"),
+      std::string("{\"learner\": \"\xed\xa0\x80\"}"),
+      "{\"learner\": tru}",
+      "{\"learner\": nul}",
+      "{\"learner\": [}",
+      "{\"learner\": [1, 2",
+      "{\"learner\": \"abc",
+      good + " x",
+      good.substr(0, good.size() / 2),
+      std::string(600, '[') + std::string(600, ']'),
+  };
+  for (const auto& text : cases) {
+    std::string msg;
+    EXPECT_EQ(code_of([&] { import_text(text); }, &msg), ErrorCode::InvalidModel) << text.substr(0, 60);
+    EXPECT_EQ(msg.rfind("xgboost model: not valid JSON", 0), 0u) << msg;
+  }
+  // Valid JSON of the wrong shape is named by path, not as a syntax error.
+  std::string msg;
+  EXPECT_EQ(code_of([] { import_text("{\"learner\": [1, \"a\", {}, null, true]}"); }, &msg), ErrorCode::InvalidModel);
+  EXPECT_NE(msg.find("'learner' is not a JSON object"), std::string::npos) << msg;
+}
+
+// Arrays of numbers the importer reads are parsed strictly; the ones it skips (per-node
+// statistics) are only checked for their characters, like simdjson's On-Demand API.
+TEST(XGBoostImportErrors, NumberArraysTheImporterReads) {
+  const char* bad_arrays[] = {"[1, 2,]", "[1 2]", "[01]", "[1.]", "[-]", "[,1]", "[1,,2]", "[1e]", "[--1]", "[1.2.3]"};
+  for (const char* arr : bad_arrays) {
+    for (const char* field : {"left_children", "split_conditions"}) {
+      json j = base_model();
+      std::string text = j.dump();
+      const std::string key = std::string("\"") + field + "\":";
+      const size_t at = text.find(key);
+      ASSERT_NE(at, std::string::npos);
+      const size_t open = at + key.size(), close = text.find(']', open);
+      text.replace(open, close - open + 1, arr);
+      std::string msg;
+      EXPECT_EQ(code_of([&] { import_text(text); }, &msg), ErrorCode::InvalidModel) << field << " " << arr;
+      EXPECT_TRUE(msg.find("not valid JSON") != std::string::npos || msg.find(field) != std::string::npos) << msg;
+    }
+  }
+  // A number array nothing reads holds number characters only; its numbers are not parsed.
+  json j = base_model();
+  std::string text = j.dump();
+  const std::string key = "\"sum_hessian\":";
+  const size_t open = text.find(key) + key.size(), close = text.find(']', open);
+  text.replace(open, close - open + 1, "[1..2, 3]");
+  EXPECT_NO_THROW(import_text(text));
+  text.replace(open, 9, "[1, x, 3]");
+  EXPECT_EQ(code_of([&] { import_text(text); }), ErrorCode::InvalidModel);
 }
 
 }  // namespace

@@ -19,8 +19,15 @@
 // value converted to float), double for double input.
 //
 // Speed: the factory compiles the attributes once into flat node arrays (pre-order, leaves
-// pointing to themselves) and validates every id; run() walks blocks of 128 rows tree by tree,
-// 8 rows at a time, or for fewer than 8 rows 8 trees at a time, so independent walks overlap.
+// pointing to themselves) and validates every id. On float input, an ensemble whose branches all
+// use one of LEQ/LT/GTE/GT and whose trees are at most kMaxPerfectDepth deep also gets a
+// "perfect-tree" layout (see Fast below): each tree padded to a complete binary tree stored in heap
+// order, so every row takes exactly `depth` branch-free steps. run() copies blocks of 128 rows
+// column-major into a scratch buffer (NaN resolved there, per node, by the column a node reads)
+// and walks trees outer, 16 rows at a time inner — or for fewer than 8 rows, 8 trees at a time.
+// Other ensembles (mixed or EQ/NEQ modes, deep trees, double or int64 input) walk the flat nodes:
+// blocks of 128 rows tree by tree, 8 rows at a time, or for fewer than 8 rows 8 trees at a time.
+// Scores accumulate per row in tree order in every path, so all paths give the same bits.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -28,6 +35,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <mutex>
 #include <numeric>
 #include <type_traits>
 #include <unordered_map>
@@ -35,14 +43,15 @@
 #include <utility>
 
 #include "flock/kernel.hpp"
+#include "ml_tree.hpp"
 
 namespace flock {
 namespace {
 
+using namespace tree;  // Mode, Node, Ensemble
+
 // ----------------------------------------------------------------------------------------------
 // Attribute enums
-
-enum Mode : uint8_t { kLeaf = 0, kLeq, kLt, kGte, kGt, kEq, kNeq, kMixed };
 
 enum class Transform { None, Logistic, Softmax, SoftmaxZero, Probit };
 enum class Aggregate { Sum, Average, Min, Max };
@@ -176,33 +185,6 @@ void write_single(double v, Transform t, int second, float* z) {
 // ----------------------------------------------------------------------------------------------
 // Compiled ensemble
 
-// A leaf points to itself on both sides (and reads column 0), so walking several rows at once
-// needs no per-row branch: a row that reached its leaf stays there.
-template <typename T>
-struct Node {
-  T threshold;      // branch: threshold; leaf: its single-target value
-  int32_t feature;  // branch: column; leaf: 0
-  int32_t yes;      // index of the true child (leaf: itself)
-  int32_t no;       // index of the false child (leaf: itself)
-  uint8_t mode;     // Mode (kLeaf for leaves)
-  uint8_t missing_true;
-};
-
-struct Ensemble {
-  std::vector<Node<float>> nodes_f;   // thresholds as float (float / int64 input)
-  std::vector<Node<double>> nodes_d;  // thresholds as double (double input)
-  std::vector<int32_t> roots;
-  std::vector<int32_t> leaf_first;  // per node: first weight of a leaf
-  std::vector<int32_t> leaf_count;  // per node: number of weights of a leaf
-  std::vector<int32_t> w_id;    // target / class index per weight
-  std::vector<double> w_value;  // weight value
-  int64_t max_feature = -1;     // highest column a branch node reads
-  uint8_t uniform_mode = kMixed;
-  // Classifier flags, computed over all weights like ORT.
-  bool weights_all_positive = true;
-  size_t distinct_ids = 0;
-};
-
 struct PairHash {
   size_t operator()(const std::pair<int64_t, int64_t>& p) const noexcept {
     uint64_t h = static_cast<uint64_t>(p.first) * 0x9E3779B97F4A7C15ULL;
@@ -227,17 +209,116 @@ std::vector<double> numeric_attr(const Attrs& a, const std::string& name) {
 
 std::string node_name(int64_t tree, int64_t node) { return fmt::format("tree {} node {}", tree, node); }
 
+// An INTS attribute read in place (a large ensemble has millions of these values; empty if absent).
+struct IntsView {
+  const int64_t* data = nullptr;
+  size_t n = 0;
+  size_t size() const { return n; }
+  bool empty() const { return n == 0; }
+  int64_t operator[](size_t i) const { return data[i]; }
+};
+
+const onnx::AttributeProto* find_attr(const Attrs& a, const std::string& name) {
+  for (const auto& at : a.node().attribute())
+    if (at.name() == name) return &at;
+  return nullptr;
+}
+
+IntsView ints_view(const Attrs& a, const std::string& name) {
+  const onnx::AttributeProto* at = find_attr(a, name);
+  if (!at) return {};
+  return {at->ints().data(), static_cast<size_t>(at->ints_size())};
+}
+
+// Positions of nodes by (tree id, node id). Converters number the nodes of a tree 0..n-1, so
+// when the ids are compact enough a table per tree replaces the hash map.
+class NodeIndex {
+ public:
+  NodeIndex(const IntsView& trees, const IntsView& nodes) {
+    const size_t n = trees.size();
+    int64_t tmin = std::numeric_limits<int64_t>::max(), tmax = std::numeric_limits<int64_t>::min();
+    for (size_t i = 0; i < n; ++i) {
+      tmin = std::min(tmin, trees[i]);
+      tmax = std::max(tmax, trees[i]);
+    }
+    const uint64_t span = static_cast<uint64_t>(tmax) - static_cast<uint64_t>(tmin);
+    if (span < 2 * n + 16) {
+      tmin_ = tmin;
+      lo_.assign(span + 1, std::numeric_limits<int64_t>::max());
+      std::vector<int64_t> hi(span + 1, std::numeric_limits<int64_t>::min());
+      for (size_t i = 0; i < n; ++i) {
+        const size_t t = static_cast<size_t>(trees[i] - tmin);
+        lo_[t] = std::min(lo_[t], nodes[i]);
+        hi[t] = std::max(hi[t], nodes[i]);
+      }
+      uint64_t total = 0;
+      offset_.assign(span + 2, 0);
+      for (size_t t = 0; t <= span; ++t) {
+        offset_[t] = total;
+        if (lo_[t] <= hi[t]) total += static_cast<uint64_t>(hi[t]) - static_cast<uint64_t>(lo_[t]) + 1;
+        if (total > 4 * n + 64) break;
+      }
+      offset_[span + 1] = total;
+      if (total <= 4 * n + 64) {
+        dense_ = true;
+        table_.assign(total, -1);
+        return;
+      }
+      lo_.clear();
+      offset_.clear();
+    }
+    map_.reserve(n * 2);
+  }
+
+  // Records node i; returns -1, or the position already recorded for the same ids.
+  int32_t insert(int64_t tree, int64_t node, int32_t i) {
+    if (dense_) {
+      int32_t& slot = table_[slot_of(tree, node)];
+      if (slot >= 0) return slot;
+      slot = i;
+      return -1;
+    }
+    auto [it, inserted] = map_.emplace(std::make_pair(tree, node), i);
+    return inserted ? -1 : it->second;
+  }
+
+  int32_t find(int64_t tree, int64_t node) const {
+    if (dense_) {
+      if (tree < tmin_ || static_cast<uint64_t>(tree - tmin_) >= lo_.size()) return -1;
+      const size_t t = static_cast<size_t>(tree - tmin_);
+      if (node < lo_[t] || static_cast<uint64_t>(node - lo_[t]) >= offset_[t + 1] - offset_[t]) return -1;
+      return table_[offset_[t] + static_cast<uint64_t>(node - lo_[t])];
+    }
+    auto it = map_.find({tree, node});
+    return it == map_.end() ? -1 : it->second;
+  }
+
+ private:
+  size_t slot_of(int64_t tree, int64_t node) const {
+    const size_t t = static_cast<size_t>(tree - tmin_);
+    return offset_[t] + static_cast<uint64_t>(node - lo_[t]);
+  }
+
+  bool dense_ = false;
+  int64_t tmin_ = 0;
+  std::vector<int64_t> lo_;        // per tree: lowest node id
+  std::vector<uint64_t> offset_;   // per tree: first table entry (one more for the end)
+  std::vector<int32_t> table_;
+  std::unordered_map<std::pair<int64_t, int64_t>, int32_t, PairHash> map_;
+};
+
 // `prefix` is "target" (regressor) or "class" (classifier); `n_outputs` the number of targets or
 // classes the weight ids index.
 Ensemble compile_ensemble(const Attrs& a, const std::string& prefix, int64_t n_outputs) {
   const std::string where = a.where();
-  const auto treeids = a.get_ints("nodes_treeids");
-  const auto nodeids = a.get_ints("nodes_nodeids");
-  const auto featureids = a.get_ints("nodes_featureids");
-  const auto modes_s = a.get_strings("nodes_modes");
-  const auto trueids = a.get_ints("nodes_truenodeids");
-  const auto falseids = a.get_ints("nodes_falsenodeids");
-  const auto missing = a.get_ints("nodes_missing_value_tracks_true");
+  const IntsView treeids = ints_view(a, "nodes_treeids");
+  const IntsView nodeids = ints_view(a, "nodes_nodeids");
+  const IntsView featureids = ints_view(a, "nodes_featureids");
+  const onnx::AttributeProto* modes_attr = find_attr(a, "nodes_modes");
+  const size_t n_modes = modes_attr ? static_cast<size_t>(modes_attr->strings_size()) : 0;
+  const IntsView trueids = ints_view(a, "nodes_truenodeids");
+  const IntsView falseids = ints_view(a, "nodes_falsenodeids");
+  const IntsView missing = ints_view(a, "nodes_missing_value_tracks_true");
   const auto values = numeric_attr(a, "nodes_values");
   if (a.has("nodes_hitrates") && a.has("nodes_hitrates_as_tensor"))
     fail(ErrorCode::InvalidModel,
@@ -254,28 +335,23 @@ Ensemble compile_ensemble(const Attrs& a, const std::string& prefix, int64_t n_o
   };
   check_len("nodes_nodeids", nodeids.size());
   check_len("nodes_featureids", featureids.size());
-  check_len("nodes_modes", modes_s.size());
+  check_len("nodes_modes", n_modes);
   check_len("nodes_truenodeids", trueids.size());
   check_len("nodes_falsenodeids", falseids.size());
   check_len(a.has("nodes_values_as_tensor") ? "nodes_values_as_tensor" : "nodes_values", values.size());
   if (!missing.empty()) check_len("nodes_missing_value_tracks_true", missing.size());
 
   std::vector<uint8_t> modes(n);
-  for (size_t i = 0; i < n; ++i) modes[i] = parse_mode(modes_s[i], a, i);
+  for (size_t i = 0; i < n; ++i) modes[i] = parse_mode(modes_attr->strings(static_cast<int>(i)), a, i);
 
-  std::unordered_map<std::pair<int64_t, int64_t>, int32_t, PairHash> index;
-  index.reserve(n * 2);
+  NodeIndex index(treeids, nodeids);
   for (size_t i = 0; i < n; ++i) {
-    auto [it, inserted] = index.emplace(std::make_pair(treeids[i], nodeids[i]), static_cast<int32_t>(i));
-    if (!inserted)
+    const int32_t before = index.insert(treeids[i], nodeids[i], static_cast<int32_t>(i));
+    if (before >= 0)
       fail(ErrorCode::InvalidModel,
-           fmt::format("{}: {} appears twice (nodes {} and {})", where, node_name(treeids[i], nodeids[i]),
-                       it->second, i));
+           fmt::format("{}: {} appears twice (nodes {} and {})", where, node_name(treeids[i], nodeids[i]), before, i));
   }
-  auto lookup = [&](int64_t tree, int64_t node) -> int32_t {
-    auto it = index.find({tree, node});
-    return it == index.end() ? -1 : it->second;
-  };
+  auto lookup = [&](int64_t tree, int64_t node) -> int32_t { return index.find(tree, node); };
 
   // Children.
   std::vector<int32_t> yes(n, -1), no(n, -1);
@@ -328,9 +404,9 @@ Ensemble compile_ensemble(const Attrs& a, const std::string& prefix, int64_t n_o
   // Weights.
   const std::string ids_name = prefix + "_ids", nodes_name = prefix + "_nodeids",
                     trees_name = prefix + "_treeids", weights_name = prefix + "_weights";
-  const auto w_ids = a.get_ints(ids_name);
-  const auto w_nodes = a.get_ints(nodes_name);
-  const auto w_trees = a.get_ints(trees_name);
+  const IntsView w_ids = ints_view(a, ids_name);
+  const IntsView w_nodes = ints_view(a, nodes_name);
+  const IntsView w_trees = ints_view(a, trees_name);
   const auto w_vals = numeric_attr(a, weights_name);
   const size_t nw = w_ids.size();
   if (w_nodes.size() != nw || w_trees.size() != nw || w_vals.size() != nw)
@@ -401,8 +477,13 @@ Ensemble compile_ensemble(const Attrs& a, const std::string& prefix, int64_t n_o
   }
   for (int32_t r : old_roots) e.roots.push_back(new_index[r]);
 
+  // When every threshold and weight is a float (float attributes: always), the double nodes are
+  // derived from the float ones on the first double input (DoubleNodes) instead of built here.
+  auto is_float = [](double v) { return static_cast<double>(static_cast<float>(v)) == v || std::isnan(v); };
+  const bool float_exact = std::all_of(values.begin(), values.end(), is_float) &&
+                           std::all_of(ordered_val.begin(), ordered_val.end(), is_float);
   e.nodes_f.resize(order.size());
-  e.nodes_d.resize(order.size());
+  if (!float_exact) e.nodes_d.resize(order.size());
   e.leaf_first.assign(order.size(), 0);
   e.leaf_count.assign(order.size(), 0);
   bool first_branch = true;
@@ -436,13 +517,100 @@ Ensemble compile_ensemble(const Attrs& a, const std::string& prefix, int64_t n_o
         e.uniform_mode = kMixed;
       }
     }
-    e.nodes_d[j] = nd;
-    Node<float> nf{static_cast<float>(nd.threshold), nd.feature, nd.yes, nd.no, nd.mode, nd.missing_true};
-    e.nodes_f[j] = nf;
+    if (!float_exact) e.nodes_d[j] = nd;
+    e.nodes_f[j] = Node<float>{static_cast<float>(nd.threshold), nd.feature, nd.yes, nd.no, nd.mode, nd.missing_true};
   }
   if (first_branch) e.uniform_mode = kLeq;  // only leaves: any mode works
   return e;
 }
+
+// Validates an ensemble built outside compile_ensemble (the XGBoost importer) and derives what
+// compile_ensemble would have computed: max_feature, uniform_mode and the classifier flags.
+// Children must come after their parent and before the next tree's root, so the graph has no
+// cycles and no tree reaches into another.
+void check_ensemble(Ensemble& e, const std::string& where, const std::string& prefix, int64_t n_outputs) {
+  const size_t n = e.nodes_f.size();
+  auto bad = [&](const std::string& what) { fail(ErrorCode::InvalidModel, fmt::format("{}: {}", where, what)); };
+  if (n == 0) bad("the ensemble has no tree nodes");
+  if (n >= static_cast<size_t>(std::numeric_limits<int32_t>::max()))
+    fail(ErrorCode::LimitExceeded, fmt::format("{} has {} nodes, more than Flock supports", where, n));
+  if (e.roots.empty()) bad("the ensemble has no trees");
+  if (e.leaf_first.size() != n || e.leaf_count.size() != n) bad("leaf weight tables do not match the nodes");
+  if (e.w_id.size() != e.w_value.size()) bad("weight ids and values differ in length");
+  for (size_t k = 0; k < e.roots.size(); ++k) {
+    if (e.roots[k] < 0 || static_cast<size_t>(e.roots[k]) >= n || (k > 0 && e.roots[k] <= e.roots[k - 1]))
+      bad(fmt::format("tree {} has root {}, out of order or outside [0, {})", k, e.roots[k], n));
+  }
+  e.max_feature = -1;
+  e.uniform_mode = kMixed;
+  bool first_branch = true;
+  const int64_t nw = static_cast<int64_t>(e.w_id.size());
+  size_t next_tree = 0;
+  int64_t tree_end = e.roots[0];
+  for (size_t i = 0; i < n; ++i) {
+    while (next_tree < e.roots.size() && static_cast<int64_t>(i) >= tree_end) {
+      ++next_tree;
+      tree_end = next_tree < e.roots.size() ? e.roots[next_tree] : static_cast<int64_t>(n);
+    }
+    const Node<float>& nd = e.nodes_f[i];
+    const int32_t self = static_cast<int32_t>(i);
+    if (nd.mode == kLeaf) {
+      if (nd.yes != self || nd.no != self || nd.feature != 0) bad(fmt::format("leaf {} has children", i));
+      const int64_t first = e.leaf_first[i], count = e.leaf_count[i];
+      if (first < 0 || count < 0 || first + count > nw) bad(fmt::format("leaf {} has weights outside the table", i));
+      continue;
+    }
+    if (nd.mode > kNeq) bad(fmt::format("node {} has mode {}, not a tree node mode", i, nd.mode));
+    if (e.leaf_count[i] != 0) bad(fmt::format("branch node {} carries weights", i));
+    if (nd.feature < 0) bad(fmt::format("node {} splits on feature {}, which is out of range", i, nd.feature));
+    if (nd.yes <= self || nd.no <= self || nd.yes >= tree_end || nd.no >= tree_end)
+      bad(fmt::format("node {} has children {} and {}, which do not follow it within its tree [.., {})", i, nd.yes,
+                      nd.no, tree_end));
+    e.max_feature = std::max<int64_t>(e.max_feature, nd.feature);
+    if (first_branch) {
+      e.uniform_mode = nd.mode;
+      first_branch = false;
+    } else if (e.uniform_mode != nd.mode) {
+      e.uniform_mode = kMixed;
+    }
+  }
+  if (first_branch) e.uniform_mode = kLeq;  // only leaves: any mode works
+  std::vector<uint8_t> seen(static_cast<size_t>(std::min<int64_t>(n_outputs, int64_t(1) << 24)), 0);
+  e.weights_all_positive = true;
+  e.distinct_ids = 0;
+  for (int64_t k = 0; k < nw; ++k) {
+    const int32_t id = e.w_id[static_cast<size_t>(k)];
+    if (id < 0 || id >= n_outputs)
+      bad(fmt::format("{}_ids[{}] is {}, outside [0, {})", prefix, k, id, n_outputs));
+    if (!seen[static_cast<size_t>(id)]) {
+      seen[static_cast<size_t>(id)] = 1;
+      ++e.distinct_ids;
+    }
+    if (e.w_value[static_cast<size_t>(k)] < 0) e.weights_all_positive = false;
+  }
+  if (!e.nodes_d.empty() && e.nodes_d.size() != n) bad("float and double node tables differ in length");
+}
+
+// The nodes with double thresholds, for double input. An ensemble built without them (the
+// XGBoost importer: float thresholds) gets them from the float nodes on first use.
+class DoubleNodes {
+ public:
+  const std::vector<Node<double>>& get(const Ensemble& e) const {
+    if (!e.nodes_d.empty()) return e.nodes_d;
+    std::call_once(once_, [&] {
+      built_.resize(e.nodes_f.size());
+      for (size_t i = 0; i < e.nodes_f.size(); ++i) {
+        const Node<float>& f = e.nodes_f[i];
+        built_[i] = Node<double>{static_cast<double>(f.threshold), f.feature, f.yes, f.no, f.mode, f.missing_true};
+      }
+    });
+    return built_;
+  }
+
+ private:
+  mutable std::once_flag once_;
+  mutable std::vector<Node<double>> built_;
+};
 
 // ----------------------------------------------------------------------------------------------
 // Tree walking
@@ -573,6 +741,287 @@ struct Block {
 
 constexpr int64_t kBlockRows = 128;
 
+// ----------------------------------------------------------------------------------------------
+// Perfect-tree layout (float input)
+//
+// Each tree is padded to a complete binary tree of its depth D and stored in heap order: node i
+// has its true child at 2i+1 and its false child at 2i+2, and leaf slot k (0 <= k < 2^D) sits at
+// heap index 2^D - 1 + k. A row goes down with D steps of
+//     i = 2i + 1 + go_false(x, threshold)
+// with no data-dependent branch. A leaf above depth D continues through padding nodes (threshold
+// NaN: every comparison is false, so they always take the true side) to the leftmost slot under
+// it. The slots a row cannot reach hold the same leaf, so every slot names a real leaf.
+//
+// Missing values: a comparison with NaN is false, so a node whose missing values go to the true
+// side (missing_true = 1) reads the column as is. A node whose missing values go to the false side
+// reads a second copy of the column where NaN is replaced by +inf (LT, LEQ) or -inf (GTE, GT),
+// which compares "false side" against every threshold the layout accepts (LEQ with threshold
+// +inf and GTE with -inf are left to the generic walk). Rows are copied column-major into a
+// buffer of kBlockRows rows per block, one column per (feature, NaN handling) the trees read.
+
+constexpr int kMaxPerfectDepth = 12;
+constexpr int kRowGroup = 16;   // rows walked together down one tree
+constexpr int kTreeGroup = 8;   // trees walked together for one row (small batches)
+constexpr int64_t kSmallRows = 8;
+
+struct PNode {
+  float thr;    // threshold (NaN for padding)
+  int32_t off;  // buffer column * kBlockRows
+};
+
+struct PTree {
+  int64_t node_begin = 0;  // first of 2^depth - 1 nodes in Fast::nodes
+  int64_t slot_begin = 0;  // first of 2^depth slots
+  int32_t depth = 0;
+  int32_t target = -1;  // >= 0: every leaf has exactly one weight, for this target / class
+};
+
+struct Fast {
+  bool enabled = false;
+  uint8_t mode = kLt;
+  std::vector<PTree> trees;        // in the order of Ensemble::roots
+  std::vector<PNode> nodes;
+  std::vector<int32_t> slot_node;  // per slot: the leaf (Ensemble node index)
+  std::vector<double> slot_value;  // per slot of a tree with target >= 0: what it adds
+  std::vector<int32_t> col_feature;  // per buffer column: the input column it copies
+  std::vector<uint8_t> col_fill;     // per buffer column: 1 if NaN becomes fill_value
+  float fill_value = 0;
+  std::vector<int32_t> targets_always;  // targets every row gets a weight for (simple trees)
+};
+
+template <uint8_t M>
+inline uint32_t go_false(float x, float t) {
+  if constexpr (M == kLt) return x >= t;
+  else if constexpr (M == kLeq) return x > t;
+  else if constexpr (M == kGte) return x < t;
+  else return x <= t;  // kGt
+}
+
+// `leaf_value(node)`: what a leaf adds on the sum path, `leaf_target(node)`: its single target or
+// -1 when the leaf does not have exactly one weight.
+template <typename V, typename G>
+Fast build_fast(const Ensemble& e, V&& leaf_value, G&& leaf_target) {
+  Fast f;
+  const uint8_t m = e.uniform_mode;
+  if (m != kLt && m != kLeq && m != kGte && m != kGt) return f;
+  const auto& nd = e.nodes_f;
+  const size_t n_trees = e.roots.size();
+  f.mode = m;
+  f.fill_value = (m == kLt || m == kLeq) ? std::numeric_limits<float>::infinity()
+                                          : -std::numeric_limits<float>::infinity();
+  // Depths (a node may be shared by several parents: count paths, stopping past the limit).
+  f.trees.resize(n_trees);
+  int64_t total_slots = 0;
+  {
+    std::vector<std::pair<int32_t, int32_t>> stack;
+    for (size_t t = 0; t < n_trees; ++t) {
+      int32_t depth = 0;
+      int64_t visits = 0;
+      stack.assign(1, {e.roots[t], 0});
+      while (!stack.empty()) {
+        auto [v, d] = stack.back();
+        stack.pop_back();
+        if (++visits > (int64_t(2) << kMaxPerfectDepth)) return Fast{};
+        const auto& q = nd[static_cast<size_t>(v)];
+        if (q.mode == kLeaf) {
+          depth = std::max(depth, d);
+          continue;
+        }
+        if (d + 1 > kMaxPerfectDepth || std::isnan(q.threshold)) return Fast{};
+        if (!q.missing_true && ((m == kLeq && q.threshold == std::numeric_limits<float>::infinity()) ||
+                                (m == kGte && q.threshold == -std::numeric_limits<float>::infinity())))
+          return Fast{};
+        stack.emplace_back(q.no, d + 1);
+        stack.emplace_back(q.yes, d + 1);
+      }
+      f.trees[t].depth = depth;
+      total_slots += int64_t(1) << depth;
+    }
+  }
+  // Padding is bounded: at most 4 slots per node of the ensemble, plus some slack for small ones.
+  if (total_slots > 4 * static_cast<int64_t>(nd.size()) + 65536) return Fast{};
+
+  // Buffer columns: one per (feature, missing_true) pair the branches use.
+  std::vector<int32_t> column_of(static_cast<size_t>(std::max<int64_t>(e.max_feature + 1, 0)) * 2, -1);
+  auto column = [&](int32_t feature, bool fill) -> int32_t {
+    int32_t& c = column_of[static_cast<size_t>(feature) * 2 + (fill ? 1 : 0)];
+    if (c < 0) {
+      c = static_cast<int32_t>(f.col_feature.size());
+      f.col_feature.push_back(feature);
+      f.col_fill.push_back(fill ? 1 : 0);
+    }
+    return c;
+  };
+
+  f.nodes.reserve(static_cast<size_t>(total_slots));
+  f.slot_node.resize(static_cast<size_t>(total_slots));
+  f.slot_value.assign(static_cast<size_t>(total_slots), 0.0);
+  std::vector<uint8_t> has_target;
+  struct Item {
+    int32_t node;
+    int64_t heap;
+    int32_t level;
+  };
+  std::vector<Item> stack;
+  int64_t node_begin = 0, slot_begin = 0;
+  for (size_t t = 0; t < n_trees; ++t) {
+    PTree& pt = f.trees[t];
+    const int32_t D = pt.depth;
+    const int64_t n_int = (int64_t(1) << D) - 1;
+    pt.node_begin = node_begin;
+    pt.slot_begin = slot_begin;
+    f.nodes.resize(static_cast<size_t>(node_begin + n_int),
+                   PNode{std::numeric_limits<float>::quiet_NaN(), 0});
+    int32_t target = -2;  // -2: no leaf seen yet
+    stack.assign(1, {e.roots[t], 0, 0});
+    while (!stack.empty()) {
+      const Item it = stack.back();
+      stack.pop_back();
+      const auto& q = nd[static_cast<size_t>(it.node)];
+      if (q.mode != kLeaf) {
+        const int32_t col = column(q.feature, !q.missing_true);
+        f.nodes[static_cast<size_t>(node_begin + it.heap)] =
+            PNode{q.threshold, static_cast<int32_t>(col * kBlockRows)};
+        stack.push_back({q.no, 2 * it.heap + 2, it.level + 1});
+        stack.push_back({q.yes, 2 * it.heap + 1, it.level + 1});
+        continue;
+      }
+      // Every slot under this heap position (only the leftmost is reachable) names the leaf.
+      const int32_t below = D - it.level;
+      const int64_t first = (it.heap << below) + ((int64_t(1) << below) - 1) - n_int;
+      const int32_t tg = leaf_target(it.node);
+      target = (target == -2 || target == tg) ? tg : -1;
+      const double value = leaf_value(it.node);
+      for (int64_t k = 0; k < (int64_t(1) << below); ++k) {
+        f.slot_node[static_cast<size_t>(slot_begin + first + k)] = it.node;
+        f.slot_value[static_cast<size_t>(slot_begin + first + k)] = value;
+      }
+    }
+    pt.target = target < 0 ? -1 : target;
+    if (pt.target >= 0) {
+      if (has_target.size() <= static_cast<size_t>(pt.target)) has_target.resize(static_cast<size_t>(pt.target) + 1);
+      has_target[static_cast<size_t>(pt.target)] = 1;
+    }
+    node_begin += n_int;
+    slot_begin += int64_t(1) << D;
+  }
+  if (static_cast<int64_t>(f.col_feature.size()) * kBlockRows >= std::numeric_limits<int32_t>::max()) return Fast{};
+  for (size_t k = 0; k < has_target.size(); ++k)
+    if (has_target[k]) f.targets_always.push_back(static_cast<int32_t>(k));
+  f.enabled = true;
+  return f;
+}
+
+// Copies rows [r0, r0 + n) into the column-major buffer, resolving NaN per column.
+template <typename In>
+void fill_block(const Fast& f, const In* x, int64_t stride, int64_t r0, int64_t n, float* buf) {
+  const size_t n_cols = f.col_feature.size();
+  for (size_t c = 0; c < n_cols; ++c) {
+    float* dst = buf + c * kBlockRows;
+    const In* src = x + r0 * stride + f.col_feature[c];
+    if (f.col_fill[c]) {
+      const float fill = f.fill_value;
+      for (int64_t r = 0; r < n; ++r) {
+        const float v = static_cast<float>(src[r * stride]);
+        dst[r] = std::isnan(v) ? fill : v;
+      }
+    } else {
+      for (int64_t r = 0; r < n; ++r) dst[r] = static_cast<float>(src[r * stride]);
+    }
+  }
+}
+
+// Walks kRowGroup rows of the buffer (starting at `xr`) down one tree; slot[j] = leaf slot of row j.
+template <uint8_t M>
+inline void walk_rows(const PNode* nd, int32_t depth, const float* xr, uint32_t* slot) {
+  uint32_t idx[kRowGroup];
+  for (int j = 0; j < kRowGroup; ++j) idx[j] = 0;
+  for (int32_t d = 0; d < depth; ++d) {
+    for (int j = 0; j < kRowGroup; ++j) {
+      const PNode q = nd[idx[j]];
+      idx[j] = 2 * idx[j] + 1 + go_false<M>((xr + j)[q.off], q.thr);  // xr + j: a constant displacement
+    }
+  }
+  const uint32_t n_int = (uint32_t(1) << depth) - 1;
+  for (int j = 0; j < kRowGroup; ++j) slot[j] = idx[j] - n_int;
+}
+
+// Visits every (row, tree, slot) of rows [r0, r1) (one block), trees in order for every row.
+// on(row in block, tree, global slot).
+template <uint8_t M, typename F>
+void visit_fast_mode(const Fast& f, const float* buf, int64_t n, F&& on) {
+  const PNode* nodes = f.nodes.data();
+  const PTree* trees = f.trees.data();
+  const int64_t n_trees = static_cast<int64_t>(f.trees.size());
+  if (n < kSmallRows) {
+    // Few rows: walk kTreeGroup trees at once for each row.
+    uint32_t idx[kTreeGroup];
+    const PNode* base[kTreeGroup];
+    for (int64_t r = 0; r < n; ++r) {
+      const float* xr = buf + r;
+      for (int64_t t0 = 0; t0 < n_trees; t0 += kTreeGroup) {
+        const int g = static_cast<int>(std::min<int64_t>(kTreeGroup, n_trees - t0));
+        const PTree* pt = trees + t0;
+        int32_t dmin = pt[0].depth, dmax = pt[0].depth;
+        for (int j = 0; j < g; ++j) {
+          idx[j] = 0;
+          base[j] = nodes + pt[j].node_begin;
+          dmin = std::min(dmin, pt[j].depth);
+          dmax = std::max(dmax, pt[j].depth);
+        }
+        if (g == kTreeGroup && dmin == dmax) {  // the common case: a full group of equally deep trees
+          for (int32_t d = 0; d < dmax; ++d) {
+            for (int j = 0; j < kTreeGroup; ++j) {
+              const PNode q = base[j][idx[j]];
+              idx[j] = 2 * idx[j] + 1 + go_false<M>(xr[q.off], q.thr);
+            }
+          }
+        } else {
+          for (int32_t d = 0; d < dmax; ++d) {
+            for (int j = 0; j < g; ++j) {
+              if (d >= pt[j].depth) continue;
+              const PNode q = base[j][idx[j]];
+              idx[j] = 2 * idx[j] + 1 + go_false<M>(xr[q.off], q.thr);
+            }
+          }
+        }
+        for (int j = 0; j < g; ++j)
+          on(r, t0 + j, pt[j].slot_begin + idx[j] - ((int64_t(1) << pt[j].depth) - 1));
+      }
+    }
+    return;
+  }
+  uint32_t slot[kBlockRows];
+  for (int64_t t = 0; t < n_trees; ++t) {
+    const PTree& pt = trees[t];
+    const PNode* nd = nodes + pt.node_begin;
+    for (int64_t r = 0; r < n; r += kRowGroup) walk_rows<M>(nd, pt.depth, buf + r, slot + r);
+    for (int64_t r = 0; r < n; ++r) on(r, t, pt.slot_begin + slot[r]);
+  }
+}
+
+// A scratch buffer per thread, kept between calls. Rows past a block's end (walked by the last
+// group, results unused) hold values of earlier blocks or zeros, never uninitialized memory.
+float* block_buffer(size_t n_cols) {
+  static thread_local std::vector<float> buf;
+  const size_t need = std::max<size_t>(n_cols, 1) * static_cast<size_t>(kBlockRows);
+  if (buf.size() < need) buf.resize(need, 0.0f);
+  return buf.data();
+}
+
+template <typename In, typename F>
+void visit_fast(const Fast& f, const In* x, int64_t stride, int64_t r0, int64_t r1, F&& on) {
+  float* buf = block_buffer(f.col_feature.size());
+  const int64_t n = r1 - r0;
+  fill_block(f, x, stride, r0, n, buf);
+  switch (f.mode) {
+    case kLt: visit_fast_mode<kLt>(f, buf, n, on); break;
+    case kLeq: visit_fast_mode<kLeq>(f, buf, n, on); break;
+    case kGte: visit_fast_mode<kGte>(f, buf, n, on); break;
+    default: visit_fast_mode<kGt>(f, buf, n, on); break;
+  }
+}
+
 // Input shape: [N, C] or [C] (one row).
 struct InputView {
   int64_t rows = 0;
@@ -608,12 +1057,76 @@ InputView check_input(const std::vector<const Tensor*>& in, const Ensemble& e, c
 
 // Calls f(nodes, x) with typed pointers for the input's element type.
 template <typename F>
-void with_input(const Tensor& t, const Ensemble& e, F&& f) {
+void with_input(const Tensor& t, const Ensemble& e, const DoubleNodes& dn, F&& f) {
   switch (t.type) {
     case ElemType::Float: f(e.nodes_f, t.f.data()); break;
-    case ElemType::Double: f(e.nodes_d, t.d.data()); break;
+    case ElemType::Double: f(dn.get(e), t.d.data()); break;
     default: f(e.nodes_f, t.i.data()); break;  // int64 compared against float thresholds, like ORT
   }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Leaf visiting: the perfect-tree layout for float input when the ensemble has one, else the
+// flat nodes. on_leaf(row in block, leaf node), trees in order for every row.
+
+template <typename T, typename In, typename F>
+void visit_leaves(const Ensemble& e, const Fast& f, const std::vector<Node<T>>& nodes, const In* x, int64_t stride,
+                  int64_t r0, int64_t r1, F&& on_leaf) {
+  if constexpr (std::is_same_v<In, float>) {
+    if (f.enabled) {
+      const int32_t* sn = f.slot_node.data();
+      visit_fast(f, x, stride, r0, r1, [&](int64_t r, int64_t, int64_t slot) { on_leaf(r, sn[slot]); });
+      return;
+    }
+  }
+  visit_dispatch(e, nodes, x, stride, r0, r1, on_leaf);
+}
+
+template <typename In>
+bool use_fast(const Fast& f) {
+  return std::is_same_v<In, float> && f.enabled;
+}
+
+// Sum of every tree's weights into s (rows x K) and h, for rows [r0, r1): the fast layout adds the
+// single weight of a "simple" tree's leaf directly (its target's h is preset by the caller),
+// other leaves go through their weight lists.
+template <typename T, typename In>
+void sum_weights(const Ensemble& e, const Fast& f, const std::vector<Node<T>>& nodes, const In* x, int64_t stride,
+                 int64_t r0, int64_t r1, size_t K, double* s, uint8_t* h) {
+  const int32_t* wid = e.w_id.data();
+  const double* wv = e.w_value.data();
+  const int32_t* first = e.leaf_first.data();
+  const int32_t* cnt = e.leaf_count.data();
+  auto add_leaf = [&](int64_t r, int32_t leaf) {
+    double* sr = s + r * static_cast<int64_t>(K);
+    uint8_t* hr = h + r * static_cast<int64_t>(K);
+    for (int32_t k = first[leaf], end = k + cnt[leaf]; k < end; ++k) {
+      sr[wid[k]] += wv[k];
+      hr[wid[k]] = 1;
+    }
+  };
+  if constexpr (std::is_same_v<In, float>) {
+    if (f.enabled) {
+      const PTree* trees = f.trees.data();
+      const double* sv = f.slot_value.data();
+      const int32_t* sn = f.slot_node.data();
+      visit_fast(f, x, stride, r0, r1, [&](int64_t r, int64_t t, int64_t slot) {
+        const int32_t c = trees[t].target;
+        if (c >= 0) s[r * static_cast<int64_t>(K) + c] += sv[slot];
+        else add_leaf(r, sn[slot]);
+      });
+      return;
+    }
+  }
+  visit_dispatch(e, nodes, x, stride, r0, r1, add_leaf);
+}
+
+// Fast layout for kernels whose leaves carry weight lists (multi-target regressor, classifier).
+Fast build_fast_weighted(const Ensemble& e) {
+  return build_fast(
+      e,
+      [&](int32_t leaf) { return e.leaf_count[leaf] == 1 ? e.w_value[static_cast<size_t>(e.leaf_first[leaf])] : 0.0; },
+      [&](int32_t leaf) { return e.leaf_count[leaf] == 1 ? e.w_id[static_cast<size_t>(e.leaf_first[leaf])] : -1; });
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -622,7 +1135,31 @@ void with_input(const Tensor& t, const Ensemble& e, F&& f) {
 class TreeRegressor final : public Kernel {
  public:
   explicit TreeRegressor(const KernelContext& ctx) : where_(ctx.attrs.where()) {
-    const Attrs& a = ctx.attrs;
+    read_attrs(ctx.attrs);
+    e_ = compile_ensemble(ctx.attrs, "target", n_targets_);
+    finish();
+  }
+  TreeRegressor(const KernelContext& ctx, Ensemble&& e) : where_(ctx.attrs.where()) {
+    read_attrs(ctx.attrs);
+    e_ = std::move(e);
+    check_ensemble(e_, where_, "target", n_targets_);
+    finish();
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const InputView v = check_input(in, e_, where_);
+    if (out.empty()) out.resize(1);
+    Tensor& y = out[0];
+    y = Tensor(ElemType::Float, {v.rows, n_targets_});
+    if (v.rows == 0) return;
+    with_input(*in[0], e_, nodes_d_, [&](const auto& nodes, const auto* x) {
+      if (n_targets_ == 1) run_single(nodes, x, v, y.f.data());
+      else run_multi(nodes, x, v, y.f.data());
+    });
+  }
+
+ private:
+  void read_attrs(const Attrs& a) {
     if (!a.has("n_targets"))
       fail(ErrorCode::InvalidModel, fmt::format("{} lacks required attribute 'n_targets'", where_));
     n_targets_ = a.get_int("n_targets");
@@ -634,22 +1171,19 @@ class TreeRegressor final : public Kernel {
     if (!base_.empty() && static_cast<int64_t>(base_.size()) != n_targets_)
       fail(ErrorCode::InvalidModel, fmt::format("{}: base_values has {} values, n_targets is {}", where_,
                                                 base_.size(), n_targets_));
-    e_ = compile_ensemble(a, "target", n_targets_);
   }
 
-  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
-    const InputView v = check_input(in, e_, where_);
-    if (out.empty()) out.resize(1);
-    Tensor& y = out[0];
-    y = Tensor(ElemType::Float, {v.rows, n_targets_});
-    if (v.rows == 0) return;
-    with_input(*in[0], e_, [&](const auto& nodes, const auto* x) {
-      if (n_targets_ == 1) run_single(nodes, x, v, y.f.data());
-      else run_multi(nodes, x, v, y.f.data());
-    });
+  void finish() {
+    if (n_targets_ == 1) {
+      // One target: a leaf adds its single-target value (float thresholds: float input only).
+      fast_ = build_fast(
+          e_, [&](int32_t leaf) { return static_cast<double>(e_.nodes_f[static_cast<size_t>(leaf)].threshold); },
+          [](int32_t) { return 0; });
+    } else {
+      fast_ = build_fast_weighted(e_);
+    }
   }
 
- private:
   template <typename T, typename In>
   void run_single(const std::vector<Node<T>>& nodes, const In* x, const InputView& v, float* z) const {
     const double origin = base_.size() == 1 ? base_[0] : 0.0;
@@ -664,17 +1198,24 @@ class TreeRegressor final : public Kernel {
       switch (agg_) {
         case Aggregate::Sum:
         case Aggregate::Average:
+          if constexpr (std::is_same_v<In, float>) {
+            if (fast_.enabled) {
+              const double* sv = fast_.slot_value.data();
+              visit_fast(fast_, x, v.cols, r0, r1, [&](int64_t r, int64_t, int64_t slot) { s[r] += sv[slot]; });
+              break;
+            }
+          }
           visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) { s[r] += nd[leaf].threshold; });
           break;
         case Aggregate::Min:
-          visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
+          visit_leaves(e_, fast_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
             const double w = nd[leaf].threshold;
             if (!h[r] || w < s[r]) s[r] = w;
             h[r] = 1;
           });
           break;
         case Aggregate::Max:
-          visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
+          visit_leaves(e_, fast_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
             const double w = nd[leaf].threshold;
             if (!h[r] || w > s[r]) s[r] = w;
             h[r] = 1;
@@ -717,17 +1258,14 @@ class TreeRegressor final : public Kernel {
       switch (agg_) {
         case Aggregate::Sum:
         case Aggregate::Average:
-          visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
-            double* sr = s + r * K;
-            uint8_t* hr = h + r * K;
-            for (int32_t k = first[leaf], end = k + cnt[leaf]; k < end; ++k) {
-              sr[wid[k]] += wv[k];
-              hr[wid[k]] = 1;
-            }
-          });
+          if (use_fast<In>(fast_)) {
+            for (int64_t r = 0; r < r1 - r0; ++r)
+              for (int32_t c : fast_.targets_always) h[r * static_cast<int64_t>(K) + c] = 1;
+          }
+          sum_weights(e_, fast_, nodes, x, v.cols, r0, r1, K, s, h);
           break;
         case Aggregate::Min:
-          visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
+          visit_leaves(e_, fast_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
             double* sr = s + r * K;
             uint8_t* hr = h + r * K;
             for (int32_t k = first[leaf], end = k + cnt[leaf]; k < end; ++k) {
@@ -738,7 +1276,7 @@ class TreeRegressor final : public Kernel {
           });
           break;
         case Aggregate::Max:
-          visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
+          visit_leaves(e_, fast_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
             double* sr = s + r * K;
             uint8_t* hr = h + r * K;
             for (int32_t k = first[leaf], end = k + cnt[leaf]; k < end; ++k) {
@@ -778,6 +1316,8 @@ class TreeRegressor final : public Kernel {
   Aggregate agg_ = Aggregate::Sum;
   std::vector<double> base_;
   Ensemble e_;
+  DoubleNodes nodes_d_;
+  Fast fast_;
 };
 
 // ----------------------------------------------------------------------------------------------
@@ -786,7 +1326,35 @@ class TreeRegressor final : public Kernel {
 class TreeClassifier final : public Kernel {
  public:
   explicit TreeClassifier(const KernelContext& ctx) : where_(ctx.attrs.where()) {
-    const Attrs& a = ctx.attrs;
+    read_attrs(ctx.attrs);
+    e_ = compile_ensemble(ctx.attrs, "class", n_classes_);
+    finish();
+  }
+  TreeClassifier(const KernelContext& ctx, Ensemble&& e) : where_(ctx.attrs.where()) {
+    read_attrs(ctx.attrs);
+    e_ = std::move(e);
+    check_ensemble(e_, where_, "class", n_classes_);
+    finish();
+  }
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
+    const InputView v = check_input(in, e_, where_);
+    if (out.size() < 2) out.resize(2);
+    Tensor& y = out[0];
+    Tensor& z = out[1];
+    y = Tensor(strings_ ? ElemType::String : ElemType::Int64, {v.rows});
+    z = Tensor(ElemType::Float, {v.rows, n_classes_});
+    if (v.rows == 0) return;
+    std::vector<int64_t> lab(strings_ ? static_cast<size_t>(v.rows) : 0);
+    int64_t* label = strings_ ? lab.data() : y.i.data();
+    with_input(*in[0], e_, nodes_d_, [&](const auto& nodes, const auto* x) { run_typed(nodes, x, v, z.f.data(), label); });
+    if (strings_) {
+      for (int64_t r = 0; r < v.rows; ++r) y.s[static_cast<size_t>(r)] = str_labels_[static_cast<size_t>(lab[r])];
+    }
+  }
+
+ private:
+  void read_attrs(const Attrs& a) {
     int_labels_ = a.get_ints("classlabels_int64s");
     str_labels_ = a.get_strings("classlabels_strings");
     if (!int_labels_.empty() && !str_labels_.empty())
@@ -811,27 +1379,13 @@ class TreeClassifier final : public Kernel {
     if (static_cast<int64_t>(base_.size()) > n_classes_)
       fail(ErrorCode::InvalidModel, fmt::format("{}: base_values has {} values for {} classes", where_,
                                                 base_.size(), n_classes_));
-    e_ = compile_ensemble(a, "class", n_classes_);
+  }
+
+  void finish() {
     binary_case_ = n_classes_ == 2 && e_.distinct_ids == 1;
+    fast_ = build_fast_weighted(e_);
   }
 
-  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
-    const InputView v = check_input(in, e_, where_);
-    if (out.size() < 2) out.resize(2);
-    Tensor& y = out[0];
-    Tensor& z = out[1];
-    y = Tensor(strings_ ? ElemType::String : ElemType::Int64, {v.rows});
-    z = Tensor(ElemType::Float, {v.rows, n_classes_});
-    if (v.rows == 0) return;
-    std::vector<int64_t> lab(strings_ ? static_cast<size_t>(v.rows) : 0);
-    int64_t* label = strings_ ? lab.data() : y.i.data();
-    with_input(*in[0], e_, [&](const auto& nodes, const auto* x) { run_typed(nodes, x, v, z.f.data(), label); });
-    if (strings_) {
-      for (int64_t r = 0; r < v.rows; ++r) y.s[static_cast<size_t>(r)] = str_labels_[static_cast<size_t>(lab[r])];
-    }
-  }
-
- private:
   template <typename T, typename In>
   void run_typed(const std::vector<Node<T>>& nodes, const In* x, const InputView& v, float* z, int64_t* label) const {
     const size_t K = static_cast<size_t>(n_classes_);
@@ -839,10 +1393,6 @@ class TreeClassifier final : public Kernel {
     b.s.resize(static_cast<size_t>(std::min(v.rows, kBlockRows)) * K);
     b.h.resize(b.s.size());
     std::vector<double> eff(K);
-    const int32_t* wid = e_.w_id.data();
-    const double* wv = e_.w_value.data();
-    const int32_t* first = e_.leaf_first.data();
-    const int32_t* cnt = e_.leaf_count.data();
     for (int64_t r0 = 0; r0 < v.rows; r0 += kBlockRows) {
       const int64_t r1 = std::min(v.rows, r0 + kBlockRows);
       const size_t used = static_cast<size_t>(r1 - r0) * K;
@@ -850,14 +1400,11 @@ class TreeClassifier final : public Kernel {
       std::fill(b.h.begin(), b.h.begin() + used, uint8_t(0));
       double* s = b.s.data();
       uint8_t* h = b.h.data();
-      visit_dispatch(e_, nodes, x, v.cols, r0, r1, [&](int64_t r, int32_t leaf) {
-        double* sr = s + r * K;
-        uint8_t* hr = h + r * K;
-        for (int32_t k = first[leaf], end = k + cnt[leaf]; k < end; ++k) {
-          sr[wid[k]] += wv[k];
-          hr[wid[k]] = 1;
-        }
-      });
+      if (use_fast<In>(fast_)) {
+        for (int64_t r = 0; r < r1 - r0; ++r)
+          for (int32_t c : fast_.targets_always) h[r * static_cast<int64_t>(K) + c] = 1;
+      }
+      sum_weights(e_, fast_, nodes, x, v.cols, r0, r1, K, s, h);
       for (int64_t r = r0; r < r1; ++r) {
         double* sr = s + (r - r0) * K;
         uint8_t* hr = h + (r - r0) * K;
@@ -948,10 +1495,19 @@ class TreeClassifier final : public Kernel {
   Transform transform_ = Transform::None;
   std::vector<double> base_;
   Ensemble e_;
+  DoubleNodes nodes_d_;
+  Fast fast_;
   bool binary_case_ = false;
 };
 
 }  // namespace
+
+std::unique_ptr<Kernel> tree::make_tree_kernel(const KernelContext& ctx, Ensemble&& ensemble) {
+  const std::string& op = ctx.node.op_type();
+  if (op == "TreeEnsembleRegressor") return std::make_unique<TreeRegressor>(ctx, std::move(ensemble));
+  if (op == "TreeEnsembleClassifier") return std::make_unique<TreeClassifier>(ctx, std::move(ensemble));
+  fail(ErrorCode::Internal, fmt::format("{} is not a tree ensemble", ctx.attrs.where()));
+}
 
 void register_ml_tree_kernels(KernelRegistry& r) {
   r.add("ai.onnx.ml", "TreeEnsembleRegressor",

@@ -1,0 +1,55 @@
+// Internal to flock_core: the compiled form of an ai.onnx.ml TreeEnsemble, shared by the kernels
+// (ml_tree.cpp) and the XGBoost importer, which builds it directly instead of going through
+// hundreds of thousands of ONNX attribute values (see xgboost_import.cpp).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "flock/kernel.hpp"
+
+namespace flock::tree {
+
+enum Mode : uint8_t { kLeaf = 0, kLeq, kLt, kGte, kGt, kEq, kNeq, kMixed };
+
+// A node of the flattened ensemble. Nodes are numbered in pre-order per tree (a branch's true
+// child right after it), trees one after another. A leaf points to itself on both sides (and
+// reads column 0), so walking several rows at once needs no per-row branch.
+template <typename T>
+struct Node {
+  T threshold;      // branch: threshold; leaf: its single-target value
+  int32_t feature;  // branch: column; leaf: 0
+  int32_t yes;      // index of the true child (leaf: itself)
+  int32_t no;       // index of the false child (leaf: itself)
+  uint8_t mode;     // Mode (kLeaf for leaves)
+  uint8_t missing_true;
+};
+
+struct Ensemble {
+  std::vector<Node<float>> nodes_f;   // thresholds as float (float / int64 input)
+  std::vector<Node<double>> nodes_d;  // thresholds as double (double input)
+  std::vector<int32_t> roots;
+  std::vector<int32_t> leaf_first;  // per node: first weight of a leaf
+  std::vector<int32_t> leaf_count;  // per node: number of weights of a leaf
+  std::vector<int32_t> w_id;        // target / class index per weight
+  std::vector<double> w_value;      // weight value
+  int64_t max_feature = -1;         // highest column a branch node reads
+  uint8_t uniform_mode = kMixed;
+  // Classifier flags, computed over all weights like ORT.
+  bool weights_all_positive = true;
+  size_t distinct_ids = 0;
+};
+
+// Builds the TreeEnsembleRegressor / TreeEnsembleClassifier kernel for `ctx.node` from an ensemble
+// compiled elsewhere (the XGBoost importer) instead of the node's nodes_* / target_* / class_*
+// attributes; every other attribute (n_targets, class labels, base_values, post_transform,
+// aggregate_function) is read from the node as usual. Only nodes_f, roots, leaf_first,
+// leaf_count, w_id and w_value need to be filled: max_feature, uniform_mode and the classifier
+// flags are computed here, and nodes_d, when left empty, is derived from nodes_f on the first
+// double input. The structure is validated (children after their parent, leaves, weight tables,
+// ids against the number of targets or classes); throws flock::Error(InvalidModel) naming what is
+// wrong.
+std::unique_ptr<Kernel> make_tree_kernel(const KernelContext& ctx, Ensemble&& ensemble);
+
+}  // namespace flock::tree

@@ -12,22 +12,11 @@ import pytest
 
 from onnx_builders import linear_regressor, stump_classifier
 from pgcluster import PG_BIN, Cluster
-from test_catalog import one, sqlstate
+from test_catalog import one, rows, run, sqlstate
 
 MODELS_DIR = os.environ.get("FLOCK_MODELS_DIR", "")
 
 ROLES = ("aud_owner", "aud_user", "aud_stranger")
-
-
-def rows(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall()
-
-
-def run(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
 
 
 def f32(x):

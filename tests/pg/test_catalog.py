@@ -25,6 +25,17 @@ def one(conn, sql, args=None):
         return cur.fetchone()[0]
 
 
+def rows(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def run(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+
+
 def count_models(conn):
     return one(conn, "SELECT count(*) FROM flock.models")
 

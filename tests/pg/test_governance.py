@@ -10,21 +10,10 @@ import psycopg2
 import pytest
 
 from onnx_builders import linear_regressor
-from test_catalog import one, sqlstate
+from test_catalog import one, rows, run, sqlstate
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 ROLES = ("gov_owner", "gov_user", "gov_stranger", "gov_group", "gov_member")
-
-
-def rows(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall()
-
-
-def run(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
 
 
 def model(weight):

@@ -14,23 +14,12 @@ import uuid
 import psycopg2
 import pytest
 
-from test_catalog import one, sqlstate
+from test_catalog import one, rows, run, sqlstate
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "models", "train_with_capture.py")
 SNAPSHOT_QUERY = "SELECT * FROM patients WHERE id % 5 <> 0"
 RUN_EVENT_TYPES = {"START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"}
-
-
-def rows(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall()
-
-
-def run(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
 
 
 def lineage(conn, ref, direction="both"):

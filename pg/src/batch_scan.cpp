@@ -20,6 +20,10 @@ extern "C" {
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "optimizer/planner.h"
+#include "parser/parsetree.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "access/table.h"
 }
 #undef flock
 
@@ -44,7 +48,54 @@ planner_hook_type prev_planner_hook = nullptr;
 
 struct RewriteContext {
   Oid flock_namespace;
+  List* rtable;
 };
+
+// Where a call's input row comes from when it is a whole table row ("flock.predict('m', t) FROM t"):
+// the table's columns, appended to the batch node's input rows from position `first` on (0: the
+// input is evaluated as an expression). Reading features straight from those columns spares
+// forming a composite value per row, copying it and taking it apart again.
+struct RowColumns {
+  int first;
+  int natts;
+  Oid rowtype;
+};
+
+// If `input` is a whole-row Var of table `varno`, appends the table's columns (a NULL placeholder
+// for each dropped one, so that column k sits at first + k - 1) to `tlist` and `mirror` (when not
+// null) from *pos on.
+RowColumns append_row_columns(Node* input, Index varno, const RewriteContext* ctx, List** tlist, List** mirror,
+                              int* pos) {
+  RowColumns rc = {0, 0, InvalidOid};
+  if (!input || !IsA(input, Var)) return rc;
+  Var* v = reinterpret_cast<Var*>(input);
+  if (v->varattno != 0 || v->varlevelsup != 0 || v->varno != static_cast<int>(varno) || !ctx->rtable) return rc;
+  RangeTblEntry* rte = rt_fetch(varno, ctx->rtable);
+  if (rte->rtekind != RTE_RELATION || v->vartype != get_rel_type_id(rte->relid)) return rc;
+  Relation rel = table_open(rte->relid, NoLock);  // the planner holds its lock
+  TupleDesc desc = RelationGetDescr(rel);
+  rc = {*pos, desc->natts, v->vartype};
+  for (int a = 0; a < desc->natts; ++a) {
+    Form_pg_attribute att = TupleDescAttr(desc, a);
+    Expr* e = att->attisdropped ? reinterpret_cast<Expr*>(makeNullConst(INT4OID, -1, InvalidOid))
+                                : reinterpret_cast<Expr*>(makeVar(static_cast<int>(varno), static_cast<AttrNumber>(a + 1),
+                                                                  att->atttypid, att->atttypmod, att->attcollation, 0));
+    *tlist = lappend(*tlist, makeTargetEntry(static_cast<Expr*>(copyObject(e)), static_cast<AttrNumber>(*pos), nullptr, false));
+    if (mirror) *mirror = lappend(*mirror, makeTargetEntry(e, static_cast<AttrNumber>(*pos), nullptr, false));
+    (*pos)++;
+  }
+  table_close(rel, NoLock);
+  return rc;
+}
+
+bool references_var(Node* node, Var* target) {
+  if (!node) return false;
+  if (IsA(node, Var)) {
+    Var* v = reinterpret_cast<Var*>(node);
+    return v->varno == target->varno && v->varattno == target->varattno && v->varlevelsup == 0;
+  }
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(references_var), target);
+}
 
 // Which prediction function, if funcid is one; -1 otherwise.
 int want_of(Oid funcid, const RewriteContext* ctx) {
@@ -167,7 +218,7 @@ bool has_special_varno(Node* node, void*) {
 extern const CustomScanMethods batch_scan_methods;
 
 CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, List* qual, List* calls,
-                            List* inputs) {
+                            List* inputs, List* row_columns) {
   CustomScan* cs = makeNode(CustomScan);
   cs->scan.plan.startup_cost = child->startup_cost;
   cs->scan.plan.total_cost = child->total_cost;
@@ -180,7 +231,8 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
   cs->scan.scanrelid = 0;
   cs->custom_plans = list_make1(child);
   cs->custom_scan_tlist = custom_scan_tlist;
-  // custom_exprs: model constant and input expression of each call; custom_private: what each wants.
+  // custom_exprs: model constant and input expression of each call; custom_private: what each
+  // wants, and (first, natts, rowtype) of its RowColumns.
   List* exprs = NIL;
   List* wants = NIL;
   ListCell *lc, *li;
@@ -194,7 +246,7 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
                                                                                 : static_cast<int>(Want::Tensor)));
   }
   cs->custom_exprs = exprs;
-  cs->custom_private = wants;
+  cs->custom_private = list_make2(wants, row_columns);
   cs->methods = &batch_scan_methods;
   return cs;
 }
@@ -245,6 +297,15 @@ Plan* rewrite_scan(Scan* scan, const RewriteContext* ctx) {
     custom_tlist = lappend(custom_tlist, makeTargetEntry(static_cast<Expr*>(copyObject(lfirst(lc))), pos, nullptr, false));
     pos++;
   }
+  List* row_columns = NIL;
+  bool reads_columns = false;
+  foreach (lc, cc.calls) {
+    Node* input = static_cast<Node*>(lsecond(static_cast<FuncExpr*>(lfirst(lc))->args));
+    RowColumns rc = append_row_columns(input, static_cast<Index>(rti), ctx, &scan_tlist, &custom_tlist, &pos);
+    row_columns = lappend(row_columns, list_make3(makeInteger(rc.first), makeInteger(rc.natts),
+                                                  makeInteger(static_cast<int>(rc.rowtype))));
+    reads_columns = reads_columns || rc.first > 0;
+  }
   int first_call = pos;
   foreach (lc, cc.calls) {
     custom_tlist = lappend(custom_tlist, makeTargetEntry(static_cast<Expr*>(copyObject(lfirst(lc))), pos++,
@@ -261,9 +322,33 @@ Plan* rewrite_scan(Scan* scan, const RewriteContext* ctx) {
   List* tlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(copyObject(original_tlist)), &to_index));
   List* qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(copyObject(moved_qual)), &to_index));
 
+  // The whole row itself is no longer needed when only inputs read from columns used it.
+  int k0 = 1;
+  foreach (lc, vars) {
+    Var* v = static_cast<Var*>(lfirst(lc));
+    if (reads_columns && v->varattno == 0) {
+      Var at_index = *v, at_outer = *v;
+      at_index.varno = INDEX_VAR;
+      at_index.varattno = static_cast<AttrNumber>(k0);
+      at_outer.varno = OUTER_VAR;
+      at_outer.varattno = static_cast<AttrNumber>(k0);
+      bool used = references_var(reinterpret_cast<Node*>(tlist), &at_index) ||
+                  references_var(reinterpret_cast<Node*>(qual), &at_index);
+      ListCell *li, *lr;
+      forboth(li, inputs, lr, row_columns) used = used || (intVal(linitial(static_cast<List*>(lfirst(lr)))) == 0 &&
+                                                           references_var(static_cast<Node*>(lfirst(li)), &at_outer));
+      if (!used) {
+        Expr* none = reinterpret_cast<Expr*>(makeNullConst(v->vartype, -1, InvalidOid));
+        static_cast<TargetEntry*>(list_nth(scan_tlist, k0 - 1))->expr = none;
+        static_cast<TargetEntry*>(list_nth(custom_tlist, k0 - 1))->expr = static_cast<Expr*>(copyObject(none));
+      }
+    }
+    k0++;
+  }
+
   scan->plan.targetlist = scan_tlist;
   scan->plan.qual = kept_qual;
-  CustomScan* cs = make_batch_node(&scan->plan, custom_tlist, tlist, qual, cc.calls, inputs);
+  CustomScan* cs = make_batch_node(&scan->plan, custom_tlist, tlist, qual, cc.calls, inputs, row_columns);
   cs->custom_relids = bms_make_singleton(static_cast<int>(rti));
   return &cs->scan.plan;
 }
@@ -288,10 +373,30 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
   collect_calls(reinterpret_cast<Node*>(plan->qual), &cc);
   if (cc.calls == NIL) return plan;
 
+  // Whole-row inputs of a table scan read the table's columns, appended to the scan's output.
+  ListCell* lc;
+  List* row_columns = NIL;
+  bool reads_columns = false;
+  bool table_scan = is_plain_scan(child) && reinterpret_cast<Scan*>(child)->scanrelid > 0;
+  int next = list_length(child->targetlist) + 1;
+  foreach (lc, cc.calls) {
+    Node* input = static_cast<Node*>(lsecond(static_cast<FuncExpr*>(lfirst(lc))->args));
+    RowColumns rc = {0, 0, InvalidOid};
+    if (table_scan && IsA(input, Var) && reinterpret_cast<Var*>(input)->varno == OUTER_VAR &&
+        reinterpret_cast<Var*>(input)->varattno >= 1 &&
+        reinterpret_cast<Var*>(input)->varattno <= list_length(child->targetlist)) {
+      TargetEntry* te = static_cast<TargetEntry*>(list_nth(child->targetlist, reinterpret_cast<Var*>(input)->varattno - 1));
+      rc = append_row_columns(reinterpret_cast<Node*>(te->expr), reinterpret_cast<Scan*>(child)->scanrelid, ctx,
+                              &child->targetlist, nullptr, &next);
+    }
+    row_columns = lappend(row_columns, list_make3(makeInteger(rc.first), makeInteger(rc.natts),
+                                                  makeInteger(static_cast<int>(rc.rowtype))));
+    reads_columns = reads_columns || rc.first > 0;
+  }
+
   List* custom_tlist = NIL;
   List* tlist = NIL;
   int pos = 1;
-  ListCell* lc;
   foreach (lc, child->targetlist) {
     TargetEntry* te = static_cast<TargetEntry*>(lfirst(lc));
     custom_tlist = lappend(custom_tlist, makeTargetEntry(static_cast<Expr*>(copyObject(te->expr)), pos, nullptr, false));
@@ -316,10 +421,28 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
     inputs = lappend(inputs, copyObject(lsecond(f->args)));
     pos++;
   }
-  CustomScan* cs = make_batch_node(child, custom_tlist, tlist, NIL, cc.calls, inputs);
+  CustomScan* cs = make_batch_node(child, custom_tlist, tlist, NIL, cc.calls, inputs, row_columns);
   ReplaceContext to_outer = {cc.calls, OUTER_VAR, first_call, 0, NIL, 0};
   plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
   plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
+  // The whole row itself is no longer needed when only inputs read from columns used it.
+  if (reads_columns) {
+    ListCell *li, *lr;
+    forboth(li, inputs, lr, row_columns) {
+      if (intVal(linitial(static_cast<List*>(lfirst(lr)))) == 0) continue;
+      Var* whole = static_cast<Var*>(lfirst(li));  // OUTER_VAR p: the child's whole-row column
+      bool used = references_var(reinterpret_cast<Node*>(plan->targetlist), whole) ||
+                  references_var(reinterpret_cast<Node*>(plan->qual), whole);
+      ListCell *lj, *ls;
+      forboth(lj, inputs, ls, row_columns) used = used || (intVal(linitial(static_cast<List*>(lfirst(ls)))) == 0 &&
+                                                           references_var(static_cast<Node*>(lfirst(lj)), whole));
+      if (!used) {
+        Expr* none = reinterpret_cast<Expr*>(makeNullConst(whole->vartype, -1, InvalidOid));
+        static_cast<TargetEntry*>(list_nth(child->targetlist, whole->varattno - 1))->expr = none;
+        static_cast<TargetEntry*>(list_nth(custom_tlist, whole->varattno - 1))->expr = static_cast<Expr*>(copyObject(none));
+      }
+    }
+  }
   plan->lefttree = &cs->scan.plan;
   return plan;
 }
@@ -357,7 +480,7 @@ PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, 
   PlannedStmt* stmt = prev_planner_hook ? prev_planner_hook(parse, query_string, options, params)
                                         : standard_planner(parse, query_string, options, params);
   if (!batching_enabled || stmt->commandType != CMD_SELECT) return stmt;
-  RewriteContext ctx = {get_namespace_oid("flock", true)};
+  RewriteContext ctx = {get_namespace_oid("flock", true), stmt->rtable};
   if (!OidIsValid(ctx.flock_namespace)) return stmt;
   stmt->planTree = rewrite_plan(stmt->planTree, &ctx);
   ListCell* lc;
@@ -375,6 +498,7 @@ struct BatchScanState {
   int ncalls;
   int nchild;  // columns of the child's rows
   Want* wants;
+  RowColumns* row_columns;
   CallState** calls;
   ExprState** inputs;
   int batch_size;
@@ -405,13 +529,18 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   s->child = ExecInitNode(static_cast<Plan*>(linitial(cscan->custom_plans)), estate, eflags);
   node->custom_ps = list_make1(s->child);
   s->nchild = ExecGetResultType(s->child)->natts;
-  s->ncalls = list_length(cscan->custom_private);
+  List* wants = static_cast<List*>(linitial(cscan->custom_private));
+  List* row_columns = static_cast<List*>(lsecond(cscan->custom_private));
+  s->ncalls = list_length(wants);
   s->batch_size = batch_size;
   s->wants = static_cast<Want*>(palloc(sizeof(Want) * s->ncalls));
+  s->row_columns = static_cast<RowColumns*>(palloc(sizeof(RowColumns) * std::max(s->ncalls, 1)));
   s->calls = static_cast<CallState**>(palloc(sizeof(CallState*) * s->ncalls));
   s->inputs = static_cast<ExprState**>(palloc(sizeof(ExprState*) * s->ncalls));
   for (int k = 0; k < s->ncalls; ++k) {
-    s->wants[k] = static_cast<Want>(intVal(list_nth(cscan->custom_private, k)));
+    s->wants[k] = static_cast<Want>(intVal(list_nth(wants, k)));
+    List* rc = static_cast<List*>(list_nth(row_columns, k));
+    s->row_columns[k] = {intVal(linitial(rc)), intVal(lsecond(rc)), static_cast<Oid>(intVal(lthird(rc)))};
     Const* model = static_cast<Const*>(list_nth(cscan->custom_exprs, 2 * k));
     Expr* input = static_cast<Expr*>(list_nth(cscan->custom_exprs, 2 * k + 1));
     s->calls[k] = new_call_state(estate->es_query_cxt, model->consttype != TEXTOID, exprType(reinterpret_cast<Node*>(input)) != FLOAT4ARRAYOID);
@@ -421,7 +550,7 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   }
   s->rows = static_cast<TupleTableSlot**>(palloc(sizeof(TupleTableSlot*) * s->batch_size));
   for (int r = 0; r < s->batch_size; ++r)
-    s->rows[r] = ExecAllocTableSlot(&estate->es_tupleTable, ExecGetResultType(s->child), &TTSOpsMinimalTuple);
+    s->rows[r] = ExecAllocTableSlot(&estate->es_tupleTable, ExecGetResultType(s->child), &TTSOpsVirtual);
   s->results = static_cast<Datum*>(palloc(sizeof(Datum) * s->batch_size * std::max(s->ncalls, 1)));
   s->result_nulls = static_cast<bool*>(palloc(sizeof(bool) * s->batch_size * std::max(s->ncalls, 1)));
   s->values = static_cast<RowValues*>(palloc(sizeof(RowValues) * s->batch_size));
@@ -450,7 +579,16 @@ void fill_batch(BatchScanState* s) {
     int n = 0;
     Datum* out = s->results + k * s->batch_size;
     bool* nulls = s->result_nulls + k * s->batch_size;
-    for (int r = 0; r < s->nrows; ++r) {
+    const RowColumns& rc = s->row_columns[k];
+    for (int r = 0; r < s->nrows && rc.first > 0; ++r) {
+      TupleTableSlot* row = s->rows[r];
+      slot_getsomeattrs(row, rc.first - 1 + rc.natts);
+      nulls[r] = false;  // a table row is never NULL
+      s->values[n] = extract_columns(s->calls[k], rc.rowtype, row->tts_values + rc.first - 1,
+                                     row->tts_isnull + rc.first - 1);
+      s->value_rows[n++] = r;
+    }
+    for (int r = 0; r < s->nrows && rc.first == 0; ++r) {
       ec->ecxt_outertuple = s->rows[r];
       bool isnull;
       Datum input = ExecEvalExpr(s->inputs[k], ec, &isnull);

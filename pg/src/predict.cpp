@@ -425,6 +425,8 @@ double numeric_value(Datum d, Conv conv) {
   }
 }
 
+RowValues row_from_columns(CallState* st, const Datum* values, const bool* nulls);
+
 RowValues extract_record(CallState* st, Datum input) {
   HeapTupleHeader th = DatumGetHeapTupleHeader(input);
   bind_record(st, st->mcxt, HeapTupleHeaderGetTypeId(th), HeapTupleHeaderGetTypMod(th));
@@ -437,7 +439,11 @@ RowValues extract_record(CallState* st, Datum input) {
   Datum* values = static_cast<Datum*>(palloc(sizeof(Datum) * desc->natts));
   bool* nulls = static_cast<bool*>(palloc(sizeof(bool) * desc->natts));
   heap_deform_tuple(&tuple, desc, values, nulls);
+  return row_from_columns(st, values, nulls);
+}
 
+// The bound features of one row whose columns (in the bound row type's order) are values/nulls.
+RowValues row_from_columns(CallState* st, const Datum* values, const bool* nulls) {
   RowValues row = {st->nfeatures, static_cast<double*>(palloc(sizeof(double) * st->nfeatures)),
                    static_cast<char**>(palloc0(sizeof(char*) * st->nfeatures)),
                    static_cast<bool*>(palloc(sizeof(bool) * st->nfeatures))};
@@ -807,6 +813,13 @@ void resolve_model(CallState* st, Datum model_arg) {
 
 RowValues extract_row(CallState* st, Datum input) {
   RowValues row = st->input_is_record ? extract_record(st, input) : extract_array(st, input);
+  check_nulls(st, row);
+  return row;
+}
+
+RowValues extract_columns(CallState* st, Oid rowtype, const Datum* values, const bool* nulls) {
+  bind_record(st, st->mcxt, rowtype, -1);
+  RowValues row = row_from_columns(st, values, nulls);
   check_nulls(st, row);
   return row;
 }

@@ -24,6 +24,9 @@ CallState* new_call_state(MemoryContext mcxt, bool model_is_value, bool input_is
 void resolve_model(CallState* st, Datum model_arg);
 // Extracts and checks one non-NULL input (record or float4[]). Allocates in CurrentMemoryContext.
 RowValues extract_row(CallState* st, Datum input);
+// The same for a row of `rowtype` given as its columns (attribute order, dropped ones included),
+// as a scan produces them: no composite value is formed and taken apart again.
+RowValues extract_columns(CallState* st, Oid rowtype, const Datum* values, const bool* nulls);
 // Scores n rows in one model call; out[r] is allocated in CurrentMemoryContext.
 void score_rows(CallState* st, const RowValues* rows, int n, Want want, Datum* out);
 // "name@version" or "model <sha prefix>".

@@ -148,3 +148,42 @@ def test_memory_stays_flat_over_millions_of_rows(conn):
             sampler.join()
     grown = max(peak[0], _anon_rss_kb(pid)) - before
     assert grown < 40 * 1024, f"backend grew by {grown // 1024} MB over {rows} rows"
+
+
+WIDE_QUERIES = [
+    "SELECT sum(flock.predict('lin', w)) FROM wide w",
+    "SELECT id, flock.predict('lin', w) FROM wide w ORDER BY id",
+    "SELECT w, flock.predict('lin', w) FROM wide w ORDER BY id",
+    "SELECT id FROM wide w WHERE flock.predict('lin', w) > 300 ORDER BY id",
+    "SELECT note, avg(flock.predict('lin', w)) FROM wide w GROUP BY note ORDER BY note",
+]
+
+
+@pytest.mark.parametrize("sql", WIDE_QUERIES)
+def test_table_rows_read_from_columns(conn, sql):
+    # A whole table row as input is read from the table's columns, not formed as a composite: the
+    # columns here are in another order than the model's features, one is dropped, one is text.
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS wide AS SELECT i AS id, 'n' || (i % 3) AS note, "
+                    "(i % 7)::float8 AS b, 0 AS gone, (i % 50)::real AS a FROM generate_series(1, 3000) i")
+        cur.execute("ALTER TABLE wide DROP COLUMN IF EXISTS gone")
+    per_row = run(conn, sql, "off")
+    assert run(conn, sql, "on") == per_row
+    assert run(conn, sql, "on", batch_size=7) == per_row
+    with conn.cursor() as cur:
+        cur.execute("EXPLAIN VERBOSE " + sql)
+        plan = "\n".join(r[0] for r in cur.fetchall())
+    assert "FlockBatchScore" in plan
+    if not sql.startswith("SELECT w,"):  # the row itself is not formed when nothing else needs it
+        assert "NULL::wide" in plan, plan
+
+
+def test_table_rows_from_columns_reject_nulls_like_per_row(conn):
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS holes AS SELECT (i % 7)::float8 AS b, (i % 50)::real AS a "
+                    "FROM generate_series(1, 100) i")
+        cur.execute("UPDATE holes SET a = NULL WHERE b = 3")
+    for batching in ("off", "on"):
+        with pytest.raises(psycopg2.Error) as err:
+            run(conn, "SELECT sum(flock.predict('lin', h)) FROM holes h", batching)
+        assert err.value.pgcode == "22004"

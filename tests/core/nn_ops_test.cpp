@@ -289,6 +289,37 @@ TEST(NNConv, ShapeAndTypeErrorsAtRunTime) {
 // ---------------------------------------------------------------------------------------------------
 // MaxPool, AveragePool
 
+TEST(NNPool, MaxPoolOverWholeRowsSkipsNaNLikeTheGeneralPath) {
+  // [3, 5, 22] with kernel 2, stride 2: every plane is exactly twice its output, the case scored
+  // over the whole tensor at once (and with AVX2 eight outputs at a time). NaN taps are skipped;
+  // a window of two NaN is -inf; with a 3-wide window (general path) the same rule holds.
+  const int64_t n = 3, c = 5, len = 22;
+  std::vector<float> v = random_floats(static_cast<size_t>(n * c * len), 7);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  v[0] = nan;
+  v[5] = nan;
+  v[6] = -inf;
+  v[8] = nan;
+  v[9] = nan;
+  v[40] = inf;
+  v[63] = nan;
+  const Tensor x = Tensor::floats({n, c, len}, v);
+  for (int64_t k : {2, 3}) {
+    const Tensor y = run1(*make(Node("MaxPool").ints("kernel_shape", {k}).ints("strides", {2})), {&x});
+    const int64_t out = (len - k) / 2 + 1;
+    ASSERT_EQ(y.shape, (std::vector<int64_t>{n, c, out}));
+    for (int64_t p = 0; p < n * c; ++p)
+      for (int64_t q = 0; q < out; ++q) {
+        float best = -inf;
+        for (int64_t j = 0; j < k; ++j) {
+          const float t = v[static_cast<size_t>(p * len + 2 * q + j)];
+          best = t > best ? t : best;
+        }
+        EXPECT_EQ(y.f[static_cast<size_t>(p * out + q)], best) << "kernel " << k << " plane " << p << " output " << q;
+      }
+  }
+}
+
 TEST(NNPool, MaxPoolWithIndicesRowAndColumnMajor) {
   std::vector<float> xs(25);
   for (int v = 0; v < 25; ++v) xs[static_cast<size_t>(v)] = static_cast<float>(v + 1);

@@ -10,6 +10,9 @@
 // and product buffers are per-thread scratch reused across calls, so a call allocates only its
 // output tensors.
 #include <fmt/format.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 // GCC 12 with AVX-512 (FLOCK_NATIVE builds) reports -Wmaybe-uninitialized inside its own
 // intrinsics (_mm512_undefined_* in avx512fintrin.h) wherever Eigen's GEMM and reductions inline
@@ -780,6 +783,31 @@ class Pool final : public Kernel {
   static void max_1d(const T* x, T* y, int64_t* idx, int64_t planes, int64_t in_size, int64_t out_size,
                      const AxisTaps& t, int64_t dil, int64_t stride, int64_t k) {
     const auto [qa, qb] = interior(t, k);
+    if constexpr (!Indices) {
+      // Every window inside X, no padding, and each plane exactly `stride` times as long as its
+      // output (MaxPool(2) after a convolution): the planes form one long row, so the taps run over
+      // the whole tensor at once instead of a few dozen outputs per plane.
+      if (qa == 0 && qb == out_size && t.start[0] == 0 && in_size == out_size * stride) {
+        const int64_t n = planes * out_size;
+#ifdef __AVX2__
+        if constexpr (std::is_same_v<T, float>) {
+          if (stride == 2 && k == 2 && dil == 1) {
+            max_pairs_avx2(x, y, n);
+            return;
+          }
+        }
+#endif
+        std::fill(y, y + n, -std::numeric_limits<T>::infinity());
+        for (int64_t j = 0; j < k; ++j) {
+          const T* src = x + j * dil;
+          for (int64_t q = 0; q < n; ++q) {
+            const T v = src[q * stride];
+            y[q] = v > y[q] ? v : y[q];
+          }
+        }
+        return;
+      }
+    }
     for (int64_t p = 0; p < planes; ++p) {
       const T* xp = x + p * in_size;
       T* yp = y + p * out_size;
@@ -859,6 +887,33 @@ class Pool final : public Kernel {
 
   // The outputs [qa, qb) whose windows have every tap inside X (a contiguous range: windows move
   // forward with the output position).
+#ifdef __AVX2__
+  // y[q] = max(x[2q], x[2q+1]), NaN taps skipped as in max_1d: MAXPS returns its second operand
+  // when either is NaN, which is `v > best ? v : best` with best starting at -inf. The compiler
+  // turns the stride-2 loads of the generic loop into one-lane inserts; deinterleaving two
+  // vectors does the same work in a few instructions.
+  static void max_pairs_avx2(const float* x, float* y, int64_t n) {
+    const __m256 lowest = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    int64_t q = 0;
+    for (; q + 8 <= n; q += 8) {
+      const __m256 a = _mm256_loadu_ps(x + 2 * q), b = _mm256_loadu_ps(x + 2 * q + 8);
+      // evens / odds of a and b, lanes in order 0 1 4 5 2 3 6 7; the permute restores 0..7.
+      const __m256 even = restore_lane_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+      const __m256 odd = restore_lane_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+      _mm256_storeu_ps(y + q, _mm256_max_ps(odd, _mm256_max_ps(even, lowest)));
+    }
+    for (; q < n; ++q) {
+      float best = -std::numeric_limits<float>::infinity();
+      best = x[2 * q] > best ? x[2 * q] : best;
+      best = x[2 * q + 1] > best ? x[2 * q + 1] : best;
+      y[q] = best;
+    }
+  }
+  static __m256 restore_lane_order(__m256 v) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
+  }
+#endif
+
   static std::pair<int64_t, int64_t> interior(const AxisTaps& t, int64_t k) {
     const int64_t n = static_cast<int64_t>(t.lo.size());
     int64_t qa = 0;

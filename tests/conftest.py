@@ -45,3 +45,19 @@ def conn(cluster, dbname):
     c.autocommit = True
     yield c
     c.close()
+
+
+@pytest.fixture
+def connect_as(cluster, dbname):
+    """connect_as(role): an autocommit connection to the module's database as that role, closed
+    after the test."""
+    opened = []
+
+    def _connect(role):
+        c = psycopg2.connect(cluster.dsn(dbname, user=role))
+        c.autocommit = True
+        opened.append(c)
+        return c
+    yield _connect
+    for c in opened:
+        c.close()

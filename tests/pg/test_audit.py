@@ -60,17 +60,8 @@ def setup(cluster, dbname):
 
 
 @pytest.fixture
-def connect(cluster, dbname):
-    opened = []
-
-    def _connect(role):
-        c = psycopg2.connect(cluster.dsn(dbname, user=role))
-        c.autocommit = True
-        opened.append(c)
-        return c
-    yield _connect
-    for c in opened:
-        c.close()
+def connect(connect_as):
+    return connect_as
 
 
 @pytest.fixture(autouse=True)

@@ -41,17 +41,8 @@ def roles(cluster, dbname):
 
 
 @pytest.fixture
-def connect(cluster, dbname, roles):
-    opened = []
-
-    def _connect(role):
-        c = psycopg2.connect(cluster.dsn(dbname, user=role))
-        c.autocommit = True
-        opened.append(c)
-        return c
-    yield _connect
-    for c in opened:
-        c.close()
+def connect(connect_as, roles):
+    return connect_as  # with the roles created
 
 
 # --- immutable versions -----------------------------------------------------------------------

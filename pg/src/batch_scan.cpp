@@ -88,6 +88,26 @@ RowColumns append_row_columns(Node* input, Index varno, const RewriteContext* ct
   return rc;
 }
 
+bool references_var(Node* node, Var* target);
+
+// Whether an input that is evaluated as an expression (not read from columns) refers to `ref`.
+bool expression_input_reads(List* inputs, List* row_columns, Var* ref) {
+  ListCell *li, *lr;
+  forboth(li, inputs, lr, row_columns) {
+    if (intVal(linitial(static_cast<List*>(lfirst(lr)))) == 0 && references_var(static_cast<Node*>(lfirst(li)), ref))
+      return true;
+  }
+  return false;
+}
+
+// The whole-row column at `pos` of the child's and the batch node's scan target lists becomes a NULL
+// of its type: when only inputs read from columns used it, no row value is formed per row.
+void blank_whole_row(List* child_tlist, List* custom_tlist, int pos, Oid type) {
+  Expr* none = reinterpret_cast<Expr*>(makeNullConst(type, -1, InvalidOid));
+  static_cast<TargetEntry*>(list_nth(child_tlist, pos - 1))->expr = none;
+  static_cast<TargetEntry*>(list_nth(custom_tlist, pos - 1))->expr = static_cast<Expr*>(copyObject(none));
+}
+
 bool references_var(Node* node, Var* target) {
   if (!node) return false;
   if (IsA(node, Var)) {
@@ -332,16 +352,10 @@ Plan* rewrite_scan(Scan* scan, const RewriteContext* ctx) {
       at_index.varattno = static_cast<AttrNumber>(k0);
       at_outer.varno = OUTER_VAR;
       at_outer.varattno = static_cast<AttrNumber>(k0);
-      bool used = references_var(reinterpret_cast<Node*>(tlist), &at_index) ||
-                  references_var(reinterpret_cast<Node*>(qual), &at_index);
-      ListCell *li, *lr;
-      forboth(li, inputs, lr, row_columns) used = used || (intVal(linitial(static_cast<List*>(lfirst(lr)))) == 0 &&
-                                                           references_var(static_cast<Node*>(lfirst(li)), &at_outer));
-      if (!used) {
-        Expr* none = reinterpret_cast<Expr*>(makeNullConst(v->vartype, -1, InvalidOid));
-        static_cast<TargetEntry*>(list_nth(scan_tlist, k0 - 1))->expr = none;
-        static_cast<TargetEntry*>(list_nth(custom_tlist, k0 - 1))->expr = static_cast<Expr*>(copyObject(none));
-      }
+      if (!references_var(reinterpret_cast<Node*>(tlist), &at_index) &&
+          !references_var(reinterpret_cast<Node*>(qual), &at_index) &&
+          !expression_input_reads(inputs, row_columns, &at_outer))
+        blank_whole_row(scan_tlist, custom_tlist, k0, v->vartype);
     }
     k0++;
   }
@@ -431,16 +445,10 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
     forboth(li, inputs, lr, row_columns) {
       if (intVal(linitial(static_cast<List*>(lfirst(lr)))) == 0) continue;
       Var* whole = static_cast<Var*>(lfirst(li));  // OUTER_VAR p: the child's whole-row column
-      bool used = references_var(reinterpret_cast<Node*>(plan->targetlist), whole) ||
-                  references_var(reinterpret_cast<Node*>(plan->qual), whole);
-      ListCell *lj, *ls;
-      forboth(lj, inputs, ls, row_columns) used = used || (intVal(linitial(static_cast<List*>(lfirst(ls)))) == 0 &&
-                                                           references_var(static_cast<Node*>(lfirst(lj)), whole));
-      if (!used) {
-        Expr* none = reinterpret_cast<Expr*>(makeNullConst(whole->vartype, -1, InvalidOid));
-        static_cast<TargetEntry*>(list_nth(child->targetlist, whole->varattno - 1))->expr = none;
-        static_cast<TargetEntry*>(list_nth(custom_tlist, whole->varattno - 1))->expr = static_cast<Expr*>(copyObject(none));
-      }
+      if (!references_var(reinterpret_cast<Node*>(plan->targetlist), whole) &&
+          !references_var(reinterpret_cast<Node*>(plan->qual), whole) &&
+          !expression_input_reads(inputs, row_columns, whole))
+        blank_whole_row(child->targetlist, custom_tlist, whole->varattno, whole->vartype);
     }
   }
   plan->lefttree = &cs->scan.plan;

@@ -788,7 +788,21 @@ void expect_regressor_matches_reference(const RandomForestSpec& s) {
   }
 }
 
-TEST(TreeEnsembleFast, EveryModeMatchesReference) {
+// Every TreeEnsembleFast test runs twice: with the AVX-512 walk (skipped on a CPU without AVX-512F)
+// and with the portable one. Both must give the reference bits.
+class TreeEnsembleFast : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (GetParam() && !flock::tree::simd_walk_available()) GTEST_SKIP() << "no AVX-512F on this CPU";
+    ASSERT_EQ(flock::tree::set_simd_walk(GetParam()), GetParam());
+  }
+  void TearDown() override { flock::tree::set_simd_walk(flock::tree::simd_walk_available()); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Walk, TreeEnsembleFast, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "Avx512" : "Portable"; });
+
+TEST_P(TreeEnsembleFast, EveryModeMatchesReference) {
   for (const char* mode : {"BRANCH_LT", "BRANCH_LEQ", "BRANCH_GTE", "BRANCH_GT"}) {
     for (uint32_t seed : {1u, 2u, 3u}) {
       SCOPED_TRACE(std::string(mode) + " seed " + std::to_string(seed));
@@ -803,7 +817,7 @@ TEST(TreeEnsembleFast, EveryModeMatchesReference) {
   }
 }
 
-TEST(TreeEnsembleFast, DepthsAndShapes) {
+TEST_P(TreeEnsembleFast, DepthsAndShapes) {
   RandomForestSpec s;
   s.max_depth = 0;  // single-leaf trees
   expect_regressor_matches_reference(s);
@@ -827,7 +841,7 @@ TEST(TreeEnsembleFast, DepthsAndShapes) {
   expect_regressor_matches_reference(s);
 }
 
-TEST(TreeEnsembleFast, SharedSubtreesAndSingleRows) {
+TEST_P(TreeEnsembleFast, SharedSubtreesAndSingleRows) {
   // A node reached from two parents (allowed by the attribute form) is laid out on both paths.
   Tree t;
   t.branch(0, 0, 0, "BRANCH_LT", 0.0f, 1, 2)
@@ -843,7 +857,7 @@ TEST(TreeEnsembleFast, SharedSubtreesAndSingleRows) {
 // Classifier with several classes, one weight per leaf (every tree adds to its own class, like
 // XGBoost's multi-class trees) or several (weight lists): probabilities and labels against the
 // reference sums.
-TEST(TreeEnsembleFast, ClassifierMatchesReference) {
+TEST_P(TreeEnsembleFast, ClassifierMatchesReference) {
   for (int weights_per_leaf : {1, 2}) {
     for (const char* mode : {"BRANCH_LT", "BRANCH_GTE"}) {
       SCOPED_TRACE(std::string(mode) + " weights per leaf " + std::to_string(weights_per_leaf));
@@ -885,7 +899,7 @@ TEST(TreeEnsembleFast, ClassifierMatchesReference) {
   }
 }
 
-TEST(TreeEnsembleFast, MinMaxAndMultiTargetThroughPerfectLayout) {
+TEST_P(TreeEnsembleFast, MinMaxAndMultiTargetThroughPerfectLayout) {
   RandomForestSpec s;
   s.n_trees = 12;
   s.n_ids = 2;

@@ -25,12 +25,15 @@
 // order, so every row takes exactly `depth` branch-free steps. run() copies blocks of 128 rows
 // column-major into a scratch buffer (NaN resolved there, per node, by the column a node reads)
 // and walks trees outer, 16 rows at a time inner — or for fewer than 8 rows, 8 trees at a time.
+// On a CPU with AVX-512F the top five levels of each tree are evaluated with vector compares
+// instead (walk_top_avx512), and the walk continues from there.
 // Other ensembles (mixed or EQ/NEQ modes, deep trees, double or int64 input) walk the flat nodes:
 // blocks of 128 rows tree by tree, 8 rows at a time, or for fewer than 8 rows 8 trees at a time.
 // Scores accumulate per row in tree order in every path, so all paths give the same bits.
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -44,6 +47,10 @@
 
 #include "flock/kernel.hpp"
 #include "ml_tree.hpp"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace flock {
 namespace {
@@ -931,25 +938,99 @@ void fill_block(const Fast& f, const In* x, int64_t stride, int64_t r0, int64_t 
   }
 }
 
+// Keeps v in a general register: GCC 12's SLP vectorizer otherwise packs the 16 row indices of
+// walk_rows into vectors and moves each lane out again for every node load (~10% slower).
+inline void keep_scalar(uint32_t& v) {
+#if defined(__GNUC__)
+  asm("" : "+r"(v));
+#endif
+}
+
 // Walks kRowGroup rows of the buffer (starting at `xr`) down one tree; slot[j] = leaf slot of row j.
+// With `from` > 0 the rows start at level `from`, at the nodes idx[j] (the vector walk's top).
 template <uint8_t M>
-inline void walk_rows(const PNode* nd, int32_t depth, const float* xr, uint32_t* slot) {
+inline void walk_rows(const PNode* nd, int32_t depth, const float* xr, uint32_t* slot, int32_t from = 0,
+                      const uint32_t* start = nullptr) {
   uint32_t idx[kRowGroup];
-  for (int j = 0; j < kRowGroup; ++j) idx[j] = 0;
-  for (int32_t d = 0; d < depth; ++d) {
+  for (int j = 0; j < kRowGroup; ++j) idx[j] = from > 0 ? start[j] : 0;
+  for (int32_t d = from; d < depth; ++d) {
     for (int j = 0; j < kRowGroup; ++j) {
       const PNode q = nd[idx[j]];
       idx[j] = 2 * idx[j] + 1 + go_false<M>((xr + j)[q.off], q.thr);  // xr + j: a constant displacement
+      keep_scalar(idx[j]);
     }
   }
   const uint32_t n_int = (uint32_t(1) << depth) - 1;
   for (int j = 0; j < kRowGroup; ++j) slot[j] = idx[j] - n_int;
 }
 
-// Visits every (row, tree, slot) of rows [r0, r1) (one block), trees in order for every row.
-// on(row in block, tree, global slot).
-template <uint8_t M, typename F>
-void visit_fast_mode(const Fast& f, const float* buf, int64_t n, F&& on) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// AVX-512 form of the top of the walk, picked at run time (the build does not assume AVX-512).
+// Gathers are slow on the CPUs measured (about 20 cycles for 16 lanes), so instead of walking,
+// the first kTopLevels levels of a tree are *evaluated*: every one of its (up to 31) top nodes is
+// compared against its column for 16 rows at a time with contiguous loads (the buffer is
+// column-major), and each row collects one bit per node. The walk through those levels is then
+// shifts and adds; deeper levels continue with walk_rows. The comparisons are the ordered, quiet
+// forms of go_false's (NaN compares false), so every row takes exactly the scalar walk's path.
+#define FLOCK_TREE_AVX512 1
+
+constexpr int32_t kTopLevels = 5;  // 31 nodes: one bit each in a 32-bit lane
+
+template <uint8_t M>
+constexpr int avx512_go_false_predicate() {
+  if constexpr (M == kLt) return _CMP_GE_OQ;
+  else if constexpr (M == kLeq) return _CMP_GT_OQ;
+  else if constexpr (M == kGte) return _CMP_LT_OQ;
+  else return _CMP_LE_OQ;  // kGt
+}
+
+// The top of one tree for G groups of 16 rows starting at row r0 of the block buffer: after
+// min(depth, kTopLevels) levels, top[r0 + j] is row j's node.
+template <uint8_t M, int G>
+__attribute__((target("avx512f"))) void walk_top_avx512(const PNode* nd, int32_t depth, const float* buf, int32_t r0,
+                                                         uint32_t* top) {
+  constexpr int kPred = avx512_go_false_predicate<M>();
+  const int32_t levels = std::min(depth, kTopLevels);
+  const int32_t n_top = (int32_t(1) << levels) - 1;
+  __m512i bits[G];
+  for (int g = 0; g < G; ++g) bits[g] = _mm512_setzero_si512();
+  for (int32_t k = 0; k < n_top; ++k) {
+    const __m512 t = _mm512_set1_ps(nd[k].thr);
+    const __m512i bit = _mm512_set1_epi32(int32_t(1) << k);
+    const float* col = buf + nd[k].off + r0;
+    for (int g = 0; g < G; ++g) {
+      const __mmask16 go_false = _mm512_cmp_ps_mask(_mm512_loadu_ps(col + 16 * g), t, kPred);
+      bits[g] = _mm512_mask_or_epi32(bits[g], go_false, bits[g], bit);
+    }
+  }
+  const __m512i one = _mm512_set1_epi32(1);
+  for (int g = 0; g < G; ++g) {
+    __m512i idx = _mm512_setzero_si512();
+    for (int32_t d = 0; d < levels; ++d) {
+      // (maskz_: the plain intrinsic trips GCC 12's -Wmaybe-uninitialized)
+      const __m512i go_false = _mm512_and_si512(_mm512_maskz_srlv_epi32(0xFFFF, bits[g], idx), one);
+      idx = _mm512_add_epi32(_mm512_add_epi32(idx, idx), _mm512_add_epi32(go_false, one));
+    }
+    _mm512_storeu_si512(top + r0 + 16 * g, idx);
+  }
+}
+
+bool cpu_has_avx512f() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+#else
+bool cpu_has_avx512f() { return false; }
+#endif
+
+std::atomic<bool> simd_walk_on{cpu_has_avx512f()};
+
+// Visits every (row, tree, slot) of rows [r0, r1) (one block), trees in order for every row:
+// on(row in block, tree, global slot) for small blocks, and for the others, tree by tree,
+// on_tree(tree, slot_begin, slot, n) with row r's global slot slot_begin + slot[r] (a caller's
+// tight loop over the rows beats a call per row).
+template <uint8_t M, typename F, typename G>
+void visit_fast_mode(const Fast& f, const float* buf, int64_t n, F&& on, G&& on_tree) {
   const PNode* nodes = f.nodes.data();
   const PTree* trees = f.trees.data();
   const int64_t n_trees = static_cast<int64_t>(f.trees.size());
@@ -992,11 +1073,28 @@ void visit_fast_mode(const Fast& f, const float* buf, int64_t n, F&& on) {
     return;
   }
   uint32_t slot[kBlockRows];
+#ifdef FLOCK_TREE_AVX512
+  if (simd_walk_on.load(std::memory_order_relaxed)) {
+    static_assert(kRowGroup == 16 && kBlockRows % kRowGroup == 0);
+    uint32_t top[kBlockRows];
+    for (int64_t t = 0; t < n_trees; ++t) {
+      const PTree& pt = trees[t];
+      const PNode* nd = nodes + pt.node_begin;
+      if (n == kBlockRows) walk_top_avx512<M, kBlockRows / kRowGroup>(nd, pt.depth, buf, 0, top);
+      else
+        for (int32_t r = 0; r < n; r += kRowGroup) walk_top_avx512<M, 1>(nd, pt.depth, buf, r, top);
+      const int32_t from = std::min(pt.depth, kTopLevels);
+      for (int64_t r = 0; r < n; r += kRowGroup) walk_rows<M>(nd, pt.depth, buf + r, slot + r, from, top + r);
+      on_tree(t, pt.slot_begin, static_cast<const uint32_t*>(slot), n);
+    }
+    return;
+  }
+#endif
   for (int64_t t = 0; t < n_trees; ++t) {
     const PTree& pt = trees[t];
     const PNode* nd = nodes + pt.node_begin;
     for (int64_t r = 0; r < n; r += kRowGroup) walk_rows<M>(nd, pt.depth, buf + r, slot + r);
-    for (int64_t r = 0; r < n; ++r) on(r, t, pt.slot_begin + slot[r]);
+    on_tree(t, pt.slot_begin, static_cast<const uint32_t*>(slot), n);
   }
 }
 
@@ -1009,17 +1107,24 @@ float* block_buffer(size_t n_cols) {
   return buf.data();
 }
 
-template <typename In, typename F>
-void visit_fast(const Fast& f, const In* x, int64_t stride, int64_t r0, int64_t r1, F&& on) {
+template <typename In, typename F, typename G>
+void visit_fast(const Fast& f, const In* x, int64_t stride, int64_t r0, int64_t r1, F&& on, G&& on_tree) {
   float* buf = block_buffer(f.col_feature.size());
   const int64_t n = r1 - r0;
   fill_block(f, x, stride, r0, n, buf);
   switch (f.mode) {
-    case kLt: visit_fast_mode<kLt>(f, buf, n, on); break;
-    case kLeq: visit_fast_mode<kLeq>(f, buf, n, on); break;
-    case kGte: visit_fast_mode<kGte>(f, buf, n, on); break;
-    default: visit_fast_mode<kGt>(f, buf, n, on); break;
+    case kLt: visit_fast_mode<kLt>(f, buf, n, on, on_tree); break;
+    case kLeq: visit_fast_mode<kLeq>(f, buf, n, on, on_tree); break;
+    case kGte: visit_fast_mode<kGte>(f, buf, n, on, on_tree); break;
+    default: visit_fast_mode<kGt>(f, buf, n, on, on_tree); break;
   }
+}
+
+template <typename In, typename F>
+void visit_fast(const Fast& f, const In* x, int64_t stride, int64_t r0, int64_t r1, F&& on) {
+  visit_fast(f, x, stride, r0, r1, on, [&](int64_t t, int64_t slot_begin, const uint32_t* slot, int64_t n) {
+    for (int64_t r = 0; r < n; ++r) on(r, t, slot_begin + slot[r]);
+  });
 }
 
 // Input shape: [N, C] or [C] (one row).
@@ -1110,10 +1215,21 @@ void sum_weights(const Ensemble& e, const Fast& f, const std::vector<Node<T>>& n
       const PTree* trees = f.trees.data();
       const double* sv = f.slot_value.data();
       const int32_t* sn = f.slot_node.data();
-      visit_fast(f, x, stride, r0, r1, [&](int64_t r, int64_t t, int64_t slot) {
+      auto on = [&](int64_t r, int64_t t, int64_t slot) {
         const int32_t c = trees[t].target;
         if (c >= 0) s[r * static_cast<int64_t>(K) + c] += sv[slot];
         else add_leaf(r, sn[slot]);
+      };
+      visit_fast(f, x, stride, r0, r1, on, [&](int64_t t, int64_t slot_begin, const uint32_t* slot, int64_t n) {
+        const int32_t c = trees[t].target;
+        if (c < 0) {
+          for (int64_t r = 0; r < n; ++r) add_leaf(r, sn[slot_begin + slot[r]]);
+          return;
+        }
+        const double* value = sv + slot_begin;
+        double* sc = s + c;
+        const int64_t width = static_cast<int64_t>(K);
+        for (int64_t r = 0; r < n; ++r) sc[r * width] += value[slot[r]];
       });
       return;
     }
@@ -1201,7 +1317,12 @@ class TreeRegressor final : public Kernel {
           if constexpr (std::is_same_v<In, float>) {
             if (fast_.enabled) {
               const double* sv = fast_.slot_value.data();
-              visit_fast(fast_, x, v.cols, r0, r1, [&](int64_t r, int64_t, int64_t slot) { s[r] += sv[slot]; });
+              visit_fast(
+                  fast_, x, v.cols, r0, r1, [&](int64_t r, int64_t, int64_t slot) { s[r] += sv[slot]; },
+                  [&](int64_t, int64_t slot_begin, const uint32_t* slot, int64_t n) {
+                    const double* value = sv + slot_begin;
+                    for (int64_t r = 0; r < n; ++r) s[r] += value[slot[r]];
+                  });
               break;
             }
           }
@@ -1507,6 +1628,13 @@ std::unique_ptr<Kernel> tree::make_tree_kernel(const KernelContext& ctx, Ensembl
   if (op == "TreeEnsembleRegressor") return std::make_unique<TreeRegressor>(ctx, std::move(ensemble));
   if (op == "TreeEnsembleClassifier") return std::make_unique<TreeClassifier>(ctx, std::move(ensemble));
   fail(ErrorCode::Internal, fmt::format("{} is not a tree ensemble", ctx.attrs.where()));
+}
+
+bool tree::simd_walk_available() { return cpu_has_avx512f(); }
+
+bool tree::set_simd_walk(bool on) {
+  simd_walk_on.store(on && cpu_has_avx512f());
+  return simd_walk_on.load();
 }
 
 void register_ml_tree_kernels(KernelRegistry& r) {

@@ -52,4 +52,10 @@ struct Ensemble {
 // wrong.
 std::unique_ptr<Kernel> make_tree_kernel(const KernelContext& ctx, Ensemble&& ensemble);
 
+// The perfect-tree walk has an AVX-512 form, used when the CPU has AVX-512F (checked at run time).
+// Both forms give the same bits; tests switch the vector form off to check the portable one.
+// set_simd_walk returns whether the vector form is now in use.
+bool simd_walk_available();
+bool set_simd_walk(bool on);
+
 }  // namespace flock::tree

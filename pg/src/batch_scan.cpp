@@ -508,6 +508,8 @@ struct BatchScanState {
   Want* wants;
   RowColumns* row_columns;
   CallState** calls;
+  ColumnScorer** scorers;  // per call: its features go straight into the model's input (else nullptr)
+  int scorer_width;        // leading child columns the scorers read
   ExprState** inputs;
   int batch_size;
   TupleTableSlot** rows;
@@ -545,6 +547,7 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   s->row_columns = static_cast<RowColumns*>(palloc(sizeof(RowColumns) * std::max(s->ncalls, 1)));
   s->calls = static_cast<CallState**>(palloc(sizeof(CallState*) * s->ncalls));
   s->inputs = static_cast<ExprState**>(palloc(sizeof(ExprState*) * s->ncalls));
+  s->scorers = static_cast<ColumnScorer**>(palloc0(sizeof(ColumnScorer*) * std::max(s->ncalls, 1)));
   for (int k = 0; k < s->ncalls; ++k) {
     s->wants[k] = static_cast<Want>(intVal(list_nth(wants, k)));
     List* rc = static_cast<List*>(list_nth(row_columns, k));
@@ -555,6 +558,11 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
     s->inputs[k] = ExecInitExpr(input, &node->ss.ps);
     // Resolve now: a query sees one version of each model, and EXPLAIN can name it.
     resolve_model(s->calls[k], model->constvalue);
+    const RowColumns& cols = s->row_columns[k];
+    if (cols.first > 0) {
+      s->scorers[k] = column_scorer(s->calls[k], cols.rowtype, cols.first - 1, s->batch_size);
+      if (s->scorers[k]) s->scorer_width = std::max(s->scorer_width, column_scorer_width(s->scorers[k]));
+    }
   }
   s->rows = static_cast<TupleTableSlot**>(palloc(sizeof(TupleTableSlot*) * s->batch_size));
   for (int r = 0; r < s->batch_size; ++r)
@@ -572,11 +580,18 @@ void fill_batch(BatchScanState* s) {
   MemoryContextReset(s->batch_cxt);
   s->nrows = 0;
   s->pos = 0;
+  for (int k = 0; k < s->ncalls; ++k)
+    if (s->scorers[k]) column_scorer_start(s->scorers[k]);
   while (s->nrows < s->batch_size) {
     TupleTableSlot* slot = ExecProcNode(s->child);
     if (TupIsNull(slot)) {
       s->done = true;
       break;
+    }
+    if (s->scorer_width > 0) {
+      slot_getsomeattrs(slot, s->scorer_width);
+      for (int k = 0; k < s->ncalls; ++k)
+        if (s->scorers[k]) column_scorer_add(s->scorers[k], s->nrows, slot->tts_values, slot->tts_isnull);
     }
     ExecCopySlot(s->rows[s->nrows++], slot);
   }
@@ -588,6 +603,11 @@ void fill_batch(BatchScanState* s) {
     Datum* out = s->results + k * s->batch_size;
     bool* nulls = s->result_nulls + k * s->batch_size;
     const RowColumns& rc = s->row_columns[k];
+    if (s->scorers[k]) {  // a table row whose features were written as the rows came
+      for (int r = 0; r < s->nrows; ++r) nulls[r] = false;
+      column_scorer_score(s->scorers[k], s->nrows, s->wants[k], out);
+      continue;
+    }
     for (int r = 0; r < s->nrows && rc.first > 0; ++r) {
       TupleTableSlot* row = s->rows[r];
       slot_getsomeattrs(row, rc.first - 1 + rc.natts);

@@ -235,10 +235,88 @@ bool has_special_varno(Node* node, void*) {
   return expression_tree_walker(node, reinterpret_cast<bool (*)()>(has_special_varno), nullptr);
 }
 
+// The child columns (positions 1 .. limit-1) that expressions read through Vars of `varno`; `all`
+// when one reads a whole row.
+struct ColumnUse {
+  int varno;
+  int limit;
+  Bitmapset* cols;
+  bool all;
+};
+
+bool collect_column_use(Node* node, ColumnUse* use) {
+  if (!node) return false;
+  if (IsA(node, Var)) {
+    Var* v = reinterpret_cast<Var*>(node);
+    if (v->varno == use->varno && v->varlevelsup == 0) {
+      if (v->varattno <= 0) use->all = true;
+      else if (v->varattno < use->limit) use->cols = bms_add_member(use->cols, v->varattno);
+    }
+    return false;
+  }
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(collect_column_use), use);
+}
+
+void use_columns(ColumnUse* use, int n, const AttrNumber* idx) {
+  for (int k = 0; k < n; ++k) {
+    if (idx[k] <= 0) use->all = true;
+    else if (idx[k] < use->limit) use->cols = bms_add_member(use->cols, idx[k]);
+  }
+}
+
+// The columns as a list of Integers, in order (every one when `all`).
+List* used_column_list(const ColumnUse* use) {
+  List* out = NIL;
+  for (int c = 1; c < use->limit; ++c)
+    if (use->all || bms_is_member(c, use->cols)) out = lappend(out, makeInteger(c));
+  return out;
+}
+
+// The child columns an upper node reads from the rows below it (its OUTER_VAR positions before
+// `limit`): its expressions, and the columns it groups, partitions or orders by.
+List* upper_node_columns(Plan* plan, int limit) {
+  ColumnUse use = {OUTER_VAR, limit, nullptr, false};
+  collect_column_use(reinterpret_cast<Node*>(plan->targetlist), &use);
+  collect_column_use(reinterpret_cast<Node*>(plan->qual), &use);
+  switch (nodeTag(plan)) {
+    case T_Agg: {
+      Agg* agg = reinterpret_cast<Agg*>(plan);
+      use_columns(&use, agg->numCols, agg->grpColIdx);
+      if (agg->groupingSets != NIL || agg->chain != NIL) use.all = true;  // more sorts and groupings
+      break;
+    }
+    case T_Group: {
+      Group* group = reinterpret_cast<Group*>(plan);
+      use_columns(&use, group->numCols, group->grpColIdx);
+      break;
+    }
+    case T_WindowAgg: {
+      WindowAgg* w = reinterpret_cast<WindowAgg*>(plan);
+      use_columns(&use, w->partNumCols, w->partColIdx);
+      use_columns(&use, w->ordNumCols, w->ordColIdx);
+      collect_column_use(w->startOffset, &use);
+      collect_column_use(w->endOffset, &use);
+      collect_column_use(reinterpret_cast<Node*>(w->runCondition), &use);
+      collect_column_use(reinterpret_cast<Node*>(w->runConditionOrig), &use);
+      break;
+    }
+    case T_Result:
+      collect_column_use(reinterpret_cast<Result*>(plan)->resconstantqual, &use);
+      break;
+    default:
+      use.all = true;
+      break;
+  }
+  return used_column_list(&use);
+}
+
 extern const CustomScanMethods batch_scan_methods;
 
+// `copied`: the child columns (1-based positions) the rows the node returns must carry: those its
+// own target list and quals read, or, when it returns its scan rows as they are, those the node
+// above reads. The others are left NULL.
 CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, List* qual, List* calls,
-                            List* inputs, List* row_columns) {
+                            List* inputs, List* row_columns, List* copied) {
   CustomScan* cs = makeNode(CustomScan);
   cs->scan.plan.startup_cost = child->startup_cost;
   cs->scan.plan.total_cost = child->total_cost;
@@ -252,7 +330,7 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
   cs->custom_plans = list_make1(child);
   cs->custom_scan_tlist = custom_scan_tlist;
   // custom_exprs: model constant and input expression of each call; custom_private: what each
-  // wants, and (first, natts, rowtype) of its RowColumns.
+  // wants, (first, natts, rowtype) of its RowColumns, and the copied columns.
   List* exprs = NIL;
   List* wants = NIL;
   ListCell *lc, *li;
@@ -266,7 +344,7 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
                                                                                 : static_cast<int>(Want::Tensor)));
   }
   cs->custom_exprs = exprs;
-  cs->custom_private = list_make2(wants, row_columns);
+  cs->custom_private = list_make3(wants, row_columns, copied);
   cs->methods = &batch_scan_methods;
   return cs;
 }
@@ -360,9 +438,16 @@ Plan* rewrite_scan(Scan* scan, const RewriteContext* ctx) {
     k0++;
   }
 
+  // The node projects its target list (or returns rows that are exactly it): the rows above read
+  // what the target list and quals read.
+  ColumnUse use = {INDEX_VAR, first_call, nullptr, false};
+  collect_column_use(reinterpret_cast<Node*>(tlist), &use);
+  collect_column_use(reinterpret_cast<Node*>(qual), &use);
+
   scan->plan.targetlist = scan_tlist;
   scan->plan.qual = kept_qual;
-  CustomScan* cs = make_batch_node(&scan->plan, custom_tlist, tlist, qual, cc.calls, inputs, row_columns);
+  CustomScan* cs = make_batch_node(&scan->plan, custom_tlist, tlist, qual, cc.calls, inputs, row_columns,
+                                   used_column_list(&use));
   cs->custom_relids = bms_make_singleton(static_cast<int>(rti));
   return &cs->scan.plan;
 }
@@ -435,10 +520,13 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
     inputs = lappend(inputs, copyObject(lsecond(f->args)));
     pos++;
   }
-  CustomScan* cs = make_batch_node(child, custom_tlist, tlist, NIL, cc.calls, inputs, row_columns);
   ReplaceContext to_outer = {cc.calls, OUTER_VAR, first_call, 0, NIL, 0};
   plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
   plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
+  // The node returns its scan rows as they are (its target list is the identity): the node above
+  // reads them.
+  CustomScan* cs = make_batch_node(child, custom_tlist, tlist, NIL, cc.calls, inputs, row_columns,
+                                   upper_node_columns(plan, first_call));
   // The whole row itself is no longer needed when only inputs read from columns used it.
   if (reads_columns) {
     ListCell *li, *lr;
@@ -512,6 +600,12 @@ struct BatchScanState {
   int scorer_width;        // leading child columns the scorers read
   ExprState** inputs;
   int batch_size;
+  // Which child columns the rows keep: all (copy_all), else only copy_cols[0..ncopy-1] (0-based; the
+  // others stay NULL). All when a call reads its input from the kept rows.
+  bool copy_all;
+  int ncopy;
+  int* copy_cols;
+  bool copy_byref;  // a kept column is passed by reference: the kept rows own a copy
   TupleTableSlot** rows;
   int nrows;
   int pos;
@@ -541,6 +635,7 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   s->nchild = ExecGetResultType(s->child)->natts;
   List* wants = static_cast<List*>(linitial(cscan->custom_private));
   List* row_columns = static_cast<List*>(lsecond(cscan->custom_private));
+  List* copied = static_cast<List*>(lthird(cscan->custom_private));
   s->ncalls = list_length(wants);
   s->batch_size = batch_size;
   s->wants = static_cast<Want*>(palloc(sizeof(Want) * s->ncalls));
@@ -564,9 +659,21 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
       if (s->scorers[k]) s->scorer_width = std::max(s->scorer_width, column_scorer_width(s->scorers[k]));
     }
   }
+  TupleDesc child_desc = ExecGetResultType(s->child);
+  s->copy_all = false;
+  for (int k = 0; k < s->ncalls; ++k) s->copy_all = s->copy_all || !s->scorers[k];
+  s->copy_cols = static_cast<int*>(palloc(sizeof(int) * std::max(list_length(copied), 1)));
+  ListCell* lc;
+  foreach (lc, copied) {
+    int c = intVal(lfirst(lc)) - 1;
+    s->copy_cols[s->ncopy++] = c;
+    s->copy_byref = s->copy_byref || !TupleDescAttr(child_desc, c)->attbyval;
+  }
   s->rows = static_cast<TupleTableSlot**>(palloc(sizeof(TupleTableSlot*) * s->batch_size));
-  for (int r = 0; r < s->batch_size; ++r)
-    s->rows[r] = ExecAllocTableSlot(&estate->es_tupleTable, ExecGetResultType(s->child), &TTSOpsVirtual);
+  for (int r = 0; r < s->batch_size; ++r) {
+    s->rows[r] = ExecAllocTableSlot(&estate->es_tupleTable, child_desc, &TTSOpsVirtual);
+    if (!s->copy_all) memset(s->rows[r]->tts_isnull, true, sizeof(bool) * s->nchild);
+  }
   s->results = static_cast<Datum*>(palloc(sizeof(Datum) * s->batch_size * std::max(s->ncalls, 1)));
   s->result_nulls = static_cast<bool*>(palloc(sizeof(bool) * s->batch_size * std::max(s->ncalls, 1)));
   s->values = static_cast<RowValues*>(palloc(sizeof(RowValues) * s->batch_size));
@@ -593,7 +700,21 @@ void fill_batch(BatchScanState* s) {
       for (int k = 0; k < s->ncalls; ++k)
         if (s->scorers[k]) column_scorer_add(s->scorers[k], s->nrows, slot->tts_values, slot->tts_isnull);
     }
-    ExecCopySlot(s->rows[s->nrows++], slot);
+    if (s->copy_all) {
+      ExecCopySlot(s->rows[s->nrows], slot);
+    } else if (s->ncopy > 0) {  // only the columns the rows above read
+      TupleTableSlot* row = s->rows[s->nrows];
+      ExecClearTuple(row);
+      slot_getsomeattrs(slot, s->copy_cols[s->ncopy - 1] + 1);
+      for (int j = 0; j < s->ncopy; ++j) {
+        int c = s->copy_cols[j];
+        row->tts_values[c] = slot->tts_values[c];
+        row->tts_isnull[c] = slot->tts_isnull[c];
+      }
+      ExecStoreVirtualTuple(row);
+      if (s->copy_byref) ExecMaterializeSlot(row);
+    }
+    s->nrows++;
   }
   if (s->nrows == 0) return;
   MemoryContext old = MemoryContextSwitchTo(s->batch_cxt);
@@ -642,10 +763,19 @@ TupleTableSlot* next_row(ScanState* ss) {
   TupleTableSlot* out = ss->ss_ScanTupleSlot;
   TupleTableSlot* row = s->rows[s->pos];
   ExecClearTuple(out);
-  slot_getallattrs(row);
-  for (int c = 0; c < s->nchild; ++c) {
-    out->tts_values[c] = row->tts_values[c];
-    out->tts_isnull[c] = row->tts_isnull[c];
+  if (s->copy_all) {
+    slot_getallattrs(row);
+    for (int c = 0; c < s->nchild; ++c) {
+      out->tts_values[c] = row->tts_values[c];
+      out->tts_isnull[c] = row->tts_isnull[c];
+    }
+  } else {
+    memset(out->tts_isnull, true, sizeof(bool) * s->nchild);
+    for (int j = 0; j < s->ncopy; ++j) {
+      int c = s->copy_cols[j];
+      out->tts_values[c] = row->tts_values[c];
+      out->tts_isnull[c] = row->tts_isnull[c];
+    }
   }
   for (int k = 0; k < s->ncalls; ++k) {
     out->tts_values[s->nchild + k] = s->results[k * s->batch_size + s->pos];

@@ -20,6 +20,13 @@ QUERIES = [
     "SELECT id, flock.predict('lin', t) FROM pts t WHERE id IN (SELECT id FROM pts WHERE id % 5 = 0) ORDER BY id",
     "SELECT s.id, (SELECT flock.predict('lin', t) FROM pts t WHERE t.id = s.id) FROM pts s WHERE s.id < 40 ORDER BY 1",
     "SELECT id, flock.predict('lin', ROW(a, b)) FROM (SELECT id, a, b FROM pts WHERE b IS NOT NULL OFFSET 0) t ORDER BY id",
+    # The batch node returns only the columns the node above reads: grouping, partitioning and
+    # ordering columns, aggregate arguments, filters, grouping sets.
+    "SELECT b, a::int % 3 AS g, sum(flock.predict('lin', t)), max(id) FILTER (WHERE a > 20) FROM nulls_ok t GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 1, 2",
+    "SELECT b, sum(flock.predict('lin', t)) FROM nulls_ok t GROUP BY GROUPING SETS ((b), ()) ORDER BY 1, 2",
+    "SELECT sum(flock.predict('lin', t)), count(*) FROM nulls_ok t GROUP BY b, a::int % 3 ORDER BY 1, 2",
+    "SELECT id, b, sum(flock.predict('lin', t)) OVER (), count(*) OVER () FROM nulls_ok t ORDER BY id",
+    "SELECT DISTINCT b, flock.predict('stump', ROW(a, b)) FROM pts t ORDER BY 1, 2",
 ]
 
 

@@ -349,6 +349,102 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
   return cs;
 }
 
+// OUTER_VAR references to child column i become references to column sources[i - 1] (1-based;
+// 0: the column has no source, and ok turns false).
+struct RemapContext {
+  const int* sources;
+  int n;
+  bool ok;
+};
+
+Node* remap_outer(Node* node, RemapContext* rc) {
+  if (!node) return nullptr;
+  if (IsA(node, Var) && reinterpret_cast<Var*>(node)->varno == OUTER_VAR) {
+    Var* v = reinterpret_cast<Var*>(copyObject(node));
+    if (v->varattno < 1 || v->varattno > rc->n || rc->sources[v->varattno - 1] == 0) rc->ok = false;
+    else v->varattno = static_cast<AttrNumber>(rc->sources[v->varattno - 1]);
+    return reinterpret_cast<Node*>(v);
+  }
+  return expression_tree_mutator(node, reinterpret_cast<Node* (*)()>(remap_outer), rc);
+}
+
+// When the batch node's child is a table scan whose columns are all plain table columns (or NULL
+// placeholders), the scan can return the table's rows as they are, with no projection per row:
+// its target list becomes the table's columns, and the node takes its child column i from table
+// column sources[i] (0: NULL). The sources go last in custom_private (NIL: the child's columns as
+// planned).
+void read_table_rows(CustomScan* cs, Plan* child, const RewriteContext* ctx) {
+  List* sources = NIL;
+  Index rti = 0;
+  switch (nodeTag(child)) {
+    case T_SeqScan: case T_SampleScan: case T_IndexScan: case T_BitmapHeapScan: case T_TidScan:
+    case T_TidRangeScan:
+      rti = reinterpret_cast<Scan*>(child)->scanrelid;
+      break;
+    default:
+      break;
+  }
+  if (rti == 0 || !ctx->rtable || rt_fetch(rti, ctx->rtable)->rtekind != RTE_RELATION) {
+    cs->custom_private = lappend(cs->custom_private, NIL);
+    return;
+  }
+  int n = list_length(child->targetlist);
+  int* src = static_cast<int*>(palloc0(sizeof(int) * std::max(n, 1)));
+  bool ok = true;
+  ListCell* lc;
+  foreach (lc, child->targetlist) {
+    TargetEntry* te = static_cast<TargetEntry*>(lfirst(lc));
+    Node* e = reinterpret_cast<Node*>(te->expr);
+    if (te->resjunk) ok = false;
+    else if (IsA(e, Var) && reinterpret_cast<Var*>(e)->varno == static_cast<int>(rti) &&
+             reinterpret_cast<Var*>(e)->varlevelsup == 0 && reinterpret_cast<Var*>(e)->varattno >= 1)
+      src[te->resno - 1] = reinterpret_cast<Var*>(e)->varattno;
+    else if (!IsA(e, Const) || !reinterpret_cast<Const*>(e)->constisnull) ok = false;
+  }
+  // Whole table rows read from columns: the table's columns in order.
+  List* row_columns = static_cast<List*>(lsecond(cs->custom_private));
+  foreach (lc, row_columns) {
+    List* rc = static_cast<List*>(lfirst(lc));
+    int first = intVal(linitial(rc));
+    for (int a = 0; ok && first > 0 && a < intVal(lsecond(rc)); ++a) ok = src[first - 1 + a] == a + 1;
+  }
+  // Inputs evaluated on the child's rows (not those read from columns: never evaluated).
+  RemapContext remap = {src, n, true};
+  List* exprs = NIL;
+  for (int k = 0; k < list_length(row_columns); ++k) {
+    Node* input = static_cast<Node*>(list_nth(cs->custom_exprs, 2 * k + 1));
+    bool from_columns = intVal(linitial(static_cast<List*>(list_nth(row_columns, k)))) > 0;
+    exprs = lappend(exprs, list_nth(cs->custom_exprs, 2 * k));
+    exprs = lappend(exprs, from_columns ? input : remap_outer(input, &remap));
+  }
+  // The table: no dropped columns or columns added with a default since its rows were written,
+  // else the scan would project its rows anyway.
+  Relation rel = table_open(rt_fetch(rti, ctx->rtable)->relid, NoLock);  // the planner holds its lock
+  TupleDesc desc = RelationGetDescr(rel);
+  List* physical = NIL;
+  for (int a = 0; ok && a < desc->natts; ++a) {
+    Form_pg_attribute att = TupleDescAttr(desc, a);
+    ok = !att->attisdropped && !att->atthasmissing;
+    physical = lappend(physical, makeTargetEntry(reinterpret_cast<Expr*>(makeVar(static_cast<int>(rti), static_cast<AttrNumber>(a + 1),
+                                                                               att->atttypid, att->atttypmod,
+                                                                               att->attcollation, 0)),
+                                                 static_cast<AttrNumber>(a + 1), nullptr, false));
+  }
+  table_close(rel, NoLock);
+  if (!ok || !remap.ok) {
+    cs->custom_private = lappend(cs->custom_private, NIL);
+    return;
+  }
+  foreach (lc, row_columns) {
+    List* rc = static_cast<List*>(lfirst(lc));
+    if (intVal(linitial(rc)) > 0) linitial(rc) = makeInteger(1);
+  }
+  cs->custom_exprs = exprs;
+  child->targetlist = physical;
+  for (int i = 0; i < n; ++i) sources = lappend(sources, makeInteger(src[i]));
+  cs->custom_private = lappend(cs->custom_private, sources);
+}
+
 bool is_plain_scan(Plan* plan) {
   switch (nodeTag(plan)) {
     case T_SeqScan: case T_SampleScan: case T_IndexScan: case T_BitmapHeapScan: case T_TidScan:
@@ -449,6 +545,7 @@ Plan* rewrite_scan(Scan* scan, const RewriteContext* ctx) {
   CustomScan* cs = make_batch_node(&scan->plan, custom_tlist, tlist, qual, cc.calls, inputs, row_columns,
                                    used_column_list(&use));
   cs->custom_relids = bms_make_singleton(static_cast<int>(rti));
+  read_table_rows(cs, &scan->plan, ctx);
   return &cs->scan.plan;
 }
 
@@ -539,6 +636,7 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
         blank_whole_row(child->targetlist, custom_tlist, whole->varattno, whole->vartype);
     }
   }
+  read_table_rows(cs, child, ctx);
   plan->lefttree = &cs->scan.plan;
   return plan;
 }
@@ -592,7 +690,9 @@ struct BatchScanState {
   CustomScanState css;
   PlanState* child;
   int ncalls;
-  int nchild;  // columns of the child's rows
+  int nchild;   // columns of the child's rows
+  int nlayout;  // columns of the node's scan rows before the predictions
+  int* source;  // [nlayout] the child column (0-based) scan row column i comes from, -1: NULL
   Want* wants;
   RowColumns* row_columns;
   CallState** calls;
@@ -600,11 +700,13 @@ struct BatchScanState {
   int scorer_width;        // leading child columns the scorers read
   ExprState** inputs;
   int batch_size;
-  // Which child columns the rows keep: all (copy_all), else only copy_cols[0..ncopy-1] (0-based; the
-  // others stay NULL). All when a call reads its input from the kept rows.
+  // Which child columns the rows keep: all (copy_all), else only those of the scan row columns
+  // copy_cols[0..ncopy-1] (0-based; the others stay NULL). All when a call reads its input from the
+  // kept rows.
   bool copy_all;
   int ncopy;
   int* copy_cols;
+  int copy_width;   // leading child columns the kept ones are among
   bool copy_byref;  // a kept column is passed by reference: the kept rows own a copy
   TupleTableSlot** rows;
   int nrows;
@@ -636,6 +738,7 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   List* wants = static_cast<List*>(linitial(cscan->custom_private));
   List* row_columns = static_cast<List*>(lsecond(cscan->custom_private));
   List* copied = static_cast<List*>(lthird(cscan->custom_private));
+  List* sources = static_cast<List*>(lfourth(cscan->custom_private));
   s->ncalls = list_length(wants);
   s->batch_size = batch_size;
   s->wants = static_cast<Want*>(palloc(sizeof(Want) * s->ncalls));
@@ -660,6 +763,12 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
     }
   }
   TupleDesc child_desc = ExecGetResultType(s->child);
+  s->nlayout = node->ss.ss_ScanTupleSlot->tts_tupleDescriptor->natts - s->ncalls;
+  s->source = static_cast<int*>(palloc(sizeof(int) * std::max(s->nlayout, 1)));
+  if (sources != NIL && list_length(sources) != s->nlayout)
+    elog(ERROR, "flock: batch node has %d child columns, %d sources", s->nlayout, list_length(sources));
+  for (int i = 0; i < s->nlayout; ++i)
+    s->source[i] = sources == NIL ? i : intVal(list_nth(sources, i)) - 1;
   s->copy_all = false;
   for (int k = 0; k < s->ncalls; ++k) s->copy_all = s->copy_all || !s->scorers[k];
   s->copy_cols = static_cast<int*>(palloc(sizeof(int) * std::max(list_length(copied), 1)));
@@ -667,7 +776,9 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   foreach (lc, copied) {
     int c = intVal(lfirst(lc)) - 1;
     s->copy_cols[s->ncopy++] = c;
-    s->copy_byref = s->copy_byref || !TupleDescAttr(child_desc, c)->attbyval;
+    if (s->source[c] < 0) continue;
+    s->copy_width = std::max(s->copy_width, s->source[c] + 1);
+    s->copy_byref = s->copy_byref || !TupleDescAttr(child_desc, s->source[c])->attbyval;
   }
   s->rows = static_cast<TupleTableSlot**>(palloc(sizeof(TupleTableSlot*) * s->batch_size));
   for (int r = 0; r < s->batch_size; ++r) {
@@ -705,9 +816,10 @@ void fill_batch(BatchScanState* s) {
     } else if (s->ncopy > 0) {  // only the columns the rows above read
       TupleTableSlot* row = s->rows[s->nrows];
       ExecClearTuple(row);
-      slot_getsomeattrs(slot, s->copy_cols[s->ncopy - 1] + 1);
+      slot_getsomeattrs(slot, s->copy_width);
       for (int j = 0; j < s->ncopy; ++j) {
-        int c = s->copy_cols[j];
+        int c = s->source[s->copy_cols[j]];
+        if (c < 0) continue;
         row->tts_values[c] = slot->tts_values[c];
         row->tts_isnull[c] = slot->tts_isnull[c];
       }
@@ -763,23 +875,27 @@ TupleTableSlot* next_row(ScanState* ss) {
   TupleTableSlot* out = ss->ss_ScanTupleSlot;
   TupleTableSlot* row = s->rows[s->pos];
   ExecClearTuple(out);
+  memset(out->tts_isnull, true, sizeof(bool) * s->nlayout);
   if (s->copy_all) {
     slot_getallattrs(row);
-    for (int c = 0; c < s->nchild; ++c) {
-      out->tts_values[c] = row->tts_values[c];
-      out->tts_isnull[c] = row->tts_isnull[c];
+    for (int i = 0; i < s->nlayout; ++i) {
+      int c = s->source[i];
+      if (c < 0) continue;
+      out->tts_values[i] = row->tts_values[c];
+      out->tts_isnull[i] = row->tts_isnull[c];
     }
   } else {
-    memset(out->tts_isnull, true, sizeof(bool) * s->nchild);
     for (int j = 0; j < s->ncopy; ++j) {
-      int c = s->copy_cols[j];
-      out->tts_values[c] = row->tts_values[c];
-      out->tts_isnull[c] = row->tts_isnull[c];
+      int i = s->copy_cols[j];
+      int c = s->source[i];
+      if (c < 0) continue;
+      out->tts_values[i] = row->tts_values[c];
+      out->tts_isnull[i] = row->tts_isnull[c];
     }
   }
   for (int k = 0; k < s->ncalls; ++k) {
-    out->tts_values[s->nchild + k] = s->results[k * s->batch_size + s->pos];
-    out->tts_isnull[s->nchild + k] = s->result_nulls[k * s->batch_size + s->pos];
+    out->tts_values[s->nlayout + k] = s->results[k * s->batch_size + s->pos];
+    out->tts_isnull[s->nlayout + k] = s->result_nulls[k * s->batch_size + s->pos];
   }
   ExecStoreVirtualTuple(out);
   s->pos++;

@@ -27,6 +27,9 @@ QUERIES = [
     "SELECT sum(flock.predict('lin', t)), count(*) FROM nulls_ok t GROUP BY b, a::int % 3 ORDER BY 1, 2",
     "SELECT id, b, sum(flock.predict('lin', t)) OVER (), count(*) OVER () FROM nulls_ok t ORDER BY id",
     "SELECT DISTINCT b, flock.predict('stump', ROW(a, b)) FROM pts t ORDER BY 1, 2",
+    # Inputs evaluated as expressions next to a whole row read from columns.
+    "SELECT id, flock.predict_proba('stump', ARRAY[b, a]::float4[]), flock.predict('lin', t) FROM nulls_ok t ORDER BY id",
+    "SELECT b, sum(flock.predict('lin', t)), max(flock.predict_proba('stump', ARRAY[b, a]::float4[])) FROM nulls_ok t GROUP BY b ORDER BY b",
 ]
 
 
@@ -77,6 +80,9 @@ def test_batched_equals_per_row(conn, sql):
 def test_explain_names_model_version_and_batch_size(conn):
     plan = explain(conn, "SELECT sum(flock.predict('lin', t)) FROM nulls_ok t")
     assert "FlockBatchScore" in plan and "Flock Model: lin@1 (predict)" in plan and "Batch Size: 1024" in plan
+    # The scan returns the table's rows as they are (no projection); the batch node reads them.
+    plan = explain(conn, "VERBOSE SELECT b, sum(flock.predict('lin', t)) FROM nulls_ok t GROUP BY b")
+    assert plan.split("Seq Scan on public.nulls_ok t")[1].split("\n")[1].strip() == "Output: id, a, b", plan
     plan = explain(conn, "SELECT id FROM nulls_ok t WHERE flock.predict('lin', t) > 1")
     assert "FlockBatchScore" in plan and "Filter" in plan
     with conn.cursor() as cur:

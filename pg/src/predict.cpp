@@ -623,7 +623,9 @@ void run_batch(const flock::Model* model, const char* label, const flock::Featur
     for (size_t k = 0; k < total; ++k) out.numbers[k] = chosen->as_double(k);
     return;
   }
-  flock::Prediction p = model->predict(batch);
+  flock::Prediction p = model->predict(batch, want == Want::Value   ? flock::kPredictValues
+                                              : want == Want::Label ? flock::kPredictLabels
+                                                                    : flock::kPredictProba);
   if (want == Want::Value) {
     if (sig.task == flock::Task::Classification && !sig.numeric_labels)
       flock::fail(flock::ErrorCode::TypeMismatch,

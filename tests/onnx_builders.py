@@ -16,18 +16,29 @@ def _model(graph, ml_opset=1):
     return m
 
 
-def linear_regressor(coefs, intercept, feature_names=None):
-    """y = coefs · x + intercept, float input [N, len(coefs)]."""
+def linear_regressor(coefs, intercept, feature_names=None, input_type=TensorProto.FLOAT):
+    """y = coefs · x + intercept, input [N, len(coefs)] (float unless input_type says otherwise)."""
     n = len(coefs)
     node = helper.make_node("LinearRegressor", ["input"], ["variable"], domain="ai.onnx.ml",
                             coefficients=[float(c) for c in coefs], intercepts=[float(intercept)])
     graph = helper.make_graph([node], "linear",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", n])],
+                              [helper.make_tensor_value_info("input", input_type, ["N", n])],
                               [helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])])
     m = _model(graph)
     if feature_names is not None:
         helper.set_model_props(m, {"feature_names": json.dumps(feature_names)})
     return m.SerializeToString()
+
+
+def multi_input_linear(names, coefs, intercept):
+    """The linear regressor over one float input [N, 1] per name (Concat in that order)."""
+    concat = helper.make_node("Concat", list(names), ["x"], axis=1)
+    node = helper.make_node("LinearRegressor", ["x"], ["variable"], domain="ai.onnx.ml",
+                            coefficients=[float(c) for c in coefs], intercepts=[float(intercept)])
+    graph = helper.make_graph([concat, node], "multi_linear",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 1]) for n in names],
+                              [helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])])
+    return _model(graph).SerializeToString()
 
 
 def stump_classifier(feature, threshold, labels=(0, 1), n_features=2, feature_names=None):

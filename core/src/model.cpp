@@ -555,7 +555,21 @@ std::vector<Tensor> Model::run(const FeatureBatch& batch) const {
   return plan_->run(std::move(feed));
 }
 
-Prediction Model::predict(const FeatureBatch& batch) const {
+namespace {
+
+// out[k] = t's element k as double, for the first n elements (one type switch, not one per element).
+void as_doubles(const Tensor& t, double* out, size_t n) {
+  switch (t.type) {
+    case ElemType::Float: for (size_t k = 0; k < n; ++k) out[k] = t.f[k]; break;
+    case ElemType::Double: for (size_t k = 0; k < n; ++k) out[k] = t.d[k]; break;
+    case ElemType::Int64: for (size_t k = 0; k < n; ++k) out[k] = static_cast<double>(t.i[k]); break;
+    default: for (size_t k = 0; k < n; ++k) out[k] = t.as_double(k); break;
+  }
+}
+
+}  // namespace
+
+Prediction Model::predict(const FeatureBatch& batch, unsigned parts) const {
   std::vector<Tensor> outputs = run(batch);
   Prediction p;
   p.rows = batch.rows;
@@ -573,27 +587,31 @@ Prediction Model::predict(const FeatureBatch& batch) const {
       fail(ErrorCode::TypeMismatch, fmt::format("model returns {} values per row, not one", width),
            "Use flock.predict_tensor for the whole output, or flock.predict_proba for class scores.");
     p.values.resize(batch.rows);
-    for (int64_t r = 0; r < batch.rows; ++r) p.values[r] = out.as_double(r);
+    as_doubles(out, p.values.data(), p.values.size());
     return p;
   }
   const Tensor& label = outputs[label_output_];
   if (label.numel() != batch.rows)
     fail(ErrorCode::Internal, fmt::format("model label output has {} values for {} rows", label.numel(), batch.rows));
-  p.labels.resize(batch.rows);
   if (label.type == ElemType::String) {
-    p.labels = label.s;
+    if (parts & kPredictLabels) p.labels = label.s;
   } else {
-    p.values.resize(batch.rows);
-    for (int64_t r = 0; r < batch.rows; ++r) {
-      p.values[r] = label.as_double(r);
-      p.labels[r] = std::to_string(label.i[r]);
+    if (parts & kPredictValues) {
+      p.values.resize(batch.rows);
+      as_doubles(label, p.values.data(), p.values.size());
+    }
+    if (parts & kPredictLabels) {
+      p.labels.resize(batch.rows);
+      for (int64_t r = 0; r < batch.rows; ++r) p.labels[r] = std::to_string(label.i[r]);
     }
   }
   if (score_output_ >= 0) {
     const Tensor& scores = outputs[score_output_];
     p.n_classes = scores.cols();
-    p.proba.resize(scores.numel());
-    for (size_t k = 0; k < p.proba.size(); ++k) p.proba[k] = scores.as_double(k);
+    if (parts & kPredictProba) {
+      p.proba.resize(scores.numel());
+      as_doubles(scores, p.proba.data(), p.proba.size());
+    }
   }
   return p;
 }

@@ -235,10 +235,88 @@ bool has_special_varno(Node* node, void*) {
   return expression_tree_walker(node, reinterpret_cast<bool (*)()>(has_special_varno), nullptr);
 }
 
+// The child columns (positions 1 .. limit-1) that expressions read through Vars of `varno`; `all`
+// when one reads a whole row.
+struct ColumnUse {
+  int varno;
+  int limit;
+  Bitmapset* cols;
+  bool all;
+};
+
+bool collect_column_use(Node* node, ColumnUse* use) {
+  if (!node) return false;
+  if (IsA(node, Var)) {
+    Var* v = reinterpret_cast<Var*>(node);
+    if (v->varno == use->varno && v->varlevelsup == 0) {
+      if (v->varattno <= 0) use->all = true;
+      else if (v->varattno < use->limit) use->cols = bms_add_member(use->cols, v->varattno);
+    }
+    return false;
+  }
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(collect_column_use), use);
+}
+
+void use_columns(ColumnUse* use, int n, const AttrNumber* idx) {
+  for (int k = 0; k < n; ++k) {
+    if (idx[k] <= 0) use->all = true;
+    else if (idx[k] < use->limit) use->cols = bms_add_member(use->cols, idx[k]);
+  }
+}
+
+// The columns as a list of Integers, in order (every one when `all`).
+List* used_column_list(const ColumnUse* use) {
+  List* out = NIL;
+  for (int c = 1; c < use->limit; ++c)
+    if (use->all || bms_is_member(c, use->cols)) out = lappend(out, makeInteger(c));
+  return out;
+}
+
+// The child columns an upper node reads from the rows below it (its OUTER_VAR positions before
+// `limit`): its expressions, and the columns it groups, partitions or orders by.
+List* upper_node_columns(Plan* plan, int limit) {
+  ColumnUse use = {OUTER_VAR, limit, nullptr, false};
+  collect_column_use(reinterpret_cast<Node*>(plan->targetlist), &use);
+  collect_column_use(reinterpret_cast<Node*>(plan->qual), &use);
+  switch (nodeTag(plan)) {
+    case T_Agg: {
+      Agg* agg = reinterpret_cast<Agg*>(plan);
+      use_columns(&use, agg->numCols, agg->grpColIdx);
+      if (agg->groupingSets != NIL || agg->chain != NIL) use.all = true;  // more sorts and groupings
+      break;
+    }
+    case T_Group: {
+      Group* group = reinterpret_cast<Group*>(plan);
+      use_columns(&use, group->numCols, group->grpColIdx);
+      break;
+    }
+    case T_WindowAgg: {
+      WindowAgg* w = reinterpret_cast<WindowAgg*>(plan);
+      use_columns(&use, w->partNumCols, w->partColIdx);
+      use_columns(&use, w->ordNumCols, w->ordColIdx);
+      collect_column_use(w->startOffset, &use);
+      collect_column_use(w->endOffset, &use);
+      collect_column_use(reinterpret_cast<Node*>(w->runCondition), &use);
+      collect_column_use(reinterpret_cast<Node*>(w->runConditionOrig), &use);
+      break;
+    }
+    case T_Result:
+      collect_column_use(reinterpret_cast<Result*>(plan)->resconstantqual, &use);
+      break;
+    default:
+      use.all = true;
+      break;
+  }
+  return used_column_list(&use);
+}
+
 extern const CustomScanMethods batch_scan_methods;
 
+// `copied`: the child columns (1-based positions) the rows the node returns must carry: those its
+// own target list and quals read, or, when it returns its scan rows as they are, those the node
+// above reads. The others are left NULL.
 CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, List* qual, List* calls,
-                            List* inputs, List* row_columns) {
+                            List* inputs, List* row_columns, List* copied) {
   CustomScan* cs = makeNode(CustomScan);
   cs->scan.plan.startup_cost = child->startup_cost;
   cs->scan.plan.total_cost = child->total_cost;
@@ -252,7 +330,7 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
   cs->custom_plans = list_make1(child);
   cs->custom_scan_tlist = custom_scan_tlist;
   // custom_exprs: model constant and input expression of each call; custom_private: what each
-  // wants, and (first, natts, rowtype) of its RowColumns.
+  // wants, (first, natts, rowtype) of its RowColumns, and the copied columns.
   List* exprs = NIL;
   List* wants = NIL;
   ListCell *lc, *li;
@@ -266,9 +344,105 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
                                                                                 : static_cast<int>(Want::Tensor)));
   }
   cs->custom_exprs = exprs;
-  cs->custom_private = list_make2(wants, row_columns);
+  cs->custom_private = list_make3(wants, row_columns, copied);
   cs->methods = &batch_scan_methods;
   return cs;
+}
+
+// OUTER_VAR references to child column i become references to column sources[i - 1] (1-based;
+// 0: the column has no source, and ok turns false).
+struct RemapContext {
+  const int* sources;
+  int n;
+  bool ok;
+};
+
+Node* remap_outer(Node* node, RemapContext* rc) {
+  if (!node) return nullptr;
+  if (IsA(node, Var) && reinterpret_cast<Var*>(node)->varno == OUTER_VAR) {
+    Var* v = reinterpret_cast<Var*>(copyObject(node));
+    if (v->varattno < 1 || v->varattno > rc->n || rc->sources[v->varattno - 1] == 0) rc->ok = false;
+    else v->varattno = static_cast<AttrNumber>(rc->sources[v->varattno - 1]);
+    return reinterpret_cast<Node*>(v);
+  }
+  return expression_tree_mutator(node, reinterpret_cast<Node* (*)()>(remap_outer), rc);
+}
+
+// When the batch node's child is a table scan whose columns are all plain table columns (or NULL
+// placeholders), the scan can return the table's rows as they are, with no projection per row:
+// its target list becomes the table's columns, and the node takes its child column i from table
+// column sources[i] (0: NULL). The sources go last in custom_private (NIL: the child's columns as
+// planned).
+void read_table_rows(CustomScan* cs, Plan* child, const RewriteContext* ctx) {
+  List* sources = NIL;
+  Index rti = 0;
+  switch (nodeTag(child)) {
+    case T_SeqScan: case T_SampleScan: case T_IndexScan: case T_BitmapHeapScan: case T_TidScan:
+    case T_TidRangeScan:
+      rti = reinterpret_cast<Scan*>(child)->scanrelid;
+      break;
+    default:
+      break;
+  }
+  if (rti == 0 || !ctx->rtable || rt_fetch(rti, ctx->rtable)->rtekind != RTE_RELATION) {
+    cs->custom_private = lappend(cs->custom_private, NIL);
+    return;
+  }
+  int n = list_length(child->targetlist);
+  int* src = static_cast<int*>(palloc0(sizeof(int) * std::max(n, 1)));
+  bool ok = true;
+  ListCell* lc;
+  foreach (lc, child->targetlist) {
+    TargetEntry* te = static_cast<TargetEntry*>(lfirst(lc));
+    Node* e = reinterpret_cast<Node*>(te->expr);
+    if (te->resjunk) ok = false;
+    else if (IsA(e, Var) && reinterpret_cast<Var*>(e)->varno == static_cast<int>(rti) &&
+             reinterpret_cast<Var*>(e)->varlevelsup == 0 && reinterpret_cast<Var*>(e)->varattno >= 1)
+      src[te->resno - 1] = reinterpret_cast<Var*>(e)->varattno;
+    else if (!IsA(e, Const) || !reinterpret_cast<Const*>(e)->constisnull) ok = false;
+  }
+  // Whole table rows read from columns: the table's columns in order.
+  List* row_columns = static_cast<List*>(lsecond(cs->custom_private));
+  foreach (lc, row_columns) {
+    List* rc = static_cast<List*>(lfirst(lc));
+    int first = intVal(linitial(rc));
+    for (int a = 0; ok && first > 0 && a < intVal(lsecond(rc)); ++a) ok = src[first - 1 + a] == a + 1;
+  }
+  // Inputs evaluated on the child's rows (not those read from columns: never evaluated).
+  RemapContext remap = {src, n, true};
+  List* exprs = NIL;
+  for (int k = 0; k < list_length(row_columns); ++k) {
+    Node* input = static_cast<Node*>(list_nth(cs->custom_exprs, 2 * k + 1));
+    bool from_columns = intVal(linitial(static_cast<List*>(list_nth(row_columns, k)))) > 0;
+    exprs = lappend(exprs, list_nth(cs->custom_exprs, 2 * k));
+    exprs = lappend(exprs, from_columns ? input : remap_outer(input, &remap));
+  }
+  // The table: no dropped columns or columns added with a default since its rows were written,
+  // else the scan would project its rows anyway.
+  Relation rel = table_open(rt_fetch(rti, ctx->rtable)->relid, NoLock);  // the planner holds its lock
+  TupleDesc desc = RelationGetDescr(rel);
+  List* physical = NIL;
+  for (int a = 0; ok && a < desc->natts; ++a) {
+    Form_pg_attribute att = TupleDescAttr(desc, a);
+    ok = !att->attisdropped && !att->atthasmissing;
+    physical = lappend(physical, makeTargetEntry(reinterpret_cast<Expr*>(makeVar(static_cast<int>(rti), static_cast<AttrNumber>(a + 1),
+                                                                               att->atttypid, att->atttypmod,
+                                                                               att->attcollation, 0)),
+                                                 static_cast<AttrNumber>(a + 1), nullptr, false));
+  }
+  table_close(rel, NoLock);
+  if (!ok || !remap.ok) {
+    cs->custom_private = lappend(cs->custom_private, NIL);
+    return;
+  }
+  foreach (lc, row_columns) {
+    List* rc = static_cast<List*>(lfirst(lc));
+    if (intVal(linitial(rc)) > 0) linitial(rc) = makeInteger(1);
+  }
+  cs->custom_exprs = exprs;
+  child->targetlist = physical;
+  for (int i = 0; i < n; ++i) sources = lappend(sources, makeInteger(src[i]));
+  cs->custom_private = lappend(cs->custom_private, sources);
 }
 
 bool is_plain_scan(Plan* plan) {
@@ -360,10 +534,18 @@ Plan* rewrite_scan(Scan* scan, const RewriteContext* ctx) {
     k0++;
   }
 
+  // The node projects its target list (or returns rows that are exactly it): the rows above read
+  // what the target list and quals read.
+  ColumnUse use = {INDEX_VAR, first_call, nullptr, false};
+  collect_column_use(reinterpret_cast<Node*>(tlist), &use);
+  collect_column_use(reinterpret_cast<Node*>(qual), &use);
+
   scan->plan.targetlist = scan_tlist;
   scan->plan.qual = kept_qual;
-  CustomScan* cs = make_batch_node(&scan->plan, custom_tlist, tlist, qual, cc.calls, inputs, row_columns);
+  CustomScan* cs = make_batch_node(&scan->plan, custom_tlist, tlist, qual, cc.calls, inputs, row_columns,
+                                   used_column_list(&use));
   cs->custom_relids = bms_make_singleton(static_cast<int>(rti));
+  read_table_rows(cs, &scan->plan, ctx);
   return &cs->scan.plan;
 }
 
@@ -435,10 +617,13 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
     inputs = lappend(inputs, copyObject(lsecond(f->args)));
     pos++;
   }
-  CustomScan* cs = make_batch_node(child, custom_tlist, tlist, NIL, cc.calls, inputs, row_columns);
   ReplaceContext to_outer = {cc.calls, OUTER_VAR, first_call, 0, NIL, 0};
   plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
   plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
+  // The node returns its scan rows as they are (its target list is the identity): the node above
+  // reads them.
+  CustomScan* cs = make_batch_node(child, custom_tlist, tlist, NIL, cc.calls, inputs, row_columns,
+                                   upper_node_columns(plan, first_call));
   // The whole row itself is no longer needed when only inputs read from columns used it.
   if (reads_columns) {
     ListCell *li, *lr;
@@ -451,6 +636,7 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
         blank_whole_row(child->targetlist, custom_tlist, whole->varattno, whole->vartype);
     }
   }
+  read_table_rows(cs, child, ctx);
   plan->lefttree = &cs->scan.plan;
   return plan;
 }
@@ -504,12 +690,24 @@ struct BatchScanState {
   CustomScanState css;
   PlanState* child;
   int ncalls;
-  int nchild;  // columns of the child's rows
+  int nchild;   // columns of the child's rows
+  int nlayout;  // columns of the node's scan rows before the predictions
+  int* source;  // [nlayout] the child column (0-based) scan row column i comes from, -1: NULL
   Want* wants;
   RowColumns* row_columns;
   CallState** calls;
+  ColumnScorer** scorers;  // per call: its features go straight into the model's input (else nullptr)
+  int scorer_width;        // leading child columns the scorers read
   ExprState** inputs;
   int batch_size;
+  // Which child columns the rows keep: all (copy_all), else only those of the scan row columns
+  // copy_cols[0..ncopy-1] (0-based; the others stay NULL). All when a call reads its input from the
+  // kept rows.
+  bool copy_all;
+  int ncopy;
+  int* copy_cols;
+  int copy_width;   // leading child columns the kept ones are among
+  bool copy_byref;  // a kept column is passed by reference: the kept rows own a copy
   TupleTableSlot** rows;
   int nrows;
   int pos;
@@ -539,12 +737,15 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   s->nchild = ExecGetResultType(s->child)->natts;
   List* wants = static_cast<List*>(linitial(cscan->custom_private));
   List* row_columns = static_cast<List*>(lsecond(cscan->custom_private));
+  List* copied = static_cast<List*>(lthird(cscan->custom_private));
+  List* sources = static_cast<List*>(lfourth(cscan->custom_private));
   s->ncalls = list_length(wants);
   s->batch_size = batch_size;
   s->wants = static_cast<Want*>(palloc(sizeof(Want) * s->ncalls));
   s->row_columns = static_cast<RowColumns*>(palloc(sizeof(RowColumns) * std::max(s->ncalls, 1)));
   s->calls = static_cast<CallState**>(palloc(sizeof(CallState*) * s->ncalls));
   s->inputs = static_cast<ExprState**>(palloc(sizeof(ExprState*) * s->ncalls));
+  s->scorers = static_cast<ColumnScorer**>(palloc0(sizeof(ColumnScorer*) * std::max(s->ncalls, 1)));
   for (int k = 0; k < s->ncalls; ++k) {
     s->wants[k] = static_cast<Want>(intVal(list_nth(wants, k)));
     List* rc = static_cast<List*>(list_nth(row_columns, k));
@@ -555,10 +756,35 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
     s->inputs[k] = ExecInitExpr(input, &node->ss.ps);
     // Resolve now: a query sees one version of each model, and EXPLAIN can name it.
     resolve_model(s->calls[k], model->constvalue);
+    const RowColumns& cols = s->row_columns[k];
+    if (cols.first > 0) {
+      s->scorers[k] = column_scorer(s->calls[k], cols.rowtype, cols.first - 1, s->batch_size);
+      if (s->scorers[k]) s->scorer_width = std::max(s->scorer_width, column_scorer_width(s->scorers[k]));
+    }
+  }
+  TupleDesc child_desc = ExecGetResultType(s->child);
+  s->nlayout = node->ss.ss_ScanTupleSlot->tts_tupleDescriptor->natts - s->ncalls;
+  s->source = static_cast<int*>(palloc(sizeof(int) * std::max(s->nlayout, 1)));
+  if (sources != NIL && list_length(sources) != s->nlayout)
+    elog(ERROR, "flock: batch node has %d child columns, %d sources", s->nlayout, list_length(sources));
+  for (int i = 0; i < s->nlayout; ++i)
+    s->source[i] = sources == NIL ? i : intVal(list_nth(sources, i)) - 1;
+  s->copy_all = false;
+  for (int k = 0; k < s->ncalls; ++k) s->copy_all = s->copy_all || !s->scorers[k];
+  s->copy_cols = static_cast<int*>(palloc(sizeof(int) * std::max(list_length(copied), 1)));
+  ListCell* lc;
+  foreach (lc, copied) {
+    int c = intVal(lfirst(lc)) - 1;
+    s->copy_cols[s->ncopy++] = c;
+    if (s->source[c] < 0) continue;
+    s->copy_width = std::max(s->copy_width, s->source[c] + 1);
+    s->copy_byref = s->copy_byref || !TupleDescAttr(child_desc, s->source[c])->attbyval;
   }
   s->rows = static_cast<TupleTableSlot**>(palloc(sizeof(TupleTableSlot*) * s->batch_size));
-  for (int r = 0; r < s->batch_size; ++r)
-    s->rows[r] = ExecAllocTableSlot(&estate->es_tupleTable, ExecGetResultType(s->child), &TTSOpsVirtual);
+  for (int r = 0; r < s->batch_size; ++r) {
+    s->rows[r] = ExecAllocTableSlot(&estate->es_tupleTable, child_desc, &TTSOpsVirtual);
+    if (!s->copy_all) memset(s->rows[r]->tts_isnull, true, sizeof(bool) * s->nchild);
+  }
   s->results = static_cast<Datum*>(palloc(sizeof(Datum) * s->batch_size * std::max(s->ncalls, 1)));
   s->result_nulls = static_cast<bool*>(palloc(sizeof(bool) * s->batch_size * std::max(s->ncalls, 1)));
   s->values = static_cast<RowValues*>(palloc(sizeof(RowValues) * s->batch_size));
@@ -572,13 +798,35 @@ void fill_batch(BatchScanState* s) {
   MemoryContextReset(s->batch_cxt);
   s->nrows = 0;
   s->pos = 0;
+  for (int k = 0; k < s->ncalls; ++k)
+    if (s->scorers[k]) column_scorer_start(s->scorers[k]);
   while (s->nrows < s->batch_size) {
     TupleTableSlot* slot = ExecProcNode(s->child);
     if (TupIsNull(slot)) {
       s->done = true;
       break;
     }
-    ExecCopySlot(s->rows[s->nrows++], slot);
+    if (s->scorer_width > 0) {
+      slot_getsomeattrs(slot, s->scorer_width);
+      for (int k = 0; k < s->ncalls; ++k)
+        if (s->scorers[k]) column_scorer_add(s->scorers[k], s->nrows, slot->tts_values, slot->tts_isnull);
+    }
+    if (s->copy_all) {
+      ExecCopySlot(s->rows[s->nrows], slot);
+    } else if (s->ncopy > 0) {  // only the columns the rows above read
+      TupleTableSlot* row = s->rows[s->nrows];
+      ExecClearTuple(row);
+      slot_getsomeattrs(slot, s->copy_width);
+      for (int j = 0; j < s->ncopy; ++j) {
+        int c = s->source[s->copy_cols[j]];
+        if (c < 0) continue;
+        row->tts_values[c] = slot->tts_values[c];
+        row->tts_isnull[c] = slot->tts_isnull[c];
+      }
+      ExecStoreVirtualTuple(row);
+      if (s->copy_byref) ExecMaterializeSlot(row);
+    }
+    s->nrows++;
   }
   if (s->nrows == 0) return;
   MemoryContext old = MemoryContextSwitchTo(s->batch_cxt);
@@ -588,6 +836,11 @@ void fill_batch(BatchScanState* s) {
     Datum* out = s->results + k * s->batch_size;
     bool* nulls = s->result_nulls + k * s->batch_size;
     const RowColumns& rc = s->row_columns[k];
+    if (s->scorers[k]) {  // a table row whose features were written as the rows came
+      for (int r = 0; r < s->nrows; ++r) nulls[r] = false;
+      column_scorer_score(s->scorers[k], s->nrows, s->wants[k], out);
+      continue;
+    }
     for (int r = 0; r < s->nrows && rc.first > 0; ++r) {
       TupleTableSlot* row = s->rows[r];
       slot_getsomeattrs(row, rc.first - 1 + rc.natts);
@@ -622,14 +875,27 @@ TupleTableSlot* next_row(ScanState* ss) {
   TupleTableSlot* out = ss->ss_ScanTupleSlot;
   TupleTableSlot* row = s->rows[s->pos];
   ExecClearTuple(out);
-  slot_getallattrs(row);
-  for (int c = 0; c < s->nchild; ++c) {
-    out->tts_values[c] = row->tts_values[c];
-    out->tts_isnull[c] = row->tts_isnull[c];
+  memset(out->tts_isnull, true, sizeof(bool) * s->nlayout);
+  if (s->copy_all) {
+    slot_getallattrs(row);
+    for (int i = 0; i < s->nlayout; ++i) {
+      int c = s->source[i];
+      if (c < 0) continue;
+      out->tts_values[i] = row->tts_values[c];
+      out->tts_isnull[i] = row->tts_isnull[c];
+    }
+  } else {
+    for (int j = 0; j < s->ncopy; ++j) {
+      int i = s->copy_cols[j];
+      int c = s->source[i];
+      if (c < 0) continue;
+      out->tts_values[i] = row->tts_values[c];
+      out->tts_isnull[i] = row->tts_isnull[c];
+    }
   }
   for (int k = 0; k < s->ncalls; ++k) {
-    out->tts_values[s->nchild + k] = s->results[k * s->batch_size + s->pos];
-    out->tts_isnull[s->nchild + k] = s->result_nulls[k * s->batch_size + s->pos];
+    out->tts_values[s->nlayout + k] = s->results[k * s->batch_size + s->pos];
+    out->tts_isnull[s->nlayout + k] = s->result_nulls[k * s->batch_size + s->pos];
   }
   ExecStoreVirtualTuple(out);
   s->pos++;

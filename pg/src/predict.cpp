@@ -324,9 +324,11 @@ int find_column(TupleDesc desc, const char* name) {
 }
 
 // Binds the record's columns to the model's features: by name where the model has names, else
-// by column order. Errors name the missing column or the mismatched type.
-void bind_record(CallState* st, MemoryContext mcxt, Oid rec_type, int32 rec_typmod) {
-  if (st->binds && st->bound_model == st->model && st->rec_type == rec_type && st->rec_typmod == rec_typmod) return;
+// by column order. Errors name the missing column or the mismatched type; when `probe`, a record
+// that does not bind returns false instead (nothing bound), and binding it again raises the error.
+bool bind_record(CallState* st, MemoryContext mcxt, Oid rec_type, int32 rec_typmod, bool probe = false) {
+  if (st->binds && st->bound_model == st->model && st->rec_type == rec_type && st->rec_typmod == rec_typmod)
+    return true;
   const flock::Signature& sig = st->model->signature();
   TupleDesc desc = lookup_rowtype_tupdesc(rec_type, rec_typmod);
   TupleDesc copy = CreateTupleDescCopy(desc);
@@ -341,26 +343,31 @@ void bind_record(CallState* st, MemoryContext mcxt, Oid rec_type, int32 rec_typm
 
   int live = 0;
   for (int a = 0; a < desc->natts; ++a) live += !TupleDescAttr(desc, a)->attisdropped;
-  if (!by_name && live != total)
+  if (!by_name && live != total) {
+    if (probe) return false;
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                     errmsg("%s takes %d features, the record has %d columns", st->label, total, live),
                     errdetail("The model carries no feature names, so the record's columns bind in their order."),
                     errhint("Pass exactly the model's features, in order, e.g. flock.predict(m, (a, b, c)), or "
                             "register the model with features => ARRAY[...].")));
+  }
 
   int f = 0;
   for (size_t k = 0; k < sig.inputs.size(); ++k) {
     const flock::InputSpec& in = sig.inputs[k];
-    if (!single && in.width != 1)
+    if (!single && in.width != 1) {
+      if (probe) return false;
       ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
                       errmsg("%s input \"%s\" takes %ld values per row; a record column gives one", st->label,
                              in.name.c_str(), static_cast<long>(in.width))));
+    }
     for (int64_t j = 0; j < in.width; ++j, ++f) {
       int attno;
       const char* fname = nullptr;
       if (by_name) {
         fname = single ? sig.feature_names[j].c_str() : in.name.c_str();
         attno = find_column(desc, fname);
+        if (attno < 0 && probe) return false;
         if (attno < 0)
           ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
                           errmsg("column \"%s\" is missing from the input record", fname),
@@ -386,6 +393,7 @@ void bind_record(CallState* st, MemoryContext mcxt, Oid rec_type, int32 rec_typm
         getTypeOutputInfo(att->atttypid, &typoutput, &varlena);
         conv = Conv::ViaOutput;
       }
+      if (!string_input && (conv == Conv::Text || conv == Conv::Unsupported) && probe) return false;
       if (!string_input && (conv == Conv::Text || conv == Conv::Unsupported))
         ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
                         errmsg("column \"%s\" has type %s, but %s takes a number for it", NameStr(att->attname),
@@ -408,6 +416,7 @@ void bind_record(CallState* st, MemoryContext mcxt, Oid rec_type, int32 rec_typm
   st->rec_type = rec_type;
   st->rec_typmod = rec_typmod;
   st->bound_model = st->model;
+  return true;
 }
 
 
@@ -488,23 +497,31 @@ RowValues extract_array(CallState* st, Datum input) {
   return row;
 }
 
-// NULL features are allowed only where the model has missing-value semantics (trees, imputers).
+// Whether the features of model input k may be NULL: only where the model has missing-value
+// semantics (trees, imputers).
+bool null_allowed(const flock::Signature& sig, size_t k) {
+  return sig.inputs[k].type != flock::ElemType::String && sig.inputs[k].type != flock::ElemType::Int64 &&
+         sig.input_accepts_missing[k];
+}
+
+// The error for a NULL in feature f (feature j of input k) where the model does not allow one.
+void null_feature_error(CallState* st, int f, size_t k, int64_t j) {
+  const flock::Signature& sig = st->model->signature();
+  const char* fname = sig.inputs.size() == 1
+                          ? (sig.feature_names.empty() ? psprintf("%d", f + 1) : sig.feature_names[j].c_str())
+                          : sig.inputs[k].name.c_str();
+  ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                  errmsg("feature \"%s\" is NULL and %s has no missing-value handling for it", fname, st->label),
+                  errhint("Filter or COALESCE the NULLs in the query, or use a model that handles missing values "
+                          "(tree ensembles, or a pipeline with an imputer).")));
+}
+
 void check_nulls(CallState* st, const RowValues& row) {
   const flock::Signature& sig = st->model->signature();
   int f = 0;
   for (size_t k = 0; k < sig.inputs.size(); ++k) {
     for (int64_t j = 0; j < sig.inputs[k].width; ++j, ++f) {
-      if (!row.isnull[f]) continue;
-      bool ok = sig.inputs[k].type != flock::ElemType::String && sig.inputs[k].type != flock::ElemType::Int64 &&
-                sig.input_accepts_missing[k];
-      if (ok) continue;
-      const char* fname = sig.inputs.size() == 1
-                              ? (sig.feature_names.empty() ? psprintf("%d", f + 1) : sig.feature_names[j].c_str())
-                              : sig.inputs[k].name.c_str();
-      ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-                      errmsg("feature \"%s\" is NULL and %s has no missing-value handling for it", fname, st->label),
-                      errhint("Filter or COALESCE the NULLs in the query, or use a model that handles missing values "
-                              "(tree ensembles, or a pipeline with an imputer).")));
+      if (row.isnull[f] && !null_allowed(sig, k)) null_feature_error(st, f, k, j);
     }
   }
 }
@@ -534,6 +551,9 @@ T* malloc_array(size_t n) {
   if (!p) throw std::bad_alloc();
   return p;
 }
+
+void run_batch(const flock::Model* model, const char* label, const flock::FeatureBatch& batch, Want want,
+               Scored& out);
 
 // Scores `n` rows in one model call.
 Scored score(CallState* st, const RowValues* rows, int n, Want want) {
@@ -569,57 +589,68 @@ Scored score(CallState* st, const RowValues* rows, int n, Want want) {
       offset += static_cast<int>(in.width);
       batch.inputs.push_back(std::move(t));
     }
-    if (want == Want::Tensor) {
-      std::vector<flock::Tensor> outputs = model->run(batch);
-      // The first float output; else the first output that has numbers.
-      const flock::Tensor* chosen = nullptr;
-      for (const auto& t : outputs)
-        if (!chosen && (t.type == flock::ElemType::Float || t.type == flock::ElemType::Double)) chosen = &t;
-      for (const auto& t : outputs)
-        if (!chosen && t.type != flock::ElemType::String) chosen = &t;
-      if (!chosen)
-        flock::fail(flock::ErrorCode::TypeMismatch, fmt::format("{} has no numeric output", label),
-                    "Use flock.predict_label for text outputs.");
-      int rank = static_cast<int>(chosen->shape.size());
-      if (rank - 1 > MAXDIM) flock::fail(flock::ErrorCode::LimitExceeded, "output tensor has too many dimensions");
-      size_t total = chosen->size();
-      out.width = n ? static_cast<int>(total / static_cast<size_t>(n)) : 0;
-      out.ndims = rank <= 1 ? 1 : rank - 1;
-      if (rank <= 1) out.dims[0] = out.width;
-      else
-        for (int d = 1; d < rank; ++d) out.dims[d - 1] = static_cast<int>(chosen->shape[d]);
-      out.numbers = malloc_array<double>(total);
-      for (size_t k = 0; k < total; ++k) out.numbers[k] = chosen->as_double(k);
-      return;
-    }
-    flock::Prediction p = model->predict(batch);
-    if (want == Want::Value) {
-      if (sig.task == flock::Task::Classification && !sig.numeric_labels)
-        flock::fail(flock::ErrorCode::TypeMismatch,
-                    fmt::format("{} has text class labels; flock.predict returns a number", label),
-                    "Use flock.predict_label for the label, or flock.predict_proba for class probabilities.");
-      out.values = malloc_array<double>(static_cast<size_t>(n));
-      std::memcpy(out.values, p.values.data(), sizeof(double) * static_cast<size_t>(n));
-    } else if (want == Want::Label) {
-      if (sig.task != flock::Task::Classification)
-        flock::fail(flock::ErrorCode::TypeMismatch, fmt::format("{} is a regressor; it has no class label", label),
-                    "Use flock.predict for its value.");
-      out.labels = malloc_array<char*>(static_cast<size_t>(n));
-      for (int r = 0; r < n; ++r) {
-        out.labels[r] = strdup(p.labels[static_cast<size_t>(r)].c_str());
-        if (!out.labels[r]) throw std::bad_alloc();
-      }
-    } else {
-      if (sig.task != flock::Task::Classification || p.n_classes == 0)
-        flock::fail(flock::ErrorCode::TypeMismatch,
-                    fmt::format("{} is a regressor; it has no class probabilities", label),
-                    "Use flock.predict for its value.");
-      out.width = static_cast<int>(p.n_classes);
-      out.numbers = malloc_array<double>(p.proba.size());
-      std::memcpy(out.numbers, p.proba.data(), sizeof(double) * p.proba.size());
-    }
+    run_batch(model, label, batch, want, out);
   });
   return out;
+}
+
+// Runs the model on a batch of out.rows rows and keeps what `want` asks for in `out`. C++: call
+// inside flock_guard.
+void run_batch(const flock::Model* model, const char* label, const flock::FeatureBatch& batch, Want want,
+               Scored& out) {
+  const flock::Signature& sig = model->signature();
+  int n = out.rows;
+  if (want == Want::Tensor) {
+    std::vector<flock::Tensor> outputs = model->run(batch);
+    // The first float output; else the first output that has numbers.
+    const flock::Tensor* chosen = nullptr;
+    for (const auto& t : outputs)
+      if (!chosen && (t.type == flock::ElemType::Float || t.type == flock::ElemType::Double)) chosen = &t;
+    for (const auto& t : outputs)
+      if (!chosen && t.type != flock::ElemType::String) chosen = &t;
+    if (!chosen)
+      flock::fail(flock::ErrorCode::TypeMismatch, fmt::format("{} has no numeric output", label),
+                  "Use flock.predict_label for text outputs.");
+    int rank = static_cast<int>(chosen->shape.size());
+    if (rank - 1 > MAXDIM) flock::fail(flock::ErrorCode::LimitExceeded, "output tensor has too many dimensions");
+    size_t total = chosen->size();
+    out.width = n ? static_cast<int>(total / static_cast<size_t>(n)) : 0;
+    out.ndims = rank <= 1 ? 1 : rank - 1;
+    if (rank <= 1) out.dims[0] = out.width;
+    else
+      for (int d = 1; d < rank; ++d) out.dims[d - 1] = static_cast<int>(chosen->shape[d]);
+    out.numbers = malloc_array<double>(total);
+    for (size_t k = 0; k < total; ++k) out.numbers[k] = chosen->as_double(k);
+    return;
+  }
+  flock::Prediction p = model->predict(batch, want == Want::Value   ? flock::kPredictValues
+                                              : want == Want::Label ? flock::kPredictLabels
+                                                                    : flock::kPredictProba);
+  if (want == Want::Value) {
+    if (sig.task == flock::Task::Classification && !sig.numeric_labels)
+      flock::fail(flock::ErrorCode::TypeMismatch,
+                  fmt::format("{} has text class labels; flock.predict returns a number", label),
+                  "Use flock.predict_label for the label, or flock.predict_proba for class probabilities.");
+    out.values = malloc_array<double>(static_cast<size_t>(n));
+    std::memcpy(out.values, p.values.data(), sizeof(double) * static_cast<size_t>(n));
+  } else if (want == Want::Label) {
+    if (sig.task != flock::Task::Classification)
+      flock::fail(flock::ErrorCode::TypeMismatch, fmt::format("{} is a regressor; it has no class label", label),
+                  "Use flock.predict for its value.");
+    out.labels = malloc_array<char*>(static_cast<size_t>(n));
+    for (int r = 0; r < n; ++r) {
+      out.labels[r] = strdup(p.labels[static_cast<size_t>(r)].c_str());
+      if (!out.labels[r]) throw std::bad_alloc();
+    }
+  } else {
+    if (sig.task != flock::Task::Classification || p.n_classes == 0)
+      flock::fail(flock::ErrorCode::TypeMismatch,
+                  fmt::format("{} is a regressor; it has no class probabilities", label),
+                  "Use flock.predict for its value.");
+    out.width = static_cast<int>(p.n_classes);
+    out.numbers = malloc_array<double>(p.proba.size());
+    std::memcpy(out.numbers, p.proba.data(), sizeof(double) * p.proba.size());
+  }
 }
 
 Datum result_datum(const Scored& s, int r, Want want) {
@@ -824,9 +855,10 @@ RowValues extract_columns(CallState* st, Oid rowtype, const Datum* values, const
   return row;
 }
 
-void score_rows(CallState* st, const RowValues* rows, int n, Want want, Datum* out) {
-  if (n == 0) return;
-  Scored s = score(st, rows, n, want);
+namespace {
+
+// The results of a scored batch as Datums, and its audit records (`rows` are its inputs).
+void deliver(CallState* st, const RowValues* rows, int n, Want want, Scored& s, Datum* out) {
   // Audit records are built before the results are freed and enqueued after (enqueueing may wait
   // for room in the queue, or be cancelled).
   List* records = st->audit_mode != AuditMode::Off ? audit_records(st, rows, n, want, s) : NIL;
@@ -838,6 +870,240 @@ void score_rows(CallState* st, const RowValues* rows, int n, Want want, Datum* o
     pfree(lfirst(lc));
   }
   list_free(records);
+}
+
+}  // namespace
+
+void score_rows(CallState* st, const RowValues* rows, int n, Want want, Datum* out) {
+  if (n == 0) return;
+  Scored s = score(st, rows, n, want);
+  deliver(st, rows, n, want, s, out);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Columnar scoring: a batch's features go from the rows' column values straight into the model's
+// input tensors, which live as long as the scorer and are reused from batch to batch.
+
+namespace {
+
+// Where one bound feature comes from and goes to.
+struct ColumnFeature {
+  int src;         // index into the row's values
+  Conv conv;
+  bool null_ok;    // the model has missing-value handling for it (else a NULL is an error)
+  bool to_double;  // the input is Double (else Float)
+  int input;       // model input k
+  int64_t width;   // values per row of input k
+  int64_t col;     // position in input k's row
+};
+
+}  // namespace
+
+struct ColumnScorer {
+  CallState* st;
+  int capacity;             // rows per batch at most
+  int rows_alloc;           // rows the tensors (and audit arrays) have room for: grown on demand
+  int nfeat;
+  int width;                // leading columns of a row that are read
+  ColumnFeature* feats;     // [nfeat]
+  // The common case, taken by a plain loop: one float input fed by float4 columns, no audit.
+  bool float4_row;
+  int* srcs;                // [nfeat] feats[f].src
+  int ninputs;
+  float** fdst;             // [ninputs] input tensors' storage (Float inputs)
+  double** ddst;            // [ninputs] (Double inputs)
+  // The first NULL the model cannot take in this batch: raised when the batch is scored, so the
+  // errors come in the same order as extract_columns() raises them.
+  int null_row;
+  int null_feat;
+  // With audit capture on, the features as extract_columns() gives them, [rows_alloc][nfeat].
+  bool audit;
+  double* audit_num;
+  bool* audit_null;
+  char** no_text;           // [nfeat] NULLs: audit records read text only for string inputs
+  flock::FeatureBatch batch;  // C++; destroyed when the memory context goes
+};
+
+namespace {
+
+void destroy_column_scorer(void* arg) { static_cast<ColumnScorer*>(arg)->~ColumnScorer(); }
+
+// Sets the batch to n rows. Shrinking keeps the first n rows' values and never reallocates.
+void set_batch_rows(flock::FeatureBatch& batch, int n) {
+  batch.rows = n;
+  for (auto& t : batch.inputs) {
+    t.shape[0] = n;
+    size_t size = static_cast<size_t>(n) * static_cast<size_t>(t.shape[1]);
+    if (t.type == flock::ElemType::Float) t.f.resize(size);
+    else t.d.resize(size);
+  }
+}
+
+}  // namespace
+
+ColumnScorer* column_scorer(CallState* st, Oid rowtype, int offset, int capacity) {
+  const flock::Signature& sig = st->model->signature();
+  for (const auto& in : sig.inputs)
+    if (in.type != flock::ElemType::Float && in.type != flock::ElemType::Double) return nullptr;
+  if (!bind_record(st, st->mcxt, rowtype, -1, /*probe=*/true)) return nullptr;
+  for (int f = 0; f < st->nfeatures; ++f) {
+    switch (st->binds[f].conv) {
+      case Conv::Float4: case Conv::Float8: case Conv::Int2: case Conv::Int4: case Conv::Int8: case Conv::Bool:
+        break;
+      default:
+        return nullptr;  // numeric (a function call that can fail), text
+    }
+  }
+  MemoryContext mcxt = st->mcxt;
+  void* mem = MemoryContextAllocZero(mcxt, sizeof(ColumnScorer));
+  auto* cs = new (mem) ColumnScorer();  // no allocation: empty vectors
+  auto* cb = static_cast<MemoryContextCallback*>(MemoryContextAllocZero(mcxt, sizeof(MemoryContextCallback)));
+  cb->func = destroy_column_scorer;
+  cb->arg = cs;
+  MemoryContextRegisterResetCallback(mcxt, cb);
+  cs->st = st;
+  cs->capacity = std::max(capacity, 1);
+  cs->nfeat = st->nfeatures;
+  cs->ninputs = static_cast<int>(sig.inputs.size());
+  cs->feats = static_cast<ColumnFeature*>(MemoryContextAllocZero(mcxt, sizeof(ColumnFeature) * std::max(cs->nfeat, 1)));
+  cs->fdst = static_cast<float**>(MemoryContextAllocZero(mcxt, sizeof(float*) * cs->ninputs));
+  cs->ddst = static_cast<double**>(MemoryContextAllocZero(mcxt, sizeof(double*) * cs->ninputs));
+  int f = 0;
+  for (int k = 0; k < cs->ninputs; ++k) {
+    const flock::InputSpec& in = sig.inputs[static_cast<size_t>(k)];
+    for (int64_t j = 0; j < in.width; ++j, ++f) {
+      ColumnFeature& ft = cs->feats[f];
+      ft.src = offset + st->binds[f].attno;
+      ft.conv = st->binds[f].conv;
+      ft.null_ok = null_allowed(sig, static_cast<size_t>(k));
+      ft.to_double = in.type == flock::ElemType::Double;
+      ft.input = k;
+      ft.width = in.width;
+      ft.col = j;
+      cs->width = std::max(cs->width, ft.src + 1);
+    }
+  }
+  cs->audit = st->audit_mode != AuditMode::Off;
+  cs->srcs = static_cast<int*>(MemoryContextAlloc(mcxt, sizeof(int) * std::max(cs->nfeat, 1)));
+  cs->float4_row = !cs->audit && cs->ninputs == 1 && sig.inputs[0].type == flock::ElemType::Float;
+  for (f = 0; f < cs->nfeat; ++f) {
+    cs->srcs[f] = cs->feats[f].src;
+    cs->float4_row = cs->float4_row && cs->feats[f].conv == Conv::Float4;
+  }
+  if (cs->audit)
+    cs->no_text = static_cast<char**>(MemoryContextAllocZero(mcxt, sizeof(char*) * std::max(cs->nfeat, 1)));
+  cs->null_row = -1;
+  const flock::Model* model = st->model;
+  flock_guard([&] {
+    for (const auto& in : model->signature().inputs)
+      cs->batch.inputs.emplace_back(in.type, std::vector<int64_t>{0, in.width});
+  });
+  return cs;
+}
+
+int column_scorer_width(const ColumnScorer* cs) { return cs->width; }
+
+namespace {
+
+// The input tensors' storage, after it moved.
+void point_at_tensors(ColumnScorer* cs) {
+  for (int k = 0; k < cs->ninputs; ++k) {
+    flock::Tensor& t = cs->batch.inputs[static_cast<size_t>(k)];
+    cs->fdst[k] = t.type == flock::ElemType::Float ? t.f.data() : nullptr;
+    cs->ddst[k] = t.type == flock::ElemType::Double ? t.d.data() : nullptr;
+  }
+}
+
+// Room for at least `rows` rows: storage grows as rows come, so a large batch size costs nothing
+// on a small table.
+void grow(ColumnScorer* cs, int rows) {
+  Assert(rows <= cs->capacity);
+  int to = std::min(cs->capacity, std::max(rows, std::max(2 * cs->rows_alloc, 64)));
+  flock_guard([&] { set_batch_rows(cs->batch, to); });
+  point_at_tensors(cs);
+  if (cs->audit) {
+    Size cells = static_cast<Size>(to) * std::max(cs->nfeat, 1);
+    MemoryContext mcxt = cs->st->mcxt;
+    cs->audit_num = static_cast<double*>(cs->audit_num ? repalloc_huge(cs->audit_num, sizeof(double) * cells)
+                                                       : MemoryContextAllocHuge(mcxt, sizeof(double) * cells));
+    cs->audit_null = static_cast<bool*>(cs->audit_null ? repalloc_huge(cs->audit_null, sizeof(bool) * cells)
+                                                       : MemoryContextAllocHuge(mcxt, sizeof(bool) * cells));
+  }
+  cs->rows_alloc = to;
+}
+
+}  // namespace
+
+void column_scorer_start(ColumnScorer* cs) {
+  cs->null_row = -1;
+  point_at_tensors(cs);
+}
+
+void column_scorer_add(ColumnScorer* cs, int r, const Datum* values, const bool* isnull) {
+  if (r >= cs->rows_alloc) grow(cs, r + 1);
+  if (cs->float4_row) {
+    float* dst = cs->fdst[0] + static_cast<size_t>(r) * cs->nfeat;
+    for (int f = 0; f < cs->nfeat; ++f) {
+      int a = cs->srcs[f];
+      if (likely(!isnull[a])) {
+        dst[f] = DatumGetFloat4(values[a]);
+        continue;
+      }
+      dst[f] = NAN;
+      if (!cs->feats[f].null_ok && cs->null_row < 0) {
+        cs->null_row = r;
+        cs->null_feat = f;
+      }
+    }
+    return;
+  }
+  double* audit_num = cs->audit ? cs->audit_num + static_cast<Size>(r) * cs->nfeat : nullptr;
+  bool* audit_null = cs->audit ? cs->audit_null + static_cast<Size>(r) * cs->nfeat : nullptr;
+  for (int f = 0; f < cs->nfeat; ++f) {
+    const ColumnFeature& ft = cs->feats[f];
+    bool null = isnull[ft.src];
+    // The same value extract_columns() gives, and the same conversion to the input's type.
+    double v = null ? NAN : numeric_value(values[ft.src], ft.conv);
+    if (null && !ft.null_ok && cs->null_row < 0) {
+      cs->null_row = r;
+      cs->null_feat = f;
+    }
+    size_t dst = static_cast<size_t>(r * ft.width + ft.col);
+    if (ft.to_double) cs->ddst[ft.input][dst] = v;
+    else cs->fdst[ft.input][dst] = static_cast<float>(v);
+    if (audit_num) {
+      audit_num[f] = v;
+      audit_null[f] = null;
+    }
+  }
+}
+
+void column_scorer_score(ColumnScorer* cs, int n, Want want, Datum* out) {
+  CallState* st = cs->st;
+  Assert(cs->audit == (st->audit_mode != AuditMode::Off));  // the policy is read once per query
+  if (cs->null_row >= 0) {
+    const ColumnFeature& ft = cs->feats[cs->null_feat];
+    null_feature_error(st, cs->null_feat, static_cast<size_t>(ft.input), ft.col);
+  }
+  if (n == 0) return;
+  Scored s = {n, nullptr, nullptr, nullptr, 0, 0, {}};
+  const flock::Model* model = st->model;
+  const char* label = st->label;
+  flock_guard([&] {
+    if (n != cs->batch.rows) {  // a short batch: keeps the storage
+      set_batch_rows(cs->batch, n);
+      cs->rows_alloc = n;
+    }
+    run_batch(model, label, cs->batch, want, s);
+  });
+  RowValues* rows = nullptr;
+  if (cs->audit) {
+    rows = static_cast<RowValues*>(palloc(sizeof(RowValues) * n));
+    for (int r = 0; r < n; ++r)
+      rows[r] = {cs->nfeat, cs->audit_num + static_cast<Size>(r) * cs->nfeat, cs->no_text,
+                 cs->audit_null + static_cast<Size>(r) * cs->nfeat};
+  }
+  deliver(st, rows, n, want, s, out);
 }
 
 const char* model_label(const CallState* st) { return st->label; }

@@ -29,6 +29,26 @@ RowValues extract_row(CallState* st, Datum input);
 RowValues extract_columns(CallState* st, Oid rowtype, const Datum* values, const bool* nulls);
 // Scores n rows in one model call; out[r] is allocated in CurrentMemoryContext.
 void score_rows(CallState* st, const RowValues* rows, int n, Want want, Datum* out);
+
+// Scoring rows straight from their column values into the model's input tensors (reused from
+// batch to batch): no RowValues per row. For a binding where every feature is a number (float4,
+// float8, int2, int4, int8, bool) and every model input is float or double.
+struct ColumnScorer;
+// A scorer for rows of `rowtype` whose column a (0-based, attribute order, dropped ones included)
+// is values[offset + a], for batches of up to `capacity` rows. nullptr when the row type does not
+// bind that way, or does not bind at all (then extract_columns raises the binding's error).
+// Allocated in st's memory context.
+ColumnScorer* column_scorer(CallState* st, Oid rowtype, int offset, int capacity);
+// How many leading values of a row column_scorer_add reads.
+int column_scorer_width(const ColumnScorer* cs);
+// Starts a batch (row 0 next).
+void column_scorer_start(ColumnScorer* cs);
+// Writes the features of row r of the batch (raises no error but out of memory: a NULL the model
+// has no handling for is raised by column_scorer_score).
+void column_scorer_add(ColumnScorer* cs, int r, const Datum* values, const bool* isnull);
+// Scores rows 0..n-1 of the batch like extract_columns() and score_rows() over the same rows: the
+// same errors, results and audit records.
+void column_scorer_score(ColumnScorer* cs, int n, Want want, Datum* out);
 // "name@version" or "model <sha prefix>".
 const char* model_label(const CallState* st);
 

@@ -104,6 +104,47 @@ TEST(Model, LoadsAndPredictsABatch) {
   EXPECT_FLOAT_EQ(p.values[2], 0.5);
 }
 
+// Two classes (labels 7 and 9): scores x0 - x1 and x1 - x0, no post transform.
+onnx::ModelProto classifier_model() {
+  auto m = base_model(2);
+  auto* node = m.mutable_graph()->add_node();
+  node->set_op_type("LinearClassifier");
+  node->set_domain("ai.onnx.ml");
+  node->add_input("input");
+  node->add_output("label");
+  node->add_output("scores");
+  auto* c = attr(node, "coefficients", onnx::AttributeProto::FLOATS);
+  for (float v : {1.0f, -1.0f, -1.0f, 1.0f}) c->add_floats(v);
+  auto* icpt = attr(node, "intercepts", onnx::AttributeProto::FLOATS);
+  icpt->add_floats(0.0f);
+  icpt->add_floats(0.0f);
+  auto* labels = attr(node, "classlabels_ints", onnx::AttributeProto::INTS);
+  labels->add_ints(7);
+  labels->add_ints(9);
+  add_output(m, "label", onnx::TensorProto::INT64, {});
+  add_output(m, "scores", onnx::TensorProto::FLOAT, {2});
+  return m;
+}
+
+TEST(Model, PredictFillsTheAskedParts) {
+  auto model = flock::Model::load(bytes_of(classifier_model()));
+  auto all = model->predict(batch_of({3, 1, 0, 2}, 2));
+  EXPECT_EQ(all.values, (std::vector<double>{7, 9}));
+  EXPECT_EQ(all.labels, (std::vector<std::string>{"7", "9"}));
+  EXPECT_EQ(all.proba, (std::vector<double>{2, -2, -2, 2}));
+  EXPECT_EQ(all.n_classes, 2);
+  auto values = model->predict(batch_of({3, 1, 0, 2}, 2), flock::kPredictValues);
+  EXPECT_EQ(values.values, all.values);
+  EXPECT_TRUE(values.labels.empty() && values.proba.empty());
+  auto labels = model->predict(batch_of({3, 1, 0, 2}, 2), flock::kPredictLabels);
+  EXPECT_EQ(labels.labels, all.labels);
+  EXPECT_TRUE(labels.values.empty() && labels.proba.empty());
+  auto proba = model->predict(batch_of({3, 1, 0, 2}, 2), flock::kPredictProba);
+  EXPECT_EQ(proba.proba, all.proba);
+  EXPECT_EQ(proba.n_classes, 2);
+  EXPECT_TRUE(proba.values.empty() && proba.labels.empty());
+}
+
 TEST(Model, LinearModelHasNoMissingValueSemantics) {
   auto model = flock::Model::load(bytes_of(linear_model()));
   EXPECT_FALSE(model->signature().input_accepts_missing[0]);

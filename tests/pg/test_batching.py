@@ -5,7 +5,9 @@ import threading
 import psycopg2
 import pytest
 
-from onnx_builders import linear_regressor, stump_classifier
+from onnx import TensorProto
+
+from onnx_builders import linear_regressor, multi_input_linear, stump_classifier
 from test_catalog import one, sqlstate
 
 QUERIES = [
@@ -18,6 +20,16 @@ QUERIES = [
     "SELECT id, flock.predict('lin', t) FROM pts t WHERE id IN (SELECT id FROM pts WHERE id % 5 = 0) ORDER BY id",
     "SELECT s.id, (SELECT flock.predict('lin', t) FROM pts t WHERE t.id = s.id) FROM pts s WHERE s.id < 40 ORDER BY 1",
     "SELECT id, flock.predict('lin', ROW(a, b)) FROM (SELECT id, a, b FROM pts WHERE b IS NOT NULL OFFSET 0) t ORDER BY id",
+    # The batch node returns only the columns the node above reads: grouping, partitioning and
+    # ordering columns, aggregate arguments, filters, grouping sets.
+    "SELECT b, a::int % 3 AS g, sum(flock.predict('lin', t)), max(id) FILTER (WHERE a > 20) FROM nulls_ok t GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 1, 2",
+    "SELECT b, sum(flock.predict('lin', t)) FROM nulls_ok t GROUP BY GROUPING SETS ((b), ()) ORDER BY 1, 2",
+    "SELECT sum(flock.predict('lin', t)), count(*) FROM nulls_ok t GROUP BY b, a::int % 3 ORDER BY 1, 2",
+    "SELECT id, b, sum(flock.predict('lin', t)) OVER (), count(*) OVER () FROM nulls_ok t ORDER BY id",
+    "SELECT DISTINCT b, flock.predict('stump', ROW(a, b)) FROM pts t ORDER BY 1, 2",
+    # Inputs evaluated as expressions next to a whole row read from columns.
+    "SELECT id, flock.predict_proba('stump', ARRAY[b, a]::float4[]), flock.predict('lin', t) FROM nulls_ok t ORDER BY id",
+    "SELECT b, sum(flock.predict('lin', t)), max(flock.predict_proba('stump', ARRAY[b, a]::float4[])) FROM nulls_ok t GROUP BY b ORDER BY b",
 ]
 
 
@@ -68,6 +80,9 @@ def test_batched_equals_per_row(conn, sql):
 def test_explain_names_model_version_and_batch_size(conn):
     plan = explain(conn, "SELECT sum(flock.predict('lin', t)) FROM nulls_ok t")
     assert "FlockBatchScore" in plan and "Flock Model: lin@1 (predict)" in plan and "Batch Size: 1024" in plan
+    # The scan returns the table's rows as they are (no projection); the batch node reads them.
+    plan = explain(conn, "VERBOSE SELECT b, sum(flock.predict('lin', t)) FROM nulls_ok t GROUP BY b")
+    assert plan.split("Seq Scan on public.nulls_ok t")[1].split("\n")[1].strip() == "Output: id, a, b", plan
     plan = explain(conn, "SELECT id FROM nulls_ok t WHERE flock.predict('lin', t) > 1")
     assert "FlockBatchScore" in plan and "Filter" in plan
     with conn.cursor() as cur:
@@ -187,3 +202,90 @@ def test_table_rows_from_columns_reject_nulls_like_per_row(conn):
         with pytest.raises(psycopg2.Error) as err:
             run(conn, "SELECT sum(flock.predict('lin', h)) FROM holes h", batching)
         assert err.value.pgcode == "22004"
+
+
+# Table rows whose features are all numbers go straight from the scan's columns into the model's
+# input: every numeric column type, both float and double model inputs, several inputs, NULLs where
+# the model takes them and where it does not, and (numeric) columns that keep the row-by-row path.
+KIND_FEATURES = ["r", "f8", "i2", "i4", "i8", "flag"]
+
+
+@pytest.fixture(scope="module")
+def kinds(cluster, dbname):
+    conn = psycopg2.connect(cluster.dsn(dbname))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        # Columns in another order than the features, a dropped one, a text one; i8 values that
+        # float4 cannot hold exactly, f8 values that it rounds.
+        cur.execute("CREATE TABLE kinds AS SELECT i AS id, (i % 13) * 0.1::float8 + 1e-9 * i AS f8, "
+                    "(i % 9)::int2 AS i2, 0 AS gone, 'n' || (i % 3) AS note, (i % 11 - 5)::int4 AS i4, "
+                    "i::int8 * 1099511627 + 16777217 AS i8, i % 3 = 0 AS flag, ((i % 50) / 8.0)::real AS r, "
+                    "(i % 17)::numeric / 4 AS num FROM generate_series(1, 3000) i")
+        cur.execute("ALTER TABLE kinds DROP COLUMN gone")
+        cur.execute("CREATE TABLE kinds_holes AS SELECT * FROM kinds")
+        cur.execute("UPDATE kinds_holes SET i8 = NULL WHERE id % 97 = 0")
+        cur.execute("UPDATE kinds_holes SET r = NULL WHERE id % 89 = 0")
+        cur.execute("UPDATE kinds_holes SET flag = NULL WHERE id % 83 = 0")
+        cur.execute("CREATE TABLE reals AS SELECT i AS id, ((i % 23) / 3.0)::real AS x, (i % 7)::real AS y "
+                    "FROM generate_series(1, 3000) i")
+        cur.execute("CREATE TABLE reals_holes AS SELECT * FROM reals")
+        cur.execute("UPDATE reals_holes SET y = NULL WHERE id % 101 = 0")
+        coefs = [1.5, -2.0, 0.25, 3.0, 1e-9, 7.0]
+        cur.execute("SELECT flock.register_model('k_float', %s)", (linear_regressor(coefs, 0.5, KIND_FEATURES),))
+        cur.execute("SELECT flock.register_model('k_double', %s)",
+                    (linear_regressor(coefs, 0.5, KIND_FEATURES, input_type=TensorProto.DOUBLE),))
+        cur.execute("SELECT flock.register_model('k_multi', %s)", (multi_input_linear(["i4", "r", "i8"], [2, 3, 1e-9], 1),))
+        cur.execute("SELECT flock.register_model('k_tree', %s)",
+                    (stump_classifier(4, 1e12, n_features=6, feature_names=KIND_FEATURES),))
+        cur.execute("SELECT flock.register_model('k_numeric', %s)", (linear_regressor([1.0, 2.0], 0, ["num", "r"]),))
+        cur.execute("SELECT flock.register_model('r_lin', %s)", (linear_regressor([1.0, 10.0], 0.5, ["x", "y"]),))
+        cur.execute("SELECT flock.register_model('r_tree', %s)",
+                    (stump_classifier(1, 3.0, feature_names=["x", "y"]),))
+    conn.close()
+
+
+KIND_QUERIES = [
+    "SELECT id, flock.predict('{m}', t) FROM {t} t ORDER BY id",
+    "SELECT sum(flock.predict('{m}', t)), count(*) FROM {t} t",
+    "SELECT id, flock.predict_tensor('{m}', t) FROM {t} t WHERE id % 4 = 1 ORDER BY id",
+    "SELECT note, avg(flock.predict('{m}', t)) FROM {t} t GROUP BY note ORDER BY note",
+]
+KIND_CASES = [("k_float", "kinds"), ("k_double", "kinds"), ("k_multi", "kinds"), ("k_numeric", "kinds"),
+              ("k_tree", "kinds"), ("k_tree", "kinds_holes"), ("r_lin", "reals"), ("r_tree", "reals_holes")]
+
+
+@pytest.mark.parametrize("model,table", KIND_CASES)
+@pytest.mark.parametrize("query", KIND_QUERIES)
+def test_numeric_columns_batched_equal_per_row(conn, kinds, model, table, query):
+    sql = query.format(m=model, t=table)
+    if table == "reals_holes" or table == "reals":
+        sql = sql.replace("note", "y")
+    per_row = run(conn, sql, "off")
+    assert run(conn, sql, "on") == per_row
+    assert run(conn, sql, "on", batch_size=7) == per_row
+    with conn.cursor() as cur:
+        cur.execute("EXPLAIN " + sql)
+        assert "FlockBatchScore" in "\n".join(r[0] for r in cur.fetchall())
+
+
+@pytest.mark.parametrize("model,table", [("k_tree", "kinds_holes"), ("r_tree", "reals_holes")])
+def test_classifier_outputs_with_null_features_batched_equal_per_row(conn, kinds, model, table):
+    sql = (f"SELECT id, flock.predict_proba('{model}', t), flock.predict_label('{model}', t), "
+           f"flock.predict('{model}', t) FROM {table} t ORDER BY id")
+    per_row = run(conn, sql, "off")
+    assert run(conn, sql, "on") == per_row
+    assert run(conn, sql, "on", batch_size=7) == per_row
+
+
+@pytest.mark.parametrize("model,table", [("k_float", "kinds_holes"), ("k_double", "kinds_holes"),
+                                         ("k_multi", "kinds_holes"), ("r_lin", "reals_holes")])
+def test_null_features_raise_the_per_row_error(conn, kinds, model, table):
+    for sql in (f"SELECT sum(flock.predict('{model}', t)) FROM {table} t",
+                f"SELECT id, flock.predict('{model}', t) FROM {table} t"):
+        errors = []
+        for batching, batch_size in (("off", 1024), ("on", 1024), ("on", 7)):
+            with pytest.raises(psycopg2.Error) as err:
+                run(conn, sql, batching, batch_size)
+            errors.append((err.value.pgcode, err.value.diag.message_primary, err.value.diag.message_hint))
+        assert errors[0][0] == "22004" and errors[1] == errors[0] and errors[2] == errors[0], errors
+

@@ -71,6 +71,15 @@ struct Prediction {
   int64_t n_classes = 0;
 };
 
+// What Model::predict fills in (a set of these bits): a caller that needs only some of it spares
+// building the rest (e.g. a text label per row). Regressors always give their values.
+enum PredictParts : unsigned {
+  kPredictValues = 1,  // values
+  kPredictLabels = 2,  // labels
+  kPredictProba = 4,   // proba (n_classes is always set)
+  kPredictAll = 7,
+};
+
 struct Limits {
   int64_t max_model_bytes = int64_t(1) << 30;    // 1 GiB
   int64_t max_tensor_elements = int64_t(1) << 28; // per tensor, guards huge shapes
@@ -90,8 +99,9 @@ class Model {
   const Signature& signature() const { return signature_; }
   size_t size_bytes() const { return size_bytes_; }
 
-  // Runs the model on a batch. Throws flock::Error for inputs that do not fit.
-  Prediction predict(const FeatureBatch& batch) const;
+  // Runs the model on a batch. Throws flock::Error for inputs that do not fit. `parts`: which of
+  // the Prediction's fields to fill (PredictParts bits); the others stay empty.
+  Prediction predict(const FeatureBatch& batch, unsigned parts = kPredictAll) const;
   // Raw outputs of the graph, in graph output order.
   std::vector<Tensor> run(const FeatureBatch& batch) const;
   // Runs the graph on whole tensors, one per model input, with their own shapes (checked against

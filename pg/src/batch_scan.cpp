@@ -310,6 +310,14 @@ List* upper_node_columns(Plan* plan, int limit) {
   return used_column_list(&use);
 }
 
+// The PARAM_EXEC params an expression reads.
+bool collect_exec_params(Node* node, Bitmapset** ids) {
+  if (!node) return false;
+  if (IsA(node, Param) && reinterpret_cast<Param*>(node)->paramkind == PARAM_EXEC)
+    *ids = bms_add_member(*ids, reinterpret_cast<Param*>(node)->paramid);
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(collect_exec_params), ids);
+}
+
 extern const CustomScanMethods batch_scan_methods;
 
 // `copied`: the child columns (1-based positions) the rows the node returns must carry: those its
@@ -346,6 +354,15 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
   cs->custom_exprs = exprs;
   cs->custom_private = list_make3(wants, row_columns, copied);
   cs->methods = &batch_scan_methods;
+  // The parameter sets the planner computes for every node before this hook runs: the node depends
+  // on what its child does and on the params its own expressions read. Rescans propagate through
+  // them, and EvalPlanQual recognises by them a node inside the plan it re-runs (see recheck).
+  Bitmapset* params = nullptr;
+  collect_exec_params(reinterpret_cast<Node*>(tlist), &params);
+  collect_exec_params(reinterpret_cast<Node*>(qual), &params);
+  collect_exec_params(reinterpret_cast<Node*>(exprs), &params);
+  cs->scan.plan.extParam = bms_union(child->extParam, params);
+  cs->scan.plan.allParam = bms_union(child->allParam, params);
   return cs;
 }
 
@@ -902,7 +919,10 @@ TupleTableSlot* next_row(ScanState* ss) {
   return out;
 }
 
-bool recheck(ScanState*, TupleTableSlot*) { return true; }
+// Inside an EvalPlanQual recheck (a row locked or updated after a concurrent change), PostgreSQL
+// leaves it to a node without a scan relation of its own to put the re-checked row in its scan
+// slot: the child returns the new version of the row, which is scored like any other.
+bool recheck(ScanState* ss, TupleTableSlot*) { return next_row(ss) != nullptr; }
 
 TupleTableSlot* exec(CustomScanState* node) { return ExecScan(&node->ss, next_row, recheck); }
 

@@ -289,3 +289,68 @@ def test_null_features_raise_the_per_row_error(conn, kinds, model, table):
             errors.append((err.value.pgcode, err.value.diag.message_primary, err.value.diag.message_hint))
         assert errors[0][0] == "22004" and errors[1] == errors[0] and errors[2] == errors[0], errors
 
+
+
+def _locking_scan_after_concurrent_update(cluster, dbname, batching, query):
+    """A locking query scored by a model, blocked on rows another transaction updates: once it
+    commits, PostgreSQL re-checks those rows (EvalPlanQual) with their new values. Returns the
+    query's plan and rows."""
+    setup = psycopg2.connect(cluster.dsn(dbname))
+    setup.autocommit = True
+    with setup.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS locked")
+        cur.execute("CREATE TABLE locked AS SELECT i AS id, (i % 50)::real AS a, (i % 7)::float8 AS b "
+                    "FROM generate_series(1, 300) i")
+    writer = psycopg2.connect(cluster.dsn(dbname))
+    reader = psycopg2.connect(cluster.dsn(dbname))
+    reader.autocommit = True
+    try:
+        with writer.cursor() as cur:  # rows 45 and 47 rise, row 49 drops below the filter
+            cur.execute("UPDATE locked SET a = a + 1000 WHERE id IN (45, 47)")
+            cur.execute("UPDATE locked SET a = -1000 WHERE id = 49")
+        reader_pid = one(reader, "SELECT pg_backend_pid()")
+        with reader.cursor() as cur:
+            cur.execute(f"SET flock.batching = {batching}")
+            cur.execute("EXPLAIN " + query)
+            plan = "\n".join(r[0] for r in cur.fetchall())
+        out = {}
+
+        def locking_query():
+            with reader.cursor() as cur:
+                cur.execute(query)
+                out["rows"] = cur.fetchall()
+
+        thread = threading.Thread(target=locking_query)
+        thread.start()
+        for _ in range(200):  # until the reader waits for the writer's row lock
+            if one(setup, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (reader_pid,)) == "Lock":
+                break
+            thread.join(0.05)
+        else:
+            pytest.fail("the locking query never waited for the updated rows")
+        writer.commit()
+        thread.join(30)
+        assert not thread.is_alive()
+        return plan, out["rows"]
+    finally:
+        writer.close()
+        reader.close()
+        setup.close()
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT id, flock.predict('lin', t) FROM locked t WHERE flock.predict('lin', t) > 40 ORDER BY id FOR UPDATE",
+    "SELECT id, flock.predict('lin', t) FROM locked t WHERE flock.predict('lin', t) > 40 FOR UPDATE",
+    "SELECT id, flock.predict('lin', t) AS p FROM locked t WHERE a > 20 ORDER BY p DESC, id FOR SHARE",
+])
+def test_row_locks_recheck_updated_rows_with_their_new_values(cluster, dbname, query):
+    plan_on, batched = _locking_scan_after_concurrent_update(cluster, dbname, "on", query)
+    plan_off, per_row = _locking_scan_after_concurrent_update(cluster, dbname, "off", query)
+    assert "FlockBatchScore" in plan_on and "FlockBatchScore" not in plan_off
+    assert sorted(batched) == sorted(per_row)
+    if "ORDER BY" in query:
+        assert batched == per_row
+    ids = {r[0]: r[1] for r in batched}
+    for row in (45, 47):  # their new values
+        assert ids[row] == pytest.approx((row % 50 + 1000) + 10 * (row % 7) + 0.5)
+    assert 49 not in ids  # no longer passes the filter

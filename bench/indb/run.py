@@ -62,7 +62,7 @@ COLS = ", ".join(data.FEATURES)
 SWEEP = "higgs_sweep"
 RUNS = ("1 core", "2 cores")
 SWEEP_SIZES = (64, 256, 1024, 4096, 16384)
-DEFAULT_BATCH_SIZE = 1024  # flock.batch_size's compiled-in default (pg/src/module.cpp)
+DEFAULT_BATCH_SIZE = 256  # flock.batch_size's compiled-in default (kDefaultBatchSize, pg/src/batch_scan.hpp)
 
 GOALS = {  # peer contender -> (required ratio flock/peer, label)
     "native": (1.0, "flock in-DB >= 1.0x libxgboost predict"),

@@ -35,7 +35,7 @@ extern "C" {
 namespace flock::pg {
 
 bool batching_enabled = true;
-int batch_size = 1024;
+int batch_size = kDefaultBatchSize;
 
 namespace {
 

@@ -5,6 +5,8 @@ namespace flock::pg {
 
 extern bool batching_enabled;  // GUC flock.batching
 extern int batch_size;         // GUC flock.batch_size
+// Its default: the best of bench/indb's sweep (64-16,384 rows) across the four benchmark models.
+constexpr int kDefaultBatchSize = 256;
 
 // Registers the CustomScan methods and chains the planner hook. Called from _PG_init.
 void install_batching();

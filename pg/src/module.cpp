@@ -90,7 +90,7 @@ void _PG_init(void) {
                            "Off: every call scores one row (for comparison).", &batching_enabled, true, PGC_USERSET,
                            0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("flock.batch_size", "Rows scored per model call by batched execution.", nullptr,
-                          &batch_size, 1024, 1, 1 << 20, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+                          &batch_size, kDefaultBatchSize, 1, 1 << 20, PGC_USERSET, 0, nullptr, nullptr, nullptr);
   install_audit();
   MarkGUCPrefixReserved("flock");
   install_batching();

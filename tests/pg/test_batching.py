@@ -79,7 +79,7 @@ def test_batched_equals_per_row(conn, sql):
 
 def test_explain_names_model_version_and_batch_size(conn):
     plan = explain(conn, "SELECT sum(flock.predict('lin', t)) FROM nulls_ok t")
-    assert "FlockBatchScore" in plan and "Flock Model: lin@1 (predict)" in plan and "Batch Size: 1024" in plan
+    assert "FlockBatchScore" in plan and "Flock Model: lin@1 (predict)" in plan and "Batch Size: 256" in plan
     # The scan returns the table's rows as they are (no projection); the batch node reads them.
     plan = explain(conn, "VERBOSE SELECT b, sum(flock.predict('lin', t)) FROM nulls_ok t GROUP BY b")
     assert plan.split("Seq Scan on public.nulls_ok t")[1].split("\n")[1].strip() == "Output: id, a, b", plan

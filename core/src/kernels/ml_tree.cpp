@@ -1016,7 +1016,10 @@ __attribute__((target("avx512f"))) void walk_top_avx512(const PNode* nd, int32_t
 }
 
 bool cpu_has_avx512f() {
-  static const bool has = __builtin_cpu_supports("avx512f");
+  static const bool has = [] {
+    __builtin_cpu_init();  // simd_walk_on is initialised by a constructor, maybe before libgcc's
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
   return has;
 }
 #else

@@ -176,6 +176,57 @@ TEST(HostileModel, InitializerDataShorterThanItsDims) {
   expect_error([&] { flock::tensor_from_proto(s); }, ErrorCode::InvalidModel, "'s'");
 }
 
+// Crashers of the onnx library's shape inference (issue 11, attack 3) are refused before it runs.
+TEST(HostileModel, LibraryCrashersAreRefusedBeforeShapeInference) {
+  // Reshape whose shape initializer (int64 [4]) has one value's worth of raw bytes.
+  auto m = empty_model();
+  auto* g = m.mutable_graph();
+  add_value(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {2, 2});
+  auto* shape = g->add_initializer();
+  shape->set_name("shape");
+  shape->set_data_type(onnx::TensorProto::INT64);
+  shape->add_dims(4);
+  shape->set_raw_data(std::string(8, '\1'));
+  add_node(m, "Reshape", {"x", "shape"}, {"y"});
+  add_value(g->mutable_output(), "y", onnx::TensorProto::FLOAT, {4});
+  std::string message;
+  EXPECT_EQ(load_error(m, &message), ErrorCode::InvalidModel);
+  EXPECT_NE(message.find("'shape'"), std::string::npos) << message;
+  EXPECT_NE(message.find("raw_data"), std::string::npos) << message;
+  // The same tensor as a Constant node's value.
+  auto c = empty_model();
+  add_value(c.mutable_graph()->mutable_input(), "x", onnx::TensorProto::FLOAT, {2, 2});
+  auto* constant = add_node(c, "Constant", {}, {"shape"});
+  auto* value = constant->add_attribute();
+  value->set_name("value");
+  value->set_type(onnx::AttributeProto::TENSOR);
+  *value->mutable_t() = *shape;
+  add_node(c, "Reshape", {"x", "shape"}, {"y"});
+  add_value(c.mutable_graph()->mutable_output(), "y", onnx::TensorProto::FLOAT, {4});
+  EXPECT_EQ(load_error(c, &message), ErrorCode::InvalidModel);
+  EXPECT_NE(message.find("'shape'"), std::string::npos) << message;
+
+  // MaxPool / Conv with a zero stride or dilation: the library's output-size formula divides by it.
+  for (const char* attr : {"strides", "dilations", "kernel_shape"}) {
+    auto p = empty_model();
+    add_value(p.mutable_graph()->mutable_input(), "x", onnx::TensorProto::FLOAT, {1, 1, 8});
+    auto* pool = add_node(p, "MaxPool", {"x"}, {"y"});
+    auto* k = pool->add_attribute();
+    k->set_name("kernel_shape");
+    k->set_type(onnx::AttributeProto::INTS);
+    k->add_ints(std::string(attr) == "kernel_shape" ? 0 : 2);
+    if (std::string(attr) != "kernel_shape") {
+      auto* a = pool->add_attribute();
+      a->set_name(attr);
+      a->set_type(onnx::AttributeProto::INTS);
+      a->add_ints(0);
+    }
+    add_value(p.mutable_graph()->mutable_output(), "y", onnx::TensorProto::FLOAT, {1, 1, 4});
+    EXPECT_EQ(load_error(p, &message), ErrorCode::InvalidModel) << attr;
+    EXPECT_NE(message.find(attr), std::string::npos) << message;
+  }
+}
+
 onnx::ModelProto relu_with_input_dims(const std::vector<int64_t>& dims) {
   auto m = empty_model();
   auto* g = m.mutable_graph();

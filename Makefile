@@ -1,6 +1,6 @@
 # Flock — top-level entry points. CMake does the building underneath.
 #   make           build core, extension and CLI
-#   make install   install the extension into PostgreSQL 15 and the flock CLI (as root)
+#   make install   install the extension into PostgreSQL 15 and the flockctl CLI (as root)
 #   make demo      set up everything and run the demo on a private cluster
 #   make test      run every test (unit, SQL against a real cluster, CLI, model tooling)
 #   make deps      install the Debian packages Flock needs (as root)

@@ -612,13 +612,13 @@ DECLARE
   base text := 'flock_snapshot_' || replace(gen_random_uuid()::text, '-', '');
   body text;
 BEGIN
-  IF query IS NULL OR btrim(query) = '' THEN
+  body := regexp_replace(query, '[\s;]+$', '');
+  IF body IS NULL OR body = '' THEN
     RAISE EXCEPTION 'query must not be empty' USING ERRCODE = 'invalid_parameter_value';
   END IF;
   IF path IS NULL THEN
     RAISE EXCEPTION 'search_path must not be NULL' USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  body := regexp_replace(query, '[\s;]+$', '');
   PERFORM set_config('search_path', path, true);
   EXECUTE format(E'CREATE TEMP TABLE %I AS SELECT * FROM (%s\n) AS snapshot', base, body);
   EXECUTE format(E'CREATE TEMP VIEW %I AS SELECT * FROM (%s\n) AS snapshot', base || '_v', body);

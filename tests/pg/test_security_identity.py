@@ -199,6 +199,16 @@ def test_snapshot_provenance_is_recorded_by_trusted_code_only(conn, low):
     assert rows(low, "SELECT query, search_path, sources, created_by FROM flock.datasets WHERE name = 'low_prov'") == [
         ("SELECT id FROM mine", f"{LOW}, public", [f"{LOW}.mine"], LOW)]
     assert one(low, "SELECT count(*) FROM pg_class WHERE relname LIKE 'flock_snapshot_%' AND relpersistence = 't'") == 0
+    # Bad input from an ordinary role: clean errors, nothing stored.
+    for args, code in [((None, "SELECT 1"), "22004"), (("bad name!", "SELECT 1"), "42602"), (("ok_name", None), "22023"),
+                       (("ok_name", " ; "), "22023"), (("ok_name", "SELECT * FROM pg_authid"), "42501"),
+                       (("ok_name", "SELECT 1; DROP TABLE mine"), "42601")]:
+        err = sqlstate(low, "SELECT flock.snapshot_dataset(%s, %s)", args)
+        assert err.pgcode == code, (args, err.pgerror)
+    assert one(low, "SELECT count(*) FROM mine") == 1
+    assert one(conn, "SELECT count(*) FROM flock.datasets WHERE name = 'ok_name'") == 0
+    for ref, code in [("ok_name", "42501"), ("low_prov@x", "22023"), (None, "22004")]:
+        assert sqlstate(low, "SELECT flock.verify_dataset(%s)", (ref,)).pgcode == code
 
 
 # --- attack 5: Flock acts for current_user at the call -----------------------------------------------

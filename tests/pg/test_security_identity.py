@@ -142,6 +142,22 @@ def test_the_rerun_is_a_security_restricted_operation(conn, low):
     assert report["ok"] is False and report["stored"]["ok"] is True
     assert report["source"]["ok"] is False and report["source"]["sqlstate"] == "42501"
     assert "security-restricted operation" in report["source"]["error"]
+    # Nor can the author's code plant objects in the verifier's temporary schema (searched first
+    # for types and tables), even when that schema exists already.
+    run(low, f"DROP FUNCTION IF EXISTS {LOW}.plants()")
+    run(low, f"""CREATE FUNCTION {LOW}.plants() RETURNS SETOF integer LANGUAGE plpgsql AS $$
+                 BEGIN
+                   IF current_setting('application_name') = 'verifier' THEN
+                     CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (length(VALUE) >= 0);
+                   END IF;
+                   RETURN QUERY SELECT 1;
+                 END $$""")
+    assert one(low, f"SELECT flock.snapshot_dataset('low_plant', 'SELECT * FROM {LOW}.plants()')") == "low_plant@1"
+    run(conn, "SET application_name = 'verifier'; CREATE TEMP TABLE verifier_scratch (x integer)")
+    report = one(conn, "SELECT flock.verify_dataset_report('low_plant')")
+    assert report["source"]["ok"] is False and report["source"]["sqlstate"] == "42501"
+    assert one(conn, "SELECT to_regtype('pg_temp.text')") is None
+    run(conn, "RESET application_name")
     # Settings the author's code changes are undone.
     run(low, f"""CREATE FUNCTION {LOW}.sets_guc() RETURNS SETOF integer LANGUAGE plpgsql AS $$
                  BEGIN
@@ -311,6 +327,17 @@ def test_nested_calls_keep_acting_for_the_original_caller(conn, low):
     assert one(low, "SELECT flock.drop_model('nested')") == 2
     assert rows(conn, "SELECT from_mode, to_mode, changed_by FROM flock.audit_policy_history "
                       "WHERE name = 'nested' ORDER BY id") == [(None, "all", LOW), ("all", None, LOW)]
+    # An error inside an entry point leaves no caller behind: after it, in the same session, the
+    # low role is itself again.
+    run(conn, """DO $$ BEGIN PERFORM flock.drop_model('admin_model', 99);
+                 EXCEPTION WHEN undefined_object THEN NULL; END $$""")
+    run(conn, f"SET ROLE {LOW}")
+    try:
+        assert one(conn, "SELECT flock._caller()") == LOW
+        assert sqlstate(conn, "SELECT flock.grant_model('admin_model', current_user, 'manage')").pgcode == "42501"
+    finally:
+        run(conn, "RESET ROLE")
+    admin_model_untouched(conn)
     # A superuser writing the catalog directly is the caller of the trigger entry point.
     run(conn, "INSERT INTO flock.models (name, version, model, format, sha256, signature, created_by) "
               "SELECT 'direct', 1, model, format, sha256, signature, 'postgres' FROM flock.models "

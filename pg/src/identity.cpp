@@ -271,7 +271,8 @@ extern "C" Datum flock_may_act_as(PG_FUNCTION_ARGS) {
 // not executable by PUBLIC) store that table with the query, search_path and sources just used.
 // Only this function reaches the store, so recorded provenance is what actually ran.
 extern "C" Datum flock_snapshot_dataset(PG_FUNCTION_ARGS) {
-  Oid caller = effective_caller();
+  // The role the query runs as is the one the snapshot is recorded for.
+  Oid caller = GetUserId();
   Datum args[6];
   char nulls[6];
   for (int i = 0; i < 3; ++i) {

@@ -45,9 +45,10 @@ CREATE FUNCTION flock.model_signature(flock.model) RETURNS jsonb
 -- Validates bytes in the given format and embeds feature names when given.
 CREATE FUNCTION flock._prepare_model(model bytea, format text, features text[]) RETURNS flock.model
   AS 'MODULE_PATHNAME', 'flock_prepare_model' LANGUAGE C IMMUTABLE PARALLEL SAFE;
--- The role that called in, outside any SECURITY DEFINER function.
+-- The role Flock acts for: current_user at the call of the Flock function being run (see
+-- pg/src/identity.cpp), even inside the SECURITY DEFINER implementations; current_user elsewhere.
 CREATE FUNCTION flock._caller() RETURNS name
-  AS 'MODULE_PATHNAME', 'flock_caller' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_caller' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 -- Sends a cache invalidation for flock.models to every backend (run by a trigger).
 CREATE FUNCTION flock._catalog_changed() RETURNS trigger
   AS 'MODULE_PATHNAME', 'flock_catalog_changed' LANGUAGE C;
@@ -131,7 +132,7 @@ END $$;
 -- ---------------------------------------------------------------------------------------------
 -- Registering and dropping models.
 -- ---------------------------------------------------------------------------------------------
-CREATE FUNCTION flock.register_model(name text, model bytea, format text DEFAULT 'auto',
+CREATE FUNCTION flock._register_model(name text, model bytea, format text DEFAULT 'auto',
                                      description text DEFAULT NULL, features text[] DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -149,16 +150,21 @@ BEGIN
   prepared := flock._prepare_model(model, coalesce(format, 'auto'), features);
   -- Serialize registrations of one name so versions count up without gaps or clashes.
   PERFORM pg_advisory_xact_lock(hashtext('flock.models'), hashtext(name));
-  SELECT coalesce(max(m.version), 0) + 1 INTO next_version FROM flock.models m WHERE m.name = register_model.name;
+  SELECT coalesce(max(m.version), 0) + 1 INTO next_version FROM flock.models m WHERE m.name = _register_model.name;
   INSERT INTO flock.models (name, version, model, format, sha256, signature, created_by, description)
   VALUES (name, next_version, prepared, flock.model_format(prepared), flock.model_sha256(prepared),
           flock.model_signature(prepared), flock._caller(), description);
   RETURN name || '@' || next_version;
 END $$;
+REVOKE ALL ON FUNCTION flock._register_model(text, bytea, text, text, text[]) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._register_model.
+CREATE FUNCTION flock.register_model(name text, model bytea, format text DEFAULT 'auto',
+                                     description text DEFAULT NULL, features text[] DEFAULT NULL) RETURNS text
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION flock.register_model(text, bytea, text, text, text[]) IS
   'validates and registers a model as the next version of name; returns ''name@version''';
 
-CREATE FUNCTION flock.drop_model(name text, version integer DEFAULT NULL) RETURNS integer
+CREATE FUNCTION flock._drop_model(name text, version integer DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
@@ -168,27 +174,31 @@ BEGIN
   SELECT rolsuper INTO is_super FROM pg_roles WHERE rolname = caller;
   -- A model the caller may not use gets the very error of a missing one (flock._model_not_found,
   -- from the governance part): dropping tells nothing about models the caller cannot see.
-  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = drop_model.name)
-     OR NOT (flock._may(caller, drop_model.name, 'use') OR flock._sees_all(caller)) THEN
-    PERFORM flock._model_not_found(drop_model.name, caller);
+  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = _drop_model.name)
+     OR NOT (flock._may(caller, _drop_model.name, 'use') OR flock._sees_all(caller)) THEN
+    PERFORM flock._model_not_found(_drop_model.name, caller);
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = drop_model.name
-                 AND (drop_model.version IS NULL OR m.version = drop_model.version)) THEN
+  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = _drop_model.name
+                 AND (_drop_model.version IS NULL OR m.version = _drop_model.version)) THEN
     RAISE EXCEPTION 'model "%" has no version %', name, version USING ERRCODE = 'undefined_object',
       HINT = format('Versions of "%s": %s.', name,
-                    (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = drop_model.name));
+                    (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = _drop_model.name));
   END IF;
   IF NOT coalesce(is_super, false) AND EXISTS (
-       SELECT 1 FROM flock.models m WHERE m.name = drop_model.name
-       AND (drop_model.version IS NULL OR m.version = drop_model.version) AND m.created_by <> caller) THEN
+       SELECT 1 FROM flock.models m WHERE m.name = _drop_model.name
+       AND (_drop_model.version IS NULL OR m.version = _drop_model.version) AND m.created_by <> caller) THEN
     RAISE EXCEPTION 'permission denied to drop model "%"', name || coalesce('@' || version, '')
       USING ERRCODE = 'insufficient_privilege', HINT = 'Only the role that registered a model, or a superuser, may drop it.';
   END IF;
-  DELETE FROM flock.models m WHERE m.name = drop_model.name
-    AND (drop_model.version IS NULL OR m.version = drop_model.version);
+  DELETE FROM flock.models m WHERE m.name = _drop_model.name
+    AND (_drop_model.version IS NULL OR m.version = _drop_model.version);
   GET DIAGNOSTICS n = ROW_COUNT;
   RETURN n;
 END $$;
+REVOKE ALL ON FUNCTION flock._drop_model(text, integer) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._drop_model.
+CREATE FUNCTION flock.drop_model(name text, version integer DEFAULT NULL) RETURNS integer
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION flock.drop_model(text, integer) IS
   'drops one version, or every version when version is NULL; returns how many were dropped';
 

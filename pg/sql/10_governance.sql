@@ -1,8 +1,11 @@
 -- Flock governance: aliases, access control, data set snapshots, training capture, lineage.
 --
--- Identity. Functions that change governance state are SECURITY DEFINER (search_path pinned) and act
--- for flock._caller(), the role outside any SECURITY DEFINER function, as register_model and
--- drop_model do. Reads of the catalog tables are filtered by row-level security for current_user.
+-- Identity. Flock acts for the effective role: current_user at the call, as PostgreSQL's own
+-- privilege checks do. A function that changes governance state, flock.F, is a C entry point
+-- (SECURITY INVOKER) that notes current_user and runs its implementation flock._F: SECURITY DEFINER,
+-- search_path pinned, not executable by PUBLIC, acting for flock._caller() (the noted role; calls
+-- the implementation makes itself keep it). See pg/src/identity.cpp. Reads of the catalog tables
+-- are filtered by row-level security for current_user.
 --
 -- Privileges are per model name (every version): 'use' (see it, score it, read its lineage) and
 -- 'manage' (also register new versions, set aliases, grant, log training). Every role that registered
@@ -182,7 +185,7 @@ BEGIN
   END IF;
 END $$;
 
-CREATE FUNCTION flock.set_alias(name text, alias text, version integer, comment text DEFAULT NULL) RETURNS text
+CREATE FUNCTION flock._set_alias(name text, alias text, version integer, comment text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
@@ -195,15 +198,15 @@ BEGIN
   PERFORM flock._require_manage(name, 'set an alias');
   -- One alias transition of a model at a time, so history rows chain without gaps.
   PERFORM pg_advisory_xact_lock(hashtext('flock.aliases'), hashtext(name));
-  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = set_alias.name AND m.version = set_alias.version) THEN
+  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = _set_alias.name AND m.version = _set_alias.version) THEN
     RAISE EXCEPTION 'model "%" has no version %', name, version USING ERRCODE = 'undefined_object',
       HINT = format('Versions of "%s": %s.', name,
-                    (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = set_alias.name));
+                    (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = _set_alias.name));
   END IF;
-  SELECT a.version INTO previous FROM flock.aliases a WHERE a.name = set_alias.name AND a.alias = set_alias.alias;
+  SELECT a.version INTO previous FROM flock.aliases a WHERE a.name = _set_alias.name AND a.alias = _set_alias.alias;
   IF FOUND AND previous = version THEN
     IF comment IS NOT NULL THEN
-      UPDATE flock.aliases a SET comment = set_alias.comment WHERE a.name = set_alias.name AND a.alias = set_alias.alias;
+      UPDATE flock.aliases a SET comment = _set_alias.comment WHERE a.name = _set_alias.name AND a.alias = _set_alias.alias;
     END IF;
     RETURN name || '@' || alias;  -- no transition
   END IF;
@@ -216,10 +219,14 @@ BEGIN
   PERFORM flock._touch_catalog();
   RETURN name || '@' || alias;
 END $$;
+REVOKE ALL ON FUNCTION flock._set_alias(text, text, integer, text) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._set_alias.
+CREATE FUNCTION flock.set_alias(name text, alias text, version integer, comment text DEFAULT NULL) RETURNS text
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION flock.set_alias(text, text, integer, text) IS
   'points name@alias at a version (creating or moving the alias) and records the transition; returns ''name@alias''';
 
-CREATE FUNCTION flock.drop_alias(name text, alias text, comment text DEFAULT NULL) RETURNS integer
+CREATE FUNCTION flock._drop_alias(name text, alias text, comment text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
@@ -228,11 +235,11 @@ BEGIN
   PERFORM flock._check_alias_name(alias);
   PERFORM flock._require_manage(name, 'drop an alias');
   PERFORM pg_advisory_xact_lock(hashtext('flock.aliases'), hashtext(name));
-  DELETE FROM flock.aliases a WHERE a.name = drop_alias.name AND a.alias = drop_alias.alias RETURNING a.version INTO previous;
+  DELETE FROM flock.aliases a WHERE a.name = _drop_alias.name AND a.alias = _drop_alias.alias RETURNING a.version INTO previous;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'model "%" has no alias "%"', name, alias USING ERRCODE = 'undefined_object',
       HINT = coalesce('Its aliases: ' || (SELECT string_agg(format('%s (version %s)', a.alias, a.version), ', ' ORDER BY a.alias)
-                                          FROM flock.aliases a WHERE a.name = drop_alias.name) || '.',
+                                          FROM flock.aliases a WHERE a.name = _drop_alias.name) || '.',
                       'It has no aliases.');
   END IF;
   INSERT INTO flock.alias_history (name, alias, from_version, to_version, comment, changed_by)
@@ -240,6 +247,10 @@ BEGIN
   PERFORM flock._touch_catalog();
   RETURN previous;
 END $$;
+REVOKE ALL ON FUNCTION flock._drop_alias(text, text, text) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._drop_alias.
+CREATE FUNCTION flock.drop_alias(name text, alias text, comment text DEFAULT NULL) RETURNS integer
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION flock.drop_alias(text, text, text) IS
   'removes name@alias and records the transition; returns the version it pointed to';
 
@@ -324,7 +335,7 @@ BEGIN
   END IF;
 END $$;
 
-CREATE FUNCTION flock.grant_model(model text, role name, privilege text DEFAULT 'use') RETURNS void
+CREATE FUNCTION flock._grant_model(model text, role name, privilege text DEFAULT 'use') RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF privilege IS NULL THEN
@@ -337,10 +348,14 @@ BEGIN
   ON CONFLICT DO NOTHING;
   PERFORM flock._touch_catalog();
 END $$;
+REVOKE ALL ON FUNCTION flock._grant_model(text, name, text) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._grant_model.
+CREATE FUNCTION flock.grant_model(model text, role name, privilege text DEFAULT 'use') RETURNS void
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION flock.grant_model(text, name, text) IS
   'gives a role (or PUBLIC) ''use'' or ''manage'' on every version of a model';
 
-CREATE FUNCTION flock.revoke_model(model text, role name, privilege text DEFAULT NULL) RETURNS integer
+CREATE FUNCTION flock._revoke_model(model text, role name, privilege text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   n integer;
@@ -349,11 +364,15 @@ BEGIN
   PERFORM flock._require_manage(model, 'revoke privileges');
   DELETE FROM flock.model_grants g
    WHERE g.name = model AND g.grantee = CASE WHEN lower(role) = 'public' THEN 'public' ELSE role END
-     AND (revoke_model.privilege IS NULL OR g.privilege = revoke_model.privilege);
+     AND (_revoke_model.privilege IS NULL OR g.privilege = _revoke_model.privilege);
   GET DIAGNOSTICS n = ROW_COUNT;
   PERFORM flock._touch_catalog();
   RETURN n;
 END $$;
+REVOKE ALL ON FUNCTION flock._revoke_model(text, name, text) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._revoke_model.
+CREATE FUNCTION flock.revoke_model(model text, role name, privilege text DEFAULT NULL) RETURNS integer
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION flock.revoke_model(text, name, text) IS
   'takes back a role''s privilege on a model (both when privilege is NULL); returns how many grants went';
 
@@ -361,7 +380,7 @@ COMMENT ON FUNCTION flock.revoke_model(text, name, text) IS
 -- Guards on the catalog: new versions of an existing model need 'manage'; a version an alias
 -- points to cannot be dropped; grants of a model whose last version is gone are removed.
 -- ---------------------------------------------------------------------------------------------
-CREATE FUNCTION flock._guard_model_insert() RETURNS trigger
+CREATE FUNCTION flock.__guard_model_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
@@ -375,6 +394,11 @@ BEGIN
   END IF;
   RETURN NEW;
 END $$;
+REVOKE ALL ON FUNCTION flock.__guard_model_insert() FROM PUBLIC;
+-- The trigger entry point: acts for current_user at the statement (or for the caller of the
+-- Flock function whose statement fired it) and runs flock.__guard_model_insert.
+CREATE FUNCTION flock._guard_model_insert() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
 CREATE TRIGGER models_guard_insert BEFORE INSERT ON flock.models
   FOR EACH ROW EXECUTE FUNCTION flock._guard_model_insert();
 
@@ -511,11 +535,10 @@ BEGIN
 END $$;
 
 -- Stores the caller's temp table `tmp` (holding the query result) as the next version of data set
--- `name`. For snapshot_dataset, which fills the temp table as the calling role. It reads nothing
--- but that table, so it gives no access beyond the caller's own. The query, search_path and
--- sources it records are as the caller's session declares them (a role calling this directly could
--- misstate its own snapshot's provenance, within tables it may read; verify_dataset, which runs the
--- recorded query again, shows whether it still yields the stored rows).
+-- `name`, recording the query, search_path and sources it was filled with. Called only by
+-- flock.snapshot_dataset (C), which has just run that query as the caller into `tmp`: not
+-- executable by PUBLIC, so recorded provenance is what actually ran. It reads nothing but that
+-- table, so it gives no access beyond the caller's own.
 CREATE FUNCTION flock._store_snapshot(name text, query text, search_path text, description text, tmp regclass,
                                       sources text[]) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -567,7 +590,6 @@ BEGIN
   RETURN relname;
 END $$;
 REVOKE ALL ON FUNCTION flock._store_snapshot(text, text, text, text, regclass, text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION flock._store_snapshot(text, text, text, text, regclass, text[]) TO PUBLIC;
 
 -- The tables, views and foreign tables a view reads (its rewrite rule's dependencies).
 CREATE FUNCTION flock._view_sources(view_oid regclass) RETURNS text[]
@@ -581,52 +603,61 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
    WHERE r.ev_class = view_oid AND d.refobjid <> view_oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 $$;
 
--- Runs `query` as the calling role, with search_path `path` (NULL: the session's), into a temp
--- table; returns the temp table and the tables the query reads (from a temp view's dependencies).
--- Deliberately not pinned to a search_path: the query is the caller's and resolves its names.
+-- Runs `query` as the calling role, with search_path `path`, into a temp table; returns the temp
+-- table and the tables the query reads (from a temp view's dependencies). Only the query itself
+-- resolves names with `path`; the rest of the function keeps its pinned search_path.
 CREATE FUNCTION flock._run_into_temp(query text, path text, OUT tmp regclass, OUT sources text[])
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  base text := 'flock_snapshot_' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '');
+  base text := 'flock_snapshot_' || replace(gen_random_uuid()::text, '-', '');
   body text;
-  saved text := pg_catalog.current_setting('search_path');
 BEGIN
-  IF query IS NULL OR pg_catalog.btrim(query) OPERATOR(pg_catalog.=) '' THEN
+  body := regexp_replace(query, '[\s;]+$', '');
+  IF body IS NULL OR body = '' THEN
     RAISE EXCEPTION 'query must not be empty' USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  body := pg_catalog.regexp_replace(query, '[\s;]+$', '');
-  IF path IS NOT NULL THEN
-    PERFORM pg_catalog.set_config('search_path', path, true);
+  IF path IS NULL THEN
+    RAISE EXCEPTION 'search_path must not be NULL' USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  EXECUTE pg_catalog.format(E'CREATE TEMP TABLE %I AS SELECT * FROM (%s\n) AS snapshot', base, body);
-  EXECUTE pg_catalog.format(E'CREATE TEMP VIEW %I AS SELECT * FROM (%s\n) AS snapshot', base || '_v', body);
-  PERFORM pg_catalog.set_config('search_path', saved, true);
-  tmp := pg_catalog.format('pg_temp.%I', base)::pg_catalog.regclass;
-  sources := flock._view_sources(pg_catalog.format('pg_temp.%I', base || '_v')::pg_catalog.regclass);
-  EXECUTE pg_catalog.format('DROP VIEW pg_temp.%I', base || '_v');
+  PERFORM set_config('search_path', path, true);
+  EXECUTE format(E'CREATE TEMP TABLE %I AS SELECT * FROM (%s\n) AS snapshot', base, body);
+  EXECUTE format(E'CREATE TEMP VIEW %I AS SELECT * FROM (%s\n) AS snapshot', base || '_v', body);
+  PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+  tmp := format('pg_temp.%I', base)::regclass;
+  sources := flock._view_sources(format('pg_temp.%I', base || '_v')::regclass);
+  EXECUTE format('DROP VIEW pg_temp.%I', base || '_v');
 END $$;
 
-CREATE FUNCTION flock.snapshot_dataset(name text, query text, description text DEFAULT NULL) RETURNS text
-LANGUAGE plpgsql VOLATILE AS $$  -- not pinned: the query resolves names with the caller's search_path
-DECLARE
-  run record;
-  ref text;
+CREATE FUNCTION flock._check_dataset_name(name text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF name IS NULL THEN
     RAISE EXCEPTION 'data set name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
   END IF;
-  IF name OPERATOR(pg_catalog.!~) '^[A-Za-z_][A-Za-z0-9_.-]{0,49}$' THEN
+  IF name !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,49}$' THEN
     RAISE EXCEPTION 'invalid data set name "%"', name USING ERRCODE = 'invalid_name',
       HINT = 'A data set name starts with a letter or underscore and has up to 50 letters, digits, _ . or -.';
   END IF;
-  -- The query runs with the caller's privileges; only storing the result is done by the definer.
-  SELECT * INTO run FROM flock._run_into_temp(query, NULL);
-  ref := flock._store_snapshot(name, query, pg_catalog.current_setting('search_path'), description, run.tmp, run.sources);
-  EXECUTE pg_catalog.format('DROP TABLE %s', run.tmp);
-  RETURN ref;
 END $$;
+
+-- Runs the query as current_user with its search_path (flock._run_into_temp), then stores the
+-- result with that query, search_path and the sources read (flock._store_snapshot, for current_user).
+CREATE FUNCTION flock.snapshot_dataset(name text, query text, description text DEFAULT NULL) RETURNS text
+  AS 'MODULE_PATHNAME', 'flock_snapshot_dataset' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION flock.snapshot_dataset(text, text, text) IS
   'runs query as the caller and freezes its result as the next version of data set name; returns ''name@version''';
+
+-- May current_user act as `role` (a superuser, or a member of it)? False for a role that is gone.
+CREATE FUNCTION flock._may_act_as(role name) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'flock_may_act_as' LANGUAGE C STABLE STRICT;
+
+-- Runs data set name@version's recorded query again as the role that recorded it (created_by),
+-- inside a security-restricted operation, with its recorded search_path (pg_temp last unless it
+-- names pg_temp), and hashes the result as flock._table_hash does. For roles that may act as the
+-- author only (42501 otherwise); the data set is read as the calling role.
+CREATE FUNCTION flock._source_hash(name text, version integer,
+                                   OUT row_count bigint, OUT columns jsonb, OUT content_hash text)
+  AS 'MODULE_PATHNAME', 'flock_source_hash' LANGUAGE C VOLATILE STRICT SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION flock.verify_dataset_report(ref text, check_source boolean DEFAULT true) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
@@ -634,9 +665,9 @@ DECLARE
   d flock.datasets;
   stored record;
   source record;
-  run record;
   stored_json jsonb;
   source_json jsonb := NULL;
+  reason text;
 BEGIN
   d := flock._resolve_dataset(ref);
   BEGIN
@@ -647,22 +678,34 @@ BEGIN
     stored_json := jsonb_build_object('ok', false, 'error', format('table %s is missing', d.table_name));
   END;
   IF check_source THEN
-    BEGIN
-      SELECT * INTO run FROM flock._run_into_temp(d.query, d.search_path);
-      SELECT * INTO source FROM flock._table_hash(run.tmp);
-      EXECUTE format('DROP TABLE %s', run.tmp);
-      source_json := jsonb_build_object('ok', source.content_hash = d.content_hash AND source.row_count = d.row_count,
-                                        'row_count', source.row_count, 'content_hash', source.content_hash);
-    EXCEPTION WHEN OTHERS THEN
-      source_json := jsonb_build_object('ok', false, 'error', SQLERRM, 'sqlstate', SQLSTATE);
-    END;
+    -- The recorded query runs only as its author: a verifier who may not act as that role gets
+    -- the stored-hash check alone, and is told so.
+    IF NOT flock._may_act_as(d.created_by) THEN
+      reason := CASE WHEN NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = d.created_by)
+                     THEN format('its author, role %I, no longer exists', d.created_by)
+                     ELSE format('it runs only as its author %I, and %I is neither a superuser nor a member of %I',
+                                 d.created_by, current_user, d.created_by) END;
+      RAISE NOTICE 'the query of data set %@% was not run again: %', d.name, d.version, reason
+        USING HINT = 'Only the stored rows were checked against the recorded hash. The author, a member of that role '
+                     'or a superuser can check the source too.';
+      source_json := jsonb_build_object('ok', NULL, 'checked', false, 'reason', reason);
+    ELSE
+      BEGIN
+        SELECT * INTO source FROM flock._source_hash(d.name, d.version);
+        source_json := jsonb_build_object('ok', source.content_hash = d.content_hash AND source.row_count = d.row_count,
+                                          'row_count', source.row_count, 'content_hash', source.content_hash,
+                                          'run_as', d.created_by);
+      EXCEPTION WHEN OTHERS THEN
+        source_json := jsonb_build_object('ok', false, 'error', SQLERRM, 'sqlstate', SQLSTATE, 'run_as', d.created_by);
+      END;
+    END IF;
   END IF;
   RETURN jsonb_build_object('ref', d.name || '@' || d.version, 'row_count', d.row_count, 'content_hash', d.content_hash,
                             'stored', stored_json, 'source', source_json,
                             'ok', (stored_json->>'ok')::boolean AND coalesce((source_json->>'ok')::boolean, true));
 END $$;
 COMMENT ON FUNCTION flock.verify_dataset_report(text, boolean) IS
-  're-hashes a snapshot (and, with check_source, the result of its query run again now) against the recorded hash';
+  're-hashes a snapshot (and, with check_source, the result of its query run again now as its author) against the recorded hash';
 
 CREATE FUNCTION flock.verify_dataset(ref text, check_source boolean DEFAULT true) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
@@ -671,7 +714,7 @@ $$;
 COMMENT ON FUNCTION flock.verify_dataset(text, boolean) IS
   'true when the snapshot still hashes to its recorded hash (and, with check_source, its query still gives the same data)';
 
-CREATE FUNCTION flock.drop_dataset(name text, version integer DEFAULT NULL) RETURNS integer
+CREATE FUNCTION flock._drop_dataset(name text, version integer DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
@@ -679,8 +722,8 @@ DECLARE
   users text;
   n integer := 0;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM flock.datasets x WHERE x.name = drop_dataset.name
-                 AND (drop_dataset.version IS NULL OR x.version = drop_dataset.version)
+  IF NOT EXISTS (SELECT 1 FROM flock.datasets x WHERE x.name = _drop_dataset.name
+                 AND (_drop_dataset.version IS NULL OR x.version = _drop_dataset.version)
                  AND (flock._sees_all(caller) OR has_table_privilege(caller, to_regclass(x.table_name), 'SELECT'))) THEN
     IF flock._sees_all(caller) THEN
       RAISE EXCEPTION 'data set "%" does not exist', name || coalesce('@' || version, '') USING ERRCODE = 'undefined_object',
@@ -691,27 +734,31 @@ BEGIN
             DETAIL = 'Either the data set does not exist or you may not read it; the two cases give the same error.';
   END IF;
   IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = caller) AND EXISTS (
-       SELECT 1 FROM flock.datasets x WHERE x.name = drop_dataset.name
-          AND (drop_dataset.version IS NULL OR x.version = drop_dataset.version) AND x.created_by <> caller) THEN
+       SELECT 1 FROM flock.datasets x WHERE x.name = _drop_dataset.name
+          AND (_drop_dataset.version IS NULL OR x.version = _drop_dataset.version) AND x.created_by <> caller) THEN
     RAISE EXCEPTION 'permission denied to drop data set "%"', name || coalesce('@' || version, '')
       USING ERRCODE = 'insufficient_privilege', HINT = 'Only the role that took a snapshot, or a superuser, may drop it.';
   END IF;
   SELECT string_agg(DISTINCT format('%s@%s', r.model_name, r.model_version), ', ') INTO users
     FROM flock.training_inputs i JOIN flock.training_runs r ON r.id = i.run_id
-   WHERE i.dataset_name = drop_dataset.name AND (drop_dataset.version IS NULL OR i.dataset_version = drop_dataset.version);
+   WHERE i.dataset_name = _drop_dataset.name AND (_drop_dataset.version IS NULL OR i.dataset_version = _drop_dataset.version);
   IF users IS NOT NULL THEN
     RAISE EXCEPTION 'cannot drop data set "%": models were trained on it', name || coalesce('@' || version, '')
       USING ERRCODE = 'dependent_objects_still_exist', DETAIL = format('Trained on it: %s.', users),
             HINT = 'Drop those model versions first; their training records go with them.';
   END IF;
-  FOR d IN SELECT * FROM flock.datasets x WHERE x.name = drop_dataset.name
-             AND (drop_dataset.version IS NULL OR x.version = drop_dataset.version) LOOP
+  FOR d IN SELECT * FROM flock.datasets x WHERE x.name = _drop_dataset.name
+             AND (_drop_dataset.version IS NULL OR x.version = _drop_dataset.version) LOOP
     EXECUTE format('DROP TABLE IF EXISTS %s', d.table_name);
     DELETE FROM flock.datasets x WHERE x.name = d.name AND x.version = d.version;
     n := n + 1;
   END LOOP;
   RETURN n;
 END $$;
+REVOKE ALL ON FUNCTION flock._drop_dataset(text, integer) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._drop_dataset.
+CREATE FUNCTION flock.drop_dataset(name text, version integer DEFAULT NULL) RETURNS integer
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION flock.drop_dataset(text, integer) IS
   'drops one version of a data set, or all; only its creator or a superuser, and not while a model records training on it';
 
@@ -758,7 +805,7 @@ CREATE POLICY training_inputs_visible ON flock.training_inputs FOR SELECT
 REVOKE ALL ON flock.training_inputs FROM PUBLIC;
 GRANT SELECT ON flock.training_inputs TO PUBLIC;
 
-CREATE FUNCTION flock.log_training(model_ref text, datasets text[] DEFAULT NULL, code text DEFAULT NULL,
+CREATE FUNCTION flock._log_training(model_ref text, datasets text[] DEFAULT NULL, code text DEFAULT NULL,
                                    code_ref text DEFAULT NULL, params jsonb DEFAULT NULL, metrics jsonb DEFAULT NULL,
                                    environment jsonb DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -809,6 +856,12 @@ BEGIN
   END LOOP;
   RETURN run;
 END $$;
+REVOKE ALL ON FUNCTION flock._log_training(text, text[], text, text, jsonb, jsonb, jsonb) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._log_training.
+CREATE FUNCTION flock.log_training(model_ref text, datasets text[] DEFAULT NULL, code text DEFAULT NULL,
+                                   code_ref text DEFAULT NULL, params jsonb DEFAULT NULL, metrics jsonb DEFAULT NULL,
+                                   environment jsonb DEFAULT NULL) RETURNS bigint
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION flock.log_training(text, text[], text, text, jsonb, jsonb, jsonb) IS
   'records how a model version was trained (data set versions, code, parameters, metrics, environment); returns the run id';
 

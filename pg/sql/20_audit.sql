@@ -40,7 +40,7 @@ CREATE POLICY audit_policy_history_visible ON flock.audit_policy_history FOR SEL
 REVOKE ALL ON flock.audit_policy_history FROM PUBLIC;
 GRANT SELECT ON flock.audit_policy_history TO PUBLIC;
 
-CREATE FUNCTION flock.set_audit(model text, mode text, sample_rate float8 DEFAULT NULL) RETURNS jsonb
+CREATE FUNCTION flock._set_audit(model text, mode text, sample_rate float8 DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
@@ -56,39 +56,43 @@ BEGIN
     RAISE EXCEPTION 'an audit policy is set on a model name, not on "%"', model USING ERRCODE = 'invalid_parameter_value',
       HINT = format('A policy covers every version of a model: use %L.', split_part(model, '@', 1));
   END IF;
-  IF set_audit.mode IS NULL OR set_audit.mode NOT IN ('off', 'sample', 'all') THEN
-    RAISE EXCEPTION 'unknown audit mode "%"', coalesce(set_audit.mode, 'NULL') USING ERRCODE = 'invalid_parameter_value',
+  IF _set_audit.mode IS NULL OR _set_audit.mode NOT IN ('off', 'sample', 'all') THEN
+    RAISE EXCEPTION 'unknown audit mode "%"', coalesce(_set_audit.mode, 'NULL') USING ERRCODE = 'invalid_parameter_value',
       HINT = '''all'' records every prediction, ''sample'' a random share of them (sample_rate, in (0, 1]), ''off'' none.';
   END IF;
-  IF set_audit.mode = 'sample' THEN
-    IF set_audit.sample_rate IS NULL OR set_audit.sample_rate = 'NaN'::float8
-       OR set_audit.sample_rate <= 0 OR set_audit.sample_rate > 1 THEN
-      RAISE EXCEPTION 'sample_rate must be in (0, 1] for mode ''sample'', got %', coalesce(set_audit.sample_rate::text, 'NULL')
+  IF _set_audit.mode = 'sample' THEN
+    IF _set_audit.sample_rate IS NULL OR _set_audit.sample_rate = 'NaN'::float8
+       OR _set_audit.sample_rate <= 0 OR _set_audit.sample_rate > 1 THEN
+      RAISE EXCEPTION 'sample_rate must be in (0, 1] for mode ''sample'', got %', coalesce(_set_audit.sample_rate::text, 'NULL')
         USING ERRCODE = 'invalid_parameter_value',
         HINT = format('e.g. flock.set_audit(%L, ''sample'', 0.01) records about one prediction in a hundred; ''all'' records every one.', model);
     END IF;
-    rate := set_audit.sample_rate;
-  ELSIF set_audit.sample_rate IS NOT NULL THEN
+    rate := _set_audit.sample_rate;
+  ELSIF _set_audit.sample_rate IS NOT NULL THEN
     RAISE EXCEPTION 'sample_rate is for mode ''sample'' only' USING ERRCODE = 'invalid_parameter_value',
-      HINT = format('Mode %L takes no sample_rate: leave it out, or use mode ''sample''.', set_audit.mode);
+      HINT = format('Mode %L takes no sample_rate: leave it out, or use mode ''sample''.', _set_audit.mode);
   ELSE
-    rate := CASE set_audit.mode WHEN 'all' THEN 1 ELSE 0 END;
+    rate := CASE _set_audit.mode WHEN 'all' THEN 1 ELSE 0 END;
   END IF;
   PERFORM flock._require_manage(model, 'set the audit policy');
   PERFORM pg_advisory_xact_lock(hashtext('flock.audit_policies'), hashtext(model));
-  SELECT * INTO prev FROM flock.audit_policies p WHERE p.name = set_audit.model;
-  IF NOT (FOUND AND prev.mode = set_audit.mode AND prev.sample_rate = rate) THEN
+  SELECT * INTO prev FROM flock.audit_policies p WHERE p.name = _set_audit.model;
+  IF NOT (FOUND AND prev.mode = _set_audit.mode AND prev.sample_rate = rate) THEN
     INSERT INTO flock.audit_policies AS p (name, mode, sample_rate, set_by, set_at)
-    VALUES (set_audit.model, set_audit.mode, rate, caller, now())
+    VALUES (_set_audit.model, _set_audit.mode, rate, caller, now())
     ON CONFLICT ON CONSTRAINT audit_policies_pkey
     DO UPDATE SET mode = EXCLUDED.mode, sample_rate = EXCLUDED.sample_rate, set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at;
     INSERT INTO flock.audit_policy_history (name, from_mode, from_rate, to_mode, to_rate, changed_by)
-    VALUES (set_audit.model, prev.mode, prev.sample_rate, set_audit.mode, rate, caller);
+    VALUES (_set_audit.model, prev.mode, prev.sample_rate, _set_audit.mode, rate, caller);
     -- Every session's call sites re-read the policy at their next statement.
     PERFORM flock._touch_catalog();
   END IF;
-  RETURN jsonb_build_object('model', model, 'mode', set_audit.mode, 'sample_rate', rate);
+  RETURN jsonb_build_object('model', model, 'mode', _set_audit.mode, 'sample_rate', rate);
 END $$;
+REVOKE ALL ON FUNCTION flock._set_audit(text, text, float8) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._set_audit.
+CREATE FUNCTION flock.set_audit(model text, mode text, sample_rate float8 DEFAULT NULL) RETURNS jsonb
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION flock.set_audit(text, text, float8) IS
   'sets which predictions of a model are recorded in flock.inference_log: ''off'', ''sample'' (sample_rate) or ''all''';
 
@@ -106,7 +110,7 @@ LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE SET search_path = pg_catalog,
 $$;
 
 -- A model's last version dropped: its policy goes (as its grants do), the history keeps a row.
-CREATE FUNCTION flock._forget_dropped_policy() RETURNS trigger
+CREATE FUNCTION flock.__forget_dropped_policy() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   prev flock.audit_policies;
@@ -120,6 +124,11 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$;
+REVOKE ALL ON FUNCTION flock.__forget_dropped_policy() FROM PUBLIC;
+-- The trigger entry point: acts for current_user at the statement (or for the caller of the
+-- Flock function whose statement fired it) and runs flock.__forget_dropped_policy.
+CREATE FUNCTION flock._forget_dropped_policy() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
 CREATE TRIGGER models_forget_dropped_policy AFTER DELETE ON flock.models
   FOR EACH ROW EXECUTE FUNCTION flock._forget_dropped_policy();
 
@@ -162,7 +171,7 @@ GRANT SELECT ON flock.inference_log_rows TO PUBLIC;
 
 -- A model's audit trail, for the roles that manage it: 42501 for others (the same error for a
 -- model that does not exist, unless the caller sees everything).
-CREATE FUNCTION flock.audit_trail(model text, since timestamptz DEFAULT '-infinity')
+CREATE FUNCTION flock._audit_trail(model text, since timestamptz DEFAULT '-infinity')
 RETURNS SETOF flock.inference_log_rows
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -173,10 +182,14 @@ BEGIN
   PERFORM flock._require_manage(split_part(model, '@', 1), 'read the audit trail');
   RETURN QUERY
     SELECT r.* FROM flock.inference_log_rows r
-     WHERE r.model_name = split_part(audit_trail.model, '@', 1)
-       AND (strpos(audit_trail.model, '@') = 0 OR r.model_version = (flock._resolve(audit_trail.model)).version)
+     WHERE r.model_name = split_part(_audit_trail.model, '@', 1)
+       AND (strpos(_audit_trail.model, '@') = 0 OR r.model_version = (flock._resolve(_audit_trail.model)).version)
        AND r.logged_at >= coalesce(since, '-infinity')
      ORDER BY r.logged_at, r.query_id, r.model_version, r.function, r.row_no;
 END $$;
+REVOKE ALL ON FUNCTION flock._audit_trail(text, timestamptz) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._audit_trail.
+CREATE FUNCTION flock.audit_trail(model text, since timestamptz DEFAULT '-infinity') RETURNS SETOF flock.inference_log_rows
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C STABLE;
 COMMENT ON FUNCTION flock.audit_trail(text, timestamptz) IS
   'the recorded predictions of a model (or of one version: name@N, name@alias), one row each; needs manage';

@@ -20,7 +20,6 @@ extern "C" {
 PG_MODULE_MAGIC;
 
 void _PG_init(void);
-PG_FUNCTION_INFO_V1(flock_caller);
 PG_FUNCTION_INFO_V1(flock_catalog_changed);
 }
 
@@ -98,12 +97,6 @@ void _PG_init(void) {
   // as pg_stat_statements does. Only possible at server start.
   if (process_shared_preload_libraries_in_progress) EnableQueryId();
   CacheRegisterRelcacheCallback(on_relcache_invalidation, (Datum)0);
-}
-
-// flock._caller(): the role in effect outside any SECURITY DEFINER function.
-Datum flock_caller(PG_FUNCTION_ARGS) {
-  char* name = GetUserNameFromId(GetOuterUserId(), false);
-  PG_RETURN_DATUM(DirectFunctionCall1(namein, CStringGetDatum(name)));
 }
 
 // Statement trigger on flock.models: tell every backend to drop its name → model resolutions.

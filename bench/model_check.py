@@ -12,7 +12,9 @@ layer, each round uses fresh bytes (a different doc_string, so a different sha25
   checked     SELECT $1::flock.model: the checker process, then the same load in the backend
   register    SELECT flock.register_model(name, $1): the whole registration, with the check
   checker     flock-model-check run directly from this script (spawn + load + answer)
-Medians over the rounds; the overhead is checked - in-process (wall time of one statement).
+Wall time: medians over the rounds; the overhead is checked - in-process. CPU: the backend's own
+CPU plus its reaped children's (the checker), from /proc/<pid>/stat, averaged over the rounds (less
+inflated than wall time by other processes competing for the cores; 10 ms clock ticks).
 """
 import argparse
 import os
@@ -40,6 +42,13 @@ def variants(model_bytes, n):
         m.doc_string = f"variant {k} {time.time_ns()}"
         out.append(m.SerializeToString())
     return out
+
+
+def backend_cpu(pid):
+    """CPU seconds of a backend including its reaped children (utime + stime + cutime + cstime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_model(n_trees=100, depth=8, n_features=20, seed=3):
@@ -75,8 +84,12 @@ def main():
         cur.execute("CREATE EXTENSION flock")
         cur.execute("SET statement_timeout = 0")
         cur.execute("CREATE TABLE stored (id int PRIMARY KEY, m flock.model)")
+        cur.execute("SELECT pg_backend_pid()")
+        writer_pid = cur.fetchone()[0]
+        print("wall time, medians:")
         print(f"{'model':26} {'bytes':>10} {'in-process':>11} {'checked':>9} {'register':>9} {'checker':>9} "
               f"{'overhead':>9} {'ratio':>6}")
+        cpu_lines = []
         for name, model in models.items():
             rounds = args.rounds if len(model) < 2_000_000 else max(3, args.rounds // 4)
             stored = variants(model, rounds)
@@ -89,16 +102,23 @@ def main():
             reader = psycopg2.connect(cluster.dsn())
             reader.autocommit = True
             rcur = reader.cursor()
+            rcur.execute("SELECT pg_backend_pid()")
+            reader_pid = rcur.fetchone()[0]
+            cpu_inproc = cpu_checked = 0.0
             for k in range(rounds):
+                c0 = backend_cpu(reader_pid)
                 t0 = time.perf_counter()
                 rcur.execute("SELECT flock.model_signature(m) IS NOT NULL FROM stored WHERE id = %s", (k,))
                 rcur.fetchone()
                 inproc.append(time.perf_counter() - t0)
+                cpu_inproc += backend_cpu(reader_pid) - c0
 
+                c0 = backend_cpu(writer_pid)
                 t0 = time.perf_counter()
                 cur.execute("SELECT %s::flock.model IS NOT NULL", (psycopg2.Binary(fresh[2 * k]),))
                 cur.fetchone()
                 checked.append(time.perf_counter() - t0)
+                cpu_checked += backend_cpu(writer_pid) - c0
 
                 t0 = time.perf_counter()
                 cur.execute("SELECT flock.register_model(%s, %s)", (f"bench_{len(model)}", psycopg2.Binary(fresh[2 * k + 1])))
@@ -115,6 +135,12 @@ def main():
             ms = lambda xs: statistics.median(xs) * 1000  # noqa: E731
             print(f"{name:26} {len(model):>10} {ms(inproc):>9.2f}ms {ms(checked):>7.2f}ms {ms(register):>7.2f}ms "
                   f"{ms(alone):>7.2f}ms {ms(checked) - ms(inproc):>7.2f}ms {ms(checked) / ms(inproc):>6.2f}")
+            cpu_lines.append(f"{name:26} {1000 * cpu_inproc / rounds:>9.1f}ms {1000 * cpu_checked / rounds:>7.1f}ms "
+                             f"{(cpu_checked / cpu_inproc if cpu_inproc else float('nan')):>6.2f}")
+        print("backend CPU incl. the checker, mean per statement:")
+        print(f"{'model':26} {'in-process':>11} {'checked':>9} {'ratio':>6}")
+        for line in cpu_lines:
+            print(line)
         print(f"(medians; rounds: {args.rounds}, 10 MB model: {max(3, args.rounds // 4)}; "
               "overhead = checked - in-process; ratio = checked / in-process)")
     finally:

@@ -41,8 +41,10 @@ std::span<const uint8_t> bytes_of(bytea* b) {
 // and receive functions and the bytea cast are the only ways to make one (COPY, binary COPY,
 // record_in/record_recv, array_in/array_recv, domains and I/O-conversion casts all call them;
 // flock.model -> bytea is binary-coercible, never the other way round), and flock._prepare_model
-// checks the same way. So a model read back from a table or the catalog is compiled in the backend
-// without another check.
+// checks the same way (so does logical replication's apply, through the same functions). So a
+// model read back from a table or the catalog is compiled in the backend without another check.
+// Another session's flock.max_tensor_elements does not change that: a lower limit fails cleanly,
+// a higher one runs exactly what the checker ran.
 bytea* validated(bytea* b) {
   char sha[65];
   sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b), sha);

@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import onnx  # noqa: E402
+import onnx.numpy_helper  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 import onnx_builders  # noqa: E402
@@ -74,6 +75,16 @@ def slow_maxpool():
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2049, 2049])])
 
 
+def slow_conv():
+    """Conv of a declared 1x1x2048x2048 input with a 64x64 kernel (a 16 kB model): 1.6e10
+    multiply-adds at load; flock-model-check alone used up a 5 s RLIMIT_CPU on it."""
+    import numpy as np
+    w = onnx.numpy_helper.from_array(np.ones((1, 1, 64, 64), np.float32), "w")
+    return _raw_model([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[64, 64])],
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2048, 2048])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1985, 1985])], [w])
+
+
 def huge_declared_dims():
     """A chain of Relu over a declared [1, 2^28 - 1] float input: each tensor is just under the
     element limit, together they need gigabytes (8.4 GB peak in a backend before)."""
@@ -91,6 +102,7 @@ HOSTILE = {
     "short_int64_initializer": short_int64_initializer,
     "maxpool_zero_stride": maxpool_zero_stride,
     "slow_maxpool": slow_maxpool,
+    "slow_conv": slow_conv,
     "huge_declared_dims": huge_declared_dims,
 }
 
@@ -103,6 +115,7 @@ EXPECTED = {
     "short_int64_initializer": "22023",
     "maxpool_zero_stride": "22023",
     "slow_maxpool": "57014",
+    "slow_conv": "57014",
     "huge_declared_dims": "53200",
 }
 
@@ -425,3 +438,22 @@ def test_a_crash_is_named(user, name):
         assert err.value.diag.message_hint
     else:
         assert alone.stdout.startswith(b"error invalid_model")
+
+
+def test_no_descriptor_or_process_leaks(user):
+    """Accepted, rejected, crashed and timed-out checks leave the backend with the descriptors it
+    had before, and no child."""
+    backend = one(user, "SELECT pg_backend_pid()")
+    fd_dir = f"/proc/{backend}/fd"
+    if not os.access(fd_dir, os.R_OK):
+        pytest.skip("cannot read the backend's descriptors")
+    one(user, "SELECT %s::flock.model IS NOT NULL", (psycopg2.Binary(onnx_builders.linear_regressor([4.0], 1.0)),))
+    before = sorted(os.listdir(fd_dir))
+    for k in range(3):
+        one(user, "SELECT %s::flock.model IS NOT NULL",
+            (psycopg2.Binary(onnx_builders.linear_regressor([float(k), 1.0], 0.5)),))
+        for name in ("layernorm_axis_minus_100", "maxpool_zero_stride", "slow_maxpool"):
+            with pytest.raises(psycopg2.Error):
+                one(user, "SELECT %s::flock.model IS NOT NULL", (psycopg2.Binary(HOSTILE[name]()),))
+    assert sorted(os.listdir(fd_dir)) == before
+    assert children_of(backend) == []

@@ -13,6 +13,7 @@ extern "C" {
 #include "batch_scan.hpp"
 #include "cache.hpp"
 #include "guard.hpp"
+#include "model_check.hpp"
 
 #include <malloc.h>
 
@@ -90,6 +91,7 @@ void _PG_init(void) {
                            0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("flock.batch_size", "Rows scored per model call by batched execution.", nullptr,
                           &batch_size, kDefaultBatchSize, 1, 1 << 20, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  define_model_check_gucs();  // flock.model_checker, flock.model_check_cpu_time, flock.model_check_memory
   install_audit();
   MarkGUCPrefixReserved("flock");
   install_batching();

@@ -1,4 +1,6 @@
--- Flock governance: aliases, access control, data set snapshots, training capture, lineage.
+-- Flock access control: grants, the privileges view and row-level security every governance part
+-- reads through, and the checks its functions make. The parts after it: 11_aliases, 12_datasets,
+-- 13_training, 19_inference_log and 20_audit, 30_lineage.
 --
 -- Identity. Flock acts for the effective role: current_user at the call, as PostgreSQL's own
 -- privilege checks do. A function that changes governance state, flock.F, is a C entry point

@@ -91,43 +91,8 @@ CREATE TRIGGER models_immutable BEFORE UPDATE ON flock.models
 CREATE TRIGGER models_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON flock.models
   FOR EACH STATEMENT EXECUTE FUNCTION flock._catalog_changed();
 
--- Resolves a model reference: 'name' (latest version) or 'name@N'.
-CREATE FUNCTION flock._resolve(ref text) RETURNS flock.models
-LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  model_name text;
-  tag text;
-  result flock.models;
-BEGIN
-  IF ref IS NULL THEN
-    RAISE EXCEPTION 'model reference is NULL' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  IF strpos(ref, '@') > 0 THEN
-    model_name := split_part(ref, '@', 1);
-    tag := substr(ref, length(model_name) + 2);
-    IF tag !~ '^[0-9]{1,9}$' THEN
-      RAISE EXCEPTION 'invalid model reference "%"', ref USING ERRCODE = 'invalid_parameter_value',
-        HINT = 'Use ''name'' for the latest version or ''name@N'' for version N.';
-    END IF;
-    SELECT * INTO result FROM flock.models m WHERE m.name = model_name AND m.version = tag::int;
-    IF NOT FOUND THEN
-      IF EXISTS (SELECT 1 FROM flock.models m WHERE m.name = model_name) THEN
-        RAISE EXCEPTION 'model "%" has no version %', model_name, tag USING ERRCODE = 'undefined_object',
-          HINT = format('Versions of "%s": %s.', model_name,
-                        (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = model_name));
-      END IF;
-      RAISE EXCEPTION 'model "%" does not exist', model_name USING ERRCODE = 'undefined_object',
-        HINT = 'See SELECT name, version FROM flock.models; register one with flock.register_model.';
-    END IF;
-  ELSE
-    SELECT * INTO result FROM flock.models m WHERE m.name = ref ORDER BY m.version DESC LIMIT 1;
-    IF NOT FOUND THEN
-      RAISE EXCEPTION 'model "%" does not exist', ref USING ERRCODE = 'undefined_object',
-        HINT = 'See SELECT name, version FROM flock.models; register one with flock.register_model.';
-    END IF;
-  END IF;
-  RETURN result;
-END $$;
+-- flock._resolve(ref), reference -> catalog row, is defined in 11_aliases.sql, after the aliases it
+-- reads; the functions here call it only when they run.
 
 -- ---------------------------------------------------------------------------------------------
 -- Registering and dropping models.
@@ -173,7 +138,7 @@ DECLARE
 BEGIN
   SELECT rolsuper INTO is_super FROM pg_roles WHERE rolname = caller;
   -- A model the caller may not use gets the very error of a missing one (flock._model_not_found,
-  -- from the governance part): dropping tells nothing about models the caller cannot see.
+  -- in 10_access.sql): dropping tells nothing about models the caller cannot see.
   IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = _drop_model.name)
      OR NOT (flock._may(caller, _drop_model.name, 'use') OR flock._sees_all(caller)) THEN
     PERFORM flock._model_not_found(_drop_model.name, caller);

@@ -129,7 +129,7 @@ COMMENT ON FUNCTION flock.drop_alias(text, text, text) IS
 -- Runs as the calling role: row-level security decides what it sees. The row comes back without
 -- the model bytes (model is NULL): copying a multi-MB model out of TOAST on every resolution cost
 -- ~15 ms per query; who needs them reads flock.models by name and version.
-CREATE OR REPLACE FUNCTION flock._resolve(ref text) RETURNS flock.models
+CREATE FUNCTION flock._resolve(ref text) RETURNS flock.models
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   model_name text;

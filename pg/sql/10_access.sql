@@ -69,7 +69,7 @@ GRANT SELECT ON flock.model_grants TO PUBLIC;
 -- May `who` use (or manage) model `model_name`? For SECURITY DEFINER functions, which read
 -- the tables without row-level security. Not callable by others (it would tell about any role).
 CREATE FUNCTION flock._may(who name, model_name text, privilege text) RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   SELECT coalesce((
     SELECT r.rolsuper
         OR EXISTS (SELECT 1 FROM flock.models m JOIN pg_roles c ON c.rolname = m.created_by
@@ -85,14 +85,14 @@ REVOKE ALL ON FUNCTION flock._may(name, text, text) FROM PUBLIC;
 
 -- Does `who` see every row whatever the policies say (superuser or BYPASSRLS)?
 CREATE FUNCTION flock._sees_all(who name) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = who), false)
 $$;
 
 -- Raises the error for a model that `who` cannot see: 42704 when `who` sees everything (so the
 -- model really does not exist), else 42501, the same whether the model exists or not.
 CREATE FUNCTION flock._model_not_found(model_name text, who name) RETURNS void
-LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF flock._sees_all(who) THEN
     RAISE EXCEPTION 'model "%" does not exist', model_name USING ERRCODE = 'undefined_object',
@@ -106,7 +106,7 @@ END $$;
 -- Tells every backend that name resolutions may have changed: a statement on flock.models fires
 -- its statement-level invalidation trigger even when it touches no row.
 CREATE FUNCTION flock._touch_catalog() RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   UPDATE flock.models SET description = description WHERE false
 $$;
 REVOKE ALL ON FUNCTION flock._touch_catalog() FROM PUBLIC;
@@ -114,7 +114,7 @@ REVOKE ALL ON FUNCTION flock._touch_catalog() FROM PUBLIC;
 -- Checks that the caller manages model_name; raises 42501 (or 42704 for a missing model seen by
 -- a role that sees everything) otherwise. `action` completes "permission denied to ...".
 CREATE FUNCTION flock._require_manage(model_name text, action text) RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
 BEGIN
@@ -135,7 +135,7 @@ REVOKE ALL ON FUNCTION flock._require_manage(text, text) FROM PUBLIC;
 -- Granting and revoking.
 -- ---------------------------------------------------------------------------------------------
 CREATE FUNCTION flock._check_grant_args(model text, role name, privilege text) RETURNS void
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF model IS NULL OR role IS NULL THEN
     RAISE EXCEPTION 'model and role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -154,7 +154,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION flock._grant_model(model text, role name, privilege text DEFAULT 'use') RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF privilege IS NULL THEN
     RAISE EXCEPTION 'privilege must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -169,12 +169,12 @@ END $$;
 REVOKE ALL ON FUNCTION flock._grant_model(text, name, text) FROM PUBLIC;
 -- The entry point: acts for current_user at the call and runs flock._grant_model.
 CREATE FUNCTION flock.grant_model(model text, role name, privilege text DEFAULT 'use') RETURNS void
-  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION flock.grant_model(text, name, text) IS
   'gives a role (or PUBLIC) ''use'' or ''manage'' on every version of a model';
 
 CREATE FUNCTION flock._revoke_model(model text, role name, privilege text DEFAULT NULL) RETURNS integer
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   n integer;
 BEGIN
@@ -190,7 +190,7 @@ END $$;
 REVOKE ALL ON FUNCTION flock._revoke_model(text, name, text) FROM PUBLIC;
 -- The entry point: acts for current_user at the call and runs flock._revoke_model.
 CREATE FUNCTION flock.revoke_model(model text, role name, privilege text DEFAULT NULL) RETURNS integer
-  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION flock.revoke_model(text, name, text) IS
   'takes back a role''s privilege on a model (both when privilege is NULL); returns how many grants went';
 
@@ -199,7 +199,7 @@ COMMENT ON FUNCTION flock.revoke_model(text, name, text) IS
 -- whose last version is gone are removed.
 -- ---------------------------------------------------------------------------------------------
 CREATE FUNCTION flock.__guard_model_insert() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
 BEGIN
@@ -216,12 +216,12 @@ REVOKE ALL ON FUNCTION flock.__guard_model_insert() FROM PUBLIC;
 -- The trigger entry point: acts for current_user at the statement (or for the caller of the
 -- Flock function whose statement fired it) and runs flock.__guard_model_insert.
 CREATE FUNCTION flock._guard_model_insert() RETURNS trigger
-  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 CREATE TRIGGER models_guard_insert BEFORE INSERT ON flock.models
   FOR EACH ROW EXECUTE FUNCTION flock._guard_model_insert();
 
 CREATE FUNCTION flock._forget_dropped_model() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = OLD.name) THEN
     DELETE FROM flock.model_grants g WHERE g.name = OLD.name;

@@ -41,7 +41,7 @@ REVOKE ALL ON flock.alias_history FROM PUBLIC;
 GRANT SELECT ON flock.alias_history TO PUBLIC;
 
 CREATE FUNCTION flock._check_alias_name(alias text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF alias IS NULL THEN
     RAISE EXCEPTION 'alias must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -57,7 +57,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION flock._set_alias(name text, alias text, version integer, comment text DEFAULT NULL) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
   previous integer;
@@ -93,12 +93,12 @@ END $$;
 REVOKE ALL ON FUNCTION flock._set_alias(text, text, integer, text) FROM PUBLIC;
 -- The entry point: acts for current_user at the call and runs flock._set_alias.
 CREATE FUNCTION flock.set_alias(name text, alias text, version integer, comment text DEFAULT NULL) RETURNS text
-  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION flock.set_alias(text, text, integer, text) IS
   'points name@alias at a version (creating or moving the alias) and records the transition; returns ''name@alias''';
 
 CREATE FUNCTION flock._drop_alias(name text, alias text, comment text DEFAULT NULL) RETURNS integer
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
   previous integer;
@@ -121,7 +121,7 @@ END $$;
 REVOKE ALL ON FUNCTION flock._drop_alias(text, text, text) FROM PUBLIC;
 -- The entry point: acts for current_user at the call and runs flock._drop_alias.
 CREATE FUNCTION flock.drop_alias(name text, alias text, comment text DEFAULT NULL) RETURNS integer
-  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION flock.drop_alias(text, text, text) IS
   'removes name@alias and records the transition; returns the version it pointed to';
 
@@ -130,7 +130,7 @@ COMMENT ON FUNCTION flock.drop_alias(text, text, text) IS
 -- the model bytes (model is NULL): copying a multi-MB model out of TOAST on every resolution cost
 -- ~15 ms per query; who needs them reads flock.models by name and version.
 CREATE FUNCTION flock._resolve(ref text) RETURNS flock.models
-LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   model_name text;
   tag text;
@@ -188,7 +188,7 @@ END $$;
 -- Guard on the catalog: a version an alias points to cannot be dropped.
 -- ---------------------------------------------------------------------------------------------
 CREATE FUNCTION flock._guard_model_delete() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   pointing text;
 BEGIN

@@ -34,7 +34,7 @@ REVOKE ALL ON flock.datasets FROM PUBLIC;
 GRANT SELECT ON flock.datasets TO PUBLIC;
 
 CREATE FUNCTION flock._forbid_dataset_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   RAISE EXCEPTION 'data set % is immutable', TG_TABLE_NAME USING ERRCODE = 'object_not_in_prerequisite_state',
     HINT = 'Take a new version with flock.snapshot_dataset.';
@@ -47,7 +47,7 @@ END $$;
 -- to every value, to duplicates and to the column names and types. Type output is pinned (UTC,
 -- ISO dates, shortest exact floats) so the hash does not depend on session settings.
 CREATE FUNCTION flock._table_hash(rel regclass, OUT row_count bigint, OUT columns jsonb, OUT content_hash text)
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD'
 SET "IntervalStyle" = 'postgres' SET extra_float_digits = '1' SET bytea_output = 'hex' AS $$
 DECLARE
@@ -68,7 +68,7 @@ END $$;
 
 -- The catalog row of a data set reference 'name' (latest) or 'name@N', as the calling role sees it.
 CREATE FUNCTION flock._resolve_dataset(ref text) RETURNS flock.datasets
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   ds_name text := split_part(ref, '@', 1);
   tag text;
@@ -111,7 +111,7 @@ END $$;
 -- table, so it gives no access beyond the caller's own.
 CREATE FUNCTION flock._store_snapshot(name text, query text, search_path text, description text, tmp regclass,
                                       sources text[]) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
   next_version integer;
@@ -163,7 +163,7 @@ REVOKE ALL ON FUNCTION flock._store_snapshot(text, text, text, text, regclass, t
 
 -- The tables, views and foreign tables a view reads (its rewrite rule's dependencies).
 CREATE FUNCTION flock._view_sources(view_oid regclass) RETURNS text[]
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT coalesce(array_agg(DISTINCT format('%s.%I', CASE WHEN n.nspname LIKE 'pg\_temp%' THEN 'pg_temp'
                                                           ELSE quote_ident(n.nspname) END, c.relname)), '{}')
     FROM pg_rewrite r
@@ -177,7 +177,7 @@ $$;
 -- table and the tables the query reads (from a temp view's dependencies). Only the query itself
 -- resolves names with `path`; the rest of the function keeps its pinned search_path.
 CREATE FUNCTION flock._run_into_temp(query text, path text, OUT tmp regclass, OUT sources text[])
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   base text := 'flock_snapshot_' || replace(gen_random_uuid()::text, '-', '');
   body text;
@@ -199,7 +199,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION flock._check_dataset_name(name text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF name IS NULL THEN
     RAISE EXCEPTION 'data set name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -213,13 +213,13 @@ END $$;
 -- Runs the query as current_user with its search_path (flock._run_into_temp), then stores the
 -- result with that query, search_path and the sources read (flock._store_snapshot, for current_user).
 CREATE FUNCTION flock.snapshot_dataset(name text, query text, description text DEFAULT NULL) RETURNS text
-  AS 'MODULE_PATHNAME', 'flock_snapshot_dataset' LANGUAGE C VOLATILE;
+  AS 'MODULE_PATHNAME', 'flock_snapshot_dataset' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION flock.snapshot_dataset(text, text, text) IS
   'runs query as the caller and freezes its result as the next version of data set name; returns ''name@version''';
 
 -- May current_user act as `role` (a superuser, or a member of it)? False for a role that is gone.
 CREATE FUNCTION flock._may_act_as(role name) RETURNS boolean
-  AS 'MODULE_PATHNAME', 'flock_may_act_as' LANGUAGE C STABLE STRICT;
+  AS 'MODULE_PATHNAME', 'flock_may_act_as' LANGUAGE C STABLE STRICT PARALLEL UNSAFE;
 
 -- Runs data set name@version's recorded query again as the role that recorded it (created_by),
 -- inside a security-restricted operation, with its recorded search_path (pg_temp last unless it
@@ -227,10 +227,10 @@ CREATE FUNCTION flock._may_act_as(role name) RETURNS boolean
 -- author only (42501 otherwise); the data set is read as the calling role.
 CREATE FUNCTION flock._source_hash(name text, version integer,
                                    OUT row_count bigint, OUT columns jsonb, OUT content_hash text)
-  AS 'MODULE_PATHNAME', 'flock_source_hash' LANGUAGE C VOLATILE STRICT SET search_path = pg_catalog, pg_temp;
+  AS 'MODULE_PATHNAME', 'flock_source_hash' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION flock.verify_dataset_report(ref text, check_source boolean DEFAULT true) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   d flock.datasets;
   stored record;
@@ -278,14 +278,14 @@ COMMENT ON FUNCTION flock.verify_dataset_report(text, boolean) IS
   're-hashes a snapshot (and, with check_source, the result of its query run again now as its author) against the recorded hash';
 
 CREATE FUNCTION flock.verify_dataset(ref text, check_source boolean DEFAULT true) RETURNS boolean
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT (flock.verify_dataset_report(ref, check_source)->>'ok')::boolean
 $$;
 COMMENT ON FUNCTION flock.verify_dataset(text, boolean) IS
   'true when the snapshot still hashes to its recorded hash (and, with check_source, its query still gives the same data)';
 
 CREATE FUNCTION flock._drop_dataset(name text, version integer DEFAULT NULL) RETURNS integer
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
   d record;
@@ -328,6 +328,6 @@ END $$;
 REVOKE ALL ON FUNCTION flock._drop_dataset(text, integer) FROM PUBLIC;
 -- The entry point: acts for current_user at the call and runs flock._drop_dataset.
 CREATE FUNCTION flock.drop_dataset(name text, version integer DEFAULT NULL) RETURNS integer
-  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION flock.drop_dataset(text, integer) IS
   'drops one version of a data set, or all; only its creator or a superuser, and not while a model records training on it';

@@ -46,7 +46,7 @@ GRANT SELECT ON flock.training_inputs TO PUBLIC;
 CREATE FUNCTION flock._log_training(model_ref text, datasets text[] DEFAULT NULL, code text DEFAULT NULL,
                                    code_ref text DEFAULT NULL, params jsonb DEFAULT NULL, metrics jsonb DEFAULT NULL,
                                    environment jsonb DEFAULT NULL) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
   m flock.models;
@@ -99,6 +99,6 @@ REVOKE ALL ON FUNCTION flock._log_training(text, text[], text, text, jsonb, json
 CREATE FUNCTION flock.log_training(model_ref text, datasets text[] DEFAULT NULL, code text DEFAULT NULL,
                                    code_ref text DEFAULT NULL, params jsonb DEFAULT NULL, metrics jsonb DEFAULT NULL,
                                    environment jsonb DEFAULT NULL) RETURNS bigint
-  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION flock.log_training(text, text[], text, text, jsonb, jsonb, jsonb) IS
   'records how a model version was trained (data set versions, code, parameters, metrics, environment); returns the run id';

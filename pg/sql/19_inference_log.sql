@@ -44,7 +44,7 @@ REVOKE ALL ON flock.inference_log_default FROM PUBLIC;
 GRANT SELECT ON flock.inference_log TO PUBLIC;
 
 CREATE FUNCTION flock.inference_log_partition(month date) RETURNS regclass
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   month_start date := date_trunc('month', month)::date;
   part text := format('flock.%I', 'inference_log_' || to_char(month, 'YYYY_MM'));

@@ -7,7 +7,7 @@
 -- ---------------------------------------------------------------------------------------------
 -- The start node of a reference: 'dataset:name[@N]' or a model reference (optionally 'model:...').
 CREATE FUNCTION flock._lineage_start(ref text, OUT kind text, OUT node text)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   m flock.models;
   d flock.datasets;
@@ -25,20 +25,20 @@ END $$;
 
 -- The object without its top-level null members (nested values are kept as they are).
 CREATE FUNCTION flock._drop_null_members(obj jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb)
     FROM jsonb_each(obj) AS e WHERE jsonb_typeof(e.value) <> 'null'
 $$;
 
 CREATE FUNCTION flock._utc(t timestamptz) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 $$;
 
 CREATE FUNCTION flock.lineage(ref text, direction text DEFAULT 'both')
 RETURNS TABLE (depth integer, from_kind text, from_ref text, relation text, to_kind text, to_ref text,
                at timestamptz, actor name, detail jsonb)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   start record;
 BEGIN
@@ -110,7 +110,7 @@ COMMENT ON FUNCTION flock.lineage(text, text) IS
 -- OpenLineage (https://openlineage.io/spec/2-0-2/OpenLineage.json) run events for the lineage of
 -- a reference: one COMPLETE event per snapshot, training run and logged inference batch.
 CREATE FUNCTION flock.openlineage(ref text) RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   producer text := 'urn:flock:' || coalesce((SELECT e.extversion FROM pg_extension e WHERE e.extname = 'flock'), 'dev');
   ns text := format('postgres://%s:%s', coalesce(host(inet_server_addr()), 'localhost'), current_setting('port'));

@@ -230,6 +230,7 @@ CREATE FUNCTION flock.predict_tensor(model flock.model, input record) RETURNS fl
 CREATE FUNCTION flock.predict_tensor(model flock.model, features float4[]) RETURNS float4[]
   AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 
--- This backend's compiled-model cache: entries, compiles, hits, and catalog resolutions.
+-- This backend's compiled-model cache: entries, compiles, hits, and catalog resolutions. PARALLEL
+-- RESTRICTED: in a parallel worker it would report the worker's cache, not the session's.
 CREATE FUNCTION flock.cache_stats() RETURNS jsonb
-  AS 'MODULE_PATHNAME', 'flock_cache_stats' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_cache_stats' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL RESTRICTED;

@@ -41,7 +41,7 @@ REVOKE ALL ON flock.audit_policy_history FROM PUBLIC;
 GRANT SELECT ON flock.audit_policy_history TO PUBLIC;
 
 CREATE FUNCTION flock._set_audit(model text, mode text, sample_rate float8 DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
   rate float8;
@@ -92,7 +92,7 @@ END $$;
 REVOKE ALL ON FUNCTION flock._set_audit(text, text, float8) FROM PUBLIC;
 -- The entry point: acts for current_user at the call and runs flock._set_audit.
 CREATE FUNCTION flock.set_audit(model text, mode text, sample_rate float8 DEFAULT NULL) RETURNS jsonb
-  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION flock.set_audit(text, text, float8) IS
   'sets which predictions of a model are recorded in flock.inference_log: ''off'', ''sample'' (sample_rate) or ''all''';
 
@@ -101,7 +101,7 @@ COMMENT ON FUNCTION flock.set_audit(text, text, float8) IS
 -- answers only for bytes the caller already holds.
 CREATE FUNCTION flock._audit_policy_for(sha text)
 RETURNS TABLE (name text, version integer, mode text, sample_rate float8)
-LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
   SELECT m.name, m.version, p.mode, p.sample_rate
     FROM flock.models m JOIN flock.audit_policies p ON p.name = m.name
    WHERE m.sha256 = sha AND p.mode <> 'off'
@@ -111,7 +111,7 @@ $$;
 
 -- A model's last version dropped: its policy goes (as its grants do), the history keeps a row.
 CREATE FUNCTION flock.__forget_dropped_policy() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   prev flock.audit_policies;
 BEGIN
@@ -128,19 +128,19 @@ REVOKE ALL ON FUNCTION flock.__forget_dropped_policy() FROM PUBLIC;
 -- The trigger entry point: acts for current_user at the statement (or for the caller of the
 -- Flock function whose statement fired it) and runs flock.__forget_dropped_policy.
 CREATE FUNCTION flock._forget_dropped_policy() RETURNS trigger
-  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE;
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 CREATE TRIGGER models_forget_dropped_policy AFTER DELETE ON flock.models
   FOR EACH ROW EXECUTE FUNCTION flock._forget_dropped_policy();
 
 -- Waits until every audit record this database's sessions enqueued before the call is stored and
 -- committed; false if `timeout` passed first.
 CREATE FUNCTION flock.audit_flush(timeout interval DEFAULT '30 seconds') RETURNS boolean
-  AS 'MODULE_PATHNAME', 'flock_audit_flush' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+  AS 'MODULE_PATHNAME', 'flock_audit_flush' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL RESTRICTED;
 COMMENT ON FUNCTION flock.audit_flush(interval) IS
   'waits until the audit records enqueued so far are stored in flock.inference_log; false on timeout';
 -- This database's audit queue and writer.
 CREATE FUNCTION flock.audit_status() RETURNS jsonb
-  AS 'MODULE_PATHNAME', 'flock_audit_status' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+  AS 'MODULE_PATHNAME', 'flock_audit_status' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL RESTRICTED;
 
 -- One row per prediction. security_invoker: the log's row-level security applies to the reader.
 -- Numbers a model took as real (float32) are stored and shown as real: 20.29, what it saw.
@@ -173,7 +173,7 @@ GRANT SELECT ON flock.inference_log_rows TO PUBLIC;
 -- model that does not exist, unless the caller sees everything).
 CREATE FUNCTION flock._audit_trail(model text, since timestamptz DEFAULT '-infinity')
 RETURNS SETOF flock.inference_log_rows
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF model IS NULL THEN
     RAISE EXCEPTION 'model must not be NULL' USING ERRCODE = 'null_value_not_allowed',
@@ -190,6 +190,6 @@ END $$;
 REVOKE ALL ON FUNCTION flock._audit_trail(text, timestamptz) FROM PUBLIC;
 -- The entry point: acts for current_user at the call and runs flock._audit_trail.
 CREATE FUNCTION flock.audit_trail(model text, since timestamptz DEFAULT '-infinity') RETURNS SETOF flock.inference_log_rows
-  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C STABLE;
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION flock.audit_trail(text, timestamptz) IS
   'the recorded predictions of a model (or of one version: name@N, name@alias), one row each; needs manage';

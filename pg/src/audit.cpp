@@ -284,7 +284,7 @@ void audit_wait_durable() {
   sync_wait.pending = false;
   durable_statements++;
   if (discarded != sync_wait.discarded_before)
-    ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                     errmsg("%llu audit records of this statement could not be stored in flock.inference_log",
                            static_cast<unsigned long long>(discarded - sync_wait.discarded_before)),
                     errdetail("Their model's audit durability (or flock.audit_durability) is 'sync'; the flock audit "
@@ -721,7 +721,8 @@ uint64 store_range(AuditSlot* slot, uint64 from, uint64 to, uint64* nrec, uint64
       lost_rows += recs[k]->nrows;
       LWLockAcquire(shared->lock, LW_EXCLUSIVE);
       int procno = recs[k]->enqueuer_procno;
-      if (procno >= 0 && procno < shared->nprocs && procs()[procno].pid == recs[k]->enqueuer_pid)
+      if ((recs[k]->flags & kAuditSync) && procno >= 0 && procno < shared->nprocs &&
+          procs()[procno].pid == recs[k]->enqueuer_pid)
         procs()[procno].discarded++;
       slot->records_discarded++;
       LWLockRelease(shared->lock);

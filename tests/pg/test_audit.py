@@ -785,3 +785,32 @@ def test_what_a_killed_writer_loses_in_each_mode():
         conn.close()
     finally:
         c.stop()
+
+
+def test_a_record_the_writer_cannot_store_fails_a_sync_statement(conn):
+    """The writer's transaction fails (here a trigger refuses one model's rows): it retries record by
+    record, so only the refused record is discarded (WARNING, counted); a 'sync' statement that
+    queued it fails instead of returning, and the other model's records of the statement are stored."""
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.set_audit('stump', 'all')")
+    clear_log(conn)
+    run(conn, "CREATE FUNCTION refuse_stump() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+              "IF NEW.model_name = 'stump' THEN RAISE EXCEPTION 'stump refused'; END IF; RETURN NEW; END $$")
+    run(conn, "CREATE TRIGGER refuse_stump BEFORE INSERT ON flock.inference_log_default "
+              "FOR EACH ROW EXECUTE FUNCTION refuse_stump()")
+    try:
+        before = one(conn, "SELECT flock.audit_status()").get("records_discarded", 0)
+        run(conn, "SET flock.audit_durability = sync")
+        err = sqlstate(conn, "SELECT flock.predict('lin', ARRAY[5555, 1]::float4[]), "
+                             "flock.predict('stump', ARRAY[5, 5]::float4[])")
+        assert err.pgcode == "55000" and "could not be stored" in err.diag.message_primary, err.pgerror
+        assert err.diag.message_hint
+        assert one(conn, "SELECT count(*) FROM flock.inference_log_rows WHERE input = '{\"a\": 5555, \"b\": 1}'") == 1
+        assert one(conn, "SELECT count(*) FROM flock.inference_log WHERE model_name = 'stump'") == 0
+        assert one(conn, "SELECT flock.audit_status()")["records_discarded"] == before + 1
+        # The next statement is not blamed for it.
+        one(conn, "SELECT flock.predict('lin', ARRAY[6666, 1]::float4[])")
+    finally:
+        run(conn, "RESET flock.audit_durability")
+        run(conn, "DROP TRIGGER refuse_stump ON flock.inference_log_default")
+        run(conn, "DROP FUNCTION refuse_stump()")

@@ -814,3 +814,26 @@ def test_a_record_the_writer_cannot_store_fails_a_sync_statement(conn):
         run(conn, "RESET flock.audit_durability")
         run(conn, "DROP TRIGGER refuse_stump ON flock.inference_log_default")
         run(conn, "DROP FUNCTION refuse_stump()")
+
+
+def test_sync_covers_do_blocks_and_procedures(conn):
+    """Predictions made by PL/pgSQL expressions (no executor run of their own) are waited for when
+    the DO or CALL that made them ends, or when a procedure commits."""
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.set_audit_durability('lin', 'sync')")
+    try:
+        clear_log(conn)
+        before = durable_statements(conn)
+        run(conn, "DO $$ DECLARE x float8; BEGIN x := flock.predict('lin', ARRAY[7001, 1]::float4[]); END $$")
+        assert durable_statements(conn) == before + 1
+        assert one(conn, "SELECT count(*) FROM flock.inference_log_rows WHERE input = '{\"a\": 7001, \"b\": 1}'") == 1
+        run(conn, "CREATE PROCEDURE score_and_commit() LANGUAGE plpgsql AS $$ DECLARE x float8; BEGIN "
+                  "x := flock.predict('lin', ARRAY[7002, 1]::float4[]); COMMIT; "
+                  "x := flock.predict('lin', ARRAY[7003, 1]::float4[]); END $$")
+        run(conn, "CALL score_and_commit()")
+        assert durable_statements(conn) == before + 3  # at the COMMIT inside, and when CALL returned
+        assert one(conn, "SELECT count(*) FROM flock.inference_log_rows "
+                         "WHERE input IN ('{\"a\": 7002, \"b\": 1}', '{\"a\": 7003, \"b\": 1}')") == 2
+    finally:
+        run(conn, "DROP PROCEDURE IF EXISTS score_and_commit()")
+        one(conn, "SELECT flock.set_audit_durability('lin', 'async')")

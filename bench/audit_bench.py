@@ -113,6 +113,7 @@ def main():
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--small", type=int, default=1000, help="single-row statements per model and round")
+    ap.add_argument("--clients", type=int, default=4, help="concurrent clients for the single-row statements")
     ap.add_argument("--fsync", choices=("on", "off"), default="on")
     ap.add_argument("--setup-sql", default=None, help="SQL run after CREATE EXTENSION (to try storage settings)")
     ap.add_argument("--baseline-pg-bin", default=None,
@@ -264,6 +265,46 @@ def main():
                   f"'all' sync {sm['sync']:.3f}; sync/async {sm['sync'] / sm['all']:.2f}, "
                   f"sync - async {sm['sync'] - sm['all']:.3f} ms per statement; a one-row INSERT (one WAL-flushing "
                   f"commit) {sm['insert']:.3f} ms, sync/INSERT {sm['sync'] / sm['insert']:.2f}")
+
+            # The same with several clients at once: 'sync' sessions share the writer's commits.
+            if args.clients > 1:
+                import threading
+                c = cluster_of["all"]
+                conns = []
+                for _ in range(args.clients):
+                    k = psycopg2.connect(c.dsn())
+                    k.autocommit = True
+                    conns.append(k)
+                rate = {k: [] for k in ("all", "sync", "insert")}
+
+                def client(k, sql, n):
+                    with k.cursor() as kc:
+                        for _ in range(n):
+                            kc.execute(sql)
+                            kc.fetchone()
+                for rnd in range(args.rounds + 1):
+                    for name in rate:
+                        sql = ("INSERT INTO commit_probe VALUES (1) RETURNING x" if name == "insert" else
+                               f"SELECT flock.predict('m_{name}', ARRAY[{values}]::real[])")
+                        threads = [threading.Thread(target=client, args=(k, sql, args.small // args.clients))
+                                   for k in conns]
+                        t0 = time.perf_counter()
+                        for t in threads:
+                            t.start()
+                        for t in threads:
+                            t.join()
+                        if name == "all":
+                            assert one(cur, "SELECT flock.audit_flush('10 minutes')") is True
+                        t1 = time.perf_counter()
+                        if rnd > 0:
+                            rate[name].append(args.small // args.clients * args.clients / (t1 - t0))
+                        cur.execute("TRUNCATE flock.inference_log_default")
+                for k in conns:
+                    k.close()
+                rm = {k: statistics.median(v) for k, v in rate.items()}
+                print(f"{args.clients} clients, single-row statements per second: 'all' async {rm['all']:.0f}, "
+                      f"'all' sync {rm['sync']:.0f} (sync/async {rm['sync'] / rm['all']:.2f}); one-row INSERTs "
+                      f"{rm['insert']:.0f}")
     finally:
         for c, conn, _ in clusters:
             conn.close()

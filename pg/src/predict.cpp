@@ -1108,6 +1108,13 @@ void column_scorer_score(ColumnScorer* cs, int n, Want want, Datum* out) {
 
 const char* model_label(const CallState* st) { return st->label; }
 
+Size call_bytes_per_row(const CallState* st) {
+  Size features = 0;
+  for (const auto& in : st->model->signature().inputs) features += static_cast<Size>(std::max<int64_t>(in.width, 1));
+  // RowValues per feature: a double, a string pointer and a null flag.
+  return st->model->bytes_per_row() + features * (sizeof(double) + sizeof(char*) + sizeof(bool)) + sizeof(RowValues);
+}
+
 }  // namespace flock::pg
 
 using namespace flock::pg;

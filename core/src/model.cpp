@@ -303,6 +303,7 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
   if (format == ModelFormat::XGBoostJson) imported = import_xgboost_compiled(bytes);
   else imported.model = import_onnx(bytes);
   const onnx::ModelProto& proto = imported.model;
+  poll_interrupt();
 
   std::shared_ptr<Model> model(new Model());
   model->format_ = format;
@@ -388,6 +389,7 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
   int node_index = -1;
   for (const auto& node : graph.node()) {
     ++node_index;
+    poll_interrupt();  // compiling a large graph (or ensemble) takes a while
     std::string domain = node.domain() == "ai.onnx" ? "" : node.domain();
     int64_t opset = opsets.count(domain) ? opsets[domain] : 0;
     ops.insert(domain.empty() ? node.op_type() : domain + ":" + node.op_type());

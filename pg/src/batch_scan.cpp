@@ -871,7 +871,10 @@ void fill_batch(BatchScanState* s) {
       column_scorer_score(s->scorers[k], s->nrows, s->wants[k], out);
       continue;
     }
+    // The calls' inputs are evaluated here for the whole batch, past the child's own interrupt
+    // checks: a large batch of costly expressions must stay cancellable.
     for (int r = 0; r < s->nrows && rc.first > 0; ++r) {
+      CHECK_FOR_INTERRUPTS();
       TupleTableSlot* row = s->rows[r];
       slot_getsomeattrs(row, rc.first - 1 + rc.natts);
       nulls[r] = false;  // a table row is never NULL
@@ -880,6 +883,7 @@ void fill_batch(BatchScanState* s) {
       s->value_rows[n++] = r;
     }
     for (int r = 0; r < s->nrows && rc.first == 0; ++r) {
+      CHECK_FOR_INTERRUPTS();
       ec->ecxt_outertuple = s->rows[r];
       bool isnull;
       Datum input = ExecEvalExpr(s->inputs[k], ec, &isnull);

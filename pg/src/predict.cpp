@@ -18,6 +18,8 @@
 #include "guard.hpp"
 #include "predict.hpp"
 
+#include "flock/interrupt.hpp"
+
 extern "C" {
 #include "common/pg_prng.h"
 #include "utils/backend_status.h"
@@ -568,6 +570,7 @@ Scored score(CallState* st, const RowValues* rows, int n, Want want) {
     for (const auto& in : sig.inputs) {
       flock::Tensor t(in.type, {n, in.width});
       for (int r = 0; r < n; ++r) {
+        if (r % 1024 == 0) flock::poll_interrupt();  // a large batch's rows are scattered in memory
         const RowValues& row = rows[r];
         for (int64_t j = 0; j < in.width; ++j) {
           size_t dst = static_cast<size_t>(r * in.width + j);

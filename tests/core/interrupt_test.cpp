@@ -91,6 +91,33 @@ std::shared_ptr<const flock::Model> wide_mlp(int64_t k, int64_t n) {
   return flock::Model::load(std::vector<uint8_t>(s.begin(), s.end()));
 }
 
+// x [N, width] -> Sigmoid -> y: one elementwise op over the whole batch.
+std::shared_ptr<const flock::Model> sigmoid_model(int64_t width) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  auto* op = m.add_opset_import();
+  op->set_domain("");
+  op->set_version(13);
+  auto* g = m.mutable_graph();
+  g->set_name("sigmoid");
+  auto value = [&](onnx::ValueInfoProto* v, const char* name) {
+    v->set_name(name);
+    auto* tt = v->mutable_type()->mutable_tensor_type();
+    tt->set_elem_type(onnx::TensorProto::FLOAT);
+    tt->mutable_shape()->add_dim()->set_dim_param("N");
+    tt->mutable_shape()->add_dim()->set_dim_value(width);
+  };
+  value(g->add_input(), "x");
+  value(g->add_output(), "y");
+  auto* nd = g->add_node();
+  nd->set_op_type("Sigmoid");
+  nd->add_input("x");
+  nd->add_output("y");
+  std::string s;
+  m.SerializeToString(&s);
+  return flock::Model::load(std::vector<uint8_t>(s.begin(), s.end()));
+}
+
 std::shared_ptr<const flock::Model> xgboost_model() {
   std::ifstream in(std::string(FLOCK_TEST_DATA_DIR) + "/xgb/reg_squarederror.model.json", std::ios::binary);
   std::stringstream ss;
@@ -172,6 +199,19 @@ TEST(Interrupt, TreeEnsemblePollsEveryBlockOfRows) {
   EXPECT_GE(total, 100000 / 128) << "the tree kernel polls every block of rows";
   EXPECT_TRUE(cancelled_at(*model, batch, total / 2));
   EXPECT_FALSE(cancelled_at(*model, batch, total + 1));
+}
+
+TEST(Interrupt, ElementwiseOpsPollOverHugeTensors) {
+  auto model = sigmoid_model(1000);
+  const auto batch = batch_of(*model, 4200, 2);  // 4.2M values: chunks of 2^20
+  long total = 0;
+  {
+    CheckScope scope(0);
+    model->run(batch);
+    total = polls;
+  }
+  EXPECT_GE(total, 1 + 4);
+  EXPECT_TRUE(cancelled_at(*model, batch, total));
 }
 
 TEST(Interrupt, PredictAndRunTensorsAreCancelledToo) {

@@ -100,15 +100,17 @@ void _PG_init(void) {
   DefineCustomIntVariable("flock.batch_size", "Rows scored per model call by batched execution.",
                           "At most as many rows as fit in flock.batch_memory.", &batch_size, kDefaultBatchSize, 1,
                           1 << 20, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  // Memory limits are the administrator's (as temp_file_limit): superusers, or roles granted SET
+  // ON PARAMETER, change them; any role may still lower flock.batch_size.
   DefineCustomIntVariable("flock.batch_memory", "Memory one batch of batched execution may take.",
                           "Caps the rows per batch: inputs, intermediate values and outputs of the model, per row "
                           "as measured when it was loaded.",
-                          &batch_memory_kb, kDefaultBatchMemoryKb, 1024, MAX_KILOBYTES, PGC_USERSET, GUC_UNIT_KB,
+                          &batch_memory_kb, kDefaultBatchMemoryKb, 1024, MAX_KILOBYTES, PGC_SUSET, GUC_UNIT_KB,
                           nullptr, nullptr, nullptr);
   DefineCustomIntVariable("flock.model_cache_memory", "Memory each backend's compiled models may take.",
                           "Compiled weights and the buffers kept for the next run; least recently used models are "
                           "dropped past it.",
-                          &model_cache_memory_kb, 256 * 1024, 1024, MAX_KILOBYTES, PGC_USERSET, GUC_UNIT_KB, nullptr,
+                          &model_cache_memory_kb, 256 * 1024, 1024, MAX_KILOBYTES, PGC_SUSET, GUC_UNIT_KB, nullptr,
                           nullptr, nullptr);
   install_audit();
   MarkGUCPrefixReserved("flock");

@@ -14,7 +14,8 @@ import pytest
 from cancel_models import FEATURES, mlp, score_query, xgboost_trees
 from test_catalog import one
 
-ROLE = "cancel_user"
+ROLE = "cancel_user"      # registers the models; granted SET on the memory limits
+PLAIN = "cancel_plain"    # an ordinary role and nothing more
 ROWS = 1_000_000
 HUGE_BATCH = 1 << 20  # flock.batch_size's maximum: the batch is capped by flock.batch_memory instead
 TIMEOUT_MS = 1000
@@ -27,6 +28,9 @@ def models(cluster, dbname):
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f"CREATE ROLE {ROLE} LOGIN")
+        cur.execute(f"CREATE ROLE {PLAIN} LOGIN")
+        # The memory limits are the administrator's; the tests that change them get the right to.
+        cur.execute(f"GRANT SET ON PARAMETER flock.batch_memory, flock.model_cache_memory TO {ROLE}")
     conn.close()
     user = psycopg2.connect(cluster.dsn(dbname, user=ROLE))
     user.autocommit = True
@@ -148,6 +152,18 @@ def test_batch_size_is_capped_by_batch_memory(connect_as):
     capped = one(conn, score_query("mlp", 3000))
     settings(conn, **{"flock.batch_size": 7})
     assert one(conn, score_query("mlp", 3000)) == pytest.approx(capped, rel=1e-6)
+
+
+def test_only_the_administrator_raises_the_memory_limits(connect_as):
+    conn = connect_as(PLAIN)
+    with conn.cursor() as cur:
+        for guc in ("flock.batch_memory", "flock.model_cache_memory"):
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute(f"SET {guc} = '1TB'")
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute(f"SET {guc} = '1MB'")
+        # flock.batch_size stays open to every role: it is capped by the limit anyway.
+        cur.execute(f"SET flock.batch_size = {HUGE_BATCH}")
 
 
 def test_batch_memory_rejects_nonsense(connect_as):

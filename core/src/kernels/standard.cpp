@@ -447,10 +447,11 @@ class Flatten final : public Kernel {
 template <typename T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// Rows of a product's output computed per call, so that the run polls for interrupts every few
-// milliseconds (kProductChunkMacs multiply-adds) but still hands the BLAS enough rows to amortise
-// packing the right-hand matrix.
-constexpr int64_t kProductChunkMacs = int64_t(1) << 27;
+// Rows of a product's output computed per call, so that the run polls for interrupts every
+// kProductChunkMacs multiply-adds (5-20 ms on one core) but still hands the BLAS enough rows to
+// amortise packing the right-hand matrix, which it does again for every call (2^28: a 1024 x 1024
+// weight is packed once per 256 rows, a few percent of the product).
+constexpr int64_t kProductChunkMacs = int64_t(1) << 28;
 inline int64_t product_chunk_rows(int64_t k, int64_t n) {
   const int64_t per_row = std::max<int64_t>(k, 1) * std::max<int64_t>(n, 1);
   return std::max<int64_t>(1, kProductChunkMacs / per_row);

@@ -18,6 +18,8 @@
 #include "guard.hpp"
 #include "predict.hpp"
 
+#include "flock/interrupt.hpp"
+
 extern "C" {
 #include "common/pg_prng.h"
 #include "utils/backend_status.h"
@@ -577,6 +579,7 @@ Scored score(CallState* st, const RowValues* rows, int n, Want want) {
     for (const auto& in : sig.inputs) {
       flock::Tensor t(in.type, {n, in.width});
       for (int r = 0; r < n; ++r) {
+        if (r % 1024 == 0) flock::poll_interrupt();  // a large batch's rows are scattered in memory
         const RowValues& row = rows[r];
         for (int64_t j = 0; j < in.width; ++j) {
           size_t dst = static_cast<size_t>(r * in.width + j);
@@ -1116,6 +1119,13 @@ void column_scorer_score(ColumnScorer* cs, int n, Want want, Datum* out) {
 }
 
 const char* model_label(const CallState* st) { return st->label; }
+
+Size call_bytes_per_row(const CallState* st) {
+  Size features = 0;
+  for (const auto& in : st->model->signature().inputs) features += static_cast<Size>(std::max<int64_t>(in.width, 1));
+  // RowValues per feature: a double, a string pointer and a null flag.
+  return st->model->bytes_per_row() + features * (sizeof(double) + sizeof(char*) + sizeof(bool)) + sizeof(RowValues);
+}
 
 }  // namespace flock::pg
 

@@ -79,6 +79,8 @@ const char* code_name(flock::ErrorCode code) {
     case flock::ErrorCode::TypeMismatch: return "type_mismatch";
     case flock::ErrorCode::LimitExceeded: return "limit_exceeded";
     case flock::ErrorCode::Internal: return "internal";
+    // The checker installs no interrupt check (the backend kills it instead), so no run is cancelled.
+    case flock::ErrorCode::Cancelled: return "internal";
   }
   return "internal";
 }

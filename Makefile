@@ -1,6 +1,6 @@
 # Flock — top-level entry points. CMake does the building underneath.
 #   make           build core, extension and CLI
-#   make install   install the extension into PostgreSQL 15 and the flock CLI (as root)
+#   make install   install the extension into PostgreSQL 15 and the flockctl CLI (as root)
 #   make demo      set up everything and run the demo on a private cluster
 #   make test      run every test (unit, SQL against a real cluster, CLI, model tooling)
 #   make deps      install the Debian packages Flock needs (as root)
@@ -53,12 +53,14 @@ demo: deps install
 #                cluster of the PostgreSQL in $FLOCK_PG_BIN (default /usr/lib/postgresql/15/bin); data
 #                and models are cached in $(BUILD_DIR)/bench-indb. BENCH_INDB_ARGS=--quick: a short run
 #   bench_audit  what inference capture costs: audit 'all' vs 'off' vs no policy
+#   bench_cancel cancel latency past statement_timeout / pg_cancel_backend (goal < 100 ms), poll cost
 BENCH_INDB_ARGS ?=
 bench: deps install
 	cmake --build $(BUILD_DIR) --target bench_nn
 	cmake --build $(BUILD_DIR) --target bench_trees
 	$(PYTHON) bench/indb/run.py --work-dir $(BUILD_DIR)/bench-indb $(BENCH_INDB_ARGS)
 	cmake --build $(BUILD_DIR) --target bench_audit
+	cmake --build $(BUILD_DIR) --target bench_cancel
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -70,7 +70,7 @@ int cmd_models(const Invocation& inv) {
         "  FROM flock.models WHERE $1::text IS NULL OR name = $1::text ORDER BY name, version",
         {Param::text(name)});
     if (r.rows() == 0) {
-      if (name) throw Failure(fmt::format("model \"{}\" does not exist", *name), "", "flock models lists all models");
+      if (name) throw Failure(fmt::format("model \"{}\" does not exist", *name), "", "flockctl models lists all models");
       write_out("no models registered\n");
       return 0;
     }

@@ -1,4 +1,4 @@
-// flock: the command-line client for models stored by the flock PostgreSQL extension.
+// flockctl: the command-line client for models stored by the flock PostgreSQL extension.
 //
 // Exit status: 0 on success, 1 when the operation or the connection failed, 2 for a usage error
 // (unknown command or option, missing argument, unreadable model file).
@@ -22,13 +22,13 @@ using namespace flock::cli;
 
 namespace {
 
-void print_error(const std::string& message) { std::fprintf(stderr, "flock: error: %s\n", message.c_str()); }
+void print_error(const std::string& message) { std::fprintf(stderr, "%s: error: %s\n", kProgram.data(), message.c_str()); }
 
 int usage_error(const UsageError& e) {
   print_error(e.what());
   std::string cmd = e.command().empty() ? "" : e.command() + " ";
-  std::fprintf(stderr, "%s\nTry 'flock %s--help' for more information.\n", usage_line(e.command()).c_str(),
-               cmd.c_str());
+  std::fprintf(stderr, "%s\nTry '%s %s--help' for more information.\n", usage_line(e.command()).c_str(),
+               kProgram.data(), cmd.c_str());
   return 2;
 }
 
@@ -42,7 +42,7 @@ int failure(const Failure& f) {
 
 std::string version_text() {
   int v = PQlibVersion();
-  return fmt::format("flock {} (libpq {}.{})\n", FLOCK_VERSION, v / 10000, v % 10000);
+  return fmt::format("{} {} (libpq {}.{})\n", kProgram, FLOCK_VERSION, v / 10000, v % 10000);
 }
 
 int run(const std::vector<std::string>& argv) {
@@ -50,7 +50,7 @@ int run(const std::vector<std::string>& argv) {
   try {
     parse_command_line(argv, inv);
   } catch (const UsageError&) {
-    if (!inv.help) throw;  // `flock register --help --bogus` still shows the help
+    if (!inv.help) throw;  // `flockctl register --help --bogus` still shows the help
   }
   if (inv.help) {
     std::fputs(help_text(inv.command).c_str(), stdout);
@@ -61,13 +61,7 @@ int run(const std::vector<std::string>& argv) {
     return 0;
   }
   if (inv.command.empty()) throw UsageError("no command given: use register, models, info, drop or lineage");
-  validate(inv);
-  if (inv.command == "register" && wants_training_capture(inv)) return cmd_register_with_training(inv);
-  if (inv.command == "register") return cmd_register(inv);
-  if (inv.command == "lineage") return cmd_lineage(inv);
-  if (inv.command == "models") return cmd_models(inv);
-  if (inv.command == "info") return cmd_info(inv);
-  return cmd_drop(inv);
+  return run_command(inv);
 }
 
 }  // namespace

@@ -5,6 +5,9 @@
 
 #include <fmt/format.h>
 
+#include "commands.hpp"
+#include "governance.hpp"
+
 namespace flock::cli {
 namespace {
 
@@ -19,9 +22,17 @@ struct CommandSpec {
   std::size_t min_args;
   std::size_t max_args;
   std::vector<OptSpec> options;
-  std::string_view usage;    // after "flock "
-  std::string_view details;  // the rest of the command's help
+  std::string_view usage;        // after the program name
+  std::string_view details;      // the rest of the command's help
+  std::string_view synopsis;     // the top-level help's line: what to type...
+  std::string_view summary;      // ...and what it does
+  std::string_view missing_arg;  // what a call without its argument lacks, e.g. "a model NAME"
+  int (*handler)(const Invocation&);
 };
+
+int register_any(const Invocation& inv) {
+  return wants_training_capture(inv) ? cmd_register_with_training(inv) : cmd_register(inv);
+}
 
 constexpr std::array<OptSpec, 4> kConnOptions{{
     {"dbname", 'd', true},
@@ -67,19 +78,39 @@ transaction, as flock.log_training does; the model is not registered if that fai
       --params=FILE        training parameters, a JSON object
       --metrics=FILE       evaluation metrics, a JSON object
       --environment=FILE   the training environment (library versions...), a JSON object
-)~"},
+)~",
+       "register FILE --name NAME",
+       "store a model file (ONNX or XGBoost JSON) as a new version",
+       "a model FILE", register_any},
       {"models", 0, 1, {},
        "models [NAME] [OPTIONS]",
        R"~(Lists the registered models, every version of each (or only model NAME): name,
 version, format, the first 12 hex digits of the SHA-256, who registered it and when, and
 the description.
-)~"},
+)~",
+       "models [NAME]",
+       "list registered models and their versions",
+       "a model NAME", cmd_models},
       {"info", 1, 1, {},
        "info REF [OPTIONS]",
        R"~(Prints the details of a model as JSON: its signature (inputs and outputs), format,
 checksum, description and so on. REF is NAME for the latest version, NAME@VERSION, or
 NAME@ALIAS for the version an alias points to (see flock.set_alias).
-)~"},
+)~",
+       "info REF",
+       "show a model's details as JSON (REF: NAME, NAME@VERSION or NAME@ALIAS)",
+       "a model REF (NAME or NAME@VERSION)", cmd_info},
+      {"drop", 1, 1, {{"version", 0, true}},
+       "drop NAME[@VERSION] [--version N] [OPTIONS]",
+       R"~(Deletes model NAME: every version of it, or only version N. NAME@N is the same as
+NAME --version N.
+
+Options:
+      --version=N          drop only this version
+)~",
+       "drop NAME[@VERSION]",
+       "delete a model, or one version of it",
+       "a model NAME", cmd_drop},
       {"lineage", 1, 1, {{"dot", 0, false}, {"openlineage", 0, false}, {"direction", 0, true}},
        "lineage REF [--dot | --openlineage] [--direction D] [OPTIONS]",
        R"~(Shows where a model version came from and what came of it: the tables a data set
@@ -89,17 +120,12 @@ dataset:NAME@VERSION for a data set.
 
 Options:
       --direction=D        upstream, downstream or both (the default)
-      --dot                print the graph in Graphviz dot (flock lineage m --dot | dot -Tsvg)
+      --dot                print the graph in Graphviz dot (flockctl lineage m --dot | dot -Tsvg)
       --openlineage        print OpenLineage run events (JSON) for the graph
-)~"},
-      {"drop", 1, 1, {{"version", 0, true}},
-       "drop NAME[@VERSION] [--version N] [OPTIONS]",
-       R"~(Deletes model NAME: every version of it, or only version N. NAME@N is the same as
-NAME --version N.
-
-Options:
-      --version=N          drop only this version
-)~"},
+)~",
+       "lineage REF",
+       "show a model's or data set's lineage (text, --dot, --openlineage)",
+       "a REF (NAME, NAME@VERSION, NAME@ALIAS or dataset:NAME@N)", cmd_lineage},
   };
   return specs;
 }
@@ -138,6 +164,11 @@ const OptSpec* find_option(std::string_view long_name, char short_name, const st
 
 bool is_command(std::string_view name) { return find_command(name) != nullptr; }
 
+int run_command(const Invocation& inv) {
+  validate(inv);
+  return find_command(inv.command)->handler(inv);
+}
+
 void parse_command_line(const std::vector<std::string>& argv, Invocation& inv) {
   bool only_positional = false;
   for (std::size_t i = 0; i < argv.size(); ++i) {
@@ -145,7 +176,7 @@ void parse_command_line(const std::vector<std::string>& argv, Invocation& inv) {
     if (only_positional || a == "-" || a.empty() || a[0] != '-') {
       if (inv.command.empty()) {
         if (a == "help" && !inv.help) {
-          inv.help = true;  // `flock help [COMMAND]`
+          inv.help = true;  // `flockctl help [COMMAND]`
           continue;
         }
         if (!is_command(a)) throw UsageError(fmt::format("unknown command '{}'", a));
@@ -220,11 +251,7 @@ void validate(const Invocation& inv) {
     if (!ok) throw UsageError(fmt::format("option '--{}' is not valid for '{}'", name, inv.command), inv.command);
   }
   if (inv.args.size() < spec->min_args) {
-    std::string_view what = inv.command == "register" ? "a model FILE"
-                            : inv.command == "info"   ? "a model REF (NAME or NAME@VERSION)"
-                            : inv.command == "lineage" ? "a REF (NAME, NAME@VERSION, NAME@ALIAS or dataset:NAME@N)"
-                                                      : "a model NAME";
-    throw UsageError(fmt::format("'{}' needs {}", inv.command, what), inv.command);
+    throw UsageError(fmt::format("'{}' needs {}", inv.command, spec->missing_arg), inv.command);
   }
   if (inv.args.size() > spec->max_args)
     throw UsageError(fmt::format("unexpected argument '{}'", inv.args[spec->max_args]), inv.command);
@@ -232,8 +259,8 @@ void validate(const Invocation& inv) {
 
 std::string usage_line(std::string_view command) {
   if (const CommandSpec* spec = find_command(command))
-    return fmt::format("Usage: flock {}", spec->usage);
-  return "Usage: flock [OPTIONS] COMMAND [ARGUMENTS]";
+    return fmt::format("Usage: {} {}", kProgram, spec->usage);
+  return fmt::format("Usage: {} [OPTIONS] COMMAND [ARGUMENTS]", kProgram);
 }
 
 std::string help_text(std::string_view command) {
@@ -242,24 +269,17 @@ std::string help_text(std::string_view command) {
                        "2 for a usage error.\n",
                        usage_line(command), spec->details, kConnHelp);
   std::string out = fmt::format(
-      "flock manages machine-learning models stored in PostgreSQL by the flock extension.\n\n{}\n\n"
+      "{} manages machine-learning models stored in PostgreSQL by the flock extension.\n\n{}\n\n"
       "Commands:\n",
-      usage_line({}));
-  constexpr std::array<std::pair<std::string_view, std::string_view>, 5> kSummaries{{
-      {"register FILE --name NAME", "store a model file (ONNX or XGBoost JSON) as a new version"},
-      {"models [NAME]", "list registered models and their versions"},
-      {"info REF", "show a model's details as JSON (REF: NAME, NAME@VERSION or NAME@ALIAS)"},
-      {"drop NAME[@VERSION]", "delete a model, or one version of it"},
-      {"lineage REF", "show a model's or data set's lineage (text, --dot, --openlineage)"},
-  }};
-  for (const auto& [usage, summary] : kSummaries) out += fmt::format("  {:<27} {}\n", usage, summary);
+      kProgram, usage_line({}));
+  for (const auto& c : commands()) out += fmt::format("  {:<27} {}\n", c.synopsis, c.summary);
   out += fmt::format(
-      "\n{}\nOther options:\n"
-      "      --help               show this help, or a command's: flock COMMAND --help\n"
-      "      --version            show the version of flock\n\n"
+      "\n{1}\nOther options:\n"
+      "      --help               show this help, or a command's: {0} COMMAND --help\n"
+      "      --version            show the version of {0}\n\n"
       "Exit status: 0 on success, 1 if the operation or the connection failed,\n"
       "2 for a usage error.\n",
-      kConnHelp);
+      kProgram, kConnHelp);
   return out;
 }
 

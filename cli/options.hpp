@@ -1,4 +1,4 @@
-// Command-line parsing and help texts for the flock command.
+// Command-line parsing, help texts and the command table of flockctl, the command-line client.
 #pragma once
 
 #include <map>
@@ -9,6 +9,9 @@
 #include <vector>
 
 namespace flock::cli {
+
+// The program's name in help and messages. Not "flock": util-linux's flock(1) owns that name.
+inline constexpr std::string_view kProgram = "flockctl";
 
 // A mistake on the command line (exit status 2). `command` names the command whose help the
 // message should point to, empty for the top level.
@@ -48,7 +51,7 @@ struct Invocation {
 };
 
 // Parses argv[1..]. Throws UsageError; on a throw, `inv` holds what was parsed so far (so that
-// `flock register --help --bogus` can still show the register help).
+// `flockctl register --help --bogus` can still show the register help).
 void parse_command_line(const std::vector<std::string>& argv, Invocation& inv);
 
 // Checks the parsed invocation against the command's requirements (number of arguments, options
@@ -56,6 +59,9 @@ void parse_command_line(const std::vector<std::string>& argv, Invocation& inv);
 void validate(const Invocation& inv);
 
 bool is_command(std::string_view name);
+
+// Validates the invocation and runs its command through the command table (name -> handler).
+int run_command(const Invocation& inv);
 
 // Help texts. An empty command gives the top-level help.
 std::string help_text(std::string_view command);

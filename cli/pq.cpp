@@ -1,5 +1,7 @@
 #include "pq.hpp"
 
+#include "options.hpp"
+
 #include <cctype>
 #include <cstdio>
 
@@ -49,7 +51,7 @@ void print_notice(void*, const PGresult* r) {
   if (severity.empty()) severity = "notice";
   std::string message = field(r, PG_DIAG_MESSAGE_PRIMARY);
   if (message.empty()) message = trim(PQresultErrorMessage(r));
-  std::fprintf(stderr, "flock: %s: %s\n", severity.c_str(), message.c_str());
+  std::fprintf(stderr, "%s: %s: %s\n", kProgram.data(), severity.c_str(), message.c_str());
   if (std::string d = field(r, PG_DIAG_MESSAGE_DETAIL); !d.empty()) std::fprintf(stderr, "detail: %s\n", d.c_str());
   if (std::string h = field(r, PG_DIAG_MESSAGE_HINT); !h.empty()) std::fprintf(stderr, "hint: %s\n", h.c_str());
 }
@@ -86,7 +88,7 @@ Connection::Connection(const ConnOptions& opts) {
   add("user", opts.username);
   add("dbname", opts.dbname);
   keys.push_back("fallback_application_name");
-  values.push_back("flock");
+  values.push_back(kProgram.data());
   keys.push_back(nullptr);
   values.push_back(nullptr);
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The Flock demo: a private PostgreSQL cluster, a real data set (sklearn's breast cancer data),
-# three models trained by sklearn / xgboost, registered with the flock CLI and scored in SQL.
+# three models trained by sklearn / xgboost, registered with the flockctl CLI and scored in SQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${1:-build}
 models=$PWD/$build_dir/models
-flock=$PWD/$build_dir/cli/flock
+flockctl=$PWD/$build_dir/cli/flockctl
 source scripts/cluster.sh
 
 if [ ! -f "$models/manifest.json" ]; then
@@ -29,11 +29,11 @@ CREATE TABLE patients ($columns);
 SQL
 sql "SELECT count(*) AS patients, round(avg(target), 3) AS share_benign FROM patients"
 
-run "$flock" register "$models/breast_cancer_rf.onnx" --name cancer_rf --description "sklearn RandomForest, 25 trees (ONNX-ML)"
-run "$flock" register "$models/breast_cancer_logreg.onnx" --name cancer_logreg --description "sklearn LogisticRegression (ONNX-ML)"
-run "$flock" register "$models/breast_cancer_xgb.json" --name cancer_xgb --description "XGBoost binary:logistic, 30 trees (JSON)"
-run "$flock" models
-run "$flock" info cancer_xgb
+run "$flockctl" register "$models/breast_cancer_rf.onnx" --name cancer_rf --description "sklearn RandomForest, 25 trees (ONNX-ML)"
+run "$flockctl" register "$models/breast_cancer_logreg.onnx" --name cancer_logreg --description "sklearn LogisticRegression (ONNX-ML)"
+run "$flockctl" register "$models/breast_cancer_xgb.json" --name cancer_xgb --description "XGBoost binary:logistic, 30 trees (JSON)"
+run "$flockctl" models
+run "$flockctl" info cancer_xgb
 
 # Inference is part of the query: the record binds to the model's features by column name.
 sql "SELECT id, target,

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 build_dir=${1:-build}
 python=${PYTHON:-/usr/bin/python3}
 export FLOCK_MODELS_DIR=${FLOCK_MODELS_DIR:-$PWD/$build_dir/models}
-export FLOCK_CLI=${FLOCK_CLI:-$PWD/$build_dir/cli/flock}
+export FLOCK_CLI=${FLOCK_CLI:-$PWD/$build_dir/cli/flockctl}
 failed=0
 
 echo "== core unit tests (ctest)"

@@ -13,6 +13,7 @@
 
 #include "flock/checked.hpp"
 #include "flock/importers.hpp"
+#include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
 #include "xgboost_import.hpp"
 
@@ -189,6 +190,14 @@ bool resolves_missing(const onnx::NodeProto& node) {
   return false;
 }
 
+// Bytes a tensor's storage takes (an estimate for strings: the objects and their characters).
+size_t tensor_bytes(const Tensor& t) {
+  size_t total = t.f.size() * sizeof(float) + t.d.size() * sizeof(double) + t.i.size() * sizeof(int64_t) +
+                 t.b.size() + t.s.size() * sizeof(std::string) + t.shape.size() * sizeof(int64_t);
+  for (const auto& str : t.s) total += str.size() > 15 ? str.capacity() : 0;  // past the small-string buffer
+  return total;
+}
+
 }  // namespace
 
 // The compiled graph: value slots, constant tensors and one kernel per node, in graph order.
@@ -252,7 +261,18 @@ class Plan {
     return arena_ ? std::make_pair(arena_->buffers(), arena_->bytes()) : std::make_pair(size_t(0), size_t(0));
   }
 
-  std::vector<Tensor> run(std::vector<Tensor> inputs) const {
+  // Bytes of the compiled plan itself: constant tensors and what kernels keep (tree nodes...).
+  size_t weight_bytes() const {
+    size_t total = 0;
+    for (const auto& [slot, t] : constants) total += tensor_bytes(t);
+    for (const auto& step : steps) total += step.kernel->memory_bytes() + sizeof(Step);
+    return total;
+  }
+
+  // `peak_bytes`, when given, receives the largest total of live values (inputs, intermediates,
+  // outputs; constants excluded) at any point of the run.
+  std::vector<Tensor> run(std::vector<Tensor> inputs, size_t* peak_bytes = nullptr) const {
+    poll_interrupt();
     // The buffers of the previous run, unless another thread runs this plan now (then a fresh arena).
     ArenaLease lease(*this);
     TensorArena& arena = *lease.arena;
@@ -261,15 +281,18 @@ class Plan {
     std::vector<Tensor> owned(n_slots);
     std::vector<const Tensor*> value(n_slots, nullptr);
     for (const auto& [slot, t] : constants) value[slot] = &t;
+    size_t live = 0, peak = 0;
     for (size_t k = 0; k < input_slots.size(); ++k) {
       owned[input_slots[k]] = std::move(inputs[k]);
       value[input_slots[k]] = &owned[input_slots[k]];
+      if (peak_bytes) live += tensor_bytes(owned[input_slots[k]]);
     }
     std::vector<const Tensor*> in;
     std::vector<Tensor*> donated;
     std::vector<Tensor> out;
     for (const auto& step : steps) {
       const size_t index = static_cast<size_t>(&step - steps.data());
+      if (index > 0) poll_interrupt();  // between kernels; long kernels also poll inside
       in.clear();
       donated.clear();
       bool donating = false;
@@ -285,6 +308,7 @@ class Plan {
       try {
         step.kernel->run_donated(in, donated, out);
       } catch (const Error& e) {
+        if (e.code() == ErrorCode::Cancelled) throw;
         // Name the node: a kernel knows its op, not where it sits in the graph.
         throw Error(e.code(), fmt::format("{} (opset {}): {}", step.where, step.opset, e.what()), e.hint());
       }
@@ -300,12 +324,16 @@ class Plan {
                            out[k].numel(), limits.max_tensor_elements));
         owned[s] = std::move(out[k]);
         value[s] = &owned[s];
+        if (peak_bytes) live += tensor_bytes(owned[s]);
       }
+      peak = std::max(peak, live);
       for (int s : release_after[index]) {
+        if (peak_bytes) live -= std::min(live, tensor_bytes(owned[s]));
         arena.give(std::move(owned[s]));
         value[s] = nullptr;
       }
     }
+    if (peak_bytes) *peak_bytes = std::max(peak, live);
     std::vector<Tensor> result;
     result.reserve(output_slots.size());
     for (int s : output_slots) {
@@ -356,6 +384,7 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
   else imported.model = import_onnx(bytes);
   const onnx::ModelProto& proto = imported.model;
   require_utf8_text(proto);
+  poll_interrupt();
 
   std::shared_ptr<Model> model(new Model());
   model->format_ = format;
@@ -447,6 +476,7 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
   int node_index = -1;
   for (const auto& node : graph.node()) {
     ++node_index;
+    poll_interrupt();  // compiling a large graph (or ensemble) takes a while
     std::string domain = node.domain() == "ai.onnx" ? "" : node.domain();
     int64_t opset = opsets.count(domain) ? opsets[domain] : 0;
     ops.insert(domain.empty() ? node.op_type() : domain + ":" + node.op_type());
@@ -558,27 +588,43 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
   } else {
     for (const auto& in : sig.inputs) sig.feature_names.push_back(in.name);
   }
-  model->trial_run();
+  model->bytes_per_row_ = model->trial_run();
   return model;
 }
 
 // Runs the compiled graph once on a row of zeros, so an operator that cannot run the element types
 // or shapes this graph gives it fails at load (registration), not on the first query. Errors that
 // depend on the values (an index out of range for zeros, say) are left to real inputs.
-void Model::trial_run() const {
+// Returns the bytes one row of a batch takes during a run: the peak of live values in this one-row
+// run (an overestimate: it also holds what does not grow with the rows), or when the run cannot be
+// made, the inputs' values plus 8 bytes per output.
+size_t Model::trial_run() const {
+  size_t per_row = 8 * signature_.outputs.size();
+  for (const auto& in : signature_.inputs) {
+    const size_t elem = in.type == ElemType::Float ? 4 : in.type == ElemType::Bool ? 1
+                        : in.type == ElemType::String ? sizeof(std::string) : 8;
+    per_row += elem * static_cast<size_t>(std::max<int64_t>(in.width, 1));
+  }
   FeatureBatch batch;
   batch.rows = 1;
   for (const auto& in : signature_.inputs) {
-    if (in.width < 0) return;  // cannot make a row for it
+    if (in.width < 0) return per_row;  // cannot make a row for it
     batch.inputs.emplace_back(in.type, std::vector<int64_t>{1, in.width});
   }
   try {
-    run_unguarded(batch);
+    size_t peak = 0;
+    plan_->run(feed_for(batch), &peak);
+    per_row = std::max(per_row, peak);
   } catch (const Error& e) {
     if (e.code() == ErrorCode::UnsupportedOperator || e.code() == ErrorCode::TypeMismatch ||
-        e.code() == ErrorCode::InvalidModel)
+        e.code() == ErrorCode::InvalidModel || e.code() == ErrorCode::Cancelled)
       throw;
   }
+  return per_row;
+}
+
+size_t Model::memory_bytes() const {
+  return sizeof(Model) + plan_->weight_bytes() + plan_->arena_size().second;
 }
 
 std::vector<Tensor> Model::run_tensors_unguarded(std::vector<Tensor> inputs) const {
@@ -609,7 +655,9 @@ std::vector<Tensor> Model::run_tensors_unguarded(std::vector<Tensor> inputs) con
   return plan_->run(std::move(inputs));
 }
 
-std::vector<Tensor> Model::run_unguarded(const FeatureBatch& batch) const {
+std::vector<Tensor> Model::run_unguarded(const FeatureBatch& batch) const { return plan_->run(feed_for(batch)); }
+
+std::vector<Tensor> Model::feed_for(const FeatureBatch& batch) const {
   const auto& inputs = signature_.inputs;
   if (batch.inputs.size() != inputs.size())
     fail(ErrorCode::InvalidInput, fmt::format("model takes {} inputs, got {}", inputs.size(), batch.inputs.size()));
@@ -641,7 +689,7 @@ std::vector<Tensor> Model::run_unguarded(const FeatureBatch& batch) const {
     fed.shape[0] = batch.rows;
     feed.push_back(std::move(fed));
   }
-  return plan_->run(std::move(feed));
+  return feed;
 }
 
 namespace {

@@ -44,13 +44,14 @@ CREATE FUNCTION flock.model_signature(flock.model) RETURNS jsonb
 
 -- Validates bytes in the given format and embeds feature names when given.
 CREATE FUNCTION flock._prepare_model(model bytea, format text, features text[]) RETURNS flock.model
-  AS 'MODULE_PATHNAME', 'flock_prepare_model' LANGUAGE C IMMUTABLE PARALLEL SAFE;
--- The role that called in, outside any SECURITY DEFINER function.
+  AS 'MODULE_PATHNAME', 'flock_prepare_model' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;
+-- The role Flock acts for: current_user at the call of the Flock function being run (see
+-- pg/src/identity.cpp), even inside the SECURITY DEFINER implementations; current_user elsewhere.
 CREATE FUNCTION flock._caller() RETURNS name
-  AS 'MODULE_PATHNAME', 'flock_caller' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_caller' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 -- Sends a cache invalidation for flock.models to every backend (run by a trigger).
 CREATE FUNCTION flock._catalog_changed() RETURNS trigger
-  AS 'MODULE_PATHNAME', 'flock_catalog_changed' LANGUAGE C;
+  AS 'MODULE_PATHNAME', 'flock_catalog_changed' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
 -- ---------------------------------------------------------------------------------------------
 -- The catalog. Registered versions are immutable; only the description may change.
@@ -73,7 +74,7 @@ REVOKE ALL ON flock.models FROM PUBLIC;
 GRANT SELECT ON flock.models TO PUBLIC;
 
 CREATE FUNCTION flock._forbid_version_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF NEW.name IS DISTINCT FROM OLD.name OR NEW.version IS DISTINCT FROM OLD.version
      OR NEW.model::bytea IS DISTINCT FROM OLD.model::bytea OR NEW.sha256 IS DISTINCT FROM OLD.sha256
@@ -90,51 +91,16 @@ CREATE TRIGGER models_immutable BEFORE UPDATE ON flock.models
 CREATE TRIGGER models_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON flock.models
   FOR EACH STATEMENT EXECUTE FUNCTION flock._catalog_changed();
 
--- Resolves a model reference: 'name' (latest version) or 'name@N'.
-CREATE FUNCTION flock._resolve(ref text) RETURNS flock.models
-LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  model_name text;
-  tag text;
-  result flock.models;
-BEGIN
-  IF ref IS NULL THEN
-    RAISE EXCEPTION 'model reference is NULL' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  IF strpos(ref, '@') > 0 THEN
-    model_name := split_part(ref, '@', 1);
-    tag := substr(ref, length(model_name) + 2);
-    IF tag !~ '^[0-9]{1,9}$' THEN
-      RAISE EXCEPTION 'invalid model reference "%"', ref USING ERRCODE = 'invalid_parameter_value',
-        HINT = 'Use ''name'' for the latest version or ''name@N'' for version N.';
-    END IF;
-    SELECT * INTO result FROM flock.models m WHERE m.name = model_name AND m.version = tag::int;
-    IF NOT FOUND THEN
-      IF EXISTS (SELECT 1 FROM flock.models m WHERE m.name = model_name) THEN
-        RAISE EXCEPTION 'model "%" has no version %', model_name, tag USING ERRCODE = 'undefined_object',
-          HINT = format('Versions of "%s": %s.', model_name,
-                        (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = model_name));
-      END IF;
-      RAISE EXCEPTION 'model "%" does not exist', model_name USING ERRCODE = 'undefined_object',
-        HINT = 'See SELECT name, version FROM flock.models; register one with flock.register_model.';
-    END IF;
-  ELSE
-    SELECT * INTO result FROM flock.models m WHERE m.name = ref ORDER BY m.version DESC LIMIT 1;
-    IF NOT FOUND THEN
-      RAISE EXCEPTION 'model "%" does not exist', ref USING ERRCODE = 'undefined_object',
-        HINT = 'See SELECT name, version FROM flock.models; register one with flock.register_model.';
-    END IF;
-  END IF;
-  RETURN result;
-END $$;
+-- flock._resolve(ref), reference -> catalog row, is defined in 11_aliases.sql, after the aliases it
+-- reads; the functions here call it only when they run.
 
 -- ---------------------------------------------------------------------------------------------
 -- Registering and dropping models.
 -- ---------------------------------------------------------------------------------------------
-CREATE FUNCTION flock.register_model(name text, model bytea, format text DEFAULT 'auto',
+CREATE FUNCTION flock._register_model(name text, model bytea, format text DEFAULT 'auto',
                                      description text DEFAULT NULL, features text[] DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   prepared flock.model;
   next_version integer;
@@ -149,17 +115,22 @@ BEGIN
   prepared := flock._prepare_model(model, coalesce(format, 'auto'), features);
   -- Serialize registrations of one name so versions count up without gaps or clashes.
   PERFORM pg_advisory_xact_lock(hashtext('flock.models'), hashtext(name));
-  SELECT coalesce(max(m.version), 0) + 1 INTO next_version FROM flock.models m WHERE m.name = register_model.name;
+  SELECT coalesce(max(m.version), 0) + 1 INTO next_version FROM flock.models m WHERE m.name = _register_model.name;
   INSERT INTO flock.models (name, version, model, format, sha256, signature, created_by, description)
   VALUES (name, next_version, prepared, flock.model_format(prepared), flock.model_sha256(prepared),
           flock.model_signature(prepared), flock._caller(), description);
   RETURN name || '@' || next_version;
 END $$;
+REVOKE ALL ON FUNCTION flock._register_model(text, bytea, text, text, text[]) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._register_model.
+CREATE FUNCTION flock.register_model(name text, model bytea, format text DEFAULT 'auto',
+                                     description text DEFAULT NULL, features text[] DEFAULT NULL) RETURNS text
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION flock.register_model(text, bytea, text, text, text[]) IS
   'validates and registers a model as the next version of name; returns ''name@version''';
 
-CREATE FUNCTION flock.drop_model(name text, version integer DEFAULT NULL) RETURNS integer
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+CREATE FUNCTION flock._drop_model(name text, version integer DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   caller name := flock._caller();
   is_super boolean;
@@ -167,33 +138,37 @@ DECLARE
 BEGIN
   SELECT rolsuper INTO is_super FROM pg_roles WHERE rolname = caller;
   -- A model the caller may not use gets the very error of a missing one (flock._model_not_found,
-  -- from the governance part): dropping tells nothing about models the caller cannot see.
-  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = drop_model.name)
-     OR NOT (flock._may(caller, drop_model.name, 'use') OR flock._sees_all(caller)) THEN
-    PERFORM flock._model_not_found(drop_model.name, caller);
+  -- in 10_access.sql): dropping tells nothing about models the caller cannot see.
+  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = _drop_model.name)
+     OR NOT (flock._may(caller, _drop_model.name, 'use') OR flock._sees_all(caller)) THEN
+    PERFORM flock._model_not_found(_drop_model.name, caller);
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = drop_model.name
-                 AND (drop_model.version IS NULL OR m.version = drop_model.version)) THEN
+  IF NOT EXISTS (SELECT 1 FROM flock.models m WHERE m.name = _drop_model.name
+                 AND (_drop_model.version IS NULL OR m.version = _drop_model.version)) THEN
     RAISE EXCEPTION 'model "%" has no version %', name, version USING ERRCODE = 'undefined_object',
       HINT = format('Versions of "%s": %s.', name,
-                    (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = drop_model.name));
+                    (SELECT string_agg(m.version::text, ', ' ORDER BY m.version) FROM flock.models m WHERE m.name = _drop_model.name));
   END IF;
   IF NOT coalesce(is_super, false) AND EXISTS (
-       SELECT 1 FROM flock.models m WHERE m.name = drop_model.name
-       AND (drop_model.version IS NULL OR m.version = drop_model.version) AND m.created_by <> caller) THEN
+       SELECT 1 FROM flock.models m WHERE m.name = _drop_model.name
+       AND (_drop_model.version IS NULL OR m.version = _drop_model.version) AND m.created_by <> caller) THEN
     RAISE EXCEPTION 'permission denied to drop model "%"', name || coalesce('@' || version, '')
       USING ERRCODE = 'insufficient_privilege', HINT = 'Only the role that registered a model, or a superuser, may drop it.';
   END IF;
-  DELETE FROM flock.models m WHERE m.name = drop_model.name
-    AND (drop_model.version IS NULL OR m.version = drop_model.version);
+  DELETE FROM flock.models m WHERE m.name = _drop_model.name
+    AND (_drop_model.version IS NULL OR m.version = _drop_model.version);
   GET DIAGNOSTICS n = ROW_COUNT;
   RETURN n;
 END $$;
+REVOKE ALL ON FUNCTION flock._drop_model(text, integer) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._drop_model.
+CREATE FUNCTION flock.drop_model(name text, version integer DEFAULT NULL) RETURNS integer
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION flock.drop_model(text, integer) IS
   'drops one version, or every version when version is NULL; returns how many were dropped';
 
 CREATE FUNCTION flock.model_info(model text) RETURNS jsonb
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT jsonb_build_object('name', m.name, 'version', m.version, 'ref', m.name || '@' || m.version,
                             'sha256', m.sha256,
                             'size_bytes', (SELECT octet_length(s.model::bytea) FROM flock.models s
@@ -212,45 +187,50 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 -- Prediction. A name means its latest version, 'name@N' a given version. A record binds by
 -- column name (or by column order for a model without feature names), an array by position.
+-- STABLE: they read the catalog. COST 1, PostgreSQL's default for C, kept on purpose: the planner
+-- hook batches calls made in a scan's target list; at a cost above 10 PostgreSQL would postpone the
+-- calls of an ORDER BY ... LIMIT query above its Sort (make_sort_input_target), where each row is
+-- scored alone. Changing it is a plan change, to be measured with bench/ first.
 -- ---------------------------------------------------------------------------------------------
 CREATE FUNCTION flock.predict(model text, input record) RETURNS float8
-  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict(model text, features float4[]) RETURNS float8
-  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict(model flock.model, input record) RETURNS float8
-  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict(model flock.model, features float4[]) RETURNS float8
-  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 
 CREATE FUNCTION flock.predict_proba(model text, input record) RETURNS float8[]
-  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict_proba(model text, features float4[]) RETURNS float8[]
-  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict_proba(model flock.model, input record) RETURNS float8[]
-  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict_proba(model flock.model, features float4[]) RETURNS float8[]
-  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_proba' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 
 CREATE FUNCTION flock.predict_label(model text, input record) RETURNS text
-  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict_label(model text, features float4[]) RETURNS text
-  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict_label(model flock.model, input record) RETURNS text
-  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict_label(model flock.model, features float4[]) RETURNS text
-  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_label' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 
 -- The model's raw output for one row (its first float output), shaped as the output past the
 -- batch dimension: for models whose output is not a single score.
 CREATE FUNCTION flock.predict_tensor(model text, input record) RETURNS float4[]
-  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict_tensor(model text, features float4[]) RETURNS float4[]
-  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict_tensor(model flock.model, input record) RETURNS float4[]
-  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 CREATE FUNCTION flock.predict_tensor(model flock.model, features float4[]) RETURNS float4[]
-  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_predict_tensor' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 
--- This backend's compiled-model cache: entries, compiles, hits, and catalog resolutions.
+-- This backend's compiled-model cache: entries, compiles, hits, and catalog resolutions. PARALLEL
+-- RESTRICTED: in a parallel worker it would report the worker's cache, not the session's.
 CREATE FUNCTION flock.cache_stats() RETURNS jsonb
-  AS 'MODULE_PATHNAME', 'flock_cache_stats' LANGUAGE C VOLATILE PARALLEL SAFE;
+  AS 'MODULE_PATHNAME', 'flock_cache_stats' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL RESTRICTED;

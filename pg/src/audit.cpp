@@ -10,12 +10,21 @@
 // fails mid-way leaves the records for the next one (at least once; a committed batch is never
 // re-stored unless the worker dies between commit and moving the tail).
 //
+// Durability. The queue is shared memory: a crash of any server process makes the postmaster
+// reinitialise it, and records still queued are gone. With durability 'sync' (a policy's, or the
+// session's flock.audit_durability) the backend notes how far its records reach in the ring, and
+// when its top-level statement (or transaction commit) ends it waits until the writer's tail has
+// passed them; the writer moves the tail only after its commit is flushed to WAL. Records it could
+// not store are counted per backend, so the waiting statement fails instead of returning.
+//
 // Plain PostgreSQL code: no C++ objects with destructors live in these frames.
 #include "pg.hpp"  // must come first
 
 extern "C" {
+#include "access/twophase.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "executor/executor.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -26,6 +35,7 @@ extern "C" {
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
+#include "tcop/utility.h"
 #include "utils/backend_status.h"
 #include "utils/datetime.h"
 #include "utils/snapmgr.h"
@@ -47,6 +57,8 @@ PG_FUNCTION_INFO_V1(flock_audit_status);
 namespace flock::pg {
 
 int audit_queue_kb = 4096;
+int audit_durability = static_cast<int>(AuditDurability::Async);
+int audit_sync_timeout_ms = 60000;
 
 namespace {
 
@@ -72,9 +84,17 @@ struct AuditSlot {
   Size data_offset;      // from the start of the shared block
 };
 
+// Per PGPROC slot: how many records of the backend there the writer had to discard. A 'sync'
+// statement compares it before and after waiting.
+struct AuditProcState {
+  int pid;
+  uint64 discarded;
+};
+
 struct AuditShared {
   LWLock* lock;
   Size ring_size;
+  int nprocs;
   ConditionVariable slot_freed;
   AuditSlot slots[kSlots];
 };
@@ -84,9 +104,15 @@ shmem_request_hook_type prev_shmem_request_hook = nullptr;
 shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 
 Size ring_bytes() { return TYPEALIGN(8, static_cast<Size>(audit_queue_kb) * 1024); }
-Size shared_bytes() { return MAXALIGN(sizeof(AuditShared)) + kSlots * ring_bytes(); }
+// Every PGPROC (PostgreSQL 15's TotalProcs): backends, auxiliary processes, prepared transactions.
+int proc_slots() { return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts; }
+Size procs_bytes() { return MAXALIGN(sizeof(AuditProcState) * static_cast<Size>(proc_slots())); }
+Size shared_bytes() { return MAXALIGN(sizeof(AuditShared)) + procs_bytes() + kSlots * ring_bytes(); }
 
 char* ring_of(AuditSlot* slot) { return reinterpret_cast<char*>(shared) + slot->data_offset; }
+AuditProcState* procs() {
+  return reinterpret_cast<AuditProcState*>(reinterpret_cast<char*>(shared) + MAXALIGN(sizeof(AuditShared)));
+}
 
 void audit_shmem_request() {
   if (prev_shmem_request_hook) prev_shmem_request_hook();
@@ -103,10 +129,12 @@ void audit_shmem_startup() {
     memset(shared, 0, sizeof(AuditShared));
     shared->lock = &(GetNamedLWLockTranche("flock_audit"))->lock;
     shared->ring_size = ring_bytes();
+    shared->nprocs = proc_slots();
+    memset(procs(), 0, procs_bytes());
     ConditionVariableInit(&shared->slot_freed);
     for (int k = 0; k < kSlots; ++k) {
       ConditionVariableInit(&shared->slots[k].cv);
-      shared->slots[k].data_offset = MAXALIGN(sizeof(AuditShared)) + k * ring_bytes();
+      shared->slots[k].data_offset = MAXALIGN(sizeof(AuditShared)) + procs_bytes() + k * ring_bytes();
     }
   }
   LWLockRelease(AddinShmemInitLock);
@@ -187,6 +215,145 @@ void require_audit() {
                     errhint("Add flock to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
 
+// What this backend's 'sync' records still need: the current top-level statement (or the
+// transaction's commit) waits until the writer's tail in `slot` (while it has `generation`) has
+// passed `end`.
+struct SyncWait {
+  bool pending;
+  int slot;
+  uint64 generation;
+  uint64 end;
+  uint64 discarded_before;  // this backend's discard count when the first pending record was queued
+};
+SyncWait sync_wait = {};
+uint64 durable_statements = 0;  // statements (and commits) of this session that waited: audit_status
+int exec_nesting = 0;           // 0: the executor / utility call that just returned was top-level
+
+ExecutorRun_hook_type prev_executor_run = nullptr;
+ExecutorFinish_hook_type prev_executor_finish = nullptr;
+ProcessUtility_hook_type prev_process_utility = nullptr;
+
+long ms_since(TimestampTz start) {
+  long secs;
+  int usecs;
+  TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
+  return secs * 1000 + usecs / 1000;
+}
+
+// Waits until this backend's pending 'sync' records are committed (and flushed) by the writer:
+// interruptibly, re-checking at least every 100 ms, at most flock.audit_sync_timeout. Fails when
+// the time is up or when the writer had to discard any of them: the statement must not return as
+// if they were durable.
+void audit_wait_durable() {
+  if (!sync_wait.pending || !shared) return;
+  // Not inside (sub)transaction abort or with interrupts held: the commit or the next statement
+  // waits instead.
+  if (!IsTransactionState() || InterruptHoldoffCount > 0 || CritSectionCount > 0) return;
+  AuditSlot* slot = &shared->slots[sync_wait.slot];
+  int procno = MyProc->pgprocno;
+  TimestampTz start = GetCurrentTimestamp();
+  uint64 discarded = 0;
+  for (;;) {
+    LWLockAcquire(shared->lock, LW_SHARED);
+    // A slot is freed (new generation) only once its queue is empty: nothing of ours is left in it.
+    bool done = slot->generation != sync_wait.generation || slot->tail >= sync_wait.end;
+    bool no_worker = slot->worker_pid == 0;
+    Latch* latch = slot->worker_latch;
+    discarded = procs()[procno].discarded;
+    LWLockRelease(shared->lock);
+    if (done) break;
+    if (no_worker) ensure_worker(sync_wait.slot);
+    else if (latch) SetLatch(latch);
+    long waited = ms_since(start);
+    if (waited >= audit_sync_timeout_ms) {
+      ConditionVariableCancelSleep();
+      sync_wait.pending = false;
+      ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                      errmsg("the audit records of this statement were not stored within flock.audit_sync_timeout (%d ms)",
+                             audit_sync_timeout_ms),
+                      errdetail("Their model's audit durability (or flock.audit_durability) is 'sync': a statement "
+                                "returns only once its records are committed; they stay queued."),
+                      errhint("See flock.audit_status() and the server log for the flock audit writer; is a lock on "
+                              "flock.inference_log held, or max_worker_processes exhausted?")));
+    }
+    // Woken by the writer's broadcast when the tail moves; the timeout bounds each sleep.
+    ConditionVariableTimedSleep(&slot->cv, Min(100L, static_cast<long>(audit_sync_timeout_ms) - waited),
+                                PG_WAIT_EXTENSION);
+  }
+  ConditionVariableCancelSleep();
+  sync_wait.pending = false;
+  durable_statements++;
+  if (discarded != sync_wait.discarded_before)
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("%llu audit records of this statement could not be stored in flock.inference_log",
+                           static_cast<unsigned long long>(discarded - sync_wait.discarded_before)),
+                    errdetail("Their model's audit durability (or flock.audit_durability) is 'sync'; the flock audit "
+                              "writer discarded them."),
+                    errhint("The server log has the flock audit writer's WARNING with the reason.")));
+}
+
+// The executor and utility hooks: a top-level statement that queued 'sync' records waits when it
+// ends. Nested calls (functions' statements) do not: the statement that the client sent does.
+// ExecutorRun, not ExecutorEnd: a cursor's FETCH returns after ExecutorRun, and ExecutorEnd also
+// runs during abort, where no waiting is possible.
+void audit_executor_run(QueryDesc* qd, ScanDirection direction, uint64 count, bool execute_once) {
+  exec_nesting++;
+  PG_TRY();
+  {
+    if (prev_executor_run) prev_executor_run(qd, direction, count, execute_once);
+    else standard_ExecutorRun(qd, direction, count, execute_once);
+  }
+  PG_FINALLY();
+  { exec_nesting--; }
+  PG_END_TRY();
+  if (exec_nesting == 0) audit_wait_durable();
+}
+
+void audit_executor_finish(QueryDesc* qd) {  // AFTER triggers
+  exec_nesting++;
+  PG_TRY();
+  {
+    if (prev_executor_finish) prev_executor_finish(qd);
+    else standard_ExecutorFinish(qd);
+  }
+  PG_FINALLY();
+  { exec_nesting--; }
+  PG_END_TRY();
+  if (exec_nesting == 0) audit_wait_durable();
+}
+
+void audit_process_utility(PlannedStmt* pstmt, const char* query, bool read_only_tree, ProcessUtilityContext context,
+                           ParamListInfo params, QueryEnvironment* env, DestReceiver* dest, QueryCompletion* qc) {
+  exec_nesting++;
+  PG_TRY();
+  {
+    if (prev_process_utility) prev_process_utility(pstmt, query, read_only_tree, context, params, env, dest, qc);
+    else standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc);
+  }
+  PG_FINALLY();
+  { exec_nesting--; }
+  PG_END_TRY();
+  if (exec_nesting == 0) audit_wait_durable();  // CALL, DO, FETCH, EXECUTE ...
+}
+
+// Commit waits too (records queued outside any statement hook, e.g. fast-path calls); an aborted
+// transaction forgets its wait: its statement did not return successfully.
+void audit_xact_callback(XactEvent event, void*) {
+  switch (event) {
+    case XACT_EVENT_PRE_COMMIT:
+    case XACT_EVENT_PARALLEL_PRE_COMMIT:
+    case XACT_EVENT_PRE_PREPARE:
+      audit_wait_durable();
+      break;
+    case XACT_EVENT_ABORT:
+    case XACT_EVENT_PARALLEL_ABORT:
+      sync_wait.pending = false;
+      break;
+    default:
+      break;
+  }
+}
+
 }  // namespace
 
 bool audit_available() { return shared != nullptr; }
@@ -206,15 +373,34 @@ void audit_enqueue(const AuditRecord* rec) {
                     errmsg("one audited prediction needs %zu bytes, more than the audit queue takes (%zu)", len,
                            audit_max_record()),
                     errhint("Raise flock.audit_queue_size (needs a restart).")));
+  // The policy's durability, or the session's when it asks for more (never less).
+  AuditRecord hdr = *rec;
+  if (audit_durability == static_cast<int>(AuditDurability::Sync)) hdr.flags |= kAuditSync;
+  bool sync = (hdr.flags & kAuditSync) != 0;
+  hdr.enqueuer_procno = MyProc->pgprocno;
+  hdr.enqueuer_pid = MyProcPid;
   bool sleeping = false;
   for (;;) {
     LWLockAcquire(shared->lock, LW_EXCLUSIVE);
     AuditSlot* slot = slot_for(MyDatabaseId, true);
     if (slot && shared->ring_size - (slot->head - slot->tail) >= len) {
-      ring_write(slot, slot->head, reinterpret_cast<const char*>(rec), len);
+      ring_write(slot, slot->head, reinterpret_cast<const char*>(&hdr), sizeof(hdr));
+      ring_write(slot, slot->head + sizeof(hdr), reinterpret_cast<const char*>(rec) + sizeof(hdr), len - sizeof(hdr));
       slot->head += len;
       slot->records_enqueued++;
       int idx = static_cast<int>(slot - shared->slots);
+      if (sync) {
+        AuditProcState* me = &procs()[MyProc->pgprocno];
+        if (me->pid != MyProcPid) {  // first 'sync' record of this process in its PGPROC slot
+          me->pid = MyProcPid;
+          me->discarded = 0;
+        }
+        if (!sync_wait.pending) sync_wait.discarded_before = me->discarded;
+        sync_wait.pending = true;
+        sync_wait.slot = idx;
+        sync_wait.generation = slot->generation;
+        sync_wait.end = slot->head;
+      }
       bool need_worker = slot->worker_pid == 0;
       Latch* latch = slot->worker_latch;
       LWLockRelease(shared->lock);
@@ -236,6 +422,23 @@ void audit_enqueue(const AuditRecord* rec) {
 }
 
 void install_audit() {
+  static const struct config_enum_entry durability_options[] = {
+      {"async", static_cast<int>(AuditDurability::Async), false},
+      {"sync", static_cast<int>(AuditDurability::Sync), false},
+      {nullptr, 0, false}};
+  // Any role may ask for more durability for its own statements; a policy's 'sync' stays 'sync'
+  // whatever this says (the two combine with OR).
+  DefineCustomEnumVariable("flock.audit_durability",
+                           "When a statement's audit records must be durable: 'async' or 'sync'.",
+                           "'sync': a statement that scored audited predictions returns only once the audit writer has "
+                           "committed their records (flushed to WAL). It cannot weaken a model policy's 'sync'.",
+                           &audit_durability, static_cast<int>(AuditDurability::Async), durability_options,
+                           PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("flock.audit_sync_timeout",
+                          "Longest a statement with 'sync' audit records waits for the audit writer.",
+                          "Past it the statement fails (55000): its records could not be made durable in time.",
+                          &audit_sync_timeout_ms, 60000, 1, INT_MAX, PGC_USERSET, GUC_UNIT_MS, nullptr, nullptr,
+                          nullptr);
   // Loaded later than server start (not preloaded), there is no queue; and PostgreSQL forbids
   // (FATAL) creating a PGC_POSTMASTER setting then.
   if (!process_shared_preload_libraries_in_progress) return;
@@ -247,6 +450,13 @@ void install_audit() {
   shmem_request_hook = audit_shmem_request;
   prev_shmem_startup_hook = shmem_startup_hook;
   shmem_startup_hook = audit_shmem_startup;
+  prev_executor_run = ExecutorRun_hook;
+  ExecutorRun_hook = audit_executor_run;
+  prev_executor_finish = ExecutorFinish_hook;
+  ExecutorFinish_hook = audit_executor_finish;
+  prev_process_utility = ProcessUtility_hook;
+  ProcessUtility_hook = audit_process_utility;
+  RegisterXactCallback(audit_xact_callback, nullptr);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -420,8 +630,52 @@ void store_batch(const AuditRecord* const* recs, int n) {
   if (rc != SPI_OK_INSERT) elog(ERROR, "flock audit: log insert failed: %s", SPI_result_code_string(rc));
 }
 
-// Stores the records in [from, to) of the slot's ring in one transaction; returns the position
-// reached (it may stop early to keep transactions bounded).
+// Stores recs[0..count) in one transaction of the writer's own; on failure returns false with the
+// error in *err (allocated in `cxt`). When any record is 'sync' the commit is flushed to WAL before
+// this returns, whatever synchronous_commit says: the tail moves past them only after that.
+bool store_records(const AuditRecord* const* recs, int count, MemoryContext cxt, ErrorData** err) {
+  volatile bool any_sync = false;
+  for (int k = 0; k < count; ++k)
+    if (recs[k]->flags & kAuditSync) any_sync = true;
+  volatile bool ok = true;
+  PG_TRY();
+  {
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "flock audit: SPI_connect failed");
+    PushActiveSnapshot(GetTransactionSnapshot());
+    pgstat_report_activity(STATE_RUNNING, "flock audit: storing inference records");
+    for (int k = 0; k < count;) {
+      int end = k + 1, batch_rows = recs[k]->nrows;
+      while (end < count && batch_rows + recs[end]->nrows <= kMaxRowsPerLogRow && same_batch(recs[k], recs[end]))
+        batch_rows += recs[end++]->nrows;
+      store_batch(recs + k, end - k);
+      k = end;
+    }
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    if (any_sync) XLogFlush(XactLastCommitEnd);
+  }
+  PG_CATCH();
+  {
+    MemoryContextSwitchTo(cxt);
+    if (*err) FreeErrorData(*err);
+    *err = CopyErrorData();
+    FlushErrorState();
+    AbortCurrentTransaction();
+    insert_plan = nullptr;  // its memory may be gone with a dropped extension; prepare again
+    ok = false;
+  }
+  PG_END_TRY();
+  return ok;
+}
+
+// Stores the records in [from, to) of the slot's ring, in one transaction; returns the position
+// reached (it may stop early to keep transactions bounded). If that transaction fails, each record
+// is tried alone, so that one record that cannot be stored does not take the others with it; only
+// those that fail alone are discarded (counted per enqueuing backend: a 'sync' statement waiting
+// for them fails instead of returning).
 uint64 store_range(AuditSlot* slot, uint64 from, uint64 to, uint64* nrec, uint64* nrows) {
   Size want = Min(static_cast<Size>(to - from), kMaxBytesPerTransaction);
   // Whole records only.
@@ -450,52 +704,40 @@ uint64 store_range(AuditSlot* slot, uint64 from, uint64 to, uint64* nrec, uint64
   }
   MemoryContextSwitchTo(old);
 
-  uint64 rows = 0;
-  for (int k = 0; k < count; ++k) rows += recs[k]->nrows;
-  bool ok = true;
   ErrorData* err = nullptr;
-  PG_TRY();
-  {
-    SetCurrentStatementStartTimestamp();
-    StartTransactionCommand();
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "flock audit: SPI_connect failed");
-    PushActiveSnapshot(GetTransactionSnapshot());
-    pgstat_report_activity(STATE_RUNNING, "flock audit: storing inference records");
-    for (int k = 0; k < count;) {
-      int end = k + 1, batch_rows = recs[k]->nrows;
-      while (end < count && batch_rows + recs[end]->nrows <= kMaxRowsPerLogRow && same_batch(recs[k], recs[end]))
-        batch_rows += recs[end++]->nrows;
-      store_batch(recs + k, end - k);
-      k = end;
+  int stored = 0, lost = 0;
+  uint64 rows = 0, lost_rows = 0;
+  if (store_records(recs, count, cxt, &err)) {
+    stored = count;
+    for (int k = 0; k < count; ++k) rows += recs[k]->nrows;
+  } else {
+    for (int k = 0; k < count; ++k) {
+      if (count > 1 && store_records(recs + k, 1, cxt, &err)) {
+        stored++;
+        rows += recs[k]->nrows;
+        continue;
+      }
+      lost++;
+      lost_rows += recs[k]->nrows;
+      LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+      int procno = recs[k]->enqueuer_procno;
+      if ((recs[k]->flags & kAuditSync) && procno >= 0 && procno < shared->nprocs &&
+          procs()[procno].pid == recs[k]->enqueuer_pid)
+        procs()[procno].discarded++;
+      slot->records_discarded++;
+      LWLockRelease(shared->lock);
     }
-    SPI_finish();
-    PopActiveSnapshot();
-    CommitTransactionCommand();
   }
-  PG_CATCH();
-  {
-    MemoryContextSwitchTo(cxt);
-    err = CopyErrorData();
-    FlushErrorState();
-    AbortCurrentTransaction();
-    insert_plan = nullptr;  // its memory may be gone with a dropped extension; prepare again
-    ok = false;
-  }
-  PG_END_TRY();
   pgstat_report_activity(STATE_IDLE, nullptr);
-  if (!ok) {
+  if (lost > 0) {
     // Not silent: the server log says what was lost and why, and audit_status counts it.
     ereport(WARNING, (errcode(err->sqlerrcode),
                       errmsg("flock audit: could not store %d inference records (%llu predictions); they are discarded",
-                             count, static_cast<unsigned long long>(rows)),
+                             lost, static_cast<unsigned long long>(lost_rows)),
                       errdetail("%s", err->message)));
-    LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-    slot->records_discarded += count;
-    LWLockRelease(shared->lock);
-  } else {
-    *nrec = count;
-    *nrows = rows;
   }
+  *nrec = stored;
+  *nrows = rows;
   MemoryContextDelete(cxt);
   return from + got;
 }
@@ -527,6 +769,12 @@ void flock_audit_worker_main(Datum arg) {
   before_shmem_exit(worker_detach, Int32GetDatum(idx));
   // The bootstrap superuser: the log grants INSERT to nobody else.
   BackgroundWorkerInitializeConnectionByOid(db, InvalidOid, 0);
+  // Settings of the server, database or role that would make an insert fail (and the records be
+  // discarded) rather than wait: the writer's transactions are never read-only nor timed out.
+  SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+  SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+  SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+  SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 
   TimestampTz idle_since = GetCurrentTimestamp();
   for (;;) {
@@ -627,16 +875,19 @@ Datum flock_audit_status(PG_FUNCTION_ARGS) {
   AuditSlot* slot = slot_for(MyDatabaseId, false);
   char* json;
   if (!slot) {
-    json = psprintf("{\"available\": true, \"queue_bytes\": %zu, \"pending_bytes\": 0, \"worker_pid\": null}",
-                    shared->ring_size);
+    json = psprintf("{\"available\": true, \"queue_bytes\": %zu, \"pending_bytes\": 0, \"worker_pid\": null, "
+                    "\"durable_statements\": %llu}",
+                    shared->ring_size, static_cast<unsigned long long>(durable_statements));
   } else {
     json = psprintf(
         "{\"available\": true, \"queue_bytes\": %zu, \"pending_bytes\": %llu, \"worker_pid\": %s, "
-        "\"records_enqueued\": %llu, \"records_stored\": %llu, \"rows_stored\": %llu, \"records_discarded\": %llu}",
+        "\"records_enqueued\": %llu, \"records_stored\": %llu, \"rows_stored\": %llu, \"records_discarded\": %llu, "
+        "\"durable_statements\": %llu}",
         shared->ring_size, static_cast<unsigned long long>(slot->head - slot->tail),
         slot->worker_pid ? psprintf("%d", slot->worker_pid) : "null",
         static_cast<unsigned long long>(slot->records_enqueued), static_cast<unsigned long long>(slot->records_stored),
-        static_cast<unsigned long long>(slot->rows_stored), static_cast<unsigned long long>(slot->records_discarded));
+        static_cast<unsigned long long>(slot->rows_stored), static_cast<unsigned long long>(slot->records_discarded),
+        static_cast<unsigned long long>(durable_statements));
   }
   LWLockRelease(shared->lock);
   PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));

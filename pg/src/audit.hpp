@@ -10,12 +10,23 @@ namespace flock::pg {
 
 enum class AuditMode : int { Off = 0, Sample = 1, All = 2 };
 
+// When a statement's records must be durable: 'async' (the writer stores them soon after; a crash
+// loses those still queued) or 'sync' (the statement returns only once the writer has committed
+// them and flushed the commit to WAL).
+enum class AuditDurability : int { Async = 0, Sync = 1 };
+
 // GUC: bytes of queue per database slot, in kB (postmaster).
 extern int audit_queue_kb;
+// GUC flock.audit_durability: a session may ask for 'sync'; it cannot weaken a policy's 'sync'.
+extern int audit_durability;
+// GUC flock.audit_sync_timeout (ms): longest a 'sync' statement waits for the writer.
+extern int audit_sync_timeout_ms;
 
 // The model takes its numeric features as float32: the writer stores them as real (what the model
 // saw, shown as 20.29 rather than 20.290000915527344, in half the bytes).
 constexpr int16 kAuditInputFloat4 = 1;
+// The model's policy says durability 'sync' (audit_enqueue adds it when the session asks).
+constexpr int16 kAuditSync = 2;
 
 // One record: what one call scored for some rows of one statement. Followed by its payload (see
 // AuditLayout); total_len (a multiple of 8) covers header and payload.
@@ -29,6 +40,8 @@ struct AuditRecord {
   int32 out_width;        // numbers per row in the outputs (0 for labels)
   int32 names_len;        // bytes of the feature-name blob
   int32 text_len;         // bytes of the string blob
+  int32 enqueuer_procno;  // set by audit_enqueue: whom to tell when a record could not be stored
+  int32 enqueuer_pid;
   int64 query_id;         // 0: none
   TimestampTz logged_at;  // the statement's start: one statement's records group into one batch
   char role[NAMEDATALEN];
@@ -67,7 +80,9 @@ bool audit_available();
 // Largest record the queue takes; callers split bigger batches.
 Size audit_max_record();
 // Appends a record to this database's queue, waiting (interruptibly) while the queue is full:
-// records are never dropped. Starts the worker when none runs.
+// records are never dropped. Starts the worker when none runs. A 'sync' record (its policy's flag
+// or the session's flock.audit_durability) makes the current top-level statement wait, when it
+// ends, until the writer has committed it (see audit.cpp: audit_wait_durable).
 void audit_enqueue(const AuditRecord* rec);
 
 }  // namespace flock::pg

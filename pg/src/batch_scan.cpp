@@ -36,6 +36,7 @@ namespace flock::pg {
 
 bool batching_enabled = true;
 int batch_size = kDefaultBatchSize;
+int batch_memory_kb = kDefaultBatchMemoryKb;
 
 namespace {
 
@@ -746,6 +747,16 @@ Node* create_state(CustomScan* cscan) {
   return reinterpret_cast<Node*>(s);
 }
 
+// flock.batch_size, capped so that a batch fits in flock.batch_memory: per row, the node's slot
+// and results, and for each call its features and the model's inputs, intermediates and outputs.
+int rows_per_batch(const BatchScanState* s) {
+  Size row = sizeof(TupleTableSlot) + static_cast<Size>(s->nchild) * (sizeof(Datum) + sizeof(bool));
+  for (int k = 0; k < s->ncalls; ++k) row += sizeof(Datum) + sizeof(bool) + sizeof(int) + call_bytes_per_row(s->calls[k]);
+  const Size budget = static_cast<Size>(batch_memory_kb) * 1024;
+  const Size fit = std::max<Size>(budget / std::max<Size>(row, 1), 1);
+  return static_cast<int>(std::min<Size>(fit, static_cast<Size>(batch_size)));
+}
+
 void begin(CustomScanState* node, EState* estate, int eflags) {
   BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
   CustomScan* cscan = reinterpret_cast<CustomScan*>(node->ss.ps.plan);
@@ -757,7 +768,6 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   List* copied = static_cast<List*>(lthird(cscan->custom_private));
   List* sources = static_cast<List*>(lfourth(cscan->custom_private));
   s->ncalls = list_length(wants);
-  s->batch_size = batch_size;
   s->wants = static_cast<Want*>(palloc(sizeof(Want) * s->ncalls));
   s->row_columns = static_cast<RowColumns*>(palloc(sizeof(RowColumns) * std::max(s->ncalls, 1)));
   s->calls = static_cast<CallState**>(palloc(sizeof(CallState*) * s->ncalls));
@@ -773,6 +783,9 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
     s->inputs[k] = ExecInitExpr(input, &node->ss.ps);
     // Resolve now: a query sees one version of each model, and EXPLAIN can name it.
     resolve_model(s->calls[k], model->constvalue);
+  }
+  s->batch_size = rows_per_batch(s);
+  for (int k = 0; k < s->ncalls; ++k) {
     const RowColumns& cols = s->row_columns[k];
     if (cols.first > 0) {
       s->scorers[k] = column_scorer(s->calls[k], cols.rowtype, cols.first - 1, s->batch_size);
@@ -858,7 +871,10 @@ void fill_batch(BatchScanState* s) {
       column_scorer_score(s->scorers[k], s->nrows, s->wants[k], out);
       continue;
     }
+    // The calls' inputs are evaluated here for the whole batch, past the child's own interrupt
+    // checks: a large batch of costly expressions must stay cancellable.
     for (int r = 0; r < s->nrows && rc.first > 0; ++r) {
+      CHECK_FOR_INTERRUPTS();
       TupleTableSlot* row = s->rows[r];
       slot_getsomeattrs(row, rc.first - 1 + rc.natts);
       nulls[r] = false;  // a table row is never NULL
@@ -867,6 +883,7 @@ void fill_batch(BatchScanState* s) {
       s->value_rows[n++] = r;
     }
     for (int r = 0; r < s->nrows && rc.first == 0; ++r) {
+      CHECK_FOR_INTERRUPTS();
       ec->ecxt_outertuple = s->rows[r];
       bool isnull;
       Datum input = ExecEvalExpr(s->inputs[k], ec, &isnull);

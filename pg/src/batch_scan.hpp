@@ -7,6 +7,8 @@ extern bool batching_enabled;  // GUC flock.batching
 extern int batch_size;         // GUC flock.batch_size
 // Its default: the best of bench/indb's sweep (64-16,384 rows) across the four benchmark models.
 constexpr int kDefaultBatchSize = 256;
+extern int batch_memory_kb;  // GUC flock.batch_memory: the rows of a batch are capped to fit it
+constexpr int kDefaultBatchMemoryKb = 64 * 1024;
 
 // Registers the CustomScan methods and chains the planner hook. Called from _PG_init.
 void install_batching();

@@ -14,9 +14,10 @@ PG_FUNCTION_INFO_V1(flock_cache_stats);
 namespace flock::pg {
 
 uint64 catalog_generation = 1;
-CacheStats cache_stats = {0, 0, 0};
+CacheStats cache_stats = {0, 0, 0, 0};
 int max_tensor_elements = 1 << 28;
 int model_cache_entries = 64;
+int model_cache_memory_kb = 256 * 1024;
 
 void sha256_hex(const uint8* data, size_t len, char* out) {
   uint8 digest[PG_SHA256_DIGEST_LENGTH];
@@ -37,10 +38,15 @@ void sha256_hex(const uint8* data, size_t len, char* out) {
 
 namespace {
 
+struct Entry {
+  std::string key;
+  std::shared_ptr<const Model> model;
+};
+
 // LRU: most recently used at the front. Keyed by sha256 and the tensor limit compiled in.
 struct Cache {
-  std::list<std::pair<std::string, std::shared_ptr<const Model>>> order;
-  std::unordered_map<std::string, decltype(order)::iterator> index;
+  std::list<Entry> order;
+  std::unordered_map<std::string, std::list<Entry>::iterator> index;
 };
 
 Cache& cache() {
@@ -50,6 +56,51 @@ Cache& cache() {
 
 std::string key_for(const std::string& sha256) { return fmt::format("{}/{}", sha256, max_tensor_elements); }
 
+size_t budget_bytes() { return static_cast<size_t>(std::max(model_cache_memory_kb, 1)) * 1024; }
+
+// Bytes the cached models hold now (their run buffers change with every run, so it is re-summed).
+size_t cached_bytes() {
+  size_t total = 0;
+  for (const Entry& e : cache().order) total += e.model->memory_bytes();
+  return total;
+}
+
+void evict(std::list<Entry>::iterator it) {
+  Cache& c = cache();
+  c.index.erase(it->key);
+  c.order.erase(it);  // queries holding the model keep it alive through their ModelHandle
+  cache_stats.evictions++;
+}
+
+// Drops models past flock.model_cache_entries and flock.model_cache_memory: first any model larger
+// than the whole budget by itself, then the least recently used. Never the most recent one (the
+// caller is about to use it), nor one a running query holds (dropping it would free nothing now).
+void enforce_limits() {
+  Cache& c = cache();
+  if (c.order.size() < 2) return;
+  const size_t budget = budget_bytes();
+  size_t total = cached_bytes();
+  auto evictable = [&](std::list<Entry>::iterator it) { return it != c.order.begin() && it->model.use_count() == 1; };
+  auto over = [&] { return total > budget || static_cast<int>(c.order.size()) > std::max(model_cache_entries, 1); };
+  for (auto it = c.order.begin(); it != c.order.end() && over();) {
+    auto next = std::next(it);
+    const size_t bytes = it->model->memory_bytes();
+    if (bytes > budget && evictable(it)) {
+      total -= std::min(total, bytes);
+      evict(it);
+    }
+    it = next;
+  }
+  for (auto it = c.order.end(); it != c.order.begin() && over();) {
+    auto prev = std::prev(it);
+    if (evictable(prev)) {
+      total -= std::min(total, prev->model->memory_bytes());
+      evict(prev);
+    }
+    it = prev;
+  }
+}
+
 }  // namespace
 
 std::shared_ptr<const Model> find_cached_model(const std::string& sha256) {
@@ -58,7 +109,9 @@ std::shared_ptr<const Model> find_cached_model(const std::string& sha256) {
   if (it == c.index.end()) return nullptr;
   cache_stats.hits++;
   c.order.splice(c.order.begin(), c.order, it->second);
-  return it->second->second;
+  std::shared_ptr<const Model> model = it->second->model;
+  enforce_limits();  // the others' run buffers may have grown since the last check
+  return model;
 }
 
 std::shared_ptr<const Model> cached_model(const std::string& sha256, std::span<const uint8_t> bytes) {
@@ -68,12 +121,9 @@ std::shared_ptr<const Model> cached_model(const std::string& sha256, std::span<c
   std::shared_ptr<const Model> model = Model::load(bytes, ModelFormat::Auto, limits);
   cache_stats.compiles++;
   Cache& c = cache();
-  c.order.emplace_front(key_for(sha256), model);
-  c.index[c.order.front().first] = c.order.begin();
-  while (static_cast<int>(c.order.size()) > std::max(model_cache_entries, 1)) {
-    c.index.erase(c.order.back().first);
-    c.order.pop_back();  // queries holding it keep it alive through their ModelHandle
-  }
+  c.order.push_front({key_for(sha256), model});
+  c.index[c.order.front().key] = c.order.begin();
+  enforce_limits();
   return model;
 }
 
@@ -96,10 +146,15 @@ ModelHandle* new_model_handle(MemoryContext mcxt) {
 // flock.cache_stats(): this backend's model cache, as jsonb.
 Datum flock_cache_stats(PG_FUNCTION_ARGS) {
   using namespace flock::pg;
-  size_t entries = 0;
-  flock_guard([&] { entries = cache().order.size(); });
+  size_t entries = 0, bytes = 0;
+  flock_guard([&] {
+    entries = cache().order.size();
+    bytes = cached_bytes();
+  });
   char* json = psprintf(
-      "{\"entries\": %zu, \"compiles\": " INT64_FORMAT ", \"hits\": " INT64_FORMAT ", \"resolutions\": " INT64_FORMAT "}",
-      entries, cache_stats.compiles, cache_stats.hits, cache_stats.resolutions);
+      "{\"entries\": %zu, \"compiles\": " INT64_FORMAT ", \"hits\": " INT64_FORMAT ", \"resolutions\": " INT64_FORMAT
+      ", \"bytes\": %zu, \"budget_bytes\": %zu, \"evictions\": " INT64_FORMAT "}",
+      entries, cache_stats.compiles, cache_stats.hits, cache_stats.resolutions, bytes, budget_bytes(),
+      cache_stats.evictions);
   PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 }

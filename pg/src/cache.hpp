@@ -24,12 +24,14 @@ struct CacheStats {
   int64 compiles;
   int64 hits;
   int64 resolutions;
+  int64 evictions;  // models dropped to stay within flock.model_cache_memory or _entries
 };
 extern CacheStats cache_stats;
 
 // GUCs.
 extern int max_tensor_elements;
 extern int model_cache_entries;
+extern int model_cache_memory_kb;  // flock.model_cache_memory: bytes of compiled models and their buffers
 
 // sha256 of the bytes as 64 hex characters into `out` (65 bytes). Plain PostgreSQL code.
 void sha256_hex(const uint8* data, size_t len, char* out);

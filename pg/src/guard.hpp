@@ -6,6 +6,11 @@
 // exception and raises the ereport() only after the C++ frames and the exception object are gone.
 // C++ code that must call a PostgreSQL function that may elog wraps it in pg_call(), which turns the
 // PostgreSQL error into a PgError exception; flock_guard() re-throws it unchanged.
+//
+// Query cancel and statement_timeout: the core polls interrupt_requested() (installed in _PG_init,
+// see flock/interrupt.hpp) and stops with Error(Cancelled); flock_guard() then lets PostgreSQL
+// process the pending interrupt with CHECK_FOR_INTERRUPTS(), so the client gets PostgreSQL's own
+// 57014 message ("canceling statement due to statement timeout" / "... user request").
 #pragma once
 
 #include "pg.hpp"  // must come first
@@ -22,6 +27,9 @@ struct PgError {
 };
 
 int sqlstate_for(ErrorCode code);
+// The core's interrupt callback: a query cancel or backend termination is pending and may be
+// processed now. Reads only the flags PostgreSQL's signal handlers set.
+bool interrupt_requested();
 // The hint given when the core raised an error without one (nullptr: none).
 const char* default_hint_for(ErrorCode code);
 
@@ -31,10 +39,12 @@ void flock_guard(F&& body) {
   char* message = nullptr;
   char* hint = nullptr;
   ErrorData* pg_error = nullptr;
+  bool cancelled = false;
   try {
     body();
     return;
   } catch (const Error& e) {
+    cancelled = e.code() == ErrorCode::Cancelled;
     code = sqlstate_for(e.code());
     message = pstrdup(e.what());
     if (!e.hint().empty()) hint = pstrdup(e.hint().c_str());
@@ -52,6 +62,11 @@ void flock_guard(F&& body) {
     message = pstrdup("unexpected C++ exception in Flock");
   }
   if (pg_error) ReThrowError(pg_error);
+  if (cancelled) {
+    CHECK_FOR_INTERRUPTS();  // raises PostgreSQL's own cancel or termination error
+    message = pstrdup("canceling statement due to user request");  // the interrupt was consumed elsewhere
+    hint = nullptr;
+  }
   ereport(ERROR, (errcode(code), errmsg("%s", message), hint ? errhint("%s", hint) : 0));
 }
 

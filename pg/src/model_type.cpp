@@ -9,6 +9,7 @@
 
 #include "cache.hpp"
 #include "guard.hpp"
+#include "model_check.hpp"
 
 extern "C" {
 PG_FUNCTION_INFO_V1(flock_model_in);
@@ -30,10 +31,27 @@ std::span<const uint8_t> bytes_of(bytea* b) {
   return {reinterpret_cast<const uint8_t*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b)};
 }
 
-// Validates (parses and compiles, through the cache) and returns the same bytea as a model.
+// Validates untrusted bytes and returns the same bytea as a model. The bytes are loaded first in
+// flock-model-check (a separate, rlimited process, see model_check.cpp) and only then compiled
+// here, through the cache: the backend compiles nothing that has not passed the isolated check.
+// Bytes already compiled in this backend (a cache hit: same sha256 and tensor limit) are known to
+// load, so they skip the checker.
+//
+// Invariant: every flock.model value was validated this way when it was made. The type's input
+// and receive functions and the bytea cast are the only ways to make one (COPY, binary COPY,
+// record_in/record_recv, array_in/array_recv, domains and I/O-conversion casts all call them;
+// flock.model -> bytea is binary-coercible, never the other way round), and flock._prepare_model
+// checks the same way (so does logical replication's apply, through the same functions). So a
+// model read back from a table or the catalog is compiled in the backend without another check.
+// Another session's flock.max_tensor_elements does not change that: a lower limit fails cleanly,
+// a higher one runs exactly what the checker ran.
 bytea* validated(bytea* b) {
   char sha[65];
   sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b), sha);
+  bool known = false;
+  flock_guard([&] { known = find_cached_model(sha) != nullptr; });
+  if (known) return b;
+  check_model_isolated(b, "auto", -1, nullptr);
   flock_guard([&] { cached_model(sha, bytes_of(b)); });
   return b;
 }
@@ -119,33 +137,13 @@ Datum flock_prepare_model(PG_FUNCTION_ARGS) {
     }
   }
 
-  uint8_t* out = nullptr;
-  size_t out_len = 0;
-  flock_guard([&] {
-    flock::ModelFormat fmt = flock::parse_format(format);
-    std::span<const uint8_t> in = bytes_of(b);
-    if (fmt == flock::ModelFormat::Auto) fmt = flock::detect_format(in);
-    std::vector<uint8_t> result;
-    if (nfeatures >= 0) {
-      std::vector<std::string> names;
-      for (int k = 0; k < nfeatures; ++k) {
-        if (features[k][0] == '\0') flock::fail(flock::ErrorCode::InvalidInput, "feature names must not be empty");
-        names.emplace_back(features[k]);
-      }
-      result = flock::with_feature_names(in, fmt, names);
-    } else {
-      // Validate in the stated format: 'onnx' for JSON bytes fails here, naming the problem.
-      flock::Model::load(in, fmt);
-      result.assign(in.begin(), in.end());
-    }
-    out = static_cast<uint8_t*>(std::malloc(result.size()));
-    if (!out && !result.empty()) throw std::bad_alloc();
-    std::memcpy(out, result.data(), result.size());
-    out_len = result.size();
-  });
-  bytea* value = static_cast<bytea*>(palloc(VARHDRSZ + out_len));
-  SET_VARSIZE(value, VARHDRSZ + out_len);
-  std::memcpy(VARDATA(value), out, out_len);
-  std::free(out);
+  // The format name is checked here (a plain parse, no model involved); the model itself, with its
+  // feature names embedded when given, is loaded in the checker, which returns the final bytes.
+  const char* fmt_name = nullptr;
+  flock_guard([&] { fmt_name = flock::to_string(flock::parse_format(format)); });
+  bytea* value = check_model_isolated(b, fmt_name, nfeatures, features);
+  char sha[65];
+  sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(value)), VARSIZE_ANY_EXHDR(value), sha);
+  flock_guard([&] { cached_model(sha, bytes_of(value)); });
   PG_RETURN_BYTEA_P(value);
 }

@@ -13,14 +13,16 @@ extern "C" {
 #include "batch_scan.hpp"
 #include "cache.hpp"
 #include "guard.hpp"
+#include "model_check.hpp"
 
 #include <malloc.h>
+
+#include "flock/interrupt.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;
 
 void _PG_init(void);
-PG_FUNCTION_INFO_V1(flock_caller);
 PG_FUNCTION_INFO_V1(flock_catalog_changed);
 }
 
@@ -34,6 +36,7 @@ int sqlstate_for(ErrorCode code) {
     case ErrorCode::MissingValue: return ERRCODE_NULL_VALUE_NOT_ALLOWED;           // 22004
     case ErrorCode::TypeMismatch: return ERRCODE_DATATYPE_MISMATCH;                // 42804
     case ErrorCode::LimitExceeded: return ERRCODE_PROGRAM_LIMIT_EXCEEDED;          // 54000
+    case ErrorCode::Cancelled: return ERRCODE_QUERY_CANCELED;                      // 57014
     case ErrorCode::Internal: return ERRCODE_INTERNAL_ERROR;                       // XX000
   }
   return ERRCODE_INTERNAL_ERROR;
@@ -55,10 +58,15 @@ const char* default_hint_for(ErrorCode code) {
       return "Check the feature types against flock.model_info(model).";
     case ErrorCode::LimitExceeded:
       return "Raise flock.max_tensor_elements if the input is meant to be this large.";
+    case ErrorCode::Cancelled:
     case ErrorCode::Internal:
       return nullptr;
   }
   return nullptr;
+}
+
+bool interrupt_requested() {
+  return InterruptPending && (QueryCancelPending || ProcDiePending) && INTERRUPTS_CAN_BE_PROCESSED();
 }
 
 namespace {
@@ -89,21 +97,30 @@ void _PG_init(void) {
   DefineCustomBoolVariable("flock.batching", "Score flock.predict calls in batches through a CustomScan.",
                            "Off: every call scores one row (for comparison).", &batching_enabled, true, PGC_USERSET,
                            0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("flock.batch_size", "Rows scored per model call by batched execution.", nullptr,
-                          &batch_size, kDefaultBatchSize, 1, 1 << 20, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("flock.batch_size", "Rows scored per model call by batched execution.",
+                          "At most as many rows as fit in flock.batch_memory.", &batch_size, kDefaultBatchSize, 1,
+                          1 << 20, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  // Memory limits are the administrator's (as temp_file_limit): superusers, or roles granted SET
+  // ON PARAMETER, change them; any role may still lower flock.batch_size.
+  DefineCustomIntVariable("flock.batch_memory", "Memory one batch of batched execution may take.",
+                          "Caps the rows per batch: inputs, intermediate values and outputs of the model, per row "
+                          "as measured when it was loaded.",
+                          &batch_memory_kb, kDefaultBatchMemoryKb, 1024, MAX_KILOBYTES, PGC_SUSET, GUC_UNIT_KB,
+                          nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("flock.model_cache_memory", "Memory each backend's compiled models may take.",
+                          "Compiled weights and the buffers kept for the next run; least recently used models are "
+                          "dropped past it.",
+                          &model_cache_memory_kb, 256 * 1024, 1024, MAX_KILOBYTES, PGC_SUSET, GUC_UNIT_KB, nullptr,
+                          nullptr, nullptr);
+  define_model_check_gucs();  // flock.model_checker, flock.model_check_cpu_time, flock.model_check_memory
   install_audit();
   MarkGUCPrefixReserved("flock");
+  flock::set_interrupt_check(interrupt_requested);  // query cancel and statement_timeout stop model runs
   install_batching();
   // Audit records carry the statement's query id: have it computed (compute_query_id = auto)
   // as pg_stat_statements does. Only possible at server start.
   if (process_shared_preload_libraries_in_progress) EnableQueryId();
   CacheRegisterRelcacheCallback(on_relcache_invalidation, (Datum)0);
-}
-
-// flock._caller(): the role in effect outside any SECURITY DEFINER function.
-Datum flock_caller(PG_FUNCTION_ARGS) {
-  char* name = GetUserNameFromId(GetOuterUserId(), false);
-  PG_RETURN_DATUM(DirectFunctionCall1(namein, CStringGetDatum(name)));
 }
 
 // Statement trigger on flock.models: tell every backend to drop its name → model resolutions.

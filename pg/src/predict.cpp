@@ -18,6 +18,8 @@
 #include "guard.hpp"
 #include "predict.hpp"
 
+#include "flock/interrupt.hpp"
+
 extern "C" {
 #include "common/pg_prng.h"
 #include "utils/backend_status.h"
@@ -75,6 +77,7 @@ struct CallState {
   // Audit policy of the resolved model (flock.audit_policies), refreshed with the resolution.
   AuditMode audit_mode;
   double audit_rate;
+  bool audit_sync;                  // the policy's durability is 'sync'
   int32 audit_version;
   uint64 audit_generation;          // model values: catalog generation the policy was read at
   char audit_model[NAMEDATALEN];
@@ -118,9 +121,11 @@ CallState* call_state(FunctionCallInfo fcinfo) {
 
 void set_model(CallState* st, MemoryContext mcxt, const std::shared_ptr<const flock::Model>& m);
 
-void set_policy(CallState* st, const char* name, int version, const char* mode, const char* rate) {
+void set_policy(CallState* st, const char* name, int version, const char* mode, const char* rate,
+                const char* durability) {
   st->audit_mode = AuditMode::Off;
   st->audit_rate = 0;
+  st->audit_sync = durability && strcmp(durability, "sync") == 0;
   if (mode && strcmp(mode, "all") == 0) st->audit_mode = AuditMode::All;
   else if (mode && strcmp(mode, "sample") == 0) st->audit_mode = AuditMode::Sample;
   if (rate) st->audit_rate = strtod(rate, nullptr);
@@ -135,6 +140,7 @@ struct ValuePolicy {
   uint64 generation;
   AuditMode mode;
   double rate;
+  bool sync;
   int32 version;
   char name[NAMEDATALEN];
 };
@@ -156,13 +162,14 @@ void refresh_value_policy(CallState* st) {
     uint64 generation = catalog_generation;
     e->mode = AuditMode::Off;
     e->rate = 0;
+    e->sync = false;
     e->version = 0;
     e->name[0] = '\0';
     e->generation = 0;  // not valid until the lookup succeeds
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
     Oid argtypes[1] = {TEXTOID};
     Datum args[1] = {CStringGetTextDatum(st->value_sha)};
-    int rc = SPI_execute_with_args("SELECT name, version, mode, sample_rate FROM flock._audit_policy_for($1)", 1,
+    int rc = SPI_execute_with_args("SELECT name, version, mode, sample_rate, durable FROM flock._audit_policy_for($1)", 1,
                                    argtypes, args, nullptr, true, 1);
     if (rc != SPI_OK_SELECT) elog(ERROR, "could not read the audit policy of a model value");
     if (SPI_processed == 1) {
@@ -171,6 +178,8 @@ void refresh_value_policy(CallState* st) {
       const char* mode = SPI_getvalue(row, desc, 3);
       e->mode = strcmp(mode, "all") == 0 ? AuditMode::All : strcmp(mode, "sample") == 0 ? AuditMode::Sample : AuditMode::Off;
       e->rate = strtod(SPI_getvalue(row, desc, 4), nullptr);
+      const char* durable = SPI_getvalue(row, desc, 5);
+      e->sync = durable && durable[0] == 't';
       e->version = atoi(SPI_getvalue(row, desc, 2));
       strlcpy(e->name, SPI_getvalue(row, desc, 1), NAMEDATALEN);
     }
@@ -179,6 +188,7 @@ void refresh_value_policy(CallState* st) {
   }
   st->audit_mode = e->mode;
   st->audit_rate = e->rate;
+  st->audit_sync = e->sync;
   st->audit_version = e->version;
   strlcpy(st->audit_model, e->name, NAMEDATALEN);
   st->audit_generation = e->generation;
@@ -198,7 +208,7 @@ void resolve_by_name(CallState* st, Datum model_arg) {
   // The audit policy comes with the resolution: no extra lookup per query, and the same catalog
   // invalidation refreshes both.
   int rc = SPI_execute_with_args(
-      "SELECT r.name, r.version, r.sha256, NULL, p.mode, p.sample_rate "
+      "SELECT r.name, r.version, r.sha256, NULL, p.mode, p.sample_rate, p.durability "
       "FROM flock._resolve($1) r LEFT JOIN flock.audit_policies p ON p.name = r.name",
       1, argtypes, args, nullptr, true, 1);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "could not resolve model \"%s\"", ref);
@@ -209,6 +219,7 @@ void resolve_by_name(CallState* st, Datum model_arg) {
   char* sha = SPI_getvalue(row, desc, 3);
   char* audit_mode = SPI_getvalue(row, desc, 5);
   char* audit_rate = SPI_getvalue(row, desc, 6);
+  char* audit_durability = SPI_getvalue(row, desc, 7);
 
   ModelHandle* handle = new_model_handle(CurrentMemoryContext);  // SPI context: freed at SPI_finish
   flock_guard([&] { handle->model = find_cached_model(sha); });
@@ -231,7 +242,7 @@ void resolve_by_name(CallState* st, Datum model_arg) {
   st->ref = MemoryContextStrdup(fn_mcxt, ref);
   st->label = MemoryContextStrdup(fn_mcxt, psprintf("%s@%s", name, version));
   st->generation = generation;
-  set_policy(st, name, atoi(version), audit_mode, audit_rate);
+  set_policy(st, name, atoi(version), audit_mode, audit_rate, audit_durability);
   if (models_relid == InvalidOid) {
     Oid ns = get_namespace_oid("flock", true);
     if (OidIsValid(ns)) models_relid = get_relname_relid("models", ns);
@@ -568,6 +579,7 @@ Scored score(CallState* st, const RowValues* rows, int n, Want want) {
     for (const auto& in : sig.inputs) {
       flock::Tensor t(in.type, {n, in.width});
       for (int r = 0; r < n; ++r) {
+        if (r % 1024 == 0) flock::poll_interrupt();  // a large batch's rows are scattered in memory
         const RowValues& row = rows[r];
         for (int64_t j = 0; j < in.width; ++j) {
           size_t dst = static_cast<size_t>(r * in.width + j);
@@ -760,7 +772,7 @@ List* audit_records(CallState* st, const RowValues* rows, int n, Want want, cons
   AuditRecord tmpl;
   memset(&tmpl, 0, sizeof(tmpl));
   tmpl.want = static_cast<int16>(want);
-  tmpl.flags = st->audit_flags;
+  tmpl.flags = static_cast<int16>(st->audit_flags | (st->audit_sync ? kAuditSync : 0));
   tmpl.model_version = st->audit_version;
   tmpl.nfeat = nfeat;
   tmpl.out_width = width;
@@ -1107,6 +1119,13 @@ void column_scorer_score(ColumnScorer* cs, int n, Want want, Datum* out) {
 }
 
 const char* model_label(const CallState* st) { return st->label; }
+
+Size call_bytes_per_row(const CallState* st) {
+  Size features = 0;
+  for (const auto& in : st->model->signature().inputs) features += static_cast<Size>(std::max<int64_t>(in.width, 1));
+  // RowValues per feature: a double, a string pointer and a null flag.
+  return st->model->bytes_per_row() + features * (sizeof(double) + sizeof(char*) + sizeof(bool)) + sizeof(RowValues);
+}
 
 }  // namespace flock::pg
 

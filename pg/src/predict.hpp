@@ -51,5 +51,8 @@ void column_scorer_add(ColumnScorer* cs, int r, const Datum* values, const bool*
 void column_scorer_score(ColumnScorer* cs, int n, Want want, Datum* out);
 // "name@version" or "model <sha prefix>".
 const char* model_label(const CallState* st);
+// Bytes one row of a batch takes in the model run and in its features as extracted (an estimate
+// for sizing batches; see flock.batch_memory). The model must be resolved.
+Size call_bytes_per_row(const CallState* st);
 
 }  // namespace flock::pg

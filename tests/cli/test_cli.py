@@ -1,7 +1,7 @@
-"""Tests of the `flock` command-line tool against a private PostgreSQL cluster with the extension.
+"""Tests of the `flockctl` command-line tool against a private PostgreSQL cluster with the extension.
 
-The binary comes from $FLOCK_CLI, else `flock` on PATH; without one every test fails (never
-skips) saying so. Run with: FLOCK_CLI=build/cli/flock /usr/bin/python3 -m pytest tests/cli
+The binary comes from $FLOCK_CLI, else `flockctl` on PATH; without one every test fails (never
+skips) saying so. Run with: FLOCK_CLI=build/cli/flockctl /usr/bin/python3 -m pytest tests/cli
 """
 import json
 import os
@@ -15,29 +15,29 @@ import pytest
 psycopg2 = pytest.importorskip("psycopg2")
 
 REGISTERED = re.compile(r"^registered (?P<name>\S+)@(?P<version>\d+) \((?P<format>[^,]+), sha256 (?P<sha>[0-9a-f]{8})…\)$")
-ERROR_LINE = re.compile(r"^(flock: error: .+|detail: .*|hint: .*|\(SQLSTATE [0-9A-Z]{5}\)|flock: (notice|warning|info): .*)$")
+ERROR_LINE = re.compile(r"^(flockctl: error: .+|detail: .*|hint: .*|\(SQLSTATE [0-9A-Z]{5}\)|flockctl: (notice|warning|info): .*)$")
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def flock_bin():
-    path = os.environ.get("FLOCK_CLI") or shutil.which("flock")
+    path = os.environ.get("FLOCK_CLI") or shutil.which("flockctl")
     if not path:
-        pytest.fail("the flock CLI was not found: set FLOCK_CLI to the built binary "
-                    "(e.g. FLOCK_CLI=build/cli/flock) or put `flock` on PATH", pytrace=False)
+        pytest.fail("the flockctl CLI was not found: set FLOCK_CLI to the built binary "
+                    "(e.g. FLOCK_CLI=build/cli/flockctl) or put `flockctl` on PATH", pytrace=False)
     path = os.path.abspath(path)
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail(f"the flock CLI {path} is not an executable file", pytrace=False)
-    # util-linux ships a different `flock` (file locking) in /usr/bin: make sure this is ours.
+        pytest.fail(f"the flockctl CLI {path} is not an executable file", pytrace=False)
+    # Make sure this is ours (util-linux's file-locking `flock` is a different program).
     try:
         version = subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         pytest.fail(f"cannot run {path} --version: {e}", pytrace=False)
-    if not re.match(r"flock \d+\.\d+\.\d+", version):
+    if not re.match(r"flockctl \d+\.\d+\.\d+", version):
         pytest.fail(f"{path} is not the Flock CLI (--version says {version.strip()!r}); set FLOCK_CLI "
-                    "to the built binary, e.g. FLOCK_CLI=build/cli/flock", pytrace=False)
+                    "to the built binary, e.g. FLOCK_CLI=build/cli/flockctl", pytrace=False)
     return path
 
 
@@ -62,7 +62,7 @@ def env(cluster, dbname):
 
 
 def run(flock_bin, args, env, input=None):
-    """Runs flock; returns the CompletedProcess with text stdout and stderr."""
+    """Runs flockctl; returns the CompletedProcess with text stdout and stderr."""
     p = subprocess.run([flock_bin] + list(args), env=env, input=input, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=60)
     p.stdout = p.stdout.decode("utf-8")
@@ -72,7 +72,7 @@ def run(flock_bin, args, env, input=None):
 
 def ok(flock_bin, args, env, input=None):
     p = run(flock_bin, args, env, input)
-    assert p.returncode == 0, f"flock {' '.join(args)} failed ({p.returncode}):\n{p.stderr}"
+    assert p.returncode == 0, f"flockctl {' '.join(args)} failed ({p.returncode}):\n{p.stderr}"
     return p.stdout
 
 
@@ -81,7 +81,7 @@ def assert_clean_error(p, status):
     assert p.returncode == status, f"expected exit {status}, got {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
     assert p.stdout == ""
     lines = p.stderr.splitlines()
-    assert lines and lines[0].startswith("flock: error: "), p.stderr
+    assert lines and lines[0].startswith("flockctl: error: "), p.stderr
     if status == 1:
         for line in lines:
             assert ERROR_LINE.match(line), f"unexpected stderr line {line!r} in:\n{p.stderr}"
@@ -153,7 +153,7 @@ def register(flock_bin, env, path, name, *extra):
 
 
 def parse_table(out):
-    """Parses the `flock models` table using the dashed rule under the header for column spans."""
+    """Parses the `flockctl models` table using the dashed rule under the header for column spans."""
     lines = out.splitlines()
     assert len(lines) >= 2, out
     header, rule = lines[0], lines[1]
@@ -170,7 +170,7 @@ def parse_table(out):
 def test_version(flock_bin, offline_env):
     p = run(flock_bin, ["--version"], offline_env)
     assert p.returncode == 0, p.stderr
-    assert re.match(r"^flock \d+\.\d+\.\d+", p.stdout), p.stdout
+    assert re.match(r"^flockctl \d+\.\d+\.\d+", p.stdout), p.stdout
 
 
 def test_help(flock_bin, offline_env):
@@ -179,10 +179,22 @@ def test_help(flock_bin, offline_env):
         assert word in out
     for cmd in ["register", "models", "info", "drop"]:
         text = ok(flock_bin, [cmd, "--help"], offline_env)
-        assert text.startswith(f"Usage: flock {cmd}"), text
+        assert text.startswith(f"Usage: flockctl {cmd}"), text
         assert ok(flock_bin, ["help", cmd], offline_env) == text
     assert "--features" in ok(flock_bin, ["register", "--help"], offline_env)
     assert "--version" in ok(flock_bin, ["drop", "--help"], offline_env)
+
+
+def test_installed_name_leaves_util_linux_flock_alone(flock_bin):
+    """The client is installed as flockctl; `flock` on PATH stays util-linux's file-locking tool,
+    which cron jobs and shell scripts call by that name."""
+    assert os.path.basename(flock_bin) == "flockctl"
+    util = shutil.which("flock")
+    if util is None:
+        pytest.skip("no flock(1) on this machine (util-linux not installed)")
+    version = subprocess.run([util, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, timeout=30).stdout
+    assert "util-linux" in version, f"`flock` on PATH is {util}: {version.strip()!r}"
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -394,7 +406,7 @@ def test_malformed_model(flock_bin, env, conn, tmp_path, fmt, data):
     p = run(flock_bin, ["register", str(path), "--name", name, "--format", fmt], env)
     assert_clean_error(p, 1)
     message, sqlstate = server_error(conn, "SELECT flock.register_model(%s, %s, %s)", name, psycopg2.Binary(data), fmt)
-    assert p.stderr.startswith(f"flock: error: {message}\n"), p.stderr
+    assert p.stderr.startswith(f"flockctl: error: {message}\n"), p.stderr
     assert f"(SQLSTATE {sqlstate})" in p.stderr
     assert rows(conn, "SELECT count(*) FROM flock.models WHERE name = %s", name) == [(0,)]
 
@@ -405,7 +417,7 @@ def test_invalid_model_name(flock_bin, env, conn, onnx_model):
     assert_clean_error(p, 1)
     message, sqlstate = server_error(conn, "SELECT flock.register_model(%s, %s)", bad,
                                      psycopg2.Binary(onnx_model.read_bytes()))
-    assert p.stderr.startswith(f"flock: error: {message}\n"), p.stderr
+    assert p.stderr.startswith(f"flockctl: error: {message}\n"), p.stderr
     assert f"(SQLSTATE {sqlstate})" in p.stderr
 
 
@@ -431,5 +443,5 @@ def test_drop(flock_bin, env, conn, onnx_model):
     p = run(flock_bin, ["drop", name], env)
     assert_clean_error(p, 1)
     message, sqlstate = server_error(conn, "SELECT flock.drop_model(%s)", name)
-    assert p.stderr.startswith(f"flock: error: {message}\n"), p.stderr
+    assert p.stderr.startswith(f"flockctl: error: {message}\n"), p.stderr
     assert f"(SQLSTATE {sqlstate})" in p.stderr

@@ -1,4 +1,4 @@
-"""The governance commands of the `flock` CLI: `register` with training capture (model and training
+"""The governance commands of the `flockctl` CLI: `register` with training capture (model and training
 run in one transaction) and `lineage` (text table, Graphviz dot, OpenLineage JSON)."""
 import hashlib
 import json
@@ -42,7 +42,7 @@ def test_help_lists_the_governance_commands_and_options(flock_bin, offline_env):
     for option in ("--dataset", "--training-code", "--code-ref", "--params", "--metrics", "--environment"):
         assert option in text
     text = ok(flock_bin, ["lineage", "--help"], offline_env)
-    assert text.startswith("Usage: flock lineage") and "--dot" in text and "--openlineage" in text
+    assert text.startswith("Usage: flockctl lineage") and "--dot" in text and "--openlineage" in text
     assert ok(flock_bin, ["help", "lineage"], offline_env) == text
 
 

@@ -442,16 +442,7 @@ def test_records_are_stored_before_the_server_stops():
         assert pid, "the writer lingers for a second after its work"
         conn.close()
         os.kill(pid, 9)
-        deadline = time.time() + 60
-        while True:
-            try:
-                conn = psycopg2.connect(c.dsn())
-                conn.autocommit = True
-                one(conn, "SELECT 1")
-                break
-            except psycopg2.Error:
-                assert time.time() < deadline, c.server_log()[-2000:]
-                time.sleep(0.5)
+        conn = reconnect_after_crash(c, pid)
         one(conn, "SELECT flock.predict('lin', ARRAY[123, 4]::float4[])")
         assert one(conn, "SELECT flock.audit_flush()") is True
         assert one(conn, "SELECT count(*) FROM flock.inference_log_rows WHERE input = '{\"a\": 123, \"b\": 4}'") == 1
@@ -511,3 +502,338 @@ def test_the_writer_does_not_hold_up_drop_database(cluster):
         run(admin, "DROP DATABASE audit_dropped")
     finally:
         admin.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Durability: 'async' (default) vs 'sync' (a policy's, or the session's flock.audit_durability).
+# ------------------------------------------------------------------------------------------------
+
+def durable_statements(conn):
+    return one(conn, "SELECT (flock.audit_status()->>'durable_statements')::bigint")
+
+
+def writer_pid(conn):
+    return one(conn, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'flock audit writer' "
+                     "AND datname = current_database()")
+
+
+def reconnect_after_crash(c, killed_pid, timeout=90):
+    """The postmaster reinitialises after a child dies by a signal: wait until it has reaped the
+    child (before that a new connection may be one the crash then ends) and takes connections."""
+    deadline = time.time() + timeout
+    while os.path.exists(f"/proc/{killed_pid}"):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    while True:
+        try:
+            conn = psycopg2.connect(c.dsn())
+            conn.autocommit = True
+            one(conn, "SELECT 1")
+            return conn
+        except psycopg2.Error:
+            assert time.time() < deadline, c.server_log()[-2000:]
+            time.sleep(0.5)
+
+
+def test_set_audit_durability_records_policy_and_history(conn):
+    assert one(conn, "SELECT flock.set_audit('lin', 'all')") == {"model": "lin", "mode": "all", "sample_rate": 1}
+    try:
+        assert one(conn, "SELECT flock.set_audit_durability('lin', 'sync')") == {
+            "model": "lin", "mode": "all", "sample_rate": 1, "durability": "sync"}
+        one(conn, "SELECT flock.set_audit_durability('lin', 'sync')")  # no change, no history row
+        # Changing the mode keeps the durability an administrator required.
+        one(conn, "SELECT flock.set_audit('lin', 'sample', 0.5)")
+        assert rows(conn, "SELECT mode, durability FROM flock.audit_policies WHERE name = 'lin'") == [("sample", "sync")]
+        history = rows(conn, "SELECT from_mode, to_mode, from_durability, to_durability FROM flock.audit_policy_history "
+                             "WHERE name = 'lin' ORDER BY id")
+        assert history[-2:] == [("all", "all", "async", "sync"), ("all", "sample", "sync", "sync")]
+        # A model without a policy gets one that records nothing yet.
+        one(conn, "SELECT flock.register_model('dur_only', %s)", (linear_regressor([1.0], 0.0),))
+        assert one(conn, "SELECT flock.set_audit_durability('dur_only', 'sync')")["mode"] == "off"
+        assert one(conn, "SELECT flock.drop_model('dur_only')") == 1
+        assert rows(conn, "SELECT from_durability, to_durability FROM flock.audit_policy_history "
+                          "WHERE name = 'dur_only' ORDER BY id") == [(None, "sync"), ("sync", None)]
+    finally:
+        one(conn, "SELECT flock.set_audit_durability('lin', 'async')")
+
+
+@pytest.mark.parametrize("args", ["'lin', 'always'", "'lin', NULL", "'lin@1', 'sync'"])
+def test_set_audit_durability_rejects_bad_arguments(conn, args):
+    err = sqlstate(conn, f"SELECT flock.set_audit_durability({args})")
+    assert err.pgcode == "22023", err.pgerror
+    assert err.diag.message_hint
+
+
+def test_set_audit_durability_needs_manage(conn, connect):
+    one(conn, "SELECT flock.grant_model('lin', 'aud_user', 'use')")
+    try:
+        user, stranger = connect("aud_user"), connect("aud_stranger")
+        assert sqlstate(user, "SELECT flock.set_audit_durability('lin', 'async')").pgcode == "42501"
+        hidden = sqlstate(stranger, "SELECT flock.set_audit_durability('lin', 'async')")
+        missing = sqlstate(stranger, "SELECT flock.set_audit_durability('no_such_model', 'async')")
+        assert hidden.pgcode == missing.pgcode == "42501"
+        assert sqlstate(user, "SET flock.audit_durability = 'eventually'").pgcode == "22023"
+    finally:
+        one(conn, "SELECT flock.revoke_model('lin', 'aud_user')")
+
+
+def test_a_session_cannot_weaken_a_sync_policy(conn, connect):
+    """As an unprivileged role with 'use': the policy's 'sync' holds whatever the session sets; the
+    session may ask for 'sync' on its own; with neither, its statements do not wait. Waiting is seen
+    in audit_status()'s per-session count, and in records being in the log when the statement
+    returns (no flush)."""
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.grant_model('lin', 'aud_user', 'use')")
+    try:
+        clear_log(conn)
+        user = connect("aud_user")
+        query = "SELECT sum(flock.predict('lin', t)) FROM pts t"
+        for batching in ("on", "off"):
+            run(user, f"SET flock.batching = {batching}")
+            # Policy 'async', session 'async': no wait.
+            run(user, "SET flock.audit_durability = async")
+            before = durable_statements(user)
+            one(user, query)
+            assert durable_statements(user) == before
+            # Policy 'async', session 'sync': the session's statements wait.
+            run(user, "SET flock.audit_durability = sync")
+            clear_log(conn)
+            one(user, query)
+            assert durable_statements(user) == before + 1
+            assert one(user, "SELECT sum(n_rows) FROM flock.inference_log") == 5000
+            # Policy 'sync', session 'async': still waits.
+            one(conn, "SELECT flock.set_audit_durability('lin', 'sync')")
+            run(user, "SET flock.audit_durability = async")
+            clear_log(conn)
+            one(user, query)
+            assert durable_statements(user) == before + 2
+            assert one(user, "SELECT sum(n_rows) FROM flock.inference_log") == 5000
+            run(user, "RESET flock.audit_durability")
+            one(user, "SELECT flock.predict('lin', ARRAY[1, 2]::float4[])")
+            assert durable_statements(user) == before + 3
+            # ... and for a flock.model value with the same bytes.
+            one(user, "SELECT flock.predict(m.model, ARRAY[3333, 44]::float4[]) FROM flock.models m "
+                      "WHERE m.name = 'lin' AND m.version = 2")
+            assert durable_statements(user) == before + 4
+            assert one(user, "SELECT count(*) FROM flock.inference_log_rows WHERE input = '{\"a\": 3333, \"b\": 44}'") == 1
+            one(conn, "SELECT flock.set_audit_durability('lin', 'async')")
+    finally:
+        one(conn, "SELECT flock.set_audit_durability('lin', 'async')")
+        one(conn, "SELECT flock.revoke_model('lin', 'aud_user')")
+
+
+def test_sync_records_survive_rollback(cluster, dbname, conn):
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.set_audit_durability('lin', 'sync')")
+    try:
+        clear_log(conn)
+        tx = psycopg2.connect(cluster.dsn(dbname))  # not autocommit: one transaction, rolled back
+        try:
+            assert one(tx, "SELECT sum(flock.predict('lin', t)) FROM pts t") == pytest.approx(
+                2 * 100 * (50 * 49 / 2) + 20 * sum(i % 7 for i in range(1, 5001)) + 5000)
+            # Durable when the statement returned, before the transaction ends: another session sees them.
+            assert one(conn, "SELECT sum(n_rows) FROM flock.inference_log") == 5000
+            one(tx, "SELECT flock.predict('lin', ARRAY[7, 7]::float4[])")
+            tx.rollback()
+        finally:
+            tx.close()
+        assert one(conn, "SELECT sum(n_rows) FROM flock.inference_log") == 5001
+        assert one(conn, "SELECT count(*) FROM flock.inference_log_rows WHERE input = '{\"a\": 7, \"b\": 7}'") == 1
+    finally:
+        one(conn, "SELECT flock.set_audit_durability('lin', 'async')")
+
+
+def test_sync_covers_cursors_and_parallel_workers(cluster, dbname, conn):
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.set_audit_durability('lin', 'sync')")
+    run(conn, "CREATE TABLE IF NOT EXISTS big_sync AS SELECT i AS id, (i % 10)::real AS a, 1::real AS b "
+              "FROM generate_series(1, 200000) i")
+    run(conn, "ANALYZE big_sync")
+    try:
+        # A cursor: what a FETCH returned is durable when the FETCH returns.
+        clear_log(conn)
+        tx = psycopg2.connect(cluster.dsn(dbname))
+        try:
+            run(tx, "DECLARE c CURSOR FOR SELECT flock.predict('lin', t) FROM pts t")
+            assert len(rows(tx, "FETCH 10 FROM c")) == 10
+            assert one(conn, "SELECT sum(n_rows) FROM flock.inference_log") >= 10
+            tx.rollback()
+        finally:
+            tx.close()
+        # Parallel workers wait for their own records before they finish.
+        run(conn, "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; "
+                  "SET max_parallel_workers_per_gather = 2")
+        for batching in ("on", "off"):
+            run(conn, f"SET flock.batching = {batching}")
+            clear_log(conn)
+            plan = "\n".join(r[0] for r in rows(conn, "EXPLAIN (ANALYZE, COSTS OFF) "
+                                                      "SELECT sum(flock.predict('lin', t)) FROM big_sync t"))
+            assert "Workers Launched: 2" in plan, plan
+            assert one(conn, "SELECT sum(n_rows) FROM flock.inference_log") == 200000  # no flush
+    finally:
+        run(conn, "RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size; "
+                  "RESET max_parallel_workers_per_gather; RESET flock.batching")
+        one(conn, "SELECT flock.set_audit_durability('lin', 'async')")
+
+
+def test_sync_wait_is_bounded_and_cancellable(cluster, dbname, conn):
+    """A writer that cannot store (its insert waits for a lock) makes a 'sync' statement fail after
+    flock.audit_sync_timeout (or statement_timeout) instead of returning; the records stay queued
+    and are stored once the lock goes."""
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.set_audit_durability('lin', 'sync')")
+    clear_log(conn)
+    locker = psycopg2.connect(cluster.dsn(dbname))
+    try:
+        run(locker, "LOCK TABLE flock.inference_log IN ACCESS EXCLUSIVE MODE")
+        run(conn, "SET flock.audit_sync_timeout = '300ms'")
+        t0 = time.time()
+        err = sqlstate(conn, "SELECT flock.predict('lin', ARRAY[1, 1]::float4[])")
+        assert err.pgcode == "55000" and "flock.audit_sync_timeout" in err.diag.message_primary, err.pgerror
+        assert err.diag.message_hint
+        assert 0.25 < time.time() - t0 < 5
+        run(conn, "RESET flock.audit_sync_timeout")
+        run(conn, "SET statement_timeout = '300ms'")
+        t0 = time.time()
+        assert sqlstate(conn, "SELECT flock.predict('lin', ARRAY[2, 2]::float4[])").pgcode == "57014"
+        assert time.time() - t0 < 5
+        run(conn, "RESET statement_timeout")
+        locker.rollback()
+        assert len(logged(conn, "lin")) == 2  # failed statements' records are still stored
+    finally:
+        locker.close()
+        run(conn, "RESET flock.audit_sync_timeout; RESET statement_timeout")
+        one(conn, "SELECT flock.set_audit_durability('lin', 'async')")
+
+
+def test_what_a_killed_writer_loses_in_each_mode():
+    """SIGKILL of the audit writer right after a statement returned. PostgreSQL then reinitialises
+    shared memory (any child dying by a signal does that), so the queue goes with it.
+    'sync': every record of the statement is in the log afterwards, also for a transaction the crash
+    rolled back. 'async' (README: records still queued at the crash are lost, committed statement or
+    not; stored ones stay, once each): what is there is a subset of the statement's predictions,
+    each exactly once and correct; with the writer held up, none of them."""
+    n = 100000
+    c = Cluster(name="flock-audit-kill").start()
+    try:
+        conn = psycopg2.connect(c.dsn())
+        conn.autocommit = True
+        run(conn, "CREATE EXTENSION flock")
+        one(conn, "SELECT flock.register_model('lin', %s)", (linear_regressor([1.0, 10.0], 0.5, ["a", "b"]),))
+        one(conn, "SELECT flock.set_audit('lin', 'all')")
+        # a is unique per row (exact in float32), so each prediction can be told apart.
+        run(conn, f"CREATE TABLE pts AS SELECT i::real AS a, (i % 7)::real AS b FROM generate_series(1, {n}) i")
+
+        def check_log(expect_all):
+            """Each stored prediction once, with the output the model gives for its input."""
+            seen = set()
+            for inputs, outputs in rows(conn, "SELECT input_real, output FROM flock.inference_log"):
+                for (a, b), (out,) in zip(inputs, outputs):
+                    assert a not in seen, f"prediction for a = {a} stored twice"
+                    seen.add(a)
+                    assert out == pytest.approx(a + 10 * b + 0.5)
+            if expect_all:
+                assert len(seen) == n
+            else:
+                assert seen <= set(float(i) for i in range(1, n + 1))
+            return len(seen)
+
+        def kill_writer_now(conn):
+            pid = writer_pid(conn)
+            assert pid, "the writer lingers for a second after storing"
+            os.kill(pid, 9)
+            conn.close()
+            return reconnect_after_crash(c, pid)
+
+        # 'sync' by policy: a committed statement.
+        one(conn, "SELECT flock.set_audit_durability('lin', 'sync')")
+        one(conn, "SELECT sum(flock.predict('lin', t)) FROM pts t")
+        conn = kill_writer_now(conn)
+        check_log(True)
+        run(conn, "TRUNCATE flock.inference_log_default")
+
+        # 'sync' by the session, inside a transaction the crash rolls back.
+        one(conn, "SELECT flock.set_audit_durability('lin', 'async')")
+        tx = psycopg2.connect(c.dsn())
+        run(tx, "SET flock.audit_durability = sync")
+        one(tx, "SELECT sum(flock.predict('lin', t)) FROM pts t")
+        conn = kill_writer_now(conn)
+        tx.close()
+        check_log(True)
+        run(conn, "TRUNCATE flock.inference_log_default")
+
+        # 'async': whatever was still queued is lost; nothing is wrong or twice.
+        one(conn, "SELECT sum(flock.predict('lin', t)) FROM pts t")
+        conn = kill_writer_now(conn)
+        kept = check_log(False)
+        print(f"async: {n - kept} of {n} records lost to the crash")
+        status = one(conn, "SELECT flock.audit_status()")
+        assert status["pending_bytes"] == 0  # a fresh queue: nothing will turn up later
+        assert one(conn, "SELECT flock.audit_flush()") is True
+        assert check_log(False) == kept
+        run(conn, "TRUNCATE flock.inference_log_default")
+
+        # 'async' with the writer held up (its insert waits for a lock): the statement returned and
+        # committed, but none of its records had been stored, and the crash loses them all.
+        locker = psycopg2.connect(c.dsn())
+        run(locker, "LOCK TABLE flock.inference_log IN ACCESS EXCLUSIVE MODE")
+        one(conn, "SELECT sum(flock.predict('lin', t)) FROM pts t")
+        assert one(conn, "SELECT (flock.audit_status()->>'pending_bytes')::bigint") > 0
+        conn = kill_writer_now(conn)
+        locker.close()
+        assert check_log(False) == 0
+        conn.close()
+    finally:
+        c.stop()
+
+
+def test_a_record_the_writer_cannot_store_fails_a_sync_statement(conn):
+    """The writer's transaction fails (here a trigger refuses one model's rows): it retries record by
+    record, so only the refused record is discarded (WARNING, counted); a 'sync' statement that
+    queued it fails instead of returning, and the other model's records of the statement are stored."""
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.set_audit('stump', 'all')")
+    clear_log(conn)
+    run(conn, "CREATE FUNCTION refuse_stump() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+              "IF NEW.model_name = 'stump' THEN RAISE EXCEPTION 'stump refused'; END IF; RETURN NEW; END $$")
+    run(conn, "CREATE TRIGGER refuse_stump BEFORE INSERT ON flock.inference_log_default "
+              "FOR EACH ROW EXECUTE FUNCTION refuse_stump()")
+    try:
+        before = one(conn, "SELECT flock.audit_status()").get("records_discarded", 0)
+        run(conn, "SET flock.audit_durability = sync")
+        err = sqlstate(conn, "SELECT flock.predict('lin', ARRAY[5555, 1]::float4[]), "
+                             "flock.predict('stump', ARRAY[5, 5]::float4[])")
+        assert err.pgcode == "55000" and "could not be stored" in err.diag.message_primary, err.pgerror
+        assert err.diag.message_hint
+        assert one(conn, "SELECT count(*) FROM flock.inference_log_rows WHERE input = '{\"a\": 5555, \"b\": 1}'") == 1
+        assert one(conn, "SELECT count(*) FROM flock.inference_log WHERE model_name = 'stump'") == 0
+        assert one(conn, "SELECT flock.audit_status()")["records_discarded"] == before + 1
+        # The next statement is not blamed for it.
+        one(conn, "SELECT flock.predict('lin', ARRAY[6666, 1]::float4[])")
+    finally:
+        run(conn, "RESET flock.audit_durability")
+        run(conn, "DROP TRIGGER refuse_stump ON flock.inference_log_default")
+        run(conn, "DROP FUNCTION refuse_stump()")
+
+
+def test_sync_covers_do_blocks_and_procedures(conn):
+    """Predictions made by PL/pgSQL expressions (no executor run of their own) are waited for when
+    the DO or CALL that made them ends, or when a procedure commits."""
+    one(conn, "SELECT flock.set_audit('lin', 'all')")
+    one(conn, "SELECT flock.set_audit_durability('lin', 'sync')")
+    try:
+        clear_log(conn)
+        before = durable_statements(conn)
+        run(conn, "DO $$ DECLARE x float8; BEGIN x := flock.predict('lin', ARRAY[7001, 1]::float4[]); END $$")
+        assert durable_statements(conn) == before + 1
+        assert one(conn, "SELECT count(*) FROM flock.inference_log_rows WHERE input = '{\"a\": 7001, \"b\": 1}'") == 1
+        run(conn, "CREATE PROCEDURE score_and_commit() LANGUAGE plpgsql AS $$ DECLARE x float8; BEGIN "
+                  "x := flock.predict('lin', ARRAY[7002, 1]::float4[]); COMMIT; "
+                  "x := flock.predict('lin', ARRAY[7003, 1]::float4[]); END $$")
+        run(conn, "CALL score_and_commit()")
+        assert durable_statements(conn) == before + 3  # at the COMMIT inside, and when CALL returned
+        assert one(conn, "SELECT count(*) FROM flock.inference_log_rows "
+                         "WHERE input IN ('{\"a\": 7002, \"b\": 1}', '{\"a\": 7003, \"b\": 1}')") == 2
+    finally:
+        run(conn, "DROP PROCEDURE IF EXISTS score_and_commit()")
+        one(conn, "SELECT flock.set_audit_durability('lin', 'async')")

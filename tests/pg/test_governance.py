@@ -361,9 +361,15 @@ def test_security_definer_functions_pin_search_path(conn, roles):
     assert unpinned == []
     definers = [r[0] for r in rows(conn, "SELECT proname FROM pg_proc WHERE pronamespace = 'flock'::regnamespace "
                                          "AND prosecdef")]
+    # The governance functions run with definer rights: flock.F is the entry point that notes whom
+    # Flock acts for (current_user at the call), its body flock._F is SECURITY DEFINER, pinned above.
+    entries = [r[0] for r in rows(conn, "SELECT proname FROM pg_proc WHERE pronamespace = 'flock'::regnamespace "
+                                        "AND prosrc = 'flock_entry' AND NOT prosecdef")]
     for fn in ("set_alias", "drop_alias", "grant_model", "revoke_model", "log_training", "drop_dataset",
                "register_model", "drop_model"):
-        assert fn in definers
+        assert "_" + fn in definers and fn in entries
+        assert not one(conn, "SELECT has_function_privilege('gov_stranger', %s::regproc, 'EXECUTE')",
+                       ("flock._" + fn,))
     # Internal helpers that answer for any role are not callable by others.
     assert not one(conn, "SELECT has_function_privilege('gov_stranger', 'flock._may(name, text, text)', 'EXECUTE')")
 

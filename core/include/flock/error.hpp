@@ -13,6 +13,7 @@ enum class ErrorCode {
   MissingValue,         // NULL feature where the model has no missing-value semantics (22004)
   TypeMismatch,         // feature type or output kind does not fit the call (42804)
   LimitExceeded,        // a tensor or model past a configured limit (54000)
+  Cancelled,            // the host's interrupt callback stopped the run (57014; see interrupt.hpp)
   Internal,             // a can't-happen state (XX000)
 };
 

@@ -30,6 +30,9 @@ class Kernel {
     (void)donated;
     run(in, out);
   }
+  // Bytes of what the kernel keeps between runs beyond its object (e.g. compiled tree nodes), for
+  // a model's memory estimate.
+  virtual size_t memory_bytes() const { return 0; }
 };
 
 // Typed, checked access to a node's attributes.

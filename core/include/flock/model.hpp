@@ -99,6 +99,12 @@ class Model {
   ModelFormat format() const { return format_; }
   const Signature& signature() const { return signature_; }
   size_t size_bytes() const { return size_bytes_; }
+  // Bytes the compiled model holds in memory now: its weights (constant tensors, tree nodes) and
+  // the buffers it keeps for its next run. An estimate, for a cache's byte budget.
+  size_t memory_bytes() const;
+  // Bytes one row of a batch takes during a run (inputs, intermediates, outputs), measured at load
+  // on one row: an upper estimate, for sizing batches to a byte budget.
+  size_t bytes_per_row() const { return bytes_per_row_; }
 
   // Runs the model on a batch. Throws flock::Error for inputs that do not fit. `parts`: which of
   // the Prediction's fields to fill (PredictParts bits); the others stay empty.
@@ -121,10 +127,12 @@ class Model {
   std::vector<Tensor> run_unguarded(const FeatureBatch& batch) const;
   std::vector<Tensor> run_tensors_unguarded(std::vector<Tensor> inputs) const;
   std::string signature_json_unguarded() const;
-  void trial_run() const;
+  size_t trial_run() const;
+  std::vector<Tensor> feed_for(const FeatureBatch& batch) const;  // checked inputs, shaped for the plan
   ModelFormat format_ = ModelFormat::Auto;
   Signature signature_;
   size_t size_bytes_ = 0;
+  size_t bytes_per_row_ = 0;
   std::unique_ptr<Plan> plan_;
   int label_output_ = -1;  // index of the label output (classifiers)
   int score_output_ = -1;  // index of the probability / value output

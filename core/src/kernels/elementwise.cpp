@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "broadcast.hpp"
+#include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
 
 namespace flock {
@@ -340,6 +341,17 @@ struct ThresholdedReluOp {
 // ---------------------------------------------------------------------------------------------------
 // Unary kernel
 
+// Calls fn(begin, end) over [0, n) in chunks, polling for interrupts between them: a unary op
+// over a huge tensor (Exp, Erf, Tanh...) can take a while.
+template <typename F>
+void for_interruptible_chunks(size_t n, F&& fn) {
+  constexpr size_t kChunk = size_t(1) << 20;
+  for (size_t b = 0; b < n; b += kChunk) {
+    if (b > 0) poll_interrupt();
+    fn(b, std::min(n, b + kChunk));
+  }
+}
+
 template <typename Op>
 class Unary final : public Kernel {
  public:
@@ -368,7 +380,9 @@ class Unary final : public Kernel {
           if (own) {
             Tensor y = std::move(*own);
             T* py = data_of<T>(y).data();
-            for (size_t k = 0; k < n; ++k) py[k] = op_(py[k]);
+            for_interruptible_chunks(n, [&](size_t b, size_t e) {
+              for (size_t k = b; k < e; ++k) py[k] = op_(py[k]);
+            });
             set_out(out, 0, std::move(y));
             return;
           }
@@ -376,7 +390,9 @@ class Unary final : public Kernel {
         Tensor y = Tensor::uninitialized(elem_type_of<R>(), x.shape);
         const T* px = data_of<T>(x).data();
         S* py = data_of<S>(y).data();
-        for (size_t k = 0; k < n; ++k) py[k] = static_cast<S>(op_(px[k]));
+        for_interruptible_chunks(n, [&](size_t b, size_t e) {
+          for (size_t k = b; k < e; ++k) py[k] = static_cast<S>(op_(px[k]));
+        });
         set_out(out, 0, std::move(y));
       }
     });

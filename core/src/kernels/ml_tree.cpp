@@ -45,6 +45,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
 #include "ml_tree.hpp"
 
@@ -613,6 +614,7 @@ class DoubleNodes {
     });
     return built_;
   }
+  size_t bytes() const { return built_.capacity() * sizeof(Node<double>); }
 
  private:
   mutable std::once_flag once_;
@@ -795,6 +797,19 @@ struct Fast {
   float fill_value = 0;
   std::vector<int32_t> targets_always;  // targets every row gets a weight for (simple trees)
 };
+
+template <typename V>
+size_t vector_bytes(const V& v) {
+  return v.capacity() * sizeof(typename V::value_type);
+}
+
+// What an ensemble's kernel keeps in memory: the nodes and weights in both layouts.
+size_t ensemble_bytes(const Ensemble& e, const Fast& f, const DoubleNodes& d) {
+  return vector_bytes(e.nodes_f) + vector_bytes(e.nodes_d) + vector_bytes(e.roots) + vector_bytes(e.leaf_first) +
+         vector_bytes(e.leaf_count) + vector_bytes(e.w_id) + vector_bytes(e.w_value) + vector_bytes(f.trees) +
+         vector_bytes(f.nodes) + vector_bytes(f.slot_node) + vector_bytes(f.slot_value) +
+         vector_bytes(f.col_feature) + vector_bytes(f.col_fill) + vector_bytes(f.targets_always) + d.bytes();
+}
 
 template <uint8_t M>
 inline uint32_t go_false(float x, float t) {
@@ -1277,6 +1292,8 @@ class TreeRegressor final : public Kernel {
     });
   }
 
+  size_t memory_bytes() const override { return ensemble_bytes(e_, fast_, nodes_d_); }
+
  private:
   void read_attrs(const Attrs& a) {
     if (!a.has("n_targets"))
@@ -1311,6 +1328,7 @@ class TreeRegressor final : public Kernel {
     uint8_t h[kBlockRows];
     const Node<T>* nd = nodes.data();
     for (int64_t r0 = 0; r0 < v.rows; r0 += kBlockRows) {
+      poll_interrupt();  // every block: a fraction of a millisecond for hundreds of trees
       const int64_t r1 = std::min(v.rows, r0 + kBlockRows);
       std::fill(s, s + (r1 - r0), 0.0);
       std::fill(h, h + (r1 - r0), uint8_t(0));
@@ -1373,6 +1391,7 @@ class TreeRegressor final : public Kernel {
     const int32_t* first = e_.leaf_first.data();
     const int32_t* cnt = e_.leaf_count.data();
     for (int64_t r0 = 0; r0 < v.rows; r0 += kBlockRows) {
+      poll_interrupt();  // every block: a fraction of a millisecond for hundreds of trees
       const int64_t r1 = std::min(v.rows, r0 + kBlockRows);
       const size_t used = static_cast<size_t>(r1 - r0) * K;
       std::fill(b.s.begin(), b.s.begin() + used, 0.0);
@@ -1477,6 +1496,8 @@ class TreeClassifier final : public Kernel {
     }
   }
 
+  size_t memory_bytes() const override { return ensemble_bytes(e_, fast_, nodes_d_); }
+
  private:
   void read_attrs(const Attrs& a) {
     int_labels_ = a.get_ints("classlabels_int64s");
@@ -1518,6 +1539,7 @@ class TreeClassifier final : public Kernel {
     b.h.resize(b.s.size());
     std::vector<double> eff(K);
     for (int64_t r0 = 0; r0 < v.rows; r0 += kBlockRows) {
+      poll_interrupt();  // every block: a fraction of a millisecond for hundreds of trees
       const int64_t r1 = std::min(v.rows, r0 + kBlockRows);
       const size_t used = static_cast<size_t>(r1 - r0) * K;
       std::fill(b.s.begin(), b.s.begin() + used, 0.0);

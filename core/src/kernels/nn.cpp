@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "flock/checked.hpp"
+#include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
 
 namespace flock {
@@ -462,6 +463,7 @@ class Conv final : public Kernel {
         float* xp = scratch<float>(0, static_cast<size_t>(cg * lp));
         std::fill_n(xp, cg * lp, 0.0f);  // the padding stays zero: only the interior is rewritten
         for (int64_t n = 0; n < n_batch; ++n) {
+          poll_interrupt();
           for (int64_t g = 0; g < groups; ++g) {
             for (int64_t ci = 0; ci < cg; ++ci)
               std::copy_n(x + (n * c + g * cg + ci) * in_size, in_size, xp + ci * lp + ax.pb);
@@ -491,6 +493,7 @@ class Conv final : public Kernel {
     // 1x1 kernel, unit stride, no padding: each sample's channels are the im2col matrix already.
     if (pointwise && out_size >= 64) {
       for (int64_t n = 0; n < n_batch; ++n) {
+        poll_interrupt();
         for (int64_t g = 0; g < groups; ++g) {
           Eigen::Map<const RowMat<T>> wg(w + g * mg * ck, mg, ck);
           Eigen::Map<const RowMat<T>> xg(x + (n * c + g * cg) * in_size, cg, in_size);
@@ -543,6 +546,7 @@ class Conv final : public Kernel {
     for (int64_t g = 0; g < groups; ++g) {
       Eigen::Map<const RowMat<T>> wg(w + g * mg * ck, mg, ck);
       for (int64_t u0 = 0; u0 < total_units; u0 += chunk) {
+        poll_interrupt();  // a chunk is about kColTarget values of im2col and their product
         const int64_t nu = std::min(chunk, total_units - u0);
         const int64_t cols = nu * width;
         for (int64_t u = 0; u < nu; ++u) {
@@ -719,6 +723,7 @@ class Pool final : public Kernel {
     std::vector<int64_t> o(dims, 0), k(dims, 0);
 
     for (int64_t p = 0; p < planes; ++p) {
+      poll_interrupt();
       const T* xp = x + p * in_size;
       T* yp = y + p * out_size;
       int64_t* ip = idx ? idx + p * out_size : nullptr;
@@ -813,6 +818,7 @@ class Pool final : public Kernel {
       }
     }
     for (int64_t p = 0; p < planes; ++p) {
+      poll_interrupt();
       const T* xp = x + p * in_size;
       T* yp = y + p * out_size;
       if constexpr (!Indices) {
@@ -868,6 +874,7 @@ class Pool final : public Kernel {
     const auto [qa, qb] = interior(t, k);
     const T inv_k = T(1) / static_cast<T>(k);
     for (int64_t p = 0; p < planes; ++p) {
+      poll_interrupt();
       const T* xp = x + p * in_size;
       T* yp = y + p * out_size;
       if (qb > qa) {  // full windows, tap by tap across outputs (see max_1d)

@@ -33,6 +33,7 @@
 #include "blas.hpp"
 #include "broadcast.hpp"
 #include "flock/checked.hpp"
+#include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
 
 namespace flock {
@@ -450,6 +451,16 @@ class Flatten final : public Kernel {
 template <typename T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+// Rows of a product's output computed per call, so that the run polls for interrupts every
+// kProductChunkMacs multiply-adds (5-20 ms on one core) but still hands the BLAS enough rows to
+// amortise packing the right-hand matrix, which it does again for every call (2^28: a 1024 x 1024
+// weight is packed once per 256 rows, a few percent of the product).
+constexpr int64_t kProductChunkMacs = int64_t(1) << 28;
+inline int64_t product_chunk_rows(int64_t k, int64_t n) {
+  const int64_t per_row = std::max<int64_t>(k, 1) * std::max<int64_t>(n, 1);
+  return std::max<int64_t>(1, kProductChunkMacs / per_row);
+}
+
 class MatMul final : public Kernel {
  public:
   explicit MatMul(const KernelContext& ctx) : where_(ctx.attrs.where()) {
@@ -499,6 +510,7 @@ class MatMul final : public Kernel {
     const T* pa = data_of<T>(a).data();
     const T* pb = data_of<T>(b).data();
     T* py = data_of<T>(y).data();
+    const int64_t step = product_chunk_rows(k, n);
     auto one = [&](int64_t o, int64_t ia, int64_t ib) {
       Eigen::Map<RowMat<T>> ym(py + o * m * n, m, n);
       if (k == 0) {
@@ -507,7 +519,11 @@ class MatMul final : public Kernel {
       }
       Eigen::Map<const RowMat<T>> am(pa + ia * m * k, m, k);
       Eigen::Map<const RowMat<T>> bm(pb + ib * k * n, k, n);
-      ym.noalias() = am * bm;
+      for (int64_t r0 = 0; r0 < m; r0 += step) {  // row chunks, so a large product can be interrupted
+        poll_interrupt();
+        const int64_t rows = std::min(step, m - r0);
+        ym.middleRows(r0, rows).noalias() = am.middleRows(r0, rows) * bm;
+      }
     };
     if (batch.empty()) {
       one(0, 0, 0);
@@ -599,21 +615,30 @@ class Gemm final : public Kernel {
       ym.setZero();
     }
     if (k == 0 || m == 0 || n == 0) return;
-    if constexpr (std::is_same_v<T, float>) {
-      // OpenBLAS, when available, for products past a matrix-vector one (beta = 1: Y holds C).
-      if (m > 1 && n > 1 && m * n * k >= kBlasMinMacs &&
-          blas_sgemm(trans_a_, trans_b_, m, n, k, alpha, am.data(), a.shape[1], bm.data(), b.shape[1], 1.0f,
-                     ym.data(), n))
-        return;
-    }
-    if (!trans_a_ && !trans_b_) {
-      ym.noalias() += alpha * am * bm;
-    } else if (trans_a_ && !trans_b_) {
-      ym.noalias() += alpha * am.transpose() * bm;
-    } else if (!trans_a_) {
-      ym.noalias() += alpha * am * bm.transpose();
-    } else {
-      ym.noalias() += alpha * am.transpose() * bm.transpose();
+    // Row chunks of Y, so a large product can be interrupted (op(A)'s rows r0.. are A's rows, or
+    // its columns when transposed).
+    const int64_t step = product_chunk_rows(k, n);
+    for (int64_t r0 = 0; r0 < m; r0 += step) {
+      poll_interrupt();
+      const int64_t rows = std::min(step, m - r0);
+      auto yc = ym.middleRows(r0, rows);
+      if constexpr (std::is_same_v<T, float>) {
+        // OpenBLAS, when available, for products past a matrix-vector one (beta = 1: Y holds C).
+        const float* ac = trans_a_ ? am.data() + r0 : am.data() + r0 * a.shape[1];
+        if (m > 1 && n > 1 && m * n * k >= kBlasMinMacs &&
+            blas_sgemm(trans_a_, trans_b_, rows, n, k, alpha, ac, a.shape[1], bm.data(), b.shape[1], 1.0f,
+                       yc.data(), n))
+          continue;
+      }
+      if (!trans_a_ && !trans_b_) {
+        yc.noalias() += alpha * am.middleRows(r0, rows) * bm;
+      } else if (trans_a_ && !trans_b_) {
+        yc.noalias() += alpha * am.middleCols(r0, rows).transpose() * bm;
+      } else if (!trans_a_) {
+        yc.noalias() += alpha * am.middleRows(r0, rows) * bm.transpose();
+      } else {
+        yc.noalias() += alpha * am.middleCols(r0, rows).transpose() * bm.transpose();
+      }
     }
   }
 

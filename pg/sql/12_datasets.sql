@@ -1,0 +1,333 @@
+-- Flock data sets: a query's result frozen as an immutable snapshot, and checking it later.
+
+-- ---------------------------------------------------------------------------------------------
+-- Data set snapshots: a query's result frozen as table flock_data."name@N", with its row count,
+-- columns and an order-independent content hash.
+-- ---------------------------------------------------------------------------------------------
+CREATE SCHEMA flock_data;
+COMMENT ON SCHEMA flock_data IS 'immutable data set snapshots taken by flock.snapshot_dataset, one table per version';
+GRANT USAGE ON SCHEMA flock_data TO PUBLIC;
+
+CREATE TABLE flock.datasets (
+  name         text        NOT NULL CHECK (name ~ '^[A-Za-z_][A-Za-z0-9_.-]{0,49}$'),
+  version      integer     NOT NULL CHECK (version > 0),
+  table_name   text        NOT NULL,       -- flock_data."name@N"
+  query        text        NOT NULL,
+  search_path  text        NOT NULL,       -- the search_path the query ran with (and is re-run with)
+  sources      text[]      NOT NULL DEFAULT '{}',  -- tables and views the query read
+  row_count    bigint      NOT NULL,
+  columns      jsonb       NOT NULL,       -- [{"name": ..., "type": ...}] in column order
+  content_hash text        NOT NULL CHECK (content_hash ~ '^[0-9a-f]{64}$'),
+  run_id       uuid        NOT NULL DEFAULT gen_random_uuid(),
+  created_by   name        NOT NULL,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  description  text,
+  PRIMARY KEY (name, version)
+);
+COMMENT ON TABLE flock.datasets IS 'data set snapshots (immutable): name@version, where the rows are, and their hash';
+SELECT pg_catalog.pg_extension_config_dump('flock.datasets', '');
+ALTER TABLE flock.datasets ENABLE ROW LEVEL SECURITY;
+-- Visible to the roles that may read the snapshot's table.
+CREATE POLICY datasets_visible ON flock.datasets FOR SELECT
+  USING (pg_catalog.has_table_privilege(pg_catalog.to_regclass(table_name), 'SELECT'));
+REVOKE ALL ON flock.datasets FROM PUBLIC;
+GRANT SELECT ON flock.datasets TO PUBLIC;
+
+CREATE FUNCTION flock._forbid_dataset_change() RETURNS trigger
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  RAISE EXCEPTION 'data set % is immutable', TG_TABLE_NAME USING ERRCODE = 'object_not_in_prerequisite_state',
+    HINT = 'Take a new version with flock.snapshot_dataset.';
+END $$;
+
+-- Row count, columns and content hash of a table. The hash is
+--   sha256( columns::text || E'\n' || row_count || H )
+-- where H is sha256 over the concatenated chunk hashes of the sorted per-row hashes
+-- sha256(convert_to(row::text, 'UTF8')) taken 8192 at a time: independent of row order, sensitive
+-- to every value, to duplicates and to the column names and types. Type output is pinned (UTC,
+-- ISO dates, shortest exact floats) so the hash does not depend on session settings.
+CREATE FUNCTION flock._table_hash(rel regclass, OUT row_count bigint, OUT columns jsonb, OUT content_hash text)
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD'
+SET "IntervalStyle" = 'postgres' SET extra_float_digits = '1' SET bytea_output = 'hex' AS $$
+DECLARE
+  chunks bytea;
+BEGIN
+  SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod))
+                            ORDER BY a.attnum), '[]'::jsonb)
+    INTO columns
+    FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped;
+  EXECUTE format($q$
+    WITH r AS (SELECT sha256(convert_to(t::text, 'UTF8')) AS h FROM %s t),
+         s AS (SELECT h, (row_number() OVER (ORDER BY h) - 1) / 8192 AS chunk FROM r),
+         c AS (SELECT chunk, count(*) AS n, sha256(string_agg(h, ''::bytea ORDER BY h)) AS ch FROM s GROUP BY chunk)
+    SELECT coalesce(sum(n), 0)::bigint, string_agg(ch, ''::bytea ORDER BY chunk) FROM c $q$, rel)
+    INTO row_count, chunks;
+  content_hash := encode(sha256(convert_to(columns::text || E'\n' || row_count, 'UTF8') || sha256(coalesce(chunks, ''::bytea))), 'hex');
+END $$;
+
+-- The catalog row of a data set reference 'name' (latest) or 'name@N', as the calling role sees it.
+CREATE FUNCTION flock._resolve_dataset(ref text) RETURNS flock.datasets
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  ds_name text := split_part(ref, '@', 1);
+  tag text;
+  result flock.datasets;
+BEGIN
+  IF ref IS NULL THEN
+    RAISE EXCEPTION 'data set reference is NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF strpos(ref, '@') > 0 THEN
+    tag := substr(ref, length(ds_name) + 2);
+    IF tag !~ '^[0-9]{1,9}$' THEN
+      RAISE EXCEPTION 'invalid data set reference "%"', ref USING ERRCODE = 'invalid_parameter_value',
+        HINT = 'Use ''name'' for the latest version or ''name@N'' for version N.';
+    END IF;
+    SELECT * INTO result FROM flock.datasets d WHERE d.name = ds_name AND d.version = tag::integer;
+  ELSE
+    SELECT * INTO result FROM flock.datasets d WHERE d.name = ds_name ORDER BY d.version DESC LIMIT 1;
+  END IF;
+  IF FOUND THEN
+    RETURN result;
+  END IF;
+  IF EXISTS (SELECT 1 FROM flock.datasets d WHERE d.name = ds_name) THEN
+    RAISE EXCEPTION 'data set "%" has no version %', ds_name, tag USING ERRCODE = 'undefined_object',
+      HINT = format('Versions of "%s" you can read: %s.', ds_name,
+                    (SELECT string_agg(d.version::text, ', ' ORDER BY d.version) FROM flock.datasets d WHERE d.name = ds_name));
+  END IF;
+  IF flock._sees_all(current_user) THEN
+    RAISE EXCEPTION 'data set "%" does not exist', ds_name USING ERRCODE = 'undefined_object',
+      HINT = 'See SELECT name, version FROM flock.datasets; take one with flock.snapshot_dataset.';
+  END IF;
+  RAISE EXCEPTION 'permission denied for data set "%"', ds_name USING ERRCODE = 'insufficient_privilege',
+    DETAIL = 'Either the data set does not exist or you may not read it; the two cases give the same error.',
+    HINT = 'A data set is readable by the role that took it and the roles it granted SELECT on its table to.';
+END $$;
+
+-- Stores the caller's temp table `tmp` (holding the query result) as the next version of data set
+-- `name`, recording the query, search_path and sources it was filled with. Called only by
+-- flock.snapshot_dataset (C), which has just run that query as the caller into `tmp`: not
+-- executable by PUBLIC, so recorded provenance is what actually ran. It reads nothing but that
+-- table, so it gives no access beyond the caller's own.
+CREATE FUNCTION flock._store_snapshot(name text, query text, search_path text, description text, tmp regclass,
+                                      sources text[]) RETURNS text
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+  next_version integer;
+  relname text;
+  qualified text;
+  h record;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_class c
+                  WHERE c.oid = tmp AND c.relkind = 'r' AND c.relpersistence = 't'
+                    AND c.relnamespace = pg_my_temp_schema() AND pg_has_role(caller, c.relowner, 'USAGE')) THEN
+    RAISE EXCEPTION 'relation % is not a temporary table of yours', tmp USING ERRCODE = 'insufficient_privilege',
+      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+  IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,49}$' OR coalesce(query, '') = '' THEN
+    RAISE EXCEPTION 'invalid snapshot' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+  IF EXISTS (SELECT 1 FROM unnest(sources) AS src
+              WHERE src NOT LIKE 'pg\_temp.%'
+                AND NOT coalesce(has_any_column_privilege(caller, to_regclass(src), 'SELECT'), false)) THEN
+    RAISE EXCEPTION 'invalid snapshot sources' USING ERRCODE = 'insufficient_privilege',
+      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+  PERFORM pg_advisory_xact_lock(hashtext('flock.datasets'), hashtext(name));
+  IF EXISTS (SELECT 1 FROM flock.datasets d WHERE d.name = _store_snapshot.name)
+     AND NOT flock._sees_all(caller)
+     AND NOT EXISTS (SELECT 1 FROM flock.datasets d JOIN pg_roles c ON c.rolname = d.created_by
+                      WHERE d.name = _store_snapshot.name AND pg_has_role(caller, c.oid, 'USAGE')) THEN
+    RAISE EXCEPTION 'permission denied to add a version to data set "%"', name USING ERRCODE = 'insufficient_privilege',
+      HINT = 'The name is taken by another role''s data set; choose another name.';
+  END IF;
+  SELECT coalesce(max(d.version), 0) + 1 INTO next_version FROM flock.datasets d WHERE d.name = _store_snapshot.name;
+  relname := name || '@' || next_version;
+  qualified := format('flock_data.%I', relname);
+  EXECUTE format('CREATE TABLE %s AS TABLE %s', qualified, tmp);
+  EXECUTE format('CREATE TRIGGER immutable BEFORE UPDATE OR DELETE OR TRUNCATE ON %s '
+                 'FOR EACH STATEMENT EXECUTE FUNCTION flock._forbid_dataset_change()', qualified);
+  EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', qualified);
+  EXECUTE format('GRANT SELECT ON %s TO %I WITH GRANT OPTION', qualified, caller);
+  EXECUTE format('COMMENT ON TABLE %s IS %L', qualified, format('flock data set %s (immutable snapshot)', relname));
+  SELECT * INTO h FROM flock._table_hash(qualified::regclass);
+  INSERT INTO flock.datasets (name, version, table_name, query, search_path, sources, row_count, columns,
+                              content_hash, created_by, description)
+  VALUES (name, next_version, qualified, query, coalesce(search_path, ''), coalesce(sources, '{}'), h.row_count,
+          h.columns, h.content_hash, caller, description);
+  RETURN relname;
+END $$;
+REVOKE ALL ON FUNCTION flock._store_snapshot(text, text, text, text, regclass, text[]) FROM PUBLIC;
+
+-- The tables, views and foreign tables a view reads (its rewrite rule's dependencies).
+CREATE FUNCTION flock._view_sources(view_oid regclass) RETURNS text[]
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(array_agg(DISTINCT format('%s.%I', CASE WHEN n.nspname LIKE 'pg\_temp%' THEN 'pg_temp'
+                                                          ELSE quote_ident(n.nspname) END, c.relname)), '{}')
+    FROM pg_rewrite r
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+    JOIN pg_class c ON c.oid = d.refobjid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE r.ev_class = view_oid AND d.refobjid <> view_oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+$$;
+
+-- Runs `query` as the calling role, with search_path `path`, into a temp table; returns the temp
+-- table and the tables the query reads (from a temp view's dependencies). Only the query itself
+-- resolves names with `path`; the rest of the function keeps its pinned search_path.
+CREATE FUNCTION flock._run_into_temp(query text, path text, OUT tmp regclass, OUT sources text[])
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  base text := 'flock_snapshot_' || replace(gen_random_uuid()::text, '-', '');
+  body text;
+BEGIN
+  body := regexp_replace(query, '[\s;]+$', '');
+  IF body IS NULL OR body = '' THEN
+    RAISE EXCEPTION 'query must not be empty' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF path IS NULL THEN
+    RAISE EXCEPTION 'search_path must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  PERFORM set_config('search_path', path, true);
+  EXECUTE format(E'CREATE TEMP TABLE %I AS SELECT * FROM (%s\n) AS snapshot', base, body);
+  EXECUTE format(E'CREATE TEMP VIEW %I AS SELECT * FROM (%s\n) AS snapshot', base || '_v', body);
+  PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+  tmp := format('pg_temp.%I', base)::regclass;
+  sources := flock._view_sources(format('pg_temp.%I', base || '_v')::regclass);
+  EXECUTE format('DROP VIEW pg_temp.%I', base || '_v');
+END $$;
+
+CREATE FUNCTION flock._check_dataset_name(name text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF name IS NULL THEN
+    RAISE EXCEPTION 'data set name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF name !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,49}$' THEN
+    RAISE EXCEPTION 'invalid data set name "%"', name USING ERRCODE = 'invalid_name',
+      HINT = 'A data set name starts with a letter or underscore and has up to 50 letters, digits, _ . or -.';
+  END IF;
+END $$;
+
+-- Runs the query as current_user with its search_path (flock._run_into_temp), then stores the
+-- result with that query, search_path and the sources read (flock._store_snapshot, for current_user).
+CREATE FUNCTION flock.snapshot_dataset(name text, query text, description text DEFAULT NULL) RETURNS text
+  AS 'MODULE_PATHNAME', 'flock_snapshot_dataset' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+COMMENT ON FUNCTION flock.snapshot_dataset(text, text, text) IS
+  'runs query as the caller and freezes its result as the next version of data set name; returns ''name@version''';
+
+-- May current_user act as `role` (a superuser, or a member of it)? False for a role that is gone.
+CREATE FUNCTION flock._may_act_as(role name) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'flock_may_act_as' LANGUAGE C STABLE STRICT PARALLEL UNSAFE;
+
+-- Runs data set name@version's recorded query again as the role that recorded it (created_by),
+-- inside a security-restricted operation, with its recorded search_path (pg_temp last unless it
+-- names pg_temp), and hashes the result as flock._table_hash does. For roles that may act as the
+-- author only (42501 otherwise); the data set is read as the calling role.
+CREATE FUNCTION flock._source_hash(name text, version integer,
+                                   OUT row_count bigint, OUT columns jsonb, OUT content_hash text)
+  AS 'MODULE_PATHNAME', 'flock_source_hash' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION flock.verify_dataset_report(ref text, check_source boolean DEFAULT true) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  d flock.datasets;
+  stored record;
+  source record;
+  stored_json jsonb;
+  source_json jsonb := NULL;
+  reason text;
+BEGIN
+  d := flock._resolve_dataset(ref);
+  BEGIN
+    SELECT * INTO stored FROM flock._table_hash(d.table_name::regclass);
+    stored_json := jsonb_build_object('ok', stored.content_hash = d.content_hash AND stored.row_count = d.row_count,
+                                      'row_count', stored.row_count, 'content_hash', stored.content_hash);
+  EXCEPTION WHEN undefined_table THEN
+    stored_json := jsonb_build_object('ok', false, 'error', format('table %s is missing', d.table_name));
+  END;
+  IF check_source THEN
+    -- The recorded query runs only as its author: a verifier who may not act as that role gets
+    -- the stored-hash check alone, and is told so.
+    IF NOT flock._may_act_as(d.created_by) THEN
+      reason := CASE WHEN NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = d.created_by)
+                     THEN format('its author, role %I, no longer exists', d.created_by)
+                     ELSE format('it runs only as its author %I, and %I is neither a superuser nor a member of %I',
+                                 d.created_by, current_user, d.created_by) END;
+      RAISE NOTICE 'the query of data set %@% was not run again: %', d.name, d.version, reason
+        USING HINT = 'Only the stored rows were checked against the recorded hash. The author, a member of that role '
+                     'or a superuser can check the source too.';
+      source_json := jsonb_build_object('ok', NULL, 'checked', false, 'reason', reason);
+    ELSE
+      BEGIN
+        SELECT * INTO source FROM flock._source_hash(d.name, d.version);
+        source_json := jsonb_build_object('ok', source.content_hash = d.content_hash AND source.row_count = d.row_count,
+                                          'row_count', source.row_count, 'content_hash', source.content_hash,
+                                          'run_as', d.created_by);
+      EXCEPTION WHEN OTHERS THEN
+        source_json := jsonb_build_object('ok', false, 'error', SQLERRM, 'sqlstate', SQLSTATE, 'run_as', d.created_by);
+      END;
+    END IF;
+  END IF;
+  RETURN jsonb_build_object('ref', d.name || '@' || d.version, 'row_count', d.row_count, 'content_hash', d.content_hash,
+                            'stored', stored_json, 'source', source_json,
+                            'ok', (stored_json->>'ok')::boolean AND coalesce((source_json->>'ok')::boolean, true));
+END $$;
+COMMENT ON FUNCTION flock.verify_dataset_report(text, boolean) IS
+  're-hashes a snapshot (and, with check_source, the result of its query run again now as its author) against the recorded hash';
+
+CREATE FUNCTION flock.verify_dataset(ref text, check_source boolean DEFAULT true) RETURNS boolean
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT (flock.verify_dataset_report(ref, check_source)->>'ok')::boolean
+$$;
+COMMENT ON FUNCTION flock.verify_dataset(text, boolean) IS
+  'true when the snapshot still hashes to its recorded hash (and, with check_source, its query still gives the same data)';
+
+CREATE FUNCTION flock._drop_dataset(name text, version integer DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+  d record;
+  users text;
+  n integer := 0;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM flock.datasets x WHERE x.name = _drop_dataset.name
+                 AND (_drop_dataset.version IS NULL OR x.version = _drop_dataset.version)
+                 AND (flock._sees_all(caller) OR has_table_privilege(caller, to_regclass(x.table_name), 'SELECT'))) THEN
+    IF flock._sees_all(caller) THEN
+      RAISE EXCEPTION 'data set "%" does not exist', name || coalesce('@' || version, '') USING ERRCODE = 'undefined_object',
+        HINT = 'See SELECT name, version FROM flock.datasets.';
+    END IF;
+    RAISE EXCEPTION 'permission denied for data set "%"', name || coalesce('@' || version, '')
+      USING ERRCODE = 'insufficient_privilege',
+            DETAIL = 'Either the data set does not exist or you may not read it; the two cases give the same error.';
+  END IF;
+  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = caller) AND EXISTS (
+       SELECT 1 FROM flock.datasets x WHERE x.name = _drop_dataset.name
+          AND (_drop_dataset.version IS NULL OR x.version = _drop_dataset.version) AND x.created_by <> caller) THEN
+    RAISE EXCEPTION 'permission denied to drop data set "%"', name || coalesce('@' || version, '')
+      USING ERRCODE = 'insufficient_privilege', HINT = 'Only the role that took a snapshot, or a superuser, may drop it.';
+  END IF;
+  SELECT string_agg(DISTINCT format('%s@%s', r.model_name, r.model_version), ', ') INTO users
+    FROM flock.training_inputs i JOIN flock.training_runs r ON r.id = i.run_id
+   WHERE i.dataset_name = _drop_dataset.name AND (_drop_dataset.version IS NULL OR i.dataset_version = _drop_dataset.version);
+  IF users IS NOT NULL THEN
+    RAISE EXCEPTION 'cannot drop data set "%": models were trained on it', name || coalesce('@' || version, '')
+      USING ERRCODE = 'dependent_objects_still_exist', DETAIL = format('Trained on it: %s.', users),
+            HINT = 'Drop those model versions first; their training records go with them.';
+  END IF;
+  FOR d IN SELECT * FROM flock.datasets x WHERE x.name = _drop_dataset.name
+             AND (_drop_dataset.version IS NULL OR x.version = _drop_dataset.version) LOOP
+    EXECUTE format('DROP TABLE IF EXISTS %s', d.table_name);
+    DELETE FROM flock.datasets x WHERE x.name = d.name AND x.version = d.version;
+    n := n + 1;
+  END LOOP;
+  RETURN n;
+END $$;
+REVOKE ALL ON FUNCTION flock._drop_dataset(text, integer) FROM PUBLIC;
+-- The entry point: acts for current_user at the call and runs flock._drop_dataset.
+CREATE FUNCTION flock.drop_dataset(name text, version integer DEFAULT NULL) RETURNS integer
+  AS 'MODULE_PATHNAME', 'flock_entry' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+COMMENT ON FUNCTION flock.drop_dataset(text, integer) IS
+  'drops one version of a data set, or all; only its creator or a superuser, and not while a model records training on it';

@@ -1,5 +1,7 @@
 #include "flock/kernel.hpp"
 
+#include "flock/checked.hpp"
+
 #include <fmt/format.h>
 
 #include <cstring>
@@ -129,10 +131,12 @@ std::vector<std::string> KernelRegistry::supported() const {
 namespace {
 
 template <typename T>
-void copy_raw(const std::string& raw, std::vector<T>& out, size_t n) {
-  if (raw.size() != n * sizeof(T))
+void copy_raw(const onnx::TensorProto& proto, std::vector<T>& out, size_t n) {
+  const std::string& raw = proto.raw_data();
+  const size_t need = checked_bytes(static_cast<int64_t>(n), sizeof(T), "tensor raw_data size", ErrorCode::InvalidModel);
+  if (raw.size() != need)
     fail(ErrorCode::InvalidModel,
-         fmt::format("tensor raw_data has {} bytes, shape needs {}", raw.size(), n * sizeof(T)));
+         fmt::format("tensor '{}' raw_data has {} bytes, its shape needs {}", proto.name(), raw.size(), need));
   out.resize(n);
   if (n) std::memcpy(out.data(), raw.data(), raw.size());
 }
@@ -148,30 +152,43 @@ Tensor tensor_from_proto(const onnx::TensorProto& proto) {
   if (proto.data_location() == onnx::TensorProto::EXTERNAL)
     fail(ErrorCode::InvalidModel, fmt::format("tensor '{}' keeps its data in an external file", proto.name()),
          "Save the model with all tensors inside the file (no external data).");
-  const size_t n = static_cast<size_t>(t.numel());
+  // The element count must not wrap: a huge declared shape over a few bytes of data would pass the
+  // size checks below and let kernels index far past the data.
+  const size_t n = static_cast<size_t>(
+      checked_numel(t.shape, fmt::format("tensor '{}'", proto.name()), ErrorCode::InvalidModel));
+  // Every form of data below is at most as long as the bytes it came from, so a count past that is
+  // rejected before anything is allocated for it.
+  const size_t stored = proto.raw_data().size() + static_cast<size_t>(proto.float_data_size()) +
+                        static_cast<size_t>(proto.double_data_size()) + static_cast<size_t>(proto.int64_data_size()) +
+                        static_cast<size_t>(proto.int32_data_size()) + static_cast<size_t>(proto.string_data_size());
+  if (n > stored)
+    fail(ErrorCode::InvalidModel,
+         fmt::format("tensor '{}' has shape [{}] ({} values) but holds only {} bytes / values of data", proto.name(),
+                     fmt::join(t.shape, ", "), n, stored));
   const bool raw = proto.has_raw_data();
   using TP = onnx::TensorProto;
   switch (proto.data_type()) {
     case TP::FLOAT:
       t.type = ElemType::Float;
-      if (raw) copy_raw(proto.raw_data(), t.f, n);
+      if (raw) copy_raw(proto, t.f, n);
       else t.f.assign(proto.float_data().begin(), proto.float_data().end());
       break;
     case TP::DOUBLE:
       t.type = ElemType::Double;
-      if (raw) copy_raw(proto.raw_data(), t.d, n);
+      if (raw) copy_raw(proto, t.d, n);
       else t.d.assign(proto.double_data().begin(), proto.double_data().end());
       break;
     case TP::INT64:
       t.type = ElemType::Int64;
-      if (raw) copy_raw(proto.raw_data(), t.i, n);
+      if (raw) copy_raw(proto, t.i, n);
       else t.i.assign(proto.int64_data().begin(), proto.int64_data().end());
       break;
     case TP::INT32: case TP::INT16: case TP::INT8: case TP::UINT8: case TP::UINT16: {
       t.type = ElemType::Int64;
       if (raw) {
         size_t width = proto.data_type() == TP::INT32 ? 4 : (proto.data_type() == TP::INT16 || proto.data_type() == TP::UINT16) ? 2 : 1;
-        if (proto.raw_data().size() != n * width)
+        if (proto.raw_data().size() != checked_bytes(static_cast<int64_t>(n), width, "tensor raw_data size",
+                                                     ErrorCode::InvalidModel))
           fail(ErrorCode::InvalidModel, fmt::format("tensor '{}' raw_data size does not match its shape", proto.name()));
         t.i.resize(n);
         const char* p = proto.raw_data().data();
@@ -191,7 +208,7 @@ Tensor tensor_from_proto(const onnx::TensorProto& proto) {
     }
     case TP::BOOL:
       t.type = ElemType::Bool;
-      if (raw) copy_raw(proto.raw_data(), t.b, n);
+      if (raw) copy_raw(proto, t.b, n);
       else for (int32_t v : proto.int32_data()) t.b.push_back(v != 0);
       break;
     case TP::STRING:

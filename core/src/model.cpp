@@ -8,8 +8,10 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <string_view>
 #include <unordered_map>
 
+#include "flock/checked.hpp"
 #include "flock/importers.hpp"
 #include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
@@ -98,6 +100,82 @@ Tensor constant_value(const Attrs& attrs) {
   }
   fail(ErrorCode::UnsupportedOperator,
        fmt::format("{}: Constant without a value (sparse_value is not supported)", attrs.where()));
+}
+
+// Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF).
+bool is_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    const unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    int n;
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) n = 1;
+    else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (end - p <= n) return false;
+    if (p[1] < lo || p[1] > hi) return false;
+    for (int k = 2; k <= n; ++k)
+      if ((p[k] & 0xC0) != 0x80) return false;
+    p += n + 1;
+  }
+  return true;
+}
+
+// Every text of the model that can reach SQL (names, labels, metadata, string attributes and
+// tensors, which flow into outputs) must be UTF-8: the signature is JSON and results are text.
+// Checked once at load, so no later step meets invalid bytes.
+void require_utf8_text(const onnx::ModelProto& model) {
+  auto check = [](const std::string& text, const char* what, const std::string& owner) {
+    if (!is_utf8(text))
+      fail(ErrorCode::InvalidModel, fmt::format("model's {}{} is not valid UTF-8", what, owner),
+           "Text in a model (names, labels, metadata) must be UTF-8; re-export the model.");
+  };
+  auto check_tensor = [&](const onnx::TensorProto& t, const std::string& owner) {
+    check(t.name(), "tensor name", owner);
+    for (const auto& v : t.string_data()) check(v, "string data of a tensor", owner);
+  };
+  check(model.producer_name(), "producer_name", "");
+  check(model.producer_version(), "producer_version", "");
+  check(model.domain(), "domain", "");
+  for (const auto& prop : model.metadata_props()) {
+    check(prop.key(), "metadata key", "");
+    check(prop.value(), "metadata value", fmt::format(" for key '{}'", is_utf8(prop.key()) ? prop.key() : "?"));
+  }
+  const onnx::GraphProto& g = model.graph();
+  for (const auto& init : g.initializer()) check_tensor(init, "");
+  for (const auto* list : {&g.input(), &g.output(), &g.value_info()})
+    for (const auto& vi : *list) check(vi.name(), "value name", "");
+  for (const auto& node : g.node()) {
+    check(node.name(), "node name", "");
+    check(node.op_type(), "operator name", "");
+    check(node.domain(), "operator domain", "");
+    const std::string owner = is_utf8(node.name()) && is_utf8(node.op_type())
+                                  ? fmt::format(" in node {} '{}'", node.op_type(), node.name())
+                                  : std::string();
+    for (const auto& in : node.input()) check(in, "value name", owner);
+    for (const auto& out : node.output()) check(out, "value name", owner);
+    for (const auto& a : node.attribute()) {
+      check(a.name(), "attribute name", owner);
+      check(a.s(), "string attribute", owner);
+      for (const auto& v : a.strings()) check(v, "string attribute", owner);
+      if (a.has_t()) check_tensor(a.t(), owner);
+      for (const auto& t : a.tensors()) check_tensor(t, owner);
+    }
+  }
 }
 
 // Ops after which a NaN that came from a missing input is resolved rather than propagated.
@@ -199,6 +277,7 @@ class Plan {
     ArenaLease lease(*this);
     TensorArena& arena = *lease.arena;
     TensorArena::Scope scope(&arena);
+    TensorLimitScope tensor_limit(limits.max_tensor_elements);
     std::vector<Tensor> owned(n_slots);
     std::vector<const Tensor*> value(n_slots, nullptr);
     for (const auto& [slot, t] : constants) value[slot] = &t;
@@ -292,7 +371,8 @@ class Plan {
 
 Model::~Model() = default;
 
-std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFormat format, const Limits& limits) {
+std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> bytes, ModelFormat format,
+                                                   const Limits& limits) {
   if (static_cast<int64_t>(bytes.size()) > limits.max_model_bytes)
     fail(ErrorCode::LimitExceeded,
          fmt::format("model is {} bytes, over the limit of {} bytes", bytes.size(), limits.max_model_bytes));
@@ -303,6 +383,7 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
   if (format == ModelFormat::XGBoostJson) imported = import_xgboost_compiled(bytes);
   else imported.model = import_onnx(bytes);
   const onnx::ModelProto& proto = imported.model;
+  require_utf8_text(proto);
   poll_interrupt();
 
   std::shared_ptr<Model> model(new Model());
@@ -373,8 +454,14 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
         in.width = -1;
         break;
       }
-      in.width *= in.shape[k];
+      in.width = checked_mul(in.width, in.shape[k], fmt::format("width of model input '{}'", vi.name()),
+                             ErrorCode::InvalidModel);
     }
+    if (in.width > limits.max_tensor_elements)
+      fail(ErrorCode::LimitExceeded,
+           fmt::format("model input '{}' takes {} values per row, over the limit of {} values per tensor", vi.name(),
+                       in.width, limits.max_tensor_elements),
+           "Raise flock.max_tensor_elements if the model is meant to take inputs this large.");
     if (in.shape.empty()) in.shape = {-1};
     sig.inputs.push_back(in);
     plan.input_slots.push_back(new_slot(vi.name()));
@@ -540,7 +627,7 @@ size_t Model::memory_bytes() const {
   return sizeof(Model) + plan_->weight_bytes() + plan_->arena_size().second;
 }
 
-std::vector<Tensor> Model::run_tensors(std::vector<Tensor> inputs) const {
+std::vector<Tensor> Model::run_tensors_unguarded(std::vector<Tensor> inputs) const {
   const auto& specs = signature_.inputs;
   if (inputs.size() != specs.size())
     fail(ErrorCode::InvalidInput, fmt::format("model takes {} inputs, got {}", specs.size(), inputs.size()));
@@ -568,7 +655,7 @@ std::vector<Tensor> Model::run_tensors(std::vector<Tensor> inputs) const {
   return plan_->run(std::move(inputs));
 }
 
-std::vector<Tensor> Model::run(const FeatureBatch& batch) const { return plan_->run(feed_for(batch)); }
+std::vector<Tensor> Model::run_unguarded(const FeatureBatch& batch) const { return plan_->run(feed_for(batch)); }
 
 std::vector<Tensor> Model::feed_for(const FeatureBatch& batch) const {
   const auto& inputs = signature_.inputs;
@@ -587,13 +674,15 @@ std::vector<Tensor> Model::feed_for(const FeatureBatch& batch) const {
     if (t.type != spec.type)
       fail(ErrorCode::TypeMismatch,
            fmt::format("model input '{}' takes {} values, got {}", spec.name, to_string(spec.type), to_string(t.type)));
-    if (static_cast<int64_t>(t.size()) != batch.rows * spec.width)
+    if (batch.rows < 0) fail(ErrorCode::InvalidInput, fmt::format("batch of {} rows", batch.rows));
+    const int64_t values = checked_mul(batch.rows, spec.width, fmt::format("values of input '{}'", spec.name));
+    if (static_cast<int64_t>(t.size()) != values)
       fail(ErrorCode::InvalidInput,
            fmt::format("model input '{}' takes {} values per row, got {}", spec.name, spec.width,
                        batch.rows ? static_cast<int64_t>(t.size()) / batch.rows : 0));
-    if (batch.rows * spec.width > plan_->limits.max_tensor_elements)
+    if (values > plan_->limits.max_tensor_elements)
       fail(ErrorCode::LimitExceeded,
-           fmt::format("input '{}' would hold {} values, over the limit of {}", spec.name, batch.rows * spec.width,
+           fmt::format("input '{}' would hold {} values, over the limit of {}", spec.name, values,
                        plan_->limits.max_tensor_elements));
     Tensor fed = t;
     fed.shape.assign(spec.shape.begin(), spec.shape.end());
@@ -617,8 +706,8 @@ void as_doubles(const Tensor& t, double* out, size_t n) {
 
 }  // namespace
 
-Prediction Model::predict(const FeatureBatch& batch, unsigned parts) const {
-  std::vector<Tensor> outputs = run(batch);
+Prediction Model::predict_unguarded(const FeatureBatch& batch, unsigned parts) const {
+  std::vector<Tensor> outputs = run_unguarded(batch);
   Prediction p;
   p.rows = batch.rows;
   if (signature_.task == Task::Regression) {
@@ -664,7 +753,7 @@ Prediction Model::predict(const FeatureBatch& batch, unsigned parts) const {
   return p;
 }
 
-std::string Model::signature_json() const {
+std::string Model::signature_json_unguarded() const {
   using nlohmann::json;
   const Signature& s = signature_;
   json inputs = json::array();
@@ -687,11 +776,15 @@ std::string Model::signature_json() const {
     j["classes"] = s.class_labels;
     j["numeric_labels"] = s.numeric_labels;
   }
-  return j.dump();
+  // Load checked that the model's text is UTF-8; replace anything else rather than throw.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::vector<uint8_t> with_feature_names(std::span<const uint8_t> bytes, ModelFormat format,
-                                        const std::vector<std::string>& names) {
+static std::vector<uint8_t> with_feature_names_unguarded(std::span<const uint8_t> bytes, ModelFormat format,
+                                                         const std::vector<std::string>& names) {
+  for (const std::string& name : names)
+    if (!is_utf8(name))
+      fail(ErrorCode::InvalidInput, "a feature name is not valid UTF-8", "Pass feature names as UTF-8 text.");
   if (format == ModelFormat::Auto) format = detect_format(bytes);
   std::vector<uint8_t> out;
   if (format == ModelFormat::XGBoostJson) {
@@ -724,6 +817,61 @@ std::vector<uint8_t> with_feature_names(std::span<const uint8_t> bytes, ModelFor
                      model->signature().inputs.size()),
          "Such a model binds its inputs by their own names; omit 'features'.");
   return out;
+}
+
+// ---- public entry points ----
+//
+// Everything that leaves the core is a flock::Error with a code (the PostgreSQL glue maps it to an
+// SQLSTATE), except std::bad_alloc, which the glue maps to out-of-memory, and exceptions that are not
+// std::exceptions (the glue's own PgError passing through a callback), which pass unchanged. A
+// library exception (protobuf, onnx, nlohmann::json, a std::vector's length_error) becomes
+// `code_otherwise`: InvalidModel while loading, Internal after.
+
+namespace {
+
+template <typename F>
+auto guarded(const char* entry, ErrorCode code_otherwise, F&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::length_error& e) {
+    fail(ErrorCode::LimitExceeded, fmt::format("{}: a size is too large to allocate ({})", entry, e.what()),
+         "A dimension or count in the model or its input is far too large.");
+  } catch (const std::exception& e) {
+    fail(code_otherwise, fmt::format("{}: {}", entry, e.what()));
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFormat format, const Limits& limits) {
+  return guarded("loading the model", ErrorCode::InvalidModel, [&] { return load_unguarded(bytes, format, limits); });
+}
+
+Prediction Model::predict(const FeatureBatch& batch, unsigned parts) const {
+  return guarded("running the model", ErrorCode::Internal, [&] { return predict_unguarded(batch, parts); });
+}
+
+std::vector<Tensor> Model::run(const FeatureBatch& batch) const {
+  return guarded("running the model", ErrorCode::Internal, [&] { return run_unguarded(batch); });
+}
+
+std::vector<Tensor> Model::run_tensors(std::vector<Tensor> inputs) const {
+  return guarded("running the model", ErrorCode::Internal,
+                 [&] { return run_tensors_unguarded(std::move(inputs)); });
+}
+
+std::string Model::signature_json() const {
+  return guarded("describing the model", ErrorCode::Internal, [&] { return signature_json_unguarded(); });
+}
+
+std::vector<uint8_t> with_feature_names(std::span<const uint8_t> bytes, ModelFormat format,
+                                        const std::vector<std::string>& names) {
+  return guarded("setting the model's feature names", ErrorCode::InvalidModel,
+                 [&] { return with_feature_names_unguarded(bytes, format, names); });
 }
 
 }  // namespace flock

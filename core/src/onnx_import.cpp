@@ -20,6 +20,7 @@ onnx::ModelProto import_onnx(std::span<const uint8_t> bytes) {
          "Pass the bytes of an .onnx file, or an XGBoost JSON model, unchanged.");
   if (!model.has_graph())
     fail(ErrorCode::InvalidModel, "ONNX model has no graph", "Pass the bytes of an .onnx file unchanged.");
+  precheck_onnx_model(model);
   try {
     onnx::checker::check_model(model);
   } catch (const std::exception& e) {

@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
+
+#include "flock/checked.hpp"
 
 namespace flock {
 
@@ -57,11 +60,7 @@ Tensor Tensor::strings(std::vector<int64_t> dims, std::vector<std::string> value
   return t;
 }
 
-int64_t Tensor::numel() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
+int64_t Tensor::numel() const { return checked_numel(shape, "tensor size", ErrorCode::InvalidInput); }
 
 size_t Tensor::size() const {
   switch (type) {
@@ -85,7 +84,13 @@ void Tensor::resize_storage(bool zero) {
   for (int64_t dim : shape) {
     if (dim < 0) fail(ErrorCode::Internal, fmt::format("tensor with negative dimension {}", dim));
   }
-  size_t n = static_cast<size_t>(numel());
+  const int64_t count = numel();
+  const size_t n = static_cast<size_t>(count);
+  if (count > TensorLimitScope::current())
+    fail(ErrorCode::LimitExceeded,
+         fmt::format("a tensor of shape [{}] would hold {} elements, over the limit of {}", fmt::join(shape, ", "),
+                     count, TensorLimitScope::current()),
+         "Raise flock.max_tensor_elements if the model is meant to compute tensors this large.");
   switch (type) {
     case ElemType::Float:
       if (TensorArena* arena = TensorArena::current()) arena->take(f, n, zero);
@@ -108,6 +113,20 @@ double Tensor::as_double(size_t idx) const {
   }
   fail(ErrorCode::TypeMismatch, "a string tensor has no numeric value");
 }
+
+// ---- TensorLimitScope ----
+
+namespace {
+thread_local int64_t current_max_elements = std::numeric_limits<int64_t>::max();
+}
+
+int64_t TensorLimitScope::current() { return current_max_elements; }
+
+TensorLimitScope::TensorLimitScope(int64_t max_elements) : prev_(current_max_elements) {
+  current_max_elements = max_elements;
+}
+
+TensorLimitScope::~TensorLimitScope() { current_max_elements = prev_; }
 
 // ---- TensorArena ----
 

@@ -654,3 +654,26 @@ TEST(XGBoostImportErrors, NumberArraysTheImporterReads) {
 }
 
 }  // namespace
+
+namespace {
+
+// Feature names that are not UTF-8 (raw bytes in the JSON text): a clean InvalidModel at load,
+// never a JSON library exception (issue 11: json type_error 316 reached SQL as XX000).
+TEST(XGBoostImportErrors, NonUtf8FeatureNamesAreInvalidModel) {
+  json j = base_model();
+  j["learner"]["feature_names"] = std::vector<std::string>{"a", "PLACEHOLDER", "c", "d"};
+  j["learner"]["feature_types"] = std::vector<std::string>(4, "float");
+  std::string text = j.dump();
+  text.replace(text.find("PLACEHOLDER"), 11, "b\xff\xfe");
+  std::vector<uint8_t> bytes(text.begin(), text.end());
+  try {
+    flock::Model::load(bytes);
+    ADD_FAILURE() << "loaded";
+  } catch (const flock::Error& e) {
+    EXPECT_EQ(e.code(), flock::ErrorCode::InvalidModel) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("type_error"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("UTF-8"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

@@ -13,6 +13,11 @@ namespace flock {
 // Parses ONNX protobuf bytes; throws flock::Error(InvalidModel) on malformed bytes.
 onnx::ModelProto import_onnx(std::span<const uint8_t> bytes);
 
+// Refuses, as flock::Error(InvalidModel), what the onnx library's checker and shape inference would
+// crash on: tensors whose data does not match their dims (or whose dims overflow), and zero or
+// negative window sizes (strides, dilations, kernel_shape). import_onnx calls it first.
+void precheck_onnx_model(const onnx::ModelProto& model);
+
 // Converts an XGBoost JSON model (gbtree booster; objectives reg:squarederror, reg:logistic,
 // binary:logistic, multi:softprob, multi:softmax) into an ONNX-ML model with one float input
 // "input" of shape [N, num_feature], feature names in metadata_props "feature_names" (JSON array)

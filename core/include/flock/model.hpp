@@ -89,7 +89,8 @@ class Plan;  // compiled kernels, defined in model.cpp
 
 class Model {
  public:
-  // Parses, validates and compiles. Throws flock::Error naming what is wrong.
+  // Parses, validates and compiles. Throws flock::Error naming what is wrong. Every entry point
+  // below throws only flock::Error or std::bad_alloc (see model.cpp's guarded()).
   static std::shared_ptr<const Model> load(std::span<const uint8_t> bytes,
                                            ModelFormat format = ModelFormat::Auto,
                                            const Limits& limits = {});
@@ -119,6 +120,13 @@ class Model {
 
  private:
   Model() = default;
+  // The entry points' bodies; the public ones turn their stray library exceptions into flock::Error.
+  static std::shared_ptr<const Model> load_unguarded(std::span<const uint8_t> bytes, ModelFormat format,
+                                                     const Limits& limits);
+  Prediction predict_unguarded(const FeatureBatch& batch, unsigned parts) const;
+  std::vector<Tensor> run_unguarded(const FeatureBatch& batch) const;
+  std::vector<Tensor> run_tensors_unguarded(std::vector<Tensor> inputs) const;
+  std::string signature_json_unguarded() const;
   size_t trial_run() const;
   std::vector<Tensor> feed_for(const FeatureBatch& batch) const;  // checked inputs, shaped for the plan
   ModelFormat format_ = ModelFormat::Auto;

@@ -36,19 +36,36 @@ struct Tensor {
   static Tensor int64s(std::vector<int64_t> dims, std::vector<int64_t> values);
   static Tensor strings(std::vector<int64_t> dims, std::vector<std::string> values);
 
-  // Number of elements the shape describes (1 for a scalar).
+  // Number of elements the shape describes (1 for a scalar). Checked: a negative dimension, or
+  // non-zero dimensions whose product overflows int64, is InvalidInput (see checked_numel).
   int64_t numel() const;
   // Number of elements actually stored in the active vector.
   size_t size() const;
   // Rows = shape[0] (1 for a scalar), cols = numel / rows.
   int64_t rows() const;
   int64_t cols() const;
-  // Allocates the active vector to numel() elements, zero-filled (or unspecified values when
+  // Allocates the active vector to numel() elements (LimitExceeded past TensorLimitScope's ceiling,
+  // before allocating), zero-filled (or unspecified values when
   // `zero` is false and a buffer is recycled from the thread's current TensorArena).
   void resize_storage(bool zero = true);
 
   // Element as double, whatever the numeric type (String throws).
   double as_double(size_t idx) const;
+};
+
+// The most elements a tensor may be allocated with on this thread while the scope is active (a model
+// run sets its Limits::max_tensor_elements), so that a huge computed shape fails before it allocates
+// rather than after. Without a scope: no ceiling beyond int64.
+class TensorLimitScope {
+ public:
+  explicit TensorLimitScope(int64_t max_elements);
+  ~TensorLimitScope();
+  TensorLimitScope(const TensorLimitScope&) = delete;
+  TensorLimitScope& operator=(const TensorLimitScope&) = delete;
+  static int64_t current();
+
+ private:
+  int64_t prev_;
 };
 
 // Recycled float storage for the tensors of a model run. While a TensorArena::Scope is active on

@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "flock/checked.hpp"
 #include "flock/kernel.hpp"
 
 namespace flock::kernels {
@@ -47,10 +48,11 @@ inline void set_out(std::vector<Tensor>& out, size_t k, Tensor t) {
   if (k < out.size()) out[k] = std::move(t);
 }
 
+// Product of dimensions [from, to) of a shape; checked (a shape computed from input values, such as a
+// broadcast, may not describe an allocatable tensor yet).
 inline int64_t product(const std::vector<int64_t>& s, size_t from, size_t to) {
-  int64_t p = 1;
-  for (size_t k = from; k < to; ++k) p *= s[k];
-  return p;
+  return checked_numel(std::span<const int64_t>(s.data() + from, to - from), "shape product",
+                       ErrorCode::InvalidInput);
 }
 
 inline int64_t product(const std::vector<int64_t>& s) { return product(s, 0, s.size()); }

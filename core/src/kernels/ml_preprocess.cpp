@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "flock/checked.hpp"
 #include "flock/kernel.hpp"
 
 namespace flock {
@@ -637,7 +638,7 @@ class FeatureVectorizer final : public Kernel {
     if (dims_.empty()) fail(ErrorCode::InvalidModel, fmt::format("{}: inputdimensions is missing or empty", where_));
     for (int64_t d : dims_) {
       if (d < 0) fail(ErrorCode::InvalidModel, fmt::format("{}: inputdimensions has a negative value {}", where_, d));
-      total_ += d;
+      total_ = checked_add(total_, d, fmt::format("{}: sum of inputdimensions", where_), ErrorCode::InvalidModel);
     }
     if (ctx.node.input_size() != static_cast<int>(dims_.size()))
       fail(ErrorCode::InvalidModel, fmt::format("{}: {} inputs but {} inputdimensions", where_, ctx.node.input_size(),

@@ -1169,9 +1169,9 @@ InputView check_input(const std::vector<const Tensor*>& in, const Ensemble& e, c
     fail(ErrorCode::InvalidInput,
          fmt::format("{} takes a 1-D or 2-D input, got {} dimensions", where, t.shape.size()));
   }
-  if (v.rows < 0 || v.cols < 0 || static_cast<int64_t>(t.size()) != v.rows * v.cols)
+  if (v.rows < 0 || v.cols < 0 || static_cast<int64_t>(t.size()) != t.numel())
     fail(ErrorCode::InvalidInput, fmt::format("{}: input holds {} values, its shape needs {}", where, t.size(),
-                                              v.rows * v.cols));
+                                              t.numel()));
   if (e.max_feature >= v.cols && v.rows > 0)
     fail(ErrorCode::InvalidInput,
          fmt::format("{} reads feature {} but the input has {} features per row", where, e.max_feature, v.cols));

@@ -37,6 +37,7 @@
 #include <utility>
 #include <vector>
 
+#include "flock/checked.hpp"
 #include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
 
@@ -75,10 +76,10 @@ void set_out(std::vector<Tensor>& out, size_t k, Tensor t) {
   if (k < out.size()) out[k] = std::move(t);
 }
 
+// Product of dimensions [from, to) of a shape, checked.
 int64_t product(const std::vector<int64_t>& s, size_t from, size_t to) {
-  int64_t p = 1;
-  for (size_t k = from; k < to; ++k) p *= s[k];
-  return p;
+  return checked_numel(std::span<const int64_t>(s.data() + from, to - from), "shape product",
+                       ErrorCode::InvalidInput);
 }
 
 std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
@@ -251,8 +252,10 @@ std::vector<Axis> resolve_axes(const WindowAttrs& w, const std::vector<int64_t>&
     if (w.auto_pad == AutoPad::SameUpper || w.auto_pad == AutoPad::SameLower) {
       // Output ceil(in / stride); the padding that needs (never negative) is split evenly, the odd
       // one at the end (SAME_UPPER) or the beginning (SAME_LOWER).
-      ax.out = (ax.in + ax.s - 1) / ax.s;
-      const int64_t total = std::max<int64_t>(0, (ax.out - 1) * ax.s + ext - ax.in);
+      // (Checked: an empty X may still declare a spatial size near 2^63.)
+      ax.out = checked_add(ax.in, ax.s - 1, where) / ax.s;
+      const int64_t total =
+          std::max<int64_t>(0, checked_add(checked_mul(ax.out - 1, ax.s, where), ext, where) - ax.in);
       ax.pb = w.auto_pad == AutoPad::SameUpper ? total / 2 : total - total / 2;
       ax.pe = total - ax.pb;
       continue;
@@ -261,7 +264,7 @@ std::vector<Axis> resolve_axes(const WindowAttrs& w, const std::vector<int64_t>&
       ax.pb = w.pad_begin(i);
       ax.pe = w.pad_end(i);
     }
-    const int64_t span = ax.in + ax.pb + ax.pe;
+    const int64_t span = checked_add(checked_add(ax.in, ax.pb, where), ax.pe, where);
     if (span < ext)
       fail(ErrorCode::InvalidInput,
            fmt::format("{}: spatial dimension {} of X has size {}; with pads {} and {} it is smaller than the kernel "
@@ -284,7 +287,8 @@ std::vector<int64_t> window_output_shape(int64_t n, int64_t c, const std::vector
   for (const Axis& ax : axes) shape.push_back(ax.out);
   int64_t numel = 1;
   for (int64_t d : shape) {
-    if (d != 0 && numel > kMaxOutputElements / d)
+    if (d == 0) continue;  // [0, C, 2^40] holds nothing, but its loops would still count 2^40 positions
+    if (numel > kMaxOutputElements / d)
       fail(ErrorCode::LimitExceeded,
            fmt::format("{}: the output of shape {} would hold more than {} elements", where, shape_str(shape),
                        kMaxOutputElements));

@@ -32,6 +32,7 @@
 
 #include "blas.hpp"
 #include "broadcast.hpp"
+#include "flock/checked.hpp"
 #include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
 
@@ -298,7 +299,7 @@ class Concat final : public Kernel {
         fail(ErrorCode::InvalidInput, fmt::format("{}: input {} has shape {}, which does not fit input 0's {} along "
                                                   "axis {}",
                                                   where_, k, shape_str(t.shape), shape_str(first.shape), axis));
-      shape[ax] += t.shape[ax];
+      shape[ax] = checked_add(shape[ax], t.shape[ax], fmt::format("{}: output size along axis {}", where_, axis));
     }
     const int64_t outer = product(first.shape, 0, ax);
     const int64_t inner = product(first.shape, ax + 1, first.shape.size());
@@ -366,7 +367,6 @@ class Reshape final : public Kernel {
     }
     int infer = -1;
     bool has_zero = false;
-    int64_t known = 1;
     for (size_t k = 0; k < req.size(); ++k) {
       int64_t& d = req[k];
       if (d == -1) {
@@ -384,8 +384,12 @@ class Reshape final : public Kernel {
           d = x.shape[k];
         }
       }
-      known *= d;
     }
+    // The product of the given dimensions, checked: a target like [2^62, 4] must not wrap around to
+    // the input's size.
+    std::vector<int64_t> given = req;
+    if (infer >= 0) given[static_cast<size_t>(infer)] = 1;
+    const int64_t known = checked_numel(given, fmt::format("{}: target shape", where_), ErrorCode::InvalidInput);
     if (allowzero_ && has_zero && infer >= 0)
       fail(ErrorCode::InvalidInput, fmt::format("{}: shape {} has both 0 and -1 with allowzero", where_, shape_str(req)));
     const int64_t total = x.numel();

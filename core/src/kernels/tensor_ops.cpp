@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "flock/checked.hpp"
 #include "flock/kernel.hpp"
 
 namespace flock {
@@ -61,10 +62,11 @@ void set_out(std::vector<Tensor>& out, size_t k, Tensor t) {
   if (k < out.size()) out[k] = std::move(t);
 }
 
+// Product of dimensions [from, to) of a shape; checked, as shapes here are often computed from input
+// values before anything is allocated for them.
 int64_t product(const std::vector<int64_t>& s, size_t from, size_t to) {
-  int64_t p = 1;
-  for (size_t k = from; k < to; ++k) p *= s[k];
-  return p;
+  return checked_numel(std::span<const int64_t>(s.data() + from, to - from), "shape product",
+                       ErrorCode::InvalidInput);
 }
 
 std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
@@ -81,25 +83,26 @@ std::vector<int64_t> strides_of(const std::vector<int64_t>& s) {
 // configurable limit on every output afterwards.
 constexpr int64_t kMaxOutputElements = int64_t(1) << 31;
 
-// Validates an output shape (no negative dimension, no overflow, under the ceiling).
-int64_t checked_numel(const std::vector<int64_t>& s, const std::string& where) {
+// Validates an output shape: no negative dimension, no overflow (also of its non-zero dimensions: a
+// shape like [0, 2^40] holds nothing but its axis maps would be huge), under the ceiling.
+int64_t checked_output_numel(const std::vector<int64_t>& s, const std::string& where) {
   for (int64_t d : s) {
     if (d < 0)
       fail(ErrorCode::InvalidInput, fmt::format("{}: output shape {} has a negative dimension", where, shape_str(s)));
-    if (d == 0) return 0;
   }
-  int64_t n = 1;
+  int64_t nonzero = 1;
   for (int64_t d : s) {
-    if (n > kMaxOutputElements / d)
+    if (d == 0) continue;
+    if (nonzero > kMaxOutputElements / d)
       fail(ErrorCode::LimitExceeded, fmt::format("{}: output shape {} holds more than {} elements", where,
                                                  shape_str(s), kMaxOutputElements));
-    n *= d;
+    nonzero *= d;
   }
-  return n;
+  return std::find(s.begin(), s.end(), 0) != s.end() ? 0 : nonzero;
 }
 
 Tensor make_output(ElemType type, std::vector<int64_t> shape, const std::string& where) {
-  checked_numel(shape, where);
+  checked_output_numel(shape, where);
   return Tensor(type, std::move(shape));
 }
 
@@ -274,11 +277,7 @@ class Gather final : public Kernel {
     if (rank == 0) fail(ErrorCode::InvalidInput, fmt::format("{}: data is a scalar; it needs rank >= 1", where_));
     const size_t axis = static_cast<size_t>(normalize_axis(axis_, rank, where_));
     const int64_t n = x.shape[axis];
-    for (int64_t v : idx.i) {
-      if (v < -n || v >= n)
-        fail(ErrorCode::InvalidInput,
-             fmt::format("{}: index {} is out of range for axis {} of size {}", where_, v, axis, n));
-    }
+    check_indices(idx.i.data(), idx.i.data() + idx.i.size(), n, where_, static_cast<int64_t>(axis));
     std::vector<int64_t> shape(x.shape.begin(), x.shape.begin() + static_cast<std::ptrdiff_t>(axis));
     shape.insert(shape.end(), idx.shape.begin(), idx.shape.end());
     shape.insert(shape.end(), x.shape.begin() + static_cast<std::ptrdiff_t>(axis) + 1, x.shape.end());
@@ -330,19 +329,22 @@ class GatherElements final : public Kernel {
                                                   shape_str(idx.shape), shape_str(x.shape), d));
     }
     const int64_t n = x.shape[axis];
+    // Every index is checked before any is used (ONNX Runtime's GatherElements does the same).
+    check_indices(idx.i.data(), idx.i.data() + idx.i.size(), n, where_, static_cast<int64_t>(axis));
+    Tensor y(x.type, idx.shape);
+    if (y.numel() == 0) {  // nothing to map (and the axis maps of a shape like [0, 2^40] would be huge)
+      set_out(out, 0, std::move(y));
+      return;
+    }
     const std::vector<int64_t> xs = strides_of(x.shape);
     AxisMaps maps(x.shape.size());
     for (size_t d = 0; d < maps.size(); ++d) {
       maps[d].resize(static_cast<size_t>(std::max<int64_t>(idx.shape[d], 1)));
       for (size_t i = 0; i < maps[d].size(); ++i) maps[d][i] = d == axis ? 0 : static_cast<int64_t>(i) * xs[d];
     }
-    Tensor y(x.type, idx.shape);
     visit2(x, y, [&](const auto& src, auto& dst) {
       for_each_mapped(idx.shape, maps, [&](int64_t k, int64_t off) {
         int64_t j = idx.i[static_cast<size_t>(k)];
-        if (j < -n || j >= n)
-          fail(ErrorCode::InvalidInput,
-               fmt::format("{}: index {} is out of range for axis {} of size {}", where_, j, axis, n));
         if (j < 0) j += n;
         dst[static_cast<size_t>(k)] = src[static_cast<size_t>(off + j * xs[axis])];
       });
@@ -427,7 +429,7 @@ class Split final : public Kernel {
       sizes.assign(static_cast<size_t>(n_out_), dim / n_out_);
     }
     int64_t total = 0;
-    for (int64_t v : sizes) total += v;
+    for (int64_t v : sizes) total = checked_add(total, v, fmt::format("{}: sum of split sizes", where_));
     if (total != dim)
       fail(ErrorCode::InvalidInput, fmt::format("{}: split sizes {} add up to {}, but axis {} has size {}", where_,
                                                 shape_str(sizes), total, axis, dim));
@@ -549,15 +551,17 @@ class Slice final : public Kernel {
       step[a] = st;
       shape[a] = len;
     }
-    const std::vector<int64_t> xs = strides_of(x.shape);
-    AxisMaps maps(shape.size());
-    for (size_t d = 0; d < shape.size(); ++d) {
-      maps[d].resize(static_cast<size_t>(std::max<int64_t>(shape[d], 1)));
-      for (size_t i = 0; i < maps[d].size(); ++i)
-        maps[d][i] = (first[d] + static_cast<int64_t>(i) * step[d]) * xs[d];
-    }
     Tensor y(x.type, shape);
-    gather_mapped(x, y, maps);
+    if (y.numel() > 0) {
+      const std::vector<int64_t> xs = strides_of(x.shape);
+      AxisMaps maps(shape.size());
+      for (size_t d = 0; d < shape.size(); ++d) {
+        maps[d].resize(static_cast<size_t>(std::max<int64_t>(shape[d], 1)));
+        for (size_t i = 0; i < maps[d].size(); ++i)
+          maps[d][i] = (first[d] + static_cast<int64_t>(i) * step[d]) * xs[d];
+      }
+      gather_mapped(x, y, maps);
+    }
     set_out(out, 0, std::move(y));
   }
 
@@ -600,15 +604,17 @@ class Transpose final : public Kernel {
     }
     const std::vector<int64_t> xs = strides_of(x.shape);
     std::vector<int64_t> shape(rank);
-    AxisMaps maps(rank);
-    for (size_t d = 0; d < rank; ++d) {
-      const size_t p = static_cast<size_t>(perm[d]);
-      shape[d] = x.shape[p];
-      maps[d].resize(static_cast<size_t>(std::max<int64_t>(shape[d], 1)));
-      for (size_t i = 0; i < maps[d].size(); ++i) maps[d][i] = static_cast<int64_t>(i) * xs[p];
-    }
+    for (size_t d = 0; d < rank; ++d) shape[d] = x.shape[static_cast<size_t>(perm[d])];
     Tensor y(x.type, shape);
-    gather_mapped(x, y, maps);
+    if (y.numel() > 0) {
+      AxisMaps maps(rank);
+      for (size_t d = 0; d < rank; ++d) {
+        const size_t p = static_cast<size_t>(perm[d]);
+        maps[d].resize(static_cast<size_t>(std::max<int64_t>(shape[d], 1)));
+        for (size_t i = 0; i < maps[d].size(); ++i) maps[d][i] = static_cast<int64_t>(i) * xs[p];
+      }
+      gather_mapped(x, y, maps);
+    }
     set_out(out, 0, std::move(y));
   }
 
@@ -789,14 +795,17 @@ class Expand final : public Kernel {
         fail(ErrorCode::InvalidInput, fmt::format("{}: input shape {} does not broadcast with shape {}", where_,
                                                   shape_str(x.shape), shape_str(req)));
     }
-    const std::vector<int64_t> xs = strides_of(xdim);
-    AxisMaps maps(r);
-    for (size_t d = 0; d < r; ++d) {
-      maps[d].resize(static_cast<size_t>(std::max<int64_t>(shape[d], 1)));
-      for (size_t i = 0; i < maps[d].size(); ++i) maps[d][i] = xdim[d] == 1 ? 0 : static_cast<int64_t>(i) * xs[d];
-    }
+    // The output is checked (and allocated) before the axis maps, which are as long as its dimensions.
     Tensor y = make_output(x.type, shape, where_);
-    gather_mapped(x, y, maps);
+    if (y.numel() > 0) {
+      const std::vector<int64_t> xs = strides_of(xdim);
+      AxisMaps maps(r);
+      for (size_t d = 0; d < r; ++d) {
+        maps[d].resize(static_cast<size_t>(std::max<int64_t>(shape[d], 1)));
+        for (size_t i = 0; i < maps[d].size(); ++i) maps[d][i] = xdim[d] == 1 ? 0 : static_cast<int64_t>(i) * xs[d];
+      }
+      gather_mapped(x, y, maps);
+    }
     set_out(out, 0, std::move(y));
   }
 
@@ -823,9 +832,7 @@ class Tile final : public Kernel {
     for (size_t d = 0; d < shape.size(); ++d) {
       if (reps[d] < 0)
         fail(ErrorCode::InvalidInput, fmt::format("{}: repeats {} has a negative value", where_, shape_str(reps)));
-      shape[d] = x.shape[d] * reps[d];
-      if (x.shape[d] != 0 && shape[d] / x.shape[d] != reps[d])
-        fail(ErrorCode::LimitExceeded, fmt::format("{}: repeats {} overflow the output shape", where_, shape_str(reps)));
+      shape[d] = checked_mul(x.shape[d], reps[d], fmt::format("{}: output size along axis {}", where_, d));
     }
     Tensor y = make_output(x.type, shape, where_);
     if (y.numel() > 0) {
@@ -1065,7 +1072,8 @@ class Reduce final : public Kernel {
     // Output offset of each input index: 0 along reduced axes, the output stride along kept ones.
     AxisMaps maps(x.shape.size());
     int64_t stride = 1;
-    for (size_t d = x.shape.size(); d-- > 0;) {
+    const bool empty = x.numel() == 0;  // nothing to visit; a shape like [0, 2^40] must not size the maps
+    for (size_t d = x.shape.size(); d-- > 0 && !empty;) {
       maps[d].assign(static_cast<size_t>(std::max<int64_t>(x.shape[d], 1)), 0);
       if (!reduced[d]) {
         for (size_t i = 0; i < maps[d].size(); ++i) maps[d][i] = static_cast<int64_t>(i) * stride;
@@ -1248,7 +1256,7 @@ class Pad final : public Kernel {
     AxisMaps maps(x.shape.size());
     for (size_t d = 0; d < x.shape.size(); ++d) {
       const int64_t n = x.shape[d];
-      shape[d] = n + begin[d] + end[d];
+      shape[d] = checked_add(checked_add(n, begin[d], where_), end[d], fmt::format("{}: padded size of axis {}", where_, d));
       if (shape[d] < 0)
         fail(ErrorCode::InvalidInput, fmt::format("{}: pads {} crop axis {} of size {} below zero", where_,
                                                   shape_str(pads), d, n));
@@ -1256,8 +1264,8 @@ class Pad final : public Kernel {
         fail(ErrorCode::InvalidInput, fmt::format("{}: cannot pad the empty axis {} in {} mode", where_, d,
                                                   mode_ == Mode::Edge ? "edge" : "reflect"));
     }
-    checked_numel(shape, where_);
-    for (size_t d = 0; d < x.shape.size(); ++d) {
+    const bool empty = checked_output_numel(shape, where_) == 0;
+    for (size_t d = 0; d < x.shape.size() && !empty; ++d) {
       const int64_t n = x.shape[d];
       maps[d].resize(static_cast<size_t>(std::max<int64_t>(shape[d], 1)));
       for (size_t i = 0; i < maps[d].size(); ++i) {
@@ -1539,7 +1547,7 @@ class Resize final : public Kernel {
         width[d] = scale[d] * static_cast<double>(x.shape[d]);
       }
     }
-    checked_numel(shape, where_);
+    checked_output_numel(shape, where_);
     std::vector<double> roi_start(rank, 0.0), roi_len(rank, 1.0);
     if (coord_ == Coord::TfCropAndResize) {
       if (roi && roi->type != ElemType::Float && roi->type != ElemType::Double)
@@ -1558,6 +1566,10 @@ class Resize final : public Kernel {
     for (size_t d = 0; d < rank; ++d)
       if (x.shape[d] == 0 && shape[d] > 0)
         fail(ErrorCode::InvalidInput, fmt::format("{}: cannot resize the empty axis {} to {}", where_, d, shape[d]));
+    if (checked_output_numel(shape, where_) == 0) {  // the per-axis taps of [0, 2^31] would still be huge
+      set_out(out, 0, Tensor(x.type, shape));
+      return;
+    }
 
     // One pass per axis that changes, innermost first.
     Tensor cur_t;             // non-float path
@@ -1572,6 +1584,7 @@ class Resize final : public Kernel {
       const int64_t n_in = cur_shape[d], n_out = shape[d];
       std::vector<int64_t> next_shape = cur_shape;
       next_shape[d] = n_out;
+      checked_output_numel(next_shape, where_);  // a pass may be larger than both input and output
       if (real) {
         if (!started) {
           cur.resize(x.size());

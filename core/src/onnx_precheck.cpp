@@ -1,0 +1,102 @@
+// Checks run on an untrusted ONNX model before the onnx library's checker and shape inference see
+// it. Those read initializer data by their declared dims and divide by stride attributes without
+// checking either: a 113-byte model with an int64 initializer shorter than its dims crashes them
+// (SIGSEGV), a zero stride raises SIGFPE (issue 11, attack 3). What they would trip on is refused
+// here, as a flock::Error, first.
+#include <fmt/format.h>
+
+#include <limits>
+#include <string>
+
+#include "flock/checked.hpp"
+#include "flock/importers.hpp"
+
+namespace flock {
+
+namespace {
+
+using TP = onnx::TensorProto;
+
+// Bytes per element in raw_data; 0 for types without a fixed size (string) or unknown ones.
+size_t raw_element_size(int32_t type) {
+  switch (type) {
+    case TP::FLOAT: case TP::INT32: case TP::UINT32: return 4;
+    case TP::DOUBLE: case TP::INT64: case TP::UINT64: case TP::COMPLEX64: return 8;
+    case TP::COMPLEX128: return 16;
+    case TP::INT16: case TP::UINT16: case TP::FLOAT16: case TP::BFLOAT16: return 2;
+    case TP::INT8: case TP::UINT8: case TP::BOOL: return 1;
+    default: return 0;
+  }
+}
+
+// Values the typed field of `type` holds for a tensor of n elements (complex: two per element).
+int64_t typed_count(const TP& t) {
+  switch (t.data_type()) {
+    case TP::FLOAT: return t.float_data_size();
+    case TP::COMPLEX64: return t.float_data_size() / 2;
+    case TP::DOUBLE: return t.double_data_size();
+    case TP::COMPLEX128: return t.double_data_size() / 2;
+    case TP::INT64: return t.int64_data_size();
+    case TP::UINT32: case TP::UINT64: return t.uint64_data_size();
+    case TP::STRING: return t.string_data_size();
+    default: return t.int32_data_size();  // int32, int16, int8, uint16, uint8, bool, float16, bfloat16
+  }
+}
+
+void check_tensor(const TP& t, const std::string& owner) {
+  const std::string what = fmt::format("tensor '{}'{}", t.name(), owner);
+  if (t.data_location() == TP::EXTERNAL)
+    fail(ErrorCode::InvalidModel, fmt::format("{} keeps its data in an external file", what),
+         "Save the model with all tensors inside the file (no external data).");
+  for (int64_t d : t.dims())
+    if (d < 0) fail(ErrorCode::InvalidModel, fmt::format("{} has a negative dimension {}", what, d));
+  const int64_t n = checked_numel(std::span<const int64_t>(t.dims().data(), static_cast<size_t>(t.dims_size())), what,
+                                  ErrorCode::InvalidModel);
+  if (t.has_raw_data()) {
+    const size_t size = raw_element_size(t.data_type());
+    if (size == 0) fail(ErrorCode::InvalidModel, fmt::format("{} of this element type cannot have raw_data", what));
+    const size_t need = checked_bytes(n, size, what, ErrorCode::InvalidModel);
+    if (t.raw_data().size() != need)
+      fail(ErrorCode::InvalidModel,
+           fmt::format("{} has {} bytes of raw_data; its shape needs {}", what, t.raw_data().size(), need));
+    return;
+  }
+  const int64_t have = typed_count(t);
+  if (have != n)
+    fail(ErrorCode::InvalidModel, fmt::format("{} holds {} values; its shape needs {}", what, have, n));
+}
+
+bool is_window_op(const std::string& op) {
+  for (const char* w : {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
+                        "MaxUnpool", "MaxRoiPool", "GlobalLpPool", "DeformConv"})
+    if (op == w) return true;
+  return false;
+}
+
+void check_graph(const onnx::GraphProto& g, int depth) {
+  if (depth > 16) fail(ErrorCode::InvalidModel, "model nests subgraphs more than 16 deep");
+  for (const auto& init : g.initializer()) check_tensor(init, "");
+  for (const auto& node : g.node()) {
+    const std::string owner = fmt::format(" in {} '{}'", node.op_type(), node.name());
+    const bool window = is_window_op(node.op_type());
+    for (const auto& a : node.attribute()) {
+      if (a.has_t()) check_tensor(a.t(), owner);
+      for (const auto& t : a.tensors()) check_tensor(t, owner);
+      if (a.has_g()) check_graph(a.g(), depth + 1);
+      for (const auto& sub : a.graphs()) check_graph(sub, depth + 1);
+      // Sizes of a sliding window: at least 1, or the library's shape inference divides by zero.
+      if (window && (a.name() == "strides" || a.name() == "dilations" || a.name() == "kernel_shape")) {
+        for (int64_t v : a.ints())
+          if (v < 1 || v > std::numeric_limits<int32_t>::max())
+            fail(ErrorCode::InvalidModel, fmt::format("{}{}: {} has value {}; it must be in [1, 2^31)",
+                                                      node.op_type(), owner, a.name(), v));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void precheck_onnx_model(const onnx::ModelProto& model) { check_graph(model.graph(), 0); }
+
+}  // namespace flock

@@ -12,6 +12,7 @@
 
 #include "flock/importers.hpp"
 #include "flock/kernel.hpp"
+#include "flock/utf8.hpp"
 #include "xgboost_import.hpp"
 
 namespace flock {
@@ -471,6 +472,15 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
   } else {
     for (const auto& in : sig.inputs) sig.feature_names.push_back(in.name);
   }
+  // Labels and names become SQL text and JSON. ONNX string attributes (classlabels_strings) are
+  // `bytes` in the schema, so the importer's UTF-8 check does not cover them.
+  auto require_utf8 = [](const std::vector<std::string>& texts, const char* what) {
+    for (const auto& t : texts)
+      if (!is_valid_utf8(t)) fail(ErrorCode::InvalidModel, fmt::format("model's {} not valid UTF-8", what));
+  };
+  require_utf8(sig.class_labels, "class labels are");
+  require_utf8(sig.feature_names, "feature names are");
+  require_utf8({sig.producer}, "producer name is");
   model->trial_run();
   return model;
 }

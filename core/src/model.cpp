@@ -345,7 +345,11 @@ std::shared_ptr<const Model> Model::load(std::span<const uint8_t> bytes, ModelFo
         in.width = -1;
         break;
       }
-      in.width *= in.shape[k];
+      // Checked: declared dims are untrusted, and a row wider than the tensor limit cannot run.
+      if (__builtin_mul_overflow(in.width, in.shape[k], &in.width) || in.width > limits.max_tensor_elements)
+        fail(ErrorCode::LimitExceeded,
+             fmt::format("model input '{}' declares more than {} values per row, the tensor limit", in.name,
+                         limits.max_tensor_elements));
     }
     if (in.shape.empty()) in.shape = {-1};
     sig.inputs.push_back(in);

@@ -65,6 +65,8 @@ for target in "${targets[@]}"; do
   mkdir -p "$work_dir/$target/corpus" "$work_dir/$target/artifacts"
   dict=tests/fuzz/$target.dict
   log=$work_dir/$target/fuzz.log
+  stamp=$work_dir/$target/.started
+  touch "$stamp"
   start=$(date +%s)
   "$bin" -max_total_time="$seconds" -timeout="$timeout_s" -rss_limit_mb="$rss_limit_mb" -print_final_stats=1 \
     -artifact_prefix="$work_dir/$target/artifacts/" ${FUZZ_EXTRA_ARGS:-} ${dict:+$( [ -f "$dict" ] && echo -dict="$dict")} \
@@ -74,6 +76,9 @@ for target in "${targets[@]}"; do
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1)
+  # Findings of this run (fork mode, FUZZ_EXTRA_ARGS="-fork=1 -ignore_crashes=1", keeps going after one).
+  found=$(find "$work_dir/$target/artifacts" -type f -newer "$stamp" \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) | sort)
+  [ -n "$found" ] && [ $rc -eq 0 ] && rc=1
   if [ $rc -eq 0 ]; then
     passed=$((passed + 1))
     echo "fuzz: ok   $target: ${elapsed}s, ${execs:-?} runs, ${speed:-?} exec/s, $cov"
@@ -83,6 +88,7 @@ for target in "${targets[@]}"; do
     echo "fuzz: FAIL $target after ${elapsed}s (exit $rc): ${crash:-no input saved}; log $log"
     grep -E "^==[0-9]+==ERROR|SUMMARY|runtime error|terminate called|what\(\)|ALARM|out-of-memory" "$log" | head -6 | sed 's/^/    /'
     [ -n "$crash" ] && echo "    reproduce: $bin $crash; minimize: $bin -minimize_crash=1 -runs=100000 $crash"
+    for f in $found; do [ "$f" = "$crash" ] || echo "    also found: $f"; done
   fi
 done
 echo "fuzz: $passed passed, $failed failed"

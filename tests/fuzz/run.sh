@@ -76,6 +76,12 @@ for target in "${targets[@]}"; do
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1)
+  if [ -z "$execs" ]; then  # fork mode prints "#runs: cov: N ft: N corp: N exec/s N ..." instead
+    last=$(grep -E '^#[0-9]+: cov:' "$log" | tail -1)
+    execs=$(echo "$last" | sed -n 's/^#\([0-9]*\):.*/\1/p')
+    speed=$(echo "$last" | sed -n 's/.* exec\/s \([0-9]*\).*/\1/p')
+    cov=$(echo "$last" | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+')
+  fi
   # Findings of this run (fork mode, FUZZ_EXTRA_ARGS="-fork=1 -ignore_crashes=1", keeps going after one).
   found=$(find "$work_dir/$target/artifacts" -type f -newer "$stamp" \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) | sort)
   [ -n "$found" ] && [ $rc -eq 0 ] && rc=1
@@ -85,6 +91,7 @@ for target in "${targets[@]}"; do
   else
     failed=$((failed + 1))
     crash=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
+    [ -n "$crash" ] || crash=$(echo "$found" | head -1)
     echo "fuzz: FAIL $target after ${elapsed}s (exit $rc): ${crash:-no input saved}; log $log"
     grep -E "^==[0-9]+==ERROR|SUMMARY|runtime error|terminate called|what\(\)|ALARM|out-of-memory" "$log" | head -6 | sed 's/^/    /'
     [ -n "$crash" ] && echo "    reproduce: $bin $crash; minimize: $bin -minimize_crash=1 -runs=100000 $crash"

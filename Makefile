@@ -5,13 +5,22 @@
 #   make test      run every test (unit, SQL against a real cluster, CLI, model tooling)
 #   make deps      install the Debian packages Flock needs (as root)
 #   make conformance  ONNX backend node tests, writes docs/onnx-coverage.md
+#   make fuzz      run each libFuzzer target (ASan+UBSan, clang-14) for FUZZ_SECONDS (default 1800)
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 PYTHON ?= /usr/bin/python3
 
-.PHONY: all deps configure build install test demo models conformance bench clean
+# The sanitizer/fuzz build (tests/fuzz/CMakeLists.txt): core, core unit tests and fuzz targets with
+# ASan+UBSan, by clang. Kept between runs, like BUILD_DIR.
+FUZZ_BUILD_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 1800
+FUZZ_SECONDS_TEST ?= 60
+FUZZ_WORK_DIR ?= $(FUZZ_BUILD_DIR)/fuzz-work
+FUZZ_JOBS ?= $(JOBS)
+
+.PHONY: all deps configure build install test demo models conformance bench clean fuzz fuzz-build
 
 all: build
 
@@ -38,8 +47,20 @@ models:
 conformance: build
 	$(BUILD_DIR)/tests/conformance/flock_onnx_conformance --markdown docs/onnx-coverage.md
 
-test: deps install models
-	bash scripts/test.sh $(BUILD_DIR)
+test: deps install models fuzz-build
+	FUZZ_BUILD_DIR=$(FUZZ_BUILD_DIR) FUZZ_SECONDS_TEST=$(FUZZ_SECONDS_TEST) bash scripts/test.sh $(BUILD_DIR)
+
+$(FUZZ_BUILD_DIR)/CMakeCache.txt:
+	CC=clang-14 CXX=clang++-14 cmake -S tests/fuzz -B $(FUZZ_BUILD_DIR)
+
+fuzz-build: deps $(FUZZ_BUILD_DIR)/CMakeCache.txt
+	cmake --build $(FUZZ_BUILD_DIR) -j $(FUZZ_JOBS)
+
+# Each target for FUZZ_SECONDS from its seed corpus (tests/fuzz/corpus/<target>); new inputs and
+# crashes go to FUZZ_WORK_DIR, not into the repository. FUZZ_TARGETS: a subset.
+FUZZ_TARGETS ?=
+fuzz: fuzz-build
+	bash tests/fuzz/run.sh --build-dir $(FUZZ_BUILD_DIR) --work-dir $(FUZZ_WORK_DIR) --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 demo: deps install
 	bash scripts/demo.sh $(BUILD_DIR)
@@ -63,4 +84,4 @@ bench: deps install
 	cmake --build $(BUILD_DIR) --target bench_cancel
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) $(FUZZ_BUILD_DIR)

@@ -15,6 +15,7 @@
 #include "flock/importers.hpp"
 #include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
+#include "flock/utf8.hpp"
 #include "xgboost_import.hpp"
 
 namespace flock {
@@ -102,45 +103,12 @@ Tensor constant_value(const Attrs& attrs) {
        fmt::format("{}: Constant without a value (sparse_value is not supported)", attrs.where()));
 }
 
-// Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF).
-bool is_utf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* end = p + s.size();
-  while (p < end) {
-    const unsigned char c = *p;
-    if (c < 0x80) {
-      ++p;
-      continue;
-    }
-    int n;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) n = 1;
-    else if (c >= 0xE0 && c <= 0xEF) {
-      n = 2;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      n = 3;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return false;
-    }
-    if (end - p <= n) return false;
-    if (p[1] < lo || p[1] > hi) return false;
-    for (int k = 2; k <= n; ++k)
-      if ((p[k] & 0xC0) != 0x80) return false;
-    p += n + 1;
-  }
-  return true;
-}
-
 // Every text of the model that can reach SQL (names, labels, metadata, string attributes and
 // tensors, which flow into outputs) must be UTF-8: the signature is JSON and results are text.
 // Checked once at load, so no later step meets invalid bytes.
 void require_utf8_text(const onnx::ModelProto& model) {
   auto check = [](const std::string& text, const char* what, const std::string& owner) {
-    if (!is_utf8(text))
+    if (!is_valid_utf8(text))
       fail(ErrorCode::InvalidModel, fmt::format("model's {}{} is not valid UTF-8", what, owner),
            "Text in a model (names, labels, metadata) must be UTF-8; re-export the model.");
   };
@@ -153,7 +121,7 @@ void require_utf8_text(const onnx::ModelProto& model) {
   check(model.domain(), "domain", "");
   for (const auto& prop : model.metadata_props()) {
     check(prop.key(), "metadata key", "");
-    check(prop.value(), "metadata value", fmt::format(" for key '{}'", is_utf8(prop.key()) ? prop.key() : "?"));
+    check(prop.value(), "metadata value", fmt::format(" for key '{}'", is_valid_utf8(prop.key()) ? prop.key() : "?"));
   }
   const onnx::GraphProto& g = model.graph();
   for (const auto& init : g.initializer()) check_tensor(init, "");
@@ -163,7 +131,7 @@ void require_utf8_text(const onnx::ModelProto& model) {
     check(node.name(), "node name", "");
     check(node.op_type(), "operator name", "");
     check(node.domain(), "operator domain", "");
-    const std::string owner = is_utf8(node.name()) && is_utf8(node.op_type())
+    const std::string owner = is_valid_utf8(node.name()) && is_valid_utf8(node.op_type())
                                   ? fmt::format(" in node {} '{}'", node.op_type(), node.name())
                                   : std::string();
     for (const auto& in : node.input()) check(in, "value name", owner);
@@ -588,6 +556,15 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
   } else {
     for (const auto& in : sig.inputs) sig.feature_names.push_back(in.name);
   }
+  // Labels and names become SQL text and JSON. ONNX string attributes (classlabels_strings) are
+  // `bytes` in the schema, so the importer's UTF-8 check does not cover them.
+  auto require_utf8 = [](const std::vector<std::string>& texts, const char* what) {
+    for (const auto& t : texts)
+      if (!is_valid_utf8(t)) fail(ErrorCode::InvalidModel, fmt::format("model's {} not valid UTF-8", what));
+  };
+  require_utf8(sig.class_labels, "class labels are");
+  require_utf8(sig.feature_names, "feature names are");
+  require_utf8({sig.producer}, "producer name is");
   model->bytes_per_row_ = model->trial_run();
   return model;
 }
@@ -783,7 +760,7 @@ std::string Model::signature_json_unguarded() const {
 static std::vector<uint8_t> with_feature_names_unguarded(std::span<const uint8_t> bytes, ModelFormat format,
                                                          const std::vector<std::string>& names) {
   for (const std::string& name : names)
-    if (!is_utf8(name))
+    if (!is_valid_utf8(name))
       fail(ErrorCode::InvalidInput, "a feature name is not valid UTF-8", "Pass feature names as UTF-8 text.");
   if (format == ModelFormat::Auto) format = detect_format(bytes);
   std::vector<uint8_t> out;

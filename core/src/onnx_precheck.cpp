@@ -7,6 +7,7 @@
 
 #include <limits>
 #include <string>
+#include <unordered_map>
 
 #include "flock/checked.hpp"
 #include "flock/importers.hpp"
@@ -73,17 +74,60 @@ bool is_window_op(const std::string& op) {
   return false;
 }
 
+// The ranks the graph declares for its values (inputs, outputs, value_info, initializers).
+std::unordered_map<std::string, int> declared_ranks(const onnx::GraphProto& g) {
+  std::unordered_map<std::string, int> ranks;
+  auto declare = [&](const onnx::ValueInfoProto& v) {
+    if (v.type().has_tensor_type() && v.type().tensor_type().has_shape())
+      ranks[v.name()] = v.type().tensor_type().shape().dim_size();
+  };
+  for (const auto& v : g.input()) declare(v);
+  for (const auto& v : g.value_info()) declare(v);
+  for (const auto& v : g.output()) declare(v);
+  for (const auto& t : g.initializer()) ranks[t.name()] = t.dims_size();
+  return ranks;
+}
+
+// LayerNormalization's axis within the rank of its input, where the graph declares that rank
+// (the library's shape inference indexes the input's dims with the unchecked axis).
+void check_layer_norm_axis(const onnx::NodeProto& node, const std::string& owner,
+                           const std::unordered_map<std::string, int>& ranks) {
+  if (node.op_type() != "LayerNormalization" || node.input_size() == 0) return;
+  auto rank = ranks.find(node.input(0));
+  if (rank == ranks.end()) return;
+  for (const auto& a : node.attribute())
+    if (a.name() == "axis" && (a.i() < -rank->second || a.i() >= rank->second))
+      fail(ErrorCode::InvalidModel, fmt::format("{}{}: axis {} is out of range for its rank-{} input", node.op_type(),
+                                                owner, a.i(), rank->second));
+}
+
 void check_graph(const onnx::GraphProto& g, int depth) {
   if (depth > 16) fail(ErrorCode::InvalidModel, "model nests subgraphs more than 16 deep");
   for (const auto& init : g.initializer()) check_tensor(init, "");
+  for (const auto& sparse : g.sparse_initializer()) {
+    check_tensor(sparse.values(), " (sparse values)");
+    check_tensor(sparse.indices(), " (sparse indices)");
+  }
+  const auto ranks = declared_ranks(g);
   for (const auto& node : g.node()) {
     const std::string owner = fmt::format(" in {} '{}'", node.op_type(), node.name());
     const bool window = is_window_op(node.op_type());
+    check_layer_norm_axis(node, owner, ranks);
     for (const auto& a : node.attribute()) {
       if (a.has_t()) check_tensor(a.t(), owner);
       for (const auto& t : a.tensors()) check_tensor(t, owner);
+      if (a.has_sparse_tensor()) {
+        check_tensor(a.sparse_tensor().values(), owner);
+        check_tensor(a.sparse_tensor().indices(), owner);
+      }
       if (a.has_g()) check_graph(a.g(), depth + 1);
       for (const auto& sub : a.graphs()) check_graph(sub, depth + 1);
+      if (window && (a.name() == "pads" || a.name() == "output_padding")) {
+        for (int64_t v : a.ints())
+          if (v < 0 || v > std::numeric_limits<int32_t>::max())
+            fail(ErrorCode::InvalidModel, fmt::format("{}{}: {} has value {}; it must be in [0, 2^31)",
+                                                      node.op_type(), owner, a.name(), v));
+      }
       // Sizes of a sliding window: at least 1, or the library's shape inference divides by zero.
       if (window && (a.name() == "strides" || a.name() == "dilations" || a.name() == "kernel_shape")) {
         for (int64_t v : a.ints())

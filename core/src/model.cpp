@@ -673,6 +673,9 @@ namespace {
 
 // out[k] = t's element k as double, for the first n elements (one type switch, not one per element).
 void as_doubles(const Tensor& t, double* out, size_t n) {
+  // The tensor comes out of the model's graph: never read past what it holds.
+  if (t.size() < n)
+    fail(ErrorCode::InvalidModel, fmt::format("model output holds {} values where {} are needed", t.size(), n));
   switch (t.type) {
     case ElemType::Float: for (size_t k = 0; k < n; ++k) out[k] = t.f[k]; break;
     case ElemType::Double: for (size_t k = 0; k < n; ++k) out[k] = t.d[k]; break;
@@ -695,7 +698,7 @@ Prediction Model::predict_unguarded(const FeatureBatch& batch, unsigned parts) c
     if (out.type == ElemType::String)
       fail(ErrorCode::TypeMismatch, "model's output is text", "Use flock.predict_label.");
     if (out.rows() != batch.rows)
-      fail(ErrorCode::Internal, fmt::format("model output has {} rows for {} input rows", out.rows(), batch.rows));
+      fail(ErrorCode::InvalidModel, fmt::format("model output has {} rows for {} input rows", out.rows(), batch.rows));
     int64_t width = out.cols();
     if (width != 1)
       fail(ErrorCode::TypeMismatch, fmt::format("model returns {} values per row, not one", width),
@@ -706,8 +709,10 @@ Prediction Model::predict_unguarded(const FeatureBatch& batch, unsigned parts) c
   }
   const Tensor& label = outputs[label_output_];
   if (label.numel() != batch.rows)
-    fail(ErrorCode::Internal, fmt::format("model label output has {} values for {} rows", label.numel(), batch.rows));
+    fail(ErrorCode::InvalidModel, fmt::format("model label output has {} values for {} rows", label.numel(), batch.rows));
   if (label.type == ElemType::String) {
+    if (static_cast<int64_t>(label.s.size()) < batch.rows)
+      fail(ErrorCode::InvalidModel, fmt::format("model label output holds {} labels for {} rows", label.s.size(), batch.rows));
     if (parts & kPredictLabels) p.labels = label.s;
   } else {
     if (parts & kPredictValues) {
@@ -715,8 +720,12 @@ Prediction Model::predict_unguarded(const FeatureBatch& batch, unsigned parts) c
       as_doubles(label, p.values.data(), p.values.size());
     }
     if (parts & kPredictLabels) {
+      // Labels are int64 in a model Flock accepts, but a graph may compute another numeric type.
+      std::vector<double> numeric(batch.rows);
+      as_doubles(label, numeric.data(), numeric.size());
       p.labels.resize(batch.rows);
-      for (int64_t r = 0; r < batch.rows; ++r) p.labels[r] = std::to_string(label.i[r]);
+      for (int64_t r = 0; r < batch.rows; ++r)
+        p.labels[r] = label.type == ElemType::Int64 ? std::to_string(label.i[r]) : fmt::format("{}", numeric[r]);
     }
   }
   if (score_output_ >= 0) {

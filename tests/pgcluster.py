@@ -71,7 +71,7 @@ class Cluster:
 
     def server_log(self):
         try:
-            with open(self.logfile) as f:
+            with open(self.logfile, errors="replace") as f:  # hostile models put arbitrary bytes in statements
                 return f.read()
         except OSError:
             return ""

@@ -103,49 +103,6 @@ Tensor constant_value(const Attrs& attrs) {
        fmt::format("{}: Constant without a value (sparse_value is not supported)", attrs.where()));
 }
 
-// Every text of the model that can reach SQL (names, labels, metadata, string attributes and
-// tensors, which flow into outputs) must be UTF-8: the signature is JSON and results are text.
-// Checked once at load, so no later step meets invalid bytes.
-void require_utf8_text(const onnx::ModelProto& model) {
-  auto check = [](const std::string& text, const char* what, const std::string& owner) {
-    if (!is_valid_utf8(text))
-      fail(ErrorCode::InvalidModel, fmt::format("model's {}{} is not valid UTF-8", what, owner),
-           "Text in a model (names, labels, metadata) must be UTF-8; re-export the model.");
-  };
-  auto check_tensor = [&](const onnx::TensorProto& t, const std::string& owner) {
-    check(t.name(), "tensor name", owner);
-    for (const auto& v : t.string_data()) check(v, "string data of a tensor", owner);
-  };
-  check(model.producer_name(), "producer_name", "");
-  check(model.producer_version(), "producer_version", "");
-  check(model.domain(), "domain", "");
-  for (const auto& prop : model.metadata_props()) {
-    check(prop.key(), "metadata key", "");
-    check(prop.value(), "metadata value", fmt::format(" for key '{}'", is_valid_utf8(prop.key()) ? prop.key() : "?"));
-  }
-  const onnx::GraphProto& g = model.graph();
-  for (const auto& init : g.initializer()) check_tensor(init, "");
-  for (const auto* list : {&g.input(), &g.output(), &g.value_info()})
-    for (const auto& vi : *list) check(vi.name(), "value name", "");
-  for (const auto& node : g.node()) {
-    check(node.name(), "node name", "");
-    check(node.op_type(), "operator name", "");
-    check(node.domain(), "operator domain", "");
-    const std::string owner = is_valid_utf8(node.name()) && is_valid_utf8(node.op_type())
-                                  ? fmt::format(" in node {} '{}'", node.op_type(), node.name())
-                                  : std::string();
-    for (const auto& in : node.input()) check(in, "value name", owner);
-    for (const auto& out : node.output()) check(out, "value name", owner);
-    for (const auto& a : node.attribute()) {
-      check(a.name(), "attribute name", owner);
-      check(a.s(), "string attribute", owner);
-      for (const auto& v : a.strings()) check(v, "string attribute", owner);
-      if (a.has_t()) check_tensor(a.t(), owner);
-      for (const auto& t : a.tensors()) check_tensor(t, owner);
-    }
-  }
-}
-
 // Ops after which a NaN that came from a missing input is resolved rather than propagated.
 bool resolves_missing(const onnx::NodeProto& node) {
   const std::string& op = node.op_type();
@@ -351,7 +308,9 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
   if (format == ModelFormat::XGBoostJson) imported = import_xgboost_compiled(bytes);
   else imported.model = import_onnx(bytes);
   const onnx::ModelProto& proto = imported.model;
-  require_utf8_text(proto);
+  // ONNX bytes were checked before the onnx library saw them (import_onnx); the XGBoost importer's
+  // names and labels are checked here.
+  if (format == ModelFormat::XGBoostJson) require_utf8_text(proto);
   poll_interrupt();
 
   std::shared_ptr<Model> model(new Model());

@@ -20,6 +20,8 @@ onnx::ModelProto import_onnx(std::span<const uint8_t> bytes) {
          "Pass the bytes of an .onnx file, or an XGBoost JSON model, unchanged.");
   if (!model.has_graph())
     fail(ErrorCode::InvalidModel, "ONNX model has no graph", "Pass the bytes of an .onnx file unchanged.");
+  // Before the onnx library sees the model: its checker and shape inference trust what these check.
+  require_utf8_text(model);
   precheck_onnx_model(model);
   try {
     onnx::checker::check_model(model);

@@ -8,9 +8,11 @@
 #include <limits>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "flock/checked.hpp"
 #include "flock/importers.hpp"
+#include "flock/utf8.hpp"
 
 namespace flock {
 
@@ -139,7 +141,72 @@ void check_graph(const onnx::GraphProto& g, int depth) {
   }
 }
 
+// The first `string` field (protobuf `string`, not `bytes`) of the message tree that is not valid
+// UTF-8, as "onnx.Message.field"; empty if none. proto2 does not check them at parse time, and the
+// onnx library's error messages, the signature and SQL text would carry them on. Protobuf's parser
+// bounds message nesting (100 levels), so the recursion is bounded too.
+std::string first_non_utf8_field(const google::protobuf::Message& message) {
+  using google::protobuf::FieldDescriptor;
+  const auto* reflection = message.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  reflection->ListFields(message, &fields);
+  for (const FieldDescriptor* field : fields) {
+    if (field->type() == FieldDescriptor::TYPE_STRING) {
+      if (field->is_repeated()) {
+        for (int k = 0; k < reflection->FieldSize(message, field); ++k)
+          if (!is_valid_utf8(reflection->GetRepeatedStringReference(message, field, k, nullptr)))
+            return field->full_name();
+      } else {
+        std::string scratch;
+        if (!is_valid_utf8(reflection->GetStringReference(message, field, &scratch))) return field->full_name();
+      }
+    } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (field->is_repeated()) {
+        for (int k = 0; k < reflection->FieldSize(message, field); ++k)
+          if (auto bad = first_non_utf8_field(reflection->GetRepeatedMessage(message, field, k)); !bad.empty())
+            return bad;
+      } else if (auto bad = first_non_utf8_field(reflection->GetMessage(message, field)); !bad.empty()) {
+        return bad;
+      }
+    }
+  }
+  return {};
+}
+
+[[noreturn]] void not_utf8(const std::string& what) {
+  fail(ErrorCode::InvalidModel, fmt::format("ONNX model's {} is not valid UTF-8", what),
+       "Text in a model (names, labels, metadata) must be UTF-8; re-export the model.");
+}
+
+// The `bytes` fields that hold text (string attributes such as class labels, string tensors), which
+// flow into outputs and SQL text, in the graph and its subgraphs.
+void check_text_bytes(const onnx::GraphProto& g, int depth) {
+  if (depth > 16) fail(ErrorCode::InvalidModel, "model nests subgraphs more than 16 deep");
+  auto check_tensor = [](const TP& t, const std::string& owner) {
+    for (const auto& v : t.string_data())
+      if (!is_valid_utf8(v)) not_utf8(fmt::format("string data of tensor '{}'{}", t.name(), owner));
+  };
+  for (const auto& init : g.initializer()) check_tensor(init, "");
+  for (const auto& node : g.node()) {
+    const std::string owner = fmt::format(" in {} '{}'", node.op_type(), node.name());
+    for (const auto& a : node.attribute()) {
+      if (!is_valid_utf8(a.s())) not_utf8(fmt::format("string attribute {}{}", a.name(), owner));
+      for (const auto& v : a.strings())
+        if (!is_valid_utf8(v)) not_utf8(fmt::format("string attribute {}{}", a.name(), owner));
+      if (a.has_t()) check_tensor(a.t(), owner);
+      for (const auto& t : a.tensors()) check_tensor(t, owner);
+      if (a.has_g()) check_text_bytes(a.g(), depth + 1);
+      for (const auto& sub : a.graphs()) check_text_bytes(sub, depth + 1);
+    }
+  }
+}
+
 }  // namespace
+
+void require_utf8_text(const onnx::ModelProto& model) {
+  if (auto field = first_non_utf8_field(model); !field.empty()) not_utf8(field);
+  check_text_bytes(model.graph(), 0);
+}
 
 void precheck_onnx_model(const onnx::ModelProto& model) { check_graph(model.graph(), 0); }
 

@@ -16,6 +16,9 @@ onnx::ModelProto import_onnx(std::span<const uint8_t> bytes);
 // Refuses, as flock::Error(InvalidModel), what the onnx library's checker and shape inference would
 // crash on: tensors whose data does not match their dims (or whose dims overflow), and zero or
 // negative window sizes (strides, dilations, kernel_shape). import_onnx calls it first.
+// Every text of the model that can reach SQL (names, labels, metadata, string attributes and
+// tensors) is UTF-8; InvalidModel naming the first field that is not.
+void require_utf8_text(const onnx::ModelProto& model);
 void precheck_onnx_model(const onnx::ModelProto& model);
 
 // Converts an XGBoost JSON model (gbtree booster; objectives reg:squarederror, reg:logistic,

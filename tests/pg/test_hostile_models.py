@@ -142,6 +142,8 @@ class Session:
         for line in log.splitlines():
             if "terminated by signal" in line or ("server process" in line and "was terminated" in line):
                 self.failures.append(f"server log: {line.strip()[:300]}")
+            if "\ufffd" in line:  # bytes that are not UTF-8 reached an error message (the server's encoding)
+                self.failures.append(f"server log line not UTF-8: {line.strip()[:300]}")
         running = self.admin_one(
             "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND state = 'active' AND pid <> pg_backend_pid()",
             (ROLE,))

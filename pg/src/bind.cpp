@@ -4,8 +4,12 @@
 #include "pg.hpp"  // must come first
 
 #include <cstring>
+#include <new>
 
 #include "call_state.hpp"
+#include "guard.hpp"
+
+#include "flock/binding.hpp"
 
 namespace flock::pg {
 
@@ -34,20 +38,6 @@ const char* feature_list(const flock::Signature& sig) {
   return buf.data;
 }
 
-int find_column(TupleDesc desc, const char* name) {
-  int ci_match = -1, ci_count = 0;
-  for (int a = 0; a < desc->natts; ++a) {
-    Form_pg_attribute att = TupleDescAttr(desc, a);
-    if (att->attisdropped) continue;
-    if (strcmp(NameStr(att->attname), name) == 0) return a;
-    if (pg_strcasecmp(NameStr(att->attname), name) == 0) {
-      ci_match = a;
-      ci_count++;
-    }
-  }
-  return ci_count == 1 ? ci_match : -1;
-}
-
 }  // namespace
 
 bool bind_record(CallState* st, MemoryContext mcxt, Oid rec_type, int32 rec_typmod, bool probe) {
@@ -63,11 +53,29 @@ bool bind_record(CallState* st, MemoryContext mcxt, Oid rec_type, int32 rec_typm
   for (const auto& in : sig.inputs) total += static_cast<int>(in.width);
   auto* binds = static_cast<FeatureBinding*>(palloc0(sizeof(FeatureBinding) * std::max(total, 1)));
   bool single = sig.inputs.size() == 1;
-  bool by_name = !single || !sig.feature_names.empty();
 
-  int live = 0;
-  for (int a = 0; a < desc->natts; ++a) live += !TupleDescAttr(desc, a)->attisdropped;
-  if (!by_name && live != total) {
+  // Which column feeds which feature is the core's decision (flock/binding.hpp); it is made under
+  // the guard and copied out, so that the errors below are raised with no C++ object alive.
+  auto* columns = static_cast<flock::RecordColumn*>(palloc0(sizeof(flock::RecordColumn) * std::max(desc->natts, 1)));
+  for (int a = 0; a < desc->natts; ++a) {
+    Form_pg_attribute att = TupleDescAttr(desc, a);
+    new (&columns[a]) flock::RecordColumn{NameStr(att->attname), static_cast<bool>(att->attisdropped)};
+  }
+  auto* matched = static_cast<flock::FeatureColumn*>(palloc0(sizeof(flock::FeatureColumn) * std::max(total, 1)));
+  int nmatched = 0, live = 0, multi_value_input = -1;
+  bool by_name = false, width_mismatch = false;
+  const flock::Signature* sigp = &sig;
+  flock_guard([&] {
+    flock::RecordBinding b = flock::bind_record_columns(*sigp, {columns, static_cast<size_t>(desc->natts)});
+    by_name = b.by_name;
+    live = b.live_columns;
+    width_mismatch = b.width_mismatch;
+    multi_value_input = b.multi_value_input;
+    nmatched = static_cast<int>(std::min<size_t>(b.features.size(), static_cast<size_t>(total)));
+    for (int i = 0; i < nmatched; ++i) matched[i] = b.features[static_cast<size_t>(i)];
+  });
+
+  if (width_mismatch) {
     if (probe) return false;
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                     errmsg("%s takes %d features, the record has %d columns", st->label, total, live),
@@ -76,57 +84,46 @@ bool bind_record(CallState* st, MemoryContext mcxt, Oid rec_type, int32 rec_typm
                             "register the model with features => ARRAY[...].")));
   }
 
-  int f = 0;
-  for (size_t k = 0; k < sig.inputs.size(); ++k) {
-    const flock::InputSpec& in = sig.inputs[k];
-    if (!single && in.width != 1) {
+  for (int f = 0; f < nmatched; ++f) {
+    const flock::FeatureColumn& fc = matched[f];
+    const flock::InputSpec& in = sig.inputs[fc.input];
+    int attno = fc.column;
+    if (by_name && attno < 0) {
       if (probe) return false;
-      ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                      errmsg("%s input \"%s\" takes %ld values per row; a record column gives one", st->label,
-                             in.name.c_str(), static_cast<long>(in.width))));
+      const char* fname = single ? sig.feature_names[static_cast<size_t>(fc.position)].c_str() : in.name.c_str();
+      ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
+                      errmsg("column \"%s\" is missing from the input record", fname),
+                      errdetail("%s binds its features by name: %s.", st->label, feature_list(sig)),
+                      errhint("Select the column under that name (expression AS \"%s\"), or pass the "
+                              "features as a float4[] in model order.", fname)));
     }
-    for (int64_t j = 0; j < in.width; ++j, ++f) {
-      int attno;
-      const char* fname = nullptr;
-      if (by_name) {
-        fname = single ? sig.feature_names[j].c_str() : in.name.c_str();
-        attno = find_column(desc, fname);
-        if (attno < 0 && probe) return false;
-        if (attno < 0)
-          ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
-                          errmsg("column \"%s\" is missing from the input record", fname),
-                          errdetail("%s binds its features by name: %s.", st->label, feature_list(sig)),
-                          errhint("Select the column under that name (expression AS \"%s\"), or pass the "
-                                  "features as a float4[] in model order.", fname)));
-      } else {
-        attno = -1;
-        for (int a = 0, seen = 0; a < desc->natts; ++a) {
-          if (TupleDescAttr(desc, a)->attisdropped) continue;
-          if (seen++ == f) {
-            attno = a;
-            break;
-          }
-        }
-      }
-      Form_pg_attribute att = TupleDescAttr(desc, attno);
-      Conv conv = conv_for(att->atttypid);
-      Oid typoutput = InvalidOid;
-      bool string_input = in.type == flock::ElemType::String;
-      if (string_input && conv != Conv::Text) {
-        bool varlena;
-        getTypeOutputInfo(att->atttypid, &typoutput, &varlena);
-        conv = Conv::ViaOutput;
-      }
-      if (!string_input && (conv == Conv::Text || conv == Conv::Unsupported) && probe) return false;
-      if (!string_input && (conv == Conv::Text || conv == Conv::Unsupported))
-        ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
-                        errmsg("column \"%s\" has type %s, but %s takes a number for it", NameStr(att->attname),
-                               format_type_be(att->atttypid), st->label),
-                        errhint("Cast it in the query, e.g. (%s)::float8 AS %s, or encode it as a number.",
-                                NameStr(att->attname), NameStr(att->attname))));
-      binds[f] = {attno, conv, typoutput};
+    Form_pg_attribute att = TupleDescAttr(desc, attno);
+    Conv conv = conv_for(att->atttypid);
+    Oid typoutput = InvalidOid;
+    bool string_input = in.type == flock::ElemType::String;
+    if (string_input && conv != Conv::Text) {
+      bool varlena;
+      getTypeOutputInfo(att->atttypid, &typoutput, &varlena);
+      conv = Conv::ViaOutput;
     }
+    if (!string_input && (conv == Conv::Text || conv == Conv::Unsupported) && probe) return false;
+    if (!string_input && (conv == Conv::Text || conv == Conv::Unsupported))
+      ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+                      errmsg("column \"%s\" has type %s, but %s takes a number for it", NameStr(att->attname),
+                             format_type_be(att->atttypid), st->label),
+                      errhint("Cast it in the query, e.g. (%s)::float8 AS %s, or encode it as a number.",
+                              NameStr(att->attname), NameStr(att->attname))));
+    binds[f] = {attno, conv, typoutput};
   }
+  if (multi_value_input >= 0) {
+    if (probe) return false;
+    const flock::InputSpec& in = sig.inputs[static_cast<size_t>(multi_value_input)];
+    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                    errmsg("%s input \"%s\" takes %ld values per row; a record column gives one", st->label,
+                           in.name.c_str(), static_cast<long>(in.width))));
+  }
+  pfree(columns);
+  pfree(matched);
   MemoryContext old = MemoryContextSwitchTo(mcxt);
   FeatureBinding* kept = static_cast<FeatureBinding*>(palloc(sizeof(FeatureBinding) * std::max(total, 1)));
   memcpy(kept, binds, sizeof(FeatureBinding) * total);

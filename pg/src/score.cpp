@@ -13,6 +13,7 @@
 #include "call_state.hpp"
 #include "guard.hpp"
 
+#include "flock/binding.hpp"
 #include "flock/interrupt.hpp"
 
 extern "C" {
@@ -74,15 +75,7 @@ void run_batch(const flock::Model* model, const char* label, const flock::Featur
   int n = out.rows;
   if (want == Want::Tensor) {
     std::vector<flock::Tensor> outputs = model->run(batch);
-    // The first float output; else the first output that has numbers.
-    const flock::Tensor* chosen = nullptr;
-    for (const auto& t : outputs)
-      if (!chosen && (t.type == flock::ElemType::Float || t.type == flock::ElemType::Double)) chosen = &t;
-    for (const auto& t : outputs)
-      if (!chosen && t.type != flock::ElemType::String) chosen = &t;
-    if (!chosen)
-      flock::fail(flock::ErrorCode::TypeMismatch, fmt::format("{} has no numeric output", label),
-                  "Use flock.predict_label for text outputs.");
+    const flock::Tensor* chosen = &flock::choose_tensor_output(outputs, label);
     int rank = static_cast<int>(chosen->shape.size());
     if (rank - 1 > MAXDIM) flock::fail(flock::ErrorCode::LimitExceeded, "output tensor has too many dimensions");
     size_t total = chosen->size();
@@ -95,30 +88,18 @@ void run_batch(const flock::Model* model, const char* label, const flock::Featur
     for (size_t k = 0; k < total; ++k) out.numbers[k] = chosen->as_double(k);
     return;
   }
-  flock::Prediction p = model->predict(batch, want == Want::Value   ? flock::kPredictValues
-                                              : want == Want::Label ? flock::kPredictLabels
-                                                                    : flock::kPredictProba);
+  flock::Prediction p = model->predict(batch, flock::predict_parts_for(want));
+  flock::check_output(sig, want, label, p.n_classes);
   if (want == Want::Value) {
-    if (sig.task == flock::Task::Classification && !sig.numeric_labels)
-      flock::fail(flock::ErrorCode::TypeMismatch,
-                  fmt::format("{} has text class labels; flock.predict returns a number", label),
-                  "Use flock.predict_label for the label, or flock.predict_proba for class probabilities.");
     out.values = malloc_array<double>(static_cast<size_t>(n));
     std::memcpy(out.values, p.values.data(), sizeof(double) * static_cast<size_t>(n));
   } else if (want == Want::Label) {
-    if (sig.task != flock::Task::Classification)
-      flock::fail(flock::ErrorCode::TypeMismatch, fmt::format("{} is a regressor; it has no class label", label),
-                  "Use flock.predict for its value.");
     out.labels = malloc_array<char*>(static_cast<size_t>(n));
     for (int r = 0; r < n; ++r) {
       out.labels[r] = strdup(p.labels[static_cast<size_t>(r)].c_str());
       if (!out.labels[r]) throw std::bad_alloc();
     }
   } else {
-    if (sig.task != flock::Task::Classification || p.n_classes == 0)
-      flock::fail(flock::ErrorCode::TypeMismatch,
-                  fmt::format("{} is a regressor; it has no class probabilities", label),
-                  "Use flock.predict for its value.");
     out.width = static_cast<int>(p.n_classes);
     out.numbers = malloc_array<double>(p.proba.size());
     std::memcpy(out.numbers, p.proba.data(), sizeof(double) * p.proba.size());

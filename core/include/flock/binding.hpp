@@ -10,11 +10,9 @@
 #include <vector>
 
 #include "flock/model.hpp"
+#include "flock/want.hpp"
 
 namespace flock {
-
-// What a prediction function returns: flock.predict, predict_proba, predict_label, predict_tensor.
-enum class Want { Value, Proba, Label, Tensor };
 
 // A column of the input record, in attribute order (dropped columns included, as PostgreSQL keeps
 // them).

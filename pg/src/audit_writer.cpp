@@ -42,6 +42,9 @@ namespace flock::pg {
 
 namespace {
 
+// The columns of flock.inference_log the writer fills: the insert's parameters, in store_batch's order.
+constexpr int kLogInsertColumns = 13;
+
 volatile sig_atomic_t got_sigterm = false;
 SPIPlanPtr insert_plan = nullptr;
 
@@ -145,8 +148,8 @@ void store_batch(const AuditRecord* const* recs, int n) {
 
   int dims[2] = {rows, nfeat};
   int lbs[2] = {1, 1};
-  Datum values[13];
-  char nulls[13];
+  Datum values[kLogInsertColumns];
+  char nulls[kLogInsertColumns];
   memset(nulls, ' ', sizeof(nulls));
   values[0] = TimestampTzGetDatum(first->logged_at);
   values[1] = DirectFunctionCall1(namein, CStringGetDatum(first->role));
@@ -192,13 +195,13 @@ void store_batch(const AuditRecord* const* recs, int n) {
     nulls[11] = 'n';
   }
   if (!insert_plan) {
-    Oid types[13] = {TIMESTAMPTZOID, NAMEOID, TEXTOID, INT4OID, INT8OID, TEXTOID, INT4OID, TEXTARRAYOID,
+    Oid types[kLogInsertColumns] = {TIMESTAMPTZOID, NAMEOID, TEXTOID, INT4OID, INT8OID, TEXTOID, INT4OID, TEXTARRAYOID,
                      FLOAT8ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, FLOAT4ARRAYOID};
     SPIPlanPtr plan = SPI_prepare(
         "INSERT INTO flock.inference_log (logged_at, role, model_name, model_version, query_id, function, n_rows, "
         "features, input, input_text, output, output_label, input_real) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        13, types);
+        kLogInsertColumns, types);
     if (!plan) elog(ERROR, "flock audit: could not prepare the log insert: %s", SPI_result_code_string(SPI_result));
     SPI_keepplan(plan);
     insert_plan = plan;

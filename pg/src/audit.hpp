@@ -82,7 +82,7 @@ Size audit_max_record();
 // Appends a record to this database's queue, waiting (interruptibly) while the queue is full:
 // records are never dropped. Starts the worker when none runs. A 'sync' record (its policy's flag
 // or the session's flock.audit_durability) makes the current top-level statement wait, when it
-// ends, until the writer has committed it (see audit.cpp: audit_wait_durable).
+// ends, until the writer has committed it (see audit_queue.cpp: audit_wait_durable).
 void audit_enqueue(const AuditRecord* rec);
 
 }  // namespace flock::pg

@@ -33,7 +33,12 @@ extern int max_tensor_elements;
 extern int model_cache_entries;
 extern int model_cache_memory_kb;  // flock.model_cache_memory: bytes of compiled models and their buffers
 
-// sha256 of the bytes as 64 hex characters into `out` (65 bytes). Plain PostgreSQL code.
+// A sha256 as hex text: kSha256HexLen characters, kSha256HexSize bytes with the NUL.
+constexpr int kSha256HexLen = 64;
+constexpr int kSha256HexSize = kSha256HexLen + 1;
+
+// sha256 of the bytes as kSha256HexLen hex characters into `out` (kSha256HexSize bytes). Plain
+// PostgreSQL code.
 void sha256_hex(const uint8* data, size_t len, char* out);
 
 // The compiled model for these bytes, compiled and cached on a miss. C++: call inside flock_guard.

@@ -46,7 +46,7 @@ std::span<const uint8_t> bytes_of(bytea* b) {
 // Another session's flock.max_tensor_elements does not change that: a lower limit fails cleanly,
 // a higher one runs exactly what the checker ran.
 bytea* validated(bytea* b) {
-  char sha[65];
+  char sha[kSha256HexSize];
   sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b), sha);
   bool known = false;
   flock_guard([&] { known = find_cached_model(sha) != nullptr; });
@@ -58,7 +58,7 @@ bytea* validated(bytea* b) {
 
 // The compiled model for a model value, via the cache.
 const flock::Model* compiled(bytea* b, flock::pg::ModelHandle* keep) {
-  char sha[65];
+  char sha[kSha256HexSize];
   sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b), sha);
   flock_guard([&] { keep->model = cached_model(sha, bytes_of(b)); });
   return keep->model.get();
@@ -91,7 +91,7 @@ Datum flock_model_format(PG_FUNCTION_ARGS) {
 
 Datum flock_model_sha256(PG_FUNCTION_ARGS) {
   bytea* b = PG_GETARG_BYTEA_PP(0);
-  char sha[65];
+  char sha[kSha256HexSize];
   sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(b)), VARSIZE_ANY_EXHDR(b), sha);
   PG_RETURN_TEXT_P(cstring_to_text(sha));
 }
@@ -142,7 +142,7 @@ Datum flock_prepare_model(PG_FUNCTION_ARGS) {
   const char* fmt_name = nullptr;
   flock_guard([&] { fmt_name = flock::to_string(flock::parse_format(format)); });
   bytea* value = check_model_isolated(b, fmt_name, nfeatures, features);
-  char sha[65];
+  char sha[kSha256HexSize];
   sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(value)), VARSIZE_ANY_EXHDR(value), sha);
   flock_guard([&] { cached_model(sha, bytes_of(value)); });
   PG_RETURN_BYTEA_P(value);

@@ -10,7 +10,7 @@ extern "C" {
 
 #include "audit.hpp"
 
-#include "batch_scan.hpp"
+#include "batch_plan.hpp"
 #include "cache.hpp"
 #include "guard.hpp"
 #include "model_check.hpp"

@@ -4,9 +4,11 @@
 
 #include "pg.hpp"  // must come first
 
+#include "flock/want.hpp"
+
 namespace flock::pg {
 
-enum class Want { Value, Proba, Label, Tensor };
+using flock::Want;
 
 // A call site's state: its resolved model and record binding. Palloc'd in `mcxt`.
 struct CallState;

@@ -1,4 +1,4 @@
-// Batched in-query inference (see batch_scan.cpp).
+// Batched in-query inference: the GUCs and the planner hook (batch_plan.cpp, batch_exec.cpp).
 #pragma once
 
 namespace flock::pg {

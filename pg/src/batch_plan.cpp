@@ -1,5 +1,5 @@
-// Batched in-query inference: a CustomScan that gathers rows, scores a whole batch per model call,
-// and streams the rows back with the predictions as extra columns.
+// Batched in-query inference, planning: the planner hook that puts a FlockBatchScore node (see
+// batch_exec.cpp) where a batch of rows can be scored per model call.
 //
 // The planner hook runs after PostgreSQL has planned the query and rewrites two shapes:
 //  * a scan whose target list or quals call flock.predict*(const model, input over the scan's
@@ -8,12 +8,12 @@
 //  * an Agg / Result / WindowAgg / Group over a scan whose expressions call flock.predict* on its
 //    input (e.g. sum(flock.predict(...))): a FlockBatchScore node is put between the two and the
 //    calls become references to its prediction columns.
-// Anything else keeps PostgreSQL's plan, where the functions score one row per call. This file is
-// plain PostgreSQL code; the C++ work happens in score_rows() behind the error boundary.
+// Anything else keeps PostgreSQL's plan, where the functions score one row per call. What the node
+// needs to know travels in custom_private, written by encode_batch_private (batch_node.hpp).
+// Plain PostgreSQL code.
 #include "pg.hpp"  // must come first
 
 extern "C" {
-#include "commands/explain.h"
 #include "executor/executor.h"
 #include "nodes/extensible.h"
 #include "nodes/makefuncs.h"
@@ -29,8 +29,8 @@ extern "C" {
 
 #include <algorithm>
 
-#include "batch_scan.hpp"
-#include "predict.hpp"
+#include "batch_node.hpp"
+#include "batch_plan.hpp"
 
 namespace flock::pg {
 
@@ -40,26 +40,11 @@ int batch_memory_kb = kDefaultBatchMemoryKb;
 
 namespace {
 
-constexpr const char* kNodeName = "FlockBatchScore";
 planner_hook_type prev_planner_hook = nullptr;
-
-// ------------------------------------------------------------------------------------------------
-// Planning
-// ------------------------------------------------------------------------------------------------
 
 struct RewriteContext {
   Oid flock_namespace;
   List* rtable;
-};
-
-// Where a call's input row comes from when it is a whole table row ("flock.predict('m', t) FROM t"):
-// the table's columns, appended to the batch node's input rows from position `first` on (0: the
-// input is evaluated as an expression). Reading features straight from those columns spares
-// forming a composite value per row, copying it and taking it apart again.
-struct RowColumns {
-  int first;
-  int natts;
-  Oid rowtype;
 };
 
 // If `input` is a whole-row Var of table `varno`, appends the table's columns (a NULL placeholder
@@ -319,8 +304,6 @@ bool collect_exec_params(Node* node, Bitmapset** ids) {
   return expression_tree_walker(node, reinterpret_cast<bool (*)()>(collect_exec_params), ids);
 }
 
-extern const CustomScanMethods batch_scan_methods;
-
 // `copied`: the child columns (1-based positions) the rows the node returns must carry: those its
 // own target list and quals read, or, when it returns its scan rows as they are, those the node
 // above reads. The others are left NULL.
@@ -338,22 +321,30 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
   cs->scan.scanrelid = 0;
   cs->custom_plans = list_make1(child);
   cs->custom_scan_tlist = custom_scan_tlist;
-  // custom_exprs: model constant and input expression of each call; custom_private: what each
-  // wants, (first, natts, rowtype) of its RowColumns, and the copied columns.
+  // custom_exprs: model constant and input expression of each call (see BatchPrivate).
   List* exprs = NIL;
-  List* wants = NIL;
-  ListCell *lc, *li;
-  forboth(lc, calls, li, inputs) {
+  BatchPrivate priv;
+  priv.ncalls = list_length(calls);
+  priv.wants = static_cast<Want*>(palloc(sizeof(Want) * std::max(priv.ncalls, 1)));
+  priv.row_columns = static_cast<RowColumns*>(palloc(sizeof(RowColumns) * std::max(priv.ncalls, 1)));
+  priv.copied = copied;
+  priv.sources = NIL;  // read_table_rows sets them
+  int k = 0;
+  ListCell *lc, *li, *lr;
+  forthree(lc, calls, li, inputs, lr, row_columns) {
     FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
     exprs = lappend(exprs, copyObject(linitial(f->args)));
     exprs = lappend(exprs, lfirst(li));
-    wants = lappend(wants, makeInteger(f->funcresulttype == FLOAT8OID          ? static_cast<int>(Want::Value)
-                                       : f->funcresulttype == TEXTOID          ? static_cast<int>(Want::Label)
-                                       : f->funcresulttype == FLOAT8ARRAYOID   ? static_cast<int>(Want::Proba)
-                                                                                : static_cast<int>(Want::Tensor)));
+    priv.wants[k] = f->funcresulttype == FLOAT8OID        ? Want::Value
+                    : f->funcresulttype == TEXTOID        ? Want::Label
+                    : f->funcresulttype == FLOAT8ARRAYOID ? Want::Proba
+                                                          : Want::Tensor;
+    List* rc = static_cast<List*>(lfirst(lr));
+    priv.row_columns[k] = {intVal(linitial(rc)), intVal(lsecond(rc)), static_cast<Oid>(intVal(lthird(rc)))};
+    ++k;
   }
   cs->custom_exprs = exprs;
-  cs->custom_private = list_make3(wants, row_columns, copied);
+  cs->custom_private = encode_batch_private(priv);
   cs->methods = &batch_scan_methods;
   // The parameter sets the planner computes for every node before this hook runs: the node depends
   // on what its child does and on the params its own expressions read. Rescans propagate through
@@ -389,10 +380,9 @@ Node* remap_outer(Node* node, RemapContext* rc) {
 // When the batch node's child is a table scan whose columns are all plain table columns (or NULL
 // placeholders), the scan can return the table's rows as they are, with no projection per row:
 // its target list becomes the table's columns, and the node takes its child column i from table
-// column sources[i] (0: NULL). The sources go last in custom_private (NIL: the child's columns as
-// planned).
+// column sources[i] (0: NULL): BatchPrivate.sources (left NIL: the child's columns as planned).
 void read_table_rows(CustomScan* cs, Plan* child, const RewriteContext* ctx) {
-  List* sources = NIL;
+  BatchPrivate priv = decode_batch_private(cs->custom_private);
   Index rti = 0;
   switch (nodeTag(child)) {
     case T_SeqScan: case T_SampleScan: case T_IndexScan: case T_BitmapHeapScan: case T_TidScan:
@@ -402,10 +392,7 @@ void read_table_rows(CustomScan* cs, Plan* child, const RewriteContext* ctx) {
     default:
       break;
   }
-  if (rti == 0 || !ctx->rtable || rt_fetch(rti, ctx->rtable)->rtekind != RTE_RELATION) {
-    cs->custom_private = lappend(cs->custom_private, NIL);
-    return;
-  }
+  if (rti == 0 || !ctx->rtable || rt_fetch(rti, ctx->rtable)->rtekind != RTE_RELATION) return;
   int n = list_length(child->targetlist);
   int* src = static_cast<int*>(palloc0(sizeof(int) * std::max(n, 1)));
   bool ok = true;
@@ -420,18 +407,16 @@ void read_table_rows(CustomScan* cs, Plan* child, const RewriteContext* ctx) {
     else if (!IsA(e, Const) || !reinterpret_cast<Const*>(e)->constisnull) ok = false;
   }
   // Whole table rows read from columns: the table's columns in order.
-  List* row_columns = static_cast<List*>(lsecond(cs->custom_private));
-  foreach (lc, row_columns) {
-    List* rc = static_cast<List*>(lfirst(lc));
-    int first = intVal(linitial(rc));
-    for (int a = 0; ok && first > 0 && a < intVal(lsecond(rc)); ++a) ok = src[first - 1 + a] == a + 1;
+  for (int k = 0; k < priv.ncalls; ++k) {
+    const RowColumns& rc = priv.row_columns[k];
+    for (int a = 0; ok && rc.first > 0 && a < rc.natts; ++a) ok = src[rc.first - 1 + a] == a + 1;
   }
   // Inputs evaluated on the child's rows (not those read from columns: never evaluated).
   RemapContext remap = {src, n, true};
   List* exprs = NIL;
-  for (int k = 0; k < list_length(row_columns); ++k) {
+  for (int k = 0; k < priv.ncalls; ++k) {
     Node* input = static_cast<Node*>(list_nth(cs->custom_exprs, 2 * k + 1));
-    bool from_columns = intVal(linitial(static_cast<List*>(list_nth(row_columns, k)))) > 0;
+    bool from_columns = priv.row_columns[k].first > 0;
     exprs = lappend(exprs, list_nth(cs->custom_exprs, 2 * k));
     exprs = lappend(exprs, from_columns ? input : remap_outer(input, &remap));
   }
@@ -449,18 +434,13 @@ void read_table_rows(CustomScan* cs, Plan* child, const RewriteContext* ctx) {
                                                  static_cast<AttrNumber>(a + 1), nullptr, false));
   }
   table_close(rel, NoLock);
-  if (!ok || !remap.ok) {
-    cs->custom_private = lappend(cs->custom_private, NIL);
-    return;
-  }
-  foreach (lc, row_columns) {
-    List* rc = static_cast<List*>(lfirst(lc));
-    if (intVal(linitial(rc)) > 0) linitial(rc) = makeInteger(1);
-  }
+  if (!ok || !remap.ok) return;
+  for (int k = 0; k < priv.ncalls; ++k)
+    if (priv.row_columns[k].first > 0) priv.row_columns[k].first = 1;
   cs->custom_exprs = exprs;
   child->targetlist = physical;
-  for (int i = 0; i < n; ++i) sources = lappend(sources, makeInteger(src[i]));
-  cs->custom_private = lappend(cs->custom_private, sources);
+  for (int i = 0; i < n; ++i) priv.sources = lappend(priv.sources, makeInteger(src[i]));
+  cs->custom_private = encode_batch_private(priv);
 }
 
 bool is_plain_scan(Plan* plan) {
@@ -699,275 +679,6 @@ PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, 
   foreach (lc, stmt->subplans) lfirst(lc) = rewrite_plan(static_cast<Plan*>(lfirst(lc)), &ctx);
   return stmt;
 }
-
-// ------------------------------------------------------------------------------------------------
-// Execution
-// ------------------------------------------------------------------------------------------------
-
-struct BatchScanState {
-  CustomScanState css;
-  PlanState* child;
-  int ncalls;
-  int nchild;   // columns of the child's rows
-  int nlayout;  // columns of the node's scan rows before the predictions
-  int* source;  // [nlayout] the child column (0-based) scan row column i comes from, -1: NULL
-  Want* wants;
-  RowColumns* row_columns;
-  CallState** calls;
-  ColumnScorer** scorers;  // per call: its features go straight into the model's input (else nullptr)
-  int scorer_width;        // leading child columns the scorers read
-  ExprState** inputs;
-  int batch_size;
-  // Which child columns the rows keep: all (copy_all), else only those of the scan row columns
-  // copy_cols[0..ncopy-1] (0-based; the others stay NULL). All when a call reads its input from the
-  // kept rows.
-  bool copy_all;
-  int ncopy;
-  int* copy_cols;
-  int copy_width;   // leading child columns the kept ones are among
-  bool copy_byref;  // a kept column is passed by reference: the kept rows own a copy
-  TupleTableSlot** rows;
-  int nrows;
-  int pos;
-  bool done;
-  Datum* results;  // [call][row]
-  bool* result_nulls;
-  RowValues* values;  // scratch for one call's non-NULL rows
-  int* value_rows;
-  ExprContext* input_cxt;
-  MemoryContext batch_cxt;
-};
-
-extern const CustomExecMethods batch_exec_methods;
-
-Node* create_state(CustomScan* cscan) {
-  BatchScanState* s = static_cast<BatchScanState*>(palloc0(sizeof(BatchScanState)));
-  NodeSetTag(s, T_CustomScanState);
-  s->css.methods = &batch_exec_methods;
-  return reinterpret_cast<Node*>(s);
-}
-
-// flock.batch_size, capped so that a batch fits in flock.batch_memory: per row, the node's slot
-// and results, and for each call its features and the model's inputs, intermediates and outputs.
-int rows_per_batch(const BatchScanState* s) {
-  Size row = sizeof(TupleTableSlot) + static_cast<Size>(s->nchild) * (sizeof(Datum) + sizeof(bool));
-  for (int k = 0; k < s->ncalls; ++k) row += sizeof(Datum) + sizeof(bool) + sizeof(int) + call_bytes_per_row(s->calls[k]);
-  const Size budget = static_cast<Size>(batch_memory_kb) * 1024;
-  const Size fit = std::max<Size>(budget / std::max<Size>(row, 1), 1);
-  return static_cast<int>(std::min<Size>(fit, static_cast<Size>(batch_size)));
-}
-
-void begin(CustomScanState* node, EState* estate, int eflags) {
-  BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
-  CustomScan* cscan = reinterpret_cast<CustomScan*>(node->ss.ps.plan);
-  s->child = ExecInitNode(static_cast<Plan*>(linitial(cscan->custom_plans)), estate, eflags);
-  node->custom_ps = list_make1(s->child);
-  s->nchild = ExecGetResultType(s->child)->natts;
-  List* wants = static_cast<List*>(linitial(cscan->custom_private));
-  List* row_columns = static_cast<List*>(lsecond(cscan->custom_private));
-  List* copied = static_cast<List*>(lthird(cscan->custom_private));
-  List* sources = static_cast<List*>(lfourth(cscan->custom_private));
-  s->ncalls = list_length(wants);
-  s->wants = static_cast<Want*>(palloc(sizeof(Want) * s->ncalls));
-  s->row_columns = static_cast<RowColumns*>(palloc(sizeof(RowColumns) * std::max(s->ncalls, 1)));
-  s->calls = static_cast<CallState**>(palloc(sizeof(CallState*) * s->ncalls));
-  s->inputs = static_cast<ExprState**>(palloc(sizeof(ExprState*) * s->ncalls));
-  s->scorers = static_cast<ColumnScorer**>(palloc0(sizeof(ColumnScorer*) * std::max(s->ncalls, 1)));
-  for (int k = 0; k < s->ncalls; ++k) {
-    s->wants[k] = static_cast<Want>(intVal(list_nth(wants, k)));
-    List* rc = static_cast<List*>(list_nth(row_columns, k));
-    s->row_columns[k] = {intVal(linitial(rc)), intVal(lsecond(rc)), static_cast<Oid>(intVal(lthird(rc)))};
-    Const* model = static_cast<Const*>(list_nth(cscan->custom_exprs, 2 * k));
-    Expr* input = static_cast<Expr*>(list_nth(cscan->custom_exprs, 2 * k + 1));
-    s->calls[k] = new_call_state(estate->es_query_cxt, model->consttype != TEXTOID, exprType(reinterpret_cast<Node*>(input)) != FLOAT4ARRAYOID);
-    s->inputs[k] = ExecInitExpr(input, &node->ss.ps);
-    // Resolve now: a query sees one version of each model, and EXPLAIN can name it.
-    resolve_model(s->calls[k], model->constvalue);
-  }
-  s->batch_size = rows_per_batch(s);
-  for (int k = 0; k < s->ncalls; ++k) {
-    const RowColumns& cols = s->row_columns[k];
-    if (cols.first > 0) {
-      s->scorers[k] = column_scorer(s->calls[k], cols.rowtype, cols.first - 1, s->batch_size);
-      if (s->scorers[k]) s->scorer_width = std::max(s->scorer_width, column_scorer_width(s->scorers[k]));
-    }
-  }
-  TupleDesc child_desc = ExecGetResultType(s->child);
-  s->nlayout = node->ss.ss_ScanTupleSlot->tts_tupleDescriptor->natts - s->ncalls;
-  s->source = static_cast<int*>(palloc(sizeof(int) * std::max(s->nlayout, 1)));
-  if (sources != NIL && list_length(sources) != s->nlayout)
-    elog(ERROR, "flock: batch node has %d child columns, %d sources", s->nlayout, list_length(sources));
-  for (int i = 0; i < s->nlayout; ++i)
-    s->source[i] = sources == NIL ? i : intVal(list_nth(sources, i)) - 1;
-  s->copy_all = false;
-  for (int k = 0; k < s->ncalls; ++k) s->copy_all = s->copy_all || !s->scorers[k];
-  s->copy_cols = static_cast<int*>(palloc(sizeof(int) * std::max(list_length(copied), 1)));
-  ListCell* lc;
-  foreach (lc, copied) {
-    int c = intVal(lfirst(lc)) - 1;
-    s->copy_cols[s->ncopy++] = c;
-    if (s->source[c] < 0) continue;
-    s->copy_width = std::max(s->copy_width, s->source[c] + 1);
-    s->copy_byref = s->copy_byref || !TupleDescAttr(child_desc, s->source[c])->attbyval;
-  }
-  s->rows = static_cast<TupleTableSlot**>(palloc(sizeof(TupleTableSlot*) * s->batch_size));
-  for (int r = 0; r < s->batch_size; ++r) {
-    s->rows[r] = ExecAllocTableSlot(&estate->es_tupleTable, child_desc, &TTSOpsVirtual);
-    if (!s->copy_all) memset(s->rows[r]->tts_isnull, true, sizeof(bool) * s->nchild);
-  }
-  s->results = static_cast<Datum*>(palloc(sizeof(Datum) * s->batch_size * std::max(s->ncalls, 1)));
-  s->result_nulls = static_cast<bool*>(palloc(sizeof(bool) * s->batch_size * std::max(s->ncalls, 1)));
-  s->values = static_cast<RowValues*>(palloc(sizeof(RowValues) * s->batch_size));
-  s->value_rows = static_cast<int*>(palloc(sizeof(int) * s->batch_size));
-  s->input_cxt = CreateExprContext(estate);
-  s->batch_cxt = AllocSetContextCreate(estate->es_query_cxt, "flock batch", ALLOCSET_DEFAULT_SIZES);
-}
-
-// Pulls up to batch_size rows from the child and scores each call over all of them at once.
-void fill_batch(BatchScanState* s) {
-  MemoryContextReset(s->batch_cxt);
-  s->nrows = 0;
-  s->pos = 0;
-  for (int k = 0; k < s->ncalls; ++k)
-    if (s->scorers[k]) column_scorer_start(s->scorers[k]);
-  while (s->nrows < s->batch_size) {
-    TupleTableSlot* slot = ExecProcNode(s->child);
-    if (TupIsNull(slot)) {
-      s->done = true;
-      break;
-    }
-    if (s->scorer_width > 0) {
-      slot_getsomeattrs(slot, s->scorer_width);
-      for (int k = 0; k < s->ncalls; ++k)
-        if (s->scorers[k]) column_scorer_add(s->scorers[k], s->nrows, slot->tts_values, slot->tts_isnull);
-    }
-    if (s->copy_all) {
-      ExecCopySlot(s->rows[s->nrows], slot);
-    } else if (s->ncopy > 0) {  // only the columns the rows above read
-      TupleTableSlot* row = s->rows[s->nrows];
-      ExecClearTuple(row);
-      slot_getsomeattrs(slot, s->copy_width);
-      for (int j = 0; j < s->ncopy; ++j) {
-        int c = s->source[s->copy_cols[j]];
-        if (c < 0) continue;
-        row->tts_values[c] = slot->tts_values[c];
-        row->tts_isnull[c] = slot->tts_isnull[c];
-      }
-      ExecStoreVirtualTuple(row);
-      if (s->copy_byref) ExecMaterializeSlot(row);
-    }
-    s->nrows++;
-  }
-  if (s->nrows == 0) return;
-  MemoryContext old = MemoryContextSwitchTo(s->batch_cxt);
-  ExprContext* ec = s->input_cxt;
-  for (int k = 0; k < s->ncalls; ++k) {
-    int n = 0;
-    Datum* out = s->results + k * s->batch_size;
-    bool* nulls = s->result_nulls + k * s->batch_size;
-    const RowColumns& rc = s->row_columns[k];
-    if (s->scorers[k]) {  // a table row whose features were written as the rows came
-      for (int r = 0; r < s->nrows; ++r) nulls[r] = false;
-      column_scorer_score(s->scorers[k], s->nrows, s->wants[k], out);
-      continue;
-    }
-    // The calls' inputs are evaluated here for the whole batch, past the child's own interrupt
-    // checks: a large batch of costly expressions must stay cancellable.
-    for (int r = 0; r < s->nrows && rc.first > 0; ++r) {
-      CHECK_FOR_INTERRUPTS();
-      TupleTableSlot* row = s->rows[r];
-      slot_getsomeattrs(row, rc.first - 1 + rc.natts);
-      nulls[r] = false;  // a table row is never NULL
-      s->values[n] = extract_columns(s->calls[k], rc.rowtype, row->tts_values + rc.first - 1,
-                                     row->tts_isnull + rc.first - 1);
-      s->value_rows[n++] = r;
-    }
-    for (int r = 0; r < s->nrows && rc.first == 0; ++r) {
-      CHECK_FOR_INTERRUPTS();
-      ec->ecxt_outertuple = s->rows[r];
-      bool isnull;
-      Datum input = ExecEvalExpr(s->inputs[k], ec, &isnull);
-      nulls[r] = isnull;  // no row, no prediction
-      if (isnull) continue;
-      s->values[n] = extract_row(s->calls[k], input);
-      s->value_rows[n++] = r;
-    }
-    Datum* scored = static_cast<Datum*>(palloc(sizeof(Datum) * std::max(n, 1)));
-    score_rows(s->calls[k], s->values, n, s->wants[k], scored);
-    for (int j = 0; j < n; ++j) out[s->value_rows[j]] = scored[j];
-  }
-  MemoryContextSwitchTo(old);
-}
-
-TupleTableSlot* next_row(ScanState* ss) {
-  BatchScanState* s = reinterpret_cast<BatchScanState*>(ss);
-  if (s->pos >= s->nrows) {
-    if (s->done) return nullptr;
-    fill_batch(s);
-    if (s->nrows == 0) return nullptr;
-  }
-  TupleTableSlot* out = ss->ss_ScanTupleSlot;
-  TupleTableSlot* row = s->rows[s->pos];
-  ExecClearTuple(out);
-  memset(out->tts_isnull, true, sizeof(bool) * s->nlayout);
-  if (s->copy_all) {
-    slot_getallattrs(row);
-    for (int i = 0; i < s->nlayout; ++i) {
-      int c = s->source[i];
-      if (c < 0) continue;
-      out->tts_values[i] = row->tts_values[c];
-      out->tts_isnull[i] = row->tts_isnull[c];
-    }
-  } else {
-    for (int j = 0; j < s->ncopy; ++j) {
-      int i = s->copy_cols[j];
-      int c = s->source[i];
-      if (c < 0) continue;
-      out->tts_values[i] = row->tts_values[c];
-      out->tts_isnull[i] = row->tts_isnull[c];
-    }
-  }
-  for (int k = 0; k < s->ncalls; ++k) {
-    out->tts_values[s->nlayout + k] = s->results[k * s->batch_size + s->pos];
-    out->tts_isnull[s->nlayout + k] = s->result_nulls[k * s->batch_size + s->pos];
-  }
-  ExecStoreVirtualTuple(out);
-  s->pos++;
-  return out;
-}
-
-// Inside an EvalPlanQual recheck (a row locked or updated after a concurrent change), PostgreSQL
-// leaves it to a node without a scan relation of its own to put the re-checked row in its scan
-// slot: the child returns the new version of the row, which is scored like any other.
-bool recheck(ScanState* ss, TupleTableSlot*) { return next_row(ss) != nullptr; }
-
-TupleTableSlot* exec(CustomScanState* node) { return ExecScan(&node->ss, next_row, recheck); }
-
-void end(CustomScanState* node) {
-  BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
-  ExecEndNode(s->child);
-}
-
-void rescan(CustomScanState* node) {
-  BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
-  ExecReScan(s->child);
-  s->nrows = s->pos = 0;
-  s->done = false;
-}
-
-void explain(CustomScanState* node, List*, ExplainState* es) {
-  BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
-  static const char* kinds[] = {"predict", "predict_proba", "predict_label", "predict_tensor"};
-  for (int k = 0; k < s->ncalls; ++k) {
-    char* text = psprintf("%s (%s)", model_label(s->calls[k]), kinds[static_cast<int>(s->wants[k])]);
-    ExplainPropertyText("Flock Model", text, es);
-  }
-  ExplainPropertyInteger("Batch Size", nullptr, s->batch_size, es);
-}
-
-const CustomScanMethods batch_scan_methods = {kNodeName, create_state};
-const CustomExecMethods batch_exec_methods = {
-    kNodeName, begin, exec, end, rescan, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, explain};
 
 }  // namespace
 

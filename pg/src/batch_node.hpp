@@ -1,0 +1,49 @@
+// What the planner rewrite (batch_plan.cpp) hands the FlockBatchScore CustomScan (batch_exec.cpp):
+// the node's name, its method table, and the layout of CustomScan.custom_private, read and written
+// only through encode_batch_private / decode_batch_private.
+#pragma once
+
+#include "pg.hpp"  // must come first
+
+extern "C" {
+#include "nodes/extensible.h"
+}
+#undef flock
+
+#include "predict.hpp"
+
+namespace flock::pg {
+
+constexpr const char* kBatchNodeName = "FlockBatchScore";
+
+// Where a call's input row comes from when it is a whole table row ("flock.predict('m', t) FROM t"):
+// the table's columns, appended to the batch node's input rows from position `first` on (0: the
+// input is evaluated as an expression). Reading features straight from those columns spares
+// forming a composite value per row, copying it and taking it apart again.
+struct RowColumns {
+  int first;
+  int natts;
+  Oid rowtype;
+};
+
+// CustomScan.custom_private, decoded. custom_exprs holds, per call k, its model constant at 2k and
+// its input expression at 2k + 1.
+struct BatchPrivate {
+  int ncalls;
+  Want* wants;              // [ncalls] what each call returns
+  RowColumns* row_columns;  // [ncalls] where each call's input row comes from
+  List* copied;   // Integer: the child columns (1-based) the rows the node returns must carry
+  List* sources;  // Integer: scan row column i is table column sources[i] (1-based, 0: NULL), or
+                  // NIL: the child's columns as planned
+};
+
+// custom_private stays a List of Integer nodes so that copyObject and EXPLAIN VERBOSE handle it:
+// (wants, ((first natts rowtype) per call), copied, sources).
+List* encode_batch_private(const BatchPrivate& p);
+// Allocates the arrays in CurrentMemoryContext.
+BatchPrivate decode_batch_private(List* custom_private);
+
+// The node's method table (batch_exec.cpp), referenced by the plans batch_plan.cpp makes.
+extern const CustomScanMethods batch_scan_methods;
+
+}  // namespace flock::pg

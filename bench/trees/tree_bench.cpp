@@ -1,6 +1,6 @@
 // flock_bench_trees: tree-ensemble inference, flock core vs libxgboost, single thread, same run.
 //
-//   flock_bench_trees --data DIR [--rows N] [--rounds R] [--min-time S] [--batch B] [--quick]
+//   flock_bench_trees --data DIR [--rows N] [--rounds R] [--min-time S] [--batch B] [--quick] [--load-only]
 //
 // DIR is what make_data.py wrote: x.f32 / x_missing.f32 (rows x 28 float32) and XGBoost JSON
 // models. For each model (500 trees depth 8, 100 trees depth 6, and 500 trees depth 8 on data
@@ -224,6 +224,7 @@ struct Options {
   double min_time = 0.5;
   int64_t batch = 1024;
   bool quick = false;
+  bool load_only = false;  // only the Model::load timings: no data files, no scoring
 };
 
 // rows/s from elapsed and from CPU time
@@ -415,12 +416,17 @@ int main(int argc, char** argv) {
     else if (a == "--min-time") o.min_time = std::stod(next());
     else if (a == "--batch") o.batch = std::stoll(next());
     else if (a == "--quick") o.quick = true;
+    else if (a == "--load-only") o.load_only = true;
     else die(2, "unknown argument " + a + "\nusage: flock_bench_trees --data DIR [--rows N] [--rounds R] "
-                                         "[--min-time S] [--batch B] [--quick]");
+                                         "[--min-time S] [--batch B] [--quick] [--load-only]");
   }
   if (o.data.empty()) die(2, "--data DIR is required");
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows up line by line under make / cmake
   XGBSetGlobalConfig("{\"nthread\": 1, \"verbosity\": 1}");
+  if (o.load_only) {
+    print_load_times(o);
+    return 0;
+  }
 
   const auto x = read_floats(o.data + "/x.f32");
   const auto xm = read_floats(o.data + "/x_missing.f32");

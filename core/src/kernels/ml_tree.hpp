@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "flock/kernel.hpp"
@@ -50,6 +51,17 @@ struct Ensemble {
 // double input. The structure is validated (children after their parent, leaves, weight tables,
 // ids against the number of targets or classes); throws flock::Error(InvalidModel) naming what is
 // wrong.
+// Attribute enums
+enum class Transform { None, Logistic, Softmax, SoftmaxZero, Probit };
+enum class Aggregate { Sum, Average, Min, Max };
+
+// Compile and validate (ml_tree_compile.cpp): attributes -> Ensemble, every id checked.
+Transform parse_transform(const Attrs& a);
+Aggregate parse_aggregate(const Attrs& a);
+std::vector<double> numeric_attr(const Attrs& a, const std::string& name);
+Ensemble compile_ensemble(const Attrs& a, const std::string& prefix, int64_t n_outputs);
+void check_ensemble(Ensemble& e, const std::string& where, const std::string& prefix, int64_t n_outputs);
+
 std::unique_ptr<Kernel> make_tree_kernel(const KernelContext& ctx, Ensemble&& ensemble);
 
 // The perfect-tree walk has an AVX-512 form, used when the CPU has AVX-512F (checked at run time).

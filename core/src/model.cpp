@@ -129,7 +129,7 @@ size_t tensor_bytes(const Tensor& t) {
 class Plan {
  public:
   struct Step {
-    std::unique_ptr<Kernel> kernel;
+    std::shared_ptr<const Kernel> kernel;  // shared with the plans copied from this one (with_kernels)
     std::vector<int> inputs;   // slot per input, -1 for an omitted optional input
     std::vector<int> outputs;  // slot per output, -1 for an unused output name
     std::string where;
@@ -192,6 +192,22 @@ class Plan {
     for (const auto& [slot, t] : constants) total += tensor_bytes(t);
     for (const auto& step : steps) total += step.kernel->memory_bytes() + sizeof(Step);
     return total;
+  }
+
+  // A plan running the same graph with the same kernels (shared, they are immutable) and constants,
+  // with an arena of its own. For the optimizer's specialized models (ModelInternals::with_kernels).
+  std::unique_ptr<Plan> copy() const {
+    auto p = std::make_unique<Plan>();
+    p->n_slots = n_slots;
+    p->input_slots = input_slots;
+    p->output_slots = output_slots;
+    p->constants = constants;
+    p->steps.reserve(steps.size());
+    for (const Step& s : steps) p->steps.push_back(Step{s.kernel, s.inputs, s.outputs, s.where, s.opset});
+    p->limits = limits;
+    p->release_after = release_after;
+    p->donatable = donatable;
+    return p;
   }
 
   // `peak_bytes`, when given, receives the largest total of live values (inputs, intermediates,
@@ -817,6 +833,42 @@ std::vector<uint8_t> with_feature_names(std::span<const uint8_t> bytes, ModelFor
                                         const std::vector<std::string>& names) {
   return guarded("setting the model's feature names", ErrorCode::InvalidModel,
                  [&] { return with_feature_names_unguarded(bytes, format, names); });
+}
+
+}  // namespace flock
+
+#include "model_internals.hpp"
+
+namespace flock {
+
+ModelInternals::GraphView ModelInternals::graph(const Model& model) {
+  const Plan& plan = *model.plan_;
+  GraphView g;
+  g.input_slots = plan.input_slots;
+  g.output_slots = plan.output_slots;
+  for (const auto& [slot, tensor] : plan.constants) g.constant_slots.push_back(slot);
+  g.steps.reserve(plan.steps.size());
+  for (const auto& step : plan.steps) g.steps.push_back(StepView{step.kernel.get(), step.inputs, step.outputs});
+  return g;
+}
+
+std::shared_ptr<const Model> ModelInternals::with_kernels(
+    const Model& model, const std::vector<std::pair<size_t, std::shared_ptr<const Kernel>>>& replacements) {
+  std::unique_ptr<Plan> plan = model.plan_->copy();
+  for (const auto& [index, kernel] : replacements) {
+    if (index >= plan->steps.size() || !kernel)
+      fail(ErrorCode::Internal, fmt::format("with_kernels: no step {} of {} or no kernel", index, plan->steps.size()));
+    plan->steps[index].kernel = kernel;
+  }
+  std::shared_ptr<Model> copy(new Model());
+  copy->format_ = model.format_;
+  copy->signature_ = model.signature_;
+  copy->size_bytes_ = model.size_bytes_;
+  copy->bytes_per_row_ = model.bytes_per_row_;
+  copy->plan_ = std::move(plan);
+  copy->label_output_ = model.label_output_;
+  copy->score_output_ = model.score_output_;
+  return copy;
 }
 
 }  // namespace flock

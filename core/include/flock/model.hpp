@@ -85,7 +85,8 @@ struct Limits {
   int64_t max_tensor_elements = int64_t(1) << 28; // per tensor, guards huge shapes
 };
 
-class Plan;  // compiled kernels, defined in model.cpp
+class Plan;            // compiled kernels, defined in model.cpp
+class ModelInternals;  // the optimizer's view of a compiled model (core/src/model_internals.hpp)
 
 class Model {
  public:
@@ -119,6 +120,7 @@ class Model {
   std::string signature_json() const;
 
  private:
+  friend class ModelInternals;
   Model() = default;
   // The entry points' bodies; the public ones turn their stray library exceptions into flock::Error.
   static std::shared_ptr<const Model> load_unguarded(std::span<const uint8_t> bytes, ModelFormat format,

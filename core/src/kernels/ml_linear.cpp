@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "flock/kernel.hpp"
+#include "ml_linear.hpp"
 
 namespace flock {
 namespace {
@@ -207,7 +208,7 @@ RowMatrix coefficient_matrix(const std::vector<float>& coef, int64_t rows) {
 // ---------------------------------------------------------------------------------------------------
 // LinearRegressor
 
-class LinearRegressor final : public Kernel {
+class LinearRegressor final : public linear::LinearKernel {
  public:
   explicit LinearRegressor(const KernelContext& ctx) : where_(ctx.attrs.where()) {
     const Attrs& a = ctx.attrs;
@@ -231,6 +232,12 @@ class LinearRegressor final : public Kernel {
                        where_, to_string(post_)));
     features_ = static_cast<int64_t>(coef.size()) / targets_;
     w_ = coefficient_matrix(coef, targets_);
+    coef_ = std::move(coef);
+  }
+
+  std::optional<std::vector<bool>> weighted_columns(int64_t width) const override {
+    if (width != features_) return std::nullopt;
+    return linear::nonzero_columns(coef_, width);
   }
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
@@ -252,6 +259,7 @@ class LinearRegressor final : public Kernel {
   std::string where_;
   int64_t targets_ = 1;
   int64_t features_ = 0;
+  std::vector<float> coef_;
   RowMatrix w_;
   std::vector<double> intercepts_;
   PostTransform post_ = PostTransform::None;
@@ -260,7 +268,7 @@ class LinearRegressor final : public Kernel {
 // ---------------------------------------------------------------------------------------------------
 // LinearClassifier
 
-class LinearClassifier final : public Kernel {
+class LinearClassifier final : public linear::LinearKernel {
  public:
   explicit LinearClassifier(const KernelContext& ctx) : where_(ctx.attrs.where()) {
     const Attrs& a = ctx.attrs;
@@ -298,6 +306,11 @@ class LinearClassifier final : public Kernel {
       check_classes(classes_, ErrorCode::InvalidModel);
       w_ = coefficient_matrix(coef_, classes_);
     }
+  }
+
+  std::optional<std::vector<bool>> weighted_columns(int64_t width) const override {
+    // Whatever the number of rows (decided by the width when classes_ < 0), the table is row-major.
+    return linear::nonzero_columns(coef_, width);
   }
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
@@ -397,6 +410,14 @@ class LinearClassifier final : public Kernel {
 };
 
 }  // namespace
+
+std::optional<std::vector<bool>> linear::nonzero_columns(const std::vector<float>& coefficients, int64_t width) {
+  if (width <= 0 || coefficients.size() % static_cast<size_t>(width) != 0) return std::nullopt;
+  std::vector<bool> nonzero(static_cast<size_t>(width), false);
+  for (size_t k = 0; k < coefficients.size(); ++k)
+    if (!(coefficients[k] == 0.0f)) nonzero[k % static_cast<size_t>(width)] = true;  // NaN: nonzero
+  return nonzero;
+}
 
 void register_ml_linear_kernels(KernelRegistry& r) {
   r.add(kMl, "LinearRegressor",

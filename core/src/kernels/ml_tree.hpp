@@ -64,6 +64,18 @@ void check_ensemble(Ensemble& e, const std::string& where, const std::string& pr
 
 std::unique_ptr<Kernel> make_tree_kernel(const KernelContext& ctx, Ensemble&& ensemble);
 
+// What the tree kernels (TreeEnsembleRegressor / TreeEnsembleClassifier) show the optimizer
+// (core/src/optimize/): their compiled ensemble, and a kernel that is the same in every attribute
+// (targets, labels, base values, transform, aggregation) but walks another ensemble.
+class TreeKernel : public Kernel {
+ public:
+  virtual const Ensemble& ensemble() const = 0;
+  // Validates `replacement` as check_ensemble does, but keeps this kernel's classifier flags
+  // (weights_all_positive, distinct_ids): they describe the model's weights as ORT counts them,
+  // including weights of leaves the replacement no longer holds. Throws flock::Error(InvalidModel).
+  virtual std::unique_ptr<Kernel> with_ensemble(Ensemble&& replacement) const = 0;
+};
+
 // The perfect-tree walk has an AVX-512 form, used when the CPU has AVX-512F (checked at run time).
 // Both forms give the same bits; tests switch the vector form off to check the portable one.
 // set_simd_walk returns whether the vector form is now in use.

@@ -152,7 +152,7 @@ void write_single(double v, Transform t, int second, float* z) {
 // ----------------------------------------------------------------------------------------------
 // Regressor
 
-class TreeRegressor final : public Kernel {
+class TreeRegressor final : public TreeKernel {
  public:
   explicit TreeRegressor(const KernelContext& ctx) : where_(ctx.attrs.where()) {
     read_attrs(ctx.attrs);
@@ -180,7 +180,24 @@ class TreeRegressor final : public Kernel {
 
   size_t memory_bytes() const override { return ensemble_bytes(e_, fast_, nodes_d_); }
 
+  const Ensemble& ensemble() const override { return e_; }
+
+  std::unique_ptr<Kernel> with_ensemble(Ensemble&& replacement) const override {
+    return std::unique_ptr<Kernel>(new TreeRegressor(*this, std::move(replacement)));
+  }
+
  private:
+  // `other`'s attributes over another ensemble (with_ensemble).
+  TreeRegressor(const TreeRegressor& other, Ensemble&& e)
+      : where_(other.where_), n_targets_(other.n_targets_), transform_(other.transform_), agg_(other.agg_),
+        base_(other.base_) {
+    e_ = std::move(e);
+    check_ensemble(e_, where_, "target", n_targets_);
+    e_.weights_all_positive = other.e_.weights_all_positive;
+    e_.distinct_ids = other.e_.distinct_ids;
+    finish();
+  }
+
   void read_attrs(const Attrs& a) {
     if (!a.has("n_targets"))
       fail(ErrorCode::InvalidModel, fmt::format("{} lacks required attribute 'n_targets'", where_));
@@ -352,7 +369,7 @@ class TreeRegressor final : public Kernel {
 // ----------------------------------------------------------------------------------------------
 // Classifier
 
-class TreeClassifier final : public Kernel {
+class TreeClassifier final : public TreeKernel {
  public:
   explicit TreeClassifier(const KernelContext& ctx) : where_(ctx.attrs.where()) {
     read_attrs(ctx.attrs);
@@ -384,7 +401,25 @@ class TreeClassifier final : public Kernel {
 
   size_t memory_bytes() const override { return ensemble_bytes(e_, fast_, nodes_d_); }
 
+  const Ensemble& ensemble() const override { return e_; }
+
+  std::unique_ptr<Kernel> with_ensemble(Ensemble&& replacement) const override {
+    return std::unique_ptr<Kernel>(new TreeClassifier(*this, std::move(replacement)));
+  }
+
  private:
+  // `other`'s attributes over another ensemble (with_ensemble).
+  TreeClassifier(const TreeClassifier& other, Ensemble&& e)
+      : where_(other.where_), int_labels_(other.int_labels_), str_labels_(other.str_labels_),
+        strings_(other.strings_), labels_(other.labels_), n_classes_(other.n_classes_),
+        transform_(other.transform_), base_(other.base_) {
+    e_ = std::move(e);
+    check_ensemble(e_, where_, "class", n_classes_);
+    e_.weights_all_positive = other.e_.weights_all_positive;
+    e_.distinct_ids = other.e_.distinct_ids;
+    finish();
+  }
+
   void read_attrs(const Attrs& a) {
     int_labels_ = a.get_ints("classlabels_int64s");
     str_labels_ = a.get_strings("classlabels_strings");

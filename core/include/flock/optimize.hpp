@@ -1,0 +1,147 @@
+// The optimizer's passes over compiled models (core/src/optimize/), for a planner that knows what a
+// query says about a model's inputs. Pure functions of a loaded Model: no PostgreSQL, no I/O.
+//
+//   Constraints       what is known about each input column: an interval of values, and whether a
+//                     missing value (NULL / NaN) is possible.
+//   inputs_read       the input columns whose value can change a model's outputs.
+//   specialize        a model that gives the same outputs, bit for bit, on every input the
+//                     constraints allow, with the tree branches the constraints decide removed.
+//
+// None of them throws for a model it does not understand: it answers conservatively ("all columns",
+// nullopt). They throw only std::bad_alloc.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "flock/model.hpp"
+
+namespace flock::optimize {
+
+// One end of an interval.
+struct Bound {
+  double value = 0;
+  bool closed = true;  // value itself included
+};
+
+// A set of non-missing values: lower / upper bounds, each absent (no limit: the infinities are
+// included), open or closed; possibly empty or a single point. Bounds are never NaN (the
+// constructors and intersect() treat a NaN bound as absent).
+class Interval {
+ public:
+  Interval() = default;  // every value, -inf and +inf included
+  static Interval all() { return {}; }
+  static Interval point(double v);
+  static Interval at_least(double v);      // [v, +inf]
+  static Interval greater_than(double v);  // (v, +inf]
+  static Interval at_most(double v);       // [-inf, v]
+  static Interval less_than(double v);     // [-inf, v)
+  static Interval between(Bound lower, Bound upper);
+  static Interval none();                  // no value
+
+  const std::optional<Bound>& lower() const { return lower_; }
+  const std::optional<Bound>& upper() const { return upper_; }
+  bool is_empty() const;
+  bool is_all() const { return !lower_ && !upper_; }
+  bool contains(double v) const;  // false for NaN
+  Interval intersect(const Interval& other) const;
+  // "[1, 2)", "(-inf, 3]", "{4}", "{}".
+  std::string to_string() const;
+
+  bool operator==(const Interval& other) const;
+
+ private:
+  std::optional<Bound> lower_, upper_;
+};
+
+// What is known about one input column.
+struct FeatureConstraint {
+  Interval values;              // the non-missing values it may hold
+  bool missing_allowed = true;  // NULL or NaN possible (both reach the model as NaN)
+
+  static FeatureConstraint any() { return {}; }
+  bool is_any() const { return values.is_all() && missing_allowed; }
+  bool is_empty() const { return values.is_empty() && !missing_allowed; }  // no value at all
+  bool contains(double v) const;  // NaN: missing_allowed
+  FeatureConstraint intersect(const FeatureConstraint& other) const;
+  std::string to_string() const;  // "(1, 2] or missing", "[0, 0]"
+};
+
+// Per column of a model's single vector input (one entry per column, in input order).
+//
+// How the values relate to what the model receives (`exact_input_values`):
+//  * false (the default): the constraints are on the values the caller holds (a float8 or integer
+//    column, say), which reach the model rounded to nearest in its input type (float, double or
+//    int64 converted to float by the trees). Bounds then hold only up to that rounding: x > 1 on a
+//    double becomes x >= 1.0f on the float the model sees.
+//  * true: the values are exactly the model's input values (a float4 column into a float input,
+//    float8 into double), so an open bound stays open.
+// Note for SQL: PostgreSQL orders NaN above every number, so `x > c` holds for a NaN x: such a
+// predicate leaves missing_allowed true. Only `IS NOT NULL`-like facts on a non-NaN domain (and
+// strict comparisons on integer columns) exclude missing values.
+struct Constraints {
+  std::vector<FeatureConstraint> columns;
+  bool exact_input_values = false;
+
+  Constraints() = default;
+  explicit Constraints(size_t n_columns) : columns(n_columns) {}
+  // Column-wise intersection; a column only one side has is taken as it is (the other side says
+  // nothing about it). Exact only when both sides are (exact_input_values).
+  Constraints intersect(const Constraints& other) const;
+  // Some column admits no value: no row satisfies the constraints.
+  bool unsatisfiable() const;
+  // "f00 > 1, f01 <= -0.5" for the constrained columns, using `names` when given.
+  std::string to_string(const std::vector<std::string>& names = {}) const;
+};
+
+// The columns of the model's single vector input that can change its outputs.
+struct InputsRead {
+  bool all = true;          // unknown or every column: read them all
+  std::vector<bool> read;   // when !all: per input column, whether the model reads it
+  int64_t width = 0;        // columns of the input (-1 when the model has no single vector input)
+  int64_t count() const;    // columns read (width when all)
+  std::string summary() const;  // "Inputs Read: 5 of 28"
+};
+
+// Tree ensembles (TreeEnsembleRegressor / Classifier reading the model input directly): the columns
+// some reachable branch splits on. Linear models: the columns with a nonzero coefficient, when the
+// constraints also say the column is never missing and finite in float (a zero coefficient still
+// turns NaN or infinity into NaN). A column not read can be fed any value (0, say) with outputs
+// unchanged, up to the sign of a zero score of a linear model. Anything else reads every column.
+InputsRead inputs_read(const Model& model, const Constraints& constraints = {});
+
+struct SpecializeStats {
+  int64_t nodes_before = 0;    // tree nodes (branches and leaves), all ensembles of the model
+  int64_t nodes_after = 0;
+  int64_t branches_removed = 0;  // branches replaced by their one reachable child
+  int64_t trees = 0;
+  int64_t trees_collapsed = 0;   // trees that were branches and are now a single leaf
+  int64_t ensembles = 0;         // tree kernels specialized
+  // "Pruned: 1,412 of 3,900 nodes, 12 of 100 trees to a leaf".
+  std::string summary() const;
+};
+
+struct Specialized {
+  std::shared_ptr<const Model> model;  // scores like the original on inputs the constraints allow
+  SpecializeStats stats;
+};
+
+// A model that gives the same outputs as `model` (bit for bit: labels, probabilities, values) on
+// every input the constraints allow, where each tree ensemble that reads the model's input
+// directly has lost the branches the constraints decide (including what earlier branches of the
+// same path decide): a branch whose every allowed value, missing ones included, goes one way is
+// replaced by that child, exactly as the tree walk compares (mode, missing_value_tracks_true, NaN,
+// float or double thresholds). Trees that collapse to a leaf stay in the ensemble as that leaf
+// (their value is added in the same order, so sums keep their bits; they read no column).
+// Other steps of the graph are shared with `model`. On inputs outside the constraints the result
+// is unspecified (but never an error the original would not raise).
+//
+// nullopt when there is nothing it can do: not a single float / double / int64 vector input, the
+// constraints' width differs from the input's, no tree ensemble reads the input, or an ensemble it
+// cannot rebuild. When the constraints are unsatisfiable any model is right; it returns nullopt.
+std::optional<Specialized> specialize(const Model& model, const Constraints& constraints);
+
+}  // namespace flock::optimize

@@ -1,0 +1,25 @@
+// Internal to flock_core: what the linear kernels (LinearRegressor / LinearClassifier,
+// ml_linear.cpp) show the optimizer (core/src/optimize/).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "flock/kernel.hpp"
+
+namespace flock::linear {
+
+class LinearKernel : public Kernel {
+ public:
+  // Per input column, for an input of `width` columns: whether any coefficient of that column is
+  // nonzero (NaN counts as nonzero). nullopt when the coefficients do not fit that width (the
+  // kernel would refuse such an input).
+  virtual std::optional<std::vector<bool>> weighted_columns(int64_t width) const = 0;
+};
+
+// Columns of a row-major [rows, width] coefficient table with a nonzero entry; nullopt when the
+// table does not split into rows of `width`.
+std::optional<std::vector<bool>> nonzero_columns(const std::vector<float>& coefficients, int64_t width);
+
+}  // namespace flock::linear

@@ -1,0 +1,384 @@
+// Specializing tree ensembles to per-column constraints, and the columns a model reads
+// (flock/optimize.hpp).
+//
+// A tree is rebuilt by walking it from its root with the Range of every column (value_range.hpp):
+// at a branch whose allowed values all go one way, the walk continues into that child and the
+// branch disappears; at a branch that stays, each child is rebuilt with the Ranges narrowed to the
+// values that reach it, so a later branch that an earlier one decides goes too. Leaves keep their
+// weights in order, trees keep their order (scores add up in the same order, so the same bits) and
+// a tree reduced to a leaf stays as that leaf.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "../kernels/ml_linear.hpp"
+#include "../kernels/ml_tree.hpp"
+#include "../model_internals.hpp"
+#include "flock/optimize.hpp"
+#include "value_range.hpp"
+
+namespace flock::optimize {
+namespace {
+
+using detail::Domain;
+using detail::Range;
+using tree::Ensemble;
+using tree::Node;
+
+std::string with_thousands(int64_t v) {
+  std::string digits = std::to_string(v < 0 ? -v : v), out;
+  for (size_t k = 0; k < digits.size(); ++k) {
+    if (k > 0 && (digits.size() - k) % 3 == 0) out += ',';
+    out += digits[k];
+  }
+  return v < 0 ? "-" + out : out;
+}
+
+// The model's single vector input, when it has one the passes understand.
+struct VectorInput {
+  int slot = -1;
+  ElemType type = ElemType::Float;
+  int64_t width = 0;
+};
+
+std::optional<VectorInput> vector_input(const Model& model, const ModelInternals::GraphView& g) {
+  const auto& inputs = model.signature().inputs;
+  if (inputs.size() != 1 || g.input_slots.size() != 1) return std::nullopt;
+  const InputSpec& spec = inputs[0];
+  if (spec.width < 0) return std::nullopt;
+  if (spec.type != ElemType::Float && spec.type != ElemType::Double && spec.type != ElemType::Int64)
+    return std::nullopt;
+  return VectorInput{g.input_slots[0], spec.type, spec.width};
+}
+
+bool reads_slot(const ModelInternals::StepView& step, int slot) {
+  return std::find(step.inputs.begin(), step.inputs.end(), slot) != step.inputs.end();
+}
+
+// The comparison domain and thresholds a tree kernel uses for this input type (ml_tree_walk.hpp's
+// with_input: double input walks the double nodes, derived from the float ones when absent).
+struct Thresholds {
+  const Ensemble& e;
+  Domain domain;
+  double operator()(size_t i) const {
+    if (domain == Domain::Double && !e.nodes_d.empty()) return e.nodes_d[i].threshold;
+    return static_cast<double>(e.nodes_f[i].threshold);
+  }
+};
+
+// Rebuilds one ensemble for the column Ranges; nullopt when its structure is not what the kernels
+// accept or the rebuilt trees would outgrow the budget (shared subtrees are copied per path).
+class TreeRebuilder {
+ public:
+  TreeRebuilder(const Ensemble& e, Domain domain, std::vector<Range> ranges)
+      : e_(e), thresholds_{e, domain}, domain_(domain), ranges_(std::move(ranges)) {}
+
+  std::optional<Ensemble> rebuild(SpecializeStats& stats) {
+    const size_t n = e_.nodes_f.size();
+    if (n == 0 || e_.leaf_first.size() != n || e_.leaf_count.size() != n || e_.w_id.size() != e_.w_value.size() ||
+        (!e_.nodes_d.empty() && e_.nodes_d.size() != n))
+      return std::nullopt;
+    budget_ = 2 * static_cast<int64_t>(n) + 1024;
+    out_.roots.reserve(e_.roots.size());
+    int64_t collapsed = 0;
+    for (int32_t root : e_.roots) {
+      if (root < 0 || static_cast<size_t>(root) >= n) return std::nullopt;
+      const int32_t new_root = static_cast<int32_t>(out_.nodes_f.size());
+      out_.roots.push_back(new_root);
+      if (!rebuild_tree(root)) return std::nullopt;
+      if (e_.nodes_f[static_cast<size_t>(root)].mode != tree::kLeaf &&
+          out_.nodes_f[static_cast<size_t>(new_root)].mode == tree::kLeaf)
+        ++collapsed;
+    }
+    stats.nodes_before += static_cast<int64_t>(n);
+    stats.nodes_after += static_cast<int64_t>(out_.nodes_f.size());
+    stats.branches_removed += removed_;
+    stats.trees += static_cast<int64_t>(e_.roots.size());
+    stats.trees_collapsed += collapsed;
+    return std::move(out_);
+  }
+
+ private:
+  // One step of the walk: visit `node` (its new parent `parent` gets it as the true or false
+  // child), with column `feature`'s Range narrowed to `range` first; or put a Range back.
+  struct Frame {
+    bool restore = false;
+    int32_t node = -1;
+    int32_t parent = -1;
+    bool yes_side = true;
+    int32_t feature = -1;  // -1: nothing to narrow
+    Range range{};
+  };
+
+  Range range_of(int32_t feature) const {
+    return feature >= 0 && static_cast<size_t>(feature) < ranges_.size() ? ranges_[static_cast<size_t>(feature)]
+                                                                        : detail::full_range();
+  }
+
+  bool valid_child(int32_t c) const { return c >= 0 && static_cast<size_t>(c) < e_.nodes_f.size(); }
+
+  bool rebuild_tree(int32_t root) {
+    std::vector<Frame> stack;
+    stack.push_back(Frame{false, root, -1, true, -1, {}});
+    while (!stack.empty()) {
+      const Frame f = stack.back();
+      stack.pop_back();
+      if (f.restore) {
+        ranges_[static_cast<size_t>(f.feature)] = f.range;
+        continue;
+      }
+      if (f.feature >= 0) {
+        stack.push_back(Frame{true, -1, -1, true, f.feature, ranges_[static_cast<size_t>(f.feature)]});
+        ranges_[static_cast<size_t>(f.feature)] = f.range;
+      }
+      // Follow the branches the Ranges decide.
+      int32_t v = f.node;
+      for (size_t hops = 0;; ++hops) {
+        const Node<float>& nd = e_.nodes_f[static_cast<size_t>(v)];
+        if (nd.mode == tree::kLeaf) break;
+        if (hops > e_.nodes_f.size()) return false;  // a cycle: not an ensemble the kernels accept
+        const detail::Outcomes o =
+            detail::branch_outcomes(nd.mode, thresholds_(static_cast<size_t>(v)), nd.missing_true, range_of(nd.feature));
+        if (o.can_true && o.can_false) break;
+        // Exactly one way, or none (a path no allowed input takes: either child will do).
+        v = o.can_true || !o.can_false ? nd.yes : nd.no;
+        if (!valid_child(v)) return false;
+        ++removed_;
+      }
+      const int32_t k = emit(v);
+      if (k < 0) return false;
+      if (f.parent >= 0) {
+        if (f.yes_side) set_child(f.parent, k, true);
+        else set_child(f.parent, k, false);
+      }
+      const Node<float>& nd = e_.nodes_f[static_cast<size_t>(v)];
+      if (nd.mode == tree::kLeaf) continue;
+      if (!valid_child(nd.yes) || !valid_child(nd.no)) return false;
+      int32_t feature = nd.feature;
+      detail::ChildRanges c{};
+      if (feature >= 0 && static_cast<size_t>(feature) < ranges_.size()) {
+        c = detail::branch_children(nd.mode, thresholds_(static_cast<size_t>(v)), nd.missing_true,
+                                    ranges_[static_cast<size_t>(feature)], domain_);
+      } else {
+        feature = -1;
+      }
+      stack.push_back(Frame{false, nd.no, k, false, feature, c.no});
+      stack.push_back(Frame{false, nd.yes, k, true, feature, c.yes});
+    }
+    return true;
+  }
+
+  // Appends a copy of old node `v` (children to be set; a leaf with its weights); -1 past the budget.
+  int32_t emit(int32_t v) {
+    if (static_cast<int64_t>(out_.nodes_f.size()) >= budget_) return -1;
+    const int32_t k = static_cast<int32_t>(out_.nodes_f.size());
+    Node<float> nf = e_.nodes_f[static_cast<size_t>(v)];
+    int32_t first = 0, count = 0;
+    if (nf.mode == tree::kLeaf) {
+      nf.yes = nf.no = k;
+      const int64_t old_first = e_.leaf_first[static_cast<size_t>(v)], old_count = e_.leaf_count[static_cast<size_t>(v)];
+      if (old_first < 0 || old_count < 0 || old_first + old_count > static_cast<int64_t>(e_.w_id.size())) return -1;
+      first = static_cast<int32_t>(out_.w_id.size());
+      count = static_cast<int32_t>(old_count);
+      for (int64_t w = old_first; w < old_first + old_count; ++w) {
+        out_.w_id.push_back(e_.w_id[static_cast<size_t>(w)]);
+        out_.w_value.push_back(e_.w_value[static_cast<size_t>(w)]);
+      }
+    } else {
+      nf.yes = nf.no = -1;
+    }
+    out_.nodes_f.push_back(nf);
+    if (!e_.nodes_d.empty()) {
+      Node<double> nd = e_.nodes_d[static_cast<size_t>(v)];
+      nd.yes = nf.yes;
+      nd.no = nf.no;
+      out_.nodes_d.push_back(nd);
+    }
+    out_.leaf_first.push_back(first);
+    out_.leaf_count.push_back(count);
+    return k;
+  }
+
+  void set_child(int32_t parent, int32_t child, bool yes) {
+    Node<float>& pf = out_.nodes_f[static_cast<size_t>(parent)];
+    (yes ? pf.yes : pf.no) = child;
+    if (!out_.nodes_d.empty()) {
+      Node<double>& pd = out_.nodes_d[static_cast<size_t>(parent)];
+      (yes ? pd.yes : pd.no) = child;
+    }
+  }
+
+  const Ensemble& e_;
+  Thresholds thresholds_;
+  Domain domain_;
+  std::vector<Range> ranges_;
+  Ensemble out_;
+  int64_t budget_ = 0;
+  int64_t removed_ = 0;
+};
+
+// Columns some branch reachable from a root splits on (all nodes of a valid ensemble are, but an
+// imported one is not required to be tidy).
+void mark_tree_columns(const Ensemble& e, std::vector<bool>& read, bool& reads_beyond) {
+  const size_t n = e.nodes_f.size();
+  std::vector<uint8_t> seen(n, 0);
+  std::vector<int32_t> stack;
+  stack.reserve(e.roots.size() + 64);
+  for (int32_t root : e.roots) stack.push_back(root);
+  while (!stack.empty()) {
+    const int32_t v = stack.back();
+    stack.pop_back();
+    if (v < 0 || static_cast<size_t>(v) >= n) {
+      reads_beyond = true;  // malformed: answer "all"
+      continue;
+    }
+    if (seen[static_cast<size_t>(v)]) continue;
+    seen[static_cast<size_t>(v)] = 1;
+    const Node<float>& nd = e.nodes_f[static_cast<size_t>(v)];
+    if (nd.mode == tree::kLeaf) continue;
+    if (nd.feature < 0 || static_cast<size_t>(nd.feature) >= read.size()) reads_beyond = true;
+    else read[static_cast<size_t>(nd.feature)] = true;
+    stack.push_back(nd.yes);
+    stack.push_back(nd.no);
+  }
+}
+
+// The column's values are never missing and finite once converted to float (the linear kernels
+// cast their input to float): a zero coefficient then contributes a zero.
+bool finite_in_float(const FeatureConstraint& c) {
+  if (c.missing_allowed) return false;
+  const Interval& v = c.values;
+  if (v.is_empty()) return true;
+  const double max = static_cast<double>(FLT_MAX);
+  return v.lower() && v.upper() && v.lower()->value >= -max && v.upper()->value <= max;
+}
+
+InputsRead inputs_read_unguarded(const Model& model, const Constraints& constraints) {
+  InputsRead result;
+  const ModelInternals::GraphView g = ModelInternals::graph(model);
+  const std::optional<VectorInput> in = vector_input(model, g);
+  if (!in) {
+    result.width = -1;
+    return result;
+  }
+  result.width = in->width;
+  for (int s : g.output_slots)
+    if (s == in->slot) return result;  // the input is an output as it is
+  std::vector<bool> read(static_cast<size_t>(in->width), false);
+  bool all = false;
+  for (const auto& step : g.steps) {
+    if (!reads_slot(step, in->slot)) continue;
+    const bool only_first = step.inputs.size() >= 1 && step.inputs[0] == in->slot &&
+                            std::count(step.inputs.begin(), step.inputs.end(), in->slot) == 1;
+    if (!only_first) {
+      all = true;
+      break;
+    }
+    if (const auto* t = dynamic_cast<const tree::TreeKernel*>(step.kernel)) {
+      mark_tree_columns(t->ensemble(), read, all);
+    } else if (const auto* l = dynamic_cast<const linear::LinearKernel*>(step.kernel)) {
+      const std::optional<std::vector<bool>> weighted = l->weighted_columns(in->width);
+      if (!weighted || weighted->size() != read.size()) {
+        all = true;
+      } else {
+        for (size_t k = 0; k < read.size(); ++k) {
+          const bool finite = k < constraints.columns.size() && finite_in_float(constraints.columns[k]);
+          if ((*weighted)[k] || !finite) read[k] = true;
+        }
+      }
+    } else {
+      all = true;
+    }
+    if (all) break;
+  }
+  if (all) return result;
+  result.all = false;
+  result.read = std::move(read);
+  return result;
+}
+
+std::optional<Specialized> specialize_unguarded(const Model& model, const Constraints& constraints) {
+  const ModelInternals::GraphView g = ModelInternals::graph(model);
+  const std::optional<VectorInput> in = vector_input(model, g);
+  if (!in || static_cast<int64_t>(constraints.columns.size()) != in->width || constraints.unsatisfiable())
+    return std::nullopt;
+  std::vector<Range> ranges;
+  ranges.reserve(constraints.columns.size());
+  for (const FeatureConstraint& c : constraints.columns)
+    ranges.push_back(detail::range_for(c, in->type, constraints.exact_input_values));
+  const Domain domain = in->type == ElemType::Double ? Domain::Double : Domain::Float;
+
+  Specialized result;
+  std::vector<std::pair<size_t, std::shared_ptr<const Kernel>>> replaced;
+  for (size_t k = 0; k < g.steps.size(); ++k) {
+    const auto& step = g.steps[k];
+    const auto* t = dynamic_cast<const tree::TreeKernel*>(step.kernel);
+    // Only an ensemble that reads the model's input as it is knows which values it compares.
+    if (!t || step.inputs.empty() || step.inputs[0] != in->slot) continue;
+    SpecializeStats stats;
+    std::optional<Ensemble> rebuilt = TreeRebuilder(t->ensemble(), domain, ranges).rebuild(stats);
+    if (!rebuilt) return std::nullopt;
+    std::unique_ptr<Kernel> kernel = t->with_ensemble(std::move(*rebuilt));
+    if (!kernel) return std::nullopt;
+    replaced.emplace_back(k, std::shared_ptr<const Kernel>(std::move(kernel)));
+    result.stats.nodes_before += stats.nodes_before;
+    result.stats.nodes_after += stats.nodes_after;
+    result.stats.branches_removed += stats.branches_removed;
+    result.stats.trees += stats.trees;
+    result.stats.trees_collapsed += stats.trees_collapsed;
+    ++result.stats.ensembles;
+  }
+  if (replaced.empty()) return std::nullopt;
+  result.model = ModelInternals::with_kernels(model, replaced);
+  return result;
+}
+
+}  // namespace
+
+int64_t InputsRead::count() const {
+  if (all) return width;
+  return static_cast<int64_t>(std::count(read.begin(), read.end(), true));
+}
+
+std::string InputsRead::summary() const {
+  if (width < 0) return "Inputs Read: all";
+  return fmt::format("Inputs Read: {} of {}", with_thousands(count()), with_thousands(width));
+}
+
+std::string SpecializeStats::summary() const {
+  std::string text = fmt::format("Pruned: {} of {} nodes", with_thousands(nodes_before - nodes_after),
+                                 with_thousands(nodes_before));
+  if (trees_collapsed > 0)
+    text += fmt::format(", {} of {} trees to a leaf", with_thousands(trees_collapsed), with_thousands(trees));
+  return text;
+}
+
+// The passes never fail a query: anything unexpected (a flock::Error from validating a rebuilt
+// ensemble, a library exception) means "cannot", and only running out of memory propagates.
+InputsRead inputs_read(const Model& model, const Constraints& constraints) {
+  try {
+    return inputs_read_unguarded(model, constraints);
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (...) {
+    InputsRead all;
+    all.width = model.signature().inputs.size() == 1 ? model.signature().inputs[0].width : -1;
+    return all;
+  }
+}
+
+std::optional<Specialized> specialize(const Model& model, const Constraints& constraints) {
+  try {
+    return specialize_unguarded(model, constraints);
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace flock::optimize

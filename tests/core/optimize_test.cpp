@@ -1,0 +1,885 @@
+// The optimizer's core passes (flock/optimize.hpp): constraints, the columns a model reads, and
+// tree-ensemble specialization. Specialization is proved differentially: for random constraints
+// and thousands of random inputs inside them (NaN where allowed, values exactly at thresholds and
+// at interval ends, one float step either side), the specialized model's outputs equal the
+// original's bit for bit, on hand-built ONNX ensembles (every branch mode, missing_value_tracks_true,
+// NaN and infinite thresholds, double thresholds, classifiers and regressors, every aggregate) and
+// on XGBoost models.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "flock/model.hpp"
+#include "flock/onnx.hpp"
+#include "flock/optimize.hpp"
+// The optimizer's internal interfaces: value ranges, the model's graph, the tree kernels.
+#include "../../core/src/kernels/ml_tree.hpp"
+#include "../../core/src/model_internals.hpp"
+#include "../../core/src/optimize/value_range.hpp"
+
+#ifndef FLOCK_TEST_DATA_DIR
+#error "FLOCK_TEST_DATA_DIR must point at tests/core/data"
+#endif
+
+namespace {
+
+using flock::ElemType;
+using flock::Model;
+using flock::Tensor;
+using flock::optimize::Bound;
+using flock::optimize::Constraints;
+using flock::optimize::FeatureConstraint;
+using flock::optimize::Interval;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// ---------------------------------------------------------------------------------------------
+// A. Constraints
+
+TEST(OptimizeConstraints, IntervalBasics) {
+  EXPECT_TRUE(Interval::all().contains(kInf));
+  EXPECT_TRUE(Interval::all().contains(-kInf));
+  EXPECT_FALSE(Interval::all().contains(kNaN));
+  EXPECT_TRUE(Interval::greater_than(1).contains(1.5));
+  EXPECT_FALSE(Interval::greater_than(1).contains(1));
+  EXPECT_TRUE(Interval::at_least(1).contains(1));
+  EXPECT_FALSE(Interval::less_than(1).contains(1));
+  EXPECT_TRUE(Interval::at_most(1).contains(1));
+  EXPECT_TRUE(Interval::point(2).contains(2));
+  EXPECT_FALSE(Interval::point(2).contains(std::nextafter(2.0, 3.0)));
+  EXPECT_TRUE(Interval::none().is_empty());
+  EXPECT_FALSE(Interval::none().contains(0));
+  EXPECT_TRUE(Interval::between({1, true}, {1, false}).is_empty());
+  EXPECT_TRUE(Interval::between({2, true}, {1, true}).is_empty());
+  EXPECT_FALSE(Interval::point(1).is_empty());
+  EXPECT_TRUE(Interval::greater_than(kInf).is_empty());
+  EXPECT_FALSE(Interval::at_least(kInf).is_empty());
+  // A NaN bound says nothing.
+  EXPECT_TRUE(Interval::greater_than(kNaN).is_all());
+}
+
+TEST(OptimizeConstraints, Intersection) {
+  const Interval a = Interval::between({0, true}, {10, false});
+  const Interval b = Interval::between({0, false}, {10, true});
+  const Interval c = a.intersect(b);
+  EXPECT_FALSE(c.contains(0));
+  EXPECT_FALSE(c.contains(10));
+  EXPECT_TRUE(c.contains(5));
+  EXPECT_EQ(c.to_string(), "(0, 10)");
+  EXPECT_EQ(Interval::at_least(3).intersect(Interval::at_most(3)), Interval::point(3));
+  EXPECT_TRUE(Interval::greater_than(3).intersect(Interval::at_most(3)).is_empty());
+  EXPECT_EQ(Interval::all().intersect(Interval::less_than(-1)), Interval::less_than(-1));
+
+  FeatureConstraint x{Interval::at_least(1), true}, y{Interval::at_most(2), false};
+  const FeatureConstraint z = x.intersect(y);
+  EXPECT_FALSE(z.missing_allowed);
+  EXPECT_TRUE(z.contains(1.5));
+  EXPECT_FALSE(z.contains(kNaN));
+  EXPECT_TRUE(x.contains(kNaN));
+  EXPECT_TRUE((FeatureConstraint{Interval::none(), false}).is_empty());
+  EXPECT_FALSE((FeatureConstraint{Interval::none(), true}).is_empty());  // only missing values
+
+  Constraints p(2), q(3);
+  p.columns[0] = x;
+  q.columns[0] = y;
+  q.columns[2] = FeatureConstraint{Interval::none(), false};
+  const Constraints r = p.intersect(q);
+  ASSERT_EQ(r.columns.size(), 3u);
+  EXPECT_EQ(r.columns[0].values, Interval::between({1, true}, {2, true}));
+  EXPECT_TRUE(r.columns[1].is_any());
+  EXPECT_TRUE(r.unsatisfiable());
+  EXPECT_FALSE(p.unsatisfiable());
+  EXPECT_EQ(r.to_string({"f00", "f01", "f02"}), "f00 >= 1 and f00 <= 2, f02 has no value");
+  Constraints s(2);
+  s.columns[1] = FeatureConstraint{Interval::greater_than(0.5), true};
+  EXPECT_EQ(s.to_string(), "(column 1 > 0.5 or column 1 is missing)");
+}
+
+// Bounds as the trees compare them: float steps, rounding, int64 conversion.
+TEST(OptimizeConstraints, RangesInTheComparedType) {
+  using flock::optimize::detail::range_for;
+  const float one = 1.0f, above_one = std::nextafter(1.0f, 2.0f), below_one = std::nextafter(1.0f, 0.0f);
+  FeatureConstraint gt{Interval::greater_than(1.0), false};
+  // Exact float values: x > 1 is x >= the next float.
+  auto r = range_for(gt, ElemType::Float, true);
+  EXPECT_EQ(r.lo, above_one);
+  EXPECT_EQ(r.hi, kInf);
+  EXPECT_FALSE(r.missing);
+  // Rounded values: a double just above 1 rounds to 1.0f.
+  r = range_for(gt, ElemType::Float, false);
+  EXPECT_EQ(r.lo, one);
+  // Doubles: the next double.
+  r = range_for(gt, ElemType::Double, true);
+  EXPECT_EQ(r.lo, std::nextafter(1.0, 2.0));
+  FeatureConstraint lt{Interval::less_than(1.0), true};
+  r = range_for(lt, ElemType::Float, true);
+  EXPECT_EQ(r.hi, below_one);
+  EXPECT_TRUE(r.missing);
+  // A bound between two floats: x >= 0.1 (double) is x >= the float above 0.1.
+  FeatureConstraint ge{Interval::at_least(0.1), false};
+  r = range_for(ge, ElemType::Float, true);
+  EXPECT_EQ(r.lo, static_cast<double>(0.1f));  // 0.1f is just above 0.1
+  r = range_for(FeatureConstraint{Interval::at_most(0.1), false}, ElemType::Float, true);
+  EXPECT_EQ(r.hi, static_cast<double>(std::nextafter(0.1f, 0.0f)));
+  // Past the float range: rounds to infinity.
+  FeatureConstraint huge{Interval::at_least(1e300), false};
+  r = range_for(huge, ElemType::Float, false);
+  EXPECT_EQ(r.lo, kInf);
+  FeatureConstraint empty_open{Interval::between({1.0, false}, {static_cast<double>(above_one), false}), false};
+  EXPECT_FALSE(range_for(empty_open, ElemType::Float, true).has_values());
+  // int64: integers, then float; a column that may be missing is unconstrained.
+  FeatureConstraint ints{Interval::between({1.5, false}, {4.0, false}), false};
+  r = range_for(ints, ElemType::Int64, true);
+  EXPECT_EQ(r.lo, 2.0);
+  EXPECT_EQ(r.hi, 3.0);
+  ints.missing_allowed = true;
+  r = range_for(ints, ElemType::Int64, true);
+  EXPECT_EQ(r.lo, -kInf);
+  EXPECT_FALSE(r.missing);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model builders
+
+std::vector<uint8_t> bytes_of(const onnx::ModelProto& m) {
+  std::string s;
+  m.SerializeToString(&s);
+  return {s.begin(), s.end()};
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+onnx::AttributeProto* attr(onnx::NodeProto* node, const std::string& name, onnx::AttributeProto::AttributeType t) {
+  auto* a = node->add_attribute();
+  a->set_name(name);
+  a->set_type(t);
+  return a;
+}
+
+void value_info(onnx::ValueInfoProto* v, const std::string& name, int elem, std::vector<int64_t> dims) {
+  v->set_name(name);
+  auto* tt = v->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(elem);
+  tt->mutable_shape()->add_dim()->set_dim_param("N");
+  for (int64_t d : dims) tt->mutable_shape()->add_dim()->set_dim_value(d);
+}
+
+onnx::ModelProto base_model(int64_t n_features, int elem_type, int64_t ml_opset) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.set_producer_name("optimize_test");
+  auto* op = m.add_opset_import();
+  op->set_domain("");
+  op->set_version(15);
+  op = m.add_opset_import();
+  op->set_domain("ai.onnx.ml");
+  op->set_version(ml_opset);
+  m.mutable_graph()->set_name("g");
+  value_info(m.mutable_graph()->add_input(), "input", elem_type, {n_features});
+  return m;
+}
+
+struct EnsembleSpec {
+  int64_t n_features = 4;
+  int n_trees = 6;
+  int max_depth = 5;
+  bool classifier = false;
+  int64_t n_outputs = 1;  // targets (regressor) or classes (classifier)
+  bool binary_single_class = false;  // classifier: weights for class 1 only (ORT's binary case)
+  std::string aggregate = "SUM";
+  std::string post_transform = "NONE";
+  bool mixed_modes = true;      // else one mode (LEQ/LT/GTE/GT) for the ensemble: the perfect-tree walk
+  bool double_thresholds = false;  // nodes_values_as_tensor with doubles (ml opset 3)
+  int input_type = onnx::TensorProto::FLOAT;
+  bool base_values = true;
+};
+
+// Split values are drawn from this grid (so inputs and constraint ends hit them exactly), with a
+// few random ones, NaN and infinities.
+const std::vector<double> kGrid = {-2, -1, -0.5, 0, 0.25, 0.5, 1, 1.5, 2};
+
+onnx::ModelProto random_ensemble(const EnsembleSpec& spec, std::mt19937_64& rng) {
+  const int64_t ml_opset = spec.double_thresholds ? 3 : 1;
+  onnx::ModelProto m = base_model(spec.n_features, spec.input_type, ml_opset);
+  auto* g = m.mutable_graph();
+  auto* node = g->add_node();
+  node->set_domain("ai.onnx.ml");
+  node->set_op_type(spec.classifier ? "TreeEnsembleClassifier" : "TreeEnsembleRegressor");
+  node->add_input("input");
+  std::uniform_real_distribution<double> unit(0, 1);
+  const std::vector<std::string> all_modes = {"BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ"};
+  const std::string uniform_mode = all_modes[rng() % 4];
+
+  std::vector<int64_t> treeids, nodeids, featureids, trueids, falseids, missing, w_tree, w_node, w_id;
+  std::vector<std::string> modes;
+  std::vector<double> values, weights;
+  auto threshold = [&]() -> double {
+    const double u = unit(rng);
+    if (u < 0.03) return kNaN;
+    if (u < 0.06) return unit(rng) < 0.5 ? kInf : -kInf;
+    if (u < 0.2) {
+      const double v = std::round((unit(rng) * 6 - 3) * 100) / 100;  // not float-exact: 0.01 steps
+      return spec.double_thresholds ? v : static_cast<double>(static_cast<float>(v));
+    }
+    double v = kGrid[rng() % kGrid.size()];
+    if (spec.double_thresholds && unit(rng) < 0.3) v += 0.1;  // between two floats
+    return v;
+  };
+  for (int t = 0; t < spec.n_trees; ++t) {
+    int64_t next_id = 0;
+    // Pre-order build with an explicit stack of (id, depth).
+    std::vector<std::pair<int64_t, int>> stack = {{next_id++, 0}};
+    while (!stack.empty()) {
+      auto [id, depth] = stack.back();
+      stack.pop_back();
+      treeids.push_back(t);
+      nodeids.push_back(id);
+      const bool leaf = depth >= spec.max_depth || (depth > 0 && unit(rng) < 0.2);
+      if (leaf) {
+        featureids.push_back(0);
+        modes.push_back("LEAF");
+        trueids.push_back(0);
+        falseids.push_back(0);
+        missing.push_back(0);
+        values.push_back(0);
+        auto add_weight = [&](int64_t k) {
+          w_tree.push_back(t);
+          w_node.push_back(id);
+          w_id.push_back(k);
+          weights.push_back(std::round((unit(rng) * 4 - 2) * 1000) / 1000 + (spec.double_thresholds ? 1e-9 : 0));
+        };
+        if (spec.classifier && spec.binary_single_class) add_weight(1);
+        else if (spec.n_outputs == 1) add_weight(0);
+        else
+          for (int64_t k = 0; k < spec.n_outputs; ++k)
+            if (unit(rng) < 0.7) add_weight(k);
+        continue;
+      }
+      const int64_t yes = next_id++, no = next_id++;
+      featureids.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(spec.n_features)));
+      modes.push_back(spec.mixed_modes ? all_modes[rng() % all_modes.size()] : uniform_mode);
+      trueids.push_back(yes);
+      falseids.push_back(no);
+      missing.push_back(unit(rng) < 0.5 ? 1 : 0);
+      values.push_back(threshold());
+      stack.push_back({no, depth + 1});
+      stack.push_back({yes, depth + 1});
+    }
+  }
+  auto ints = [&](const std::string& name, const std::vector<int64_t>& v) {
+    auto* a = attr(node, name, onnx::AttributeProto::INTS);
+    for (int64_t x : v) a->add_ints(x);
+  };
+  auto doubles = [&](const std::string& name, const std::vector<double>& v) {
+    if (spec.double_thresholds) {
+      auto* a = attr(node, name + "_as_tensor", onnx::AttributeProto::TENSOR);
+      auto* t = a->mutable_t();
+      t->set_data_type(onnx::TensorProto::DOUBLE);
+      t->add_dims(static_cast<int64_t>(v.size()));
+      for (double x : v) t->add_double_data(x);
+    } else {
+      auto* a = attr(node, name, onnx::AttributeProto::FLOATS);
+      for (double x : v) a->add_floats(static_cast<float>(x));
+    }
+  };
+  ints("nodes_treeids", treeids);
+  ints("nodes_nodeids", nodeids);
+  ints("nodes_featureids", featureids);
+  ints("nodes_truenodeids", trueids);
+  ints("nodes_falsenodeids", falseids);
+  ints("nodes_missing_value_tracks_true", missing);
+  auto* ms = attr(node, "nodes_modes", onnx::AttributeProto::STRINGS);
+  for (const auto& s : modes) ms->add_strings(s);
+  doubles("nodes_values", values);
+  const std::string prefix = spec.classifier ? "class" : "target";
+  ints(prefix + "_treeids", w_tree);
+  ints(prefix + "_nodeids", w_node);
+  ints(prefix + "_ids", w_id);
+  doubles(prefix + "_weights", weights);
+  attr(node, "post_transform", onnx::AttributeProto::STRING)->set_s(spec.post_transform);
+  if (spec.base_values) {
+    std::vector<double> base;
+    for (int64_t k = 0; k < spec.n_outputs; ++k) base.push_back(0.25 * static_cast<double>(k + 1));
+    auto* a = attr(node, "base_values", onnx::AttributeProto::FLOATS);
+    for (double x : base) a->add_floats(static_cast<float>(x));
+  }
+  if (spec.classifier) {
+    auto* labels = attr(node, "classlabels_int64s", onnx::AttributeProto::INTS);
+    for (int64_t k = 0; k < spec.n_outputs; ++k) labels->add_ints(10 + k);
+    node->add_output("label");
+    node->add_output("probabilities");
+    value_info(g->add_output(), "label", onnx::TensorProto::INT64, {});
+    value_info(g->add_output(), "probabilities", onnx::TensorProto::FLOAT, {spec.n_outputs});
+  } else {
+    attr(node, "n_targets", onnx::AttributeProto::INT)->set_i(spec.n_outputs);
+    attr(node, "aggregate_function", onnx::AttributeProto::STRING)->set_s(spec.aggregate);
+    node->add_output("variable");
+    value_info(g->add_output(), "variable", onnx::TensorProto::FLOAT, {spec.n_outputs});
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The differential check
+
+// Every threshold of the model's ensembles, per column (to aim inputs and constraint ends at them).
+std::vector<std::vector<double>> thresholds_by_column(const Model& model, int64_t width) {
+  std::vector<std::vector<double>> out(static_cast<size_t>(width));
+  for (const auto& step : flock::ModelInternals::graph(model).steps) {
+    const auto* t = dynamic_cast<const flock::tree::TreeKernel*>(step.kernel);
+    if (!t) continue;
+    const auto& e = t->ensemble();
+    for (size_t i = 0; i < e.nodes_f.size(); ++i) {
+      const auto& n = e.nodes_f[i];
+      if (n.mode == flock::tree::kLeaf || n.feature < 0 || n.feature >= width) continue;
+      auto& list = out[static_cast<size_t>(n.feature)];
+      list.push_back(e.nodes_d.empty() ? static_cast<double>(n.threshold) : e.nodes_d[i].threshold);
+      if (!e.nodes_d.empty()) list.push_back(static_cast<double>(n.threshold));
+    }
+  }
+  for (auto& list : out) {
+    std::sort(list.begin(), list.end());
+    list.erase(std::unique(list.begin(), list.end()), list.end());
+    if (list.size() > 64) list.resize(64);  // a sample is enough for big models
+  }
+  return out;
+}
+
+// Values worth trying for a column: its thresholds, a float and a double step either side, the
+// grid, signed zeros and infinities.
+std::vector<double> interesting_values(const std::vector<double>& thresholds) {
+  std::vector<double> v = {0.0, -0.0, kInf, -kInf, FLT_MAX, -FLT_MAX, 1e300, -1e300};
+  v.insert(v.end(), kGrid.begin(), kGrid.end());
+  for (double t : thresholds) {
+    if (std::isnan(t)) continue;
+    v.push_back(t);
+    const float f = static_cast<float>(t);
+    v.push_back(std::nextafter(f, std::numeric_limits<float>::infinity()));
+    v.push_back(std::nextafter(f, -std::numeric_limits<float>::infinity()));
+    v.push_back(std::nextafter(t, kInf));
+    v.push_back(std::nextafter(t, -kInf));
+  }
+  return v;
+}
+
+FeatureConstraint random_constraint(const std::vector<double>& pool, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> unit(0, 1);
+  FeatureConstraint c;
+  c.missing_allowed = unit(rng) < 0.5;
+  auto pick = [&] { return unit(rng) < 0.8 ? pool[rng() % pool.size()] : unit(rng) * 6 - 3; };
+  const double u = unit(rng);
+  if (u < 0.15) {
+    c.values = Interval::point(pick());
+  } else if (u < 0.25) {
+    // Only the missing flag.
+  } else {
+    std::optional<Bound> lo, hi;
+    if (unit(rng) < 0.7) lo = Bound{pick(), unit(rng) < 0.5};
+    if (unit(rng) < 0.7) hi = Bound{pick(), unit(rng) < 0.5};
+    if (lo && hi && lo->value > hi->value) std::swap(lo, hi);
+    Interval i;
+    if (lo) i = i.intersect(lo->closed ? Interval::at_least(lo->value) : Interval::greater_than(lo->value));
+    if (hi) i = i.intersect(hi->closed ? Interval::at_most(hi->value) : Interval::less_than(hi->value));
+    c.values = i;
+  }
+  return c;
+}
+
+// A value satisfying `c`, as the model receives it: exact values are of the input type already;
+// otherwise a double satisfying `c` rounded to the input type (what a binding does).
+std::optional<double> random_value(const FeatureConstraint& c, const std::vector<double>& pool, bool exact,
+                                   ElemType type, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> unit(0, 1);
+  if (c.missing_allowed && unit(rng) < 0.1) return kNaN;
+  auto to_input = [&](double v) { return type == ElemType::Double ? v : static_cast<double>(static_cast<float>(v)); };
+  auto acceptable = [&](double v) {
+    if (std::isnan(v)) return c.missing_allowed;
+    if (exact && to_input(v) != v) return false;  // not a value of the input type
+    return c.values.contains(v);
+  };
+  std::vector<double> ends;
+  for (const auto& b : {c.values.lower(), c.values.upper()}) {
+    if (!b) continue;
+    ends.push_back(b->value);
+    const float f = static_cast<float>(b->value);
+    ends.push_back(std::nextafter(f, std::numeric_limits<float>::infinity()));
+    ends.push_back(std::nextafter(f, -std::numeric_limits<float>::infinity()));
+    ends.push_back(std::nextafter(b->value, kInf));
+    ends.push_back(std::nextafter(b->value, -kInf));
+  }
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    double v;
+    const double u = unit(rng);
+    if (u < 0.3 && !ends.empty()) v = ends[rng() % ends.size()];
+    else if (u < 0.8) v = pool[rng() % pool.size()];
+    else {
+      // Uniform inside finite ends (or around them).
+      const double lo = c.values.lower() && std::isfinite(c.values.lower()->value) ? c.values.lower()->value : -3;
+      const double hi = c.values.upper() && std::isfinite(c.values.upper()->value) ? c.values.upper()->value : 3;
+      v = lo + (hi - lo) * unit(rng);
+    }
+    if (acceptable(v)) return to_input(v);
+  }
+  if (c.missing_allowed) return kNaN;
+  return std::nullopt;
+}
+
+flock::FeatureBatch make_batch(const std::vector<std::vector<double>>& rows, ElemType type, int64_t width) {
+  flock::FeatureBatch b;
+  b.rows = static_cast<int64_t>(rows.size());
+  Tensor t(type, {b.rows, width});
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (int64_t k = 0; k < width; ++k) {
+      const double v = rows[r][static_cast<size_t>(k)];
+      const size_t at = r * static_cast<size_t>(width) + static_cast<size_t>(k);
+      if (type == ElemType::Float) t.f[at] = static_cast<float>(v);
+      else if (type == ElemType::Double) t.d[at] = v;
+      else t.i[at] = static_cast<int64_t>(v);
+    }
+  b.inputs.push_back(std::move(t));
+  return b;
+}
+
+// Outputs identical to the bit (floats compared as bytes: a NaN equals the same NaN, -0 is not 0).
+::testing::AssertionResult same_bits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  if (a.size() != b.size()) return ::testing::AssertionFailure() << "output counts differ";
+  for (size_t k = 0; k < a.size(); ++k) {
+    if (a[k].type != b[k].type || a[k].shape != b[k].shape)
+      return ::testing::AssertionFailure() << "output " << k << " type or shape differs";
+    if (a[k].f.size() != b[k].f.size() || a[k].d.size() != b[k].d.size() || a[k].i != b[k].i || a[k].s != b[k].s)
+      return ::testing::AssertionFailure() << "output " << k << " differs (labels or sizes)";
+    for (size_t j = 0; j < a[k].f.size(); ++j)
+      if (std::memcmp(&a[k].f[j], &b[k].f[j], sizeof(float)) != 0)
+        return ::testing::AssertionFailure() << "output " << k << " value " << j << ": " << a[k].f[j] << " vs "
+                                             << b[k].f[j];
+    if (!a[k].d.empty() && std::memcmp(a[k].d.data(), b[k].d.data(), a[k].d.size() * sizeof(double)) != 0)
+      return ::testing::AssertionFailure() << "output " << k << " double values differ";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+struct DifferentialTotals {
+  int64_t rounds = 0;
+  int64_t specialized = 0;
+  int64_t points = 0;
+  int64_t nodes_before = 0;
+  int64_t nodes_after = 0;
+  int64_t collapsed = 0;
+};
+
+// `rounds` random constraint sets, each with up to `points` inputs inside, exact and rounded.
+DifferentialTotals check_specialization(const Model& model, int rounds, int points, uint64_t seed) {
+  DifferentialTotals totals;
+  const auto& spec = model.signature().inputs.at(0);
+  const int64_t width = spec.width;
+  const ElemType type = spec.type;
+  const auto thresholds = thresholds_by_column(model, width);
+  std::vector<std::vector<double>> pools;
+  for (const auto& t : thresholds) pools.push_back(interesting_values(t));
+  std::mt19937_64 rng(seed);
+  for (int round = 0; round < rounds; ++round) {
+    Constraints constraints(static_cast<size_t>(width));
+    constraints.exact_input_values = round % 2 == 0;
+    const double density = (round % 3 + 1) / 3.0;  // a third, two thirds or all of the columns
+    for (int64_t k = 0; k < width; ++k)
+      if (std::uniform_real_distribution<double>(0, 1)(rng) < density)
+        constraints.columns[static_cast<size_t>(k)] = random_constraint(pools[static_cast<size_t>(k)], rng);
+    ++totals.rounds;
+    const auto specialized = flock::optimize::specialize(model, constraints);
+    if (constraints.unsatisfiable()) {
+      EXPECT_FALSE(specialized.has_value());
+      continue;
+    }
+    if (!specialized) {
+      ADD_FAILURE() << "no specialization for " << constraints.to_string();
+      continue;
+    }
+    ++totals.specialized;
+    totals.nodes_before += specialized->stats.nodes_before;
+    totals.nodes_after += specialized->stats.nodes_after;
+    totals.collapsed += specialized->stats.trees_collapsed;
+    EXPECT_LE(specialized->stats.nodes_after, specialized->stats.nodes_before);
+    std::vector<std::vector<double>> rows;
+    for (int p = 0; p < points; ++p) {
+      std::vector<double> row(static_cast<size_t>(width));
+      bool ok = true;
+      for (int64_t k = 0; k < width && ok; ++k) {
+        const auto v = random_value(constraints.columns[static_cast<size_t>(k)], pools[static_cast<size_t>(k)],
+                                    constraints.exact_input_values, type, rng);
+        if (!v) ok = false;
+        else row[static_cast<size_t>(k)] = *v;
+      }
+      if (ok) rows.push_back(std::move(row));
+    }
+    if (rows.empty()) continue;
+    totals.points += static_cast<int64_t>(rows.size());
+    // The whole batch (block walks) and a few rows alone (the small-batch walks).
+    const auto batch = make_batch(rows, type, width);
+    const auto before = model.run(batch), after = specialized->model->run(batch);
+    EXPECT_TRUE(same_bits(before, after)) << "constraints: " << constraints.to_string()
+                                          << (constraints.exact_input_values ? " (exact)" : " (rounded)") << ", "
+                                          << specialized->stats.summary();
+    for (size_t r = 0; r < std::min<size_t>(rows.size(), 3); ++r) {
+      const auto one = make_batch({rows[r]}, type, width);
+      EXPECT_TRUE(same_bits(model.run(one), specialized->model->run(one)));
+    }
+    // The specialized model reads no column it says it does not: any value there gives the same.
+    const auto read = flock::optimize::inputs_read(*specialized->model);
+    if (!read.all) {
+      auto scrambled = rows;
+      for (auto& row : scrambled)
+        for (int64_t k = 0; k < width; ++k)
+          if (!read.read[static_cast<size_t>(k)]) row[static_cast<size_t>(k)] = (rng() % 2) ? kNaN : 12345.0;
+      EXPECT_TRUE(same_bits(after, specialized->model->run(make_batch(scrambled, type, width))));
+    }
+    if (::testing::Test::HasFailure()) break;  // one failure tells enough
+  }
+  return totals;
+}
+
+// ---------------------------------------------------------------------------------------------
+// C + D. Specialization of ONNX ensembles
+
+struct Case {
+  const char* name;
+  EnsembleSpec spec;
+};
+
+std::vector<Case> onnx_cases() {
+  std::vector<Case> cases;
+  EnsembleSpec s;
+  cases.push_back({"regressor_mixed_modes", s});
+  s.mixed_modes = false;
+  cases.push_back({"regressor_uniform_mode_perfect_walk", s});
+  s = {};
+  s.aggregate = "AVERAGE";
+  cases.push_back({"regressor_average", s});
+  s.aggregate = "MIN";
+  cases.push_back({"regressor_min", s});
+  s.aggregate = "MAX";
+  s.mixed_modes = false;
+  cases.push_back({"regressor_max_uniform", s});
+  s = {};
+  s.n_outputs = 3;
+  cases.push_back({"regressor_three_targets", s});
+  s.mixed_modes = false;
+  s.post_transform = "SOFTMAX";
+  cases.push_back({"regressor_three_targets_softmax_uniform", s});
+  s = {};
+  s.double_thresholds = true;
+  s.input_type = onnx::TensorProto::DOUBLE;
+  cases.push_back({"regressor_double_input_double_thresholds", s});
+  s.input_type = onnx::TensorProto::FLOAT;
+  cases.push_back({"regressor_float_input_double_thresholds", s});
+  s = {};
+  s.input_type = onnx::TensorProto::DOUBLE;
+  cases.push_back({"regressor_double_input_float_thresholds", s});
+  s = {};
+  s.classifier = true;
+  s.n_outputs = 2;
+  s.binary_single_class = true;
+  s.post_transform = "LOGISTIC";
+  cases.push_back({"classifier_binary_single_class", s});
+  s.mixed_modes = false;
+  cases.push_back({"classifier_binary_single_class_uniform", s});
+  s = {};
+  s.classifier = true;
+  s.n_outputs = 2;
+  cases.push_back({"classifier_binary_both_classes", s});
+  s = {};
+  s.classifier = true;
+  s.n_outputs = 4;
+  s.post_transform = "SOFTMAX";
+  cases.push_back({"classifier_four_classes_softmax", s});
+  s.mixed_modes = false;
+  s.base_values = false;
+  s.n_trees = 30;
+  s.max_depth = 7;
+  s.n_features = 8;
+  cases.push_back({"classifier_four_classes_deep_uniform", s});
+  s = {};
+  s.n_trees = 40;
+  s.max_depth = 8;
+  s.n_features = 10;
+  s.mixed_modes = false;
+  cases.push_back({"regressor_forty_deep_trees", s});
+  return cases;
+}
+
+TEST(OptimizeSpecialize, RandomOnnxEnsemblesBitForBit) {
+  int64_t total_points = 0, total_before = 0, total_after = 0, total_collapsed = 0;
+  uint64_t seed = 1;
+  for (const Case& c : onnx_cases()) {
+    for (int model_index = 0; model_index < 3; ++model_index) {
+      SCOPED_TRACE(std::string(c.name) + " model " + std::to_string(model_index));
+      std::mt19937_64 rng(seed++);
+      const auto bytes = bytes_of(random_ensemble(c.spec, rng));
+      const auto model = Model::load(bytes);
+      const auto totals = check_specialization(*model, 24, 150, seed * 7919);
+      EXPECT_GT(totals.specialized, 0);
+      total_points += totals.points;
+      total_before += totals.nodes_before;
+      total_after += totals.nodes_after;
+      total_collapsed += totals.collapsed;
+      if (HasFailure()) return;
+    }
+  }
+  // The check is not vacuous: many points, and the constraints removed a good share of the nodes.
+  EXPECT_GT(total_points, 50000);
+  EXPECT_LT(total_after, total_before * 9 / 10);
+  EXPECT_GT(total_collapsed, 0);
+  std::printf("[ specialize ] ONNX ensembles: %lld points, nodes %lld -> %lld, %lld trees collapsed\n",
+              static_cast<long long>(total_points), static_cast<long long>(total_before),
+              static_cast<long long>(total_after), static_cast<long long>(total_collapsed));
+}
+
+TEST(OptimizeSpecialize, XGBoostModelsBitForBit) {
+  const std::vector<std::string> fixtures = {"binary_logistic", "binary_positive_leaves", "multi_softmax",
+                                             "multi_softprob",  "multi_softprob_2class", "reg_logistic",
+                                             "reg_squarederror"};
+  uint64_t seed = 1000;
+  int64_t points = 0;
+  for (const auto& name : fixtures) {
+    SCOPED_TRACE(name);
+    const std::string text = read_text(std::string(FLOCK_TEST_DATA_DIR) + "/xgb/" + name + ".model.json");
+    const auto model = Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    const auto totals = check_specialization(*model, 40, 150, seed++);
+    EXPECT_GT(totals.specialized, 0);
+    points += totals.points;
+    if (HasFailure()) return;
+  }
+  EXPECT_GT(points, 20000);
+}
+
+// The generated test models (scikit-learn and XGBoost, `make models`), when FLOCK_MODELS_DIR
+// points at them.
+TEST(OptimizeSpecialize, GeneratedModelsBitForBit) {
+  const char* dir = std::getenv("FLOCK_MODELS_DIR");
+  if (!dir || !std::filesystem::is_directory(dir)) GTEST_SKIP() << "FLOCK_MODELS_DIR is not set";
+  uint64_t seed = 5000;
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string file = entry.path().filename().string();
+    const bool tree_model = file.find("_rf.onnx") != std::string::npos || file.find("_gb.onnx") != std::string::npos ||
+                            file.find("_tree.onnx") != std::string::npos || file.find("_xgb.json") != std::string::npos;
+    if (!tree_model) continue;
+    SCOPED_TRACE(file);
+    const std::string text = read_text(entry.path().string());
+    const auto model = Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    const auto& inputs = model->signature().inputs;
+    // Pipelines whose trees read a preprocessed input are not specialized (nothing to check).
+    if (inputs.size() != 1 || inputs[0].width <= 0 ||
+        !flock::optimize::specialize(*model, Constraints(static_cast<size_t>(inputs[0].width))))
+      continue;
+    const auto totals = check_specialization(*model, 16, 120, seed++);
+    if (totals.specialized > 0) ++checked;
+    if (HasFailure()) return;
+  }
+  EXPECT_GT(checked, 0);
+}
+
+// A hand-made tree whose every decision is known.
+//   node 0: x0 < 1 (missing -> true)   yes: node 1   no: node 2
+//   node 1: x1 <= 0 (missing -> false) yes: leaf 10  no: leaf 20
+//   node 2: x0 < 3                      yes: leaf 30  no: leaf 40
+onnx::ModelProto known_tree() {
+  onnx::ModelProto m = base_model(2, onnx::TensorProto::FLOAT, 1);
+  auto* g = m.mutable_graph();
+  auto* node = g->add_node();
+  node->set_domain("ai.onnx.ml");
+  node->set_op_type("TreeEnsembleRegressor");
+  node->add_input("input");
+  node->add_output("variable");
+  auto ints = [&](const char* name, std::vector<int64_t> v) {
+    auto* a = attr(node, name, onnx::AttributeProto::INTS);
+    for (auto x : v) a->add_ints(x);
+  };
+  auto floats = [&](const char* name, std::vector<float> v) {
+    auto* a = attr(node, name, onnx::AttributeProto::FLOATS);
+    for (auto x : v) a->add_floats(x);
+  };
+  ints("nodes_treeids", {0, 0, 0, 0, 0, 0, 0});
+  ints("nodes_nodeids", {0, 1, 2, 3, 4, 5, 6});
+  ints("nodes_featureids", {0, 1, 0, 0, 0, 0, 0});
+  ints("nodes_truenodeids", {1, 3, 5, 0, 0, 0, 0});
+  ints("nodes_falsenodeids", {2, 4, 6, 0, 0, 0, 0});
+  ints("nodes_missing_value_tracks_true", {1, 0, 0, 0, 0, 0, 0});
+  auto* modes = attr(node, "nodes_modes", onnx::AttributeProto::STRINGS);
+  for (const char* s : {"BRANCH_LT", "BRANCH_LEQ", "BRANCH_LT", "LEAF", "LEAF", "LEAF", "LEAF"}) modes->add_strings(s);
+  floats("nodes_values", {1, 0, 3, 0, 0, 0, 0});
+  ints("target_treeids", {0, 0, 0, 0});
+  ints("target_nodeids", {3, 4, 5, 6});
+  ints("target_ids", {0, 0, 0, 0});
+  floats("target_weights", {10, 20, 30, 40});
+  attr(node, "n_targets", onnx::AttributeProto::INT)->set_i(1);
+  value_info(g->add_output(), "variable", onnx::TensorProto::FLOAT, {1});
+  return m;
+}
+
+TEST(OptimizeSpecialize, MissingValuesKeepOrDropTheirBranch) {
+  const auto model = Model::load(bytes_of(known_tree()));
+  // x0 >= 1, may be missing: NaN goes to the true side of node 0, so node 0 stays.
+  Constraints c(2);
+  c.exact_input_values = true;
+  c.columns[0] = FeatureConstraint{Interval::at_least(1), true};
+  auto s = flock::optimize::specialize(*model, c);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->stats.nodes_before, 7);
+  EXPECT_EQ(s->stats.nodes_after, 7);
+  // Not missing: node 0 goes false, node 2 stays (x0 in [1, inf]).
+  c.columns[0].missing_allowed = false;
+  s = flock::optimize::specialize(*model, c);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->stats.nodes_after, 3);
+  EXPECT_EQ(s->stats.branches_removed, 1);
+  EXPECT_EQ(s->stats.summary(), "Pruned: 4 of 7 nodes");
+  // x0 in [1, 3): leaf 30 only; x1 is then not read either.
+  c.columns[0].values = Interval::between({1, true}, {3, false});
+  s = flock::optimize::specialize(*model, c);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->stats.nodes_after, 1);
+  EXPECT_EQ(s->stats.trees_collapsed, 1);
+  EXPECT_EQ(s->stats.summary(), "Pruned: 6 of 7 nodes, 1 of 1 trees to a leaf");
+  const auto read = flock::optimize::inputs_read(*s->model);
+  ASSERT_FALSE(read.all);
+  EXPECT_EQ(read.count(), 0);
+  EXPECT_EQ(read.summary(), "Inputs Read: 0 of 2");
+  const auto out = s->model->predict(make_batch({{1.0, kNaN}, {2.5, 7.0}}, ElemType::Float, 2));
+  EXPECT_EQ(out.values, (std::vector<double>{30, 30}));
+  // x0 missing only: the true side; x1 <= 0 sends NaN false: with x1 not missing and > 0, leaf 20.
+  c.columns[0] = FeatureConstraint{Interval::none(), true};
+  c.columns[1] = FeatureConstraint{Interval::greater_than(0), false};
+  s = flock::optimize::specialize(*model, c);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->stats.nodes_after, 1);
+  EXPECT_EQ(s->model->predict(make_batch({{kNaN, 0.5}}, ElemType::Float, 2)).values, (std::vector<double>{20}));
+  // Rounded values: x0 > 0.99999999 (a double) may reach the model as 1.0f, x0 < 1 undecided.
+  c = Constraints(2);
+  c.columns[0] = FeatureConstraint{Interval::greater_than(0.99999999), false};
+  s = flock::optimize::specialize(*model, c);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->stats.nodes_after, 3);  // 1.0f or more: node 0 goes false
+  c.columns[0] = FeatureConstraint{Interval::greater_than(0.9999999), false};  // rounds to below 1.0f
+  s = flock::optimize::specialize(*model, c);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->stats.nodes_after, 7);
+}
+
+TEST(OptimizeSpecialize, WhatItDoesNotUnderstand) {
+  const auto model = Model::load(bytes_of(known_tree()));
+  // Wrong width, unsatisfiable constraints.
+  EXPECT_FALSE(flock::optimize::specialize(*model, Constraints(3)));
+  Constraints none(2);
+  none.columns[1] = FeatureConstraint{Interval::none(), false};
+  EXPECT_FALSE(flock::optimize::specialize(*model, none));
+  // No constraint: the same model, nothing pruned.
+  const auto same = flock::optimize::specialize(*model, Constraints(2));
+  ASSERT_TRUE(same);
+  EXPECT_EQ(same->stats.nodes_after, same->stats.nodes_before);
+  // A graph without trees.
+  onnx::ModelProto m = base_model(2, onnx::TensorProto::FLOAT, 1);
+  auto* node = m.mutable_graph()->add_node();
+  node->set_op_type("Abs");
+  node->add_input("input");
+  node->add_output("y");
+  value_info(m.mutable_graph()->add_output(), "y", onnx::TensorProto::FLOAT, {2});
+  const auto abs_model = Model::load(bytes_of(m));
+  EXPECT_FALSE(flock::optimize::specialize(*abs_model, Constraints(2)));
+  const auto read = flock::optimize::inputs_read(*abs_model);
+  EXPECT_TRUE(read.all);
+  EXPECT_EQ(read.count(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// B. Inputs read
+
+TEST(OptimizeInputsRead, TreesReadTheirSplitColumns) {
+  std::mt19937_64 rng(77);
+  EnsembleSpec spec;
+  spec.n_features = 12;
+  spec.n_trees = 3;
+  spec.max_depth = 2;
+  const auto model = Model::load(bytes_of(random_ensemble(spec, rng)));
+  const auto read = flock::optimize::inputs_read(*model);
+  ASSERT_FALSE(read.all);
+  EXPECT_EQ(read.width, 12);
+  const auto thresholds = thresholds_by_column(*model, 12);
+  for (size_t k = 0; k < 12; ++k) EXPECT_EQ(read.read[k], !thresholds[k].empty()) << "column " << k;
+  EXPECT_LT(read.count(), 12);
+  // Differential: columns not read can hold anything.
+  std::uniform_real_distribution<double> unit(-3, 3);
+  std::vector<std::vector<double>> rows(200, std::vector<double>(12)), other;
+  for (auto& row : rows)
+    for (auto& v : row) v = unit(rng) < -2.5 ? kNaN : std::round(unit(rng) * 4) / 4;
+  other = rows;
+  for (auto& row : other)
+    for (size_t k = 0; k < 12; ++k)
+      if (!read.read[k]) row[k] = unit(rng) < 0 ? kNaN : -kInf;
+  EXPECT_TRUE(same_bits(model->run(make_batch(rows, ElemType::Float, 12)),
+                        model->run(make_batch(other, ElemType::Float, 12))));
+}
+
+onnx::ModelProto sparse_linear() {
+  // y = 2*x0 + 0*x1 - 1*x3 + 0.5 (x2 has a zero coefficient too)
+  onnx::ModelProto m = base_model(4, onnx::TensorProto::FLOAT, 1);
+  auto* node = m.mutable_graph()->add_node();
+  node->set_op_type("LinearRegressor");
+  node->set_domain("ai.onnx.ml");
+  node->add_input("input");
+  node->add_output("variable");
+  auto* c = attr(node, "coefficients", onnx::AttributeProto::FLOATS);
+  for (float v : {2.0f, 0.0f, -0.0f, -1.0f}) c->add_floats(v);
+  attr(node, "intercepts", onnx::AttributeProto::FLOATS)->add_floats(0.5f);
+  value_info(m.mutable_graph()->add_output(), "variable", onnx::TensorProto::FLOAT, {1});
+  return m;
+}
+
+TEST(OptimizeInputsRead, LinearModelsSkipZeroCoefficientsOnlyForFiniteValues) {
+  const auto model = Model::load(bytes_of(sparse_linear()));
+  // Without constraints a zero coefficient still turns NaN into NaN: every column is read.
+  auto read = flock::optimize::inputs_read(*model);
+  ASSERT_FALSE(read.all);
+  EXPECT_EQ(read.count(), 4);
+  Constraints c(4);
+  c.columns[1] = FeatureConstraint{Interval::between({-10, true}, {10, true}), false};
+  c.columns[2] = FeatureConstraint{Interval::between({-10, true}, {10, true}), true};  // may be missing
+  read = flock::optimize::inputs_read(*model, c);
+  ASSERT_FALSE(read.all);
+  EXPECT_EQ(read.read, (std::vector<bool>{true, false, true, true}));
+  EXPECT_EQ(read.summary(), "Inputs Read: 3 of 4");
+  // Feeding 0 instead gives the same prediction (up to the sign of a zero score).
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<double> unit(-10, 10);
+  for (int k = 0; k < 200; ++k) {
+    const std::vector<double> row = {unit(rng), unit(rng), unit(rng), unit(rng)};
+    std::vector<double> zeroed = row;
+    zeroed[1] = 0;
+    const double a = model->predict(make_batch({row}, ElemType::Float, 4)).values.at(0);
+    const double b = model->predict(make_batch({zeroed}, ElemType::Float, 4)).values.at(0);
+    EXPECT_EQ(a, b);
+  }
+  // A column bounded beyond the float range is not finite once cast to float.
+  c.columns[1].values = Interval::between({-1e300, true}, {10, true});
+  EXPECT_TRUE(flock::optimize::inputs_read(*model, c).read[1]);
+}
+
+}  // namespace

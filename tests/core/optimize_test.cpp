@@ -409,9 +409,14 @@ FeatureConstraint random_constraint(const std::vector<double>& pool, std::mt1993
 std::optional<double> random_value(const FeatureConstraint& c, const std::vector<double>& pool, bool exact,
                                    ElemType type, std::mt19937_64& rng) {
   std::uniform_real_distribution<double> unit(0, 1);
-  if (c.missing_allowed && unit(rng) < 0.1) return kNaN;
-  auto to_input = [&](double v) { return type == ElemType::Double ? v : static_cast<double>(static_cast<float>(v)); };
+  const bool integers = type == ElemType::Int64;  // never NaN; whole numbers
+  if (c.missing_allowed && !integers && unit(rng) < 0.1) return kNaN;
+  auto to_input = [&](double v) {
+    if (integers) return std::round(v);
+    return type == ElemType::Double ? v : static_cast<double>(static_cast<float>(v));
+  };
   auto acceptable = [&](double v) {
+    if (integers && (!std::isfinite(v) || std::fabs(v) > 1e15 || std::round(v) != v)) return false;
     if (std::isnan(v)) return c.missing_allowed;
     if (exact && to_input(v) != v) return false;  // not a value of the input type
     return c.values.contains(v);
@@ -431,6 +436,7 @@ std::optional<double> random_value(const FeatureConstraint& c, const std::vector
     const double u = unit(rng);
     if (u < 0.3 && !ends.empty()) v = ends[rng() % ends.size()];
     else if (u < 0.8) v = pool[rng() % pool.size()];
+    else if (integers && u < 0.9) v = std::round(pool[rng() % pool.size()]) + static_cast<double>(rng() % 3) - 1;
     else {
       // Uniform inside finite ends (or around them).
       const double lo = c.values.lower() && std::isfinite(c.values.lower()->value) ? c.values.lower()->value : -3;
@@ -439,7 +445,7 @@ std::optional<double> random_value(const FeatureConstraint& c, const std::vector
     }
     if (acceptable(v)) return to_input(v);
   }
-  if (c.missing_allowed) return kNaN;
+  if (c.missing_allowed && !integers) return kNaN;
   return std::nullopt;
 }
 
@@ -594,6 +600,11 @@ std::vector<Case> onnx_cases() {
   s.input_type = onnx::TensorProto::DOUBLE;
   cases.push_back({"regressor_double_input_float_thresholds", s});
   s = {};
+  s.input_type = onnx::TensorProto::INT64;
+  cases.push_back({"regressor_int64_input", s});
+  s.mixed_modes = false;
+  cases.push_back({"regressor_int64_input_uniform", s});
+  s = {};
   s.classifier = true;
   s.n_outputs = 2;
   s.binary_single_class = true;
@@ -636,6 +647,8 @@ TEST(OptimizeSpecialize, RandomOnnxEnsemblesBitForBit) {
       const auto model = Model::load(bytes);
       const auto totals = check_specialization(*model, 24, 150, seed * 7919);
       EXPECT_GT(totals.specialized, 0);
+      EXPECT_GT(totals.points, 1000);
+      EXPECT_LT(totals.nodes_after, totals.nodes_before);
       total_points += totals.points;
       total_before += totals.nodes_before;
       total_after += totals.nodes_after;

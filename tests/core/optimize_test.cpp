@@ -46,6 +46,12 @@ using flock::optimize::Interval;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+std::string fmt_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
 // ---------------------------------------------------------------------------------------------
 // A. Constraints
 
@@ -404,8 +410,8 @@ FeatureConstraint random_constraint(const std::vector<double>& pool, std::mt1993
   return c;
 }
 
-// A value satisfying `c`, as the model receives it: exact values are of the input type already;
-// otherwise a double satisfying `c` rounded to the input type (what a binding does).
+// A value satisfying `c`: with exact values, a value of the input type; otherwise any double
+// satisfying `c` (make_batch rounds it to the input type, as a binding does).
 std::optional<double> random_value(const FeatureConstraint& c, const std::vector<double>& pool, bool exact,
                                    ElemType type, std::mt19937_64& rng) {
   std::uniform_real_distribution<double> unit(0, 1);
@@ -443,7 +449,8 @@ std::optional<double> random_value(const FeatureConstraint& c, const std::vector
       const double hi = c.values.upper() && std::isfinite(c.values.upper()->value) ? c.values.upper()->value : 3;
       v = lo + (hi - lo) * unit(rng);
     }
-    if (acceptable(v)) return to_input(v);
+    // The value the caller holds; make_batch rounds it to the input type as a binding does.
+    if (acceptable(v)) return v;
   }
   if (c.missing_allowed && !integers) return kNaN;
   return std::nullopt;
@@ -706,6 +713,9 @@ TEST(OptimizeSpecialize, GeneratedModelsBitForBit) {
     const auto totals = check_specialization(*model, 16, 120, seed++);
     if (totals.specialized > 0) ++checked;
     if (HasFailure()) return;
+    std::printf("[ specialize ] %s: %lld points, nodes %lld -> %lld\n", file.c_str(),
+                static_cast<long long>(totals.points), static_cast<long long>(totals.nodes_before),
+                static_cast<long long>(totals.nodes_after));
   }
   EXPECT_GT(checked, 0);
 }
@@ -895,4 +905,212 @@ TEST(OptimizeInputsRead, LinearModelsSkipZeroCoefficientsOnlyForFiniteValues) {
   EXPECT_TRUE(flock::optimize::inputs_read(*model, c).read[1]);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// E. Prediction-predicate inversion
+
+using flock::optimize::Comparison;
+
+bool compare(Comparison op, double prediction, double c) {
+  switch (op) {
+    case Comparison::Greater: return prediction > c;
+    case Comparison::GreaterOrEqual: return prediction >= c;
+    case Comparison::Less: return prediction < c;
+    case Comparison::LessOrEqual: return prediction <= c;
+  }
+  return true;
+}
+
+struct RegionTotals {
+  int64_t rounds = 0;
+  int64_t qualifying = 0;     // points whose prediction satisfies the comparison
+  int64_t filtered = 0;       // points the region excludes (so they must not qualify)
+  int64_t narrowed_columns = 0;
+  int64_t none = 0;
+};
+
+// Soundness: every input (inside the constraints) whose prediction satisfies the comparison lies
+// in every column's region.
+RegionTotals check_region(const Model& model, int rounds, int points, uint64_t seed) {
+  RegionTotals totals;
+  const auto& spec = model.signature().inputs.at(0);
+  const int64_t width = spec.width;
+  const ElemType type = spec.type;
+  const auto thresholds = thresholds_by_column(model, width);
+  std::vector<std::vector<double>> pools;
+  for (const auto& t : thresholds) pools.push_back(interesting_values(t));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> unit(0, 1);
+  const Comparison ops[] = {Comparison::Greater, Comparison::GreaterOrEqual, Comparison::Less,
+                            Comparison::LessOrEqual};
+  for (int round = 0; round < rounds; ++round) {
+    Constraints constraints(static_cast<size_t>(width));
+    constraints.exact_input_values = round % 2 == 0;
+    if (round % 3 != 0)
+      for (int64_t k = 0; k < width; ++k)
+        if (unit(rng) < 0.3) constraints.columns[static_cast<size_t>(k)] = random_constraint(pools[static_cast<size_t>(k)], rng);
+    if (constraints.unsatisfiable()) continue;
+    std::vector<std::vector<double>> rows;
+    for (int p = 0; p < points; ++p) {
+      std::vector<double> row(static_cast<size_t>(width));
+      bool ok = true;
+      for (int64_t k = 0; k < width && ok; ++k) {
+        const auto v = random_value(constraints.columns[static_cast<size_t>(k)], pools[static_cast<size_t>(k)],
+                                    constraints.exact_input_values, type, rng);
+        if (!v) ok = false;
+        else row[static_cast<size_t>(k)] = *v;
+      }
+      if (ok) rows.push_back(std::move(row));
+    }
+    if (rows.empty()) continue;
+    const auto predictions = model.predict(make_batch(rows, type, width)).values;
+    // A threshold at a prediction seen (ties exercise >= and <=), or between two of them.
+    std::vector<double> sorted = predictions;
+    std::sort(sorted.begin(), sorted.end());
+    double c = sorted[static_cast<size_t>(unit(rng) * static_cast<double>(sorted.size() - 1))];
+    if (unit(rng) < 0.3) c = std::nextafter(c, unit(rng) < 0.5 ? kInf : -kInf);
+    // The largest or smallest prediction: a region's bound can equal it exactly.
+    if (unit(rng) < 0.25) c = unit(rng) < 0.5 ? sorted.front() : sorted.back();
+    const Comparison op = ops[rng() % 4];
+    const auto region = flock::optimize::prediction_region(model, op, c, constraints);
+    if (!region) {
+      ADD_FAILURE() << "no region";
+      return totals;
+    }
+    ++totals.rounds;
+    if (region->none) ++totals.none;
+    totals.narrowed_columns += region->columns_narrowed();
+    for (size_t r = 0; r < rows.size(); ++r) {
+      bool inside = !region->none;
+      for (int64_t k = 0; k < width && inside; ++k)
+        inside = region->columns[static_cast<size_t>(k)].contains(rows[r][static_cast<size_t>(k)]);
+      const bool qualifies = compare(op, predictions[r], c);
+      if (qualifies) ++totals.qualifying;
+      if (!inside) ++totals.filtered;
+      if (qualifies && !inside) {
+        std::string row_text;
+        for (double v : rows[r]) row_text += fmt_double(v) + " ";
+        ADD_FAILURE() << "prediction " << predictions[r] << " satisfies the comparison with " << c
+                      << " but the row [" << row_text << "] is outside the region " << region->to_string()
+                      << "; constraints " << constraints.to_string()
+                      << (constraints.exact_input_values ? " (exact)" : " (rounded)");
+        return totals;
+      }
+    }
+  }
+  return totals;
+}
+
+TEST(OptimizeRegion, RandomRegressorsAreSound) {
+  RegionTotals all;
+  uint64_t seed = 9000;
+  std::vector<EnsembleSpec> specs;
+  EnsembleSpec s;
+  specs.push_back(s);
+  s.mixed_modes = false;
+  specs.push_back(s);
+  s.aggregate = "AVERAGE";
+  specs.push_back(s);
+  s = {};
+  s.double_thresholds = true;
+  s.input_type = onnx::TensorProto::DOUBLE;
+  specs.push_back(s);
+  s = {};
+  s.input_type = onnx::TensorProto::INT64;
+  specs.push_back(s);
+  s = {};
+  s.n_trees = 20;
+  s.max_depth = 6;
+  s.n_features = 6;
+  s.mixed_modes = false;
+  specs.push_back(s);
+  for (size_t k = 0; k < specs.size(); ++k) {
+    for (int model_index = 0; model_index < 3; ++model_index) {
+      SCOPED_TRACE("spec " + std::to_string(k) + " model " + std::to_string(model_index));
+      std::mt19937_64 rng(seed++);
+      const auto model = Model::load(bytes_of(random_ensemble(specs[k], rng)));
+      const auto totals = check_region(*model, 40, 200, seed * 31);
+      all.rounds += totals.rounds;
+      all.qualifying += totals.qualifying;
+      all.filtered += totals.filtered;
+      all.narrowed_columns += totals.narrowed_columns;
+      all.none += totals.none;
+      if (HasFailure()) return;
+    }
+  }
+  // Not vacuous: many rows qualify, and the regions exclude many others.
+  EXPECT_GT(all.qualifying, 20000);
+  EXPECT_GT(all.filtered, 1000);
+  EXPECT_GT(all.narrowed_columns, 100);
+  std::printf("[ region ] %lld rounds, %lld qualifying rows all inside, %lld rows filtered, %lld columns narrowed\n",
+              static_cast<long long>(all.rounds), static_cast<long long>(all.qualifying),
+              static_cast<long long>(all.filtered), static_cast<long long>(all.narrowed_columns));
+}
+
+TEST(OptimizeRegion, XGBoostRegressorIsSound) {
+  const std::string text = read_text(std::string(FLOCK_TEST_DATA_DIR) + "/xgb/reg_squarederror.model.json");
+  const auto model = Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  const auto totals = check_region(*model, 80, 200, 77);
+  EXPECT_GT(totals.qualifying, 1000);
+  EXPECT_GT(totals.narrowed_columns, 0);
+  // A sigmoid after the trees, a classifier: not understood.
+  const std::string logistic = read_text(std::string(FLOCK_TEST_DATA_DIR) + "/xgb/reg_logistic.model.json");
+  const auto sigmoid_model =
+      Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(logistic.data()), logistic.size()));
+  EXPECT_FALSE(flock::optimize::prediction_region(*sigmoid_model, Comparison::Greater, 0.5));
+  EXPECT_FALSE(flock::optimize::prediction_region(*Model::load(bytes_of(sparse_linear())), Comparison::Greater, 0));
+}
+
+TEST(OptimizeRegion, KnownTree) {
+  // Leaves 10 (x0 < 1 or missing, x1 <= 0), 20 (x0 < 1 or missing, x1 > 0 or missing),
+  // 30 (1 <= x0 < 3), 40 (x0 >= 3).
+  const auto model = Model::load(bytes_of(known_tree()));
+  auto region = flock::optimize::prediction_region(*model, Comparison::Greater, 25, Constraints{});
+  ASSERT_TRUE(region);
+  ASSERT_FALSE(region->none);
+  const auto& x0 = region->columns[0];
+  EXPECT_FALSE(x0.all);
+  EXPECT_FALSE(x0.missing_allowed);
+  // Rounded values: one float step below 1.
+  EXPECT_EQ(region->to_string({"a", "b"}), "(a >= 0.9999999403953552)");
+  EXPECT_TRUE(region->columns[1].all);
+  Constraints exact(2);
+  exact.exact_input_values = true;
+  region = flock::optimize::prediction_region(*model, Comparison::Greater, 25, exact);
+  ASSERT_TRUE(region);
+  EXPECT_EQ(region->to_string({"a", "b"}), "(a >= 1)");
+  region = flock::optimize::prediction_region(*model, Comparison::LessOrEqual, 10, exact);
+  ASSERT_TRUE(region);
+  EXPECT_EQ(region->to_string({"a", "b"}), "(a <= 0.9999999403953552 or a is missing) AND (b <= 0)");
+  region = flock::optimize::prediction_region(*model, Comparison::Greater, 40, exact);
+  ASSERT_TRUE(region);
+  EXPECT_TRUE(region->none);
+  EXPECT_EQ(region->to_string(), "false");
+}
+
+TEST(OptimizeRegion, GeneratedRegressorsAreSound) {
+  const char* dir = std::getenv("FLOCK_MODELS_DIR");
+  if (!dir || !std::filesystem::is_directory(dir)) GTEST_SKIP() << "FLOCK_MODELS_DIR is not set";
+  int checked = 0;
+  uint64_t seed = 700;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string file = entry.path().filename().string();
+    if (file.find(".onnx") == std::string::npos && file.find("_xgb.json") == std::string::npos) continue;
+    SCOPED_TRACE(file);
+    const std::string text = read_text(entry.path().string());
+    std::shared_ptr<const Model> model;
+    try {
+      model = Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    } catch (const flock::Error&) {
+      continue;
+    }
+    if (!flock::optimize::prediction_region(*model, Comparison::Greater, 0)) continue;
+    const auto totals = check_region(*model, 20, 150, seed++);
+    ++checked;
+    std::printf("[ region ] %s: %lld qualifying rows inside, %lld filtered\n", file.c_str(),
+                static_cast<long long>(totals.qualifying), static_cast<long long>(totals.filtered));
+    if (HasFailure()) return;
+  }
+  EXPECT_GT(checked, 0);
+}
 }  // namespace

@@ -144,4 +144,40 @@ struct Specialized {
 // cannot rebuild. When the constraints are unsatisfiable any model is right; it returns nullopt.
 std::optional<Specialized> specialize(const Model& model, const Constraints& constraints);
 
+// ---- Prediction-predicate inversion
+
+enum class Comparison { Greater, GreaterOrEqual, Less, LessOrEqual };  // prediction OP c
+
+// What a row whose prediction satisfies the comparison may hold in one column.
+struct ColumnRegion {
+  bool all = true;                  // nothing derived: any value, missing or not
+  std::vector<Interval> intervals;  // when !all: sorted, disjoint, closed intervals of values
+  bool missing_allowed = true;      // when !all: whether the column may be missing (NaN / NULL)
+  bool contains(double v) const;    // NaN: missing_allowed
+  std::string to_string(const std::string& name) const;  // "(f00 >= 0.82)", "(f01 <= 2 or f01 >= 3)"
+};
+
+struct PredictionRegion {
+  bool none = false;  // no input allowed by the constraints satisfies the comparison
+  std::vector<ColumnRegion> columns;  // per input column
+  int64_t columns_narrowed() const;   // columns that are not `all`
+  std::string to_string(const std::vector<std::string>& names = {}) const;  // "(f00 >= 0.82) AND ..."
+};
+
+// A per-column over-approximation of the inputs (within `constraints`) on which the model's value
+// output satisfies `prediction OP c`: every such input has each column inside its ColumnRegion.
+// The intervals are of values as the model receives them (Constraints::exact_input_values
+// semantics); with `exact_input_values` false they are widened by one step of the input type each
+// side, so that they also hold for values the binding rounds to the input type.
+//
+// Supported: a single-target TreeEnsembleRegressor (SUM or AVERAGE, no PROBIT) reading the model's
+// input directly, whose output is the model's only output, with finite leaf values and base value
+// (a NaN prediction, which PostgreSQL orders above every number, cannot arise). The bounds are exact
+// in floating point: the largest (smallest) output given a column's cell is computed with the
+// kernel's own operations in its order, each monotone. nullopt for anything else; `constraints`
+// empty means none, otherwise it has one entry per input column. Columns whose cells would take
+// more than a work budget to evaluate stay `all`.
+std::optional<PredictionRegion> prediction_region(const Model& model, Comparison op, double c,
+                                                  const Constraints& constraints = {});
+
 }  // namespace flock::optimize

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,16 @@ class TreeKernel : public Kernel {
   // (weights_all_positive, distinct_ids): they describe the model's weights as ORT counts them,
   // including weights of leaves the replacement no longer holds. Throws flock::Error(InvalidModel).
   virtual std::unique_ptr<Kernel> with_ensemble(Ensemble&& replacement) const = 0;
+
+  // How a single-target regressor turns its leaves into its one output, when it is a sum:
+  // output = float(s + origin) (SUM) or float(s / trees + origin) (AVERAGE), where s adds one leaf
+  // value per tree in tree order, in double, starting from 0. nullopt for anything else (several
+  // targets, MIN / MAX, PROBIT, classifiers).
+  struct SumRule {
+    bool average = false;
+    double origin = 0;
+  };
+  virtual std::optional<SumRule> sum_rule() const { return std::nullopt; }
 };
 
 // The perfect-tree walk has an AVX-512 form, used when the CPU has AVX-512F (checked at run time).

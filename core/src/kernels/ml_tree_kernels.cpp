@@ -186,6 +186,13 @@ class TreeRegressor final : public TreeKernel {
     return std::unique_ptr<Kernel>(new TreeRegressor(*this, std::move(replacement)));
   }
 
+  std::optional<SumRule> sum_rule() const override {
+    // run_single: PROBIT is the only post_transform ORT applies to a single target.
+    if (n_targets_ != 1 || transform_ == Transform::Probit) return std::nullopt;
+    if (agg_ != Aggregate::Sum && agg_ != Aggregate::Average) return std::nullopt;
+    return SumRule{agg_ == Aggregate::Average, base_.size() == 1 ? base_[0] : 0.0};
+  }
+
  private:
   // `other`'s attributes over another ensemble (with_ensemble).
   TreeRegressor(const TreeRegressor& other, Ensemble&& e)

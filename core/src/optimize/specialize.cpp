@@ -19,13 +19,17 @@
 #include "../kernels/ml_tree.hpp"
 #include "../model_internals.hpp"
 #include "flock/optimize.hpp"
+#include "graph_view.hpp"
 #include "value_range.hpp"
 
 namespace flock::optimize {
 namespace {
 
 using detail::Domain;
+using detail::NodeValues;
 using detail::Range;
+using detail::VectorInput;
+using detail::vector_input;
 using tree::Ensemble;
 using tree::Node;
 
@@ -38,37 +42,9 @@ std::string with_thousands(int64_t v) {
   return v < 0 ? "-" + out : out;
 }
 
-// The model's single vector input, when it has one the passes understand.
-struct VectorInput {
-  int slot = -1;
-  ElemType type = ElemType::Float;
-  int64_t width = 0;
-};
-
-std::optional<VectorInput> vector_input(const Model& model, const ModelInternals::GraphView& g) {
-  const auto& inputs = model.signature().inputs;
-  if (inputs.size() != 1 || g.input_slots.size() != 1) return std::nullopt;
-  const InputSpec& spec = inputs[0];
-  if (spec.width < 0) return std::nullopt;
-  if (spec.type != ElemType::Float && spec.type != ElemType::Double && spec.type != ElemType::Int64)
-    return std::nullopt;
-  return VectorInput{g.input_slots[0], spec.type, spec.width};
-}
-
 bool reads_slot(const ModelInternals::StepView& step, int slot) {
   return std::find(step.inputs.begin(), step.inputs.end(), slot) != step.inputs.end();
 }
-
-// The comparison domain and thresholds a tree kernel uses for this input type (ml_tree_walk.hpp's
-// with_input: double input walks the double nodes, derived from the float ones when absent).
-struct Thresholds {
-  const Ensemble& e;
-  Domain domain;
-  double operator()(size_t i) const {
-    if (domain == Domain::Double && !e.nodes_d.empty()) return e.nodes_d[i].threshold;
-    return static_cast<double>(e.nodes_f[i].threshold);
-  }
-};
 
 // Rebuilds one ensemble for the column Ranges; nullopt when its structure is not what the kernels
 // accept or the rebuilt trees would outgrow the budget (shared subtrees are copied per path).
@@ -213,7 +189,7 @@ class TreeRebuilder {
   }
 
   const Ensemble& e_;
-  Thresholds thresholds_;
+  NodeValues thresholds_;
   Domain domain_;
   std::vector<Range> ranges_;
   Ensemble out_;

@@ -1,0 +1,341 @@
+// Prediction-predicate inversion (flock/optimize.hpp, prediction_region): which values a column can
+// hold in a row whose prediction satisfies `prediction OP c`.
+//
+// Every reachable leaf of every tree is found with the box of inputs that reach it (the column
+// Ranges narrowed along its path, value_range.hpp). For a column j, the values its leaves' ranges
+// start and end at cut the column into cells that no leaf range crosses. The largest output a row
+// with x_j in a cell can have is the kernel's own sum (same operations, same order) of, per tree,
+// the largest leaf value whose range meets the cell (trees that do not split on j: their largest
+// reachable leaf). Every operation of that sum is monotone in IEEE arithmetic (addition, division
+// by the tree count, rounding to float), so it bounds the real output exactly. A cell whose bound
+// cannot satisfy the comparison is left out; the cells kept, merged, are the column's region.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "../kernels/ml_tree.hpp"
+#include "../model_internals.hpp"
+#include "flock/optimize.hpp"
+#include "graph_view.hpp"
+#include "value_range.hpp"
+
+namespace flock::optimize {
+namespace {
+
+using detail::Domain;
+using detail::NodeValues;
+using detail::Range;
+using tree::Ensemble;
+using tree::Node;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Node visits for finding leaves, and leaf-cell checks for the columns: past these the answer is
+// less precise (a column left `all`) or absent, never wrong.
+constexpr int64_t kCellWorkBudget = int64_t(1) << 26;
+
+struct ReachedLeaf {
+  double value = 0;
+  std::vector<std::pair<int32_t, Range>> narrowed;  // columns the path narrowed, with their Range
+};
+
+// The leaves of the tree at `root` some input within `ranges` reaches, with their boxes.
+// false when the walk outgrows `visits_left` (shared subtrees are walked once per path) or the
+// structure is not what the kernels accept.
+bool reachable_leaves(const Ensemble& e, int32_t root, const NodeValues& values, Domain domain,
+                      std::vector<Range>& ranges, int64_t& visits_left, std::vector<ReachedLeaf>& out) {
+  struct Frame {
+    bool restore = false;
+    int32_t node = -1;
+    int32_t feature = -1;
+    Range range{};
+  };
+  const size_t n = e.nodes_f.size();
+  std::vector<int32_t> path;  // features narrowed on the current path, innermost last
+  std::vector<Frame> stack = {Frame{false, root, -1, {}}};
+  while (!stack.empty()) {
+    const Frame f = stack.back();
+    stack.pop_back();
+    if (f.restore) {
+      ranges[static_cast<size_t>(f.feature)] = f.range;
+      path.pop_back();
+      continue;
+    }
+    if (--visits_left < 0) return false;
+    if (f.node < 0 || static_cast<size_t>(f.node) >= n) return false;
+    if (f.feature >= 0) {
+      stack.push_back(Frame{true, -1, f.feature, ranges[static_cast<size_t>(f.feature)]});
+      ranges[static_cast<size_t>(f.feature)] = f.range;
+      path.push_back(f.feature);
+    }
+    const Node<float>& nd = e.nodes_f[static_cast<size_t>(f.node)];
+    if (nd.mode == tree::kLeaf) {
+      ReachedLeaf leaf;
+      leaf.value = values(static_cast<size_t>(f.node));
+      for (int32_t col : path) {
+        const bool seen = std::any_of(leaf.narrowed.begin(), leaf.narrowed.end(),
+                                      [&](const auto& p) { return p.first == col; });
+        if (!seen) leaf.narrowed.emplace_back(col, ranges[static_cast<size_t>(col)]);
+      }
+      out.push_back(std::move(leaf));
+      continue;
+    }
+    const double t = values(static_cast<size_t>(f.node));
+    const bool known_column = nd.feature >= 0 && static_cast<size_t>(nd.feature) < ranges.size();
+    const Range r = known_column ? ranges[static_cast<size_t>(nd.feature)] : detail::full_range();
+    const detail::Outcomes o = detail::branch_outcomes(nd.mode, t, nd.missing_true, r);
+    const detail::ChildRanges c = detail::branch_children(nd.mode, t, nd.missing_true, r, domain);
+    const int32_t feature = known_column ? nd.feature : -1;
+    if (o.can_false) stack.push_back(Frame{false, nd.no, feature, c.no});
+    if (o.can_true) stack.push_back(Frame{false, nd.yes, feature, c.yes});
+  }
+  return true;
+}
+
+// The kernel's output for per-tree leaf values chosen by `leaf_value(t)` (run_single).
+template <typename F>
+double output_of(const tree::TreeKernel::SumRule& rule, size_t n_trees, F&& leaf_value) {
+  double s = 0;
+  for (size_t t = 0; t < n_trees; ++t) s += leaf_value(t);
+  const double val = rule.average ? s / static_cast<double>(n_trees) + rule.origin : s + rule.origin;
+  return detail::round_to(val, Domain::Float);  // the output tensor is float
+}
+
+bool may_satisfy(Comparison op, double bound, double c) {
+  switch (op) {
+    case Comparison::Greater: return bound > c;
+    case Comparison::GreaterOrEqual: return bound >= c;
+    case Comparison::Less: return bound < c;
+    case Comparison::LessOrEqual: return bound <= c;
+  }
+  return true;
+}
+
+bool wants_upper(Comparison op) { return op == Comparison::Greater || op == Comparison::GreaterOrEqual; }
+
+struct Cell {
+  double lo, hi;  // closed, values of the domain
+};
+
+// Merges sorted closed intervals that overlap or touch (no value of the domain between them).
+std::vector<Cell> merge(std::vector<Cell> cells, Domain d) {
+  std::sort(cells.begin(), cells.end(), [](const Cell& a, const Cell& b) { return a.lo < b.lo; });
+  std::vector<Cell> out;
+  for (const Cell& c : cells) {
+    if (!out.empty() && (c.lo <= out.back().hi || c.lo == detail::next_up(out.back().hi, d))) {
+      out.back().hi = std::max(out.back().hi, c.hi);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::optional<PredictionRegion> region_unguarded(const Model& model, Comparison op, double c,
+                                                 const Constraints& given) {
+  if (std::isnan(c)) return std::nullopt;
+  const ModelInternals::GraphView g = ModelInternals::graph(model);
+  const auto in = detail::vector_input(model, g);
+  if (!in || g.output_slots.size() != 1) return std::nullopt;
+  const tree::TreeKernel* kernel = nullptr;
+  for (const auto& step : g.steps) {
+    const auto* t = dynamic_cast<const tree::TreeKernel*>(step.kernel);
+    if (t && !step.inputs.empty() && step.inputs[0] == in->slot && !step.outputs.empty() &&
+        step.outputs[0] == g.output_slots[0])
+      kernel = t;
+  }
+  if (!kernel) return std::nullopt;
+  const auto rule = kernel->sum_rule();
+  if (!rule || !std::isfinite(rule->origin)) return std::nullopt;
+  const Ensemble& e = kernel->ensemble();
+  const size_t n_trees = e.roots.size();
+  if (n_trees == 0) return std::nullopt;
+
+  Constraints constraints = given.columns.empty() ? Constraints(static_cast<size_t>(in->width)) : given;
+  if (static_cast<int64_t>(constraints.columns.size()) != in->width) return std::nullopt;
+  PredictionRegion region;
+  region.columns.resize(static_cast<size_t>(in->width));
+  if (constraints.unsatisfiable()) {
+    region.none = true;
+    return region;
+  }
+  const Domain domain = in->domain();
+  std::vector<Range> ranges;
+  for (const auto& col : constraints.columns)
+    ranges.push_back(detail::range_for(col, in->type, constraints.exact_input_values));
+  const NodeValues values{e, domain};
+
+  // Leaves per tree, and each tree's extreme reachable leaf value.
+  std::vector<std::vector<ReachedLeaf>> leaves(n_trees);
+  std::vector<double> tree_best(n_trees);
+  int64_t visits_left = 4 * static_cast<int64_t>(e.nodes_f.size()) + 4096;
+  const bool upper = wants_upper(op);
+  for (size_t t = 0; t < n_trees; ++t) {
+    if (!reachable_leaves(e, e.roots[t], values, domain, ranges, visits_left, leaves[t])) return std::nullopt;
+    if (leaves[t].empty()) {
+      region.none = true;  // no allowed input gets through this tree
+      return region;
+    }
+    double best = upper ? -kInf : kInf;
+    for (const auto& leaf : leaves[t]) {
+      if (!std::isfinite(leaf.value)) return std::nullopt;  // sums could be NaN
+      best = upper ? std::max(best, leaf.value) : std::min(best, leaf.value);
+    }
+    tree_best[t] = best;
+  }
+  if (!may_satisfy(op, output_of(*rule, n_trees, [&](size_t t) { return tree_best[t]; }), c)) {
+    region.none = true;
+    return region;
+  }
+
+  int64_t work_left = kCellWorkBudget;
+  // Values of the model's input lie in a cell; the comparisons see them converted (int64 -> float),
+  // so an int64 region is widened like rounded values.
+  const bool widen = !constraints.exact_input_values || in->type == ElemType::Int64;
+  for (size_t j = 0; j < region.columns.size(); ++j) {
+    const int32_t col = static_cast<int32_t>(j);
+    // Per tree that splits on j: its leaves' ranges of j (or the column's whole range).
+    std::vector<size_t> trees_on_j;
+    std::vector<double> cuts;
+    for (size_t t = 0; t < n_trees; ++t) {
+      bool splits = false;
+      for (const auto& leaf : leaves[t])
+        for (const auto& [k, r] : leaf.narrowed)
+          if (k == col) {
+            splits = true;
+            if (r.has_values()) {
+              cuts.push_back(r.lo);
+              if (r.hi != kInf) cuts.push_back(detail::next_up(r.hi, domain));
+            }
+          }
+      if (splits) trees_on_j.push_back(t);
+    }
+    if (trees_on_j.empty()) continue;  // the prediction does not depend on j: nothing to derive
+    std::sort(cuts.begin(), cuts.end());
+    cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+    std::vector<Cell> cells;
+    if (cuts.empty() || cuts.front() > -kInf) cells.push_back({-kInf, cuts.empty() ? kInf : detail::next_down(cuts.front(), domain)});
+    for (size_t k = 0; k < cuts.size(); ++k)
+      cells.push_back({cuts[k], k + 1 < cuts.size() ? detail::next_down(cuts[k + 1], domain) : kInf});
+    int64_t leaves_on_j = 0;
+    for (size_t t : trees_on_j) leaves_on_j += static_cast<int64_t>(leaves[t].size());
+    const int64_t work = (static_cast<int64_t>(cells.size()) + 1) * leaves_on_j;
+    if (work > work_left) continue;  // too costly: leave the column `all`
+    work_left -= work;
+
+    auto j_range = [&](const ReachedLeaf& leaf) {
+      for (const auto& [k, r] : leaf.narrowed)
+        if (k == col) return r;
+      return ranges[j];
+    };
+    // The bound for rows whose column j is in `cell` (nullopt: no tree lets such a row through);
+    // cell == nullptr: rows where j is missing.
+    auto bound_for = [&](const Cell* cell) -> std::optional<double> {
+      std::vector<double> best(tree_best);
+      for (size_t t : trees_on_j) {
+        bool any = false;
+        double b = upper ? -kInf : kInf;
+        for (const auto& leaf : leaves[t]) {
+          const Range r = j_range(leaf);
+          const bool meets = cell ? (r.has_values() && r.lo <= cell->hi && r.hi >= cell->lo) : r.missing;
+          if (!meets) continue;
+          any = true;
+          b = upper ? std::max(b, leaf.value) : std::min(b, leaf.value);
+        }
+        if (!any) return std::nullopt;
+        best[t] = b;
+      }
+      return output_of(*rule, n_trees, [&](size_t t) { return best[t]; });
+    };
+    std::vector<Cell> kept;
+    for (const Cell& cell : cells) {
+      if (cell.lo > cell.hi) continue;
+      const auto b = bound_for(&cell);
+      if (b && may_satisfy(op, *b, c)) kept.push_back(cell);
+    }
+    bool missing_kept = false;
+    if (ranges[j].missing) {
+      const auto b = bound_for(nullptr);
+      missing_kept = b && may_satisfy(op, *b, c);
+    }
+    if (widen)
+      for (Cell& cell : kept) {
+        cell.lo = detail::next_down(cell.lo, domain);
+        cell.hi = detail::next_up(cell.hi, domain);
+      }
+    kept = merge(std::move(kept), domain);
+    ColumnRegion& out = region.columns[j];
+    if (missing_kept && kept.size() == 1 && kept[0].lo == -kInf && kept[0].hi == kInf) continue;  // all
+    out.all = false;
+    out.missing_allowed = missing_kept;
+    for (const Cell& cell : kept) out.intervals.push_back(Interval::between({cell.lo, true}, {cell.hi, true}));
+    if (kept.empty() && !missing_kept) {
+      region.none = true;
+      return region;
+    }
+  }
+  return region;
+}
+
+std::string number(double v) {
+  if (v == kInf) return "inf";
+  if (v == -kInf) return "-inf";
+  return fmt::format("{}", v);
+}
+
+}  // namespace
+
+bool ColumnRegion::contains(double v) const {
+  if (all) return true;
+  if (std::isnan(v)) return missing_allowed;
+  return std::any_of(intervals.begin(), intervals.end(), [&](const Interval& i) { return i.contains(v); });
+}
+
+std::string ColumnRegion::to_string(const std::string& name) const {
+  if (all) return "";
+  std::vector<std::string> parts;
+  for (const Interval& i : intervals) {
+    const auto& lo = i.lower();
+    const auto& hi = i.upper();
+    const bool has_lo = lo && lo->value != -kInf, has_hi = hi && hi->value != kInf;
+    if (has_lo && has_hi && lo->value == hi->value) parts.push_back(fmt::format("{} = {}", name, number(lo->value)));
+    else if (has_lo && has_hi)
+      parts.push_back(fmt::format("{} >= {} and {} <= {}", name, number(lo->value), name, number(hi->value)));
+    else if (has_lo) parts.push_back(fmt::format("{} >= {}", name, number(lo->value)));
+    else if (has_hi) parts.push_back(fmt::format("{} <= {}", name, number(hi->value)));
+    else parts.push_back(fmt::format("{} is not missing", name));
+  }
+  if (missing_allowed) parts.push_back(fmt::format("{} is missing", name));
+  if (parts.empty()) return "false";
+  return fmt::format("({})", fmt::join(parts, " or "));
+}
+
+int64_t PredictionRegion::columns_narrowed() const {
+  return static_cast<int64_t>(std::count_if(columns.begin(), columns.end(), [](const ColumnRegion& c) { return !c.all; }));
+}
+
+std::string PredictionRegion::to_string(const std::vector<std::string>& names) const {
+  if (none) return "false";
+  std::vector<std::string> parts;
+  for (size_t k = 0; k < columns.size(); ++k) {
+    if (columns[k].all) continue;
+    parts.push_back(columns[k].to_string(k < names.size() && !names[k].empty() ? names[k] : fmt::format("column {}", k)));
+  }
+  return parts.empty() ? "true" : fmt::format("{}", fmt::join(parts, " AND "));
+}
+
+std::optional<PredictionRegion> prediction_region(const Model& model, Comparison op, double c,
+                                                  const Constraints& constraints) {
+  try {
+    return region_unguarded(model, op, c, constraints);
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace flock::optimize

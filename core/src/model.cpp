@@ -852,6 +852,8 @@ ModelInternals::GraphView ModelInternals::graph(const Model& model) {
   return g;
 }
 
+int ModelInternals::label_output(const Model& model) { return model.label_output_; }
+
 std::shared_ptr<const Model> ModelInternals::with_kernels(
     const Model& model, const std::vector<std::pair<size_t, std::shared_ptr<const Kernel>>>& replacements) {
   std::unique_ptr<Plan> plan = model.plan_->copy();

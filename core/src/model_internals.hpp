@@ -28,6 +28,8 @@ class ModelInternals {
   };
 
   static GraphView graph(const Model& model);
+  // Index into the model's outputs of its label output (classifiers), else -1.
+  static int label_output(const Model& model);
 
   // A model with the same signature and graph whose step `index` runs `kernel` instead, for each
   // pair given (the other kernels are shared with `model`). The replacement must take and give the

@@ -210,7 +210,8 @@ struct EnsembleSpec {
   int max_depth = 5;
   bool classifier = false;
   int64_t n_outputs = 1;  // targets (regressor) or classes (classifier)
-  bool binary_single_class = false;  // classifier: weights for class 1 only (ORT's binary case)
+  bool binary_single_class = false;  // classifier: weights for one class only (ORT's binary case)
+  int64_t binary_class_id = 1;       // ... that class
   std::string aggregate = "SUM";
   std::string post_transform = "NONE";
   bool mixed_modes = true;      // else one mode (LEQ/LT/GTE/GT) for the ensemble: the perfect-tree walk
@@ -273,7 +274,7 @@ onnx::ModelProto random_ensemble(const EnsembleSpec& spec, std::mt19937_64& rng)
           w_id.push_back(k);
           weights.push_back(std::round((unit(rng) * 4 - 2) * 1000) / 1000 + (spec.double_thresholds ? 1e-9 : 0));
         };
-        if (spec.classifier && spec.binary_single_class) add_weight(1);
+        if (spec.classifier && spec.binary_single_class) add_weight(spec.binary_class_id);
         else if (spec.n_outputs == 1) add_weight(0);
         else
           for (int64_t k = 0; k < spec.n_outputs; ++k)
@@ -931,7 +932,8 @@ struct RegionTotals {
 
 // Soundness: every input (inside the constraints) whose prediction satisfies the comparison lies
 // in every column's region.
-RegionTotals check_region(const Model& model, int rounds, int points, uint64_t seed) {
+// `label_class` >= 0: the region of rows labelled class_labels[label_class] (label_region).
+RegionTotals check_region(const Model& model, int rounds, int points, uint64_t seed, int64_t label_class = -1) {
   RegionTotals totals;
   const auto& spec = model.signature().inputs.at(0);
   const int64_t width = spec.width;
@@ -963,7 +965,8 @@ RegionTotals check_region(const Model& model, int rounds, int points, uint64_t s
       if (ok) rows.push_back(std::move(row));
     }
     if (rows.empty()) continue;
-    const auto predictions = model.predict(make_batch(rows, type, width)).values;
+    const auto prediction = model.predict(make_batch(rows, type, width));
+    const auto& predictions = prediction.values;
     // A threshold at a prediction seen (ties exercise >= and <=), or between two of them.
     std::vector<double> sorted = predictions;
     std::sort(sorted.begin(), sorted.end());
@@ -972,7 +975,8 @@ RegionTotals check_region(const Model& model, int rounds, int points, uint64_t s
     // The largest or smallest prediction: a region's bound can equal it exactly.
     if (unit(rng) < 0.25) c = unit(rng) < 0.5 ? sorted.front() : sorted.back();
     const Comparison op = ops[rng() % 4];
-    const auto region = flock::optimize::prediction_region(model, op, c, constraints);
+    const auto region = label_class >= 0 ? flock::optimize::label_region(model, label_class, constraints)
+                                         : flock::optimize::prediction_region(model, op, c, constraints);
     if (!region) {
       ADD_FAILURE() << "no region";
       return totals;
@@ -984,7 +988,9 @@ RegionTotals check_region(const Model& model, int rounds, int points, uint64_t s
       bool inside = !region->none;
       for (int64_t k = 0; k < width && inside; ++k)
         inside = region->columns[static_cast<size_t>(k)].contains(rows[r][static_cast<size_t>(k)]);
-      const bool qualifies = compare(op, predictions[r], c);
+      const bool qualifies = label_class >= 0 ? prediction.labels.at(r) == model.signature().class_labels.at(
+                                                                               static_cast<size_t>(label_class))
+                                              : compare(op, predictions[r], c);
       if (qualifies) ++totals.qualifying;
       if (!inside) ++totals.filtered;
       if (qualifies && !inside) {
@@ -1104,6 +1110,17 @@ TEST(OptimizeRegion, GeneratedRegressorsAreSound) {
     } catch (const flock::Error&) {
       continue;
     }
+    if (flock::optimize::label_region(*model, 1)) {
+      for (int64_t k = 0; k < 2; ++k) {
+        const auto totals = check_region(*model, 20, 150, seed++, k);
+        std::printf("[ region ] %s label %lld: %lld qualifying rows inside, %lld filtered\n", file.c_str(),
+                    static_cast<long long>(k), static_cast<long long>(totals.qualifying),
+                    static_cast<long long>(totals.filtered));
+      }
+      ++checked;
+      if (HasFailure()) return;
+      continue;
+    }
     if (!flock::optimize::prediction_region(*model, Comparison::Greater, 0)) continue;
     const auto totals = check_region(*model, 20, 150, seed++);
     ++checked;
@@ -1112,5 +1129,62 @@ TEST(OptimizeRegion, GeneratedRegressorsAreSound) {
     if (HasFailure()) return;
   }
   EXPECT_GT(checked, 0);
+}
+
+TEST(OptimizeRegion, BinaryClassifierLabelsAreSound) {
+  RegionTotals all;
+  // XGBoost binary:logistic (mixed-sign and all-positive leaves: label at margin 0 or 0.5).
+  for (const char* name : {"binary_logistic", "binary_positive_leaves"}) {
+    SCOPED_TRACE(name);
+    const std::string text = read_text(std::string(FLOCK_TEST_DATA_DIR) + "/xgb/" + name + ".model.json");
+    const auto model = Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    for (int64_t k = 0; k < 2; ++k) {
+      const auto totals = check_region(*model, 40, 200, 300 + static_cast<uint64_t>(k), k);
+      EXPECT_GT(totals.qualifying, 100);
+      all.filtered += totals.filtered;
+      all.narrowed_columns += totals.narrowed_columns;
+      if (HasFailure()) return;
+    }
+  }
+  // Random ONNX classifiers scoring class 0 only, every branch mode, float and double input.
+  uint64_t seed = 400;
+  for (int input : {onnx::TensorProto::FLOAT, onnx::TensorProto::DOUBLE}) {
+    for (int model_index = 0; model_index < 4; ++model_index) {
+      EnsembleSpec spec;
+      spec.classifier = true;
+      spec.n_outputs = 2;
+      spec.binary_single_class = true;
+      spec.binary_class_id = 0;
+      spec.post_transform = "LOGISTIC";
+      spec.base_values = model_index % 2 == 0;
+      spec.input_type = input;
+      spec.double_thresholds = input == onnx::TensorProto::DOUBLE;
+      std::mt19937_64 rng(seed++);
+      const auto model = Model::load(bytes_of(random_ensemble(spec, rng)));
+      ASSERT_TRUE(flock::optimize::label_region(*model, 1));
+      for (int64_t k = 0; k < 2; ++k) {
+        const auto totals = check_region(*model, 30, 200, seed * 13 + static_cast<uint64_t>(k), k);
+        all.filtered += totals.filtered;
+        all.narrowed_columns += totals.narrowed_columns;
+        if (HasFailure()) return;
+      }
+    }
+  }
+  EXPECT_GT(all.filtered, 1000);
+  EXPECT_GT(all.narrowed_columns, 50);
+  // Not understood: class 1 scored by the leaves, several classes, a regressor, a bad index.
+  std::mt19937_64 rng(5);
+  EnsembleSpec other;
+  other.classifier = true;
+  other.n_outputs = 2;
+  other.binary_single_class = true;
+  EXPECT_FALSE(flock::optimize::label_region(*Model::load(bytes_of(random_ensemble(other, rng))), 1));
+  other.binary_single_class = false;
+  other.n_outputs = 3;
+  EXPECT_FALSE(flock::optimize::label_region(*Model::load(bytes_of(random_ensemble(other, rng))), 1));
+  EXPECT_FALSE(flock::optimize::label_region(*Model::load(bytes_of(known_tree())), 0));
+  const std::string text = read_text(std::string(FLOCK_TEST_DATA_DIR) + "/xgb/binary_logistic.model.json");
+  const auto xgb = Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  EXPECT_FALSE(flock::optimize::label_region(*xgb, 2));
 }
 }  // namespace

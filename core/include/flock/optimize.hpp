@@ -180,4 +180,11 @@ struct PredictionRegion {
 std::optional<PredictionRegion> prediction_region(const Model& model, Comparison op, double c,
                                                   const Constraints& constraints = {});
 
+// The same for `predicted label = class_labels[class_index]` on a two-class tree classifier in
+// ORT's binary case whose leaves each score class 0 once (XGBoost binary:logistic, for one): the
+// label is decided by the margin (a sum of leaf weights plus a base value) against 0 or 0.5.
+// nullopt for other models and class indices.
+std::optional<PredictionRegion> label_region(const Model& model, int64_t class_index,
+                                             const Constraints& constraints = {});
+
 }  // namespace flock::optimize

@@ -85,6 +85,18 @@ class TreeKernel : public Kernel {
     double origin = 0;
   };
   virtual std::optional<SumRule> sum_rule() const { return std::nullopt; }
+
+  // How a two-class classifier picks its label, when it is by a margin: margin = s + origin,
+  // where s adds per tree the class-0 weight of the leaf reached (0 when it has none) in tree
+  // order, in double, from 0; the label is class 1 when margin > threshold, class 0 otherwise.
+  // Two forms of ORT's rules qualify (see the classifier's binary_label_rule): the binary case
+  // with one class-0 weight per leaf, and two scored classes with two base values where class 1
+  // is scored on every path (XGBoost's binary:logistic encodings). nullopt otherwise.
+  struct BinaryLabelRule {
+    double origin = 0;
+    double threshold = 0;
+  };
+  virtual std::optional<BinaryLabelRule> binary_label_rule() const { return std::nullopt; }
 };
 
 // The perfect-tree walk has an AVX-512 form, used when the CPU has AVX-512F (checked at run time).

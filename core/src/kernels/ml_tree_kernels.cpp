@@ -414,6 +414,49 @@ class TreeClassifier final : public TreeKernel {
     return std::unique_ptr<Kernel>(new TreeClassifier(*this, std::move(replacement)));
   }
 
+  std::optional<BinaryLabelRule> binary_label_rule() const override {
+    if (n_classes_ != 2) return std::nullopt;
+    auto class0_weights = [&](size_t leaf) {
+      int count = 0;
+      for (int32_t k = e_.leaf_first[leaf], end = k + e_.leaf_count[leaf]; k < end; ++k)
+        count += e_.w_id[static_cast<size_t>(k)] == 0;
+      return count;
+    };
+    if (binary_case_) {
+      // finalize_binary, binary case, every leaf scoring class 0 once (h[0] always set, h[1]
+      // never): pos = s[0] + base_values[0] (when given); class 1 iff pos > 0.5 or pos > 0.
+      for (size_t i = 0; i < e_.nodes_f.size(); ++i) {
+        if (e_.nodes_f[i].mode != kLeaf) continue;
+        if (e_.leaf_count[i] != 1 || class0_weights(i) != 1) return std::nullopt;
+      }
+      return BinaryLabelRule{base_.empty() ? 0.0 : base_[0], e_.weights_all_positive ? 0.5 : 0.0};
+    }
+    // Both classes scored, two base values, class 1 scored on every path (a tree all of whose
+    // leaves score it, so h[1] is always set): finalize_binary makes s1 = base_values[1] + s[0] and
+    // s0 = -s1, and the label is class 1 iff s1 > s0, i.e. base_values[1] + s[0] > 0. (XGBoost's
+    // encoding of binary:logistic when no leaf is negative.) At most one class-0 weight per leaf,
+    // so s[0] adds one value per tree.
+    if (base_.size() != 2) return std::nullopt;
+    for (size_t i = 0; i < e_.nodes_f.size(); ++i)
+      if (e_.nodes_f[i].mode == kLeaf && class0_weights(i) > 1) return std::nullopt;
+    bool class1_always = false;
+    for (size_t t = 0; t < e_.roots.size() && !class1_always; ++t) {
+      const size_t begin = static_cast<size_t>(e_.roots[t]);
+      const size_t end = t + 1 < e_.roots.size() ? static_cast<size_t>(e_.roots[t + 1]) : e_.nodes_f.size();
+      bool all = true;  // every leaf of tree t (its nodes lie in [begin, end)) scores class 1
+      for (size_t i = begin; i < end && all; ++i) {
+        if (e_.nodes_f[i].mode != kLeaf) continue;
+        bool scores1 = false;
+        for (int32_t k = e_.leaf_first[i], stop = k + e_.leaf_count[i]; k < stop; ++k)
+          scores1 = scores1 || e_.w_id[static_cast<size_t>(k)] == 1;
+        all = scores1;
+      }
+      class1_always = all;
+    }
+    if (!class1_always) return std::nullopt;
+    return BinaryLabelRule{base_[1], 0.0};
+  }
+
  private:
   // `other`'s attributes over another ensemble (with_ensemble).
   TreeClassifier(const TreeClassifier& other, Ensemble&& e)

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -45,8 +46,9 @@ struct ReachedLeaf {
 // The leaves of the tree at `root` some input within `ranges` reaches, with their boxes.
 // false when the walk outgrows `visits_left` (shared subtrees are walked once per path) or the
 // structure is not what the kernels accept.
-bool reachable_leaves(const Ensemble& e, int32_t root, const NodeValues& values, Domain domain,
-                      std::vector<Range>& ranges, int64_t& visits_left, std::vector<ReachedLeaf>& out) {
+template <typename LeafValue>
+bool reachable_leaves(const Ensemble& e, int32_t root, const NodeValues& thresholds, LeafValue&& leaf_value,
+                      Domain domain, std::vector<Range>& ranges, int64_t& visits_left, std::vector<ReachedLeaf>& out) {
   struct Frame {
     bool restore = false;
     int32_t node = -1;
@@ -74,7 +76,7 @@ bool reachable_leaves(const Ensemble& e, int32_t root, const NodeValues& values,
     const Node<float>& nd = e.nodes_f[static_cast<size_t>(f.node)];
     if (nd.mode == tree::kLeaf) {
       ReachedLeaf leaf;
-      leaf.value = values(static_cast<size_t>(f.node));
+      leaf.value = leaf_value(static_cast<size_t>(f.node));
       for (int32_t col : path) {
         const bool seen = std::any_of(leaf.narrowed.begin(), leaf.narrowed.end(),
                                       [&](const auto& p) { return p.first == col; });
@@ -83,7 +85,7 @@ bool reachable_leaves(const Ensemble& e, int32_t root, const NodeValues& values,
       out.push_back(std::move(leaf));
       continue;
     }
-    const double t = values(static_cast<size_t>(f.node));
+    const double t = thresholds(static_cast<size_t>(f.node));
     const bool known_column = nd.feature >= 0 && static_cast<size_t>(nd.feature) < ranges.size();
     const Range r = known_column ? ranges[static_cast<size_t>(nd.feature)] : detail::full_range();
     const detail::Outcomes o = detail::branch_outcomes(nd.mode, t, nd.missing_true, r);
@@ -95,13 +97,19 @@ bool reachable_leaves(const Ensemble& e, int32_t root, const NodeValues& values,
   return true;
 }
 
-// The kernel's output for per-tree leaf values chosen by `leaf_value(t)` (run_single).
+// How leaves become the value compared: each reached leaf's value, added per tree in tree order
+// in double from 0, then `finalize` (monotone non-decreasing) of that sum.
+struct ScoreRule {
+  const Ensemble* ensemble = nullptr;
+  std::function<double(size_t node)> leaf_value;
+  std::function<double(double sum)> finalize;
+};
+
 template <typename F>
-double output_of(const tree::TreeKernel::SumRule& rule, size_t n_trees, F&& leaf_value) {
+double score_of(const ScoreRule& rule, size_t n_trees, F&& leaf_value) {
   double s = 0;
   for (size_t t = 0; t < n_trees; ++t) s += leaf_value(t);
-  const double val = rule.average ? s / static_cast<double>(n_trees) + rule.origin : s + rule.origin;
-  return detail::round_to(val, Domain::Float);  // the output tensor is float
+  return rule.finalize(s);
 }
 
 bool may_satisfy(Comparison op, double bound, double c) {
@@ -134,39 +142,26 @@ std::vector<Cell> merge(std::vector<Cell> cells, Domain d) {
   return out;
 }
 
-std::optional<PredictionRegion> region_unguarded(const Model& model, Comparison op, double c,
-                                                 const Constraints& given) {
-  if (std::isnan(c)) return std::nullopt;
-  const ModelInternals::GraphView g = ModelInternals::graph(model);
-  const auto in = detail::vector_input(model, g);
-  if (!in || g.output_slots.size() != 1) return std::nullopt;
-  const tree::TreeKernel* kernel = nullptr;
-  for (const auto& step : g.steps) {
-    const auto* t = dynamic_cast<const tree::TreeKernel*>(step.kernel);
-    if (t && !step.inputs.empty() && step.inputs[0] == in->slot && !step.outputs.empty() &&
-        step.outputs[0] == g.output_slots[0])
-      kernel = t;
-  }
-  if (!kernel) return std::nullopt;
-  const auto rule = kernel->sum_rule();
-  if (!rule || !std::isfinite(rule->origin)) return std::nullopt;
-  const Ensemble& e = kernel->ensemble();
+std::optional<PredictionRegion> region_of(const detail::VectorInput& in, const ScoreRule& rule,
+                                          Comparison op, double c, const Constraints& given) {
+  const Ensemble& e = *rule.ensemble;
   const size_t n_trees = e.roots.size();
   if (n_trees == 0) return std::nullopt;
 
-  Constraints constraints = given.columns.empty() ? Constraints(static_cast<size_t>(in->width)) : given;
-  if (static_cast<int64_t>(constraints.columns.size()) != in->width) return std::nullopt;
+  Constraints constraints = given.columns.empty() ? Constraints(static_cast<size_t>(in.width)) : given;
+  if (static_cast<int64_t>(constraints.columns.size()) != in.width) return std::nullopt;
   PredictionRegion region;
-  region.columns.resize(static_cast<size_t>(in->width));
+  region.columns.resize(static_cast<size_t>(in.width));
   if (constraints.unsatisfiable()) {
     region.none = true;
     return region;
   }
-  const Domain domain = in->domain();
+  const Domain domain = in.domain();
   std::vector<Range> ranges;
   for (const auto& col : constraints.columns)
-    ranges.push_back(detail::range_for(col, in->type, constraints.exact_input_values));
-  const NodeValues values{e, domain};
+    ranges.push_back(detail::range_for(col, in.type, constraints.exact_input_values));
+  auto values = [&](size_t node) { return rule.leaf_value(node); };
+  const NodeValues thresholds{e, domain};
 
   // Leaves per tree, and each tree's extreme reachable leaf value.
   std::vector<std::vector<ReachedLeaf>> leaves(n_trees);
@@ -174,7 +169,7 @@ std::optional<PredictionRegion> region_unguarded(const Model& model, Comparison 
   int64_t visits_left = 4 * static_cast<int64_t>(e.nodes_f.size()) + 4096;
   const bool upper = wants_upper(op);
   for (size_t t = 0; t < n_trees; ++t) {
-    if (!reachable_leaves(e, e.roots[t], values, domain, ranges, visits_left, leaves[t])) return std::nullopt;
+    if (!reachable_leaves(e, e.roots[t], thresholds, values, domain, ranges, visits_left, leaves[t])) return std::nullopt;
     if (leaves[t].empty()) {
       region.none = true;  // no allowed input gets through this tree
       return region;
@@ -186,7 +181,7 @@ std::optional<PredictionRegion> region_unguarded(const Model& model, Comparison 
     }
     tree_best[t] = best;
   }
-  if (!may_satisfy(op, output_of(*rule, n_trees, [&](size_t t) { return tree_best[t]; }), c)) {
+  if (!may_satisfy(op, score_of(rule, n_trees, [&](size_t t) { return tree_best[t]; }), c)) {
     region.none = true;
     return region;
   }
@@ -194,7 +189,7 @@ std::optional<PredictionRegion> region_unguarded(const Model& model, Comparison 
   int64_t work_left = kCellWorkBudget;
   // Values of the model's input lie in a cell; the comparisons see them converted (int64 -> float),
   // so an int64 region is widened like rounded values.
-  const bool widen = !constraints.exact_input_values || in->type == ElemType::Int64;
+  const bool widen = !constraints.exact_input_values || in.type == ElemType::Int64;
   for (size_t j = 0; j < region.columns.size(); ++j) {
     const int32_t col = static_cast<int32_t>(j);
     // Per tree that splits on j: its leaves' ranges of j (or the column's whole range).
@@ -248,7 +243,7 @@ std::optional<PredictionRegion> region_unguarded(const Model& model, Comparison 
         if (!any) return std::nullopt;
         best[t] = b;
       }
-      return output_of(*rule, n_trees, [&](size_t t) { return best[t]; });
+      return score_of(rule, n_trees, [&](size_t t) { return best[t]; });
     };
     std::vector<Cell> kept;
     for (const Cell& cell : cells) {
@@ -278,6 +273,67 @@ std::optional<PredictionRegion> region_unguarded(const Model& model, Comparison 
     }
   }
   return region;
+}
+
+// The model's single vector input and the tree kernel that reads it and writes output `output`.
+struct TreeAtOutput {
+  detail::VectorInput in;
+  const tree::TreeKernel* kernel = nullptr;
+};
+
+std::optional<TreeAtOutput> tree_at_output(const Model& model, size_t output) {
+  const ModelInternals::GraphView g = ModelInternals::graph(model);
+  const auto in = detail::vector_input(model, g);
+  if (!in || output >= g.output_slots.size()) return std::nullopt;
+  for (const auto& step : g.steps) {
+    const auto* t = dynamic_cast<const tree::TreeKernel*>(step.kernel);
+    if (!t || step.inputs.empty() || step.inputs[0] != in->slot) continue;
+    if (std::find(step.outputs.begin(), step.outputs.end(), g.output_slots[output]) != step.outputs.end())
+      return TreeAtOutput{*in, t};
+  }
+  return std::nullopt;
+}
+
+std::optional<PredictionRegion> value_region(const Model& model, Comparison op, double c, const Constraints& given) {
+  if (std::isnan(c) || model.signature().outputs.size() != 1) return std::nullopt;
+  const auto found = tree_at_output(model, 0);
+  if (!found) return std::nullopt;
+  const auto sum = found->kernel->sum_rule();
+  if (!sum || !std::isfinite(sum->origin)) return std::nullopt;
+  const Ensemble& e = found->kernel->ensemble();
+  const NodeValues leaf_values{e, found->in.domain()};  // run_single: the leaf's threshold slot
+  const double n_trees = static_cast<double>(e.roots.size());
+  const tree::TreeKernel::SumRule rule = *sum;
+  ScoreRule score{&e, [leaf_values](size_t node) { return leaf_values(node); },
+                  [rule, n_trees](double s) {
+                    const double val = rule.average ? s / n_trees + rule.origin : s + rule.origin;
+                    return detail::round_to(val, Domain::Float);  // the output tensor is float
+                  }};
+  return region_of(found->in, score, op, c, given);
+}
+
+std::optional<PredictionRegion> binary_label_region(const Model& model, int64_t class_index, const Constraints& given) {
+  const int label_output = ModelInternals::label_output(model);
+  if (label_output < 0 || (class_index != 0 && class_index != 1)) return std::nullopt;
+  const auto found = tree_at_output(model, static_cast<size_t>(label_output));
+  if (!found) return std::nullopt;
+  const auto binary = found->kernel->binary_label_rule();
+  if (!binary || !std::isfinite(binary->origin)) return std::nullopt;
+  const Ensemble& e = found->kernel->ensemble();
+  const double origin = binary->origin;
+  ScoreRule score{&e,
+                  [&e](size_t node) {
+                    // The leaf's class-0 weight (binary_label_rule: at most one), else nothing added.
+                    const int64_t first = e.leaf_first[node], count = e.leaf_count[node];
+                    for (int64_t k = first; k < first + count; ++k)
+                      if (k >= 0 && static_cast<size_t>(k) < e.w_id.size() && e.w_id[static_cast<size_t>(k)] == 0)
+                        return e.w_value[static_cast<size_t>(k)];
+                    return 0.0;
+                  },
+                  [origin](double s) { return s + origin; }};
+  // Class 1 iff margin > threshold.
+  return region_of(found->in, score, class_index == 1 ? Comparison::Greater : Comparison::LessOrEqual,
+                   binary->threshold, given);
 }
 
 std::string number(double v) {
@@ -330,7 +386,17 @@ std::string PredictionRegion::to_string(const std::vector<std::string>& names) c
 std::optional<PredictionRegion> prediction_region(const Model& model, Comparison op, double c,
                                                   const Constraints& constraints) {
   try {
-    return region_unguarded(model, op, c, constraints);
+    return value_region(model, op, c, constraints);
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+std::optional<PredictionRegion> label_region(const Model& model, int64_t class_index, const Constraints& constraints) {
+  try {
+    return binary_label_region(model, class_index, constraints);
   } catch (const std::bad_alloc&) {
     throw;
   } catch (...) {

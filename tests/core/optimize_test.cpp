@@ -42,6 +42,7 @@ using flock::optimize::Bound;
 using flock::optimize::Constraints;
 using flock::optimize::FeatureConstraint;
 using flock::optimize::Interval;
+using flock::optimize::Comparison;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -833,6 +834,55 @@ TEST(OptimizeSpecialize, WhatItDoesNotUnderstand) {
   EXPECT_EQ(read.count(), 2);
 }
 
+// A tree whose 40 branches each send both ways to the next: 2^40 paths through 41 nodes. The
+// passes walk paths, so they must stop at their budget instead of running forever.
+TEST(OptimizeSpecialize, SharedSubtreesStopAtTheBudget) {
+  constexpr int kLevels = 40;
+  onnx::ModelProto m = base_model(kLevels, onnx::TensorProto::FLOAT, 1);
+  auto* g = m.mutable_graph();
+  auto* node = g->add_node();
+  node->set_domain("ai.onnx.ml");
+  node->set_op_type("TreeEnsembleRegressor");
+  node->add_input("input");
+  node->add_output("variable");
+  auto* treeids = attr(node, "nodes_treeids", onnx::AttributeProto::INTS);
+  auto* nodeids = attr(node, "nodes_nodeids", onnx::AttributeProto::INTS);
+  auto* featureids = attr(node, "nodes_featureids", onnx::AttributeProto::INTS);
+  auto* trueids = attr(node, "nodes_truenodeids", onnx::AttributeProto::INTS);
+  auto* falseids = attr(node, "nodes_falsenodeids", onnx::AttributeProto::INTS);
+  auto* modes = attr(node, "nodes_modes", onnx::AttributeProto::STRINGS);
+  auto* values = attr(node, "nodes_values", onnx::AttributeProto::FLOATS);
+  for (int i = 0; i <= kLevels; ++i) {
+    treeids->add_ints(0);
+    nodeids->add_ints(i);
+    featureids->add_ints(i % kLevels);  // a column per level: no branch decides another
+    trueids->add_ints(i < kLevels ? i + 1 : 0);
+    falseids->add_ints(i < kLevels ? i + 1 : 0);
+    modes->add_strings(i < kLevels ? "BRANCH_LEQ" : "LEAF");
+    values->add_floats(static_cast<float>(i));
+  }
+  attr(node, "target_treeids", onnx::AttributeProto::INTS)->add_ints(0);
+  attr(node, "target_nodeids", onnx::AttributeProto::INTS)->add_ints(kLevels);
+  attr(node, "target_ids", onnx::AttributeProto::INTS)->add_ints(0);
+  attr(node, "target_weights", onnx::AttributeProto::FLOATS)->add_floats(1.5f);
+  attr(node, "n_targets", onnx::AttributeProto::INT)->set_i(1);
+  value_info(g->add_output(), "variable", onnx::TensorProto::FLOAT, {1});
+  const auto model = Model::load(bytes_of(m));
+  EXPECT_FALSE(flock::optimize::specialize(*model, Constraints(kLevels)));
+  EXPECT_FALSE(flock::optimize::prediction_region(*model, Comparison::Greater, 1));
+  const auto read = flock::optimize::inputs_read(*model);
+  ASSERT_FALSE(read.all);
+  EXPECT_EQ(read.count(), kLevels);
+  // Constraints that decide every branch: the walk follows one path, within the budget.
+  Constraints fixed(kLevels);
+  for (auto& column : fixed.columns) column = FeatureConstraint{Interval::point(100), false};
+  const auto s = flock::optimize::specialize(*model, fixed);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->stats.nodes_after, 1);
+  EXPECT_EQ(s->model->predict(make_batch({std::vector<double>(kLevels, 100)}, ElemType::Float, kLevels)).values,
+            (std::vector<double>{1.5}));
+}
+
 // ---------------------------------------------------------------------------------------------
 // B. Inputs read
 
@@ -909,8 +959,6 @@ TEST(OptimizeInputsRead, LinearModelsSkipZeroCoefficientsOnlyForFiniteValues) {
 
 // ---------------------------------------------------------------------------------------------
 // E. Prediction-predicate inversion
-
-using flock::optimize::Comparison;
 
 bool compare(Comparison op, double prediction, double c) {
   switch (op) {
@@ -1094,7 +1142,7 @@ TEST(OptimizeRegion, KnownTree) {
   EXPECT_EQ(region->to_string(), "false");
 }
 
-TEST(OptimizeRegion, GeneratedRegressorsAreSound) {
+TEST(OptimizeRegion, GeneratedModelsAreSound) {
   const char* dir = std::getenv("FLOCK_MODELS_DIR");
   if (!dir || !std::filesystem::is_directory(dir)) GTEST_SKIP() << "FLOCK_MODELS_DIR is not set";
   int checked = 0;

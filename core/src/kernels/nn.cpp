@@ -40,6 +40,7 @@
 #include "flock/checked.hpp"
 #include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
+#include "kernel_io.hpp"
 
 namespace flock {
 namespace {
@@ -53,36 +54,14 @@ using Vec = Eigen::Array<T, Eigen::Dynamic, 1>;
 
 // ---- shared helpers ----
 
-const Tensor& input(const std::vector<const Tensor*>& in, size_t k, const std::string& where, const char* name) {
-  if (k >= in.size() || in[k] == nullptr)
-    fail(ErrorCode::InvalidInput, fmt::format("{}: input {} ('{}') is missing", where, k, name));
-  const Tensor& t = *in[k];
-  if (static_cast<int64_t>(t.size()) != t.numel())
-    fail(ErrorCode::InvalidInput,
-         fmt::format("{}: input '{}' holds {} values but its shape needs {}", where, name, t.size(), t.numel()));
-  return t;
-}
+using kernels::input;
+using kernels::optional_input;
+using kernels::product;
+using kernels::set_out;
+using kernels::shape_str;
 
-// nullptr for an omitted optional input.
-const Tensor* optional_input(const std::vector<const Tensor*>& in, size_t k, const std::string& where,
-                             const char* name) {
-  if (k >= in.size() || in[k] == nullptr) return nullptr;
-  return &input(in, k, where, name);
-}
 
 bool has_input(const onnx::NodeProto& node, int k) { return node.input_size() > k && !node.input(k).empty(); }
-
-void set_out(std::vector<Tensor>& out, size_t k, Tensor t) {
-  if (k < out.size()) out[k] = std::move(t);
-}
-
-// Product of dimensions [from, to) of a shape, checked.
-int64_t product(const std::vector<int64_t>& s, size_t from, size_t to) {
-  return checked_numel(std::span<const int64_t>(s.data() + from, to - from), "shape product",
-                       ErrorCode::InvalidInput);
-}
-
-std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
 template <typename T>
 const T* cdata(const Tensor& t) {

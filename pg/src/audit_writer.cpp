@@ -31,6 +31,7 @@ extern "C" {
 
 #include "audit.hpp"
 #include "audit_shared.hpp"
+#include "flock/want.hpp"
 
 extern "C" {
 PGDLLEXPORT void flock_audit_worker_main(Datum arg);
@@ -83,14 +84,13 @@ bool same_batch(const AuditRecord* a, const AuditRecord* b) {
          memcmp(pa + la.names, pb + lb.names, a->names_len) == 0;
 }
 
-const char* kFunctions[] = {"predict", "predict_proba", "predict_label", "predict_tensor"};
-
 // Inserts one log row for records recs[0..n) (a batch of one statement).
 void store_batch(const AuditRecord* const* recs, int n) {
   const AuditRecord* first = recs[0];
   int nfeat = first->nfeat;
   int width = first->out_width;
-  bool label = first->want == 2;
+  const Want want = static_cast<Want>(first->want);
+  bool label = want == Want::Label;
   int rows = 0;
   for (int k = 0; k < n; ++k) rows += recs[k]->nrows;
   AuditLayout l0 = audit_layout(first->nrows, nfeat, width, first->names_len, first->text_len);
@@ -157,7 +157,7 @@ void store_batch(const AuditRecord* const* recs, int n) {
   values[3] = Int32GetDatum(first->model_version);
   values[4] = Int64GetDatum(first->query_id);
   if (first->query_id == 0) nulls[4] = 'n';
-  values[5] = CStringGetTextDatum(kFunctions[first->want]);
+  values[5] = CStringGetTextDatum(function_name(want));
   values[6] = Int32GetDatum(rows);
   if (first->names_len > 0) {
     Datum* names = static_cast<Datum*>(palloc(sizeof(Datum) * Max(nfeat, 1)));

@@ -51,9 +51,11 @@ extern "C" {
 
 namespace flock::pg {
 
-int audit_queue_kb = 4096;
+constexpr int kDefaultAuditQueueKb = 4096;
+constexpr int kDefaultAuditSyncTimeoutMs = 60000;
+int audit_queue_kb = kDefaultAuditQueueKb;
 int audit_durability = static_cast<int>(AuditDurability::Async);
-int audit_sync_timeout_ms = 60000;
+int audit_sync_timeout_ms = kDefaultAuditSyncTimeoutMs;
 
 AuditShared* shared = nullptr;
 
@@ -391,18 +393,18 @@ void install_audit() {
                            "committed their records (flushed to WAL). It cannot weaken a model policy's 'sync'.",
                            &audit_durability, static_cast<int>(AuditDurability::Async), durability_options,
                            PGC_USERSET, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("flock.audit_sync_timeout",
-                          "Longest a statement with 'sync' audit records waits for the audit writer.",
-                          "Past it the statement fails (55000): its records could not be made durable in time.",
-                          &audit_sync_timeout_ms, 60000, 1, INT_MAX, PGC_USERSET, GUC_UNIT_MS, nullptr, nullptr,
-                          nullptr);
+  DefineCustomIntVariable(
+      "flock.audit_sync_timeout", "Longest a statement with 'sync' audit records waits for the audit writer.",
+      "Past it the statement fails (55000): its records could not be made durable in time.",
+      &audit_sync_timeout_ms, kDefaultAuditSyncTimeoutMs, 1, INT_MAX, PGC_USERSET, GUC_UNIT_MS, nullptr,
+      nullptr, nullptr);
   // Loaded later than server start (not preloaded), there is no queue; and PostgreSQL forbids
   // (FATAL) creating a PGC_POSTMASTER setting then.
   if (!process_shared_preload_libraries_in_progress) return;
-  DefineCustomIntVariable("flock.audit_queue_size",
-                          "Shared memory per database for audit records waiting to be stored.",
-                          "Predictions of audited models wait when it is full. Needs a restart.", &audit_queue_kb,
-                          4096, 256, 1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "flock.audit_queue_size", "Shared memory per database for audit records waiting to be stored.",
+      "Predictions of audited models wait when it is full. Needs a restart.", &audit_queue_kb,
+      kDefaultAuditQueueKb, 256, 1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB, nullptr, nullptr, nullptr);
   prev_shmem_request_hook = shmem_request_hook;
   shmem_request_hook = audit_shmem_request;
   prev_shmem_startup_hook = shmem_startup_hook;

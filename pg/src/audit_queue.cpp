@@ -201,7 +201,7 @@ long ms_since(TimestampTz start) {
 }
 
 // Waits until this backend's pending 'sync' records are committed (and flushed) by the writer:
-// interruptibly, re-checking at least every 100 ms, at most flock.audit_sync_timeout. Fails when
+// interruptibly, re-checking at least every kWaitRecheckMs, at most flock.audit_sync_timeout. Fails when
 // the time is up or when the writer had to discard any of them: the statement must not return as
 // if they were durable.
 void audit_wait_durable() {
@@ -237,8 +237,8 @@ void audit_wait_durable() {
                               "flock.inference_log held, or max_worker_processes exhausted?")));
     }
     // Woken by the writer's broadcast when the tail moves; the timeout bounds each sleep.
-    ConditionVariableTimedSleep(&slot->cv, Min(100L, static_cast<long>(audit_sync_timeout_ms) - waited),
-                                PG_WAIT_EXTENSION);
+    ConditionVariableTimedSleep(
+        &slot->cv, Min(kWaitRecheckMs, static_cast<long>(audit_sync_timeout_ms) - waited), PG_WAIT_EXTENSION);
   }
   ConditionVariableCancelSleep();
   sync_wait.pending = false;

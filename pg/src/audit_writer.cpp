@@ -432,15 +432,10 @@ Datum flock_audit_flush(PG_FUNCTION_ARGS) {
     if (done) break;
     if (no_worker) ensure_worker(idx);
     else if (latch) SetLatch(latch);
-    long waited = 0;
-    {
-      long secs;
-      int usecs;
-      TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
-      waited = secs * 1000 + usecs / 1000;
-    }
+    long waited = ms_since(start);
     if (waited >= timeout_ms) break;
-    ConditionVariableTimedSleep(&slot->cv, Min(100L, static_cast<long>(timeout_ms) - waited + 1), PG_WAIT_EXTENSION);
+    ConditionVariableTimedSleep(&slot->cv, Min(kWaitRecheckMs, static_cast<long>(timeout_ms) - waited + 1),
+                                PG_WAIT_EXTENSION);
   }
   ConditionVariableCancelSleep();
   PG_RETURN_BOOL(done);

@@ -76,11 +76,13 @@ int cmd_models(const Invocation& inv) {
     }
     std::vector<Column> columns{{"name"},       {"version", true}, {"format"},     {"sha256"},
                                 {"created_by"}, {"created_at"},    {"description"}};
+    constexpr int kDescriptionColumn = 6;  // the query's last column
     std::vector<std::vector<std::string>> rows;
     for (int i = 0; i < r.rows(); ++i) {
       std::vector<std::string> row;
       for (int j = 0; j < r.cols(); ++j)
-        row.push_back(r.is_null(i, j) ? "" : one_line(r.get(i, j), j == 6 ? kDescriptionWidth : 200));
+        row.push_back(
+            r.is_null(i, j) ? "" : one_line(r.get(i, j), j == kDescriptionColumn ? kDescriptionWidth : 200));
       rows.push_back(std::move(row));
     }
     write_out(render_table(columns, rows));

@@ -180,9 +180,10 @@ int cmd_lineage(const Invocation& inv) {
                           direction == "both" ? "upstream and downstream" : direction));
     std::vector<Column> columns{{"depth", true}, {"from"}, {"relation"}, {"to"}, {"at"}, {"by"}};
     std::vector<std::vector<std::string>> rows;
+    constexpr std::size_t kNodeWidth = 120;  // "model churn@3", "data set train@2": cut past this
     for (const auto& e : edges)
-      rows.push_back({e.depth, one_line(e.from_kind + " " + e.from_ref, 120), e.relation,
-                      one_line(e.to_kind + " " + e.to_ref, 120), e.at, e.actor});
+      rows.push_back({e.depth, one_line(e.from_kind + " " + e.from_ref, kNodeWidth), e.relation,
+                      one_line(e.to_kind + " " + e.to_ref, kNodeWidth), e.at, e.actor});
     write_out(render_table(columns, rows));
     return 0;
   });

@@ -425,8 +425,11 @@ bytea* check_model_isolated(bytea* bytes, const char* format, int nfeatures, cha
     appendBinaryStringInfo(&request, features[k], static_cast<int>(len));
   }
   Chunk chunks[2] = {{request.data, static_cast<size_t>(request.len)}, {VARDATA_ANY(bytes), model_len}};
-  // With feature names the answer is the model plus its names (plus JSON quoting); else a line.
-  size_t max_answer = nfeatures >= 0 ? 2 * (model_len + names_len) + nfeatures * 8 + (1 << 20) : (1 << 20);
+  // With feature names the answer is the model plus its names (plus JSON quoting); else a line. The
+  // line (verdict, signature, error) gets this much either way.
+  constexpr size_t kAnswerLineBytes = size_t(1) << 20;
+  size_t max_answer =
+      nfeatures >= 0 ? 2 * (model_len + names_len) + nfeatures * 8 + kAnswerLineBytes : kAnswerLineBytes;
 
   StringInfoData answer;
   initStringInfo(&answer);

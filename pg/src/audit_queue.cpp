@@ -63,7 +63,7 @@ AuditShared* shared = nullptr;
 shmem_request_hook_type prev_shmem_request_hook = nullptr;
 shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 
-Size ring_bytes() { return TYPEALIGN(8, static_cast<Size>(audit_queue_kb) * 1024); }
+Size ring_bytes() { return TYPEALIGN(kAuditRecordAlign, static_cast<Size>(audit_queue_kb) * 1024); }
 // Every PGPROC (PostgreSQL 15's TotalProcs): backends, auxiliary processes, prepared transactions.
 int proc_slots() { return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts; }
 Size procs_bytes() { return MAXALIGN(sizeof(AuditProcState) * static_cast<Size>(proc_slots())); }

@@ -36,6 +36,11 @@ inline const Tensor* optional_input(const std::vector<const Tensor*>& in, size_t
   return &input(in, k, where, name);
 }
 
+// Compile time: whether optional input `k` is named (an omitted one is absent or named "").
+inline bool has_input(const KernelContext& ctx, int k) {
+  return ctx.node.input_size() > k && !ctx.node.input(k).empty();
+}
+
 // Output k, when the node names that many outputs (a trailing optional output may be left off).
 inline void set_out(std::vector<Tensor>& out, size_t k, Tensor t) {
   if (k < out.size()) out[k] = std::move(t);

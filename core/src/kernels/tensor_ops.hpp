@@ -21,6 +21,7 @@
 namespace flock {
 namespace tensor_ops {
 
+using kernels::has_input;
 using kernels::input;
 using kernels::optional_input;
 using kernels::product;
@@ -38,9 +39,6 @@ inline void need_inputs(const KernelContext& ctx, int n, const std::string& wher
     fail(ErrorCode::InvalidModel,
          fmt::format("{}: needs {} input{}, has {}", where, n, n == 1 ? "" : "s", ctx.node.input_size()));
 }
-
-// Compile time: whether optional input `k` is named.
-inline bool has_input(const KernelContext& ctx, int k) { return ctx.node.input_size() > k && !ctx.node.input(k).empty(); }
 
 // Row-major element strides of a shape.
 inline std::vector<int64_t> strides_of(const std::vector<int64_t>& s) {

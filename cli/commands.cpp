@@ -50,7 +50,7 @@ int cmd_register(const Invocation& inv) {
           Result m = conn.exec("SELECT format, sha256 FROM flock.models WHERE name = $1 AND version = $2",
                                {Param::text(ref.substr(0, at)), Param::int4(version)});
           if (m.rows() == 1 && !m.is_null(0, 0) && !m.is_null(0, 1))
-            extra = fmt::format(" ({}, sha256 {}…)", m.get(0, 0), m.get(0, 1).substr(0, 8));
+            extra = fmt::format(" ({}, sha256 {}…)", m.get(0, 0), m.get(0, 1).substr(0, kShortSha256));
         } catch (const Failure&) {
         }
       }

@@ -50,7 +50,7 @@ int cmd_register(const Invocation& inv) {
           Result m = conn.exec("SELECT format, sha256 FROM flock.models WHERE name = $1 AND version = $2",
                                {Param::text(ref.substr(0, at)), Param::int4(version)});
           if (m.rows() == 1 && !m.is_null(0, 0) && !m.is_null(0, 1))
-            extra = fmt::format(" ({}, sha256 {}…)", m.get(0, 0), m.get(0, 1).substr(0, 8));
+            extra = fmt::format(" ({}, sha256 {}…)", m.get(0, 0), m.get(0, 1).substr(0, kShortSha256));
         } catch (const Failure&) {
         }
       }
@@ -76,11 +76,13 @@ int cmd_models(const Invocation& inv) {
     }
     std::vector<Column> columns{{"name"},       {"version", true}, {"format"},     {"sha256"},
                                 {"created_by"}, {"created_at"},    {"description"}};
+    constexpr int kDescriptionColumn = 6;  // the query's last column
     std::vector<std::vector<std::string>> rows;
     for (int i = 0; i < r.rows(); ++i) {
       std::vector<std::string> row;
       for (int j = 0; j < r.cols(); ++j)
-        row.push_back(r.is_null(i, j) ? "" : one_line(r.get(i, j), j == 6 ? kDescriptionWidth : 200));
+        row.push_back(
+            r.is_null(i, j) ? "" : one_line(r.get(i, j), j == kDescriptionColumn ? kDescriptionWidth : 200));
       rows.push_back(std::move(row));
     }
     write_out(render_table(columns, rows));

@@ -16,6 +16,9 @@ namespace flock::cli {
 // bytea values and libpq parameter lengths top out well below this.
 constexpr std::size_t kMaxModelBytes = std::size_t{1} << 30;
 
+// Hex digits of a model's sha256 that "registered name@N (format, sha256 …)" shows.
+constexpr std::size_t kShortSha256 = 8;
+
 std::optional<std::string> option(const Invocation& inv, const std::string& name);
 
 void write_out(std::string_view s);

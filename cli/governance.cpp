@@ -119,11 +119,12 @@ int cmd_register_with_training(const Invocation& inv) {
          Param::text(params), Param::text(metrics), Param::text(environment)});
     Result t = conn.exec("SELECT run_id FROM flock.training_runs WHERE id = $1::text::bigint",
                          {Param::text(std::string(id.get(0, 0)))});
-    Result m = conn.exec("SELECT format, left(sha256, 8) FROM flock.models WHERE name || '@' || version = $1",
+    Result m = conn.exec("SELECT format, sha256 FROM flock.models WHERE name || '@' || version = $1",
                          {Param::text(ref)});
     conn.exec("COMMIT");
     std::string extra;
-    if (m.rows() == 1) extra = fmt::format(" ({}, sha256 {}…)", m.get(0, 0), m.get(0, 1));
+    if (m.rows() == 1)
+      extra = fmt::format(" ({}, sha256 {}…)", m.get(0, 0), m.get(0, 1).substr(0, kShortSha256));
     write_out(fmt::format("registered {}{}\n", ref, extra));
     std::string inputs;
     if (datasets) {
@@ -180,9 +181,10 @@ int cmd_lineage(const Invocation& inv) {
                           direction == "both" ? "upstream and downstream" : direction));
     std::vector<Column> columns{{"depth", true}, {"from"}, {"relation"}, {"to"}, {"at"}, {"by"}};
     std::vector<std::vector<std::string>> rows;
+    constexpr std::size_t kNodeWidth = 120;  // "model churn@3", "data set train@2": cut past this
     for (const auto& e : edges)
-      rows.push_back({e.depth, one_line(e.from_kind + " " + e.from_ref, 120), e.relation,
-                      one_line(e.to_kind + " " + e.to_ref, 120), e.at, e.actor});
+      rows.push_back({e.depth, one_line(e.from_kind + " " + e.from_ref, kNodeWidth), e.relation,
+                      one_line(e.to_kind + " " + e.to_ref, kNodeWidth), e.at, e.actor});
     write_out(render_table(columns, rows));
     return 0;
   });

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config
   postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev postgresql-plpython3-15
   libonnx-dev libprotobuf-dev protobuf-compiler
-  libxgboost-dev nlohmann-json3-dev libfmt-dev libeigen3-dev libopenblas-dev
+  libxgboost-dev nlohmann-json3-dev libsimdjson-dev libfmt-dev libeigen3-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # the sanitizer and fuzz build (make fuzz, make test): libFuzzer, ASan, UBSan; llvm-14: symbolizer
   clang-14 libclang-rt-14-dev llvm-14

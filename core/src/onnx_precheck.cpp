@@ -20,6 +20,13 @@ namespace {
 
 using TP = onnx::TensorProto;
 
+// Deepest nesting of subgraphs (If / Loop bodies) the checks walk into.
+constexpr int kMaxSubgraphDepth = 16;
+
+[[noreturn]] void fail_too_deep() {
+  fail(ErrorCode::InvalidModel, fmt::format("model nests subgraphs more than {} deep", kMaxSubgraphDepth));
+}
+
 // Bytes per element in raw_data; 0 for types without a fixed size (string) or unknown ones.
 size_t raw_element_size(int32_t type) {
   switch (type) {
@@ -104,7 +111,7 @@ void check_layer_norm_axis(const onnx::NodeProto& node, const std::string& owner
 }
 
 void check_graph(const onnx::GraphProto& g, int depth) {
-  if (depth > 16) fail(ErrorCode::InvalidModel, "model nests subgraphs more than 16 deep");
+  if (depth > kMaxSubgraphDepth) fail_too_deep();
   for (const auto& init : g.initializer()) check_tensor(init, "");
   for (const auto& sparse : g.sparse_initializer()) {
     check_tensor(sparse.values(), " (sparse values)");
@@ -181,7 +188,7 @@ std::string first_non_utf8_field(const google::protobuf::Message& message) {
 // The `bytes` fields that hold text (string attributes such as class labels, string tensors), which
 // flow into outputs and SQL text, in the graph and its subgraphs.
 void check_text_bytes(const onnx::GraphProto& g, int depth) {
-  if (depth > 16) fail(ErrorCode::InvalidModel, "model nests subgraphs more than 16 deep");
+  if (depth > kMaxSubgraphDepth) fail_too_deep();
   auto check_tensor = [](const TP& t, const std::string& owner) {
     for (const auto& v : t.string_data())
       if (!is_valid_utf8(v)) not_utf8(fmt::format("string data of tensor '{}'{}", t.name(), owner));

@@ -45,6 +45,23 @@ CREATE POLICY audit_policy_history_visible ON flock.audit_policy_history FOR SEL
 REVOKE ALL ON flock.audit_policy_history FROM PUBLIC;
 GRANT SELECT ON flock.audit_policy_history TO PUBLIC;
 
+-- The model argument of set_audit and set_audit_durability: not NULL, a name (a policy covers every
+-- version). Checked before any lookup, so its errors tell nothing about the model; `example` is the
+-- call the NULL error's hint shows.
+CREATE FUNCTION flock._check_audit_model(model text, example text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF model IS NULL THEN
+    RAISE EXCEPTION 'model must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+      HINT = format('Pass the model name, e.g. %s.', example);
+  END IF;
+  IF strpos(model, '@') > 0 THEN
+    RAISE EXCEPTION 'an audit policy is set on a model name, not on "%"', model USING ERRCODE = 'invalid_parameter_value',
+      HINT = format('A policy covers every version of a model: use %L.', split_part(model, '@', 1));
+  END IF;
+END $$;
+REVOKE ALL ON FUNCTION flock._check_audit_model(text, text) FROM PUBLIC;
+
 CREATE FUNCTION flock._set_audit(model text, mode text, sample_rate float8 DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -53,14 +70,7 @@ DECLARE
   prev flock.audit_policies;
 BEGIN
   -- Arguments first: their errors do not depend on the model, so they tell nothing about it.
-  IF model IS NULL THEN
-    RAISE EXCEPTION 'model must not be NULL' USING ERRCODE = 'null_value_not_allowed',
-      HINT = 'Pass the model name, e.g. flock.set_audit(''churn'', ''all'').';
-  END IF;
-  IF strpos(model, '@') > 0 THEN
-    RAISE EXCEPTION 'an audit policy is set on a model name, not on "%"', model USING ERRCODE = 'invalid_parameter_value',
-      HINT = format('A policy covers every version of a model: use %L.', split_part(model, '@', 1));
-  END IF;
+  PERFORM flock._check_audit_model(model, 'flock.set_audit(''churn'', ''all'')');
   IF _set_audit.mode IS NULL OR _set_audit.mode NOT IN ('off', 'sample', 'all') THEN
     RAISE EXCEPTION 'unknown audit mode "%"', coalesce(_set_audit.mode, 'NULL') USING ERRCODE = 'invalid_parameter_value',
       HINT = '''all'' records every prediction, ''sample'' a random share of them (sample_rate, in (0, 1]), ''off'' none.';
@@ -115,14 +125,8 @@ DECLARE
   prev flock.audit_policies;
   cur flock.audit_policies;
 BEGIN
-  IF model IS NULL THEN
-    RAISE EXCEPTION 'model must not be NULL' USING ERRCODE = 'null_value_not_allowed',
-      HINT = 'Pass the model name, e.g. flock.set_audit_durability(''churn'', ''sync'').';
-  END IF;
-  IF strpos(model, '@') > 0 THEN
-    RAISE EXCEPTION 'an audit policy is set on a model name, not on "%"', model USING ERRCODE = 'invalid_parameter_value',
-      HINT = format('A policy covers every version of a model: use %L.', split_part(model, '@', 1));
-  END IF;
+  -- Arguments first: their errors do not depend on the model, so they tell nothing about it.
+  PERFORM flock._check_audit_model(model, 'flock.set_audit_durability(''churn'', ''sync'')');
   IF _set_audit_durability.durability IS NULL OR _set_audit_durability.durability NOT IN ('async', 'sync') THEN
     RAISE EXCEPTION 'unknown audit durability "%"', coalesce(_set_audit_durability.durability, 'NULL')
       USING ERRCODE = 'invalid_parameter_value',

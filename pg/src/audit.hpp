@@ -28,8 +28,11 @@ constexpr int16 kAuditInputFloat4 = 1;
 // The model's policy says durability 'sync' (audit_enqueue adds it when the session asks).
 constexpr int16 kAuditSync = 2;
 
+// Records start at multiples of this in the queue's ring (its size is one too).
+constexpr Size kAuditRecordAlign = 8;
+
 // One record: what one call scored for some rows of one statement. Followed by its payload (see
-// AuditLayout); total_len (a multiple of 8) covers header and payload.
+// AuditLayout); total_len (a multiple of kAuditRecordAlign) covers header and payload.
 struct AuditRecord {
   uint32 total_len;
   int16 want;             // Want: predict, predict_proba, predict_label, predict_tensor
@@ -47,7 +50,7 @@ struct AuditRecord {
   char role[NAMEDATALEN];
   char model_name[NAMEDATALEN];
 };
-static_assert(sizeof(AuditRecord) % 8 == 0, "records stay 8-byte aligned in the queue");
+static_assert(sizeof(AuditRecord) % kAuditRecordAlign == 0, "records stay aligned in the queue");
 
 // Payload offsets from the start of the record:
 //   double inputs[nrows * nfeat]     numeric features (unused where text or NULL)
@@ -69,7 +72,7 @@ inline AuditLayout audit_layout(int nrows, int nfeat, int out_width, int names_l
   l.feat_is_text = l.input_null + cells;
   l.names = l.feat_is_text + static_cast<Size>(nfeat);
   l.text = l.names + static_cast<Size>(names_len);
-  l.total = TYPEALIGN(8, l.text + static_cast<Size>(text_len));
+  l.total = TYPEALIGN(kAuditRecordAlign, l.text + static_cast<Size>(text_len));
   return l;
 }
 

@@ -51,9 +51,11 @@ extern "C" {
 
 namespace flock::pg {
 
-int audit_queue_kb = 4096;
+constexpr int kDefaultAuditQueueKb = 4096;
+constexpr int kDefaultAuditSyncTimeoutMs = 60000;
+int audit_queue_kb = kDefaultAuditQueueKb;
 int audit_durability = static_cast<int>(AuditDurability::Async);
-int audit_sync_timeout_ms = 60000;
+int audit_sync_timeout_ms = kDefaultAuditSyncTimeoutMs;
 
 AuditShared* shared = nullptr;
 
@@ -61,7 +63,7 @@ AuditShared* shared = nullptr;
 shmem_request_hook_type prev_shmem_request_hook = nullptr;
 shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
 
-Size ring_bytes() { return TYPEALIGN(8, static_cast<Size>(audit_queue_kb) * 1024); }
+Size ring_bytes() { return TYPEALIGN(kAuditRecordAlign, static_cast<Size>(audit_queue_kb) * 1024); }
 // Every PGPROC (PostgreSQL 15's TotalProcs): backends, auxiliary processes, prepared transactions.
 int proc_slots() { return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts; }
 Size procs_bytes() { return MAXALIGN(sizeof(AuditProcState) * static_cast<Size>(proc_slots())); }
@@ -199,7 +201,7 @@ long ms_since(TimestampTz start) {
 }
 
 // Waits until this backend's pending 'sync' records are committed (and flushed) by the writer:
-// interruptibly, re-checking at least every 100 ms, at most flock.audit_sync_timeout. Fails when
+// interruptibly, re-checking at least every kWaitRecheckMs, at most flock.audit_sync_timeout. Fails when
 // the time is up or when the writer had to discard any of them: the statement must not return as
 // if they were durable.
 void audit_wait_durable() {
@@ -235,8 +237,8 @@ void audit_wait_durable() {
                               "flock.inference_log held, or max_worker_processes exhausted?")));
     }
     // Woken by the writer's broadcast when the tail moves; the timeout bounds each sleep.
-    ConditionVariableTimedSleep(&slot->cv, Min(100L, static_cast<long>(audit_sync_timeout_ms) - waited),
-                                PG_WAIT_EXTENSION);
+    ConditionVariableTimedSleep(
+        &slot->cv, Min(kWaitRecheckMs, static_cast<long>(audit_sync_timeout_ms) - waited), PG_WAIT_EXTENSION);
   }
   ConditionVariableCancelSleep();
   sync_wait.pending = false;
@@ -391,18 +393,18 @@ void install_audit() {
                            "committed their records (flushed to WAL). It cannot weaken a model policy's 'sync'.",
                            &audit_durability, static_cast<int>(AuditDurability::Async), durability_options,
                            PGC_USERSET, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("flock.audit_sync_timeout",
-                          "Longest a statement with 'sync' audit records waits for the audit writer.",
-                          "Past it the statement fails (55000): its records could not be made durable in time.",
-                          &audit_sync_timeout_ms, 60000, 1, INT_MAX, PGC_USERSET, GUC_UNIT_MS, nullptr, nullptr,
-                          nullptr);
+  DefineCustomIntVariable(
+      "flock.audit_sync_timeout", "Longest a statement with 'sync' audit records waits for the audit writer.",
+      "Past it the statement fails (55000): its records could not be made durable in time.",
+      &audit_sync_timeout_ms, kDefaultAuditSyncTimeoutMs, 1, INT_MAX, PGC_USERSET, GUC_UNIT_MS, nullptr,
+      nullptr, nullptr);
   // Loaded later than server start (not preloaded), there is no queue; and PostgreSQL forbids
   // (FATAL) creating a PGC_POSTMASTER setting then.
   if (!process_shared_preload_libraries_in_progress) return;
-  DefineCustomIntVariable("flock.audit_queue_size",
-                          "Shared memory per database for audit records waiting to be stored.",
-                          "Predictions of audited models wait when it is full. Needs a restart.", &audit_queue_kb,
-                          4096, 256, 1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "flock.audit_queue_size", "Shared memory per database for audit records waiting to be stored.",
+      "Predictions of audited models wait when it is full. Needs a restart.", &audit_queue_kb,
+      kDefaultAuditQueueKb, 256, 1024 * 1024, PGC_POSTMASTER, GUC_UNIT_KB, nullptr, nullptr, nullptr);
   prev_shmem_request_hook = shmem_request_hook;
   shmem_request_hook = audit_shmem_request;
   prev_shmem_startup_hook = shmem_startup_hook;

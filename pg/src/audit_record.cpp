@@ -86,7 +86,8 @@ List* audit_records(CallState* st, const RowValues* rows, int n, Want want, cons
   Size per_row = static_cast<Size>(nfeat) * (sizeof(double) + 1) + sizeof(double) * width;
   List* records = NIL;
   for (int start = 0; start < nsel;) {
-    Size bytes = audit_layout(0, nfeat, width, tmpl.names_len, 0).total + 8;
+    // The header and name blob, plus room for aligning the rows' payload at the end.
+    Size bytes = audit_layout(0, nfeat, width, tmpl.names_len, 0).total + kAuditRecordAlign;
     Size text = 0;
     int end = start;
     while (end < nsel) {

@@ -22,6 +22,7 @@ constexpr long kIdleExitMs = 1000;        // an idle worker leaves (DROP DATABAS
 constexpr long kStartRetryMs = 10000;     // a requested worker that never showed up is requested again
 constexpr int kMaxRowsPerLogRow = 8192;   // consecutive records of a statement merge up to this
 constexpr Size kMaxBytesPerTransaction = 16 * 1024 * 1024;
+constexpr long kWaitRecheckMs = 100;  // 'sync' and audit_flush waits re-check at least this often
 
 struct AuditSlot {
   Oid dboid;             // InvalidOid: free
@@ -69,6 +70,8 @@ AuditSlot* slot_for(Oid db, bool claim);
 void ensure_worker(int idx);
 // Raises the error for a queue that is not there.
 void require_audit();
+// Milliseconds from `start` to now.
+long ms_since(TimestampTz start);
 // Statements (and commits) of this session that waited for 'sync' records: flock.audit_status.
 extern uint64 durable_statements;
 

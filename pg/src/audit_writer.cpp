@@ -31,6 +31,7 @@ extern "C" {
 
 #include "audit.hpp"
 #include "audit_shared.hpp"
+#include "flock/want.hpp"
 
 extern "C" {
 PGDLLEXPORT void flock_audit_worker_main(Datum arg);
@@ -42,8 +43,24 @@ namespace flock::pg {
 
 namespace {
 
-// The columns of flock.inference_log the writer fills: the insert's parameters, in store_batch's order.
-constexpr int kLogInsertColumns = 13;
+// The columns of flock.inference_log the writer fills: the insert's parameters ($1 is kLogLoggedAt), in
+// the order of store_batch's INSERT.
+enum LogColumn : int {
+  kLogLoggedAt,
+  kLogRole,
+  kLogModelName,
+  kLogModelVersion,
+  kLogQueryId,
+  kLogFunction,
+  kLogNRows,
+  kLogFeatures,
+  kLogInput,  // float8 inputs
+  kLogInputText,
+  kLogOutput,  // numbers (every function but predict_label)
+  kLogOutputLabel,
+  kLogInputReal,  // float4 inputs, stored as the model took them
+  kLogInsertColumns
+};
 
 volatile sig_atomic_t got_sigterm = false;
 SPIPlanPtr insert_plan = nullptr;
@@ -83,14 +100,13 @@ bool same_batch(const AuditRecord* a, const AuditRecord* b) {
          memcmp(pa + la.names, pb + lb.names, a->names_len) == 0;
 }
 
-const char* kFunctions[] = {"predict", "predict_proba", "predict_label", "predict_tensor"};
-
 // Inserts one log row for records recs[0..n) (a batch of one statement).
 void store_batch(const AuditRecord* const* recs, int n) {
   const AuditRecord* first = recs[0];
   int nfeat = first->nfeat;
   int width = first->out_width;
-  bool label = first->want == 2;
+  const Want want = static_cast<Want>(first->want);
+  bool label = want == Want::Label;
   int rows = 0;
   for (int k = 0; k < n; ++k) rows += recs[k]->nrows;
   AuditLayout l0 = audit_layout(first->nrows, nfeat, width, first->names_len, first->text_len);
@@ -151,14 +167,14 @@ void store_batch(const AuditRecord* const* recs, int n) {
   Datum values[kLogInsertColumns];
   char nulls[kLogInsertColumns];
   memset(nulls, ' ', sizeof(nulls));
-  values[0] = TimestampTzGetDatum(first->logged_at);
-  values[1] = DirectFunctionCall1(namein, CStringGetDatum(first->role));
-  values[2] = CStringGetTextDatum(first->model_name);
-  values[3] = Int32GetDatum(first->model_version);
-  values[4] = Int64GetDatum(first->query_id);
-  if (first->query_id == 0) nulls[4] = 'n';
-  values[5] = CStringGetTextDatum(kFunctions[first->want]);
-  values[6] = Int32GetDatum(rows);
+  values[kLogLoggedAt] = TimestampTzGetDatum(first->logged_at);
+  values[kLogRole] = DirectFunctionCall1(namein, CStringGetDatum(first->role));
+  values[kLogModelName] = CStringGetTextDatum(first->model_name);
+  values[kLogModelVersion] = Int32GetDatum(first->model_version);
+  values[kLogQueryId] = Int64GetDatum(first->query_id);
+  if (first->query_id == 0) nulls[kLogQueryId] = 'n';
+  values[kLogFunction] = CStringGetTextDatum(function_name(want));
+  values[kLogNRows] = Int32GetDatum(rows);
   if (first->names_len > 0) {
     Datum* names = static_cast<Datum*>(palloc(sizeof(Datum) * Max(nfeat, 1)));
     const char* p = reinterpret_cast<const char*>(first) + l0.names;
@@ -166,33 +182,35 @@ void store_batch(const AuditRecord* const* recs, int n) {
       names[f] = CStringGetTextDatum(p);
       p += strlen(p) + 1;
     }
-    values[7] = PointerGetDatum(construct_array(names, nfeat, TEXTOID, -1, false, TYPALIGN_INT));
+    values[kLogFeatures] = PointerGetDatum(construct_array(names, nfeat, TEXTOID, -1, false, TYPALIGN_INT));
   } else {
-    nulls[7] = 'n';
+    nulls[kLogFeatures] = 'n';
   }
-  nulls[8] = nulls[12] = 'n';
+  nulls[kLogInput] = nulls[kLogInputReal] = 'n';
   if (any_num && nfeat > 0 && real) {
-    values[12] = PointerGetDatum(construct_md_array(num, num_null, 2, dims, lbs, FLOAT4OID, sizeof(float4), true,
-                                                    TYPALIGN_INT));
-    nulls[12] = ' ';
+    values[kLogInputReal] = PointerGetDatum(
+        construct_md_array(num, num_null, 2, dims, lbs, FLOAT4OID, sizeof(float4), true, TYPALIGN_INT));
+    nulls[kLogInputReal] = ' ';
   } else if (any_num && nfeat > 0) {
-    values[8] = PointerGetDatum(construct_md_array(num, num_null, 2, dims, lbs, FLOAT8OID, sizeof(float8),
-                                                   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-    nulls[8] = ' ';
+    values[kLogInput] = PointerGetDatum(construct_md_array(num, num_null, 2, dims, lbs, FLOAT8OID,
+                                                           sizeof(float8), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+    nulls[kLogInput] = ' ';
   }
   if (any_text && nfeat > 0)
-    values[9] = PointerGetDatum(construct_md_array(txt, txt_null, 2, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+    values[kLogInputText] =
+        PointerGetDatum(construct_md_array(txt, txt_null, 2, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
   else
-    nulls[9] = 'n';
+    nulls[kLogInputText] = 'n';
   if (label) {
-    nulls[10] = 'n';
-    values[11] = PointerGetDatum(construct_array(out, rows, TEXTOID, -1, false, TYPALIGN_INT));
+    nulls[kLogOutput] = 'n';
+    values[kLogOutputLabel] = PointerGetDatum(construct_array(out, rows, TEXTOID, -1, false, TYPALIGN_INT));
   } else {
     int odims[2] = {rows, width};
-    values[10] = width > 0 ? PointerGetDatum(construct_md_array(out, nullptr, 2, odims, lbs, FLOAT8OID, sizeof(float8),
-                                                                FLOAT8PASSBYVAL, TYPALIGN_DOUBLE))
-                           : PointerGetDatum(construct_empty_array(FLOAT8OID));
-    nulls[11] = 'n';
+    values[kLogOutput] =
+        width > 0 ? PointerGetDatum(construct_md_array(out, nullptr, 2, odims, lbs, FLOAT8OID, sizeof(float8),
+                                                       FLOAT8PASSBYVAL, TYPALIGN_DOUBLE))
+                  : PointerGetDatum(construct_empty_array(FLOAT8OID));
+    nulls[kLogOutputLabel] = 'n';
   }
   if (!insert_plan) {
     Oid types[kLogInsertColumns] = {TIMESTAMPTZOID, NAMEOID, TEXTOID, INT4OID, INT8OID, TEXTOID, INT4OID, TEXTARRAYOID,
@@ -432,15 +450,10 @@ Datum flock_audit_flush(PG_FUNCTION_ARGS) {
     if (done) break;
     if (no_worker) ensure_worker(idx);
     else if (latch) SetLatch(latch);
-    long waited = 0;
-    {
-      long secs;
-      int usecs;
-      TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
-      waited = secs * 1000 + usecs / 1000;
-    }
+    long waited = ms_since(start);
     if (waited >= timeout_ms) break;
-    ConditionVariableTimedSleep(&slot->cv, Min(100L, static_cast<long>(timeout_ms) - waited + 1), PG_WAIT_EXTENSION);
+    ConditionVariableTimedSleep(&slot->cv, Min(kWaitRecheckMs, static_cast<long>(timeout_ms) - waited + 1),
+                                PG_WAIT_EXTENSION);
   }
   ConditionVariableCancelSleep();
   PG_RETURN_BOOL(done);

@@ -273,9 +273,8 @@ void rescan(CustomScanState* node) {
 
 void explain(CustomScanState* node, List*, ExplainState* es) {
   BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
-  static const char* kinds[] = {"predict", "predict_proba", "predict_label", "predict_tensor"};
   for (int k = 0; k < s->ncalls; ++k) {
-    char* text = psprintf("%s (%s)", model_label(s->calls[k]), kinds[static_cast<int>(s->wants[k])]);
+    char* text = psprintf("%s (%s)", model_label(s->calls[k]), function_name(s->wants[k]));
     ExplainPropertyText("Flock Model", text, es);
   }
   ExplainPropertyInteger("Batch Size", nullptr, s->batch_size, es);

@@ -108,10 +108,8 @@ int want_of(Oid funcid, const RewriteContext* ctx) {
   if (get_func_namespace(funcid) != ctx->flock_namespace) return -1;
   char* name = get_func_name(funcid);
   if (!name) return -1;
-  if (strcmp(name, "predict") == 0) return static_cast<int>(Want::Value);
-  if (strcmp(name, "predict_proba") == 0) return static_cast<int>(Want::Proba);
-  if (strcmp(name, "predict_label") == 0) return static_cast<int>(Want::Label);
-  if (strcmp(name, "predict_tensor") == 0) return static_cast<int>(Want::Tensor);
+  for (Want want : kEveryWant)
+    if (strcmp(name, function_name(want)) == 0) return static_cast<int>(want);
   return -1;
 }
 

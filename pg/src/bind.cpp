@@ -30,11 +30,12 @@ Conv conv_for(Oid type) {
 }
 
 const char* feature_list(const flock::Signature& sig) {
+  constexpr size_t kListedFeatures = 40;  // the rest are "..."
   StringInfoData buf;
   initStringInfo(&buf);
-  for (size_t k = 0; k < sig.feature_names.size() && k < 40; ++k)
+  for (size_t k = 0; k < sig.feature_names.size() && k < kListedFeatures; ++k)
     appendStringInfo(&buf, "%s%s", k ? ", " : "", sig.feature_names[k].c_str());
-  if (sig.feature_names.size() > 40) appendStringInfoString(&buf, ", ...");
+  if (sig.feature_names.size() > kListedFeatures) appendStringInfoString(&buf, ", ...");
   return buf.data;
 }
 

@@ -15,9 +15,9 @@ namespace flock::pg {
 
 uint64 catalog_generation = 1;
 CacheStats cache_stats = {0, 0, 0, 0};
-int max_tensor_elements = 1 << 28;
-int model_cache_entries = 64;
-int model_cache_memory_kb = 256 * 1024;
+int max_tensor_elements = kDefaultMaxTensorElements;
+int model_cache_entries = kDefaultModelCacheEntries;
+int model_cache_memory_kb = kDefaultModelCacheMemoryKb;
 
 void sha256_hex(const uint8* data, size_t len, char* out) {
   uint8 digest[PG_SHA256_DIGEST_LENGTH];

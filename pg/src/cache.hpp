@@ -28,10 +28,12 @@ struct CacheStats {
 };
 extern CacheStats cache_stats;
 
-// GUCs.
+// GUCs (defaults: flock::kDefaultMaxTensorElements and below).
 extern int max_tensor_elements;
 extern int model_cache_entries;
+constexpr int kDefaultModelCacheEntries = 64;
 extern int model_cache_memory_kb;  // flock.model_cache_memory: bytes of compiled models and their buffers
+constexpr int kDefaultModelCacheMemoryKb = 256 * 1024;
 
 // A sha256 as hex text: kSha256HexLen characters, kSha256HexSize bytes with the NUL.
 constexpr int kSha256HexLen = 64;

@@ -42,8 +42,10 @@ constexpr const char* kCheckerName = "flock-model-check";
 
 // GUCs. Superuser-only: they bound what an untrusted model may cost the server.
 char* model_checker_path = nullptr;  // empty: flock-model-check beside the postgres binary
-int model_check_cpu_seconds = 30;
-int model_check_memory_mb = 4096;
+constexpr int kDefaultCheckCpuSeconds = 30;
+constexpr int kDefaultCheckMemoryMb = 4096;
+int model_check_cpu_seconds = kDefaultCheckCpuSeconds;
+int model_check_memory_mb = kDefaultCheckMemoryMb;
 
 // One running checker. Lives in palloc'd memory; `active` is what the exit callback kills if the
 // backend leaves (FATAL) while a check runs.
@@ -390,11 +392,12 @@ void define_model_check_gucs() {
                              &model_checker_path, "", PGC_SUSET, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("flock.model_check_cpu_time", "CPU time a model's isolated validation may use.",
                           "RLIMIT_CPU of flock-model-check; past it the model is rejected with 54000.",
-                          &model_check_cpu_seconds, 30, 1, 3600, PGC_SUSET, GUC_UNIT_S, nullptr, nullptr, nullptr);
+                          &model_check_cpu_seconds, kDefaultCheckCpuSeconds, 1, 3600, PGC_SUSET, GUC_UNIT_S,
+                          nullptr, nullptr, nullptr);
   DefineCustomIntVariable("flock.model_check_memory", "Address space a model's isolated validation may use.",
                           "RLIMIT_AS of flock-model-check; past it the model is rejected with 53200.",
-                          &model_check_memory_mb, 4096, 256, INT_MAX / 2, PGC_SUSET, GUC_UNIT_MB, nullptr, nullptr,
-                          nullptr);
+                          &model_check_memory_mb, kDefaultCheckMemoryMb, 256, INT_MAX / 2, PGC_SUSET,
+                          GUC_UNIT_MB, nullptr, nullptr, nullptr);
 }
 
 bytea* check_model_isolated(bytea* bytes, const char* format, int nfeatures, char** features) {
@@ -422,8 +425,11 @@ bytea* check_model_isolated(bytea* bytes, const char* format, int nfeatures, cha
     appendBinaryStringInfo(&request, features[k], static_cast<int>(len));
   }
   Chunk chunks[2] = {{request.data, static_cast<size_t>(request.len)}, {VARDATA_ANY(bytes), model_len}};
-  // With feature names the answer is the model plus its names (plus JSON quoting); else a line.
-  size_t max_answer = nfeatures >= 0 ? 2 * (model_len + names_len) + nfeatures * 8 + (1 << 20) : (1 << 20);
+  // With feature names the answer is the model plus its names (plus JSON quoting); else a line. The
+  // line (verdict, signature, error) gets this much either way.
+  constexpr size_t kAnswerLineBytes = size_t(1) << 20;
+  size_t max_answer =
+      nfeatures >= 0 ? 2 * (model_len + names_len) + nfeatures * 8 + kAnswerLineBytes : kAnswerLineBytes;
 
   StringInfoData answer;
   initStringInfo(&answer);

@@ -88,12 +88,13 @@ void _PG_init(void) {
   // to make batching slower than per-row calls for cheap models. Keep them on the heap.
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
-  DefineCustomIntVariable("flock.max_tensor_elements",
-                          "Largest tensor (in elements) a model may take or produce.",
-                          "Protects the backend from models or inputs that would need huge tensors.",
-                          &max_tensor_elements, 1 << 28, 1, INT_MAX, PGC_USERSET, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("flock.model_cache_entries", "Compiled models each backend keeps in memory.", nullptr,
-                          &model_cache_entries, 64, 1, 100000, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "flock.max_tensor_elements", "Largest tensor (in elements) a model may take or produce.",
+      "Protects the backend from models or inputs that would need huge tensors.", &max_tensor_elements,
+      flock::kDefaultMaxTensorElements, 1, INT_MAX, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("flock.model_cache_entries", "Compiled models each backend keeps in memory.",
+                          nullptr, &model_cache_entries, kDefaultModelCacheEntries, 1, 100000, PGC_USERSET, 0,
+                          nullptr, nullptr, nullptr);
   DefineCustomBoolVariable("flock.batching", "Score flock.predict calls in batches through a CustomScan.",
                            "Off: every call scores one row (for comparison).", &batching_enabled, true, PGC_USERSET,
                            0, nullptr, nullptr, nullptr);
@@ -107,11 +108,12 @@ void _PG_init(void) {
                           "as measured when it was loaded.",
                           &batch_memory_kb, kDefaultBatchMemoryKb, 1024, MAX_KILOBYTES, PGC_SUSET, GUC_UNIT_KB,
                           nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("flock.model_cache_memory", "Memory each backend's compiled models may take.",
-                          "Compiled weights and the buffers kept for the next run; least recently used models are "
-                          "dropped past it.",
-                          &model_cache_memory_kb, 256 * 1024, 1024, MAX_KILOBYTES, PGC_SUSET, GUC_UNIT_KB, nullptr,
-                          nullptr, nullptr);
+  DefineCustomIntVariable(
+      "flock.model_cache_memory", "Memory each backend's compiled models may take.",
+      "Compiled weights and the buffers kept for the next run; least recently used models are "
+      "dropped past it.",
+      &model_cache_memory_kb, kDefaultModelCacheMemoryKb, 1024, MAX_KILOBYTES, PGC_SUSET, GUC_UNIT_KB,
+      nullptr, nullptr, nullptr);
   define_model_check_gucs();  // flock.model_checker, flock.model_check_cpu_time, flock.model_check_memory
   install_audit();
   MarkGUCPrefixReserved("flock");

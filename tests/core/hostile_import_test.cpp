@@ -196,6 +196,28 @@ TEST(HostileImport, InputWiderThanTheTensorLimitIsRefused) {
   EXPECT_EQ(load_error(wide).first, ErrorCode::LimitExceeded);
 }
 
+TEST(HostileImport, SubgraphsNestedTooDeepAreRefused) {
+  // If nodes whose then_branch holds another If, 20 deep (protobuf's own parse limit, 100 nested
+  // messages, allows about 33): the pre-checks walk subgraphs recursively and bound the nesting.
+  auto m = one_input_model({4});
+  add_output(m, "y", 2);
+  onnx::GraphProto* g = m.mutable_graph();
+  for (int depth = 0; depth < 20; ++depth) {
+    auto* node = g->add_node();
+    node->set_op_type("If");
+    node->add_input("x");
+    node->add_output(depth == 0 ? "y" : "y" + std::to_string(depth));
+    auto* a = node->add_attribute();
+    a->set_name("then_branch");
+    a->set_type(onnx::AttributeProto::GRAPH);
+    g = a->mutable_g();
+    g->set_name("then" + std::to_string(depth));
+  }
+  auto [code, what] = load_error(m);
+  EXPECT_EQ(code, ErrorCode::InvalidModel);
+  EXPECT_NE(what.find("model nests subgraphs more than 16 deep"), std::string::npos) << what;
+}
+
 TEST(HostileImport, OrdinaryModelStillLoads) {
   auto m = one_input_model({4});
   auto* t = m.mutable_graph()->add_initializer();

@@ -624,8 +624,7 @@ TEST(XGBoostImportErrors, InvalidJsonIsRejected) {
   EXPECT_NE(msg.find("'learner' is not a JSON object"), std::string::npos) << msg;
 }
 
-// Arrays of numbers the importer reads are parsed strictly; the ones it skips (per-node
-// statistics) are only checked for their characters, like simdjson's On-Demand API.
+// Arrays of numbers the importer reads are parsed strictly, and so is every other number.
 TEST(XGBoostImportErrors, NumberArraysTheImporterReads) {
   const char* bad_arrays[] = {"[1, 2,]", "[1 2]", "[01]", "[1.]", "[-]", "[,1]", "[1,,2]", "[1e]", "[--1]", "[1.2.3]"};
   for (const char* arr : bad_arrays) {
@@ -642,15 +641,36 @@ TEST(XGBoostImportErrors, NumberArraysTheImporterReads) {
       EXPECT_TRUE(msg.find("not valid JSON") != std::string::npos || msg.find(field) != std::string::npos) << msg;
     }
   }
-  // A number array nothing reads holds number characters only; its numbers are not parsed.
-  json j = base_model();
-  std::string text = j.dump();
-  const std::string key = "\"sum_hessian\":";
-  const size_t open = text.find(key) + key.size(), close = text.find(']', open);
-  text.replace(open, close - open + 1, "[1..2, 3]");
-  EXPECT_NO_THROW(import_text(text));
-  text.replace(open, 9, "[1, x, 3]");
-  EXPECT_EQ(code_of([&] { import_text(text); }), ErrorCode::InvalidModel);
+}
+
+// A malformed number is rejected wherever it is: in the per-node statistics the importer never
+// reads (README "Known limits" used to allow these) as much as in the arrays it reads.
+TEST(XGBoostImportErrors, MalformedNumbersAnywhereAreRejected) {
+  const char* bad_arrays[] = {"[1..2, 3]", "[1e, 3]", "[-, 3]", "[1, x, 3]", "[1, 2e+, 3]", "[1, .5, 3]"};
+  for (const char* arr : bad_arrays) {
+    for (const char* field : {"sum_hessian", "loss_changes", "base_weights", "split_conditions", "tree_info"}) {
+      json j = base_model();
+      std::string text = j.dump();
+      const std::string key = std::string("\"") + field + "\":";
+      const size_t at = text.find(key);
+      ASSERT_NE(at, std::string::npos) << field;
+      const size_t open = at + key.size(), close = text.find(']', open);
+      text.replace(open, close - open + 1, arr);
+      std::string msg;
+      EXPECT_EQ(code_of([&] { import_text(text); }, &msg), ErrorCode::InvalidModel) << field << " " << arr;
+      EXPECT_TRUE(msg.find("not valid JSON") != std::string::npos || msg.find(field) != std::string::npos) << msg;
+    }
+  }
+  // A malformed number as a lone value, in a member the importer does not read.
+  for (const char* value : {"1..2", "1e", "-", "01"}) {
+    json j = base_model();
+    j["learner"]["unused_statistic"] = "PLACEHOLDER";
+    std::string text = j.dump();
+    text.replace(text.find("\"PLACEHOLDER\""), 13, value);
+    std::string msg;
+    EXPECT_EQ(code_of([&] { import_text(text); }, &msg), ErrorCode::InvalidModel) << value;
+    EXPECT_EQ(msg.rfind("xgboost model: not valid JSON", 0), 0u) << msg;
+  }
 }
 
 }  // namespace

@@ -577,6 +577,25 @@ def test_set_audit_durability_needs_manage(conn, connect):
         one(conn, "SELECT flock.revoke_model('lin', 'aud_user')")
 
 
+@pytest.mark.parametrize("call", ["set_audit(NULL, 'all')", "set_audit_durability(NULL, 'sync')",
+                                  "set_audit('lin@1', 'all')", "set_audit_durability('lin@1', 'sync')"])
+def test_policy_functions_check_the_model_argument_alike(conn, connect, call):
+    """set_audit and set_audit_durability share their model-argument checks: a NULL model (with a
+    hint showing the function called) or a versioned reference is refused before any lookup, so a
+    stranger gets the same answer as the model's manager."""
+    fn = call.split("(")[0]
+    for who in (conn, connect("aud_stranger")):
+        err = sqlstate(who, f"SELECT flock.{call}")
+        if "NULL" in call:
+            assert err.pgcode == "22004", err.pgerror
+            assert err.diag.message_primary == "model must not be NULL"
+            assert err.diag.message_hint.startswith(f"Pass the model name, e.g. flock.{fn}('churn', ")
+        else:
+            assert err.pgcode == "22023", err.pgerror
+            assert err.diag.message_primary == 'an audit policy is set on a model name, not on "lin@1"'
+            assert err.diag.message_hint == "A policy covers every version of a model: use 'lin'."
+
+
 def test_a_session_cannot_weaken_a_sync_policy(conn, connect):
     """As an unprivileged role with 'use': the policy's 'sync' holds whatever the session sets; the
     session may ask for 'sync' on its own; with neither, its statements do not wait. Waiting is seen

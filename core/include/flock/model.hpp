@@ -80,9 +80,12 @@ enum PredictParts : unsigned {
   kPredictAll = 7,
 };
 
+// Default of Limits::max_tensor_elements, and of the extension's flock.max_tensor_elements (an int).
+constexpr int32_t kDefaultMaxTensorElements = int32_t(1) << 28;
+
 struct Limits {
   int64_t max_model_bytes = int64_t(1) << 30;    // 1 GiB
-  int64_t max_tensor_elements = int64_t(1) << 28; // per tensor, guards huge shapes
+  int64_t max_tensor_elements = kDefaultMaxTensorElements;  // per tensor, guards huge shapes
 };
 
 class Plan;            // compiled kernels, defined in model.cpp

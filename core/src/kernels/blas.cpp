@@ -10,7 +10,10 @@
 namespace flock::kernels {
 namespace {
 
-// cblas_sgemm with the CBLAS enums as ints (CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112).
+// cblas_sgemm with the CBLAS enums as ints (cblas.h is not needed to build).
+constexpr int kCblasRowMajor = 101;
+constexpr int kCblasNoTrans = 111;
+constexpr int kCblasTrans = 112;
 using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
                          int);
 using ThreadsFn = int (*)();
@@ -56,8 +59,9 @@ bool blas_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, flo
   if (!fn) return false;
   for (int64_t v : {m, n, k, lda, ldb, ldc})
     if (!fits_int(v)) return false;
-  fn(101, trans_a ? 112 : 111, trans_b ? 112 : 111, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-     alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+  fn(kCblasRowMajor, trans_a ? kCblasTrans : kCblasNoTrans, trans_b ? kCblasTrans : kCblasNoTrans,
+     static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
+     static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
   return true;
 }
 

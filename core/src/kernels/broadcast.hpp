@@ -1,5 +1,5 @@
-// Helpers shared by the default-domain kernels (standard.cpp, elementwise.cpp): checked input access,
-// element-type sets and dispatch, and numpy broadcasting.
+// Helpers shared by the default-domain kernels (standard.cpp, elementwise.cpp): element-type sets
+// and dispatch, and numpy broadcasting (checked input access is kernel_io.hpp's).
 //
 // Broadcasting has one implementation for every elementwise operator with two or three operands:
 // a fast path for operands of the output's own size (contiguous) or of one element (scalar), and a
@@ -20,44 +20,9 @@
 
 #include "flock/checked.hpp"
 #include "flock/kernel.hpp"
+#include "kernel_io.hpp"
 
 namespace flock::kernels {
-
-// ---- inputs and outputs ----
-
-// Input k, which must be present and hold as many values as its shape says.
-inline const Tensor& input(const std::vector<const Tensor*>& in, size_t k, const std::string& where,
-                           const char* name) {
-  if (k >= in.size() || in[k] == nullptr)
-    fail(ErrorCode::InvalidInput, fmt::format("{}: input {} ('{}') is missing", where, k, name));
-  const Tensor& t = *in[k];
-  if (static_cast<int64_t>(t.size()) != t.numel())
-    fail(ErrorCode::InvalidInput,
-         fmt::format("{}: input '{}' holds {} values but its shape needs {}", where, name, t.size(), t.numel()));
-  return t;
-}
-
-// Input k, or nullptr for an omitted optional input.
-inline const Tensor* optional_input(const std::vector<const Tensor*>& in, size_t k, const std::string& where,
-                                    const char* name) {
-  if (k >= in.size() || in[k] == nullptr) return nullptr;
-  return &input(in, k, where, name);
-}
-
-inline void set_out(std::vector<Tensor>& out, size_t k, Tensor t) {
-  if (k < out.size()) out[k] = std::move(t);
-}
-
-// Product of dimensions [from, to) of a shape; checked (a shape computed from input values, such as a
-// broadcast, may not describe an allocatable tensor yet).
-inline int64_t product(const std::vector<int64_t>& s, size_t from, size_t to) {
-  return checked_numel(std::span<const int64_t>(s.data() + from, to - from), "shape product",
-                       ErrorCode::InvalidInput);
-}
-
-inline int64_t product(const std::vector<int64_t>& s) { return product(s, 0, s.size()); }
-
-inline std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
 // Normalizes `axis` into [0, rank) (or [0, rank] when `inclusive`).
 inline int64_t normalize_axis(int64_t axis, int64_t rank, bool inclusive, const std::string& where) {

@@ -17,21 +17,15 @@
 
 #include "flock/checked.hpp"
 #include "flock/kernel.hpp"
+#include "kernel_io.hpp"
 
 namespace flock {
 namespace {
 
 constexpr const char* kMl = "ai.onnx.ml";
 
-const Tensor& input(const std::vector<const Tensor*>& in, size_t k, const std::string& where, const char* name) {
-  if (k >= in.size() || in[k] == nullptr)
-    fail(ErrorCode::InvalidInput, fmt::format("{}: input {} ('{}') is missing", where, k, name));
-  const Tensor& t = *in[k];
-  if (static_cast<int64_t>(t.size()) != t.numel())
-    fail(ErrorCode::InvalidInput,
-         fmt::format("{}: input '{}' holds {} values but its shape needs {}", where, name, t.size(), t.numel()));
-  return t;
-}
+using kernels::input;
+using kernels::set_out;
 
 bool is_numeric(ElemType t) { return t == ElemType::Float || t == ElemType::Double || t == ElemType::Int64; }
 
@@ -52,10 +46,6 @@ float as_float(const Tensor& t, size_t k) {
     case ElemType::String: break;
   }
   fail(ErrorCode::InvalidInput, "string element where a number is needed");
-}
-
-void set_out(std::vector<Tensor>& out, size_t k, Tensor t) {
-  if (k < out.size()) out[k] = std::move(t);
 }
 
 // [N, F] view used by Scaler / Imputer / Normalizer: stride F is dims[0] for 1-D and dims[1] for 2-D.

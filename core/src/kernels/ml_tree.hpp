@@ -1,5 +1,5 @@
 // Internal to flock_core: the compiled form of an ai.onnx.ml TreeEnsemble, shared by the kernels
-// (ml_tree.cpp) and the XGBoost importer, which builds it directly instead of going through
+// (ml_tree_*.cpp) and the XGBoost importer, which builds it directly instead of going through
 // hundreds of thousands of ONNX attribute values (see xgboost_import.cpp).
 #pragma once
 
@@ -14,6 +14,9 @@
 namespace flock::tree {
 
 enum Mode : uint8_t { kLeaf = 0, kLeq, kLt, kGte, kGt, kEq, kNeq, kMixed };
+
+// Most outputs (regression targets, classes) an ensemble may have: 2^24.
+constexpr int64_t kMaxTreeOutputs = int64_t(1) << 24;
 
 // A node of the flattened ensemble. Nodes are numbered in pre-order per tree (a branch's true
 // child right after it), trees one after another. A leaf points to itself on both sides (and

@@ -96,14 +96,15 @@ class NodeIndex {
         hi[t] = std::max(hi[t], nodes[i]);
       }
       uint64_t total = 0;
+      const uint64_t max_table = 4 * n + 64;  // slots; sparser ids keep the hash map
       offset_.assign(span + 2, 0);
       for (size_t t = 0; t <= span; ++t) {
         offset_[t] = total;
         if (lo_[t] <= hi[t]) total += static_cast<uint64_t>(hi[t]) - static_cast<uint64_t>(lo_[t]) + 1;
-        if (total > 4 * n + 64) break;
+        if (total > max_table) break;
       }
       offset_[span + 1] = total;
-      if (total <= 4 * n + 64) {
+      if (total <= max_table) {
         dense_ = true;
         table_.assign(total, -1);
         return;
@@ -457,7 +458,11 @@ void check_ensemble(Ensemble& e, const std::string& where, const std::string& pr
     }
   }
   if (first_branch) e.uniform_mode = kLeq;  // only leaves: any mode works
-  std::vector<uint8_t> seen(static_cast<size_t>(std::min<int64_t>(n_outputs, int64_t(1) << 24)), 0);
+  // The callers bound n_outputs (n_targets, the importer's num_class); `seen` is indexed by ids below it.
+  if (n_outputs > kMaxTreeOutputs)
+    fail(ErrorCode::LimitExceeded,
+         fmt::format("{} has {} outputs, more than Flock supports", where, n_outputs));
+  std::vector<uint8_t> seen(static_cast<size_t>(std::max<int64_t>(n_outputs, 0)), 0);
   e.weights_all_positive = true;
   e.distinct_ids = 0;
   for (int64_t k = 0; k < nw; ++k) {

@@ -209,7 +209,7 @@ class TreeRegressor final : public TreeKernel {
     if (!a.has("n_targets"))
       fail(ErrorCode::InvalidModel, fmt::format("{} lacks required attribute 'n_targets'", where_));
     n_targets_ = a.get_int("n_targets");
-    if (n_targets_ < 1 || n_targets_ > (int64_t(1) << 24))
+    if (n_targets_ < 1 || n_targets_ > kMaxTreeOutputs)
       fail(ErrorCode::InvalidModel, fmt::format("{}: n_targets is {}, it must be between 1 and 2^24", where_, n_targets_));
     transform_ = parse_transform(a);
     agg_ = parse_aggregate(a);

@@ -40,6 +40,7 @@
 #include "flock/checked.hpp"
 #include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
+#include "kernel_io.hpp"
 
 namespace flock {
 namespace {
@@ -53,36 +54,12 @@ using Vec = Eigen::Array<T, Eigen::Dynamic, 1>;
 
 // ---- shared helpers ----
 
-const Tensor& input(const std::vector<const Tensor*>& in, size_t k, const std::string& where, const char* name) {
-  if (k >= in.size() || in[k] == nullptr)
-    fail(ErrorCode::InvalidInput, fmt::format("{}: input {} ('{}') is missing", where, k, name));
-  const Tensor& t = *in[k];
-  if (static_cast<int64_t>(t.size()) != t.numel())
-    fail(ErrorCode::InvalidInput,
-         fmt::format("{}: input '{}' holds {} values but its shape needs {}", where, name, t.size(), t.numel()));
-  return t;
-}
-
-// nullptr for an omitted optional input.
-const Tensor* optional_input(const std::vector<const Tensor*>& in, size_t k, const std::string& where,
-                             const char* name) {
-  if (k >= in.size() || in[k] == nullptr) return nullptr;
-  return &input(in, k, where, name);
-}
-
-bool has_input(const onnx::NodeProto& node, int k) { return node.input_size() > k && !node.input(k).empty(); }
-
-void set_out(std::vector<Tensor>& out, size_t k, Tensor t) {
-  if (k < out.size()) out[k] = std::move(t);
-}
-
-// Product of dimensions [from, to) of a shape, checked.
-int64_t product(const std::vector<int64_t>& s, size_t from, size_t to) {
-  return checked_numel(std::span<const int64_t>(s.data() + from, to - from), "shape product",
-                       ErrorCode::InvalidInput);
-}
-
-std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+using kernels::has_input;
+using kernels::input;
+using kernels::optional_input;
+using kernels::product;
+using kernels::set_out;
+using kernels::shape_str;
 
 template <typename T>
 const T* cdata(const Tensor& t) {
@@ -374,7 +351,7 @@ class Conv final : public Kernel {
     group_ = ctx.attrs.get_int("group", 1);
     if (group_ < 1 || group_ > kMaxWindowAttr)
       fail(ErrorCode::InvalidModel, fmt::format("{}: group is {}; it must be at least 1", where_, group_));
-    if (!has_input(ctx.node, 0) || !has_input(ctx.node, 1))
+    if (!has_input(ctx, 0) || !has_input(ctx, 1))
       fail(ErrorCode::InvalidModel, fmt::format("{}: needs inputs X and W", where_));
   }
 
@@ -1018,7 +995,7 @@ class BatchNorm final : public Kernel {
       fail(ErrorCode::UnsupportedOperator,
            fmt::format("{}: spatial={} (per-activation statistics) is not supported", where_, a.get_int("spatial")));
     for (int k = 0; k < 5; ++k) {
-      if (!has_input(ctx.node, k))
+      if (!has_input(ctx, k))
         fail(ErrorCode::InvalidModel, fmt::format("{}: needs inputs X, scale, B, input_mean and input_var", where_));
     }
     if (!training_) {
@@ -1127,7 +1104,7 @@ class InstanceNorm final : public Kernel {
   explicit InstanceNorm(const KernelContext& ctx) : where_(ctx.attrs.where()) {
     epsilon_ = epsilon_attr(ctx.attrs, where_);
     for (int k = 0; k < 3; ++k) {
-      if (!has_input(ctx.node, k))
+      if (!has_input(ctx, k))
         fail(ErrorCode::InvalidModel, fmt::format("{}: needs inputs input, scale and B", where_));
     }
   }
@@ -1199,7 +1176,7 @@ class LayerNorm final : public Kernel {
     } else {
       fail(ErrorCode::InvalidModel, fmt::format("{}: stash_type {} is not an ONNX element type", where_, stash));
     }
-    if (!has_input(ctx.node, 0) || !has_input(ctx.node, 1))
+    if (!has_input(ctx, 0) || !has_input(ctx, 1))
       fail(ErrorCode::InvalidModel, fmt::format("{}: needs inputs X and Scale", where_));
   }
 

@@ -551,7 +551,7 @@ class Gemm final : public Kernel {
     trans_b_ = a.get_int("transB", 0) != 0;
     if (ctx.node.input_size() < 2)
       fail(ErrorCode::InvalidModel, fmt::format("{}: needs inputs A and B, has {}", where_, ctx.node.input_size()));
-    if (ctx.opset > 0 && ctx.opset < 11 && (ctx.node.input_size() < 3 || ctx.node.input(2).empty()))
+    if (ctx.opset > 0 && ctx.opset < 11 && !has_input(ctx, 2))
       fail(ErrorCode::InvalidModel, fmt::format("{}: input C is required before opset 11", where_));
   }
 

@@ -16,29 +16,20 @@
 
 #include "flock/checked.hpp"
 #include "flock/kernel.hpp"
+#include "kernel_io.hpp"
 
 namespace flock {
 namespace tensor_ops {
 
+using kernels::has_input;
+using kernels::input;
+using kernels::optional_input;
+using kernels::product;
+using kernels::set_out;
+using kernels::shape_str;
+
 // True when the node's opset is at least `v`; opset 0 means the newest.
 inline bool at_least(int64_t opset, int64_t v) { return opset == 0 || opset >= v; }
-
-inline const Tensor& input(const std::vector<const Tensor*>& in, size_t k, const std::string& where, const char* name) {
-  if (k >= in.size() || in[k] == nullptr)
-    fail(ErrorCode::InvalidInput, fmt::format("{}: input {} ('{}') is missing", where, k, name));
-  const Tensor& t = *in[k];
-  if (static_cast<int64_t>(t.size()) != t.numel())
-    fail(ErrorCode::InvalidInput,
-         fmt::format("{}: input '{}' holds {} values but its shape needs {}", where, name, t.size(), t.numel()));
-  return t;
-}
-
-// An optional input: nullptr when omitted.
-inline const Tensor* optional_input(const std::vector<const Tensor*>& in, size_t k, const std::string& where,
-                             const char* name) {
-  if (k >= in.size() || in[k] == nullptr) return nullptr;
-  return &input(in, k, where, name);
-}
 
 // Compile time: the node names at least `n` inputs and the first `n` are not omitted.
 inline void need_inputs(const KernelContext& ctx, int n, const std::string& where) {
@@ -48,22 +39,6 @@ inline void need_inputs(const KernelContext& ctx, int n, const std::string& wher
     fail(ErrorCode::InvalidModel,
          fmt::format("{}: needs {} input{}, has {}", where, n, n == 1 ? "" : "s", ctx.node.input_size()));
 }
-
-// Compile time: whether optional input `k` is named.
-inline bool has_input(const KernelContext& ctx, int k) { return ctx.node.input_size() > k && !ctx.node.input(k).empty(); }
-
-inline void set_out(std::vector<Tensor>& out, size_t k, Tensor t) {
-  if (k < out.size()) out[k] = std::move(t);
-}
-
-// Product of dimensions [from, to) of a shape; checked, as shapes here are often computed from input
-// values before anything is allocated for them.
-inline int64_t product(const std::vector<int64_t>& s, size_t from, size_t to) {
-  return checked_numel(std::span<const int64_t>(s.data() + from, to - from), "shape product",
-                       ErrorCode::InvalidInput);
-}
-
-inline std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
 // Row-major element strides of a shape.
 inline std::vector<int64_t> strides_of(const std::vector<int64_t>& s) {

@@ -34,9 +34,10 @@ using tree::Node;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// Node visits for finding leaves, and leaf-cell checks for the columns: past these the answer is
-// less precise (a column left `all`) or absent, never wrong.
-constexpr int64_t kCellWorkBudget = int64_t(1) << 26;
+// Leaf-cell checks for the columns (a planner calls this while planning): past the budget the
+// remaining columns stay `all`, less precise, never wrong. Node visits for finding leaves have
+// their own budget (reachable_leaves), past which there is no answer.
+constexpr int64_t kCellWorkBudget = int64_t(1) << 22;  // ~50 ms
 
 struct ReachedLeaf {
   double value = 0;

@@ -136,8 +136,10 @@ struct Specialized {
 // replaced by that child, exactly as the tree walk compares (mode, missing_value_tracks_true, NaN,
 // float or double thresholds). Trees that collapse to a leaf stay in the ensemble as that leaf
 // (their value is added in the same order, so sums keep their bits; they read no column).
-// Other steps of the graph are shared with `model`. On inputs outside the constraints the result
-// is unspecified (but never an error the original would not raise).
+// Other steps of the graph, and ensembles that lose no branch, share their kernels with `model`
+// (the returned model keeps them alive; memory_bytes() counts them again). On inputs outside the
+// constraints the result is unspecified. Cost: linear in the nodes walked (one walk per
+// root-to-node path; a tree whose nodes are shared is walked per path, within a budget).
 //
 // nullopt when there is nothing it can do: not a single float / double / int64 vector input, the
 // constraints' width differs from the input's, no tree ensemble reads the input, or an ensemble it

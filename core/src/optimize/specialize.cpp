@@ -298,9 +298,11 @@ std::optional<Specialized> specialize_unguarded(const Model& model, const Constr
     SpecializeStats stats;
     std::optional<Ensemble> rebuilt = TreeRebuilder(t->ensemble(), domain, ranges).rebuild(stats);
     if (!rebuilt) return std::nullopt;
-    std::unique_ptr<Kernel> kernel = t->with_ensemble(std::move(*rebuilt));
-    if (!kernel) return std::nullopt;
-    replaced.emplace_back(k, std::shared_ptr<const Kernel>(std::move(kernel)));
+    if (stats.branches_removed > 0) {  // else the original kernel is as good, and already built
+      std::unique_ptr<Kernel> kernel = t->with_ensemble(std::move(*rebuilt));
+      if (!kernel) return std::nullopt;
+      replaced.emplace_back(k, std::shared_ptr<const Kernel>(std::move(kernel)));
+    }
     result.stats.nodes_before += stats.nodes_before;
     result.stats.nodes_after += stats.nodes_after;
     result.stats.branches_removed += stats.branches_removed;
@@ -308,7 +310,7 @@ std::optional<Specialized> specialize_unguarded(const Model& model, const Constr
     result.stats.trees_collapsed += stats.trees_collapsed;
     ++result.stats.ensembles;
   }
-  if (replaced.empty()) return std::nullopt;
+  if (result.stats.ensembles == 0) return std::nullopt;
   result.model = ModelInternals::with_kernels(model, replaced);
   return result;
 }

@@ -167,7 +167,9 @@ struct PredictionRegion {
 };
 
 // A per-column over-approximation of the inputs (within `constraints`) on which the model's value
-// output satisfies `prediction OP c`: every such input has each column inside its ColumnRegion.
+// output (Prediction::values: the float output as a double, compared with c in double) satisfies
+// `prediction OP c`: every such input has each column inside its ColumnRegion. The region says
+// nothing about inputs outside `constraints`: a derived filter holds together with them.
 // The intervals are of values as the model receives them (Constraints::exact_input_values
 // semantics); with `exact_input_values` false they are widened by one step of the input type each
 // side, so that they also hold for values the binding rounds to the input type.
@@ -182,9 +184,11 @@ struct PredictionRegion {
 std::optional<PredictionRegion> prediction_region(const Model& model, Comparison op, double c,
                                                   const Constraints& constraints = {});
 
-// The same for `predicted label = class_labels[class_index]` on a two-class tree classifier in
-// ORT's binary case whose leaves each score class 0 once (XGBoost binary:logistic, for one): the
-// label is decided by the margin (a sum of leaf weights plus a base value) against 0 or 0.5.
+// The same for `predicted label = class_labels[class_index]` (class_index 0 or 1) on a two-class
+// tree classifier reading the input directly whose label ORT's rules decide by a margin, a sum of
+// one class-0 leaf weight per tree plus a base value, against 0 or 0.5: the binary case with one
+// class-0 weight per leaf, or two scored classes with two base values and class 1 scored on every
+// path (both of XGBoost's binary:logistic encodings; see tree::TreeKernel::binary_label_rule).
 // nullopt for other models and class indices.
 std::optional<PredictionRegion> label_region(const Model& model, int64_t class_index,
                                              const Constraints& constraints = {});

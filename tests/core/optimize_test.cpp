@@ -25,6 +25,7 @@
 #include "flock/onnx.hpp"
 #include "flock/optimize.hpp"
 // The optimizer's internal interfaces: value ranges, the model's graph, the tree kernels.
+#include "../../core/src/kernels/ml_preprocess.hpp"
 #include "../../core/src/kernels/ml_tree.hpp"
 #include "../../core/src/model_internals.hpp"
 #include "../../core/src/optimize/value_range.hpp"
@@ -219,6 +220,7 @@ struct EnsembleSpec {
   bool double_thresholds = false;  // nodes_values_as_tensor with doubles (ml opset 3)
   int input_type = onnx::TensorProto::FLOAT;
   bool base_values = true;
+  int scaler = 0;  // 1: a Scaler with per-column parameters before the trees, 2: with one for all
 };
 
 // Split values are drawn from this grid (so inputs and constraint ends hit them exactly), with a
@@ -330,6 +332,25 @@ onnx::ModelProto random_ensemble(const EnsembleSpec& spec, std::mt19937_64& rng)
     auto* a = attr(node, "base_values", onnx::AttributeProto::FLOATS);
     for (double x : base) a->add_floats(static_cast<float>(x));
   }
+  if (spec.scaler) {
+    // Scaler(input) -> scaled -> trees; some scales negative or zero.
+    const std::vector<float> scales = {1, 2, -1, 0.5f, -2, 0, 0.1f}, offsets = {0, 0.5f, -1, 0.3f};
+    auto* scaler = g->add_node();
+    scaler->set_domain("ai.onnx.ml");
+    scaler->set_op_type("Scaler");
+    scaler->add_input("input");
+    scaler->add_output("scaled");
+    auto* sc = attr(scaler, "scale", onnx::AttributeProto::FLOATS);
+    auto* off = attr(scaler, "offset", onnx::AttributeProto::FLOATS);
+    const int64_t n = spec.scaler == 1 ? spec.n_features : 1;
+    for (int64_t k = 0; k < n; ++k) {
+      sc->add_floats(scales[rng() % scales.size()]);
+      off->add_floats(offsets[rng() % offsets.size()]);
+    }
+    node->set_input(0, "scaled");
+    g->mutable_node()->SwapElements(0, 1);  // the Scaler runs first
+    node = g->mutable_node(1);
+  }
   if (spec.classifier) {
     auto* labels = attr(node, "classlabels_int64s", onnx::AttributeProto::INTS);
     for (int64_t k = 0; k < spec.n_outputs; ++k) labels->add_ints(10 + k);
@@ -352,6 +373,9 @@ onnx::ModelProto random_ensemble(const EnsembleSpec& spec, std::mt19937_64& rng)
 // Every threshold of the model's ensembles, per column (to aim inputs and constraint ends at them).
 std::vector<std::vector<double>> thresholds_by_column(const Model& model, int64_t width) {
   std::vector<std::vector<double>> out(static_cast<size_t>(width));
+  const flock::preprocess::ScalerKernel* scaler = nullptr;
+  for (const auto& step : flock::ModelInternals::graph(model).steps)
+    if (const auto* s = dynamic_cast<const flock::preprocess::ScalerKernel*>(step.kernel)) scaler = s;
   for (const auto& step : flock::ModelInternals::graph(model).steps) {
     const auto* t = dynamic_cast<const flock::tree::TreeKernel*>(step.kernel);
     if (!t) continue;
@@ -362,6 +386,12 @@ std::vector<std::vector<double>> thresholds_by_column(const Model& model, int64_
       auto& list = out[static_cast<size_t>(n.feature)];
       list.push_back(e.nodes_d.empty() ? static_cast<double>(n.threshold) : e.nodes_d[i].threshold);
       if (!e.nodes_d.empty()) list.push_back(static_cast<double>(n.threshold));
+      if (scaler) {
+        // The input values the Scaler maps to the threshold (about: the pools add float steps).
+        const size_t p = scaler->scales().size() == 1 ? 0 : static_cast<size_t>(n.feature);
+        if (p < scaler->scales().size() && scaler->scales()[p] != 0)
+          list.push_back(static_cast<double>(n.threshold) / scaler->scales()[p] + scaler->offsets()[p]);
+      }
     }
   }
   for (auto& list : out) {
@@ -642,6 +672,20 @@ std::vector<Case> onnx_cases() {
   s.n_features = 10;
   s.mixed_modes = false;
   cases.push_back({"regressor_forty_deep_trees", s});
+  s = {};
+  s.scaler = 1;
+  cases.push_back({"scaler_regressor", s});
+  s.mixed_modes = false;
+  s.scaler = 2;
+  cases.push_back({"scaler_one_for_all_uniform", s});
+  s = {};
+  s.scaler = 1;
+  s.input_type = onnx::TensorProto::DOUBLE;
+  s.classifier = true;
+  s.n_outputs = 3;
+  cases.push_back({"scaler_double_input_classifier", s});
+  s.input_type = onnx::TensorProto::INT64;
+  cases.push_back({"scaler_int64_input_classifier", s});
   return cases;
 }
 
@@ -910,6 +954,25 @@ TEST(OptimizeInputsRead, TreesReadTheirSplitColumns) {
       if (!read.read[k]) row[k] = unit(rng) < 0 ? kNaN : -kInf;
   EXPECT_TRUE(same_bits(model->run(make_batch(rows, ElemType::Float, 12)),
                         model->run(make_batch(other, ElemType::Float, 12))));
+}
+
+TEST(OptimizeInputsRead, ThroughAScaler) {
+  std::mt19937_64 rng(78);
+  EnsembleSpec spec;
+  spec.n_features = 12;
+  spec.n_trees = 3;
+  spec.max_depth = 2;
+  spec.scaler = 1;
+  const auto model = Model::load(bytes_of(random_ensemble(spec, rng)));
+  const auto read = flock::optimize::inputs_read(*model);
+  ASSERT_FALSE(read.all);
+  std::vector<bool> split(12, false);
+  for (const auto& step : flock::ModelInternals::graph(*model).steps)
+    if (const auto* t = dynamic_cast<const flock::tree::TreeKernel*>(step.kernel))
+      for (const auto& n : t->ensemble().nodes_f)
+        if (n.mode != flock::tree::kLeaf) split[static_cast<size_t>(n.feature)] = true;
+  EXPECT_EQ(read.read, split);
+  EXPECT_LT(read.count(), 12);
 }
 
 onnx::ModelProto sparse_linear() {

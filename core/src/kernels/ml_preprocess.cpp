@@ -17,6 +17,7 @@
 
 #include "flock/checked.hpp"
 #include "flock/kernel.hpp"
+#include "ml_preprocess.hpp"
 #include "kernel_io.hpp"
 
 namespace flock {
@@ -59,7 +60,7 @@ int64_t feature_stride(const Tensor& t, const std::string& where, bool allow_hig
 // ---------------------------------------------------------------------------------------------------
 // Scaler: Y = (X - offset) * scale, float output.
 
-class Scaler final : public Kernel {
+class Scaler final : public preprocess::ScalerKernel {
  public:
   explicit Scaler(const KernelContext& ctx) : where_(ctx.attrs.where()) {
     scale_ = ctx.attrs.get_floats("scale");
@@ -92,6 +93,9 @@ class Scaler final : public Kernel {
     }
     set_out(out, 0, std::move(y));
   }
+
+  const std::vector<float>& offsets() const override { return offset_; }
+  const std::vector<float>& scales() const override { return scale_; }
 
  private:
   std::string where_;

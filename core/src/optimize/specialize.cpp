@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "../kernels/ml_linear.hpp"
+#include "../kernels/ml_preprocess.hpp"
 #include "../kernels/ml_tree.hpp"
 #include "../model_internals.hpp"
 #include "flock/optimize.hpp"
@@ -42,8 +43,45 @@ std::string with_thousands(int64_t v) {
   return v < 0 ? "-" + out : out;
 }
 
-bool reads_slot(const ModelInternals::StepView& step, int slot) {
-  return std::find(step.inputs.begin(), step.inputs.end(), slot) != step.inputs.end();
+// The step that writes `slot` as its first output, if any.
+const ModelInternals::StepView* producer_of(const ModelInternals::GraphView& g, int slot) {
+  for (const auto& step : g.steps)
+    if (!step.outputs.empty() && step.outputs[0] == slot) return &step;
+  return nullptr;
+}
+
+// A Scaler that reads the model input (and nothing else) and writes `slot`, with per-column
+// parameters that fit the input's width.
+const preprocess::ScalerKernel* input_scaler(const ModelInternals::GraphView& g, int slot, const VectorInput& in) {
+  const ModelInternals::StepView* producer = producer_of(g, slot);
+  if (!producer || producer->inputs.size() != 1 || producer->inputs[0] != in.slot) return nullptr;
+  const auto* scaler = dynamic_cast<const preprocess::ScalerKernel*>(producer->kernel);
+  if (!scaler) return nullptr;
+  const size_t n = scaler->scales().size();
+  if (n != scaler->offsets().size() || (n != 1 && static_cast<int64_t>(n) != in.width)) return nullptr;
+  return scaler;
+}
+
+// What a tree step compares: the model input's columns, or those of a Scaler of it (float).
+struct TreeInput {
+  std::vector<Range> ranges;
+  Domain domain;
+};
+
+std::optional<TreeInput> tree_input(const ModelInternals::GraphView& g, const ModelInternals::StepView& step,
+                                    const VectorInput& in, const std::vector<Range>& input_ranges) {
+  if (step.inputs.empty()) return std::nullopt;
+  if (step.inputs[0] == in.slot) return TreeInput{input_ranges, in.domain()};
+  const preprocess::ScalerKernel* scaler = input_scaler(g, step.inputs[0], in);
+  if (!scaler) return std::nullopt;
+  TreeInput out{{}, Domain::Float};
+  out.ranges.reserve(input_ranges.size());
+  for (size_t k = 0; k < input_ranges.size(); ++k) {
+    const size_t p = scaler->scales().size() == 1 ? 0 : k;
+    out.ranges.push_back(
+        detail::scaler_output(input_ranges[k], in.domain(), scaler->offsets()[p], scaler->scales()[p]));
+  }
+  return out;
 }
 
 // Rebuilds one ensemble for the column Ranges; nullopt when its structure is not what the kernels
@@ -242,21 +280,26 @@ InputsRead inputs_read_unguarded(const Model& model, const Constraints& constrai
     return result;
   }
   result.width = in->width;
-  for (int s : g.output_slots)
-    if (s == in->slot) return result;  // the input is an output as it is
+  // Slots that hold the input's columns one to one: the input itself and Scalers of it.
+  std::vector<int> column_slots = {in->slot};
+  auto is_column_slot = [&](int slot) {
+    return std::find(column_slots.begin(), column_slots.end(), slot) != column_slots.end();
+  };
   std::vector<bool> read(static_cast<size_t>(in->width), false);
   bool all = false;
   for (const auto& step : g.steps) {
-    if (!reads_slot(step, in->slot)) continue;
-    const bool only_first = step.inputs.size() >= 1 && step.inputs[0] == in->slot &&
-                            std::count(step.inputs.begin(), step.inputs.end(), in->slot) == 1;
-    if (!only_first) {
+    const int64_t reads = std::count_if(step.inputs.begin(), step.inputs.end(), is_column_slot);
+    if (reads == 0) continue;
+    if (reads != 1 || !is_column_slot(step.inputs[0])) {
       all = true;
       break;
     }
-    if (const auto* t = dynamic_cast<const tree::TreeKernel*>(step.kernel)) {
+    const bool direct = step.inputs[0] == in->slot;
+    if (direct && step.outputs.size() == 1 && step.outputs[0] >= 0 && input_scaler(g, step.outputs[0], *in)) {
+      column_slots.push_back(step.outputs[0]);  // read as far as its readers read it
+    } else if (const auto* t = dynamic_cast<const tree::TreeKernel*>(step.kernel)) {
       mark_tree_columns(t->ensemble(), read, all);
-    } else if (const auto* l = dynamic_cast<const linear::LinearKernel*>(step.kernel)) {
+    } else if (const auto* l = dynamic_cast<const linear::LinearKernel*>(step.kernel); l && direct) {
       const std::optional<std::vector<bool>> weighted = l->weighted_columns(in->width);
       if (!weighted || weighted->size() != read.size()) {
         all = true;
@@ -267,10 +310,12 @@ InputsRead inputs_read_unguarded(const Model& model, const Constraints& constrai
         }
       }
     } else {
-      all = true;
+      all = true;  // anything else, a linear model over scaled columns included
     }
     if (all) break;
   }
+  for (int s : g.output_slots)
+    if (is_column_slot(s)) all = true;  // the input (or its scaling) is an output as it is
   if (all) return result;
   result.all = false;
   result.read = std::move(read);
@@ -286,17 +331,18 @@ std::optional<Specialized> specialize_unguarded(const Model& model, const Constr
   ranges.reserve(constraints.columns.size());
   for (const FeatureConstraint& c : constraints.columns)
     ranges.push_back(detail::range_for(c, in->type, constraints.exact_input_values));
-  const Domain domain = in->type == ElemType::Double ? Domain::Double : Domain::Float;
 
   Specialized result;
   std::vector<std::pair<size_t, std::shared_ptr<const Kernel>>> replaced;
   for (size_t k = 0; k < g.steps.size(); ++k) {
     const auto& step = g.steps[k];
     const auto* t = dynamic_cast<const tree::TreeKernel*>(step.kernel);
-    // Only an ensemble that reads the model's input as it is knows which values it compares.
-    if (!t || step.inputs.empty() || step.inputs[0] != in->slot) continue;
+    if (!t) continue;
+    // Only an ensemble that reads the model's input, as it is or scaled, knows which values it compares.
+    std::optional<TreeInput> tree_in = tree_input(g, step, *in, ranges);
+    if (!tree_in) continue;
     SpecializeStats stats;
-    std::optional<Ensemble> rebuilt = TreeRebuilder(t->ensemble(), domain, ranges).rebuild(stats);
+    std::optional<Ensemble> rebuilt = TreeRebuilder(t->ensemble(), tree_in->domain, std::move(tree_in->ranges)).rebuild(stats);
     if (!rebuilt) return std::nullopt;
     if (stats.branches_removed > 0) {  // else the original kernel is as good, and already built
       std::unique_ptr<Kernel> kernel = t->with_ensemble(std::move(*rebuilt));

@@ -88,6 +88,25 @@ Range range_for(const FeatureConstraint& c, ElemType input, bool exact) {
   return Range{lo, hi, c.missing_allowed};
 }
 
+Range scaler_output(const Range& x, Domain from, float offset, float scale) {
+  if (!std::isfinite(offset) || !std::isfinite(scale)) return full_range();
+  Range y{kInf, -kInf, x.missing};
+  if (!x.has_values()) return y;
+  // float(X): exact for float values, rounded (monotone) for doubles.
+  const float lo = static_cast<float>(from == Domain::Float ? x.lo : round_to_float(x.lo));
+  const float hi = static_cast<float>(from == Domain::Float ? x.hi : round_to_float(x.hi));
+  const float shifted_lo = lo - offset, shifted_hi = hi - offset;
+  if (scale == 0.0f) {
+    y.lo = y.hi = 0.0;  // +0 or -0, equal to every comparison
+    if (std::isinf(shifted_lo) || std::isinf(shifted_hi)) y.missing = true;  // inf * 0 is NaN
+    return y;
+  }
+  const float a = shifted_lo * scale, b = shifted_hi * scale;
+  y.lo = std::min(a, b);
+  y.hi = std::max(a, b);
+  return y;
+}
+
 Outcomes branch_outcomes(uint8_t mode, double t, bool missing_true, const Range& r) {
   using namespace flock::tree;
   Outcomes o;

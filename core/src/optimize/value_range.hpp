@@ -34,6 +34,12 @@ double round_to(double v, Domain d);
 double next_up(double v, Domain d);    // the next value of the type above v (+inf stays +inf)
 double next_down(double v, Domain d);
 
+// The Range of a Scaler's output column, Y = (float(X) - offset) * scale computed in float, for
+// X in `x` (values of `from`'s type). Every step is monotone (increasing, or decreasing for a
+// negative scale); a zero scale gives 0, or NaN from an infinite X - offset. Non-finite
+// parameters: anything.
+Range scaler_output(const Range& x, Domain from, float offset, float scale);
+
 struct Outcomes {
   bool can_true = false;   // some allowed value takes the true child
   bool can_false = false;  // some allowed value takes the false child

@@ -1,0 +1,19 @@
+// Internal to flock_core: what the preprocessing kernels (ml_preprocess.cpp) show the optimizer
+// (core/src/optimize/).
+#pragma once
+
+#include <vector>
+
+#include "flock/kernel.hpp"
+
+namespace flock::preprocess {
+
+// Scaler: Y = (float(X) - offset) * scale per column, in float; one value for every column when
+// there is one.
+class ScalerKernel : public Kernel {
+ public:
+  virtual const std::vector<float>& offsets() const = 0;
+  virtual const std::vector<float>& scales() const = 0;
+};
+
+}  // namespace flock::preprocess

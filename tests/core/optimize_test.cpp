@@ -221,6 +221,7 @@ struct EnsembleSpec {
   int input_type = onnx::TensorProto::FLOAT;
   bool base_values = true;
   int scaler = 0;  // 1: a Scaler with per-column parameters before the trees, 2: with one for all
+  int imputer = 0;  // 1: an Imputer of NaN (per column) first, 2: one replacing 0.5 in every column
 };
 
 // Split values are drawn from this grid (so inputs and constraint ends hit them exactly), with a
@@ -332,13 +333,29 @@ onnx::ModelProto random_ensemble(const EnsembleSpec& spec, std::mt19937_64& rng)
     auto* a = attr(node, "base_values", onnx::AttributeProto::FLOATS);
     for (double x : base) a->add_floats(static_cast<float>(x));
   }
+  // Preprocessing before the trees: input -> [Imputer] -> [Scaler] -> trees.
+  std::string feed = "input";
+  if (spec.imputer) {
+    const std::vector<float> imputed = {0, 0.5f, -1, 1.5f, 2};
+    auto* imputer = g->add_node();
+    imputer->set_domain("ai.onnx.ml");
+    imputer->set_op_type("Imputer");
+    imputer->add_input(feed);
+    imputer->add_output("imputed");
+    auto* values = attr(imputer, "imputed_value_floats", onnx::AttributeProto::FLOATS);
+    const int64_t n = spec.imputer == 1 ? spec.n_features : 1;
+    for (int64_t k = 0; k < n; ++k) values->add_floats(imputed[rng() % imputed.size()]);
+    attr(imputer, "replaced_value_float", onnx::AttributeProto::FLOAT)
+        ->set_f(spec.imputer == 1 ? std::numeric_limits<float>::quiet_NaN() : 0.5f);
+    feed = "imputed";
+  }
   if (spec.scaler) {
-    // Scaler(input) -> scaled -> trees; some scales negative or zero.
+    // Some scales negative or zero.
     const std::vector<float> scales = {1, 2, -1, 0.5f, -2, 0, 0.1f}, offsets = {0, 0.5f, -1, 0.3f};
     auto* scaler = g->add_node();
     scaler->set_domain("ai.onnx.ml");
     scaler->set_op_type("Scaler");
-    scaler->add_input("input");
+    scaler->add_input(feed);
     scaler->add_output("scaled");
     auto* sc = attr(scaler, "scale", onnx::AttributeProto::FLOATS);
     auto* off = attr(scaler, "offset", onnx::AttributeProto::FLOATS);
@@ -347,9 +364,12 @@ onnx::ModelProto random_ensemble(const EnsembleSpec& spec, std::mt19937_64& rng)
       sc->add_floats(scales[rng() % scales.size()]);
       off->add_floats(offsets[rng() % offsets.size()]);
     }
-    node->set_input(0, "scaled");
-    g->mutable_node()->SwapElements(0, 1);  // the Scaler runs first
-    node = g->mutable_node(1);
+    feed = "scaled";
+  }
+  if (feed != "input") {
+    node->set_input(0, feed);
+    for (int k = 0; k + 1 < g->node_size(); ++k) g->mutable_node()->SwapElements(k, k + 1);  // trees last
+    node = g->mutable_node(g->node_size() - 1);
   }
   if (spec.classifier) {
     auto* labels = attr(node, "classlabels_int64s", onnx::AttributeProto::INTS);
@@ -686,6 +706,19 @@ std::vector<Case> onnx_cases() {
   cases.push_back({"scaler_double_input_classifier", s});
   s.input_type = onnx::TensorProto::INT64;
   cases.push_back({"scaler_int64_input_classifier", s});
+  s = {};
+  s.imputer = 1;
+  cases.push_back({"imputer_regressor", s});
+  s.input_type = onnx::TensorProto::DOUBLE;
+  s.scaler = 2;
+  cases.push_back({"imputer_scaler_double_input", s});
+  s = {};
+  s.imputer = 2;
+  s.scaler = 1;
+  s.classifier = true;
+  s.n_outputs = 2;
+  s.mixed_modes = false;
+  cases.push_back({"imputer_of_a_value_scaler_classifier", s});
   return cases;
 }
 
@@ -956,13 +989,14 @@ TEST(OptimizeInputsRead, TreesReadTheirSplitColumns) {
                         model->run(make_batch(other, ElemType::Float, 12))));
 }
 
-TEST(OptimizeInputsRead, ThroughAScaler) {
+TEST(OptimizeInputsRead, ThroughAnImputerAndAScaler) {
   std::mt19937_64 rng(78);
   EnsembleSpec spec;
   spec.n_features = 12;
   spec.n_trees = 3;
   spec.max_depth = 2;
   spec.scaler = 1;
+  spec.imputer = 1;
   const auto model = Model::load(bytes_of(random_ensemble(spec, rng)));
   const auto read = flock::optimize::inputs_read(*model);
   ASSERT_FALSE(read.all);

@@ -106,8 +106,8 @@ struct InputsRead {
   std::string summary() const;  // "Inputs Read: 5 of 28"
 };
 
-// Tree ensembles (TreeEnsembleRegressor / Classifier reading the model input directly or through a
-// Scaler of it, which maps columns one to one): the columns some reachable branch splits on. Linear models: the columns with a nonzero coefficient, when the
+// Tree ensembles (TreeEnsembleRegressor / Classifier reading the model input directly or through
+// Scalers and Imputers, which map columns one to one): the columns some reachable branch splits on. Linear models: the columns with a nonzero coefficient, when the
 // constraints also say the column is never missing and finite in float (a zero coefficient still
 // turns NaN or infinity into NaN). A column not read can be fed any value (0, say) with outputs
 // unchanged, up to the sign of a zero score of a linear model. Anything else reads every column.
@@ -131,8 +131,9 @@ struct Specialized {
 
 // A model that gives the same outputs as `model` (bit for bit: labels, probabilities, values) on
 // every input the constraints allow, where each tree ensemble that reads the model's input
-// (directly, or through a Scaler of it: the constraints then follow the Scaler's float arithmetic,
-// every step of which is monotone) has lost the branches the constraints decide (including what earlier branches of the
+// (directly, or through a chain of Scalers and float Imputers: the constraints then follow the
+// Scaler's float arithmetic, every step of which is monotone, and the Imputer's replacements) has
+// lost the branches the constraints decide (including what earlier branches of the
 // same path decide): a branch whose every allowed value, missing ones included, goes one way is
 // replaced by that child, exactly as the tree walk compares (mode, missing_value_tracks_true, NaN,
 // float or double thresholds). Trees that collapse to a leaf stay in the ensemble as that leaf

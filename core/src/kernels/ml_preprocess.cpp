@@ -171,7 +171,7 @@ class Normalizer final : public Kernel {
 // Imputer: elements equal to the replaced value (or NaN when the replaced value is NaN) become the
 // imputed value (one for all features, or one per feature). Output type = input type.
 
-class Imputer final : public Kernel {
+class Imputer final : public preprocess::ImputerKernel {
  public:
   explicit Imputer(const KernelContext& ctx) : where_(ctx.attrs.where()) {
     const Attrs& a = ctx.attrs;
@@ -218,6 +218,9 @@ class Imputer final : public Kernel {
     }
     set_out(out, 0, std::move(y));
   }
+
+  const std::vector<float>& imputed_floats() const override { return floats_; }
+  float replaced_float() const override { return replaced_float_; }
 
  private:
   std::string where_;

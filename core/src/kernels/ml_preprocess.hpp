@@ -16,4 +16,13 @@ class ScalerKernel : public Kernel {
   virtual const std::vector<float>& scales() const = 0;
 };
 
+// Imputer: Y = X with the values equal to `replaced` (NaN: every NaN) replaced per column, same
+// element type. Only the float form (imputed_value_floats) is shown; imputed_floats() is empty
+// for the int64 form.
+class ImputerKernel : public Kernel {
+ public:
+  virtual const std::vector<float>& imputed_floats() const = 0;
+  virtual float replaced_float() const = 0;
+};
+
 }  // namespace flock::preprocess

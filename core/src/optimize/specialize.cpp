@@ -50,36 +50,64 @@ const ModelInternals::StepView* producer_of(const ModelInternals::GraphView& g, 
   return nullptr;
 }
 
-// A Scaler that reads the model input (and nothing else) and writes `slot`, with per-column
-// parameters that fit the input's width.
-const preprocess::ScalerKernel* input_scaler(const ModelInternals::GraphView& g, int slot, const VectorInput& in) {
-  const ModelInternals::StepView* producer = producer_of(g, slot);
-  if (!producer || producer->inputs.size() != 1 || producer->inputs[0] != in.slot) return nullptr;
-  const auto* scaler = dynamic_cast<const preprocess::ScalerKernel*>(producer->kernel);
-  if (!scaler) return nullptr;
-  const size_t n = scaler->scales().size();
-  if (n != scaler->offsets().size() || (n != 1 && static_cast<int64_t>(n) != in.width)) return nullptr;
-  return scaler;
+// Steps that map the input's columns one to one, with parameters for one or `width` columns.
+enum class ColumnOp { kNone, kScaler, kImputer };
+
+ColumnOp column_op(const ModelInternals::StepView& step, int64_t width) {
+  if (step.inputs.size() != 1 || step.outputs.size() != 1 || step.outputs[0] < 0) return ColumnOp::kNone;
+  auto fits = [&](size_t n) { return n == 1 || static_cast<int64_t>(n) == width; };
+  if (const auto* scaler = dynamic_cast<const preprocess::ScalerKernel*>(step.kernel)) {
+    const size_t n = scaler->scales().size();
+    return n == scaler->offsets().size() && fits(n) ? ColumnOp::kScaler : ColumnOp::kNone;
+  }
+  if (const auto* imputer = dynamic_cast<const preprocess::ImputerKernel*>(step.kernel)) {
+    const size_t n = imputer->imputed_floats().size();
+    return n > 0 && fits(n) ? ColumnOp::kImputer : ColumnOp::kNone;
+  }
+  return ColumnOp::kNone;
 }
 
-// What a tree step compares: the model input's columns, or those of a Scaler of it (float).
+// What a tree step compares: the model input's columns, or what a chain of Scalers and Imputers
+// makes of them.
 struct TreeInput {
   std::vector<Range> ranges;
   Domain domain;
 };
 
+constexpr size_t kMaxColumnChain = 16;
+
 std::optional<TreeInput> tree_input(const ModelInternals::GraphView& g, const ModelInternals::StepView& step,
                                     const VectorInput& in, const std::vector<Range>& input_ranges) {
   if (step.inputs.empty()) return std::nullopt;
-  if (step.inputs[0] == in.slot) return TreeInput{input_ranges, in.domain()};
-  const preprocess::ScalerKernel* scaler = input_scaler(g, step.inputs[0], in);
-  if (!scaler) return std::nullopt;
-  TreeInput out{{}, Domain::Float};
-  out.ranges.reserve(input_ranges.size());
-  for (size_t k = 0; k < input_ranges.size(); ++k) {
-    const size_t p = scaler->scales().size() == 1 ? 0 : k;
-    out.ranges.push_back(
-        detail::scaler_output(input_ranges[k], in.domain(), scaler->offsets()[p], scaler->scales()[p]));
+  // Back from what the tree reads to the model input, through column-wise steps only.
+  std::vector<const ModelInternals::StepView*> chain;
+  for (int slot = step.inputs[0]; slot != in.slot;) {
+    const ModelInternals::StepView* producer = producer_of(g, slot);
+    if (!producer || chain.size() >= kMaxColumnChain || column_op(*producer, in.width) == ColumnOp::kNone)
+      return std::nullopt;
+    chain.push_back(producer);
+    slot = producer->inputs[0];
+  }
+  TreeInput out{input_ranges, in.domain()};
+  ElemType type = in.type;
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    const Kernel* kernel = (*it)->kernel;
+    if (const auto* scaler = dynamic_cast<const preprocess::ScalerKernel*>(kernel)) {
+      for (size_t k = 0; k < out.ranges.size(); ++k) {
+        const size_t p = scaler->scales().size() == 1 ? 0 : k;
+        out.ranges[k] = detail::scaler_output(out.ranges[k], out.domain, scaler->offsets()[p], scaler->scales()[p]);
+      }
+      out.domain = Domain::Float;  // a Scaler writes float
+      type = ElemType::Float;
+    } else if (const auto* imputer = dynamic_cast<const preprocess::ImputerKernel*>(kernel)) {
+      if (type == ElemType::Int64) return std::nullopt;  // float imputation of int64: the kernel refuses it
+      const auto& imputed = imputer->imputed_floats();
+      for (size_t k = 0; k < out.ranges.size(); ++k)
+        out.ranges[k] = detail::imputer_output(out.ranges[k], imputed[imputed.size() == 1 ? 0 : k],
+                                               imputer->replaced_float());
+    } else {
+      return std::nullopt;
+    }
   }
   return out;
 }
@@ -280,7 +308,7 @@ InputsRead inputs_read_unguarded(const Model& model, const Constraints& constrai
     return result;
   }
   result.width = in->width;
-  // Slots that hold the input's columns one to one: the input itself and Scalers of it.
+  // Slots that hold the input's columns one to one: the input itself, Scalers and Imputers of it.
   std::vector<int> column_slots = {in->slot};
   auto is_column_slot = [&](int slot) {
     return std::find(column_slots.begin(), column_slots.end(), slot) != column_slots.end();
@@ -295,7 +323,7 @@ InputsRead inputs_read_unguarded(const Model& model, const Constraints& constrai
       break;
     }
     const bool direct = step.inputs[0] == in->slot;
-    if (direct && step.outputs.size() == 1 && step.outputs[0] >= 0 && input_scaler(g, step.outputs[0], *in)) {
+    if (column_op(step, in->width) != ColumnOp::kNone) {
       column_slots.push_back(step.outputs[0]);  // read as far as its readers read it
     } else if (const auto* t = dynamic_cast<const tree::TreeKernel*>(step.kernel)) {
       mark_tree_columns(t->ensemble(), read, all);

@@ -107,6 +107,24 @@ Range scaler_output(const Range& x, Domain from, float offset, float scale) {
   return y;
 }
 
+Range imputer_output(const Range& x, float imputed, float replaced) {
+  const bool hit = std::isnan(replaced) ? x.missing
+                                        : x.has_values() && x.lo <= replaced && replaced <= x.hi;
+  if (!hit) return x;
+  Range y = x;
+  if (std::isnan(replaced)) y.missing = false;  // every NaN is replaced
+  if (std::isnan(imputed)) {
+    y.missing = true;
+    return y;
+  }
+  // The values plus the imputed one (a replaced value inside the interval stays in it: only its
+  // hull is known).
+  const double v = static_cast<double>(imputed);
+  y.lo = x.has_values() ? std::min(x.lo, v) : v;
+  y.hi = x.has_values() ? std::max(x.hi, v) : v;
+  return y;
+}
+
 Outcomes branch_outcomes(uint8_t mode, double t, bool missing_true, const Range& r) {
   using namespace flock::tree;
   Outcomes o;

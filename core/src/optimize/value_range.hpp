@@ -40,6 +40,10 @@ double next_down(double v, Domain d);
 // parameters: anything.
 Range scaler_output(const Range& x, Domain from, float offset, float scale);
 
+// The Range of an Imputer's output column (same type as its input): X with the values equal to
+// `replaced` (NaN: the missing ones) replaced by `imputed`.
+Range imputer_output(const Range& x, float imputed, float replaced);
+
 struct Outcomes {
   bool can_true = false;   // some allowed value takes the true child
   bool can_false = false;  // some allowed value takes the false child

@@ -1,10 +1,14 @@
-// The optimizer's core passes (flock/optimize.hpp): constraints, the columns a model reads, and
-// tree-ensemble specialization. Specialization is proved differentially: for random constraints
-// and thousands of random inputs inside them (NaN where allowed, values exactly at thresholds and
-// at interval ends, one float step either side), the specialized model's outputs equal the
+// The optimizer's core passes (flock/optimize.hpp): constraints, the columns a model reads,
+// tree-ensemble specialization and prediction-predicate inversion.
+//
+// Specialization is proved differentially: for random constraints and thousands of random inputs
+// inside them (NaN where allowed, values exactly at thresholds and at interval ends, one float and
+// one double step either side, infinities, signed zeros), the specialized model's outputs equal the
 // original's bit for bit, on hand-built ONNX ensembles (every branch mode, missing_value_tracks_true,
-// NaN and infinite thresholds, double thresholds, classifiers and regressors, every aggregate) and
-// on XGBoost models.
+// NaN and infinite thresholds, double thresholds, float / double / int64 input, classifiers and
+// regressors, every aggregate, behind Imputers and Scalers) and on XGBoost models (and on the
+// generated scikit-learn / XGBoost models when FLOCK_MODELS_DIR is set). Regions are checked for
+// soundness the same way: every input whose prediction satisfies the comparison lies inside.
 #include <gtest/gtest.h>
 
 #include <algorithm>

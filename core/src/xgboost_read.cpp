@@ -306,7 +306,7 @@ XGBoostTrees read_xgboost_json(std::span<const uint8_t> bytes) {
     bad(fmt::format("objective '{}' needs '{}.num_class' >= 2, got {}", objective, mp_path, num_class));
   if (!is_multi && num_class > 1)
     bad(fmt::format("objective '{}' does not take '{}.num_class' = {}", objective, mp_path, num_class));
-  if (is_multi && num_class > (int64_t(1) << 24))
+  if (is_multi && num_class > tree::kMaxTreeOutputs)
     bad(fmt::format("'{}.num_class' is {}, more than Flock supports", mp_path, num_class));
   out.num_feature = num_feature;
   out.n_classes = out.regressor ? 0 : (is_multi ? num_class : 2);

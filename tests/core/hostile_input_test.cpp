@@ -415,6 +415,21 @@ TEST(HostileKernels, PadConcatAndRangeSizes) {
   expect_code_in([&] { run(*range, {&s, &l, &d}); }, {ErrorCode::LimitExceeded});
 }
 
+// Found by fuzzing (the onnx_import and model_input targets' timeouts): Pad with pads of 2^27 rows
+// passed the 2^31 output ceiling, built its 2^27-entry axis maps (a gigabyte, zeroed; 30-50 s under
+// ASan) and only then met the run's tensor limit at the allocation. The run's limit now stops the
+// shape before any map, with the kernel's own message.
+TEST(HostileKernels, PadPastTheRunsTensorLimitStopsBeforeItsAxisMaps) {
+  auto pad = make(Node("Pad", 2));
+  Tensor x = Tensor::floats({1, 8}, std::vector<float>(8, 1.0f));
+  Tensor pads = ints({int64_t(1) << 27, 1, 0, 1});
+  flock::TensorLimitScope limit(int64_t(1) << 28);
+  expect_error([&] { run(*pad, {&x, &pads}); }, ErrorCode::LimitExceeded, "Pad: output shape [134217729, 10] holds more than");
+  // Under the limit it still runs.
+  Tensor small = ints({2, 1, 0, 1});
+  EXPECT_NO_THROW(run(*pad, {&x, &small}));
+}
+
 TEST(HostileKernels, BroadcastOfEmptyTensorsWithHugeDims) {
   // Both operands are empty, but the broadcast shape [2^40, 2^40, 0] has sub-products past 2^64.
   auto add = make(Node("Add", 2));

@@ -48,23 +48,29 @@ inline std::vector<int64_t> strides_of(const std::vector<int64_t>& s) {
 }
 
 // Ceiling on the elements one kernel output may hold; guards shapes computed from input values
-// (ConstantOfShape, Expand, Tile, Range, Pad) before anything is allocated. The plan checks its own,
-// configurable limit on every output afterwards.
+// (ConstantOfShape, Expand, Tile, Range, Pad) before anything is allocated — the output, and the
+// per-axis index maps some kernels build first, which are as long as the output's axes.
 constexpr int64_t kMaxOutputElements = int64_t(1) << 31;
 
 // Validates an output shape: no negative dimension, no overflow (also of its non-zero dimensions: a
-// shape like [0, 2^40] holds nothing but its axis maps would be huge), under the ceiling.
+// shape like [0, 2^40] holds nothing but its axis maps would be huge), under the ceiling and under
+// the run's tensor limit (flock.max_tensor_elements), which the allocation would enforce anyway but
+// only after the axis maps were built.
 inline int64_t checked_output_numel(const std::vector<int64_t>& s, const std::string& where) {
   for (int64_t d : s) {
     if (d < 0)
       fail(ErrorCode::InvalidInput, fmt::format("{}: output shape {} has a negative dimension", where, shape_str(s)));
   }
+  const int64_t ceiling = std::min(kMaxOutputElements, TensorLimitScope::current());
   int64_t nonzero = 1;
   for (int64_t d : s) {
     if (d == 0) continue;
-    if (nonzero > kMaxOutputElements / d)
-      fail(ErrorCode::LimitExceeded, fmt::format("{}: output shape {} holds more than {} elements", where,
-                                                 shape_str(s), kMaxOutputElements));
+    if (nonzero > ceiling / d)
+      fail(ErrorCode::LimitExceeded,
+           fmt::format("{}: output shape {} holds more than {} elements", where, shape_str(s), ceiling),
+           ceiling < kMaxOutputElements
+               ? "Raise flock.max_tensor_elements if the model is meant to compute tensors this large."
+               : "");
     nonzero *= d;
   }
   return std::find(s.begin(), s.end(), 0) != s.end() ? 0 : nonzero;

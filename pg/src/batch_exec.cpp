@@ -18,6 +18,7 @@ extern "C" {
 
 #include "batch_node.hpp"
 #include "batch_plan.hpp"
+#include "optimize_call.hpp"
 #include "predict.hpp"
 
 namespace flock::pg {
@@ -34,6 +35,7 @@ struct BatchScanState {
   Want* wants;
   RowColumns* row_columns;
   CallState** calls;
+  CallOptimization* optimized;  // per call: what the optimizer did (for EXPLAIN)
   ColumnScorer** scorers;  // per call: its features go straight into the model's input (else nullptr)
   int scorer_width;        // leading child columns the scorers read
   ExprState** inputs;
@@ -92,6 +94,7 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   s->calls = static_cast<CallState**>(palloc(sizeof(CallState*) * s->ncalls));
   s->inputs = static_cast<ExprState**>(palloc(sizeof(ExprState*) * s->ncalls));
   s->scorers = static_cast<ColumnScorer**>(palloc0(sizeof(ColumnScorer*) * std::max(s->ncalls, 1)));
+  s->optimized = static_cast<CallOptimization*>(palloc0(sizeof(CallOptimization) * std::max(s->ncalls, 1)));
   for (int k = 0; k < s->ncalls; ++k) {
     Const* model = static_cast<Const*>(list_nth(cscan->custom_exprs, 2 * k));
     Expr* input = static_cast<Expr*>(list_nth(cscan->custom_exprs, 2 * k + 1));
@@ -99,6 +102,10 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
     s->inputs[k] = ExecInitExpr(input, &node->ss.ps);
     // Resolve now: a query sees one version of each model, and EXPLAIN can name it.
     resolve_model(s->calls[k], model->constvalue);
+    // Specialize it once for this node, here rather than at plan time: the model is known only now
+    // (a name resolves to its current version), and EXPLAIN runs this too, so it shows what was done.
+    const RowColumns& cols = s->row_columns[k];
+    if (cols.first > 0) s->optimized[k] = optimize_call(s->calls[k], cols.rowtype, priv.facts, priv.nfacts);
   }
   s->batch_size = rows_per_batch(s);
   for (int k = 0; k < s->ncalls; ++k) {
@@ -276,6 +283,8 @@ void explain(CustomScanState* node, List*, ExplainState* es) {
   for (int k = 0; k < s->ncalls; ++k) {
     char* text = psprintf("%s (%s)", model_label(s->calls[k]), function_name(s->wants[k]));
     ExplainPropertyText("Flock Model", text, es);
+    if (s->optimized[k].pruned) ExplainPropertyText("Flock Pruned", s->optimized[k].pruned, es);
+    if (s->optimized[k].inputs_read) ExplainPropertyText("Flock Inputs Read", s->optimized[k].inputs_read, es);
   }
   ExplainPropertyInteger("Batch Size", nullptr, s->batch_size, es);
 }

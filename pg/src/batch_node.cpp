@@ -8,6 +8,7 @@ extern "C" {
 #undef flock
 
 #include <algorithm>
+#include <cstring>
 
 #include "batch_node.hpp"
 
@@ -22,11 +23,20 @@ List* encode_batch_private(const BatchPrivate& p) {
     row_columns = lappend(row_columns, list_make3(makeInteger(rc.first), makeInteger(rc.natts),
                                                   makeInteger(static_cast<int>(rc.rowtype))));
   }
-  return list_make4(wants, row_columns, p.copied, p.sources);
+  List* facts = NIL;
+  for (int i = 0; i < p.nfacts; ++i) {
+    const ColumnFact& f = p.facts[i];
+    uint64 bits;
+    memcpy(&bits, &f.value, sizeof(bits));
+    facts = lappend(facts, list_make5(makeInteger(f.attno), makeInteger(static_cast<int>(f.op)), makeInteger(f.integer),
+                                      makeInteger(static_cast<int>(static_cast<uint32>(bits >> 32))),
+                                      makeInteger(static_cast<int>(static_cast<uint32>(bits)))));
+  }
+  return list_make5(wants, row_columns, p.copied, p.sources, facts);
 }
 
 BatchPrivate decode_batch_private(List* custom_private) {
-  if (list_length(custom_private) != 4) elog(ERROR, "flock: malformed %s plan node", kBatchNodeName);
+  if (list_length(custom_private) != 5) elog(ERROR, "flock: malformed %s plan node", kBatchNodeName);
   BatchPrivate p;
   List* wants = static_cast<List*>(linitial(custom_private));
   List* row_columns = static_cast<List*>(lsecond(custom_private));
@@ -39,6 +49,17 @@ BatchPrivate decode_batch_private(List* custom_private) {
     p.wants[k] = static_cast<Want>(intVal(list_nth(wants, k)));
     List* rc = static_cast<List*>(list_nth(row_columns, k));
     p.row_columns[k] = {intVal(linitial(rc)), intVal(lsecond(rc)), static_cast<Oid>(intVal(lthird(rc)))};
+  }
+  List* facts = static_cast<List*>(list_nth(custom_private, 4));
+  p.nfacts = list_length(facts);
+  p.facts = static_cast<ColumnFact*>(palloc(sizeof(ColumnFact) * std::max(p.nfacts, 1)));
+  for (int i = 0; i < p.nfacts; ++i) {
+    List* f = static_cast<List*>(list_nth(facts, i));
+    uint64 bits = (static_cast<uint64>(static_cast<uint32>(intVal(list_nth(f, 3)))) << 32) |
+                  static_cast<uint32>(intVal(list_nth(f, 4)));
+    double value;
+    memcpy(&value, &bits, sizeof(value));
+    p.facts[i] = {intVal(linitial(f)), static_cast<FactOp>(intVal(lsecond(f))), intVal(lthird(f)) != 0, value};
   }
   return p;
 }

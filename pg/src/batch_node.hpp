@@ -26,6 +26,19 @@ struct RowColumns {
   Oid rowtype;
 };
 
+// What the scan below the node enforces on every row it returns (its quals, its index quals), in
+// a form the optimizer (optimize_call.cpp) turns into constraints on a model's inputs: `column op
+// value` on a numeric table column, or `column IS NOT NULL`. Integer columns' strict comparisons
+// arrive as non-strict ones (x > 3 as x >= 4), and their values are exact as doubles.
+enum class FactOp : int { Less = 1, LessEqual = 2, Equal = 3, GreaterEqual = 4, Greater = 5, NotNull = 6 };
+
+struct ColumnFact {
+  int attno;     // table column (1-based)
+  FactOp op;
+  bool integer;  // an integer column (else float4 / float8: NaN possible, sorted above numbers)
+  double value;  // unused for NotNull
+};
+
 // CustomScan.custom_private, decoded. custom_exprs holds, per call k, its model constant at 2k and
 // its input expression at 2k + 1.
 struct BatchPrivate {
@@ -35,10 +48,13 @@ struct BatchPrivate {
   List* copied;   // Integer: the child columns (1-based) the rows the node returns must carry
   List* sources;  // Integer: scan row column i is table column sources[i] (1-based, 0: NULL), or
                   // NIL: the child's columns as planned
+  int nfacts;
+  ColumnFact* facts;  // [nfacts] what the child's quals guarantee about its table's columns
 };
 
 // custom_private stays a List of Integer nodes so that copyObject and EXPLAIN VERBOSE handle it:
-// (wants, ((first natts rowtype) per call), copied, sources).
+// (wants, ((first natts rowtype) per call), copied, sources, ((attno op integer value_hi value_lo)
+// per fact)); a fact's double travels as its two 32-bit halves, exactly.
 List* encode_batch_private(const BatchPrivate& p);
 // Allocates the arrays in CurrentMemoryContext.
 BatchPrivate decode_batch_private(List* custom_private);

@@ -21,6 +21,7 @@ extern "C" {
 #include "optimizer/optimizer.h"
 #include "optimizer/planner.h"
 #include "parser/parsetree.h"
+#include "catalog/pg_opfamily_d.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "access/table.h"
@@ -28,6 +29,7 @@ extern "C" {
 #undef flock
 
 #include <algorithm>
+#include <cmath>
 
 #include "batch_node.hpp"
 #include "batch_plan.hpp"
@@ -327,6 +329,8 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
   priv.row_columns = static_cast<RowColumns*>(palloc(sizeof(RowColumns) * std::max(priv.ncalls, 1)));
   priv.copied = copied;
   priv.sources = NIL;  // read_table_rows sets them
+  priv.nfacts = 0;     // attach_column_facts sets them
+  priv.facts = nullptr;
   int k = 0;
   ListCell *lc, *li, *lr;
   forthree(lc, calls, li, inputs, lr, row_columns) {
@@ -441,6 +445,152 @@ void read_table_rows(CustomScan* cs, Plan* child, const RewriteContext* ctx) {
   cs->custom_private = encode_batch_private(priv);
 }
 
+// ---- What the scan under a batch node guarantees (for the optimizer: optimize_call.cpp)
+
+// The btree operator families whose comparisons order numbers as numbers (NaN above every float):
+// integer_ops (int2, int4, int8 in any mix) and float_ops (float4, float8). PostgreSQL 15 names
+// only the first; float_ops is 1970 in pg_opfamily.dat.
+constexpr Oid kFloatBtreeFamily = 1970;
+
+// A constant of an integer or float type as a double; false when NULL or of another type.
+bool numeric_const(const Const* c, bool* integer, int64* ivalue, double* value) {
+  if (c->constisnull) return false;
+  switch (c->consttype) {
+    case INT2OID: *integer = true; *ivalue = DatumGetInt16(c->constvalue); break;
+    case INT4OID: *integer = true; *ivalue = DatumGetInt32(c->constvalue); break;
+    case INT8OID: *integer = true; *ivalue = DatumGetInt64(c->constvalue); break;
+    case FLOAT4OID: *integer = false; *value = DatumGetFloat4(c->constvalue); return true;
+    case FLOAT8OID: *integer = false; *value = DatumGetFloat8(c->constvalue); return true;
+    default: return false;
+  }
+  *value = static_cast<double>(*ivalue);
+  return true;
+}
+
+bool numeric_column_type(Oid type, bool* integer) {
+  *integer = type == INT2OID || type == INT4OID || type == INT8OID;
+  return *integer || type == FLOAT4OID || type == FLOAT8OID;
+}
+
+// A plain column of table `rti` (nothing around it).
+Var* table_column(Node* node, Index rti) {
+  if (!node || !IsA(node, Var)) return nullptr;
+  Var* v = reinterpret_cast<Var*>(node);
+  if (v->varno != static_cast<int>(rti) || v->varlevelsup != 0 || v->varattno <= 0) return nullptr;
+  return v;
+}
+
+// `column op constant` (either side) or `column IS NOT NULL` as a fact; false for anything else,
+// which simply says nothing (leaving a qual out only loses pruning, never correctness).
+bool qual_fact(Node* qual, Index rti, ColumnFact* fact) {
+  if (IsA(qual, NullTest)) {
+    NullTest* nt = reinterpret_cast<NullTest*>(qual);
+    Var* v = table_column(reinterpret_cast<Node*>(nt->arg), rti);
+    bool integer;
+    if (!v || nt->nulltesttype != IS_NOT_NULL || nt->argisrow || !numeric_column_type(v->vartype, &integer)) return false;
+    *fact = {v->varattno, FactOp::NotNull, integer, 0};
+    return true;
+  }
+  if (!IsA(qual, OpExpr)) return false;
+  OpExpr* op = reinterpret_cast<OpExpr*>(qual);
+  if (list_length(op->args) != 2) return false;
+  Node* left = static_cast<Node*>(linitial(op->args));
+  Node* right = static_cast<Node*>(lsecond(op->args));
+  Var* v = table_column(left, rti);
+  bool commuted = false;
+  if (!v) {
+    v = table_column(right, rti);
+    std::swap(left, right);
+    commuted = true;
+  }
+  if (!v || !IsA(right, Const)) return false;
+  bool integer, const_integer;
+  int64 ivalue = 0;
+  double value = 0;
+  if (!numeric_column_type(v->vartype, &integer) ||
+      !numeric_const(reinterpret_cast<Const*>(right), &const_integer, &ivalue, &value) || integer != const_integer)
+    return false;
+  // The operator's meaning, from its btree family: only the built-in number orderings.
+  int strategy = 0;
+  ListCell* lc;
+  foreach (lc, get_op_btree_interpretation(op->opno)) {
+    auto* bi = static_cast<OpBtreeInterpretation*>(lfirst(lc));
+    bool family = integer ? bi->opfamily_id == INTEGER_BTREE_FAM_OID : bi->opfamily_id == kFloatBtreeFamily;
+    if (family && bi->strategy >= BTLessStrategyNumber && bi->strategy <= BTGreaterStrategyNumber) strategy = bi->strategy;
+  }
+  if (strategy == 0) return false;
+  if (commuted) strategy = BTMaxStrategyNumber + 1 - strategy;  // c < x is x > c
+  auto fop = static_cast<FactOp>(strategy);
+  if (integer) {
+    // Closed bounds on exact doubles: x > c is x >= c + 1.
+    if (fop == FactOp::Greater) {
+      if (ivalue == PG_INT64_MAX) return false;
+      ivalue++;
+      fop = FactOp::GreaterEqual;
+    } else if (fop == FactOp::Less) {
+      if (ivalue == PG_INT64_MIN) return false;
+      ivalue--;
+      fop = FactOp::LessEqual;
+    }
+    const int64 exact = int64{1} << 53;
+    if (ivalue > exact || ivalue < -exact) return false;
+    value = static_cast<double>(ivalue);
+  } else if (std::isnan(value)) {
+    return false;  // NaN sorts above every number: leave such quals out
+  }
+  *fact = {v->varattno, fop, integer, value};
+  return true;
+}
+
+void quals_facts(List* quals, Index rti, List** facts) {
+  ListCell* lc;
+  foreach (lc, quals) {
+    Node* q = static_cast<Node*>(lfirst(lc));
+    if (is_andclause(q)) {
+      quals_facts(reinterpret_cast<BoolExpr*>(q)->args, rti, facts);
+      continue;
+    }
+    ColumnFact f;
+    if (qual_fact(q, rti, &f)) {
+      auto* copy = static_cast<ColumnFact*>(palloc(sizeof(ColumnFact)));
+      *copy = f;
+      *facts = lappend(*facts, copy);
+    }
+  }
+}
+
+// Records in the batch node what its child, a scan of a table, enforces on every row it returns:
+// the scan's quals, and the index quals an index or bitmap heap scan checks (rechecking them when
+// the index is lossy). Quals on the node itself (those that read predictions) are not among them.
+void attach_column_facts(CustomScan* cs, Plan* child, const RewriteContext* ctx) {
+  Index rti = 0;
+  List* quals = child->qual;
+  switch (nodeTag(child)) {
+    case T_SeqScan: case T_SampleScan: case T_TidScan: case T_TidRangeScan:
+      rti = reinterpret_cast<Scan*>(child)->scanrelid;
+      break;
+    case T_IndexScan:
+      rti = reinterpret_cast<Scan*>(child)->scanrelid;
+      quals = list_concat_copy(quals, reinterpret_cast<IndexScan*>(child)->indexqualorig);
+      break;
+    case T_BitmapHeapScan:
+      rti = reinterpret_cast<Scan*>(child)->scanrelid;
+      quals = list_concat_copy(quals, reinterpret_cast<BitmapHeapScan*>(child)->bitmapqualorig);
+      break;
+    default:
+      return;
+  }
+  if (rti == 0 || !ctx->rtable || rt_fetch(rti, ctx->rtable)->rtekind != RTE_RELATION) return;
+  List* facts = NIL;
+  quals_facts(quals, rti, &facts);
+  if (facts == NIL) return;
+  BatchPrivate priv = decode_batch_private(cs->custom_private);
+  priv.nfacts = list_length(facts);
+  priv.facts = static_cast<ColumnFact*>(palloc(sizeof(ColumnFact) * priv.nfacts));
+  for (int i = 0; i < priv.nfacts; ++i) priv.facts[i] = *static_cast<ColumnFact*>(list_nth(facts, i));
+  cs->custom_private = encode_batch_private(priv);
+}
+
 bool is_plain_scan(Plan* plan) {
   switch (nodeTag(plan)) {
     case T_SeqScan: case T_SampleScan: case T_IndexScan: case T_BitmapHeapScan: case T_TidScan:
@@ -541,6 +691,7 @@ Plan* rewrite_scan(Scan* scan, const RewriteContext* ctx) {
   CustomScan* cs = make_batch_node(&scan->plan, custom_tlist, tlist, qual, cc.calls, inputs, row_columns,
                                    used_column_list(&use));
   cs->custom_relids = bms_make_singleton(static_cast<int>(rti));
+  attach_column_facts(cs, &scan->plan, ctx);
   read_table_rows(cs, &scan->plan, ctx);
   return &cs->scan.plan;
 }
@@ -632,6 +783,7 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
         blank_whole_row(child->targetlist, custom_tlist, whole->varattno, whole->vartype);
     }
   }
+  attach_column_facts(cs, child, ctx);
   read_table_rows(cs, child, ctx);
   plan->lefttree = &cs->scan.plan;
   return plan;

@@ -14,6 +14,7 @@ extern "C" {
 #include "cache.hpp"
 #include "guard.hpp"
 #include "model_check.hpp"
+#include "optimize_call.hpp"
 
 #include <malloc.h>
 
@@ -98,6 +99,17 @@ void _PG_init(void) {
   DefineCustomBoolVariable("flock.batching", "Score flock.predict calls in batches through a CustomScan.",
                            "Off: every call scores one row (for comparison).", &batching_enabled, true, PGC_USERSET,
                            0, nullptr, nullptr, nullptr);
+  // The optimizer (issue 13): what the query says about a model's inputs changes how it runs.
+  DefineCustomBoolVariable("flock.optimizer", "Optimize models for the queries that score them.",
+                           "Off: every optimizer pass is off, whatever its own setting.", &optimizer_enabled, true,
+                           PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("flock.optimizer_prune",
+                           "Specialize a batched model for the scan's quals on the columns it reads.",
+                           "Tree branches no row passing the quals can take are removed; results are unchanged.",
+                           &optimizer_prune, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("flock.optimizer_projection", "Find the inputs a batched model reads.",
+                           "Shown by EXPLAIN as Flock Inputs Read.", &optimizer_projection, true, PGC_USERSET, 0,
+                           nullptr, nullptr, nullptr);
   DefineCustomIntVariable("flock.batch_size", "Rows scored per model call by batched execution.",
                           "At most as many rows as fit in flock.batch_memory.", &batch_size, kDefaultBatchSize, 1,
                           1 << 20, PGC_USERSET, 0, nullptr, nullptr, nullptr);

@@ -37,12 +37,7 @@ void add_output(onnx::ModelProto& m, const std::string& name, int rank) {
   auto* tt = out->mutable_type()->mutable_tensor_type();
   tt->set_elem_type(onnx::TensorProto::FLOAT);
   auto* shape = tt->mutable_shape();
-  for (int k = 0; k < rank; ++k) {
-    // Not "d" + std::to_string(k): GCC 12 at -O3 warns about it (-Wrestrict, GCC bug 105651).
-    std::string dim = "d";
-    dim += std::to_string(k);
-    shape->add_dim()->set_dim_param(dim);
-  }
+  for (int k = 0; k < rank; ++k) shape->add_dim()->set_dim_param("d" + std::to_string(k));
 }
 
 onnx::NodeProto* add_node(onnx::ModelProto& m, const std::string& op, std::vector<std::string> inputs,

@@ -264,7 +264,9 @@ onnx::ModelProto random_ensemble(const EnsembleSpec& spec, std::mt19937_64& rng)
     // Pre-order build with an explicit stack of (id, depth).
     std::vector<std::pair<int64_t, int>> stack = {{next_id++, 0}};
     while (!stack.empty()) {
-      auto [id, depth] = stack.back();
+      // Not a structured binding: add_weight captures id, which clang 14 refuses for bindings.
+      const int64_t id = stack.back().first;
+      const int depth = stack.back().second;
       stack.pop_back();
       treeids.push_back(t);
       nodeids.push_back(id);
@@ -522,7 +524,9 @@ flock::FeatureBatch make_batch(const std::vector<std::vector<double>>& rows, Ele
       const size_t at = r * static_cast<size_t>(width) + static_cast<size_t>(k);
       if (type == ElemType::Float) t.f[at] = static_cast<float>(v);
       else if (type == ElemType::Double) t.d[at] = v;
-      else t.i[at] = static_cast<int64_t>(v);
+      // An int64 input has no missing value: NaN (drawn for a column nothing constrains) becomes 0,
+      // not a cast past int64's range (undefined; UBSan stops on it).
+      else t.i[at] = std::isfinite(v) && std::abs(v) < 9.0e18 ? static_cast<int64_t>(v) : 0;
     }
   b.inputs.push_back(std::move(t));
   return b;

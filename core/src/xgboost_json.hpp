@@ -51,8 +51,6 @@ class Document {
   const Value& root() const { return values_[root_]; }
   // Element k of an array that is not numeric, or the value of member k of an object.
   const Value& at(const Value& container, size_t k) const { return values_[members_[container.first + k].value]; }
-  // Whether at(container, k) may be called for k < count: objects, and arrays kept and not numeric.
-  static bool has_members(const Value& v) { return v.is_object() || (v.is_array() && !v.numeric && !v.dropped); }
   // The first member named `key` of an object, or nullptr.
   const Value* find(const Value& object, std::string_view key) const;
   // The elements of a numeric array.

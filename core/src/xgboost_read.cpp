@@ -93,27 +93,6 @@ const JValue& array(const Document& d, const JValue& j, const char* name, const 
   return a;
 }
 
-void read_ints(const Document& d, const JValue& j, const char* name, const std::string& path, std::vector<int64_t>& out) {
-  const JValue& a = array(d, j, name, path);
-  out.resize(a.count);
-  if (a.numeric) {
-    const std::span<const double> values = d.numbers(a);
-    for (size_t k = 0; k < values.size(); ++k) {
-      if (!is_integer(values[k])) check_integer(values[k], fmt::format("{}[{}]", join(path, name), k));
-      out[k] = static_cast<int64_t>(values[k]);
-    }
-    return;
-  }
-  const std::string p = join(path, name);
-  for (uint32_t k = 0; k < a.count; ++k) out[k] = integer(d.at(a, k), fmt::format("{}[{}]", p, k));
-}
-
-std::vector<int64_t> ints(const Document& d, const JValue& j, const char* name, const std::string& path) {
-  std::vector<int64_t> out;
-  read_ints(d, j, name, path, out);
-  return out;
-}
-
 void read_doubles(const Document& d, const JValue& j, const char* name, const std::string& path,
                   std::vector<double>& out) {
   const JValue& a = array(d, j, name, path);
@@ -140,7 +119,6 @@ std::string string_of(const JValue& v, const std::string& path) {
   return std::string(v.text);
 }
 
-
 struct Scratch {
   // Arrays read element by element (not all numbers in the text): their values.
   std::vector<double> left, right, split_index, split_cond, default_left;
@@ -165,6 +143,19 @@ std::span<const double> integers_of(const Document& d, const JValue& j, const ch
   for (size_t k = 0; k < values.size(); ++k)
     if (!is_integer(values[k])) check_integer(values[k], fmt::format("{}[{}]", join(path, name), k));
   return values;
+}
+
+void read_ints(const Document& d, const JValue& j, const char* name, const std::string& path, std::vector<int64_t>& out) {
+  std::vector<double> spill;
+  const std::span<const double> values = integers_of(d, j, name, path, spill);
+  out.resize(values.size());
+  for (size_t k = 0; k < values.size(); ++k) out[k] = static_cast<int64_t>(values[k]);
+}
+
+std::vector<int64_t> ints(const Document& d, const JValue& j, const char* name, const std::string& path) {
+  std::vector<int64_t> out;
+  read_ints(d, j, name, path, out);
+  return out;
 }
 
 // Appends tree `t` (XGBoost JSON object) to the ensemble, nodes numbered in pre-order; each leaf

@@ -870,6 +870,72 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
   return plan;
 }
 
+// An upper node computing the functions over an Append (an aggregate over a partitioned table,
+// say): each of the Append's subplans gets a Result that passes its rows on with the predictions
+// as extra columns, computed by a batch node below it (rewrite_upper), so that every partition's
+// scan has its own batch node and its facts (partition bounds, CHECK constraints); the Append
+// passes the new columns up and the upper node reads them. Columns of the Append the upper node no
+// longer reads (the whole row the calls took) become NULLs, so no row value is formed per row.
+Plan* rewrite_upper_over_append(Plan* plan, Append* app, const RewriteContext* ctx) {
+  CollectContext cc = {ctx, OUTER_VAR, NIL};
+  collect_calls(reinterpret_cast<Node*>(plan->targetlist), &cc);
+  collect_calls(reinterpret_cast<Node*>(plan->qual), &cc);
+  if (cc.calls == NIL || app->appendplans == NIL) return plan;
+  const int napp = list_length(app->plan.targetlist);
+  ListCell* lc;
+  foreach (lc, app->appendplans) {
+    Plan* sub = static_cast<Plan*>(lfirst(lc));
+    if (list_length(sub->targetlist) != napp || has_special_varno(reinterpret_cast<Node*>(sub->targetlist), nullptr))
+      return plan;
+  }
+  List* calls = cc.calls;
+  ReplaceContext to_outer = {calls, OUTER_VAR, napp + 1, 0, NIL, 0};
+  plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
+  plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
+  List* used = upper_node_columns(plan, napp + 1);
+  foreach (lc, app->appendplans) {
+    Plan* sub = static_cast<Plan*>(lfirst(lc));
+    Result* r = makeNode(Result);
+    r->plan.startup_cost = sub->startup_cost;
+    r->plan.total_cost = sub->total_cost;
+    r->plan.plan_rows = sub->plan_rows;
+    r->plan.plan_width = sub->plan_width;
+    r->plan.parallel_safe = sub->parallel_safe;
+    r->plan.lefttree = sub;
+    r->plan.extParam = bms_copy(sub->extParam);
+    r->plan.allParam = bms_copy(sub->allParam);
+    List* tlist = NIL;
+    int pos = 1;
+    ListCell* ls;
+    foreach (ls, sub->targetlist) {
+      Node* e = reinterpret_cast<Node*>(static_cast<TargetEntry*>(lfirst(ls))->expr);
+      bool read_above = false;
+      ListCell* lu;
+      foreach (lu, used) read_above = read_above || intVal(lfirst(lu)) == pos;
+      Expr* out = read_above ? reinterpret_cast<Expr*>(makeVar(OUTER_VAR, static_cast<AttrNumber>(pos), exprType(e),
+                                                               exprTypmod(e), exprCollation(e), 0))
+                             : reinterpret_cast<Expr*>(makeNullConst(exprType(e), exprTypmod(e), exprCollation(e)));
+      tlist = lappend(tlist, makeTargetEntry(out, static_cast<AttrNumber>(pos), nullptr, false));
+      pos++;
+    }
+    ListCell* lk;
+    foreach (lk, calls) tlist = lappend(tlist, makeTargetEntry(static_cast<Expr*>(copyObject(lfirst(lk))),
+                                                                static_cast<AttrNumber>(pos++), nullptr, false));
+    r->plan.targetlist = tlist;
+    lfirst(lc) = rewrite_upper(&r->plan, ctx);
+  }
+  int pos = napp + 1;
+  foreach (lc, calls) {
+    FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
+    app->plan.targetlist = lappend(app->plan.targetlist,
+                                   makeTargetEntry(reinterpret_cast<Expr*>(makeVar(OUTER_VAR, static_cast<AttrNumber>(pos),
+                                                                                   f->funcresulttype, -1, f->funccollid, 0)),
+                                                   static_cast<AttrNumber>(pos), nullptr, false));
+    pos++;
+  }
+  return plan;
+}
+
 Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {
   if (!plan) return nullptr;
   plan->lefttree = rewrite_plan(plan->lefttree, ctx);
@@ -893,6 +959,8 @@ Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {
   if (is_plain_scan(plan)) return rewrite_scan(reinterpret_cast<Scan*>(plan), ctx);
   switch (nodeTag(plan)) {
     case T_Agg: case T_Result: case T_WindowAgg: case T_Group:
+      if (plan->lefttree && IsA(plan->lefttree, Append) && !plan->righttree)
+        return rewrite_upper_over_append(plan, reinterpret_cast<Append*>(plan->lefttree), ctx);
       return rewrite_upper(plan, ctx);
     default:
       return plan;

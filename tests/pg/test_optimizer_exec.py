@@ -292,6 +292,19 @@ def test_partition_bounds_prune_each_partition(conn, tables):
     off = run(conn, "rows", sql.replace("SELECT ", "SELECT tableoid::regclass::text, ctid::text, "), None, "off")
     on = run(conn, "rows", sql.replace("SELECT ", "SELECT tableoid::regclass::text, ctid::text, "), None, "on")
     assert on == off
+    # An aggregate over the partitions: a batch node per partition under the Append, each pruned.
+    agg = f'SELECT count(*), sum(flock.predict(\'{m}\', t)) FROM "p_{m}" t'
+    for settings in ({}, PARALLEL):
+        plan = explain(conn, agg, **settings)
+        assert len(pruned_lines(plan)) >= 3 and "Append" in plan, plan
+        kind = "parallel" if settings else "rows"
+        assert run(conn, kind, agg, None, "on") == run(conn, kind, agg, None, "off")
+    with conn.cursor() as cur:
+        cur.execute("SET flock.batching = off")
+        cur.execute(agg)
+        unbatched = canonical(list(cur.fetchone()))
+        cur.execute("RESET flock.batching")
+    assert run(conn, "rows", agg, None, "on")[1] == [unbatched]
 
 
 def test_check_constraints_prune_but_not_valid_ones_do_not(conn, tables):

@@ -14,6 +14,9 @@
 
 extern "C" {
 #include "access/table.h"
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "parser/parse_relation.h"
 #include "catalog/pg_class_d.h"
 #include "catalog/pg_opfamily_d.h"
 #include "catalog/pg_operator_d.h"
@@ -41,6 +44,7 @@ extern "C" {
 #include <vector>
 
 #include "cache.hpp"
+#include "call_state.hpp"
 #include "guard.hpp"
 #include "optimize_call.hpp"
 #include "optimize_query.hpp"
@@ -630,12 +634,255 @@ Query* derive_filters(Query* parse, QueryOptimizeContext* ctx) {
   return rewritten;
 }
 
+
+// ---- narrow_row_inputs (flock.optimizer_projection)
+
+// The rtable indexes (relations and joins) on the nullable side of an outer join: their whole row
+// may be NULL as a whole, which a ROW(...) of their columns is not.
+void nullable_rels(Node* jt, bool nullable, Bitmapset** out) {
+  if (!jt) return;
+  if (IsA(jt, RangeTblRef)) {
+    if (nullable) *out = bms_add_member(*out, reinterpret_cast<RangeTblRef*>(jt)->rtindex);
+  } else if (IsA(jt, FromExpr)) {
+    ListCell* lc;
+    foreach (lc, reinterpret_cast<FromExpr*>(jt)->fromlist) nullable_rels(static_cast<Node*>(lfirst(lc)), nullable, out);
+  } else if (IsA(jt, JoinExpr)) {
+    JoinExpr* j = reinterpret_cast<JoinExpr*>(jt);
+    if (nullable && j->rtindex > 0) *out = bms_add_member(*out, j->rtindex);
+    bool full = j->jointype == JOIN_FULL;
+    nullable_rels(j->larg, nullable || full || j->jointype == JOIN_RIGHT, out);
+    nullable_rels(j->rarg, nullable || full || j->jointype == JOIN_LEFT, out);
+  }
+}
+
+struct Narrow {
+  QueryOptimizeContext* ctx;
+  Query* query;
+  Bitmapset* nullable;
+  Bitmapset* unknown_nullable;  // not settled: treat as nullable (never rewritten)
+};
+
+void narrow_in_query(Query* q, QueryOptimizeContext* ctx);
+
+bool is_prediction_function(Oid funcid, Oid flock_namespace) {
+  static const char* const kNames[] = {"predict", "predict_proba", "predict_label", "predict_tensor"};
+  for (const char* name : kNames)
+    if (is_flock_function(funcid, flock_namespace, name)) return true;
+  return false;
+}
+
+// Whether the model (by its sha256) has an audit policy: audit records carry every input, so its
+// inputs are never replaced. Unknown (any error, in a subtransaction) counts as yes.
+bool may_be_audited(const char* sha) {
+  if (IsInParallelMode() || !IsTransactionState()) return true;
+  MemoryContext mcxt = CurrentMemoryContext;
+  ResourceOwner owner = CurrentResourceOwner;
+  volatile bool audited = true;
+  BeginInternalSubTransaction(nullptr);
+  MemoryContextSwitchTo(mcxt);
+  PG_TRY();
+  {
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    Oid argtypes[1] = {TEXTOID};
+    Datum args[1] = {CStringGetTextDatum(sha)};
+    if (SPI_execute_with_args("SELECT 1 FROM flock._audit_policy_for($1)", 1, argtypes, args, nullptr, true, 1) !=
+        SPI_OK_SELECT)
+      elog(ERROR, "could not read the audit policy of a model");
+    audited = SPI_processed > 0;
+    SPI_finish();
+    ReleaseCurrentSubTransaction();
+    MemoryContextSwitchTo(mcxt);
+    CurrentResourceOwner = owner;
+  }
+  PG_CATCH();
+  {
+    MemoryContextSwitchTo(mcxt);
+    FlushErrorState();
+    RollbackAndReleaseCurrentSubTransaction();
+    MemoryContextSwitchTo(mcxt);
+    CurrentResourceOwner = owner;
+    audited = true;
+  }
+  PG_END_TRY();
+  return audited;
+}
+
+bool convertible_number(Oid type) {
+  return type == INT2OID || type == INT4OID || type == INT8OID || type == FLOAT4OID || type == FLOAT8OID ||
+         type == BOOLOID;
+}
+
+// flock.predict*(m, s) with s the whole row of a subquery or join (not on an outer join's nullable
+// side): s becomes ROW(...) of the same column names and types where the columns the model never
+// reads (features it does not read, columns bound to no feature) are typed NULLs. Binding by name
+// is unchanged, the prediction too (inputs_read: any value of an unread input gives the same
+// outputs, and the model takes NULLs there), and the columns, once read by nothing else, let
+// PostgreSQL remove a LEFT JOIN that only fed them. Returns the new input, or nullptr.
+Node* narrowed_input(FuncExpr* call, Narrow* nw) {
+  Node* input = static_cast<Node*>(lsecond(call->args));
+  if (!IsA(input, Var)) return nullptr;
+  Var* v = reinterpret_cast<Var*>(input);
+  Query* q = nw->query;
+  if (v->varattno != 0 || v->varlevelsup != 0 || v->vartype != RECORDOID || v->varno < 1 ||
+      v->varno > list_length(q->rtable))
+    return nullptr;
+  RangeTblEntry* rte = rt_fetch(v->varno, q->rtable);
+  if (rte->rtekind != RTE_SUBQUERY && rte->rtekind != RTE_JOIN) return nullptr;
+  if (bms_is_member(v->varno, nw->nullable)) {
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: row input left whole: on the nullable side of an outer join")));
+    return nullptr;
+  }
+  List* names = NIL;
+  List* vars = NIL;
+  expandRTE(rte, v->varno, 0, -1, false, &names, &vars);
+  const int ncols = list_length(names);
+  if (ncols == 0) return nullptr;
+  PlanModel* pm = plan_model(static_cast<Node*>(linitial(call->args)));
+  if (!pm) return nullptr;
+  nw->ctx->used_plan_models = true;
+  // Per column: bound to a read feature (keep), to one not read or to none (NULL); plain data.
+  const char** cnames = static_cast<const char**>(palloc(sizeof(char*) * ncols));
+  bool* keep = static_cast<bool*>(palloc(sizeof(bool) * ncols));
+  int k = 0;
+  ListCell* lc;
+  foreach (lc, names) cnames[k++] = strVal(lfirst(lc));
+  char why[160] = "";
+  bool ok = false, out_of_memory = false;
+  std::shared_ptr<const flock::Model> model = pm->handle->model;
+  flock_guard([&] {
+    try {
+      const flock::Signature& sig = model->signature();
+      std::vector<flock::RecordColumn> columns;
+      for (int c = 0; c < ncols; ++c) columns.push_back({cnames[c], false});
+      if (sig.inputs.size() != 1 || sig.inputs[0].width < 0) {
+        snprintf(why, sizeof(why), "not a single vector input");
+        return;
+      }
+      flock::RecordBinding binding = flock::bind_record_columns(sig, columns);
+      if (!binding.by_name || binding.width_mismatch || binding.multi_value_input >= 0 ||
+          static_cast<int64_t>(binding.features.size()) != sig.inputs[0].width) {
+        snprintf(why, sizeof(why), "the row does not bind by name");
+        return;
+      }
+      if (!null_allowed(sig, 0)) {
+        snprintf(why, sizeof(why), "the model takes no NULL inputs");
+        return;
+      }
+      opt::InputsRead read = opt::inputs_read(*model);
+      if (read.all || read.read.size() != binding.features.size()) {
+        snprintf(why, sizeof(why), "the model reads every input");
+        return;
+      }
+      for (int c = 0; c < ncols; ++c) keep[c] = false;
+      for (size_t f = 0; f < binding.features.size(); ++f) {
+        int c = binding.features[f].column;
+        if (c < 0) {
+          snprintf(why, sizeof(why), "a feature has no column");
+          return;
+        }
+        if (read.read[f]) keep[c] = true;
+      }
+      ok = true;
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;
+    }
+  });
+  if (out_of_memory) snprintf(why, sizeof(why), "out of memory");
+  if (!ok) {
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: row input of %s left whole: %s", pm->label, why)));
+    return nullptr;
+  }
+  // Columns replaced must be numbers, as converting them can raise no error the NULL would hide.
+  int dropped = 0;
+  k = 0;
+  foreach (lc, vars) {
+    Var* cv = static_cast<Var*>(lfirst(lc));
+    if (!keep[k] && !convertible_number(cv->vartype)) keep[k] = true;
+    dropped += !keep[k];
+    k++;
+  }
+  if (dropped == 0) {
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: row input of %s left whole: it reads every column", pm->label)));
+    return nullptr;
+  }
+  if (may_be_audited(pm->sha256)) {
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: row input of %s left whole: audit records carry every input",
+                                     pm->label)));
+    return nullptr;
+  }
+  RowExpr* row = makeNode(RowExpr);
+  k = 0;
+  foreach (lc, vars) {
+    Var* cv = static_cast<Var*>(lfirst(lc));
+    row->args = lappend(row->args, keep[k] ? static_cast<void*>(copyObject(cv))
+                                           : static_cast<void*>(makeNullConst(cv->vartype, cv->vartypmod, cv->varcollid)));
+    k++;
+  }
+  row->row_typeid = RECORDOID;
+  row->row_format = COERCE_IMPLICIT_CAST;
+  row->colnames = static_cast<List*>(copyObject(names));
+  row->location = -1;
+  char* text = psprintf("%s: %d of %d columns of %s", pm->label, ncols - dropped, ncols,
+                        rte->eref && rte->eref->aliasname ? rte->eref->aliasname : "a row");
+  plan_note("Flock Narrowed Input", text);
+  ereport(DEBUG1, (errmsg_internal("flock optimizer: row input narrowed: %s", text)));
+  return reinterpret_cast<Node*>(row);
+}
+
+Node* narrow_mutator(Node* node, Narrow* nw) {
+  if (!node) return nullptr;
+  if (IsA(node, Query)) {
+    narrow_in_query(reinterpret_cast<Query*>(node), nw->ctx);
+    return node;
+  }
+  if (IsA(node, FuncExpr)) {
+    FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
+    if (list_length(f->args) == 2 && is_prediction_function(f->funcid, nw->ctx->flock_namespace)) {
+      if (Node* narrowed = narrowed_input(f, nw)) {
+        FuncExpr* copy = static_cast<FuncExpr*>(copyObject(f));
+        lsecond(copy->args) = narrowed;
+        return reinterpret_cast<Node*>(copy);
+      }
+    }
+  }
+  return expression_tree_mutator(node, reinterpret_cast<Node* (*)()>(narrow_mutator), nw);
+}
+
+void narrow_in_query(Query* q, QueryOptimizeContext* ctx) {
+  CHECK_FOR_INTERRUPTS();
+  Narrow nw = {ctx, q, nullptr, nullptr};
+  nullable_rels(reinterpret_cast<Node*>(q->jointree), false, &nw.nullable);
+  query_tree_mutator(q, reinterpret_cast<Node* (*)()>(narrow_mutator), &nw, QTW_DONT_COPY_QUERY);
+}
+
+bool find_any_prediction_call(Node* node, CallSearch* search) {
+  if (!node) return false;
+  if (IsA(node, FuncExpr) && is_prediction_function(reinterpret_cast<FuncExpr*>(node)->funcid, search->flock_namespace)) {
+    search->found = true;
+    return true;
+  }
+  if (IsA(node, Query))
+    return query_tree_walker(reinterpret_cast<Query*>(node), reinterpret_cast<bool (*)()>(find_any_prediction_call),
+                             search, 0);
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(find_any_prediction_call), search);
+}
+
+// Model-projection pushdown of row inputs (see narrowed_input).
+Query* narrow_row_inputs(Query* parse, QueryOptimizeContext* ctx) {
+  CallSearch search = {ctx->flock_namespace, false};
+  query_tree_walker(parse, reinterpret_cast<bool (*)()>(find_any_prediction_call), &search, 0);
+  if (!search.found) return parse;
+  narrow_in_query(parse, ctx);
+  return parse;
+}
+
 }  // namespace
 
 Query* optimize_query(Query* parse, QueryOptimizeContext* ctx) {
   if (!optimizer_enabled || parse->commandType != CMD_SELECT) return parse;
   ctx->flock_namespace = get_namespace_oid("flock", true);
   if (!OidIsValid(ctx->flock_namespace)) return parse;
+  if (optimizer_projection) parse = narrow_row_inputs(parse, ctx);
   if (optimizer_derive_filters) parse = derive_filters(parse, ctx);
   return parse;
 }

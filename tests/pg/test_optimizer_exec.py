@@ -409,3 +409,99 @@ def test_outer_join_on_quals_of_the_preserved_side_are_no_facts(conn, tables):
     plan = explain(conn, sql)
     assert not any(f"{col} > " in line for line in pruned_lines(plan)), plan
     assert run(conn, "rows", sql, None, "on") == run(conn, "rows", sql, None, "off")
+
+
+# ---- A whole-row input of a subquery or join narrowed to the columns the model reads
+
+@pytest.fixture(scope="module")
+def narrow(cluster, dbname):
+    """diabetes_tree (a decision tree that splits on 8 of its 10 features) as `dtree`, `n_base`
+    (id, the features; NULLs and NaNs among them) and `n_extra` (id primary key, the value of a
+    feature the tree never splits on, `spare`, and one it does, `used`)."""
+    entry = next(e for e in json.load(open(os.path.join(MODELS_DIR, "manifest.json"))) if e["name"] == "diabetes_tree")
+    feats = entry["features"]
+    read = set(split_thresholds(entry))
+    unread = [f for j, f in enumerate(feats) if j not in read]
+    assert unread, "diabetes_tree reads every feature: pick another model for this test"
+    rng = random.Random(SEED + 3)
+    rows = []
+    for i, r in enumerate(_rows(entry)):
+        vals = [float(r[f]) for f in feats]
+        if rng.random() < 0.1:
+            vals[rng.randrange(len(vals))] = rng.choice([None, float("nan")])
+        rows.append([i] + vals)
+    conn = psycopg2.connect(cluster.dsn(dbname))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        with open(os.path.join(MODELS_DIR, entry["file"]), "rb") as f:
+            cur.execute("SELECT flock.register_model('dtree', %s, 'onnx')", (f.read(),))
+        cols = ", ".join(f'"{f}" float8' for f in feats)
+        cur.execute(f"CREATE TABLE n_base (id int, {cols})")
+        psycopg2.extras.execute_values(cur, "INSERT INTO n_base VALUES %s", rows)
+        cur.execute("CREATE TABLE n_extra (id int PRIMARY KEY, spare float8, used float8)")
+        used = feats[sorted(read)[0]]
+        spare = unread[0]
+        cur.execute(f'INSERT INTO n_extra SELECT id, "{spare}" + 1, "{used}" FROM n_base WHERE id % 3 <> 0')
+        cur.execute("ANALYZE n_base")
+        cur.execute("ANALYZE n_extra")
+    conn.close()
+    return {"feats": feats, "spare": spare, "used": used}
+
+
+def subquery_sql(narrow, fn, from_extra):
+    """The model's row from a subquery whose column `from_extra` comes from a LEFT JOIN."""
+    cols = ", ".join(f'e.{"spare" if f == narrow["spare"] else "used"} AS "{f}"' if f == from_extra else f'b."{f}"'
+                     for f in narrow["feats"])
+    return (f"SELECT s.id, {fn}('dtree', s) FROM (SELECT b.id, {cols} FROM n_base b "
+            f"LEFT JOIN n_extra e ON e.id = b.id) s")
+
+
+def test_a_left_join_feeding_only_unread_columns_is_removed(conn, narrow):
+    sql = subquery_sql(narrow, "flock.predict", narrow["spare"])
+    plan = explain(conn, sql)
+    assert "Join" not in plan and "n_extra" not in plan, plan
+    assert "Flock Narrowed Input: dtree@1: " in plan, plan
+    assert "Join" in explain(conn, sql, **{"flock.optimizer_projection": "off"})
+    assert "Join" in explain(conn, sql, **{"flock.optimizer": "off"})
+    assert run(conn, "rows", sql, None, "on") == run(conn, "rows", sql, None, "off")
+    # An aggregate, a parallel plan, and a subquery that is not pulled up (LIMIT).
+    agg = f"SELECT count(*), sum(p) FROM ({sql.replace('SELECT s.id, ', 'SELECT ')}) q(p)"
+    for kind in ("rows", "parallel"):
+        assert run(conn, kind, agg, None, "on") == run(conn, kind, agg, None, "off")
+    limited = sql.replace("LEFT JOIN n_extra e ON e.id = b.id)", "LEFT JOIN n_extra e ON e.id = b.id LIMIT 100000)")
+    assert "Join" not in explain(conn, limited)
+    assert run(conn, "rows", limited, None, "on") == run(conn, "rows", limited, None, "off")
+
+
+def test_a_join_feeding_a_read_column_stays(conn, narrow):
+    sql = subquery_sql(narrow, "flock.predict", narrow["used"])
+    plan = explain(conn, sql)
+    assert "Join" in plan, plan
+    assert run(conn, "rows", sql, None, "on") == run(conn, "rows", sql, None, "off")
+
+
+def test_a_join_row_and_a_nullable_row(conn, narrow):
+    # The whole row of a join: its extra columns, bound to no feature, become NULLs too.
+    join_row = ("SELECT flock.predict('dtree', j) FROM (n_base b LEFT JOIN "
+                "(SELECT id AS eid, spare AS x FROM n_extra) e ON e.eid = b.id) j")
+    plan = explain(conn, join_row)
+    assert "Flock Narrowed Input" in plan and "Join" not in plan, plan
+    assert run(conn, "rows", join_row, None, "on") == run(conn, "rows", join_row, None, "off")
+    # On the nullable side of an outer join the row itself is NULL for unmatched rows: left whole.
+    cols = ", ".join(f'b."{f}"' for f in narrow["feats"])
+    nullable = (f"SELECT e.id, flock.predict('dtree', s) FROM n_extra e LEFT JOIN "
+                f"(SELECT b.id, {cols} FROM n_base b WHERE b.id % 2 = 0) s ON s.id = e.id")
+    assert "Flock Narrowed Input" not in explain(conn, nullable)
+    assert run(conn, "rows", nullable, None, "on") == run(conn, "rows", nullable, None, "off")
+
+
+def test_an_audited_model_keeps_its_whole_row(conn, narrow):
+    sql = subquery_sql(narrow, "flock.predict", narrow["spare"])
+    with conn.cursor() as cur:
+        cur.execute("SELECT flock.set_audit('dtree', 'all')")
+        try:
+            plan = explain(conn, sql)
+            assert "Flock Narrowed Input" not in plan and "Join" in plan, plan
+        finally:
+            cur.execute("SELECT flock.set_audit('dtree', 'off')")
+    assert "Flock Narrowed Input" in explain(conn, sql)

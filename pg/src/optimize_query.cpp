@@ -658,8 +658,7 @@ void nullable_rels(Node* jt, bool nullable, Bitmapset** out) {
 struct Narrow {
   QueryOptimizeContext* ctx;
   Query* query;
-  Bitmapset* nullable;
-  Bitmapset* unknown_nullable;  // not settled: treat as nullable (never rewritten)
+  Bitmapset* nullable;  // nullable_rels of the query
 };
 
 void narrow_in_query(Query* q, QueryOptimizeContext* ctx);
@@ -850,7 +849,18 @@ Node* narrow_mutator(Node* node, Narrow* nw) {
 
 void narrow_in_query(Query* q, QueryOptimizeContext* ctx) {
   CHECK_FOR_INTERRUPTS();
-  Narrow nw = {ctx, q, nullptr, nullptr};
+  if (q->groupClause != NIL || q->groupingSets != NIL || q->hasWindowFuncs) {
+    // A row grouped or partitioned by is one value there; its columns are not: a ROW(...) of them
+    // past the grouping would not plan. Its subqueries are still looked at.
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: row inputs left whole in a query with GROUP BY or windows")));
+    ListCell* lc;
+    foreach (lc, q->rtable) {
+      RangeTblEntry* rte = static_cast<RangeTblEntry*>(lfirst(lc));
+      if (rte->rtekind == RTE_SUBQUERY && rte->subquery) narrow_in_query(rte->subquery, ctx);
+    }
+    return;
+  }
+  Narrow nw = {ctx, q, nullptr};
   nullable_rels(reinterpret_cast<Node*>(q->jointree), false, &nw.nullable);
   query_tree_mutator(q, reinterpret_cast<Node* (*)()>(narrow_mutator), &nw, QTW_DONT_COPY_QUERY);
 }

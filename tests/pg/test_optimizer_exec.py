@@ -505,3 +505,12 @@ def test_an_audited_model_keeps_its_whole_row(conn, narrow):
         finally:
             cur.execute("SELECT flock.set_audit('dtree', 'off')")
     assert "Flock Narrowed Input" in explain(conn, sql)
+
+
+def test_grouped_and_windowed_rows_are_left_whole(conn, narrow):
+    inner = subquery_sql(narrow, "flock.predict", narrow["spare"]).split(" FROM ", 1)[1]
+    for sql in (f"SELECT s, flock.predict('dtree', s), count(*) FROM {inner} GROUP BY s",
+                f"SELECT flock.predict('dtree', s), count(*) OVER (PARTITION BY s) FROM {inner}",
+                f"SELECT sum(flock.predict('dtree', s)) FROM {inner} GROUP BY s.id % 7"):
+        assert run(conn, "rows", sql, None, "on") == run(conn, "rows", sql, None, "off"), sql
+        assert run(conn, "rows", sql, None, "on")[0] == "rows", sql

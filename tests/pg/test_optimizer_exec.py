@@ -514,3 +514,22 @@ def test_grouped_and_windowed_rows_are_left_whole(conn, narrow):
                 f"SELECT sum(flock.predict('dtree', s)) FROM {inner} GROUP BY s.id % 7"):
         assert run(conn, "rows", sql, None, "on") == run(conn, "rows", sql, None, "off"), sql
         assert run(conn, "rows", sql, None, "on")[0] == "rows", sql
+
+
+def test_narrowing_acts_for_the_current_user(conn, connect_as, narrow):
+    sql = subquery_sql(narrow, "flock.predict", narrow["spare"])
+    with conn.cursor() as cur:
+        for role in ("opt_exec_user", "opt_exec_nobody"):
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            if not cur.fetchone():
+                cur.execute(f"CREATE ROLE {role} LOGIN")
+            cur.execute(f"GRANT SELECT ON n_base, n_extra TO {role}")
+        cur.execute("SELECT flock.grant_model('dtree', 'opt_exec_user', 'use')")
+    user = connect_as("opt_exec_user")
+    assert "Flock Narrowed Input" in explain(user, sql)
+    assert run(user, "rows", sql, None, "on") == run(conn, "rows", sql, None, "off")
+    # No privilege on the model: nothing resolved at plan time, and the same error as without.
+    nobody = connect_as("opt_exec_nobody")
+    assert "Flock Narrowed Input" not in explain(nobody, sql)
+    on = run(nobody, "rows", sql, None, "on")
+    assert on[0] == "error" and on == run(nobody, "rows", sql, None, "off")

@@ -211,13 +211,13 @@ def run(conn, kind, sql, params, optimizer, plan_cache_mode="auto"):
         cur.execute(f"SET flock.optimizer = {optimizer}")
         for k, v in settings_for(kind).items():
             cur.execute(f"SET {k} = {v}")
+        cur.execute(f"SET plan_cache_mode = {plan_cache_mode}")
         try:
             if params is None:
                 cur.execute(sql)
                 got = cur.fetchall()
             else:
                 ptype, value = params
-                cur.execute(f"SET plan_cache_mode = {plan_cache_mode}")
                 cur.execute(f"PREPARE q({ptype}) AS {sql}")
                 got = []
                 for _ in range(2):
@@ -534,3 +534,27 @@ def test_narrowing_acts_for_the_current_user(conn, connect_as, narrow):
     assert "Flock Narrowed Input" not in explain(nobody, sql)
     on = run(nobody, "rows", sql, None, "on")
     assert on[0] == "error" and on == run(nobody, "rows", sql, None, "off")
+
+
+def test_plpgsql_variables_are_parameters_too(conn, tables):
+    entry = next(e for e in MODELS if e["format"] == "xgboost")
+    m, info, feats = entry["name"], tables[entry["name"]], entry["features"]
+    col = feats[info["k"]]
+    with conn.cursor() as cur:
+        cur.execute(f"""CREATE OR REPLACE FUNCTION opt_exec_sum(lim float8) RETURNS float8 LANGUAGE plpgsql AS $$
+                        DECLARE r float8;
+                        BEGIN
+                          SELECT sum(p) INTO r FROM (SELECT flock.predict('{m}', t) AS p FROM "p_{m}" t
+                                                     WHERE t."{col}" > lim) x;
+                          RETURN r;
+                        END $$""")
+    th = info["thresholds"].get(info["k"]) or [0.0]
+    calls = ", ".join(f"opt_exec_sum({v!r}::float8)" for v in th[:5] + th[:5]) + ", opt_exec_sum(NULL)"
+    for mode in ("force_generic_plan", "force_custom_plan"):
+        got = {o: run(conn, "rows", f"SELECT {calls}", None, o, mode) for o in ("on", "off")}
+        with conn.cursor() as cur:
+            cur.execute(f"SET plan_cache_mode = {mode}")
+            cur.execute(f"SELECT {calls}")
+            direct = canonical(list(cur.fetchone()))
+            cur.execute("RESET plan_cache_mode")
+        assert got["on"] == got["off"] == ("rows", [direct]), mode

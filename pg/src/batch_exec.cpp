@@ -79,6 +79,26 @@ int rows_per_batch(const BatchScanState* s) {
   return static_cast<int>(std::min<Size>(fit, static_cast<Size>(batch_size)));
 }
 
+// The facts with their parameters' values, known now (a generic plan's `x > $1`); a fact whose
+// parameter is NULL (its qual passes no row: any fact is true of no rows, none is needed), missing
+// or of another type than planned is left out. Returns how many facts are kept, in place.
+int settle_param_facts(ColumnFact* facts, int nfacts, ParamListInfo params) {
+  int kept = 0;
+  for (int i = 0; i < nfacts; ++i) {
+    ColumnFact f = facts[i];
+    if (f.param > 0) {
+      if (!params || f.param > params->numParams) continue;
+      ParamExternData workspace;
+      ParamExternData* prm = params->paramFetch ? params->paramFetch(params, f.param, true, &workspace)
+                                                : &params->params[f.param - 1];
+      if (!prm || prm->isnull || prm->ptype != f.param_type || !settle_fact(&f, prm->ptype, prm->value)) continue;
+      f.param = 0;
+    }
+    facts[kept++] = f;
+  }
+  return kept;
+}
+
 void begin(CustomScanState* node, EState* estate, int eflags) {
   BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
   CustomScan* cscan = reinterpret_cast<CustomScan*>(node->ss.ps.plan);
@@ -95,6 +115,7 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   s->inputs = static_cast<ExprState**>(palloc(sizeof(ExprState*) * s->ncalls));
   s->scorers = static_cast<ColumnScorer**>(palloc0(sizeof(ColumnScorer*) * std::max(s->ncalls, 1)));
   s->optimized = static_cast<CallOptimization*>(palloc0(sizeof(CallOptimization) * std::max(s->ncalls, 1)));
+  priv.nfacts = settle_param_facts(priv.facts, priv.nfacts, estate->es_param_list_info);
   for (int k = 0; k < s->ncalls; ++k) {
     Const* model = static_cast<Const*>(list_nth(cscan->custom_exprs, 2 * k));
     Expr* input = static_cast<Expr*>(list_nth(cscan->custom_exprs, 2 * k + 1));
@@ -111,7 +132,7 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   for (int k = 0; k < s->ncalls; ++k) {
     const RowColumns& cols = s->row_columns[k];
     if (cols.first > 0) {
-      s->scorers[k] = column_scorer(s->calls[k], cols.rowtype, cols.first - 1, s->batch_size);
+      s->scorers[k] = column_scorer(s->calls[k], cols.rowtype, cols.first - 1, s->batch_size, s->optimized[k].feature_read);
       if (s->scorers[k]) s->scorer_width = std::max(s->scorer_width, column_scorer_width(s->scorers[k]));
     }
   }

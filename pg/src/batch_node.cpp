@@ -4,10 +4,12 @@
 extern "C" {
 #include "nodes/pg_list.h"
 #include "nodes/value.h"
+#include "catalog/pg_type_d.h"
 }
 #undef flock
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "batch_node.hpp"
@@ -28,9 +30,13 @@ List* encode_batch_private(const BatchPrivate& p) {
     const ColumnFact& f = p.facts[i];
     uint64 bits;
     memcpy(&bits, &f.value, sizeof(bits));
-    facts = lappend(facts, list_make5(makeInteger(f.attno), makeInteger(static_cast<int>(f.op)), makeInteger(f.integer),
-                                      makeInteger(static_cast<int>(static_cast<uint32>(bits >> 32))),
-                                      makeInteger(static_cast<int>(static_cast<uint32>(bits)))));
+    List* fact = list_make4(makeInteger(f.attno), makeInteger(static_cast<int>(f.op)), makeInteger(f.integer),
+                            makeInteger(f.null_passes));
+    fact = lappend(fact, makeInteger(static_cast<int>(static_cast<uint32>(bits >> 32))));
+    fact = lappend(fact, makeInteger(static_cast<int>(static_cast<uint32>(bits))));
+    fact = lappend(fact, makeInteger(f.param));
+    fact = lappend(fact, makeInteger(static_cast<int>(f.param_type)));
+    facts = lappend(facts, fact);
   }
   return list_make5(wants, row_columns, p.copied, p.sources, facts);
 }
@@ -55,13 +61,49 @@ BatchPrivate decode_batch_private(List* custom_private) {
   p.facts = static_cast<ColumnFact*>(palloc(sizeof(ColumnFact) * std::max(p.nfacts, 1)));
   for (int i = 0; i < p.nfacts; ++i) {
     List* f = static_cast<List*>(list_nth(facts, i));
-    uint64 bits = (static_cast<uint64>(static_cast<uint32>(intVal(list_nth(f, 3)))) << 32) |
-                  static_cast<uint32>(intVal(list_nth(f, 4)));
+    if (list_length(f) != 8) elog(ERROR, "flock: malformed %s plan node", kBatchNodeName);
+    uint64 bits = (static_cast<uint64>(static_cast<uint32>(intVal(list_nth(f, 4)))) << 32) |
+                  static_cast<uint32>(intVal(list_nth(f, 5)));
     double value;
     memcpy(&value, &bits, sizeof(value));
-    p.facts[i] = {intVal(linitial(f)), static_cast<FactOp>(intVal(lsecond(f))), intVal(lthird(f)) != 0, value};
+    p.facts[i] = {intVal(linitial(f)), static_cast<FactOp>(intVal(lsecond(f))), intVal(lthird(f)) != 0,
+                  intVal(lfourth(f)) != 0, value, intVal(list_nth(f, 6)), static_cast<Oid>(intVal(list_nth(f, 7)))};
   }
   return p;
+}
+
+bool settle_fact(ColumnFact* fact, Oid type, Datum value) {
+  bool integer;
+  int64 ivalue = 0;
+  double v = 0;
+  switch (type) {
+    case INT2OID: integer = true; ivalue = DatumGetInt16(value); break;
+    case INT4OID: integer = true; ivalue = DatumGetInt32(value); break;
+    case INT8OID: integer = true; ivalue = DatumGetInt64(value); break;
+    case FLOAT4OID: integer = false; v = DatumGetFloat4(value); break;
+    case FLOAT8OID: integer = false; v = DatumGetFloat8(value); break;
+    default: return false;
+  }
+  if (integer != fact->integer) return false;
+  if (integer) {
+    // Closed bounds on exact doubles: x > c is x >= c + 1.
+    if (fact->op == FactOp::Greater) {
+      if (ivalue == PG_INT64_MAX) return false;
+      ivalue++;
+      fact->op = FactOp::GreaterEqual;
+    } else if (fact->op == FactOp::Less) {
+      if (ivalue == PG_INT64_MIN) return false;
+      ivalue--;
+      fact->op = FactOp::LessEqual;
+    }
+    const int64 exact = int64{1} << 53;
+    if (ivalue > exact || ivalue < -exact) return false;
+    v = static_cast<double>(ivalue);
+  } else if (std::isnan(v)) {
+    return false;  // NaN sorts above every number: leave such quals out
+  }
+  fact->value = v;
+  return true;
 }
 
 }  // namespace flock::pg

@@ -26,18 +26,27 @@ struct RowColumns {
   Oid rowtype;
 };
 
-// What the scan below the node enforces on every row it returns (its quals, its index quals), in
-// a form the optimizer (optimize_call.cpp) turns into constraints on a model's inputs: `column op
-// value` on a numeric table column, or `column IS NOT NULL`. Integer columns' strict comparisons
-// arrive as non-strict ones (x > 3 as x >= 4), and their values are exact as doubles.
+// What the scan below the node guarantees about every row it returns (its quals, its index quals,
+// the table's validated CHECK constraints, NOT NULL columns and partition constraint), in a form
+// the optimizer (optimize_call.cpp) turns into constraints on a model's inputs: `column op value`
+// on a numeric table column, or `column IS NOT NULL`. Integer columns' strict comparisons arrive as
+// non-strict ones (x > 3 as x >= 4), and their values are exact as doubles.
 enum class FactOp : int { Less = 1, LessEqual = 2, Equal = 3, GreaterEqual = 4, Greater = 5, NotNull = 6 };
 
 struct ColumnFact {
   int attno;     // table column (1-based)
   FactOp op;
   bool integer;  // an integer column (else float4 / float8: NaN possible, sorted above numbers)
-  double value;  // unused for NotNull
+  bool null_passes;  // a constraint (CHECK, partition bound): it holds for non-NULL values, NULL passes
+  double value;  // unused for NotNull and until a parameter's value is known
+  int param;        // > 0: the value is that of parameter $param (PARAM_EXTERN), known at executor start
+  Oid param_type;   // its type (an integer or float type)
 };
+
+// Completes `fact` (attno, op as the btree strategy of `column op value`, integer set) with a
+// value of type `type`: integer strict comparisons become non-strict ones, values become doubles.
+// False when the fact says nothing usable (another type, NaN, an integer past 2^53...).
+bool settle_fact(ColumnFact* fact, Oid type, Datum value);
 
 // CustomScan.custom_private, decoded. custom_exprs holds, per call k, its model constant at 2k and
 // its input expression at 2k + 1.
@@ -53,8 +62,8 @@ struct BatchPrivate {
 };
 
 // custom_private stays a List of Integer nodes so that copyObject and EXPLAIN VERBOSE handle it:
-// (wants, ((first natts rowtype) per call), copied, sources, ((attno op integer value_hi value_lo)
-// per fact)); a fact's double travels as its two 32-bit halves, exactly.
+// (wants, ((first natts rowtype) per call), copied, sources, ((attno op integer null_passes value_hi
+// value_lo param param_type) per fact)); a fact's double travels as its two 32-bit halves, exactly.
 List* encode_batch_private(const BatchPrivate& p);
 // Allocates the arrays in CurrentMemoryContext.
 BatchPrivate decode_batch_private(List* custom_private);

@@ -25,6 +25,11 @@ extern "C" {
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "access/table.h"
+#include "nodes/readfuncs.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/partcache.h"
+#include "utils/typcache.h"
 }
 #undef flock
 
@@ -33,6 +38,8 @@ extern "C" {
 
 #include "batch_node.hpp"
 #include "batch_plan.hpp"
+#include "optimize_query.hpp"
+#include "plan_model.hpp"
 
 namespace flock::pg {
 
@@ -49,12 +56,46 @@ struct RewriteContext {
   List* rtable;
 };
 
-// If `input` is a whole-row Var of table `varno`, appends the table's columns (a NULL placeholder
-// for each dropped one, so that column k sits at first + k - 1) to `tlist` and `mirror` (when not
-// null) from *pos on.
+// Whether row type `rowtype` has the same columns (names and types, in order, dropped ones aside)
+// as `desc`: a row converted to it (ConvertRowtypeExpr, which maps columns by name) binds to a
+// model exactly as the unconverted row does, by name or by position.
+bool same_columns(TupleDesc desc, Oid rowtype) {
+  TupleDesc other = lookup_rowtype_tupdesc_noerror(rowtype, -1, true);
+  if (!other) return false;
+  bool same = true;
+  int a = 0, b = 0;
+  while (same) {
+    while (a < desc->natts && TupleDescAttr(desc, a)->attisdropped) a++;
+    while (b < other->natts && TupleDescAttr(other, b)->attisdropped) b++;
+    if (a == desc->natts || b == other->natts) {
+      same = a == desc->natts && b == other->natts;
+      break;
+    }
+    Form_pg_attribute x = TupleDescAttr(desc, a++), y = TupleDescAttr(other, b++);
+    same = strcmp(NameStr(x->attname), NameStr(y->attname)) == 0 && x->atttypid == y->atttypid &&
+           x->atttypmod == y->atttypmod;
+  }
+  ReleaseTupleDesc(other);
+  return same;
+}
+
+// A call's input with the row type conversions around it taken off: a partition's (or inheritance
+// child's) whole row reaches a call on its parent as (t.*)::parent.
+Node* strip_row_conversions(Node* input) {
+  while (input && IsA(input, ConvertRowtypeExpr)) input = reinterpret_cast<Node*>(reinterpret_cast<ConvertRowtypeExpr*>(input)->arg);
+  return input;
+}
+
+// If `input` is a whole-row Var of table `varno` (possibly converted to a row type of the same
+// columns), appends the table's columns (a NULL placeholder for each dropped one, so that column
+// k sits at first + k - 1) to `tlist` and `mirror` (when not null) from *pos on. The call then
+// binds the table's own row type.
 RowColumns append_row_columns(Node* input, Index varno, const RewriteContext* ctx, List** tlist, List** mirror,
                               int* pos) {
   RowColumns rc = {0, 0, InvalidOid};
+  Oid converted_to = input && IsA(input, ConvertRowtypeExpr) ? reinterpret_cast<ConvertRowtypeExpr*>(input)->resulttype
+                                                              : InvalidOid;
+  input = strip_row_conversions(input);
   if (!input || !IsA(input, Var)) return rc;
   Var* v = reinterpret_cast<Var*>(input);
   if (v->varattno != 0 || v->varlevelsup != 0 || v->varno != static_cast<int>(varno) || !ctx->rtable) return rc;
@@ -62,6 +103,10 @@ RowColumns append_row_columns(Node* input, Index varno, const RewriteContext* ct
   if (rte->rtekind != RTE_RELATION || v->vartype != get_rel_type_id(rte->relid)) return rc;
   Relation rel = table_open(rte->relid, NoLock);  // the planner holds its lock
   TupleDesc desc = RelationGetDescr(rel);
+  if (OidIsValid(converted_to) && !same_columns(desc, converted_to)) {
+    table_close(rel, NoLock);
+    return rc;
+  }
   rc = {*pos, desc->natts, v->vartype};
   for (int a = 0; a < desc->natts; ++a) {
     Form_pg_attribute att = TupleDescAttr(desc, a);
@@ -452,21 +497,6 @@ void read_table_rows(CustomScan* cs, Plan* child, const RewriteContext* ctx) {
 // only the first; float_ops is 1970 in pg_opfamily.dat.
 constexpr Oid kFloatBtreeFamily = 1970;
 
-// A constant of an integer or float type as a double; false when NULL or of another type.
-bool numeric_const(const Const* c, bool* integer, int64* ivalue, double* value) {
-  if (c->constisnull) return false;
-  switch (c->consttype) {
-    case INT2OID: *integer = true; *ivalue = DatumGetInt16(c->constvalue); break;
-    case INT4OID: *integer = true; *ivalue = DatumGetInt32(c->constvalue); break;
-    case INT8OID: *integer = true; *ivalue = DatumGetInt64(c->constvalue); break;
-    case FLOAT4OID: *integer = false; *value = DatumGetFloat4(c->constvalue); return true;
-    case FLOAT8OID: *integer = false; *value = DatumGetFloat8(c->constvalue); return true;
-    default: return false;
-  }
-  *value = static_cast<double>(*ivalue);
-  return true;
-}
-
 bool numeric_column_type(Oid type, bool* integer) {
   *integer = type == INT2OID || type == INT4OID || type == INT8OID;
   return *integer || type == FLOAT4OID || type == FLOAT8OID;
@@ -480,15 +510,38 @@ Var* table_column(Node* node, Index rti) {
   return v;
 }
 
-// `column op constant` (either side) or `column IS NOT NULL` as a fact; false for anything else,
-// which simply says nothing (leaving a qual out only loses pruning, never correctness).
-bool qual_fact(Node* qual, Index rti, ColumnFact* fact) {
+// A constant cast to float8 (a stored CHECK constraint keeps `x > 0.5` as `x > 0.5::numeric::float8`,
+// unfolded) as a float8 constant, computed as the cast computes it but without ever raising an
+// error (a numeric past float8's range becomes an infinity, not the cast's error); else `node`.
+Node* folded_number(Node* node) {
+  if (!node || !IsA(node, FuncExpr)) return node;
+  FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
+  if (f->funcresulttype != FLOAT8OID || list_length(f->args) != 1 || !IsA(linitial(f->args), Const)) return node;
+  Const* c = static_cast<Const*>(linitial(f->args));
+  if (c->constisnull) return node;
+  double v;
+  switch (f->funcid) {
+    case F_FLOAT8_NUMERIC: v = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, c->constvalue)); break;
+    case F_FLOAT8_INT2: v = DatumGetInt16(c->constvalue); break;
+    case F_FLOAT8_INT4: v = DatumGetInt32(c->constvalue); break;
+    case F_FLOAT8_INT8: v = static_cast<double>(DatumGetInt64(c->constvalue)); break;
+    case F_FLOAT8_FLOAT4: v = DatumGetFloat4(c->constvalue); break;
+    default: return node;
+  }
+  return reinterpret_cast<Node*>(makeConst(FLOAT8OID, -1, InvalidOid, sizeof(float8), Float8GetDatum(v), false,
+                                           FLOAT8PASSBYVAL));
+}
+
+// `column op constant` or `column op $n` (either side), or `column IS NOT NULL`, as a fact; false
+// for anything else, which simply says nothing (leaving a qual out only loses pruning, never
+// correctness). `null_passes`: the qual is a constraint, which a NULL comparison passes.
+bool qual_fact(Node* qual, Index rti, bool null_passes, ColumnFact* fact) {
   if (IsA(qual, NullTest)) {
     NullTest* nt = reinterpret_cast<NullTest*>(qual);
     Var* v = table_column(reinterpret_cast<Node*>(nt->arg), rti);
     bool integer;
     if (!v || nt->nulltesttype != IS_NOT_NULL || nt->argisrow || !numeric_column_type(v->vartype, &integer)) return false;
-    *fact = {v->varattno, FactOp::NotNull, integer, 0};
+    *fact = {v->varattno, FactOp::NotNull, integer, false, 0, 0, InvalidOid};  // never NULL itself
     return true;
   }
   if (!IsA(qual, OpExpr)) return false;
@@ -503,13 +556,9 @@ bool qual_fact(Node* qual, Index rti, ColumnFact* fact) {
     std::swap(left, right);
     commuted = true;
   }
-  if (!v || !IsA(right, Const)) return false;
-  bool integer, const_integer;
-  int64 ivalue = 0;
-  double value = 0;
-  if (!numeric_column_type(v->vartype, &integer) ||
-      !numeric_const(reinterpret_cast<Const*>(right), &const_integer, &ivalue, &value) || integer != const_integer)
-    return false;
+  bool integer;
+  if (!v || !numeric_column_type(v->vartype, &integer)) return false;
+  right = folded_number(right);
   // The operator's meaning, from its btree family: only the built-in number orderings.
   int strategy = 0;
   ListCell* lc;
@@ -520,38 +569,33 @@ bool qual_fact(Node* qual, Index rti, ColumnFact* fact) {
   }
   if (strategy == 0) return false;
   if (commuted) strategy = BTMaxStrategyNumber + 1 - strategy;  // c < x is x > c
-  auto fop = static_cast<FactOp>(strategy);
-  if (integer) {
-    // Closed bounds on exact doubles: x > c is x >= c + 1.
-    if (fop == FactOp::Greater) {
-      if (ivalue == PG_INT64_MAX) return false;
-      ivalue++;
-      fop = FactOp::GreaterEqual;
-    } else if (fop == FactOp::Less) {
-      if (ivalue == PG_INT64_MIN) return false;
-      ivalue--;
-      fop = FactOp::LessEqual;
-    }
-    const int64 exact = int64{1} << 53;
-    if (ivalue > exact || ivalue < -exact) return false;
-    value = static_cast<double>(ivalue);
-  } else if (std::isnan(value)) {
-    return false;  // NaN sorts above every number: leave such quals out
+  *fact = {v->varattno, static_cast<FactOp>(strategy), integer, null_passes, 0, 0, InvalidOid};
+  if (IsA(right, Param)) {
+    // Its value is known at executor start (batch_exec.cpp settles the fact then).
+    Param* p = reinterpret_cast<Param*>(right);
+    bool param_integer;
+    if (p->paramkind != PARAM_EXTERN || p->paramid <= 0 || !numeric_column_type(p->paramtype, &param_integer) ||
+        param_integer != integer)
+      return false;
+    fact->param = p->paramid;
+    fact->param_type = p->paramtype;
+    return true;
   }
-  *fact = {v->varattno, fop, integer, value};
-  return true;
+  if (!IsA(right, Const) || reinterpret_cast<Const*>(right)->constisnull) return false;
+  return settle_fact(fact, reinterpret_cast<Const*>(right)->consttype, reinterpret_cast<Const*>(right)->constvalue);
 }
 
-void quals_facts(List* quals, Index rti, List** facts) {
+void quals_facts(List* quals, Index rti, bool null_passes, List** facts) {
   ListCell* lc;
   foreach (lc, quals) {
     Node* q = static_cast<Node*>(lfirst(lc));
     if (is_andclause(q)) {
-      quals_facts(reinterpret_cast<BoolExpr*>(q)->args, rti, facts);
+      // A constraint's AND is not false only when no conjunct is false: each holds as a constraint.
+      quals_facts(reinterpret_cast<BoolExpr*>(q)->args, rti, null_passes, facts);
       continue;
     }
     ColumnFact f;
-    if (qual_fact(q, rti, &f)) {
+    if (qual_fact(q, rti, null_passes, &f)) {
       auto* copy = static_cast<ColumnFact*>(palloc(sizeof(ColumnFact)));
       *copy = f;
       *facts = lappend(*facts, copy);
@@ -559,9 +603,37 @@ void quals_facts(List* quals, Index rti, List** facts) {
   }
 }
 
+// What the table itself guarantees about its rows: NOT NULL columns, validated CHECK constraints
+// and, for a partition, its partition constraint (its bounds and its ancestors'). Constraints pass
+// a row on NULL as well as on true, so their comparisons say nothing about NULL (null_passes);
+// their expressions use varno 1.
+void relation_facts(Oid relid, List** facts) {
+  Relation rel = table_open(relid, NoLock);  // the planner holds its lock
+  TupleDesc desc = RelationGetDescr(rel);
+  for (int a = 0; a < desc->natts; ++a) {
+    Form_pg_attribute att = TupleDescAttr(desc, a);
+    bool integer;
+    if (att->attisdropped || !att->attnotnull || !numeric_column_type(att->atttypid, &integer)) continue;
+    auto* f = static_cast<ColumnFact*>(palloc(sizeof(ColumnFact)));
+    *f = {a + 1, FactOp::NotNull, integer, false, 0, 0, InvalidOid};
+    *facts = lappend(*facts, f);
+  }
+  if (desc->constr) {
+    for (int i = 0; i < desc->constr->num_check; ++i) {
+      const ConstrCheck& check = desc->constr->check[i];
+      if (!check.ccvalid || !check.ccbin) continue;  // NOT VALID: old rows may break it
+      Node* expr = static_cast<Node*>(stringToNode(check.ccbin));
+      quals_facts(make_ands_implicit(reinterpret_cast<Expr*>(expr)), 1, true, facts);
+    }
+  }
+  if (rel->rd_rel->relispartition) quals_facts(RelationGetPartitionQual(rel), 1, true, facts);
+  table_close(rel, NoLock);
+}
+
 // Records in the batch node what its child, a scan of a table, enforces on every row it returns:
 // the scan's quals, and the index quals an index or bitmap heap scan checks (rechecking them when
-// the index is lossy). Quals on the node itself (those that read predictions) are not among them.
+// the index is lossy), and what the table's constraints guarantee (relation_facts). Quals on the
+// node itself (those that read predictions) are not among them.
 void attach_column_facts(CustomScan* cs, Plan* child, const RewriteContext* ctx) {
   Index rti = 0;
   List* quals = child->qual;
@@ -582,7 +654,8 @@ void attach_column_facts(CustomScan* cs, Plan* child, const RewriteContext* ctx)
   }
   if (rti == 0 || !ctx->rtable || rt_fetch(rti, ctx->rtable)->rtekind != RTE_RELATION) return;
   List* facts = NIL;
-  quals_facts(quals, rti, &facts);
+  quals_facts(quals, rti, false, &facts);
+  relation_facts(rt_fetch(rti, ctx->rtable)->relid, &facts);
   if (facts == NIL) return;
   BatchPrivate priv = decode_batch_private(cs->custom_private);
   priv.nfacts = list_length(facts);
@@ -725,12 +798,21 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
   foreach (lc, cc.calls) {
     Node* input = static_cast<Node*>(lsecond(static_cast<FuncExpr*>(lfirst(lc))->args));
     RowColumns rc = {0, 0, InvalidOid};
-    if (table_scan && IsA(input, Var) && reinterpret_cast<Var*>(input)->varno == OUTER_VAR &&
-        reinterpret_cast<Var*>(input)->varattno >= 1 &&
-        reinterpret_cast<Var*>(input)->varattno <= list_length(child->targetlist)) {
-      TargetEntry* te = static_cast<TargetEntry*>(list_nth(child->targetlist, reinterpret_cast<Var*>(input)->varattno - 1));
-      rc = append_row_columns(reinterpret_cast<Node*>(te->expr), reinterpret_cast<Scan*>(child)->scanrelid, ctx,
-                              &child->targetlist, nullptr, &next);
+    Node* row = strip_row_conversions(input);
+    if (table_scan && IsA(row, Var) && reinterpret_cast<Var*>(row)->varno == OUTER_VAR &&
+        reinterpret_cast<Var*>(row)->varattno >= 1 &&
+        reinterpret_cast<Var*>(row)->varattno <= list_length(child->targetlist)) {
+      TargetEntry* te = static_cast<TargetEntry*>(list_nth(child->targetlist, reinterpret_cast<Var*>(row)->varattno - 1));
+      Node* below = reinterpret_cast<Node*>(te->expr);
+      if (row != input) {  // the same conversion, over the child's expression
+        ConvertRowtypeExpr* conv = reinterpret_cast<ConvertRowtypeExpr*>(copyObject(input));
+        ConvertRowtypeExpr* inner = conv;
+        while (IsA(inner->arg, ConvertRowtypeExpr)) inner = reinterpret_cast<ConvertRowtypeExpr*>(inner->arg);
+        inner->arg = reinterpret_cast<Expr*>(below);
+        below = reinterpret_cast<Node*>(conv);
+      }
+      rc = append_row_columns(below, reinterpret_cast<Scan*>(child)->scanrelid, ctx, &child->targetlist, nullptr,
+                              &next);
     }
     row_columns = lappend(row_columns, list_make3(makeInteger(rc.first), makeInteger(rc.natts),
                                                   makeInteger(static_cast<int>(rc.rowtype))));
@@ -776,7 +858,8 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
     ListCell *li, *lr;
     forboth(li, inputs, lr, row_columns) {
       if (intVal(linitial(static_cast<List*>(lfirst(lr)))) == 0) continue;
-      Var* whole = static_cast<Var*>(lfirst(li));  // OUTER_VAR p: the child's whole-row column
+      // OUTER_VAR p: the child's whole-row column (converted or not)
+      Var* whole = reinterpret_cast<Var*>(strip_row_conversions(static_cast<Node*>(lfirst(li))));
       if (!references_var(reinterpret_cast<Node*>(plan->targetlist), whole) &&
           !references_var(reinterpret_cast<Node*>(plan->qual), whole) &&
           !expression_input_reads(inputs, row_columns, whole))
@@ -786,6 +869,72 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
   attach_column_facts(cs, child, ctx);
   read_table_rows(cs, child, ctx);
   plan->lefttree = &cs->scan.plan;
+  return plan;
+}
+
+// An upper node computing the functions over an Append (an aggregate over a partitioned table,
+// say): each of the Append's subplans gets a Result that passes its rows on with the predictions
+// as extra columns, computed by a batch node below it (rewrite_upper), so that every partition's
+// scan has its own batch node and its facts (partition bounds, CHECK constraints); the Append
+// passes the new columns up and the upper node reads them. Columns of the Append the upper node no
+// longer reads (the whole row the calls took) become NULLs, so no row value is formed per row.
+Plan* rewrite_upper_over_append(Plan* plan, Append* app, const RewriteContext* ctx) {
+  CollectContext cc = {ctx, OUTER_VAR, NIL};
+  collect_calls(reinterpret_cast<Node*>(plan->targetlist), &cc);
+  collect_calls(reinterpret_cast<Node*>(plan->qual), &cc);
+  if (cc.calls == NIL || app->appendplans == NIL) return plan;
+  const int napp = list_length(app->plan.targetlist);
+  ListCell* lc;
+  foreach (lc, app->appendplans) {
+    Plan* sub = static_cast<Plan*>(lfirst(lc));
+    if (list_length(sub->targetlist) != napp || has_special_varno(reinterpret_cast<Node*>(sub->targetlist), nullptr))
+      return plan;
+  }
+  List* calls = cc.calls;
+  ReplaceContext to_outer = {calls, OUTER_VAR, napp + 1, 0, NIL, 0};
+  plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
+  plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
+  List* used = upper_node_columns(plan, napp + 1);
+  foreach (lc, app->appendplans) {
+    Plan* sub = static_cast<Plan*>(lfirst(lc));
+    Result* r = makeNode(Result);
+    r->plan.startup_cost = sub->startup_cost;
+    r->plan.total_cost = sub->total_cost;
+    r->plan.plan_rows = sub->plan_rows;
+    r->plan.plan_width = sub->plan_width;
+    r->plan.parallel_safe = sub->parallel_safe;
+    r->plan.lefttree = sub;
+    r->plan.extParam = bms_copy(sub->extParam);
+    r->plan.allParam = bms_copy(sub->allParam);
+    List* tlist = NIL;
+    int pos = 1;
+    ListCell* ls;
+    foreach (ls, sub->targetlist) {
+      Node* e = reinterpret_cast<Node*>(static_cast<TargetEntry*>(lfirst(ls))->expr);
+      bool read_above = false;
+      ListCell* lu;
+      foreach (lu, used) read_above = read_above || intVal(lfirst(lu)) == pos;
+      Expr* out = read_above ? reinterpret_cast<Expr*>(makeVar(OUTER_VAR, static_cast<AttrNumber>(pos), exprType(e),
+                                                               exprTypmod(e), exprCollation(e), 0))
+                             : reinterpret_cast<Expr*>(makeNullConst(exprType(e), exprTypmod(e), exprCollation(e)));
+      tlist = lappend(tlist, makeTargetEntry(out, static_cast<AttrNumber>(pos), nullptr, false));
+      pos++;
+    }
+    ListCell* lk;
+    foreach (lk, calls) tlist = lappend(tlist, makeTargetEntry(static_cast<Expr*>(copyObject(lfirst(lk))),
+                                                                static_cast<AttrNumber>(pos++), nullptr, false));
+    r->plan.targetlist = tlist;
+    lfirst(lc) = rewrite_upper(&r->plan, ctx);
+  }
+  int pos = napp + 1;
+  foreach (lc, calls) {
+    FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
+    app->plan.targetlist = lappend(app->plan.targetlist,
+                                   makeTargetEntry(reinterpret_cast<Expr*>(makeVar(OUTER_VAR, static_cast<AttrNumber>(pos),
+                                                                                   f->funcresulttype, -1, f->funccollid, 0)),
+                                                   static_cast<AttrNumber>(pos), nullptr, false));
+    pos++;
+  }
   return plan;
 }
 
@@ -812,6 +961,8 @@ Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {
   if (is_plain_scan(plan)) return rewrite_scan(reinterpret_cast<Scan*>(plan), ctx);
   switch (nodeTag(plan)) {
     case T_Agg: case T_Result: case T_WindowAgg: case T_Group:
+      if (plan->lefttree && IsA(plan->lefttree, Append) && !plan->righttree)
+        return rewrite_upper_over_append(plan, reinterpret_cast<Append*>(plan->lefttree), ctx);
       return rewrite_upper(plan, ctx);
     default:
       return plan;
@@ -819,8 +970,12 @@ Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {
 }
 
 PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, ParamListInfo params) {
+  // The optimizer's query rewrites first (optimize_query.cpp): PostgreSQL then plans what they add.
+  QueryOptimizeContext octx = {query_string, options, params, InvalidOid, false};
+  parse = optimize_query(parse, &octx);
   PlannedStmt* stmt = prev_planner_hook ? prev_planner_hook(parse, query_string, options, params)
                                         : standard_planner(parse, query_string, options, params);
+  if (octx.used_plan_models) plan_depends_on_models(stmt);
   if (!batching_enabled || stmt->commandType != CMD_SELECT) return stmt;
   RewriteContext ctx = {get_namespace_oid("flock", true), stmt->rtable};
   if (!OidIsValid(ctx.flock_namespace)) return stmt;

@@ -14,7 +14,7 @@ PG_FUNCTION_INFO_V1(flock_cache_stats);
 namespace flock::pg {
 
 uint64 catalog_generation = 1;
-CacheStats cache_stats = {0, 0, 0, 0};
+CacheStats cache_stats = {0, 0, 0, 0, 0, 0};
 int max_tensor_elements = kDefaultMaxTensorElements;
 int model_cache_entries = kDefaultModelCacheEntries;
 int model_cache_memory_kb = kDefaultModelCacheMemoryKb;
@@ -55,6 +55,27 @@ Cache& cache() {
 }
 
 std::string key_for(const std::string& sha256) { return fmt::format("{}/{}", sha256, max_tensor_elements); }
+
+struct SpecializedEntry {
+  std::string key;
+  std::shared_ptr<const SpecializedModel> value;
+};
+
+// The specialized models, most recently used at the front.
+struct SpecializedCache {
+  std::list<SpecializedEntry> order;
+  std::unordered_map<std::string, std::list<SpecializedEntry>::iterator> index;
+};
+
+SpecializedCache& specialized_cache() {
+  static SpecializedCache* c = new SpecializedCache();
+  return *c;
+}
+
+size_t specialized_bytes(const SpecializedEntry& e) {
+  return sizeof(SpecializedModel) + e.key.size() + e.value->read.size() / 8 +
+         (e.value->model ? e.value->model->memory_bytes() : 0);
+}
 
 size_t budget_bytes() { return static_cast<size_t>(std::max(model_cache_memory_kb, 1)) * 1024; }
 
@@ -103,6 +124,40 @@ void enforce_limits() {
 
 }  // namespace
 
+std::string model_cache_key(const std::string& sha256) { return key_for(sha256); }
+
+std::shared_ptr<const SpecializedModel> find_specialized(const std::string& key) {
+  SpecializedCache& c = specialized_cache();
+  auto it = c.index.find(key);
+  if (it == c.index.end()) return nullptr;
+  cache_stats.specialized_hits++;
+  c.order.splice(c.order.begin(), c.order, it->second);
+  return it->second->value;
+}
+
+void cache_specialized(const std::string& key, std::shared_ptr<const SpecializedModel> entry) {
+  SpecializedCache& c = specialized_cache();
+  if (auto it = c.index.find(key); it != c.index.end()) {
+    c.order.erase(it->second);
+    c.index.erase(it);
+  }
+  c.order.push_front({key, std::move(entry)});
+  c.index[c.order.front().key] = c.order.begin();
+  // Least recently used out past the limits, never the newest (its query is about to use it). A
+  // query using an evicted model keeps it alive through its ModelHandle.
+  const size_t budget = budget_bytes();
+  size_t total = 0;
+  for (const SpecializedEntry& e : c.order) total += specialized_bytes(e);
+  while (c.order.size() > 1 &&
+         (total > budget || static_cast<int>(c.order.size()) > std::max(model_cache_entries, 1))) {
+    auto last = std::prev(c.order.end());
+    total -= std::min(total, specialized_bytes(*last));
+    c.index.erase(last->key);
+    c.order.erase(last);
+    cache_stats.evictions++;
+  }
+}
+
 std::shared_ptr<const Model> find_cached_model(const std::string& sha256) {
   Cache& c = cache();
   auto it = c.index.find(key_for(sha256));
@@ -146,15 +201,18 @@ ModelHandle* new_model_handle(MemoryContext mcxt) {
 // flock.cache_stats(): this backend's model cache, as jsonb.
 Datum flock_cache_stats(PG_FUNCTION_ARGS) {
   using namespace flock::pg;
-  size_t entries = 0, bytes = 0;
+  size_t entries = 0, bytes = 0, specialized_entries = 0;
   flock_guard([&] {
     entries = cache().order.size();
     bytes = cached_bytes();
+    specialized_entries = specialized_cache().order.size();
   });
   char* json = psprintf(
       "{\"entries\": %zu, \"compiles\": " INT64_FORMAT ", \"hits\": " INT64_FORMAT ", \"resolutions\": " INT64_FORMAT
-      ", \"bytes\": %zu, \"budget_bytes\": %zu, \"evictions\": " INT64_FORMAT "}",
+      ", \"bytes\": %zu, \"budget_bytes\": %zu, \"evictions\": " INT64_FORMAT
+      ", \"specializations\": " INT64_FORMAT ", \"specialized_hits\": " INT64_FORMAT
+      ", \"specialized_entries\": %zu}",
       entries, cache_stats.compiles, cache_stats.hits, cache_stats.resolutions, bytes, budget_bytes(),
-      cache_stats.evictions);
+      cache_stats.evictions, cache_stats.specializations, cache_stats.specialized_hits, specialized_entries);
   PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 }

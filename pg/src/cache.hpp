@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "flock/model.hpp"
 
@@ -25,6 +26,8 @@ struct CacheStats {
   int64 hits;
   int64 resolutions;
   int64 evictions;  // models dropped to stay within flock.model_cache_memory or _entries
+  int64 specializations;   // models the optimizer specialized (optimize_call.cpp)
+  int64 specialized_hits;  // specializations found in the specialized-model cache instead
 };
 extern CacheStats cache_stats;
 
@@ -47,6 +50,25 @@ void sha256_hex(const uint8* data, size_t len, char* out);
 std::shared_ptr<const Model> cached_model(const std::string& sha256, std::span<const uint8_t> bytes);
 // The compiled model if cached, else nullptr.
 std::shared_ptr<const Model> find_cached_model(const std::string& sha256);
+
+// What the optimizer (optimize_call.cpp) made of a compiled model for one set of constraints: kept
+// per backend so that a prepared statement, or the same query again, does not specialize again.
+struct SpecializedModel {
+  std::shared_ptr<const Model> model;  // nullptr: nothing specialized, the original is used
+  std::string pruned;                  // the specialization's summary, for EXPLAIN ("" when none)
+  std::string not_pruned;              // why nothing was specialized, for DEBUG1 ("" when none)
+  bool read_all = true;                // the inputs the model used reads (optimize::InputsRead)
+  std::vector<bool> read;
+  int64_t width = -1;
+};
+// The specialized model cached under `key` (which names the original model by its sha256 and
+// everything else the result depends on), or nullptr. C++: call inside flock_guard.
+std::shared_ptr<const SpecializedModel> find_specialized(const std::string& key);
+// Caches it, least recently used first out, within flock.model_cache_entries and
+// flock.model_cache_memory counted apart from the compiled models. C++: call inside flock_guard.
+void cache_specialized(const std::string& key, std::shared_ptr<const SpecializedModel> entry);
+// The key prefix of a compiled model: its sha256 and the limits it was compiled with.
+std::string model_cache_key(const std::string& sha256);
 
 // A shared_ptr kept in palloc'd memory: freed when `mcxt` is reset or deleted.
 struct ModelHandle {

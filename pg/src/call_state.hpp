@@ -49,6 +49,7 @@ struct CallState {
   bytea* inline_value;     // model value stored inline: a copy to compare
   ModelHandle* handle;
   const flock::Model* model;
+  char model_sha[kSha256HexSize];  // sha256 of the resolved model's bytes (its cache key)
 
   // Binding of a record type to the model's features.
   Oid rec_type;

@@ -16,6 +16,7 @@ namespace {
 // Where one bound feature comes from and goes to.
 struct ColumnFeature {
   int src;         // index into the row's values
+  bool read;       // the model reads it (else it is only checked for a NULL the model cannot take)
   Conv conv;
   bool null_ok;    // the model has missing-value handling for it (else a NULL is an error)
   bool to_double;  // the input is Double (else Float)
@@ -33,9 +34,11 @@ struct ColumnScorer {
   int nfeat;
   int width;                // leading columns of a row that are read
   ColumnFeature* feats;     // [nfeat]
+  int nactive;              // features written or checked, in order: all but those the model does
+  int* active;              // not read and that may be NULL  [nactive]
   // The common case, taken by a plain loop: one float input fed by float4 columns, no audit.
   bool float4_row;
-  int* srcs;                // [nfeat] feats[f].src
+  int* srcs;                // [nactive] feats[active[j]].src
   int ninputs;
   float** fdst;             // [ninputs] input tensors' storage (Float inputs)
   double** ddst;            // [ninputs] (Double inputs)
@@ -68,7 +71,7 @@ void set_batch_rows(flock::FeatureBatch& batch, int n) {
 
 }  // namespace
 
-ColumnScorer* column_scorer(CallState* st, Oid rowtype, int offset, int capacity) {
+ColumnScorer* column_scorer(CallState* st, Oid rowtype, int offset, int capacity, const bool* feature_read) {
   const flock::Signature& sig = st->model->signature();
   for (const auto& in : sig.inputs)
     if (in.type != flock::ElemType::Float && in.type != flock::ElemType::Double) return nullptr;
@@ -107,15 +110,23 @@ ColumnScorer* column_scorer(CallState* st, Oid rowtype, int offset, int capacity
       ft.input = k;
       ft.width = in.width;
       ft.col = j;
-      cs->width = std::max(cs->width, ft.src + 1);
     }
   }
   cs->audit = st->audit_mode != AuditMode::Off;
+  // A feature the model does not read is not written (its input value stays 0: vectors grow
+  // zero-filled and nothing else writes it); its column is still looked at when a NULL in it is an
+  // error, so that the same rows fail as without the optimizer.
+  cs->active = static_cast<int*>(MemoryContextAlloc(mcxt, sizeof(int) * std::max(cs->nfeat, 1)));
   cs->srcs = static_cast<int*>(MemoryContextAlloc(mcxt, sizeof(int) * std::max(cs->nfeat, 1)));
   cs->float4_row = !cs->audit && cs->ninputs == 1 && sig.inputs[0].type == flock::ElemType::Float;
   for (f = 0; f < cs->nfeat; ++f) {
-    cs->srcs[f] = cs->feats[f].src;
-    cs->float4_row = cs->float4_row && cs->feats[f].conv == Conv::Float4;
+    ColumnFeature& ft = cs->feats[f];
+    ft.read = cs->audit || !feature_read || cs->ninputs != 1 || feature_read[f];
+    if (!ft.read && ft.null_ok) continue;
+    cs->active[cs->nactive] = f;
+    cs->srcs[cs->nactive++] = ft.src;
+    cs->width = std::max(cs->width, ft.src + 1);
+    cs->float4_row = cs->float4_row && ft.read && ft.conv == Conv::Float4;
   }
   if (cs->audit)
     cs->no_text = static_cast<char**>(MemoryContextAllocZero(mcxt, sizeof(char*) * std::max(cs->nfeat, 1)));
@@ -170,8 +181,9 @@ void column_scorer_add(ColumnScorer* cs, int r, const Datum* values, const bool*
   if (r >= cs->rows_alloc) grow(cs, r + 1);
   if (cs->float4_row) {
     float* dst = cs->fdst[0] + static_cast<size_t>(r) * cs->nfeat;
-    for (int f = 0; f < cs->nfeat; ++f) {
-      int a = cs->srcs[f];
+    for (int j = 0; j < cs->nactive; ++j) {
+      const int f = cs->active[j];
+      int a = cs->srcs[j];
       if (likely(!isnull[a])) {
         dst[f] = DatumGetFloat4(values[a]);
         continue;
@@ -186,9 +198,17 @@ void column_scorer_add(ColumnScorer* cs, int r, const Datum* values, const bool*
   }
   double* audit_num = cs->audit ? cs->audit_num + static_cast<Size>(r) * cs->nfeat : nullptr;
   bool* audit_null = cs->audit ? cs->audit_null + static_cast<Size>(r) * cs->nfeat : nullptr;
-  for (int f = 0; f < cs->nfeat; ++f) {
+  for (int j = 0; j < cs->nactive; ++j) {
+    const int f = cs->active[j];
     const ColumnFeature& ft = cs->feats[f];
     bool null = isnull[ft.src];
+    if (!ft.read) {  // only a NULL the model cannot take matters
+      if (null && !ft.null_ok && cs->null_row < 0) {
+        cs->null_row = r;
+        cs->null_feat = f;
+      }
+      continue;
+    }
     // The same value extract_columns() gives, and the same conversion to the input's type.
     double v = null ? NAN : numeric_value(values[ft.src], ft.conv);
     if (null && !ft.null_ok && cs->null_row < 0) {

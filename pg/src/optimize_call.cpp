@@ -39,12 +39,31 @@ opt::FeatureConstraint fact_constraint(const ColumnFact& f) {
     case FactOp::Greater: c.values = opt::Interval::greater_than(f.value); c.missing_allowed = f.integer ? false : true; break;
     case FactOp::NotNull: c.missing_allowed = !f.integer; break;
   }
+  if (f.null_passes) c.missing_allowed = true;  // a constraint: NULL passes it
   return c;
 }
 
 bool numeric_conv(Conv conv, bool* integer) {
   *integer = conv == Conv::Int2 || conv == Conv::Int4 || conv == Conv::Int8;
   return *integer || conv == Conv::Float4 || conv == Conv::Float8;
+}
+
+// The constraints exactly, as a cache key: per column its bounds (hex doubles) and missing flag.
+std::string constraints_key(const opt::Constraints& constraints) {
+  std::string key = constraints.exact_input_values ? "exact" : "rounded";
+  char buf[96];
+  for (const auto& column : constraints.columns) {
+    if (column.is_any()) {
+      key += "|*";
+      continue;
+    }
+    const auto& lo = column.values.lower();
+    const auto& hi = column.values.upper();
+    snprintf(buf, sizeof(buf), "|%c%a,%a%c%s", lo ? (lo->closed ? '[' : '(') : '-', lo ? lo->value : 0.0,
+             hi ? hi->value : 0.0, hi ? (hi->closed ? ']' : ')') : '-', column.missing_allowed ? "m" : "");
+    key += buf;
+  }
+  return key;
 }
 
 // "Pruned: 1,412 of ..." without its "Pruned: " (EXPLAIN has its own label).
@@ -56,7 +75,7 @@ void copy_after_colon(char* out, size_t size, const std::string& s) {
 }  // namespace
 
 CallOptimization optimize_call(CallState* st, Oid rowtype, const ColumnFact* facts, int nfacts) {
-  CallOptimization out = {nullptr, nullptr};
+  CallOptimization out = {nullptr, nullptr, nullptr};
   if (!optimizer_enabled || (!optimizer_prune && !optimizer_projection)) return out;
   const flock::Signature& sig = st->model->signature();
   if (sig.inputs.size() != 1 ||
@@ -94,39 +113,78 @@ CallOptimization optimize_call(CallState* st, Oid rowtype, const ColumnFact* fac
 
   char pruned[1024] = "", inputs[128] = "", why[256] = "";
   bool specialized = false, out_of_memory = false;
+  bool* feature_read = static_cast<bool*>(palloc(sizeof(bool) * std::max(width, 1)));
+  bool read_some = false;  // feature_read says which features the model reads (else all)
   CallState* state = st;
+  const char* sha = st->model_sha;
   flock_guard([&] {
     try {
       opt::Constraints constraints(static_cast<size_t>(width));
+      // Missing values are NULL and NaN; facts may exclude one and not the other (a partition's
+      // `x IS NOT NULL` and `x < 10` as a constraint, which NULL passes and NaN fails): together
+      // they exclude both.
+      std::vector<bool> null_excluded(static_cast<size_t>(width)), nan_excluded(static_cast<size_t>(width));
       for (int i = 0; i < nfacts; ++i) {
         if (fact_feature[i] < 0) continue;
-        auto& column = constraints.columns[static_cast<size_t>(fact_feature[i])];
+        const size_t f = static_cast<size_t>(fact_feature[i]);
+        auto& column = constraints.columns[f];
         column = column.intersect(fact_constraint(facts[i]));
+        const FactOp op = facts[i].op;
+        if (!facts[i].null_passes) null_excluded[f] = true;
+        if (facts[i].integer || op == FactOp::Less || op == FactOp::LessEqual || op == FactOp::Equal)
+          nan_excluded[f] = true;
+        if (null_excluded[f] && nan_excluded[f]) column.missing_allowed = false;
       }
       constraints.exact_input_values = constrained > 0 && exact;
       bool informative = false;  // IS NOT NULL on a float column, say, still allows every value
       for (const auto& column : constraints.columns) informative = informative || !column.is_any();
-      std::shared_ptr<const flock::Model> model = state->handle->model;
-      if (optimizer_prune && informative) {
-        if (constraints.unsatisfiable()) {
-          snprintf(why, sizeof(why), "no row can satisfy the scan's quals");
-        } else if (auto sp = opt::specialize(*model, constraints)) {
-          std::vector<std::string> column_names(names, names + width);
-          copy_after_colon(pruned, sizeof(pruned),
-                           sp->stats.summary() + " (" + constraints.to_string(column_names) + ")");
-          model = sp->model;
-          specialized = true;
-        } else {
-          snprintf(why, sizeof(why), "nothing to specialize (no tree ensemble reading the input directly)");
+      // The model for these constraints: specialized once per backend, then found again (a prepared
+      // statement, the same query again, another partition with the same bounds).
+      const bool prune = optimizer_prune && informative;
+      std::string key = model_cache_key(sha) + (prune ? "/prune/" : "/as-is/") + constraints_key(constraints);
+      std::shared_ptr<const SpecializedModel> done = find_specialized(key);
+      if (!done) {
+        auto made = std::make_shared<SpecializedModel>();
+        std::shared_ptr<const flock::Model> model = state->handle->model;
+        if (prune) {
+          if (constraints.unsatisfiable()) {
+            made->not_pruned = "no row can satisfy the scan's quals";
+          } else if (auto sp = opt::specialize(*model, constraints)) {
+            made->pruned = sp->stats.summary();
+            made->model = sp->model;
+            model = sp->model;
+            cache_stats.specializations++;
+          } else {
+            made->not_pruned = "nothing to specialize (no tree ensemble reading the input directly)";
+          }
+        }
+        opt::InputsRead read = opt::inputs_read(*model, constraints);
+        made->read_all = read.all;
+        made->read = read.read;
+        made->width = read.width;
+        cache_specialized(key, made);
+        done = made;
+      }
+      if (!done->not_pruned.empty()) snprintf(why, sizeof(why), "%s", done->not_pruned.c_str());
+      if (done->model) {
+        std::vector<std::string> column_names(names, names + width);
+        copy_after_colon(pruned, sizeof(pruned), done->pruned + " (" + constraints.to_string(column_names) + ")");
+        specialized = true;
+      }
+      if (optimizer_projection && done->width > 0) {
+        opt::InputsRead read;
+        read.all = done->read_all;
+        read.read = done->read;
+        read.width = done->width;
+        copy_after_colon(inputs, sizeof(inputs), read.summary());
+        if (!read.all && read.read.size() == static_cast<size_t>(width)) {
+          for (int f = 0; f < width; ++f) feature_read[f] = read.read[static_cast<size_t>(f)];
+          read_some = true;
         }
       }
-      if (optimizer_projection) {
-        opt::InputsRead read = opt::inputs_read(*model, constraints);
-        if (read.width > 0) copy_after_colon(inputs, sizeof(inputs), read.summary());
-      }
       if (specialized) {
-        state->handle->model = model;  // the call's own: the cache keeps the original
-        state->model = model.get();
+        state->handle->model = done->model;  // the call's own: the model cache keeps the original
+        state->model = done->model.get();
       }
     } catch (const std::bad_alloc&) {
       out_of_memory = true;  // the optimizer never fails a query: score the model as it is
@@ -139,6 +197,7 @@ CallOptimization optimize_call(CallState* st, Oid rowtype, const ColumnFact* fac
   if (why[0]) ereport(DEBUG1, (errmsg_internal("flock optimizer: %s not pruned: %s", st->label, why)));
   if (specialized) out.pruned = pstrdup(pruned);
   if (inputs[0]) out.inputs_read = pstrdup(inputs);
+  if (read_some) out.feature_read = feature_read;
   return out;
 }
 

@@ -39,9 +39,13 @@ struct ColumnScorer;
 // A scorer for rows of `rowtype` whose column a (0-based, attribute order, dropped ones included)
 // is values[offset + a], for batches of up to `capacity` rows. nullptr when the row type does not
 // bind that way, or does not bind at all (then extract_columns raises the binding's error).
-// Allocated in st's memory context.
-ColumnScorer* column_scorer(CallState* st, Oid rowtype, int offset, int capacity);
+// `feature_read` (nullptr: all): per feature, whether the model reads it (optimize::inputs_read);
+// the others are not converted nor written (the model's input holds 0 for them), and their
+// columns are not read at all when a NULL in them is no error (with an audit policy every feature
+// is read: the records carry them). Allocated in st's memory context.
+ColumnScorer* column_scorer(CallState* st, Oid rowtype, int offset, int capacity, const bool* feature_read = nullptr);
 // How many leading values of a row column_scorer_add reads.
+// (The columns of features not read, past the last one read, are not among them.)
 int column_scorer_width(const ColumnScorer* cs);
 // Starts a batch (row 0 next).
 void column_scorer_start(ColumnScorer* cs);

@@ -159,6 +159,7 @@ void resolve_by_name(CallState* st, Datum model_arg) {
     });
   }
   set_model(st, fn_mcxt, handle->model);
+  strlcpy(st->model_sha, sha, sizeof(st->model_sha));
   st->ref = MemoryContextStrdup(fn_mcxt, ref);
   st->label = MemoryContextStrdup(fn_mcxt, psprintf("%s@%s", name, version));
   st->generation = generation;
@@ -207,6 +208,7 @@ void resolve_by_value(CallState* st, Datum model_arg) {
     memcpy(VARDATA(st->inline_value), VARDATA_ANY(bytes), len);
   }
   memcpy(st->value_sha, sha, sizeof(st->value_sha));
+  memcpy(st->model_sha, sha, sizeof(st->model_sha));
   st->audit_generation = 0;
   refresh_value_policy(st);
 }

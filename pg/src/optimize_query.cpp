@@ -722,8 +722,10 @@ Node* narrowed_input(FuncExpr* call, Narrow* nw) {
   if (!IsA(input, Var)) return nullptr;
   Var* v = reinterpret_cast<Var*>(input);
   Query* q = nw->query;
-  if (v->varattno != 0 || v->varlevelsup != 0 || v->vartype != RECORDOID || v->varno < 1 ||
-      v->varno > list_length(q->rtable))
+  // A subquery's or join's whole row is a RECORD; a view's (a subquery once rewritten) is of the
+  // view's composite type. Either way a ROW(...) with the same column names binds the same.
+  if (v->varattno != 0 || v->varlevelsup != 0 || v->varno < 1 || v->varno > list_length(q->rtable) ||
+      (v->vartype != RECORDOID && get_typtype(v->vartype) != TYPTYPE_COMPOSITE))
     return nullptr;
   RangeTblEntry* rte = rt_fetch(v->varno, q->rtable);
   if (rte->rtekind != RTE_SUBQUERY && rte->rtekind != RTE_JOIN) return nullptr;

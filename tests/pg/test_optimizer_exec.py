@@ -474,6 +474,21 @@ def test_a_left_join_feeding_only_unread_columns_is_removed(conn, narrow):
     assert run(conn, "rows", limited, None, "on") == run(conn, "rows", limited, None, "off")
 
 
+def test_a_views_row_is_narrowed_too(conn, narrow):
+    # A view's whole row has the view's composite type (not RECORD) once the view is expanded.
+    view_sql = subquery_sql(narrow, "flock.predict", narrow["spare"])
+    body = view_sql[view_sql.index("(SELECT b.id") + 1:view_sql.rindex(") s")]
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE OR REPLACE VIEW n_view AS {body}")
+    sql = "SELECT v.id, flock.predict('dtree', v) FROM n_view v"
+    plan = explain(conn, sql)
+    assert "Join" not in plan and "Flock Narrowed Input: dtree@1: " in plan, plan
+    assert "Join" in explain(conn, sql, **{"flock.optimizer": "off"})
+    assert run(conn, "rows", sql, None, "on") == run(conn, "rows", sql, None, "off")
+    agg = "SELECT count(*), sum(flock.predict('dtree', v)) FROM n_view v"
+    assert run(conn, "rows", agg, None, "on") == run(conn, "rows", agg, None, "off")
+
+
 def test_a_join_feeding_a_read_column_stays(conn, narrow):
     sql = subquery_sql(narrow, "flock.predict", narrow["used"])
     plan = explain(conn, sql)

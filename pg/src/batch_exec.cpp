@@ -99,6 +99,23 @@ int settle_param_facts(ColumnFact* facts, int nfacts, ParamListInfo params) {
   return kept;
 }
 
+// The facts about table columns as facts about the columns of a row made of them (a narrowed
+// ROW(...): RowColumns::table_columns): one per row column holding a fact's table column.
+const ColumnFact* facts_for_row(const RowColumns& cols, const ColumnFact* facts, int* nfacts) {
+  auto* out = static_cast<ColumnFact*>(palloc(sizeof(ColumnFact) * std::max(*nfacts * cols.natts, 1)));
+  int n = 0;
+  for (int i = 0; i < *nfacts; ++i) {
+    for (int a = 0; a < cols.natts; ++a) {
+      if (cols.table_columns[a] != facts[i].attno) continue;
+      out[n] = facts[i];
+      out[n].attno = a + 1;
+      n++;
+    }
+  }
+  *nfacts = n;
+  return out;
+}
+
 void begin(CustomScanState* node, EState* estate, int eflags) {
   BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
   CustomScan* cscan = reinterpret_cast<CustomScan*>(node->ss.ps.plan);
@@ -126,7 +143,11 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
     // Specialize it once for this node, here rather than at plan time: the model is known only now
     // (a name resolves to its current version), and EXPLAIN runs this too, so it shows what was done.
     const RowColumns& cols = s->row_columns[k];
-    if (cols.first > 0) s->optimized[k] = optimize_call(s->calls[k], cols.rowtype, priv.facts, priv.nfacts);
+    if (cols.first > 0) {
+      int nfacts = priv.nfacts;
+      const ColumnFact* facts = cols.table_columns ? facts_for_row(cols, priv.facts, &nfacts) : priv.facts;
+      s->optimized[k] = optimize_call(s->calls[k], cols.rowtype, facts, nfacts);
+    }
   }
   s->batch_size = rows_per_batch(s);
   for (int k = 0; k < s->ncalls; ++k) {

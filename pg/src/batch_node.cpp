@@ -16,14 +16,34 @@ extern "C" {
 
 namespace flock::pg {
 
+List* encode_row_columns(const RowColumns& rc) {
+  List* out = list_make3(makeInteger(rc.first), makeInteger(rc.natts), makeInteger(static_cast<int>(rc.rowtype)));
+  if (rc.table_columns) {
+    List* map = NIL;
+    for (int a = 0; a < rc.natts; ++a) map = lappend(map, makeInteger(rc.table_columns[a]));
+    out = lappend(out, map);
+  }
+  return out;
+}
+
+RowColumns decode_row_columns(List* encoded) {
+  if (list_length(encoded) != 3 && list_length(encoded) != 4) elog(ERROR, "flock: malformed %s plan node", kBatchNodeName);
+  RowColumns rc = {intVal(linitial(encoded)), intVal(lsecond(encoded)), static_cast<Oid>(intVal(lthird(encoded)))};
+  if (list_length(encoded) == 4) {
+    List* map = static_cast<List*>(lfourth(encoded));
+    if (list_length(map) != rc.natts) elog(ERROR, "flock: malformed %s plan node", kBatchNodeName);
+    rc.table_columns = static_cast<int*>(palloc(sizeof(int) * std::max(rc.natts, 1)));
+    for (int a = 0; a < rc.natts; ++a) rc.table_columns[a] = intVal(list_nth(map, a));
+  }
+  return rc;
+}
+
 List* encode_batch_private(const BatchPrivate& p) {
   List* wants = NIL;
   List* row_columns = NIL;
   for (int k = 0; k < p.ncalls; ++k) {
     wants = lappend(wants, makeInteger(static_cast<int>(p.wants[k])));
-    const RowColumns& rc = p.row_columns[k];
-    row_columns = lappend(row_columns, list_make3(makeInteger(rc.first), makeInteger(rc.natts),
-                                                  makeInteger(static_cast<int>(rc.rowtype))));
+    row_columns = lappend(row_columns, encode_row_columns(p.row_columns[k]));
   }
   List* facts = NIL;
   for (int i = 0; i < p.nfacts; ++i) {
@@ -53,8 +73,7 @@ BatchPrivate decode_batch_private(List* custom_private) {
   p.row_columns = static_cast<RowColumns*>(palloc(sizeof(RowColumns) * std::max(p.ncalls, 1)));
   for (int k = 0; k < p.ncalls; ++k) {
     p.wants[k] = static_cast<Want>(intVal(list_nth(wants, k)));
-    List* rc = static_cast<List*>(list_nth(row_columns, k));
-    p.row_columns[k] = {intVal(linitial(rc)), intVal(lsecond(rc)), static_cast<Oid>(intVal(lthird(rc)))};
+    p.row_columns[k] = decode_row_columns(static_cast<List*>(list_nth(row_columns, k)));
   }
   List* facts = static_cast<List*>(list_nth(custom_private, 4));
   p.nfacts = list_length(facts);

@@ -24,7 +24,15 @@ struct RowColumns {
   int first;
   int natts;
   Oid rowtype;
+  // nullptr: column k is table column k + 1 (the table's own row). Else the row is a ROW(...) of
+  // the scanned table's columns and NULLs (an input narrowed by optimize_query.cpp) of named row
+  // type `rowtype`: per column, the table column (1-based) it holds, or 0 for a NULL.
+  int* table_columns = nullptr;
 };
+
+// A RowColumns as the List custom_private keeps: (first natts rowtype [table_columns]).
+List* encode_row_columns(const RowColumns& rc);
+RowColumns decode_row_columns(List* encoded);
 
 // What the scan below the node guarantees about every row it returns (its quals, its index quals,
 // the table's validated CHECK constraints, NOT NULL columns and partition constraint), in a form

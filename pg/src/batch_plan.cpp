@@ -86,8 +86,50 @@ Node* strip_row_conversions(Node* input) {
   return input;
 }
 
+// A ROW(...) of a named row type whose fields are columns of table `varno` (each of its
+// attribute's type) or NULLs: an input narrowed by optimize_query.cpp (a view's row, say). Appended
+// like a table's row, with the map of its columns to the table's (RowColumns::table_columns), so
+// that features are read from the scan's columns instead of a row value formed per row.
+RowColumns append_row_expr_columns(RowExpr* row, Index varno, const RewriteContext* ctx, List** tlist, List** mirror,
+                                   int* pos) {
+  RowColumns rc = {0, 0, InvalidOid};
+  if (row->row_typeid == RECORDOID || !ctx->rtable || rt_fetch(varno, ctx->rtable)->rtekind != RTE_RELATION) return rc;
+  TupleDesc desc = lookup_rowtype_tupdesc_noerror(row->row_typeid, -1, true);
+  if (!desc) return rc;
+  const int natts = desc->natts;
+  bool ok = natts == list_length(row->args);
+  int* map = static_cast<int*>(palloc0(sizeof(int) * std::max(natts, 1)));
+  int a = 0;
+  ListCell* lc;
+  foreach (lc, row->args) {
+    if (!ok) break;
+    Form_pg_attribute att = TupleDescAttr(desc, a);
+    Node* e = static_cast<Node*>(lfirst(lc));
+    if (att->attisdropped) {
+      ok = false;
+    } else if (IsA(e, Var)) {
+      Var* v = reinterpret_cast<Var*>(e);
+      ok = v->varno == static_cast<int>(varno) && v->varlevelsup == 0 && v->varattno >= 1 && v->vartype == att->atttypid;
+      map[a] = v->varattno;
+    } else {
+      ok = IsA(e, Const) && reinterpret_cast<Const*>(e)->constisnull && reinterpret_cast<Const*>(e)->consttype == att->atttypid;
+    }
+    a++;
+  }
+  ReleaseTupleDesc(desc);
+  if (!ok) return rc;
+  rc = {*pos, natts, row->row_typeid, map};
+  foreach (lc, row->args) {
+    Expr* e = static_cast<Expr*>(lfirst(lc));
+    *tlist = lappend(*tlist, makeTargetEntry(static_cast<Expr*>(copyObject(e)), static_cast<AttrNumber>(*pos), nullptr, false));
+    if (mirror) *mirror = lappend(*mirror, makeTargetEntry(static_cast<Expr*>(copyObject(e)), static_cast<AttrNumber>(*pos), nullptr, false));
+    (*pos)++;
+  }
+  return rc;
+}
+
 // If `input` is a whole-row Var of table `varno` (possibly converted to a row type of the same
-// columns), appends the table's columns (a NULL placeholder for each dropped one, so that column
+// columns), or a narrowed ROW(...) of its columns (append_row_expr_columns), appends the table's columns (a NULL placeholder for each dropped one, so that column
 // k sits at first + k - 1) to `tlist` and `mirror` (when not null) from *pos on. The call then
 // binds the table's own row type.
 RowColumns append_row_columns(Node* input, Index varno, const RewriteContext* ctx, List** tlist, List** mirror,
@@ -96,6 +138,8 @@ RowColumns append_row_columns(Node* input, Index varno, const RewriteContext* ct
   Oid converted_to = input && IsA(input, ConvertRowtypeExpr) ? reinterpret_cast<ConvertRowtypeExpr*>(input)->resulttype
                                                               : InvalidOid;
   input = strip_row_conversions(input);
+  if (input && IsA(input, RowExpr) && !OidIsValid(converted_to))
+    return append_row_expr_columns(reinterpret_cast<RowExpr*>(input), varno, ctx, tlist, mirror, pos);
   if (!input || !IsA(input, Var)) return rc;
   Var* v = reinterpret_cast<Var*>(input);
   if (v->varattno != 0 || v->varlevelsup != 0 || v->varno != static_cast<int>(varno) || !ctx->rtable) return rc;
@@ -386,8 +430,7 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
                     : f->funcresulttype == TEXTOID        ? Want::Label
                     : f->funcresulttype == FLOAT8ARRAYOID ? Want::Proba
                                                           : Want::Tensor;
-    List* rc = static_cast<List*>(lfirst(lr));
-    priv.row_columns[k] = {intVal(linitial(rc)), intVal(lsecond(rc)), static_cast<Oid>(intVal(lthird(rc)))};
+    priv.row_columns[k] = decode_row_columns(static_cast<List*>(lfirst(lr)));
     ++k;
   }
   cs->custom_exprs = exprs;
@@ -715,8 +758,7 @@ Plan* rewrite_scan(Scan* scan, const RewriteContext* ctx) {
   foreach (lc, cc.calls) {
     Node* input = static_cast<Node*>(lsecond(static_cast<FuncExpr*>(lfirst(lc))->args));
     RowColumns rc = append_row_columns(input, static_cast<Index>(rti), ctx, &scan_tlist, &custom_tlist, &pos);
-    row_columns = lappend(row_columns, list_make3(makeInteger(rc.first), makeInteger(rc.natts),
-                                                  makeInteger(static_cast<int>(rc.rowtype))));
+    row_columns = lappend(row_columns, encode_row_columns(rc));
     reads_columns = reads_columns || rc.first > 0;
   }
   int first_call = pos;
@@ -779,6 +821,19 @@ Node* replace_outer_with_child(Node* node, List* child_tlist) {
   return expression_tree_mutator(node, reinterpret_cast<Node* (*)()>(replace_outer_with_child), child_tlist);
 }
 
+// Whether every field of a ROW(...) above a child is one of the child's columns or a constant.
+bool fields_are_child_columns(RowExpr* row, int nchild) {
+  ListCell* lc;
+  foreach (lc, row->args) {
+    Node* e = static_cast<Node*>(lfirst(lc));
+    if (IsA(e, Const)) continue;
+    if (!IsA(e, Var)) return false;
+    Var* v = reinterpret_cast<Var*>(e);
+    if (v->varno != OUTER_VAR || v->varattno < 1 || v->varattno > nchild) return false;
+  }
+  return true;
+}
+
 // An upper node computing the functions over its child's rows: a batch node goes in between.
 Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
   Plan* child = plan->lefttree;
@@ -813,9 +868,14 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
       }
       rc = append_row_columns(below, reinterpret_cast<Scan*>(child)->scanrelid, ctx, &child->targetlist, nullptr,
                               &next);
+    } else if (table_scan && row == input && IsA(row, RowExpr) &&
+               fields_are_child_columns(reinterpret_cast<RowExpr*>(row), list_length(child->targetlist))) {
+      // A narrowed ROW(...) over the child's columns: the same over the scan's own columns.
+      Node* over_scan = replace_outer_with_child(static_cast<Node*>(copyObject(row)), child->targetlist);
+      rc = append_row_columns(over_scan, reinterpret_cast<Scan*>(child)->scanrelid, ctx, &child->targetlist, nullptr,
+                              &next);
     }
-    row_columns = lappend(row_columns, list_make3(makeInteger(rc.first), makeInteger(rc.natts),
-                                                  makeInteger(static_cast<int>(rc.rowtype))));
+    row_columns = lappend(row_columns, encode_row_columns(rc));
     reads_columns = reads_columns || rc.first > 0;
   }
 
@@ -858,8 +918,10 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
     ListCell *li, *lr;
     forboth(li, inputs, lr, row_columns) {
       if (intVal(linitial(static_cast<List*>(lfirst(lr)))) == 0) continue;
-      // OUTER_VAR p: the child's whole-row column (converted or not)
-      Var* whole = reinterpret_cast<Var*>(strip_row_conversions(static_cast<Node*>(lfirst(li))));
+      // OUTER_VAR p: the child's whole-row column (converted or not); a narrowed ROW(...) has none.
+      Node* row = strip_row_conversions(static_cast<Node*>(lfirst(li)));
+      if (!IsA(row, Var)) continue;
+      Var* whole = reinterpret_cast<Var*>(row);
       if (!references_var(reinterpret_cast<Node*>(plan->targetlist), whole) &&
           !references_var(reinterpret_cast<Node*>(plan->qual), whole) &&
           !expression_input_reads(inputs, row_columns, whole))

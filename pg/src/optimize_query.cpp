@@ -819,7 +819,9 @@ Node* narrowed_input(FuncExpr* call, Narrow* nw) {
                                            : static_cast<void*>(makeNullConst(cv->vartype, cv->vartypmod, cv->varcollid)));
     k++;
   }
-  row->row_typeid = RECORDOID;
+  // A view's row keeps the view's row type: the batch node then reads its columns from the scan
+  // (batch_plan.cpp, append_row_expr_columns) rather than forming a row value per row.
+  row->row_typeid = v->vartype;
   row->row_format = COERCE_IMPLICIT_CAST;
   row->colnames = static_cast<List*>(copyObject(names));
   row->location = -1;

@@ -485,8 +485,21 @@ def test_a_views_row_is_narrowed_too(conn, narrow):
     assert "Join" not in plan and "Flock Narrowed Input: dtree@1: " in plan, plan
     assert "Join" in explain(conn, sql, **{"flock.optimizer": "off"})
     assert run(conn, "rows", sql, None, "on") == run(conn, "rows", sql, None, "off")
+    # The narrowed row is read from the scan's columns (not formed per row), and the scan's quals
+    # on those columns prune the model under the view's column numbers.
+    assert "Flock Inputs Read" in plan, plan
     agg = "SELECT count(*), sum(flock.predict('dtree', v)) FROM n_view v"
+    assert "Flock Inputs Read" in explain(conn, agg)
     assert run(conn, "rows", agg, None, "on") == run(conn, "rows", agg, None, "off")
+    with conn.cursor() as cur:
+        cur.execute(f'SELECT percentile_disc(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY "{narrow["used"]}") FROM n_base')
+        cuts = cur.fetchone()[0]
+    for cut in cuts:
+        for op in ("<", ">=", "="):
+            where = f'WHERE v."{narrow["used"]}" {op} {cut!r}'
+            for q in (f"{sql} {where}", f"{agg} {where}"):
+                assert run(conn, "rows", q, None, "on") == run(conn, "rows", q, None, "off"), q
+    assert "Flock Pruned" in explain(conn, f'{sql} WHERE v."{narrow["used"]}" < {cuts[0]!r}')
 
 
 def test_a_join_feeding_a_read_column_stays(conn, narrow):

@@ -51,7 +51,7 @@ extern "C" {
 
 namespace flock::pg {
 
-bool optimizer_derive_filters = true;
+int optimizer_derive_filters = static_cast<int>(DeriveFilters::On);
 
 namespace {
 
@@ -92,6 +92,8 @@ bool find_prediction_call(Node* node, CallSearch* search) {
 
 // ---- derive_filters
 
+bool float_column(Oid type) { return type == FLOAT4OID || type == FLOAT8OID; }
+
 // What the conjunct asks of the model.
 struct Candidate {
   FuncExpr* call;
@@ -104,7 +106,20 @@ struct Candidate {
 // A number constant as the double PostgreSQL compares with a float8: a Const of a float or integer
 // type, or one cast to float8 by the parser (`predict(...) > 1` casts the int4 1). NaN: false (a
 // comparison with NaN says nothing about the columns; left alone).
-bool constant_double(Node* node, double* out) {
+bool constant_double(Node* node, ParamListInfo params, double* out) {
+  if (IsA(node, Param)) {
+    // A parameter PostgreSQL itself treats as a constant for this plan (a custom plan's bound
+    // value, PARAM_FLAG_CONST), as eval_const_expressions does; a generic plan has none.
+    Param* p = reinterpret_cast<Param*>(node);
+    if (p->paramkind != PARAM_EXTERN || !params || p->paramid <= 0 || p->paramid > params->numParams ||
+        params->paramFetch)
+      return false;
+    ParamExternData* prm = &params->params[p->paramid - 1];
+    if (!(prm->pflags & PARAM_FLAG_CONST) || prm->isnull || prm->ptype != p->paramtype || p->paramtype != FLOAT8OID)
+      return false;
+    *out = DatumGetFloat8(prm->value);
+    return !std::isnan(*out);
+  }
   if (IsA(node, FuncExpr)) {
     FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
     if (f->funcformat == COERCE_EXPLICIT_CALL || list_length(f->args) != 1) return false;
@@ -138,7 +153,7 @@ bool deterministic_collation(Oid collation) {
 }
 
 // `predict(m, x) OP c`, `c OP predict(m, x)`, `predict_label(m, x) = 'l'`, `= ANY ('{...}')`.
-bool match_candidate(Node* conjunct, Oid flock_namespace, Candidate* out) {
+bool match_candidate(Node* conjunct, Oid flock_namespace, ParamListInfo params, Candidate* out) {
   *out = {nullptr, false, opt::Comparison::Greater, 0, NIL};
   if (IsA(conjunct, OpExpr)) {
     OpExpr* op = reinterpret_cast<OpExpr*>(conjunct);
@@ -156,7 +171,7 @@ bool match_candidate(Node* conjunct, Oid flock_namespace, Candidate* out) {
     if (is_flock_function(call->funcid, flock_namespace, "predict")) {
       int strategy = get_op_opfamily_strategy(op->opno, kFloatBtreeFamily);
       double c;
-      if (strategy == 0 || strategy == BTEqualStrategyNumber || !constant_double(right, &c)) return false;
+      if (strategy == 0 || strategy == BTEqualStrategyNumber || !constant_double(right, params, &c)) return false;
       if (commuted) strategy = BTMaxStrategyNumber + 1 - strategy;  // c < p is p > c
       switch (strategy) {
         case BTLessStrategyNumber: out->op = opt::Comparison::Less; break;
@@ -221,6 +236,105 @@ Index whole_row_table(FuncExpr* call, Query* q) {
   return static_cast<Index>(v->varno);
 }
 
+// What another conjunct of the same AND says about a column of the table (`col OP const`,
+// `col IS NOT NULL`): the rows the candidate keeps satisfy it too, so the region is derived within it.
+struct ColumnFact {
+  int attno;       // 1-based
+  int strategy;    // BTLessStrategyNumber...BTGreaterStrategyNumber; 0: IS NOT NULL
+  bool integer;    // an integer column (no NaN; strict bounds made closed)
+  double value;
+};
+
+bool integer_type(Oid type) { return type == INT2OID || type == INT4OID || type == INT8OID; }
+
+// `col OP const` / `const OP col` on a float column (float_ops) or an integer column (integer_ops,
+// integer constants), or `col IS NOT NULL`. NaN constants, and integers past 2^53, say nothing here.
+bool column_fact(Node* conjunct, Index varno, ColumnFact* out) {
+  if (IsA(conjunct, NullTest)) {
+    NullTest* t = reinterpret_cast<NullTest*>(conjunct);
+    if (t->nulltesttype != IS_NOT_NULL || t->argisrow || !IsA(t->arg, Var)) return false;
+    Var* v = reinterpret_cast<Var*>(t->arg);
+    if (v->varno != static_cast<int>(varno) || v->varlevelsup != 0 || v->varattno <= 0) return false;
+    *out = {v->varattno, 0, integer_type(v->vartype), 0};
+    return true;
+  }
+  if (!IsA(conjunct, OpExpr) || list_length(reinterpret_cast<OpExpr*>(conjunct)->args) != 2) return false;
+  OpExpr* op = reinterpret_cast<OpExpr*>(conjunct);
+  Node* left = static_cast<Node*>(linitial(op->args));
+  Node* right = static_cast<Node*>(lsecond(op->args));
+  bool commuted = false;
+  if (!IsA(left, Var)) {
+    std::swap(left, right);
+    commuted = true;
+  }
+  if (!IsA(left, Var) || !IsA(right, Const) || reinterpret_cast<Const*>(right)->constisnull) return false;
+  Var* v = reinterpret_cast<Var*>(left);
+  Const* k = reinterpret_cast<Const*>(right);
+  if (v->varno != static_cast<int>(varno) || v->varlevelsup != 0 || v->varattno <= 0) return false;
+  bool integer = integer_type(v->vartype);
+  if (!integer && !float_column(v->vartype)) return false;
+  int strategy = get_op_opfamily_strategy(op->opno, integer ? INTEGER_BTREE_FAM_OID : kFloatBtreeFamily);
+  if (strategy == 0) return false;
+  if (commuted) strategy = BTMaxStrategyNumber + 1 - strategy;
+  double value;
+  if (integer) {
+    int64 i;
+    switch (k->consttype) {
+      case INT2OID: i = DatumGetInt16(k->constvalue); break;
+      case INT4OID: i = DatumGetInt32(k->constvalue); break;
+      case INT8OID: i = DatumGetInt64(k->constvalue); break;
+      default: return false;
+    }
+    if (strategy == BTGreaterStrategyNumber) {  // x > i is x >= i + 1
+      if (i == PG_INT64_MAX) return false;
+      ++i;
+      strategy = BTGreaterEqualStrategyNumber;
+    } else if (strategy == BTLessStrategyNumber) {
+      if (i == PG_INT64_MIN) return false;
+      --i;
+      strategy = BTLessEqualStrategyNumber;
+    }
+    const int64 exact = int64{1} << 53;
+    if (i > exact || i < -exact) return false;
+    value = static_cast<double>(i);
+  } else {
+    switch (k->consttype) {
+      case FLOAT8OID: value = DatumGetFloat8(k->constvalue); break;
+      case FLOAT4OID: value = DatumGetFloat4(k->constvalue); break;
+      default: return false;
+    }
+    if (std::isnan(value)) return false;
+  }
+  *out = {v->varattno, strategy, integer, value};
+  return true;
+}
+
+// The facts among `conjuncts` about columns of table `varno` (palloc'd array; *n its length).
+ColumnFact* column_facts(List* conjuncts, Index varno, int* n) {
+  auto* facts = static_cast<ColumnFact*>(palloc(sizeof(ColumnFact) * std::max(list_length(conjuncts), 1)));
+  *n = 0;
+  ListCell* lc;
+  foreach (lc, conjuncts)
+    if (column_fact(static_cast<Node*>(lfirst(lc)), varno, &facts[*n])) ++*n;
+  return facts;
+}
+
+// A fact as the core's constraint, with PostgreSQL's NULL and NaN semantics: NULL fails every
+// comparison; NaN sorts above every number, so `x > c`, `x >= c` and IS NOT NULL keep NaN (a
+// missing value to the model) on a float column.
+opt::FeatureConstraint fact_constraint(const ColumnFact& f) {
+  opt::FeatureConstraint c;
+  switch (f.strategy) {
+    case BTLessStrategyNumber: c.values = opt::Interval::less_than(f.value); c.missing_allowed = false; break;
+    case BTLessEqualStrategyNumber: c.values = opt::Interval::at_most(f.value); c.missing_allowed = false; break;
+    case BTEqualStrategyNumber: c.values = opt::Interval::point(f.value); c.missing_allowed = false; break;
+    case BTGreaterEqualStrategyNumber: c.values = opt::Interval::at_least(f.value); c.missing_allowed = !f.integer; break;
+    case BTGreaterStrategyNumber: c.values = opt::Interval::greater_than(f.value); c.missing_allowed = !f.integer; break;
+    default: c.missing_allowed = !f.integer; break;  // IS NOT NULL
+  }
+  return c;
+}
+
 // One column's derived ranges, as the core computed them (plain data).
 struct ColumnRanges {
   int attno;       // 1-based column of the table
@@ -274,8 +388,6 @@ bool number_column(Oid type) {
 bool range_column(Oid type) {
   return type == FLOAT4OID || type == FLOAT8OID || type == INT2OID || type == INT4OID || type == INT8OID;
 }
-bool float_column(Oid type) { return type == FLOAT4OID || type == FLOAT8OID; }
-
 // Why a candidate was left alone (DEBUG1), or empty.
 struct Why {
   char text[256];
@@ -283,7 +395,8 @@ struct Why {
 
 // The region of `cand` over the columns of table `relid`, through the core: binding (flock/binding.hpp,
 // as bind.cpp binds a table row), then prediction_region or label_region.
-bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, Derived* out, Why* why) {
+bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, const ColumnFact* facts, int nfacts,
+                   Derived* out, Why* why) {
   *out = {false, 0, nullptr, nullptr};
   Relation rel = table_open(relid, NoLock);  // parse analysis locked it
   TupleDesc desc = CreateTupleDescCopy(RelationGetDescr(rel));
@@ -333,6 +446,17 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, Derive
       }
       opt::Constraints constraints(static_cast<size_t>(width));
       constraints.exact_input_values = exact;
+      for (int i = 0; i < nfacts; ++i) {
+        for (int64_t f = 0; f < width; ++f) {
+          if (column_of[static_cast<size_t>(f)] + 1 != facts[i].attno) continue;
+          auto& column = constraints.columns[static_cast<size_t>(f)];
+          column = column.intersect(fact_constraint(facts[i]));
+        }
+      }
+      if (constraints.unsatisfiable()) {
+        snprintf(why->text, sizeof(why->text), "the other quals admit no row (PostgreSQL sees that too)");
+        return;
+      }
       std::optional<opt::PredictionRegion> region;
       if (cand->label) {
         const auto& classes = sig.class_labels;
@@ -498,9 +622,9 @@ struct Rewrite {
   List* verbose_notes;    // char*: the expressions
 };
 
-Expr* derive_for(Node* conjunct, Query* q, Rewrite* rw, char** note, char** verbose_note) {
+Expr* derive_for(Node* conjunct, List* conjuncts, Query* q, Rewrite* rw, char** note, char** verbose_note) {
   Candidate cand;
-  if (!match_candidate(conjunct, rw->ctx->flock_namespace, &cand)) return nullptr;
+  if (!match_candidate(conjunct, rw->ctx->flock_namespace, rw->ctx->params, &cand)) return nullptr;
   const char* fn = cand.label ? "predict_label" : "predict";
   Index varno = whole_row_table(cand.call, q);
   if (varno == 0) {
@@ -514,7 +638,9 @@ Expr* derive_for(Node* conjunct, Query* q, Rewrite* rw, char** note, char** verb
   RangeTblEntry* rte = rt_fetch(varno, q->rtable);
   Derived d;
   Why why;
-  if (!derive_region(&cand, pm, rte->relid, &d, &why)) {
+  int nfacts;
+  ColumnFact* facts = column_facts(conjuncts, varno, &nfacts);
+  if (!derive_region(&cand, pm, rte->relid, facts, nfacts, &d, &why)) {
     ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for %s: %s", pm->label, why.text)));
     return nullptr;
   }
@@ -561,7 +687,7 @@ Node* derive_in_quals(Node* quals, Query* q, Rewrite* rw) {
   ListCell* lc;
   foreach (lc, conjuncts) {
     char *note = nullptr, *verbose_note = nullptr;
-    if (Expr* e = derive_for(static_cast<Node*>(lfirst(lc)), q, rw, &note, &verbose_note)) {
+    if (Expr* e = derive_for(static_cast<Node*>(lfirst(lc)), conjuncts, q, rw, &note, &verbose_note)) {
       added = lappend(added, e);
       rw->notes = lappend(rw->notes, note);
       rw->verbose_notes = lappend(rw->verbose_notes, verbose_note ? verbose_note : note);
@@ -617,9 +743,10 @@ Query* derive_filters(Query* parse, QueryOptimizeContext* ctx) {
   derive_in_query(rewritten, &rw);
   if (rw.derived == 0) return parse;
   // Used only when PostgreSQL's own estimate says the derived quals narrow the work.
-  double with = plan_cost(rewritten, ctx);
-  double without = plan_cost(parse, ctx);
-  if (!(with < without)) {
+  bool always = optimizer_derive_filters == static_cast<int>(DeriveFilters::Always);
+  double with = always ? 0 : plan_cost(rewritten, ctx);
+  double without = always ? 0 : plan_cost(parse, ctx);
+  if (!always && !(with < without)) {
     ereport(DEBUG1, (errmsg_internal("flock optimizer: derived filter not used: estimated cost %.2f, %.2f without it",
                                      with, without)));
     return parse;
@@ -636,7 +763,7 @@ Query* optimize_query(Query* parse, QueryOptimizeContext* ctx) {
   if (!optimizer_enabled || parse->commandType != CMD_SELECT) return parse;
   ctx->flock_namespace = get_namespace_oid("flock", true);
   if (!OidIsValid(ctx->flock_namespace)) return parse;
-  if (optimizer_derive_filters) parse = derive_filters(parse, ctx);
+  if (optimizer_derive_filters != static_cast<int>(DeriveFilters::Off)) parse = derive_filters(parse, ctx);
   return parse;
 }
 

@@ -222,18 +222,118 @@ bool match_candidate(Node* conjunct, Oid flock_namespace, ParamListInfo params, 
   return false;
 }
 
-// The table whose whole row is the call's input: its range table index, or 0.
-Index whole_row_table(FuncExpr* call, Query* q) {
+// One value of the call's input as the executor binds it: a column of the record (a table's
+// column, a ROW(...) field) or an element of a float4[].
+struct InputField {
+  const char* name;  // the record column's name (fields of ROW(...) are f1, f2, ...); arrays: unused
+  bool dropped;
+  Oid value_type;    // what the executor reads (float4 for an array element)
+  int attno;         // the table column it is (1-based), 0: anything else
+  Oid column_type;   // that column's type, typmod, collation and name
+  int32 column_typmod;
+  Oid column_collation;
+  const char* column_name;
+};
+
+// The call's input: the table whose columns the derived quals are on, and its fields.
+struct InputShape {
+  Index varno;
+  bool positional;  // a float4[]: features by position
+  int nfields;
+  InputField* fields;
+};
+
+bool plain_table(Query* q, int varno) {
+  if (varno < 1 || varno > list_length(q->rtable)) return false;
+  RangeTblEntry* rte = rt_fetch(varno, q->rtable);
+  return rte->rtekind == RTE_RELATION && (rte->relkind == RELKIND_RELATION ||
+                                          rte->relkind == RELKIND_PARTITIONED_TABLE || rte->relkind == RELKIND_MATVIEW);
+}
+
+// A Var of a plain table of this query level, or a cast of one to float4 (an element of
+// ARRAY[...]::float4[]): the column; else nullptr.
+Var* field_column(Node* e, Query* q, bool allow_float4_cast) {
+  if (allow_float4_cast && IsA(e, FuncExpr)) {
+    FuncExpr* f = reinterpret_cast<FuncExpr*>(e);
+    if (list_length(f->args) != 1 || f->funcformat == COERCE_EXPLICIT_CALL) return nullptr;
+    switch (f->funcid) {
+      case F_FLOAT4_FLOAT8: case F_FLOAT4_INT2: case F_FLOAT4_INT4: case F_FLOAT4_INT8: break;
+      default: return nullptr;
+    }
+    e = static_cast<Node*>(linitial(f->args));
+  }
+  if (!IsA(e, Var)) return nullptr;
+  Var* v = reinterpret_cast<Var*>(e);
+  if (v->varlevelsup != 0 || v->varattno <= 0 || !plain_table(q, v->varno)) return nullptr;
+  return v;
+}
+
+void set_column(InputField* f, Var* v, Query* q) {
+  f->attno = v->varattno;
+  f->column_type = v->vartype;
+  f->column_typmod = v->vartypmod;
+  f->column_collation = v->varcollid;
+  f->column_name = get_attname(rt_fetch(v->varno, q->rtable)->relid, v->varattno, true);
+  if (!f->column_name) f->attno = 0;
+}
+
+// The input of `call` when it is a table's whole row, a ROW(...) of expressions some of which are
+// columns of one table, or an ARRAY[...] of float4 values some of which are columns of one table
+// (or their casts to float4); false otherwise.
+bool input_shape(FuncExpr* call, Query* q, InputShape* out) {
   Node* input = static_cast<Node*>(lsecond(call->args));
-  if (!IsA(input, Var)) return 0;
-  Var* v = reinterpret_cast<Var*>(input);
-  if (v->varattno != 0 || v->varlevelsup != 0 || v->varno < 1 || v->varno > list_length(q->rtable)) return 0;
-  RangeTblEntry* rte = rt_fetch(v->varno, q->rtable);
-  if (rte->rtekind != RTE_RELATION) return 0;
-  if (rte->relkind != RELKIND_RELATION && rte->relkind != RELKIND_PARTITIONED_TABLE && rte->relkind != RELKIND_MATVIEW)
-    return 0;
-  if (v->vartype != get_rel_type_id(rte->relid)) return 0;
-  return static_cast<Index>(v->varno);
+  *out = {0, false, 0, nullptr};
+  if (IsA(input, Var)) {
+    Var* v = reinterpret_cast<Var*>(input);
+    if (v->varattno != 0 || v->varlevelsup != 0 || !plain_table(q, v->varno)) return false;
+    RangeTblEntry* rte = rt_fetch(v->varno, q->rtable);
+    if (v->vartype != get_rel_type_id(rte->relid)) return false;
+    Relation rel = table_open(rte->relid, NoLock);  // parse analysis locked it
+    TupleDesc desc = RelationGetDescr(rel);
+    out->varno = static_cast<Index>(v->varno);
+    out->nfields = desc->natts;
+    out->fields = static_cast<InputField*>(palloc0(sizeof(InputField) * std::max(desc->natts, 1)));
+    for (int a = 0; a < desc->natts; ++a) {
+      Form_pg_attribute att = TupleDescAttr(desc, a);
+      InputField& f = out->fields[a];
+      f.name = pstrdup(NameStr(att->attname));
+      f.dropped = att->attisdropped;
+      f.value_type = att->atttypid;
+      if (!att->attisdropped)
+        f = {f.name, false, att->atttypid, att->attnum, att->atttypid, att->atttypmod, att->attcollation, f.name};
+    }
+    table_close(rel, NoLock);
+    return true;
+  }
+  List* args;
+  bool positional;
+  if (IsA(input, RowExpr)) {
+    RowExpr* r = reinterpret_cast<RowExpr*>(input);
+    if (r->row_typeid != RECORDOID || list_length(r->colnames) != list_length(r->args)) return false;
+    args = r->args;
+    positional = false;
+  } else if (IsA(input, ArrayExpr)) {
+    ArrayExpr* a = reinterpret_cast<ArrayExpr*>(input);
+    if (a->multidims || a->element_typeid != FLOAT4OID) return false;
+    args = a->elements;
+    positional = true;
+  } else {
+    return false;
+  }
+  out->positional = positional;
+  out->nfields = list_length(args);
+  out->fields = static_cast<InputField*>(palloc0(sizeof(InputField) * std::max(out->nfields, 1)));
+  for (int k = 0; k < out->nfields; ++k) {
+    Node* e = static_cast<Node*>(list_nth(args, k));
+    InputField& f = out->fields[k];
+    f.name = positional ? "" : strVal(list_nth(reinterpret_cast<RowExpr*>(input)->colnames, k));
+    f.value_type = exprType(e);
+    Var* v = field_column(e, q, positional);
+    if (!v) continue;
+    if (out->varno == 0) out->varno = static_cast<Index>(v->varno);
+    if (v->varno == static_cast<int>(out->varno)) set_column(&f, v, q);
+  }
+  return out->varno != 0;
 }
 
 // What another conjunct of the same AND says about a column of the table (`col OP const`,
@@ -393,24 +493,19 @@ struct Why {
   char text[256];
 };
 
-// The region of `cand` over the columns of table `relid`, through the core: binding (flock/binding.hpp,
-// as bind.cpp binds a table row), then prediction_region or label_region.
-bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, const ColumnFact* facts, int nfacts,
-                   Derived* out, Why* why) {
+// The region of `cand` over the fields of its input, through the core: binding (flock/binding.hpp,
+// as bind.cpp binds a record, or by position for an array), then prediction_region or label_region.
+bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape* shape, const ColumnFact* facts,
+                   int nfacts, Derived* out, Why* why) {
   *out = {false, 0, nullptr, nullptr};
-  Relation rel = table_open(relid, NoLock);  // parse analysis locked it
-  TupleDesc desc = CreateTupleDescCopy(RelationGetDescr(rel));
-  table_close(rel, NoLock);
-  const int natts = desc->natts;
-  auto* columns = static_cast<flock::RecordColumn*>(palloc0(sizeof(flock::RecordColumn) * std::max(natts, 1)));
-  for (int a = 0; a < natts; ++a) {
-    Form_pg_attribute att = TupleDescAttr(desc, a);
-    new (&columns[a]) flock::RecordColumn{NameStr(att->attname), static_cast<bool>(att->attisdropped)};
-  }
+  const int nfields = shape->nfields;
+  auto* columns = static_cast<flock::RecordColumn*>(palloc0(sizeof(flock::RecordColumn) * std::max(nfields, 1)));
+  for (int a = 0; a < nfields; ++a)
+    new (&columns[a]) flock::RecordColumn{shape->fields[a].name, shape->fields[a].dropped};
   int nlabels = list_length(cand->labels);
   const char** labels = static_cast<const char**>(palloc0(sizeof(char*) * std::max(nlabels, 1)));
   for (int i = 0; i < nlabels; ++i) labels[i] = static_cast<const char*>(list_nth(cand->labels, i));
-  // Per feature, once bound: its column (0-based), or -1.
+  const InputField* fields = shape->fields;
   const flock::Model* model = pm->handle->model.get();
   bool out_of_memory = false;
   why->text[0] = '\0';
@@ -422,33 +517,44 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, const 
         snprintf(why->text, sizeof(why->text), "not a single float or double input");
         return;
       }
-      flock::RecordBinding b = flock::bind_record_columns(sig, {columns, static_cast<size_t>(natts)});
       const int64_t width = sig.inputs[0].width;
+      flock::RecordBinding b;
+      if (shape->positional) {  // a float4[]: element k is feature k
+        if (width != nfields) {
+          snprintf(why->text, sizeof(why->text), "the array's length is not the model's width");
+          return;
+        }
+        for (int k = 0; k < nfields; ++k) b.features.push_back(flock::FeatureColumn{0, k, {}, k});
+      } else {
+        b = flock::bind_record_columns(sig, {columns, static_cast<size_t>(nfields)});
+      }
       if (b.width_mismatch || b.multi_value_input >= 0 || width <= 0 || static_cast<int64_t>(b.features.size()) != width) {
-        snprintf(why->text, sizeof(why->text), "the table's row does not bind to it");
+        snprintf(why->text, sizeof(why->text), "the input does not bind to it");
         return;
       }
       const bool float_input = sig.inputs[0].type == flock::ElemType::Float;
+      // Exact input values: every feature is a column the model receives unrounded.
       bool exact = true;
-      std::vector<int> column_of(static_cast<size_t>(width), -1);
+      std::vector<int> column_of(static_cast<size_t>(width), -1);  // per feature: its field
       for (const auto& fc : b.features) {
-        if (fc.column < 0 || fc.column >= natts || fc.position < 0 || fc.position >= width) {
-          snprintf(why->text, sizeof(why->text), "the table's row does not bind to it");
+        if (fc.column < 0 || fc.column >= nfields || fc.position < 0 || fc.position >= width) {
+          snprintf(why->text, sizeof(why->text), "the input does not bind to it");
           return;
         }
-        Oid type = TupleDescAttr(desc, fc.column)->atttypid;
-        if (!number_column(type)) {  // the executor raises its type error: leave that to it
-          snprintf(why->text, sizeof(why->text), "a feature's column is not a number");
+        const InputField& field = fields[fc.column];
+        if (!number_column(field.value_type)) {  // the executor raises its type error: leave that to it
+          snprintf(why->text, sizeof(why->text), "a feature's value is not a number");
           return;
         }
         column_of[static_cast<size_t>(fc.position)] = fc.column;
+        Oid type = field.attno > 0 && field.column_type == field.value_type ? field.value_type : InvalidOid;
         exact = exact && ((type == FLOAT4OID && float_input) || (type == FLOAT8OID && !float_input));
       }
       opt::Constraints constraints(static_cast<size_t>(width));
       constraints.exact_input_values = exact;
       for (int i = 0; i < nfacts; ++i) {
         for (int64_t f = 0; f < width; ++f) {
-          if (column_of[static_cast<size_t>(f)] + 1 != facts[i].attno) continue;
+          if (fields[column_of[static_cast<size_t>(f)]].attno != facts[i].attno) continue;
           auto& column = constraints.columns[static_cast<size_t>(f)];
           column = column.intersect(fact_constraint(facts[i]));
         }
@@ -500,14 +606,20 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, const 
       }
       out->columns = malloc_array<ColumnRanges>(region->columns.size());
       std::vector<std::string> names(static_cast<size_t>(width));
-      for (int64_t f = 0; f < width; ++f) names[static_cast<size_t>(f)] = NameStr(TupleDescAttr(desc, column_of[static_cast<size_t>(f)])->attname);
+      for (int64_t f = 0; f < width; ++f) {
+        const InputField& field = fields[column_of[static_cast<size_t>(f)]];
+        names[static_cast<size_t>(f)] = field.attno > 0 ? field.column_name : "";
+      }
       std::string text;
       for (int64_t f = 0; f < width; ++f) {
         const opt::ColumnRegion& cr = region->columns[static_cast<size_t>(f)];
-        Form_pg_attribute att = TupleDescAttr(desc, column_of[static_cast<size_t>(f)]);
-        if (cr.all || !range_column(att->atttypid)) continue;
+        const InputField& field = fields[column_of[static_cast<size_t>(f)]];
+        // Only a column of the table, read as it is or cast to float4 (the region, not exact then,
+        // holds for values that round into it).
+        if (cr.all || field.attno <= 0 || !range_column(field.column_type)) continue;
         ColumnRanges& c = out->columns[out->ncolumns++];
-        c = {att->attnum, att->atttypid, att->atttypmod, att->attcollation, cr.missing_allowed, 0, nullptr, nullptr};
+        c = {field.attno, field.column_type, field.column_typmod, field.column_collation, cr.missing_allowed, 0,
+             nullptr, nullptr};
         size_t n = cr.intervals.size();
         size_t kept = n > static_cast<size_t>(kMaxRangesPerColumn) ? 1 : n;
         c.lo = malloc_array<double>(kept);
@@ -626,12 +738,13 @@ Expr* derive_for(Node* conjunct, List* conjuncts, Query* q, Rewrite* rw, char** 
   Candidate cand;
   if (!match_candidate(conjunct, rw->ctx->flock_namespace, rw->ctx->params, &cand)) return nullptr;
   const char* fn = cand.label ? "predict_label" : "predict";
-  Index varno = whole_row_table(cand.call, q);
-  if (varno == 0) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for a flock.%s call: its input is not the whole "
-                                     "row of a table", fn)));
+  InputShape shape;
+  if (!input_shape(cand.call, q, &shape)) {
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for a flock.%s call: its input is not a table's "
+                                     "whole row, nor a ROW(...) or float4 ARRAY[...] of its columns", fn)));
     return nullptr;
   }
+  Index varno = shape.varno;
   PlanModel* pm = plan_model(static_cast<Node*>(linitial(cand.call->args)));
   if (!pm) return nullptr;  // plan_model said why
   rw->ctx->used_plan_models = true;
@@ -640,7 +753,7 @@ Expr* derive_for(Node* conjunct, List* conjuncts, Query* q, Rewrite* rw, char** 
   Why why;
   int nfacts;
   ColumnFact* facts = column_facts(conjuncts, varno, &nfacts);
-  if (!derive_region(&cand, pm, rte->relid, facts, nfacts, &d, &why)) {
+  if (!derive_region(&cand, pm, &shape, facts, nfacts, &d, &why)) {
     ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for %s: %s", pm->label, why.text)));
     return nullptr;
   }

@@ -732,6 +732,7 @@ struct Rewrite {
   int derived;            // conjuncts added, over every level
   List* notes;            // char*: "t: (f00 >= 0.82)"
   List* verbose_notes;    // char*: the expressions
+  List* pins;             // per derived conjunct from a model name: the name reference, then "name@version"
 };
 
 Expr* derive_for(Node* conjunct, List* conjuncts, Query* q, Rewrite* rw, char** note, char** verbose_note) {
@@ -779,6 +780,9 @@ Expr* derive_for(Node* conjunct, List* conjuncts, Query* q, Rewrite* rw, char** 
     return nullptr;
   }
   *note = psprintf("%s: %s", relname, d.text);
+  Const* model = reinterpret_cast<Const*>(linitial(cand.call->args));
+  if (model->consttype == TEXTOID)
+    rw->pins = lappend(lappend(rw->pins, TextDatumGetCString(model->constvalue)), pstrdup(pm->label));
   if (plan_notes_wanted()) {
     // Deparsed over the table alone (varno 1 in a one-table context).
     Node* shown = reinterpret_cast<Node*>(copyObject(qual));
@@ -840,6 +844,46 @@ void derive_in_query(Query* q, Rewrite* rw) {
   }
 }
 
+// Every prediction call of the query whose model reference is a name a derived filter was computed
+// for now names the version it was computed from ('m' and 'm@prod' become 'm@3'): the executor
+// resolves the reference again, and a version registered or an alias moved between this planning
+// and the executor's start must not meet filters derived from another version. (A cached plan is
+// replanned after any catalog change: plan_depends_on_models.)
+struct PinContext {
+  List* pins;
+  Oid flock_namespace;
+};
+
+bool pin_walker(Node* node, PinContext* pc) {
+  if (!node) return false;
+  if (IsA(node, Query))
+    return query_tree_walker(reinterpret_cast<Query*>(node), reinterpret_cast<bool (*)()>(pin_walker), pc, 0);
+  if (IsA(node, FuncExpr)) {
+    FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
+    char* fname;
+    if (list_length(f->args) == 2 && get_func_namespace(f->funcid) == pc->flock_namespace &&
+        (fname = get_func_name(f->funcid)) && strncmp(fname, "predict", 7) == 0 && IsA(linitial(f->args), Const)) {
+      Const* k = static_cast<Const*>(linitial(f->args));
+      if (k->consttype == TEXTOID && !k->constisnull) {
+        char* ref = TextDatumGetCString(k->constvalue);
+        for (int i = 0; i + 1 < list_length(pc->pins); i += 2) {
+          if (strcmp(ref, static_cast<char*>(list_nth(pc->pins, i))) == 0) {
+            k->constvalue = CStringGetTextDatum(static_cast<char*>(list_nth(pc->pins, i + 1)));
+            break;
+          }
+        }
+      }
+    }
+  }
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(pin_walker), pc);
+}
+
+void pin_versions(Query* query, List* pins, Oid flock_namespace) {
+  if (pins == NIL) return;
+  PinContext pc = {pins, flock_namespace};
+  query_tree_walker(query, reinterpret_cast<bool (*)()>(pin_walker), &pc, 0);
+}
+
 double plan_cost(Query* query, QueryOptimizeContext* ctx) {
   PlannedStmt* stmt = standard_planner(static_cast<Query*>(copyObject(query)), ctx->query_string, ctx->cursor_options,
                                        ctx->params);
@@ -852,7 +896,7 @@ Query* derive_filters(Query* parse, QueryOptimizeContext* ctx) {
   query_tree_walker(parse, reinterpret_cast<bool (*)()>(find_prediction_call), &search, 0);
   if (!search.found) return parse;
   Query* rewritten = static_cast<Query*>(copyObject(parse));
-  Rewrite rw = {ctx, 0, NIL, NIL};
+  Rewrite rw = {ctx, 0, NIL, NIL, NIL};
   derive_in_query(rewritten, &rw);
   if (rw.derived == 0) return parse;
   // Used only when PostgreSQL's own estimate says the derived quals narrow the work.
@@ -864,6 +908,7 @@ Query* derive_filters(Query* parse, QueryOptimizeContext* ctx) {
                                      with, without)));
     return parse;
   }
+  pin_versions(rewritten, rw.pins, ctx->flock_namespace);
   ListCell *ln, *lv;
   forboth(ln, rw.notes, lv, rw.verbose_notes)
     plan_note("Flock Derived Filter", static_cast<char*>(lfirst(ln)), static_cast<char*>(lfirst(lv)));

@@ -565,6 +565,8 @@ def test_a_selective_threshold_reads_the_index_on_the_derived_column(conn, skewe
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "Index Scan" in plan and "Index Cond: (bmi >= " in plan, plan
     assert "Flock Derived Filter: t: " in plan and "(bmi >= " in plan.split("Flock Derived Filter: ")[1], plan
+    # The calls name the version the filter was derived from: the executor resolves that one.
+    assert "flock.predict('diabetes_tree@1'::text" in plan and "'diabetes_tree'::text" not in plan, plan
     on, off = result(conn, sql, "on"), result(conn, sql, "off")
     assert on == off and on[0] == "rows" and len(on[1]) > 0
     # The GUC turns it off; flock.optimizer too.

@@ -660,3 +660,15 @@ def test_a_role_without_rights_gets_the_optimizer_off_results_and_errors(conn, c
             for name in granted:
                 cur.execute("SELECT flock.revoke_model(%s, %s, 'use')", (name, LOW))
             cur.execute(f'GRANT SELECT ON "x_diabetes_gb" TO {LOW}')
+
+
+def test_the_guc_takes_on_off_always_and_refuses_nonsense(conn):
+    with conn.cursor() as cur:
+        for value, shown in [("off", "off"), ("true", "on"), ("always", "always"), ("on", "on")]:
+            cur.execute(f"SET flock.optimizer_derive_filters = {value}")
+            cur.execute("SHOW flock.optimizer_derive_filters")
+            assert cur.fetchone()[0] == shown
+        with pytest.raises(psycopg2.Error) as e:
+            cur.execute("SET flock.optimizer_derive_filters = 'banana'")
+        assert e.value.pgcode == "22023" and "Available values: off, on, always" in str(e.value)
+        cur.execute("RESET ALL")

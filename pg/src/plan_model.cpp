@@ -228,6 +228,9 @@ PlanModel* plan_model(Node* model_arg) {
     RollbackAndReleaseCurrentSubTransaction();
     MemoryContextSwitchTo(mcxt);
     CurrentResourceOwner = owner;
+    // A query cancel or statement_timeout is the user's, not a reason to plan without the model
+    // (as PL/pgSQL's WHEN OTHERS does not catch it).
+    if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED) ReThrowError(edata);
     ereport(DEBUG1, (errmsg_internal("flock optimizer: model not resolved at plan time: %s", edata->message)));
     FreeErrorData(edata);
     out->handle->model.reset();

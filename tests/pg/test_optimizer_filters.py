@@ -672,3 +672,27 @@ def test_the_guc_takes_on_off_always_and_refuses_nonsense(conn):
             cur.execute("SET flock.optimizer_derive_filters = 'banana'")
         assert e.value.pgcode == "22023" and "Available values: off, on, always" in str(e.value)
         cur.execute("RESET ALL")
+
+
+def test_a_derived_filter_prunes_partitions(conn, diabetes):
+    """Range partitions on the tree's root split: the partitions no qualifying row can be in are
+    not scanned."""
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE part (LIKE dia) PARTITION BY RANGE (bmi)")
+        bounds = ["MINVALUE", "-0.05", "0", "0.05", "MAXVALUE"]
+        for k in range(4):
+            cur.execute(f"CREATE TABLE part{k} PARTITION OF part FOR VALUES FROM ({bounds[k]}) TO ({bounds[k + 1]})")
+        cur.execute("INSERT INTO part SELECT * FROM dia; ANALYZE part")
+        cur.execute("SELECT max(flock.predict('diabetes_tree', t)) FROM part t")
+        top = cur.fetchone()[0]
+        sql = f"SELECT ctid::text, tableoid::regclass::text FROM part t WHERE flock.predict('diabetes_tree', t) >= {top!r} ORDER BY 1, 2"
+        cur.execute("EXPLAIN " + sql)
+        plan = "\n".join(r[0] for r in cur.fetchall())
+        cur.execute("SET flock.optimizer = off")
+        cur.execute("EXPLAIN " + sql)
+        plain = "\n".join(r[0] for r in cur.fetchall())
+        cur.execute("RESET ALL")
+    assert "Flock Derived Filter" in plan and "part0 " not in plan and "part1 " not in plan, plan
+    assert "part0 " in plain and "part3 " in plain, plain
+    on, off = result(conn, sql, "on"), result(conn, sql, "off")
+    assert on == off and on[0] == "rows" and len(on[1]) > 0

@@ -13,17 +13,17 @@
 #include "pg.hpp"  // must come first
 
 extern "C" {
+#include "access/stratnum.h"
 #include "access/table.h"
 #include "catalog/pg_class_d.h"
-#include "catalog/pg_opfamily_d.h"
 #include "catalog/pg_operator_d.h"
+#include "catalog/pg_opfamily_d.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "optimizer/planner.h"
 #include "parser/parsetree.h"
 #include "rewrite/rewriteManip.h"
-#include "access/stratnum.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/ruleutils.h"
@@ -32,22 +32,21 @@ extern "C" {
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <cstdlib>
 #include <new>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "cache.hpp"
+#include "flock/binding.hpp"
+#include "flock/optimize.hpp"
 #include "guard.hpp"
 #include "optimize_call.hpp"
 #include "optimize_query.hpp"
 #include "plan_model.hpp"
-
-#include "flock/binding.hpp"
-#include "flock/optimize.hpp"
 
 namespace flock::pg {
 
@@ -85,8 +84,8 @@ bool find_prediction_call(Node* node, CallSearch* search) {
     }
   }
   if (IsA(node, Query))
-    return query_tree_walker(reinterpret_cast<Query*>(node), reinterpret_cast<bool (*)()>(find_prediction_call),
-                             search, 0);
+    return query_tree_walker(reinterpret_cast<Query*>(node),
+                             reinterpret_cast<bool (*)()>(find_prediction_call), search, 0);
   return expression_tree_walker(node, reinterpret_cast<bool (*)()>(find_prediction_call), search);
 }
 
@@ -97,10 +96,10 @@ bool float_column(Oid type) { return type == FLOAT4OID || type == FLOAT8OID; }
 // What the conjunct asks of the model.
 struct Candidate {
   FuncExpr* call;
-  bool label;             // predict_label = / IN; else predict OP c
-  opt::Comparison op;     // predict: prediction OP c
+  bool label;          // predict_label = / IN; else predict OP c
+  opt::Comparison op;  // predict: prediction OP c
   double c;
-  List* labels;           // label: the text constants (char*)
+  List* labels;  // label: the text constants (char*)
 };
 
 // A number constant as the double PostgreSQL compares with a float8: a Const of a float or integer
@@ -115,7 +114,8 @@ bool constant_double(Node* node, ParamListInfo params, double* out) {
         params->paramFetch)
       return false;
     ParamExternData* prm = &params->params[p->paramid - 1];
-    if (!(prm->pflags & PARAM_FLAG_CONST) || prm->isnull || prm->ptype != p->paramtype || p->paramtype != FLOAT8OID)
+    if (!(prm->pflags & PARAM_FLAG_CONST) || prm->isnull || prm->ptype != p->paramtype ||
+        p->paramtype != FLOAT8OID)
       return false;
     *out = DatumGetFloat8(prm->value);
     return !std::isnan(*out);
@@ -127,23 +127,37 @@ bool constant_double(Node* node, ParamListInfo params, double* out) {
     if (!IsA(arg, Const) || reinterpret_cast<Const*>(arg)->constisnull) return false;
     Const* k = reinterpret_cast<Const*>(arg);
     switch (f->funcid) {
-      case F_FLOAT8_INT2: *out = DatumGetInt16(k->constvalue); break;
-      case F_FLOAT8_INT4: *out = DatumGetInt32(k->constvalue); break;
-      case F_FLOAT8_INT8: *out = static_cast<double>(DatumGetInt64(k->constvalue)); break;
-      case F_FLOAT8_FLOAT4: *out = DatumGetFloat4(k->constvalue); break;
+      case F_FLOAT8_INT2:
+        *out = DatumGetInt16(k->constvalue);
+        break;
+      case F_FLOAT8_INT4:
+        *out = DatumGetInt32(k->constvalue);
+        break;
+      case F_FLOAT8_INT8:
+        *out = static_cast<double>(DatumGetInt64(k->constvalue));
+        break;
+      case F_FLOAT8_FLOAT4:
+        *out = DatumGetFloat4(k->constvalue);
+        break;
       case F_FLOAT8_NUMERIC:  // as numeric_float8 rounds it; out of range: the planner raises that itself
         *out = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, k->constvalue));
         break;
-      default: return false;
+      default:
+        return false;
     }
     return !std::isnan(*out);
   }
   if (!IsA(node, Const) || reinterpret_cast<Const*>(node)->constisnull) return false;
   Const* k = reinterpret_cast<Const*>(node);
   switch (k->consttype) {
-    case FLOAT8OID: *out = DatumGetFloat8(k->constvalue); break;
-    case FLOAT4OID: *out = DatumGetFloat4(k->constvalue); break;
-    default: return false;
+    case FLOAT8OID:
+      *out = DatumGetFloat8(k->constvalue);
+      break;
+    case FLOAT4OID:
+      *out = DatumGetFloat4(k->constvalue);
+      break;
+    default:
+      return false;
   }
   return !std::isnan(*out);
 }
@@ -171,13 +185,22 @@ bool match_candidate(Node* conjunct, Oid flock_namespace, ParamListInfo params, 
     if (is_flock_function(call->funcid, flock_namespace, "predict")) {
       int strategy = get_op_opfamily_strategy(op->opno, kFloatBtreeFamily);
       double c;
-      if (strategy == 0 || strategy == BTEqualStrategyNumber || !constant_double(right, params, &c)) return false;
+      if (strategy == 0 || strategy == BTEqualStrategyNumber || !constant_double(right, params, &c))
+        return false;
       if (commuted) strategy = BTMaxStrategyNumber + 1 - strategy;  // c < p is p > c
       switch (strategy) {
-        case BTLessStrategyNumber: out->op = opt::Comparison::Less; break;
-        case BTLessEqualStrategyNumber: out->op = opt::Comparison::LessOrEqual; break;
-        case BTGreaterEqualStrategyNumber: out->op = opt::Comparison::GreaterOrEqual; break;
-        default: out->op = opt::Comparison::Greater; break;
+        case BTLessStrategyNumber:
+          out->op = opt::Comparison::Less;
+          break;
+        case BTLessEqualStrategyNumber:
+          out->op = opt::Comparison::LessOrEqual;
+          break;
+        case BTGreaterEqualStrategyNumber:
+          out->op = opt::Comparison::GreaterOrEqual;
+          break;
+        default:
+          out->op = opt::Comparison::Greater;
+          break;
       }
       out->call = call;
       out->c = c;
@@ -197,10 +220,12 @@ bool match_candidate(Node* conjunct, Oid flock_namespace, ParamListInfo params, 
   }
   if (IsA(conjunct, ScalarArrayOpExpr)) {
     ScalarArrayOpExpr* sa = reinterpret_cast<ScalarArrayOpExpr*>(conjunct);
-    if (!sa->useOr || sa->opno != TextEqualOperator || !deterministic_collation(sa->inputcollid)) return false;
+    if (!sa->useOr || sa->opno != TextEqualOperator || !deterministic_collation(sa->inputcollid))
+      return false;
     Node* left = static_cast<Node*>(linitial(sa->args));
     Node* right = static_cast<Node*>(lsecond(sa->args));
-    if (!IsA(left, FuncExpr) || !is_flock_function(reinterpret_cast<FuncExpr*>(left)->funcid, flock_namespace, "predict_label") ||
+    if (!IsA(left, FuncExpr) ||
+        !is_flock_function(reinterpret_cast<FuncExpr*>(left)->funcid, flock_namespace, "predict_label") ||
         list_length(reinterpret_cast<FuncExpr*>(left)->args) != 2)
       return false;
     if (!IsA(right, Const) || reinterpret_cast<Const*>(right)->constisnull ||
@@ -227,9 +252,9 @@ bool match_candidate(Node* conjunct, Oid flock_namespace, ParamListInfo params, 
 struct InputField {
   const char* name;  // the record column's name (fields of ROW(...) are f1, f2, ...); arrays: unused
   bool dropped;
-  Oid value_type;    // what the executor reads (float4 for an array element)
-  int attno;         // the table column it is (1-based), 0: anything else
-  Oid column_type;   // that column's type, typmod, collation and name
+  Oid value_type;   // what the executor reads (float4 for an array element)
+  int attno;        // the table column it is (1-based), 0: anything else
+  Oid column_type;  // that column's type, typmod, collation and name
   int32 column_typmod;
   Oid column_collation;
   const char* column_name;
@@ -246,8 +271,9 @@ struct InputShape {
 bool plain_table(Query* q, int varno) {
   if (varno < 1 || varno > list_length(q->rtable)) return false;
   RangeTblEntry* rte = rt_fetch(varno, q->rtable);
-  return rte->rtekind == RTE_RELATION && (rte->relkind == RELKIND_RELATION ||
-                                          rte->relkind == RELKIND_PARTITIONED_TABLE || rte->relkind == RELKIND_MATVIEW);
+  return rte->rtekind == RTE_RELATION &&
+         (rte->relkind == RELKIND_RELATION || rte->relkind == RELKIND_PARTITIONED_TABLE ||
+          rte->relkind == RELKIND_MATVIEW);
 }
 
 // A Var of a plain table of this query level, or a cast of one to float4 (an element of
@@ -257,8 +283,13 @@ Var* field_column(Node* e, Query* q, bool allow_float4_cast) {
     FuncExpr* f = reinterpret_cast<FuncExpr*>(e);
     if (list_length(f->args) != 1 || f->funcformat == COERCE_EXPLICIT_CALL) return nullptr;
     switch (f->funcid) {
-      case F_FLOAT4_FLOAT8: case F_FLOAT4_INT2: case F_FLOAT4_INT4: case F_FLOAT4_INT8: break;
-      default: return nullptr;
+      case F_FLOAT4_FLOAT8:
+      case F_FLOAT4_INT2:
+      case F_FLOAT4_INT4:
+      case F_FLOAT4_INT8:
+        break;
+      default:
+        return nullptr;
     }
     e = static_cast<Node*>(linitial(f->args));
   }
@@ -300,7 +331,8 @@ bool input_shape(FuncExpr* call, Query* q, InputShape* out) {
       f.dropped = att->attisdropped;
       f.value_type = att->atttypid;
       if (!att->attisdropped)
-        f = {f.name, false, att->atttypid, att->attnum, att->atttypid, att->atttypmod, att->attcollation, f.name};
+        f = {f.name,        false,          att->atttypid,     att->attnum,
+             att->atttypid, att->atttypmod, att->attcollation, f.name};
     }
     table_close(rel, NoLock);
     return true;
@@ -339,9 +371,9 @@ bool input_shape(FuncExpr* call, Query* q, InputShape* out) {
 // What another conjunct of the same AND says about a column of the table (`col OP const`,
 // `col IS NOT NULL`): the rows the candidate keeps satisfy it too, so the region is derived within it.
 struct ColumnFact {
-  int attno;       // 1-based
-  int strategy;    // BTLessStrategyNumber...BTGreaterStrategyNumber; 0: IS NOT NULL
-  bool integer;    // an integer column (no NaN; strict bounds made closed)
+  int attno;     // 1-based
+  int strategy;  // BTLessStrategyNumber...BTGreaterStrategyNumber; 0: IS NOT NULL
+  bool integer;  // an integer column (no NaN; strict bounds made closed)
   double value;
 };
 
@@ -380,10 +412,17 @@ bool column_fact(Node* conjunct, Index varno, ColumnFact* out) {
   if (integer) {
     int64 i;
     switch (k->consttype) {
-      case INT2OID: i = DatumGetInt16(k->constvalue); break;
-      case INT4OID: i = DatumGetInt32(k->constvalue); break;
-      case INT8OID: i = DatumGetInt64(k->constvalue); break;
-      default: return false;
+      case INT2OID:
+        i = DatumGetInt16(k->constvalue);
+        break;
+      case INT4OID:
+        i = DatumGetInt32(k->constvalue);
+        break;
+      case INT8OID:
+        i = DatumGetInt64(k->constvalue);
+        break;
+      default:
+        return false;
     }
     if (strategy == BTGreaterStrategyNumber) {  // x > i is x >= i + 1
       if (i == PG_INT64_MAX) return false;
@@ -399,9 +438,14 @@ bool column_fact(Node* conjunct, Index varno, ColumnFact* out) {
     value = static_cast<double>(i);
   } else {
     switch (k->consttype) {
-      case FLOAT8OID: value = DatumGetFloat8(k->constvalue); break;
-      case FLOAT4OID: value = DatumGetFloat4(k->constvalue); break;
-      default: return false;
+      case FLOAT8OID:
+        value = DatumGetFloat8(k->constvalue);
+        break;
+      case FLOAT4OID:
+        value = DatumGetFloat4(k->constvalue);
+        break;
+      default:
+        return false;
     }
     if (std::isnan(value)) return false;
   }
@@ -425,34 +469,51 @@ ColumnFact* column_facts(List* conjuncts, Index varno, int* n) {
 opt::FeatureConstraint fact_constraint(const ColumnFact& f) {
   opt::FeatureConstraint c;
   switch (f.strategy) {
-    case BTLessStrategyNumber: c.values = opt::Interval::less_than(f.value); c.missing_allowed = false; break;
-    case BTLessEqualStrategyNumber: c.values = opt::Interval::at_most(f.value); c.missing_allowed = false; break;
-    case BTEqualStrategyNumber: c.values = opt::Interval::point(f.value); c.missing_allowed = false; break;
-    case BTGreaterEqualStrategyNumber: c.values = opt::Interval::at_least(f.value); c.missing_allowed = !f.integer; break;
-    case BTGreaterStrategyNumber: c.values = opt::Interval::greater_than(f.value); c.missing_allowed = !f.integer; break;
-    default: c.missing_allowed = !f.integer; break;  // IS NOT NULL
+    case BTLessStrategyNumber:
+      c.values = opt::Interval::less_than(f.value);
+      c.missing_allowed = false;
+      break;
+    case BTLessEqualStrategyNumber:
+      c.values = opt::Interval::at_most(f.value);
+      c.missing_allowed = false;
+      break;
+    case BTEqualStrategyNumber:
+      c.values = opt::Interval::point(f.value);
+      c.missing_allowed = false;
+      break;
+    case BTGreaterEqualStrategyNumber:
+      c.values = opt::Interval::at_least(f.value);
+      c.missing_allowed = !f.integer;
+      break;
+    case BTGreaterStrategyNumber:
+      c.values = opt::Interval::greater_than(f.value);
+      c.missing_allowed = !f.integer;
+      break;
+    default:
+      c.missing_allowed = !f.integer;
+      break;  // IS NOT NULL
   }
   return c;
 }
 
 // One column's derived ranges, as the core computed them (plain data).
 struct ColumnRanges {
-  int attno;       // 1-based column of the table
-  Oid type;        // its type
+  int attno;  // 1-based column of the table
+  Oid type;   // its type
   int32 typmod;
   Oid collation;
-  bool missing;    // NULL (and NaN) may qualify
-  int n;           // ranges
-  double* lo;      // -inf: no lower bound
-  double* hi;      // +inf: no upper bound
+  bool missing;  // NULL (and NaN) may qualify
+  int n;         // ranges
+  double* lo;    // -inf: no lower bound
+  double* hi;    // +inf: no upper bound
 };
 
 // What the core derived for one candidate, copied out of the guard (malloc'd; freed by the caller).
 struct Derived {
-  bool none;        // no row can qualify
+  bool none;  // no row can qualify
   int ncolumns;
   ColumnRanges* columns;
-  char* text;       // "(f00 >= 0.82) AND ..." (malloc'd)
+  char* text;  // "(f00 >= 0.82) AND ..." (malloc'd)
 };
 
 void free_derived(Derived* d) {
@@ -495,11 +556,12 @@ struct Why {
 
 // The region of `cand` over the fields of its input, through the core: binding (flock/binding.hpp,
 // as bind.cpp binds a record, or by position for an array), then prediction_region or label_region.
-bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape* shape, const ColumnFact* facts,
-                   int nfacts, Derived* out, Why* why) {
+bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape* shape,
+                   const ColumnFact* facts, int nfacts, Derived* out, Why* why) {
   *out = {false, 0, nullptr, nullptr};
   const int nfields = shape->nfields;
-  auto* columns = static_cast<flock::RecordColumn*>(palloc0(sizeof(flock::RecordColumn) * std::max(nfields, 1)));
+  auto* columns =
+      static_cast<flock::RecordColumn*>(palloc0(sizeof(flock::RecordColumn) * std::max(nfields, 1)));
   for (int a = 0; a < nfields; ++a)
     new (&columns[a]) flock::RecordColumn{shape->fields[a].name, shape->fields[a].dropped};
   int nlabels = list_length(cand->labels);
@@ -528,7 +590,8 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape*
       } else {
         b = flock::bind_record_columns(sig, {columns, static_cast<size_t>(nfields)});
       }
-      if (b.width_mismatch || b.multi_value_input >= 0 || width <= 0 || static_cast<int64_t>(b.features.size()) != width) {
+      if (b.width_mismatch || b.multi_value_input >= 0 || width <= 0 ||
+          static_cast<int64_t>(b.features.size()) != width) {
         snprintf(why->text, sizeof(why->text), "the input does not bind to it");
         return;
       }
@@ -592,7 +655,8 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape*
         region = opt::prediction_region(*model, cand->op, cand->c, constraints);
       }
       if (!region) {
-        snprintf(why->text, sizeof(why->text), "no region for this model (only single-output tree ensembles)");
+        snprintf(why->text, sizeof(why->text),
+                 "no region for this model (only single-output tree ensembles)");
         return;
       }
       if (region->none) {
@@ -618,8 +682,14 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape*
         // holds for values that round into it).
         if (cr.all || field.attno <= 0 || !range_column(field.column_type)) continue;
         ColumnRanges& c = out->columns[out->ncolumns++];
-        c = {field.attno, field.column_type, field.column_typmod, field.column_collation, cr.missing_allowed, 0,
-             nullptr, nullptr};
+        c = {field.attno,
+             field.column_type,
+             field.column_typmod,
+             field.column_collation,
+             cr.missing_allowed,
+             0,
+             nullptr,
+             nullptr};
         size_t n = cr.intervals.size();
         size_t kept = n > static_cast<size_t>(kMaxRangesPerColumn) ? 1 : n;
         c.lo = malloc_array<double>(kept);
@@ -661,14 +731,19 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape*
 Expr* compare(Var* column, int strategy, Oid opfamily, Const* value) {
   Oid opno = get_opfamily_member(opfamily, column->vartype, value->consttype, static_cast<int16>(strategy));
   if (!OidIsValid(opno)) return nullptr;
-  auto* e = reinterpret_cast<OpExpr*>(make_opclause(opno, BOOLOID, false, reinterpret_cast<Expr*>(copyObject(column)),
+  auto* e = reinterpret_cast<OpExpr*>(make_opclause(opno, BOOLOID, false,
+                                                    reinterpret_cast<Expr*>(copyObject(column)),
                                                     reinterpret_cast<Expr*>(value), InvalidOid, InvalidOid));
   set_opfuncid(e);
   return reinterpret_cast<Expr*>(e);
 }
 
-Const* float8_const(double v) { return makeConst(FLOAT8OID, -1, InvalidOid, sizeof(float8), Float8GetDatum(v), false, true); }
-Const* int8_const(int64 v) { return makeConst(INT8OID, -1, InvalidOid, sizeof(int64), Int64GetDatum(v), false, true); }
+Const* float8_const(double v) {
+  return makeConst(FLOAT8OID, -1, InvalidOid, sizeof(float8), Float8GetDatum(v), false, true);
+}
+Const* int8_const(int64 v) {
+  return makeConst(INT8OID, -1, InvalidOid, sizeof(int64), Int64GetDatum(v), false, true);
+}
 
 Expr* null_test(Var* column, NullTestType type) {
   NullTest* t = makeNode(NullTest);
@@ -691,7 +766,8 @@ Expr* or_of(List* args) {
 // (NaN >= lo holds). Integer columns compare with integers: ceil(lo), floor(hi), exactly the same
 // rows. nullptr when an operator is missing (never for the built-in types).
 Expr* column_qual(Index varno, const ColumnRanges& c) {
-  Var* column = makeVar(static_cast<int>(varno), static_cast<AttrNumber>(c.attno), c.type, c.typmod, c.collation, 0);
+  Var* column =
+      makeVar(static_cast<int>(varno), static_cast<AttrNumber>(c.attno), c.type, c.typmod, c.collation, 0);
   const bool is_float = float_column(c.type);
   const Oid family = is_float ? kFloatBtreeFamily : INTEGER_BTREE_FAM_OID;
   List* arms = NIL;
@@ -700,14 +776,19 @@ Expr* column_qual(Index varno, const ColumnRanges& c) {
     double lo = c.lo[i], hi = c.hi[i];
     List* bounds = NIL;
     if (is_float) {
-      if (lo > -std::numeric_limits<double>::infinity()) bounds = lappend(bounds, compare(column, BTGreaterEqualStrategyNumber, family, float8_const(lo)));
+      if (lo > -std::numeric_limits<double>::infinity())
+        bounds = lappend(bounds, compare(column, BTGreaterEqualStrategyNumber, family, float8_const(lo)));
       if (hi < std::numeric_limits<double>::infinity() || !c.missing)
         bounds = lappend(bounds, compare(column, BTLessEqualStrategyNumber, family, float8_const(hi)));
     } else {
       double ilo = std::ceil(lo), ihi = std::floor(hi);
       if (ilo > ihi || ilo >= kInt8Limit || ihi < -kInt8Limit) continue;  // no integer in it
-      if (ilo > -kInt8Limit) bounds = lappend(bounds, compare(column, BTGreaterEqualStrategyNumber, family, int8_const(static_cast<int64>(ilo))));
-      if (ihi < kInt8Limit) bounds = lappend(bounds, compare(column, BTLessEqualStrategyNumber, family, int8_const(static_cast<int64>(ihi))));
+      if (ilo > -kInt8Limit)
+        bounds = lappend(bounds, compare(column, BTGreaterEqualStrategyNumber, family,
+                                         int8_const(static_cast<int64>(ilo))));
+      if (ihi < kInt8Limit)
+        bounds = lappend(
+            bounds, compare(column, BTLessEqualStrategyNumber, family, int8_const(static_cast<int64>(ihi))));
       if (bounds == NIL) bounds = lappend(bounds, null_test(column, IS_NOT_NULL));
     }
     ListCell* lc;
@@ -718,7 +799,8 @@ Expr* column_qual(Index varno, const ColumnRanges& c) {
   if (c.missing) {
     arms = lappend(arms, null_test(column, IS_NULL));
     if (is_float) {
-      Expr* nan = compare(column, BTEqualStrategyNumber, family, float8_const(std::numeric_limits<double>::quiet_NaN()));
+      Expr* nan = compare(column, BTEqualStrategyNumber, family,
+                          float8_const(std::numeric_limits<double>::quiet_NaN()));
       if (!nan) return nullptr;
       arms = lappend(arms, nan);
     }
@@ -729,10 +811,10 @@ Expr* column_qual(Index varno, const ColumnRanges& c) {
 // The derived conjuncts for one query level (added to `quals`' AND), with their notes.
 struct Rewrite {
   QueryOptimizeContext* ctx;
-  int derived;            // conjuncts added, over every level
-  List* notes;            // char*: "t: (f00 >= 0.82)"
-  List* verbose_notes;    // char*: the expressions
-  List* pins;             // per derived conjunct from a model name: the name reference, then "name@version"
+  int derived;          // conjuncts added, over every level
+  List* notes;          // char*: "t: (f00 >= 0.82)"
+  List* verbose_notes;  // char*: the expressions
+  List* pins;           // per derived conjunct from a model name: the name reference, then "name@version"
 };
 
 Expr* derive_for(Node* conjunct, List* conjuncts, Query* q, Rewrite* rw, char** note, char** verbose_note) {
@@ -741,8 +823,10 @@ Expr* derive_for(Node* conjunct, List* conjuncts, Query* q, Rewrite* rw, char** 
   const char* fn = cand.label ? "predict_label" : "predict";
   InputShape shape;
   if (!input_shape(cand.call, q, &shape)) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for a flock.%s call: its input is not a table's "
-                                     "whole row, nor a ROW(...) or float4 ARRAY[...] of its columns", fn)));
+    ereport(DEBUG1, (errmsg_internal(
+                        "flock optimizer: no derived filter for a flock.%s call: its input is not a table's "
+                        "whole row, nor a ROW(...) or float4 ARRAY[...] of its columns",
+                        fn)));
     return nullptr;
   }
   Index varno = shape.varno;
@@ -772,10 +856,13 @@ Expr* derive_for(Node* conjunct, List* conjuncts, Query* q, Rewrite* rw, char** 
       }
       per_column = lappend(per_column, e);
     }
-    if (per_column != NIL) qual = list_length(per_column) == 1 ? static_cast<Expr*>(linitial(per_column)) : make_andclause(per_column);
+    if (per_column != NIL)
+      qual = list_length(per_column) == 1 ? static_cast<Expr*>(linitial(per_column))
+                                          : make_andclause(per_column);
   }
   if (!qual) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for %s: no operator for a column", pm->label)));
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for %s: no operator for a column",
+                                     pm->label)));
     flock_guard([&] { free_derived(&d); });
     return nullptr;
   }
@@ -840,7 +927,8 @@ void derive_in_query(Query* q, Rewrite* rw) {
   }
   foreach (lc, q->cteList) {
     CommonTableExpr* cte = static_cast<CommonTableExpr*>(lfirst(lc));
-    if (cte->ctequery && IsA(cte->ctequery, Query)) derive_in_query(reinterpret_cast<Query*>(cte->ctequery), rw);
+    if (cte->ctequery && IsA(cte->ctequery, Query))
+      derive_in_query(reinterpret_cast<Query*>(cte->ctequery), rw);
   }
 }
 
@@ -862,7 +950,8 @@ bool pin_walker(Node* node, PinContext* pc) {
     FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
     char* fname;
     if (list_length(f->args) == 2 && get_func_namespace(f->funcid) == pc->flock_namespace &&
-        (fname = get_func_name(f->funcid)) && strncmp(fname, "predict", 7) == 0 && IsA(linitial(f->args), Const)) {
+        (fname = get_func_name(f->funcid)) && strncmp(fname, "predict", 7) == 0 &&
+        IsA(linitial(f->args), Const)) {
       Const* k = static_cast<Const*>(linitial(f->args));
       if (k->consttype == TEXTOID && !k->constisnull) {
         char* ref = TextDatumGetCString(k->constvalue);
@@ -885,8 +974,8 @@ void pin_versions(Query* query, List* pins, Oid flock_namespace) {
 }
 
 double plan_cost(Query* query, QueryOptimizeContext* ctx) {
-  PlannedStmt* stmt = standard_planner(static_cast<Query*>(copyObject(query)), ctx->query_string, ctx->cursor_options,
-                                       ctx->params);
+  PlannedStmt* stmt = standard_planner(static_cast<Query*>(copyObject(query)), ctx->query_string,
+                                       ctx->cursor_options, ctx->params);
   return stmt->planTree->total_cost;
 }
 
@@ -904,14 +993,15 @@ Query* derive_filters(Query* parse, QueryOptimizeContext* ctx) {
   double with = always ? 0 : plan_cost(rewritten, ctx);
   double without = always ? 0 : plan_cost(parse, ctx);
   if (!always && !(with < without)) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: derived filter not used: estimated cost %.2f, %.2f without it",
-                                     with, without)));
+    ereport(DEBUG1,
+            (errmsg_internal("flock optimizer: derived filter not used: estimated cost %.2f, %.2f without it",
+                             with, without)));
     return parse;
   }
   pin_versions(rewritten, rw.pins, ctx->flock_namespace);
   ListCell *ln, *lv;
   forboth(ln, rw.notes, lv, rw.verbose_notes)
-    plan_note("Flock Derived Filter", static_cast<char*>(lfirst(ln)), static_cast<char*>(lfirst(lv)));
+      plan_note("Flock Derived Filter", static_cast<char*>(lfirst(ln)), static_cast<char*>(lfirst(lv)));
   return rewritten;
 }
 

@@ -37,6 +37,7 @@ extern "C" {
 #include <limits>
 #include <new>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -554,6 +555,38 @@ struct Why {
   char text[256];
 };
 
+// Regions already derived in this backend, by model (sha256), comparison and constraints: a query
+// planned again (a custom plan per execution, the same statement sent again) does not pay for the
+// region again; the core bounds the first computation (tens of milliseconds for thousands of
+// trees). Content-addressed, so never stale; cleared when full. C++: call inside flock_guard.
+constexpr size_t kRegionCacheEntries = 256;
+
+std::string constraints_key(const opt::Constraints& constraints) {
+  std::string key = constraints.exact_input_values ? "x" : "r";
+  char buf[96];
+  for (const auto& c : constraints.columns) {
+    const auto& lo = c.values.lower();
+    const auto& hi = c.values.upper();
+    snprintf(buf, sizeof(buf), "|%c%a,%c%a,%d", lo ? (lo->closed ? '[' : '(') : '*', lo ? lo->value : 0.0,
+             hi ? (hi->closed ? ']' : ')') : '*', hi ? hi->value : 0.0, c.missing_allowed ? 1 : 0);
+    key += buf;
+  }
+  return key;
+}
+
+template <typename Compute>
+std::optional<opt::PredictionRegion> cached_region(const char* sha256, const std::string& what,
+                                                   const opt::Constraints& constraints, Compute&& compute) {
+  static auto* cache = new std::unordered_map<std::string, std::optional<opt::PredictionRegion>>();
+  std::string key = std::string(sha256) + "|" + what + "|" + constraints_key(constraints);
+  auto it = cache->find(key);
+  if (it != cache->end()) return it->second;
+  std::optional<opt::PredictionRegion> region = compute();
+  if (cache->size() >= kRegionCacheEntries) cache->clear();
+  cache->emplace(std::move(key), region);
+  return region;
+}
+
 // The region of `cand` over the fields of its input, through the core: binding (flock/binding.hpp,
 // as bind.cpp binds a record, or by position for an array), then prediction_region or label_region.
 bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape* shape,
@@ -649,10 +682,16 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape*
         if (!wanted[0] && !wanted[1]) {
           region = opt::PredictionRegion{true, {}};  // = ANY('{}'): no row qualifies
         } else {
-          region = opt::label_region(*model, wanted[1] ? 1 : 0, constraints);
+          const int64_t k = wanted[1] ? 1 : 0;
+          region = cached_region(pm->sha256, "L" + std::to_string(k), constraints,
+                                 [&] { return opt::label_region(*model, k, constraints); });
         }
       } else {
-        region = opt::prediction_region(*model, cand->op, cand->c, constraints);
+        char what[64];
+        snprintf(what, sizeof(what), "P%d %a", static_cast<int>(cand->op), cand->c);
+        region = cached_region(pm->sha256, what, constraints, [&] {
+          return opt::prediction_region(*model, cand->op, cand->c, constraints);
+        });
       }
       if (!region) {
         snprintf(why->text, sizeof(why->text),

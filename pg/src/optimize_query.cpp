@@ -15,7 +15,7 @@
 extern "C" {
 #include "access/stratnum.h"
 #include "access/table.h"
-#include "catalog/pg_class_d.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_operator_d.h"
 #include "catalog/pg_opfamily_d.h"
 #include "nodes/makefuncs.h"
@@ -27,6 +27,7 @@ extern "C" {
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/ruleutils.h"
+#include "utils/syscache.h"
 }
 #undef flock
 
@@ -58,8 +59,19 @@ namespace {
 namespace opt = flock::optimize;
 
 constexpr Oid kFloatBtreeFamily = 1970;  // float_ops (pg_opfamily.dat); PostgreSQL names no symbol for it
+// Tables with fewer rows than this (pg_class.reltuples) get no derived filter unless `always`.
+constexpr float4 kMinRowsToDerive = 1000;
 // A column whose region is more ranges than this gets their hull (fewer index probes, still sound).
 constexpr int kMaxRangesPerColumn = 8;
+
+// pg_class.reltuples of a table: -1 when never analyzed or unknown.
+float4 table_rows(Oid relid) {
+  HeapTuple tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+  if (!HeapTupleIsValid(tuple)) return -1;
+  float4 rows = reinterpret_cast<Form_pg_class>(GETSTRUCT(tuple))->reltuples;
+  ReleaseSysCache(tuple);
+  return rows;
+}
 
 // ---- Finding prediction calls
 
@@ -869,6 +881,17 @@ Expr* derive_for(Node* conjunct, List* conjuncts, Query* q, Rewrite* rw, char** 
     return nullptr;
   }
   Index varno = shape.varno;
+  // A table PostgreSQL knows to be tiny scans in no time: not worth a plan-time resolution and
+  // region (unless `always`). Never analyzed (reltuples < 0): unknown, derived.
+  float4 reltuples = table_rows(rt_fetch(varno, q->rtable)->relid);
+  if (optimizer_derive_filters != static_cast<int>(DeriveFilters::Always) && reltuples >= 0 &&
+      reltuples < kMinRowsToDerive) {
+    ereport(DEBUG1,
+            (errmsg_internal("flock optimizer: no derived filter for a flock.%s call: its table has about "
+                             "%.0f rows",
+                             fn, reltuples)));
+    return nullptr;
+  }
   PlanModel* pm = plan_model(static_cast<Node*>(linitial(cand.call->args)));
   if (!pm) return nullptr;  // plan_model said why
   rw->ctx->used_plan_models = true;

@@ -709,3 +709,17 @@ def test_a_tiny_table_is_not_worth_a_derived_filter(conn, diabetes):
     messages = debug_messages(conn, "EXPLAIN " + sql)
     assert any("its table has about 100 rows" in m for m in messages), messages
     assert result(conn, sql, "on") == result(conn, sql, "off")
+
+
+def test_a_model_value_constant_is_resolved_at_plan_time_too(conn, skewed):
+    """flock.predict('\\x...'::flock.model, t): the literal is a flock.model constant (checked when
+    the query is parsed); plan_model compiles it by content, no catalog involved."""
+    models = manifest()
+    literal = "\\x" + _model_bytes(models["diabetes_tree"]).hex()
+    sql = (f"SELECT ctid::text FROM skew t WHERE flock.predict('{literal}'::flock.model, t) >= {skewed!r} "
+           f"ORDER BY 1")
+    with conn.cursor() as cur:
+        cur.execute("EXPLAIN " + sql)
+        plan = "\n".join(r[0] for r in cur.fetchall())
+    assert "Flock Derived Filter: t: " in plan and "Index Cond: (bmi >= " in plan, plan[-600:]
+    assert result(conn, sql, "on") == result(conn, sql, "off")

@@ -723,3 +723,20 @@ def test_a_model_value_constant_is_resolved_at_plan_time_too(conn, skewed):
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "Flock Derived Filter: t: " in plan and "Index Cond: (bmi >= " in plan, plan[-600:]
     assert result(conn, sql, "on") == result(conn, sql, "off")
+
+
+def test_an_mlp_is_left_alone(conn, diabetes):
+    """An MLP (tests/pg/cancel_models.py, small): no region, no derived filter, same rows."""
+    from cancel_models import FEATURES, mlp
+    with conn.cursor() as cur:
+        cur.execute("SELECT flock.register_model('small_mlp', %s)", (mlp(hidden=(16,)),))
+        cur.execute("CREATE TABLE mlp_rows (" + ", ".join(f"{c} real" for c in FEATURES) + ")")
+        cur.execute("INSERT INTO mlp_rows SELECT " + ", ".join("random() - 0.5" for _ in FEATURES) +
+                    " FROM generate_series(1, 3000)")
+        cur.execute(f"CREATE INDEX ON mlp_rows ({FEATURES[0]}); ANALYZE mlp_rows")
+        cur.execute("SELECT percentile_disc(0.99) WITHIN GROUP (ORDER BY flock.predict('small_mlp', t)) FROM mlp_rows t")
+        th = cur.fetchone()[0]
+    sql = f"SELECT ctid::text FROM mlp_rows t WHERE flock.predict('small_mlp', t) > {th!r} ORDER BY 1"
+    messages = debug_messages(conn, "EXPLAIN " + sql)
+    assert any("no derived filter" in m and "no region for this model" in m for m in messages), messages
+    assert result(conn, sql, "on", **{"flock.optimizer_derive_filters": "always"}) == result(conn, sql, "off")

@@ -431,6 +431,10 @@ def generated_query(rng, name, info):
     return f"WITH c AS MATERIALIZED (SELECT ctid::text AS id FROM {table} t WHERE {where}) SELECT id FROM c ORDER BY id"
 
 
+PARALLEL = {"max_parallel_workers_per_gather": "2", "parallel_setup_cost": "0", "parallel_tuple_cost": "0",
+            "min_parallel_table_scan_size": "0", "min_parallel_index_scan_size": "0"}
+
+
 def settings_for(rng):
     s = {"jit": "off"}
     r = rng.random()
@@ -438,6 +442,8 @@ def settings_for(rng):
         s["enable_seqscan"] = "off"
     elif r < 0.45:
         s.update({"enable_seqscan": "off", "enable_bitmapscan": "off"})
+    elif r < 0.5:  # parallel plans: the derived quals run in the workers
+        s.update(PARALLEL)
     if rng.random() < 0.5:
         s["flock.optimizer_derive_filters"] = "always"
     return s
@@ -483,6 +489,7 @@ def all_cases(filter_tables):
 
 def test_derived_filters_never_change_a_result(conn, filter_tables):
     derived = {}
+    gathers = 0
     cases = all_cases(filter_tables)
     for k, (name, sql, settings) in enumerate(cases):
         off = run_with(conn, sql, "off", settings)
@@ -492,10 +499,13 @@ def test_derived_filters_never_change_a_result(conn, filter_tables):
             plan = explain_with(conn, sql, settings)
             if name in CONTROLS:
                 assert "Flock Derived Filter" not in plan, plan
+            gathers += "Gather" in plan
             derived.setdefault(name, [0, 0])
             derived[name][0] += "Flock Derived Filter" in plan
             derived[name][1] += 1
-    print(f"\n{len(cases)} cases; explained, with a derived filter / in all, per model: {derived}")
+    print(f"\n{len(cases)} cases; explained, with a derived filter / in all, per model: {derived}; "
+          f"{gathers} parallel plans")
+    assert gathers > 0
     # Not vacuous: the pass derives filters for every tree regressor and for XGBoost's classifiers.
     for name in REGRESSORS + ["breast_cancer_xgb", "customers_xgb"]:
         assert derived[name][0] >= max(derived[name][1] // 20, 1), (name, derived)

@@ -1,14 +1,16 @@
 // The optimizer's query rewrites (see optimize_query.hpp): one function per pass.
 //
 // derive_filters (flock.optimizer_derive_filters): prediction-predicate inversion. For a top-level
-// conjunct of a WHERE or JOIN ... ON qual `flock.predict(m, t) OP c` (OP one of < <= > >=, either
-// side, BETWEEN being two of them) or `flock.predict_label(m, t) = 'label'` / `IN (...)`, with m a
-// constant and t the whole row of a plain table, the model's region for the comparison
-// (optimize::prediction_region / label_region) becomes a qual on the table's columns that every
-// row satisfying the conjunct satisfies, ANDed next to it: PostgreSQL can then use an index, a
-// partition bound or a cheaper filter before the model runs. The original conjunct stays, so the
+// conjunct of a WHERE or JOIN ... ON qual `flock.predict(m, x) OP c` (OP one of < <= > >=, either
+// side, BETWEEN being two of them) or `flock.predict_label(m, x) = 'label'` / `IN (...)`, with m a
+// constant and x a plain table's whole row (or a ROW(...) / float4 ARRAY[...] of its columns), the
+// model's region for the comparison (optimize::prediction_region / label_region), within what the
+// same AND's other conjuncts say about the columns, becomes a qual on the table's columns that
+// every row satisfying the conjunct satisfies, ANDed next to it: PostgreSQL can then use an index,
+// a partition bound or a cheaper filter before the model runs. The original conjunct stays, so the
 // result is exactly the same. The rewritten query is kept only when PostgreSQL's planner estimates
-// it cheaper than the original (both are planned); otherwise the query is planned as it was.
+// it cheaper than the original (both are planned; `always`: kept anyway); then the calls of the
+// model name the version the filter was derived from.
 // Plain PostgreSQL code; C++ only inside flock_guard.
 #include "pg.hpp"  // must come first
 

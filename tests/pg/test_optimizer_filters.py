@@ -3,8 +3,12 @@
 pg/src/optimize_query.cpp): `flock.predict(m, t) OP c` gets a derived qual on t's columns that every
 qualifying row satisfies, so that PostgreSQL can use an index before the model runs.
 
-The proof is differential: thousands of seeded generated queries return exactly the same rows (or
-the same error) with flock.optimizer on as with it off; the oracle is the unoptimized query.
+The proof is differential: thousands of seeded generated queries (FLOCK_OPTIMIZER_SEED picks
+another seed, FLOCK_FILTER_QUERIES the number per model) return exactly the same rows (or the same
+error) with flock.optimizer on as with it off; the oracle is the unoptimized query. Around it: the
+plan-time resolution never raises and its plans are replanned after catalog changes, EXPLAIN's
+`Flock Derived Filter` line in every format, index use and partition pruning for a selective
+threshold, the cost rule, models and inputs the pass leaves alone, roles without rights.
 """
 import csv
 import json

@@ -981,9 +981,27 @@ void derive_in_jointree(Node* node, Query* q, Rewrite* rw) {
   }
 }
 
+void derive_in_query(Query* q, Rewrite* rw);
+
+// The queries of sublinks (EXISTS, IN, scalar subqueries) in an expression of a query level.
+bool derive_in_sublinks(Node* node, Rewrite* rw) {
+  if (!node) return false;
+  if (IsA(node, SubLink)) {
+    SubLink* link = reinterpret_cast<SubLink*>(node);
+    if (link->subselect && IsA(link->subselect, Query))
+      derive_in_query(reinterpret_cast<Query*>(link->subselect), rw);
+    return derive_in_sublinks(link->testexpr, rw);
+  }
+  if (IsA(node, Query)) return false;
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(derive_in_sublinks), rw);
+}
+
 void derive_in_query(Query* q, Rewrite* rw) {
   if (q->commandType != CMD_SELECT) return;
   derive_in_jointree(reinterpret_cast<Node*>(q->jointree), q, rw);
+  derive_in_sublinks(reinterpret_cast<Node*>(q->jointree), rw);
+  derive_in_sublinks(reinterpret_cast<Node*>(q->targetList), rw);
+  derive_in_sublinks(q->havingQual, rw);
   ListCell* lc;
   foreach (lc, q->rtable) {
     RangeTblEntry* rte = static_cast<RangeTblEntry*>(lfirst(lc));

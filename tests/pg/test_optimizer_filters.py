@@ -430,8 +430,11 @@ def generated_query(rng, name, info):
     if shape < 0.8:  # and in an outer join's ON: rows of the other side stay
         return (f"SELECT v.k, count(t.*) FROM (VALUES (1), (2)) v(k) LEFT JOIN {table} t ON v.k = 1 AND {where} "
                 f"GROUP BY v.k ORDER BY v.k")
-    if shape < 0.9:  # in a subquery
+    if shape < 0.85:  # in a subquery
         return f"SELECT count(*) FROM (SELECT t.ctid FROM {table} t WHERE {where} OFFSET 0) s"
+    if shape < 0.9:  # in a sublink
+        return (f"SELECT o.ctid::text FROM {table} o WHERE EXISTS (SELECT 1 FROM {table} t WHERE t.ctid = o.ctid "
+                f"AND {where}) ORDER BY 1")
     return f"WITH c AS MATERIALIZED (SELECT ctid::text AS id FROM {table} t WHERE {where}) SELECT id FROM c ORDER BY id"
 
 

@@ -757,3 +757,24 @@ def test_an_mlp_is_left_alone(conn, diabetes):
     messages = debug_messages(conn, "EXPLAIN " + sql)
     assert any("no derived filter" in m and "no region for this model" in m for m in messages), messages
     assert result(conn, sql, "on", **{"flock.optimizer_derive_filters": "always"}) == result(conn, sql, "off")
+
+
+def test_a_generic_plan_that_resolved_a_model_is_rebuilt_after_any_catalog_change(conn, diabetes):
+    """The invalidation rule itself: a statement on flock.models (here the no-op every governance
+    function runs, flock._touch_catalog) drops the generic plan of a query whose planning resolved
+    a model (its DEBUG1 line shows each planning); an unrelated statement does not."""
+    th = selective_threshold(conn, "diabetes_tree", 0.5)
+    with conn.cursor() as cur:
+        cur.execute("SET plan_cache_mode = force_generic_plan")
+        cur.execute(f"PREPARE g AS SELECT count(*) FROM dia t WHERE flock.predict('diabetes_linreg', t) <= {th!r}")
+    plannings = lambda sql: sum("no region for this model" in m for m in debug_messages(conn, sql))  # noqa: E731
+    assert plannings("EXECUTE g") == 1  # planned
+    assert plannings("EXECUTE g") == 0  # the cached generic plan
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+    assert plannings("EXECUTE g") == 0
+    with conn.cursor() as cur:
+        cur.execute("SELECT flock._touch_catalog()")
+    assert plannings("EXECUTE g") == 1  # planned again
+    with conn.cursor() as cur:
+        cur.execute("DEALLOCATE g; RESET ALL")

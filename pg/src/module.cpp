@@ -15,6 +15,8 @@ extern "C" {
 #include "guard.hpp"
 #include "model_check.hpp"
 #include "optimize_call.hpp"
+#include "optimize_inline.hpp"
+#include "prediction_cost.hpp"
 
 #include <malloc.h>
 
@@ -110,6 +112,14 @@ void _PG_init(void) {
   DefineCustomBoolVariable("flock.optimizer_projection", "Find the inputs a batched model reads.",
                            "Shown by EXPLAIN as Flock Inputs Read.", &optimizer_projection, true, PGC_USERSET, 0,
                            nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("flock.optimizer_inline",
+                           "Inline small tree and linear regressors as SQL expressions (no model call).",
+                           "Shown by EXPLAIN as Flock Inlined; results are those of the model.", &optimizer_inline,
+                           true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("flock.optimizer_costs",
+                           "Give prediction calls in quals a planner cost from their compiled model.",
+                           "Off: every prediction function costs its declared COST 1.", &optimizer_costs, true,
+                           PGC_USERSET, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("flock.batch_size", "Rows scored per model call by batched execution.",
                           "At most as many rows as fit in flock.batch_memory.", &batch_size, kDefaultBatchSize, 1,
                           1 << 20, PGC_USERSET, 0, nullptr, nullptr, nullptr);

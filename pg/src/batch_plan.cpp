@@ -33,6 +33,8 @@ extern "C" {
 
 #include "batch_node.hpp"
 #include "batch_plan.hpp"
+#include "optimize_query.hpp"
+#include "plan_model.hpp"
 
 namespace flock::pg {
 
@@ -819,8 +821,12 @@ Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {
 }
 
 PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, ParamListInfo params) {
+  // The optimizer's query rewrites first (optimize_query.cpp): PostgreSQL then plans what they add.
+  QueryOptimizeContext octx = {query_string, options, params, InvalidOid, false};
+  parse = optimize_query(parse, &octx);
   PlannedStmt* stmt = prev_planner_hook ? prev_planner_hook(parse, query_string, options, params)
                                         : standard_planner(parse, query_string, options, params);
+  if (octx.used_plan_models) plan_depends_on_models(stmt);
   if (!batching_enabled || stmt->commandType != CMD_SELECT) return stmt;
   RewriteContext ctx = {get_namespace_oid("flock", true), stmt->rtable};
   if (!OidIsValid(ctx.flock_namespace)) return stmt;

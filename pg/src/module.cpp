@@ -15,6 +15,8 @@ extern "C" {
 #include "guard.hpp"
 #include "model_check.hpp"
 #include "optimize_call.hpp"
+#include "optimize_query.hpp"
+#include "plan_model.hpp"
 #include "optimize_inline.hpp"
 #include "prediction_cost.hpp"
 
@@ -112,6 +114,11 @@ void _PG_init(void) {
   DefineCustomBoolVariable("flock.optimizer_projection", "Find the inputs a batched model reads.",
                            "Shown by EXPLAIN as Flock Inputs Read.", &optimizer_projection, true, PGC_USERSET, 0,
                            nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("flock.optimizer_derive_filters",
+                           "Add to a query the column ranges a prediction's comparison implies.",
+                           "For flock.predict(m, t) > c and flock.predict_label(m, t) = 'label' on tree models: "
+                           "used when the planner estimates the query cheaper with them; results are unchanged.",
+                           &optimizer_derive_filters, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
   DefineCustomBoolVariable("flock.optimizer_inline",
                            "Inline small tree and linear regressors as SQL expressions (no model call).",
                            "Shown by EXPLAIN as Flock Inlined; results are those of the model.", &optimizer_inline,
@@ -141,6 +148,7 @@ void _PG_init(void) {
   MarkGUCPrefixReserved("flock");
   flock::set_interrupt_check(interrupt_requested);  // query cancel and statement_timeout stop model runs
   install_batching();
+  install_plan_notes();  // EXPLAIN lines of the optimizer's query rewrites
   // Audit records carry the statement's query id: have it computed (compute_query_id = auto)
   // as pg_stat_statements does. Only possible at server start.
   if (process_shared_preload_libraries_in_progress) EnableQueryId();

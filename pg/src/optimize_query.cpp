@@ -1,0 +1,646 @@
+// The optimizer's query rewrites (see optimize_query.hpp): one function per pass.
+//
+// derive_filters (flock.optimizer_derive_filters): prediction-predicate inversion. For a top-level
+// conjunct of a WHERE or JOIN ... ON qual `flock.predict(m, t) OP c` (OP one of < <= > >=, either
+// side, BETWEEN being two of them) or `flock.predict_label(m, t) = 'label'` / `IN (...)`, with m a
+// constant and t the whole row of a plain table, the model's region for the comparison
+// (optimize::prediction_region / label_region) becomes a qual on the table's columns that every
+// row satisfying the conjunct satisfies, ANDed next to it: PostgreSQL can then use an index, a
+// partition bound or a cheaper filter before the model runs. The original conjunct stays, so the
+// result is exactly the same. The rewritten query is kept only when PostgreSQL's planner estimates
+// it cheaper than the original (both are planned); otherwise the query is planned as it was.
+// Plain PostgreSQL code; C++ only inside flock_guard.
+#include "pg.hpp"  // must come first
+
+extern "C" {
+#include "access/table.h"
+#include "catalog/pg_class_d.h"
+#include "catalog/pg_opfamily_d.h"
+#include "catalog/pg_operator_d.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "optimizer/planner.h"
+#include "parser/parsetree.h"
+#include "rewrite/rewriteManip.h"
+#include "access/stratnum.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/ruleutils.h"
+}
+#undef flock
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <cstdlib>
+#include <new>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cache.hpp"
+#include "guard.hpp"
+#include "optimize_call.hpp"
+#include "optimize_inline.hpp"
+#include "optimize_query.hpp"
+#include "plan_model.hpp"
+
+#include "flock/binding.hpp"
+#include "flock/optimize.hpp"
+
+namespace flock::pg {
+
+bool optimizer_derive_filters = true;
+
+namespace {
+
+namespace opt = flock::optimize;
+
+constexpr Oid kFloatBtreeFamily = 1970;  // float_ops (pg_opfamily.dat); PostgreSQL names no symbol for it
+// A column whose region is more ranges than this gets their hull (fewer index probes, still sound).
+constexpr int kMaxRangesPerColumn = 8;
+
+// ---- Finding prediction calls
+
+bool is_flock_function(Oid funcid, Oid flock_namespace, const char* name) {
+  if (get_func_namespace(funcid) != flock_namespace) return false;
+  char* fname = get_func_name(funcid);
+  return fname && strcmp(fname, name) == 0;
+}
+
+struct CallSearch {
+  Oid flock_namespace;
+  bool found;
+};
+
+bool find_prediction_call(Node* node, CallSearch* search) {
+  if (!node) return false;
+  if (IsA(node, FuncExpr)) {
+    Oid f = reinterpret_cast<FuncExpr*>(node)->funcid;
+    if (is_flock_function(f, search->flock_namespace, "predict") ||
+        is_flock_function(f, search->flock_namespace, "predict_label")) {
+      search->found = true;
+      return true;
+    }
+  }
+  if (IsA(node, Query))
+    return query_tree_walker(reinterpret_cast<Query*>(node), reinterpret_cast<bool (*)()>(find_prediction_call),
+                             search, 0);
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(find_prediction_call), search);
+}
+
+// ---- derive_filters
+
+// What the conjunct asks of the model.
+struct Candidate {
+  FuncExpr* call;
+  bool label;             // predict_label = / IN; else predict OP c
+  opt::Comparison op;     // predict: prediction OP c
+  double c;
+  List* labels;           // label: the text constants (char*)
+};
+
+// A number constant as the double PostgreSQL compares with a float8: a Const of a float or integer
+// type, or one cast to float8 by the parser (`predict(...) > 1` casts the int4 1). NaN: false (a
+// comparison with NaN says nothing about the columns; left alone).
+bool constant_double(Node* node, double* out) {
+  if (IsA(node, FuncExpr)) {
+    FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
+    if (f->funcformat == COERCE_EXPLICIT_CALL || list_length(f->args) != 1) return false;
+    Node* arg = static_cast<Node*>(linitial(f->args));
+    if (!IsA(arg, Const) || reinterpret_cast<Const*>(arg)->constisnull) return false;
+    Const* k = reinterpret_cast<Const*>(arg);
+    switch (f->funcid) {
+      case F_FLOAT8_INT2: *out = DatumGetInt16(k->constvalue); break;
+      case F_FLOAT8_INT4: *out = DatumGetInt32(k->constvalue); break;
+      case F_FLOAT8_INT8: *out = static_cast<double>(DatumGetInt64(k->constvalue)); break;
+      case F_FLOAT8_FLOAT4: *out = DatumGetFloat4(k->constvalue); break;
+      case F_FLOAT8_NUMERIC:  // as numeric_float8 rounds it; out of range: the planner raises that itself
+        *out = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, k->constvalue));
+        break;
+      default: return false;
+    }
+    return !std::isnan(*out);
+  }
+  if (!IsA(node, Const) || reinterpret_cast<Const*>(node)->constisnull) return false;
+  Const* k = reinterpret_cast<Const*>(node);
+  switch (k->consttype) {
+    case FLOAT8OID: *out = DatumGetFloat8(k->constvalue); break;
+    case FLOAT4OID: *out = DatumGetFloat4(k->constvalue); break;
+    default: return false;
+  }
+  return !std::isnan(*out);
+}
+
+bool deterministic_collation(Oid collation) {
+  return !OidIsValid(collation) || get_collation_isdeterministic(collation);
+}
+
+// `predict(m, x) OP c`, `c OP predict(m, x)`, `predict_label(m, x) = 'l'`, `= ANY ('{...}')`.
+bool match_candidate(Node* conjunct, Oid flock_namespace, Candidate* out) {
+  *out = {nullptr, false, opt::Comparison::Greater, 0, NIL};
+  if (IsA(conjunct, OpExpr)) {
+    OpExpr* op = reinterpret_cast<OpExpr*>(conjunct);
+    if (list_length(op->args) != 2) return false;
+    Node* left = static_cast<Node*>(linitial(op->args));
+    Node* right = static_cast<Node*>(lsecond(op->args));
+    bool commuted = false;
+    if (!IsA(left, FuncExpr)) {
+      std::swap(left, right);
+      commuted = true;
+    }
+    if (!IsA(left, FuncExpr)) return false;
+    FuncExpr* call = reinterpret_cast<FuncExpr*>(left);
+    if (list_length(call->args) != 2) return false;
+    if (is_flock_function(call->funcid, flock_namespace, "predict")) {
+      int strategy = get_op_opfamily_strategy(op->opno, kFloatBtreeFamily);
+      double c;
+      if (strategy == 0 || strategy == BTEqualStrategyNumber || !constant_double(right, &c)) return false;
+      if (commuted) strategy = BTMaxStrategyNumber + 1 - strategy;  // c < p is p > c
+      switch (strategy) {
+        case BTLessStrategyNumber: out->op = opt::Comparison::Less; break;
+        case BTLessEqualStrategyNumber: out->op = opt::Comparison::LessOrEqual; break;
+        case BTGreaterEqualStrategyNumber: out->op = opt::Comparison::GreaterOrEqual; break;
+        default: out->op = opt::Comparison::Greater; break;
+      }
+      out->call = call;
+      out->c = c;
+      return true;
+    }
+    if (is_flock_function(call->funcid, flock_namespace, "predict_label")) {
+      if (op->opno != TextEqualOperator || !deterministic_collation(op->inputcollid)) return false;
+      if (!IsA(right, Const) || reinterpret_cast<Const*>(right)->constisnull ||
+          reinterpret_cast<Const*>(right)->consttype != TEXTOID)
+        return false;
+      out->call = call;
+      out->label = true;
+      out->labels = list_make1(TextDatumGetCString(reinterpret_cast<Const*>(right)->constvalue));
+      return true;
+    }
+    return false;
+  }
+  if (IsA(conjunct, ScalarArrayOpExpr)) {
+    ScalarArrayOpExpr* sa = reinterpret_cast<ScalarArrayOpExpr*>(conjunct);
+    if (!sa->useOr || sa->opno != TextEqualOperator || !deterministic_collation(sa->inputcollid)) return false;
+    Node* left = static_cast<Node*>(linitial(sa->args));
+    Node* right = static_cast<Node*>(lsecond(sa->args));
+    if (!IsA(left, FuncExpr) || !is_flock_function(reinterpret_cast<FuncExpr*>(left)->funcid, flock_namespace, "predict_label") ||
+        list_length(reinterpret_cast<FuncExpr*>(left)->args) != 2)
+      return false;
+    if (!IsA(right, Const) || reinterpret_cast<Const*>(right)->constisnull ||
+        reinterpret_cast<Const*>(right)->consttype != TEXTARRAYOID)
+      return false;
+    ArrayType* arr = DatumGetArrayTypeP(reinterpret_cast<Const*>(right)->constvalue);
+    Datum* elems;
+    bool* nulls;
+    int n;
+    deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+    List* labels = NIL;
+    for (int i = 0; i < n; ++i)
+      if (!nulls[i]) labels = lappend(labels, TextDatumGetCString(elems[i]));  // NULL matches nothing
+    out->call = reinterpret_cast<FuncExpr*>(left);
+    out->label = true;
+    out->labels = labels;
+    return true;
+  }
+  return false;
+}
+
+// The table whose whole row is the call's input: its range table index, or 0.
+Index whole_row_table(FuncExpr* call, Query* q) {
+  Node* input = static_cast<Node*>(lsecond(call->args));
+  if (!IsA(input, Var)) return 0;
+  Var* v = reinterpret_cast<Var*>(input);
+  if (v->varattno != 0 || v->varlevelsup != 0 || v->varno < 1 || v->varno > list_length(q->rtable)) return 0;
+  RangeTblEntry* rte = rt_fetch(v->varno, q->rtable);
+  if (rte->rtekind != RTE_RELATION) return 0;
+  if (rte->relkind != RELKIND_RELATION && rte->relkind != RELKIND_PARTITIONED_TABLE && rte->relkind != RELKIND_MATVIEW)
+    return 0;
+  if (v->vartype != get_rel_type_id(rte->relid)) return 0;
+  return static_cast<Index>(v->varno);
+}
+
+// One column's derived ranges, as the core computed them (plain data).
+struct ColumnRanges {
+  int attno;       // 1-based column of the table
+  Oid type;        // its type
+  int32 typmod;
+  Oid collation;
+  bool missing;    // NULL (and NaN) may qualify
+  int n;           // ranges
+  double* lo;      // -inf: no lower bound
+  double* hi;      // +inf: no upper bound
+};
+
+// What the core derived for one candidate, copied out of the guard (malloc'd; freed by the caller).
+struct Derived {
+  bool none;        // no row can qualify
+  int ncolumns;
+  ColumnRanges* columns;
+  char* text;       // "(f00 >= 0.82) AND ..." (malloc'd)
+};
+
+void free_derived(Derived* d) {
+  for (int i = 0; i < d->ncolumns; ++i) {
+    std::free(d->columns[i].lo);
+    std::free(d->columns[i].hi);
+  }
+  std::free(d->columns);
+  std::free(d->text);
+  *d = {false, 0, nullptr, nullptr};
+}
+
+template <typename T>
+T* malloc_array(size_t n) {
+  auto* p = static_cast<T*>(std::calloc(std::max<size_t>(n, 1), sizeof(T)));
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+char* malloc_string(const std::string& s) {
+  char* out = static_cast<char*>(std::malloc(s.size() + 1));
+  if (!out) throw std::bad_alloc();
+  std::memcpy(out, s.c_str(), s.size() + 1);
+  return out;
+}
+
+// The table's column types that bind to a float / double input as bind.cpp reads them, and whether
+// a derived range can be written for them (float and integer columns).
+bool number_column(Oid type) {
+  return type == FLOAT4OID || type == FLOAT8OID || type == INT2OID || type == INT4OID || type == INT8OID ||
+         type == NUMERICOID || type == BOOLOID;
+}
+bool range_column(Oid type) {
+  return type == FLOAT4OID || type == FLOAT8OID || type == INT2OID || type == INT4OID || type == INT8OID;
+}
+bool float_column(Oid type) { return type == FLOAT4OID || type == FLOAT8OID; }
+
+// Why a candidate was left alone (DEBUG1), or empty.
+struct Why {
+  char text[256];
+};
+
+// The region of `cand` over the columns of table `relid`, through the core: binding (flock/binding.hpp,
+// as bind.cpp binds a table row), then prediction_region or label_region.
+bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, Derived* out, Why* why) {
+  *out = {false, 0, nullptr, nullptr};
+  Relation rel = table_open(relid, NoLock);  // parse analysis locked it
+  TupleDesc desc = CreateTupleDescCopy(RelationGetDescr(rel));
+  table_close(rel, NoLock);
+  const int natts = desc->natts;
+  auto* columns = static_cast<flock::RecordColumn*>(palloc0(sizeof(flock::RecordColumn) * std::max(natts, 1)));
+  for (int a = 0; a < natts; ++a) {
+    Form_pg_attribute att = TupleDescAttr(desc, a);
+    new (&columns[a]) flock::RecordColumn{NameStr(att->attname), static_cast<bool>(att->attisdropped)};
+  }
+  int nlabels = list_length(cand->labels);
+  const char** labels = static_cast<const char**>(palloc0(sizeof(char*) * std::max(nlabels, 1)));
+  for (int i = 0; i < nlabels; ++i) labels[i] = static_cast<const char*>(list_nth(cand->labels, i));
+  // Per feature, once bound: its column (0-based), or -1.
+  const flock::Model* model = pm->handle->model.get();
+  bool out_of_memory = false;
+  why->text[0] = '\0';
+  flock_guard([&] {
+    try {
+      const flock::Signature& sig = model->signature();
+      if (sig.inputs.size() != 1 ||
+          (sig.inputs[0].type != flock::ElemType::Float && sig.inputs[0].type != flock::ElemType::Double)) {
+        snprintf(why->text, sizeof(why->text), "not a single float or double input");
+        return;
+      }
+      flock::RecordBinding b = flock::bind_record_columns(sig, {columns, static_cast<size_t>(natts)});
+      const int64_t width = sig.inputs[0].width;
+      if (b.width_mismatch || b.multi_value_input >= 0 || width <= 0 || static_cast<int64_t>(b.features.size()) != width) {
+        snprintf(why->text, sizeof(why->text), "the table's row does not bind to it");
+        return;
+      }
+      const bool float_input = sig.inputs[0].type == flock::ElemType::Float;
+      bool exact = true;
+      std::vector<int> column_of(static_cast<size_t>(width), -1);
+      for (const auto& fc : b.features) {
+        if (fc.column < 0 || fc.column >= natts || fc.position < 0 || fc.position >= width) {
+          snprintf(why->text, sizeof(why->text), "the table's row does not bind to it");
+          return;
+        }
+        Oid type = TupleDescAttr(desc, fc.column)->atttypid;
+        if (!number_column(type)) {  // the executor raises its type error: leave that to it
+          snprintf(why->text, sizeof(why->text), "a feature's column is not a number");
+          return;
+        }
+        column_of[static_cast<size_t>(fc.position)] = fc.column;
+        exact = exact && ((type == FLOAT4OID && float_input) || (type == FLOAT8OID && !float_input));
+      }
+      opt::Constraints constraints(static_cast<size_t>(width));
+      constraints.exact_input_values = exact;
+      std::optional<opt::PredictionRegion> region;
+      if (cand->label) {
+        const auto& classes = sig.class_labels;
+        if (sig.task != flock::Task::Classification || classes.size() != 2 || classes[0] == classes[1]) {
+          snprintf(why->text, sizeof(why->text), "not a two-class classifier");
+          return;
+        }
+        bool wanted[2] = {false, false};
+        for (int i = 0; i < nlabels; ++i) {
+          int k = classes[0] == labels[i] ? 0 : classes[1] == labels[i] ? 1 : -1;
+          if (k < 0) {  // how would a label the model does not list compare? not ours to guess
+            snprintf(why->text, sizeof(why->text), "a label that is not one of the model's classes");
+            return;
+          }
+          wanted[k] = true;
+        }
+        if (wanted[0] && wanted[1]) {
+          snprintf(why->text, sizeof(why->text), "every class qualifies");
+          return;
+        }
+        if (!wanted[0] && !wanted[1]) {
+          region = opt::PredictionRegion{true, {}};  // = ANY('{}'): no row qualifies
+        } else {
+          region = opt::label_region(*model, wanted[1] ? 1 : 0, constraints);
+        }
+      } else {
+        region = opt::prediction_region(*model, cand->op, cand->c, constraints);
+      }
+      if (!region) {
+        snprintf(why->text, sizeof(why->text), "no region for this model (only single-output tree ensembles)");
+        return;
+      }
+      if (region->none) {
+        out->none = true;
+        out->text = malloc_string("false (no row can satisfy the prediction's comparison)");
+        return;
+      }
+      if (region->columns_narrowed() == 0) {
+        snprintf(why->text, sizeof(why->text), "the region narrows no column");
+        return;
+      }
+      out->columns = malloc_array<ColumnRanges>(region->columns.size());
+      std::vector<std::string> names(static_cast<size_t>(width));
+      for (int64_t f = 0; f < width; ++f) names[static_cast<size_t>(f)] = NameStr(TupleDescAttr(desc, column_of[static_cast<size_t>(f)])->attname);
+      std::string text;
+      for (int64_t f = 0; f < width; ++f) {
+        const opt::ColumnRegion& cr = region->columns[static_cast<size_t>(f)];
+        Form_pg_attribute att = TupleDescAttr(desc, column_of[static_cast<size_t>(f)]);
+        if (cr.all || !range_column(att->atttypid)) continue;
+        ColumnRanges& c = out->columns[out->ncolumns++];
+        c = {att->attnum, att->atttypid, att->atttypmod, att->attcollation, cr.missing_allowed, 0, nullptr, nullptr};
+        size_t n = cr.intervals.size();
+        size_t kept = n > static_cast<size_t>(kMaxRangesPerColumn) ? 1 : n;
+        c.lo = malloc_array<double>(kept);
+        c.hi = malloc_array<double>(kept);
+        for (size_t i = 0; i < n; ++i) {
+          const opt::Interval& iv = cr.intervals[i];
+          double lo = iv.lower() ? iv.lower()->value : -std::numeric_limits<double>::infinity();
+          double hi = iv.upper() ? iv.upper()->value : std::numeric_limits<double>::infinity();
+          if (kept == 1 && n > 1) {  // the hull
+            if (i == 0) c.lo[0] = lo;
+            if (i == n - 1) c.hi[0] = hi;
+            continue;
+          }
+          c.lo[i] = lo;
+          c.hi[i] = hi;
+        }
+        c.n = static_cast<int>(kept);
+        text += (text.empty() ? "" : " AND ") + cr.to_string(names[static_cast<size_t>(f)]);
+      }
+      if (out->ncolumns == 0) {
+        snprintf(why->text, sizeof(why->text), "the region narrows no float or integer column");
+        return;
+      }
+      out->text = malloc_string(text);
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;
+    }
+  });
+  if (out_of_memory) snprintf(why->text, sizeof(why->text), "out of memory while deriving");
+  if (why->text[0]) {
+    free_derived(out);
+    return false;
+  }
+  return true;
+}
+
+// ---- The derived qual as SQL expressions
+
+Expr* compare(Var* column, int strategy, Oid opfamily, Const* value) {
+  Oid opno = get_opfamily_member(opfamily, column->vartype, value->consttype, static_cast<int16>(strategy));
+  if (!OidIsValid(opno)) return nullptr;
+  auto* e = reinterpret_cast<OpExpr*>(make_opclause(opno, BOOLOID, false, reinterpret_cast<Expr*>(copyObject(column)),
+                                                    reinterpret_cast<Expr*>(value), InvalidOid, InvalidOid));
+  set_opfuncid(e);
+  return reinterpret_cast<Expr*>(e);
+}
+
+Const* float8_const(double v) { return makeConst(FLOAT8OID, -1, InvalidOid, sizeof(float8), Float8GetDatum(v), false, true); }
+Const* int8_const(int64 v) { return makeConst(INT8OID, -1, InvalidOid, sizeof(int64), Int64GetDatum(v), false, true); }
+
+Expr* null_test(Var* column, NullTestType type) {
+  NullTest* t = makeNode(NullTest);
+  t->arg = reinterpret_cast<Expr*>(copyObject(column));
+  t->nulltesttype = type;
+  t->argisrow = false;
+  t->location = -1;
+  return reinterpret_cast<Expr*>(t);
+}
+
+Expr* or_of(List* args) {
+  if (args == NIL) return reinterpret_cast<Expr*>(makeBoolConst(false, false));
+  if (list_length(args) == 1) return static_cast<Expr*>(linitial(args));
+  return make_orclause(args);
+}
+
+// One column's ranges as `(col >= lo AND col <= hi) OR ... [OR col IS NULL OR col = 'NaN']`.
+// Float columns: PostgreSQL orders NaN above every number, so a missing-allowed column also takes
+// NaN; a range without an upper bound is closed by +Infinity when missing values are excluded
+// (NaN >= lo holds). Integer columns compare with integers: ceil(lo), floor(hi), exactly the same
+// rows. nullptr when an operator is missing (never for the built-in types).
+Expr* column_qual(Index varno, const ColumnRanges& c) {
+  Var* column = makeVar(static_cast<int>(varno), static_cast<AttrNumber>(c.attno), c.type, c.typmod, c.collation, 0);
+  const bool is_float = float_column(c.type);
+  const Oid family = is_float ? kFloatBtreeFamily : INTEGER_BTREE_FAM_OID;
+  List* arms = NIL;
+  constexpr double kInt8Limit = 9223372036854775807.0;  // 2^63
+  for (int i = 0; i < c.n; ++i) {
+    double lo = c.lo[i], hi = c.hi[i];
+    List* bounds = NIL;
+    if (is_float) {
+      if (lo > -std::numeric_limits<double>::infinity()) bounds = lappend(bounds, compare(column, BTGreaterEqualStrategyNumber, family, float8_const(lo)));
+      if (hi < std::numeric_limits<double>::infinity() || !c.missing)
+        bounds = lappend(bounds, compare(column, BTLessEqualStrategyNumber, family, float8_const(hi)));
+    } else {
+      double ilo = std::ceil(lo), ihi = std::floor(hi);
+      if (ilo > ihi || ilo >= kInt8Limit || ihi < -kInt8Limit) continue;  // no integer in it
+      if (ilo > -kInt8Limit) bounds = lappend(bounds, compare(column, BTGreaterEqualStrategyNumber, family, int8_const(static_cast<int64>(ilo))));
+      if (ihi < kInt8Limit) bounds = lappend(bounds, compare(column, BTLessEqualStrategyNumber, family, int8_const(static_cast<int64>(ihi))));
+      if (bounds == NIL) bounds = lappend(bounds, null_test(column, IS_NOT_NULL));
+    }
+    ListCell* lc;
+    foreach (lc, bounds)
+      if (!lfirst(lc)) return nullptr;
+    arms = lappend(arms, list_length(bounds) == 1 ? linitial(bounds) : make_andclause(bounds));
+  }
+  if (c.missing) {
+    arms = lappend(arms, null_test(column, IS_NULL));
+    if (is_float) {
+      Expr* nan = compare(column, BTEqualStrategyNumber, family, float8_const(std::numeric_limits<double>::quiet_NaN()));
+      if (!nan) return nullptr;
+      arms = lappend(arms, nan);
+    }
+  }
+  return or_of(arms);
+}
+
+// The derived conjuncts for one query level (added to `quals`' AND), with their notes.
+struct Rewrite {
+  QueryOptimizeContext* ctx;
+  int derived;            // conjuncts added, over every level
+  List* notes;            // char*: "t: (f00 >= 0.82)"
+  List* verbose_notes;    // char*: the expressions
+};
+
+Expr* derive_for(Node* conjunct, Query* q, Rewrite* rw, char** note, char** verbose_note) {
+  Candidate cand;
+  if (!match_candidate(conjunct, rw->ctx->flock_namespace, &cand)) return nullptr;
+  const char* fn = cand.label ? "predict_label" : "predict";
+  Index varno = whole_row_table(cand.call, q);
+  if (varno == 0) {
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for a flock.%s call: its input is not the whole "
+                                     "row of a table", fn)));
+    return nullptr;
+  }
+  PlanModel* pm = plan_model(static_cast<Node*>(linitial(cand.call->args)));
+  if (!pm) return nullptr;  // plan_model said why
+  rw->ctx->used_plan_models = true;
+  RangeTblEntry* rte = rt_fetch(varno, q->rtable);
+  Derived d;
+  Why why;
+  if (!derive_region(&cand, pm, rte->relid, &d, &why)) {
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for %s: %s", pm->label, why.text)));
+    return nullptr;
+  }
+  const char* relname = rte->eref ? rte->eref->aliasname : get_rel_name(rte->relid);
+  Expr* qual = nullptr;
+  if (d.none) {
+    qual = reinterpret_cast<Expr*>(makeBoolConst(false, false));
+  } else {
+    List* per_column = NIL;
+    for (int i = 0; i < d.ncolumns; ++i) {
+      Expr* e = column_qual(varno, d.columns[i]);
+      if (!e) {
+        per_column = NIL;
+        break;
+      }
+      per_column = lappend(per_column, e);
+    }
+    if (per_column != NIL) qual = list_length(per_column) == 1 ? static_cast<Expr*>(linitial(per_column)) : make_andclause(per_column);
+  }
+  if (!qual) {
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for %s: no operator for a column", pm->label)));
+    flock_guard([&] { free_derived(&d); });
+    return nullptr;
+  }
+  *note = psprintf("%s: %s", relname, d.text);
+  if (plan_notes_wanted()) {
+    // Deparsed over the table alone (varno 1 in a one-table context).
+    Node* shown = reinterpret_cast<Node*>(copyObject(qual));
+    ChangeVarNodes(shown, static_cast<int>(varno), 1, 0);
+    List* dpctx = deparse_context_for(relname, rte->relid);
+    *verbose_note = psprintf("%s: %s", relname, deparse_expression(shown, dpctx, true, false));
+  } else {
+    *verbose_note = nullptr;
+  }
+  flock_guard([&] { free_derived(&d); });
+  return qual;
+}
+
+// Adds derived conjuncts to a qual (a WHERE or an ON clause): its top-level AND's members.
+Node* derive_in_quals(Node* quals, Query* q, Rewrite* rw) {
+  if (!quals) return quals;
+  List* conjuncts = make_ands_implicit(reinterpret_cast<Expr*>(quals));
+  List* added = NIL;
+  ListCell* lc;
+  foreach (lc, conjuncts) {
+    char *note = nullptr, *verbose_note = nullptr;
+    if (Expr* e = derive_for(static_cast<Node*>(lfirst(lc)), q, rw, &note, &verbose_note)) {
+      added = lappend(added, e);
+      rw->notes = lappend(rw->notes, note);
+      rw->verbose_notes = lappend(rw->verbose_notes, verbose_note ? verbose_note : note);
+    }
+  }
+  if (added == NIL) return quals;
+  rw->derived += list_length(added);
+  return reinterpret_cast<Node*>(make_ands_explicit(list_concat(conjuncts, added)));
+}
+
+void derive_in_jointree(Node* node, Query* q, Rewrite* rw) {
+  if (!node) return;
+  if (IsA(node, FromExpr)) {
+    FromExpr* f = reinterpret_cast<FromExpr*>(node);
+    ListCell* lc;
+    foreach (lc, f->fromlist) derive_in_jointree(static_cast<Node*>(lfirst(lc)), q, rw);
+    f->quals = derive_in_quals(f->quals, q, rw);
+  } else if (IsA(node, JoinExpr)) {
+    JoinExpr* j = reinterpret_cast<JoinExpr*>(node);
+    derive_in_jointree(j->larg, q, rw);
+    derive_in_jointree(j->rarg, q, rw);
+    j->quals = derive_in_quals(j->quals, q, rw);  // an implied conjunct of the same ON: any join type
+  }
+}
+
+void derive_in_query(Query* q, Rewrite* rw) {
+  if (q->commandType != CMD_SELECT) return;
+  derive_in_jointree(reinterpret_cast<Node*>(q->jointree), q, rw);
+  ListCell* lc;
+  foreach (lc, q->rtable) {
+    RangeTblEntry* rte = static_cast<RangeTblEntry*>(lfirst(lc));
+    if (rte->rtekind == RTE_SUBQUERY && rte->subquery) derive_in_query(rte->subquery, rw);
+  }
+  foreach (lc, q->cteList) {
+    CommonTableExpr* cte = static_cast<CommonTableExpr*>(lfirst(lc));
+    if (cte->ctequery && IsA(cte->ctequery, Query)) derive_in_query(reinterpret_cast<Query*>(cte->ctequery), rw);
+  }
+}
+
+double plan_cost(Query* query, QueryOptimizeContext* ctx) {
+  PlannedStmt* stmt = standard_planner(static_cast<Query*>(copyObject(query)), ctx->query_string, ctx->cursor_options,
+                                       ctx->params);
+  return stmt->planTree->total_cost;
+}
+
+// Prediction-predicate inversion (see the top of the file).
+Query* derive_filters(Query* parse, QueryOptimizeContext* ctx) {
+  CallSearch search = {ctx->flock_namespace, false};
+  query_tree_walker(parse, reinterpret_cast<bool (*)()>(find_prediction_call), &search, 0);
+  if (!search.found) return parse;
+  Query* rewritten = static_cast<Query*>(copyObject(parse));
+  Rewrite rw = {ctx, 0, NIL, NIL};
+  derive_in_query(rewritten, &rw);
+  if (rw.derived == 0) return parse;
+  // Used only when PostgreSQL's own estimate says the derived quals narrow the work.
+  double with = plan_cost(rewritten, ctx);
+  double without = plan_cost(parse, ctx);
+  if (!(with < without)) {
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: derived filter not used: estimated cost %.2f, %.2f without it",
+                                     with, without)));
+    return parse;
+  }
+  ListCell *ln, *lv;
+  forboth(ln, rw.notes, lv, rw.verbose_notes)
+    plan_note("Flock Derived Filter", static_cast<char*>(lfirst(ln)), static_cast<char*>(lfirst(lv)));
+  return rewritten;
+}
+
+}  // namespace
+
+Query* optimize_query(Query* parse, QueryOptimizeContext* ctx) {
+  if (!optimizer_enabled || parse->commandType != CMD_SELECT) return parse;
+  ctx->flock_namespace = get_namespace_oid("flock", true);
+  if (!OidIsValid(ctx->flock_namespace)) return parse;
+  if (optimizer_derive_filters) parse = derive_filters(parse, ctx);
+  // After deriving filters (which read the prediction calls it replaces).
+  parse = inline_models(parse, ctx);
+  return parse;
+}
+
+}  // namespace flock::pg

@@ -123,6 +123,11 @@ void _PG_init(void) {
                            "Inline small tree and linear regressors as SQL expressions (no model call).",
                            "Shown by EXPLAIN as Flock Inlined; results are those of the model.", &optimizer_inline,
                            true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable("flock.optimizer_inline_max_cost",
+                           "Largest per-row model cost (optimize::cost units) inlined as SQL.",
+                           "A developer setting for tests and benchmarks; the default is measured.", &inline_max_cost,
+                           kDefaultInlineMaxCost, 0, 1e9, PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr,
+                           nullptr, nullptr);
   DefineCustomBoolVariable("flock.optimizer_costs",
                            "Give prediction calls in quals a planner cost from their compiled model.",
                            "Off: every prediction function costs its declared COST 1.", &optimizer_costs, true,

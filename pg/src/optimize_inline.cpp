@@ -49,16 +49,13 @@ extern "C" {
 namespace flock::pg {
 
 bool optimizer_inline = true;
+double inline_max_cost = kDefaultInlineMaxCost;
 extern bool optimizer_enabled;
 
 namespace {
 
 namespace opt = flock::optimize;
 
-// Inline only models whose per-row cost (optimize::cost units: about one tree level or one
-// multiply-add) is at most this: past it, a batched model call is cheaper per row than PostgreSQL's
-// expression evaluation of the same decisions (bench/optimizer_inline.py, see README).
-constexpr double kMaxInlineCost = 64;
 // And at most this many expression nodes (the plan's size; a tree's CASE holds every branch).
 constexpr int64_t kMaxInlineNodes = 2048;
 
@@ -322,8 +319,9 @@ bool record_input(Node* input, const InlineContext* ctx, RecordInput* out, const
       out->values[a] = reinterpret_cast<Expr*>(arg);
       out->types[a] = exprType(arg);
       out->not_null[a] = false;
-      if (contain_volatile_functions(arg) || expression_returns_set(arg)) {
-        *why = "its input evaluates a volatile or set-returning expression";
+      // The expression reads a column at every branch on it: only what is cheap to read again.
+      if (!IsA(arg, Var) && !IsA(arg, Const) && !IsA(arg, Param)) {
+        *why = "a ROW(...) field is an expression, not a column, constant or parameter";
         return false;
       }
     }
@@ -399,9 +397,9 @@ Expr* inline_call(FuncExpr* f, InlineContext* ctx) {
         return;
       }
       model_cost = opt::cost(*model);
-      if (model_cost > kMaxInlineCost) {
-        snprintf(reason, sizeof(reason), "its cost per row (%.0f) is above %.0f: the model call is cheaper",
-                 model_cost, kMaxInlineCost);
+      if (model_cost > inline_max_cost) {
+        snprintf(reason, sizeof(reason), "its cost per row (%.0f) is above %g: the model call is cheaper",
+                 model_cost, inline_max_cost);
         return;
       }
       auto e = opt::as_expression(*model, kMaxInlineNodes);
@@ -479,7 +477,9 @@ Node* inline_mutator(Node* node, InlineContext* ctx) {
     return reinterpret_cast<Node*>(q);
   }
   if (IsA(node, FuncExpr) && is_predict(reinterpret_cast<FuncExpr*>(node), ctx)) {
-    if (Expr* sql = inline_call(reinterpret_cast<FuncExpr*>(node), ctx)) return reinterpret_cast<Node*>(sql);
+    // Calls nested in its input (now copied into the expression) are inlined too.
+    if (Expr* sql = inline_call(reinterpret_cast<FuncExpr*>(node), ctx))
+      return expression_tree_mutator(reinterpret_cast<Node*>(sql), reinterpret_cast<Node* (*)()>(inline_mutator), ctx);
   }
   return expression_tree_mutator(node, reinterpret_cast<Node* (*)()>(inline_mutator), ctx);
 }

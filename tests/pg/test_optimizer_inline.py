@@ -32,6 +32,9 @@ TYPES = ["real", "float8", "int2", "int4", "int8"]
 N_TREE_MODELS = 14
 N_LINEAR_MODELS = 6
 ROWS = 400
+# The differential tests inline models of every size up to the node limit; the default cost limit
+# (a stump) is tested on its own.
+INLINE_ALL = {"flock.optimizer_inline_max_cost": "1e6"}
 
 
 def tree_regressor(rng, n_features, n_trees, max_depth, aggregate="SUM", double_input=False, names=None):
@@ -217,7 +220,7 @@ def fetch(conn, sql, optimizer, settings=None):
     with conn.cursor() as cur:
         cur.execute(f"SET flock.optimizer = {optimizer}")
         cur.execute("SET jit = off")
-        for k, v in (settings or {}).items():
+        for k, v in {**INLINE_ALL, **(settings or {})}.items():
             cur.execute(f"SET {k} = {v}")
         try:
             cur.execute(sql)
@@ -229,7 +232,7 @@ def fetch(conn, sql, optimizer, settings=None):
 def explain(conn, sql, optimizer="on", settings=None):
     with conn.cursor() as cur:
         cur.execute(f"SET flock.optimizer = {optimizer}")
-        for k, v in (settings or {}).items():
+        for k, v in {**INLINE_ALL, **(settings or {})}.items():
             cur.execute(f"SET {k} = {v}")
         cur.execute("EXPLAIN " + sql)
         text = "\n".join(r[0] for r in cur.fetchall())
@@ -323,6 +326,7 @@ def test_prepared_statements(conn, models):
     for optimizer in ("off", "on"):
         with conn.cursor() as cur:
             cur.execute(f"SET flock.optimizer = {optimizer}")
+            cur.execute("SET flock.optimizer_inline_max_cost = 1e6")
             cur.execute(f"PREPARE q(float8) AS SELECT id, flock.predict('{m['name']}', t) FROM {m['table']} t "
                         f"WHERE flock.predict('{m['name']}', t) > $1 ORDER BY id")
             got = []
@@ -339,6 +343,7 @@ def test_prepared_statements(conn, models):
 def test_a_new_model_version_replans_a_prepared_statement(conn, models):
     rng = random.Random(SEED + 5)
     with conn.cursor() as cur:
+        cur.execute("SET flock.optimizer_inline_max_cost = 1e6")
         data1, th = tree_regressor(rng, 2, 2, 2, names=["f0", "f1"])
         cur.execute("SELECT flock.register_model('inl_versions', %s, 'onnx')", (data1,))
         make_table(cur, rng, "inl_versions_t", 2, th)
@@ -351,8 +356,35 @@ def test_a_new_model_version_replans_a_prepared_statement(conn, models):
         cur.execute("EXECUTE v")
         second = cur.fetchall()
         cur.execute("DEALLOCATE v")
+        cur.execute("RESET ALL")
     same_rows(first, fetch(conn, sql.replace("'inl_versions'", "'inl_versions@1'"), "off"), True)
     same_rows(second, fetch(conn, sql, "off"), True)
+
+
+def test_the_default_cost_limit(conn, models):
+    """By default only what is cheaper inlined than batched (bench/optimizer_inline.py) is inlined:
+    a stump; two levels are not."""
+    rng = random.Random(SEED + 9)
+    with conn.cursor() as cur:
+        for name, depth in (("inl_stump", 1), ("inl_two_levels", 2)):
+            data, th = None, None
+            while True:  # a tree with exactly `depth` levels on its every path
+                data, th = tree_regressor(rng, 2, 1, depth, names=["f0", "f1"])
+                attrs = {a.name: a for a in onnx.load_from_string(data).graph.node[0].attribute}
+                if len(attrs["nodes_nodeids"].ints) == 2 ** (depth + 1) - 1:
+                    break
+            cur.execute("SELECT flock.register_model(%s, %s, 'onnx')", (name, data))
+            make_table(cur, rng, name + "_t", 2, th)
+    stump = "SELECT id, flock.predict('inl_stump', t) FROM inl_stump_t t ORDER BY id"
+    two = "SELECT id, flock.predict('inl_two_levels', t) FROM inl_two_levels_t t ORDER BY id"
+    default = {"flock.optimizer_inline_max_cost": "2"}
+    with conn.cursor() as cur:
+        cur.execute("SHOW flock.optimizer_inline_max_cost")
+        assert cur.fetchone()[0] == "2"
+    assert "Flock Inlined: inl_stump@1 as SQL" in explain(conn, stump, settings=default)
+    assert "Flock Inlined" not in explain(conn, two, settings=default)
+    assert "Flock Inlined" in explain(conn, two)
+    same_rows(fetch(conn, stump, "on", default), fetch(conn, stump, "off"), True)
 
 
 def test_what_is_not_inlined(conn, models):

@@ -320,6 +320,29 @@ def test_every_row_with_nan_null_inf_and_huge_values(conn, models):
         assert nulls > 0
 
 
+PARALLEL = {"max_parallel_workers_per_gather": "2", "parallel_setup_cost": "0", "parallel_tuple_cost": "0",
+            "min_parallel_table_scan_size": "0", "force_parallel_mode": "on"}
+
+
+def test_parallel_plans_and_partitions(conn, models):
+    """The inlined expression runs in parallel workers (flock._round_to_float4 is parallel safe),
+    and over a partitioned table (its row bound per partition)."""
+    m = next(x for x in models if x["kind"] == "tree" and x["named"])
+    sql = f"SELECT id, flock.predict('{m['name']}', t) FROM {m['table']} t ORDER BY id"
+    plan = explain(conn, sql, settings=PARALLEL)
+    assert "Gather" in plan and "Flock Inlined" in plan, plan
+    same_rows(fetch(conn, sql, "on", PARALLEL), fetch(conn, sql, "off"), True)
+    cols = ", ".join(f"f{j} {t}" for j, t in enumerate(m["types"]))
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE inl_parts (id int, {cols}) PARTITION BY RANGE (id)")
+        cur.execute("CREATE TABLE inl_parts_a PARTITION OF inl_parts FOR VALUES FROM (MINVALUE) TO (200)")
+        cur.execute("CREATE TABLE inl_parts_b PARTITION OF inl_parts FOR VALUES FROM (200) TO (MAXVALUE)")
+        cur.execute(f"INSERT INTO inl_parts SELECT * FROM {m['table']}")
+    sql = f"SELECT id, flock.predict('{m['name']}', t) FROM inl_parts t WHERE id % 2 = 0 ORDER BY id"
+    assert "Flock Inlined" in explain(conn, sql)
+    same_rows(fetch(conn, sql, "on"), fetch(conn, sql, "off"), True)
+
+
 def test_prepared_statements(conn, models):
     m = next(x for x in models if x["kind"] == "tree" and x["named"])
     results = {}

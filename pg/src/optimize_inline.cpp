@@ -461,7 +461,8 @@ Expr* inline_call(FuncExpr* f, InlineContext* ctx) {
   bool noted = false;
   foreach (lc, ctx->noted) noted = noted || strcmp(static_cast<const char*>(lfirst(lc)), label) == 0;
   if (!noted) {
-    plan_note("Flock Inlined", psprintf("%s as SQL", label));
+    plan_note("Flock Inlined", psprintf("%s as SQL", label),
+              psprintf("%s as SQL (%d expression nodes, cost %g per row)", label, count, model_cost));
     ctx->noted = lappend(ctx->noted, pstrdup(label));
   }
   ctx->inlined = true;

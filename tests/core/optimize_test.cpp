@@ -1558,6 +1558,30 @@ TEST(OptimizeInline, WhatItDoesNotInline) {
   s = {};
   s.post_transform = "PROBIT";
   EXPECT_TRUE(refused(s));
+  // AVERAGE over a double leaf so small that the division could underflow to 0 (a float8 division
+  // in SQL raises there); the same tree with a larger leaf is inlined.
+  auto average_with_leaf = [](double leaf) {
+    onnx::ModelProto m = one_branch("BRANCH_LEQ", 1.0f, false);
+    auto* node = m.mutable_graph()->mutable_node(0);
+    for (auto& a : *node->mutable_attribute())
+      if (a.name() == "target_weights") {
+        a.set_type(onnx::AttributeProto::TENSOR);
+        a.clear_floats();
+        a.set_name("target_weights_as_tensor");
+        auto* t = a.mutable_t();
+        t->set_data_type(onnx::TensorProto::DOUBLE);
+        t->add_dims(2);
+        t->add_double_data(leaf);
+        t->add_double_data(2);
+      }
+    attr(node, "aggregate_function", onnx::AttributeProto::STRING)->set_s("AVERAGE");
+    m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::DOUBLE);
+    for (auto& o : *m.mutable_opset_import())
+      if (o.domain() == "ai.onnx.ml") o.set_version(3);
+    return flock::optimize::as_expression(*Model::load(bytes_of(m))).has_value();
+  };
+  EXPECT_FALSE(average_with_leaf(1e-310));
+  EXPECT_TRUE(average_with_leaf(1e-3));
   // The size limit.
   s = {};
   s.n_trees = 50;

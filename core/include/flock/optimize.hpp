@@ -259,7 +259,8 @@ constexpr int64_t kMaxExpressionNodes = 4096;
 // The model's value output (flock.predict) as an Expression, for
 //  * a single-target TreeEnsembleRegressor (SUM or AVERAGE, no post transform) reading the model's
 //    float or double input directly, whose output is the model's only output, with finite leaf
-//    values and base value whose sums cannot overflow: per tree a nest of Branches with Constant
+//    values and base value whose sums cannot overflow (nor, for AVERAGE over double leaves, a
+//    quotient underflow: nonzero leaves below 2^-900 are refused): per tree a nest of Branches with Constant
 //    leaves, mirroring the walk (modes, missing_value_tracks_true, float or double thresholds: a
 //    float model compares float(v), which the Branch does on v with thresholds moved to the last
 //    double that rounds to the same side), added tree by tree in double from 0, then the base value

@@ -180,11 +180,16 @@ std::optional<Expression> tree_model(const SoleStep& s, const tree::TreeKernel& 
   // Finite leaves whose sums cannot overflow: the expression's additions never reach infinity (a
   // planner's float8 addition raises where C++ gives infinity).
   double bound = std::fabs(rule->origin);
+  // AVERAGE divides the sum, and a float8 division raises when a nonzero quotient underflows to 0:
+  // every nonzero sum of leaves must be far above the smallest double. Float leaves are multiples
+  // of 2^-149 (so are their sums); double leaves must be at least 2^-900 (their sums are then
+  // multiples of 2^-952 or larger).
   double largest_leaf = 0;
   for (size_t i = 0; i < e.nodes_f.size(); ++i) {
     if (e.nodes_f[i].mode != tree::kLeaf) continue;
     const double v = values(i);
     if (!std::isfinite(v)) return std::nullopt;
+    if (rule->average && domain == Domain::Double && v != 0 && std::fabs(v) < 0x1p-900) return std::nullopt;
     largest_leaf = std::max(largest_leaf, std::fabs(v));
   }
   bound += largest_leaf * static_cast<double>(e.roots.size());

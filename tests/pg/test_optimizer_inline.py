@@ -437,6 +437,20 @@ def test_what_is_not_inlined(conn, models):
            f"LEFT JOIN {m['table']} t ON t.id = o.id + 1 ORDER BY 1")
     assert "Flock Inlined" not in explain(conn, sql)
     same_rows(fetch(conn, sql, "on"), fetch(conn, sql, "off"), True)
+    # A dropped column is skipped; a numeric column is not inlined; a CTE's row is not a table's.
+    cols = ", ".join(f"f{j}" for j in range(m["n"]))
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE inl_dropped AS SELECT 1 AS junk, * FROM {m['table']}")
+        cur.execute("ALTER TABLE inl_dropped DROP COLUMN junk")
+        cur.execute(f"CREATE TABLE inl_numeric AS SELECT id, f0::numeric AS f0"
+                    + "".join(f", f{j}" for j in range(1, m["n"])) + f" FROM {m['table']}")
+    for sql, inlines in (
+            (f"SELECT id, flock.predict('{m['name']}', t) FROM inl_dropped t ORDER BY id", True),
+            (f"SELECT id, flock.predict('{m['name']}', t) FROM inl_numeric t ORDER BY id", False),
+            (f"WITH c AS MATERIALIZED (SELECT id, {cols} FROM {m['table']}) "
+             f"SELECT id, flock.predict('{m['name']}', c) FROM c ORDER BY id", False)):
+        assert ("Flock Inlined" in explain(conn, sql)) == inlines, sql
+        same_rows(fetch(conn, sql, "on"), fetch(conn, sql, "off"), True)
     # A model with an audit policy: the log must see every prediction.
     with conn.cursor() as cur:
         cur.execute(f"SELECT flock.set_audit('{m['name']}', 'all')")

@@ -169,7 +169,11 @@ struct Translation {
 Expr* to_sql(const Translation& t, int32_t i);
 
 Expr* branch_sql(const Translation& t, const opt::ExprNode& n) {
-  const SqlColumn& c = t.columns[n.column];
+  // A preprocessed column (column < 0): the expression of node `arg`, a float8 that may be NULL or
+  // NaN, evaluated where it is used.
+  SqlColumn computed = {nullptr, true, true, true};
+  if (n.column < 0) computed.value = to_sql(t, n.arg);
+  const SqlColumn& c = n.column < 0 ? computed : t.columns[n.column];
   const bool can_miss = c.nullable || c.may_be_nan;
   const bool m = n.missing_yes;
   if (n.test == opt::ExprTest::Always && (m || !can_miss)) return to_sql(t, n.left);
@@ -213,12 +217,18 @@ Expr* to_sql(const Translation& t, int32_t i) {
   return nullptr;
 }
 
-// Whether the expression's every column index is one of the record's bound features.
+// Whether the expression is well formed: every column one of the record's bound features, every
+// child before its parent (the core builds it so; checked before recursing over it).
 bool columns_in_range(const opt::ExprNode* nodes, int32_t count, int ncolumns) {
   for (int32_t i = 0; i < count; ++i) {
     const opt::ExprNode& n = nodes[i];
-    if ((n.kind == opt::ExprKind::Input || n.kind == opt::ExprKind::Branch) && (n.column < 0 || n.column >= ncolumns))
-      return false;
+    if (n.kind == opt::ExprKind::Input && (n.column < 0 || n.column >= ncolumns)) return false;
+    if (n.kind == opt::ExprKind::Branch && n.column < 0 && (n.arg < 0 || n.arg >= i)) return false;
+    if (n.kind == opt::ExprKind::Branch && n.column >= ncolumns) return false;
+    const bool has_children = n.kind == opt::ExprKind::Branch || n.kind == opt::ExprKind::Add ||
+                              n.kind == opt::ExprKind::Multiply || n.kind == opt::ExprKind::Divide;
+    if ((has_children || n.kind == opt::ExprKind::RoundToFloat) && (n.left < 0 || n.left >= i)) return false;
+    if (has_children && (n.right < 0 || n.right >= i)) return false;
   }
   return true;
 }

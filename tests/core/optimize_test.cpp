@@ -1419,6 +1419,13 @@ TEST(OptimizeInline, RandomTreeRegressorsBitForBit) {
   s.max_depth = 7;
   s.n_features = 8;
   cases.push_back({"twenty_deeper_trees", s});
+  s = {};
+  s.scaler = 1;
+  cases.push_back({"behind_a_scaler", s});
+  s.scaler = 2;
+  s.input_type = onnx::TensorProto::DOUBLE;
+  s.aggregate = "AVERAGE";
+  cases.push_back({"behind_a_one_for_all_scaler_double_input", s});
   int64_t rows = 0;
   uint64_t seed = 9000;
   for (const auto& c : cases) {
@@ -1550,7 +1557,7 @@ TEST(OptimizeInline, WhatItDoesNotInline) {
   s.n_outputs = 2;
   EXPECT_TRUE(refused(s));
   s = {};
-  s.scaler = 1;
+  s.imputer = 1;
   EXPECT_TRUE(refused(s));
   s = {};
   s.input_type = onnx::TensorProto::INT64;
@@ -1593,12 +1600,27 @@ TEST(OptimizeInline, WhatItDoesNotInline) {
   EXPECT_TRUE(flock::optimize::as_expression(*big, full->size()));
 }
 
-onnx::ModelProto random_linear(int64_t width, int elem_type, bool intercept, std::mt19937_64& rng) {
+onnx::ModelProto random_linear(int64_t width, int elem_type, bool intercept, std::mt19937_64& rng,
+                               bool scaler = false) {
   onnx::ModelProto m = base_model(width, elem_type, 1);
+  if (scaler) {  // a Scaler with per-column parameters (some scales negative or zero) first
+    auto* sn = m.mutable_graph()->add_node();
+    sn->set_domain("ai.onnx.ml");
+    sn->set_op_type("Scaler");
+    sn->add_input("input");
+    sn->add_output("scaled");
+    auto* sc = attr(sn, "scale", onnx::AttributeProto::FLOATS);
+    auto* off = attr(sn, "offset", onnx::AttributeProto::FLOATS);
+    const std::vector<float> scales = {1, 2, -1, 0.5f, -2, 0, 0.1f}, offsets = {0, 0.5f, -1, 0.3f};
+    for (int64_t k = 0; k < width; ++k) {
+      sc->add_floats(scales[rng() % scales.size()]);
+      off->add_floats(offsets[rng() % offsets.size()]);
+    }
+  }
   auto* node = m.mutable_graph()->add_node();
   node->set_op_type("LinearRegressor");
   node->set_domain("ai.onnx.ml");
-  node->add_input("input");
+  node->add_input(scaler ? "scaled" : "input");
   node->add_output("variable");
   std::uniform_real_distribution<double> unit(-3, 3);
   auto* c = attr(node, "coefficients", onnx::AttributeProto::FLOATS);
@@ -1627,7 +1649,7 @@ TEST(OptimizeInline, LinearRegressorsWithinTolerance) {
   for (int m = 0; m < 40; ++m) {
     const int64_t width = 1 + static_cast<int64_t>(rng() % 12);
     const int elem = m % 2 ? onnx::TensorProto::DOUBLE : onnx::TensorProto::FLOAT;
-    const auto model = Model::load(bytes_of(random_linear(width, elem, m % 3 != 0, rng)));
+    const auto model = Model::load(bytes_of(random_linear(width, elem, m % 3 != 0, rng, m % 4 == 1)));
     const auto e = flock::optimize::as_expression(*model);
     ASSERT_TRUE(e.has_value());
     EXPECT_FALSE(e->bit_exact);

@@ -2,7 +2,7 @@
 
 Inlining is proved differentially: seeded random small tree regressors (every branch mode,
 missing_value_tracks_true, NaN and infinite thresholds, SUM and AVERAGE, float and double input)
-and linear regressors, over tables whose columns are real, float8, int2, int4 or int8 holding NULL,
+and linear regressors, some behind a Scaler, over tables whose columns are real, float8, int2, int4 or int8 holding NULL,
 NaN, +-inf, 1e300, huge integers, the split thresholds and their float neighbours: every row's
 prediction with the optimizer on (inlined as SQL) equals the prediction with it off (the model),
 bit for bit for trees and within 1e-6 for linear models; also through ROW(...), quals, ORDER BY,
@@ -37,8 +37,17 @@ ROWS = 400
 INLINE_ALL = {"flock.optimizer_inline_max_cost": "1e6"}
 
 
-def tree_regressor(rng, n_features, n_trees, max_depth, aggregate="SUM", double_input=False, names=None):
-    """A random TreeEnsembleRegressor (one target) and its split thresholds per feature."""
+def scaler_node(rng, n_features, output="scaled"):
+    """A Scaler with per-column parameters, some scales negative or zero."""
+    return helper.make_node("Scaler", ["input"], [output], domain="ai.onnx.ml",
+                            scale=[rng.choice([1.0, 2.0, -1.0, 0.5, -2.0, 0.0, 0.1]) for _ in range(n_features)],
+                            offset=[rng.choice([0.0, 0.5, -1.0, 0.3]) for _ in range(n_features)])
+
+
+def tree_regressor(rng, n_features, n_trees, max_depth, aggregate="SUM", double_input=False, names=None,
+                   scaler=False):
+    """A random TreeEnsembleRegressor (one target), behind a Scaler when `scaler`, and its split
+    thresholds per feature."""
     ids = {k: [] for k in ("treeids", "nodeids", "featureids", "modes", "values", "true", "false", "missing")}
     w_tree, w_node, w_val = [], [], []
     thresholds = {}
@@ -82,7 +91,7 @@ def tree_regressor(rng, n_features, n_trees, max_depth, aggregate="SUM", double_
 
         build(0)
     node = helper.make_node(
-        "TreeEnsembleRegressor", ["input"], ["variable"], domain="ai.onnx.ml",
+        "TreeEnsembleRegressor", ["scaled" if scaler else "input"], ["variable"], domain="ai.onnx.ml",
         n_targets=1, aggregate_function=aggregate, post_transform="NONE",
         base_values=[round(rng.uniform(-1, 1), 2)],
         nodes_treeids=ids["treeids"], nodes_nodeids=ids["nodeids"], nodes_featureids=ids["featureids"],
@@ -91,7 +100,8 @@ def tree_regressor(rng, n_features, n_trees, max_depth, aggregate="SUM", double_
         nodes_hitrates=[1.0] * len(ids["nodeids"]),
         target_treeids=w_tree, target_nodeids=w_node, target_ids=[0] * len(w_tree), target_weights=w_val)
     input_type = TensorProto.DOUBLE if double_input else TensorProto.FLOAT
-    graph = helper.make_graph([node], "trees", [helper.make_tensor_value_info("input", input_type, ["N", n_features])],
+    nodes = [scaler_node(rng, n_features), node] if scaler else [node]
+    graph = helper.make_graph(nodes, "trees", [helper.make_tensor_value_info("input", input_type, ["N", n_features])],
                               [helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])])
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15), helper.make_opsetid("ai.onnx.ml", 1)])
     m.ir_version = 8
@@ -178,7 +188,7 @@ def models(cluster, dbname):
             names = [f"f{j}" for j in range(n)] if named else None
             data, thresholds = tree_regressor(rng, n, rng.randint(1, 4), rng.randint(1, 4),
                                               aggregate=rng.choice(["SUM", "SUM", "AVERAGE"]),
-                                              double_input=rng.random() < 0.3, names=names)
+                                              double_input=rng.random() < 0.3, names=names, scaler=k % 4 == 3)
             name, table = f"inl_tree_{k}", f"inl_tree_{k}_t"
             cur.execute("SELECT flock.register_model(%s, %s, 'onnx')", (name, data))
             types = make_table(cur, rng, table, n, thresholds)
@@ -186,8 +196,14 @@ def models(cluster, dbname):
         for k in range(N_LINEAR_MODELS):
             n = rng.randint(1, 6)
             coefs = [round(rng.uniform(-3, 3), 3) if rng.random() > 0.15 else 0.0 for _ in range(n)]
+            input_type = rng.choice([TensorProto.FLOAT, TensorProto.DOUBLE])
             data = linear_regressor(coefs, round(rng.uniform(-5, 5), 3), feature_names=[f"f{j}" for j in range(n)],
-                                    input_type=rng.choice([TensorProto.FLOAT, TensorProto.DOUBLE]))
+                                    input_type=input_type)
+            if k % 3 == 2:  # behind a Scaler
+                mp = onnx.load_from_string(data)
+                mp.graph.node[0].input[0] = "scaled"
+                mp.graph.node.insert(0, scaler_node(rng, n))
+                data = mp.SerializeToString()
             name, table = f"inl_lin_{k}", f"inl_lin_{k}_t"
             cur.execute("SELECT flock.register_model(%s, %s, 'onnx')", (name, data))
             types = make_table(cur, rng, table, n, {}, not_null=True)
@@ -314,10 +330,18 @@ def test_every_row_with_nan_null_inf_and_huge_values(conn, models):
         same_rows(on, one, m["kind"] == "tree")
         rows += len(on)
     assert rows >= ROWS * (N_TREE_MODELS + N_LINEAR_MODELS)
-    with conn.cursor() as cur:  # the data holds what it claims to
-        cur.execute("SELECT count(*) FILTER (WHERE f0 = 'NaN'), count(*) FILTER (WHERE f0 IS NULL) FROM inl_big_t")
-        nans, nulls = cur.fetchone()
-        assert nulls > 0
+    seen = {"nan": 0, "inf": 0, "huge": 0, "null": 0}  # the data holds what it claims to
+    with conn.cursor() as cur:
+        for m in models:
+            for j, t in enumerate(m["types"]):
+                cur.execute(f"SELECT count(*) FILTER (WHERE f{j} IS NULL), "
+                            + ("count(*) FILTER (WHERE f{j} = 'NaN'), count(*) FILTER (WHERE abs(f{j}) = 'Infinity'), "
+                               "count(*) FILTER (WHERE abs(f{j}) > 1e38 AND abs(f{j}) < 'Infinity') "
+                               if t in ("real", "float8") else "0, 0, count(*) FILTER (WHERE abs(f{j}::float8) > 1e15) ")
+                            .format(j=j) + f"FROM {m['table']}")
+                for key, n in zip(("null", "nan", "inf", "huge"), cur.fetchone()):
+                    seen[key] += n
+    assert all(n > 20 for n in seen.values()), seen
 
 
 PARALLEL = {"max_parallel_workers_per_gather": "2", "parallel_setup_cost": "0", "parallel_tuple_cost": "0",

@@ -209,7 +209,8 @@ std::optional<PredictionRegion> label_region(const Model& model, int64_t class_i
 enum class ExprKind : uint8_t {
   Constant,      // value
   Input,         // column `column`'s value
-  Branch,        // missing(column) ? (missing_yes ? yes : no) : (test(column) ? yes : no)
+  Branch,        // missing(x) ? (missing_yes ? yes : no) : (test(x) ? yes : no), x = column's value,
+                 // or node `arg`'s when column < 0 (a preprocessed column)
   Add,           // left + right
   Multiply,      // left * right
   Divide,        // left / right
@@ -235,6 +236,7 @@ struct ExprNode {
   ExprTest test = ExprTest::Always;
   bool missing_yes = false;  // Branch: where a missing value goes
   int32_t column = -1;       // Input, Branch
+  int32_t arg = -1;          // Branch with column < 0: the node whose value is tested
   int32_t left = -1;         // Add / Multiply / Divide / RoundToFloat; Branch: yes
   int32_t right = -1;        // Add / Multiply / Divide; Branch: no
   double value = 0;          // Constant
@@ -266,7 +268,10 @@ constexpr int64_t kMaxExpressionNodes = 4096;
 //    double that rounds to the same side), added tree by tree in double from 0, then the base value
 //    (AVERAGE: after dividing by the tree count), then RoundToFloat;
 //  * a LinearRegressor with one target and no post transform (affine()): RoundToFloat of the sum of
-//    RoundToFloat(Input k) * coefficient, then the intercept (not bit_exact).
+//    RoundToFloat(Input k) * coefficient, then the intercept (not bit_exact);
+//  * either of them behind a Scaler reading the model's input: column k is then the Scaler's float
+//    arithmetic, RoundToFloat(RoundToFloat(RoundToFloat(Input k) - offset) * scale) (each float
+//    operation done in double and rounded once: exact), and the trees' Branches test that node.
 // nullopt for anything else, or past `max_nodes`. Throws only std::bad_alloc.
 std::optional<Expression> as_expression(const Model& model, int64_t max_nodes = kMaxExpressionNodes);
 

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "../kernels/ml_linear.hpp"
+#include "../kernels/ml_preprocess.hpp"
 #include "../kernels/ml_tree.hpp"
 #include "../model_internals.hpp"
 #include "flock/optimize.hpp"
@@ -123,9 +124,51 @@ Test branch_test(uint8_t mode, double t, Domain domain) {
 // Where a missing value goes at the branch: compare() is false for NaN except NEQ's.
 bool missing_goes_yes(uint8_t mode, bool missing_true) { return missing_true || mode == tree::kNeq; }
 
+// The model's single input and the step writing its only output, when that step reads the input
+// directly or through one Scaler (per-column or one-for-all parameters).
+struct SoleStep {
+  detail::VectorInput in;
+  const Kernel* kernel = nullptr;
+  const preprocess::ScalerKernel* scaler = nullptr;
+};
+
+std::optional<SoleStep> sole_step(const Model& model) {
+  if (model.signature().outputs.size() != 1) return std::nullopt;
+  const ModelInternals::GraphView g = ModelInternals::graph(model);
+  const auto in = detail::vector_input(model, g);
+  if (!in || g.output_slots.size() != 1) return std::nullopt;
+  for (const auto& step : g.steps) {
+    if (step.inputs.empty()) continue;
+    if (std::find(step.outputs.begin(), step.outputs.end(), g.output_slots[0]) == step.outputs.end()) continue;
+    if (step.inputs[0] == in->slot) return SoleStep{*in, step.kernel, nullptr};
+    for (const auto& pre : g.steps) {
+      const auto* scaler = dynamic_cast<const preprocess::ScalerKernel*>(pre.kernel);
+      if (!scaler || pre.inputs.size() != 1 || pre.inputs[0] != in->slot || pre.outputs.size() != 1 ||
+          pre.outputs[0] != step.inputs[0])
+        continue;
+      const size_t n = scaler->scales().size();
+      if (n != scaler->offsets().size() || (n != 1 && static_cast<int64_t>(n) != in->width)) return std::nullopt;
+      return SoleStep{*in, step.kernel, scaler};
+    }
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// Column k as the model's step sees it: Input k, or the Scaler's float arithmetic on it
+// ((float(x) - offset) * scale, each float operation exact as one double operation rounded once).
+// `rounded`: RoundToFloat(Input k) (what a linear model multiplies) rather than Input k.
+int32_t column_expression(Builder& b, const SoleStep& s, int32_t k, bool rounded) {
+  if (!s.scaler) return rounded ? b.round_to_float(b.input(k)) : b.input(k);
+  const size_t p = s.scaler->scales().size() == 1 ? 0 : static_cast<size_t>(k);
+  const int32_t shifted = b.round_to_float(
+      b.binary(ExprKind::Add, b.round_to_float(b.input(k)), b.constant(-static_cast<double>(s.scaler->offsets()[p]))));
+  return b.round_to_float(b.binary(ExprKind::Multiply, shifted, b.constant(s.scaler->scales()[p])));
+}
+
 // One tree as nested Branches (a shared subtree is emitted once per path, within the budget).
-int32_t tree_expression(Builder& b, const Ensemble& e, int32_t node, const NodeValues& values, Domain domain,
-                        int64_t width, bool first_tree, int depth) {
+int32_t tree_expression(Builder& b, const SoleStep& s, const Ensemble& e, int32_t node, const NodeValues& values,
+                        Domain domain, int64_t width, bool first_tree, int depth) {
   if (node < 0 || static_cast<size_t>(node) >= e.nodes_f.size() || depth > 4096) throw TooBig{};
   const Node<float>& nd = e.nodes_f[static_cast<size_t>(node)];
   if (nd.mode == tree::kLeaf) {
@@ -135,47 +178,40 @@ int32_t tree_expression(Builder& b, const Ensemble& e, int32_t node, const NodeV
     return b.constant(v);
   }
   if (nd.feature < 0 || nd.feature >= width) throw TooBig{};
-  const int32_t yes = tree_expression(b, e, nd.yes, values, domain, width, first_tree, depth + 1);
-  const int32_t no = tree_expression(b, e, nd.no, values, domain, width, first_tree, depth + 1);
-  const Test t = branch_test(nd.mode, values(static_cast<size_t>(node)), domain);
+  const int32_t yes = tree_expression(b, s, e, nd.yes, values, domain, width, first_tree, depth + 1);
+  const int32_t no = tree_expression(b, s, e, nd.no, values, domain, width, first_tree, depth + 1);
+  // Behind a Scaler the tested value is already a float: compared exactly, as doubles.
+  const Test t = branch_test(nd.mode, values(static_cast<size_t>(node)), s.scaler ? Domain::Double : domain);
   ExprNode n;
   n.kind = ExprKind::Branch;
   n.test = t.test;
   n.a = t.a;
   n.b = t.b;
   n.missing_yes = missing_goes_yes(nd.mode, nd.missing_true != 0);
-  n.column = nd.feature;
+  n.column = s.scaler ? -1 : nd.feature;
+  n.arg = s.scaler ? column_expression(b, s, nd.feature, false) : -1;
   n.left = yes;
   n.right = no;
   return b.add(n);
 }
 
-// The model's single input and the step writing its only output, when that step reads the input.
-struct SoleStep {
-  detail::VectorInput in;
-  const Kernel* kernel = nullptr;
-};
-
-std::optional<SoleStep> sole_step(const Model& model) {
-  if (model.signature().outputs.size() != 1) return std::nullopt;
-  const ModelInternals::GraphView g = ModelInternals::graph(model);
-  const auto in = detail::vector_input(model, g);
-  if (!in || g.output_slots.size() != 1) return std::nullopt;
-  for (const auto& step : g.steps) {
-    if (step.inputs.empty() || step.inputs[0] != in->slot) continue;
-    if (std::find(step.outputs.begin(), step.outputs.end(), g.output_slots[0]) != step.outputs.end())
-      return SoleStep{*in, step.kernel};
-  }
-  return std::nullopt;
+// Scaler parameters a translation can follow exactly (finite floats).
+bool plain_scaler(const SoleStep& s) {
+  if (!s.scaler) return true;
+  for (float v : s.scaler->scales()) if (!std::isfinite(v)) return false;
+  for (float v : s.scaler->offsets()) if (!std::isfinite(v)) return false;
+  return true;
 }
 
 std::optional<Expression> tree_model(const SoleStep& s, const tree::TreeKernel& k, int64_t max_nodes) {
+  if (!plain_scaler(s)) return std::nullopt;
   if (s.in.type != ElemType::Float && s.in.type != ElemType::Double) return std::nullopt;
   const auto rule = k.sum_rule();
+  // Behind a Scaler the trees read its float output: float thresholds and leaves.
+  const Domain domain = s.scaler ? Domain::Float : s.in.domain();
   if (!rule || !std::isfinite(rule->origin)) return std::nullopt;
   const Ensemble& e = k.ensemble();
   if (e.roots.empty()) return std::nullopt;
-  const Domain domain = s.in.domain();
   const NodeValues values{e, domain};
   // Finite leaves whose sums cannot overflow: the expression's additions never reach infinity (a
   // planner's float8 addition raises where C++ gives infinity).
@@ -198,7 +234,7 @@ std::optional<Expression> tree_model(const SoleStep& s, const tree::TreeKernel& 
   Builder b(max_nodes);
   int32_t sum = -1;
   for (size_t t = 0; t < e.roots.size(); ++t) {
-    const int32_t tree = tree_expression(b, e, e.roots[t], values, domain, s.in.width, t == 0, 0);
+    const int32_t tree = tree_expression(b, s, e, e.roots[t], values, domain, s.in.width, t == 0, 0);
     sum = t == 0 ? tree : b.binary(ExprKind::Add, sum, tree);
   }
   if (rule->average) sum = b.binary(ExprKind::Divide, sum, b.constant(static_cast<double>(e.roots.size())));
@@ -209,6 +245,7 @@ std::optional<Expression> tree_model(const SoleStep& s, const tree::TreeKernel& 
 }
 
 std::optional<Expression> linear_model(const SoleStep& s, const linear::LinearKernel& k, int64_t max_nodes) {
+  if (!plain_scaler(s)) return std::nullopt;
   if (s.in.type != ElemType::Float && s.in.type != ElemType::Double) return std::nullopt;
   const auto affine = k.affine();
   if (!affine || static_cast<int64_t>(affine->coefficients.size()) != s.in.width) return std::nullopt;
@@ -219,7 +256,7 @@ std::optional<Expression> linear_model(const SoleStep& s, const linear::LinearKe
   int32_t sum = -1;
   for (size_t j = 0; j < affine->coefficients.size(); ++j) {
     // float(x) * float coefficient: exact in double (48 significant bits), never overflows.
-    const int32_t term = b.binary(ExprKind::Multiply, b.round_to_float(b.input(static_cast<int32_t>(j))),
+    const int32_t term = b.binary(ExprKind::Multiply, column_expression(b, s, static_cast<int32_t>(j), true),
                                   b.constant(affine->coefficients[j]));
     sum = sum < 0 ? term : b.binary(ExprKind::Add, sum, term);
   }
@@ -307,7 +344,7 @@ double evaluate(const Expression& e, std::span<const double> inputs) {
       case ExprKind::Constant: v[i] = n.value; break;
       case ExprKind::Input: v[i] = column(n.column); break;
       case ExprKind::Branch: {
-        const double x = column(n.column);
+        const double x = n.column < 0 ? arg(n.arg) : column(n.column);
         const bool yes = std::isnan(x) ? n.missing_yes : test_holds(n, x);
         v[i] = arg(yes ? n.left : n.right);
         break;
@@ -353,7 +390,7 @@ std::optional<std::shared_ptr<const Model>> fold_linear(const Model& model, cons
   if (folded) *folded = 0;
   try {
     const auto s = sole_step(model);
-    if (!s) return std::nullopt;
+    if (!s || s->scaler) return std::nullopt;
     const auto* l = dynamic_cast<const linear::LinearKernel*>(s->kernel);
     if (!l || static_cast<int64_t>(constraints.columns.size()) != s->in.width) return std::nullopt;
     auto affine = l->affine();

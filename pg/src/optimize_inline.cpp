@@ -34,7 +34,9 @@ extern "C" {
 }
 #undef flock
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
@@ -444,22 +446,39 @@ Expr* inline_call(FuncExpr* f, InlineContext* ctx) {
                  static_cast<long long>(kMaxInlineNodes));
         return;
       }
+      // malloc, not palloc: no PostgreSQL error may jump over these frames. Copied below.
       nfeatures = static_cast<int>(b.features.size());
-      feature_column = static_cast<int*>(palloc(sizeof(int) * Max(nfeatures, 1)));
-      for (int k = 0; k < nfeatures; ++k) {
-        const flock::FeatureColumn& fc = b.features[static_cast<size_t>(k)];
-        feature_column[fc.position] = fc.column;
-      }
+      feature_column = static_cast<int*>(std::malloc(sizeof(int) * std::max(nfeatures, 1)));
+      nodes = static_cast<opt::ExprNode*>(std::malloc(sizeof(opt::ExprNode) * std::max<size_t>(e->nodes.size(), 1)));
+      if (!feature_column || !nodes) throw std::bad_alloc();
+      for (int k = 0; k < nfeatures; ++k) feature_column[k] = -1;
+      for (const flock::FeatureColumn& fc : b.features)
+        if (fc.position >= 0 && fc.position < nfeatures) feature_column[fc.position] = fc.column;
       count = static_cast<int32_t>(e->nodes.size());
       root = e->root;
       missing_is_error = e->missing_is_error;
-      nodes = static_cast<opt::ExprNode*>(palloc(sizeof(opt::ExprNode) * Max(count, 1)));
-      std::memcpy(nodes, e->nodes.data(), sizeof(opt::ExprNode) * count);
+      std::memcpy(nodes, e->nodes.data(), sizeof(opt::ExprNode) * e->nodes.size());
     } catch (const std::bad_alloc&) {
       out_of_memory = true;
     }
   });
-  if (out_of_memory) snprintf(reason, sizeof(reason), "out of memory");
+  if (out_of_memory) {
+    snprintf(reason, sizeof(reason), "out of memory");
+    std::free(nodes);
+    std::free(feature_column);
+    nodes = nullptr;
+    feature_column = nullptr;
+  }
+  if (nodes) {
+    opt::ExprNode* kept_nodes = static_cast<opt::ExprNode*>(palloc(sizeof(opt::ExprNode) * Max(count, 1)));
+    int* kept_columns = static_cast<int*>(palloc(sizeof(int) * Max(nfeatures, 1)));
+    memcpy(kept_nodes, nodes, sizeof(opt::ExprNode) * count);
+    memcpy(kept_columns, feature_column, sizeof(int) * nfeatures);
+    std::free(nodes);
+    std::free(feature_column);
+    nodes = kept_nodes;
+    feature_column = kept_columns;
+  }
   if (!nodes) {
     ereport(DEBUG1, (errmsg_internal("flock optimizer: %s not inlined: %s", label, reason)));
     return nullptr;

@@ -114,11 +114,24 @@ void _PG_init(void) {
   DefineCustomBoolVariable("flock.optimizer_projection", "Find the inputs a batched model reads.",
                            "Shown by EXPLAIN as Flock Inputs Read.", &optimizer_projection, true, PGC_USERSET, 0,
                            nullptr, nullptr, nullptr);
-  DefineCustomBoolVariable("flock.optimizer_derive_filters",
+  static const struct config_enum_entry derive_filters_options[] = {
+      {"off", static_cast<int>(DeriveFilters::Off), false},
+      {"on", static_cast<int>(DeriveFilters::On), false},
+      {"always", static_cast<int>(DeriveFilters::Always), false},
+      {"false", static_cast<int>(DeriveFilters::Off), true},
+      {"true", static_cast<int>(DeriveFilters::On), true},
+      {"no", static_cast<int>(DeriveFilters::Off), true},
+      {"yes", static_cast<int>(DeriveFilters::On), true},
+      {"0", static_cast<int>(DeriveFilters::Off), true},
+      {"1", static_cast<int>(DeriveFilters::On), true},
+      {nullptr, 0, false}};
+  DefineCustomEnumVariable("flock.optimizer_derive_filters",
                            "Add to a query the column ranges a prediction's comparison implies.",
-                           "For flock.predict(m, t) > c and flock.predict_label(m, t) = 'label' on tree models: "
-                           "used when the planner estimates the query cheaper with them; results are unchanged.",
-                           &optimizer_derive_filters, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+                           "For flock.predict(m, t) > c and flock.predict_label(m, t) = 'label' on tree models; "
+                           "on: when the planner estimates the query cheaper with them; always: whatever the "
+                           "estimate (for tests). Results are unchanged.",
+                           &optimizer_derive_filters, static_cast<int>(DeriveFilters::On), derive_filters_options,
+                           PGC_USERSET, 0, nullptr, nullptr, nullptr);
   DefineCustomBoolVariable("flock.optimizer_inline",
                            "Inline small tree and linear regressors as SQL expressions (no model call).",
                            "Shown by EXPLAIN as Flock Inlined; results are those of the model.", &optimizer_inline,

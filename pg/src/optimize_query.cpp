@@ -13,17 +13,17 @@
 #include "pg.hpp"  // must come first
 
 extern "C" {
+#include "access/stratnum.h"
 #include "access/table.h"
 #include "catalog/pg_class_d.h"
-#include "catalog/pg_opfamily_d.h"
 #include "catalog/pg_operator_d.h"
+#include "catalog/pg_opfamily_d.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "optimizer/planner.h"
 #include "parser/parsetree.h"
 #include "rewrite/rewriteManip.h"
-#include "access/stratnum.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/ruleutils.h"
@@ -32,27 +32,26 @@ extern "C" {
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <cstdlib>
 #include <new>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "cache.hpp"
+#include "flock/binding.hpp"
+#include "flock/optimize.hpp"
 #include "guard.hpp"
 #include "optimize_call.hpp"
 #include "optimize_inline.hpp"
 #include "optimize_query.hpp"
 #include "plan_model.hpp"
 
-#include "flock/binding.hpp"
-#include "flock/optimize.hpp"
-
 namespace flock::pg {
 
-bool optimizer_derive_filters = true;
+int optimizer_derive_filters = static_cast<int>(DeriveFilters::On);
 
 namespace {
 
@@ -86,26 +85,42 @@ bool find_prediction_call(Node* node, CallSearch* search) {
     }
   }
   if (IsA(node, Query))
-    return query_tree_walker(reinterpret_cast<Query*>(node), reinterpret_cast<bool (*)()>(find_prediction_call),
-                             search, 0);
+    return query_tree_walker(reinterpret_cast<Query*>(node),
+                             reinterpret_cast<bool (*)()>(find_prediction_call), search, 0);
   return expression_tree_walker(node, reinterpret_cast<bool (*)()>(find_prediction_call), search);
 }
 
 // ---- derive_filters
 
+bool float_column(Oid type) { return type == FLOAT4OID || type == FLOAT8OID; }
+
 // What the conjunct asks of the model.
 struct Candidate {
   FuncExpr* call;
-  bool label;             // predict_label = / IN; else predict OP c
-  opt::Comparison op;     // predict: prediction OP c
+  bool label;          // predict_label = / IN; else predict OP c
+  opt::Comparison op;  // predict: prediction OP c
   double c;
-  List* labels;           // label: the text constants (char*)
+  List* labels;  // label: the text constants (char*)
 };
 
 // A number constant as the double PostgreSQL compares with a float8: a Const of a float or integer
 // type, or one cast to float8 by the parser (`predict(...) > 1` casts the int4 1). NaN: false (a
 // comparison with NaN says nothing about the columns; left alone).
-bool constant_double(Node* node, double* out) {
+bool constant_double(Node* node, ParamListInfo params, double* out) {
+  if (IsA(node, Param)) {
+    // A parameter PostgreSQL itself treats as a constant for this plan (a custom plan's bound
+    // value, PARAM_FLAG_CONST), as eval_const_expressions does; a generic plan has none.
+    Param* p = reinterpret_cast<Param*>(node);
+    if (p->paramkind != PARAM_EXTERN || !params || p->paramid <= 0 || p->paramid > params->numParams ||
+        params->paramFetch)
+      return false;
+    ParamExternData* prm = &params->params[p->paramid - 1];
+    if (!(prm->pflags & PARAM_FLAG_CONST) || prm->isnull || prm->ptype != p->paramtype ||
+        p->paramtype != FLOAT8OID)
+      return false;
+    *out = DatumGetFloat8(prm->value);
+    return !std::isnan(*out);
+  }
   if (IsA(node, FuncExpr)) {
     FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
     if (f->funcformat == COERCE_EXPLICIT_CALL || list_length(f->args) != 1) return false;
@@ -113,23 +128,37 @@ bool constant_double(Node* node, double* out) {
     if (!IsA(arg, Const) || reinterpret_cast<Const*>(arg)->constisnull) return false;
     Const* k = reinterpret_cast<Const*>(arg);
     switch (f->funcid) {
-      case F_FLOAT8_INT2: *out = DatumGetInt16(k->constvalue); break;
-      case F_FLOAT8_INT4: *out = DatumGetInt32(k->constvalue); break;
-      case F_FLOAT8_INT8: *out = static_cast<double>(DatumGetInt64(k->constvalue)); break;
-      case F_FLOAT8_FLOAT4: *out = DatumGetFloat4(k->constvalue); break;
+      case F_FLOAT8_INT2:
+        *out = DatumGetInt16(k->constvalue);
+        break;
+      case F_FLOAT8_INT4:
+        *out = DatumGetInt32(k->constvalue);
+        break;
+      case F_FLOAT8_INT8:
+        *out = static_cast<double>(DatumGetInt64(k->constvalue));
+        break;
+      case F_FLOAT8_FLOAT4:
+        *out = DatumGetFloat4(k->constvalue);
+        break;
       case F_FLOAT8_NUMERIC:  // as numeric_float8 rounds it; out of range: the planner raises that itself
         *out = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, k->constvalue));
         break;
-      default: return false;
+      default:
+        return false;
     }
     return !std::isnan(*out);
   }
   if (!IsA(node, Const) || reinterpret_cast<Const*>(node)->constisnull) return false;
   Const* k = reinterpret_cast<Const*>(node);
   switch (k->consttype) {
-    case FLOAT8OID: *out = DatumGetFloat8(k->constvalue); break;
-    case FLOAT4OID: *out = DatumGetFloat4(k->constvalue); break;
-    default: return false;
+    case FLOAT8OID:
+      *out = DatumGetFloat8(k->constvalue);
+      break;
+    case FLOAT4OID:
+      *out = DatumGetFloat4(k->constvalue);
+      break;
+    default:
+      return false;
   }
   return !std::isnan(*out);
 }
@@ -139,7 +168,7 @@ bool deterministic_collation(Oid collation) {
 }
 
 // `predict(m, x) OP c`, `c OP predict(m, x)`, `predict_label(m, x) = 'l'`, `= ANY ('{...}')`.
-bool match_candidate(Node* conjunct, Oid flock_namespace, Candidate* out) {
+bool match_candidate(Node* conjunct, Oid flock_namespace, ParamListInfo params, Candidate* out) {
   *out = {nullptr, false, opt::Comparison::Greater, 0, NIL};
   if (IsA(conjunct, OpExpr)) {
     OpExpr* op = reinterpret_cast<OpExpr*>(conjunct);
@@ -157,13 +186,22 @@ bool match_candidate(Node* conjunct, Oid flock_namespace, Candidate* out) {
     if (is_flock_function(call->funcid, flock_namespace, "predict")) {
       int strategy = get_op_opfamily_strategy(op->opno, kFloatBtreeFamily);
       double c;
-      if (strategy == 0 || strategy == BTEqualStrategyNumber || !constant_double(right, &c)) return false;
+      if (strategy == 0 || strategy == BTEqualStrategyNumber || !constant_double(right, params, &c))
+        return false;
       if (commuted) strategy = BTMaxStrategyNumber + 1 - strategy;  // c < p is p > c
       switch (strategy) {
-        case BTLessStrategyNumber: out->op = opt::Comparison::Less; break;
-        case BTLessEqualStrategyNumber: out->op = opt::Comparison::LessOrEqual; break;
-        case BTGreaterEqualStrategyNumber: out->op = opt::Comparison::GreaterOrEqual; break;
-        default: out->op = opt::Comparison::Greater; break;
+        case BTLessStrategyNumber:
+          out->op = opt::Comparison::Less;
+          break;
+        case BTLessEqualStrategyNumber:
+          out->op = opt::Comparison::LessOrEqual;
+          break;
+        case BTGreaterEqualStrategyNumber:
+          out->op = opt::Comparison::GreaterOrEqual;
+          break;
+        default:
+          out->op = opt::Comparison::Greater;
+          break;
       }
       out->call = call;
       out->c = c;
@@ -183,10 +221,12 @@ bool match_candidate(Node* conjunct, Oid flock_namespace, Candidate* out) {
   }
   if (IsA(conjunct, ScalarArrayOpExpr)) {
     ScalarArrayOpExpr* sa = reinterpret_cast<ScalarArrayOpExpr*>(conjunct);
-    if (!sa->useOr || sa->opno != TextEqualOperator || !deterministic_collation(sa->inputcollid)) return false;
+    if (!sa->useOr || sa->opno != TextEqualOperator || !deterministic_collation(sa->inputcollid))
+      return false;
     Node* left = static_cast<Node*>(linitial(sa->args));
     Node* right = static_cast<Node*>(lsecond(sa->args));
-    if (!IsA(left, FuncExpr) || !is_flock_function(reinterpret_cast<FuncExpr*>(left)->funcid, flock_namespace, "predict_label") ||
+    if (!IsA(left, FuncExpr) ||
+        !is_flock_function(reinterpret_cast<FuncExpr*>(left)->funcid, flock_namespace, "predict_label") ||
         list_length(reinterpret_cast<FuncExpr*>(left)->args) != 2)
       return false;
     if (!IsA(right, Const) || reinterpret_cast<Const*>(right)->constisnull ||
@@ -208,38 +248,273 @@ bool match_candidate(Node* conjunct, Oid flock_namespace, Candidate* out) {
   return false;
 }
 
-// The table whose whole row is the call's input: its range table index, or 0.
-Index whole_row_table(FuncExpr* call, Query* q) {
+// One value of the call's input as the executor binds it: a column of the record (a table's
+// column, a ROW(...) field) or an element of a float4[].
+struct InputField {
+  const char* name;  // the record column's name (fields of ROW(...) are f1, f2, ...); arrays: unused
+  bool dropped;
+  Oid value_type;   // what the executor reads (float4 for an array element)
+  int attno;        // the table column it is (1-based), 0: anything else
+  Oid column_type;  // that column's type, typmod, collation and name
+  int32 column_typmod;
+  Oid column_collation;
+  const char* column_name;
+};
+
+// The call's input: the table whose columns the derived quals are on, and its fields.
+struct InputShape {
+  Index varno;
+  bool positional;  // a float4[]: features by position
+  int nfields;
+  InputField* fields;
+};
+
+bool plain_table(Query* q, int varno) {
+  if (varno < 1 || varno > list_length(q->rtable)) return false;
+  RangeTblEntry* rte = rt_fetch(varno, q->rtable);
+  return rte->rtekind == RTE_RELATION &&
+         (rte->relkind == RELKIND_RELATION || rte->relkind == RELKIND_PARTITIONED_TABLE ||
+          rte->relkind == RELKIND_MATVIEW);
+}
+
+// A Var of a plain table of this query level, or a cast of one to float4 (an element of
+// ARRAY[...]::float4[]): the column; else nullptr.
+Var* field_column(Node* e, Query* q, bool allow_float4_cast) {
+  if (allow_float4_cast && IsA(e, FuncExpr)) {
+    FuncExpr* f = reinterpret_cast<FuncExpr*>(e);
+    if (list_length(f->args) != 1 || f->funcformat == COERCE_EXPLICIT_CALL) return nullptr;
+    switch (f->funcid) {
+      case F_FLOAT4_FLOAT8:
+      case F_FLOAT4_INT2:
+      case F_FLOAT4_INT4:
+      case F_FLOAT4_INT8:
+        break;
+      default:
+        return nullptr;
+    }
+    e = static_cast<Node*>(linitial(f->args));
+  }
+  if (!IsA(e, Var)) return nullptr;
+  Var* v = reinterpret_cast<Var*>(e);
+  if (v->varlevelsup != 0 || v->varattno <= 0 || !plain_table(q, v->varno)) return nullptr;
+  return v;
+}
+
+void set_column(InputField* f, Var* v, Query* q) {
+  f->attno = v->varattno;
+  f->column_type = v->vartype;
+  f->column_typmod = v->vartypmod;
+  f->column_collation = v->varcollid;
+  f->column_name = get_attname(rt_fetch(v->varno, q->rtable)->relid, v->varattno, true);
+  if (!f->column_name) f->attno = 0;
+}
+
+// The input of `call` when it is a table's whole row, a ROW(...) of expressions some of which are
+// columns of one table, or an ARRAY[...] of float4 values some of which are columns of one table
+// (or their casts to float4); false otherwise.
+bool input_shape(FuncExpr* call, Query* q, InputShape* out) {
   Node* input = static_cast<Node*>(lsecond(call->args));
-  if (!IsA(input, Var)) return 0;
-  Var* v = reinterpret_cast<Var*>(input);
-  if (v->varattno != 0 || v->varlevelsup != 0 || v->varno < 1 || v->varno > list_length(q->rtable)) return 0;
-  RangeTblEntry* rte = rt_fetch(v->varno, q->rtable);
-  if (rte->rtekind != RTE_RELATION) return 0;
-  if (rte->relkind != RELKIND_RELATION && rte->relkind != RELKIND_PARTITIONED_TABLE && rte->relkind != RELKIND_MATVIEW)
-    return 0;
-  if (v->vartype != get_rel_type_id(rte->relid)) return 0;
-  return static_cast<Index>(v->varno);
+  *out = {0, false, 0, nullptr};
+  if (IsA(input, Var)) {
+    Var* v = reinterpret_cast<Var*>(input);
+    if (v->varattno != 0 || v->varlevelsup != 0 || !plain_table(q, v->varno)) return false;
+    RangeTblEntry* rte = rt_fetch(v->varno, q->rtable);
+    if (v->vartype != get_rel_type_id(rte->relid)) return false;
+    Relation rel = table_open(rte->relid, NoLock);  // parse analysis locked it
+    TupleDesc desc = RelationGetDescr(rel);
+    out->varno = static_cast<Index>(v->varno);
+    out->nfields = desc->natts;
+    out->fields = static_cast<InputField*>(palloc0(sizeof(InputField) * std::max(desc->natts, 1)));
+    for (int a = 0; a < desc->natts; ++a) {
+      Form_pg_attribute att = TupleDescAttr(desc, a);
+      InputField& f = out->fields[a];
+      f.name = pstrdup(NameStr(att->attname));
+      f.dropped = att->attisdropped;
+      f.value_type = att->atttypid;
+      if (!att->attisdropped)
+        f = {f.name,        false,          att->atttypid,     att->attnum,
+             att->atttypid, att->atttypmod, att->attcollation, f.name};
+    }
+    table_close(rel, NoLock);
+    return true;
+  }
+  List* args;
+  bool positional;
+  if (IsA(input, RowExpr)) {
+    RowExpr* r = reinterpret_cast<RowExpr*>(input);
+    if (r->row_typeid != RECORDOID || list_length(r->colnames) != list_length(r->args)) return false;
+    args = r->args;
+    positional = false;
+  } else if (IsA(input, ArrayExpr)) {
+    ArrayExpr* a = reinterpret_cast<ArrayExpr*>(input);
+    if (a->multidims || a->element_typeid != FLOAT4OID) return false;
+    args = a->elements;
+    positional = true;
+  } else {
+    return false;
+  }
+  out->positional = positional;
+  out->nfields = list_length(args);
+  out->fields = static_cast<InputField*>(palloc0(sizeof(InputField) * std::max(out->nfields, 1)));
+  for (int k = 0; k < out->nfields; ++k) {
+    Node* e = static_cast<Node*>(list_nth(args, k));
+    InputField& f = out->fields[k];
+    f.name = positional ? "" : strVal(list_nth(reinterpret_cast<RowExpr*>(input)->colnames, k));
+    f.value_type = exprType(e);
+    Var* v = field_column(e, q, positional);
+    if (!v) continue;
+    if (out->varno == 0) out->varno = static_cast<Index>(v->varno);
+    if (v->varno == static_cast<int>(out->varno)) set_column(&f, v, q);
+  }
+  return out->varno != 0;
+}
+
+// What another conjunct of the same AND says about a column of the table (`col OP const`,
+// `col IS NOT NULL`): the rows the candidate keeps satisfy it too, so the region is derived within it.
+struct ColumnFact {
+  int attno;     // 1-based
+  int strategy;  // BTLessStrategyNumber...BTGreaterStrategyNumber; 0: IS NOT NULL
+  bool integer;  // an integer column (no NaN; strict bounds made closed)
+  double value;
+};
+
+bool integer_type(Oid type) { return type == INT2OID || type == INT4OID || type == INT8OID; }
+
+// `col OP const` / `const OP col` on a float column (float_ops) or an integer column (integer_ops,
+// integer constants), or `col IS NOT NULL`. NaN constants, and integers past 2^53, say nothing here.
+bool column_fact(Node* conjunct, Index varno, ColumnFact* out) {
+  if (IsA(conjunct, NullTest)) {
+    NullTest* t = reinterpret_cast<NullTest*>(conjunct);
+    if (t->nulltesttype != IS_NOT_NULL || t->argisrow || !IsA(t->arg, Var)) return false;
+    Var* v = reinterpret_cast<Var*>(t->arg);
+    if (v->varno != static_cast<int>(varno) || v->varlevelsup != 0 || v->varattno <= 0) return false;
+    *out = {v->varattno, 0, integer_type(v->vartype), 0};
+    return true;
+  }
+  if (!IsA(conjunct, OpExpr) || list_length(reinterpret_cast<OpExpr*>(conjunct)->args) != 2) return false;
+  OpExpr* op = reinterpret_cast<OpExpr*>(conjunct);
+  Node* left = static_cast<Node*>(linitial(op->args));
+  Node* right = static_cast<Node*>(lsecond(op->args));
+  bool commuted = false;
+  if (!IsA(left, Var)) {
+    std::swap(left, right);
+    commuted = true;
+  }
+  if (!IsA(left, Var) || !IsA(right, Const) || reinterpret_cast<Const*>(right)->constisnull) return false;
+  Var* v = reinterpret_cast<Var*>(left);
+  Const* k = reinterpret_cast<Const*>(right);
+  if (v->varno != static_cast<int>(varno) || v->varlevelsup != 0 || v->varattno <= 0) return false;
+  bool integer = integer_type(v->vartype);
+  if (!integer && !float_column(v->vartype)) return false;
+  int strategy = get_op_opfamily_strategy(op->opno, integer ? INTEGER_BTREE_FAM_OID : kFloatBtreeFamily);
+  if (strategy == 0) return false;
+  if (commuted) strategy = BTMaxStrategyNumber + 1 - strategy;
+  double value;
+  if (integer) {
+    int64 i;
+    switch (k->consttype) {
+      case INT2OID:
+        i = DatumGetInt16(k->constvalue);
+        break;
+      case INT4OID:
+        i = DatumGetInt32(k->constvalue);
+        break;
+      case INT8OID:
+        i = DatumGetInt64(k->constvalue);
+        break;
+      default:
+        return false;
+    }
+    if (strategy == BTGreaterStrategyNumber) {  // x > i is x >= i + 1
+      if (i == PG_INT64_MAX) return false;
+      ++i;
+      strategy = BTGreaterEqualStrategyNumber;
+    } else if (strategy == BTLessStrategyNumber) {
+      if (i == PG_INT64_MIN) return false;
+      --i;
+      strategy = BTLessEqualStrategyNumber;
+    }
+    const int64 exact = int64{1} << 53;
+    if (i > exact || i < -exact) return false;
+    value = static_cast<double>(i);
+  } else {
+    switch (k->consttype) {
+      case FLOAT8OID:
+        value = DatumGetFloat8(k->constvalue);
+        break;
+      case FLOAT4OID:
+        value = DatumGetFloat4(k->constvalue);
+        break;
+      default:
+        return false;
+    }
+    if (std::isnan(value)) return false;
+  }
+  *out = {v->varattno, strategy, integer, value};
+  return true;
+}
+
+// The facts among `conjuncts` about columns of table `varno` (palloc'd array; *n its length).
+ColumnFact* column_facts(List* conjuncts, Index varno, int* n) {
+  auto* facts = static_cast<ColumnFact*>(palloc(sizeof(ColumnFact) * std::max(list_length(conjuncts), 1)));
+  *n = 0;
+  ListCell* lc;
+  foreach (lc, conjuncts)
+    if (column_fact(static_cast<Node*>(lfirst(lc)), varno, &facts[*n])) ++*n;
+  return facts;
+}
+
+// A fact as the core's constraint, with PostgreSQL's NULL and NaN semantics: NULL fails every
+// comparison; NaN sorts above every number, so `x > c`, `x >= c` and IS NOT NULL keep NaN (a
+// missing value to the model) on a float column.
+opt::FeatureConstraint fact_constraint(const ColumnFact& f) {
+  opt::FeatureConstraint c;
+  switch (f.strategy) {
+    case BTLessStrategyNumber:
+      c.values = opt::Interval::less_than(f.value);
+      c.missing_allowed = false;
+      break;
+    case BTLessEqualStrategyNumber:
+      c.values = opt::Interval::at_most(f.value);
+      c.missing_allowed = false;
+      break;
+    case BTEqualStrategyNumber:
+      c.values = opt::Interval::point(f.value);
+      c.missing_allowed = false;
+      break;
+    case BTGreaterEqualStrategyNumber:
+      c.values = opt::Interval::at_least(f.value);
+      c.missing_allowed = !f.integer;
+      break;
+    case BTGreaterStrategyNumber:
+      c.values = opt::Interval::greater_than(f.value);
+      c.missing_allowed = !f.integer;
+      break;
+    default:
+      c.missing_allowed = !f.integer;
+      break;  // IS NOT NULL
+  }
+  return c;
 }
 
 // One column's derived ranges, as the core computed them (plain data).
 struct ColumnRanges {
-  int attno;       // 1-based column of the table
-  Oid type;        // its type
+  int attno;  // 1-based column of the table
+  Oid type;   // its type
   int32 typmod;
   Oid collation;
-  bool missing;    // NULL (and NaN) may qualify
-  int n;           // ranges
-  double* lo;      // -inf: no lower bound
-  double* hi;      // +inf: no upper bound
+  bool missing;  // NULL (and NaN) may qualify
+  int n;         // ranges
+  double* lo;    // -inf: no lower bound
+  double* hi;    // +inf: no upper bound
 };
 
 // What the core derived for one candidate, copied out of the guard (malloc'd; freed by the caller).
 struct Derived {
-  bool none;        // no row can qualify
+  bool none;  // no row can qualify
   int ncolumns;
   ColumnRanges* columns;
-  char* text;       // "(f00 >= 0.82) AND ..." (malloc'd)
+  char* text;  // "(f00 >= 0.82) AND ..." (malloc'd)
 };
 
 void free_derived(Derived* d) {
@@ -275,30 +550,25 @@ bool number_column(Oid type) {
 bool range_column(Oid type) {
   return type == FLOAT4OID || type == FLOAT8OID || type == INT2OID || type == INT4OID || type == INT8OID;
 }
-bool float_column(Oid type) { return type == FLOAT4OID || type == FLOAT8OID; }
-
 // Why a candidate was left alone (DEBUG1), or empty.
 struct Why {
   char text[256];
 };
 
-// The region of `cand` over the columns of table `relid`, through the core: binding (flock/binding.hpp,
-// as bind.cpp binds a table row), then prediction_region or label_region.
-bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, Derived* out, Why* why) {
+// The region of `cand` over the fields of its input, through the core: binding (flock/binding.hpp,
+// as bind.cpp binds a record, or by position for an array), then prediction_region or label_region.
+bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape* shape,
+                   const ColumnFact* facts, int nfacts, Derived* out, Why* why) {
   *out = {false, 0, nullptr, nullptr};
-  Relation rel = table_open(relid, NoLock);  // parse analysis locked it
-  TupleDesc desc = CreateTupleDescCopy(RelationGetDescr(rel));
-  table_close(rel, NoLock);
-  const int natts = desc->natts;
-  auto* columns = static_cast<flock::RecordColumn*>(palloc0(sizeof(flock::RecordColumn) * std::max(natts, 1)));
-  for (int a = 0; a < natts; ++a) {
-    Form_pg_attribute att = TupleDescAttr(desc, a);
-    new (&columns[a]) flock::RecordColumn{NameStr(att->attname), static_cast<bool>(att->attisdropped)};
-  }
+  const int nfields = shape->nfields;
+  auto* columns =
+      static_cast<flock::RecordColumn*>(palloc0(sizeof(flock::RecordColumn) * std::max(nfields, 1)));
+  for (int a = 0; a < nfields; ++a)
+    new (&columns[a]) flock::RecordColumn{shape->fields[a].name, shape->fields[a].dropped};
   int nlabels = list_length(cand->labels);
   const char** labels = static_cast<const char**>(palloc0(sizeof(char*) * std::max(nlabels, 1)));
   for (int i = 0; i < nlabels; ++i) labels[i] = static_cast<const char*>(list_nth(cand->labels, i));
-  // Per feature, once bound: its column (0-based), or -1.
+  const InputField* fields = shape->fields;
   const flock::Model* model = pm->handle->model.get();
   bool out_of_memory = false;
   why->text[0] = '\0';
@@ -310,30 +580,53 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, Derive
         snprintf(why->text, sizeof(why->text), "not a single float or double input");
         return;
       }
-      flock::RecordBinding b = flock::bind_record_columns(sig, {columns, static_cast<size_t>(natts)});
       const int64_t width = sig.inputs[0].width;
-      if (b.width_mismatch || b.multi_value_input >= 0 || width <= 0 || static_cast<int64_t>(b.features.size()) != width) {
-        snprintf(why->text, sizeof(why->text), "the table's row does not bind to it");
+      flock::RecordBinding b;
+      if (shape->positional) {  // a float4[]: element k is feature k
+        if (width != nfields) {
+          snprintf(why->text, sizeof(why->text), "the array's length is not the model's width");
+          return;
+        }
+        for (int k = 0; k < nfields; ++k) b.features.push_back(flock::FeatureColumn{0, k, {}, k});
+      } else {
+        b = flock::bind_record_columns(sig, {columns, static_cast<size_t>(nfields)});
+      }
+      if (b.width_mismatch || b.multi_value_input >= 0 || width <= 0 ||
+          static_cast<int64_t>(b.features.size()) != width) {
+        snprintf(why->text, sizeof(why->text), "the input does not bind to it");
         return;
       }
       const bool float_input = sig.inputs[0].type == flock::ElemType::Float;
+      // Exact input values: every feature is a column the model receives unrounded.
       bool exact = true;
-      std::vector<int> column_of(static_cast<size_t>(width), -1);
+      std::vector<int> column_of(static_cast<size_t>(width), -1);  // per feature: its field
       for (const auto& fc : b.features) {
-        if (fc.column < 0 || fc.column >= natts || fc.position < 0 || fc.position >= width) {
-          snprintf(why->text, sizeof(why->text), "the table's row does not bind to it");
+        if (fc.column < 0 || fc.column >= nfields || fc.position < 0 || fc.position >= width) {
+          snprintf(why->text, sizeof(why->text), "the input does not bind to it");
           return;
         }
-        Oid type = TupleDescAttr(desc, fc.column)->atttypid;
-        if (!number_column(type)) {  // the executor raises its type error: leave that to it
-          snprintf(why->text, sizeof(why->text), "a feature's column is not a number");
+        const InputField& field = fields[fc.column];
+        if (!number_column(field.value_type)) {  // the executor raises its type error: leave that to it
+          snprintf(why->text, sizeof(why->text), "a feature's value is not a number");
           return;
         }
         column_of[static_cast<size_t>(fc.position)] = fc.column;
+        Oid type = field.attno > 0 && field.column_type == field.value_type ? field.value_type : InvalidOid;
         exact = exact && ((type == FLOAT4OID && float_input) || (type == FLOAT8OID && !float_input));
       }
       opt::Constraints constraints(static_cast<size_t>(width));
       constraints.exact_input_values = exact;
+      for (int i = 0; i < nfacts; ++i) {
+        for (int64_t f = 0; f < width; ++f) {
+          if (fields[column_of[static_cast<size_t>(f)]].attno != facts[i].attno) continue;
+          auto& column = constraints.columns[static_cast<size_t>(f)];
+          column = column.intersect(fact_constraint(facts[i]));
+        }
+      }
+      if (constraints.unsatisfiable()) {
+        snprintf(why->text, sizeof(why->text), "the other quals admit no row (PostgreSQL sees that too)");
+        return;
+      }
       std::optional<opt::PredictionRegion> region;
       if (cand->label) {
         const auto& classes = sig.class_labels;
@@ -363,7 +656,8 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, Derive
         region = opt::prediction_region(*model, cand->op, cand->c, constraints);
       }
       if (!region) {
-        snprintf(why->text, sizeof(why->text), "no region for this model (only single-output tree ensembles)");
+        snprintf(why->text, sizeof(why->text),
+                 "no region for this model (only single-output tree ensembles)");
         return;
       }
       if (region->none) {
@@ -377,14 +671,26 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, Derive
       }
       out->columns = malloc_array<ColumnRanges>(region->columns.size());
       std::vector<std::string> names(static_cast<size_t>(width));
-      for (int64_t f = 0; f < width; ++f) names[static_cast<size_t>(f)] = NameStr(TupleDescAttr(desc, column_of[static_cast<size_t>(f)])->attname);
+      for (int64_t f = 0; f < width; ++f) {
+        const InputField& field = fields[column_of[static_cast<size_t>(f)]];
+        names[static_cast<size_t>(f)] = field.attno > 0 ? field.column_name : "";
+      }
       std::string text;
       for (int64_t f = 0; f < width; ++f) {
         const opt::ColumnRegion& cr = region->columns[static_cast<size_t>(f)];
-        Form_pg_attribute att = TupleDescAttr(desc, column_of[static_cast<size_t>(f)]);
-        if (cr.all || !range_column(att->atttypid)) continue;
+        const InputField& field = fields[column_of[static_cast<size_t>(f)]];
+        // Only a column of the table, read as it is or cast to float4 (the region, not exact then,
+        // holds for values that round into it).
+        if (cr.all || field.attno <= 0 || !range_column(field.column_type)) continue;
         ColumnRanges& c = out->columns[out->ncolumns++];
-        c = {att->attnum, att->atttypid, att->atttypmod, att->attcollation, cr.missing_allowed, 0, nullptr, nullptr};
+        c = {field.attno,
+             field.column_type,
+             field.column_typmod,
+             field.column_collation,
+             cr.missing_allowed,
+             0,
+             nullptr,
+             nullptr};
         size_t n = cr.intervals.size();
         size_t kept = n > static_cast<size_t>(kMaxRangesPerColumn) ? 1 : n;
         c.lo = malloc_array<double>(kept);
@@ -426,14 +732,19 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, Oid relid, Derive
 Expr* compare(Var* column, int strategy, Oid opfamily, Const* value) {
   Oid opno = get_opfamily_member(opfamily, column->vartype, value->consttype, static_cast<int16>(strategy));
   if (!OidIsValid(opno)) return nullptr;
-  auto* e = reinterpret_cast<OpExpr*>(make_opclause(opno, BOOLOID, false, reinterpret_cast<Expr*>(copyObject(column)),
+  auto* e = reinterpret_cast<OpExpr*>(make_opclause(opno, BOOLOID, false,
+                                                    reinterpret_cast<Expr*>(copyObject(column)),
                                                     reinterpret_cast<Expr*>(value), InvalidOid, InvalidOid));
   set_opfuncid(e);
   return reinterpret_cast<Expr*>(e);
 }
 
-Const* float8_const(double v) { return makeConst(FLOAT8OID, -1, InvalidOid, sizeof(float8), Float8GetDatum(v), false, true); }
-Const* int8_const(int64 v) { return makeConst(INT8OID, -1, InvalidOid, sizeof(int64), Int64GetDatum(v), false, true); }
+Const* float8_const(double v) {
+  return makeConst(FLOAT8OID, -1, InvalidOid, sizeof(float8), Float8GetDatum(v), false, true);
+}
+Const* int8_const(int64 v) {
+  return makeConst(INT8OID, -1, InvalidOid, sizeof(int64), Int64GetDatum(v), false, true);
+}
 
 Expr* null_test(Var* column, NullTestType type) {
   NullTest* t = makeNode(NullTest);
@@ -456,7 +767,8 @@ Expr* or_of(List* args) {
 // (NaN >= lo holds). Integer columns compare with integers: ceil(lo), floor(hi), exactly the same
 // rows. nullptr when an operator is missing (never for the built-in types).
 Expr* column_qual(Index varno, const ColumnRanges& c) {
-  Var* column = makeVar(static_cast<int>(varno), static_cast<AttrNumber>(c.attno), c.type, c.typmod, c.collation, 0);
+  Var* column =
+      makeVar(static_cast<int>(varno), static_cast<AttrNumber>(c.attno), c.type, c.typmod, c.collation, 0);
   const bool is_float = float_column(c.type);
   const Oid family = is_float ? kFloatBtreeFamily : INTEGER_BTREE_FAM_OID;
   List* arms = NIL;
@@ -465,14 +777,19 @@ Expr* column_qual(Index varno, const ColumnRanges& c) {
     double lo = c.lo[i], hi = c.hi[i];
     List* bounds = NIL;
     if (is_float) {
-      if (lo > -std::numeric_limits<double>::infinity()) bounds = lappend(bounds, compare(column, BTGreaterEqualStrategyNumber, family, float8_const(lo)));
+      if (lo > -std::numeric_limits<double>::infinity())
+        bounds = lappend(bounds, compare(column, BTGreaterEqualStrategyNumber, family, float8_const(lo)));
       if (hi < std::numeric_limits<double>::infinity() || !c.missing)
         bounds = lappend(bounds, compare(column, BTLessEqualStrategyNumber, family, float8_const(hi)));
     } else {
       double ilo = std::ceil(lo), ihi = std::floor(hi);
       if (ilo > ihi || ilo >= kInt8Limit || ihi < -kInt8Limit) continue;  // no integer in it
-      if (ilo > -kInt8Limit) bounds = lappend(bounds, compare(column, BTGreaterEqualStrategyNumber, family, int8_const(static_cast<int64>(ilo))));
-      if (ihi < kInt8Limit) bounds = lappend(bounds, compare(column, BTLessEqualStrategyNumber, family, int8_const(static_cast<int64>(ihi))));
+      if (ilo > -kInt8Limit)
+        bounds = lappend(bounds, compare(column, BTGreaterEqualStrategyNumber, family,
+                                         int8_const(static_cast<int64>(ilo))));
+      if (ihi < kInt8Limit)
+        bounds = lappend(
+            bounds, compare(column, BTLessEqualStrategyNumber, family, int8_const(static_cast<int64>(ihi))));
       if (bounds == NIL) bounds = lappend(bounds, null_test(column, IS_NOT_NULL));
     }
     ListCell* lc;
@@ -483,7 +800,8 @@ Expr* column_qual(Index varno, const ColumnRanges& c) {
   if (c.missing) {
     arms = lappend(arms, null_test(column, IS_NULL));
     if (is_float) {
-      Expr* nan = compare(column, BTEqualStrategyNumber, family, float8_const(std::numeric_limits<double>::quiet_NaN()));
+      Expr* nan = compare(column, BTEqualStrategyNumber, family,
+                          float8_const(std::numeric_limits<double>::quiet_NaN()));
       if (!nan) return nullptr;
       arms = lappend(arms, nan);
     }
@@ -494,28 +812,34 @@ Expr* column_qual(Index varno, const ColumnRanges& c) {
 // The derived conjuncts for one query level (added to `quals`' AND), with their notes.
 struct Rewrite {
   QueryOptimizeContext* ctx;
-  int derived;            // conjuncts added, over every level
-  List* notes;            // char*: "t: (f00 >= 0.82)"
-  List* verbose_notes;    // char*: the expressions
+  int derived;          // conjuncts added, over every level
+  List* notes;          // char*: "t: (f00 >= 0.82)"
+  List* verbose_notes;  // char*: the expressions
+  List* pins;           // per derived conjunct from a model name: the name reference, then "name@version"
 };
 
-Expr* derive_for(Node* conjunct, Query* q, Rewrite* rw, char** note, char** verbose_note) {
+Expr* derive_for(Node* conjunct, List* conjuncts, Query* q, Rewrite* rw, char** note, char** verbose_note) {
   Candidate cand;
-  if (!match_candidate(conjunct, rw->ctx->flock_namespace, &cand)) return nullptr;
+  if (!match_candidate(conjunct, rw->ctx->flock_namespace, rw->ctx->params, &cand)) return nullptr;
   const char* fn = cand.label ? "predict_label" : "predict";
-  Index varno = whole_row_table(cand.call, q);
-  if (varno == 0) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for a flock.%s call: its input is not the whole "
-                                     "row of a table", fn)));
+  InputShape shape;
+  if (!input_shape(cand.call, q, &shape)) {
+    ereport(DEBUG1, (errmsg_internal(
+                        "flock optimizer: no derived filter for a flock.%s call: its input is not a table's "
+                        "whole row, nor a ROW(...) or float4 ARRAY[...] of its columns",
+                        fn)));
     return nullptr;
   }
+  Index varno = shape.varno;
   PlanModel* pm = plan_model(static_cast<Node*>(linitial(cand.call->args)));
   if (!pm) return nullptr;  // plan_model said why
   rw->ctx->used_plan_models = true;
   RangeTblEntry* rte = rt_fetch(varno, q->rtable);
   Derived d;
   Why why;
-  if (!derive_region(&cand, pm, rte->relid, &d, &why)) {
+  int nfacts;
+  ColumnFact* facts = column_facts(conjuncts, varno, &nfacts);
+  if (!derive_region(&cand, pm, &shape, facts, nfacts, &d, &why)) {
     ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for %s: %s", pm->label, why.text)));
     return nullptr;
   }
@@ -533,14 +857,20 @@ Expr* derive_for(Node* conjunct, Query* q, Rewrite* rw, char** note, char** verb
       }
       per_column = lappend(per_column, e);
     }
-    if (per_column != NIL) qual = list_length(per_column) == 1 ? static_cast<Expr*>(linitial(per_column)) : make_andclause(per_column);
+    if (per_column != NIL)
+      qual = list_length(per_column) == 1 ? static_cast<Expr*>(linitial(per_column))
+                                          : make_andclause(per_column);
   }
   if (!qual) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for %s: no operator for a column", pm->label)));
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: no derived filter for %s: no operator for a column",
+                                     pm->label)));
     flock_guard([&] { free_derived(&d); });
     return nullptr;
   }
   *note = psprintf("%s: %s", relname, d.text);
+  Const* model = reinterpret_cast<Const*>(linitial(cand.call->args));
+  if (model->consttype == TEXTOID)
+    rw->pins = lappend(lappend(rw->pins, TextDatumGetCString(model->constvalue)), pstrdup(pm->label));
   if (plan_notes_wanted()) {
     // Deparsed over the table alone (varno 1 in a one-table context).
     Node* shown = reinterpret_cast<Node*>(copyObject(qual));
@@ -562,7 +892,7 @@ Node* derive_in_quals(Node* quals, Query* q, Rewrite* rw) {
   ListCell* lc;
   foreach (lc, conjuncts) {
     char *note = nullptr, *verbose_note = nullptr;
-    if (Expr* e = derive_for(static_cast<Node*>(lfirst(lc)), q, rw, &note, &verbose_note)) {
+    if (Expr* e = derive_for(static_cast<Node*>(lfirst(lc)), conjuncts, q, rw, &note, &verbose_note)) {
       added = lappend(added, e);
       rw->notes = lappend(rw->notes, note);
       rw->verbose_notes = lappend(rw->verbose_notes, verbose_note ? verbose_note : note);
@@ -598,13 +928,55 @@ void derive_in_query(Query* q, Rewrite* rw) {
   }
   foreach (lc, q->cteList) {
     CommonTableExpr* cte = static_cast<CommonTableExpr*>(lfirst(lc));
-    if (cte->ctequery && IsA(cte->ctequery, Query)) derive_in_query(reinterpret_cast<Query*>(cte->ctequery), rw);
+    if (cte->ctequery && IsA(cte->ctequery, Query))
+      derive_in_query(reinterpret_cast<Query*>(cte->ctequery), rw);
   }
 }
 
+// Every prediction call of the query whose model reference is a name a derived filter was computed
+// for now names the version it was computed from ('m' and 'm@prod' become 'm@3'): the executor
+// resolves the reference again, and a version registered or an alias moved between this planning
+// and the executor's start must not meet filters derived from another version. (A cached plan is
+// replanned after any catalog change: plan_depends_on_models.)
+struct PinContext {
+  List* pins;
+  Oid flock_namespace;
+};
+
+bool pin_walker(Node* node, PinContext* pc) {
+  if (!node) return false;
+  if (IsA(node, Query))
+    return query_tree_walker(reinterpret_cast<Query*>(node), reinterpret_cast<bool (*)()>(pin_walker), pc, 0);
+  if (IsA(node, FuncExpr)) {
+    FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
+    char* fname;
+    if (list_length(f->args) == 2 && get_func_namespace(f->funcid) == pc->flock_namespace &&
+        (fname = get_func_name(f->funcid)) && strncmp(fname, "predict", 7) == 0 &&
+        IsA(linitial(f->args), Const)) {
+      Const* k = static_cast<Const*>(linitial(f->args));
+      if (k->consttype == TEXTOID && !k->constisnull) {
+        char* ref = TextDatumGetCString(k->constvalue);
+        for (int i = 0; i + 1 < list_length(pc->pins); i += 2) {
+          if (strcmp(ref, static_cast<char*>(list_nth(pc->pins, i))) == 0) {
+            k->constvalue = CStringGetTextDatum(static_cast<char*>(list_nth(pc->pins, i + 1)));
+            break;
+          }
+        }
+      }
+    }
+  }
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(pin_walker), pc);
+}
+
+void pin_versions(Query* query, List* pins, Oid flock_namespace) {
+  if (pins == NIL) return;
+  PinContext pc = {pins, flock_namespace};
+  query_tree_walker(query, reinterpret_cast<bool (*)()>(pin_walker), &pc, 0);
+}
+
 double plan_cost(Query* query, QueryOptimizeContext* ctx) {
-  PlannedStmt* stmt = standard_planner(static_cast<Query*>(copyObject(query)), ctx->query_string, ctx->cursor_options,
-                                       ctx->params);
+  PlannedStmt* stmt = standard_planner(static_cast<Query*>(copyObject(query)), ctx->query_string,
+                                       ctx->cursor_options, ctx->params);
   return stmt->planTree->total_cost;
 }
 
@@ -614,20 +986,23 @@ Query* derive_filters(Query* parse, QueryOptimizeContext* ctx) {
   query_tree_walker(parse, reinterpret_cast<bool (*)()>(find_prediction_call), &search, 0);
   if (!search.found) return parse;
   Query* rewritten = static_cast<Query*>(copyObject(parse));
-  Rewrite rw = {ctx, 0, NIL, NIL};
+  Rewrite rw = {ctx, 0, NIL, NIL, NIL};
   derive_in_query(rewritten, &rw);
   if (rw.derived == 0) return parse;
   // Used only when PostgreSQL's own estimate says the derived quals narrow the work.
-  double with = plan_cost(rewritten, ctx);
-  double without = plan_cost(parse, ctx);
-  if (!(with < without)) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: derived filter not used: estimated cost %.2f, %.2f without it",
-                                     with, without)));
+  bool always = optimizer_derive_filters == static_cast<int>(DeriveFilters::Always);
+  double with = always ? 0 : plan_cost(rewritten, ctx);
+  double without = always ? 0 : plan_cost(parse, ctx);
+  if (!always && !(with < without)) {
+    ereport(DEBUG1,
+            (errmsg_internal("flock optimizer: derived filter not used: estimated cost %.2f, %.2f without it",
+                             with, without)));
     return parse;
   }
+  pin_versions(rewritten, rw.pins, ctx->flock_namespace);
   ListCell *ln, *lv;
   forboth(ln, rw.notes, lv, rw.verbose_notes)
-    plan_note("Flock Derived Filter", static_cast<char*>(lfirst(ln)), static_cast<char*>(lfirst(lv)));
+      plan_note("Flock Derived Filter", static_cast<char*>(lfirst(ln)), static_cast<char*>(lfirst(lv)));
   return rewritten;
 }
 
@@ -637,7 +1012,7 @@ Query* optimize_query(Query* parse, QueryOptimizeContext* ctx) {
   if (!optimizer_enabled || parse->commandType != CMD_SELECT) return parse;
   ctx->flock_namespace = get_namespace_oid("flock", true);
   if (!OidIsValid(ctx->flock_namespace)) return parse;
-  if (optimizer_derive_filters) parse = derive_filters(parse, ctx);
+  if (optimizer_derive_filters != static_cast<int>(DeriveFilters::Off)) parse = derive_filters(parse, ctx);
   // After deriving filters (which read the prediction calls it replaces).
   parse = inline_models(parse, ctx);
   return parse;

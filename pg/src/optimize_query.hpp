@@ -16,7 +16,10 @@ extern "C" {
 namespace flock::pg {
 
 // GUCs (module.cpp).
-extern bool optimizer_derive_filters;  // flock.optimizer_derive_filters
+// flock.optimizer_derive_filters: off; on (when the planner estimates the query cheaper with the
+// derived quals); always (whatever the estimate: for tests and benchmarks of the derived quals).
+enum class DeriveFilters : int { Off, On, Always };
+extern int optimizer_derive_filters;
 
 // What the passes share while one query is planned.
 struct QueryOptimizeContext {

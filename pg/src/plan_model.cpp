@@ -45,14 +45,15 @@ void resolve_name_into(PlanModel* out, const char* ref, MemoryContext result_mcx
   char* name = SPI_getvalue(row, desc, 1);
   char* version = SPI_getvalue(row, desc, 2);
   char* sha = SPI_getvalue(row, desc, 3);
-  if (!name || !version || !sha || strlen(sha) != kSha256HexLen) elog(ERROR, "model \"%s\" has no sha256", ref);
+  if (!name || !version || !sha || strlen(sha) != kSha256HexLen)
+    elog(ERROR, "model \"%s\" has no sha256", ref);
   ModelHandle* handle = out->handle;
   flock_guard([&] { handle->model = find_cached_model(sha); });
   if (!handle->model) {
     Oid key_types[2] = {TEXTOID, INT4OID};
     Datum key[2] = {CStringGetTextDatum(name), Int32GetDatum(atoi(version))};
-    if (SPI_execute_with_args("SELECT model FROM flock.models WHERE name = $1 AND version = $2", 2, key_types, key,
-                              nullptr, true, 1) != SPI_OK_SELECT ||
+    if (SPI_execute_with_args("SELECT model FROM flock.models WHERE name = $1 AND version = $2", 2, key_types,
+                              key, nullptr, true, 1) != SPI_OK_SELECT ||
         SPI_processed != 1)
       elog(ERROR, "model \"%s@%s\" vanished while it was being loaded", name, version);
     bool isnull;
@@ -60,7 +61,8 @@ void resolve_name_into(PlanModel* out, const char* ref, MemoryContext result_mcx
     if (isnull) elog(ERROR, "model \"%s@%s\" has no bytes", name, version);
     bytea* bytes = DatumGetByteaPP(d);
     flock_guard([&] {
-      handle->model = cached_model(sha, {reinterpret_cast<const uint8_t*>(VARDATA_ANY(bytes)), VARSIZE_ANY_EXHDR(bytes)});
+      handle->model =
+          cached_model(sha, {reinterpret_cast<const uint8_t*>(VARDATA_ANY(bytes)), VARSIZE_ANY_EXHDR(bytes)});
     });
   }
   out->label = MemoryContextStrdup(result_mcxt, psprintf("%s@%s", name, version));
@@ -75,7 +77,9 @@ void resolve_value_into(PlanModel* out, Datum value, MemoryContext result_mcxt) 
   char sha[kSha256HexSize];
   sha256_hex(reinterpret_cast<const uint8*>(VARDATA_ANY(bytes)), len, sha);
   ModelHandle* handle = out->handle;
-  flock_guard([&] { handle->model = cached_model(sha, {reinterpret_cast<const uint8_t*>(VARDATA_ANY(bytes)), len}); });
+  flock_guard([&] {
+    handle->model = cached_model(sha, {reinterpret_cast<const uint8_t*>(VARDATA_ANY(bytes)), len});
+  });
   out->label = MemoryContextStrdup(result_mcxt, psprintf("model %.12s", sha));
   memcpy(out->sha256, sha, kSha256HexSize);
 }
@@ -88,7 +92,7 @@ struct PlanNote {
 };
 
 ExplainOneQuery_hook_type prev_explain_one_query = nullptr;
-int collecting_depth = 0;           // > 0: an EXPLAIN is planning
+int collecting_depth = 0;  // > 0: an EXPLAIN is planning
 bool collecting_verbose = false;
 MemoryContext notes_mcxt = nullptr;  // the EXPLAIN's context
 List* notes = NIL;
@@ -153,7 +157,8 @@ void standard_explain_one_query(Query* query, int cursor_options, IntoClause* in
     memset(&bufusage, 0, sizeof(BufferUsage));
     BufferUsageAccumDiff(&bufusage, &pgBufferUsage, &bufusage_start);
   }
-  ExplainOnePlan(plan, into, es, query_string, params, query_env, &plan_duration, es->buffers ? &bufusage : nullptr);
+  ExplainOnePlan(plan, into, es, query_string, params, query_env, &plan_duration,
+                 es->buffers ? &bufusage : nullptr);
 }
 
 void explain_one_query(Query* query, int cursor_options, IntoClause* into, ExplainState* es,
@@ -171,8 +176,10 @@ void explain_one_query(Query* query, int cursor_options, IntoClause* into, Expla
   {
     // Queries planned while EXPLAIN ANALYZE runs the plan add their notes too (a function's
     // queries, say): they are shown with this query's.
-    if (prev_explain_one_query) prev_explain_one_query(query, cursor_options, into, es, query_string, params, query_env);
-    else standard_explain_one_query(query, cursor_options, into, es, query_string, params, query_env);
+    if (prev_explain_one_query)
+      prev_explain_one_query(query, cursor_options, into, es, query_string, params, query_env);
+    else
+      standard_explain_one_query(query, cursor_options, into, es, query_string, params, query_env);
     printed = notes;
   }
   PG_FINALLY();
@@ -190,19 +197,22 @@ void explain_one_query(Query* query, int cursor_options, IntoClause* into, Expla
 
 PlanModel* plan_model(Node* model_arg) {
   if (!model_arg || !IsA(model_arg, Const)) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: the model is not a constant: not resolved at plan time")));
+    ereport(DEBUG1,
+            (errmsg_internal("flock optimizer: the model is not a constant: not resolved at plan time")));
     return nullptr;
   }
   Const* c = reinterpret_cast<Const*>(model_arg);
   if (c->constisnull) return nullptr;
   bool by_name = c->consttype == TEXTOID;
   if (!by_name && (c->consttype == InvalidOid || c->consttype != model_type_oid())) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: the model reference is neither text nor flock.model")));
+    ereport(DEBUG1,
+            (errmsg_internal("flock optimizer: the model reference is neither text nor flock.model")));
     return nullptr;
   }
   // A subtransaction cannot start in parallel mode (nor outside a transaction).
   if (IsInParallelMode() || !IsTransactionState()) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: no model resolution here (parallel mode or no transaction)")));
+    ereport(DEBUG1,
+            (errmsg_internal("flock optimizer: no model resolution here (parallel mode or no transaction)")));
     return nullptr;
   }
   MemoryContext mcxt = CurrentMemoryContext;
@@ -214,8 +224,10 @@ PlanModel* plan_model(Node* model_arg) {
   MemoryContextSwitchTo(mcxt);
   PG_TRY();
   {
-    if (by_name) resolve_name_into(out, TextDatumGetCString(c->constvalue), mcxt);
-    else resolve_value_into(out, c->constvalue, mcxt);
+    if (by_name)
+      resolve_name_into(out, TextDatumGetCString(c->constvalue), mcxt);
+    else
+      resolve_value_into(out, c->constvalue, mcxt);
     ReleaseCurrentSubTransaction();
     MemoryContextSwitchTo(mcxt);
     CurrentResourceOwner = owner;
@@ -228,7 +240,11 @@ PlanModel* plan_model(Node* model_arg) {
     RollbackAndReleaseCurrentSubTransaction();
     MemoryContextSwitchTo(mcxt);
     CurrentResourceOwner = owner;
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: model not resolved at plan time: %s", edata->message)));
+    // A query cancel or statement_timeout is the user's, not a reason to plan without the model
+    // (as PL/pgSQL's WHEN OTHERS does not catch it).
+    if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED) ReThrowError(edata);
+    ereport(DEBUG1,
+            (errmsg_internal("flock optimizer: model not resolved at plan time: %s", edata->message)));
     FreeErrorData(edata);
     out->handle->model.reset();
     result = nullptr;

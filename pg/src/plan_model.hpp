@@ -12,7 +12,8 @@ extern "C" {
 
 namespace flock::pg {
 
-struct ModelHandle;  // cache.hpp (not included here: flock/model.hpp's flock::Plan would hide PostgreSQL's Plan)
+struct ModelHandle;  // cache.hpp (not included here: flock/model.hpp's flock::Plan would hide PostgreSQL's
+                     // Plan)
 
 // A model reference that is a Const in a query (name text or flock.model value), resolved at plan
 // time for the optimizer's query rewrites, as current_user, to the same model the executor would

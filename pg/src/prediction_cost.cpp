@@ -34,11 +34,13 @@ extern bool optimizer_enabled;
 
 namespace {
 
-// A call's cost in cpu_operator_cost units: a fixed part (binding the row, the call, the result)
-// and a part per optimize::cost unit (a tree level or a multiply-add: a few nanoseconds, a tenth of
-// an interpreted SQL operator).
-constexpr double kCallOperators = 10;
-constexpr double kOperatorsPerUnit = 0.1;
+// A call's cost in cpu_operator_cost units, as batched (FlockBatchScore scores a scan's quals):
+// a fixed part and a part per optimize::cost unit. bench/prediction_cost.py (400,000 rows, two
+// runs on a shared machine): a float8 addition costs 7.3-7.5 ns a row, a batched call of a
+// one-split tree (cost 2) 22-47 ns (3-6 operators), each further unit 0.5-1.0 ns (0.07-0.14
+// operators); the lower ends are taken (the calls' cost is not overstated).
+constexpr double kCallOperators = 3;
+constexpr double kOperatorsPerUnit = 0.07;
 
 bool contains_node(Node* node, Node* target) {
   if (!node) return false;

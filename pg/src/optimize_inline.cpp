@@ -23,14 +23,14 @@
 extern "C" {
 #include "access/table.h"
 #include "access/xact.h"
-#include "utils/resowner.h"
 #include "catalog/pg_operator_d.h"
 #include "nodes/makefuncs.h"
-#include "optimizer/optimizer.h"
 #include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
 #include "parser/parse_func.h"
 #include "parser/parsetree.h"
 #include "utils/fmgroids.h"
+#include "utils/resowner.h"
 }
 #undef flock
 
@@ -42,13 +42,12 @@ extern "C" {
 #include <string>
 
 #include "cache.hpp"
+#include "flock/binding.hpp"
+#include "flock/optimize.hpp"
 #include "guard.hpp"
 #include "optimize_inline.hpp"
 #include "optimize_query.hpp"
 #include "plan_model.hpp"
-
-#include "flock/binding.hpp"
-#include "flock/optimize.hpp"
 
 namespace flock::pg {
 
@@ -77,7 +76,7 @@ struct SqlColumn {
 
 struct InlineContext {
   Oid flock_namespace;
-  Oid round_fn;  // flock._round_to_float4(float8)
+  Oid round_fn;   // flock._round_to_float4(float8)
   List* queries;  // the Query being rewritten, innermost first
   List* noted;    // labels of the models EXPLAIN already shows as inlined
   bool inlined;
@@ -123,7 +122,8 @@ Expr* case_when(Expr* cond, Expr* yes, Expr* no) {
 }
 
 Expr* call1(Oid fn, Oid result, Expr* arg) {
-  return reinterpret_cast<Expr*>(makeFuncExpr(fn, result, list_make1(arg), InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL));
+  return reinterpret_cast<Expr*>(
+      makeFuncExpr(fn, result, list_make1(arg), InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL));
 }
 
 Expr* column_value(const SqlColumn& c) { return static_cast<Expr*>(copyObject(c.value)); }
@@ -141,12 +141,27 @@ Expr* test_expr(const opt::ExprNode& n, const SqlColumn& c, bool* true_for_nan) 
   Oid opno = InvalidOid;
   *true_for_nan = false;
   switch (n.test) {
-    case opt::ExprTest::Less: opno = kFloat8Lt; break;
-    case opt::ExprTest::LessEqual: opno = kFloat8Le; break;
-    case opt::ExprTest::Greater: opno = kFloat8Gt; *true_for_nan = true; break;
-    case opt::ExprTest::GreaterEqual: opno = kFloat8Ge; *true_for_nan = true; break;
-    case opt::ExprTest::Equal: opno = kFloat8Eq; break;
-    case opt::ExprTest::NotEqual: opno = kFloat8Ne; *true_for_nan = true; break;
+    case opt::ExprTest::Less:
+      opno = kFloat8Lt;
+      break;
+    case opt::ExprTest::LessEqual:
+      opno = kFloat8Le;
+      break;
+    case opt::ExprTest::Greater:
+      opno = kFloat8Gt;
+      *true_for_nan = true;
+      break;
+    case opt::ExprTest::GreaterEqual:
+      opno = kFloat8Ge;
+      *true_for_nan = true;
+      break;
+    case opt::ExprTest::Equal:
+      opno = kFloat8Eq;
+      break;
+    case opt::ExprTest::NotEqual:
+      opno = kFloat8Ne;
+      *true_for_nan = true;
+      break;
     case opt::ExprTest::Between:
     case opt::ExprTest::NotBetween: {
       Expr* between = bool_expr(AND_EXPR, compare(kFloat8Lt, f8(n.a), column_value(c)),
@@ -155,7 +170,8 @@ Expr* test_expr(const opt::ExprNode& n, const SqlColumn& c, bool* true_for_nan) 
       *true_for_nan = true;  // a < NaN holds, NaN <= b does not: NOT (...) holds
       return makeBoolExpr(NOT_EXPR, list_make1(between), -1);
     }
-    default: return nullptr;
+    default:
+      return nullptr;
   }
   return compare(opno, column_value(c), f8(n.a));
 }
@@ -204,12 +220,18 @@ Expr* branch_sql(const Translation& t, const opt::ExprNode& n) {
 Expr* to_sql(const Translation& t, int32_t i) {
   const opt::ExprNode& n = t.nodes[i];
   switch (n.kind) {
-    case opt::ExprKind::Constant: return f8(n.value);
-    case opt::ExprKind::Input: return column_value(t.columns[n.column]);
-    case opt::ExprKind::Branch: return branch_sql(t, n);
-    case opt::ExprKind::Add: return op(kFloat8Plus, FLOAT8OID, to_sql(t, n.left), to_sql(t, n.right));
-    case opt::ExprKind::Multiply: return op(kFloat8Mul, FLOAT8OID, to_sql(t, n.left), to_sql(t, n.right));
-    case opt::ExprKind::Divide: return op(kFloat8Div, FLOAT8OID, to_sql(t, n.left), to_sql(t, n.right));
+    case opt::ExprKind::Constant:
+      return f8(n.value);
+    case opt::ExprKind::Input:
+      return column_value(t.columns[n.column]);
+    case opt::ExprKind::Branch:
+      return branch_sql(t, n);
+    case opt::ExprKind::Add:
+      return op(kFloat8Plus, FLOAT8OID, to_sql(t, n.left), to_sql(t, n.right));
+    case opt::ExprKind::Multiply:
+      return op(kFloat8Mul, FLOAT8OID, to_sql(t, n.left), to_sql(t, n.right));
+    case opt::ExprKind::Divide:
+      return op(kFloat8Div, FLOAT8OID, to_sql(t, n.left), to_sql(t, n.right));
     case opt::ExprKind::RoundToFloat: {
       const opt::ExprNode& arg = t.nodes[n.left];
       if (arg.kind == opt::ExprKind::Input && t.columns[arg.column].is_float4) return to_sql(t, n.left);
@@ -253,17 +275,24 @@ bool is_predict(FuncExpr* f, const InlineContext* ctx) {
   if (list_length(f->args) != 2 || f->funcresulttype != FLOAT8OID) return false;
   if (get_func_namespace(f->funcid) != ctx->flock_namespace) return false;
   char* name = get_func_name(f->funcid);
-  return name && strcmp(name, "predict") == 0 && exprType(static_cast<Node*>(lsecond(f->args))) != FLOAT4ARRAYOID;
+  return name && strcmp(name, "predict") == 0 &&
+         exprType(static_cast<Node*>(lsecond(f->args))) != FLOAT4ARRAYOID;
 }
 
 Expr* as_float8(Expr* value, Oid type) {
   switch (type) {
-    case FLOAT8OID: return value;
-    case FLOAT4OID: return call1(F_FLOAT8_FLOAT4, FLOAT8OID, value);
-    case INT2OID: return call1(F_FLOAT8_INT2, FLOAT8OID, value);
-    case INT4OID: return call1(F_FLOAT8_INT4, FLOAT8OID, value);
-    case INT8OID: return call1(F_FLOAT8_INT8, FLOAT8OID, value);
-    default: return nullptr;
+    case FLOAT8OID:
+      return value;
+    case FLOAT4OID:
+      return call1(F_FLOAT8_FLOAT4, FLOAT8OID, value);
+    case INT2OID:
+      return call1(F_FLOAT8_INT2, FLOAT8OID, value);
+    case INT4OID:
+      return call1(F_FLOAT8_INT4, FLOAT8OID, value);
+    case INT8OID:
+      return call1(F_FLOAT8_INT8, FLOAT8OID, value);
+    default:
+      return nullptr;
   }
 }
 
@@ -298,18 +327,20 @@ bool record_input(Node* input, const InlineContext* ctx, RecordInput* out, const
     Relation rel = table_open(rte->relid, NoLock);  // the parser holds its lock
     TupleDesc desc = RelationGetDescr(rel);
     out->natts = desc->natts;
-    out->names = static_cast<flock::RecordColumn*>(palloc0(sizeof(flock::RecordColumn) * Max(desc->natts, 1)));
+    out->names =
+        static_cast<flock::RecordColumn*>(palloc0(sizeof(flock::RecordColumn) * Max(desc->natts, 1)));
     out->values = static_cast<Expr**>(palloc0(sizeof(Expr*) * Max(desc->natts, 1)));
     out->types = static_cast<Oid*>(palloc0(sizeof(Oid) * Max(desc->natts, 1)));
     out->not_null = static_cast<bool*>(palloc0(sizeof(bool) * Max(desc->natts, 1)));
     for (int a = 0; a < desc->natts; ++a) {
       Form_pg_attribute att = TupleDescAttr(desc, a);
-      new (&out->names[a]) flock::RecordColumn{pstrdup(NameStr(att->attname)), static_cast<bool>(att->attisdropped)};
+      new (&out->names[a])
+          flock::RecordColumn{pstrdup(NameStr(att->attname)), static_cast<bool>(att->attisdropped)};
       out->types[a] = att->atttypid;
       out->not_null[a] = att->attnotnull;
       if (!att->attisdropped)
-        out->values[a] = reinterpret_cast<Expr*>(
-            makeVar(v->varno, static_cast<AttrNumber>(a + 1), att->atttypid, att->atttypmod, att->attcollation, 0));
+        out->values[a] = reinterpret_cast<Expr*>(makeVar(
+            v->varno, static_cast<AttrNumber>(a + 1), att->atttypid, att->atttypmod, att->attcollation, 0));
     }
     table_close(rel, NoLock);
     out->whole_row = true;
@@ -394,12 +425,15 @@ Expr* inline_call(FuncExpr* f, InlineContext* ctx) {
   Node* input = static_cast<Node*>(lsecond(f->args));
   PlanModel* pm = plan_model(model_arg);
   if (!pm) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: a call not inlined: its model is not a constant resolved at plan time")));
+    ereport(DEBUG1,
+            (errmsg_internal(
+                "flock optimizer: a call not inlined: its model is not a constant resolved at plan time")));
     return nullptr;
   }
   const char* label = pm->label;
   if (model_audited(model_arg, pm)) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: %s not inlined: the model has an audit policy", label)));
+    ereport(DEBUG1,
+            (errmsg_internal("flock optimizer: %s not inlined: the model has an audit policy", label)));
     return nullptr;
   }
   const char* why = nullptr;
@@ -449,7 +483,8 @@ Expr* inline_call(FuncExpr* f, InlineContext* ctx) {
       // malloc, not palloc: no PostgreSQL error may jump over these frames. Copied below.
       nfeatures = static_cast<int>(b.features.size());
       feature_column = static_cast<int*>(std::malloc(sizeof(int) * std::max(nfeatures, 1)));
-      nodes = static_cast<opt::ExprNode*>(std::malloc(sizeof(opt::ExprNode) * std::max<size_t>(e->nodes.size(), 1)));
+      nodes = static_cast<opt::ExprNode*>(
+          std::malloc(sizeof(opt::ExprNode) * std::max<size_t>(e->nodes.size(), 1)));
       if (!feature_column || !nodes) throw std::bad_alloc();
       for (int k = 0; k < nfeatures; ++k) feature_column[k] = -1;
       for (const flock::FeatureColumn& fc : b.features)
@@ -484,7 +519,8 @@ Expr* inline_call(FuncExpr* f, InlineContext* ctx) {
     return nullptr;
   }
   if (root < 0 || root >= count || !columns_in_range(nodes, count, nfeatures)) {
-    ereport(DEBUG1, (errmsg_internal("flock optimizer: %s not inlined: an expression it cannot read", label)));
+    ereport(DEBUG1,
+            (errmsg_internal("flock optimizer: %s not inlined: an expression it cannot read", label)));
     return nullptr;
   }
 
@@ -498,14 +534,17 @@ Expr* inline_call(FuncExpr* f, InlineContext* ctx) {
     const Oid type = rec.types[a];
     Expr* value = as_float8(static_cast<Expr*>(copyObject(rec.values[a])), type);
     if (!value) {
-      ereport(DEBUG1, (errmsg_internal("flock optimizer: %s not inlined: column \"%s\" is %s, not a float or integer",
-                                       label, rec.names[a].name.data(), format_type_be(type))));
+      ereport(DEBUG1,
+              (errmsg_internal("flock optimizer: %s not inlined: column \"%s\" is %s, not a float or integer",
+                               label, rec.names[a].name.data(), format_type_be(type))));
       return nullptr;
     }
     columns[k] = {value, !rec.not_null[a], type == FLOAT4OID || type == FLOAT8OID, type == FLOAT4OID};
     if (missing_is_error && columns[k].nullable) {
-      ereport(DEBUG1, (errmsg_internal("flock optimizer: %s not inlined: column \"%s\" may be NULL, which the model "
-                                       "refuses with an error", label, rec.names[a].name.data())));
+      ereport(DEBUG1,
+              (errmsg_internal("flock optimizer: %s not inlined: column \"%s\" may be NULL, which the model "
+                               "refuses with an error",
+                               label, rec.names[a].name.data())));
       return nullptr;
     }
   }
@@ -527,14 +566,16 @@ Node* inline_mutator(Node* node, InlineContext* ctx) {
   if (!node) return nullptr;
   if (IsA(node, Query)) {
     ctx->queries = lcons(node, ctx->queries);
-    Query* q = query_tree_mutator(reinterpret_cast<Query*>(node), reinterpret_cast<Node* (*)()>(inline_mutator), ctx, 0);
+    Query* q = query_tree_mutator(reinterpret_cast<Query*>(node),
+                                  reinterpret_cast<Node* (*)()>(inline_mutator), ctx, 0);
     ctx->queries = list_delete_first(ctx->queries);
     return reinterpret_cast<Node*>(q);
   }
   if (IsA(node, FuncExpr) && is_predict(reinterpret_cast<FuncExpr*>(node), ctx)) {
     // Calls nested in its input (now copied into the expression) are inlined too.
     if (Expr* sql = inline_call(reinterpret_cast<FuncExpr*>(node), ctx))
-      return expression_tree_mutator(reinterpret_cast<Node*>(sql), reinterpret_cast<Node* (*)()>(inline_mutator), ctx);
+      return expression_tree_mutator(reinterpret_cast<Node*>(sql),
+                                     reinterpret_cast<Node* (*)()>(inline_mutator), ctx);
   }
   return expression_tree_mutator(node, reinterpret_cast<Node* (*)()>(inline_mutator), ctx);
 }
@@ -546,8 +587,8 @@ Query* inline_models(Query* parse, QueryOptimizeContext* qctx) {
   InlineContext ctx = {qctx->flock_namespace, InvalidOid, NIL, NIL, false};
   if (!OidIsValid(ctx.flock_namespace)) return parse;
   Oid argtypes[1] = {FLOAT8OID};
-  ctx.round_fn = LookupFuncName(list_make2(makeString(pstrdup("flock")), makeString(pstrdup("_round_to_float4"))), 1,
-                                argtypes, true);
+  ctx.round_fn = LookupFuncName(
+      list_make2(makeString(pstrdup("flock")), makeString(pstrdup("_round_to_float4"))), 1, argtypes, true);
   if (!OidIsValid(ctx.round_fn)) return parse;  // an extension script older than the library
   // query_tree_mutator copies each Query it rewrites.
   Query* rewritten = reinterpret_cast<Query*>(inline_mutator(reinterpret_cast<Node*>(parse), &ctx));

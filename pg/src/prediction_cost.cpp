@@ -22,10 +22,9 @@ extern "C" {
 #include <new>
 
 #include "cache.hpp"
+#include "flock/optimize.hpp"
 #include "guard.hpp"
 #include "plan_model.hpp"
-
-#include "flock/optimize.hpp"
 
 namespace flock::pg {
 

@@ -98,26 +98,39 @@ Test branch_test(uint8_t mode, double t, Domain domain) {
   if (std::isnan(t)) return {mode == tree::kNeq ? ExprTest::Always : ExprTest::Never};
   if (domain == Domain::Double) {
     switch (mode) {
-      case tree::kLeq: return {ExprTest::LessEqual, t};
-      case tree::kLt: return {ExprTest::Less, t};
-      case tree::kGte: return {ExprTest::GreaterEqual, t};
-      case tree::kGt: return {ExprTest::Greater, t};
-      case tree::kEq: return {ExprTest::Equal, t};
-      default: return {ExprTest::NotEqual, t};
+      case tree::kLeq:
+        return {ExprTest::LessEqual, t};
+      case tree::kLt:
+        return {ExprTest::Less, t};
+      case tree::kGte:
+        return {ExprTest::GreaterEqual, t};
+      case tree::kGt:
+        return {ExprTest::Greater, t};
+      case tree::kEq:
+        return {ExprTest::Equal, t};
+      default:
+        return {ExprTest::NotEqual, t};
     }
   }
   const float tf = static_cast<float>(t);  // a float threshold: exact
   const bool lowest = tf == -std::numeric_limits<float>::infinity();
   // float(v) < tf  <=>  float(v) <= the float below tf  <=>  v <= last_at_most(below).
-  const double below = lowest ? -kInf : last_at_most(std::nextafter(tf, -std::numeric_limits<float>::infinity()));
+  const double below =
+      lowest ? -kInf : last_at_most(std::nextafter(tf, -std::numeric_limits<float>::infinity()));
   const double at = last_at_most(tf);
   switch (mode) {
-    case tree::kLeq: return {ExprTest::LessEqual, at};
-    case tree::kLt: return lowest ? Test{ExprTest::Never} : Test{ExprTest::LessEqual, below};
-    case tree::kGte: return lowest ? Test{ExprTest::Always} : Test{ExprTest::Greater, below};
-    case tree::kGt: return at == kInf ? Test{ExprTest::Never} : Test{ExprTest::Greater, at};
-    case tree::kEq: return lowest ? Test{ExprTest::LessEqual, at} : Test{ExprTest::Between, below, at};
-    default: return lowest ? Test{ExprTest::Greater, at} : Test{ExprTest::NotBetween, below, at};
+    case tree::kLeq:
+      return {ExprTest::LessEqual, at};
+    case tree::kLt:
+      return lowest ? Test{ExprTest::Never} : Test{ExprTest::LessEqual, below};
+    case tree::kGte:
+      return lowest ? Test{ExprTest::Always} : Test{ExprTest::Greater, below};
+    case tree::kGt:
+      return at == kInf ? Test{ExprTest::Never} : Test{ExprTest::Greater, at};
+    case tree::kEq:
+      return lowest ? Test{ExprTest::LessEqual, at} : Test{ExprTest::Between, below, at};
+    default:
+      return lowest ? Test{ExprTest::Greater, at} : Test{ExprTest::NotBetween, below, at};
   }
 }
 
@@ -139,7 +152,8 @@ std::optional<SoleStep> sole_step(const Model& model) {
   if (!in || g.output_slots.size() != 1) return std::nullopt;
   for (const auto& step : g.steps) {
     if (step.inputs.empty()) continue;
-    if (std::find(step.outputs.begin(), step.outputs.end(), g.output_slots[0]) == step.outputs.end()) continue;
+    if (std::find(step.outputs.begin(), step.outputs.end(), g.output_slots[0]) == step.outputs.end())
+      continue;
     if (step.inputs[0] == in->slot) return SoleStep{*in, step.kernel, nullptr};
     for (const auto& pre : g.steps) {
       const auto* scaler = dynamic_cast<const preprocess::ScalerKernel*>(pre.kernel);
@@ -147,7 +161,8 @@ std::optional<SoleStep> sole_step(const Model& model) {
           pre.outputs[0] != step.inputs[0])
         continue;
       const size_t n = scaler->scales().size();
-      if (n != scaler->offsets().size() || (n != 1 && static_cast<int64_t>(n) != in->width)) return std::nullopt;
+      if (n != scaler->offsets().size() || (n != 1 && static_cast<int64_t>(n) != in->width))
+        return std::nullopt;
       return SoleStep{*in, step.kernel, scaler};
     }
     return std::nullopt;
@@ -161,14 +176,14 @@ std::optional<SoleStep> sole_step(const Model& model) {
 int32_t column_expression(Builder& b, const SoleStep& s, int32_t k, bool rounded) {
   if (!s.scaler) return rounded ? b.round_to_float(b.input(k)) : b.input(k);
   const size_t p = s.scaler->scales().size() == 1 ? 0 : static_cast<size_t>(k);
-  const int32_t shifted = b.round_to_float(
-      b.binary(ExprKind::Add, b.round_to_float(b.input(k)), b.constant(-static_cast<double>(s.scaler->offsets()[p]))));
+  const int32_t shifted = b.round_to_float(b.binary(
+      ExprKind::Add, b.round_to_float(b.input(k)), b.constant(-static_cast<double>(s.scaler->offsets()[p]))));
   return b.round_to_float(b.binary(ExprKind::Multiply, shifted, b.constant(s.scaler->scales()[p])));
 }
 
 // One tree as nested Branches (a shared subtree is emitted once per path, within the budget).
-int32_t tree_expression(Builder& b, const SoleStep& s, const Ensemble& e, int32_t node, const NodeValues& values,
-                        Domain domain, int64_t width, bool first_tree, int depth) {
+int32_t tree_expression(Builder& b, const SoleStep& s, const Ensemble& e, int32_t node,
+                        const NodeValues& values, Domain domain, int64_t width, bool first_tree, int depth) {
   if (node < 0 || static_cast<size_t>(node) >= e.nodes_f.size() || depth > 4096) throw TooBig{};
   const Node<float>& nd = e.nodes_f[static_cast<size_t>(node)];
   if (nd.mode == tree::kLeaf) {
@@ -198,8 +213,10 @@ int32_t tree_expression(Builder& b, const SoleStep& s, const Ensemble& e, int32_
 // Scaler parameters a translation can follow exactly (finite floats).
 bool plain_scaler(const SoleStep& s) {
   if (!s.scaler) return true;
-  for (float v : s.scaler->scales()) if (!std::isfinite(v)) return false;
-  for (float v : s.scaler->offsets()) if (!std::isfinite(v)) return false;
+  for (float v : s.scaler->scales())
+    if (!std::isfinite(v)) return false;
+  for (float v : s.scaler->offsets())
+    if (!std::isfinite(v)) return false;
   return true;
 }
 
@@ -277,16 +294,26 @@ double round_to_float(double v) {
 
 bool test_holds(const ExprNode& n, double v) {
   switch (n.test) {
-    case ExprTest::Less: return v < n.a;
-    case ExprTest::LessEqual: return v <= n.a;
-    case ExprTest::Greater: return v > n.a;
-    case ExprTest::GreaterEqual: return v >= n.a;
-    case ExprTest::Equal: return v == n.a;
-    case ExprTest::NotEqual: return v != n.a;
-    case ExprTest::Between: return n.a < v && v <= n.b;
-    case ExprTest::NotBetween: return !(n.a < v && v <= n.b);
-    case ExprTest::Always: return true;
-    case ExprTest::Never: return false;
+    case ExprTest::Less:
+      return v < n.a;
+    case ExprTest::LessEqual:
+      return v <= n.a;
+    case ExprTest::Greater:
+      return v > n.a;
+    case ExprTest::GreaterEqual:
+      return v >= n.a;
+    case ExprTest::Equal:
+      return v == n.a;
+    case ExprTest::NotEqual:
+      return v != n.a;
+    case ExprTest::Between:
+      return n.a < v && v <= n.b;
+    case ExprTest::NotBetween:
+      return !(n.a < v && v <= n.b);
+    case ExprTest::Always:
+      return true;
+    case ExprTest::Never:
+      return false;
   }
   return false;
 }
@@ -321,8 +348,10 @@ std::optional<Expression> as_expression(const Model& model, int64_t max_nodes) {
   try {
     const auto s = sole_step(model);
     if (!s) return std::nullopt;
-    if (const auto* t = dynamic_cast<const tree::TreeKernel*>(s->kernel)) return tree_model(*s, *t, max_nodes);
-    if (const auto* l = dynamic_cast<const linear::LinearKernel*>(s->kernel)) return linear_model(*s, *l, max_nodes);
+    if (const auto* t = dynamic_cast<const tree::TreeKernel*>(s->kernel))
+      return tree_model(*s, *t, max_nodes);
+    if (const auto* l = dynamic_cast<const linear::LinearKernel*>(s->kernel))
+      return linear_model(*s, *l, max_nodes);
     return std::nullopt;
   } catch (const std::bad_alloc&) {
     throw;
@@ -335,24 +364,36 @@ double evaluate(const Expression& e, std::span<const double> inputs) {
   std::vector<double> v(e.nodes.size());
   auto column = [&](int32_t k) {
     return k >= 0 && static_cast<size_t>(k) < inputs.size() ? inputs[static_cast<size_t>(k)]
-                                                               : std::numeric_limits<double>::quiet_NaN();
+                                                            : std::numeric_limits<double>::quiet_NaN();
   };
   for (size_t i = 0; i < e.nodes.size(); ++i) {
     const ExprNode& n = e.nodes[i];
     auto arg = [&](int32_t k) { return v[static_cast<size_t>(k)]; };
     switch (n.kind) {
-      case ExprKind::Constant: v[i] = n.value; break;
-      case ExprKind::Input: v[i] = column(n.column); break;
+      case ExprKind::Constant:
+        v[i] = n.value;
+        break;
+      case ExprKind::Input:
+        v[i] = column(n.column);
+        break;
       case ExprKind::Branch: {
         const double x = n.column < 0 ? arg(n.arg) : column(n.column);
         const bool yes = std::isnan(x) ? n.missing_yes : test_holds(n, x);
         v[i] = arg(yes ? n.left : n.right);
         break;
       }
-      case ExprKind::Add: v[i] = arg(n.left) + arg(n.right); break;
-      case ExprKind::Multiply: v[i] = arg(n.left) * arg(n.right); break;
-      case ExprKind::Divide: v[i] = arg(n.left) / arg(n.right); break;
-      case ExprKind::RoundToFloat: v[i] = round_to_float(arg(n.left)); break;
+      case ExprKind::Add:
+        v[i] = arg(n.left) + arg(n.right);
+        break;
+      case ExprKind::Multiply:
+        v[i] = arg(n.left) * arg(n.right);
+        break;
+      case ExprKind::Divide:
+        v[i] = arg(n.left) / arg(n.right);
+        break;
+      case ExprKind::RoundToFloat:
+        v[i] = round_to_float(arg(n.left));
+        break;
     }
   }
   return e.root >= 0 ? v[static_cast<size_t>(e.root)] : std::numeric_limits<double>::quiet_NaN();

@@ -189,7 +189,7 @@ Expr* to_sql(const Translation& t, int32_t i);
 Expr* branch_sql(const Translation& t, const opt::ExprNode& n) {
   // A preprocessed column (column < 0): the expression of node `arg`, a float8 that may be NULL or
   // NaN, evaluated where it is used.
-  SqlColumn computed = {nullptr, true, true, true};
+  SqlColumn computed = {nullptr, !n.never_missing, !n.never_missing, true};
   if (n.column < 0) computed.value = to_sql(t, n.arg);
   const SqlColumn& c = n.column < 0 ? computed : t.columns[n.column];
   const bool can_miss = c.nullable || c.may_be_nan;

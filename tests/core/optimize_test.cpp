@@ -1476,6 +1476,38 @@ onnx::ModelProto one_branch(const std::string& mode, float threshold, bool missi
   return m;
 }
 
+TEST(OptimizeInline, BinaryClassifierLabelsBitForBit) {
+  // Two-class classifiers whose label a margin decides (ORT's binary case, XGBoost's encodings):
+  // flock.predict's value is the label; the expression's equals it on every input.
+  int64_t rows = 0, inlined = 0;
+  uint64_t seed = 7100;
+  for (int variant = 0; variant < 6; ++variant) {
+    for (int m = 0; m < 4; ++m) {
+      EnsembleSpec s;
+      s.classifier = true;
+      s.n_outputs = 2;
+      s.binary_single_class = variant % 3 != 2;
+      s.binary_class_id = variant % 3 == 0 ? 0 : 1;
+      s.post_transform = variant < 3 ? "LOGISTIC" : "NONE";
+      s.input_type = m % 2 ? onnx::TensorProto::DOUBLE : onnx::TensorProto::FLOAT;
+      s.double_thresholds = m == 3;
+      SCOPED_TRACE("variant " + std::to_string(variant) + " model " + std::to_string(m));
+      std::mt19937_64 rng(seed++);
+      const auto model = Model::load(bytes_of(random_ensemble(s, rng)));
+      const auto e = flock::optimize::as_expression(*model, 1 << 20);
+      // Exactly the classifiers whose label a margin decides.
+      EXPECT_EQ(e.has_value(), flock::optimize::label_region(*model, 1).has_value());
+      if (!e) continue;
+      ++inlined;
+      EXPECT_TRUE(e->bit_exact);
+      rows += check_expression_bits(*model, *e, 1500, seed * 17);
+      if (HasFailure()) return;
+    }
+  }
+  EXPECT_GE(inlined, 8);
+  EXPECT_GT(rows, 10000);
+}
+
 TEST(OptimizeInline, ThresholdsAtFloatBoundaries) {
   // Every mode against float thresholds at the edges of the float range, with the doubles that
   // round to the threshold, to its neighbours, and exactly half way (ties to even).
@@ -1511,8 +1543,8 @@ TEST(OptimizeInline, ThresholdsAtFloatBoundaries) {
   EXPECT_GT(checked, 10000);
 }
 
-TEST(OptimizeInline, XGBoostRegressorsBitForBit) {
-  for (const std::string name : {"reg_squarederror"}) {
+TEST(OptimizeInline, XGBoostModelsBitForBit) {
+  for (const std::string name : {"reg_squarederror", "binary_logistic", "binary_positive_leaves"}) {
     const std::string text = read_text(std::string(FLOCK_TEST_DATA_DIR) + "/xgb/" + name + ".model.json");
     const auto model = Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
     const auto e = flock::optimize::as_expression(*model, 1 << 22);
@@ -1554,7 +1586,7 @@ TEST(OptimizeInline, WhatItDoesNotInline) {
   EXPECT_TRUE(refused(s));
   s = {};
   s.classifier = true;
-  s.n_outputs = 2;
+  s.n_outputs = 3;
   EXPECT_TRUE(refused(s));
   s = {};
   s.imputer = 1;

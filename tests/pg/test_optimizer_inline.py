@@ -2,7 +2,8 @@
 
 Inlining is proved differentially: seeded random small tree regressors (every branch mode,
 missing_value_tracks_true, NaN and infinite thresholds, SUM and AVERAGE, float and double input)
-and linear regressors, some behind a Scaler, over tables whose columns are real, float8, int2, int4 or int8 holding NULL,
+linear regressors, some behind a Scaler, and two-class tree classifiers (flock.predict's value
+is the label), over tables whose columns are real, float8, int2, int4 or int8 holding NULL,
 NaN, +-inf, 1e300, huge integers, the split thresholds and their float neighbours: every row's
 prediction with the optimizer on (inlined as SQL) equals the prediction with it off (the model),
 bit for bit for trees and within 1e-6 for linear models; also through ROW(...), quals, ORDER BY,
@@ -31,6 +32,7 @@ GRID = [-2.0, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 100.0, 3e38]
 TYPES = ["real", "float8", "int2", "int4", "int8"]
 N_TREE_MODELS = 14
 N_LINEAR_MODELS = 6
+N_CLASSIFIERS = 4
 ROWS = 400
 # The differential tests inline models of every size up to the node limit; the default cost limit
 # (a stump) is tested on its own.
@@ -45,7 +47,7 @@ def scaler_node(rng, n_features, output="scaled"):
 
 
 def tree_regressor(rng, n_features, n_trees, max_depth, aggregate="SUM", double_input=False, names=None,
-                   scaler=False):
+                   scaler=False, classifier=False):
     """A random TreeEnsembleRegressor (one target), behind a Scaler when `scaler`, and its split
     thresholds per feature."""
     ids = {k: [] for k in ("treeids", "nodeids", "featureids", "modes", "values", "true", "false", "missing")}
@@ -90,19 +92,31 @@ def tree_regressor(rng, n_features, n_trees, max_depth, aggregate="SUM", double_
             return node
 
         build(0)
-    node = helper.make_node(
-        "TreeEnsembleRegressor", ["scaled" if scaler else "input"], ["variable"], domain="ai.onnx.ml",
-        n_targets=1, aggregate_function=aggregate, post_transform="NONE",
-        base_values=[round(rng.uniform(-1, 1), 2)],
+    nodes_attrs = dict(
         nodes_treeids=ids["treeids"], nodes_nodeids=ids["nodeids"], nodes_featureids=ids["featureids"],
         nodes_modes=ids["modes"], nodes_values=ids["values"], nodes_truenodeids=ids["true"],
         nodes_falsenodeids=ids["false"], nodes_missing_value_tracks_true=ids["missing"],
-        nodes_hitrates=[1.0] * len(ids["nodeids"]),
-        target_treeids=w_tree, target_nodeids=w_node, target_ids=[0] * len(w_tree), target_weights=w_val)
+        nodes_hitrates=[1.0] * len(ids["nodeids"]))
+    if classifier:  # two classes, ORT's binary case: one class-0 weight per leaf; the label by a margin
+        node = helper.make_node(
+            "TreeEnsembleClassifier", ["input"], ["label", "probabilities"], domain="ai.onnx.ml",
+            classlabels_int64s=[3, 7], post_transform="LOGISTIC", base_values=[round(rng.uniform(-1, 1), 2)],
+            class_treeids=w_tree, class_nodeids=w_node, class_ids=[0] * len(w_tree), class_weights=w_val,
+            **nodes_attrs)
+        outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+                   helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])]
+    else:
+        node = helper.make_node(
+            "TreeEnsembleRegressor", ["scaled" if scaler else "input"], ["variable"], domain="ai.onnx.ml",
+            n_targets=1, aggregate_function=aggregate, post_transform="NONE",
+            base_values=[round(rng.uniform(-1, 1), 2)],
+            target_treeids=w_tree, target_nodeids=w_node, target_ids=[0] * len(w_tree), target_weights=w_val,
+            **nodes_attrs)
+        outputs = [helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])]
     input_type = TensorProto.DOUBLE if double_input else TensorProto.FLOAT
     nodes = [scaler_node(rng, n_features), node] if scaler else [node]
     graph = helper.make_graph(nodes, "trees", [helper.make_tensor_value_info("input", input_type, ["N", n_features])],
-                              [helper.make_tensor_value_info("variable", TensorProto.FLOAT, ["N", 1])])
+                              outputs)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15), helper.make_opsetid("ai.onnx.ml", 1)])
     m.ir_version = 8
     if names:
@@ -193,6 +207,15 @@ def models(cluster, dbname):
             cur.execute("SELECT flock.register_model(%s, %s, 'onnx')", (name, data))
             types = make_table(cur, rng, table, n, thresholds)
             out.append({"name": name, "table": table, "n": n, "named": named, "kind": "tree", "types": types})
+        for k in range(N_CLASSIFIERS):
+            n = rng.randint(1, 4)
+            names = [f"f{j}" for j in range(n)]
+            data, thresholds = tree_regressor(rng, n, rng.randint(1, 4), rng.randint(1, 4),
+                                              double_input=k % 2 == 1, names=names, classifier=True)
+            name, table = f"inl_cls_{k}", f"inl_cls_{k}_t"
+            cur.execute("SELECT flock.register_model(%s, %s, 'onnx')", (name, data))
+            types = make_table(cur, rng, table, n, thresholds)
+            out.append({"name": name, "table": table, "n": n, "named": True, "kind": "tree", "types": types})
         for k in range(N_LINEAR_MODELS):
             n = rng.randint(1, 6)
             coefs = [round(rng.uniform(-3, 3), 3) if rng.random() > 0.15 else 0.0 for _ in range(n)]
@@ -329,7 +352,7 @@ def test_every_row_with_nan_null_inf_and_huge_values(conn, models):
         one = fetch(conn, sql, "off", {"flock.batching": "off"})
         same_rows(on, one, m["kind"] == "tree")
         rows += len(on)
-    assert rows >= ROWS * (N_TREE_MODELS + N_LINEAR_MODELS)
+    assert rows >= ROWS * (N_TREE_MODELS + N_CLASSIFIERS + N_LINEAR_MODELS)
     seen = {"nan": 0, "inf": 0, "huge": 0, "null": 0}  # the data holds what it claims to
     with conn.cursor() as cur:
         for m in models:

@@ -237,6 +237,7 @@ struct ExprNode {
   bool missing_yes = false;  // Branch: where a missing value goes
   int32_t column = -1;       // Input, Branch
   int32_t arg = -1;          // Branch with column < 0: the node whose value is tested
+  bool never_missing = false;  // Branch on `arg`: its value is never NaN (a classifier's margin)
   int32_t left = -1;         // Add / Multiply / Divide / RoundToFloat; Branch: yes
   int32_t right = -1;        // Add / Multiply / Divide; Branch: no
   double value = 0;          // Constant
@@ -272,6 +273,10 @@ constexpr int64_t kMaxExpressionNodes = 4096;
 //  * either of them behind a Scaler reading the model's input: column k is then the Scaler's float
 //    arithmetic, RoundToFloat(RoundToFloat(RoundToFloat(Input k) - offset) * scale) (each float
 //    operation done in double and rounded once: exact), and the trees' Branches test that node.
+//  * a two-class TreeEnsembleClassifier with integer labels reading the input directly whose label
+//    is decided by a margin (tree::TreeKernel::binary_label_rule): the label (flock.predict's value)
+//    is label 1 when margin > threshold, else label 0, the margin the class-0 leaf weights added per
+//    tree in double from 0 plus the base value — a Branch on that sum (bit_exact).
 // nullopt for anything else, or past `max_nodes`. Throws only std::bad_alloc.
 std::optional<Expression> as_expression(const Model& model, int64_t max_nodes = kMaxExpressionNodes);
 

@@ -182,8 +182,9 @@ int32_t column_expression(Builder& b, const SoleStep& s, int32_t k, bool rounded
 }
 
 // One tree as nested Branches (a shared subtree is emitted once per path, within the budget).
-int32_t tree_expression(Builder& b, const SoleStep& s, const Ensemble& e, int32_t node,
-                        const NodeValues& values, Domain domain, int64_t width, bool first_tree, int depth) {
+template <typename Values>
+int32_t tree_expression(Builder& b, const SoleStep& s, const Ensemble& e, int32_t node, const Values& values,
+                        Domain domain, int64_t width, bool first_tree, int depth) {
   if (node < 0 || static_cast<size_t>(node) >= e.nodes_f.size() || depth > 4096) throw TooBig{};
   const Node<float>& nd = e.nodes_f[static_cast<size_t>(node)];
   if (nd.mode == tree::kLeaf) {
@@ -285,6 +286,88 @@ std::optional<Expression> linear_model(const SoleStep& s, const linear::LinearKe
   return std::move(b.e);
 }
 
+// A two-class tree classifier reading the input directly whose label a margin decides: the tree
+// step writing the model's label output, its labels as numbers.
+std::optional<Expression> binary_classifier(const Model& model, int64_t max_nodes) {
+  const Signature& sig = model.signature();
+  const int label_output = ModelInternals::label_output(model);
+  if (label_output < 0 || !sig.numeric_labels || sig.class_labels.size() != 2) return std::nullopt;
+  const ModelInternals::GraphView g = ModelInternals::graph(model);
+  const auto in = detail::vector_input(model, g);
+  if (!in || (in->type != ElemType::Float && in->type != ElemType::Double) ||
+      static_cast<size_t>(label_output) >= g.output_slots.size())
+    return std::nullopt;
+  const tree::TreeKernel* k = nullptr;
+  for (const auto& step : g.steps) {
+    const auto* t = dynamic_cast<const tree::TreeKernel*>(step.kernel);
+    if (t && !step.inputs.empty() && step.inputs[0] == in->slot &&
+        std::find(step.outputs.begin(), step.outputs.end(),
+                  g.output_slots[static_cast<size_t>(label_output)]) != step.outputs.end())
+      k = t;
+  }
+  if (!k) return std::nullopt;
+  const auto rule = k->binary_label_rule();
+  if (!rule || !std::isfinite(rule->origin) || !std::isfinite(rule->threshold)) return std::nullopt;
+  double labels[2];
+  for (size_t c = 0; c < 2; ++c) {
+    size_t used = 0;
+    const long long v = std::stoll(sig.class_labels[c], &used);
+    if (used != sig.class_labels[c].size()) return std::nullopt;
+    labels[c] = static_cast<double>(static_cast<int64_t>(v));
+  }
+  const Ensemble& e = k->ensemble();
+  if (e.roots.empty()) return std::nullopt;
+  // Per leaf its class-0 weight (at most one: binary_label_rule), else nothing added (0: the sum
+  // starts at +0 and never becomes -0, so adding 0 changes no bit).
+  auto class0 = [&](size_t node) {
+    for (int64_t w = e.leaf_first[node], end = w + e.leaf_count[node]; w < end; ++w)
+      if (w >= 0 && static_cast<size_t>(w) < e.w_id.size() && e.w_id[static_cast<size_t>(w)] == 0)
+        return e.w_value[static_cast<size_t>(w)];
+    return 0.0;
+  };
+  double largest = 0;
+  for (size_t i = 0; i < e.nodes_f.size(); ++i) {
+    if (e.nodes_f[i].mode != tree::kLeaf) continue;
+    if (!std::isfinite(class0(i))) return std::nullopt;
+    largest = std::max(largest, std::fabs(class0(i)));
+  }
+  if (!(largest * static_cast<double>(e.roots.size()) + std::fabs(rule->origin) < 1e300)) return std::nullopt;
+  // The leaves' values are the class-0 weights, the branches' the thresholds.
+  std::vector<double> leaf_value(e.nodes_f.size(), 0);
+  for (size_t i = 0; i < e.nodes_f.size(); ++i)
+    if (e.nodes_f[i].mode == tree::kLeaf) leaf_value[i] = class0(i);
+  const Domain domain = in->domain();
+  const NodeValues thresholds{e, domain};
+  struct Values {
+    const NodeValues& thresholds;
+    const std::vector<double>& leaves;
+    const Ensemble& e;
+    double operator()(size_t i) const { return e.nodes_f[i].mode == tree::kLeaf ? leaves[i] : thresholds(i); }
+  };
+  Builder b(max_nodes);
+  const SoleStep s{*in, k, nullptr};
+  int32_t sum = -1;
+  for (size_t t = 0; t < e.roots.size(); ++t) {
+    const int32_t tree =
+        tree_expression(b, s, e, e.roots[t], Values{thresholds, leaf_value, e}, domain, in->width, t == 0, 0);
+    sum = t == 0 ? tree : b.binary(ExprKind::Add, sum, tree);
+  }
+  const int32_t margin = b.binary(ExprKind::Add, sum, b.constant(rule->origin));
+  const int32_t yes = b.constant(labels[1]), no = b.constant(labels[0]);
+  ExprNode n;
+  n.kind = ExprKind::Branch;
+  n.test = ExprTest::Greater;
+  n.a = rule->threshold;
+  n.column = -1;
+  n.arg = margin;
+  n.never_missing = true;
+  n.left = yes;
+  n.right = no;
+  b.e.root = b.add(n);
+  b.e.bit_exact = true;
+  return std::move(b.e);
+}
+
 double round_to_float(double v) {
   if (std::isnan(v)) return v;
   if (v >= kFloatOverflow) return kInf;
@@ -346,6 +429,7 @@ double average_depth(const Ensemble& e, int32_t root, int64_t& budget) {
 
 std::optional<Expression> as_expression(const Model& model, int64_t max_nodes) {
   try {
+    if (ModelInternals::label_output(model) >= 0) return binary_classifier(model, max_nodes);
     const auto s = sole_step(model);
     if (!s) return std::nullopt;
     if (const auto* t = dynamic_cast<const tree::TreeKernel*>(s->kernel))

@@ -1,21 +1,23 @@
 // The optimizer's query rewrites (see optimize_query.hpp): one function per pass.
 //
 // derive_filters (flock.optimizer_derive_filters): prediction-predicate inversion. For a top-level
-// conjunct of a WHERE or JOIN ... ON qual `flock.predict(m, t) OP c` (OP one of < <= > >=, either
-// side, BETWEEN being two of them) or `flock.predict_label(m, t) = 'label'` / `IN (...)`, with m a
-// constant and t the whole row of a plain table, the model's region for the comparison
-// (optimize::prediction_region / label_region) becomes a qual on the table's columns that every
-// row satisfying the conjunct satisfies, ANDed next to it: PostgreSQL can then use an index, a
-// partition bound or a cheaper filter before the model runs. The original conjunct stays, so the
+// conjunct of a WHERE or JOIN ... ON qual `flock.predict(m, x) OP c` (OP one of < <= > >=, either
+// side, BETWEEN being two of them) or `flock.predict_label(m, x) = 'label'` / `IN (...)`, with m a
+// constant and x a plain table's whole row (or a ROW(...) / float4 ARRAY[...] of its columns), the
+// model's region for the comparison (optimize::prediction_region / label_region), within what the
+// same AND's other conjuncts say about the columns, becomes a qual on the table's columns that
+// every row satisfying the conjunct satisfies, ANDed next to it: PostgreSQL can then use an index,
+// a partition bound or a cheaper filter before the model runs. The original conjunct stays, so the
 // result is exactly the same. The rewritten query is kept only when PostgreSQL's planner estimates
-// it cheaper than the original (both are planned); otherwise the query is planned as it was.
+// it cheaper than the original (both are planned; `always`: kept anyway); then the calls of the
+// model name the version the filter was derived from.
 // Plain PostgreSQL code; C++ only inside flock_guard.
 #include "pg.hpp"  // must come first
 
 extern "C" {
 #include "access/stratnum.h"
 #include "access/table.h"
-#include "catalog/pg_class_d.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_operator_d.h"
 #include "catalog/pg_opfamily_d.h"
 #include "nodes/makefuncs.h"
@@ -27,6 +29,7 @@ extern "C" {
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/ruleutils.h"
+#include "utils/syscache.h"
 }
 #undef flock
 
@@ -37,6 +40,7 @@ extern "C" {
 #include <limits>
 #include <new>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -58,8 +62,19 @@ namespace {
 namespace opt = flock::optimize;
 
 constexpr Oid kFloatBtreeFamily = 1970;  // float_ops (pg_opfamily.dat); PostgreSQL names no symbol for it
+// Tables with fewer rows than this (pg_class.reltuples) get no derived filter unless `always`.
+constexpr float4 kMinRowsToDerive = 1000;
 // A column whose region is more ranges than this gets their hull (fewer index probes, still sound).
 constexpr int kMaxRangesPerColumn = 8;
+
+// pg_class.reltuples of a table: -1 when never analyzed or unknown.
+float4 table_rows(Oid relid) {
+  HeapTuple tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+  if (!HeapTupleIsValid(tuple)) return -1;
+  float4 rows = reinterpret_cast<Form_pg_class>(GETSTRUCT(tuple))->reltuples;
+  ReleaseSysCache(tuple);
+  return rows;
+}
 
 // ---- Finding prediction calls
 
@@ -555,6 +570,38 @@ struct Why {
   char text[256];
 };
 
+// Regions already derived in this backend, by model (sha256), comparison and constraints: a query
+// planned again (a custom plan per execution, the same statement sent again) does not pay for the
+// region again; the core bounds the first computation (tens of milliseconds for thousands of
+// trees). Content-addressed, so never stale; cleared when full. C++: call inside flock_guard.
+constexpr size_t kRegionCacheEntries = 256;
+
+std::string constraints_key(const opt::Constraints& constraints) {
+  std::string key = constraints.exact_input_values ? "x" : "r";
+  char buf[96];
+  for (const auto& c : constraints.columns) {
+    const auto& lo = c.values.lower();
+    const auto& hi = c.values.upper();
+    snprintf(buf, sizeof(buf), "|%c%a,%c%a,%d", lo ? (lo->closed ? '[' : '(') : '*', lo ? lo->value : 0.0,
+             hi ? (hi->closed ? ']' : ')') : '*', hi ? hi->value : 0.0, c.missing_allowed ? 1 : 0);
+    key += buf;
+  }
+  return key;
+}
+
+template <typename Compute>
+std::optional<opt::PredictionRegion> cached_region(const char* sha256, const std::string& what,
+                                                   const opt::Constraints& constraints, Compute&& compute) {
+  static auto* cache = new std::unordered_map<std::string, std::optional<opt::PredictionRegion>>();
+  std::string key = std::string(sha256) + "|" + what + "|" + constraints_key(constraints);
+  auto it = cache->find(key);
+  if (it != cache->end()) return it->second;
+  std::optional<opt::PredictionRegion> region = compute();
+  if (cache->size() >= kRegionCacheEntries) cache->clear();
+  cache->emplace(std::move(key), region);
+  return region;
+}
+
 // The region of `cand` over the fields of its input, through the core: binding (flock/binding.hpp,
 // as bind.cpp binds a record, or by position for an array), then prediction_region or label_region.
 bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape* shape,
@@ -650,10 +697,16 @@ bool derive_region(const Candidate* cand, const PlanModel* pm, const InputShape*
         if (!wanted[0] && !wanted[1]) {
           region = opt::PredictionRegion{true, {}};  // = ANY('{}'): no row qualifies
         } else {
-          region = opt::label_region(*model, wanted[1] ? 1 : 0, constraints);
+          const int64_t k = wanted[1] ? 1 : 0;
+          region = cached_region(pm->sha256, "L" + std::to_string(k), constraints,
+                                 [&] { return opt::label_region(*model, k, constraints); });
         }
       } else {
-        region = opt::prediction_region(*model, cand->op, cand->c, constraints);
+        char what[64];
+        snprintf(what, sizeof(what), "P%d %a", static_cast<int>(cand->op), cand->c);
+        region = cached_region(pm->sha256, what, constraints, [&] {
+          return opt::prediction_region(*model, cand->op, cand->c, constraints);
+        });
       }
       if (!region) {
         snprintf(why->text, sizeof(why->text),
@@ -831,6 +884,17 @@ Expr* derive_for(Node* conjunct, List* conjuncts, Query* q, Rewrite* rw, char** 
     return nullptr;
   }
   Index varno = shape.varno;
+  // A table PostgreSQL knows to be tiny scans in no time: not worth a plan-time resolution and
+  // region (unless `always`). Never analyzed (reltuples < 0): unknown, derived.
+  float4 reltuples = table_rows(rt_fetch(varno, q->rtable)->relid);
+  if (optimizer_derive_filters != static_cast<int>(DeriveFilters::Always) && reltuples >= 0 &&
+      reltuples < kMinRowsToDerive) {
+    ereport(DEBUG1,
+            (errmsg_internal("flock optimizer: no derived filter for a flock.%s call: its table has about "
+                             "%.0f rows",
+                             fn, reltuples)));
+    return nullptr;
+  }
   PlanModel* pm = plan_model(static_cast<Node*>(linitial(cand.call->args)));
   if (!pm) return nullptr;  // plan_model said why
   rw->ctx->used_plan_models = true;
@@ -918,9 +982,27 @@ void derive_in_jointree(Node* node, Query* q, Rewrite* rw) {
   }
 }
 
+void derive_in_query(Query* q, Rewrite* rw);
+
+// The queries of sublinks (EXISTS, IN, scalar subqueries) in an expression of a query level.
+bool derive_in_sublinks(Node* node, Rewrite* rw) {
+  if (!node) return false;
+  if (IsA(node, SubLink)) {
+    SubLink* link = reinterpret_cast<SubLink*>(node);
+    if (link->subselect && IsA(link->subselect, Query))
+      derive_in_query(reinterpret_cast<Query*>(link->subselect), rw);
+    return derive_in_sublinks(link->testexpr, rw);
+  }
+  if (IsA(node, Query)) return false;
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(derive_in_sublinks), rw);
+}
+
 void derive_in_query(Query* q, Rewrite* rw) {
   if (q->commandType != CMD_SELECT) return;
   derive_in_jointree(reinterpret_cast<Node*>(q->jointree), q, rw);
+  derive_in_sublinks(reinterpret_cast<Node*>(q->jointree), rw);
+  derive_in_sublinks(reinterpret_cast<Node*>(q->targetList), rw);
+  derive_in_sublinks(q->havingQual, rw);
   ListCell* lc;
   foreach (lc, q->rtable) {
     RangeTblEntry* rte = static_cast<RangeTblEntry*>(lfirst(lc));

@@ -17,6 +17,8 @@ extern "C" {
 #include "optimize_call.hpp"
 #include "optimize_query.hpp"
 #include "plan_model.hpp"
+#include "optimize_inline.hpp"
+#include "prediction_cost.hpp"
 
 #include <malloc.h>
 
@@ -129,6 +131,19 @@ void _PG_init(void) {
                            "on: when the planner estimates the query cheaper with them; always: whatever the "
                            "estimate (for tests). Results are unchanged.",
                            &optimizer_derive_filters, static_cast<int>(DeriveFilters::On), derive_filters_options,
+                           PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("flock.optimizer_inline",
+                           "Inline small tree and linear regressors as SQL expressions (no model call).",
+                           "Shown by EXPLAIN as Flock Inlined; results are those of the model.", &optimizer_inline,
+                           true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomRealVariable("flock.optimizer_inline_max_cost",
+                           "Largest per-row model cost (optimize::cost units) inlined as SQL.",
+                           "A developer setting for tests and benchmarks; the default is measured.", &inline_max_cost,
+                           kDefaultInlineMaxCost, 0, 1e9, PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr,
+                           nullptr, nullptr);
+  DefineCustomBoolVariable("flock.optimizer_costs",
+                           "Give prediction calls in quals a planner cost from their compiled model.",
+                           "Off: every prediction function costs its declared COST 1.", &optimizer_costs, true,
                            PGC_USERSET, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("flock.batch_size", "Rows scored per model call by batched execution.",
                           "At most as many rows as fit in flock.batch_memory.", &batch_size, kDefaultBatchSize, 1,

@@ -53,6 +53,7 @@ extern "C" {
 #include "flock/optimize.hpp"
 #include "guard.hpp"
 #include "optimize_call.hpp"
+#include "optimize_inline.hpp"
 #include "optimize_query.hpp"
 #include "plan_model.hpp"
 
@@ -1355,6 +1356,8 @@ Query* optimize_query(Query* parse, QueryOptimizeContext* ctx) {
   if (!OidIsValid(ctx->flock_namespace)) return parse;
   if (optimizer_projection) parse = narrow_row_inputs(parse, ctx);
   if (optimizer_derive_filters != static_cast<int>(DeriveFilters::Off)) parse = derive_filters(parse, ctx);
+  // After deriving filters (which read the prediction calls it replaces).
+  parse = inline_models(parse, ctx);
   return parse;
 }
 

@@ -1340,4 +1340,446 @@ TEST(OptimizeRegion, BinaryClassifierLabelsAreSound) {
   const auto xgb = Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
   EXPECT_FALSE(flock::optimize::label_region(*xgb, 2));
 }
+// ---------------------------------------------------------------------------------------------
+// F. Inlining: a model as an expression (as_expression / evaluate), linear folding, costs
+
+// Rows of values a binding may hold: each column from its interesting values (thresholds, a float
+// and a double step either side, infinities, 1e300, signed zeros), NaN, or random doubles.
+std::vector<std::vector<double>> inline_rows(const Model& model, int n, std::mt19937_64& rng) {
+  const int64_t width = model.signature().inputs.at(0).width;
+  const auto thresholds = thresholds_by_column(model, width);
+  std::vector<std::vector<double>> pools;
+  for (const auto& t : thresholds) pools.push_back(interesting_values(t));
+  std::uniform_real_distribution<double> unit(0, 1);
+  std::vector<std::vector<double>> rows;
+  for (int r = 0; r < n; ++r) {
+    std::vector<double> row(static_cast<size_t>(width));
+    for (int64_t k = 0; k < width; ++k) {
+      const double u = unit(rng);
+      double v;
+      if (u < 0.1) v = kNaN;
+      else if (u < 0.8) v = pools[static_cast<size_t>(k)][rng() % pools[static_cast<size_t>(k)].size()];
+      else if (u < 0.9) v = (unit(rng) * 2 - 1) * std::pow(10.0, unit(rng) * 80 - 40);
+      else v = unit(rng) * 6 - 3;
+      row[static_cast<size_t>(k)] = v;
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+bool same_double(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// The expression against Model::predict on `n` random rows; returns the rows checked.
+int64_t check_expression_bits(const Model& model, const flock::optimize::Expression& e, int n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const auto& in = model.signature().inputs.at(0);
+  const auto rows = inline_rows(model, n, rng);
+  const auto values = model.predict(make_batch(rows, in.type, in.width)).values;
+  EXPECT_EQ(values.size(), rows.size());
+  for (size_t r = 0; r < rows.size() && r < values.size(); ++r) {
+    const double got = flock::optimize::evaluate(e, rows[r]);
+    if (!same_double(got, values[r])) {
+      std::string row;
+      for (double v : rows[r]) row += fmt_double(v) + " ";
+      ADD_FAILURE() << "row " << r << " [" << row << "]: expression " << fmt_double(got) << ", model "
+                    << fmt_double(values[r]);
+      return static_cast<int64_t>(r);
+    }
+  }
+  return static_cast<int64_t>(rows.size());
+}
+
+TEST(OptimizeInline, RandomTreeRegressorsBitForBit) {
+  struct InlineCase {
+    const char* name;
+    EnsembleSpec spec;
+  };
+  std::vector<InlineCase> cases;
+  EnsembleSpec s;
+  cases.push_back({"mixed_modes", s});
+  s.mixed_modes = false;
+  cases.push_back({"uniform_mode", s});
+  s = {};
+  s.aggregate = "AVERAGE";
+  cases.push_back({"average", s});
+  s.base_values = false;
+  cases.push_back({"average_no_base", s});
+  s = {};
+  s.double_thresholds = true;
+  s.input_type = onnx::TensorProto::DOUBLE;
+  cases.push_back({"double_input_double_thresholds", s});
+  s.input_type = onnx::TensorProto::FLOAT;
+  cases.push_back({"float_input_double_thresholds", s});
+  s = {};
+  s.input_type = onnx::TensorProto::DOUBLE;
+  cases.push_back({"double_input_float_thresholds", s});
+  s = {};
+  s.n_trees = 20;
+  s.max_depth = 7;
+  s.n_features = 8;
+  cases.push_back({"twenty_deeper_trees", s});
+  s = {};
+  s.scaler = 1;
+  cases.push_back({"behind_a_scaler", s});
+  s.scaler = 2;
+  s.input_type = onnx::TensorProto::DOUBLE;
+  s.aggregate = "AVERAGE";
+  cases.push_back({"behind_a_one_for_all_scaler_double_input", s});
+  int64_t rows = 0;
+  uint64_t seed = 9000;
+  for (const auto& c : cases) {
+    for (int m = 0; m < 4; ++m) {
+      SCOPED_TRACE(std::string(c.name) + " model " + std::to_string(m));
+      std::mt19937_64 rng(seed++);
+      const auto model = Model::load(bytes_of(random_ensemble(c.spec, rng)));
+      const auto e = flock::optimize::as_expression(*model, 1 << 20);
+      ASSERT_TRUE(e.has_value());
+      EXPECT_TRUE(e->bit_exact);
+      EXPECT_FALSE(e->missing_is_error);
+      rows += check_expression_bits(*model, *e, 2000, seed * 31);
+      if (HasFailure()) return;
+    }
+  }
+  EXPECT_GT(rows, 50000);
+}
+
+// One branch on x0 (mode, threshold, missing_true) with leaves 1 and 2, float input.
+onnx::ModelProto one_branch(const std::string& mode, float threshold, bool missing_true) {
+  onnx::ModelProto m = base_model(1, onnx::TensorProto::FLOAT, 1);
+  auto* node = m.mutable_graph()->add_node();
+  node->set_domain("ai.onnx.ml");
+  node->set_op_type("TreeEnsembleRegressor");
+  node->add_input("input");
+  node->add_output("variable");
+  auto ints = [&](const std::string& name, std::vector<int64_t> v) {
+    auto* a = attr(node, name, onnx::AttributeProto::INTS);
+    for (int64_t x : v) a->add_ints(x);
+  };
+  ints("nodes_treeids", {0, 0, 0});
+  ints("nodes_nodeids", {0, 1, 2});
+  ints("nodes_featureids", {0, 0, 0});
+  ints("nodes_truenodeids", {1, 0, 0});
+  ints("nodes_falsenodeids", {2, 0, 0});
+  ints("nodes_missing_value_tracks_true", {missing_true ? 1 : 0, 0, 0});
+  auto* ms = attr(node, "nodes_modes", onnx::AttributeProto::STRINGS);
+  for (const char* s : {mode.c_str(), "LEAF", "LEAF"}) ms->add_strings(s);
+  auto* vals = attr(node, "nodes_values", onnx::AttributeProto::FLOATS);
+  for (float v : {threshold, 0.0f, 0.0f}) vals->add_floats(v);
+  ints("target_treeids", {0, 0});
+  ints("target_nodeids", {1, 2});
+  ints("target_ids", {0, 0});
+  auto* w = attr(node, "target_weights", onnx::AttributeProto::FLOATS);
+  for (float v : {1.0f, 2.0f}) w->add_floats(v);
+  attr(node, "n_targets", onnx::AttributeProto::INT)->set_i(1);
+  value_info(m.mutable_graph()->add_output(), "variable", onnx::TensorProto::FLOAT, {1});
+  return m;
+}
+
+TEST(OptimizeInline, BinaryClassifierLabelsBitForBit) {
+  // Two-class classifiers whose label a margin decides (ORT's binary case, XGBoost's encodings):
+  // flock.predict's value is the label; the expression's equals it on every input.
+  int64_t rows = 0, inlined = 0;
+  uint64_t seed = 7100;
+  for (int variant = 0; variant < 6; ++variant) {
+    for (int m = 0; m < 4; ++m) {
+      EnsembleSpec s;
+      s.classifier = true;
+      s.n_outputs = 2;
+      s.binary_single_class = variant % 3 != 2;
+      s.binary_class_id = variant % 3 == 0 ? 0 : 1;
+      s.post_transform = variant < 3 ? "LOGISTIC" : "NONE";
+      s.input_type = m % 2 ? onnx::TensorProto::DOUBLE : onnx::TensorProto::FLOAT;
+      s.double_thresholds = m == 3;
+      SCOPED_TRACE("variant " + std::to_string(variant) + " model " + std::to_string(m));
+      std::mt19937_64 rng(seed++);
+      const auto model = Model::load(bytes_of(random_ensemble(s, rng)));
+      const auto e = flock::optimize::as_expression(*model, 1 << 20);
+      // Exactly the classifiers whose label a margin decides.
+      EXPECT_EQ(e.has_value(), flock::optimize::label_region(*model, 1).has_value());
+      if (!e) continue;
+      ++inlined;
+      EXPECT_TRUE(e->bit_exact);
+      rows += check_expression_bits(*model, *e, 1500, seed * 17);
+      if (HasFailure()) return;
+    }
+  }
+  EXPECT_GE(inlined, 8);
+  EXPECT_GT(rows, 10000);
+}
+
+TEST(OptimizeInline, ThresholdsAtFloatBoundaries) {
+  // Every mode against float thresholds at the edges of the float range, with the doubles that
+  // round to the threshold, to its neighbours, and exactly half way (ties to even).
+  const float finf = std::numeric_limits<float>::infinity();
+  const std::vector<float> thresholds = {1.0f, 0.0f, -0.0f, 0.1f, std::nextafter(1.0f, 2.0f), FLT_MAX, -FLT_MAX,
+                                         FLT_MIN, 1e-45f, -1e-45f, finf, -finf, std::nanf("")};
+  int64_t checked = 0;
+  for (const char* mode : {"BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ"})
+    for (float t : thresholds)
+      for (bool missing_true : {false, true}) {
+        SCOPED_TRACE(std::string(mode) + " " + fmt_double(t) + (missing_true ? " missing true" : ""));
+        const auto model = Model::load(bytes_of(one_branch(mode, t, missing_true)));
+        const auto e = flock::optimize::as_expression(*model);
+        ASSERT_TRUE(e.has_value());
+        std::vector<std::vector<double>> rows;
+        for (float f : thresholds) {
+          if (std::isnan(f)) continue;
+          for (float g : {f, std::nextafter(f, finf), std::nextafter(f, -finf)}) {
+            const double lo = g, hi = std::nextafter(g, finf);
+            const double mid = std::isfinite(lo) && std::isfinite(hi) ? lo + (hi - lo) / 2 : lo;
+            for (double v : {lo, mid, std::nextafter(mid, kInf), std::nextafter(mid, -kInf), 0x1.ffffffp127,
+                             -0x1.ffffffp127, std::nextafter(0x1.ffffffp127, 0.0), 1e300, -1e300, kNaN})
+              rows.push_back({v});
+          }
+        }
+        const auto values = model->predict(make_batch(rows, ElemType::Float, 1)).values;
+        for (size_t r = 0; r < rows.size(); ++r) {
+          EXPECT_TRUE(same_double(flock::optimize::evaluate(*e, rows[r]), values[r])) << "x " << fmt_double(rows[r][0]);
+          ++checked;
+        }
+        if (HasFailure()) return;
+      }
+  EXPECT_GT(checked, 10000);
+}
+
+TEST(OptimizeInline, XGBoostModelsBitForBit) {
+  for (const std::string name : {"reg_squarederror", "binary_logistic", "binary_positive_leaves"}) {
+    const std::string text = read_text(std::string(FLOCK_TEST_DATA_DIR) + "/xgb/" + name + ".model.json");
+    const auto model = Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    const auto e = flock::optimize::as_expression(*model, 1 << 22);
+    ASSERT_TRUE(e.has_value()) << name;
+    EXPECT_GT(check_expression_bits(*model, *e, 3000, 77), 2999);
+  }
+}
+
+TEST(OptimizeInline, GeneratedTreeRegressorsBitForBit) {
+  const char* dir = std::getenv("FLOCK_MODELS_DIR");
+  if (!dir || !std::filesystem::is_directory(dir)) GTEST_SKIP() << "FLOCK_MODELS_DIR is not set";
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string file = entry.path().filename().string();
+    if (file.find(".onnx") == std::string::npos && file.find("_xgb.json") == std::string::npos) continue;
+    const std::string text = read_text(entry.path().string());
+    const auto model = Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    const auto e = flock::optimize::as_expression(*model, 1 << 22);
+    if (!e) continue;
+    SCOPED_TRACE(file);
+    if (e->bit_exact) {
+      EXPECT_GT(check_expression_bits(*model, *e, 1000, 99), 999);
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 0);
+}
+
+TEST(OptimizeInline, WhatItDoesNotInline) {
+  std::mt19937_64 rng(41);
+  auto refused = [&](EnsembleSpec spec) {
+    return !flock::optimize::as_expression(*Model::load(bytes_of(random_ensemble(spec, rng))), 1 << 20);
+  };
+  EnsembleSpec s;
+  s.aggregate = "MIN";
+  EXPECT_TRUE(refused(s));
+  s = {};
+  s.n_outputs = 3;
+  EXPECT_TRUE(refused(s));
+  s = {};
+  s.classifier = true;
+  s.n_outputs = 3;
+  EXPECT_TRUE(refused(s));
+  s = {};
+  s.imputer = 1;
+  EXPECT_TRUE(refused(s));
+  s = {};
+  s.input_type = onnx::TensorProto::INT64;
+  EXPECT_TRUE(refused(s));
+  s = {};
+  s.post_transform = "PROBIT";
+  EXPECT_TRUE(refused(s));
+  // AVERAGE over a double leaf so small that the division could underflow to 0 (a float8 division
+  // in SQL raises there); the same tree with a larger leaf is inlined.
+  auto average_with_leaf = [](double leaf) {
+    onnx::ModelProto m = one_branch("BRANCH_LEQ", 1.0f, false);
+    auto* node = m.mutable_graph()->mutable_node(0);
+    for (auto& a : *node->mutable_attribute())
+      if (a.name() == "target_weights") {
+        a.set_type(onnx::AttributeProto::TENSOR);
+        a.clear_floats();
+        a.set_name("target_weights_as_tensor");
+        auto* t = a.mutable_t();
+        t->set_data_type(onnx::TensorProto::DOUBLE);
+        t->add_dims(2);
+        t->add_double_data(leaf);
+        t->add_double_data(2);
+      }
+    attr(node, "aggregate_function", onnx::AttributeProto::STRING)->set_s("AVERAGE");
+    m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::DOUBLE);
+    for (auto& o : *m.mutable_opset_import())
+      if (o.domain() == "ai.onnx.ml") o.set_version(3);
+    return flock::optimize::as_expression(*Model::load(bytes_of(m))).has_value();
+  };
+  EXPECT_FALSE(average_with_leaf(1e-310));
+  EXPECT_TRUE(average_with_leaf(1e-3));
+  // The size limit.
+  s = {};
+  s.n_trees = 50;
+  s.max_depth = 6;
+  const auto big = Model::load(bytes_of(random_ensemble(s, rng)));
+  const auto full = flock::optimize::as_expression(*big, 1 << 20);
+  ASSERT_TRUE(full.has_value());
+  EXPECT_FALSE(flock::optimize::as_expression(*big, full->size() - 1));
+  EXPECT_TRUE(flock::optimize::as_expression(*big, full->size()));
+}
+
+onnx::ModelProto random_linear(int64_t width, int elem_type, bool intercept, std::mt19937_64& rng,
+                               bool scaler = false) {
+  onnx::ModelProto m = base_model(width, elem_type, 1);
+  if (scaler) {  // a Scaler with per-column parameters (some scales negative or zero) first
+    auto* sn = m.mutable_graph()->add_node();
+    sn->set_domain("ai.onnx.ml");
+    sn->set_op_type("Scaler");
+    sn->add_input("input");
+    sn->add_output("scaled");
+    auto* sc = attr(sn, "scale", onnx::AttributeProto::FLOATS);
+    auto* off = attr(sn, "offset", onnx::AttributeProto::FLOATS);
+    const std::vector<float> scales = {1, 2, -1, 0.5f, -2, 0, 0.1f}, offsets = {0, 0.5f, -1, 0.3f};
+    for (int64_t k = 0; k < width; ++k) {
+      sc->add_floats(scales[rng() % scales.size()]);
+      off->add_floats(offsets[rng() % offsets.size()]);
+    }
+  }
+  auto* node = m.mutable_graph()->add_node();
+  node->set_op_type("LinearRegressor");
+  node->set_domain("ai.onnx.ml");
+  node->add_input(scaler ? "scaled" : "input");
+  node->add_output("variable");
+  std::uniform_real_distribution<double> unit(-3, 3);
+  auto* c = attr(node, "coefficients", onnx::AttributeProto::FLOATS);
+  for (int64_t k = 0; k < width; ++k) c->add_floats(rng() % 7 == 0 ? 0.0f : static_cast<float>(unit(rng)));
+  if (intercept) attr(node, "intercepts", onnx::AttributeProto::FLOATS)->add_floats(static_cast<float>(unit(rng)));
+  value_info(m.mutable_graph()->add_output(), "variable", onnx::TensorProto::FLOAT, {1});
+  return m;
+}
+
+// Within a relative 1e-6 of the size of the terms (NaN where the model gives NaN, infinities equal).
+::testing::AssertionResult close_linear(double got, double want, double scale) {
+  if (std::isnan(want) || std::isnan(got)) {
+    if (std::isnan(want) && std::isnan(got)) return ::testing::AssertionSuccess();
+  } else if (std::isinf(want) || std::isinf(got)) {
+    if (got == want) return ::testing::AssertionSuccess();
+  } else if (std::fabs(got - want) <= 1e-6 * std::max({1.0, std::fabs(want), scale})) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << fmt_double(got) << " vs " << fmt_double(want);
+}
+
+TEST(OptimizeInline, LinearRegressorsWithinTolerance) {
+  std::mt19937_64 rng(17);
+  std::uniform_real_distribution<double> unit(0, 1);
+  int64_t rows_checked = 0;
+  for (int m = 0; m < 40; ++m) {
+    const int64_t width = 1 + static_cast<int64_t>(rng() % 12);
+    const int elem = m % 2 ? onnx::TensorProto::DOUBLE : onnx::TensorProto::FLOAT;
+    const auto model = Model::load(bytes_of(random_linear(width, elem, m % 3 != 0, rng, m % 4 == 1)));
+    const auto e = flock::optimize::as_expression(*model);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_FALSE(e->bit_exact);
+    EXPECT_TRUE(e->missing_is_error);
+    std::vector<std::vector<double>> rows;
+    for (int r = 0; r < 300; ++r) {
+      std::vector<double> row(static_cast<size_t>(width));
+      for (double& v : row) {
+        const double u = unit(rng);
+        v = u < 0.02 ? kNaN : u < 0.04 ? (unit(rng) < 0.5 ? kInf : -kInf) : u < 0.06 ? 1e300 : u < 0.1 ? kGrid[rng() % kGrid.size()] : unit(rng) * 200 - 100;
+      }
+      rows.push_back(std::move(row));
+    }
+    const auto& in = model->signature().inputs[0];
+    const auto values = model->predict(make_batch(rows, in.type, in.width)).values;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      double scale = 0;
+      for (double v : rows[r]) scale += std::isfinite(v) ? std::fabs(v) * 3 : 0;
+      EXPECT_TRUE(close_linear(flock::optimize::evaluate(*e, rows[r]), values[r], scale)) << "model " << m << " row " << r;
+      ++rows_checked;
+    }
+    if (HasFailure()) return;
+  }
+  EXPECT_GT(rows_checked, 10000);
+}
+
+TEST(OptimizeFoldLinear, FixedColumnsFoldIntoTheIntercept) {
+  std::mt19937_64 rng(23);
+  std::uniform_real_distribution<double> unit(0, 1);
+  int64_t rows_checked = 0, folded_total = 0;
+  for (int m = 0; m < 40; ++m) {
+    const int64_t width = 2 + static_cast<int64_t>(rng() % 10);
+    const int elem = m % 2 ? onnx::TensorProto::DOUBLE : onnx::TensorProto::FLOAT;
+    const auto model = Model::load(bytes_of(random_linear(width, elem, m % 3 != 0, rng)));
+    Constraints c(static_cast<size_t>(width));
+    std::vector<double> fixed(static_cast<size_t>(width), kNaN);
+    for (int64_t k = 0; k < width; ++k) {
+      const double u = unit(rng);
+      if (u < 0.4) {
+        fixed[static_cast<size_t>(k)] = u < 0.05 ? 1e300 : std::round(unit(rng) * 2000 - 1000) / 8;
+        c.columns[static_cast<size_t>(k)] = FeatureConstraint{Interval::point(fixed[static_cast<size_t>(k)]), false};
+      } else if (u < 0.5) {
+        c.columns[static_cast<size_t>(k)] = FeatureConstraint{Interval::point(2.5), true};  // may be missing: kept
+      }
+    }
+    int64_t folded = 0;
+    const auto f = flock::optimize::fold_linear(*model, c, &folded);
+    int64_t foldable = 0;
+    for (double v : fixed) foldable += std::isfinite(v) && std::fabs(v) < 1e38;
+    if (foldable == 0) {
+      EXPECT_FALSE(f.has_value());
+      continue;
+    }
+    ASSERT_TRUE(f.has_value());
+    EXPECT_EQ(folded, foldable);
+    folded_total += folded;
+    // The folded columns are no longer read when finite (inputs_read), and predictions agree.
+    std::vector<std::vector<double>> rows;
+    for (int r = 0; r < 200; ++r) {
+      std::vector<double> row(static_cast<size_t>(width));
+      for (size_t k = 0; k < row.size(); ++k) {
+        if (!std::isnan(fixed[k])) row[k] = fixed[k];
+        else if (c.columns[k].values.is_all()) row[k] = unit(rng) < 0.02 ? kNaN : unit(rng) * 200 - 100;
+        else row[k] = unit(rng) < 0.5 ? kNaN : 2.5;
+      }
+      rows.push_back(std::move(row));
+    }
+    const auto& in = model->signature().inputs[0];
+    const auto before = model->predict(make_batch(rows, in.type, in.width)).values;
+    const auto after = (*f)->predict(make_batch(rows, in.type, in.width)).values;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      double scale = 0;
+      for (double v : rows[r]) scale += std::isfinite(v) && std::fabs(v) < 1e38 ? std::fabs(v) * 3 : 0;
+      EXPECT_TRUE(close_linear(after[r], before[r], scale)) << "model " << m << " row " << r;
+      ++rows_checked;
+    }
+    if (HasFailure()) return;
+  }
+  EXPECT_GT(folded_total, 20);
+  EXPECT_GT(rows_checked, 2000);
+  // Not a linear regressor: nothing to fold.
+  Constraints c(4);
+  c.columns[0] = FeatureConstraint{Interval::point(1), false};
+  EXPECT_FALSE(flock::optimize::fold_linear(*Model::load(bytes_of(known_tree())), c));
+}
+
+TEST(OptimizeCost, GrowsWithTheModel) {
+  std::mt19937_64 rng(3);
+  EnsembleSpec small, large;
+  small.n_trees = 2;
+  small.max_depth = 3;
+  large.n_trees = 40;
+  large.max_depth = 8;
+  const double c_small = flock::optimize::cost(*Model::load(bytes_of(random_ensemble(small, rng))));
+  const double c_large = flock::optimize::cost(*Model::load(bytes_of(random_ensemble(large, rng))));
+  EXPECT_GE(c_small, 2);
+  EXPECT_GT(c_large, 10 * c_small);
+  EXPECT_LE(c_large, 40 * 9);
+  EXPECT_EQ(flock::optimize::cost(*Model::load(bytes_of(sparse_linear()))), 4);
+}
 }  // namespace

@@ -6,6 +6,9 @@
 //   inputs_read       the input columns whose value can change a model's outputs.
 //   specialize        a model that gives the same outputs, bit for bit, on every input the
 //                     constraints allow, with the tree branches the constraints decide removed.
+//   as_expression     a small model as an expression (constants, comparisons, CASE, arithmetic)
+//                     that a planner can turn into SQL (model inlining).
+//   cost              what scoring one row costs, in abstract units.
 //
 // None of them throws for a model it does not understand: it answers conservatively ("all columns",
 // nullopt). They throw only std::bad_alloc.
@@ -14,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -194,5 +198,107 @@ std::optional<PredictionRegion> prediction_region(const Model& model, Comparison
 // nullopt for other models and class indices.
 std::optional<PredictionRegion> label_region(const Model& model, int64_t class_index,
                                              const Constraints& constraints = {});
+
+// ---- Model inlining (ML-to-SQL)
+
+// A model as an expression over the values of its input columns, for a planner to turn into SQL.
+// `Input k` is column k's value as the binding holds it before converting it to the model's input
+// type: a double, NaN when missing (NULL or NaN). Every operation is one IEEE double operation
+// (round to nearest), so a translation that performs exactly these operations in this order gets
+// exactly evaluate()'s result.
+enum class ExprKind : uint8_t {
+  Constant,      // value
+  Input,         // column `column`'s value
+  Branch,        // missing(x) ? (missing_yes ? yes : no) : (test(x) ? yes : no), x = column's value,
+                 // or node `arg`'s when column < 0 (a preprocessed column)
+  Add,           // left + right
+  Multiply,      // left * right
+  Divide,        // left / right
+  RoundToFloat,  // the float nearest `left` (IEEE: overflow to +-inf, underflow to +-0), as a double
+};
+
+// A Branch's test on a column's non-missing value v (never NaN here).
+enum class ExprTest : uint8_t {
+  Less,          // v < a
+  LessEqual,     // v <= a
+  Greater,       // v > a
+  GreaterEqual,  // v >= a
+  Equal,         // v == a
+  NotEqual,      // v != a
+  Between,       // a < v && v <= b
+  NotBetween,    // !(a < v && v <= b)
+  Always,        // true
+  Never,         // false
+};
+
+struct ExprNode {
+  ExprKind kind = ExprKind::Constant;
+  ExprTest test = ExprTest::Always;
+  bool missing_yes = false;  // Branch: where a missing value goes
+  int32_t column = -1;       // Input, Branch
+  int32_t arg = -1;          // Branch with column < 0: the node whose value is tested
+  bool never_missing = false;  // Branch on `arg`: its value is never NaN (a classifier's margin)
+  int32_t left = -1;         // Add / Multiply / Divide / RoundToFloat; Branch: yes
+  int32_t right = -1;        // Add / Multiply / Divide; Branch: no
+  double value = 0;          // Constant
+  double a = 0, b = 0;       // Branch: the test's constants (never NaN)
+};
+
+struct Expression {
+  std::vector<ExprNode> nodes;  // children before their parents
+  int32_t root = -1;
+  // true: evaluate() equals the model's value output bit for bit (trees). false: within a relative
+  // 1e-6 (linear models: the kernel sums in Eigen's order, the expression left to right).
+  bool bit_exact = true;
+  // The model refuses missing values (linear models): a NULL input is an error when scored, and the
+  // expression must not be used on a row where a column may be NULL.
+  bool missing_is_error = false;
+  int64_t size() const { return static_cast<int64_t>(nodes.size()); }
+};
+
+// The default size limit of as_expression (nodes of the expression).
+constexpr int64_t kMaxExpressionNodes = 4096;
+
+// The model's value output (flock.predict) as an Expression, for
+//  * a single-target TreeEnsembleRegressor (SUM or AVERAGE, no post transform) reading the model's
+//    float or double input directly, whose output is the model's only output, with finite leaf
+//    values and base value whose sums cannot overflow (nor, for AVERAGE over double leaves, a
+//    quotient underflow: nonzero leaves below 2^-900 are refused): per tree a nest of Branches with Constant
+//    leaves, mirroring the walk (modes, missing_value_tracks_true, float or double thresholds: a
+//    float model compares float(v), which the Branch does on v with thresholds moved to the last
+//    double that rounds to the same side), added tree by tree in double from 0, then the base value
+//    (AVERAGE: after dividing by the tree count), then RoundToFloat;
+//  * a LinearRegressor with one target and no post transform (affine()): RoundToFloat of the sum of
+//    RoundToFloat(Input k) * coefficient, then the intercept (not bit_exact);
+//  * either of them behind a Scaler reading the model's input: column k is then the Scaler's float
+//    arithmetic, RoundToFloat(RoundToFloat(RoundToFloat(Input k) - offset) * scale) (each float
+//    operation done in double and rounded once: exact), and the trees' Branches test that node.
+//  * a two-class TreeEnsembleClassifier with integer labels reading the input directly whose label
+//    is decided by a margin (tree::TreeKernel::binary_label_rule): the label (flock.predict's value)
+//    is label 1 when margin > threshold, else label 0, the margin the class-0 leaf weights added per
+//    tree in double from 0 plus the base value — a Branch on that sum (bit_exact).
+// nullopt for anything else, or past `max_nodes`. Throws only std::bad_alloc.
+std::optional<Expression> as_expression(const Model& model, int64_t max_nodes = kMaxExpressionNodes);
+
+// The expression's value for one row of column values (NaN: missing). The reference semantics:
+// what a translation must compute.
+double evaluate(const Expression& e, std::span<const double> inputs);
+
+// What scoring one row costs, in abstract units (about one tree node visited or one multiply-add):
+// per tree ensemble the sum over its trees of the average leaf depth plus one (adding the leaf),
+// per linear model its multiply-adds, any other step the input's width. At least 1. A rough
+// ordering of models, not a time. Throws only std::bad_alloc.
+double cost(const Model& model);
+
+// ---- Linear specialization
+
+// A LinearRegressor model (single target, no post transform, reading the input directly, as
+// as_expression takes it) with the columns whose constraint is a single finite value folded into
+// the intercept: their coefficients become 0 and intercept += float(value) * coefficient. Not bit
+// for bit: the kernel sums in double in Eigen's order, so moving terms into the intercept changes
+// the rounding of the double sum (the float result is within a relative 1e-6). nullopt when the
+// model is not such a linear model or no column is fixed. `folded` gets the number of columns folded.
+std::optional<std::shared_ptr<const Model>> fold_linear(const Model& model, const Constraints& constraints,
+                                                        int64_t* folded = nullptr);
 
 }  // namespace flock::optimize

@@ -240,6 +240,21 @@ class LinearRegressor final : public linear::LinearKernel {
     return linear::nonzero_columns(coef_, width);
   }
 
+  std::optional<Affine> affine() const override {
+    if (targets_ != 1 || post_ != PostTransform::None) return std::nullopt;
+    return Affine{coef_, !intercepts_.empty(), intercepts_.empty() ? 0.0 : intercepts_[0]};
+  }
+
+  std::unique_ptr<Kernel> with_affine(const Affine& a) const override {
+    if (!affine() || a.coefficients.size() != coef_.size()) return nullptr;
+    auto k = std::unique_ptr<LinearRegressor>(new LinearRegressor(*this));
+    k->coef_ = a.coefficients;
+    k->w_ = coefficient_matrix(k->coef_, targets_);
+    k->intercepts_.clear();
+    if (a.has_intercept) k->intercepts_.push_back(a.intercept);
+    return k;
+  }
+
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
     Features x = read_features(in, where_);
     if (x.f != features_)

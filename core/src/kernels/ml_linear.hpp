@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -16,6 +17,19 @@ class LinearKernel : public Kernel {
   // nonzero (NaN counts as nonzero). nullopt when the coefficients do not fit that width (the
   // kernel would refuse such an input).
   virtual std::optional<std::vector<bool>> weighted_columns(int64_t width) const = 0;
+
+  // A single-target regressor with no post transform: y = float(sum_k float(x_k) * coefficients[k]
+  // + intercept), accumulated in double (in Eigen's order), the intercept added last when the
+  // model has one. nullopt for anything else (classifiers, several targets, a post transform).
+  struct Affine {
+    std::vector<float> coefficients;
+    bool has_intercept = false;
+    double intercept = 0;
+  };
+  virtual std::optional<Affine> affine() const { return std::nullopt; }
+  // The same kernel with other coefficients and intercept (same count of coefficients), for a
+  // regressor whose affine() has a value; nullptr otherwise.
+  virtual std::unique_ptr<Kernel> with_affine(const Affine&) const { return nullptr; }
 };
 
 // Columns of a row-major [rows, width] coefficient table with a nonzero entry; nullopt when the

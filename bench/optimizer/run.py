@@ -20,6 +20,7 @@ The queries (the issue's list):
   q3 inversion   predict > threshold with a B-tree index on the model's top split feature
   q4 inline      a small model (10 trees, depth 3) over the whole table
   q5 partitions  a table range-partitioned on the top split feature, whole table scored
+  q6 partitions + inversion  q3's predicate on q5's table: the derived filter prunes partitions
 
 Exit status: 0 when every query ran and agreed (a ratio below the goal is a measurement, not an
 error); 1 when a query failed or answers differed; 2 on bad arguments.
@@ -196,6 +197,8 @@ def queries(conn, top, X):
         "q4": ("inline: 10 trees depth 3 over the whole table", "FROM higgs t", "flock.predict('tiny', t)"),
         "q5": (f"partitions: 10 range partitions on {top[0]}, 500 trees depth 8",
                "FROM higgs_part t", "flock.predict('big', t)"),
+        "q6": (f"partitions + inversion: predict('big') > {threshold:.6g} on the partitioned table",
+               f"FROM higgs_part t WHERE flock.predict('big', t) > {threshold!r}", "flock.predict('big', t)"),
     }
 
 
@@ -230,8 +233,15 @@ def explain(conn, q, on):
 
 
 def optimizer_lines(plan):
-    return sorted({line.strip() for line in plan if "Flock " in line and "FlockBatchScore" not in line}
-                  | {line.strip() for line in plan if "Index" in line and "Scan" in line})
+    lines = [line.strip() for line in plan]
+    out = sorted({x for x in lines if x.startswith("Flock ") and not x.startswith(("Flock Pruned", "Flock Model"))}
+                 | {x.split("  (")[0] for x in lines if "Index" in x and "Scan" in x})
+    pruned = [x for x in lines if x.startswith("Flock Pruned")]
+    if pruned:
+        out.append(f"Flock Pruned: {len(pruned)} node(s), e.g. {pruned[0][len('Flock Pruned: '):]}")
+    scans = {x.split(" on ")[1].split()[0] for x in lines if " Scan on " in x}
+    out.append(f"scans: {', '.join(sorted(scans))}")
+    return out
 
 
 def time_once(conn, q, on):
@@ -248,7 +258,7 @@ def main():
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--work-dir", default="/tmp/flock-bench-optimizer")
-    ap.add_argument("--queries", default="q1,q2,q3,q4,q5")
+    ap.add_argument("--queries", default="q1,q2,q3,q4,q5,q6")
     args = ap.parse_args()
     wanted = args.queries.split(",")
     os.makedirs(args.work_dir, exist_ok=True)

@@ -377,48 +377,6 @@ bool record_input(Node* input, const InlineContext* ctx, RecordInput* out, const
   return false;
 }
 
-// Whether predictions of the model are recorded (an audit policy other than 'off'), as the
-// prediction functions would find it: by the resolved name, or for a flock.model value by its
-// bytes' sha256. Read as the caller, like them (the policies are visible to the model's users), in
-// a subtransaction: any error means "audited" (not inlined), never an error of the query.
-bool model_audited(Node* model_arg, const PlanModel* pm) {
-  const bool by_name = exprType(model_arg) == TEXTOID;
-  const char* at = strrchr(pm->label, '@');
-  if (by_name && !at) return true;  // cannot tell
-  const char* key = by_name ? pnstrdup(pm->label, at - pm->label) : pm->sha256;
-  const char* sql = by_name ? "SELECT 1 FROM flock.audit_policies WHERE name = $1 AND mode <> 'off'"
-                            : "SELECT 1 FROM flock._audit_policy_for($1)";
-  MemoryContext mcxt = CurrentMemoryContext;
-  ResourceOwner owner = CurrentResourceOwner;
-  volatile bool audited = true;
-  BeginInternalSubTransaction(nullptr);
-  MemoryContextSwitchTo(mcxt);
-  PG_TRY();
-  {
-    if (SPI_connect() == SPI_OK_CONNECT) {
-      Oid argtypes[1] = {TEXTOID};
-      Datum args[1] = {CStringGetTextDatum(key)};
-      const int rc = SPI_execute_with_args(sql, 1, argtypes, args, nullptr, true, 1);
-      audited = rc != SPI_OK_SELECT || SPI_processed > 0;
-      SPI_finish();
-    }
-    ReleaseCurrentSubTransaction();
-    MemoryContextSwitchTo(mcxt);
-    CurrentResourceOwner = owner;
-  }
-  PG_CATCH();
-  {
-    MemoryContextSwitchTo(mcxt);
-    FlushErrorState();
-    RollbackAndReleaseCurrentSubTransaction();
-    MemoryContextSwitchTo(mcxt);
-    CurrentResourceOwner = owner;
-    audited = true;
-  }
-  PG_END_TRY();
-  return audited;
-}
-
 // The call as SQL, or nullptr (DEBUG1 says why).
 Expr* inline_call(FuncExpr* f, InlineContext* ctx) {
   Node* model_arg = static_cast<Node*>(linitial(f->args));
@@ -431,7 +389,7 @@ Expr* inline_call(FuncExpr* f, InlineContext* ctx) {
     return nullptr;
   }
   const char* label = pm->label;
-  if (model_audited(model_arg, pm)) {
+  if (plan_model_audited(model_arg, pm)) {
     ereport(DEBUG1,
             (errmsg_internal("flock optimizer: %s not inlined: the model has an audit policy", label)));
     return nullptr;

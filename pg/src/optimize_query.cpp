@@ -1128,42 +1128,6 @@ bool is_prediction_function(Oid funcid, Oid flock_namespace) {
   return false;
 }
 
-// Whether the model (by its sha256) has an audit policy: audit records carry every input, so its
-// inputs are never replaced. Unknown (any error, in a subtransaction) counts as yes.
-bool may_be_audited(const char* sha) {
-  if (IsInParallelMode() || !IsTransactionState()) return true;
-  MemoryContext mcxt = CurrentMemoryContext;
-  ResourceOwner owner = CurrentResourceOwner;
-  volatile bool audited = true;
-  BeginInternalSubTransaction(nullptr);
-  MemoryContextSwitchTo(mcxt);
-  PG_TRY();
-  {
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
-    Oid argtypes[1] = {TEXTOID};
-    Datum args[1] = {CStringGetTextDatum(sha)};
-    if (SPI_execute_with_args("SELECT 1 FROM flock._audit_policy_for($1)", 1, argtypes, args, nullptr, true, 1) !=
-        SPI_OK_SELECT)
-      elog(ERROR, "could not read the audit policy of a model");
-    audited = SPI_processed > 0;
-    SPI_finish();
-    ReleaseCurrentSubTransaction();
-    MemoryContextSwitchTo(mcxt);
-    CurrentResourceOwner = owner;
-  }
-  PG_CATCH();
-  {
-    MemoryContextSwitchTo(mcxt);
-    FlushErrorState();
-    RollbackAndReleaseCurrentSubTransaction();
-    MemoryContextSwitchTo(mcxt);
-    CurrentResourceOwner = owner;
-    audited = true;
-  }
-  PG_END_TRY();
-  return audited;
-}
-
 bool convertible_number(Oid type) {
   return type == INT2OID || type == INT4OID || type == INT8OID || type == FLOAT4OID || type == FLOAT8OID ||
          type == BOOLOID;
@@ -1264,7 +1228,7 @@ Node* narrowed_input(FuncExpr* call, Narrow* nw) {
     ereport(DEBUG1, (errmsg_internal("flock optimizer: row input of %s left whole: it reads every column", pm->label)));
     return nullptr;
   }
-  if (may_be_audited(pm->sha256)) {
+  if (plan_model_audited(static_cast<Node*>(linitial(call->args)), pm)) {
     ereport(DEBUG1, (errmsg_internal("flock optimizer: row input of %s left whole: audit records carry every input",
                                      pm->label)));
     return nullptr;

@@ -7,6 +7,7 @@ extern "C" {
 #include "access/xact.h"
 #include "commands/explain.h"
 #include "executor/instrument.h"
+#include "nodes/nodeFuncs.h"
 #include "portability/instr_time.h"
 #include "tcop/tcopprot.h"
 #include "utils/syscache.h"
@@ -277,6 +278,51 @@ void plan_note(const char* label, const char* text, const char* verbose_text) {
 void install_plan_notes() {
   prev_explain_one_query = ExplainOneQuery_hook;
   ExplainOneQuery_hook = explain_one_query;
+}
+
+// Whether predictions of the model are recorded (an audit policy other than 'off'), as the
+// prediction functions would find it: by the resolved name, or for a flock.model value by its
+// bytes' sha256. Read as the caller, like them (the policies are visible to the model's users), in
+// a subtransaction: any error means "audited" (not inlined), never an error of the query.
+bool plan_model_audited(Node* model_arg, const PlanModel* pm) {
+  const bool by_name = exprType(model_arg) == TEXTOID;
+  const char* at = strrchr(pm->label, '@');
+  if (by_name && !at) return true;  // cannot tell
+  const char* key = by_name ? pnstrdup(pm->label, at - pm->label) : pm->sha256;
+  const char* sql = by_name ? "SELECT 1 FROM flock.audit_policies WHERE name = $1 AND mode <> 'off'"
+                            : "SELECT 1 FROM flock._audit_policy_for($1)";
+  MemoryContext mcxt = CurrentMemoryContext;
+  ResourceOwner owner = CurrentResourceOwner;
+  volatile bool audited = true;
+  BeginInternalSubTransaction(nullptr);
+  MemoryContextSwitchTo(mcxt);
+  PG_TRY();
+  {
+    if (SPI_connect() == SPI_OK_CONNECT) {
+      Oid argtypes[1] = {TEXTOID};
+      Datum args[1] = {CStringGetTextDatum(key)};
+      const int rc = SPI_execute_with_args(sql, 1, argtypes, args, nullptr, true, 1);
+      audited = rc != SPI_OK_SELECT || SPI_processed > 0;
+      SPI_finish();
+    }
+    ReleaseCurrentSubTransaction();
+    MemoryContextSwitchTo(mcxt);
+    CurrentResourceOwner = owner;
+  }
+  PG_CATCH();
+  {
+    MemoryContextSwitchTo(mcxt);
+    ErrorData* edata = CopyErrorData();
+    FlushErrorState();
+    RollbackAndReleaseCurrentSubTransaction();
+    MemoryContextSwitchTo(mcxt);
+    CurrentResourceOwner = owner;
+    if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED) ReThrowError(edata);  // the user's, as in plan_model
+    FreeErrorData(edata);
+    audited = true;
+  }
+  PG_END_TRY();
+  return audited;
 }
 
 }  // namespace flock::pg

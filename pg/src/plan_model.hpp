@@ -44,4 +44,10 @@ bool plan_notes_wanted();
 // _PG_init: chains the ExplainOneQuery hook that collects and prints the notes.
 void install_plan_notes();
 
+// Whether predictions of the model are recorded (an audit policy other than 'off'), as the
+// prediction functions find it (by the resolved name; a flock.model value by its sha256): audit
+// records carry every input and every prediction, so rewrites that drop inputs or calls leave such
+// a model alone. Read as the caller in a subtransaction; any error but a cancel means "audited".
+bool plan_model_audited(Node* model_arg, const PlanModel* pm);
+
 }  // namespace flock::pg

@@ -23,6 +23,16 @@ onnx::ModelProto import_onnx(std::span<const uint8_t> bytes) {
   // Before the onnx library sees the model: its checker and shape inference trust what these check.
   require_utf8_text(model);
   precheck_onnx_model(model);
+  check_operator_versions(model);
+  // libonnx 1.12 refuses IR versions past its own (8); IR 9 and 10 add only element types that
+  // its checker refuses anyway. The model is checked as IR 8, and keeps its version.
+  const int64_t ir_version = model.ir_version();
+  if (ir_version > kLibraryIrVersion) model.set_ir_version(kLibraryIrVersion);
+  struct RestoreIr {
+    onnx::ModelProto& model;
+    int64_t version;
+    ~RestoreIr() { model.set_ir_version(version); }
+  } restore_ir{model, ir_version};
   try {
     onnx::checker::check_model(model);
   } catch (const std::exception& e) {
@@ -30,7 +40,9 @@ onnx::ModelProto import_onnx(std::span<const uint8_t> bytes) {
     // The checker appends a "==> Context: ..." trailer; keep the first line, it names the problem.
     if (auto nl = what.find('\n'); nl != std::string::npos) what.resize(nl);
     fail(ErrorCode::InvalidModel, fmt::format("ONNX model fails validation: {}", what),
-         "The ONNX checker rejects this model; re-export it with a supported opset (ai.onnx <= 17, ai.onnx.ml <= 3).");
+         fmt::format("The ONNX checker rejects this model; Flock loads ai.onnx opsets {} to {} and ai.onnx.ml "
+                     "opsets 1 to {}.",
+                     kMinOnnxOpset, kMaxOnnxOpset, kMaxMlOpset));
   }
   try {
     // Types and shapes must agree with what the operators infer. Node-level inference gaps (e.g.

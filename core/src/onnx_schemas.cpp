@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -451,6 +452,47 @@ void register_all() {
 
 std::once_flag registered;
 
+// Element types added by IR 9 and 10 (and later), which libonnx 1.12 does not know.
+const char* newer_element_type(int64_t type) {
+  switch (type) {
+    case 17: return "FLOAT8E4M3FN";
+    case 18: return "FLOAT8E4M3FNUZ";
+    case 19: return "FLOAT8E5M2";
+    case 20: return "FLOAT8E5M2FNUZ";
+    case 21: return "UINT4";
+    case 22: return "INT4";
+    default: return type > 22 ? "an element type newer than ONNX 1.16's" : nullptr;
+  }
+}
+
+[[noreturn]] void refuse_element_type(int64_t type, const std::string& what) {
+  fail(ErrorCode::UnsupportedOperator,
+       fmt::format("{} has element type {}, which Flock does not run", what, newer_element_type(type)),
+       "Flock runs float, double, int64 (and narrower integers), bool and string tensors.");
+}
+
+// Float8 and 4-bit types anywhere the graph declares a type or casts to one: refused by name
+// (the library would report them as invalid types).
+void check_newer_element_types(const onnx::GraphProto& g) {
+  auto check_value = [](const onnx::ValueInfoProto& v) {
+    if (v.type().has_tensor_type() && newer_element_type(v.type().tensor_type().elem_type()))
+      refuse_element_type(v.type().tensor_type().elem_type(), fmt::format("value '{}'", v.name()));
+  };
+  for (const auto& v : g.input()) check_value(v);
+  for (const auto& v : g.output()) check_value(v);
+  for (const auto& v : g.value_info()) check_value(v);
+  for (const auto& t : g.initializer())
+    if (newer_element_type(t.data_type())) refuse_element_type(t.data_type(), fmt::format("initializer '{}'", t.name()));
+  for (const auto& node : g.node())
+    for (const auto& a : node.attribute()) {
+      if (a.name() == "to" && (node.op_type() == "Cast") && newer_element_type(a.i()))
+        refuse_element_type(a.i(), fmt::format("{} '{}': its target type", node.op_type(), node.name()));
+      if (a.has_t() && newer_element_type(a.t().data_type()))
+        refuse_element_type(a.t().data_type(), fmt::format("{} '{}': attribute '{}'", node.op_type(), node.name(),
+                                                           a.name()));
+    }
+}
+
 std::string domain_name(const std::string& domain) { return domain.empty() ? "ai.onnx" : domain; }
 
 const AttributeProto* find_attribute(const onnx::NodeProto& node, const char* name) {
@@ -500,7 +542,9 @@ void check_newer_attributes(const onnx::NodeProto& node, const std::string& doma
 
 void register_newer_onnx_schemas() { std::call_once(registered, register_all); }
 
-void check_operator_versions(const onnx::ModelProto& model) {
+std::set<std::string> check_operator_versions(const onnx::ModelProto& model) {
+  std::set<std::string> own;
+  check_newer_element_types(model.graph());
   std::unordered_map<std::string, int64_t> opsets;
   for (const auto& op : model.opset_import()) {
     const std::string domain = op.domain() == "ai.onnx" ? "" : op.domain();
@@ -538,6 +582,7 @@ void check_operator_versions(const onnx::ModelProto& model) {
       if (domain == c.domain && node.op_type() == c.op && c.version <= opset) changed = std::max(changed, c.version);
     if (schema && schema->SinceVersion() >= changed) {
       check_newer_attributes(node, domain, opset, *schema);
+      if (schema->SinceVersion() > (domain.empty() ? kLibraryOnnxOpset : kLibraryMlOpset)) own.insert(node.op_type());
       continue;
     }
     // No definition of the operator at this opset that Flock knows: either Flock does not run
@@ -554,6 +599,7 @@ void check_operator_versions(const onnx::ModelProto& model) {
                      op, domain_name(domain), changed, opset),
          fmt::format("Re-export the model with {} opset {} or lower.", domain_name(domain), changed - 1));
   }
+  return own;
 }
 
 }  // namespace flock

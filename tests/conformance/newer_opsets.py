@@ -256,7 +256,9 @@ def cast_cases(w):
                        np.trunc(v).astype(np_t) if to == I64 else v.astype(np_t), to=to, saturate=1)
     m = model([helper.make_node("Cast", ["x"], ["y"], to=17, saturate=0)], [vi("x", F, [2, 3])],
               [vi("y", 17, [2, 3])], 19)
-    w.error("cast_to_float8_opset19", m, "UnsupportedOperator", "cast to 17 is not supported")
+    w.error("cast_to_float8_opset19", m, "UnsupportedOperator", "FLOAT8E4M3FN, which Flock does not run")
+    m = model([helper.make_node("Cast", ["x"], ["y"], to=F)], [vi("x", 22, [2, 3])], [vi("y", F, [2, 3])], 21)
+    w.error("int4_input_opset21", m, "UnsupportedOperator", "INT4")
     m = model([helper.make_node("Cast", ["x"], ["y"], to=D, saturate=1)], [vi("x", F, [2, 3])], [vi("y", D, [2, 3])],
               17)
     w.error("cast_saturate_opset17", m, "InvalidModel", "saturate")
@@ -594,6 +596,33 @@ def membership_cases(w):
            [np.zeros((2, 1), np.float32)], [np.ones((2, 1), np.float32)])
 
 
+def contradiction_cases(w):
+    """Declared types and shapes that contradict what the new operator versions produce: refused
+    like those of older operators (the library's inference of Flock's schemas must hold)."""
+    nodes = [(0, 0, 0.5, ("l", 0), ("l", 1), 0)]
+    te = tree_ensemble_node(nodes, [(0, 1.0), (0, 2.0)], [0], 1)
+    w.error("treeensemble_output_double_for_float_ml5",
+            model([te], [vi("X", F, ["N", 1])], [vi("Y", D, ["N", 1])], 21, ml=5), "InvalidModel", "(FLOAT) vs (DOUBLE)")
+    w.error("treeensemble_output_width_ml5",
+            model([te], [vi("X", F, ["N", 1])], [vi("Y", F, ["N", 3])], 21, ml=5), "InvalidModel", "(1) vs (3)")
+    le = helper.make_node("LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml",
+                          keys_tensor=numpy_helper.from_array(np.array([3, 1], np.int64)),
+                          values_tensor=numpy_helper.from_array(np.array(["a", "b"], dtype=object)))
+    w.error("labelencoder_output_type_ml4", model([le], [vi("x", I64, [4])], [vi("y", F, [4])], 21, ml=4),
+            "InvalidModel", "(STRING) vs (FLOAT)")
+    w.error("labelencoder_input_type_ml4", model([le], [vi("x", F, [4])], [vi("y", S, [4])], 21, ml=4),
+            "InvalidModel", "its keys have")
+    sp = helper.make_node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2)
+    w.error("split_num_outputs_shape_opset18",
+            model([sp], [vi("x", F, [2, 7])], [vi("a", F, [2, 3]), vi("b", F, [2, 4])], 18), "InvalidModel",
+            "(4) vs (3)")
+    r = helper.make_node("ReduceMax", ["x", "axes"], ["y"], keepdims=0)
+    w.error("reducemax_shape_opset18",
+            model([r], [vi("x", F, [3, 4])], [vi("y", F, [3, 4])], 18,
+                  initializers=[numpy_helper.from_array(np.array([1], np.int64), "axes")]),
+            "InvalidModel", "differ in rank")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
@@ -612,6 +641,7 @@ def main():
     version_cases(w)
     label_encoder_cases(w)
     membership_cases(w)
+    contradiction_cases(w)
     if args.models:
         converted_tree_cases(w, args.models)
     print(f"wrote {w.count} cases to {args.out}")

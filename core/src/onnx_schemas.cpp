@@ -38,7 +38,7 @@ using onnx::OpSchema;
 using onnx::OpSchemaRegistry;
 using onnx::TensorProto;
 
-const char* const kMl = "ai.onnx.ml";
+constexpr const char* kMl = "ai.onnx.ml";
 
 // Every operator (domain "" or ai.onnx.ml) whose definition changed in ai.onnx 18-21 or
 // ai.onnx.ml 4-5, with the versions it changed at (onnx/defs/operator_sets.h, operator_sets_ml.h).

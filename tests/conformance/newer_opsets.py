@@ -60,7 +60,7 @@ class Writer:
         os.makedirs(d, exist_ok=True)
         return d
 
-    def case(self, name, m, inputs, outputs, reference=None):
+    def case(self, name, m, inputs, outputs, reference=None, reference_json=None):
         """`inputs` / `outputs`: lists of numpy arrays in graph order (outputs may hold None: not checked)."""
         d = self._dir(name)
         with open(os.path.join(d, "model.onnx"), "wb") as f:
@@ -68,6 +68,9 @@ class Writer:
         if reference is not None:
             with open(os.path.join(d, "reference.onnx"), "wb") as f:
                 f.write(reference.SerializeToString())
+        if reference_json is not None:
+            with open(os.path.join(d, "reference.json"), "wb") as f:
+                f.write(reference_json)
         s = os.path.join(d, "test_data_set_0")
         os.makedirs(s, exist_ok=True)
         for k, a in enumerate(inputs):
@@ -503,6 +506,59 @@ def converted_tree_cases(w, models_dir):
         w.case(f"treeensemble_from_{name}_ml5", m, [x], [None], reference=ref)
 
 
+def csv_features(models_dir, data):
+    import csv
+    with open(os.path.join(models_dir, data + ".csv")) as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    cols = [i for i, h in enumerate(header) if h not in ("id", "target")]
+    return np.array([[float(r[i]) if r[i] != "" else np.nan for i in cols] for r in body], np.float32)
+
+
+def xgboost_tree_cases(w, models_dir):
+    """XGBoost regression boosters as TreeEnsemble: x < split goes left (the true side), missing
+    values go left when default_left, leaves hold split_conditions; base_score is a last one-leaf
+    tree (the importer adds it after the trees' sum, in double, like a last leaf)."""
+    import json
+    for name in ("diabetes_xgb",):
+        path = os.path.join(models_dir, name + ".json")
+        if not os.path.exists(path):
+            continue
+        raw = open(path, "rb").read()
+        learner = json.loads(raw)["learner"]
+        if learner["objective"]["name"] != "reg:squarederror":
+            continue
+        nodes, leaves, roots = [], [], []
+        for tree in learner["gradient_booster"]["model"]["trees"]:
+            left, right = tree["left_children"], tree["right_children"]
+            cond, feat, dleft = tree["split_conditions"], tree["split_indices"], tree["default_left"]
+
+            def emit(v):
+                if left[v] == -1:
+                    leaves.append((0, np.float32(cond[v])))
+                    return ("l", len(leaves) - 1)
+                me = len(nodes)
+                nodes.append(None)
+                t, f = emit(left[v]), emit(right[v])
+                nodes[me] = (feat[v], MODES["BRANCH_LT"], np.float32(cond[v]), t, f, int(dleft[v]))
+                return ("n", me)
+            kind, index = emit(0)
+            if kind == "l":
+                nodes.append((0, 0, 0.0, ("l", index), ("l", index), 0))
+                index = len(nodes) - 1
+            roots.append(index)
+        base = learner["learner_model_param"]["base_score"].strip("[]")
+        leaves.append((0, np.float32(float(base))))
+        nodes.append((0, 0, 0.0, ("l", len(leaves) - 1), ("l", len(leaves) - 1), 0))
+        roots.append(len(nodes) - 1)
+        width = int(learner["learner_model_param"]["num_feature"])
+        te = tree_ensemble_node(nodes, leaves, roots, 1)
+        m = model([te], [vi("X", F, ["N", width])], [vi("Y", F, ["N", 1])], 21, ml=5)
+        x = csv_features(models_dir, name.rsplit("_", 1)[0])
+        x[::7, 1] = np.nan  # missing values: default_left decides
+        w.case(f"treeensemble_from_{name}_ml5", m, [x], [None], reference_json=raw)
+
+
 def ref_tree_walk(x_row, nodes, leaves, root, members):
     """The spec's walk (onnx reference op_tree_ensemble): the leaf a row reaches."""
     kind, k = "n", root
@@ -583,6 +639,11 @@ def membership_cases(w):
     te = tree_ensemble_node(cyc, [(0, 1.0)], [0], 1)
     w.error("treeensemble_cycle_ml5", model([te], [vi("X", F, ["N", 1])], [vi("Y", F, ["N", 1])], 21, ml=5),
             "InvalidModel", "cycle")
+    # One 20-branch tree shared by 3000 roots: copied per tree, past the budget (untrusted sizes).
+    chain = [(0, 0, float(k), ("n", k + 1) if k < 19 else ("l", 20), ("l", k), 0) for k in range(20)]
+    te = tree_ensemble_node(chain, [(0, 1.0)] * 21, [0] * 3000, 1)
+    w.error("treeensemble_shared_roots_ml5", model([te], [vi("X", F, ["N", 1])], [vi("Y", F, ["N", 1])], 21, ml=5),
+            "LimitExceeded", "expand to more than")
     te = tree_ensemble_node(nodes, [(0, 1.0)] * 7, [0, 3], 1, members=members_flat)
     w.error("treeensemble_ml4", model([te], [vi("X", F, ["N", 3])], [vi("Y", F, ["N", 1])], 21, ml=4),
             "UnsupportedOperator", "TreeEnsemble")
@@ -644,6 +705,7 @@ def main():
     contradiction_cases(w)
     if args.models:
         converted_tree_cases(w, args.models)
+        xgboost_tree_cases(w, args.models)
     print(f"wrote {w.count} cases to {args.out}")
 
 

@@ -7,6 +7,7 @@
 // Cases in the same layout written by tests/conformance/newer_opsets.py (ai.onnx 18-21, ai.onnx.ml
 // 4-5) may also hold `reference.onnx`, another model the outputs must equal bit for bit on the same
 // inputs (a TreeEnsemble against the TreeEnsembleRegressor it was converted from), or
+// or reference.json, an XGBoost model (through Flock's XGBoost importer), or
 // `expect_error`, the ErrorCode name and a piece of the message loading must fail with.
 #include <dirent.h>
 #include <sys/stat.h>
@@ -149,9 +150,10 @@ const char* code_name(flock::ErrorCode c) {
   return "?";
 }
 
-std::shared_ptr<const flock::Model> load_model(const std::string& bytes) {
+std::shared_ptr<const flock::Model> load_model(const std::string& bytes,
+                                               flock::ModelFormat format = flock::ModelFormat::Onnx) {
   return flock::Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
-                            flock::ModelFormat::Onnx);
+                            format);
 }
 
 // `expect_error`: "<ErrorCode name>\n<part of the message>".
@@ -221,6 +223,8 @@ Outcome run_case(const std::string& dir, const std::string& name, const std::set
     auto model = load_model(bytes);
     std::shared_ptr<const flock::Model> reference;
     if (exists(dir + "/reference.onnx")) reference = load_model(read_file(dir + "/reference.onnx"));
+    if (exists(dir + "/reference.json"))  // an XGBoost model, through Flock's XGBoost importer
+      reference = load_model(read_file(dir + "/reference.json"), flock::ModelFormat::XGBoostJson);
     int sets = 0;
     for (const auto& set : list_dir(dir)) {
       if (set.rfind("test_data_set_", 0) != 0) continue;

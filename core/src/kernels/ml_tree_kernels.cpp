@@ -205,7 +205,9 @@ class TreeRegressor final : public TreeKernel {
 
   std::optional<SumRule> sum_rule() const override {
     // run_single: PROBIT is the only post_transform ORT applies to a single target.
-    if (n_targets_ != 1 || transform_ == Transform::Probit || double_output_) return std::nullopt;
+    // A TreeEnsemble's output is double for double input: not rounded to float.
+    if (n_targets_ != 1 || transform_ == Transform::Probit || (double_output_ && input_type_ != ElemType::Float))
+      return std::nullopt;
     if (agg_ != Aggregate::Sum && agg_ != Aggregate::Average) return std::nullopt;
     return SumRule{agg_ == Aggregate::Average, base_.size() == 1 ? base_[0] : 0.0};
   }

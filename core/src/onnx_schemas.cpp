@@ -139,6 +139,8 @@ OpSchema reduce(const char* op, int version, bool with_bool) {
 void split18_inference(InferenceContext& ctx, const onnx::InferenceFunction& split13) {
   const AttributeProto* num = ctx.getAttribute("num_outputs");
   if (!num) {
+    if (ctx.getNumInputs() < 2 || ctx.getInputType(1) == nullptr)
+      fail_shape_inference("Split needs the 'split' input or the 'num_outputs' attribute from opset 18");
     split13(ctx);
     return;
   }

@@ -187,6 +187,9 @@ def split_cases(w):
     m = model([helper.make_node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2)], [vi("x", F, [2, 6])],
               [vi("a", F, [2, 3]), vi("b", F, [2, 3])], 17)
     w.error("split_num_outputs_opset17", m, "InvalidModel", "num_outputs")
+    m = model([helper.make_node("Split", ["x"], ["a", "b"], axis=1)], [vi("x", F, [2, 6])],
+              [vi("a", F, [2, 3]), vi("b", F, [2, 3])], 18)
+    w.error("split_neither_sizes_nor_num_outputs_opset18", m, "InvalidModel", "num_outputs")
 
 
 def pad_cases(w):

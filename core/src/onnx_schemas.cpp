@@ -419,10 +419,7 @@ void register_all() {
     add(std::move(s));
   }
   add(pad(18));
-  {
-    OpSchema s = pad(19);  // adds mode 'wrap' (refused by the kernel)
-    add(std::move(s));
-  }
+  add(pad(19));  // mode 'wrap' (refused by check_newer_attributes and the kernel)
   add(pad(21));
   add(resize(18));
   add(resize(19));

@@ -189,9 +189,9 @@ std::unique_ptr<Kernel> make_tree_ensemble5(const KernelContext& ctx) {
 
   // Trees are emitted one by one; a node several trees reach is copied into each (within a
   // budget: a hostile model could share one large tree between many roots).
-  const size_t budget = static_cast<size_t>(checked_add(checked_mul(static_cast<int64_t>(n + n_leaves + members.size() + roots.size()), 4,
-                                                "TreeEnsemble size", ErrorCode::LimitExceeded),
-                                    int64_t(1024), "TreeEnsemble size", ErrorCode::LimitExceeded));
+  const int64_t sizes = static_cast<int64_t>(n + n_leaves + members.size() + roots.size());
+  const size_t budget = static_cast<size_t>(
+      checked_add(checked_mul(sizes, 4, "TreeEnsemble size"), int64_t(1024), "TreeEnsemble size"));
   Lowered out;
   for (size_t t = 0; t < roots.size(); ++t) {
     poll_interrupt();
@@ -199,20 +199,17 @@ std::unique_ptr<Kernel> make_tree_ensemble5(const KernelContext& ctx) {
     if (r < 0 || static_cast<uint64_t>(r) >= n) bad(fmt::format("tree_roots[{}] is {}, outside [0, {})", t, r, n));
     const int64_t tree = static_cast<int64_t>(t);
     int64_t next_id = 0;
-    // Ids of the entries already made for this tree: key 2*index (+1 for a leaf).
+    // Ids in this tree of the nodes and leaves reached so far, by key 2 * index (+ 1 for a leaf):
+    // a node two parents share keeps one id, so the regressor sees the same sharing (and finds
+    // any cycle).
     std::unordered_map<int64_t, int64_t> made;
-    struct Pending {
-      int64_t key;
-      int64_t entry;  // the entry whose child it is, and which side
-      bool true_side;
-    };
-    std::vector<Pending> work;
+    std::vector<int64_t> work;  // keys with an id, in the order they got it; emitted from `head` on
     // Returns the id of `key` in this tree, queueing it when new.
     auto id_of = [&](int64_t key) -> int64_t {
       auto [it, inserted] = made.emplace(key, next_id);
       if (inserted) {
         ++next_id;
-        work.push_back({key, -1, false});
+        work.push_back(key);
       }
       return it->second;
     };
@@ -220,19 +217,18 @@ std::unique_ptr<Kernel> make_tree_ensemble5(const KernelContext& ctx) {
     // tree); its root's mode and feature are not read.
     const bool leaf_tree = trueleafs[r] && falseleafs[r] && trueids[r] == falseids[r];
     id_of(leaf_tree ? 2 * trueids[r] + 1 : 2 * r);
-    // Entries are appended in id order: the pending queue is processed first in, first out,
-    // and a node's chain entries take consecutive ids.
+    // The root is the tree's first entry (the regressor's rule for roots); the order of the others
+    // does not matter, their ids link them.
     size_t head = 0;
     while (head < work.size()) {
       if (out.tree.size() > budget)
         fail(ErrorCode::LimitExceeded,
              fmt::format("{}: its trees expand to more than {} nodes (nodes shared between trees)", where, budget));
-      const int64_t key = work[head++].key;
+      const int64_t key = work[head++];
       const int64_t index = key / 2;
       const int64_t own_id = made[key];
       if (key % 2 == 1) {  // leaf
-        const int64_t e = out.add(tree, own_id, "LEAF", 0, 0.0, 0);
-        (void)e;
+        out.add(tree, own_id, "LEAF", 0, 0.0, 0);
         out.w_tree.push_back(tree);
         out.w_node.push_back(own_id);
         out.w_id.push_back(targetids[static_cast<size_t>(index)]);

@@ -516,7 +516,7 @@ void check_newer_attributes(const onnx::NodeProto& node, const std::string& doma
                      schema.SinceVersion(), opset),
          op.rfind("TreeEnsemble", 0) == 0 ? "Use TreeEnsemble at ai.onnx.ml opset 5, or import ai.onnx.ml opset 4 or lower."
                                           : "Re-export the model with a lower opset.");
-  if (!domain.empty() || opset <= 17) return;
+  if (!domain.empty() || opset <= kLibraryOnnxOpset) return;
   if (op == "Resize") {
     if (const auto* a = find_attribute(node, "antialias"); a && a->i() != 0) refuse("antialias");
     if (find_attribute(node, "axes")) refuse("attribute 'axes'");

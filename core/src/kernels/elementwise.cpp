@@ -1,4 +1,4 @@
-// Elementwise default-domain (ai.onnx) operators, opsets 7-17:
+// Elementwise default-domain (ai.onnx) operators, opsets 7-21:
 //   unary math     Abs Neg Exp Log Sqrt Reciprocal Floor Ceil Round Sign Erf Sin Cos Tan Asin Acos Atan
 //                  Sinh Cosh Asinh Acosh Atanh IsNaN IsInf
 //   arithmetic     Add Sub Mul Div Pow Mod, variadic Sum Mean Min Max (numpy broadcasting)
@@ -995,7 +995,7 @@ class Dropout final : public Kernel {
 // The element types a node runs, given its opset.
 using TypeRule = std::function<TypeSet(const KernelContext&)>;
 
-// Types allowed at every opset in 7-17.
+// Types allowed at every opset in 7-21.
 TypeRule always(TypeSet s) {
   return [s](const KernelContext&) { return s; };
 }

@@ -2,7 +2,7 @@
 // GlobalAveragePool, GlobalMaxPool, BatchNormalization, InstanceNormalization, LayerNormalization
 // and LRN, on float and double tensors.
 //
-// Semantics follow the ONNX specification (opsets 9-17). Where the specification leaves a case
+// Semantics follow the ONNX specification (opsets 9-21). Where the specification leaves a case
 // open, the kernels do what ONNX Runtime's CPU kernels do; each such place says so.
 //
 // Conv is im2col + Eigen GEMM, single-threaded. Several samples (or output rows) share one GEMM so

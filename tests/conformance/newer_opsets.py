@@ -625,6 +625,17 @@ def membership_cases(w):
                             y[r] = e / e.sum()
                     w.case(f"treeensemble_member_{np.dtype(dtype).name}_t{n_targets}_{aggregate.lower()}_"
                            f"{post.lower()}_ml5", m, [xt], [y.astype(dtype)])
+    # An empty set sending missing values to the true side, and a node whose set is its split's
+    # neighbour values (members are compared exactly, not as thresholds).
+    small = [(0, 6, 0.0, ("l", 0), ("n", 1), 1), (1, 6, 0.0, ("l", 1), ("l", 2), 0)]
+    small_sets = {0: set(), 1: {np.float32(0.1).item(), np.float32(-0.0).item()}}
+    leaves = [(0, 1.0), (0, 2.0), (0, 3.0)]
+    te = tree_ensemble_node(small, leaves, [0], 1, members=[np.nan, np.float32(0.1), -0.0, np.nan])
+    m = model([te], [vi("X", F, ["N", 2])], [vi("Y", F, ["N", 1])], 21, ml=5)
+    xs = np.array([[np.nan, 5], [0, np.float32(0.1)], [0, np.nextafter(np.float32(0.1), np.float32(1))], [1, 0.0],
+                   [2, np.nan], [np.inf, -np.inf]], np.float32)
+    ys = np.array([[ref_tree_walk(row, small, leaves, 0, small_sets)[1]] for row in xs.astype(np.float64)], np.float32)
+    w.case("treeensemble_member_empty_set_missing_true_ml5", m, [xs], [ys])
     # Bad input.
     te = tree_ensemble_node(nodes, [(0, 1.0)] * 7, [0, 3], 1, members=[1, 3, 5, np.nan, np.nan, 2, 4])
     w.error("treeensemble_members_unterminated_ml5", model([te], [vi("X", F, ["N", 3])], [vi("Y", F, ["N", 1])], 21, ml=5),

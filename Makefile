@@ -4,7 +4,8 @@
 #   make demo      set up everything and run the demo on a private cluster
 #   make test      run every test (unit, SQL against a real cluster, CLI, model tooling)
 #   make deps      install the Debian packages Flock needs (as root)
-#   make conformance  ONNX backend node tests, writes docs/onnx-coverage.md
+#   make conformance  ONNX backend node tests, writes docs/onnx-coverage.md (and the newer-opset
+#                     suite, docs/onnx-coverage-newer.md)
 #   make fuzz      run each libFuzzer target (ASan+UBSan, clang-14) for FUZZ_SECONDS (default 1800)
 
 BUILD_DIR ?= build
@@ -46,6 +47,10 @@ models:
 # ONNX backend node tests; rewrites the coverage table the README links.
 conformance: build
 	$(BUILD_DIR)/tests/conformance/flock_onnx_conformance --markdown docs/onnx-coverage.md
+	/usr/bin/python3 tests/conformance/newer_opsets.py --out $(BUILD_DIR)/newer_opsets \
+	  $(if $(wildcard $(BUILD_DIR)/models/manifest.json),--models $(BUILD_DIR)/models)
+	$(BUILD_DIR)/tests/conformance/flock_onnx_conformance --data $(BUILD_DIR)/newer_opsets \
+	  --markdown docs/onnx-coverage-newer.md
 
 test: deps install models fuzz-build
 	FUZZ_BUILD_DIR=$(FUZZ_BUILD_DIR) FUZZ_SECONDS_TEST=$(FUZZ_SECONDS_TEST) bash scripts/test.sh $(BUILD_DIR)

@@ -47,11 +47,6 @@ ModelFormat detect_format(std::span<const uint8_t> bytes) {
 
 namespace {
 
-// The ONNX opsets whose operator semantics the kernels implement.
-constexpr int64_t kMinOpset = 7;
-constexpr int64_t kMaxOpset = 17;
-constexpr int64_t kMaxMlOpset = 3;
-
 std::optional<ElemType> elem_type_of(int32_t onnx_type) {
   using TP = onnx::TensorProto;
   switch (onnx_type) {
@@ -106,7 +101,7 @@ Tensor constant_value(const Attrs& attrs) {
 // Ops after which a NaN that came from a missing input is resolved rather than propagated.
 bool resolves_missing(const onnx::NodeProto& node) {
   const std::string& op = node.op_type();
-  if (op == "TreeEnsembleRegressor" || op == "TreeEnsembleClassifier") return true;
+  if (op == "TreeEnsembleRegressor" || op == "TreeEnsembleClassifier" || op == "TreeEnsemble") return true;
   if (op == "Imputer") {
     Attrs attrs(node);
     if (attrs.has("replaced_value_int64")) return false;
@@ -344,14 +339,18 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
     opsets[domain] = op.version();
   }
   for (const auto& [domain, version] : opsets) {
-    if (domain.empty() && (version < kMinOpset || version > kMaxOpset))
+    if (domain.empty() && (version < kMinOnnxOpset || version > kMaxOnnxOpset))
       fail(ErrorCode::UnsupportedOperator,
-           fmt::format("model imports ai.onnx opset {}; Flock runs opsets {} to {}", version, kMinOpset, kMaxOpset),
-           "Re-export the model with an opset in that range (e.g. torch.onnx.export(..., opset_version=17)).");
+           fmt::format("model imports ai.onnx opset {}; Flock runs ai.onnx opsets {} to {}", version, kMinOnnxOpset,
+                       kMaxOnnxOpset),
+           fmt::format("Re-export the model with an opset in that range (e.g. torch.onnx.export(..., "
+                       "opset_version={})).",
+                       kMaxOnnxOpset));
     if (domain == "ai.onnx.ml" && (version < 1 || version > kMaxMlOpset))
       fail(ErrorCode::UnsupportedOperator,
-           fmt::format("model imports ai.onnx.ml opset {}; Flock runs opsets 1 to {}", version, kMaxMlOpset),
-           "Re-export the model with a supported ai.onnx.ml opset.");
+           fmt::format("model imports ai.onnx.ml opset {}; Flock runs ai.onnx.ml opsets 1 to {}", version,
+                       kMaxMlOpset),
+           fmt::format("Re-export the model with ai.onnx.ml opset {} or lower.", kMaxMlOpset));
     if (!domain.empty() && domain != "ai.onnx.ml")
       fail(ErrorCode::UnsupportedOperator, fmt::format("model imports operator domain '{}'", domain),
            "Flock runs the ai.onnx and ai.onnx.ml domains; custom operators are not supported.");
@@ -732,6 +731,8 @@ std::string Model::signature_json_unguarded() const {
             {"operators", s.operators},
             {"opset", s.opset},
             {"ml_opset", s.ml_opset},
+            {"supported_opsets", json{{"ai.onnx", json::array({kMinOnnxOpset, kMaxOnnxOpset})},
+                                       {"ai.onnx.ml", json::array({int64_t(1), kMaxMlOpset})}}},
             {"producer", s.producer}};
   if (s.task == Task::Classification) {
     j["classes"] = s.class_labels;

@@ -3,11 +3,43 @@
 #include <onnx/shape_inference/implementation.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
 
 #include "flock/error.hpp"
 #include "flock/importers.hpp"
 
 namespace flock {
+
+namespace {
+
+// The library's shape inference (error mode 0, below) passes over a node whose inference fails,
+// tolerating its own gaps. The nodes of the schemas Flock wrote (onnx_schemas.cpp) must not get
+// that tolerance: their inference is what checks their attributes and types, so a failure there
+// refuses the model. Errors come back one line per node, "(op_type:Op, node name: n): ..." (or
+// "(op_type:Op): ..." for a node without a name).
+void require_own_inference(const onnx::ModelProto& model, const std::set<std::string>& own_schemas) {
+  try {
+    onnx::ModelProto inferred = model;
+    onnx::shape_inference::InferShapes(inferred, onnx::OpSchemaRegistry::Instance(),
+                                       onnx::ShapeInferenceOptions(/*check_type=*/true, /*error_mode=*/1));
+  } catch (const std::exception& e) {
+    std::istringstream lines(e.what());
+    for (std::string line; std::getline(lines, line);) {
+      for (const std::string& op : own_schemas) {
+        const std::string tag = "(op_type:" + op;
+        const auto at = line.find(tag);
+        const size_t next = at + tag.size();
+        if (at == std::string::npos || next >= line.size() || (line[next] != ',' && line[next] != ')')) continue;
+        fail(ErrorCode::InvalidModel, fmt::format("ONNX model's types or shapes are inconsistent: {}", line.substr(at)),
+             "An attribute, input or output of this operator contradicts its specification; re-export the model.");
+      }
+    }
+  }
+}
+
+}  // namespace
 
 onnx::ModelProto import_onnx(std::span<const uint8_t> bytes) {
   onnx::ModelProto model;
@@ -23,6 +55,16 @@ onnx::ModelProto import_onnx(std::span<const uint8_t> bytes) {
   // Before the onnx library sees the model: its checker and shape inference trust what these check.
   require_utf8_text(model);
   precheck_onnx_model(model);
+  const std::set<std::string> own_schemas = check_operator_versions(model);
+  // libonnx 1.12 refuses IR versions past its own (8); IR 9 and 10 add only element types that
+  // its checker refuses anyway. The model is checked as IR 8, and keeps its version.
+  const int64_t ir_version = model.ir_version();
+  if (ir_version > kLibraryIrVersion) model.set_ir_version(kLibraryIrVersion);
+  struct RestoreIr {
+    onnx::ModelProto& model;
+    int64_t version;
+    ~RestoreIr() { model.set_ir_version(version); }
+  } restore_ir{model, ir_version};
   try {
     onnx::checker::check_model(model);
   } catch (const std::exception& e) {
@@ -30,8 +72,11 @@ onnx::ModelProto import_onnx(std::span<const uint8_t> bytes) {
     // The checker appends a "==> Context: ..." trailer; keep the first line, it names the problem.
     if (auto nl = what.find('\n'); nl != std::string::npos) what.resize(nl);
     fail(ErrorCode::InvalidModel, fmt::format("ONNX model fails validation: {}", what),
-         "The ONNX checker rejects this model; re-export it with a supported opset (ai.onnx <= 17, ai.onnx.ml <= 3).");
+         fmt::format("The ONNX checker rejects this model; Flock loads ai.onnx opsets {} to {} and ai.onnx.ml "
+                     "opsets 1 to {}.",
+                     kMinOnnxOpset, kMaxOnnxOpset, kMaxMlOpset));
   }
+  if (!own_schemas.empty()) require_own_inference(model, own_schemas);
   try {
     // Types and shapes must agree with what the operators infer. Node-level inference gaps (e.g.
     // ZipMap's map outputs in this onnx version) are tolerated; contradictions are not.

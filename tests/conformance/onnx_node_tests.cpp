@@ -3,6 +3,12 @@
 // or an operator Flock does not claim; every other case must pass.
 //
 //   flock_onnx_conformance [--data DIR] [--op OP]... [--case SUBSTRING] [-v] [--markdown FILE]
+//
+// Cases in the same layout written by tests/conformance/newer_opsets.py (ai.onnx 18-21, ai.onnx.ml
+// 4-5) may also hold `reference.onnx`, another model the outputs must equal bit for bit on the same
+// inputs (a TreeEnsemble against the TreeEnsembleRegressor it was converted from), or
+// or reference.json, an XGBoost model (through Flock's XGBoost importer), or
+// `expect_error`, the ErrorCode name and a piece of the message loading must fail with.
 #include <dirent.h>
 #include <sys/stat.h>
 
@@ -12,6 +18,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <string>
@@ -129,6 +136,59 @@ flock::Tensor load_tensor(const std::string& path) {
   return flock::tensor_from_proto(p);
 }
 
+const char* code_name(flock::ErrorCode c) {
+  switch (c) {
+    case flock::ErrorCode::InvalidModel: return "InvalidModel";
+    case flock::ErrorCode::UnsupportedOperator: return "UnsupportedOperator";
+    case flock::ErrorCode::InvalidInput: return "InvalidInput";
+    case flock::ErrorCode::MissingValue: return "MissingValue";
+    case flock::ErrorCode::TypeMismatch: return "TypeMismatch";
+    case flock::ErrorCode::LimitExceeded: return "LimitExceeded";
+    case flock::ErrorCode::Cancelled: return "Cancelled";
+    case flock::ErrorCode::Internal: return "Internal";
+  }
+  return "?";
+}
+
+std::shared_ptr<const flock::Model> load_model(const std::string& bytes,
+                                               flock::ModelFormat format = flock::ModelFormat::Onnx) {
+  return flock::Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
+                            format);
+}
+
+// `expect_error`: "<ErrorCode name>\n<part of the message>".
+Outcome run_error_case(const std::string& dir, const std::string& bytes, std::string& why) {
+  std::istringstream spec(read_file(dir + "/expect_error"));
+  std::string code, part;
+  std::getline(spec, code);
+  std::getline(spec, part);
+  try {
+    load_model(bytes);
+  } catch (const flock::Error& e) {
+    const std::string what = e.what();
+    if (code_name(e.code()) == code && what.find(part) != std::string::npos) return Outcome::Passed;
+    why = std::string("failed with ") + code_name(e.code()) + " \"" + what + "\", expected " + code + " \"" + part +
+          "\"";
+    return Outcome::Failed;
+  }
+  why = "loaded; expected " + code + " \"" + part + "\"";
+  return Outcome::Failed;
+}
+
+// Bit for bit (NaN equal to NaN).
+std::string compare_exact(const flock::Tensor& got, const flock::Tensor& want) {
+  if (got.type != want.type || got.shape != want.shape) return compare(got, want);
+  for (size_t k = 0; k < want.size(); ++k) {
+    const double g = got.as_double(k), w = want.as_double(k);
+    if (g == w || (std::isnan(g) && std::isnan(w))) continue;
+    std::ostringstream s;
+    s.precision(17);
+    s << "value " << k << ": got " << g << ", the reference model gives " << w;
+    return s.str();
+  }
+  return "";
+}
+
 Outcome run_case(const std::string& dir, const std::string& name, const std::set<std::string>& claimed,
                  std::string& op, std::string& why) {
   onnx::ModelProto m;
@@ -138,9 +198,10 @@ Outcome run_case(const std::string& dir, const std::string& name, const std::set
     return Outcome::Failed;
   }
   op = case_op(m, name);
+  if (exists(dir + "/expect_error")) return run_error_case(dir, bytes, why);
   for (const auto& imp : m.opset_import()) {
-    if ((imp.domain().empty() || imp.domain() == "ai.onnx") && (imp.version() < 7 || imp.version() > 17)) {
-      why = "opset " + std::to_string(imp.version()) + " outside the supported 7-17";
+    if ((imp.domain().empty() || imp.domain() == "ai.onnx") && (imp.version() < 7 || imp.version() > 21)) {
+      why = "opset " + std::to_string(imp.version()) + " outside the supported 7-21";
       return Outcome::Skipped;
     }
   }
@@ -159,9 +220,11 @@ Outcome run_case(const std::string& dir, const std::string& name, const std::set
     }
   }
   try {
-    auto model = flock::Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                                             bytes.size()),
-                                    flock::ModelFormat::Onnx);
+    auto model = load_model(bytes);
+    std::shared_ptr<const flock::Model> reference;
+    if (exists(dir + "/reference.onnx")) reference = load_model(read_file(dir + "/reference.onnx"));
+    if (exists(dir + "/reference.json"))  // an XGBoost model, through Flock's XGBoost importer
+      reference = load_model(read_file(dir + "/reference.json"), flock::ModelFormat::XGBoostJson);
     int sets = 0;
     for (const auto& set : list_dir(dir)) {
       if (set.rfind("test_data_set_", 0) != 0) continue;
@@ -179,7 +242,17 @@ Outcome run_case(const std::string& dir, const std::string& name, const std::set
         if (!exists(p)) break;
         inputs.push_back(load_tensor(p));
       }
+      std::vector<flock::Tensor> reference_inputs;
+      if (reference) reference_inputs = inputs;
       auto outputs = model->run_tensors(std::move(inputs));
+      if (reference) {
+        auto expected = reference->run_tensors(std::move(reference_inputs));
+        for (size_t k = 0; k < outputs.size() && k < expected.size(); ++k)
+          if (std::string diff = compare_exact(outputs[k], expected[k]); !diff.empty()) {
+            why = set + " output " + std::to_string(k) + ": " + diff;
+            return Outcome::Failed;
+          }
+      }
       for (size_t k = 0; k < outputs.size(); ++k) {
         std::string p = sdir + "/output_" + std::to_string(k) + ".pb";
         if (!exists(p)) continue;
@@ -281,11 +354,22 @@ int main(int argc, char** argv) {
 
   if (!opt.markdown.empty()) {
     std::ofstream md(opt.markdown);
-    md << "# ONNX backend node test coverage\n\n"
-       << "Generated by `flock_onnx_conformance --markdown` from Debian's libonnx-testdata "
-       << "(`" << opt.data << "`). A case is *skipped* when its graph uses an operator Flock does not "
-       << "claim, or an element type Flock does not run (Flock runs float32, float64, int64, bool and "
-       << "string tensors). Every other case must pass; claiming an operator means passing its tests.\n\n"
+    if (opt.data == Options().data)
+      md << "# ONNX backend node test coverage\n\n"
+         << "Generated by `flock_onnx_conformance --markdown` from Debian's libonnx-testdata "
+         << "(`" << opt.data << "`). A case is *skipped* when its graph uses an operator Flock does not "
+         << "claim, or an element type Flock does not run (Flock runs float32, float64, int64, bool and "
+         << "string tensors). Every other case must pass; claiming an operator means passing its tests.\n\n";
+    else
+      md << "# Coverage of the ONNX versions newer than libonnx 1.12\n\n"
+         << "Generated by `flock_onnx_conformance --data DIR --markdown` from the cases "
+         << "`tests/conformance/newer_opsets.py --out DIR --models build/models` writes (`make conformance`): "
+         << "models at ai.onnx opsets 18-21 and ai.onnx.ml 4-5 built with onnx.helper, their outputs "
+         << "computed with numpy from the ONNX specification's formulas, tree models converted to "
+         << "TreeEnsemble that must give their original's bits, and bad models that must fail with a "
+         << "given error (a case named after the operator of its single node, or `(expanded)` and its "
+         << "name for several nodes).\n\n";
+    md
        << "Totals: " << total.passed << " passed, " << total.failed << " failed, " << total.skipped
        << " skipped.\n\n| operator | passed | failed | skipped |\n| --- | ---: | ---: | ---: |\n";
     for (const auto& [op, c] : by_op)

@@ -6,7 +6,8 @@ test models and small models built here, deterministically.
 
 Seeds are small on purpose (libFuzzer mutates small inputs faster): the project's ONNX and XGBoost
 test models under 40 kB, the XGBoost fixtures of tests/core, one tiny model per operator family the
-core runs (onnx.helper), and small XGBoost boosters of every supported objective (xgboost, fixed
+core runs (onnx.helper), one per parse path of ai.onnx 18-21 / ai.onnx.ml 4-5 (newer_opsets.py),
+and small XGBoost boosters of every supported objective (xgboost, fixed
 seeds). The model_input corpus holds some of them in the type's text forms (hex and escape).
 """
 import argparse
@@ -191,6 +192,35 @@ def xgboost_seeds():
     return seeds
 
 
+# One seed per parse path of the ONNX versions newer than libonnx 1.12 (issue 19), from the cases of
+# tests/conformance/newer_opsets.py: Flock's own schemas, the TreeEnsemble lowering (set splits,
+# double), LabelEncoder's tensors, and refusals (opset and IR past the range, bad sets).
+NEWER_OPSET_SEEDS = [
+    "reducemax_axes_input_1_keep1_opset18", "reducemax_bool_opset20", "reducesum_axes_runtime_opset21",
+    "split_num_outputs_uneven_opset18", "pad_axes_reflect_opset19", "resize_nearest_defaults_opset18",
+    "resize_antialias_opset18", "cast_int64_saturate_opset19", "equal_string_opset19", "mish_opset18",
+    "averagepool_dilations_1_opset19", "constantofshape_opset21", "unsqueeze_opset21",
+    "labelencoder_int64_to_string_default_ml4", "labelencoder_double_to_double_default_ml4",
+    "treeensemble_member_float32_t2_average_softmax_ml5", "treeensemble_member_float64_t1_max_none_ml5",
+    "treeensemble_members_unterminated_ml5", "treeensemble_cycle_ml5", "treeensembleregressor_ml5",
+    "opset22", "ir_version11", "int4_input_opset21", "groupnormalization_opset18",
+]
+
+
+def newer_opset_seeds():
+    import tempfile
+    sys.path.insert(0, str(ROOT / "tests" / "conformance"))
+    import newer_opsets
+    with tempfile.TemporaryDirectory() as out:
+        w = newer_opsets.Writer(out)
+        for make in (newer_opsets.reduce_cases, newer_opsets.split_cases, newer_opsets.pad_cases,
+                     newer_opsets.resize_cases, newer_opsets.cast_cases, newer_opsets.misc_cases,
+                     newer_opsets.version_cases, newer_opsets.label_encoder_cases, newer_opsets.membership_cases):
+            make(w)
+        return {"newer_" + name: (pathlib.Path(out) / ("test_" + name) / "model.onnx").read_bytes()
+                for name in NEWER_OPSET_SEEDS}
+
+
 def to_hex_text(data):
     return b"\\x" + data.hex().encode()
 
@@ -226,6 +256,7 @@ def main():
 
     onnx_files = {p.stem: p.read_bytes() for p in sorted(models_dir.glob("*.onnx")) if p.stat().st_size <= MAX_SEED_BYTES}
     onnx_files.update(onnx_seeds())
+    onnx_files.update(newer_opset_seeds())
     xgb_files = {p.stem: p.read_bytes() for p in sorted(models_dir.glob("*.json"))
                  if p.stat().st_size <= MAX_SEED_BYTES and b'"learner"' in p.read_bytes()}
     xgb_files.update({"fixture_" + p.name.removesuffix(".model.json"): p.read_bytes()

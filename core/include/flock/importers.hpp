@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -9,6 +10,32 @@
 #include "flock/onnx.hpp"
 
 namespace flock {
+
+// The ONNX versions Flock loads: ai.onnx opsets 7-21, ai.onnx.ml 1-5, IR versions up to 10 (what
+// onnx 1.16 writes). Debian's libonnx 1.12 knows ai.onnx 17 and ai.onnx.ml 3: the operators Flock
+// runs that changed after those get schemas of Flock's own (onnx_schemas.cpp).
+constexpr int64_t kMinOnnxOpset = 7;
+constexpr int64_t kMaxOnnxOpset = 21;
+constexpr int64_t kMaxMlOpset = 5;
+constexpr int64_t kMaxIrVersion = 10;
+// The IR version libonnx 1.12's checker reads; IR 9 and 10 add element types (float8, int4) Flock
+// refuses and nothing else a graph of Flock's operators can hold.
+constexpr int64_t kLibraryIrVersion = 8;
+// The newest opsets libonnx 1.12 has schemas of.
+constexpr int64_t kLibraryOnnxOpset = 17;
+constexpr int64_t kLibraryMlOpset = 3;
+
+// Registers (once) the onnx library schemas of the operator versions libonnx 1.12 predates that
+// Flock runs (onnx_schemas.cpp).
+void register_newer_onnx_schemas();
+
+// Refuses, as UnsupportedOperator naming the operator and the version, a model whose opsets or IR
+// version are outside what Flock loads, and any node whose operator Flock does not run at the
+// model's opset (one that changed at a version Flock has no definition of, or unknown). Registers
+// the newer schemas first. import_onnx calls it before the onnx library's checker. Returns the
+// operator types of the model whose schema at its opset is one of Flock's (their inference must
+// succeed).
+std::set<std::string> check_operator_versions(const onnx::ModelProto& model);
 
 // Parses ONNX protobuf bytes; throws flock::Error(InvalidModel) on malformed bytes.
 onnx::ModelProto import_onnx(std::span<const uint8_t> bytes);

@@ -1,4 +1,4 @@
-// Elementwise default-domain (ai.onnx) operators, opsets 7-17:
+// Elementwise default-domain (ai.onnx) operators, opsets 7-21:
 //   unary math     Abs Neg Exp Log Sqrt Reciprocal Floor Ceil Round Sign Erf Sin Cos Tan Asin Acos Atan
 //                  Sinh Cosh Asinh Acosh Atanh IsNaN IsInf
 //   arithmetic     Add Sub Mul Div Pow Mod, variadic Sum Mean Min Max (numpy broadcasting)
@@ -486,9 +486,9 @@ struct MinOp {
 };
 
 struct EqualOp {
-  static constexpr TypeSet kTypes = kNumeric | kBool;
+  static constexpr TypeSet kTypes = kNumeric | kBool | kString;  // strings from opset 19
   template <typename T>
-  bool operator()(T a, T b) const {
+  bool operator()(const T& a, const T& b) const {
     if constexpr (std::is_same_v<T, uint8_t>) return (a != 0) == (b != 0);
     else return a == b;
   }
@@ -995,7 +995,7 @@ class Dropout final : public Kernel {
 // The element types a node runs, given its opset.
 using TypeRule = std::function<TypeSet(const KernelContext&)>;
 
-// Types allowed at every opset in 7-17.
+// Types allowed at every opset in 7-21.
 TypeRule always(TypeSet s) {
   return [s](const KernelContext&) { return s; };
 }
@@ -1090,7 +1090,9 @@ void register_elementwise_kernels(KernelRegistry& r) {
   variadic<MinOp>(r, "Min", from(kFloats, kInt64, 12));
 
   // Comparison and logic.
-  binary<EqualOp>(r, "Equal", from(kBool | kInt64, kFloats, 11));
+  binary<EqualOp>(r, "Equal", [](const KernelContext& ctx) {
+    return types_at(ctx, kBool | kInt64, kFloats, 11) | types_at(ctx, 0, kString, 19);
+  });
   binary<LessOp>(r, "Less", from(kFloats, kInt64, 9));
   binary<GreaterOp>(r, "Greater", from(kFloats, kInt64, 9));
   binary<LessOrEqualOp>(r, "LessOrEqual", always(kNumeric));

@@ -68,6 +68,14 @@ void check_ensemble(Ensemble& e, const std::string& where, const std::string& pr
 
 std::unique_ptr<Kernel> make_tree_kernel(const KernelContext& ctx, Ensemble&& ensemble);
 
+// ai.onnx.ml 5 TreeEnsemble (ml_tree_v5.cpp): the node's tensor attributes lowered onto a
+// TreeEnsembleRegressor node (BRANCH_MEMBER sets become chains of BRANCH_NEQ nodes), compiled by
+// the regressor; the output has the input's element type.
+std::unique_ptr<Kernel> make_tree_ensemble5(const KernelContext& ctx);
+// The regressor kernel for a lowered TreeEnsemble node: its input must have `type` (that of the
+// splits and weights), its output has that type.
+std::unique_ptr<Kernel> make_tree_ensemble5_kernel(const KernelContext& lowered, ElemType type);
+
 // What the tree kernels (TreeEnsembleRegressor / TreeEnsembleClassifier) show the optimizer
 // (core/src/optimize/): their compiled ensemble, and a kernel that is the same in every attribute
 // (targets, labels, base values, transform, aggregation) but walks another ensemble.

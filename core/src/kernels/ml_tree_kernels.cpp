@@ -1,4 +1,5 @@
-// ai.onnx.ml TreeEnsembleRegressor / TreeEnsembleClassifier (opsets 1 and 3).
+// ai.onnx.ml TreeEnsembleRegressor / TreeEnsembleClassifier (opsets 1 and 3), and TreeEnsemble
+// (ai.onnx.ml 5), lowered onto the regressor by ml_tree_v5.cpp.
 //
 // The semantics follow ONNX Runtime's CPU implementation (tree_ensemble_common.h,
 // tree_ensemble_aggregator.h, ml_common.h) including its quirks, so that a model gives the same
@@ -168,14 +169,30 @@ class TreeRegressor final : public TreeKernel {
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
     const InputView v = check_input(in, e_, where_);
+    if (input_type_ && in[0]->type != *input_type_)
+      fail(ErrorCode::InvalidModel, fmt::format("{}: input has element type {}; its nodes_splits and leaf_weights have {}", where_,
+                                                to_string(in[0]->type), to_string(*input_type_)));
     if (out.empty()) out.resize(1);
     Tensor& y = out[0];
-    y = Tensor(ElemType::Float, {v.rows, n_targets_});
+    const bool as_double = double_output_ && in[0]->type == ElemType::Double;
+    y = Tensor(as_double ? ElemType::Double : ElemType::Float, {v.rows, n_targets_});
     if (v.rows == 0) return;
     with_input(*in[0], e_, nodes_d_, [&](const auto& nodes, const auto* x) {
-      if (n_targets_ == 1) run_single(nodes, x, v, y.f.data());
-      else run_multi(nodes, x, v, y.f.data());
+      if (as_double) {
+        if (n_targets_ == 1) run_single(nodes, x, v, y.d.data());
+        else run_multi(nodes, x, v, y.d.data());
+      } else {
+        if (n_targets_ == 1) run_single(nodes, x, v, y.f.data());
+        else run_multi(nodes, x, v, y.f.data());
+      }
     });
+  }
+
+  // ai.onnx.ml 5 TreeEnsemble: the input has the attributes' element type `type`, and so has the
+  // output (double for double input).
+  void set_tree_ensemble5(ElemType type) {
+    double_output_ = true;
+    input_type_ = type;
   }
 
   size_t memory_bytes() const override { return ensemble_bytes(e_, fast_, nodes_d_); }
@@ -188,7 +205,9 @@ class TreeRegressor final : public TreeKernel {
 
   std::optional<SumRule> sum_rule() const override {
     // run_single: PROBIT is the only post_transform ORT applies to a single target.
-    if (n_targets_ != 1 || transform_ == Transform::Probit) return std::nullopt;
+    // A TreeEnsemble's output is double for double input: not rounded to float.
+    if (n_targets_ != 1 || transform_ == Transform::Probit || (double_output_ && input_type_ != ElemType::Float))
+      return std::nullopt;
     if (agg_ != Aggregate::Sum && agg_ != Aggregate::Average) return std::nullopt;
     return SumRule{agg_ == Aggregate::Average, base_.size() == 1 ? base_[0] : 0.0};
   }
@@ -197,7 +216,7 @@ class TreeRegressor final : public TreeKernel {
   // `other`'s attributes over another ensemble (with_ensemble).
   TreeRegressor(const TreeRegressor& other, Ensemble&& e)
       : where_(other.where_), n_targets_(other.n_targets_), transform_(other.transform_), agg_(other.agg_),
-        base_(other.base_) {
+        base_(other.base_), double_output_(other.double_output_), input_type_(other.input_type_) {
     e_ = std::move(e);
     check_ensemble(e_, where_, "target", n_targets_);
     e_.weights_all_positive = other.e_.weights_all_positive;
@@ -230,8 +249,10 @@ class TreeRegressor final : public TreeKernel {
     }
   }
 
-  template <typename T, typename In>
-  void run_single(const std::vector<Node<T>>& nodes, const In* x, const InputView& v, float* z) const {
+  // `Out` float, or double for TreeEnsemble on double input (then no rounding to float, except
+  // through PROBIT, which is computed in float like ORT's).
+  template <typename T, typename In, typename Out>
+  void run_single(const std::vector<Node<T>>& nodes, const In* x, const InputView& v, Out* z) const {
     const double origin = base_.size() == 1 ? base_[0] : 0.0;
     const double n_trees = static_cast<double>(e_.roots.size());
     double s[kBlockRows];
@@ -282,13 +303,13 @@ class TreeRegressor final : public TreeKernel {
           default: val = h[r - r0] ? val + origin : origin; break;
         }
         // ORT applies only PROBIT to a single target.
-        z[r] = transform_ == Transform::Probit ? compute_probit(static_cast<float>(val)) : static_cast<float>(val);
+        z[r] = transform_ == Transform::Probit ? compute_probit(static_cast<float>(val)) : static_cast<Out>(val);
       }
     }
   }
 
-  template <typename T, typename In>
-  void run_multi(const std::vector<Node<T>>& nodes, const In* x, const InputView& v, float* z) const {
+  template <typename T, typename In, typename Out>
+  void run_multi(const std::vector<Node<T>>& nodes, const In* x, const InputView& v, Out* z) const {
     const size_t K = static_cast<size_t>(n_targets_);
     const double n_trees = static_cast<double>(e_.roots.size());
     const bool use_base = base_.size() == K;
@@ -296,6 +317,7 @@ class TreeRegressor final : public TreeKernel {
     b.s.resize(static_cast<size_t>(std::min(v.rows, kBlockRows)) * K);
     b.h.resize(b.s.size());
     std::vector<double> eff(K);
+    std::vector<float> eff_f;
     const int32_t* wid = e_.w_id.data();
     const double* wv = e_.w_value.data();
     const int32_t* first = e_.leaf_first.data();
@@ -358,7 +380,15 @@ class TreeRegressor final : public TreeKernel {
           }
           eff[k] = hr[k] ? val : 0.0;  // a target no leaf wrote to reads as 0 (ORT)
         }
-        write_multi(eff.data(), K, transform_, z + r * static_cast<int64_t>(K));
+        if constexpr (std::is_same_v<Out, float>) {
+          write_multi(eff.data(), K, transform_, z + r * static_cast<int64_t>(K));
+        } else if (transform_ == Transform::None) {
+          std::copy(eff.begin(), eff.end(), z + r * static_cast<int64_t>(K));
+        } else {  // transforms are computed in float, like ORT's
+          eff_f.resize(K);
+          write_multi(eff.data(), K, transform_, eff_f.data());
+          std::copy(eff_f.begin(), eff_f.end(), z + r * static_cast<int64_t>(K));
+        }
       }
     }
   }
@@ -368,6 +398,8 @@ class TreeRegressor final : public TreeKernel {
   Transform transform_ = Transform::None;
   Aggregate agg_ = Aggregate::Sum;
   std::vector<double> base_;
+  bool double_output_ = false;
+  std::optional<ElemType> input_type_;  // TreeEnsemble: the one input type its attributes allow
   Ensemble e_;
   DoubleNodes nodes_d_;
   Fast fast_;
@@ -626,6 +658,12 @@ std::unique_ptr<Kernel> tree::make_tree_kernel(const KernelContext& ctx, Ensembl
   fail(ErrorCode::Internal, fmt::format("{} is not a tree ensemble", ctx.attrs.where()));
 }
 
+std::unique_ptr<Kernel> tree::make_tree_ensemble5_kernel(const KernelContext& lowered, ElemType type) {
+  auto k = std::make_unique<TreeRegressor>(lowered);
+  k->set_tree_ensemble5(type);
+  return k;
+}
+
 bool tree::simd_walk_available() { return cpu_has_avx512f(); }
 
 bool tree::set_simd_walk(bool on) {
@@ -638,6 +676,7 @@ void register_ml_tree_kernels(KernelRegistry& r) {
         [](const KernelContext& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<TreeRegressor>(ctx); });
   r.add("ai.onnx.ml", "TreeEnsembleClassifier",
         [](const KernelContext& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<TreeClassifier>(ctx); });
+  r.add("ai.onnx.ml", "TreeEnsemble", tree::make_tree_ensemble5);
 }
 
 }  // namespace flock

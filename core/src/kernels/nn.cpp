@@ -2,7 +2,7 @@
 // GlobalAveragePool, GlobalMaxPool, BatchNormalization, InstanceNormalization, LayerNormalization
 // and LRN, on float and double tensors.
 //
-// Semantics follow the ONNX specification (opsets 9-17). Where the specification leaves a case
+// Semantics follow the ONNX specification (opsets 9-21). Where the specification leaves a case
 // open, the kernels do what ONNX Runtime's CPU kernels do; each such place says so.
 //
 // Conv is im2col + Eigen GEMM, single-threaded. Several samples (or output rows) share one GEMM so
@@ -635,6 +635,13 @@ class Pool final : public Kernel {
     win_ = parse_window(a, where_, true);
     check_window_lengths(win_, win_.kernel.size(), where_);
     win_.ceil_mode = flag_attr(a, "ceil_mode", where_) != 0;
+    // AveragePool 19 drops a last window that would start in the end padding (the rule above is
+    // the one of the earlier versions).
+    if (kind_ == PoolKind::Average && ctx.opset >= 19 && win_.ceil_mode)
+      fail(ErrorCode::UnsupportedOperator, fmt::format("{}: ceil_mode 1 at opset {} is not supported", where_, ctx.opset),
+           "Export with ceil_mode=0, or with opset 18 or lower.");
+    if (kind_ == PoolKind::Average && ctx.opset > 0 && ctx.opset < 19 && a.has("dilations"))
+      fail(ErrorCode::InvalidModel, fmt::format("{}: attribute 'dilations' needs opset 19", where_));
     if (kind_ == PoolKind::Average) {
       count_include_pad_ = flag_attr(a, "count_include_pad", where_) != 0;
     } else {

@@ -1,4 +1,4 @@
-// Default-domain (ai.onnx) shape, indexing and reduction operators, opsets 9-17 (and the newer
+// Default-domain (ai.onnx) shape, indexing and reduction operators, opsets 9-21 (and the newer
 // input forms where they are a superset): Gather, GatherElements, Split, Slice, Transpose, Squeeze,
 // Unsqueeze, Shape, Size, ConstantOfShape, Expand, Tile, Range, TopK, the Reduce family, Pad, OneHot,
 // NonZero, CumSum, Resize.

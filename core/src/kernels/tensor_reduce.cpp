@@ -97,6 +97,7 @@ class Reduce final : public Kernel {
     need_inputs(ctx, 1, where_);
     keepdims_ = ctx.attrs.get_int("keepdims", 1) != 0;
     const int64_t input_since = op == Red::Sum ? 13 : 18;
+    bool_ok_ = (op == Red::Max || op == Red::Min) && at_least(ctx.opset, 20);
     from_input_ = at_least(ctx.opset, input_since) && !(ctx.opset == 0 && ctx.attrs.has("axes"));
     if (from_input_) {
       if (ctx.attrs.has("axes"))
@@ -116,7 +117,7 @@ class Reduce final : public Kernel {
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {
     const Tensor& x = input(in, 0, where_, "data");
-    require_numeric(x, where_, "data");
+    if (!(bool_ok_ && x.type == ElemType::Bool)) require_numeric(x, where_, "data");
     std::vector<int64_t> axes = axes_;
     if (from_input_)
       if (const Tensor* a = optional_input(in, 1, where_, "axes")) axes = int_list(*a, where_, "axes");
@@ -149,6 +150,16 @@ class Reduce final : public Kernel {
       }
     }
     Tensor y(x.type, shape);
+    if (x.type == ElemType::Bool) {  // opset 20: max is any, min is all (an empty set: false, true)
+      std::fill(y.b.begin(), y.b.end(), uint8_t(op_ == Red::Min ? 1 : 0));
+      for_each_mapped(x.shape, maps, [&](int64_t k, int64_t o) {
+        uint8_t& a = y.b[static_cast<size_t>(o)];
+        const uint8_t v = x.b[static_cast<size_t>(k)] != 0;
+        a = op_ == Red::Max ? (a | v) : (a & v);
+      });
+      set_out(out, 0, std::move(y));
+      return;
+    }
     switch (x.type) {
       case ElemType::Float: reduce_real(x.f, x.shape, maps, count, y.f); break;
       case ElemType::Double: reduce_real(x.d, x.shape, maps, count, y.d); break;
@@ -234,6 +245,7 @@ class Reduce final : public Kernel {
 
   std::string where_;
   Red op_;
+  bool bool_ok_ = false;  // ReduceMax / ReduceMin on bool (opset 20)
   bool keepdims_ = true;
   bool from_input_ = false;
   bool noop_ = false;

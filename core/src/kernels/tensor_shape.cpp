@@ -44,6 +44,10 @@ class Split final : public Kernel {
              fmt::format("{}: num_outputs is {} but the node has {} outputs", where_, num_outputs_, n_out_));
       if (split_input_)
         fail(ErrorCode::InvalidModel, fmt::format("{}: has both the 'split' input and 'num_outputs'", where_));
+    } else if (ctx.opset >= 18 && !split_input_) {
+      // Opset 18 requires one of them (equal parts need num_outputs).
+      fail(ErrorCode::InvalidModel,
+           fmt::format("{}: needs the 'split' input or the 'num_outputs' attribute at opset {}", where_, ctx.opset));
     }
   }
 

@@ -196,6 +196,41 @@ void explain_one_query(Query* query, int cursor_options, IntoClause* into, Expla
 
 }  // namespace
 
+// Runs `work(arg)` in an internal subtransaction (as PL/pgSQL's exception blocks do), in the
+// caller's memory context: true when it finished; false when it raised an error, which is rolled
+// back and reported at DEBUG1 as "flock optimizer: <what>: <message>". A query cancel or
+// statement_timeout is the user's, not a reason to plan without the optimizer: raised again (as
+// PL/pgSQL's WHEN OTHERS does not catch it).
+static bool in_subtransaction(void (*work)(void*), void* arg, const char* what) {
+  MemoryContext mcxt = CurrentMemoryContext;
+  ResourceOwner owner = CurrentResourceOwner;
+  volatile bool ok = true;
+  BeginInternalSubTransaction(nullptr);
+  MemoryContextSwitchTo(mcxt);
+  PG_TRY();
+  {
+    work(arg);
+    ReleaseCurrentSubTransaction();
+    MemoryContextSwitchTo(mcxt);
+    CurrentResourceOwner = owner;
+  }
+  PG_CATCH();
+  {
+    MemoryContextSwitchTo(mcxt);
+    ErrorData* edata = CopyErrorData();
+    FlushErrorState();
+    RollbackAndReleaseCurrentSubTransaction();
+    MemoryContextSwitchTo(mcxt);
+    CurrentResourceOwner = owner;
+    if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED) ReThrowError(edata);
+    ereport(DEBUG1, (errmsg_internal("flock optimizer: %s: %s", what, edata->message)));
+    FreeErrorData(edata);
+    ok = false;
+  }
+  PG_END_TRY();
+  return ok;
+}
+
 PlanModel* plan_model(Node* model_arg) {
   if (!model_arg || !IsA(model_arg, Const)) {
     ereport(DEBUG1,
@@ -216,43 +251,26 @@ PlanModel* plan_model(Node* model_arg) {
             (errmsg_internal("flock optimizer: no model resolution here (parallel mode or no transaction)")));
     return nullptr;
   }
-  MemoryContext mcxt = CurrentMemoryContext;
-  ResourceOwner owner = CurrentResourceOwner;
   auto* out = static_cast<PlanModel*>(palloc0(sizeof(PlanModel)));
-  out->handle = new_model_handle(mcxt);
-  PlanModel* volatile result = out;
-  BeginInternalSubTransaction(nullptr);
-  MemoryContextSwitchTo(mcxt);
-  PG_TRY();
-  {
-    if (by_name)
-      resolve_name_into(out, TextDatumGetCString(c->constvalue), mcxt);
-    else
-      resolve_value_into(out, c->constvalue, mcxt);
-    ReleaseCurrentSubTransaction();
-    MemoryContextSwitchTo(mcxt);
-    CurrentResourceOwner = owner;
-  }
-  PG_CATCH();
-  {
-    MemoryContextSwitchTo(mcxt);
-    ErrorData* edata = CopyErrorData();
-    FlushErrorState();
-    RollbackAndReleaseCurrentSubTransaction();
-    MemoryContextSwitchTo(mcxt);
-    CurrentResourceOwner = owner;
-    // A query cancel or statement_timeout is the user's, not a reason to plan without the model
-    // (as PL/pgSQL's WHEN OTHERS does not catch it).
-    if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED) ReThrowError(edata);
-    ereport(DEBUG1,
-            (errmsg_internal("flock optimizer: model not resolved at plan time: %s", edata->message)));
-    FreeErrorData(edata);
+  out->handle = new_model_handle(CurrentMemoryContext);
+  struct Work {
+    PlanModel* out;
+    Const* c;
+    bool by_name;
+    MemoryContext mcxt;
+  } work = {out, c, by_name, CurrentMemoryContext};
+  const bool resolved = in_subtransaction(
+      [](void* arg) {
+        auto* w = static_cast<Work*>(arg);
+        if (w->by_name) resolve_name_into(w->out, TextDatumGetCString(w->c->constvalue), w->mcxt);
+        else resolve_value_into(w->out, w->c->constvalue, w->mcxt);
+      },
+      &work, "model not resolved at plan time");
+  if (!resolved) {
     out->handle->model.reset();
-    result = nullptr;
+    return nullptr;
   }
-  PG_END_TRY();
-  if (result && !result->handle->model) return nullptr;
-  return result;
+  return out->handle->model ? out : nullptr;
 }
 
 void plan_depends_on_models(PlannedStmt* stmt) {
@@ -291,38 +309,23 @@ bool plan_model_audited(Node* model_arg, const PlanModel* pm) {
   const char* key = by_name ? pnstrdup(pm->label, at - pm->label) : pm->sha256;
   const char* sql = by_name ? "SELECT 1 FROM flock.audit_policies WHERE name = $1 AND mode <> 'off'"
                             : "SELECT 1 FROM flock._audit_policy_for($1)";
-  MemoryContext mcxt = CurrentMemoryContext;
-  ResourceOwner owner = CurrentResourceOwner;
-  volatile bool audited = true;
-  BeginInternalSubTransaction(nullptr);
-  MemoryContextSwitchTo(mcxt);
-  PG_TRY();
-  {
-    if (SPI_connect() == SPI_OK_CONNECT) {
-      Oid argtypes[1] = {TEXTOID};
-      Datum args[1] = {CStringGetTextDatum(key)};
-      const int rc = SPI_execute_with_args(sql, 1, argtypes, args, nullptr, true, 1);
-      audited = rc != SPI_OK_SELECT || SPI_processed > 0;
-      SPI_finish();
-    }
-    ReleaseCurrentSubTransaction();
-    MemoryContextSwitchTo(mcxt);
-    CurrentResourceOwner = owner;
-  }
-  PG_CATCH();
-  {
-    MemoryContextSwitchTo(mcxt);
-    ErrorData* edata = CopyErrorData();
-    FlushErrorState();
-    RollbackAndReleaseCurrentSubTransaction();
-    MemoryContextSwitchTo(mcxt);
-    CurrentResourceOwner = owner;
-    if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED) ReThrowError(edata);  // the user's, as in plan_model
-    FreeErrorData(edata);
-    audited = true;
-  }
-  PG_END_TRY();
-  return audited;
+  struct Work {
+    const char* key;
+    const char* sql;
+    bool audited;
+  } work = {key, sql, true};
+  const bool read = in_subtransaction(
+      [](void* arg) {
+        auto* w = static_cast<Work*>(arg);
+        if (SPI_connect() != SPI_OK_CONNECT) return;
+        Oid argtypes[1] = {TEXTOID};
+        Datum args[1] = {CStringGetTextDatum(w->key)};
+        const int rc = SPI_execute_with_args(w->sql, 1, argtypes, args, nullptr, true, 1);
+        w->audited = rc != SPI_OK_SELECT || SPI_processed > 0;
+        SPI_finish();
+      },
+      &work, "audit policy not read at plan time");
+  return !read || work.audited;
 }
 
 }  // namespace flock::pg

@@ -22,7 +22,7 @@ start_private_cluster() {
   CLUSTER_PORT=$(free_port)
   as_pg "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -A trust -U postgres -E UTF8 --locale=C --no-sync >/dev/null
   as_pg "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w -t 60 \
-    -o "-p $CLUSTER_PORT -k $CLUSTER_DIR -c listen_addresses='' -c shared_preload_libraries=flock" start >/dev/null
+    -o "-p $CLUSTER_PORT -k $CLUSTER_DIR -c listen_addresses='' -c shared_preload_libraries=flock,pg_cron -c cron.database_name=postgres" start >/dev/null
   export PGHOST=$CLUSTER_DIR PGPORT=$CLUSTER_PORT PGUSER=postgres PGDATABASE=postgres
   trap stop_private_cluster EXIT
 }

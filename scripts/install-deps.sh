@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev postgresql-plpython3-15
+  # scheduled monitoring and retention (pg_cron); PL/Proxy, measured for scoring on shards
+  postgresql-15-cron postgresql-15-plproxy
   libonnx-dev libprotobuf-dev protobuf-compiler
   libxgboost-dev nlohmann-json3-dev libsimdjson-dev libfmt-dev libeigen3-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -45,7 +45,7 @@ class Cluster:
         self._run([f"{PG_BIN}/initdb", "-D", self.datadir, "-A", "trust", "-U", "postgres",
                    "--no-sync", "-E", "UTF8", "--locale=C"])
         opts = (f"-p {self.port} -k {self.sockdir} -c listen_addresses='' -c fsync=off "
-                f"-c shared_preload_libraries=flock -c max_worker_processes=8 -c log_min_messages=warning")
+                f"-c shared_preload_libraries=flock,pg_cron -c cron.database_name=postgres -c max_worker_processes=16 -c log_min_messages=warning")
         atexit.register(self.stop)
         self._run([f"{PG_BIN}/pg_ctl", "-D", self.datadir, "-l", self.logfile, "-o", opts, "-w", "-t", "60", "start"])
         self.running = True

@@ -9,12 +9,14 @@ packages=(
   # scheduled monitoring and retention (pg_cron); PL/Proxy, measured for scoring on shards
   postgresql-15-cron postgresql-15-plproxy
   libonnx-dev libprotobuf-dev protobuf-compiler
-  libxgboost-dev nlohmann-json3-dev libsimdjson-dev libfmt-dev libeigen3-dev libopenblas-dev
+  libxgboost-dev nlohmann-json3-dev libsimdjson-dev libfmt-dev libeigen3-dev libdnnl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # the sanitizer and fuzz build (make fuzz, make test): libFuzzer, ASan, UBSan; llvm-14: symbolizer
   clang-14 libclang-rt-14-dev llvm-14
   python3 python3-numpy python3-sklearn python3-xgboost python3-onnx python3-torch python3-psycopg2 python3-pytest
   libonnx-testdata
+  # benchmark peers only: ONNX Runtime comes from the npm registry (bench/ort/install.sh)
+  nodejs npm
 )
 
 missing=()

@@ -16,6 +16,7 @@
 #include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
 #include "flock/utf8.hpp"
+#include "kernels/dense_layer.hpp"
 #include "xgboost_import.hpp"
 
 namespace flock {
@@ -413,6 +414,19 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
   std::vector<std::set<std::string>> tainted(sig.inputs.size());
   for (size_t k = 0; k < sig.inputs.size(); ++k) tainted[k].insert(sig.inputs[k].name);
 
+  // Fully connected layers (Gemm on constant weights, and a Relu that alone reads its result) run
+  // as one oneDNN primitive (kernels/dense_layer.hpp); the Relu node is then folded away.
+  std::map<std::string, int> readers, reader_node;
+  for (int j = 0; j < graph.node_size(); ++j)
+    for (const auto& in : graph.node(j).input())
+      if (!in.empty()) {
+        ++readers[in];
+        reader_node[in] = j;
+      }
+  std::set<std::string> graph_outputs;
+  for (const auto& out : graph.output()) graph_outputs.insert(out.name());
+  std::set<int> folded_nodes;
+
   std::set<std::string> ops;
   const KernelRegistry& registry = KernelRegistry::instance();
   int node_index = -1;
@@ -435,6 +449,7 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
       plan.constants.emplace(new_slot(node.output(0)), constant_value(attrs));
       continue;
     }
+    if (folded_nodes.count(node_index)) continue;  // a Relu run by the dense layer before it
     const KernelFactory* factory = registry.find(domain, node.op_type());
     if (!factory)
       fail(ErrorCode::UnsupportedOperator,
@@ -454,10 +469,40 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
         fail(ErrorCode::InvalidModel, fmt::format("{} reads '{}', which no earlier node produces", step.where, in));
       step.inputs.push_back(it->second);
     }
-    for (const auto& out : node.output()) step.outputs.push_back(out.empty() ? -1 : new_slot(out));
     KernelContext ctx{node, attrs, opset};
     auto prebuilt = imported.kernels.find(node_index);
     step.kernel = prebuilt != imported.kernels.end() ? prebuilt->second(ctx) : (*factory)(ctx);
+    const onnx::NodeProto* folded_relu = nullptr;
+    if (domain.empty() && node.op_type() == "Gemm" && node.input_size() >= 2 && node.output_size() == 1) {
+      auto constant = [&](int k) -> const Tensor* {
+        if (k >= node.input_size() || node.input(k).empty()) return nullptr;
+        auto it = plan.constants.find(slot_of.at(node.input(k)));
+        return it == plan.constants.end() ? nullptr : &it->second;
+      };
+      const Tensor* b = constant(1);
+      const Tensor* c = constant(2);
+      const bool c_ok = c || node.input_size() < 3 || node.input(2).empty();
+      if (b && c_ok && kernels::dense_layer_fusable(attrs, *b, c)) {
+        const std::string& y = node.output(0);
+        auto reader = reader_node.find(y);
+        if (!y.empty() && !graph_outputs.count(y) && readers[y] == 1 && reader != reader_node.end()) {
+          const onnx::NodeProto& next = graph.node(reader->second);
+          const std::string next_domain = next.domain() == "ai.onnx" ? "" : next.domain();
+          if (next_domain.empty() && next.op_type() == "Relu" && next.output_size() == 1 &&
+              !next.output(0).empty() && reader->second > node_index)
+            folded_relu = &next;
+        }
+        if (auto dense = kernels::make_dense_layer(attrs, *b, c, step.kernel, folded_relu != nullptr)) {
+          step.kernel = std::move(dense);
+          if (folded_relu) folded_nodes.insert(reader->second);
+        } else {
+          folded_relu = nullptr;
+        }
+      }
+    }
+    if (folded_relu) step.outputs.push_back(new_slot(folded_relu->output(0)));
+    else
+      for (const auto& out : node.output()) step.outputs.push_back(out.empty() ? -1 : new_slot(out));
     plan.steps.push_back(std::move(step));
 
     for (const char* key : {"classlabels_int64s", "classlabels_strings", "classlabels_ints"}) {

@@ -40,6 +40,7 @@
 #include "flock/checked.hpp"
 #include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
+#include "gemm.hpp"
 #include "kernel_io.hpp"
 
 namespace flock {
@@ -47,6 +48,19 @@ namespace {
 
 template <typename T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// dst[m, n] (+)= w[m, k] * x[k, n], all row-major and dense: oneDNN for float (gemm.hpp), Eigen
+// otherwise or when oneDNN declines.
+template <typename T>
+void product(const T* w, const T* x, T* dst, int64_t m, int64_t k, int64_t n, bool accumulate) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (kernels::sgemm(false, false, m, n, k, 1.0f, w, k, x, n, accumulate ? 1.0f : 0.0f, dst, n)) return;
+  }
+  Eigen::Map<const RowMat<T>> wm(w, m, k);
+  Eigen::Map<const RowMat<T>> xm(x, k, n);
+  if (accumulate) Eigen::Map<RowMat<T>>(dst, m, n).noalias() += wm * xm;
+  else Eigen::Map<RowMat<T>>(dst, m, n).noalias() = wm * xm;
+}
 template <typename T>
 using RowArr = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <typename T>
@@ -472,11 +486,9 @@ class Conv final : public Kernel {
       for (int64_t n = 0; n < n_batch; ++n) {
         poll_interrupt();
         for (int64_t g = 0; g < groups; ++g) {
-          Eigen::Map<const RowMat<T>> wg(w + g * mg * ck, mg, ck);
-          Eigen::Map<const RowMat<T>> xg(x + (n * c + g * cg) * in_size, cg, in_size);
           T* dst = y + (n * m + g * mg) * out_size;
           init_bias(dst, g * mg);
-          Eigen::Map<RowMat<T>>(dst, mg, out_size).noalias() += wg * xg;
+          product(w + g * mg * ck, x + (n * c + g * cg) * in_size, dst, mg, cg, in_size, true);
         }
       }
       return;
@@ -521,7 +533,7 @@ class Conv final : public Kernel {
     if (chunk != units_per_sample) prod = scratch<T>(1, static_cast<size_t>(mg * max_cols));
 
     for (int64_t g = 0; g < groups; ++g) {
-      Eigen::Map<const RowMat<T>> wg(w + g * mg * ck, mg, ck);
+      const T* wg = w + g * mg * ck;
       for (int64_t u0 = 0; u0 < total_units; u0 += chunk) {
         poll_interrupt();  // a chunk is about kColTarget values of im2col and their product
         const int64_t nu = std::min(chunk, total_units - u0);
@@ -566,16 +578,14 @@ class Conv final : public Kernel {
             }
           }
         }
-        Eigen::Map<const RowMat<T>> colm(col, ck, cols);
         if (nu == units_per_sample && u0 % units_per_sample == 0) {
           // Exactly one sample: the product is that sample's output block.
           T* dst = y + ((u0 / units_per_sample) * m + g * mg) * out_size;
           init_bias(dst, g * mg);
-          Eigen::Map<RowMat<T>>(dst, mg, out_size).noalias() += wg * colm;
+          product(wg, col, dst, mg, ck, out_size, true);
           continue;
         }
-        Eigen::Map<RowMat<T>> pm(prod, mg, cols);
-        pm.noalias() = wg * colm;
+        product(wg, col, prod, mg, ck, cols, false);
         for (int64_t u = 0; u < nu; ++u) {
           const int64_t n = (u0 + u) / units_per_sample, r = (u0 + u) % units_per_sample;
           for (int64_t o = 0; o < mg; ++o) {

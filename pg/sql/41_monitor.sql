@@ -185,8 +185,8 @@ BEGIN
   kind := 'numeric';
   BEGIN
     EXECUTE format('SELECT array_agg(flock.predict(%L, t)) FROM %s t', ref, rel) INTO num;
-  EXCEPTION WHEN invalid_parameter_value OR datatype_mismatch OR feature_not_supported THEN
-    IF SQLERRM ~* 'output|tensor|width|label' THEN
+  EXCEPTION WHEN datatype_mismatch THEN
+    IF SQLERRM ~* 'per row|output|label' THEN
       RAISE EXCEPTION 'model % has no numeric output to measure', ref USING ERRCODE = 'datatype_mismatch',
         DETAIL = SQLERRM, HINT = 'Drift and fairness use flock.predict''s single number (regression) or flock.predict_label (classification).';
     END IF;
@@ -437,6 +437,15 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
          format('SELECT count(*) FROM flock.monitor(%L, %L, %L::interval, now() - %L::interval)', model, baseline, win, win)
 $$;
 
+-- pg_cron's database (cron.database_name), NULL when the caller may not read it or pg_cron is not loaded.
+CREATE FUNCTION flock._cron_database() RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  RETURN current_setting('cron.database_name', true);
+EXCEPTION WHEN insufficient_privilege THEN
+  RETURN NULL;
+END $$;
+
 -- Schedules flock.monitor(model, baseline, window, now() - window) with pg_cron, as the calling
 -- role, in this database. pg_cron lives in one database (cron.database_name); from another one
 -- the job is made there with cron.schedule_in_database, which this function cannot reach: it then
@@ -447,7 +456,7 @@ DECLARE
   m flock.models;
   job record;
   job_id bigint;
-  cron_db text := current_setting('cron.database_name', true);
+  cron_db text;
 BEGIN
   IF schedule IS NULL OR "window" IS NULL OR "window" <= interval '0' OR baseline IS NULL THEN
     RAISE EXCEPTION 'baseline, window and schedule must be given, window positive' USING ERRCODE = 'invalid_parameter_value',
@@ -456,9 +465,10 @@ BEGIN
   m := flock._resolve(model);  -- the model must exist and be usable by the caller
   job := flock._monitor_job(model, baseline, "window");
   IF to_regnamespace('cron') IS NULL THEN
+    cron_db := flock._cron_database();
     RAISE EXCEPTION 'pg_cron is not installed in database %', current_database()
       USING ERRCODE = 'object_not_in_prerequisite_state',
-            DETAIL = format('pg_cron runs its jobs from database %s (cron.database_name).', coalesce(cron_db, '(pg_cron is not loaded)')),
+            DETAIL = format('pg_cron runs its jobs from database %s (cron.database_name).', coalesce(cron_db, 'named by the setting')),
             HINT = format('In database %s run: SELECT cron.schedule_in_database(%L, %L, %L, %L);',
                           coalesce(cron_db, 'postgres'), job.job_name, schedule, job.command, current_database());
   END IF;
@@ -475,7 +485,7 @@ BEGIN
     RAISE EXCEPTION 'pg_cron is not installed in database %', current_database()
       USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = format('In database %s run: SELECT cron.unschedule(%L);',
-                          coalesce(current_setting('cron.database_name', true), 'postgres'), 'flock_monitor:' || model);
+                          coalesce(flock._cron_database(), 'postgres'), 'flock_monitor:' || model);
   END IF;
   RETURN (SELECT cron.unschedule('flock_monitor:' || model));
 END $$;

@@ -172,19 +172,33 @@ BEGIN
      ORDER BY n.i;
 END $$;
 
+-- The model's input for a row t of `rel`: the whole row (bound by column name), or for a model
+-- without feature names ROW(its first `width` columns), as flock._monitor_features reads them.
+CREATE FUNCTION flock._monitor_input(sig jsonb, rel regclass) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT CASE WHEN jsonb_array_length(coalesce(sig->'features', '[]')) > 0
+                   OR jsonb_array_length(coalesce(sig->'inputs', '[]')) > 1 THEN 't'
+              ELSE (SELECT format('ROW(%s)', string_agg(format('t.%I', a.attname), ', ' ORDER BY a.attnum))
+                      FROM (SELECT a0.attname, a0.attnum FROM pg_attribute a0
+                             WHERE a0.attrelid = rel AND a0.attnum > 0 AND NOT a0.attisdropped
+                             ORDER BY a0.attnum LIMIT (sig->'inputs'->0->>'width')::integer) a) END
+$$;
+
 -- The model's prediction on every row of `rel`: regression models give numbers (flock.predict),
 -- classifiers labels (flock.predict_label). 42804 when the model has no single numeric output.
-CREATE FUNCTION flock._monitor_predictions(ref text, task text, rel regclass, OUT kind text, OUT num float8[], OUT labels text[])
+CREATE FUNCTION flock._monitor_predictions(ref text, sig jsonb, rel regclass, OUT kind text, OUT num float8[], OUT labels text[])
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  input text := flock._monitor_input(sig, rel);
 BEGIN
-  IF task = 'classification' THEN
+  IF sig->>'task' = 'classification' THEN
     kind := 'categorical';
-    EXECUTE format('SELECT array_agg(flock.predict_label(%L, t)) FROM %s t', ref, rel) INTO labels;
+    EXECUTE format('SELECT array_agg(flock.predict_label(%L, %s)) FROM %s t', ref, input, rel) INTO labels;
     RETURN;
   END IF;
   kind := 'numeric';
   BEGIN
-    EXECUTE format('SELECT array_agg(flock.predict(%L, t)) FROM %s t', ref, rel) INTO num;
+    EXECUTE format('SELECT array_agg(flock.predict(%L, %s)) FROM %s t', ref, input, rel) INTO num;
   EXCEPTION WHEN datatype_mismatch THEN
     IF SQLERRM ~* 'per row|output|label' THEN
       RAISE EXCEPTION 'model % has no numeric output to measure', ref USING ERRCODE = 'datatype_mismatch',
@@ -248,8 +262,8 @@ BEGIN
     ks_pvalue := s.ks_pvalue; chi2 := s.chi2; chi2_dof := s.chi2_dof; chi2_pvalue := s.chi2_pvalue; drifted := s.drifted;
     RETURN NEXT;
   END LOOP;
-  bp := flock._monitor_predictions(ref, m.signature->>'task', base_rel);
-  cp := flock._monitor_predictions(ref, m.signature->>'task', cur_rel);
+  bp := flock._monitor_predictions(ref, m.signature, base_rel);
+  cp := flock._monitor_predictions(ref, m.signature, cur_rel);
   s := flock._drift_stats(bp.kind, bp.num, cp.num, bp.labels, cp.labels, psi_threshold, p_threshold);
   feature := 'prediction'; role := 'prediction'; kind := bp.kind;
   n_baseline := s.n_baseline; n_current := s.n_current; psi := s.psi; ks_statistic := s.ks_statistic;
@@ -377,7 +391,7 @@ BEGIN
       HINT = format('Record predictions with flock.set_audit(%L, ''all''), or pick an earlier since.', m.name);
   END IF;
   base_rel := flock._monitor_data(baseline, path, 'baseline');
-  bp := flock._monitor_predictions(ref, m.signature->>'task', base_rel);
+  bp := flock._monitor_predictions(ref, m.signature, base_rel);
   ws := since;
   WHILE ws < stop_at LOOP
     IF EXISTS (SELECT 1 FROM flock.inference_log l WHERE l.model_name = m.name AND l.model_version = m.version
@@ -577,8 +591,8 @@ BEGIN
     EXECUTE format('SELECT array_agg(g ORDER BY k) FROM (SELECT DISTINCT %s AS g, (%s)::text AS k FROM %s t) x',
                    group_expr, group_expr, rel) INTO keys;
     EXECUTE format('SELECT array_agg(array_position($1, %s) - 1), array_agg(flock._class_text(%I::text) = $2), '
-                   'array_agg(flock._class_text(flock.predict_label(%L, t)) = $2) FROM %s t',
-                   group_expr, label_col, ref, rel)
+                   'array_agg(flock._class_text(flock.predict_label(%L, %s)) = $2) FROM %s t',
+                   group_expr, label_col, ref, flock._monitor_input(m.signature, rel), rel)
       INTO groups, y_true_b, y_pred_b USING keys, pos;
     RETURN QUERY
       SELECT CASE WHEN r.group_no IS NULL THEN 'summary' WHEN r.group_no < 0 THEN 'overall' ELSE 'group' END,
@@ -595,7 +609,7 @@ BEGIN
     DECLARE
       p record;
     BEGIN
-      p := flock._monitor_predictions(ref, task, rel);  -- 42804 for a model without a numeric output
+      p := flock._monitor_predictions(ref, m.signature, rel);  -- 42804 for a model without a numeric output
       y_pred_f := p.num;
     END;
     EXECUTE format('SELECT array_agg(array_position($1, %s) - 1), array_agg(%I::float8) FROM %s t',

@@ -345,3 +345,20 @@ def test_errors_as_an_unprivileged_role(conn, connect_as):
     assert e.pgcode == "22023" and "no predictions" in e.pgerror
     assert one(analyst, "SELECT count(*) FROM flock.monitor_results") == 0
     run(conn, "SELECT flock.revoke_model('lin', 'drift_analyst')")
+
+
+def test_monitor_of_a_classifier_compares_logged_labels(conn):
+    run(conn, "SELECT flock.set_audit('stump', 'all')")
+    assert one(conn, "SELECT count(flock.predict_label('stump', t)) FROM cur t WHERE id % 2 = 0") == 62
+    assert one(conn, "SELECT count(flock.predict('stump', t)) FROM cur t WHERE id % 2 = 1") == 63
+    assert one(conn, "SELECT flock.audit_flush()") is True
+    result = [r[0] for r in rows(conn, "SELECT row_to_json(r) FROM flock.monitor('stump', 'base@1', '1 day', "
+                                       "now() - interval '1 day') r")]
+    by_feature = {r["feature"]: r for r in result}
+    assert set(by_feature) == {"a", "b", "prediction"}
+    pred = by_feature["prediction"]
+    assert pred["kind"] == "categorical" and pred["n_current"] == 125
+    base = column(conn, "SELECT flock.predict_label('stump', t) FROM base t")
+    cur = column(conn, "SELECT flock.predict_label('stump', t) FROM cur t")
+    check_row(tuple(pred[k] for k in DRIFT_COLUMNS), base, cur)
+    run(conn, "SELECT flock.set_audit('stump', 'off')")

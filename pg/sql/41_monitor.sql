@@ -147,6 +147,16 @@ BEGIN
     HINT = 'Numbers (integer, real, double precision, numeric) get PSI and the KS test, text and boolean chi-squared; cast other types in a query.';
 END $$;
 
+-- A column as its sample's elements: numbers as float8, booleans as '0' / '1' (what a model's
+-- numeric input sees, and so how the inference log holds them), other categories as text.
+CREATE FUNCTION flock._sample_expr(rel regclass, col name) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT CASE WHEN flock._column_kind(rel, col) = 'numeric' THEN format('%I::float8', col)
+              WHEN a.atttypid = 'boolean'::regtype THEN format('(%I::integer)::text', col)
+              ELSE format('%I::text', col) END
+    FROM pg_attribute a WHERE a.attrelid = rel AND a.attname = col
+$$;
+
 -- The model's features as columns of `rel`: its feature names; else the names of its inputs when
 -- it has one per column; else the first `width` columns of `rel` (a model without names binds a
 -- record by position).
@@ -238,8 +248,8 @@ BEGIN
         RAISE EXCEPTION 'feature "%" is a number in the baseline but not in the current data', f.feature
           USING ERRCODE = 'datatype_mismatch', HINT = 'Cast the column in the query so both have the same kind.';
       END IF;
-      EXECUTE format('SELECT array_agg(%I::float8) FROM %s', f.col, base_rel) INTO bn;
-      EXECUTE format('SELECT array_agg(%I::float8) FROM %s', cur_col, cur_rel) INTO cn;
+      EXECUTE format('SELECT array_agg(%s) FROM %s', flock._sample_expr(base_rel, f.col), base_rel) INTO bn;
+      EXECUTE format('SELECT array_agg(%s) FROM %s', flock._sample_expr(cur_rel, cur_col), cur_rel) INTO cn;
       IF flock._usable_count(bn) = 0 OR flock._usable_count(cn) = 0 THEN
         RAISE EXCEPTION 'feature "%" has no values in the %', f.feature,
           CASE WHEN flock._usable_count(bn) = 0 THEN 'baseline' ELSE 'current data' END
@@ -247,8 +257,12 @@ BEGIN
                 HINT = 'Drift compares values; give that column values or leave the rows out.';
       END IF;
     ELSE
-      EXECUTE format('SELECT array_agg(%I::text) FROM %s', f.col, base_rel) INTO bt;
-      EXECUTE format('SELECT array_agg(%I::text) FROM %s', cur_col, cur_rel) INTO ct;
+      IF flock._column_kind(cur_rel, cur_col) <> 'categorical' THEN
+        RAISE EXCEPTION 'feature "%" is categorical in the baseline but a number in the current data', f.feature
+          USING ERRCODE = 'datatype_mismatch', HINT = 'Cast the column in the query so both have the same kind.';
+      END IF;
+      EXECUTE format('SELECT array_agg(%s) FROM %s', flock._sample_expr(base_rel, f.col), base_rel) INTO bt;
+      EXECUTE format('SELECT array_agg(%s) FROM %s', flock._sample_expr(cur_rel, cur_col), cur_rel) INTO ct;
       IF cardinality(array_remove(bt, NULL)) = 0 OR cardinality(array_remove(ct, NULL)) = 0 THEN
         RAISE EXCEPTION 'feature "%" has no values in the %', f.feature,
           CASE WHEN cardinality(array_remove(bt, NULL)) = 0 THEN 'baseline' ELSE 'current data' END
@@ -323,11 +337,13 @@ CREATE POLICY monitor_results_delete ON flock.monitor_results FOR DELETE USING (
 REVOKE ALL ON flock.monitor_results FROM PUBLIC;
 GRANT SELECT, INSERT, DELETE ON flock.monitor_results TO PUBLIC;
 
--- A model's logged feature values (numeric or text) in [from, to), for the logged version.
+-- A model's logged feature values in [from, to), for the logged version: as numbers, and as
+-- text (a text input's value, else the number's text: a boolean column's 0 / 1).
 CREATE FUNCTION flock._logged_inputs(model_name text, model_version integer, feature text, feature_no integer,
                                      from_time timestamptz, to_time timestamptz, OUT num float8[], OUT labels text[])
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-  SELECT array_agg(coalesce(l.input[r][k.k], l.input_real[r][k.k]::float8)), array_agg(l.input_text[r][k.k])
+  SELECT array_agg(coalesce(l.input[r][k.k], l.input_real[r][k.k]::float8)),
+         array_agg(coalesce(l.input_text[r][k.k], l.input[r][k.k]::text, l.input_real[r][k.k]::text))
     FROM flock.inference_log l
     CROSS JOIN LATERAL generate_series(1, l.n_rows) AS r
     CROSS JOIN LATERAL (SELECT coalesce(array_position(l.features, feature), feature_no) AS k) k
@@ -398,9 +414,9 @@ BEGIN
                   AND l.logged_at >= ws AND l.logged_at < ws + win) THEN
       FOR f IN SELECT * FROM flock._monitor_features(m.signature, base_rel, 'baseline') LOOP
         IF f.kind = 'numeric' THEN
-          EXECUTE format('SELECT array_agg(%I::float8) FROM %s', f.col, base_rel) INTO bn;
+          EXECUTE format('SELECT array_agg(%s) FROM %s', flock._sample_expr(base_rel, f.col), base_rel) INTO bn;
         ELSE
-          EXECUTE format('SELECT array_agg(%I::text) FROM %s', f.col, base_rel) INTO bt;
+          EXECUTE format('SELECT array_agg(%s) FROM %s', flock._sample_expr(base_rel, f.col), base_rel) INTO bt;
         END IF;
         cur := flock._logged_inputs(m.name, m.version, f.feature, f.ord, ws, ws + win);
         -- A feature with no values on either side in this window gets no row.

@@ -2,15 +2,15 @@
 // arrays of samples in, the core's statistics (core/src/monitor/) out. The PL/pgSQL functions
 // there gather the samples (data sets, queries, the inference log) as the calling role; these only
 // compute. Missing values (NULL elements, NaN and infinities) are left out of the samples.
-#include "pg.hpp"  // must come first
+#include "flock/monitor.hpp"
 
 #include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "flock/monitor.hpp"
 #include "guard.hpp"
+#include "pg.hpp"  // must come first
 
 extern "C" {
 PG_FUNCTION_INFO_V1(flock_drift_numeric);
@@ -81,8 +81,9 @@ std::vector<std::string> strings(const TextSample& t) {
 TupleDesc result_desc(FunctionCallInfo fcinfo) {
   TupleDesc desc;
   if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
-    ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("function returning record called in context "
-                                                                    "that cannot accept type record")));
+    ereport(ERROR,
+            (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("function returning record called in context "
+                                                            "that cannot accept type record")));
   return BlessTupleDesc(desc);
 }
 
@@ -103,11 +104,15 @@ void put_metric_rows(FunctionCallInfo fcinfo, const MetricRow* rows, int count) 
   for (int i = 0; i < count; ++i) {
     Datum values[3];
     bool nulls[3] = {false, false, false};
-    if (rows[i].group == kSummary) nulls[0] = true;
-    else values[0] = Int32GetDatum(rows[i].group);
+    if (rows[i].group == kSummary)
+      nulls[0] = true;
+    else
+      values[0] = Int32GetDatum(rows[i].group);
     values[1] = CStringGetTextDatum(rows[i].metric);
-    if (rows[i].defined) values[2] = Float8GetDatum(rows[i].value);
-    else nulls[2] = true;
+    if (rows[i].defined)
+      values[2] = Float8GetDatum(rows[i].value);
+    else
+      nulls[2] = true;
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
   }
 }
@@ -139,8 +144,12 @@ extern "C" Datum flock_drift_numeric(PG_FUNCTION_ARGS) {
   Sample current = deconstruct(PG_GETARG_ARRAYTYPE_P(1), FLOAT8OID);
   flock::monitor::NumericDrift d;
   flock_guard([&] { d = flock::monitor::numeric_drift(finite_values(baseline), finite_values(current)); });
-  Datum values[7] = {Int64GetDatum(d.n_baseline), Int64GetDatum(d.n_current), Float8GetDatum(d.psi),
-                     Int32GetDatum(d.bins), Float8GetDatum(d.ks_statistic), Float8GetDatum(d.ks_pvalue),
+  Datum values[7] = {Int64GetDatum(d.n_baseline),
+                     Int64GetDatum(d.n_current),
+                     Float8GetDatum(d.psi),
+                     Int32GetDatum(d.bins),
+                     Float8GetDatum(d.ks_statistic),
+                     Float8GetDatum(d.ks_pvalue),
                      CStringGetTextDatum(d.ks_exact ? "exact" : "asymptotic")};
   bool nulls[7] = {};
   PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
@@ -154,8 +163,8 @@ extern "C" Datum flock_drift_categorical(PG_FUNCTION_ARGS) {
   TextSample current = text_sample(PG_GETARG_ARRAYTYPE_P(1));
   flock::monitor::CategoricalDrift d;
   flock_guard([&] { d = flock::monitor::categorical_drift(strings(baseline), strings(current)); });
-  Datum values[7] = {Int64GetDatum(d.n_baseline), Int64GetDatum(d.n_current), Float8GetDatum(d.psi),
-                     Int32GetDatum(d.categories), Float8GetDatum(d.chi2), Int64GetDatum(d.chi2_dof),
+  Datum values[7] = {Int64GetDatum(d.n_baseline),  Int64GetDatum(d.n_current), Float8GetDatum(d.psi),
+                     Int32GetDatum(d.categories),  Float8GetDatum(d.chi2),     Int64GetDatum(d.chi2_dof),
                      Float8GetDatum(d.chi2_pvalue)};
   bool nulls[7] = {};
   PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
@@ -170,7 +179,8 @@ extern "C" Datum flock_fairness_classification(PG_FUNCTION_ARGS) {
   require_same_length(group.count, truth.count, predicted.count);
   for (int i = 0; i < truth.count; ++i)
     if (truth.nulls[i] || predicted.nulls[i])
-      ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("fairness: a label or prediction is NULL")));
+      ereport(ERROR,
+              (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("fairness: a label or prediction is NULL")));
   const int32 groups = group_count(group);
   constexpr int kPerGroup = 7, kSummaryMetrics = 7;
   const int capacity = (groups + 1) * kPerGroup + kSummaryMetrics;
@@ -218,7 +228,8 @@ extern "C" Datum flock_fairness_regression(PG_FUNCTION_ARGS) {
   require_same_length(group.count, truth.count, predicted.count);
   for (int i = 0; i < truth.count; ++i)
     if (truth.nulls[i] || predicted.nulls[i])
-      ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("fairness: a label or prediction is NULL")));
+      ereport(ERROR,
+              (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("fairness: a label or prediction is NULL")));
   const int32 groups = group_count(group);
   constexpr int kPerGroup = 6, kSummaryMetrics = 4;
   const int capacity = (groups + 1) * kPerGroup + kSummaryMetrics;

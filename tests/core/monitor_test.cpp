@@ -1,12 +1,13 @@
 // Drift and fairness statistics (core/src/monitor/): checked against closed forms and independent
 // computations; the SQL tests compare the same numbers with scipy / numpy.
-#include <cmath>
-#include <random>
+#include "flock/monitor.hpp"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <random>
+
 #include "flock/error.hpp"
-#include "flock/monitor.hpp"
 
 using namespace flock::monitor;
 
@@ -28,7 +29,8 @@ double equal_sizes_pvalue(int n, int h) {
 
 TEST(MonitorKs, ExactEqualSizesMatchesClosedForm) {
   for (int n : {1, 2, 5, 17, 60})
-    for (int h = 1; h <= n; ++h) EXPECT_NEAR(ks_exact_pvalue(n, n, h), equal_sizes_pvalue(n, h), 1e-12) << n << " " << h;
+    for (int h = 1; h <= n; ++h)
+      EXPECT_NEAR(ks_exact_pvalue(n, n, h), equal_sizes_pvalue(n, h), 1e-12) << n << " " << h;
 }
 
 TEST(MonitorKs, ExactUnequalSizesSmallCaseByEnumeration) {
@@ -39,7 +41,10 @@ TEST(MonitorKs, ExactUnequalSizesSmallCaseByEnumeration) {
     if (__builtin_popcount(unsigned(mask)) != n) continue;
     int i = 0, j = 0, largest = 0;
     for (int bit = 0; bit < 5; ++bit) {
-      if (mask & (1 << bit)) ++j; else ++i;
+      if (mask & (1 << bit))
+        ++j;
+      else
+        ++i;
       largest = std::max(largest, std::abs(i * n - j * m));
     }
     counts[size_t(largest)] += 1;
@@ -82,7 +87,8 @@ TEST(MonitorPsi, CutPointsAreDecilesWithTiesDropped) {
 
 TEST(MonitorPsi, EmptyBinsCountAsEpsilon) {
   const double p = psi({5, 5}, {10, 0});
-  const double expected = (1.0 - 0.5) * std::log(1.0 / 0.5) + (kPsiEpsilon - 0.5) * std::log(kPsiEpsilon / 0.5);
+  const double expected =
+      (1.0 - 0.5) * std::log(1.0 / 0.5) + (kPsiEpsilon - 0.5) * std::log(kPsiEpsilon / 0.5);
   EXPECT_NEAR(p, expected, 1e-12);
   EXPECT_DOUBLE_EQ(psi({3, 7}, {6, 14}), 0.0);
 }

@@ -362,3 +362,37 @@ def test_monitor_of_a_classifier_compares_logged_labels(conn):
     cur = column(conn, "SELECT flock.predict_label('stump', t) FROM cur t")
     check_row(tuple(pred[k] for k in DRIFT_COLUMNS), base, cur)
     run(conn, "SELECT flock.set_audit('stump', 'off')")
+
+
+def test_boolean_features_are_categorical_in_drift_and_in_the_log(conn):
+    base_q = "SELECT id, a, b > 0 AS b FROM base"
+    cur_q = "SELECT id, a, b > 0.6 AS b FROM cur"
+    result = {r[0]: r for r in drift(conn, "lin", base_q, cur_q)}
+    assert result["b"][2] == "categorical"
+    to01 = lambda vs: [None if v is None else str(int(v)) for v in vs]
+    base_b = to01(column(conn, f"SELECT b FROM ({base_q}) t"))
+    cur_b = to01(column(conn, f"SELECT b FROM ({cur_q}) t"))
+    check_row(result["b"], base_b, cur_b)
+    # The log holds what the model saw (1 / 0): the monitor compares the same categories.
+    run(conn, "SELECT flock.register_model('lin_bool', %s)", (linear_regressor([1.0, 10.0], 0.5, ["a", "b"]),))
+    run(conn, "CREATE TABLE cur_bool AS " + cur_q)
+    run(conn, "SELECT flock.set_audit('lin_bool', 'all')")
+    assert one(conn, "SELECT count(flock.predict('lin_bool', t)) FROM cur_bool t") == 125
+    assert one(conn, "SELECT flock.audit_flush()") is True
+    run(conn, "SELECT flock.set_audit('lin_bool', 'off')")
+    monitored = [r[0] for r in rows(conn, "SELECT row_to_json(r) FROM flock.monitor('lin_bool', %s, '1 hour', "
+                                          "now() - interval '1 hour') r WHERE feature = 'b'", (base_q,))]
+    assert len(monitored) == 1
+    check_row(tuple(monitored[0][k] for k in DRIFT_COLUMNS), base_b, cur_b)
+
+
+def test_models_without_names_read_their_first_columns_and_names_match_ignoring_case(conn):
+    run(conn, "SELECT flock.register_model('anon', %s)", (linear_regressor([1.0, 100.0], 0.0),))
+    result = drift(conn, "anon", "SELECT a, b, c, id FROM base", "SELECT a, b, c, id FROM cur")
+    assert [r[0] for r in result] == ["a", "b", "prediction"]
+    base = column(conn, "SELECT flock.predict('anon', ROW(a, b)) FROM base")
+    cur = column(conn, "SELECT flock.predict('anon', ROW(a, b)) FROM cur")
+    check_row(result[-1], base, cur)
+    result = drift(conn, "lin", 'SELECT a AS "A", b AS "B" FROM base', "TABLE cur")
+    assert [r[0] for r in result] == ["a", "b", "prediction"]
+    check_row(result[0], column(conn, "SELECT a FROM base"), column(conn, "SELECT a FROM cur"))

@@ -40,10 +40,10 @@ struct NumericDrift {
   int64_t n_baseline = 0;
   int64_t n_current = 0;
   double psi = 0;
-  int bins = 0;                // PSI bins after dropping duplicate cut points
+  int bins = 0;  // PSI bins after dropping duplicate cut points
   double ks_statistic = 0;
   double ks_pvalue = 1;
-  bool ks_exact = true;        // false: asymptotic p-value
+  bool ks_exact = true;  // false: asymptotic p-value
 };
 
 struct CategoricalDrift {
@@ -59,7 +59,8 @@ struct CategoricalDrift {
 // Values must be finite (the caller drops missing ones); both samples non-empty, else
 // Error(InvalidInput).
 NumericDrift numeric_drift(std::vector<double> baseline, std::vector<double> current);
-CategoricalDrift categorical_drift(const std::vector<std::string>& baseline, const std::vector<std::string>& current);
+CategoricalDrift categorical_drift(const std::vector<std::string>& baseline,
+                                   const std::vector<std::string>& current);
 
 // The pieces, for tests and for callers that want one statistic.
 std::vector<double> psi_cut_points(const std::vector<double>& sorted_baseline);
@@ -78,11 +79,11 @@ double kolmogorov_sf(double z);
 // Per group of a binary classification: y_true / y_pred are 0 or 1, group is 0..groups-1.
 struct ClassificationGroup {
   int64_t count = 0;
-  int64_t positives = 0;       // y_true = 1
+  int64_t positives = 0;  // y_true = 1
   int64_t predicted_positives = 0;
   int64_t true_positives = 0;
   int64_t false_positives = 0;
-  double selection_rate = 0;   // predicted positives / count
+  double selection_rate = 0;                  // predicted positives / count
   std::optional<double> true_positive_rate;   // TP / (TP + FN)
   std::optional<double> false_positive_rate;  // FP / (FP + TN)
   std::optional<double> precision;            // TP / (TP + FP)
@@ -95,7 +96,7 @@ struct ClassificationFairness {
   std::optional<double> demographic_parity_ratio;  // undefined when every selection rate is 0
   std::optional<double> true_positive_rate_difference;
   std::optional<double> false_positive_rate_difference;
-  std::optional<double> equalized_odds_difference;   // max of the two differences above
+  std::optional<double> equalized_odds_difference;     // max of the two differences above
   std::optional<double> equal_opportunity_difference;  // the TPR difference
   std::optional<double> accuracy_difference;
 };

@@ -1,10 +1,9 @@
 // Drift statistics: PSI, the two-sample Kolmogorov-Smirnov test, chi-squared (flock/monitor.hpp).
 #include <algorithm>
+#include <boost/math/distributions/chi_squared.hpp>
 #include <cmath>
 #include <map>
 #include <numeric>
-
-#include <boost/math/distributions/chi_squared.hpp>
 
 #include "flock/error.hpp"
 #include "flock/interrupt.hpp"
@@ -16,9 +15,11 @@ namespace {
 
 void require_values(size_t baseline, size_t current) {
   if (baseline == 0)
-    fail(ErrorCode::InvalidInput, "the baseline sample has no values", "Drift needs at least one baseline value.");
+    fail(ErrorCode::InvalidInput, "the baseline sample has no values",
+         "Drift needs at least one baseline value.");
   if (current == 0)
-    fail(ErrorCode::InvalidInput, "the current sample has no values", "Drift needs at least one current value.");
+    fail(ErrorCode::InvalidInput, "the current sample has no values",
+         "Drift needs at least one current value.");
 }
 
 // numpy's _lerp: exact at both ends, and the same rounding as np.quantile.
@@ -145,8 +146,10 @@ NumericDrift numeric_drift(std::vector<double> baseline, std::vector<double> cur
   out.bins = int(cuts.size()) + 1;
   // Bin k holds (cuts[k-1], cuts[k]]: np.searchsorted(cuts, v, side='left').
   std::vector<double> baseline_counts(cuts.size() + 1), current_counts(cuts.size() + 1);
-  for (double v : baseline) baseline_counts[size_t(std::lower_bound(cuts.begin(), cuts.end(), v) - cuts.begin())] += 1;
-  for (double v : current) current_counts[size_t(std::lower_bound(cuts.begin(), cuts.end(), v) - cuts.begin())] += 1;
+  for (double v : baseline)
+    baseline_counts[size_t(std::lower_bound(cuts.begin(), cuts.end(), v) - cuts.begin())] += 1;
+  for (double v : current)
+    current_counts[size_t(std::lower_bound(cuts.begin(), cuts.end(), v) - cuts.begin())] += 1;
   out.psi = psi(baseline_counts, current_counts);
   const KsResult ks = ks_2samp(std::move(baseline), std::move(current));
   out.ks_statistic = ks.statistic;
@@ -155,7 +158,8 @@ NumericDrift numeric_drift(std::vector<double> baseline, std::vector<double> cur
   return out;
 }
 
-CategoricalDrift categorical_drift(const std::vector<std::string>& baseline, const std::vector<std::string>& current) {
+CategoricalDrift categorical_drift(const std::vector<std::string>& baseline,
+                                   const std::vector<std::string>& current) {
   require_values(baseline.size(), current.size());
   std::map<std::string, std::pair<double, double>> counts;
   for (const auto& v : baseline) counts[v].first += 1;
@@ -185,7 +189,8 @@ CategoricalDrift categorical_drift(const std::vector<std::string>& baseline, con
     return out;
   }
   out.chi2 = chi2;
-  out.chi2_pvalue = boost::math::cdf(boost::math::complement(boost::math::chi_squared(double(out.chi2_dof)), chi2));
+  out.chi2_pvalue =
+      boost::math::cdf(boost::math::complement(boost::math::chi_squared(double(out.chi2_dof)), chi2));
   return out;
 }
 

@@ -38,7 +38,8 @@ std::optional<double> spread(const std::vector<ClassificationGroup>& groups, Get
 }
 
 void check_groups(size_t rows, size_t a, size_t b, const std::vector<int32_t>& group, int32_t groups) {
-  if (a != rows || b != rows) fail(ErrorCode::InvalidInput, "fairness: groups, labels and predictions differ in length");
+  if (a != rows || b != rows)
+    fail(ErrorCode::InvalidInput, "fairness: groups, labels and predictions differ in length");
   if (rows == 0) fail(ErrorCode::InvalidInput, "fairness: no rows", "Pass a data set with at least one row.");
   for (int32_t g : group)
     if (g < 0 || g >= groups) fail(ErrorCode::InvalidInput, "fairness: group index out of range");
@@ -65,7 +66,8 @@ ClassificationFairness classification_fairness(const std::vector<int32_t>& group
     if (g.count == 0) fail(ErrorCode::InvalidInput, "fairness: a group has no rows");
   for (auto& g : out.groups) finish(g);
   finish(out.overall);
-  out.demographic_parity_difference = *spread(out.groups, [](const auto& g) { return std::optional(g.selection_rate); });
+  out.demographic_parity_difference =
+      *spread(out.groups, [](const auto& g) { return std::optional(g.selection_rate); });
   double lowest = 1, highest = 0;
   for (const auto& g : out.groups) {
     lowest = std::min(lowest, g.selection_rate);
@@ -73,9 +75,11 @@ ClassificationFairness classification_fairness(const std::vector<int32_t>& group
   }
   if (highest > 0) out.demographic_parity_ratio = lowest / highest;
   out.true_positive_rate_difference = spread(out.groups, [](const auto& g) { return g.true_positive_rate; });
-  out.false_positive_rate_difference = spread(out.groups, [](const auto& g) { return g.false_positive_rate; });
+  out.false_positive_rate_difference =
+      spread(out.groups, [](const auto& g) { return g.false_positive_rate; });
   if (out.true_positive_rate_difference && out.false_positive_rate_difference)
-    out.equalized_odds_difference = std::max(*out.true_positive_rate_difference, *out.false_positive_rate_difference);
+    out.equalized_odds_difference =
+        std::max(*out.true_positive_rate_difference, *out.false_positive_rate_difference);
   out.equal_opportunity_difference = out.true_positive_rate_difference;
   out.accuracy_difference = spread(out.groups, [](const auto& g) { return std::optional(g.accuracy); });
   return out;

@@ -589,10 +589,6 @@ BEGIN
     EXECUTE format('SELECT array_agg(DISTINCT flock._class_text(%I::text)) FROM %s', label_col, rel) INTO classes;
     IF positive IS NOT NULL THEN
       pos := flock._class_text(positive);
-      IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(m.signature->'classes') c WHERE flock._class_text(c) = pos) THEN
-        RAISE EXCEPTION 'positive class "%" is not a class of model %', positive, ref USING ERRCODE = 'invalid_parameter_value',
-          HINT = format('Its classes: %s.', (SELECT string_agg(c, ', ') FROM jsonb_array_elements_text(m.signature->'classes') c));
-      END IF;
     ELSIF cardinality(classes) > 2 THEN
       RAISE EXCEPTION 'label column "%" has % classes; selection rate, TPR and FPR need a binary label', label_col, cardinality(classes)
         USING ERRCODE = 'invalid_parameter_value',
@@ -603,6 +599,13 @@ BEGIN
       RAISE EXCEPTION 'which class of label column "%" is positive?', label_col USING ERRCODE = 'invalid_parameter_value',
         DETAIL = format('Its values: %s.', array_to_string(classes, ', ')),
         HINT = 'Pass positive => ''<class>''; labels 0 / 1 and false / true need none (1 and true are positive).';
+    END IF;
+    -- The positive class must be one the model predicts, or every prediction would count as negative.
+    IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(m.signature->'classes') c WHERE flock._class_text(c) = pos) THEN
+      RAISE EXCEPTION 'positive class "%" is not a class of model %', coalesce(positive, pos), ref
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = format('Its classes: %s; pass positive => one of them.',
+                            (SELECT string_agg(c, ', ') FROM jsonb_array_elements_text(m.signature->'classes') c));
     END IF;
     EXECUTE format('SELECT array_agg(g ORDER BY k) FROM (SELECT DISTINCT %s AS g, (%s)::text AS k FROM %s t) x',
                    group_expr, group_expr, rel) INTO keys;

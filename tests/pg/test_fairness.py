@@ -174,6 +174,8 @@ def test_errors_are_clear(conn):
     assert e.pgcode == "22023" and "positive" in e.diag.message_hint
     e = fairness_error(conn, "colors", "people", "sex", "colour", "green")
     assert e.pgcode == "22023" and "red" in e.diag.message_hint
+    e = fairness_error(conn, "colors", "people", "sex", "y")  # labels 0 / 1, the model says red / blue
+    assert e.pgcode == "22023" and 'positive class "1" is not a class of model colors@1' in e.pgerror
     e = fairness_error(conn, "lin", "people", "sex", "score", "1")
     assert e.pgcode == "22023"
     e = fairness_error(conn, "lin", "people", "sex", "band")

@@ -260,6 +260,7 @@ def test_schedule_monitor_makes_a_cron_job_run_as_its_role(cluster):
     scheduling role; its command, run directly, stores results for that role."""
     conn = psycopg2.connect(cluster.dsn("postgres"))
     conn.autocommit = True
+    had_cron = one(conn, "SELECT count(*) FROM pg_extension WHERE extname = 'pg_cron'") == 1
     try:
         run(conn, "CREATE EXTENSION IF NOT EXISTS pg_cron")
         run(conn, "CREATE EXTENSION flock")
@@ -292,6 +293,8 @@ def test_schedule_monitor_makes_a_cron_job_run_as_its_role(cluster):
         run(conn, "DELETE FROM cron.job WHERE username = 'cron_analyst'")
         run(conn, "DROP OWNED BY cron_analyst")
         run(conn, "DROP ROLE IF EXISTS cron_analyst")
+        if not had_cron:
+            run(conn, "DROP EXTENSION IF EXISTS pg_cron")
         conn.close()
 
 

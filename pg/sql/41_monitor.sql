@@ -28,7 +28,7 @@ CREATE FUNCTION flock._fairness_regression(groups integer[], y_true float8[], y_
 
 -- How many elements of a float8[] the statistics use (not NULL, NaN or infinite).
 CREATE FUNCTION flock._usable_count(a float8[]) RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT count(*) FROM unnest(a) v WHERE v IS NOT NULL AND v NOT IN ('NaN', 'Infinity', '-Infinity')
 $$;
 
@@ -39,7 +39,7 @@ CREATE FUNCTION flock._drift_stats(kind text, base_num float8[], cur_num float8[
                                    OUT n_baseline bigint, OUT n_current bigint, OUT psi float8,
                                    OUT ks_statistic float8, OUT ks_pvalue float8,
                                    OUT chi2 float8, OUT chi2_dof bigint, OUT chi2_pvalue float8, OUT drifted boolean)
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   r record;
 BEGIN
@@ -57,7 +57,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION flock._check_thresholds(psi_threshold float8, p_threshold float8) RETURNS void
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF psi_threshold IS NULL OR psi_threshold = 'NaN' OR psi_threshold < 0 THEN
     RAISE EXCEPTION 'psi_threshold must be a number >= 0' USING ERRCODE = 'invalid_parameter_value',
@@ -110,7 +110,7 @@ END $$;
 -- The column of `rel` that feeds `feature`: the same name, else the one name equal ignoring case
 -- (as the prediction functions bind a record); 42703 when there is none.
 CREATE FUNCTION flock._monitor_column(rel regclass, feature text, what text, purpose text) RETURNS name
-LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   found name;
   n integer;
@@ -133,7 +133,7 @@ END $$;
 
 -- 'numeric' or 'categorical' for a column's type; 42804 for types that are neither.
 CREATE FUNCTION flock._column_kind(rel regclass, col name) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   typ regtype;
 BEGIN
@@ -150,7 +150,7 @@ END $$;
 -- A column as its sample's elements: numbers as float8, booleans as '0' / '1' (what a model's
 -- numeric input sees, and so how the inference log holds them), other categories as text.
 CREATE FUNCTION flock._sample_expr(rel regclass, col name) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT CASE WHEN flock._column_kind(rel, col) = 'numeric' THEN format('%I::float8', col)
               WHEN a.atttypid = 'boolean'::regtype THEN format('(%I::integer)::text', col)
               ELSE format('%I::text', col) END
@@ -162,7 +162,7 @@ $$;
 -- record by position).
 CREATE FUNCTION flock._monitor_features(sig jsonb, rel regclass, what text)
 RETURNS TABLE(ord integer, feature text, col name, kind text)
-LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   names text[];
 BEGIN
@@ -185,7 +185,7 @@ END $$;
 -- The model's input for a row t of `rel`: the whole row (bound by column name), or for a model
 -- without feature names ROW(its first `width` columns), as flock._monitor_features reads them.
 CREATE FUNCTION flock._monitor_input(sig jsonb, rel regclass) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT CASE WHEN jsonb_array_length(coalesce(sig->'features', '[]')) > 0
                    OR jsonb_array_length(coalesce(sig->'inputs', '[]')) > 1 THEN 't'
               ELSE (SELECT format('ROW(%s)', string_agg(format('t.%I', a.attname), ', ' ORDER BY a.attnum))
@@ -197,7 +197,7 @@ $$;
 -- The model's prediction on every row of `rel`: regression models give numbers (flock.predict),
 -- classifiers labels (flock.predict_label). 42804 when the model has no single numeric output.
 CREATE FUNCTION flock._monitor_predictions(ref text, sig jsonb, rel regclass, OUT kind text, OUT num float8[], OUT labels text[])
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   input text := flock._monitor_input(sig, rel);
 BEGIN
@@ -341,7 +341,7 @@ GRANT SELECT, INSERT, DELETE ON flock.monitor_results TO PUBLIC;
 -- text (a text input's value, else the number's text: a boolean column's 0 / 1).
 CREATE FUNCTION flock._logged_inputs(model_name text, model_version integer, feature text, feature_no integer,
                                      from_time timestamptz, to_time timestamptz, OUT num float8[], OUT labels text[])
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT array_agg(coalesce(l.input[r][k.k], l.input_real[r][k.k]::float8)),
          array_agg(coalesce(l.input_text[r][k.k], l.input[r][k.k]::text, l.input_real[r][k.k]::text))
     FROM flock.inference_log l
@@ -355,7 +355,7 @@ $$;
 -- of flock.predict_label and flock.predict (classification, the number as text).
 CREATE FUNCTION flock._logged_predictions(model_name text, model_version integer, task text,
                                           from_time timestamptz, to_time timestamptz, OUT num float8[], OUT labels text[])
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT array_agg(l.output[r][1]) FILTER (WHERE task <> 'classification' AND l.function = 'predict'),
          array_agg(coalesce(l.output_label[r], l.output[r][1]::text))
            FILTER (WHERE task = 'classification' AND l.function IN ('predict', 'predict_label'))
@@ -462,14 +462,14 @@ COMMENT ON FUNCTION flock.monitor(text, text, interval, timestamptz, float8, flo
 
 -- The pg_cron job's name and command for a model's monitor.
 CREATE FUNCTION flock._monitor_job(model text, baseline text, win interval, OUT job_name text, OUT command text)
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT 'flock_monitor:' || model,
          format('SELECT count(*) FROM flock.monitor(%L, %L, %L::interval, now() - %L::interval)', model, baseline, win, win)
 $$;
 
 -- pg_cron's database (cron.database_name), NULL when the caller may not read it or pg_cron is not loaded.
 CREATE FUNCTION flock._cron_database() RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   RETURN current_setting('cron.database_name', true);
 EXCEPTION WHEN insufficient_privilege THEN
@@ -527,7 +527,7 @@ COMMENT ON FUNCTION flock.unschedule_monitor(text) IS 'removes the pg_cron job f
 -- ---------------------------------------------------------------------------------------------
 -- A label as the text classes are compared in: booleans and integral numbers as '0' / '1' / 'N'.
 CREATE FUNCTION flock._class_text(v text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT CASE WHEN v IN ('true', 't') THEN '1' WHEN v IN ('false', 'f') THEN '0'
               WHEN v ~ '^-?[0-9]+(\.0*)?$' THEN regexp_replace(regexp_replace(v, '\.0*$', ''), '^-0$', '0')
               ELSE v END

@@ -399,3 +399,36 @@ def test_models_without_names_read_their_first_columns_and_names_match_ignoring_
     result = drift(conn, "lin", 'SELECT a AS "A", b AS "B" FROM base', "TABLE cur")
     assert [r[0] for r in result] == ["a", "b", "prediction"]
     check_row(result[0], column(conn, "SELECT a FROM base"), column(conn, "SELECT a FROM cur"))
+
+
+def test_monitor_windows_from_log_rows_with_known_times(conn):
+    """Log rows written directly (as the writer would) at chosen times: windows 1 and 3 of four hold
+    predictions, window 2 and 4 none; the log's feature order differs from the model's (bound by
+    name), text features come from input_text, labels from output_label."""
+    since = one(conn, "SELECT date_trunc('hour', now()) - interval '4 hours'")
+    cols = ["age", "income", "tenure_months", "monthly_spend", "support_calls", "plan", "region"]
+    logged_order = list(reversed(cols))
+    batches = {0: "SELECT * FROM customers WHERE id % 4 = 1 AND id < 400",
+               2: "SELECT * FROM customers WHERE id % 4 = 2 AND plan <> 'basic'"}
+    for window, query in batches.items():
+        data = rows(conn, f"SELECT {', '.join(logged_order)}, flock.predict_label('churn', t) FROM ({query}) t")
+        numbers = [[None if isinstance(v, str) else v for v in r[:-1]] for r in data]
+        texts = [[v if isinstance(v, str) else None for v in r[:-1]] for r in data]
+        run(conn, "INSERT INTO flock.inference_log (logged_at, role, model_name, model_version, function, n_rows, "
+                  "features, input, input_text, output_label) VALUES (%s + %s * interval '1 hour' + interval '10 min', "
+                  "current_user, 'churn', 1, 'predict_label', %s, %s, %s::float8[], %s::text[], %s)",
+            (since, window, len(data), logged_order, numbers, texts, [r[-1] for r in data]))
+    result = [r[0] for r in rows(conn, "SELECT row_to_json(r) FROM flock.monitor('churn', "
+                                       "'SELECT * FROM customers WHERE id >= 400', '1 hour', %s) r", (since,))]
+    starts = sorted({r["window_start"] for r in result})
+    assert len(starts) == 2  # windows 0 and 2; 1 and 3 are empty
+    base_q = "SELECT * FROM customers WHERE id >= 400"
+    for window, query in batches.items():
+        got = {r["feature"]: r for r in result if r["window_start"] == starts[0 if window == 0 else 1]}
+        assert set(got) == set(cols) | {"prediction"}
+        for feature in cols:
+            check_row(tuple(got[feature][k] for k in DRIFT_COLUMNS), column(conn, f"SELECT {feature} FROM ({base_q}) t"),
+                      column(conn, f"SELECT {feature} FROM ({query}) t"))
+        check_row(tuple(got["prediction"][k] for k in DRIFT_COLUMNS),
+                  column(conn, f"SELECT flock.predict_label('churn', t) FROM ({base_q}) t"),
+                  column(conn, f"SELECT flock.predict_label('churn', t) FROM ({query}) t"))

@@ -239,6 +239,7 @@ BEGIN
   PERFORM flock._check_thresholds(psi_threshold, p_threshold);
   m := flock._resolve(model);
   ref := m.name || '@' || m.version;
+  PERFORM flock._note_analysis(m.name);
   base_rel := flock._monitor_data(baseline, path, 'baseline');
   cur_rel := flock._monitor_data(current, path, 'current data');
   FOR f IN SELECT * FROM flock._monitor_features(m.signature, base_rel, 'baseline') LOOP
@@ -337,6 +338,46 @@ CREATE POLICY monitor_results_delete ON flock.monitor_results FOR DELETE USING (
 REVOKE ALL ON flock.monitor_results FROM PUBLIC;
 GRANT SELECT, INSERT, DELETE ON flock.monitor_results TO PUBLIC;
 
+-- The statements in which flock.drift, flock.monitor or flock.fairness made predictions of an
+-- audited model: the audit records them like any other, and flock.monitor leaves them out of its
+-- windows (they are analysis, not traffic). Matched to the log by (model, role, statement start).
+CREATE TABLE flock.monitor_statements (
+  model_name           text        NOT NULL,
+  role                 name        NOT NULL DEFAULT current_user,
+  statement_started_at timestamptz NOT NULL DEFAULT statement_timestamp(),
+  PRIMARY KEY (model_name, role, statement_started_at)
+);
+COMMENT ON TABLE flock.monitor_statements IS
+  'statements whose predictions were made by flock.drift / monitor / fairness, left out of flock.monitor''s windows';
+SELECT pg_catalog.pg_extension_config_dump('flock.monitor_statements', '');
+ALTER TABLE flock.monitor_statements ENABLE ROW LEVEL SECURITY;
+CREATE POLICY monitor_statements_visible ON flock.monitor_statements FOR SELECT
+  USING (role = current_user
+         OR model_name IN (SELECT p.name FROM flock.model_privileges p WHERE p.privilege = 'manage'));
+CREATE POLICY monitor_statements_insert ON flock.monitor_statements FOR INSERT WITH CHECK (role = current_user);
+REVOKE ALL ON flock.monitor_statements FROM PUBLIC;
+GRANT SELECT, INSERT ON flock.monitor_statements TO PUBLIC;
+
+-- Notes this statement as analysis of `model_name` when the model's predictions are recorded.
+CREATE FUNCTION flock._note_analysis(model_name text) RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM flock.audit_policies p WHERE p.name = _note_analysis.model_name AND p.mode <> 'off')
+     AND NOT EXISTS (SELECT 1 FROM flock.monitor_statements s
+                      WHERE s.model_name = _note_analysis.model_name AND s.role = current_user
+                        AND s.statement_started_at = statement_timestamp()) THEN
+    INSERT INTO flock.monitor_statements (model_name) VALUES (_note_analysis.model_name);
+  END IF;
+END $$;
+
+-- Is log row (model, role, logged_at) one of those statements'?
+CREATE FUNCTION flock._is_analysis(model_name text, role name, logged_at timestamptz) RETURNS boolean
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT EXISTS (SELECT 1 FROM flock.monitor_statements s
+                  WHERE s.model_name = _is_analysis.model_name AND s.role = _is_analysis.role
+                    AND s.statement_started_at = _is_analysis.logged_at)
+$$;
+
 -- A model's logged feature values in [from, to), for the logged version: as numbers, and as
 -- text (a text input's value, else the number's text: a boolean column's 0 / 1).
 CREATE FUNCTION flock._logged_inputs(model_name text, model_version integer, feature text, feature_no integer,
@@ -349,6 +390,7 @@ LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_cata
     CROSS JOIN LATERAL (SELECT coalesce(array_position(l.features, feature), feature_no) AS k) k
    WHERE l.model_name = _logged_inputs.model_name AND l.model_version = _logged_inputs.model_version
      AND l.logged_at >= from_time AND l.logged_at < to_time
+     AND NOT flock._is_analysis(l.model_name, l.role, l.logged_at)
 $$;
 
 -- A model's logged predictions in [from, to): numbers of flock.predict (regression) or the labels
@@ -363,6 +405,7 @@ LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_cata
     CROSS JOIN LATERAL generate_series(1, l.n_rows) AS r
    WHERE l.model_name = _logged_predictions.model_name AND l.model_version = _logged_predictions.model_version
      AND l.logged_at >= from_time AND l.logged_at < to_time
+     AND NOT flock._is_analysis(l.model_name, l.role, l.logged_at)
 $$;
 
 CREATE FUNCTION flock._monitor(model text, baseline text, win interval, since timestamptz, path text,
@@ -400,18 +443,21 @@ BEGIN
   m := flock._resolve(model);
   ref := m.name || '@' || m.version;
   SELECT count(*) INTO logged FROM flock.inference_log l
-   WHERE l.model_name = m.name AND l.model_version = m.version AND l.logged_at >= since AND l.logged_at < stop_at;
+   WHERE l.model_name = m.name AND l.model_version = m.version AND l.logged_at >= since AND l.logged_at < stop_at
+     AND NOT flock._is_analysis(l.model_name, l.role, l.logged_at);
   IF logged = 0 THEN
     RAISE EXCEPTION 'no predictions of % are logged since %', ref, since USING ERRCODE = 'invalid_parameter_value',
       DETAIL = 'The windows to measure are empty (only the log rows you may read count: your own, or every one of a model you manage).',
       HINT = format('Record predictions with flock.set_audit(%L, ''all''), or pick an earlier since.', m.name);
   END IF;
+  PERFORM flock._note_analysis(m.name);
   base_rel := flock._monitor_data(baseline, path, 'baseline');
   bp := flock._monitor_predictions(ref, m.signature, base_rel);
   ws := since;
   WHILE ws < stop_at LOOP
     IF EXISTS (SELECT 1 FROM flock.inference_log l WHERE l.model_name = m.name AND l.model_version = m.version
-                  AND l.logged_at >= ws AND l.logged_at < ws + win) THEN
+                  AND l.logged_at >= ws AND l.logged_at < ws + win
+                  AND NOT flock._is_analysis(l.model_name, l.role, l.logged_at)) THEN
       FOR f IN SELECT * FROM flock._monitor_features(m.signature, base_rel, 'baseline') LOOP
         IF f.kind = 'numeric' THEN
           EXECUTE format('SELECT array_agg(%s) FROM %s', flock._sample_expr(base_rel, f.col), base_rel) INTO bn;
@@ -561,6 +607,7 @@ BEGIN
   m := flock._resolve(model);
   ref := m.name || '@' || m.version;
   task := m.signature->>'task';
+  PERFORM flock._note_analysis(m.name);
   IF task <> 'classification' AND positive IS NOT NULL THEN
     RAISE EXCEPTION 'positive is for classifiers; % is a regression model', ref USING ERRCODE = 'invalid_parameter_value',
       HINT = 'Leave positive out: regression models get per-group error statistics.';

@@ -432,3 +432,22 @@ def test_monitor_windows_from_log_rows_with_known_times(conn):
         check_row(tuple(got["prediction"][k] for k in DRIFT_COLUMNS),
                   column(conn, f"SELECT flock.predict_label('churn', t) FROM ({base_q}) t"),
                   column(conn, f"SELECT flock.predict_label('churn', t) FROM ({query}) t"))
+
+
+def test_predictions_made_by_the_analysis_are_not_traffic(conn):
+    """drift / monitor / fairness predict the baseline (and drift the current data): an audited
+    model's log records those predictions, and flock.monitor leaves them out of its windows."""
+    run(conn, "SELECT flock.set_audit('lin', 'all')")
+    assert one(conn, "SELECT count(flock.predict('lin', t)) FROM cur t") == 125
+    assert one(conn, "SELECT flock.audit_flush()") is True
+    logged = lambda: one(conn, "SELECT coalesce(sum(n_rows), 0) FROM flock.inference_log WHERE model_name = 'lin'")
+    monitor = "SELECT feature, n_current FROM flock.monitor('lin', 'base@1', '1 hour', now() - interval '1 hour') " \
+              "ORDER BY feature"
+    before = logged()
+    first = rows(conn, monitor)
+    assert len(drift(conn, "lin", "base@1", "TABLE cur")) == 3
+    assert one(conn, "SELECT flock.audit_flush()") is True
+    assert logged() == before + 400 + 400 + 125  # the monitor's baseline, drift's baseline and current
+    assert rows(conn, monitor) == first
+    assert one(conn, "SELECT count(*) FROM flock.monitor_statements WHERE model_name = 'lin'") >= 3
+    run(conn, "SELECT flock.set_audit('lin', 'off')")

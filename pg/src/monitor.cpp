@@ -182,7 +182,7 @@ extern "C" Datum flock_fairness_classification(PG_FUNCTION_ARGS) {
       ereport(ERROR,
               (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("fairness: a label or prediction is NULL")));
   const int32 groups = group_count(group);
-  constexpr int kPerGroup = 7, kSummaryMetrics = 7;
+  constexpr int kPerGroup = 7, kSummaryMetrics = 11;
   const int capacity = (groups + 1) * kPerGroup + kSummaryMetrics;
   MetricRow* rows = static_cast<MetricRow*>(palloc0(sizeof(MetricRow) * size_t(capacity)));
   int count = 0;
@@ -215,6 +215,10 @@ extern "C" Datum flock_fairness_classification(PG_FUNCTION_ARGS) {
     put(kSummary, "true_positive_rate_difference", f.true_positive_rate_difference);
     put(kSummary, "false_positive_rate_difference", f.false_positive_rate_difference);
     put(kSummary, "accuracy_difference", f.accuracy_difference);
+    put(kSummary, "equalized_odds_ratio", f.equalized_odds_ratio);
+    put(kSummary, "equal_opportunity_ratio", f.equal_opportunity_ratio);
+    put(kSummary, "true_positive_rate_ratio", f.true_positive_rate_ratio);
+    put(kSummary, "false_positive_rate_ratio", f.false_positive_rate_ratio);
   });
   put_metric_rows(fcinfo, rows, count);
   return Datum(0);

@@ -141,3 +141,16 @@ TEST(MonitorFairness, RegressionByHand) {
   EXPECT_DOUBLE_EQ(*f.mae_ratio, 0.25);
   EXPECT_THROW(regression_fairness({0, 0}, 2, {1, 2}, {1, 2}), flock::Error);  // group 1 empty
 }
+
+TEST(MonitorFairness, RatiosAreSmallestOverLargest) {
+  // Group 0: TPR 1/2, FPR 1/2; group 1: TPR 1, FPR 0.
+  const auto f = classification_fairness({0, 0, 0, 0, 1, 1}, 2, {1, 1, 0, 0, 1, 0}, {1, 0, 1, 0, 1, 0});
+  EXPECT_DOUBLE_EQ(*f.true_positive_rate_ratio, 0.5);
+  EXPECT_DOUBLE_EQ(*f.false_positive_rate_ratio, 0.0);
+  EXPECT_DOUBLE_EQ(*f.equalized_odds_ratio, 0.0);
+  EXPECT_DOUBLE_EQ(*f.equal_opportunity_ratio, 0.5);
+  const auto none = classification_fairness({0, 1}, 2, {0, 0}, {0, 0});  // no positives, no predictions
+  EXPECT_FALSE(none.true_positive_rate_ratio.has_value());
+  EXPECT_FALSE(none.false_positive_rate_ratio.has_value());  // both FPRs are 0
+  EXPECT_FALSE(none.demographic_parity_ratio.has_value());
+}

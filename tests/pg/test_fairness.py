@@ -72,13 +72,22 @@ def classification_oracle(keys, y, p):
         vals = [g[name] for g in groups if g[name] is not None]
         return max(vals) - min(vals) if vals else None
 
+    def ratio(name):
+        vals = [g[name] for g in groups if g[name] is not None]
+        return min(vals) / max(vals) if vals and max(vals) > 0 else None
+
     sel = [g["selection_rate"] for g in groups]
+    tpr_ratio, fpr_ratio = ratio("true_positive_rate"), ratio("false_positive_rate")
     tpr, fpr = spread("true_positive_rate"), spread("false_positive_rate")
     out["summary"] = {"demographic_parity_difference": max(sel) - min(sel),
                       "demographic_parity_ratio": min(sel) / max(sel) if max(sel) > 0 else None,
                       "true_positive_rate_difference": tpr, "false_positive_rate_difference": fpr,
                       "equalized_odds_difference": max(tpr, fpr) if tpr is not None and fpr is not None else None,
-                      "equal_opportunity_difference": tpr, "accuracy_difference": spread("accuracy")}
+                      "equal_opportunity_difference": tpr, "accuracy_difference": spread("accuracy"),
+                      "true_positive_rate_ratio": tpr_ratio, "false_positive_rate_ratio": fpr_ratio,
+                      "equalized_odds_ratio": min(tpr_ratio, fpr_ratio)
+                      if tpr_ratio is not None and fpr_ratio is not None else None,
+                      "equal_opportunity_ratio": tpr_ratio}
     return out
 
 

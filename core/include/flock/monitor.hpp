@@ -98,6 +98,11 @@ struct ClassificationFairness {
   std::optional<double> false_positive_rate_difference;
   std::optional<double> equalized_odds_difference;     // max of the two differences above
   std::optional<double> equal_opportunity_difference;  // the TPR difference
+  // Ratios: smallest over largest defined per-group value; undefined when none is or the largest is 0.
+  std::optional<double> true_positive_rate_ratio;
+  std::optional<double> false_positive_rate_ratio;
+  std::optional<double> equalized_odds_ratio;     // min of the two ratios above
+  std::optional<double> equal_opportunity_ratio;  // the TPR ratio
   std::optional<double> accuracy_difference;
 };
 ClassificationFairness classification_fairness(const std::vector<int32_t>& group, int32_t groups,

@@ -37,6 +37,20 @@ std::optional<double> spread(const std::vector<ClassificationGroup>& groups, Get
   return *hi - *lo;
 }
 
+// Smallest over largest of the defined values; undefined when none is or the largest is 0.
+template <typename Get>
+std::optional<double> ratio_of(const std::vector<ClassificationGroup>& groups, Get get) {
+  std::optional<double> lo, hi;
+  for (const auto& g : groups) {
+    const std::optional<double> v = get(g);
+    if (!v) continue;
+    lo = lo ? std::min(*lo, *v) : *v;
+    hi = hi ? std::max(*hi, *v) : *v;
+  }
+  if (!hi || *hi == 0) return std::nullopt;
+  return *lo / *hi;
+}
+
 void check_groups(size_t rows, size_t a, size_t b, const std::vector<int32_t>& group, int32_t groups) {
   if (a != rows || b != rows)
     fail(ErrorCode::InvalidInput, "fairness: groups, labels and predictions differ in length");
@@ -81,6 +95,11 @@ ClassificationFairness classification_fairness(const std::vector<int32_t>& group
     out.equalized_odds_difference =
         std::max(*out.true_positive_rate_difference, *out.false_positive_rate_difference);
   out.equal_opportunity_difference = out.true_positive_rate_difference;
+  out.true_positive_rate_ratio = ratio_of(out.groups, [](const auto& g) { return g.true_positive_rate; });
+  out.false_positive_rate_ratio = ratio_of(out.groups, [](const auto& g) { return g.false_positive_rate; });
+  if (out.true_positive_rate_ratio && out.false_positive_rate_ratio)
+    out.equalized_odds_ratio = std::min(*out.true_positive_rate_ratio, *out.false_positive_rate_ratio);
+  out.equal_opportunity_ratio = out.true_positive_rate_ratio;
   out.accuracy_difference = spread(out.groups, [](const auto& g) { return std::optional(g.accuracy); });
   return out;
 }

@@ -196,7 +196,8 @@ $$;
 
 -- The model's prediction on every row of `rel`: regression models give numbers (flock.predict),
 -- classifiers labels (flock.predict_label). 42804 when the model has no single numeric output.
-CREATE FUNCTION flock._monitor_predictions(ref text, sig jsonb, rel regclass, OUT kind text, OUT num float8[], OUT labels text[])
+CREATE FUNCTION flock._monitor_predictions(ref text, sig jsonb, rel regclass, what text,
+                                           OUT kind text, OUT num float8[], OUT labels text[])
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   input text := flock._monitor_input(sig, rel);
@@ -204,6 +205,10 @@ BEGIN
   IF sig->>'task' = 'classification' THEN
     kind := 'categorical';
     EXECUTE format('SELECT array_agg(flock.predict_label(%L, %s)) FROM %s t', ref, input, rel) INTO labels;
+    IF coalesce(cardinality(array_remove(labels, NULL)), 0) = 0 THEN
+      RAISE EXCEPTION 'model % predicts no label on the %', ref, what USING ERRCODE = 'invalid_parameter_value',
+        DETAIL = 'Every prediction is NULL (a NULL row gives NULL).', HINT = 'Check the rows of the data.';
+    END IF;
     RETURN;
   END IF;
   kind := 'numeric';
@@ -216,6 +221,10 @@ BEGIN
     END IF;
     RAISE;
   END;
+  IF flock._usable_count(num) = 0 THEN
+    RAISE EXCEPTION 'model % predicts no number on the %', ref, what USING ERRCODE = 'invalid_parameter_value',
+      DETAIL = 'Every prediction is NULL, NaN or infinite.', HINT = 'Check the rows of the data (NaN inputs give NaN).';
+  END IF;
 END $$;
 
 -- ---------------------------------------------------------------------------------------------
@@ -277,8 +286,8 @@ BEGIN
     ks_pvalue := s.ks_pvalue; chi2 := s.chi2; chi2_dof := s.chi2_dof; chi2_pvalue := s.chi2_pvalue; drifted := s.drifted;
     RETURN NEXT;
   END LOOP;
-  bp := flock._monitor_predictions(ref, m.signature, base_rel);
-  cp := flock._monitor_predictions(ref, m.signature, cur_rel);
+  bp := flock._monitor_predictions(ref, m.signature, base_rel, 'baseline');
+  cp := flock._monitor_predictions(ref, m.signature, cur_rel, 'current data');
   s := flock._drift_stats(bp.kind, bp.num, cp.num, bp.labels, cp.labels, psi_threshold, p_threshold);
   feature := 'prediction'; role := 'prediction'; kind := bp.kind;
   n_baseline := s.n_baseline; n_current := s.n_current; psi := s.psi; ks_statistic := s.ks_statistic;
@@ -452,7 +461,7 @@ BEGIN
   END IF;
   PERFORM flock._note_analysis(m.name);
   base_rel := flock._monitor_data(baseline, path, 'baseline');
-  bp := flock._monitor_predictions(ref, m.signature, base_rel);
+  bp := flock._monitor_predictions(ref, m.signature, base_rel, 'baseline');
   ws := since;
   WHILE ws < stop_at LOOP
     IF EXISTS (SELECT 1 FROM flock.inference_log l WHERE l.model_name = m.name AND l.model_version = m.version
@@ -675,7 +684,7 @@ BEGIN
     DECLARE
       p record;
     BEGIN
-      p := flock._monitor_predictions(ref, m.signature, rel);  -- 42804 for a model without a numeric output
+      p := flock._monitor_predictions(ref, m.signature, rel, 'data');  -- 42804 for a model without a numeric output
       y_pred_f := p.num;
     END;
     EXECUTE format('SELECT array_agg(array_position($1, %s) - 1), array_agg(%I::float8) FROM %s t',

@@ -314,6 +314,10 @@ def test_drift_errors_are_clear(conn):
     assert e.pgcode == "22023" and "the current data has no rows" in e.pgerror
     e = drift_error(conn, "lin", "base@1", "SELECT NULL::float8 AS a, b FROM cur")
     assert e.pgcode == "22023" and 'feature "a" has no values in the current data' in e.pgerror
+    e = drift_error(conn, "lin", "base@1", "SELECT a, 'NaN'::float8 AS b FROM cur")
+    assert e.pgcode == "22023" and 'feature "b" has no values in the current data' in e.pgerror
+    e = drift_error(conn, "lin", "base@1", "SELECT 1e38::float8 AS a, 1e38::float8 AS b FROM cur")  # float4 overflow
+    assert e.pgcode == "22023" and "model lin@1 predicts no number on the current data" in e.pgerror
     e = drift_error(conn, "dense2", "SELECT 1.0 AS a, 2.0 AS b", "SELECT 1.0 AS a, 3.0 AS b")
     assert e.pgcode == "42804" and "no numeric output" in e.pgerror and e.diag.message_hint
     e = drift_error(conn, "lin", "nosuch@1", "TABLE cur")

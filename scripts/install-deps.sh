@@ -11,9 +11,12 @@ packages=(
   libonnx-dev libprotobuf-dev protobuf-compiler
   libxgboost-dev nlohmann-json3-dev libsimdjson-dev libfmt-dev libeigen3-dev libdnnl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # Boost.Math (header-only): the chi-squared distribution for drift (core/src/monitor)
+  libboost-dev
   # the sanitizer and fuzz build (make fuzz, make test): libFuzzer, ASan, UBSan; llvm-14: symbolizer
   clang-14 libclang-rt-14-dev llvm-14
   python3 python3-numpy python3-sklearn python3-xgboost python3-onnx python3-torch python3-psycopg2 python3-pytest
+  python3-scipy  # the drift tests' oracle (tests/pg/test_monitor.py)
   libonnx-testdata
   # benchmark peers only: ONNX Runtime comes from the npm registry (bench/ort/install.sh)
   nodejs npm

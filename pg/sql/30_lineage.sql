@@ -67,6 +67,10 @@ BEGIN
     SELECT 'model', a.name || '@' || a.version, 'aliased_as', 'alias', a.name || '@' || a.alias, a.set_at, a.set_by,
            jsonb_strip_nulls(jsonb_build_object('comment', a.comment))
       FROM flock.aliases a
+    UNION ALL
+    -- Retention drops and erasures (50_privacy.sql).
+    SELECT p.from_kind, p.from_ref, p.relation, p.to_kind, p.to_ref, p.at, p.actor, p.detail
+      FROM flock.privacy_lineage p
   ),
   down (depth, from_kind, from_ref, relation, to_kind, to_ref, at, actor, detail) AS (
     SELECT 1, e.* FROM edges e

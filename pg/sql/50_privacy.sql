@@ -203,7 +203,7 @@ CREATE TRIGGER models_personal_inputs AFTER INSERT ON flock.models
   FOR EACH ROW EXECUTE FUNCTION flock._privacy_model_registered();
 
 -- A model's personal inputs as jsonb: {feature: {class, action, width, columns}}; '{}' for none.
-CREATE FUNCTION flock.model_personal_inputs(model text) RETURNS jsonb
+CREATE FUNCTION flock.personal_inputs(model text) RETURNS jsonb
 LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   m record;
@@ -213,7 +213,7 @@ BEGIN
                      'class', p.class, 'action', p.action, 'width', p.width, 'columns', p.columns)))
                      FROM flock.model_personal_inputs p WHERE p.model_name = m.name AND p.model_version = m.version), '{}');
 END $$;
-COMMENT ON FUNCTION flock.model_personal_inputs(text) IS
+COMMENT ON FUNCTION flock.personal_inputs(text) IS
   'which inputs of a model version are personal data: {feature: {class, action, width, columns}}';
 
 CREATE FUNCTION flock._classify_column("table" regclass, "column" name, class text, action text, width numeric DEFAULT NULL)
@@ -300,6 +300,18 @@ COMMENT ON FUNCTION flock.unclassify_column(regclass, name) IS
 -- Marks applied where Flock copies data.
 -- ---------------------------------------------------------------------------------------------
 
+-- The text a number is hashed as wherever it is copied: an integral value as an integer (so an
+-- int column and the same value scored as a float32 feature hash alike), else its shortest exact
+-- text as the type holds it.
+CREATE FUNCTION flock._privacy_number_text(x float8) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp SET extra_float_digits = '1' AS $$
+  SELECT CASE WHEN x = trunc(x) AND abs(x) < 1e15 THEN trunc(x)::bigint::text ELSE x::text END
+$$;
+CREATE FUNCTION flock._privacy_number_text(x real) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp SET extra_float_digits = '1' AS $$
+  SELECT CASE WHEN x = trunc(x) AND abs(x) < 1e15 THEN trunc(x)::bigint::text ELSE x::text END
+$$;
+
 -- The text forms a raw value (its text form) takes once copied under a mark: as text, as float8
 -- and as real, then hashed or bucketed as the mark says. NULL for redact (nothing to compare).
 CREATE FUNCTION flock._privacy_candidates(raw text, action text, width numeric) RETURNS text[]
@@ -314,7 +326,8 @@ BEGIN
   END IF;
   IF raw ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$' THEN
     number := raw::float8;
-    forms := forms || number::text || number::real::text || number::real::float8::text;
+    forms := forms || number::text || number::real::text || flock._privacy_number_text(number)
+                   || flock._privacy_number_text(number::real);
   END IF;
   IF action = 'hash' THEN
     RETURN ARRAY(SELECT DISTINCT flock._privacy_hmac(f) FROM unnest(forms) f);
@@ -355,7 +368,7 @@ DECLARE
   raw record;
 BEGIN
   WITH cols AS (
-    SELECT a.attnum, a.attname, format_type(a.atttypid, a.atttypmod) AS type FROM pg_attribute a
+    SELECT a.attnum, a.attname, a.atttypid AS type_oid, format_type(a.atttypid, a.atttypmod) AS type FROM pg_attribute a
      WHERE a.attrelid = tmp AND a.attnum > 0 AND NOT a.attisdropped
   ), marked AS (
     SELECT DISTINCT ON (c.attnum) c.attnum, m.class, m.action, m.width, format('%s.%I', m.table_oid, m.column_name) AS source
@@ -365,7 +378,9 @@ BEGIN
   )
   SELECT string_agg(CASE mk.action
                       WHEN 'redact' THEN format('NULL::%s AS %I', c.type, c.attname)
-                      WHEN 'hash' THEN format('flock._privacy_hmac(t.%I::text) AS %I', c.attname, c.attname)
+                      WHEN 'hash' THEN format(CASE WHEN c.type_oid IN ('float4'::regtype, 'float8'::regtype)
+                                                   THEN 'flock._privacy_hmac(flock._privacy_number_text(t.%I)) AS %I'
+                                                   ELSE 'flock._privacy_hmac(t.%I::text) AS %I' END, c.attname, c.attname)
                       WHEN 'generalize' THEN format('(floor(t.%I::numeric / %s) * %s)::%s AS %I',
                                                     c.attname, mk.width, mk.width, c.type, c.attname)
                       ELSE format('t.%I', c.attname) END, ', ' ORDER BY c.attnum),
@@ -437,8 +452,9 @@ BEGIN
   IF 'hash' = ANY (actions) OR NEW.input_text IS NOT NULL THEN
     NEW.input_text := (SELECT array_agg(ARRAY(
         SELECT CASE actions[f]
-                 WHEN 'hash' THEN flock._privacy_hmac(coalesce(NEW.input_text[r][f], NEW.input_real[r][f]::text,
-                                                               NEW.input[r][f]::text))
+                 WHEN 'hash' THEN flock._privacy_hmac(coalesce(NEW.input_text[r][f],
+                                                               flock._privacy_number_text(NEW.input_real[r][f]),
+                                                               flock._privacy_number_text(NEW.input[r][f])))
                  WHEN 'keep' THEN NEW.input_text[r][f] END
           FROM generate_series(1, nf) f ORDER BY f) ORDER BY r)
       FROM generate_series(1, NEW.n_rows) r);

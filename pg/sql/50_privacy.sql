@@ -156,7 +156,8 @@ CREATE TABLE flock.model_personal_inputs (
   FOREIGN KEY (model_name, model_version) REFERENCES flock.models (name, version) ON DELETE CASCADE
 );
 COMMENT ON TABLE flock.model_personal_inputs IS 'inputs of each model version that are personal data, and how the inference log records them';
-SELECT pg_catalog.pg_extension_config_dump('flock.model_personal_inputs', '');
+-- Derived from flock.models and flock.privacy_marks (so not dumped): triggers on both keep it, also
+-- while pg_restore loads them, in whichever order.
 REVOKE ALL ON flock.model_personal_inputs FROM PUBLIC;
 GRANT SELECT ON flock.model_personal_inputs TO PUBLIC;
 
@@ -201,6 +202,16 @@ END $$;
 REVOKE ALL ON FUNCTION flock._privacy_model_registered() FROM PUBLIC;
 CREATE TRIGGER models_personal_inputs AFTER INSERT ON flock.models
   FOR EACH ROW EXECUTE FUNCTION flock._privacy_model_registered();
+
+CREATE FUNCTION flock._privacy_marks_changed() RETURNS trigger
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM flock._privacy_refresh_models();
+  RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION flock._privacy_marks_changed() FROM PUBLIC;
+CREATE TRIGGER privacy_marks_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON flock.privacy_marks
+  FOR EACH STATEMENT EXECUTE FUNCTION flock._privacy_marks_changed();
 
 -- A model's personal inputs as jsonb: {feature: {class, action, width, columns}}; '{}' for none.
 CREATE FUNCTION flock.personal_inputs(model text) RETURNS jsonb
@@ -259,7 +270,6 @@ BEGIN
   VALUES ("table", "column", class, action, width, caller)
   ON CONFLICT (table_oid, column_name) DO UPDATE
     SET class = EXCLUDED.class, action = EXCLUDED.action, width = EXCLUDED.width, set_by = EXCLUDED.set_by, set_at = now();
-  PERFORM flock._privacy_refresh_models();
   result := jsonb_strip_nulls(jsonb_build_object('table', "table"::text, 'column', "column", 'class', class,
                                                  'action', action, 'width', width));
   PERFORM flock._privacy_event('classify', format('%s.%I', "table", "column"), result);
@@ -284,7 +294,6 @@ BEGIN
   IF NOT FOUND THEN
     RETURN false;
   END IF;
-  PERFORM flock._privacy_refresh_models();
   PERFORM flock._privacy_event('unclassify', format('%s.%I', "table", "column"),
                                jsonb_strip_nulls(jsonb_build_object('was', jsonb_build_object('class', old.class,
                                  'action', old.action, 'width', old.width))));
@@ -429,6 +438,7 @@ REVOKE ALL ON FUNCTION flock._privacy_record_snapshot(text, integer, jsonb) FROM
 -- The inference log: a BEFORE INSERT trigger, so the audit writer's rows are marked before they
 -- are stored, whatever path wrote them. Hashed features move to input_text (the HMAC, hex) with
 -- NULL in the numeric arrays; redacted ones are NULL everywhere; generalized ones are bucketed.
+-- Only the audit writer's rows are marked: rows pg_restore loads were marked when first stored.
 -- A batch of a model without personal inputs costs one index probe.
 CREATE FUNCTION flock._privacy_mask_log() RETURNS trigger
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
@@ -440,7 +450,8 @@ DECLARE
 BEGIN
   IF NEW.features IS NULL
      OR NOT EXISTS (SELECT 1 FROM flock.model_personal_inputs p WHERE p.model_name = NEW.model_name
-                       AND p.model_version = NEW.model_version AND p.action <> 'keep') THEN
+                       AND p.model_version = NEW.model_version AND p.action <> 'keep')
+     OR (SELECT a.backend_type FROM pg_stat_get_activity(pg_backend_pid()) a) IS DISTINCT FROM 'flock audit writer' THEN
     RETURN NEW;
   END IF;
   nf := array_length(NEW.features, 1);

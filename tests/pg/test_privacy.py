@@ -8,12 +8,14 @@ the server as superuser; raw values are searched for in the text of every place 
 import hashlib
 import hmac
 import json
+import os
 import re
+import subprocess
 
 import psycopg2
 import pytest
 
-from test_catalog import one, rows, run, sqlstate
+from test_catalog import PG_BIN, one, rows, run, sqlstate
 
 DPO = "privacy_dpo"            # granted flock_privacy_admin, not a superuser
 ANALYST = "privacy_analyst"    # an ordinary role
@@ -252,6 +254,37 @@ def test_erasure_removes_the_subject_everywhere_and_verify_reports_it(world):
     assert nobody["subject_rows_in_table"] == 0 and nobody["inference_log"] == []
     assert all(d["rows_removed"] == 0 for d in nobody["datasets"])
     assert one(conn, "SELECT flock.verify_dataset(%s)", (ds,)) is True
+
+
+def test_dump_and_restore_keep_marks_key_and_hashes(world, cluster, dbname, tmp_path):
+    """pg_dump keeps the marks, the key and the marked copies; the restore marks nothing twice."""
+    conn = world["conn"]
+    log_text = one(conn, "SELECT string_agg(l::text, E'\\n' ORDER BY l::text) FROM flock.inference_log l")
+    personal = one(conn, "SELECT flock.personal_inputs('iris_p')")
+    dump = tmp_path / "db.dump"
+    os.chmod(tmp_path, 0o777)
+    env = cluster.env(dbname)
+    subprocess.run([f"{PG_BIN}/pg_dump", "-Fc", "-f", str(dump), dbname], env=env, check=True)
+    target = dbname + "_privacy_restored"
+    admin = psycopg2.connect(cluster.dsn())
+    admin.autocommit = True
+    run(admin, f"DROP DATABASE IF EXISTS {target}")
+    run(admin, f"CREATE DATABASE {target}")
+    subprocess.run([f"{PG_BIN}/pg_restore", "--exit-on-error", "-d", target, str(dump)], env=env, check=True)
+    restored = psycopg2.connect(cluster.dsn(target))
+    restored.autocommit = True
+    try:
+        assert one(restored, "SELECT string_agg(l::text, E'\\n' ORDER BY l::text) FROM flock.inference_log l") == log_text
+        assert one(restored, "SELECT flock.personal_inputs('iris_p')") == personal
+        assert one(restored, "SELECT flock.verify_dataset(%s)", (world["dataset"],)) is True
+        assert server_hmac(restored, 7340001) == server_hmac(conn, 7340001)
+        report = one(restored, "SELECT flock.erase_subject('members', '{\"member_no\": 7340011}')")
+        assert report["datasets"][0]["rows_removed"] == 1
+        assert report["inference_log"] == [{"model": "iris_p@1", "predictions_removed": 1}]
+    finally:
+        restored.close()
+        run(admin, f"DROP DATABASE IF EXISTS {target}")
+        admin.close()
 
 
 def test_tampering_after_an_erasure_is_still_caught(world):

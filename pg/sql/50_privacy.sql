@@ -311,13 +311,13 @@ COMMENT ON FUNCTION flock.unclassify_column(regclass, name) IS
 
 -- The text a number is hashed as wherever it is copied: an integral value as an integer (so an
 -- int column and the same value scored as a float32 feature hash alike), else its shortest exact
--- text as the type holds it.
+-- text as the type holds it. Callers pin extra_float_digits (left out here so the planner inlines it).
 CREATE FUNCTION flock._privacy_number_text(x float8) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp SET extra_float_digits = '1' AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN x = trunc(x) AND abs(x) < 1e15 THEN trunc(x)::bigint::text ELSE x::text END
 $$;
 CREATE FUNCTION flock._privacy_number_text(x real) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp SET extra_float_digits = '1' AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN x = trunc(x) AND abs(x) < 1e15 THEN trunc(x)::bigint::text ELSE x::text END
 $$;
 
@@ -435,11 +435,20 @@ LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET 
 $$;
 REVOKE ALL ON FUNCTION flock._privacy_record_snapshot(text, integer, jsonb) FROM PUBLIC;
 
+-- One inference log batch with its features' marks applied (pg/src/privacy_mask.cpp): what
+-- flock._privacy_hmac, flock._privacy_number_text and the bucketing compute, in one pass over the
+-- batch. Takes the key as arguments, so it is no oracle; still only for Flock's own use.
+CREATE FUNCTION flock._privacy_mask_batch(actions text[], widths float8[], inner_key bytea, outer_key bytea,
+                                          input float8[], input_real real[], input_text text[],
+                                          OUT masked_input float8[], OUT masked_real real[], OUT masked_text text[])
+  AS 'MODULE_PATHNAME', 'flock_privacy_mask_batch' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION flock._privacy_mask_batch(text[], float8[], bytea, bytea, float8[], real[], text[]) FROM PUBLIC;
+
 -- The inference log: a BEFORE INSERT trigger, so the audit writer's rows are marked before they
--- are stored, whatever path wrote them. Hashed features move to input_text (the HMAC, hex) with
--- NULL in the numeric arrays; redacted ones are NULL everywhere; generalized ones are bucketed.
--- Only the audit writer's rows are marked: rows pg_restore loads were marked when first stored.
--- A batch of a model without personal inputs costs one index probe.
+-- are stored. Hashed features move to input_text (the HMAC, hex) with NULL in the numeric arrays;
+-- redacted ones are NULL everywhere; generalized ones are bucketed. Only the audit writer's rows
+-- are marked: rows pg_restore loads were marked when first stored. A batch of a model without
+-- personal inputs costs one index probe.
 CREATE FUNCTION flock._privacy_mask_log() RETURNS trigger
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET extra_float_digits = '1' AS $$
@@ -447,6 +456,9 @@ DECLARE
   nf integer;
   actions text[];
   widths float8[];
+  inner_key bytea;
+  outer_key bytea;
+  masked record;
 BEGIN
   IF NEW.features IS NULL
      OR NOT EXISTS (SELECT 1 FROM flock.model_personal_inputs p WHERE p.model_name = NEW.model_name
@@ -460,30 +472,12 @@ BEGIN
     FROM generate_series(1, nf) AS f(i)
     LEFT JOIN flock.model_personal_inputs p ON p.model_name = NEW.model_name AND p.model_version = NEW.model_version
                                            AND p.feature = NEW.features[f.i];
-  IF 'hash' = ANY (actions) OR NEW.input_text IS NOT NULL THEN
-    NEW.input_text := (SELECT array_agg(ARRAY(
-        SELECT CASE actions[f]
-                 WHEN 'hash' THEN flock._privacy_hmac(coalesce(NEW.input_text[r][f],
-                                                               flock._privacy_number_text(NEW.input_real[r][f]),
-                                                               flock._privacy_number_text(NEW.input[r][f])))
-                 WHEN 'keep' THEN NEW.input_text[r][f] END
-          FROM generate_series(1, nf) f ORDER BY f) ORDER BY r)
-      FROM generate_series(1, NEW.n_rows) r);
-  END IF;
-  IF NEW.input IS NOT NULL THEN
-    NEW.input := (SELECT array_agg(ARRAY(
-        SELECT CASE actions[f] WHEN 'keep' THEN NEW.input[r][f]
-                               WHEN 'generalize' THEN floor(NEW.input[r][f] / widths[f]) * widths[f] END
-          FROM generate_series(1, nf) f ORDER BY f) ORDER BY r)
-      FROM generate_series(1, NEW.n_rows) r);
-  END IF;
-  IF NEW.input_real IS NOT NULL THEN
-    NEW.input_real := (SELECT array_agg(ARRAY(
-        SELECT CASE actions[f] WHEN 'keep' THEN NEW.input_real[r][f]
-                               WHEN 'generalize' THEN (floor(NEW.input_real[r][f] / widths[f]) * widths[f])::real END
-          FROM generate_series(1, nf) f ORDER BY f) ORDER BY r)
-      FROM generate_series(1, NEW.n_rows) r);
-  END IF;
+  SELECT k.inner_key, k.outer_key INTO inner_key, outer_key FROM flock._privacy_key k WHERE k.id = 1;
+  SELECT * INTO masked FROM flock._privacy_mask_batch(actions, widths, inner_key, outer_key,
+                                                      NEW.input, NEW.input_real, NEW.input_text);
+  NEW.input := masked.masked_input;
+  NEW.input_real := masked.masked_real;
+  NEW.input_text := masked.masked_text;
   RETURN NEW;
 END $$;
 REVOKE ALL ON FUNCTION flock._privacy_mask_log() FROM PUBLIC;

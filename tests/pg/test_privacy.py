@@ -393,3 +393,33 @@ def test_retention_is_scheduled_with_pg_cron(cluster):
         run(conn, "DROP TABLE IF EXISTS cron_t")
         run(conn, "DROP EXTENSION IF EXISTS pg_cron")
         conn.close()
+
+
+def test_fractional_and_large_numbers_hash_alike_in_log_and_snapshot(world):
+    """A hashed float32 feature: the writer's C pass and the snapshot's SQL give the HMAC of the
+    same text (the value's own shortest text), and erasure finds it by the key's value."""
+    conn, dpo = world["conn"], world["dpo"]
+    run(conn, "CREATE TABLE readings (sensor int, level real, a real, b real)")
+    run(conn, "INSERT INTO readings SELECT i, CASE WHEN i % 2 = 0 THEN 0.1 * i ELSE 1234567.5 + i END, i % 3, 1.5 "
+              "FROM generate_series(1, 40) i")
+    with open(f"{os.environ['FLOCK_MODELS_DIR']}/iris_rf.onnx", "rb") as f:
+        run(conn, "SELECT flock.register_model('levels', %s, features => ARRAY['sensor', 'level', 'a', 'b'])", (f.read(),))
+    one(dpo, "SELECT flock.classify_column('readings', 'level', 'sensitive', 'hash')")
+    run(conn, "SELECT flock.snapshot_dataset('readings_set', 'SELECT * FROM readings')")
+    one(conn, "SELECT flock.set_audit('levels', 'all')")
+    one(conn, "SELECT count(flock.predict('levels', r)) FROM readings r")
+    assert one(conn, "SELECT flock.audit_flush()") is True
+    texts = [r[0] for r in rows(conn, "SELECT level::text FROM readings ORDER BY sensor")]
+    assert "1.2345685e+06" in texts and "0.2" in texts
+    expected = {server_hmac(conn, t) for t in texts}
+    logged = {r[0] for r in rows(conn, "SELECT input->>'level' FROM flock.inference_log_rows WHERE model_name = 'levels'")}
+    snapshot = {r[0] for r in rows(conn, 'SELECT level FROM flock_data."readings_set@1"')}
+    assert logged == snapshot == expected
+    report = one(dpo, "SELECT flock.erase_subject('readings', '{\"level\": 1234567.5}')")   # no such reading
+    assert report["inference_log"] == [] and report["datasets"][0]["rows_removed"] == 0
+    report = one(dpo, "SELECT flock.erase_subject('readings', '{\"level\": 1234568.5}')")   # sensor 1
+    assert report["datasets"] == [{"dataset": "readings_set@1", "rows_removed": 1, "matched_by": "key"}]
+    assert report["inference_log"] == [{"model": "levels@1", "predictions_removed": 1}]
+    report = one(dpo, "SELECT flock.erase_subject('readings', '{\"level\": 0.4}')")         # sensor 4
+    assert report["inference_log"] == [{"model": "levels@1", "predictions_removed": 1}]
+    assert one(conn, "SELECT sum(n_rows) FROM flock.inference_log WHERE model_name = 'levels'") == 38

@@ -58,6 +58,12 @@ CREATE TABLE flock.privacy_lineage (
 );
 COMMENT ON TABLE flock.privacy_lineage IS 'lineage edges of privacy actions: data set versions and log rows dropped by retention, erasures';
 SELECT pg_catalog.pg_extension_config_dump('flock.privacy_lineage', '');
+ALTER TABLE flock.privacy_lineage ENABLE ROW LEVEL SECURITY;
+-- Visible to privacy admins, and to the roles that see the data set or may use the model.
+CREATE POLICY privacy_lineage_visible ON flock.privacy_lineage FOR SELECT
+  USING (pg_catalog.pg_has_role('flock_privacy_admin', 'USAGE')
+         OR (from_kind = 'dataset' AND EXISTS (SELECT 1 FROM flock.datasets d WHERE d.name || '@' || d.version = from_ref))
+         OR (from_kind = 'model' AND pg_catalog.split_part(from_ref, '@', 1) IN (SELECT p.name FROM flock.model_privileges p)));
 REVOKE ALL ON flock.privacy_lineage FROM PUBLIC;
 GRANT SELECT ON flock.privacy_lineage TO PUBLIC;
 

@@ -423,3 +423,14 @@ def test_fractional_and_large_numbers_hash_alike_in_log_and_snapshot(world):
     report = one(dpo, "SELECT flock.erase_subject('readings', '{\"level\": 0.4}')")         # sensor 4
     assert report["inference_log"] == [{"model": "levels@1", "predictions_removed": 1}]
     assert one(conn, "SELECT sum(n_rows) FROM flock.inference_log WHERE model_name = 'levels'") == 38
+
+
+def test_privacy_lineage_shows_what_the_role_may_see(world, connect_as):
+    conn = world["conn"]
+    c = connect_as(ANALYST)   # may use iris_p (granted above), reads no snapshot, not a privacy admin
+    seen = {(r[0], r[1]) for r in rows(c, "SELECT from_kind, from_ref FROM flock.privacy_lineage")}
+    assert ("model", "iris_p@1") in seen
+    assert all(kind == "model" and ref.startswith("iris_p@") for kind, ref in seen)
+    everything = {(r[0], r[1]) for r in rows(conn, "SELECT from_kind, from_ref FROM flock.privacy_lineage")}
+    assert ("dataset", world["dataset"]) in everything and ("model", "levels@1") in everything
+    assert {(r[0], r[1]) for r in rows(world["dpo"], "SELECT from_kind, from_ref FROM flock.privacy_lineage")} == everything

@@ -146,9 +146,10 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_tem
 $$;
 
 -- Which inputs of each model version were personal data: recorded at registration and refreshed at
--- every (un)classification. The inference log does not know which table a scored row came from, so
--- a feature counts as personal when a marked column anywhere has its name (case-insensitively);
--- the strictest mark wins.
+-- every (un)classification and training record. The inference log does not know which table a
+-- scored row came from, so a feature counts as personal when a marked column has its name
+-- (case-insensitively): among the tables the model's training data sets were taken from when it
+-- has training lineage, else among all marked columns; the strictest mark wins.
 CREATE TABLE flock.model_personal_inputs (
   model_name    text        NOT NULL,
   model_version integer     NOT NULL,
@@ -191,7 +192,14 @@ BEGIN
          array_agg(format('%s.%I', k.table_oid, k.column_name)) OVER (PARTITION BY m.name, m.version, f.feature)
     FROM flock.models m
     CROSS JOIN LATERAL flock._signature_features(m.signature) AS f(feature)
+    CROSS JOIN LATERAL (SELECT array_agg(DISTINCT t) AS tables
+                          FROM flock.training_runs r
+                          JOIN flock.training_inputs i ON i.run_id = r.id
+                          JOIN flock.datasets d ON d.name = i.dataset_name AND d.version = i.dataset_version
+                          CROSS JOIN LATERAL flock._privacy_source_tables(d.sources) AS t
+                         WHERE r.model_name = m.name AND r.model_version = m.version) lineage
     JOIN flock.privacy_marks k ON lower(k.column_name) = lower(f.feature)
+                              AND (lineage.tables IS NULL OR k.table_oid = ANY (lineage.tables))
    WHERE (only_name IS NULL OR m.name = only_name) AND (only_version IS NULL OR m.version = only_version)
    ORDER BY m.name, m.version, f.feature, flock._privacy_strictness(k.action) DESC, k.width DESC NULLS LAST;
 END $$;
@@ -208,6 +216,22 @@ END $$;
 REVOKE ALL ON FUNCTION flock._privacy_model_registered() FROM PUBLIC;
 CREATE TRIGGER models_personal_inputs AFTER INSERT ON flock.models
   FOR EACH ROW EXECUTE FUNCTION flock._privacy_model_registered();
+
+CREATE FUNCTION flock._privacy_training_recorded() RETURNS trigger
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  run record;
+BEGIN
+  IF EXISTS (SELECT 1 FROM flock.privacy_marks) THEN
+    FOR run IN SELECT DISTINCT r.model_name, r.model_version FROM flock.training_runs r WHERE r.id = NEW.run_id LOOP
+      PERFORM flock._privacy_refresh_models(run.model_name, run.model_version);
+    END LOOP;
+  END IF;
+  RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION flock._privacy_training_recorded() FROM PUBLIC;
+CREATE TRIGGER training_inputs_personal_inputs AFTER INSERT ON flock.training_inputs
+  FOR EACH ROW EXECUTE FUNCTION flock._privacy_training_recorded();
 
 CREATE FUNCTION flock._privacy_marks_changed() RETURNS trigger
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -434,3 +434,18 @@ def test_privacy_lineage_shows_what_the_role_may_see(world, connect_as):
     everything = {(r[0], r[1]) for r in rows(conn, "SELECT from_kind, from_ref FROM flock.privacy_lineage")}
     assert ("dataset", world["dataset"]) in everything and ("model", "levels@1") in everything
     assert {(r[0], r[1]) for r in rows(world["dpo"], "SELECT from_kind, from_ref FROM flock.privacy_lineage")} == everything
+
+
+def test_a_model_with_training_lineage_takes_the_marks_of_its_source_tables_only(world):
+    conn = world["conn"]
+    with open(f"{os.environ['FLOCK_MODELS_DIR']}/iris_rf.onnx", "rb") as f:
+        run(conn, "SELECT flock.register_model('iris_other', %s, features => ARRAY['member_no', 'income', 'x', 'y'])",
+            (f.read(),))
+    # No lineage: any marked column of the feature's name counts (the log cannot tell the table).
+    assert set(one(conn, "SELECT flock.personal_inputs('iris_other')")) == {"member_no", "income"}
+    run(conn, "CREATE TABLE others (member_no int, income real, x real, y real)")
+    run(conn, "SELECT flock.snapshot_dataset('others_set', 'SELECT * FROM others')")
+    run(conn, "SELECT flock.log_training('iris_other@1', ARRAY['others_set@1'])")
+    # Trained on a table without marks: none of members' marks apply.
+    assert one(conn, "SELECT flock.personal_inputs('iris_other')") == {}
+    assert one(conn, "SELECT flock.personal_inputs('iris_p')")["member_no"]["action"] == "hash"

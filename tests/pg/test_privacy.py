@@ -449,3 +449,33 @@ def test_a_model_with_training_lineage_takes_the_marks_of_its_source_tables_only
     # Trained on a table without marks: none of members' marks apply.
     assert one(conn, "SELECT flock.personal_inputs('iris_other')") == {}
     assert one(conn, "SELECT flock.personal_inputs('iris_p')")["member_no"]["action"] == "hash"
+
+
+def test_text_features_are_hashed_in_the_log_like_in_snapshots(world):
+    """A model with string inputs (a scikit-learn pipeline): its hashed text feature is the HMAC of
+    the text in the log and in snapshots; erasure by a key the model never saw uses the subject's row."""
+    conn, dpo = world["conn"], world["dpo"]
+    models = os.environ["FLOCK_MODELS_DIR"]
+    run(conn, "CREATE TABLE shoppers (id int, age real, income real, tenure_months real, monthly_spend real, "
+              "support_calls real, plan text, region text, target int)")
+    with open(f"{models}/customers.csv") as f, conn.cursor() as cur:
+        cur.copy_expert("COPY shoppers FROM STDIN CSV HEADER", f)
+    with open(f"{models}/customers_pipeline_gb.onnx", "rb") as f:
+        run(conn, "SELECT flock.register_model('shoppers_gb', %s)", (f.read(),))
+    baseline = dict(rows(conn, "SELECT id, flock.predict_label('shoppers_gb', s) FROM shoppers s WHERE id <= 30"))
+    one(dpo, "SELECT flock.classify_column('shoppers', 'region', 'quasi_identifier', 'hash')")
+    run(conn, "SELECT flock.snapshot_dataset('shoppers_set', 'SELECT * FROM shoppers WHERE id <= 30')")
+    one(conn, "SELECT flock.set_audit('shoppers_gb', 'all')")
+    assert dict(rows(conn, "SELECT id, flock.predict_label('shoppers_gb', s) FROM shoppers s WHERE id <= 30")) == baseline
+    assert one(conn, "SELECT flock.audit_flush()") is True
+    regions = {r[0] for r in rows(conn, "SELECT region FROM shoppers WHERE id <= 30")}
+    logged = {r[0] for r in rows(conn, "SELECT input->>'region' FROM flock.inference_log_rows WHERE model_name = 'shoppers_gb'")}
+    snapshot = {r[0] for r in rows(conn, 'SELECT region FROM flock_data."shoppers_set@1"')}
+    assert logged == snapshot == {server_hmac(conn, r) for r in regions}
+    log_text = one(conn, "SELECT string_agg(l::text, ' ') FROM flock.inference_log l WHERE model_name = 'shoppers_gb'")
+    assert not any(holds(log_text, r) for r in regions)
+    assert holds(log_text, "premium") or holds(log_text, "basic")   # unmarked text stays as it was
+    report = one(dpo, "SELECT flock.erase_subject('shoppers', '{\"id\": 7}')")
+    assert report["inference_log"] == [{"model": "shoppers_gb@1", "predictions_removed": 1}]
+    assert report["datasets"] == [{"dataset": "shoppers_set@1", "rows_removed": 1, "matched_by": "key"}]
+    assert one(conn, "SELECT sum(n_rows) FROM flock.inference_log WHERE model_name = 'shoppers_gb'") == 29

@@ -94,7 +94,7 @@ LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER 
 DECLARE
   -- 2 x 122 random bits from the server's strong random source.
   key bytea := sha256(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()));
-  padded bytea := key || '\x'::bytea;
+  padded bytea;
   inner_key bytea;
   outer_key bytea;
 BEGIN

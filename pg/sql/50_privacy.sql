@@ -627,7 +627,7 @@ BEGIN
              SELECT g.model_version, sum(g.n_rows) AS predictions, count(*) AS batches, max(g.logged_at) AS newest
                FROM gone g GROUP BY g.model_version ORDER BY g.model_version LOOP
       INSERT INTO flock.privacy_lineage VALUES ('model', p.name || '@' || v.model_version, 'retention_purged', 'retention',
-        'retention:' || event, clock_timestamp(), caller,
+        event::text, clock_timestamp(), caller,
         jsonb_build_object('predictions', v.predictions, 'batches', v.batches, 'before', started - p.max_age));
       purged := purged || jsonb_build_object('model', p.name || '@' || v.model_version, 'predictions', v.predictions);
     END LOOP;
@@ -642,7 +642,7 @@ BEGIN
       EXECUTE format('DROP TABLE %s', part.rel);
       partitions := partitions || to_jsonb(part.rel::text);
       INSERT INTO flock.privacy_lineage VALUES ('table', part.rel::text, 'retention_dropped', 'retention',
-        'retention:' || event, clock_timestamp(), caller, jsonb_build_object('partition', part.bound));
+        event::text, clock_timestamp(), caller, jsonb_build_object('partition', part.bound));
     END IF;
   END LOOP;
   FOR p IN SELECT * FROM flock.retention_policies r WHERE r.kind = 'dataset' ORDER BY r.name LOOP
@@ -660,7 +660,7 @@ BEGIN
       EXECUTE format('DROP TABLE IF EXISTS %s', v.table_name);
       DELETE FROM flock.datasets d WHERE d.name = v.name AND d.version = v.version;
       INSERT INTO flock.privacy_lineage VALUES ('dataset', v.name || '@' || v.version, 'retention_dropped', 'retention',
-        'retention:' || event, clock_timestamp(), caller,
+        event::text, clock_timestamp(), caller,
         jsonb_build_object('created_at', v.created_at, 'row_count', v.row_count, 'content_hash', v.content_hash,
                            'max_age', p.max_age::text));
       dropped := dropped || to_jsonb(v.name || '@' || v.version);
@@ -854,7 +854,7 @@ BEGIN
       INSERT INTO flock.dataset_erasures (name, version, erasure, rows_removed, row_count, content_hash, erased_by)
       VALUES (d.name, d.version, erasure, n, h.row_count, h.content_hash, caller);
       INSERT INTO flock.privacy_lineage VALUES ('dataset', d.name || '@' || d.version, 'erased', 'erasure',
-        'erasure:' || erasure, clock_timestamp(), caller,
+        erasure::text, clock_timestamp(), caller,
         jsonb_build_object('table', "table"::text, 'rows', n, 'content_hash', h.content_hash));
       erased_datasets := erased_datasets || (d.name || '@' || d.version);
     END IF;
@@ -920,7 +920,7 @@ BEGIN
     END LOOP;
     IF log_removed > 0 THEN
       INSERT INTO flock.privacy_lineage VALUES ('model', g.model_name || '@' || g.model_version, 'erased', 'erasure',
-        'erasure:' || erasure, clock_timestamp(), caller, jsonb_build_object('table', "table"::text, 'predictions', log_removed));
+        erasure::text, clock_timestamp(), caller, jsonb_build_object('table', "table"::text, 'predictions', log_removed));
       log_report := log_report || jsonb_build_object('model', g.model_name || '@' || g.model_version,
                                                      'predictions_removed', log_removed);
     END IF;

@@ -7,6 +7,7 @@
 
 #include "commands.hpp"
 #include "governance.hpp"
+#include "trace.hpp"
 
 namespace flock::cli {
 namespace {
@@ -126,6 +127,24 @@ Options:
        "lineage REF",
        "show a model's or data set's lineage (text, --dot, --openlineage)",
        "a REF (NAME, NAME@VERSION, NAME@ALIAS or dataset:NAME@N)", cmd_lineage},
+      {"trace", 1, 1, {{"row", 0, true}, {"max-values", 0, true}, {"json", 0, false}},
+       "trace REF --row 'SQL' [--max-values N] [--json] [OPTIONS]",
+       R"~(Scores the one row the query SQL returns with model REF and shows everything the
+prediction went through (flock.trace): the input values as the model saw them (NULL =
+missing), each graph node's outputs, each tree's path (node, feature, comparison,
+branch taken, missing-value default) and leaf, the aggregation and the prediction.
+The row binds to the model as in flock.predict: by column name, or by position for a
+model without feature names.
+
+Options:
+      --row=SQL            a query returning exactly one row, e.g.
+                           "SELECT * FROM customers WHERE id = 42"
+      --max-values=N       list at most N intermediate values (default 10000)
+      --json               print the trace document (jsonb) instead
+)~",
+       "trace REF --row SQL",
+       "show what one prediction went through (inputs, nodes, tree paths)",
+       "a model REF (NAME or NAME@VERSION)", cmd_trace},
   };
   return specs;
 }

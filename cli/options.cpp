@@ -7,6 +7,7 @@
 
 #include "commands.hpp"
 #include "governance.hpp"
+#include "report.hpp"
 #include "trace.hpp"
 
 namespace flock::cli {
@@ -145,6 +146,30 @@ Options:
        "trace REF --row SQL",
        "show what one prediction went through (inputs, nodes, tree paths)",
        "a model REF (NAME or NAME@VERSION)", cmd_trace},
+      {"report", 1, 1,
+       {{"html", 0, true}, {"data", 0, true}, {"rows", 0, true}, {"baseline", 0, true}, {"current", 0, true},
+        {"sensitive", 0, true}, {"label", 0, true}, {"positive", 0, true}},
+       "report REF --html FILE [OPTIONS]",
+       R"~(Writes one self-contained HTML page about model version REF: its signature, lineage
+graph, training run and metrics, and, when the database has the functions, global
+importance (flock.feature_importance), a SHAP summary (flock.explain_rows), drift
+(flock.drift) and fairness (flock.fairness); a section whose function is missing says
+"not available". Charts are Vega-Lite, drawn in the page by the inlined Vega and
+vega-embed (make charts installs them), so the page needs no network.
+
+Options:
+      --html=FILE          where to write the page (required)
+      --data=SQL           rows for importance, the SHAP summary and fairness
+      --rows=N             rows of --data the SHAP summary explains (default 200)
+      --baseline=REF       drift: the reference data (a data set reference or a query)
+      --current=REF        drift: the data compared with it
+      --sensitive=COLUMN   fairness: the column whose groups are compared
+      --label=COLUMN       fairness: the true label's column
+      --positive=VALUE     fairness: the positive class
+)~",
+       "report REF --html FILE",
+       "write a model version's report: signature, lineage, training, charts",
+       "a model REF (NAME or NAME@VERSION)", cmd_report},
   };
   return specs;
 }

@@ -15,7 +15,12 @@ packages=(
   clang-14 libclang-rt-14-dev llvm-14
   python3 python3-numpy python3-sklearn python3-xgboost python3-onnx python3-torch python3-psycopg2 python3-pytest
   libonnx-testdata
+  # flockctl report: its charts' library comes from the npm registry (tools/report/install-charts.sh);
+  # its test opens the page in headless Chromium
+  chromium
 )
+# npm: Debian's package, unless a Node.js that brings its own (nodesource's nodejs) is installed.
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,8 @@
 // flock.trace(model, input[, max_values]): one row's prediction with everything it went through,
 // as jsonb. The model and the row are resolved and bound exactly as flock.predict does it
 // (resolve.cpp, bind.cpp, feature_batch in score.cpp); the trace itself is the core's
-// (flock/trace.hpp). This file adds who the model is: name, version and sha256.
+// (flock/trace.hpp). This file adds who the model is: name, version and sha256, and under an
+// audit policy records the row as scored.
 #include "pg.hpp"  // must come first
 
 #include <cstdlib>
@@ -85,5 +86,13 @@ Datum flock_trace(PG_FUNCTION_ARGS) {
   });
   char* json = with_model(st, traced);
   std::free(traced);
+  // A trace scores the row: under an audit policy it is recorded as the prediction it shows
+  // (predict_label for classifiers, predict_tensor for other models, which every model has), so
+  // tracing is no way to score rows off the record. deliver (score.cpp) samples and enqueues.
+  if (st->audit_mode != AuditMode::Off) {
+    const bool classifier = model->signature().task == flock::Task::Classification;
+    Datum audited;
+    score_rows(st, &row, 1, classifier ? Want::Label : Want::Tensor, &audited);
+  }
   PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 }

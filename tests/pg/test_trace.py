@@ -332,3 +332,29 @@ def test_a_role_without_privilege_cannot_trace(loaded, connect_as):
         cur.execute("SELECT flock.grant_model('iris_xgb', 'trace_low', 'use')")
     trace = one(low, "SELECT flock.trace('iris_xgb', ARRAY[1, 2, 3, 4]::float4[])")
     assert trace["prediction"]["label"] == one(low, "SELECT flock.predict_label('iris_xgb', ARRAY[1, 2, 3, 4]::float4[])")
+
+
+def test_a_trace_under_an_audit_policy_is_recorded(loaded):
+    """Tracing scores a row: a model with an audit policy records it like the prediction it shows."""
+    with loaded.cursor() as cur:
+        cur.execute("SELECT flock.set_audit('iris_xgb', 'all')")
+        cur.execute("SELECT flock.set_audit('diabetes_gb', 'all')")
+    try:
+        before = one(loaded, "SELECT count(*) FROM flock.inference_log_rows WHERE model_name IN ('iris_xgb', 'diabetes_gb')")
+        trace = one(loaded, "SELECT flock.trace('iris_xgb', ARRAY[5.1, 3.5, NULL, 0.2]::float4[], 0)")
+        value = one(loaded, "SELECT flock.trace('diabetes_gb', t, 0) FROM diabetes t WHERE id = 7")
+        assert one(loaded, "SELECT flock.audit_flush('60 seconds')") is True
+        with loaded.cursor() as cur:
+            cur.execute("SELECT model_name, function, input, output FROM flock.inference_log_rows "
+                        "WHERE model_name IN ('iris_xgb', 'diabetes_gb') ORDER BY logged_at, row_no OFFSET %s",
+                        (before,))
+            logged = cur.fetchall()
+        assert [r[:2] for r in logged] == [("iris_xgb", "predict_label"), ("diabetes_gb", "predict_tensor")]
+        # The log keeps real inputs as real (printed as float4): the values the model saw.
+        assert logged[0][2] == {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": None, "petal_width": 0.2}
+        assert logged[0][3] == trace["prediction"]["label"]
+        assert [_f32(v) for v in logged[1][3]] == [value["prediction"]["value"]]
+    finally:
+        with loaded.cursor() as cur:
+            cur.execute("SELECT flock.set_audit('iris_xgb', 'off')")
+            cur.execute("SELECT flock.set_audit('diabetes_gb', 'off')")

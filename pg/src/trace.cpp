@@ -68,8 +68,11 @@ Datum flock_trace(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(1)) PG_RETURN_NULL();  // no row, nothing to trace (as flock.predict)
   int64 max_values = flock::kDefaultTraceMaxValues;
   if (PG_NARGS() > 2 && !PG_ARGISNULL(2)) max_values = PG_GETARG_INT32(2);
-  if (max_values < 0)
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("max_values must not be negative"),
+  // Past ten million values the document would outgrow a jsonb (1 GB) long before it told more.
+  constexpr int64 kMaxTraceValues = 10000000;
+  if (max_values < 0 || max_values > kMaxTraceValues)
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("max_values must be between 0 and %lld", static_cast<long long>(kMaxTraceValues)),
                     errhint("Give the number of intermediate values to list, e.g. 10000; 0 lists none.")));
   CallState* st = call_state(fcinfo);
   resolve_model(st, PG_GETARG_DATUM(0));

@@ -313,8 +313,9 @@ def test_bad_input_gives_sqlstates_and_hints(loaded):
     assert err.pgcode == "42703" and err.diag.message_hint
     err = sqlstate(loaded, "SELECT flock.trace(NULL::text, ARRAY[1]::float4[])")
     assert err.pgcode == "22004" and err.diag.message_hint
-    err = sqlstate(loaded, "SELECT flock.trace('iris_xgb', ARRAY[1, 2, 3, 4]::float4[], -1)")
-    assert err.pgcode == "22023" and err.diag.message_hint
+    for limit in (-1, ALL_VALUES + 1):
+        err = sqlstate(loaded, f"SELECT flock.trace('iris_xgb', ARRAY[1, 2, 3, 4]::float4[], {limit})")
+        assert err.pgcode == "22023" and "max_values" in err.diag.message_primary and err.diag.message_hint
     # A linear model has no missing-value semantics: NULL is refused as by predict.
     err = sqlstate(loaded, "SELECT flock.trace('diabetes_linreg', ARRAY[NULL, 1, 1, 1, 1, 1, 1, 1, 1, 1]::float4[])")
     assert err.pgcode == "22004" and err.diag.message_hint

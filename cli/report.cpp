@@ -308,10 +308,53 @@ void optional_section(Page& page, const std::string& title, bool available, cons
   }
 }
 
-void chart_rows(Page& page, const json& rows, const std::string& title, const std::vector<std::string>& category_keys,
-                const std::vector<std::string>& prefer_measures) {
+// Long results (a text column naming the measure, e.g. feature_importance's `measure`,
+// fairness's `metric`, and a numeric `value`): one panel of bars per measure, each with its own
+// scale. Rows with a `scope` other than "group" (fairness's differences and ratios) stay in the table.
+json faceted_bars(const json& rows, const std::string& facet, const std::string& category, const std::string& title) {
+  json shown = json::array();
+  for (const auto& r : rows)
+    if (!r.contains("scope") || r["scope"] == "group") shown.push_back(r);
+  json spec = {{"title", title}, {"data", {{"values", shown}}}};
+  spec["facet"] = {{"row", {{"field", facet}, {"type", "nominal"}, {"title", ""}}}};
+  spec["spec"] = {{"width", 520},
+                  {"mark", {{"type", "bar"}, {"tooltip", true}}},
+                  {"encoding",
+                   {{"y", {{"field", category}, {"type", "nominal"}, {"title", ""}}},
+                    {"x", {{"field", "value"}, {"type", "quantitative"}, {"title", ""}}},
+                    {"color", {{"field", category}, {"type", "nominal"}, {"legend", nullptr}}}}}};
+  spec["resolve"] = {{"scale", {{"x", "independent"}, {"y", "independent"}}}};
+  return spec;
+}
+
+// Objects and arrays in a row (fairness's group, a jsonb) as their JSON text, so charts can name them.
+json flatten(const json& rows) {
+  json out = json::array();
+  for (const auto& r : rows) {
+    json flat = r;
+    if (flat.is_object())
+      for (auto& [k, v] : flat.items())
+        if (v.is_object() || v.is_array()) v = text_of(v);
+    out.push_back(std::move(flat));
+  }
+  return out;
+}
+
+void chart_rows(Page& page, const json& raw, const std::string& title, const std::vector<std::string>& category_keys,
+                const std::vector<std::string>& prefer_measures, const std::vector<std::string>& facet_keys = {}) {
+  const json rows = flatten(raw);
   if (rows.empty()) {
     page.para("no rows");
+    return;
+  }
+  for (const auto& facet : facet_keys) {
+    if (!rows[0].is_object() || !rows[0].contains(facet) || !rows[0].contains("value")) continue;
+    std::string category;
+    for (const auto& k : category_keys)
+      if (rows[0].contains(k)) category = k;
+    if (category.empty()) break;
+    page.chart(faceted_bars(rows, facet, category, title));
+    page.table_of(rows);
     return;
   }
   const std::string category = text_key(rows, category_keys);
@@ -448,18 +491,25 @@ int cmd_report(const Invocation& inv) {
       page.para("no training run recorded");
     }
 
+    // By signature (issue 14's, with the optional arguments the functions have), or failing that
+    // by name: the report calls them with their leading arguments only.
     Result avail = conn.exec(
-        "SELECT to_regprocedure('flock.feature_importance(text,text)') IS NOT NULL, "
-        "       to_regprocedure('flock.explain_rows(text,record)') IS NOT NULL, "
-        "       to_regprocedure('flock.drift(text,text,text)') IS NOT NULL, "
-        "       to_regprocedure('flock.fairness(text,text,text,text,text)') IS NOT NULL");
-    auto has = [&](int c) { return avail.get(0, c) == "t"; };
+        "SELECT to_regprocedure(sig) IS NOT NULL OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p "
+        "         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'flock' "
+        "          AND p.proname = name) "
+        "  FROM (VALUES (1, 'feature_importance', 'flock.feature_importance(text,text)'), "
+        "               (2, 'explain_rows', 'flock.explain_rows(text,record,text,text)'), "
+        "               (3, 'drift', 'flock.drift(text,text,text,float8,float8)'), "
+        "               (4, 'fairness', 'flock.fairness(text,text,text,text,text)')) f(k, name, sig) ORDER BY k");
+    Result results_table = conn.exec("SELECT to_regclass('flock.monitor_results') IS NOT NULL");
+    auto has = [&](int k) { return avail.get(k, 0) == "t"; };
 
     optional_section(page, "Global importance", has(0), "flock.feature_importance(model, data)", "", [&] {
       json rows = as_rows(query_json(
           conn, "SELECT coalesce(jsonb_agg(to_jsonb(x)), '[]')::text FROM flock.feature_importance($1, $2) x",
           {Param::text(model_ref), Param::text(data)}));
-      chart_rows(page, rows, "global importance", {"feature"}, {"importance", "gain", "mean_abs_shap", "value"});
+      chart_rows(page, rows, "global importance", {"feature"}, {"importance", "gain", "mean_abs_shap", "value"},
+                 {"measure"});
     });
     optional_section(page, "SHAP summary", has(1), "flock.explain_rows(model, input)",
                      data ? "" : "--data 'SQL' (the rows to explain)", [&] {
@@ -467,7 +517,8 @@ int cmd_report(const Invocation& inv) {
           conn,
           fmt::format("SELECT coalesce(jsonb_agg(jsonb_build_object('feature', e.feature, 'value', e.value, "
                       "'contribution', e.contribution)), '[]')::text "
-                      "FROM (SELECT d FROM ({}\n) d LIMIT $2) s, flock.explain_rows($1, s.d) e",
+                      "FROM (SELECT d FROM ({}\n) d LIMIT $2) s, flock.explain_rows($1, s.d) e "
+                      "WHERE e.feature IS DISTINCT FROM 'base_value'",
                       *data),
           {Param::text(model_ref), Param::int4(explain_rows)});
       if (!rows.is_array() || rows.empty()) {
@@ -484,14 +535,34 @@ int cmd_report(const Invocation& inv) {
                      {Param::text(model_ref), Param::text(baseline), Param::text(current)}));
       chart_rows(page, rows, "drift per feature", {"feature", "column", "name"}, {"psi", "ks_statistic"});
     });
+    optional_section(page, "Drift over time", results_table.get(0, 0) == "t", "flock.monitor_results", "", [&] {
+      json rows = query_json(
+          conn,
+          "SELECT coalesce(jsonb_agg(jsonb_build_object('window_start', window_start, 'feature', feature, "
+          "'psi', psi) ORDER BY window_start, feature), '[]')::text FROM flock.monitor_results "
+          "WHERE model_name = $1 AND model_version = $2::int",
+          {Param::text(text_of(info["name"])), Param::text(text_of(info["version"]))});
+      if (!rows.is_array() || rows.empty()) {
+        page.para("no monitor results for this version (flock.monitor, flock.schedule_monitor)");
+        return;
+      }
+      page.chart({{"title", "PSI per feature and window"},
+                  {"width", 560},
+                  {"data", {{"values", rows}}},
+                  {"mark", {{"type", "line"}, {"point", true}, {"tooltip", true}}},
+                  {"encoding",
+                   {{"x", {{"field", "window_start"}, {"type", "temporal"}, {"title", "window"}}},
+                    {"y", {{"field", "psi"}, {"type", "quantitative"}, {"title", "PSI"}}},
+                    {"color", {{"field", "feature"}, {"type", "nominal"}}}}}});
+    });
     optional_section(page, "Fairness", has(3), "flock.fairness(model, data, sensitive, label, positive)",
                      data && sensitive && label ? "" : "--data, --sensitive and --label", [&] {
       json rows = as_rows(query_json(
           conn, "SELECT coalesce(jsonb_agg(to_jsonb(x)), '[]')::text FROM flock.fairness($1, $2, $3, $4, $5) x",
           {Param::text(model_ref), Param::text(data), Param::text(sensitive), Param::text(label),
            Param::text(positive)}));
-      chart_rows(page, rows, "fairness by group", {"group", "sensitive_value", "value"},
-                 {"selection_rate", "tpr", "fpr", "precision", "accuracy"});
+      chart_rows(page, rows, "fairness by group", {"group", "sensitive_value"},
+                 {"selection_rate", "tpr", "fpr", "precision", "accuracy"}, {"metric"});
     });
     return 0;
   });
@@ -503,7 +574,7 @@ int cmd_report(const Invocation& inv) {
                      "});</script>\n";
   for (const char* f : kChartFiles) html += inline_script(library + "/" + f);
   html += "</head><body>\n<h1>" + html_escape(title) + "</h1>\n" + page.body +
-          "<p class=\"na\" id=\"report-status\"></p>\n<script>var FLOCK_CHARTS = " + script_json(page.charts) +
+          "<p class=\"na\" id=\"report-status\" hidden></p>\n<script>var FLOCK_CHARTS = " + script_json(page.charts) +
           ";\n" + kRender + "</script>\n</body></html>\n";
   std::ofstream f(*out_path, std::ios::binary | std::ios::trunc);
   if (!f) throw InputError(fmt::format("cannot write {}", *out_path));

@@ -23,7 +23,7 @@ psycopg2 = pytest.importorskip("psycopg2")
 
 MODELS_DIR = os.environ.get("FLOCK_MODELS_DIR", "")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-OPTIONAL = ("feature_importance", "explain_rows", "drift", "fairness")
+OPTIONAL = ("feature_importance", "explain_rows", "drift", "fairness")  # and flock.monitor_results
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def _browser(html, out_dir):
 
 
 def _check_rendered(dom, log):
-    status = re.search(r'id="report-status" data-done="yes">([^<]*)<', dom)
+    status = re.search(r'id="report-status"[^>]*data-done="yes"[^>]*>([^<]*)<', dom)
     assert status, "the page's scripts did not finish"
     result = json.loads(status.group(1).replace("&quot;", '"'))
     assert result["errors"] == [], result["errors"]
@@ -104,53 +104,88 @@ def test_report_renders_in_chromium(flock_bin, env, trained, tmp_path):
     assert "accuracy" in charts["chart-1"] and "log_loss" in charts["chart-1"]
 
 
-STAND_INS = """
+# Stand-ins with the signatures and result columns the functions have on their branches (explain:
+# pg/sql/40_explain.sql, monitor: pg/sql/41_monitor.sql), computed from the data; each is created
+# only when the database lacks it, so with the real functions this test runs them.
+STAND_INS = {
+    "feature_importance": """
 CREATE FUNCTION flock.feature_importance(model text, data text DEFAULT NULL)
-RETURNS TABLE (feature text, importance float8) LANGUAGE sql AS $$
-  SELECT f, n::float8 FROM jsonb_array_elements_text(flock.model_info(model)->'features') WITH ORDINALITY AS t(f, n) $$;
-CREATE FUNCTION flock.explain_rows(model text, input record)
+RETURNS TABLE (feature text, measure text, value float8) LANGUAGE sql AS $$
+  SELECT f, m, n * (CASE m WHEN 'splits' THEN 1 ELSE 10 END)::float8
+    FROM jsonb_array_elements_text(flock.model_info(model)->'features') WITH ORDINALITY AS t(f, n),
+         (VALUES ('splits'), ('cover')) AS ms(m) $$""",
+    "explain_rows": """
+CREATE FUNCTION flock.explain_rows(model text, input record, background text DEFAULT NULL, output text DEFAULT NULL)
 RETURNS TABLE (feature text, value float8, contribution float8) LANGUAGE plpgsql AS $$
 BEGIN
   RETURN QUERY SELECT f, (to_jsonb(input)->>f)::float8, (to_jsonb(input)->>f)::float8 - 3
     FROM jsonb_array_elements_text(flock.model_info(model)->'features') AS t(f);
-END $$;
-CREATE FUNCTION flock.drift(model text, baseline text, current text)
-RETURNS TABLE (feature text, psi float8, ks_statistic float8) LANGUAGE sql AS $$
-  SELECT f, n / 10.0, n / 20.0 FROM jsonb_array_elements_text(flock.model_info(model)->'features')
-    WITH ORDINALITY AS t(f, n) $$;
+  RETURN QUERY SELECT 'base_value'::text, NULL::float8, 0.5::float8;
+END $$""",
+    "drift": """
+CREATE FUNCTION flock.drift(model text, baseline text, current text, psi_threshold float8 DEFAULT 0.2,
+                            p_threshold float8 DEFAULT 0.05)
+RETURNS TABLE (feature text, role text, kind text, psi float8, ks_statistic float8, drifted boolean)
+LANGUAGE sql AS $$
+  SELECT f, 'input', 'numeric', n / 10.0, n / 20.0, n / 10.0 > psi_threshold
+    FROM jsonb_array_elements_text(flock.model_info(model)->'features') WITH ORDINALITY AS t(f, n) $$""",
+    "fairness": """
 CREATE FUNCTION flock.fairness(model text, data text, sensitive text, label text, positive text DEFAULT NULL)
-RETURNS TABLE ("group" text, count bigint, selection_rate float8, tpr float8) LANGUAGE sql AS $$
-  SELECT target::text, count(*), avg((flock.predict(model, r) = 1)::int)::float8, 0.5
-    FROM iris_rows r GROUP BY target ORDER BY target $$;
-"""
+RETURNS TABLE (scope text, "group" jsonb, metric text, value float8) LANGUAGE sql AS $$
+  SELECT 'group', jsonb_build_object('target', target), 'selection_rate',
+         avg((flock.predict_label(model, r) = positive)::int)::float8
+    FROM iris_rows r GROUP BY target
+  UNION ALL
+  SELECT 'group', jsonb_build_object('target', target), 'count', count(*)::float8 FROM iris_rows GROUP BY target
+  UNION ALL
+  SELECT 'overall', NULL, 'demographic_parity_difference', 0.5 $$""",
+}
+MONITOR_RESULTS = """
+CREATE TABLE flock.monitor_results AS
+  SELECT 'iris_report'::text AS model_name, 1 AS model_version, w AS window_start, f AS feature,
+         n * w_n / 40.0 AS psi
+    FROM jsonb_array_elements_text(flock.model_info('iris_report')->'features') WITH ORDINALITY AS t(f, n),
+         generate_series(timestamptz '2026-11-01', '2026-11-05', '1 day') WITH ORDINALITY AS g(w, w_n)"""
 
 
 def test_optional_sections_render_when_the_functions_exist(flock_bin, env, trained, tmp_path):
+    created = []
     with trained.cursor() as cur:
-        cur.execute(STAND_INS)
+        for name, sql in STAND_INS.items():
+            cur.execute("SELECT count(*) FROM pg_proc WHERE pronamespace = 'flock'::regnamespace AND proname = %s",
+                        (name,))
+            if cur.fetchone()[0] == 0:
+                cur.execute(sql)
+                created.append(f"FUNCTION flock.{name}")
+        cur.execute("SELECT to_regclass('flock.monitor_results') IS NULL")
+        if cur.fetchone()[0]:
+            cur.execute(MONITOR_RESULTS)
+            created.append("TABLE flock.monitor_results")
     try:
         html = tmp_path / "report.html"
         out = ok(flock_bin, ["report", "iris_report@1", "--html", str(html), "--data", "SELECT * FROM iris_rows",
                              "--rows", "40", "--baseline", "iris_report_train@1", "--current",
-                             "SELECT * FROM iris_rows", "--sensitive", "target", "--label", "target"], env)
-        assert out.strip() == f"wrote {html} (6 charts)"
+                             "SELECT * FROM iris_rows", "--sensitive", "target", "--label", "target",
+                             "--positive", "1"], env)
+        assert out.strip() == f"wrote {html} (7 charts)"
         page = html.read_text()
         assert 'class="na">not available' not in page and 'class="na">not requested' not in page
         assert 'class="error"' not in page
-        assert "160 contributions over at most 40 rows" in page  # 40 rows x 4 features
+        assert "160 contributions over at most 40 rows" in page  # 40 rows x 4 features, no base value
         dom, log = _browser(html, tmp_path)
         charts = _check_rendered(dom, log)
-        assert "petal_width" in charts["chart-2"]            # importance
-        assert "contribution to the output" in charts["chart-3"]  # SHAP beeswarm
-        assert "ks_statistic" in charts["chart-4"]           # drift
-        assert "selection_rate" in charts["chart-5"]         # fairness
+        assert "petal_width" in charts["chart-2"] and "cover" in charts["chart-2"]  # importance, by measure
+        assert "contribution to the output" in charts["chart-3"]                    # SHAP beeswarm
+        assert "ks_statistic" in charts["chart-4"]                                  # drift
+        assert "PSI" in charts["chart-5"]                                           # drift over time
+        assert "selection_rate" in charts["chart-6"]                                # fairness
         # Without the data the sections need, they say what to give.
         ok(flock_bin, ["report", "iris_report", "--html", str(html)], env)
         assert 'class="na">not requested: give --data' in html.read_text()
     finally:
         with trained.cursor() as cur:
-            for name in OPTIONAL:
-                cur.execute(f"DROP FUNCTION flock.{name}")
+            for what in created:
+                cur.execute(f"DROP {what}")
 
 
 def test_errors(flock_bin, env, trained, tmp_path):

@@ -219,7 +219,6 @@ void add_tree(const Document& d, const JValue& tree, int64_t t, int64_t num_feat
   for (size_t j = 0; j < s.order.size(); ++j) {
     const int64_t v = s.order[j];
     const int32_t self = static_cast<int32_t>(base + j);
-    e.source_ids.push_back(v);
     if (left[v] == -1) {
       const float w = negate ? -static_cast<float>(split_cond[v]) : static_cast<float>(split_cond[v]);
       e.nodes_f.push_back({w, 0, self, self, tree::kLeaf, 0});
@@ -240,6 +239,7 @@ void add_tree(const Document& d, const JValue& tree, int64_t t, int64_t num_feat
       e.leaf_first.push_back(0);
       e.leaf_count.push_back(0);
     }
+    e.source_ids.push_back(v);
   }
 }
 

@@ -41,12 +41,12 @@ struct Ensemble {
   std::vector<double> w_value;      // weight value
   int64_t max_feature = -1;         // highest column a branch node reads
   uint8_t uniform_mode = kMixed;
-  // Per node: its id in the model (ONNX nodes_nodeids, the XGBoost node index), for flock.trace;
-  // empty for an ensemble rebuilt by the optimizer.
-  std::vector<int64_t> source_ids;
   // Classifier flags, computed over all weights like ORT.
   bool weights_all_positive = true;
   size_t distinct_ids = 0;
+  // Per node: its id in the model (ONNX nodes_nodeids, the XGBoost node index), for flock.trace;
+  // empty for an ensemble rebuilt by the optimizer.
+  std::vector<int64_t> source_ids;
 };
 
 // Builds the TreeEnsembleRegressor / TreeEnsembleClassifier kernel for `ctx.node` from an ensemble
@@ -90,28 +90,6 @@ class TreeKernel : public Kernel {
   // including weights of leaves the replacement no longer holds. Throws flock::Error(InvalidModel).
   virtual std::unique_ptr<Kernel> with_ensemble(Ensemble&& replacement) const = 0;
 
-  // How a single-target regressor turns its leaves into its one output, when it is a sum:
-  // output = float(s + origin) (SUM) or float(s / trees + origin) (AVERAGE), where s adds one leaf
-  // value per tree in tree order, in double, starting from 0. nullopt for anything else (several
-  // targets, MIN / MAX, PROBIT, classifiers).
-  struct SumRule {
-    bool average = false;
-    double origin = 0;
-  };
-  virtual std::optional<SumRule> sum_rule() const { return std::nullopt; }
-
-  // How a two-class classifier picks its label, when it is by a margin: margin = s + origin,
-  // where s adds per tree the class-0 weight of the leaf reached (0 when it has none) in tree
-  // order, in double, from 0; the label is class 1 when margin > threshold, class 0 otherwise.
-  // Two forms of ORT's rules qualify (see the classifier's binary_label_rule): the binary case
-  // with one class-0 weight per leaf, and two scored classes with two base values where class 1
-  // is scored on every path (XGBoost's binary:logistic encodings). nullopt otherwise.
-  struct BinaryLabelRule {
-    double origin = 0;
-    double threshold = 0;
-  };
-  virtual std::optional<BinaryLabelRule> binary_label_rule() const { return std::nullopt; }
-
   // One row's way through every tree, for flock.trace (core/src/trace.cpp). The leaves are the ones
   // the kernel's own walk (the one run() scores with) reaches; the branches from each root to its
   // leaf are walked again with the same nodes and comparison, and a disagreement throws
@@ -141,6 +119,28 @@ class TreeKernel : public Kernel {
     bool binary_case = false;        // classifier: ORT's binary case (one class scored)
   };
   virtual Aggregation aggregation() const = 0;
+
+  // How a single-target regressor turns its leaves into its one output, when it is a sum:
+  // output = float(s + origin) (SUM) or float(s / trees + origin) (AVERAGE), where s adds one leaf
+  // value per tree in tree order, in double, starting from 0. nullopt for anything else (several
+  // targets, MIN / MAX, PROBIT, classifiers).
+  struct SumRule {
+    bool average = false;
+    double origin = 0;
+  };
+  virtual std::optional<SumRule> sum_rule() const { return std::nullopt; }
+
+  // How a two-class classifier picks its label, when it is by a margin: margin = s + origin,
+  // where s adds per tree the class-0 weight of the leaf reached (0 when it has none) in tree
+  // order, in double, from 0; the label is class 1 when margin > threshold, class 0 otherwise.
+  // Two forms of ORT's rules qualify (see the classifier's binary_label_rule): the binary case
+  // with one class-0 weight per leaf, and two scored classes with two base values where class 1
+  // is scored on every path (XGBoost's binary:logistic encodings). nullopt otherwise.
+  struct BinaryLabelRule {
+    double origin = 0;
+    double threshold = 0;
+  };
+  virtual std::optional<BinaryLabelRule> binary_label_rule() const { return std::nullopt; }
 };
 
 // The perfect-tree walk has an AVX-512 form, used when the CPU has AVX-512F (checked at run time).

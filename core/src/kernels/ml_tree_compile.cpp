@@ -422,11 +422,11 @@ void check_ensemble(Ensemble& e, const std::string& where, const std::string& pr
   if (e.roots.empty()) bad("the ensemble has no trees");
   if (e.leaf_first.size() != n || e.leaf_count.size() != n) bad("leaf weight tables do not match the nodes");
   if (e.w_id.size() != e.w_value.size()) bad("weight ids and values differ in length");
-  if (!e.source_ids.empty() && e.source_ids.size() != n) bad("node ids do not match the nodes");
   for (size_t k = 0; k < e.roots.size(); ++k) {
     if (e.roots[k] < 0 || static_cast<size_t>(e.roots[k]) >= n || (k > 0 && e.roots[k] <= e.roots[k - 1]))
       bad(fmt::format("tree {} has root {}, out of order or outside [0, {})", k, e.roots[k], n));
   }
+  if (!e.source_ids.empty() && e.source_ids.size() != n) bad("node ids do not match the nodes");
   e.max_feature = -1;
   e.uniform_mode = kMixed;
   bool first_branch = true;

@@ -6,15 +6,15 @@
 // renders offline. Everything else is HTML tables.
 #include "report.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "common.hpp"
 #include "pq.hpp"
@@ -32,11 +32,20 @@ std::string html_escape(std::string_view s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -47,8 +56,10 @@ std::string script_json(const json& j) {
   std::string text = j.dump(-1, ' ', false, json::error_handler_t::replace);
   std::string out;
   for (size_t k = 0; k < text.size(); ++k) {
-    if (text[k] == '<' && k + 1 < text.size() && (text[k + 1] == '/' || text[k + 1] == '!')) out += "\\u003c";
-    else out += text[k];
+    if (text[k] == '<' && k + 1 < text.size() && (text[k + 1] == '/' || text[k + 1] == '!'))
+      out += "\\u003c";
+    else
+      out += text[k];
   }
   return out;
 }
@@ -114,7 +125,8 @@ struct Page {
     for (const auto& r : rows) {
       body += "<tr>";
       for (size_t k = 0; k < r.size(); ++k)
-        body += (head.empty() && k == 0 ? "<th>" : "<td>") + html_escape(r[k]) + (head.empty() && k == 0 ? "</th>" : "</td>");
+        body += (head.empty() && k == 0 ? "<th>" : "<td>") + html_escape(r[k]) +
+                (head.empty() && k == 0 ? "</th>" : "</td>");
       body += "</tr>\n";
     }
     body += "</table>\n";
@@ -233,12 +245,16 @@ json lineage_chart(const json& edges, const std::string& model_ref) {
     at[id] = {x, y};
     // Training runs are UUIDs: their first 8 hex digits name them well enough in the picture.
     const std::string shown = kr.first == "training_run" ? kr.second.substr(0, 8) : kr.second;
-    points.push_back({{"x", x}, {"y", y}, {"kind", kr.first}, {"label", kr.first + " " + shown},
+    points.push_back({{"x", x},
+                      {"y", y},
+                      {"kind", kr.first},
+                      {"label", kr.first + " " + shown},
                       {"focus", id == "model " + model_ref}});
   }
   json lines = json::array();
   for (const auto& [from, to] : links)
-    lines.push_back({{"x", at[from].first}, {"y", at[from].second}, {"x2", at[to].first}, {"y2", at[to].second}});
+    lines.push_back(
+        {{"x", at[from].first}, {"y", at[from].second}, {"x2", at[to].first}, {"y2", at[to].second}});
   int tallest = 1;
   for (const auto& [x, count] : used) tallest = std::max(tallest, count);
   int widest = 0;
@@ -246,19 +262,25 @@ json lineage_chart(const json& edges, const std::string& model_ref) {
   // Half a layer of room on each side, for the labels.
   auto enc = [&](const char* f) {
     json e = {{"field", f}, {"type", "quantitative"}, {"axis", nullptr}};
-    if (f[0] == 'x') e["scale"] = {{"domain", json::array({-0.5, widest + 0.5})}};
-    else e["scale"] = {{"domain", json::array({-0.5, tallest - 0.5})}};
+    if (f[0] == 'x')
+      e["scale"] = {{"domain", json::array({-0.5, widest + 0.5})}};
+    else
+      e["scale"] = {{"domain", json::array({-0.5, tallest - 0.5})}};
     return e;
   };
   json spec = {{"title", "lineage"}, {"width", 640}, {"height", 60 + 40 * tallest}};
   spec["layer"] = json::array(
       {{{"data", {{"values", lines}}},
         {"mark", {{"type", "rule"}, {"color", "#999"}}},
-        {"encoding", {{"x", enc("x")}, {"y", enc("y")}, {"x2", {{"field", "x2"}}}, {"y2", {{"field", "y2"}}}}}},
+        {"encoding",
+         {{"x", enc("x")}, {"y", enc("y")}, {"x2", {{"field", "x2"}}}, {"y2", {{"field", "y2"}}}}}},
        {{"data", {{"values", points}}},
         {"mark", {{"type", "point"}, {"filled", true}, {"size", 220}, {"tooltip", true}}},
-        {"encoding", {{"x", enc("x")}, {"y", enc("y")}, {"color", {{"field", "kind"}, {"type", "nominal"}}},
-                      {"shape", {{"field", "focus"}, {"type", "nominal"}, {"legend", nullptr}}}}}},
+        {"encoding",
+         {{"x", enc("x")},
+          {"y", enc("y")},
+          {"color", {{"field", "kind"}, {"type", "nominal"}}},
+          {"shape", {{"field", "focus"}, {"type", "nominal"}, {"legend", nullptr}}}}}},
        {{"data", {{"values", points}}},
         {"mark", {{"type", "text"}, {"dy", -14}, {"fontSize", 11}}},
         {"encoding", {{"x", enc("x")}, {"y", enc("y")}, {"text", {{"field", "label"}}}}}}});
@@ -268,12 +290,14 @@ json lineage_chart(const json& edges, const std::string& model_ref) {
 // Beeswarm: one point per (row, feature), x its contribution, color the feature's value scaled
 // within the feature, jittered within its band.
 json shap_chart(const json& rows) {
-  json spec = {{"title", "SHAP summary"}, {"width", 560}, {"height", {{"step", 36}}}, {"data", {{"values", rows}}}};
+  json spec = {
+      {"title", "SHAP summary"}, {"width", 560}, {"height", {{"step", 36}}}, {"data", {{"values", rows}}}};
   spec["transform"] = json::array(
       {{{"joinaggregate", json::array({{{"op", "min"}, {"field", "value"}, {"as", "vmin"}},
                                        {{"op", "max"}, {"field", "value"}, {"as", "vmax"}}})},
         {"groupby", json::array({"feature"})}},
-       {{"calculate", "datum.vmax > datum.vmin ? (datum.value - datum.vmin) / (datum.vmax - datum.vmin) : 0.5"},
+       {{"calculate",
+         "datum.vmax > datum.vmin ? (datum.value - datum.vmin) / (datum.vmax - datum.vmin) : 0.5"},
         {"as", "scaled"}},
        {{"calculate", "random()"}, {"as", "jitter"}}});
   spec["mark"] = {{"type", "circle"}, {"size", 18}, {"opacity", 0.8}};
@@ -281,8 +305,11 @@ json shap_chart(const json& rows) {
       {"y", {{"field", "feature"}, {"type", "nominal"}, {"title", ""}}},
       {"yOffset", {{"field", "jitter"}, {"type", "quantitative"}}},
       {"x", {{"field", "contribution"}, {"type", "quantitative"}, {"title", "contribution to the output"}}},
-      {"color", {{"field", "scaled"}, {"type", "quantitative"}, {"title", "feature value (low→high)"},
-                 {"scale", {{"scheme", "redblue"}, {"reverse", true}}}}},
+      {"color",
+       {{"field", "scaled"},
+        {"type", "quantitative"},
+        {"title", "feature value (low→high)"},
+        {"scale", {{"scheme", "redblue"}, {"reverse", true}}}}},
       {"tooltip", json::array({{{"field", "feature"}}, {{"field", "value"}}, {{"field", "contribution"}}})}};
   return spec;
 }
@@ -311,7 +338,8 @@ void optional_section(Page& page, const std::string& title, bool available, cons
 // Long results (a text column naming the measure, e.g. feature_importance's `measure`,
 // fairness's `metric`, and a numeric `value`): one panel of bars per measure, each with its own
 // scale. Rows with a `scope` other than "group" (fairness's differences and ratios) stay in the table.
-json faceted_bars(const json& rows, const std::string& facet, const std::string& category, const std::string& title) {
+json faceted_bars(const json& rows, const std::string& facet, const std::string& category,
+                  const std::string& title) {
   json shown = json::array();
   for (const auto& r : rows)
     if (!r.contains("scope") || r["scope"] == "group") shown.push_back(r);
@@ -340,8 +368,10 @@ json flatten(const json& rows) {
   return out;
 }
 
-void chart_rows(Page& page, const json& raw, const std::string& title, const std::vector<std::string>& category_keys,
-                const std::vector<std::string>& prefer_measures, const std::vector<std::string>& facet_keys = {}) {
+void chart_rows(Page& page, const json& raw, const std::string& title,
+                const std::vector<std::string>& category_keys,
+                const std::vector<std::string>& prefer_measures,
+                const std::vector<std::string>& facet_keys = {}) {
   const json rows = flatten(raw);
   if (rows.empty()) {
     page.para("no rows");
@@ -422,19 +452,21 @@ int cmd_report(const Invocation& inv) {
 
     page.section("Model");
     page.table({}, {{"reference", model_ref},
-                          {"sha256", text_of(info["sha256"])},
-                          {"format", text_of(info["format"])},
-                          {"task", text_of(info["task"])},
-                          {"size (bytes)", text_of(info["size_bytes"])},
-                          {"registered by", text_of(info["created_by"])},
-                          {"registered at", text_of(info["created_at"])},
-                          {"description", text_of(info["description"])},
-                          {"producer", text_of(info["producer"])}});
+                    {"sha256", text_of(info["sha256"])},
+                    {"format", text_of(info["format"])},
+                    {"task", text_of(info["task"])},
+                    {"size (bytes)", text_of(info["size_bytes"])},
+                    {"registered by", text_of(info["created_by"])},
+                    {"registered at", text_of(info["created_at"])},
+                    {"description", text_of(info["description"])},
+                    {"producer", text_of(info["producer"])}});
 
     page.section("Signature");
     json inputs = json::array();
     for (const auto& in : info["inputs"])
-      inputs.push_back({{"input", in["name"]}, {"type", in["type"]}, {"shape", text_of(in["shape"])},
+      inputs.push_back({{"input", in["name"]},
+                        {"type", in["type"]},
+                        {"shape", text_of(in["shape"])},
                         {"accepts NULL", in.value("accepts_null", false) ? "yes" : "no"}});
     page.table_of(inputs);
     if (info.contains("features") && !info["features"].empty())
@@ -446,10 +478,11 @@ int cmd_report(const Invocation& inv) {
     page.para("operators: " + text_of(info["operators"]));
 
     page.section("Lineage");
-    json edges = query_json(conn,
-                            "SELECT coalesce(jsonb_agg(to_jsonb(l) - 'detail' ORDER BY depth, from_ref, to_ref), "
-                            "'[]')::text FROM flock.lineage($1, 'both') l",
-                            {Param::text(model_ref)});
+    json edges =
+        query_json(conn,
+                   "SELECT coalesce(jsonb_agg(to_jsonb(l) - 'detail' ORDER BY depth, from_ref, to_ref), "
+                   "'[]')::text FROM flock.lineage($1, 'both') l",
+                   {Param::text(model_ref)});
     if (edges.is_array() && !edges.empty()) {
       page.chart(lineage_chart(edges, model_ref));
       page.table_of(edges);
@@ -468,13 +501,13 @@ int cmd_report(const Invocation& inv) {
     if (runs.is_array() && !runs.empty()) {
       const json& run = runs[0];
       page.table({}, {{"run", text_of(run["run_id"])},
-                            {"data sets", text_of(run["datasets"])},
-                            {"code", text_of(run["code_ref"])},
-                            {"code sha256", text_of(run["code_sha256"])},
-                            {"parameters", text_of(run["params"])},
-                            {"environment", text_of(run["environment"])},
-                            {"logged by", text_of(run["logged_by"])},
-                            {"logged at", text_of(run["logged_at"])}});
+                      {"data sets", text_of(run["datasets"])},
+                      {"code", text_of(run["code_ref"])},
+                      {"code sha256", text_of(run["code_sha256"])},
+                      {"parameters", text_of(run["params"])},
+                      {"environment", text_of(run["environment"])},
+                      {"logged by", text_of(run["logged_by"])},
+                      {"logged at", text_of(run["logged_at"])}});
       page.section("Metrics");
       json metrics = json::array();
       for (const auto& [k, v] : run["metrics"].items())
@@ -500,7 +533,8 @@ int cmd_report(const Invocation& inv) {
         "  FROM (VALUES (1, 'feature_importance', 'flock.feature_importance(text,text)'), "
         "               (2, 'explain_rows', 'flock.explain_rows(text,record,text,text)'), "
         "               (3, 'drift', 'flock.drift(text,text,text,float8,float8)'), "
-        "               (4, 'fairness', 'flock.fairness(text,text,text,text,text)')) f(k, name, sig) ORDER BY k");
+        "               (4, 'fairness', 'flock.fairness(text,text,text,text,text)')) f(k, name, sig) ORDER "
+        "BY k");
     Result results_table = conn.exec("SELECT to_regclass('flock.monitor_results') IS NOT NULL");
     auto has = [&](int k) { return avail.get(k, 0) == "t"; };
 
@@ -508,74 +542,83 @@ int cmd_report(const Invocation& inv) {
       json rows = as_rows(query_json(
           conn, "SELECT coalesce(jsonb_agg(to_jsonb(x)), '[]')::text FROM flock.feature_importance($1, $2) x",
           {Param::text(model_ref), Param::text(data)}));
-      chart_rows(page, rows, "global importance", {"feature"}, {"importance", "gain", "mean_abs_shap", "value"},
-                 {"measure"});
+      chart_rows(page, rows, "global importance", {"feature"},
+                 {"importance", "gain", "mean_abs_shap", "value"}, {"measure"});
     });
-    optional_section(page, "SHAP summary", has(1), "flock.explain_rows(model, input)",
-                     data ? "" : "--data 'SQL' (the rows to explain)", [&] {
-      json rows = query_json(
-          conn,
-          fmt::format("SELECT coalesce(jsonb_agg(jsonb_build_object('feature', e.feature, 'value', e.value, "
-                      "'contribution', e.contribution)), '[]')::text "
-                      "FROM (SELECT d FROM ({}\n) d LIMIT $2) s, flock.explain_rows($1, s.d) e "
-                      "WHERE e.feature IS DISTINCT FROM 'base_value'",
-                      *data),
-          {Param::text(model_ref), Param::int4(explain_rows)});
-      if (!rows.is_array() || rows.empty()) {
-        page.para("no rows");
-        return;
-      }
-      page.chart(shap_chart(rows));
-      page.para(fmt::format("{} contributions over at most {} rows of --data", rows.size(), explain_rows));
-    });
-    optional_section(page, "Drift", has(2), "flock.drift(model, baseline, current)",
-                     baseline && current ? "" : "--baseline and --current (data set references or queries)", [&] {
-      json rows = as_rows(
-          query_json(conn, "SELECT coalesce(jsonb_agg(to_jsonb(x)), '[]')::text FROM flock.drift($1, $2, $3) x",
-                     {Param::text(model_ref), Param::text(baseline), Param::text(current)}));
-      chart_rows(page, rows, "drift per feature", {"feature", "column", "name"}, {"psi", "ks_statistic"});
-    });
-    optional_section(page, "Drift over time", results_table.get(0, 0) == "t", "flock.monitor_results", "", [&] {
-      json rows = query_json(
-          conn,
-          "SELECT coalesce(jsonb_agg(jsonb_build_object('window_start', window_start, 'feature', feature, "
-          "'psi', psi) ORDER BY window_start, feature), '[]')::text FROM flock.monitor_results "
-          "WHERE model_name = $1 AND model_version = $2::int",
-          {Param::text(text_of(info["name"])), Param::text(text_of(info["version"]))});
-      if (!rows.is_array() || rows.empty()) {
-        page.para("no monitor results for this version (flock.monitor, flock.schedule_monitor)");
-        return;
-      }
-      page.chart({{"title", "PSI per feature and window"},
-                  {"width", 560},
-                  {"data", {{"values", rows}}},
-                  {"mark", {{"type", "line"}, {"point", true}, {"tooltip", true}}},
-                  {"encoding",
-                   {{"x", {{"field", "window_start"}, {"type", "temporal"}, {"title", "window"}}},
-                    {"y", {{"field", "psi"}, {"type", "quantitative"}, {"title", "PSI"}}},
-                    {"color", {{"field", "feature"}, {"type", "nominal"}}}}}});
-    });
-    optional_section(page, "Fairness", has(3), "flock.fairness(model, data, sensitive, label, positive)",
-                     data && sensitive && label ? "" : "--data, --sensitive and --label", [&] {
-      json rows = as_rows(query_json(
-          conn, "SELECT coalesce(jsonb_agg(to_jsonb(x)), '[]')::text FROM flock.fairness($1, $2, $3, $4, $5) x",
-          {Param::text(model_ref), Param::text(data), Param::text(sensitive), Param::text(label),
-           Param::text(positive)}));
-      chart_rows(page, rows, "fairness by group", {"group", "sensitive_value"},
-                 {"selection_rate", "tpr", "fpr", "precision", "accuracy"}, {"metric"});
-    });
+    optional_section(
+        page, "SHAP summary", has(1), "flock.explain_rows(model, input)",
+        data ? "" : "--data 'SQL' (the rows to explain)", [&] {
+          json rows = query_json(
+              conn,
+              fmt::format(
+                  "SELECT coalesce(jsonb_agg(jsonb_build_object('feature', e.feature, 'value', e.value, "
+                  "'contribution', e.contribution)), '[]')::text "
+                  "FROM (SELECT d FROM ({}\n) d LIMIT $2) s, flock.explain_rows($1, s.d) e "
+                  "WHERE e.feature IS DISTINCT FROM 'base_value'",
+                  *data),
+              {Param::text(model_ref), Param::int4(explain_rows)});
+          if (!rows.is_array() || rows.empty()) {
+            page.para("no rows");
+            return;
+          }
+          page.chart(shap_chart(rows));
+          page.para(
+              fmt::format("{} contributions over at most {} rows of --data", rows.size(), explain_rows));
+        });
+    optional_section(
+        page, "Drift", has(2), "flock.drift(model, baseline, current)",
+        baseline && current ? "" : "--baseline and --current (data set references or queries)", [&] {
+          json rows = as_rows(query_json(
+              conn, "SELECT coalesce(jsonb_agg(to_jsonb(x)), '[]')::text FROM flock.drift($1, $2, $3) x",
+              {Param::text(model_ref), Param::text(baseline), Param::text(current)}));
+          chart_rows(page, rows, "drift per feature", {"feature", "column", "name"}, {"psi", "ks_statistic"});
+        });
+    optional_section(
+        page, "Drift over time", results_table.get(0, 0) == "t", "flock.monitor_results", "", [&] {
+          json rows = query_json(
+              conn,
+              "SELECT coalesce(jsonb_agg(jsonb_build_object('window_start', window_start, 'feature', "
+              "feature, "
+              "'psi', psi) ORDER BY window_start, feature), '[]')::text FROM flock.monitor_results "
+              "WHERE model_name = $1 AND model_version = $2::int",
+              {Param::text(text_of(info["name"])), Param::text(text_of(info["version"]))});
+          if (!rows.is_array() || rows.empty()) {
+            page.para("no monitor results for this version (flock.monitor, flock.schedule_monitor)");
+            return;
+          }
+          page.chart({{"title", "PSI per feature and window"},
+                      {"width", 560},
+                      {"data", {{"values", rows}}},
+                      {"mark", {{"type", "line"}, {"point", true}, {"tooltip", true}}},
+                      {"encoding",
+                       {{"x", {{"field", "window_start"}, {"type", "temporal"}, {"title", "window"}}},
+                        {"y", {{"field", "psi"}, {"type", "quantitative"}, {"title", "PSI"}}},
+                        {"color", {{"field", "feature"}, {"type", "nominal"}}}}}});
+        });
+    optional_section(
+        page, "Fairness", has(3), "flock.fairness(model, data, sensitive, label, positive)",
+        data && sensitive && label ? "" : "--data, --sensitive and --label", [&] {
+          json rows = as_rows(query_json(
+              conn,
+              "SELECT coalesce(jsonb_agg(to_jsonb(x)), '[]')::text FROM flock.fairness($1, $2, $3, $4, $5) x",
+              {Param::text(model_ref), Param::text(data), Param::text(sensitive), Param::text(label),
+               Param::text(positive)}));
+          chart_rows(page, rows, "fairness by group", {"group", "sensitive_value"},
+                     {"selection_rate", "tpr", "fpr", "precision", "accuracy"}, {"metric"});
+        });
     return 0;
   });
 
-  std::string html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>" +
-                     html_escape(title) + "</title>\n<style>" + kStyle + "</style>\n" +
-                     "<script>window.__reportErrors = [];\n"
-                     "window.addEventListener('error', function (e) { window.__reportErrors.push(String(e.message)); "
-                     "});</script>\n";
+  std::string html =
+      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>" + html_escape(title) +
+      "</title>\n<style>" + kStyle + "</style>\n" +
+      "<script>window.__reportErrors = [];\n"
+      "window.addEventListener('error', function (e) { window.__reportErrors.push(String(e.message)); "
+      "});</script>\n";
   for (const char* f : kChartFiles) html += inline_script(library + "/" + f);
   html += "</head><body>\n<h1>" + html_escape(title) + "</h1>\n" + page.body +
-          "<p class=\"na\" id=\"report-status\" hidden></p>\n<script>var FLOCK_CHARTS = " + script_json(page.charts) +
-          ";\n" + kRender + "</script>\n</body></html>\n";
+          "<p class=\"na\" id=\"report-status\" hidden></p>\n<script>var FLOCK_CHARTS = " +
+          script_json(page.charts) + ";\n" + kRender + "</script>\n</body></html>\n";
   std::ofstream f(*out_path, std::ios::binary | std::ios::trunc);
   if (!f) throw InputError(fmt::format("cannot write {}", *out_path));
   f << html;

@@ -3,10 +3,10 @@
 // aggregation, and the prediction. --json prints the document itself.
 #include "trace.hpp"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cmath>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
@@ -85,8 +85,9 @@ std::string render_trace(const std::string& text) {
     throw Failure("the server returned something that is not a trace");
   std::string out;
   const json& m = t["model"];
-  std::string who = m["name"].is_string() ? fmt::format("{}@{}", m["name"].get<std::string>(), show(m["version"]))
-                                          : std::string("a model value");
+  std::string who = m["name"].is_string()
+                        ? fmt::format("{}@{}", m["name"].get<std::string>(), show(m["version"]))
+                        : std::string("a model value");
   out += fmt::format("model      {} ({}, {}), sha256 {}\n", who, t.value("format", "?"), t.value("task", "?"),
                      m.value("sha256", "?"));
   out += "inputs (as the model saw them; NULL = missing)\n";
@@ -99,7 +100,8 @@ std::string render_trace(const std::string& text) {
     if (step.contains("trees")) {
       for (const auto& tree : step["trees"]) out += render_tree(tree);
       if (step.value("trees_truncated", false))
-        out += fmt::format("    … {} trees in all (raise --max-values to list them)\n", show(step["trees_total"]));
+        out += fmt::format("    … {} trees in all (raise --max-values to list them)\n",
+                           show(step["trees_total"]));
       const json& a = step["aggregation"];
       std::string base;
       for (const auto& b : a["base_values"]) base += (base.empty() ? "" : ", ") + show(b);
@@ -108,15 +110,19 @@ std::string render_trace(const std::string& text) {
                          a.value("post_transform", ""));
     }
     for (const auto& o : step["outputs"])
-      out += fmt::format("  -> {} {}\n", o.value("name", ""), show_values(o["values"], o.value("truncated", false)));
+      out += fmt::format("  -> {} {}\n", o.value("name", ""),
+                         show_values(o["values"], o.value("truncated", false)));
   }
   out += "outputs\n";
-  for (const auto& o : t["outputs"]) out += fmt::format("  {} = {}\n", o.value("name", ""), show_values(o["values"], false));
+  for (const auto& o : t["outputs"])
+    out += fmt::format("  {} = {}\n", o.value("name", ""), show_values(o["values"], false));
   const json& p = t["prediction"];
   out += "prediction";
   if (p.contains("error")) out += fmt::format(" (none: {})", p["error"].get<std::string>());
-  if (p.contains("label")) out += fmt::format("  label {}", p["label"].get<std::string>());
-  else if (p.contains("value")) out += fmt::format("  value {}", show(p["value"]));
+  if (p.contains("label"))
+    out += fmt::format("  label {}", p["label"].get<std::string>());
+  else if (p.contains("value"))
+    out += fmt::format("  value {}", show(p["value"]));
   if (p.contains("proba")) out += fmt::format("  probabilities {}", show_values(p["proba"], false));
   out += "\n";
   if (t.value("truncated", false))
@@ -128,7 +134,8 @@ int cmd_trace(const Invocation& inv) {
   const std::string& ref = inv.args[0];
   if (ref.empty()) throw UsageError("the model REF must not be empty", "trace");
   auto row = option(inv, "row");
-  if (!row || row->empty()) throw UsageError("'trace' needs --row 'SQL' (a query returning the row)", "trace");
+  if (!row || row->empty())
+    throw UsageError("'trace' needs --row 'SQL' (a query returning the row)", "trace");
   std::optional<int> max_values;
   if (auto mv = option(inv, "max-values")) {
     int v = 0;
@@ -141,12 +148,14 @@ int cmd_trace(const Invocation& inv) {
   return with_connection(inv, [&](Connection& conn) {
     // The row binds to the model as flock.predict binds it: by column name, or by position for a
     // model without feature names. LIMIT 2 is enough to tell one row from several.
-    Result r = conn.exec(fmt::format("SELECT {}flock.trace($1, r, coalesce($2, 10000)){} FROM ({}\n) r LIMIT 2",
-                                     as_json ? "jsonb_pretty(" : "", as_json ? ")" : "", *row),
-                         {Param::text(ref), Param::int4(max_values)});
+    Result r =
+        conn.exec(fmt::format("SELECT {}flock.trace($1, r, coalesce($2, 10000)){} FROM ({}\n) r LIMIT 2",
+                              as_json ? "jsonb_pretty(" : "", as_json ? ")" : "", *row),
+                  {Param::text(ref), Param::int4(max_values)});
     if (r.rows() != 1)
-      throw Failure(fmt::format("the --row query returned {} rows; a trace is of one row", r.rows() ? "several" : "no"),
-                    "", "Narrow it down, e.g. with WHERE id = 42 or LIMIT 1.");
+      throw Failure(
+          fmt::format("the --row query returned {} rows; a trace is of one row", r.rows() ? "several" : "no"),
+          "", "Narrow it down, e.g. with WHERE id = 42 or LIMIT 1.");
     if (r.is_null(0, 0)) throw Failure("the --row query returned a NULL row");
     std::string text(r.get(0, 0));
     write_out(as_json ? text + "\n" : render_trace(text));

@@ -30,11 +30,16 @@ json number(double v) {
 
 json element(const Tensor& t, size_t k) {
   switch (t.type) {
-    case ElemType::Float: return number(t.f[k]);
-    case ElemType::Double: return number(t.d[k]);
-    case ElemType::Int64: return t.i[k];
-    case ElemType::String: return t.s[k];
-    case ElemType::Bool: return t.b[k] != 0;
+    case ElemType::Float:
+      return number(t.f[k]);
+    case ElemType::Double:
+      return number(t.d[k]);
+    case ElemType::Int64:
+      return t.i[k];
+    case ElemType::String:
+      return t.s[k];
+    case ElemType::Bool:
+      return t.b[k] != 0;
   }
   return nullptr;
 }
@@ -66,20 +71,27 @@ json tensor_json(const std::string& name, const Tensor& t, Budget* budget) {
 
 const char* mode_name(uint8_t mode) {
   switch (mode) {
-    case tree::kLeq: return "BRANCH_LEQ";
-    case tree::kLt: return "BRANCH_LT";
-    case tree::kGte: return "BRANCH_GTE";
-    case tree::kGt: return "BRANCH_GT";
-    case tree::kEq: return "BRANCH_EQ";
-    case tree::kNeq: return "BRANCH_NEQ";
-    default: return "LEAF";
+    case tree::kLeq:
+      return "BRANCH_LEQ";
+    case tree::kLt:
+      return "BRANCH_LT";
+    case tree::kGte:
+      return "BRANCH_GTE";
+    case tree::kGt:
+      return "BRANCH_GT";
+    case tree::kEq:
+      return "BRANCH_EQ";
+    case tree::kNeq:
+      return "BRANCH_NEQ";
+    default:
+      return "LEAF";
   }
 }
 
 // A tree step's trees and aggregation. `feature_names`: names of the columns of its input when
 // that input is the model's input (else empty).
-void trace_trees(const tree::TreeKernel& kernel, const Tensor& input, const std::vector<std::string>& feature_names,
-                 Budget& budget, json& step) {
+void trace_trees(const tree::TreeKernel& kernel, const Tensor& input,
+                 const std::vector<std::string>& feature_names, Budget& budget, json& step) {
   const tree::Ensemble& e = kernel.ensemble();
   const tree::TreeKernel::Aggregation agg = kernel.aggregation();
   const std::vector<tree::TreeKernel::TracedTree> walks = kernel.trace_row(input, 0);
@@ -124,7 +136,8 @@ void trace_trees(const tree::TreeKernel& kernel, const Tensor& input, const std:
         p["feature_name"] = feature_names[static_cast<size_t>(node.feature)];
       path.push_back(std::move(p));
     }
-    json tree_json = {{"tree", t}, {"root", id_of(e.roots[t])}, {"path", std::move(path)}, {"leaf", id_of(walk.leaf)}};
+    json tree_json = {
+        {"tree", t}, {"root", id_of(e.roots[t])}, {"path", std::move(path)}, {"leaf", id_of(walk.leaf)}};
     if (agg.single_target) {
       tree_json["value"] = number(walk.leaf_value);
     } else {
@@ -164,8 +177,10 @@ json features_json(const Signature& sig, const FeatureBatch& row) {
     const InputSpec& spec = sig.inputs[k];
     for (size_t j = 0; j < t.size(); ++j) {
       std::string name;
-      if (sig.inputs.size() == 1 && j < sig.feature_names.size()) name = sig.feature_names[j];
-      else name = t.size() == 1 ? spec.name : fmt::format("{}[{}]", spec.name, j);
+      if (sig.inputs.size() == 1 && j < sig.feature_names.size())
+        name = sig.feature_names[j];
+      else
+        name = t.size() == 1 ? spec.name : fmt::format("{}[{}]", spec.name, j);
       json value = element(t, j);
       const bool missing = (t.type == ElemType::Float && std::isnan(t.f[j])) ||
                            (t.type == ElemType::Double && std::isnan(t.d[j]));
@@ -214,7 +229,8 @@ std::string trace_json_unguarded(const Model& model, const FeatureBatch& row, co
       outputs.push_back(tensor_json(name, out[k], &budget));
     }
     step["outputs"] = std::move(outputs);
-    if (const auto* trees = dynamic_cast<const tree::TreeKernel*>(view.kernel); trees && !in.empty() && in[0]) {
+    if (const auto* trees = dynamic_cast<const tree::TreeKernel*>(view.kernel);
+        trees && !in.empty() && in[0]) {
       const bool reads_model_input = sig.inputs.size() == 1 && !view.inputs.empty() &&
                                      !graph.input_slots.empty() && view.inputs[0] == graph.input_slots[0];
       static const std::vector<std::string> kNoNames;
@@ -225,7 +241,8 @@ std::string trace_json_unguarded(const Model& model, const FeatureBatch& row, co
   std::vector<Tensor> outputs = ModelInternals::run_observed(model, row, observe);
   json final_outputs = json::array();
   for (size_t k = 0; k < outputs.size(); ++k)
-    final_outputs.push_back(tensor_json(k < sig.outputs.size() ? sig.outputs[k].name : "", outputs[k], nullptr));
+    final_outputs.push_back(
+        tensor_json(k < sig.outputs.size() ? sig.outputs[k].name : "", outputs[k], nullptr));
   json j = {{"format", to_string(model.format())},
             {"task", sig.task == Task::Classification ? "classification" : "regression"},
             {"features", features_json(sig, row)},

@@ -3,7 +3,7 @@
 // (resolve.cpp, bind.cpp, feature_batch in score.cpp); the trace itself is the core's
 // (flock/trace.hpp). This file adds who the model is: name, version and sha256, and under an
 // audit policy records the row as scored.
-#include "pg.hpp"  // must come first
+#include "flock/trace.hpp"
 
 #include <cstdlib>
 #include <cstring>
@@ -11,8 +11,7 @@
 
 #include "call_state.hpp"
 #include "guard.hpp"
-
-#include "flock/trace.hpp"
+#include "pg.hpp"  // must come first
 
 extern "C" {
 #include "lib/stringinfo.h"
@@ -50,8 +49,10 @@ char* with_model(const CallState* st, const char* core_json) {
   sha[kSha256HexSize] = '\0';
   appendStringInfo(&buf, "\"sha256\": \"%s\"}", sha);
   // core_json is an object: "{...}"; splice its members after ours.
-  if (core_json[0] == '{' && core_json[1] != '}') appendStringInfo(&buf, ", %s", core_json + 1);
-  else appendStringInfoChar(&buf, '}');
+  if (core_json[0] == '{' && core_json[1] != '}')
+    appendStringInfo(&buf, ", %s", core_json + 1);
+  else
+    appendStringInfoChar(&buf, '}');
   return buf.data;
 }
 

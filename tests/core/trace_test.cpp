@@ -2,6 +2,8 @@
 // prediction equals Model::predict on the same row bit for bit, every tree has a path ending in a
 // leaf, the traced leaves add up (with the base values) to XGBoost's own margin, missing values
 // take their default branch, and max_values bounds the listing.
+#include "flock/trace.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,7 +16,6 @@
 
 #include "flock/error.hpp"
 #include "flock/model.hpp"
-#include "flock/trace.hpp"
 
 #ifndef FLOCK_TEST_DATA_DIR
 #error "FLOCK_TEST_DATA_DIR must point at tests/core/data"
@@ -48,7 +49,8 @@ flock::FeatureBatch one_row(const json& values) {
   flock::FeatureBatch batch;
   batch.rows = 1;
   std::vector<float> row;
-  for (const auto& v : values) row.push_back(v.is_null() ? std::numeric_limits<float>::quiet_NaN() : v.get<float>());
+  for (const auto& v : values)
+    row.push_back(v.is_null() ? std::numeric_limits<float>::quiet_NaN() : v.get<float>());
   const int64_t width = static_cast<int64_t>(row.size());
   batch.inputs.push_back(flock::Tensor::floats({1, width}, std::move(row)));
   return batch;
@@ -75,7 +77,8 @@ void check(const std::string& name) {
     }
     if (!p.proba.empty()) {
       ASSERT_EQ(got["proba"].size(), static_cast<size_t>(p.n_classes));
-      for (int64_t c = 0; c < p.n_classes; ++c) EXPECT_EQ(number(got["proba"][c]), p.proba[static_cast<size_t>(c)]);
+      for (int64_t c = 0; c < p.n_classes; ++c)
+        EXPECT_EQ(number(got["proba"][c]), p.proba[static_cast<size_t>(c)]);
     }
     ASSERT_EQ(t["steps"].size(), 1u);
     const json& step = t["steps"][0];

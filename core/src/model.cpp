@@ -848,7 +848,6 @@ std::vector<uint8_t> with_feature_names(std::span<const uint8_t> bytes, ModelFor
                  [&] { return with_feature_names_unguarded(bytes, format, names); });
 }
 
-
 ModelInternals::GraphView ModelInternals::graph(const Model& model) {
   const Plan& plan = *model.plan_;
   GraphView g;

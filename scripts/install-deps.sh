@@ -20,7 +20,12 @@ packages=(
   libonnx-testdata
   # benchmark peers only: ONNX Runtime comes from the npm registry (bench/ort/install.sh)
   nodejs npm
+  # flockctl report: its charts' library comes from the npm registry (tools/report/install-charts.sh);
+  # its test opens the page in headless Chromium
+  chromium
 )
+# npm: Debian's package, unless a Node.js that brings its own (nodesource's nodejs) is installed.
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

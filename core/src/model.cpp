@@ -17,6 +17,7 @@
 #include "flock/kernel.hpp"
 #include "flock/utf8.hpp"
 #include "kernels/dense_layer.hpp"
+#include "model_internals.hpp"
 #include "xgboost_import.hpp"
 
 namespace flock {
@@ -130,6 +131,8 @@ class Plan {
     std::vector<int> outputs;  // slot per output, -1 for an unused output name
     std::string where;
     int64_t opset = 0;
+    std::vector<std::string> input_names;   // the graph's names of the values read ("" omitted)
+    std::vector<std::string> output_names;  // and written
   };
 
   int n_slots = 0;
@@ -199,7 +202,7 @@ class Plan {
     p->output_slots = output_slots;
     p->constants = constants;
     p->steps.reserve(steps.size());
-    for (const Step& s : steps) p->steps.push_back(Step{s.kernel, s.inputs, s.outputs, s.where, s.opset});
+    for (const Step& s : steps) p->steps.push_back(s);
     p->limits = limits;
     p->release_after = release_after;
     p->donatable = donatable;
@@ -207,8 +210,11 @@ class Plan {
   }
 
   // `peak_bytes`, when given, receives the largest total of live values (inputs, intermediates,
-  // outputs; constants excluded) at any point of the run.
-  std::vector<Tensor> run(std::vector<Tensor> inputs, size_t* peak_bytes = nullptr) const {
+  // outputs; constants excluded) at any point of the run. `observe`, when given, sees each step's
+  // inputs and outputs right after it ran (flock.trace); no input is donated then, so what it sees
+  // is what the step read.
+  std::vector<Tensor> run(std::vector<Tensor> inputs, size_t* peak_bytes = nullptr,
+                          const ModelInternals::StepObserver* observe = nullptr) const {
     poll_interrupt();
     // The buffers of the previous run, unless another thread runs this plan now (then a fresh arena).
     ArenaLease lease(*this);
@@ -240,7 +246,7 @@ class Plan {
         donated.push_back(d);
         donating = donating || d;
       }
-      if (!donating) donated.clear();
+      if (!donating || observe) donated.clear();
       out.assign(step.outputs.size(), Tensor());
       try {
         step.kernel->run_donated(in, donated, out);
@@ -249,6 +255,7 @@ class Plan {
         // Name the node: a kernel knows its op, not where it sits in the graph.
         throw Error(e.code(), fmt::format("{} (opset {}): {}", step.where, step.opset, e.what()), e.hint());
       }
+      if (observe) (*observe)(index, in, out);
       for (size_t k = 0; k < step.outputs.size(); ++k) {
         int s = step.outputs[k];
         if (s < 0) {
@@ -459,6 +466,8 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
     Plan::Step step;
     step.where = attrs.where();
     step.opset = opset;
+    step.input_names.assign(node.input().begin(), node.input().end());
+    step.output_names.assign(node.output().begin(), node.output().end());
     for (const auto& in : node.input()) {
       if (in.empty()) {
         step.inputs.push_back(-1);
@@ -706,7 +715,10 @@ void as_doubles(const Tensor& t, double* out, size_t n) {
 }  // namespace
 
 Prediction Model::predict_unguarded(const FeatureBatch& batch, unsigned parts) const {
-  std::vector<Tensor> outputs = run_unguarded(batch);
+  return prediction_of(run_unguarded(batch), batch, parts);
+}
+
+Prediction Model::prediction_of(const std::vector<Tensor>& outputs, const FeatureBatch& batch, unsigned parts) const {
   Prediction p;
   p.rows = batch.rows;
   if (signature_.task == Task::Regression) {
@@ -881,12 +893,6 @@ std::vector<uint8_t> with_feature_names(std::span<const uint8_t> bytes, ModelFor
                  [&] { return with_feature_names_unguarded(bytes, format, names); });
 }
 
-}  // namespace flock
-
-#include "model_internals.hpp"
-
-namespace flock {
-
 ModelInternals::GraphView ModelInternals::graph(const Model& model) {
   const Plan& plan = *model.plan_;
   GraphView g;
@@ -894,8 +900,22 @@ ModelInternals::GraphView ModelInternals::graph(const Model& model) {
   g.output_slots = plan.output_slots;
   for (const auto& [slot, tensor] : plan.constants) g.constant_slots.push_back(slot);
   g.steps.reserve(plan.steps.size());
-  for (const auto& step : plan.steps) g.steps.push_back(StepView{step.kernel.get(), step.inputs, step.outputs});
+  for (const auto& step : plan.steps)
+    g.steps.push_back(
+        StepView{step.kernel.get(), step.inputs, step.outputs, step.where, step.input_names, step.output_names});
   return g;
+}
+
+std::vector<Tensor> ModelInternals::run_observed(const Model& model, const FeatureBatch& batch,
+                                                 const StepObserver& observe) {
+  return guarded("running the model", ErrorCode::Internal,
+                 [&] { return model.plan_->run(model.feed_for(batch), nullptr, &observe); });
+}
+
+Prediction ModelInternals::prediction_of(const Model& model, const std::vector<Tensor>& outputs,
+                                         const FeatureBatch& batch, unsigned parts) {
+  return guarded("running the model", ErrorCode::Internal,
+                 [&] { return model.prediction_of(outputs, batch, parts); });
 }
 
 int ModelInternals::label_output(const Model& model) { return model.label_output_; }

@@ -509,8 +509,12 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
         }
       }
     }
-    if (folded_relu) step.outputs.push_back(new_slot(folded_relu->output(0)));
-    else
+    if (folded_relu) {
+      // One step for both nodes: it writes the Relu's value, and says so in errors and traces.
+      step.outputs.push_back(new_slot(folded_relu->output(0)));
+      step.output_names = {folded_relu->output(0)};
+      step.where += " + " + Attrs(*folded_relu).where();
+    } else
       for (const auto& out : node.output()) step.outputs.push_back(out.empty() ? -1 : new_slot(out));
     plan.steps.push_back(std::move(step));
 

@@ -33,11 +33,9 @@ const dnnl::engine& cpu_engine() {
 
 // See gemm.cpp: oneDNN runs on OpenMP, one thread per calling thread.
 void single_thread_openmp() {
-  thread_local bool done = false;
-  if (done) return;
   using SetThreads = void (*)(int);
-  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) set(1);
-  done = true;
+  static const auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (set) set(1);
 }
 
 using dt = dnnl::memory::data_type;

@@ -17,15 +17,14 @@ bool fast_path_on() {
   return on;
 }
 
-// oneDNN's OpenMP runtime sizes its team with omp_get_max_threads(), a per-thread setting: one
-// thread for every thread that calls in. Looked up rather than linked, so the core does not depend
-// on which OpenMP runtime the compiler would pick (libdnnl brings libgomp).
+// oneDNN's OpenMP runtime sizes its team with omp_get_max_threads(), a per-thread setting: set to
+// one before every call (a store), since other code in the process may raise it (XGBoost's
+// training, flock.train). Looked up rather than linked, so the core does not depend on which
+// OpenMP runtime the compiler would pick (libdnnl brings libgomp).
 void single_thread_openmp() {
-  thread_local bool done = false;
-  if (done) return;
   using SetThreads = void (*)(int);
-  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) set(1);
-  done = true;
+  static const auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (set) set(1);
 }
 
 }  // namespace

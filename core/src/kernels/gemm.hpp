@@ -1,8 +1,8 @@
 // Single-precision GEMM through oneDNN (Debian libdnnl). oneDNN picks its kernel for the CPU it runs
 // on (AVX-512, AVX2, ...) by JIT at run time, so the product reaches the widest vector unit without
 // any environment variable and without building for one CPU; measured against OpenBLAS and BLIS in
-// bench/gemm (README "Dense kernels"). The Debian build runs oneDNN on OpenMP: the first call on a
-// thread sets that thread's OpenMP team size to 1, so no thread pool ever starts inside a PostgreSQL
+// bench/gemm (README "Dense kernels"). The Debian build runs oneDNN on OpenMP: every call sets the
+// calling thread's OpenMP team size to 1 first, so no thread pool ever starts inside a PostgreSQL
 // backend. FLOCK_NO_BLAS=1 in the environment keeps the callers on Eigen (a fallback and an oracle).
 #pragma once
 

@@ -305,3 +305,29 @@ def test_notice_every_n_rounds(conn, data):
     one(conn, "SELECT flock.train('noisy', 'train_src', 'reg', params => '{\"num_boost_round\": 10}')")
     assert sum("round" in n for n in conn.notices) == 2
     conn.cursor().execute("RESET flock.train_notice_rounds")
+
+
+def test_statement_timeout_stops_training(cluster, dbname, conn, data):
+    conn.cursor().execute("CREATE TABLE IF NOT EXISTS train_big AS "
+                          "SELECT (i % 97)::real AS a, (i % 13)::real AS b, random() AS c, (i % 7)::float8 AS y "
+                          "FROM generate_series(1, 100000) i")
+    before = counts(conn)
+    worker = psycopg2.connect(cluster.dsn(dbname))
+    worker.autocommit = True
+    worker.cursor().execute("SET statement_timeout = '3s'")
+    started = time.monotonic()
+    err = sqlstate(worker, "SELECT flock.train('slow_timeout', 'train_big', 'y', params => "
+                           "'{\"num_boost_round\": 100000, \"max_depth\": 8, \"nthread\": 1}')")
+    assert err.pgcode == "57014" and "statement timeout" in err.diag.message_primary
+    assert time.monotonic() - started < 4.0
+    assert counts(conn) == before
+    worker.close()
+
+
+def test_default_nthread_is_what_one_query_may_use(conn, data):
+    conn.cursor().execute("SET max_parallel_workers_per_gather = 3")
+    one(conn, "SELECT flock.train('threads', 'train_src', 'reg', params => '{\"num_boost_round\": 2}', "
+              "features => ARRAY['f0','f1'])")
+    conn.cursor().execute("RESET max_parallel_workers_per_gather")
+    limit = one(conn, "SELECT least(3, current_setting('max_parallel_workers')::int) + 1")
+    assert one(conn, "SELECT params->'params'->'nthread' FROM flock.training_runs WHERE model_name = 'threads'") == limit

@@ -132,8 +132,8 @@ Options:
       --seed=N             the seed of the held-out split (default 0)
       --notice-rounds=N    print progress every N rounds (flock.train_notice_rounds)
 )~",
-       "train NAME --data DATA --target COLUMN",
-       "train a model in the database, registered with its lineage",
+       "train NAME --data DATA",
+       "train a model in the database (--target COLUMN), registered with its lineage",
        "a model NAME", cmd_train},
       {"lineage", 1, 1, {{"dot", 0, false}, {"openlineage", 0, false}, {"direction", 0, true}},
        "lineage REF [--dot | --openlineage] [--direction D] [OPTIONS]",

@@ -20,7 +20,8 @@ def conn(cluster, dbname):
 
 
 def test_help_lists_train(flock_bin, offline_env):
-    assert "train NAME --data DATA --target COLUMN" in ok(flock_bin, ["--help"], offline_env)
+    assert "train NAME --data DATA" in ok(flock_bin, ["--help"], offline_env)
+    assert "train NAME --data DATA --target COLUMN" in ok(flock_bin, ["train", "--help"], offline_env)
     assert "num_boost_round" in ok(flock_bin, ["train", "--help"], offline_env)
 
 

@@ -66,7 +66,7 @@ struct Booster {
   }
 };
 
-void build_matrix(const TrainingData& data, const std::vector<std::int64_t>& rows, Matrix& out) {
+void build_matrix(const TrainingData& data, const std::vector<std::int64_t>& rows, int threads, Matrix& out) {
   std::vector<float> x(rows.size() * static_cast<std::size_t>(data.cols));
   std::vector<float> y(rows.size());
   const std::size_t cols = static_cast<std::size_t>(data.cols);
@@ -75,8 +75,8 @@ void build_matrix(const TrainingData& data, const std::vector<std::int64_t>& row
     std::copy_n(&data.features[r * cols], cols, &x[i * cols]);
     y[i] = data.target[r];
   }
-  check(XGDMatrixCreateFromMat(x.data(), rows.size(), cols, std::numeric_limits<float>::quiet_NaN(),
-                               &out.handle),
+  check(XGDMatrixCreateFromMat_omp(x.data(), rows.size(), cols, std::numeric_limits<float>::quiet_NaN(),
+                                   &out.handle, threads),
         "could not take the data");
   check(XGDMatrixSetFloatInfo(out.handle, "label", y.data(), y.size()), "could not take the target");
   std::vector<const char*> names;
@@ -151,9 +151,13 @@ Result train_xgboost(const TrainingData& data, const Request& request) {
     fail(ErrorCode::InvalidInput, "early_stopping_rounds needs held-out rows, and none were drawn",
          "Raise test_fraction above 0 or drop early_stopping_rounds.");
 
+  const int threads =
+      params.contains("nthread") && params["nthread"].is_number_integer() && params["nthread"].get<int>() > 0
+          ? params["nthread"].get<int>()
+          : request.default_threads;
   Matrix train_matrix, test_matrix;
-  build_matrix(data, split.train, train_matrix);
-  if (!split.test.empty()) build_matrix(data, split.test, test_matrix);
+  build_matrix(data, split.train, threads, train_matrix);
+  if (!split.test.empty()) build_matrix(data, split.test, threads, test_matrix);
   poll_interrupt();
 
   Booster booster;

@@ -24,6 +24,7 @@ issue's goal is >= 1.5 at 1M rows). Exit status 0 when both paths ran and agreed
 """
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -79,7 +80,7 @@ def load(conn, X, y):
         cur.execute(f"CREATE TABLE higgs_x (id bigint PRIMARY KEY, {cols}) WITH (autovacuum_enabled = off)")
         cur.copy_expert("COPY higgs_x FROM STDIN (FORMAT binary)", data.table_copy_stream(X))
         cur.execute("CREATE TEMP TABLE labels (id bigint, label integer)")
-        cur.execute("INSERT INTO labels SELECT g, (%s::int[])[g] FROM generate_series(1, %s) g", (y.tolist(), len(y)))
+        cur.copy_expert("COPY labels FROM STDIN", io.StringIO("".join(f"{i + 1}\t{int(v)}\n" for i, v in enumerate(y))))
         cur.execute(f"CREATE TABLE higgs WITH (autovacuum_enabled = off) AS SELECT x.*, l.label FROM higgs_x x "
                     "JOIN labels l USING (id) ORDER BY id")
         cur.execute("DROP TABLE higgs_x")

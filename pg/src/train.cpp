@@ -209,7 +209,8 @@ extern "C" Datum flock_train_fit(PG_FUNCTION_ARGS) {
 
   if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
     ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-                    errmsg("permission denied for the training data %s", get_rel_name(relid))));
+                    errmsg("permission denied for the training data %s", get_rel_name(relid)),
+                    errhint("Train on a table, data set or query you may read.")));
   Relation rel = table_open(relid, AccessShareLock);
   TupleDesc desc = RelationGetDescr(rel);
 
@@ -236,10 +237,12 @@ extern "C" Datum flock_train_fit(PG_FUNCTION_ARGS) {
     deconstruct_array(names, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elem_nulls, &n);
     if (n > desc->natts)
       ereport(ERROR,
-              (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("more features than columns were named")));
+              (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("more features than columns were named"),
+               errhint("Name each feature column once.")));
     for (int k = 0; k < n; ++k) {
       if (elem_nulls[k])
-        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("a feature name is NULL")));
+        ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("a feature name is NULL"),
+                        errhint("features => ARRAY['col1', 'col2'] names the feature columns.")));
       char* name = TextDatumGetCString(elems[k]);
       int column = column_named(desc, name);
       if (column < 0)
@@ -248,11 +251,13 @@ extern "C" Datum flock_train_fit(PG_FUNCTION_ARGS) {
                         errhint("Its columns are %s.", column_list(desc))));
       if (column == target_column)
         ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-                        errmsg("column \"%s\" is both the target and a feature", name)));
+                        errmsg("column \"%s\" is both the target and a feature", name),
+                        errhint("Leave the target out of features.")));
       for (int j = 0; j < n_features; ++j)
         if (columns[j] == column)
           ereport(ERROR,
-                  (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("feature \"%s\" is named twice", name)));
+                  (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("feature \"%s\" is named twice", name),
+                   errhint("Name each feature column once.")));
       check_numeric(desc, column, "feature");
       columns[n_features++] = column;
     }

@@ -171,8 +171,7 @@ Result train_linear(const TrainingData& data, const Request& request) {
     b = fit_intercept ? y_mean - x_mean.dot(w) : 0;
     result.metrics = nlohmann::json::object();
   } else {
-    for (std::size_t i = 0; i < split.train.size(); ++i) {
-      const double v = y(static_cast<Eigen::Index>(i));
+    for (const float v : data.target) {
       if (v != 0 && v != 1)
         fail(ErrorCode::InvalidInput, "the target of algorithm 'logistic' must be 0 or 1",
              "Two classes only: map the target to 0 / 1 in the query (multi-class: algorithm 'xgboost' with "

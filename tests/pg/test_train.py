@@ -187,6 +187,22 @@ def test_logistic_matches_sklearn(conn, data):
     assert labels == [float(v) for v in oracle.predict(x)]
 
 
+def test_multinomial_logistic_matches_sklearn(conn, data):
+    ref = one(conn, "SELECT flock.train('logit3', 'SELECT coalesce(f0, 0) AS f0, coalesce(f1, 0) AS f1, "
+                    "coalesce(f3, 0) AS f3, multi FROM train_src', 'multi', 'logistic', '{\"C\": 0.5}', NULL, 0.2, 2)")
+    order = data["order"]
+    x = np.nan_to_num(data["x"][order][:, [0, 1, 3]]).astype(np.float64)
+    y = data["multi"][order]
+    test = np.array([held_out(2, i, 0.2) for i in range(len(order))])
+    oracle = sklearn_linear.LogisticRegression(C=0.5, tol=1e-12, max_iter=100000).fit(x[~test], y[~test])
+    got = np.array([r[0] for r in rows(conn, "SELECT flock.predict_proba(%s, t) FROM "
+                                             "(SELECT coalesce(f0, 0) AS f0, coalesce(f1, 0) AS f1, coalesce(f3, 0) AS f3 "
+                                             "FROM train_src) t", (ref,))])
+    assert np.allclose(got, oracle.predict_proba(x), rtol=0, atol=1e-5)
+    metrics = one(conn, "SELECT metrics FROM flock.training_runs WHERE model_name = 'logit3'")
+    assert {"log_loss", "accuracy"} <= metrics.keys()
+
+
 def test_lineage_from_table_to_model(conn, data):
     ref = one(conn, "SELECT flock.train('lin_chain', 'SELECT * FROM train_src WHERE id < 400', 'reg', "
                     "params => '{\"num_boost_round\": 3}', features => ARRAY['f0','f1','f2','f3','f4'])")

@@ -9,6 +9,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <Eigen/Dense>
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -23,6 +24,10 @@ namespace {
 
 constexpr int kDefaultMaxIterations = 100;
 constexpr double kDefaultTolerance = 1e-10;
+constexpr float kMaxClasses = 1000;
+// The intercepts of a multinomial model are free up to a common shift; this penalty picks the
+// smallest, without moving the probabilities measurably.
+constexpr double kInterceptRidge = 1e-10;
 
 double number_param(const nlohmann::json& params, const char* name, double fallback, bool positive) {
   if (!params.contains(name)) return fallback;
@@ -68,7 +73,7 @@ void set_shape(onnx::ValueInfoProto* value, const char* name, int elem_type, std
 }
 
 std::string onnx_model(const std::string& op, std::int64_t inputs, const std::vector<float>& coefficients,
-                       const std::vector<float>& intercepts) {
+                       const std::vector<float>& intercepts, int classes = 0) {
   onnx::ModelProto model;
   model.set_ir_version(8);
   model.set_producer_name("flock.train");
@@ -98,14 +103,13 @@ std::string onnx_model(const std::string& op, std::int64_t inputs, const std::ve
     auto* labels = node->add_attribute();
     labels->set_name("classlabels_ints");
     labels->set_type(onnx::AttributeProto::INTS);
-    labels->add_ints(0);
-    labels->add_ints(1);
+    for (int k = 0; k < classes; ++k) labels->add_ints(k);
     auto* post = node->add_attribute();
     post->set_name("post_transform");
     post->set_type(onnx::AttributeProto::STRING);
     post->set_s("SOFTMAX");
     set_shape(graph->add_output(), "label", onnx::TensorProto::INT64, 0);
-    set_shape(graph->add_output(), "probabilities", onnx::TensorProto::FLOAT, 2);
+    set_shape(graph->add_output(), "probabilities", onnx::TensorProto::FLOAT, classes);
   }
   std::string bytes;
   if (!model.SerializeToString(&bytes)) fail(ErrorCode::Internal, "could not serialize the ONNX model");
@@ -122,6 +126,64 @@ void check_params(const nlohmann::json& params, const std::set<std::string>& kno
            "Its parameters are " + names + ".");
     }
   }
+}
+
+// scikit-learn's multinomial LogisticRegression(C): min C * sum -log softmax(X W + b)_y + ||W||^2 / 2,
+// by Newton's method on every class's weights and intercept at once. Returns (p + 1) x classes.
+Eigen::MatrixXd fit_multinomial(const Eigen::MatrixXd& x, const Eigen::VectorXd& y, int classes, double c,
+                                bool fit_intercept, int max_iter, double tol, const Request& request) {
+  const Eigen::Index n = x.rows(), p = x.cols(), k = p + 1, m = classes;
+  Eigen::MatrixXd xa(n, k);
+  xa.leftCols(p) = x;
+  xa.col(p).setConstant(fit_intercept ? 1.0 : 0.0);
+  Eigen::MatrixXd onehot = Eigen::MatrixXd::Zero(n, m);
+  for (Eigen::Index i = 0; i < n; ++i) onehot(i, static_cast<Eigen::Index>(y(i))) = 1;
+  Eigen::VectorXd penalty = Eigen::VectorXd::Ones(k);
+  penalty(p) = fit_intercept ? kInterceptRidge : 1.0;
+  Eigen::MatrixXd theta = Eigen::MatrixXd::Zero(k, m);
+  auto softmax = [&](const Eigen::MatrixXd& t, double* loss) {
+    Eigen::MatrixXd z = xa * t;
+    double total = 0;
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const double top = z.row(i).maxCoeff();
+      const double truth = z.row(i).dot(onehot.row(i));
+      z.row(i) = (z.row(i).array() - top).exp();
+      const double sum = z.row(i).sum();
+      total += std::log(sum) + top - truth;
+      z.row(i) /= sum;
+    }
+    if (loss) *loss = c * total + 0.5 * (penalty.asDiagonal() * t.array().square().matrix()).sum();
+    return z;
+  };
+  for (int iteration = 0; iteration < max_iter; ++iteration) {
+    poll_interrupt();
+    double before = 0;
+    const Eigen::MatrixXd prob = softmax(theta, &before);
+    const Eigen::MatrixXd gradient = c * xa.transpose() * (prob - onehot) + penalty.asDiagonal() * theta;
+    if (gradient.lpNorm<Eigen::Infinity>() <= tol) break;
+    Eigen::MatrixXd hessian = Eigen::MatrixXd::Zero(k * m, k * m);
+    for (Eigen::Index a = 0; a < m; ++a) {
+      for (Eigen::Index b = a; b < m; ++b) {
+        Eigen::VectorXd weight = -prob.col(a).cwiseProduct(prob.col(b));
+        if (a == b) weight += prob.col(a);
+        const Eigen::MatrixXd block = c * xa.transpose() * weight.asDiagonal() * xa;
+        hessian.block(a * k, b * k, k, k) = block;
+        hessian.block(b * k, a * k, k, k) = block.transpose();
+      }
+      hessian.block(a * k, a * k, k, k).diagonal() += penalty;
+    }
+    const Eigen::VectorXd flat = Eigen::Map<const Eigen::VectorXd>(gradient.data(), k * m);
+    const Eigen::VectorXd step_flat = hessian.ldlt().solve(flat);
+    const Eigen::MatrixXd step = Eigen::Map<const Eigen::MatrixXd>(step_flat.data(), k, m);
+    double t = 1, after = 0;
+    for (; t > 1e-12; t /= 2) {
+      softmax(theta - t * step, &after);
+      if (after <= before - 1e-4 * t * flat.dot(step_flat)) break;
+    }
+    theta -= t * step;
+    if (request.on_progress) request.on_progress(Progress{iteration + 1, max_iter, std::nan(""), {}});
+  }
+  return theta;
 }
 
 }  // namespace
@@ -150,6 +212,8 @@ Result train_linear(const TrainingData& data, const Request& request) {
   const Eigen::Index p = x.cols();
   Eigen::VectorXd w = Eigen::VectorXd::Zero(p);
   double b = 0;
+  int classes = 0;
+  Eigen::MatrixXd multinomial;  // (p + 1) x classes: weights over the intercept row, more than two classes
   Result result;
   result.params = params;
   result.params["fit_intercept"] = fit_intercept;
@@ -172,55 +236,62 @@ Result train_linear(const TrainingData& data, const Request& request) {
     result.metrics = nlohmann::json::object();
   } else {
     for (const float v : data.target) {
-      if (v != 0 && v != 1)
-        fail(ErrorCode::InvalidInput, "the target of algorithm 'logistic' must be 0 or 1",
-             "Two classes only: map the target to 0 / 1 in the query (multi-class: algorithm 'xgboost' with "
-             "objective multi:softprob).");
+      if (!(v >= 0 && v < kMaxClasses && v == std::floor(v)))
+        fail(ErrorCode::InvalidInput,
+             "the target of algorithm 'logistic' must be a class number 0, 1, 2, ...",
+             "Map the classes to 0 .. K-1 in the query, e.g. CASE species WHEN 'setosa' THEN 0 ... END.");
+      classes = std::max(classes, static_cast<int>(v) + 1);
     }
+    classes = std::max(classes, 2);
     const double c = number_param(params, "C", 1.0, true);
     const int max_iter = static_cast<int>(number_param(params, "max_iter", kDefaultMaxIterations, true));
     const double tol = number_param(params, "tol", kDefaultTolerance, true);
     result.params["C"] = c;
     result.params["max_iter"] = max_iter;
     result.params["tol"] = tol;
-    // theta = [w; b]; the objective's gradient and Hessian, Newton steps with backtracking.
-    const Eigen::Index k = p + 1;
-    Eigen::MatrixXd xa(x.rows(), k);
-    xa.leftCols(p) = x;
-    xa.col(p).setConstant(fit_intercept ? 1.0 : 0.0);
-    Eigen::VectorXd theta = Eigen::VectorXd::Zero(k);
-    Eigen::VectorXd penalty = Eigen::VectorXd::Ones(k);
-    penalty(p) =
-        fit_intercept ? 0.0 : 1.0;  // without an intercept its (zero) coordinate is held by the penalty
-    auto objective = [&](const Eigen::VectorXd& t) {
-      const Eigen::VectorXd z = xa * t;
-      double loss = 0;
-      for (Eigen::Index i = 0; i < z.size(); ++i) {
-        const double zi = z(i);
-        loss += (zi > 0 ? zi + std::log1p(std::exp(-zi)) : std::log1p(std::exp(zi))) - y(i) * zi;
+    if (classes > 2) {
+      multinomial = fit_multinomial(x, y, classes, c, fit_intercept, max_iter, tol, request);
+      result.metrics = nlohmann::json::object();
+    } else {
+      // theta = [w; b]; the objective's gradient and Hessian, Newton steps with backtracking.
+      const Eigen::Index k = p + 1;
+      Eigen::MatrixXd xa(x.rows(), k);
+      xa.leftCols(p) = x;
+      xa.col(p).setConstant(fit_intercept ? 1.0 : 0.0);
+      Eigen::VectorXd theta = Eigen::VectorXd::Zero(k);
+      Eigen::VectorXd penalty = Eigen::VectorXd::Ones(k);
+      penalty(p) =
+          fit_intercept ? 0.0 : 1.0;  // without an intercept its (zero) coordinate is held by the penalty
+      auto objective = [&](const Eigen::VectorXd& t) {
+        const Eigen::VectorXd z = xa * t;
+        double loss = 0;
+        for (Eigen::Index i = 0; i < z.size(); ++i) {
+          const double zi = z(i);
+          loss += (zi > 0 ? zi + std::log1p(std::exp(-zi)) : std::log1p(std::exp(zi))) - y(i) * zi;
+        }
+        return c * loss + 0.5 * (penalty.array() * t.array().square()).sum();
+      };
+      int iterations = 0;
+      for (; iterations < max_iter; ++iterations) {
+        poll_interrupt();
+        const Eigen::VectorXd z = xa * theta;
+        const Eigen::VectorXd prob = (1.0 / (1.0 + (-z.array()).exp())).matrix();
+        const Eigen::VectorXd gradient = c * (xa.transpose() * (prob - y)) + penalty.cwiseProduct(theta);
+        if (gradient.lpNorm<Eigen::Infinity>() <= tol) break;
+        const Eigen::VectorXd s = (prob.array() * (1 - prob.array())).matrix();
+        Eigen::MatrixXd hessian = c * (xa.transpose() * s.asDiagonal() * xa);
+        hessian.diagonal() += penalty;
+        const Eigen::VectorXd step = hessian.ldlt().solve(gradient);
+        const double before = objective(theta);
+        double t = 1;
+        while (t > 1e-12 && objective(theta - t * step) > before - 1e-4 * t * gradient.dot(step)) t /= 2;
+        theta -= t * step;
+        if (request.on_progress) request.on_progress(Progress{iterations + 1, max_iter, std::nan(""), {}});
       }
-      return c * loss + 0.5 * (penalty.array() * t.array().square()).sum();
-    };
-    int iterations = 0;
-    for (; iterations < max_iter; ++iterations) {
-      poll_interrupt();
-      const Eigen::VectorXd z = xa * theta;
-      const Eigen::VectorXd prob = (1.0 / (1.0 + (-z.array()).exp())).matrix();
-      const Eigen::VectorXd gradient = c * (xa.transpose() * (prob - y)) + penalty.cwiseProduct(theta);
-      if (gradient.lpNorm<Eigen::Infinity>() <= tol) break;
-      const Eigen::VectorXd s = (prob.array() * (1 - prob.array())).matrix();
-      Eigen::MatrixXd hessian = c * (xa.transpose() * s.asDiagonal() * xa);
-      hessian.diagonal() += penalty;
-      const Eigen::VectorXd step = hessian.ldlt().solve(gradient);
-      const double before = objective(theta);
-      double t = 1;
-      while (t > 1e-12 && objective(theta - t * step) > before - 1e-4 * t * gradient.dot(step)) t /= 2;
-      theta -= t * step;
-      if (request.on_progress) request.on_progress(Progress{iterations + 1, max_iter, std::nan(""), {}});
+      w = theta.head(p);
+      b = fit_intercept ? theta(p) : 0;
+      result.metrics = {{"iterations", iterations}};
     }
-    w = theta.head(p);
-    b = fit_intercept ? theta(p) : 0;
-    result.metrics = {{"iterations", iterations}};
   }
 
   std::vector<float> coefficients;
@@ -228,25 +299,40 @@ Result train_linear(const TrainingData& data, const Request& request) {
   if (!logistic) {
     for (Eigen::Index j = 0; j < p; ++j) coefficients.push_back(static_cast<float>(w(j)));
     intercepts.push_back(static_cast<float>(b));
+  } else if (classes > 2) {
+    for (int k = 0; k < classes; ++k)
+      for (Eigen::Index j = 0; j < p; ++j) coefficients.push_back(static_cast<float>(multinomial(j, k)));
+    for (int k = 0; k < classes; ++k) intercepts.push_back(static_cast<float>(multinomial(p, k)));
   } else {
     // softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]: class 0 scores 0, class 1 scores Xw + b.
     coefficients.assign(static_cast<std::size_t>(p), 0.0f);
     for (Eigen::Index j = 0; j < p; ++j) coefficients.push_back(static_cast<float>(w(j)));
     intercepts = {0.0f, static_cast<float>(b)};
   }
-  result.model = onnx_model(logistic ? "LinearClassifier" : "LinearRegressor", p, coefficients, intercepts);
+  result.model =
+      onnx_model(logistic ? "LinearClassifier" : "LinearRegressor", p, coefficients, intercepts, classes);
   result.format = "onnx";
 
   // Metrics in double precision with the fitted coefficients.
   if (!split.test.empty()) {
     const Eigen::MatrixXd xt = design(data, split.test);
-    const Eigen::VectorXd z = (xt * w).array() + b;
     std::vector<float> truth;
     for (auto r : split.test) truth.push_back(data.target[static_cast<std::size_t>(r)]);
+    if (classes > 2) {
+      const Eigen::MatrixXd scores = (xt * multinomial.topRows(p)).rowwise() + multinomial.row(p);
+      std::vector<double> probabilities;
+      for (Eigen::Index i = 0; i < scores.rows(); ++i) {
+        const Eigen::RowVectorXd e = (scores.row(i).array() - scores.row(i).maxCoeff()).exp();
+        for (Eigen::Index k = 0; k < e.size(); ++k) probabilities.push_back(e(k) / e.sum());
+      }
+      result.metrics.update(evaluate("multiclass", truth, probabilities, classes));
+    }
+    const Eigen::VectorXd z = (xt * w).array() + b;
     std::vector<double> predicted(static_cast<std::size_t>(z.size()));
     for (Eigen::Index i = 0; i < z.size(); ++i)
       predicted[static_cast<std::size_t>(i)] = logistic ? 1.0 / (1.0 + std::exp(-z(i))) : z(i);
-    result.metrics.update(evaluate(logistic ? "binary" : "regression", truth, predicted, 0));
+    if (classes <= 2)
+      result.metrics.update(evaluate(logistic ? "binary" : "regression", truth, predicted, 0));
   } else {
     result.metrics["test_rows"] = 0;
   }

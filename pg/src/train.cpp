@@ -275,10 +275,15 @@ extern "C" Datum flock_train_fit(PG_FUNCTION_ARGS) {
   float* x = static_cast<float*>(
       MemoryContextAllocHuge(CurrentMemoryContext, capacity * n_features * sizeof(float)));
   float* y = static_cast<float*>(MemoryContextAllocHuge(CurrentMemoryContext, capacity * sizeof(float)));
+  // The slot is cleared at the end, or by the (sub)transaction abort of an error (train_progress.cpp).
+  train_progress_begin(model_name, algorithm, 0, n_features);
   TableScanDesc scan = table_beginscan_strat(rel, GetActiveSnapshot(), 0, nullptr, true, false);
   TupleTableSlot* slot = table_slot_create(rel, nullptr);
   while (table_scan_getnextslot(scan, ForwardScanDirection, slot)) {
-    if (rows % kRowsPerInterruptCheck == 0) CHECK_FOR_INTERRUPTS();
+    if (rows % kRowsPerInterruptCheck == 0) {
+      CHECK_FOR_INTERRUPTS();
+      train_progress_rows(rows);
+    }
     if (rows >= max_rows)
       ereport(ERROR,
               (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -332,12 +337,10 @@ extern "C" Datum flock_train_fit(PG_FUNCTION_ARGS) {
   table_close(rel, AccessShareLock);
 
   Fitted fitted;
-  train_progress_begin(model_name, algorithm, rows, n_features);
-  PG_TRY();
-  { fit_in_core(rows, n_features, x, y, names, algorithm, params, test_fraction, seed, model_name, &fitted); }
-  PG_FINALLY();
-  { train_progress_end(); }
-  PG_END_TRY();
+  train_progress_rows(rows);
+  train_progress_update("training", 0, 0, std::nan(""));
+  fit_in_core(rows, n_features, x, y, names, algorithm, params, test_fraction, seed, model_name, &fitted);
+  train_progress_end();
 
   pfree(x);
   pfree(y);

@@ -11,6 +11,7 @@ void install_training();
 
 // This backend's progress slot (no-ops when the slots do not exist, flock not preloaded).
 void train_progress_begin(const char* model, const char* algorithm, int64 rows, int features);
+void train_progress_rows(int64 rows);
 void train_progress_update(const char* phase, int round, int rounds, double metric);
 void train_progress_end();
 

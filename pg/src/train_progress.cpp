@@ -5,6 +5,7 @@
 #include "train.hpp"  // must come first
 
 extern "C" {
+#include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
@@ -83,6 +84,15 @@ void end_write(TrainProgressSlot* slot) {
   slot->changecount = slot->changecount + 1;
 }
 
+// An error ends the run: its (sub)transaction's abort clears the slot. A run is synchronous, so an
+// abort while the slot is set is the run's own.
+void clear_on_abort(XactEvent event, void*) {
+  if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) train_progress_end();
+}
+void clear_on_subabort(SubXactEvent event, SubTransactionId, SubTransactionId, void*) {
+  if (event == SUBXACT_EVENT_ABORT_SUB) train_progress_end();
+}
+
 }  // namespace
 
 void install_training() {
@@ -100,6 +110,8 @@ void install_training() {
   shmem_request_hook = progress_shmem_request;
   prev_shmem_startup_hook = shmem_startup_hook;
   shmem_startup_hook = progress_shmem_startup;
+  RegisterXactCallback(clear_on_abort, nullptr);
+  RegisterSubXactCallback(clear_on_subabort, nullptr);
 }
 
 void train_progress_begin(const char* model, const char* algorithm, int64 rows, int features) {
@@ -111,13 +123,21 @@ void train_progress_begin(const char* model, const char* algorithm, int64 rows, 
   slot->database = MyDatabaseId;
   strlcpy(slot->model, model, kNameBytes);
   strlcpy(slot->algorithm, algorithm, kShortBytes);
-  strlcpy(slot->phase, "training", kShortBytes);
+  strlcpy(slot->phase, "reading", kShortBytes);
   slot->rows = rows;
   slot->features = features;
   slot->round = 0;
   slot->rounds = 0;
   slot->metric = std::nan("");
   slot->started = GetCurrentTimestamp();
+  end_write(slot);
+}
+
+void train_progress_rows(int64 rows) {
+  TrainProgressSlot* slot = my_slot();
+  if (slot == nullptr || slot->pid == 0) return;
+  begin_write(slot);
+  slot->rows = rows;
   end_write(slot);
 }
 

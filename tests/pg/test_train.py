@@ -347,3 +347,16 @@ def test_default_nthread_is_what_one_query_may_use(conn, data):
     conn.cursor().execute("RESET max_parallel_workers_per_gather")
     limit = one(conn, "SELECT least(3, current_setting('max_parallel_workers')::int) + 1")
     assert one(conn, "SELECT params->'params'->'nthread' FROM flock.training_runs WHERE model_name = 'threads'") == limit
+
+
+def test_the_fit_reads_snapshots_only(conn, connect_as, data):
+    """A heap scan would bypass row-level security: _train_fit takes flock_data tables only."""
+    conn.cursor().execute("CREATE TABLE IF NOT EXISTS train_secret AS SELECT * FROM train_src")
+    conn.cursor().execute("ALTER TABLE train_secret ENABLE ROW LEVEL SECURITY")
+    conn.cursor().execute("GRANT SELECT ON train_secret TO train_other")
+    err = sqlstate(connect_as("train_other"), "SELECT * FROM flock._train_fit('train_secret', 'reg', NULL, "
+                                              "'xgboost', '{}', 0.2, 0, 'x')")
+    assert err.pgcode == "42809" and err.diag.message_hint
+    # Through flock.train the snapshot runs the query as the caller, policies applied: no rows here.
+    err = sqlstate(connect_as("train_other"), "SELECT flock.train('secret', 'train_secret', 'reg')")
+    assert err.pgcode == "22023" and "no rows" in err.diag.message_primary

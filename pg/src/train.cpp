@@ -210,8 +210,9 @@ extern "C" Datum flock_train_fit(PG_FUNCTION_ARGS) {
   // Only data set snapshots: they have no row-level security, which a heap scan would bypass.
   const char* schema = get_namespace_name(get_rel_namespace(relid));
   if (schema == nullptr || strcmp(schema, "flock_data") != 0 || get_rel_relkind(relid) != RELKIND_RELATION)
-    ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE), errmsg("flock._train_fit reads data set snapshots only"),
-                    errhint("Train with flock.train, which snapshots the data first.")));
+    ereport(ERROR,
+            (errcode(ERRCODE_WRONG_OBJECT_TYPE), errmsg("flock._train_fit reads data set snapshots only"),
+             errhint("Train with flock.train, which snapshots the data first.")));
   if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
     ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
                     errmsg("permission denied for the training data %s", get_rel_name(relid)),

@@ -1,4 +1,6 @@
 // flock::train: the held-out split, the metrics, and models that load and answer as fitted.
+#include "flock/train.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,7 +10,6 @@
 #include "flock/error.hpp"
 #include "flock/interrupt.hpp"
 #include "flock/model.hpp"
-#include "flock/train.hpp"
 
 namespace {
 

@@ -165,9 +165,10 @@ __attribute__((noinline)) void fit_in_core(int64 rows, int n_features, const flo
     request.default_threads = threads;
     request.on_progress = [&](const flock::train::Progress& p) {
       train_progress_update("training", p.round, p.rounds, p.metric);
-      if (notice_rounds > 0 && (p.round % notice_rounds == 0 || p.round == p.rounds)) {
+      if (notice_rounds > 0 && (p.round % notice_rounds == 0 || p.round == p.rounds || p.best_round > 0)) {
         std::string metric =
             std::isnan(p.metric) ? std::string() : ", test " + p.metric_name + " " + std::to_string(p.metric);
+        if (p.best_round > 0) metric += "; stopped early, keeping round " + std::to_string(p.best_round);
         if (ErrorData* error = send_notice(model_name, p.round, p.rounds, metric.c_str()))
           throw PgError{error};
       }

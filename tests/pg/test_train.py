@@ -320,6 +320,12 @@ def test_notice_every_n_rounds(conn, data):
     del conn.notices[:]
     one(conn, "SELECT flock.train('noisy', 'train_src', 'reg', params => '{\"num_boost_round\": 10}')")
     assert sum("round" in n for n in conn.notices) == 2
+    del conn.notices[:]
+    one(conn, "SELECT flock.train('noisy_early', 'train_src', 'bin', params => "
+              "'{\"objective\": \"binary:logistic\", \"eta\": 1, \"max_depth\": 8, \"num_boost_round\": 500, "
+              "\"early_stopping_rounds\": 3}')")
+    best = one(conn, "SELECT (metrics->>'best_iteration')::int + 1 FROM flock.training_runs WHERE model_name = 'noisy_early'")
+    assert any(f"stopped early, keeping round {best}" in n for n in conn.notices), conn.notices
     conn.cursor().execute("RESET flock.train_notice_rounds")
 
 

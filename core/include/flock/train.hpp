@@ -34,6 +34,7 @@ struct Progress {
   int rounds = 0;     // planned
   double metric = 0;  // the last evaluation on the held-out rows (NaN: none)
   std::string metric_name;
+  int best_round = 0;  // early stopping: set on the last call, the 1-based round kept
 };
 
 struct Request {

@@ -234,6 +234,7 @@ Result train_xgboost(const TrainingData& data, const Request& request) {
         best_score = score;
       } else if (round - best_iteration >= early_stopping) {
         stop = true;
+        progress.best_round = best_iteration + 1;
       }
     }
     if (request.on_progress) request.on_progress(progress);

@@ -366,3 +366,37 @@ def test_the_fit_reads_snapshots_only(conn, connect_as, data):
     # Through flock.train the snapshot runs the query as the caller, policies applied: no rows here.
     err = sqlstate(connect_as("train_other"), "SELECT flock.train('secret', 'train_secret', 'reg')")
     assert err.pgcode == "22023" and "no rows" in err.diag.message_primary
+
+
+VARIED = [
+    "SELECT * FROM train_src",
+    "SELECT g, g % 3 AS dup FROM generate_series(1, 20000) g",  # three chunks of 8192
+    "SELECT 1 AS one FROM generate_series(1, 9000)",  # duplicate rows
+    "SELECT 1 AS x WHERE false",  # no rows
+    "SELECT 'Grüße, \"quoted\", (x)'::text AS txt, NULL::int AS n, 1.5::numeric(10,3) AS d, "
+    "'2026-12-03 05:00:00+02'::timestamptz AS ts, '\\x00ff'::bytea AS b, ARRAY[1.5, NULL]::float8[] AS a, "
+    "'{\"k\": [1, 2]}'::jsonb AS j, interval '1 day 2 hours' AS i, 'NaN'::real AS nan, 1e-40::real AS tiny",
+]
+
+
+@pytest.mark.parametrize("query", VARIED, ids=["table", "chunks", "duplicates", "empty", "types"])
+def test_fast_snapshot_hash_is_the_sql_definition(conn, data, query):
+    """flock._table_hash's heap-scan path against its SQL definition, kept as _table_hash_sql."""
+    conn.cursor().execute("SET TimeZone = 'America/New_York'; SET DateStyle = 'German'; SET extra_float_digits = 0")
+    ref = one(conn, "SELECT flock.snapshot_dataset(%s, %s)", ("hashed_" + str(abs(hash(query)) % 10**8), query))
+    table, recorded = rows(conn, "SELECT table_name, content_hash FROM flock.datasets "
+                                 "WHERE name || '@' || version = %s", (ref,))[0]
+    fast = rows(conn, "SELECT row_count, content_hash FROM flock._table_hash(%s::regclass)", (table,))[0]
+    oracle = rows(conn, "SELECT row_count, content_hash FROM flock._table_hash_sql(%s::regclass)", (table,))[0]
+    assert fast == oracle and recorded == oracle[1]
+    assert one(conn, "SELECT flock.verify_dataset(%s)", (ref,)) is True
+    conn.cursor().execute("RESET TimeZone; RESET DateStyle; RESET extra_float_digits")
+
+
+def test_snapshot_hash_of_a_column_named_t(conn, data):
+    """The SQL definition's `t::text` over `FROM rel t` hashes column t, not the row, when the table
+    has a column named t; the heap-scan path hashes the row, as the source check (C) does, so
+    verify_dataset's two checks agree."""
+    ref = one(conn, "SELECT flock.snapshot_dataset('col_t', 'SELECT ''plain''::text AS t, 1 AS y')")
+    report = one(conn, "SELECT flock.verify_dataset_report(%s)", (ref,))
+    assert report["stored"]["ok"] and report["source"]["ok"], report

@@ -90,8 +90,15 @@ def python_xgboost(data, target, params, seed=0, test_fraction=0.2):
     kw = {}
     if early:
         kw = {"evals": [(dtest, "test")], "early_stopping_rounds": early, "verbose_eval": False}
-    booster = xgb.train(params, dtrain, num_boost_round=rounds, **kw)
+    booster = xgb.train(list_params(params), dtrain, num_boost_round=rounds, **kw)
     return booster, test
+
+
+def list_params(params):
+    """A dict with list values as xgboost.train takes repeated parameters: a list of pairs."""
+    if not any(isinstance(v, list) for v in params.values()):
+        return params
+    return [(k, x) for k, v in params.items() for x in (v if isinstance(v, list) else [v])]
 
 
 def every_row(data):
@@ -105,12 +112,19 @@ CASES = [
     ("multi", {"objective": "multi:softprob", "num_class": 3, "max_depth": 3, "num_boost_round": 20, "nthread": 1}),
     ("bin", {"objective": "binary:logistic", "tree_method": "hist", "max_depth": 6, "eta": 0.5,
              "num_boost_round": 200, "early_stopping_rounds": 5, "nthread": 1}),
+    # A maximized metric decides the stop (auc), a list sets a parameter twice (eval_metric).
+    ("bin", {"objective": "binary:logistic", "eval_metric": ["logloss", "auc"], "max_depth": 6, "eta": 0.5,
+             "num_boost_round": 200, "early_stopping_rounds": 4, "nthread": 1}),
+    ("multi", {"objective": "multi:softprob", "num_class": 3, "max_depth": 4, "eta": 0.6, "num_boost_round": 100,
+               "early_stopping_rounds": 3, "nthread": 1}),
 ]
 
 
-@pytest.mark.parametrize("target,params", CASES, ids=["reg", "binary", "multi", "binary_early_stopping"])
-def test_xgboost_predicts_what_python_xgboost_predicts(conn, data, target, params):
-    name = f"xgb_{target}_{len(params)}"
+@pytest.mark.parametrize("case", range(len(CASES)), ids=["reg", "binary", "multi", "binary_early_stopping",
+                                                         "binary_early_stopping_auc", "multi_early_stopping"])
+def test_xgboost_predicts_what_python_xgboost_predicts(conn, data, case):
+    target, params = CASES[case]
+    name = f"xgb_{target}_{case}"
     ref = one(conn, "SELECT flock.train(%s, 'train_src', %s, 'xgboost', %s, %s, 0.2, 11)",
               (name, target, json.dumps(params), FEATURES))
     assert ref == f"{name}@1"

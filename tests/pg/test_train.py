@@ -230,8 +230,12 @@ def test_lineage_from_table_to_model(conn, data):
     assert ("table", "training_run") not in kinds
     assert {("table", "dataset"), ("dataset", "training_run"), ("training_run", "model")} <= kinds
     assert any(f == "table" and r.endswith("train_src") for f, r, _ in up)
-    events = json.dumps(one(conn, "SELECT flock.openlineage(%s)", (ref,)))
-    assert "lin_chain@1" in events and "train_src" in events
+    events = one(conn, "SELECT flock.openlineage(%s)", (ref,))
+    assert "lin_chain@1" in json.dumps(events) and "train_src" in json.dumps(events)
+    training = [e for e in events if e["job"]["name"] == "flock.train.lin_chain"]
+    assert len(training) == 1
+    assert "flock.train('lin_chain'" in training[0]["job"]["facets"]["sql"]["query"]
+    assert "rmse" in training[0]["run"]["facets"]["flock_training"]["metrics"]
     # A data set reference trains on that snapshot as it is: no new snapshot.
     again = one(conn, "SELECT flock.train('lin_chain', 'lin_chain@1', 'reg', params => '{\"num_boost_round\": 3}')")
     assert again == "lin_chain@2"

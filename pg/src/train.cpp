@@ -111,10 +111,6 @@ struct Fitted {
   char* environment = nullptr;
 };
 
-struct ProgressContext {
-  const char* model;
-};
-
 // nthread when params do not say: the leader and the parallel workers one query may use.
 int default_threads() { return Max(1, Min(max_parallel_workers_per_gather, max_parallel_workers) + 1); }
 
@@ -138,7 +134,8 @@ __attribute__((noinline)) ErrorData* send_notice(const char* model, int round, i
   return error;
 }
 
-// The core's part, inside the guard; kept out of flock_train_fit's PG_TRY frame.
+// The core's part, inside the guard, in a frame of its own (noinline): flock_train_fit's frames stay
+// plain C.
 __attribute__((noinline)) void fit_in_core(int64 rows, int n_features, const float* x, const float* y,
                                            const char** names, const char* algorithm, const char* params,
                                            double test_fraction, int32 seed, const char* model_name,

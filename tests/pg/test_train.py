@@ -285,7 +285,7 @@ def test_a_name_another_role_manages(connect_as, conn, data):
     assert one(owner, "SELECT count(*) FROM flock.training_runs WHERE model_name = 'owned'") == 1
 
 
-def test_cancel_stops_within_a_second_and_registers_nothing(cluster, dbname, conn, data):
+def test_cancel_stops_within_a_second_and_registers_nothing(cluster, dbname, conn, connect_as, data):
     conn.cursor().execute("CREATE TABLE IF NOT EXISTS train_big AS "
                           "SELECT (i % 97)::real AS a, (i % 13)::real AS b, random() AS c, (i % 7)::float8 AS y "
                           "FROM generate_series(1, 100000) i")
@@ -312,6 +312,8 @@ def test_cancel_stops_within_a_second_and_registers_nothing(cluster, dbname, con
             break
         time.sleep(0.1)
     assert progress and progress[0][0] == "slow" and progress[0][2] == 100000
+    # Like pg_stat_progress_*: another role does not see a superuser's run.
+    assert rows(connect_as("train_other"), "SELECT 1 FROM flock.train_progress WHERE pid = %s", (pid,)) == []
     asked = time.monotonic()
     one(conn, "SELECT pg_cancel_backend(%s)", (pid,))
     thread.join(30)

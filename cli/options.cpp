@@ -9,6 +9,7 @@
 #include "governance.hpp"
 #include "report.hpp"
 #include "trace.hpp"
+#include "train.hpp"
 
 namespace flock::cli {
 namespace {
@@ -113,6 +114,29 @@ Options:
        "drop NAME[@VERSION]",
        "delete a model, or one version of it",
        "a model NAME", cmd_drop},
+      {"train", 1, 1,
+       {{"data", 0, true}, {"target", 0, true}, {"algorithm", 0, true}, {"params", 0, true}, {"features", 0, true},
+        {"test-fraction", 0, true}, {"seed", 0, true}, {"notice-rounds", 0, true}},
+       "train NAME --data DATA --target COLUMN [OPTIONS]",
+       R"~(Trains a model in the database with flock.train and registers it as the next version of
+model NAME: the data is snapshotted as data set NAME, the run (SQL, parameters, library
+versions, held-out metrics, time) recorded and linked in lineage, all in one transaction.
+Prints the new reference, the data set version and the metrics.
+Options:
+      --data=DATA          a table or view, a data set NAME@VERSION, or a query (required)
+      --target=COLUMN      the column to predict (required)
+      --algorithm=A        xgboost (the default), linear (ridge) or logistic (L2)
+      --params=JSON|FILE   parameters as a JSON object, inline ('{"max_depth": 4}') or a file;
+                           XGBoost's own names plus num_boost_round and early_stopping_rounds,
+                           alpha for linear, C for logistic
+      --features=A,B,C     the feature columns (default: every column but the target)
+      --test-fraction=F    share of rows held out for the metrics (default 0.2)
+      --seed=N             the seed of the held-out split (default 0)
+      --notice-rounds=N    print progress every N rounds (flock.train_notice_rounds)
+)~",
+       "train NAME --data DATA",
+       "train a model in the database (--target COLUMN), registered with its lineage",
+       "a model NAME", cmd_train},
       {"lineage", 1, 1, {{"dot", 0, false}, {"openlineage", 0, false}, {"direction", 0, true}},
        "lineage REF [--dot | --openlineage] [--direction D] [OPTIONS]",
        R"~(Shows where a model version came from and what came of it: the tables a data set

@@ -197,6 +197,11 @@ BEGIN
                             (SELECT base FROM facet) || jsonb_build_object(
                               '_schemaURL', 'https://openlineage.io/spec/facets/1-0-1/SourceCodeLocationJobFacet.json#/$defs/SourceCodeLocationJobFacet',
                               'type', 'url', 'url', r.code_ref) END,
+                        -- A run of flock.train (issue 16): its code is the SQL statement that trained.
+                        'sql', CASE WHEN r.code_ref = 'flock.train' AND r.code IS NOT NULL THEN
+                            (SELECT base FROM facet) || jsonb_build_object(
+                              '_schemaURL', 'https://openlineage.io/spec/facets/1-0-1/SQLJobFacet.json#/$defs/SQLJobFacet',
+                              'query', r.code) END,
                         'flock_code', (SELECT base FROM facet) || flock._drop_null_members(jsonb_build_object(
                             '_schemaURL', 'urn:flock:facets:TrainingCodeFacet',
                             'codeRef', r.code_ref, 'codeSha256', r.code_sha256))))),

@@ -16,6 +16,7 @@ extern "C" {
 #include "model_check.hpp"
 #include "optimize_call.hpp"
 #include "optimize_query.hpp"
+#include "pinned.hpp"
 #include "plan_model.hpp"
 #include "optimize_inline.hpp"
 #include "prediction_cost.hpp"
@@ -163,6 +164,7 @@ void _PG_init(void) {
       nullptr, nullptr, nullptr);
   define_model_check_gucs();  // flock.model_checker, flock.model_check_cpu_time, flock.model_check_memory
   install_audit();
+  define_pinned_gucs();  // flock.node_name (scoring on shards)
   MarkGUCPrefixReserved("flock");
   flock::set_interrupt_check(interrupt_requested);  // query cancel and statement_timeout stop model runs
   install_batching();

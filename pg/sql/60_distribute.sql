@@ -36,6 +36,16 @@ CREATE FUNCTION flock.predict_label_pinned(model flock.pinned, input record) RET
 CREATE FUNCTION flock.predict_label_pinned(model flock.pinned, features float4[]) RETURNS text
   AS 'MODULE_PATHNAME', 'flock_predict_label_pinned' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1;
 
+-- Whether this node holds the version at all, whoever may use it (the pinned functions then
+-- resolve it as the caller: one without the privilege gets flock.predict's error). 'name@N', what
+-- flock.pin makes, must be that version with those bytes; another reference (an alias) is
+-- resolved afterwards and its bytes compared.
+CREATE FUNCTION flock._has_pinned(sha256 text, ref text) RETURNS boolean
+LANGUAGE sql STABLE STRICT PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT EXISTS (SELECT 1 FROM flock.models m WHERE m.sha256 = _has_pinned.sha256
+                 AND (ref !~ '@[0-9]+$' OR m.name || '@' || m.version = ref))
+$$;
+
 -- ref, resolved here and now (as the caller) -> its pinned form.
 CREATE FUNCTION flock.pin(ref text) RETURNS flock.pinned
 LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -306,7 +316,12 @@ BEGIN
   shard_query := format(query, VARIADIC ARRAY(SELECT quote_literal(x) FROM unnest(refs) x));
   -- The result's columns: the query planned here, over the coordinator's table of the same name
   -- (never run).
-  EXECUTE 'CREATE TEMP VIEW flock_on_shards_columns AS ' || shard_query;
+  BEGIN
+    EXECUTE 'CREATE TEMP VIEW flock_on_shards_columns AS ' || shard_query;
+  EXCEPTION WHEN duplicate_column THEN
+    RAISE EXCEPTION 'the columns of a query for flock.on_shards need names of their own' USING ERRCODE = 'duplicate_column',
+      DETAIL = SQLERRM, HINT = 'Name each output column (AS name).';
+  END;
   SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
     INTO columns FROM pg_attribute a WHERE a.attrelid = 'pg_temp.flock_on_shards_columns'::regclass AND a.attnum > 0;
   DROP VIEW pg_temp.flock_on_shards_columns;

@@ -54,16 +54,17 @@ bool valid_sha(const char* sha) {
 // the error names the node rather than being flock._resolve's "not found").
 void require_version_here(const char* ref, const char* sha) {
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
-  Oid argtypes[1] = {TEXTOID};
-  Datum args[1] = {CStringGetTextDatum(sha)};
-  if (SPI_execute_with_args("SELECT 1 FROM flock.models WHERE sha256 = $1", 1, argtypes, args, nullptr, true, 1) !=
-      SPI_OK_SELECT)
+  Oid argtypes[2] = {TEXTOID, TEXTOID};
+  Datum args[2] = {CStringGetTextDatum(sha), CStringGetTextDatum(ref)};
+  if (SPI_execute_with_args("SELECT flock._has_pinned($1, $2)", 2, argtypes, args, nullptr, true, 1) != SPI_OK_SELECT ||
+      SPI_processed != 1)
     elog(ERROR, "could not read flock.models");
-  bool here = SPI_processed == 1;
+  bool isnull;
+  bool here = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
   SPI_finish();
   if (!here)
     ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
-                    errmsg("node \"%s\" has no model version with sha256 %s (wanted for \"%s\")", node_name(), sha, ref),
+                    errmsg("node \"%s\" has no model \"%s\" with sha256 %s", node_name(), ref, sha),
                     errhint("The shards' model catalog is replicated from the coordinator: wait until "
                             "flock.distribution_status() shows the shard caught up, or check its subscription.")));
 }

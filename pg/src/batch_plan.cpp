@@ -398,6 +398,9 @@ bool collect_exec_params(Node* node, Bitmapset** ids) {
 // above reads. The others are left NULL.
 CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, List* qual, List* calls,
                             List* inputs, List* row_columns, List* copied) {
+  // The child is no longer an Append's direct child: an async-capable foreign scan (a foreign
+  // partition) there would wait for requests only an Append makes, and return no rows (issue 18).
+  child->async_capable = false;
   CustomScan* cs = makeNode(CustomScan);
   cs->scan.plan.startup_cost = child->startup_cost;
   cs->scan.plan.total_cost = child->total_cost;

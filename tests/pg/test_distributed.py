@@ -94,6 +94,14 @@ def test_plain_predictions_equal_one_node(coord):
     assert sorted(dist) == sorted(local)
 
 
+def test_pulling_the_rows_and_scoring_here_equals_one_node(coord):
+    # The batch node goes above each foreign partition: those scans must not stay asynchronous
+    # (they returned no rows: sum NULL).
+    q = "SELECT sum(flock.predict('gb', d)::numeric), count(flock.predict('gb', d)) FROM {} d"
+    assert rows(coord, q.format("d")) == rows(coord, q.format("d_local"))
+    assert "FlockBatchScore" in "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q.format("d")))
+
+
 def test_pinned_select_list_over_foreign_partitions_equals_one_node(coord):
     p = pin(coord, "gb")
     dist = rows(coord, f"SELECT id, flock.predict_pinned({p}, d) FROM d")

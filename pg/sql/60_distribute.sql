@@ -285,8 +285,9 @@ END $$;
 -- Runs `query` on every shard holding a partition of `tbl`, all at once, and returns the union of
 -- their rows (call it with a column definition list, as dblink). `%1$s`, `%2$s`... in the query
 -- stand for the models given after it, each pinned here to the version it resolves to now: each
--- shard first checks it holds those exact bytes (flock.require_pinned), then runs the query with
--- 'name@N' (plain flock.predict: batched on the shard). Connections are kept for the session. The query runs on the shard as written, against the shard's table of the same name
+-- shard runs the query with 'name@N' (plain flock.predict: batched on the shard) joined to
+-- flock.require_pinned of each, so it answers only if it holds those exact bytes. `%` itself is
+-- written `%%` (format()). Connections are kept for the session. The query runs on the shard as written, against the shard's table of the same name
 -- (flock.create_distributed_table makes it so): aggregates there are partial, to be combined
 -- here. An error on a shard (down, missing version...) names it; no partial result is returned.
 CREATE FUNCTION flock.on_shards(tbl regclass, query text, VARIADIC models text[] DEFAULT '{}')
@@ -297,6 +298,7 @@ DECLARE
   pins text[] := '{}';
   r record;
   shard_query text;
+  remote_query text;
   columns text;
   shard_names name[];
   conns text[] := '{}';
@@ -325,6 +327,12 @@ BEGIN
   SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
     INTO columns FROM pg_attribute a WHERE a.attrelid = 'pg_temp.flock_on_shards_columns'::regclass AND a.attnum > 0;
   DROP VIEW pg_temp.flock_on_shards_columns;
+  -- One statement per shard: the pins are checked in the statement that scores, so no result
+  -- leaves a shard unless it holds every pinned version (and no extra round trip).
+  remote_query := CASE WHEN cardinality(pins) = 0 THEN shard_query
+                       ELSE format('SELECT q.* FROM (SELECT %s) AS flock_pins, (%s) AS q',
+                                   (SELECT string_agg(format('flock.require_pinned(%L)', p), ' AND ') FROM unnest(pins) p),
+                                   shard_query) END;
   shard_names := ARRAY(SELECT DISTINCT fs.srvname FROM pg_inherits i
                        JOIN pg_foreign_table ft ON ft.ftrelid = i.inhrelid
                        JOIN pg_foreign_server fs ON fs.oid = ft.ftserver
@@ -345,13 +353,10 @@ BEGIN
         PERFORM dblink_connect(conn, flock._shard_dsn(shard));
       END IF;
       conns := conns || conn;
-      FOR k IN 1 .. cardinality(refs) LOOP
-        PERFORM * FROM dblink(conn, format('SELECT flock.require_pinned(%L)', pins[k])) AS c(ok boolean);
-      END LOOP;
     END LOOP;
     FOR k IN 1 .. cardinality(shard_names) LOOP
       failed := shard_names[k];
-      PERFORM dblink_send_query(conns[k], shard_query);
+      PERFORM dblink_send_query(conns[k], remote_query);
     END LOOP;
     FOR k IN 1 .. cardinality(shard_names) LOOP
       failed := shard_names[k];

@@ -233,7 +233,8 @@ def test_a_version_a_shard_lacks_is_an_error_naming_it(coord, nodes):
                 other.close()
         err = sqlstate(coord, f"SELECT count(*) FROM d WHERE flock.predict_pinned({p}, {ARRAY}) > 0")
         assert err.pgcode == "42704" and 'node "shard2"' in err.diag.message_primary, err.diag.message_primary
-        err = sqlstate(coord, "SELECT * FROM flock.on_shards('d', 'SELECT flock.predict(%1$s, d) FROM d', 'rf') AS r(p float8)")
+        err = sqlstate(coord, f"SELECT * FROM flock.on_shards('d', 'SELECT flock.predict(%1$s, {ARRAY}) p FROM d', 'rf') "
+                              "AS r(p float8)")
         assert err.pgcode == "42704" and "shard2" in err.diag.message_primary
         err = sqlstate(coord, "SELECT flock.wait_for_shards('rf', '0.3 seconds')")
         assert err.pgcode == "57014" and "shard2" in err.diag.message_primary

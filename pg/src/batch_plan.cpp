@@ -39,6 +39,7 @@ extern "C" {
 #include "batch_node.hpp"
 #include "batch_plan.hpp"
 #include "optimize_query.hpp"
+#include "pin_remote.hpp"
 #include "plan_model.hpp"
 
 namespace flock::pg {
@@ -1038,6 +1039,7 @@ PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, 
   // The optimizer's query rewrites first (optimize_query.cpp): PostgreSQL then plans what they add.
   QueryOptimizeContext octx = {query_string, options, params, InvalidOid, false};
   parse = optimize_query(parse, &octx);
+  parse = pin_remote(parse, &octx);  // predictions over foreign tables, pinned so they ship (issue 18)
   PlannedStmt* stmt = prev_planner_hook ? prev_planner_hook(parse, query_string, options, params)
                                         : standard_planner(parse, query_string, options, params);
   if (octx.used_plan_models) plan_depends_on_models(stmt);

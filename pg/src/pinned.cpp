@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "call_state.hpp"
+#include "pin_remote.hpp"
 #include "pinned.hpp"
 
 extern "C" {
@@ -128,6 +129,11 @@ void define_pinned_gucs() {
                              "flock.add_shard sets it on each shard's database to the shard's foreign server name; "
                              "empty: cluster_name.",
                              &node_name_setting, "", PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("flock.pin_remote",
+                           "Pin predictions in the quals of queries over foreign tables, so postgres_fdw ships them.",
+                           "flock.predict*(ref, float4[] of columns) becomes flock.predict*_pinned of the version ref "
+                           "resolves to now.",
+                           &pin_remote_predictions, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
 }
 
 }  // namespace flock::pg

@@ -128,6 +128,33 @@ def test_filter_ships_to_the_shards_and_equals_one_node(coord):
     assert sorted(dist) == sorted(local)
 
 
+def test_plain_predict_in_a_filter_is_pinned_and_shipped(coord):
+    q = f"SELECT id FROM d WHERE flock.predict('gb', {ARRAY}) > 150"
+    plan = "\n".join(r[0] for r in rows(coord, "EXPLAIN (VERBOSE, COSTS OFF) " + q))
+    remote = [line for line in plan.splitlines() if "Remote SQL" in line]
+    ref = one(coord, "SELECT flock.pin('gb')::text")
+    assert len(remote) == 3 and all(f"flock.predict_pinned('{ref}'" in line for line in remote), plan
+    assert f"Flock Pinned: {ref}" in plan
+    local = rows(coord, f"SELECT id FROM d_local d WHERE flock.predict('gb', {ARRAY}) > 150")
+    assert sorted(rows(coord, q)) == sorted(local)
+    # Labels too; a local table's calls are left as they are.
+    q = "SELECT id FROM d WHERE flock.predict_label('colors', ARRAY[age, sex]::float4[]) = 'blue'"
+    assert "predict_label_pinned" in "\n".join(r[0] for r in rows(coord, "EXPLAIN (VERBOSE) " + q))
+    assert sorted(rows(coord, q)) == sorted(rows(coord, q.replace("FROM d ", "FROM d_local ")))
+    plan = "\n".join(r[0] for r in rows(coord, f"EXPLAIN (VERBOSE) SELECT id FROM d_local WHERE flock.predict('gb', {ARRAY}) > 150"))
+    assert "pinned" not in plan
+    # Off: the prediction stays on the coordinator, with the same rows.
+    with coord.cursor() as cur:
+        cur.execute("SET flock.pin_remote = off")
+        try:
+            q = f"SELECT id FROM d WHERE flock.predict('gb', {ARRAY}) > 150"
+            plan = "\n".join(r[0] for r in rows(coord, "EXPLAIN (VERBOSE) " + q))
+            assert "pinned" not in plan and "Filter: (flock.predict(" in plan
+            assert sorted(rows(coord, q)) == sorted(local)
+        finally:
+            cur.execute("RESET flock.pin_remote")
+
+
 def test_aggregates_partial_on_shards_final_here_equal_one_node(coord):
     dist = rows(coord, """
         SELECT sum(s), sum(n), min(lo), max(hi), sum(c)
@@ -200,6 +227,11 @@ def test_a_malformed_pin_is_refused_as_an_unprivileged_role_too(coord, nodes):
 
 
 def test_a_new_version_reaches_every_shard_within_the_bound(coord, nodes):
+    # A statement prepared before the new version pinned the old one; it is planned again after.
+    filtered = f"SELECT count(*) FROM d WHERE flock.predict('gb', {ARRAY}) > 150"
+    with coord.cursor() as cur:
+        cur.execute(f"PREPARE latest_gb AS {filtered}")
+        cur.execute("EXECUTE latest_gb")
     with open(os.path.join(MODELS, "diabetes_tree.onnx"), "rb") as f:
         started = time.monotonic()
         ref = one(coord, "SELECT flock.register_model('gb', %s)", (f.read(),))
@@ -210,6 +242,9 @@ def test_a_new_version_reaches_every_shard_within_the_bound(coord, nodes):
     assert ref in p
     dist = rows(coord, f"SELECT id, flock.predict_pinned({p}, d) FROM d")
     assert by_id(dist) == by_id(rows(coord, f"SELECT id, flock.predict('{ref}', d) FROM d_local d"))
+    assert one(coord, "EXECUTE latest_gb") == one(coord, filtered.replace("FROM d ", "FROM d_local "))
+    with coord.cursor() as cur:
+        cur.execute("DEALLOCATE latest_gb")
 
 
 def test_a_version_a_shard_lacks_is_an_error_naming_it(coord, nodes):

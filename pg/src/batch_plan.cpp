@@ -200,8 +200,13 @@ int want_of(Oid funcid, const RewriteContext* ctx) {
   if (get_func_namespace(funcid) != ctx->flock_namespace) return -1;
   char* name = get_func_name(funcid);
   if (!name) return -1;
-  for (Want want : kEveryWant)
+  for (Want want : kEveryWant) {
     if (strcmp(name, function_name(want)) == 0) return static_cast<int>(want);
+    // The pinned forms (issue 18): flock.predict_pinned and the like, batched alike.
+    size_t len = strlen(function_name(want));
+    if (want != Want::Tensor && strncmp(name, function_name(want), len) == 0 && strcmp(name + len, "_pinned") == 0)
+      return static_cast<int>(want);
+  }
   return -1;
 }
 

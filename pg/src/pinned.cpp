@@ -8,6 +8,11 @@
 
 #include <cstring>
 
+extern "C" {
+#include "utils/syscache.h"
+}
+#undef flock
+
 #include "call_state.hpp"
 #include "pin_remote.hpp"
 #include "pinned.hpp"
@@ -82,6 +87,16 @@ void split_pin(const char* pin, char** ref, char** sha) {
   *sha = pstrdup(hash + 1);
 }
 
+// Resolves ref as flock.predict would, then refuses other bytes than sha's.
+void resolve_as_pinned(CallState* st, const char* ref, const char* sha) {
+  resolve_model(st, CStringGetTextDatum(ref));
+  if (strcmp(st->model_sha, sha) != 0)
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("model \"%s\" on node \"%s\" has sha256 %s, not the pinned %s", st->label, node_name(),
+                           st->model_sha, sha),
+                    errhint("Pin a version ('name@N') whose bytes have that sha256.")));
+}
+
 // The call site's state with its model resolved and verified to be the pinned one.
 PinnedState* verified_state(FunctionCallInfo fcinfo, Oid input_type) {
   if (PG_ARGISNULL(0))
@@ -98,13 +113,7 @@ PinnedState* verified_state(FunctionCallInfo fcinfo, Oid input_type) {
   split_pin(TextDatumGetCString(PG_GETARG_DATUM(0)), &ref, &sha);
   bool verified = ps->verified && ps->verified_generation == catalog_generation && strcmp(ps->verified_sha, sha) == 0;
   if (!verified) require_version_here(ref, sha);
-  CallState* st = ps->st;
-  resolve_model(st, CStringGetTextDatum(ref));
-  if (strcmp(st->model_sha, sha) != 0)
-    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                    errmsg("model \"%s\" on node \"%s\" has sha256 %s, not the pinned %s", st->label, node_name(),
-                           st->model_sha, sha),
-                    errhint("Pin a version ('name@N') whose bytes have that sha256.")));
+  resolve_as_pinned(ps->st, ref, sha);
   if (!verified) {
     strlcpy(ps->verified_sha, sha, sizeof(ps->verified_sha));
     ps->verified_generation = catalog_generation;
@@ -123,6 +132,20 @@ Datum pinned_entry(FunctionCallInfo fcinfo, Want want) {
 }
 
 }  // namespace
+
+bool is_pinned_type(Oid type) {
+  Oid ns = get_namespace_oid("flock", true);
+  return OidIsValid(ns) && OidIsValid(type) &&
+         type == GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("pinned"), ObjectIdGetDatum(ns));
+}
+
+void resolve_pinned(CallState* st, Datum pin) {
+  char* ref;
+  char* sha;
+  split_pin(TextDatumGetCString(pin), &ref, &sha);
+  require_version_here(ref, sha);
+  resolve_as_pinned(st, ref, sha);
+}
 
 void define_pinned_gucs() {
   DefineCustomStringVariable("flock.node_name", "How this node names itself in errors of pinned predictions.",

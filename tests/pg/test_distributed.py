@@ -108,13 +108,21 @@ def test_pinned_select_list_over_foreign_partitions_equals_one_node(coord):
     assert by_id(dist) == by_id(rows(coord, "SELECT id, flock.predict('gb', d) FROM d_local d"))
 
 
-def test_filter_ships_to_the_shards_and_equals_one_node(coord):
+def test_filter_ships_to_the_shards_and_equals_one_node(coord, nodes):
     p = pin(coord, "gb")
     q = f"SELECT id FROM d WHERE flock.predict_pinned({p}, {ARRAY}) > 150"
     plan = "\n".join(r[0] for r in rows(coord, "EXPLAIN (VERBOSE, COSTS OFF) " + q))
     remote = [line for line in plan.splitlines() if "Remote SQL" in line]
     assert len(remote) == 3 and all("flock.predict_pinned(" in line and "> 150" in line for line in remote), plan
     assert "Async Foreign Scan" in plan
+    # On the shard the shipped call is batched like flock.predict.
+    shard1 = psycopg2.connect(conninfo(nodes.shards[0], DB))
+    try:
+        remote_sql = remote[0].split("Remote SQL: ", 1)[1]
+        shard_plan = "\n".join(r[0] for r in rows(shard1, "EXPLAIN (VERBOSE) " + remote_sql))
+        assert "FlockBatchScore" in shard_plan, shard_plan
+    finally:
+        shard1.close()
     local = rows(coord, "SELECT id FROM d_local d WHERE flock.predict('gb', d) > 150")
     assert 0 < len(local) < N_ROWS
     assert sorted(rows(coord, q)) == sorted(local)

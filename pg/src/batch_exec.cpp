@@ -142,8 +142,10 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
                                  exprType(reinterpret_cast<Node*>(input)) != FLOAT4ARRAYOID);
     s->inputs[k] = ExecInitExpr(input, &node->ss.ps);
     // Resolve now: a query sees one version of each model, and EXPLAIN can name it.
-    if (pinned) resolve_pinned(s->calls[k], model->constvalue);
-    else resolve_model(s->calls[k], model->constvalue);
+    if (pinned)
+      resolve_pinned(s->calls[k], model->constvalue);
+    else
+      resolve_model(s->calls[k], model->constvalue);
     // Specialize it once for this node, here rather than at plan time: the model is known only now
     // (a name resolves to its current version), and EXPLAIN runs this too, so it shows what was done.
     const RowColumns& cols = s->row_columns[k];

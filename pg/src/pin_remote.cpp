@@ -10,11 +10,11 @@
 extern "C" {
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
-#include "utils/syscache.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/parse_func.h"
+#include "utils/syscache.h"
 }
 #undef flock
 
@@ -38,8 +38,8 @@ struct PinContext {
 
 Oid lookup(const char* name, Oid arg0) {
   Oid args[2] = {arg0, FLOAT4ARRAYOID};
-  return LookupFuncName(list_make2(makeString(const_cast<char*>("flock")), makeString(const_cast<char*>(name))), 2,
-                        args, true);
+  return LookupFuncName(
+      list_make2(makeString(const_cast<char*>("flock")), makeString(const_cast<char*>(name))), 2, args, true);
 }
 
 // Whether the relation's rows are (partly) on other servers: a foreign table, or a partitioned
@@ -79,14 +79,17 @@ Node* pin_mutator(Node* node, PinContext* ctx) {
           !contain_volatile_functions(input)) {
         PlanModel* pm = plan_model(ref);
         if (!pm || strncmp(pm->label, "model ", 6) == 0) {
-          ereport(DEBUG1, (errmsg_internal("flock: prediction left unpinned: its model is not resolvable here")));
+          ereport(DEBUG1,
+                  (errmsg_internal("flock: prediction left unpinned: its model is not resolvable here")));
         } else {
           char* pin = psprintf("%s#%s", pm->label, pm->sha256);
-          Const* c = makeConst(ctx->pinned_type, -1, InvalidOid, -1, PointerGetDatum(cstring_to_text(pin)), false, false);
+          Const* c = makeConst(ctx->pinned_type, -1, InvalidOid, -1, PointerGetDatum(cstring_to_text(pin)),
+                               false, false);
           FuncExpr* pinned = reinterpret_cast<FuncExpr*>(copyObject(f));
           pinned->funcid = ctx->pinned[which];
           pinned->inputcollid = InvalidOid;
-          pinned->args = list_make2(c, expression_tree_mutator(input, reinterpret_cast<Node* (*)()>(pin_mutator), ctx));
+          pinned->args =
+              list_make2(c, expression_tree_mutator(input, reinterpret_cast<Node* (*)()>(pin_mutator), ctx));
           ctx->octx->used_plan_models = true;
           if (plan_notes_wanted()) plan_note("Flock Pinned", pin);
           return reinterpret_cast<Node*>(pinned);

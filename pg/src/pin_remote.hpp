@@ -1,9 +1,8 @@
 // Shipping predictions to shards (issue 18): pin_remote.cpp.
 #pragma once
 
-#include "pg.hpp"  // must come first
-
 #include "optimize_query.hpp"
+#include "pg.hpp"  // must come first
 
 namespace flock::pg {
 

@@ -4,9 +4,9 @@
 // IMMUTABLE and postgres_fdw (server option extensions 'flock') ships them to the shards. A node
 // that does not hold that exact version raises an error naming itself (flock.node_name, else
 // cluster_name), never scores with another one.
-#include "pg.hpp"  // must come first
-
 #include <cstring>
+
+#include "pg.hpp"  // must come first
 
 extern "C" {
 #include "utils/syscache.h"
@@ -62,17 +62,19 @@ void require_version_here(const char* ref, const char* sha) {
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
   Oid argtypes[2] = {TEXTOID, TEXTOID};
   Datum args[2] = {CStringGetTextDatum(sha), CStringGetTextDatum(ref)};
-  if (SPI_execute_with_args("SELECT flock._has_pinned($1, $2)", 2, argtypes, args, nullptr, true, 1) != SPI_OK_SELECT ||
+  if (SPI_execute_with_args("SELECT flock._has_pinned($1, $2)", 2, argtypes, args, nullptr, true, 1) !=
+          SPI_OK_SELECT ||
       SPI_processed != 1)
     elog(ERROR, "could not read flock.models");
   bool isnull;
   bool here = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
   SPI_finish();
   if (!here)
-    ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
-                    errmsg("node \"%s\" has no model \"%s\" with sha256 %s", node_name(), ref, sha),
-                    errhint("The shards' model catalog is replicated from the coordinator: wait until "
-                            "flock.distribution_status() shows the shard caught up, or check its subscription.")));
+    ereport(ERROR,
+            (errcode(ERRCODE_UNDEFINED_OBJECT),
+             errmsg("node \"%s\" has no model \"%s\" with sha256 %s", node_name(), ref, sha),
+             errhint("The shards' model catalog is replicated from the coordinator: wait until "
+                     "flock.distribution_status() shows the shard caught up, or check its subscription.")));
 }
 
 constexpr char kPinHint[] = "A pinned model is 'name@N#sha256', as flock.pin('name') returns it.";
@@ -92,8 +94,8 @@ void resolve_as_pinned(CallState* st, const char* ref, const char* sha) {
   resolve_model(st, CStringGetTextDatum(ref));
   if (strcmp(st->model_sha, sha) != 0)
     ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                    errmsg("model \"%s\" on node \"%s\" has sha256 %s, not the pinned %s", st->label, node_name(),
-                           st->model_sha, sha),
+                    errmsg("model \"%s\" on node \"%s\" has sha256 %s, not the pinned %s", st->label,
+                           node_name(), st->model_sha, sha),
                     errhint("Pin a version ('name@N') whose bytes have that sha256.")));
 }
 
@@ -111,7 +113,8 @@ PinnedState* verified_state(FunctionCallInfo fcinfo, Oid input_type) {
   char* ref;
   char* sha;
   split_pin(TextDatumGetCString(PG_GETARG_DATUM(0)), &ref, &sha);
-  bool verified = ps->verified && ps->verified_generation == catalog_generation && strcmp(ps->verified_sha, sha) == 0;
+  bool verified =
+      ps->verified && ps->verified_generation == catalog_generation && strcmp(ps->verified_sha, sha) == 0;
   if (!verified) require_version_here(ref, sha);
   resolve_as_pinned(ps->st, ref, sha);
   if (!verified) {
@@ -136,7 +139,8 @@ Datum pinned_entry(FunctionCallInfo fcinfo, Want want) {
 bool is_pinned_type(Oid type) {
   Oid ns = get_namespace_oid("flock", true);
   return OidIsValid(ns) && OidIsValid(type) &&
-         type == GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("pinned"), ObjectIdGetDatum(ns));
+         type ==
+             GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("pinned"), ObjectIdGetDatum(ns));
 }
 
 void resolve_pinned(CallState* st, Datum pin) {
@@ -148,15 +152,17 @@ void resolve_pinned(CallState* st, Datum pin) {
 }
 
 void define_pinned_gucs() {
-  DefineCustomStringVariable("flock.node_name", "How this node names itself in errors of pinned predictions.",
-                             "flock.add_shard sets it on each shard's database to the shard's foreign server name; "
-                             "empty: cluster_name.",
-                             &node_name_setting, "", PGC_SUSET, 0, nullptr, nullptr, nullptr);
-  DefineCustomBoolVariable("flock.pin_remote",
-                           "Pin predictions in the quals of queries over foreign tables, so postgres_fdw ships them.",
-                           "flock.predict*(ref, float4[] of columns) becomes flock.predict*_pinned of the version ref "
-                           "resolves to now.",
-                           &pin_remote_predictions, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "flock.node_name", "How this node names itself in errors of pinned predictions.",
+      "flock.add_shard sets it on each shard's database to the shard's foreign server name; "
+      "empty: cluster_name.",
+      &node_name_setting, "", PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "flock.pin_remote",
+      "Pin predictions in the quals of queries over foreign tables, so postgres_fdw ships them.",
+      "flock.predict*(ref, float4[] of columns) becomes flock.predict*_pinned of the version ref "
+      "resolves to now.",
+      &pin_remote_predictions, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
 }
 
 }  // namespace flock::pg

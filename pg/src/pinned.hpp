@@ -1,9 +1,7 @@
 // Pinned predictions for scoring on shards (issue 18): pinned.cpp.
 #pragma once
 
-
 #include "pg.hpp"  // must come first
-
 #include "predict.hpp"
 
 namespace flock::pg {

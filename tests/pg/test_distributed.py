@@ -372,3 +372,20 @@ def test_a_shard_that_is_down_is_an_error_naming_it(coord, nodes):
         assert status == {"shard1": True, "shard2": True, "shard3": False}
     finally:
         c.close()
+
+
+def test_removing_a_shard_drops_its_subscription_slot_and_partitions(coord, nodes):
+    # After the shard-down test: shard1 is still up.
+    with coord.cursor() as cur:
+        cur.execute("CALL flock.remove_shard('shard1')")
+    assert [r[0] for r in rows(coord, "SELECT name FROM flock.shards ORDER BY name")] == ["shard2", "shard3"]
+    assert one(coord, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'flock_shard1'") == 0
+    assert one(coord, "SELECT count(*) FROM pg_foreign_server WHERE srvname = 'shard1'") == 0
+    assert one(coord, "SELECT to_regclass('d_shard1') IS NULL")
+    shard1 = psycopg2.connect(conninfo(nodes.shards[0], DB))
+    try:
+        assert one(shard1, "SELECT count(*) FROM pg_subscription") == 0
+    finally:
+        shard1.close()
+    err = sqlstate(coord, "CALL flock.remove_shard('shard1')")
+    assert err.pgcode == "42704"

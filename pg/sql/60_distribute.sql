@@ -309,6 +309,12 @@ DECLARE
   failed name;
 BEGIN
   PERFORM flock._require_extensions(ARRAY['postgres_fdw', 'dblink']);
+  -- The coordinator's privileges count too, as for a query over the table (postgres_fdw checks
+  -- them; the shards check their own for the mapped user).
+  IF NOT has_table_privilege(tbl, 'SELECT') THEN
+    RAISE EXCEPTION 'permission denied for table %', tbl USING ERRCODE = 'insufficient_privilege',
+      HINT = 'flock.on_shards reads the table as a query over it would.';
+  END IF;
   FOR k IN 1 .. coalesce(cardinality(models), 0) LOOP
     SELECT m.name || '@' || m.version AS ref, flock.pin(m.name || '@' || m.version)::text AS pin INTO r
       FROM flock._resolve(models[k]) m;

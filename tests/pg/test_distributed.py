@@ -254,7 +254,12 @@ def test_a_malformed_pin_is_refused_as_an_unprivileged_role_too(coord, nodes):
         # Setting up shards is for the administrator.
         err = sqlstate(c, "CALL flock.add_shard('x', '/tmp', 1, 'x', 'x')")
         assert err.pgcode == "42501"
-        # A role without a user mapping for the shards gets dblink's refusal, naming the shard.
+        # on_shards reads the table as a query would: the role needs SELECT on it here.
+        err = sqlstate(c, "SELECT * FROM flock.on_shards('d', 'SELECT count(*) n FROM d') AS r(n bigint)")
+        assert err.pgcode == "42501" == sqlstate(c, "SELECT count(*) FROM d").pgcode
+        with coord.cursor() as cur:
+            cur.execute("GRANT SELECT ON d TO dist_reader")
+        # Then a role without a user mapping for the shards gets dblink's refusal, naming the shard.
         err = sqlstate(c, "SELECT * FROM flock.on_shards('d', 'SELECT count(*) n FROM d') AS r(n bigint)")
         assert err.diag.message_primary.startswith('shard "shard1"'), err.diag.message_primary
         assert err.pgcode == "2F003"

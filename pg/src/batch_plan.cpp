@@ -39,6 +39,7 @@ extern "C" {
 #include "batch_node.hpp"
 #include "batch_plan.hpp"
 #include "optimize_query.hpp"
+#include "distribute_plan.hpp"
 #include "pin_remote.hpp"
 #include "plan_model.hpp"
 
@@ -1042,6 +1043,8 @@ Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {
 
 PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, ParamListInfo params) {
   // The optimizer's query rewrites first (optimize_query.cpp): PostgreSQL then plans what they add.
+  // An aggregate of predictions over a distributed table: partial aggregates on the shards (issue 18).
+  if (PlannedStmt* on_shards = plan_on_shards(parse, options, params)) return on_shards;
   QueryOptimizeContext octx = {query_string, options, params, InvalidOid, false};
   parse = optimize_query(parse, &octx);
   parse = pin_remote(parse, &octx);  // predictions over foreign tables, pinned so they ship (issue 18)

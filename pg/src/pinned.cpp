@@ -14,6 +14,7 @@ extern "C" {
 #undef flock
 
 #include "call_state.hpp"
+#include "distribute_plan.hpp"
 #include "pin_remote.hpp"
 #include "pinned.hpp"
 
@@ -163,6 +164,11 @@ void define_pinned_gucs() {
       "flock.predict*(ref, float4[] of columns) becomes flock.predict*_pinned of the version ref "
       "resolves to now.",
       &pin_remote_predictions, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "flock.distribute_aggregates",
+      "Plan aggregates of predictions over a distributed table as partial aggregates on the shards.",
+      "sum / count / min / max, grouped by columns, through flock.on_shards.", &distribute_aggregates, true,
+      PGC_USERSET, 0, nullptr, nullptr, nullptr);
 }
 
 }  // namespace flock::pg

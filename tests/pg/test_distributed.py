@@ -98,8 +98,13 @@ def test_pulling_the_rows_and_scoring_here_equals_one_node(coord):
     # The batch node goes above each foreign partition: those scans must not stay asynchronous
     # (they returned no rows: sum NULL).
     q = "SELECT sum(flock.predict('gb', d)::numeric), count(flock.predict('gb', d)) FROM {} d"
-    assert rows(coord, q.format("d")) == rows(coord, q.format("d_local"))
-    assert "FlockBatchScore" in "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q.format("d")))
+    with coord.cursor() as cur:
+        cur.execute("SET flock.distribute_aggregates = off")  # else planned on the shards (below)
+        try:
+            assert rows(coord, q.format("d")) == rows(coord, q.format("d_local"))
+            assert "FlockBatchScore" in "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q.format("d")))
+        finally:
+            cur.execute("RESET flock.distribute_aggregates")
 
 
 def test_pinned_select_list_over_foreign_partitions_equals_one_node(coord):
@@ -208,6 +213,38 @@ def test_aggregates_partial_on_shards_final_here_equal_one_node(coord):
           AS r(g int, s numeric, n bigint) GROUP BY g ORDER BY g""")
     local = rows(coord, "SELECT id % 5, sum(flock.predict('gb', d)::numeric), count(*) FROM d_local d GROUP BY 1 ORDER BY 1")
     assert dist == local and len(dist) == 5
+
+
+def test_plain_aggregates_of_predictions_run_as_partial_aggregates_on_the_shards(coord):
+    cases = [
+        "SELECT sum(flock.predict('gb', d)::numeric) AS s, count(flock.predict('gb', d)) AS n, count(*), "
+        "min(flock.predict('gb', d)), max(flock.predict('gb', d)) FROM {} d",
+        "SELECT sex, count(*) AS n, sum(flock.predict('gb', d)::numeric) FROM {} d WHERE bmi > 0 GROUP BY sex",
+        f"SELECT count(*) FROM {{}} d WHERE id % 7 < 3 AND flock.predict('gb', {ARRAY}) > 100",
+        "SELECT max(flock.predict_label('colors', d)), sum(id) FROM {} d",
+    ]
+    for q in cases:
+        plan = "\n".join(r[0] for r in rows(coord, "EXPLAIN (VERBOSE) " + q.format("d")))
+        assert "Flock On Shards: SELECT" in plan and "flock.on_shards" in plan, plan
+        assert "'gb@1'" in plan or "'colors@1'" in plan, plan
+        dist = sorted(rows(coord, q.format("d")), key=repr)
+        assert dist == sorted(rows(coord, q.format("d_local")), key=repr)
+        with coord.cursor() as cur:
+            cur.execute("SET flock.distribute_aggregates = off")
+            try:
+                assert "On Shards" not in "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q.format("d")))
+                assert sorted(rows(coord, q.format("d")), key=repr) == dist
+            finally:
+                cur.execute("RESET flock.distribute_aggregates")
+    # float8 sums add in another order, as a parallel query's do.
+    q = "SELECT sum(flock.predict('gb', d)) FROM {} d"
+    assert one(coord, q.format("d")) == pytest.approx(one(coord, q.format("d_local")), rel=1e-12)
+    # Shapes it does not take are left to PostgreSQL, with the same results.
+    for q in ("SELECT avg(flock.predict('gb', d)::numeric) FROM {} d",
+              "SELECT mod(id, 3), count(flock.predict('gb', d)) FROM {} d GROUP BY 1 ORDER BY 1",
+              "SELECT sum(id) FROM {} d"):
+        assert "On Shards" not in "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q.format("d")))
+        assert rows(coord, q.format("d")) == rows(coord, q.format("d_local"))
 
 
 def test_insert_select_and_create_table_as_equal_one_node(coord):

@@ -3,8 +3,10 @@ shards send per scored row, for the ways a query can score a distributed table, 
 the same run on the same rows and model:
 
   local    one node: the same rows in a local table of the coordinator (the peer of the ratios)
-  pull     sum(flock.predict('m', d)) over the foreign partitions: rows shipped, scored here
+  pull     sum(flock.predict('m', d)) over the foreign partitions with flock.distribute_aggregates
+           off: rows shipped, scored here
   pinned   sum(flock.predict_pinned(pin, d)): the same, the prediction not shippable in a select list
+  auto     sum(flock.predict('m', d)) as written, planned by Flock as partial aggregates on the shards
   filter   count(*) WHERE flock.predict_pinned(pin, ARRAY[...]) > c: shipped to the shards (async)
   shards   flock.on_shards(sum of predictions): partial aggregates on the shards, final here
 
@@ -160,9 +162,11 @@ def main():
         results = {}
         N = args.rows
         for k in (1, 2, 3):
+            off = "SET flock.distribute_aggregates = off; "
             queries = {
-                "pull": f"SELECT sum(flock.predict('gb', d)) FROM d{k} d",
-                "pinned": f"SELECT sum(flock.predict_pinned({pin}, d)) FROM d{k} d",
+                "pull": off + f"SELECT sum(flock.predict('gb', d)) FROM d{k} d",
+                "pinned": off + f"SELECT sum(flock.predict_pinned({pin}, d)) FROM d{k} d",
+                "auto": f"RESET flock.distribute_aggregates; SELECT sum(flock.predict('gb', d)) FROM d{k} d",
                 "filter": f"SELECT count(*) FROM d{k} d WHERE flock.predict_pinned({pin}, {ARRAY}) > 150",
                 "shards": f"SELECT sum(s) FROM flock.on_shards('d{k}', 'SELECT sum(flock.predict(%1$s, d)) s "
                           f"FROM d{k} d', 'gb') AS r(s float8)",

@@ -38,14 +38,20 @@ def main():
         for s in mn.shards:
             show(cur, "CALL flock.add_shard(%s, %s, %s, 'sales', %s)",
                  (s.settings["cluster_name"], s.sockdir, s.port, conninfo(mn.coordinator, "sales")))
-        show(cur, "SELECT flock.create_distributed_table('customers', 'id int, age real, income real, tenure real', 'id')")
-        show(cur, "INSERT INTO customers SELECT g, 20 + g % 50, 1000 * (g % 90), g % 60 FROM generate_series(1, 100000) g")
+        show(cur, "SELECT flock.create_distributed_table('customers', "
+                  "'id int, region int, age real, income real, tenure real', 'id')")
+        show(cur, "INSERT INTO customers SELECT g, g % 4, 20 + g % 50, 1000 * (g % 90), g % 60 "
+                  "FROM generate_series(1, 100000) g")
         model = linear_regressor([0.01, 0.00001, -0.02], 0.1, ["age", "income", "tenure"])
         show(cur, "SELECT flock.register_model('churn', %s)", (model,))
         show(cur, "SELECT flock.wait_for_shards('churn')")
-        show(cur, "SELECT count(*) FROM customers WHERE flock.predict('churn', ARRAY[age, income, tenure]::float4[]) > 0.8")
-        show(cur, "EXPLAIN (VERBOSE, COSTS OFF) SELECT count(*) FROM customers "
+        show(cur, "SELECT count(*) FROM (SELECT id FROM customers "
+                  "WHERE flock.predict('churn', ARRAY[age, income, tenure]::float4[]) > 0.8 OFFSET 0) s")
+        show(cur, "EXPLAIN (VERBOSE, COSTS OFF) SELECT id FROM customers "
                   "WHERE flock.predict('churn', ARRAY[age, income, tenure]::float4[]) > 0.8")
+        q = "SELECT region, count(*), sum(flock.predict('churn', c)) FROM customers c GROUP BY region ORDER BY region"
+        show(cur, q.replace(" ORDER BY region", ""))
+        show(cur, "EXPLAIN (COSTS OFF) " + q.replace(" ORDER BY region", ""))
         show(cur, """SELECT sum(n), sum(s) / sum(n) AS mean_score
                      FROM flock.on_shards('customers', 'SELECT count(*) n, sum(flock.predict(%1$s, c)::numeric) s
                                                         FROM customers c', 'churn') AS r(n bigint, s numeric)""")

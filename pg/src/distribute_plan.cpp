@@ -20,6 +20,7 @@ extern "C" {
 #include "catalog/pg_collation.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
+#include "foreign/foreign.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
@@ -54,13 +55,15 @@ void skip(const char* why) {
   ereport(DEBUG1, (errmsg_internal("flock: aggregates not planned on shards: %s", why)));
 }
 
-// Every partition of relid is a foreign table (one level).
-bool all_partitions_foreign(Oid relid) {
+// Every partition of relid is a foreign table (one level); their servers' names go to *servers.
+bool all_partitions_foreign(Oid relid, List** servers) {
   List* parts = find_inheritance_children(relid, NoLock);
   if (parts == NIL) return false;
   ListCell* lc;
-  foreach (lc, parts)
+  foreach (lc, parts) {
     if (get_rel_relkind(lfirst_oid(lc)) != RELKIND_FOREIGN_TABLE) return false;
+    *servers = lappend(*servers, GetForeignServer(GetForeignTable(lfirst_oid(lc))->serverid)->servername);
+  }
   return true;
 }
 
@@ -172,6 +175,7 @@ char* with_refs(const char* sql, List* refs) {
 }
 
 struct Replan {
+  List* servers;  // the partitions' foreign servers: each must be a Flock shard
   const char* sql;
   int options;
   ParamListInfo params;
@@ -181,6 +185,19 @@ struct Replan {
 
 void replan(void* arg) {
   auto* r = static_cast<Replan*>(arg);
+  // A partition on a server flock.add_shard did not add (plain postgres_fdw, maybe without flock)
+  // is left to PostgreSQL.
+  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+  ListCell* ls;
+  foreach (ls, r->servers) {
+    Oid argtypes[1] = {TEXTOID};
+    Datum args[1] = {CStringGetTextDatum(static_cast<char*>(lfirst(ls)))};
+    if (SPI_execute_with_args("SELECT 1 FROM flock.shards WHERE name = $1", 1, argtypes, args, nullptr, true,
+                              1) != SPI_OK_SELECT ||
+        SPI_processed != 1)
+      elog(ERROR, "server \"%s\" is not a shard added by flock.add_shard", static_cast<char*>(lfirst(ls)));
+  }
+  SPI_finish();
   List* raw = pg_parse_query(r->sql);
   if (list_length(raw) != 1) elog(ERROR, "not one statement");
   Query* q = parse_analyze_fixedparams(linitial_node(RawStmt, raw), r->sql, nullptr, 0, nullptr);
@@ -244,8 +261,9 @@ PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo para
       list_length(parse->jointree->fromlist) != 1 || !IsA(linitial(parse->jointree->fromlist), RangeTblRef))
     return nullptr;
   RangeTblEntry* rte = linitial_node(RangeTblEntry, parse->rtable);
+  List* servers = NIL;
   if (rte->rtekind != RTE_RELATION || !rte->inh || get_rel_relkind(rte->relid) != RELKIND_PARTITIONED_TABLE ||
-      !all_partitions_foreign(rte->relid))
+      !all_partitions_foreign(rte->relid, &servers))
     return nullptr;
   Oid ns = get_namespace_oid("flock", true);
   if (!OidIsValid(ns) || !OidIsValid(get_relname_relid("shards", ns))) return nullptr;
@@ -340,7 +358,7 @@ PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo para
       psprintf("SELECT %s FROM flock.on_shards(%u::regclass, %s%s) AS r(%s)%s%s", final_select.data,
                rte->relid, quote_literal_cstr(for_format(shard_sql, list_length(b.refs))), refs.data,
                columns.data, final_group.len ? " GROUP BY " : "", final_group.data);
-  Replan r = {final_sql, cursor_options, params, types, nullptr};
+  Replan r = {servers, final_sql, cursor_options, params, types, nullptr};
   if (!in_subtransaction(replan, &r)) return nullptr;
   plan_depends_on_models(r.stmt);
   if (!list_member_oid(r.stmt->relationOids, rte->relid))

@@ -215,7 +215,7 @@ def test_aggregates_partial_on_shards_final_here_equal_one_node(coord):
     assert dist == local and len(dist) == 5
 
 
-def test_plain_aggregates_of_predictions_run_as_partial_aggregates_on_the_shards(coord):
+def test_plain_aggregates_of_predictions_run_as_partial_aggregates_on_the_shards(coord, nodes):
     cases = [
         "SELECT sum(flock.predict('gb', d)::numeric) AS s, count(flock.predict('gb', d)) AS n, count(*), "
         "min(flock.predict('gb', d)), max(flock.predict('gb', d)) FROM {} d",
@@ -239,6 +239,17 @@ def test_plain_aggregates_of_predictions_run_as_partial_aggregates_on_the_shards
     # float8 sums add in another order, as a parallel query's do.
     q = "SELECT sum(flock.predict('gb', d)) FROM {} d"
     assert one(coord, q.format("d")) == pytest.approx(one(coord, q.format("d_local")), rel=1e-12)
+    # A partitioned table over a plain postgres_fdw server (not a Flock shard) is left alone.
+    with coord.cursor() as cur:
+        cur.execute(f"CREATE SERVER plain_fdw FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host %s, port %s, dbname %s)",
+                    (nodes.shards[0].sockdir, str(nodes.shards[0].port), DB))
+        cur.execute("CREATE USER MAPPING FOR CURRENT_USER SERVER plain_fdw OPTIONS (user 'postgres')")
+        cur.execute(f"CREATE TABLE d_plain ({COLUMNS}) PARTITION BY HASH (id)")
+        cur.execute("CREATE FOREIGN TABLE d_plain_0 PARTITION OF d_plain FOR VALUES WITH (MODULUS 1, REMAINDER 0) "
+                    "SERVER plain_fdw OPTIONS (table_name 'd')")
+    q = "SELECT count(flock.predict('gb', d)) FROM d_plain d"
+    assert "On Shards" not in "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q))
+    assert one(coord, q) == one(coord, "SELECT count(*) FROM ONLY d_shard1")
     # Shapes it does not take are left to PostgreSQL, with the same results.
     for q in ("SELECT avg(flock.predict('gb', d)::numeric) FROM {} d",
               "SELECT mod(id, 3), count(flock.predict('gb', d)) FROM {} d GROUP BY 1 ORDER BY 1",

@@ -352,9 +352,10 @@ BEGIN
     -- before reading any result, so they run concurrently.
     FOREACH shard IN ARRAY shard_names LOOP
       failed := shard;
-      -- One connection per shard, kept for the session: later calls skip connecting and find the
-      -- shard's compiled models in its backend's cache.
-      conn := 'flock_shard_' || shard;
+      -- One connection per shard and role (as postgres_fdw keeps one per user mapping), kept for
+      -- the session: later calls skip connecting and find the shard's compiled models in its
+      -- backend's cache. After SET ROLE another role's connection is never reused.
+      conn := format('flock_shard_%s_%s', shard, current_user);
       IF NOT conn = ANY (coalesce(dblink_get_connections(), '{}')) THEN
         PERFORM dblink_connect(conn, flock._shard_dsn(shard));
       END IF;

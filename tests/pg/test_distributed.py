@@ -307,6 +307,16 @@ def test_a_malformed_pin_is_refused_as_an_unprivileged_role_too(coord, nodes):
         assert err.pgcode == "42501" == sqlstate(c, "SELECT count(*) FROM d").pgcode
         with coord.cursor() as cur:
             cur.execute("GRANT SELECT ON d TO dist_reader")
+        # A connection kept for one role is not reused by another (SET ROLE in the same session).
+        with coord.cursor() as cur:
+            cur.execute("SELECT * FROM flock.on_shards('d', 'SELECT count(*) n FROM d') AS r(n bigint)")
+            cur.execute("GRANT dist_reader TO postgres")
+            cur.execute("SET ROLE dist_reader")
+            try:
+                err = sqlstate(coord, "SELECT * FROM flock.on_shards('d', 'SELECT count(*) n FROM d') AS r(n bigint)")
+                assert err.pgcode == "2F003"
+            finally:
+                cur.execute("RESET ROLE")
         # Then a role without a user mapping for the shards gets dblink's refusal, naming the shard.
         err = sqlstate(c, "SELECT * FROM flock.on_shards('d', 'SELECT count(*) n FROM d') AS r(n bigint)")
         assert err.diag.message_primary.startswith('shard "shard1"'), err.diag.message_primary

@@ -315,6 +315,11 @@ BEGIN
     RAISE EXCEPTION 'permission denied for table %', tbl USING ERRCODE = 'insufficient_privilege',
       HINT = 'flock.on_shards reads the table as a query over it would.';
   END IF;
+  -- Row-level security on the coordinator's table would not be applied on the shards.
+  IF row_security_active(tbl) THEN
+    RAISE EXCEPTION 'row-level security is active on %', tbl USING ERRCODE = 'feature_not_supported',
+      HINT = 'flock.on_shards runs the query on the shards, where the coordinator''s policies do not apply.';
+  END IF;
   FOR k IN 1 .. coalesce(cardinality(models), 0) LOOP
     SELECT m.name || '@' || m.version AS ref, flock.pin(m.name || '@' || m.version)::text AS pin INTO r
       FROM flock._resolve(models[k]) m;

@@ -29,6 +29,7 @@ extern "C" {
 #include "rewrite/rewriteHandler.h"
 #include "tcop/tcopprot.h"
 #include "utils/resowner.h"
+#include "utils/rls.h"
 #include "utils/ruleutils.h"
 }
 #undef flock
@@ -267,6 +268,10 @@ PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo para
     return nullptr;
   Oid ns = get_namespace_oid("flock", true);
   if (!OidIsValid(ns) || !OidIsValid(get_relname_relid("shards", ns))) return nullptr;
+  if (check_enable_rls(rte->relid, InvalidOid, true) == RLS_ENABLED) {
+    skip("row-level security on the table (its policies would not apply on the shards)");
+    return nullptr;
+  }
   if (XactReadOnly || RecoveryInProgress()) {
     skip("a read-only transaction (flock.on_shards creates a temporary view)");
     return nullptr;

@@ -250,6 +250,23 @@ def test_plain_aggregates_of_predictions_run_as_partial_aggregates_on_the_shards
     q = "SELECT count(flock.predict('gb', d)) FROM d_plain d"
     assert "On Shards" not in "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q))
     assert one(coord, q) == one(coord, "SELECT count(*) FROM ONLY d_shard1")
+    # Row-level security on the coordinator's table: left to PostgreSQL (on_shards refuses it).
+    with coord.cursor() as cur:
+        cur.execute(f"CREATE TABLE d_rls ({COLUMNS}) PARTITION BY HASH (id)")
+        cur.execute("CREATE FOREIGN TABLE d_rls_0 PARTITION OF d_rls FOR VALUES WITH (MODULUS 1, REMAINDER 0) "
+                    "SERVER shard1 OPTIONS (table_name 'd')")
+        cur.execute("ALTER TABLE d_rls ENABLE ROW LEVEL SECURITY; CREATE POLICY few ON d_rls USING (id < 100)")
+        cur.execute("CREATE ROLE rls_reader LOGIN; GRANT SELECT ON d_rls TO rls_reader")
+        cur.execute("SELECT flock.grant_model('gb', 'rls_reader', 'use')")
+    reader = psycopg2.connect(conninfo(nodes.coordinator, DB).replace("user=postgres", "user=rls_reader"))
+    try:
+        with reader.cursor() as cur:
+            cur.execute("EXPLAIN SELECT count(flock.predict('gb', d)) FROM d_rls d")
+            assert "On Shards" not in "\n".join(r[0] for r in cur.fetchall())
+        err = sqlstate(reader, "SELECT * FROM flock.on_shards('d_rls', 'SELECT count(*) n FROM d_rls') AS r(n bigint)")
+        assert err.pgcode == "0A000"
+    finally:
+        reader.close()
     # Shapes it does not take are left to PostgreSQL, with the same results.
     for q in ("SELECT avg(flock.predict('gb', d)::numeric) FROM {} d",
               "SELECT mod(id, 3), count(flock.predict('gb', d)) FROM {} d GROUP BY 1 ORDER BY 1",

@@ -469,3 +469,19 @@ def test_removing_a_shard_drops_its_subscription_slot_and_partitions(coord, node
         shard1.close()
     err = sqlstate(coord, "CALL flock.remove_shard('shard1')")
     assert err.pgcode == "42704"
+
+
+def test_scoring_on_shards_needs_postgres_fdw_and_dblink(nodes):
+    nodes.coordinator.psql("CREATE DATABASE flock_nofdw")
+    c = psycopg2.connect(conninfo(nodes.coordinator, "flock_nofdw"))
+    c.autocommit = True
+    try:
+        one(c, "SELECT count(*) FROM pg_extension WHERE extname = 'plpgsql'")
+        with c.cursor() as cur:
+            cur.execute("CREATE EXTENSION flock")
+        err = sqlstate(c, "SELECT flock.create_distributed_table('x', 'id int', 'id')")
+        assert err.pgcode == "0A000" and "CREATE EXTENSION postgres_fdw;" in err.diag.message_hint
+        err = sqlstate(c, "CALL flock.add_shard('s', '/tmp', 1, 'x', 'x')")
+        assert err.pgcode == "0A000" and "dblink" in err.diag.message_primary
+    finally:
+        c.close()

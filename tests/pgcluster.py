@@ -23,7 +23,8 @@ def _free_port():
 
 
 class Cluster:
-    def __init__(self, name="flock-test"):
+    def __init__(self, name="flock-test", settings=None):
+        self.settings = dict(settings or {})  # extra server settings (-c name=value), e.g. wal_level
         self.root = tempfile.mkdtemp(prefix=name + "-")
         os.chmod(self.root, 0o755)
         self.datadir = os.path.join(self.root, "data")
@@ -46,6 +47,7 @@ class Cluster:
                    "--no-sync", "-E", "UTF8", "--locale=C"])
         opts = (f"-p {self.port} -k {self.sockdir} -c listen_addresses='' -c fsync=off "
                 f"-c shared_preload_libraries=flock,pg_cron -c cron.database_name=postgres -c max_worker_processes=16 -c log_min_messages=warning")
+        opts += "".join(f" -c {k}={v}" for k, v in self.settings.items())
         atexit.register(self.stop)
         self._run([f"{PG_BIN}/pg_ctl", "-D", self.datadir, "-l", self.logfile, "-o", opts, "-w", "-t", "60", "start"])
         self.running = True

@@ -19,6 +19,7 @@ extern "C" {
 #include "batch_node.hpp"
 #include "batch_plan.hpp"
 #include "optimize_call.hpp"
+#include "pinned.hpp"
 #include "predict.hpp"
 
 namespace flock::pg {
@@ -136,10 +137,15 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   for (int k = 0; k < s->ncalls; ++k) {
     Const* model = static_cast<Const*>(list_nth(cscan->custom_exprs, 2 * k));
     Expr* input = static_cast<Expr*>(list_nth(cscan->custom_exprs, 2 * k + 1));
-    s->calls[k] = new_call_state(estate->es_query_cxt, model->consttype != TEXTOID, exprType(reinterpret_cast<Node*>(input)) != FLOAT4ARRAYOID);
+    bool pinned = is_pinned_type(model->consttype);  // flock.predict*_pinned (issue 18)
+    s->calls[k] = new_call_state(estate->es_query_cxt, !pinned && model->consttype != TEXTOID,
+                                 exprType(reinterpret_cast<Node*>(input)) != FLOAT4ARRAYOID);
     s->inputs[k] = ExecInitExpr(input, &node->ss.ps);
     // Resolve now: a query sees one version of each model, and EXPLAIN can name it.
-    resolve_model(s->calls[k], model->constvalue);
+    if (pinned)
+      resolve_pinned(s->calls[k], model->constvalue);
+    else
+      resolve_model(s->calls[k], model->constvalue);
     // Specialize it once for this node, here rather than at plan time: the model is known only now
     // (a name resolves to its current version), and EXPLAIN runs this too, so it shows what was done.
     const RowColumns& cols = s->row_columns[k];

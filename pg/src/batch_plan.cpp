@@ -39,6 +39,8 @@ extern "C" {
 #include "batch_node.hpp"
 #include "batch_plan.hpp"
 #include "optimize_query.hpp"
+#include "distribute_plan.hpp"
+#include "pin_remote.hpp"
 #include "plan_model.hpp"
 
 namespace flock::pg {
@@ -199,8 +201,13 @@ int want_of(Oid funcid, const RewriteContext* ctx) {
   if (get_func_namespace(funcid) != ctx->flock_namespace) return -1;
   char* name = get_func_name(funcid);
   if (!name) return -1;
-  for (Want want : kEveryWant)
+  for (Want want : kEveryWant) {
     if (strcmp(name, function_name(want)) == 0) return static_cast<int>(want);
+    // The pinned forms (issue 18): flock.predict_pinned and the like, batched alike.
+    size_t len = strlen(function_name(want));
+    if (want != Want::Tensor && strncmp(name, function_name(want), len) == 0 && strcmp(name + len, "_pinned") == 0)
+      return static_cast<int>(want);
+  }
   return -1;
 }
 
@@ -398,6 +405,9 @@ bool collect_exec_params(Node* node, Bitmapset** ids) {
 // above reads. The others are left NULL.
 CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, List* qual, List* calls,
                             List* inputs, List* row_columns, List* copied) {
+  // The child is no longer an Append's direct child: an async-capable foreign scan (a foreign
+  // partition) there would wait for requests only an Append makes, and return no rows (issue 18).
+  child->async_capable = false;
   CustomScan* cs = makeNode(CustomScan);
   cs->scan.plan.startup_cost = child->startup_cost;
   cs->scan.plan.total_cost = child->total_cost;
@@ -1033,8 +1043,11 @@ Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {
 
 PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, ParamListInfo params) {
   // The optimizer's query rewrites first (optimize_query.cpp): PostgreSQL then plans what they add.
+  // An aggregate of predictions over a distributed table: partial aggregates on the shards (issue 18).
+  if (PlannedStmt* on_shards = plan_on_shards(parse, options, params)) return on_shards;
   QueryOptimizeContext octx = {query_string, options, params, InvalidOid, false};
   parse = optimize_query(parse, &octx);
+  parse = pin_remote(parse, &octx);  // predictions over foreign tables, pinned so they ship (issue 18)
   PlannedStmt* stmt = prev_planner_hook ? prev_planner_hook(parse, query_string, options, params)
                                         : standard_planner(parse, query_string, options, params);
   if (octx.used_plan_models) plan_depends_on_models(stmt);

@@ -17,6 +17,7 @@ extern "C" {
 #include "optimize_call.hpp"
 #include "train.hpp"
 #include "optimize_query.hpp"
+#include "pinned.hpp"
 #include "plan_model.hpp"
 #include "optimize_inline.hpp"
 #include "prediction_cost.hpp"
@@ -165,6 +166,7 @@ void _PG_init(void) {
   define_model_check_gucs();  // flock.model_checker, flock.model_check_cpu_time, flock.model_check_memory
   install_audit();
   install_training();  // flock.train's GUCs and progress slots (issue 16)
+  define_pinned_gucs();  // flock.node_name (scoring on shards)
   MarkGUCPrefixReserved("flock");
   flock::set_interrupt_check(interrupt_requested);  // query cancel and statement_timeout stop model runs
   install_batching();

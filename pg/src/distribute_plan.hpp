@@ -1,0 +1,24 @@
+// Aggregates of predictions over a distributed table planned as partial aggregates on the shards
+// (issue 18): distribute_plan.cpp.
+#pragma once
+
+#include "pg.hpp"  // must come first
+
+extern "C" {
+#include "nodes/params.h"
+#include "nodes/parsenodes.h"
+#include "nodes/plannodes.h"
+}
+#undef flock
+
+namespace flock::pg {
+
+// flock.distribute_aggregates (pinned.cpp defines it).
+extern bool distribute_aggregates;
+
+// The plan of `parse` rewritten into flock.on_shards (partial aggregates on the shards, final
+// ones here) when it is an aggregate of predictions over a table whose partitions are all
+// foreign; nullptr otherwise (PostgreSQL plans it). Never raises.
+PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo params);
+
+}  // namespace flock::pg

@@ -343,11 +343,11 @@ COMMENT ON FUNCTION flock.unclassify_column(regclass, name) IS
 -- int column and the same value scored as a float32 feature hash alike), else its shortest exact
 -- text as the type holds it. Callers pin extra_float_digits (left out here so the planner inlines it).
 CREATE FUNCTION flock._privacy_number_text(x float8) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
   SELECT CASE WHEN x = trunc(x) AND abs(x) < 1e15 THEN trunc(x)::bigint::text ELSE x::text END
 $$;
 CREATE FUNCTION flock._privacy_number_text(x real) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
   SELECT CASE WHEN x = trunc(x) AND abs(x) < 1e15 THEN trunc(x)::bigint::text ELSE x::text END
 $$;
 

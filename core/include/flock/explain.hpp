@@ -1,0 +1,61 @@
+// Explanations of a model's predictions (issue 14): how much each input feature adds to a row's raw
+// output (the margin, before any sigmoid / softmax), for whole batches.
+//
+//   Tree ensembles (TreeEnsembleRegressor / Classifier reading the model input, XGBoost imports):
+//     exact path-dependent TreeSHAP (Lundberg et al. 2018, as XGBoost's pred_contribs), weighted
+//     by the nodes' training cover (XGBoost's sum_hessian) or, when the model carries none (ONNX),
+//     by how many rows of a background batch reach each node. Interaction values as XGBoost's
+//     pred_interactions.
+//   Linear models (LinearRegressor / LinearClassifier, behind Scaler, Imputer, OneHotEncoder,
+//     Normalizer-free Concat of those): exact linear SHAP with respect to the original input
+//     columns, against a reference point: the background batch's column means, or all zeros when
+//     no background is given (then the base value is the intercept).
+//
+// Every explanation is additive: for each row and output, the contributions plus the base value
+// equal the raw output (up to rounding).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "flock/model.hpp"
+
+namespace flock::explain {
+
+enum class Method { TreeShap, Linear };
+
+struct Options {
+  bool interactions = false;
+  // Rows in the model's input layout (same FeatureBatch shape as the explained batch), or null.
+  const FeatureBatch* background = nullptr;
+};
+
+struct Explanation {
+  Method method = Method::TreeShap;
+  int64_t rows = 0;
+  int64_t features = 0;              // columns of the model's (single) input
+  std::vector<std::string> outputs;  // per explained output: class label, or target index
+  // rows x outputs x (features + 1): one contribution per feature, then the base value (XGBoost's
+  // pred_contribs layout).
+  std::vector<double> contributions;
+  // With Options::interactions: rows x outputs x (features + 1) x (features + 1), XGBoost's
+  // pred_interactions layout (the diagonal holds main effects, the bias row / column the base
+  // value at [features][features]). Each row of the matrix sums to that feature's contribution.
+  std::vector<double> interactions;
+  // Sum of the per-output raw scores, recomputed: rows x outputs (contributions + base value).
+  std::vector<double> raw;
+};
+
+// Throws flock::Error: UnsupportedOperator for a model no method here explains (with a hint),
+// InvalidInput for a batch that does not fit the model or a tree model without covers and without
+// a background, LimitExceeded for trees deeper than kMaxShapDepth.
+Explanation explain(const Model& model, const FeatureBatch& batch, const Options& options = {});
+
+// Which method explain() would use, or throws as explain() does for a model it cannot explain.
+Method method_for(const Model& model);
+
+// Deepest tree TreeSHAP accepts (its path buffers grow with the square of the depth).
+constexpr int kMaxShapDepth = 256;
+
+}  // namespace flock::explain

@@ -133,6 +133,8 @@ inline double numeric_value(Datum d, Conv conv) {
 }
 
 // score.cpp
+// The model's input tensors for n bound rows. C++: call inside flock_guard.
+flock::FeatureBatch feature_batch(const flock::Model* model, const char* label, const RowValues* rows, int n);
 // Runs the model on a batch of out.rows rows and keeps what `want` asks for in `out`. C++: call
 // inside flock_guard.
 void run_batch(const flock::Model* model, const char* label, const flock::FeatureBatch& batch, Want want,

@@ -32,42 +32,44 @@ Scored score(CallState* st, const RowValues* rows, int n, Want want) {
   Scored out = {n, nullptr, nullptr, nullptr, 0, 0, {}};
   const flock::Model* model = st->model;
   const char* label = st->label;
-  flock_guard([&] {
-    const flock::Signature& sig = model->signature();
-    flock::FeatureBatch batch;
-    batch.rows = n;
-    int offset = 0;
-    for (const auto& in : sig.inputs) {
-      flock::Tensor t(in.type, {n, in.width});
-      for (int r = 0; r < n; ++r) {
-        if (r % 1024 == 0) flock::poll_interrupt();  // a large batch's rows are scattered in memory
-        const RowValues& row = rows[r];
-        for (int64_t j = 0; j < in.width; ++j) {
-          size_t dst = static_cast<size_t>(r * in.width + j);
-          int f = offset + static_cast<int>(j);
-          switch (in.type) {
-            case flock::ElemType::Float: t.f[dst] = static_cast<float>(row.num[f]); break;
-            case flock::ElemType::Double: t.d[dst] = row.num[f]; break;
-            case flock::ElemType::Int64:
-              if (row.num[f] != std::nearbyint(row.num[f]))
-                flock::fail(flock::ErrorCode::InvalidInput,
-                            fmt::format("{} input '{}' takes whole numbers, got {}", label, in.name, row.num[f]));
-              t.i[dst] = static_cast<int64_t>(row.num[f]);
-              break;
-            case flock::ElemType::String: t.s[dst] = row.str[f] ? row.str[f] : ""; break;
-            case flock::ElemType::Bool: t.b[dst] = row.num[f] != 0; break;
-          }
-        }
-      }
-      offset += static_cast<int>(in.width);
-      batch.inputs.push_back(std::move(t));
-    }
-    run_batch(model, label, batch, want, out);
-  });
+  flock_guard([&] { run_batch(model, label, feature_batch(model, label, rows, n), want, out); });
   return out;
 }
 
 }  // namespace
+
+flock::FeatureBatch feature_batch(const flock::Model* model, const char* label, const RowValues* rows, int n) {
+  const flock::Signature& sig = model->signature();
+  flock::FeatureBatch batch;
+  batch.rows = n;
+  int offset = 0;
+  for (const auto& in : sig.inputs) {
+    flock::Tensor t(in.type, {n, in.width});
+    for (int r = 0; r < n; ++r) {
+      if (r % 1024 == 0) flock::poll_interrupt();  // a large batch's rows are scattered in memory
+      const RowValues& row = rows[r];
+      for (int64_t j = 0; j < in.width; ++j) {
+        size_t dst = static_cast<size_t>(r * in.width + j);
+        int f = offset + static_cast<int>(j);
+        switch (in.type) {
+          case flock::ElemType::Float: t.f[dst] = static_cast<float>(row.num[f]); break;
+          case flock::ElemType::Double: t.d[dst] = row.num[f]; break;
+          case flock::ElemType::Int64:
+            if (row.num[f] != std::nearbyint(row.num[f]))
+              flock::fail(flock::ErrorCode::InvalidInput,
+                          fmt::format("{} input '{}' takes whole numbers, got {}", label, in.name, row.num[f]));
+            t.i[dst] = static_cast<int64_t>(row.num[f]);
+            break;
+          case flock::ElemType::String: t.s[dst] = row.str[f] ? row.str[f] : ""; break;
+          case flock::ElemType::Bool: t.b[dst] = row.num[f] != 0; break;
+        }
+      }
+    }
+    offset += static_cast<int>(in.width);
+    batch.inputs.push_back(std::move(t));
+  }
+  return batch;
+}
 
 void run_batch(const flock::Model* model, const char* label, const flock::FeatureBatch& batch, Want want,
                Scored& out) {

@@ -2,21 +2,20 @@
 // flock.predict binds it (resolve.cpp, bind.cpp), an optional background read through SPI as
 // current_user, and one core call (flock::explain::explain, core/src/explain/) behind the error
 // boundary, whose results come back in malloc'd buffers.
-#include "pg.hpp"  // must come first
+#include "flock/explain.hpp"
+
+#include <fmt/format.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-
 #include "call_state.hpp"
 #include "guard.hpp"
-
-#include "flock/explain.hpp"
+#include "pg.hpp"  // must come first
 
 extern "C" {
 PG_FUNCTION_INFO_V1(flock_explain);
@@ -29,7 +28,7 @@ namespace {
 // One row's explanation for one output, in malloc'd buffers.
 struct Explained {
   int nfeat;
-  char** names;          // per feature
+  char** names;           // per feature
   double* contributions;  // per feature, then the base value
   double* interactions;   // (nfeat + 1)^2 or nullptr
   char* output;           // the explained output's name
@@ -62,14 +61,16 @@ RowValues* read_background(Datum model_arg, bool model_is_value, text* ref, int*
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
   Oid argtypes[1] = {TEXTOID};
   Datum args[1] = {PointerGetDatum(ref)};
-  if (SPI_execute_with_args("SELECT flock._background_query($1)", 1, argtypes, args, nullptr, true, 1) != SPI_OK_SELECT ||
+  if (SPI_execute_with_args("SELECT flock._background_query($1)", 1, argtypes, args, nullptr, true, 1) !=
+          SPI_OK_SELECT ||
       SPI_processed != 1)
     elog(ERROR, "flock._background_query returned no query");
   char* query = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
   int rc = SPI_execute(query, true, 0);
   if (rc != SPI_OK_SELECT)
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("background must be a query that returns rows"),
-                    errhint("Pass a data set reference ('name@N') or a SELECT.")));
+    ereport(ERROR,
+            (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("background must be a query that returns rows"),
+             errhint("Pass a data set reference ('name@N') or a SELECT.")));
   uint64 rows = SPI_processed;
   if (rows == 0)
     ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("background has no rows"),
@@ -91,8 +92,9 @@ RowValues* read_background(Datum model_arg, bool model_is_value, text* ref, int*
 }
 
 // Explains `row` (inside the guard), keeping the output named `output` (nullptr: the default).
-void explain_row(const flock::Model* model, const char* label, const RowValues* row, const RowValues* background,
-                 int background_rows, bool interactions, const char* output, bool want_json, Explained& out) {
+void explain_row(const flock::Model* model, const char* label, const RowValues* row,
+                 const RowValues* background, int background_rows, bool interactions, const char* output,
+                 bool want_json, Explained& out) {
   flock_guard([&] {
     const flock::FeatureBatch batch = feature_batch(model, label, row, 1);
     flock::FeatureBatch bg;
@@ -110,7 +112,8 @@ void explain_row(const flock::Model* model, const char* label, const RowValues* 
       if (o == O) {
         std::string names;
         for (const auto& name : e.outputs) names += (names.empty() ? "" : ", ") + name;
-        flock::fail(flock::ErrorCode::InvalidInput, fmt::format("{} has no output \"{}\" to explain", label, output),
+        flock::fail(flock::ErrorCode::InvalidInput,
+                    fmt::format("{} has no output \"{}\" to explain", label, output),
                     fmt::format("Its explained outputs are: {}.", names));
       }
     } else {
@@ -142,7 +145,8 @@ void explain_row(const flock::Model* model, const char* label, const RowValues* 
         continue;
       }
       nlohmann::json inner = nlohmann::json::object();
-      for (int i = 0; i < F; ++i) inner[out.names[i]] = out.interactions[static_cast<size_t>(k) * S + static_cast<size_t>(i)];
+      for (int i = 0; i < F; ++i)
+        inner[out.names[i]] = out.interactions[static_cast<size_t>(k) * S + static_cast<size_t>(i)];
       j[out.names[k]] = std::move(inner);
     }
     j["base_value"] = out.contributions[F];
@@ -164,9 +168,11 @@ bool prepare(FunctionCallInfo fcinfo, int background_arg, int output_arg, CallSt
   *background = nullptr;
   *background_rows = 0;
   if (PG_NARGS() > background_arg && !PG_ARGISNULL(background_arg))
-    *background = read_background(PG_GETARG_DATUM(0), (*st)->model_is_value, PG_GETARG_TEXT_PP(background_arg),
-                                  background_rows);
-  *output = PG_NARGS() > output_arg && !PG_ARGISNULL(output_arg) ? text_to_cstring(PG_GETARG_TEXT_PP(output_arg)) : nullptr;
+    *background = read_background(PG_GETARG_DATUM(0), (*st)->model_is_value,
+                                  PG_GETARG_TEXT_PP(background_arg), background_rows);
+  *output = PG_NARGS() > output_arg && !PG_ARGISNULL(output_arg)
+                ? text_to_cstring(PG_GETARG_TEXT_PP(output_arg))
+                : nullptr;
   return true;
 }
 

@@ -2,6 +2,8 @@
 // pred_interactions (tests/core/data/make_shap_fixtures.py), additivity against the model's
 // margins, and covers counted from a background against a brute-force Shapley computation over
 // the model's JSON trees.
+#include "flock/explain.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,7 +17,6 @@
 #include <vector>
 
 #include "flock/error.hpp"
-#include "flock/explain.hpp"
 #include "flock/model.hpp"
 
 #ifndef FLOCK_TEST_DATA_DIR
@@ -39,7 +40,8 @@ std::string fixture(const std::string& name, const char* kind) {
 }
 
 std::shared_ptr<const flock::Model> load(const std::string& text) {
-  return flock::Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  return flock::Model::load(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 
 flock::FeatureBatch batch_of(const json& rows) {
@@ -48,7 +50,8 @@ flock::FeatureBatch batch_of(const json& rows) {
   const int64_t f = b.rows ? static_cast<int64_t>(rows[0].size()) : 0;
   std::vector<float> v;
   for (const auto& row : rows)
-    for (const auto& e : row) v.push_back(e.is_null() ? std::numeric_limits<float>::quiet_NaN() : e.get<float>());
+    for (const auto& e : row)
+      v.push_back(e.is_null() ? std::numeric_limits<float>::quiet_NaN() : e.get<float>());
   b.inputs.push_back(flock::Tensor::floats({b.rows, f}, v));
   return b;
 }
@@ -68,8 +71,13 @@ TEST_P(XGBoostShap, EqualsPredContribsAndInteractionsAndAddsUpToTheMargin) {
   const flock::FeatureBatch batch = batch_of(data["inputs"]);
   flock::explain::Options opt;
   opt.interactions = true;
+  opt.tree_shap_form = flock::explain::TreeShapForm::Recursive;
   const flock::explain::Explanation e = flock::explain::explain(*model, batch, opt);
   ASSERT_EQ(flock::explain::method_for(*model), flock::explain::Method::TreeShap);
+  // The leaf-table form gives the same contributions.
+  flock::explain::Options tables;
+  tables.tree_shap_form = flock::explain::TreeShapForm::LeafTables;
+  const flock::explain::Explanation et = flock::explain::explain(*model, batch, tables);
 
   const int64_t R = batch.rows, F = batch.inputs[0].shape[1], S = F + 1;
   const std::vector<double> contribs = shap["contribs"].get<std::vector<double>>();
@@ -91,8 +99,10 @@ TEST_P(XGBoostShap, EqualsPredContribsAndInteractionsAndAddsUpToTheMargin) {
   const std::vector<double> margin = [&] {
     std::vector<double> m;
     for (const auto& v : data["margin"]) {
-      if (v.is_array()) for (const auto& x : v) m.push_back(x.get<double>());
-      else m.push_back(v.get<double>());
+      if (v.is_array())
+        for (const auto& x : v) m.push_back(x.get<double>());
+      else
+        m.push_back(v.get<double>());
     }
     return m;
   }();
@@ -101,13 +111,17 @@ TEST_P(XGBoostShap, EqualsPredContribsAndInteractionsAndAddsUpToTheMargin) {
       for (int64_t k = 0; k < S; ++k) {
         EXPECT_TRUE(close(e.contributions[static_cast<size_t>((r * O + o) * S + k)], want_contrib(r, o, k)))
             << name << " row " << r << " output " << o << " feature " << k;
+        EXPECT_TRUE(close(et.contributions[static_cast<size_t>((r * O + o) * S + k)], want_contrib(r, o, k)))
+            << name << " (leaf tables) row " << r << " output " << o << " feature " << k;
         for (int64_t i = 0; i < S; ++i)
-          EXPECT_TRUE(close(e.interactions[static_cast<size_t>(((r * O + o) * S + k) * S + i)], want_inter(r, o, k, i)))
+          EXPECT_TRUE(close(e.interactions[static_cast<size_t>(((r * O + o) * S + k) * S + i)],
+                            want_inter(r, o, k, i)))
               << name << " row " << r << " output " << o << " features " << k << "," << i;
       }
       // Additivity: contributions + base value = XGBoost's margin for this row.
-      const double m = two_class_softmax ? margin[static_cast<size_t>(r * 2 + 1)] - margin[static_cast<size_t>(r * 2)]
-                                         : margin[static_cast<size_t>(r * O + o)];
+      const double m = two_class_softmax
+                           ? margin[static_cast<size_t>(r * 2 + 1)] - margin[static_cast<size_t>(r * 2)]
+                           : margin[static_cast<size_t>(r * O + o)];
       EXPECT_TRUE(close(e.raw[static_cast<size_t>(r * O + o)], m, 1e-5)) << name << " row " << r;
     }
   }
@@ -156,52 +170,61 @@ TEST(TreeShapBackground, CoversCountedFromBackgroundRowsMatchBruteForceShapley) 
   // The background: the explained rows themselves.
   flock::explain::Options opt;
   opt.background = &batch;
-  const auto e = flock::explain::explain(*m, batch, opt);
+  for (auto form : {flock::explain::TreeShapForm::Recursive, flock::explain::TreeShapForm::LeafTables}) {
+    opt.tree_shap_form = form;
+    const auto e = flock::explain::explain(*m, batch, opt);
 
-  std::vector<JsonTree> jt;
-  const int64_t R = batch.rows, F = batch.inputs[0].shape[1];
-  std::vector<std::vector<double>> rows;
-  for (int64_t r = 0; r < R; ++r) {
-    std::vector<double> x;
-    for (int64_t k = 0; k < F; ++k) x.push_back(static_cast<double>(batch.inputs[0].f[static_cast<size_t>(r * F + k)]));
-    rows.push_back(x);
-  }
-  for (const auto& t : trees) {
-    JsonTree j{t["left_children"].get<std::vector<int>>(), t["right_children"].get<std::vector<int>>(),
-               t["split_indices"].get<std::vector<int>>(), t["default_left"].get<std::vector<int>>(),
-               t["split_conditions"].get<std::vector<double>>(), {}};
-    j.cover.assign(j.left.size(), 0.0);
-    for (const auto& x : rows) {
-      int n = 0;
-      for (;;) {
-        j.cover[static_cast<size_t>(n)] += 1;
-        if (j.left[static_cast<size_t>(n)] == -1) break;
-        n = next_node(j, n, x[static_cast<size_t>(j.feature[static_cast<size_t>(n)])]);
-      }
+    std::vector<JsonTree> jt;
+    const int64_t R = batch.rows, F = batch.inputs[0].shape[1];
+    std::vector<std::vector<double>> rows;
+    for (int64_t r = 0; r < R; ++r) {
+      std::vector<double> x;
+      for (int64_t k = 0; k < F; ++k)
+        x.push_back(static_cast<double>(batch.inputs[0].f[static_cast<size_t>(r * F + k)]));
+      rows.push_back(x);
     }
-    jt.push_back(j);
-  }
-  const double base_score = std::stod(model["learner"]["learner_model_param"]["base_score"].get<std::string>());
-  auto v = [&](const std::vector<double>& x, unsigned subset) {
-    double s = base_score;
-    for (const auto& t : jt) s += expectation(t, 0, x, subset);
-    return s;
-  };
-  std::vector<double> factorial(static_cast<size_t>(F + 1), 1.0);
-  for (int64_t k = 1; k <= F; ++k) factorial[static_cast<size_t>(k)] = factorial[static_cast<size_t>(k - 1)] * static_cast<double>(k);
-  for (int64_t r = 0; r < R; ++r) {
-    const auto& x = rows[static_cast<size_t>(r)];
-    EXPECT_TRUE(close(e.contributions[static_cast<size_t>(r * (F + 1) + F)], v(x, 0)));
-    for (int64_t i = 0; i < F; ++i) {
-      double phi = 0;
-      for (unsigned s = 0; s < (1u << F); ++s) {
-        if (s & (1u << i)) continue;
-        const int size = __builtin_popcount(s);
-        const double weight = factorial[static_cast<size_t>(size)] * factorial[static_cast<size_t>(F - size - 1)] /
-                              factorial[static_cast<size_t>(F)];
-        phi += weight * (v(x, s | (1u << i)) - v(x, s));
+    for (const auto& t : trees) {
+      JsonTree j{
+          t["left_children"].get<std::vector<int>>(),       t["right_children"].get<std::vector<int>>(),
+          t["split_indices"].get<std::vector<int>>(),       t["default_left"].get<std::vector<int>>(),
+          t["split_conditions"].get<std::vector<double>>(), {}};
+      j.cover.assign(j.left.size(), 0.0);
+      for (const auto& x : rows) {
+        int n = 0;
+        for (;;) {
+          j.cover[static_cast<size_t>(n)] += 1;
+          if (j.left[static_cast<size_t>(n)] == -1) break;
+          n = next_node(j, n, x[static_cast<size_t>(j.feature[static_cast<size_t>(n)])]);
+        }
       }
-      EXPECT_TRUE(close(e.contributions[static_cast<size_t>(r * (F + 1) + i)], phi)) << "row " << r << " feature " << i;
+      jt.push_back(j);
+    }
+    const double base_score =
+        std::stod(model["learner"]["learner_model_param"]["base_score"].get<std::string>());
+    auto v = [&](const std::vector<double>& x, unsigned subset) {
+      double s = base_score;
+      for (const auto& t : jt) s += expectation(t, 0, x, subset);
+      return s;
+    };
+    std::vector<double> factorial(static_cast<size_t>(F + 1), 1.0);
+    for (int64_t k = 1; k <= F; ++k)
+      factorial[static_cast<size_t>(k)] = factorial[static_cast<size_t>(k - 1)] * static_cast<double>(k);
+    for (int64_t r = 0; r < R; ++r) {
+      const auto& x = rows[static_cast<size_t>(r)];
+      EXPECT_TRUE(close(e.contributions[static_cast<size_t>(r * (F + 1) + F)], v(x, 0)));
+      for (int64_t i = 0; i < F; ++i) {
+        double phi = 0;
+        for (unsigned s = 0; s < (1u << F); ++s) {
+          if (s & (1u << i)) continue;
+          const int size = __builtin_popcount(s);
+          const double weight = factorial[static_cast<size_t>(size)] *
+                                factorial[static_cast<size_t>(F - size - 1)] /
+                                factorial[static_cast<size_t>(F)];
+          phi += weight * (v(x, s | (1u << i)) - v(x, s));
+        }
+        EXPECT_TRUE(close(e.contributions[static_cast<size_t>(r * (F + 1) + i)], phi))
+            << "row " << r << " feature " << i;
+      }
     }
   }
 }

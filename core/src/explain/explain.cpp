@@ -8,12 +8,12 @@
 #include <limits>
 #include <memory>
 
-#include "tree_shap.hpp"
-#include "flock/checked.hpp"
-#include "flock/error.hpp"
 #include "../kernels/ml_linear.hpp"
 #include "../kernels/ml_tree.hpp"
 #include "../model_internals.hpp"
+#include "flock/checked.hpp"
+#include "flock/error.hpp"
+#include "tree_shap.hpp"
 
 namespace flock::explain {
 namespace {
@@ -32,7 +32,8 @@ Target find_target(const Model& model) {
   const Signature& sig = model.signature();
   if (sig.inputs.size() != 1)
     fail(ErrorCode::UnsupportedOperator,
-         fmt::format("the model has {} inputs; explanations need one vector input", sig.inputs.size()), kUnsupportedHint);
+         fmt::format("the model has {} inputs; explanations need one vector input", sig.inputs.size()),
+         kUnsupportedHint);
   const ModelInternals::GraphView g = ModelInternals::graph(model);
   Target found;
   int count = 0;
@@ -42,12 +43,15 @@ Target find_target(const Model& model) {
     if (!t && !l) continue;
     ++count;
     if (step.inputs.empty() || step.inputs[0] != g.input_slots[0]) continue;
-    if (t) found.trees = t;
-    else found.linear = l;
+    if (t)
+      found.trees = t;
+    else
+      found.linear = l;
   }
   if (count != 1 || (!found.trees && !found.linear))
     fail(ErrorCode::UnsupportedOperator,
-         "the model is not a single tree ensemble or linear model reading its input directly", kUnsupportedHint);
+         "the model is not a single tree ensemble or linear model reading its input directly",
+         kUnsupportedHint);
   return found;
 }
 
@@ -67,13 +71,16 @@ std::vector<double> as_doubles(const Tensor& t, int64_t rows, int64_t cols) {
       for (size_t k = 0; k < n; ++k) out[k] = static_cast<double>(static_cast<float>(t.i[k]));
       break;
     default:
-      fail(ErrorCode::TypeMismatch, fmt::format("explanations need numeric input, the model takes {}", to_string(t.type)));
+      fail(ErrorCode::TypeMismatch,
+           fmt::format("explanations need numeric input, the model takes {}", to_string(t.type)));
   }
   return out;
 }
 
 void check_batch(const FeatureBatch& batch, const char* what, int64_t& rows, int64_t& cols) {
-  if (batch.inputs.size() != 1) fail(ErrorCode::InvalidInput, fmt::format("the {} has {} inputs, the model one", what, batch.inputs.size()));
+  if (batch.inputs.size() != 1)
+    fail(ErrorCode::InvalidInput,
+         fmt::format("the {} has {} inputs, the model one", what, batch.inputs.size()));
   const Tensor& t = batch.inputs[0];
   rows = batch.rows;
   cols = t.shape.size() == 2 ? t.shape[1] : -1;
@@ -91,7 +98,8 @@ Explanation explain_trees(const tree::TreeKernel& k, const Model& model, const F
   check_batch(batch, "batch", rows, cols);
   const tree::Ensemble& e = k.ensemble();
   if (e.max_feature >= cols)
-    fail(ErrorCode::InvalidInput, fmt::format("the trees read column {}, the batch has {}", e.max_feature + 1, cols));
+    fail(ErrorCode::InvalidInput,
+         fmt::format("the trees read column {}, the batch has {}", e.max_feature + 1, cols));
   std::vector<double> background;
   int64_t background_rows = 0;
   if (options.background && e.cover.empty()) {
@@ -111,13 +119,16 @@ Explanation explain_trees(const tree::TreeKernel& k, const Model& model, const F
   out.outputs = scores->names;
   const int64_t O = shap.outputs();
   const int64_t stride = checked_add(cols, 1, "features");
-  out.contributions.resize(static_cast<size_t>(checked_mul(checked_mul(rows, O, "explanations"), stride, "explanations")));
+  out.contributions.resize(
+      static_cast<size_t>(checked_mul(checked_mul(rows, O, "explanations"), stride, "explanations")));
   const std::vector<double> x = as_doubles(batch.inputs[0], rows, cols);
-  shap.contributions(x.data(), rows, cols, out.contributions.data());
+  shap.contributions(x.data(), rows, cols, out.contributions.data(), options.tree_shap_form);
   if (options.interactions) {
-    const int64_t cells = checked_mul(checked_mul(rows, O, "interactions"), checked_mul(stride, stride, "interactions"), "interactions");
+    const int64_t cells = checked_mul(checked_mul(rows, O, "interactions"),
+                                      checked_mul(stride, stride, "interactions"), "interactions");
     if (cells > (int64_t(1) << 28))
-      fail(ErrorCode::LimitExceeded, fmt::format("interaction values of {} rows x {} features are too many", rows, cols),
+      fail(ErrorCode::LimitExceeded,
+           fmt::format("interaction values of {} rows x {} features are too many", rows, cols),
            "Explain fewer rows at a time.");
     out.interactions.resize(static_cast<size_t>(cells));
     shap.interactions(x.data(), rows, cols, out.contributions.data(), out.interactions.data());
@@ -129,25 +140,30 @@ Explanation explain_trees(const tree::TreeKernel& k, const Model& model, const F
 Explanation explain_linear(const linear::LinearKernel& k, const FeatureBatch& batch, const Options& options) {
   const auto affine = k.affine();
   if (!affine)
-    fail(ErrorCode::UnsupportedOperator, "only single-target linear regressors without a post transform are explained",
-         kUnsupportedHint);
+    fail(ErrorCode::UnsupportedOperator,
+         "only single-target linear regressors without a post transform are explained", kUnsupportedHint);
   if (options.interactions)
-    fail(ErrorCode::UnsupportedOperator, "a linear model has no interactions (its interaction values are all zero)",
+    fail(ErrorCode::UnsupportedOperator,
+         "a linear model has no interactions (its interaction values are all zero)",
          "Call without interactions => true.");
   int64_t rows = 0, cols = 0;
   check_batch(batch, "batch", rows, cols);
   const int64_t width = static_cast<int64_t>(affine->coefficients.size());
-  if (width != cols) fail(ErrorCode::InvalidInput, fmt::format("the model has {} coefficients, the batch {} columns", width, cols));
+  if (width != cols)
+    fail(ErrorCode::InvalidInput,
+         fmt::format("the model has {} coefficients, the batch {} columns", width, cols));
   // The reference point: the background's column means, or zero.
   std::vector<double> reference(static_cast<size_t>(cols), 0.0);
   if (options.background) {
     int64_t brows = 0, bcols = 0;
     check_batch(*options.background, "background", brows, bcols);
-    if (bcols != cols) fail(ErrorCode::InvalidInput, fmt::format("the background has {} columns, the model {}", bcols, cols));
+    if (bcols != cols)
+      fail(ErrorCode::InvalidInput, fmt::format("the background has {} columns, the model {}", bcols, cols));
     if (brows == 0) fail(ErrorCode::InvalidInput, "the background has no rows");
     const std::vector<double> b = as_doubles(options.background->inputs[0], brows, cols);
     for (int64_t r = 0; r < brows; ++r)
-      for (int64_t c = 0; c < cols; ++c) reference[static_cast<size_t>(c)] += b[static_cast<size_t>(r * cols + c)];
+      for (int64_t c = 0; c < cols; ++c)
+        reference[static_cast<size_t>(c)] += b[static_cast<size_t>(r * cols + c)];
     for (double& m : reference) m /= static_cast<double>(brows);
   }
   const std::vector<double> x = as_doubles(batch.inputs[0], rows, cols);
@@ -159,13 +175,17 @@ Explanation explain_linear(const linear::LinearKernel& k, const FeatureBatch& ba
   const int64_t stride = cols + 1;
   out.contributions.resize(static_cast<size_t>(checked_mul(rows, stride, "explanations")));
   double base = affine->has_intercept ? affine->intercept : 0.0;
-  for (int64_t c = 0; c < cols; ++c) base += static_cast<double>(affine->coefficients[static_cast<size_t>(c)]) * reference[static_cast<size_t>(c)];
+  for (int64_t c = 0; c < cols; ++c)
+    base +=
+        static_cast<double>(affine->coefficients[static_cast<size_t>(c)]) * reference[static_cast<size_t>(c)];
   for (int64_t r = 0; r < rows; ++r) {
     double* p = out.contributions.data() + r * stride;
     for (int64_t c = 0; c < cols; ++c) {
       const double v = x[static_cast<size_t>(r * cols + c)];
-      if (std::isnan(v)) fail(ErrorCode::MissingValue, fmt::format("row {} has a missing value in column {}", r + 1, c + 1));
-      p[c] = static_cast<double>(affine->coefficients[static_cast<size_t>(c)]) * (v - reference[static_cast<size_t>(c)]);
+      if (std::isnan(v))
+        fail(ErrorCode::MissingValue, fmt::format("row {} has a missing value in column {}", r + 1, c + 1));
+      p[c] = static_cast<double>(affine->coefficients[static_cast<size_t>(c)]) *
+             (v - reference[static_cast<size_t>(c)]);
     }
     p[cols] = base;
   }
@@ -188,18 +208,20 @@ Method method_for(const Model& model) {
   const Target t = find_target(model);
   if (t.trees) {
     if (!t.trees->raw_scores())
-      fail(ErrorCode::UnsupportedOperator, "the tree ensemble's scores are not sums of leaf values", kUnsupportedHint);
+      fail(ErrorCode::UnsupportedOperator, "the tree ensemble's scores are not sums of leaf values",
+           kUnsupportedHint);
     return Method::TreeShap;
   }
   if (!t.linear->affine())
-    fail(ErrorCode::UnsupportedOperator, "only single-target linear regressors without a post transform are explained",
-         kUnsupportedHint);
+    fail(ErrorCode::UnsupportedOperator,
+         "only single-target linear regressors without a post transform are explained", kUnsupportedHint);
   return Method::Linear;
 }
 
 Explanation explain(const Model& model, const FeatureBatch& batch, const Options& options) {
   const Target t = find_target(model);
-  Explanation out = t.trees ? explain_trees(*t.trees, model, batch, options) : explain_linear(*t.linear, batch, options);
+  Explanation out =
+      t.trees ? explain_trees(*t.trees, model, batch, options) : explain_linear(*t.linear, batch, options);
   fill_raw(out);
   return out;
 }

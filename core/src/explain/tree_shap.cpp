@@ -53,12 +53,14 @@ TreeShap::TreeShap(const tree::Ensemble& e, const tree::TreeKernel::RawScores& s
     for (size_t i = begin; i < end; ++i) {
       if (depth[i] < 0 || e.nodes_f[i].mode == kLeaf) continue;
       if (depth[i] + 1 > kMaxShapDepth)
-        fail(ErrorCode::LimitExceeded, fmt::format("tree {} is deeper than {} levels, TreeSHAP's limit", t, kMaxShapDepth));
+        fail(ErrorCode::LimitExceeded,
+             fmt::format("tree {} is deeper than {} levels, TreeSHAP's limit", t, kMaxShapDepth));
       for (int32_t child : {e.nodes_f[i].yes, e.nodes_f[i].no}) {
         const size_t c = static_cast<size_t>(child);
         if (++parents[c] > 1)
-          fail(ErrorCode::UnsupportedOperator,
-               fmt::format("tree {} shares node {} between two parents; TreeSHAP needs a tree", t, c - begin));
+          fail(
+              ErrorCode::UnsupportedOperator,
+              fmt::format("tree {} shares node {} between two parents; TreeSHAP needs a tree", t, c - begin));
         depth[c] = depth[i] + 1;
       }
       tree_depth_[t] = std::max(tree_depth_[t], depth[i] + 1);
@@ -86,7 +88,8 @@ TreeShap::TreeShap(const tree::Ensemble& e, const tree::TreeKernel::RawScores& s
     }
   } else {
     fail(ErrorCode::InvalidInput, "the model's trees carry no node covers, which TreeSHAP weighs paths by",
-         "Pass a background data set (background => 'name@version'): Flock counts how many of its rows reach each "
+         "Pass a background data set (background => 'name@version'): Flock counts how many of its rows reach "
+         "each "
          "node.");
   }
 
@@ -103,11 +106,61 @@ TreeShap::TreeShap(const tree::Ensemble& e, const tree::TreeKernel::RawScores& s
       }
       continue;
     }
-    const double fy = fraction(static_cast<int32_t>(i), nd.yes), fn = fraction(static_cast<int32_t>(i), nd.no);
+    const double fy = fraction(static_cast<int32_t>(i), nd.yes),
+                 fn = fraction(static_cast<int32_t>(i), nd.no);
     const double* my = mean_.data() + static_cast<size_t>(nd.yes) * O;
     const double* mn = mean_.data() + static_cast<size_t>(nd.no) * O;
     for (size_t o = 0; o < O; ++o) m[o] = fy * my[o] + fn * mn[o];
   }
+
+  position_.assign(n, -1);
+  std::vector<int32_t> features;
+  std::vector<double> zeros;
+  for (int32_t root : e.roots) {
+    tree_first_leaf_.push_back(static_cast<int32_t>(leaves_.size()));
+    leaf_paths(root, 0, features, zeros);
+  }
+  tree_first_leaf_.push_back(static_cast<int32_t>(leaves_.size()));
+}
+
+void TreeShap::leaf_paths(int32_t node, int32_t depth, std::vector<int32_t>& features,
+                          std::vector<double>& zeros) {
+  const tree::Node<float>& nd = e_.nodes_f[static_cast<size_t>(node)];
+  if (nd.mode == kLeaf) {
+    const int32_t d = static_cast<int32_t>(features.size());
+    if (d > kMaxTableFeatures) tables_possible_ = false;
+    if (!tables_possible_) return;
+    position_[static_cast<size_t>(node)] = static_cast<int32_t>(leaves_.size());
+    leaves_.push_back({node, static_cast<int32_t>(leaf_features_.size()), d});
+    leaf_features_.insert(leaf_features_.end(), features.begin(), features.end());
+    leaf_zeros_.insert(leaf_zeros_.end(), zeros.begin(), zeros.end());
+    table_cost_ += static_cast<double>(int64_t(1) << d) * (d + 1);
+    recursive_cost_ +=
+        3.0 * (d + 1) * (d + 1) - 2.0 * (d + 2);  // its unwound sums, less the table's per-row work
+    return;
+  }
+  int32_t p = 0;
+  while (p < static_cast<int32_t>(features.size()) && features[static_cast<size_t>(p)] != nd.feature) ++p;
+  const bool added = p == static_cast<int32_t>(features.size());
+  if (added) {
+    features.push_back(nd.feature);
+    zeros.push_back(1.0);
+  }
+  position_[static_cast<size_t>(node)] = p;
+  const double saved = zeros[static_cast<size_t>(p)];
+  for (int32_t child : {nd.yes, nd.no}) {
+    zeros[static_cast<size_t>(p)] = saved * fraction(node, child);
+    leaf_paths(child, depth + 1, features, zeros);
+  }
+  zeros[static_cast<size_t>(p)] = saved;
+  if (added) {
+    features.pop_back();
+    zeros.pop_back();
+  }
+}
+
+bool TreeShap::use_leaf_tables(int64_t rows) const {
+  return tables_possible_ && static_cast<double>(rows) * recursive_cost_ > table_cost_;
 }
 
 // As the kernels walk (ml_tree_walk.hpp): go = compare(x, t) | (missing_true & isnan(x)); a NaN
@@ -117,13 +170,26 @@ bool TreeShap::goes_yes(int32_t node, double x) const {
   const double t = thresholds_[static_cast<size_t>(node)];
   bool go = false;
   switch (nd.mode) {
-    case tree::kLeq: go = x <= t; break;
-    case tree::kLt: go = x < t; break;
-    case tree::kGte: go = x >= t; break;
-    case tree::kGt: go = x > t; break;
-    case tree::kEq: go = x == t; break;
-    case tree::kNeq: go = x != t; break;
-    default: break;
+    case tree::kLeq:
+      go = x <= t;
+      break;
+    case tree::kLt:
+      go = x < t;
+      break;
+    case tree::kGte:
+      go = x >= t;
+      break;
+    case tree::kGt:
+      go = x > t;
+      break;
+    case tree::kEq:
+      go = x == t;
+      break;
+    case tree::kNeq:
+      go = x != t;
+      break;
+    default:
+      break;
   }
   return go || (nd.missing_true && std::isnan(x));
 }
@@ -137,7 +203,8 @@ double TreeShap::fraction(int32_t parent, int32_t child) const {
 
 namespace {
 
-void extend_path(PathElement* path, uint32_t depth, double zero_fraction, double one_fraction, int32_t feature) {
+void extend_path(PathElement* path, uint32_t depth, double zero_fraction, double one_fraction,
+                 int32_t feature) {
   path[depth] = {feature, zero_fraction, one_fraction, depth == 0 ? 1.0 : 0.0};
   const double d1 = static_cast<double>(depth + 1);
   for (int i = static_cast<int>(depth) - 1; i >= 0; --i) {
@@ -187,19 +254,23 @@ double unwound_path_sum(const PathElement* path, uint32_t depth, uint32_t index)
 }  // namespace
 
 void TreeShap::recurse(const double* x, double* phi, int64_t stride, int32_t node, uint32_t depth,
-                       PathElement* parent_path, double parent_zero, double parent_one, int32_t parent_feature,
-                       int condition, int32_t condition_feature, double condition_fraction) const {
+                       PathElement* parent_path, double parent_zero, double parent_one,
+                       int32_t parent_feature, int condition, int32_t condition_feature,
+                       double condition_fraction) const {
   if (condition_fraction == 0) return;
   PathElement* path = parent_path + depth + 1;
   std::copy(parent_path, parent_path + depth + 1, path);
-  if (condition == 0 || condition_feature != parent_feature) extend_path(path, depth, parent_zero, parent_one, parent_feature);
+  if (condition == 0 || condition_feature != parent_feature)
+    extend_path(path, depth, parent_zero, parent_one, parent_feature);
 
   const tree::Node<float>& nd = e_.nodes_f[static_cast<size_t>(node)];
   if (nd.mode == kLeaf) {
-    const int32_t first = e_.leaf_first[static_cast<size_t>(node)], count = e_.leaf_count[static_cast<size_t>(node)];
+    const int32_t first = e_.leaf_first[static_cast<size_t>(node)],
+                  count = e_.leaf_count[static_cast<size_t>(node)];
     for (uint32_t i = 1; i <= depth; ++i) {
       const PathElement& el = path[i];
-      const double share = unwound_path_sum(path, depth, i) * (el.one_fraction - el.zero_fraction) * condition_fraction;
+      const double share =
+          unwound_path_sum(path, depth, i) * (el.one_fraction - el.zero_fraction) * condition_fraction;
       for (int32_t k = first; k < first + count; ++k) {
         const int32_t o = out_of_weight_[static_cast<size_t>(k)];
         if (o >= 0) phi[o * stride + el.feature] += share * leaf_value_[static_cast<size_t>(k)];
@@ -236,8 +307,8 @@ void TreeShap::recurse(const double* x, double* phi, int64_t stride, int32_t nod
   }
   recurse(x, phi, stride, hot, depth + 1, path, hot_zero * incoming_zero, incoming_one, split, condition,
           condition_feature, hot_condition);
-  recurse(x, phi, stride, cold, depth + 1, path, cold_zero * incoming_zero, 0, split, condition, condition_feature,
-          cold_condition);
+  recurse(x, phi, stride, cold, depth + 1, path, cold_zero * incoming_zero, 0, split, condition,
+          condition_feature, cold_condition);
 }
 
 void TreeShap::tree_row(size_t t, const double* x, double* phi, int64_t stride, int condition,
@@ -247,7 +318,13 @@ void TreeShap::tree_row(size_t t, const double* x, double* phi, int64_t stride, 
   recurse(x, phi, stride, e_.roots[t], 0, path.data(), 1, 1, -1, condition, condition_feature, 1);
 }
 
-void TreeShap::contributions(const double* x, int64_t rows, int64_t cols, double* phi) const {
+void TreeShap::contributions(const double* x, int64_t rows, int64_t cols, double* phi,
+                             TreeShapForm form) const {
+  if (form == TreeShapForm::LeafTables ? tables_possible_
+                                       : form == TreeShapForm::Auto && use_leaf_tables(rows)) {
+    contributions_by_leaf_tables(x, rows, cols, phi);
+    return;
+  }
   const int64_t stride = cols + 1;
   const size_t O = static_cast<size_t>(outputs_);
   std::vector<PathElement> path;
@@ -266,7 +343,124 @@ void TreeShap::contributions(const double* x, int64_t rows, int64_t cols, double
   }
 }
 
-void TreeShap::interactions(const double* x, int64_t rows, int64_t cols, const double* phi, double* inter) const {
+// For a leaf with value v whose path has distinct features F (d of them) with zero fractions z_k,
+// and a row that follows the path's splits on the features A (o_k = 1 for k in A, else 0), the
+// path-dependent value of a subset S is v * prod_{k in S} o_k * prod_{k in F \ S} z_k, whose Shapley
+// values are, with Z = prod_{k in F \ A} z_k and R(C) = sum_{S subset of C} w(|S|) prod_{k in C \ S} z_k,
+// w(s) = s! (d - 1 - s)! / d!:
+//   phi_j = v (1 - z_j) R(A \ {j}) Z   for j in A,   phi_j = -v R(A) Z   for j not in A.
+// R depends on the leaf only: a table of 2^d values built once per tree for the batch (from the
+// elementary symmetric polynomials of z over each subset), so that a row costs O(d) per leaf.
+void TreeShap::contributions_by_leaf_tables(const double* x, int64_t rows, int64_t cols, double* phi) const {
+  const int64_t stride = cols + 1;
+  const size_t O = static_cast<size_t>(outputs_);
+  std::fill(phi, phi + rows * outputs_ * stride, 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    double* p = phi + r * outputs_ * stride;
+    for (size_t o = 0; o < O; ++o) {
+      double base = origin_[o];
+      for (int32_t root : e_.roots) base += mean_[static_cast<size_t>(root) * O + o];
+      p[static_cast<int64_t>(o) * stride + cols] = base;
+    }
+  }
+  std::vector<double> table, symmetric, weight;
+  std::vector<size_t> table_first;
+  std::vector<std::pair<int32_t, uint32_t>> stack;
+  const long long chunk = interrupt_chunk_rows(static_cast<long long>(e_.nodes_f.size()) * 8);
+  for (size_t t = 0; t < e_.roots.size(); ++t) {
+    poll_interrupt();
+    const int32_t first_leaf = tree_first_leaf_[t], end_leaf = tree_first_leaf_[t + 1];
+    table_first.clear();
+    size_t size = 0;
+    for (int32_t l = first_leaf; l < end_leaf; ++l) {
+      table_first.push_back(size);
+      size += size_t(1) << leaves_[static_cast<size_t>(l)].count;
+    }
+    table.assign(size, 0.0);
+    for (int32_t l = first_leaf; l < end_leaf; ++l) {
+      const LeafPath& leaf = leaves_[static_cast<size_t>(l)];
+      const int d = leaf.count;
+      if (d == 0) continue;
+      const double* z = leaf_zeros_.data() + leaf.first;
+      weight.assign(static_cast<size_t>(d), 0.0);
+      weight[0] = 1.0 / d;
+      for (int k = 0; k + 1 < d; ++k)
+        weight[static_cast<size_t>(k + 1)] = weight[static_cast<size_t>(k)] * (k + 1) / (d - 1 - k);
+      const size_t masks = size_t(1) << d, width = static_cast<size_t>(d) + 1;
+      symmetric.assign(masks * width, 0.0);
+      symmetric[0] = 1.0;
+      double* out = table.data() + table_first[static_cast<size_t>(l - first_leaf)];
+      out[0] = weight[0];
+      for (size_t mask = 1; mask < masks; ++mask) {
+        const int k = __builtin_ctzll(mask);
+        const double* prev = symmetric.data() + (mask & (mask - 1)) * width;
+        double* cur = symmetric.data() + mask * width;
+        cur[0] = prev[0];
+        for (size_t m = 1; m < width; ++m) cur[m] = prev[m] + z[k] * prev[m - 1];
+        const int size_c = __builtin_popcountll(mask);
+        double sum = 0;
+        for (int s = 0; s <= std::min(size_c, d - 1); ++s)
+          sum += weight[static_cast<size_t>(s)] * cur[size_c - s];
+        out[mask] = sum;
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      if (r % chunk == chunk - 1) poll_interrupt();
+      const double* xr = x + r * cols;
+      double* p = phi + r * outputs_ * stride;
+      stack.clear();
+      stack.emplace_back(e_.roots[t], ~0u);
+      while (!stack.empty()) {
+        const auto [node, mask] = stack.back();
+        stack.pop_back();
+        const tree::Node<float>& nd = e_.nodes_f[static_cast<size_t>(node)];
+        if (nd.mode != kLeaf) {
+          const bool yes = goes_yes(node, xr[nd.feature]);
+          const uint32_t cold_mask = mask & ~(1u << position_[static_cast<size_t>(node)]);
+          stack.emplace_back(yes ? nd.no : nd.yes, cold_mask);
+          stack.emplace_back(yes ? nd.yes : nd.no, mask);
+          continue;
+        }
+        const int32_t l = position_[static_cast<size_t>(node)];
+        const LeafPath& leaf = leaves_[static_cast<size_t>(l)];
+        const int d = leaf.count;
+        if (d == 0) continue;
+        const uint32_t a = mask & ((1u << d) - 1);
+        const double* z = leaf_zeros_.data() + leaf.first;
+        const int32_t* f = leaf_features_.data() + leaf.first;
+        const double* table_l = table.data() + table_first[static_cast<size_t>(l - first_leaf)];
+        double zero_product = 1;
+        for (int k = 0; k < d; ++k)
+          if (!(a >> k & 1)) zero_product *= z[k];
+        const double off = -table_l[a] * zero_product;
+        const int32_t w_first = e_.leaf_first[static_cast<size_t>(node)],
+                      w_end = w_first + e_.leaf_count[static_cast<size_t>(node)];
+        if (w_end - w_first == 1) {  // one weight: the common case, without the inner loop
+          const int32_t o = out_of_weight_[static_cast<size_t>(w_first)];
+          if (o < 0) continue;
+          const double v = leaf_value_[static_cast<size_t>(w_first)];
+          double* po = p + o * stride;
+          for (int j = 0; j < d; ++j) {
+            const double on = (1 - z[j]) * table_l[a ^ (1u << j)] * zero_product;
+            po[f[j]] += ((a >> j & 1) ? on : off) * v;
+          }
+          continue;
+        }
+        for (int j = 0; j < d; ++j) {
+          const double on = (1 - z[j]) * table_l[a ^ (1u << j)] * zero_product;
+          const double share = (a >> j & 1) ? on : off;
+          for (int32_t k = w_first; k < w_end; ++k) {
+            const int32_t o = out_of_weight_[static_cast<size_t>(k)];
+            if (o >= 0) p[o * stride + f[j]] += share * leaf_value_[static_cast<size_t>(k)];
+          }
+        }
+      }
+    }
+  }
+}
+
+void TreeShap::interactions(const double* x, int64_t rows, int64_t cols, const double* phi,
+                            double* inter) const {
   const int64_t stride = cols + 1;
   const int64_t matrix = stride * stride;
   const size_t O = static_cast<size_t>(outputs_);

@@ -51,3 +51,16 @@ BEGIN
   ds := flock._resolve_dataset(ref);
   RETURN 'SELECT * FROM ' || ds.table_name;
 END $$;
+
+-- Global importance per feature: for trees 'splits' and 'cover' (XGBoost's sum_hessian, or rows of
+-- `data` reaching each split), for linear regressors 'abs_coefficient' and, with data,
+-- 'abs_coefficient_x_std'; with data (a data set reference or a query, read as current_user) for
+-- any explainable model 'mean_abs_shap'.
+CREATE FUNCTION flock.feature_importance(model text, data text DEFAULT NULL)
+  RETURNS TABLE(feature text, measure text, value float8)
+  AS 'MODULE_PATHNAME', 'flock_feature_importance' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
+CREATE FUNCTION flock.feature_importance(model flock.model, data text DEFAULT NULL)
+  RETURNS TABLE(feature text, measure text, value float8)
+  AS 'MODULE_PATHNAME', 'flock_feature_importance' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION flock.feature_importance(text, text) IS
+  'per-feature importance: splits / cover (trees), |coefficient| (x std) (linear), mean |SHAP| over data';

@@ -20,6 +20,7 @@
 extern "C" {
 PG_FUNCTION_INFO_V1(flock_explain);
 PG_FUNCTION_INFO_V1(flock_explain_rows);
+PG_FUNCTION_INFO_V1(flock_feature_importance);
 }
 
 namespace flock::pg {
@@ -176,6 +177,50 @@ bool prepare(FunctionCallInfo fcinfo, int background_arg, int output_arg, CallSt
   return true;
 }
 
+// flock.feature_importance's result in malloc'd buffers: measure m of feature k at values[m * nfeat + k].
+struct Importances {
+  int nfeat;
+  int nmeasures;
+  char** names;
+  char** measures;
+  double* values;
+};
+
+void free_importances(Importances& im) {
+  if (im.names)
+    for (int k = 0; k < im.nfeat; ++k) std::free(im.names[k]);
+  if (im.measures)
+    for (int m = 0; m < im.nmeasures; ++m) std::free(im.measures[m]);
+  std::free(im.names);
+  std::free(im.measures);
+  std::free(im.values);
+}
+
+void importances(const flock::Model* model, const char* label, const RowValues* data, int data_rows,
+                 Importances& out) {
+  flock_guard([&] {
+    flock::FeatureBatch batch;
+    if (data) batch = feature_batch(model, label, data, data_rows);
+    const flock::explain::Importance im = flock::explain::importance(*model, data ? &batch : nullptr);
+    const flock::Signature& sig = model->signature();
+    const int F = static_cast<int>(im.features);
+    out.nfeat = F;
+    out.names = malloc_array<char*>(static_cast<size_t>(F));
+    for (int k = 0; k < F; ++k)
+      out.names[k] = malloc_string(static_cast<size_t>(k) < sig.feature_names.size()
+                                       ? sig.feature_names[static_cast<size_t>(k)]
+                                       : fmt::format("f{}", k));
+    out.nmeasures = static_cast<int>(im.measures.size());
+    out.measures = malloc_array<char*>(im.measures.size());
+    out.values = malloc_array<double>(im.measures.size() * static_cast<size_t>(F));
+    for (size_t m = 0; m < im.measures.size(); ++m) {
+      out.measures[m] = malloc_string(im.measures[m]);
+      std::memcpy(out.values + m * static_cast<size_t>(F), im.values[m].data(),
+                  sizeof(double) * static_cast<size_t>(F));
+    }
+  });
+}
+
 }  // namespace
 }  // namespace flock::pg
 
@@ -227,6 +272,40 @@ extern "C" Datum flock_explain_rows(PG_FUNCTION_ARGS) {
     nulls[1] = !has_value;
     values[2] = Float8GetDatum(contributions[k]);
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+  }
+  return (Datum)0;
+}
+
+// flock.feature_importance(model, data) RETURNS TABLE(feature, measure, value)
+extern "C" Datum flock_feature_importance(PG_FUNCTION_ARGS) {
+  if (PG_ARGISNULL(0))
+    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model must not be NULL"),
+                    errhint("Pass a model name ('name' or 'name@N') or a flock.model value.")));
+  InitMaterializedSRF(fcinfo, 0);
+  CallState* st = call_state(fcinfo);
+  resolve_model(st, PG_GETARG_DATUM(0));
+  RowValues* data = nullptr;
+  int data_rows = 0;
+  if (!PG_ARGISNULL(1))
+    data = read_background(PG_GETARG_DATUM(0), st->model_is_value, PG_GETARG_TEXT_PP(1), &data_rows);
+  Importances im = {};
+  importances(st->model, st->label, data, data_rows, im);
+  const int F = im.nfeat, M = im.nmeasures;
+  char** names = static_cast<char**>(palloc(sizeof(char*) * Max(F, 1)));
+  char** measures = static_cast<char**>(palloc(sizeof(char*) * Max(M, 1)));
+  double* values = static_cast<double*>(palloc(sizeof(double) * Max(F * M, 1)));
+  for (int k = 0; k < F; ++k) names[k] = pstrdup(im.names[k]);
+  for (int m = 0; m < M; ++m) measures[m] = pstrdup(im.measures[m]);
+  if (F * M > 0) memcpy(values, im.values, sizeof(double) * F * M);
+  free_importances(im);
+  auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+  for (int m = 0; m < M; ++m) {
+    for (int k = 0; k < F; ++k) {
+      Datum row[3] = {CStringGetTextDatum(names[k]), CStringGetTextDatum(measures[m]),
+                      Float8GetDatum(values[m * F + k])};
+      bool nulls[3] = {false, false, false};
+      tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
+    }
   }
   return (Datum)0;
 }

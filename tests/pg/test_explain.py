@@ -376,3 +376,54 @@ def test_privileges_are_checked_as_predict_checks_them(db, connect_as):
     err = sqlstate(user, "SELECT flock.explain('diabetes_gb', t, background => 'SELECT * FROM secret') "
                          "FROM diabetes t WHERE id = 1")
     assert err.pgcode == "42501"
+
+
+# --- feature importance ------------------------------------------------------------------------------
+
+def _importance(conn, sql, args=None):
+    out = {}
+    for feature, measure, value in rows(conn, sql, args):
+        out.setdefault(measure, {})[feature] = value
+    return out
+
+
+def test_tree_importance_equals_xgboost_weight_cover_and_mean_abs_shap(db):
+    entry = _entry("diabetes_xgb")
+    booster = _booster(entry)
+    got = _importance(db, "SELECT * FROM flock.feature_importance('diabetes_xgb', 'diabetes_bg@1')")
+    weight = booster.get_score(importance_type="weight")
+    cover = booster.get_score(importance_type="total_cover")
+    _, B = _features(db, entry, "WHERE id <= 200")
+    contribs = booster.predict(xgb.DMatrix(B, missing=np.nan, feature_names=booster.feature_names), pred_contribs=True)
+    mean_abs = np.abs(contribs[:, :-1]).mean(axis=0)
+    for j, f in enumerate(entry["features"]):
+        assert got["splits"][f] == weight.get(f, 0.0)
+        assert close(got["cover"][f], cover.get(f, 0.0))
+        assert close(got["mean_abs_shap"][f], float(mean_abs[j]))
+    # Without data: only what the model itself says.
+    assert set(_importance(db, "SELECT * FROM flock.feature_importance('diabetes_xgb')")) == {"splits", "cover"}
+    assert set(_importance(db, "SELECT * FROM flock.feature_importance('diabetes_gb')")) == {"splits"}
+
+
+def test_linear_importance_by_formula(db):
+    entry = _entry("diabetes_linreg")
+    node = next(n for n in onnx.load(os.path.join(MODELS_DIR, entry["file"])).graph.node if n.op_type == "LinearRegressor")
+    coef = np.array(onnx.helper.get_attribute_value(next(a for a in node.attribute if a.name == "coefficients")))
+    _, B = _features(db, entry, "WHERE id <= 200")
+    B = B.astype(np.float64)
+    got = _importance(db, "SELECT * FROM flock.feature_importance('diabetes_linreg', 'diabetes_bg')")
+    for j, f in enumerate(entry["features"]):
+        assert close(got["abs_coefficient"][f], abs(coef[j]), 1e-6)
+        assert close(got["abs_coefficient_x_std"][f], abs(coef[j]) * B[:, j].std(), 1e-6)
+        assert close(got["mean_abs_shap"][f], float(np.abs(coef[j] * (B[:, j] - B[:, j].mean())).mean()), 1e-6)
+
+
+def test_importance_errors(db, connect_as):
+    err = sqlstate(db, "SELECT * FROM flock.feature_importance('iris_logreg')")
+    assert err.pgcode == "0A000" and err.diag.message_hint
+    err = sqlstate(db, "SELECT * FROM flock.feature_importance('diabetes_xgb', 'empty_bg')")
+    assert err.pgcode == "22023"
+    stranger = connect_as("explain_stranger")
+    want = sqlstate(stranger, "SELECT flock.predict('diabetes_gb', ARRAY[1,2,3,4,5,6,7,8,9,10]::float4[])")
+    err = sqlstate(stranger, "SELECT * FROM flock.feature_importance('diabetes_gb')")
+    assert (err.pgcode, err.diag.message_primary) == (want.pgcode, want.diag.message_primary)

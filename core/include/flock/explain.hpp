@@ -60,6 +60,21 @@ struct Explanation {
 // a background, LimitExceeded for trees deeper than kMaxShapDepth.
 Explanation explain(const Model& model, const FeatureBatch& batch, const Options& options = {});
 
+// Global importance of each feature (flock.feature_importance): named measures, each a value per
+// feature of the model's input.
+//   Trees: "splits" (branch nodes on the feature), "cover" (their total cover: XGBoost's
+//     sum_hessian, else rows of `data` reaching them; absent without either).
+//   Linear regressors: "abs_coefficient"; with data "abs_coefficient_x_std" (|w| times the
+//     feature's population standard deviation over the data).
+//   With data, any model explain() explains: "mean_abs_shap", the mean over the data's rows of
+//     |contribution| (summed over outputs), with the data as its own background.
+struct Importance {
+  int64_t features = 0;
+  std::vector<std::string> measures;
+  std::vector<std::vector<double>> values;  // per measure, per feature
+};
+Importance importance(const Model& model, const FeatureBatch* data);
+
 // Which method explain() would use, or throws as explain() does for a model it cannot explain.
 Method method_for(const Model& model);
 

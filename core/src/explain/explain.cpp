@@ -218,6 +218,86 @@ Method method_for(const Model& model) {
   return Method::Linear;
 }
 
+Importance importance(const Model& model, const FeatureBatch* data) {
+  const Target t = find_target(model);
+  Importance out;
+  out.features = model.signature().inputs[0].width;
+  if (out.features < 1)
+    fail(ErrorCode::UnsupportedOperator, "the model's input has no fixed width", kUnsupportedHint);
+  const size_t F = static_cast<size_t>(out.features);
+  std::vector<double> data_values;
+  int64_t rows = 0, cols = 0;
+  if (data) {
+    check_batch(*data, "data", rows, cols);
+    if (cols != out.features)
+      fail(ErrorCode::InvalidInput, fmt::format("the data has {} columns, the model {}", cols, out.features));
+    if (rows == 0) fail(ErrorCode::InvalidInput, "the data has no rows");
+    data_values = as_doubles(data->inputs[0], rows, cols);
+  }
+  if (t.trees) {
+    const tree::Ensemble& e = t.trees->ensemble();
+    std::vector<double> splits(F, 0.0), cover(F, 0.0);
+    std::vector<double> node_cover(e.cover.begin(), e.cover.end());
+    if (node_cover.empty() && data) {
+      const auto scores = t.trees->raw_scores();
+      if (scores) {
+        const TreeShap shap(e, *scores, data->inputs[0].type == ElemType::Double, &data_values, rows, cols);
+        node_cover = shap.cover();
+      }
+    }
+    for (size_t i = 0; i < e.nodes_f.size(); ++i) {
+      const tree::Node<float>& nd = e.nodes_f[i];
+      if (nd.mode == tree::kLeaf || nd.feature < 0 || static_cast<size_t>(nd.feature) >= F) continue;
+      splits[static_cast<size_t>(nd.feature)] += 1;
+      if (!node_cover.empty()) cover[static_cast<size_t>(nd.feature)] += node_cover[i];
+    }
+    out.measures.push_back("splits");
+    out.values.push_back(splits);
+    if (!node_cover.empty()) {
+      out.measures.push_back("cover");
+      out.values.push_back(cover);
+    }
+  } else if (const auto affine = t.linear->affine(); affine && affine->coefficients.size() == F) {
+    std::vector<double> abs_coef(F);
+    for (size_t k = 0; k < F; ++k) abs_coef[k] = std::abs(static_cast<double>(affine->coefficients[k]));
+    out.measures.push_back("abs_coefficient");
+    out.values.push_back(abs_coef);
+    if (data) {
+      std::vector<double> spread(F, 0.0);
+      for (size_t k = 0; k < F; ++k) {
+        double mean = 0, square = 0;
+        for (int64_t r = 0; r < rows; ++r) mean += data_values[static_cast<size_t>(r) * F + k];
+        mean /= static_cast<double>(rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          const double d = data_values[static_cast<size_t>(r) * F + k] - mean;
+          square += d * d;
+        }
+        spread[k] = abs_coef[k] * std::sqrt(square / static_cast<double>(rows));
+      }
+      out.measures.push_back("abs_coefficient_x_std");
+      out.values.push_back(spread);
+    }
+  }
+  if (out.measures.empty() && !data)
+    fail(ErrorCode::UnsupportedOperator, "the model has no built-in importance measure",
+         "Pass data (a data set reference or a query) for the mean |SHAP| of each feature.");
+  if (data) {
+    Options options;
+    options.background = data;
+    const Explanation e = explain(model, *data, options);
+    const size_t O = e.outputs.size(), S = F + 1;
+    std::vector<double> mean_abs(F, 0.0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (size_t o = 0; o < O; ++o)
+        for (size_t k = 0; k < F; ++k)
+          mean_abs[k] += std::abs(e.contributions[(static_cast<size_t>(r) * O + o) * S + k]);
+    for (double& v : mean_abs) v /= static_cast<double>(rows);
+    out.measures.push_back("mean_abs_shap");
+    out.values.push_back(mean_abs);
+  }
+  return out;
+}
+
 Explanation explain(const Model& model, const FeatureBatch& batch, const Options& options) {
   const Target t = find_target(model);
   Explanation out =

@@ -28,6 +28,7 @@ class TreeShap {
            const std::vector<double>* background, int64_t background_rows, int64_t cols);
 
   int64_t outputs() const { return outputs_; }
+  const std::vector<double>& cover() const { return cover_; }
 
   // x: rows x cols (NaN = missing). phi: rows x outputs x (cols + 1), overwritten.
   void contributions(const double* x, int64_t rows, int64_t cols, double* phi,

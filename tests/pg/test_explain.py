@@ -53,7 +53,8 @@ def db(cluster, dbname):
             with open(os.path.join(MODELS_DIR, info["file"])) as f:
                 cur.copy_expert(f'COPY "{info["table"]}" FROM STDIN WITH (FORMAT csv, HEADER true)', f)
         for name in ("diabetes_xgb", "breast_cancer_xgb", "iris_xgb", "customers_xgb", "diabetes_gb", "iris_gb",
-                     "diabetes_rf", "diabetes_linreg", "iris_logreg", "customers_pipeline_gb"):
+                     "diabetes_rf", "diabetes_linreg", "iris_logreg", "customers_pipeline_gb", "breast_cancer_logreg",
+                     "wine_scaler_logreg", "wine_logreg", "customers_pipeline_logreg"):
             entry = _entry(name)
             with open(os.path.join(MODELS_DIR, entry["file"]), "rb") as f:
                 cur.execute("SELECT flock.register_model(%s, %s, %s)", (name, f.read(), entry["format"]))
@@ -326,6 +327,46 @@ def test_linear_contributions_by_formula_zero_and_mean_reference(db):
             assert close(sum(e[f] for f in entry["features"]) + e["base_value"], pred, 1e-5)
 
 
+@pytest.mark.parametrize("name", ["iris_logreg", "breast_cancer_logreg", "wine_scaler_logreg", "wine_logreg"])
+def test_linear_classifier_margins_by_formula(db, name):
+    """Raw class scores W y + b with y the Scaler's output (when there is one), read from the ONNX
+    file; contributions W[o] (y - y0) with y0 where an all-zero row lands, or the background mean."""
+    entry = _entry(name)
+    graph = onnx.load(os.path.join(MODELS_DIR, entry["file"])).graph
+    attrs = {n.op_type: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in graph.node}
+    lin = attrs["LinearClassifier"]
+    F = len(entry["features"])
+    W = np.array(lin["coefficients"], dtype=np.float64).reshape(-1, F)
+    b = np.array(lin.get("intercepts", [0.0] * len(W)), dtype=np.float64)
+    labels = [str(v) for v in lin["classlabels_ints"]]
+
+    def chain(X):
+        X = np.asarray(X, dtype=np.float32)
+        if "Scaler" in attrs:
+            X = (X - np.array(attrs["Scaler"]["offset"], dtype=np.float32)) * np.array(attrs["Scaler"]["scale"], dtype=np.float32)
+        return X.astype(np.float64)
+    ids, X = _features(db, entry)
+    Y = chain(X)
+    y0 = chain(np.zeros((1, F)))[0]
+    names = _names(entry)
+    got = _explanations(db, entry)
+    mean = chain(X).mean(axis=0)
+    bg = "SELECT " + ", ".join(f'"{c}"' for c in entry["features"]) + f' FROM "{entry["table"]}"'
+    got_mean = _explanations(db, entry, f", background => $${bg}$$")
+    labels_sql = rows(db, f'SELECT flock.predict_label(%s, {_arg(entry)}) FROM "{entry["table"]}" t ORDER BY id',
+                      (name,))
+    for r, (e, em) in enumerate(zip(got, got_mean)):
+        scores = W @ Y[r] + b
+        o = int(np.argmax(scores))
+        assert e["output"] == labels[o] == labels_sql[r][0]
+        for j, f in enumerate(names):
+            assert close(e[f], W[o, j] * (Y[r, j] - y0[j]), 1e-5)
+            assert close(em[f], W[o, j] * (Y[r, j] - mean[j]), 1e-5)
+        assert close(e["base_value"], b[o] + W[o] @ y0, 1e-5)
+        assert close(sum(e[f] for f in names) + e["base_value"], scores[o], 1e-5)
+        assert close(sum(em[f] for f in names) + em["base_value"], scores[o], 1e-5)
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 def test_bad_input_gives_clear_errors(db):
@@ -333,12 +374,10 @@ def test_bad_input_gives_clear_errors(db):
     want = sqlstate(db, "SELECT flock.predict('no_such_model', ARRAY[1, 2]::float4[])")
     err = sqlstate(db, "SELECT flock.explain('no_such_model', ARRAY[1, 2]::float4[])")
     assert (err.pgcode, err.diag.message_primary) == (want.pgcode, want.diag.message_primary)
-    # A model no method explains (a classifier's linear scores, a pipeline): 0A000 with a hint.
-    for name, arg in (("iris_logreg", "ROW(t.sepal_length, t.sepal_width, t.petal_length, t.petal_width)"),):
-        err = sqlstate(db, f"SELECT flock.explain('{name}', {arg}) FROM iris t LIMIT 1")
+    # A model no method explains yet (several inputs: a ColumnTransformer pipeline): 0A000 with a hint.
+    for name in ("customers_pipeline_gb", "customers_pipeline_logreg"):
+        err = sqlstate(db, f"SELECT flock.explain('{name}', t) FROM customers t LIMIT 1")
         assert err.pgcode == "0A000" and err.diag.message_hint
-    err = sqlstate(db, "SELECT flock.explain('customers_pipeline_gb', t) FROM customers t LIMIT 1")
-    assert err.pgcode == "0A000" and err.diag.message_hint
     # Wrong arity: the binding's error, as predict gives it.
     want = sqlstate(db, "SELECT flock.predict('diabetes_xgb', ARRAY[1, 2]::float4[])")
     err = sqlstate(db, "SELECT flock.explain('diabetes_xgb', ARRAY[1, 2]::float4[])")
@@ -419,7 +458,7 @@ def test_linear_importance_by_formula(db):
 
 
 def test_importance_errors(db, connect_as):
-    err = sqlstate(db, "SELECT * FROM flock.feature_importance('iris_logreg')")
+    err = sqlstate(db, "SELECT * FROM flock.feature_importance('customers_pipeline_gb')")
     assert err.pgcode == "0A000" and err.diag.message_hint
     err = sqlstate(db, "SELECT * FROM flock.feature_importance('diabetes_xgb', 'empty_bg')")
     assert err.pgcode == "22023"

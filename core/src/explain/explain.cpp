@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "../kernels/ml_linear.hpp"
+#include "../kernels/ml_preprocess.hpp"
 #include "../kernels/ml_tree.hpp"
 #include "../model_internals.hpp"
 #include "flock/checked.hpp"
@@ -20,14 +21,25 @@ namespace {
 
 constexpr const char* kUnsupportedHint =
     "Explanations cover tree ensembles (ONNX-ML TreeEnsembleRegressor / TreeEnsembleClassifier, XGBoost) and "
-    "LinearRegressor models that read the model's input directly.";
+    "LinearRegressor / LinearClassifier models, reading the model's one input directly or through Scalers "
+    "and "
+    "Imputers.";
+
+// Scalers and float Imputers between the model's input and the explained kernel: each maps
+// column k to column k, so contributions to their outputs are contributions to the input columns.
+struct ColumnStep {
+  const preprocess::ScalerKernel* scaler = nullptr;
+  const preprocess::ImputerKernel* imputer = nullptr;
+};
 
 struct Target {
   const tree::TreeKernel* trees = nullptr;
   const linear::LinearKernel* linear = nullptr;
+  std::vector<ColumnStep> chain;
 };
 
-// The one tree ensemble or linear regressor reading the model's single input directly.
+// The one tree ensemble or linear model of the graph, reading the model's single input directly or
+// through a chain of Scalers and Imputers.
 Target find_target(const Model& model) {
   const Signature& sig = model.signature();
   if (sig.inputs.size() != 1)
@@ -35,24 +47,66 @@ Target find_target(const Model& model) {
          fmt::format("the model has {} inputs; explanations need one vector input", sig.inputs.size()),
          kUnsupportedHint);
   const ModelInternals::GraphView g = ModelInternals::graph(model);
-  Target found;
   int count = 0;
-  for (const auto& step : g.steps) {
-    const auto* t = dynamic_cast<const tree::TreeKernel*>(step.kernel);
-    const auto* l = dynamic_cast<const linear::LinearKernel*>(step.kernel);
-    if (!t && !l) continue;
-    ++count;
-    if (step.inputs.empty() || step.inputs[0] != g.input_slots[0]) continue;
-    if (t)
-      found.trees = t;
-    else
-      found.linear = l;
+  for (const auto& step : g.steps)
+    if (dynamic_cast<const tree::TreeKernel*>(step.kernel) ||
+        dynamic_cast<const linear::LinearKernel*>(step.kernel))
+      ++count;
+  Target found;
+  int slot = g.input_slots[0];
+  for (size_t hops = 0; count == 1 && hops <= g.steps.size(); ++hops) {
+    const ModelInternals::StepView* next = nullptr;
+    for (const auto& step : g.steps)
+      if (!step.inputs.empty() && step.inputs[0] == slot && step.inputs.size() == 1 &&
+          !step.outputs.empty() &&
+          (dynamic_cast<const tree::TreeKernel*>(step.kernel) ||
+           dynamic_cast<const linear::LinearKernel*>(step.kernel) ||
+           dynamic_cast<const preprocess::ScalerKernel*>(step.kernel) ||
+           (dynamic_cast<const preprocess::ImputerKernel*>(step.kernel) &&
+            !dynamic_cast<const preprocess::ImputerKernel*>(step.kernel)->imputed_floats().empty())))
+        next = &step;
+    if (!next) break;
+    if ((found.trees = dynamic_cast<const tree::TreeKernel*>(next->kernel))) return found;
+    if ((found.linear = dynamic_cast<const linear::LinearKernel*>(next->kernel))) return found;
+    found.chain.push_back({dynamic_cast<const preprocess::ScalerKernel*>(next->kernel),
+                           dynamic_cast<const preprocess::ImputerKernel*>(next->kernel)});
+    slot = next->outputs[0];
   }
-  if (count != 1 || (!found.trees && !found.linear))
-    fail(ErrorCode::UnsupportedOperator,
-         "the model is not a single tree ensemble or linear model reading its input directly",
-         kUnsupportedHint);
-  return found;
+  fail(ErrorCode::UnsupportedOperator,
+       "the model is not a single tree ensemble or linear model reading its input directly or through "
+       "Scalers and "
+       "Imputers",
+       kUnsupportedHint);
+}
+
+// The chain's outputs for rows x cols values, computed as the kernels do (in float).
+void apply_chain(const std::vector<ColumnStep>& chain, std::vector<double>& x, int64_t cols) {
+  auto at = [](const std::vector<float>& v, int64_t k) {
+    return v.size() == 1 ? v[0] : v[static_cast<size_t>(k)];
+  };
+  for (const ColumnStep& step : chain) {
+    if (step.scaler) {
+      const auto& off = step.scaler->offsets();
+      const auto& scale = step.scaler->scales();
+      if ((off.size() > 1 && static_cast<int64_t>(off.size()) != cols) ||
+          (scale.size() > 1 && static_cast<int64_t>(scale.size()) != cols))
+        fail(ErrorCode::InvalidInput, fmt::format("a Scaler has parameters for other than {} columns", cols));
+      for (size_t i = 0; i < x.size(); ++i) {
+        const int64_t k = static_cast<int64_t>(i) % cols;
+        const float o = off.empty() ? 0.0f : at(off, k), sc = scale.empty() ? 1.0f : at(scale, k);
+        x[i] = static_cast<double>((static_cast<float>(x[i]) - o) * sc);
+      }
+    } else {
+      const auto& imputed = step.imputer->imputed_floats();
+      if (imputed.size() > 1 && static_cast<int64_t>(imputed.size()) != cols)
+        fail(ErrorCode::InvalidInput, fmt::format("an Imputer has values for other than {} columns", cols));
+      const float replaced = step.imputer->replaced_float();
+      for (size_t i = 0; i < x.size(); ++i) {
+        const bool hit = std::isnan(replaced) ? std::isnan(x[i]) : static_cast<float>(x[i]) == replaced;
+        if (hit) x[i] = static_cast<double>(at(imputed, static_cast<int64_t>(i) % cols));
+      }
+    }
+  }
 }
 
 // The batch's single input as doubles, as the tree kernels compare them: float and int64 input
@@ -88,8 +142,8 @@ void check_batch(const FeatureBatch& batch, const char* what, int64_t& rows, int
     fail(ErrorCode::InvalidInput, fmt::format("the {} is not a [rows, columns] table", what));
 }
 
-Explanation explain_trees(const tree::TreeKernel& k, const Model& model, const FeatureBatch& batch,
-                          const Options& options) {
+Explanation explain_trees(const tree::TreeKernel& k, const std::vector<ColumnStep>& chain,
+                          const FeatureBatch& batch, const Options& options) {
   const auto scores = k.raw_scores();
   if (!scores)
     fail(ErrorCode::UnsupportedOperator,
@@ -108,6 +162,7 @@ Explanation explain_trees(const tree::TreeKernel& k, const Model& model, const F
     if (bcols != cols)
       fail(ErrorCode::InvalidInput, fmt::format("the background has {} columns, the model {}", bcols, cols));
     background = as_doubles(options.background->inputs[0], background_rows, cols);
+    apply_chain(chain, background, cols);
   }
   const bool double_input = batch.inputs[0].type == ElemType::Double;
   const TreeShap shap(e, *scores, double_input, &background, background_rows, cols);
@@ -121,7 +176,8 @@ Explanation explain_trees(const tree::TreeKernel& k, const Model& model, const F
   const int64_t stride = checked_add(cols, 1, "features");
   out.contributions.resize(
       static_cast<size_t>(checked_mul(checked_mul(rows, O, "explanations"), stride, "explanations")));
-  const std::vector<double> x = as_doubles(batch.inputs[0], rows, cols);
+  std::vector<double> x = as_doubles(batch.inputs[0], rows, cols);
+  apply_chain(chain, x, cols);
   shap.contributions(x.data(), rows, cols, out.contributions.data(), options.tree_shap_form);
   if (options.interactions) {
     const int64_t cells = checked_mul(checked_mul(rows, O, "interactions"),
@@ -133,61 +189,69 @@ Explanation explain_trees(const tree::TreeKernel& k, const Model& model, const F
     out.interactions.resize(static_cast<size_t>(cells));
     shap.interactions(x.data(), rows, cols, out.contributions.data(), out.interactions.data());
   }
-  (void)model;
   return out;
 }
 
-Explanation explain_linear(const linear::LinearKernel& k, const FeatureBatch& batch, const Options& options) {
-  const auto affine = k.affine();
-  if (!affine)
-    fail(ErrorCode::UnsupportedOperator,
-         "only single-target linear regressors without a post transform are explained", kUnsupportedHint);
+Explanation explain_linear(const linear::LinearKernel& k, const std::vector<ColumnStep>& chain,
+                           const FeatureBatch& batch, const Options& options) {
   if (options.interactions)
     fail(ErrorCode::UnsupportedOperator,
          "a linear model has no interactions (its interaction values are all zero)",
          "Call without interactions => true.");
   int64_t rows = 0, cols = 0;
   check_batch(batch, "batch", rows, cols);
-  const int64_t width = static_cast<int64_t>(affine->coefficients.size());
-  if (width != cols)
-    fail(ErrorCode::InvalidInput,
-         fmt::format("the model has {} coefficients, the batch {} columns", width, cols));
-  // The reference point: the background's column means, or zero.
+  const auto scores = k.scores(cols);
+  if (!scores)
+    fail(ErrorCode::InvalidInput, fmt::format("the linear model's coefficients do not fit {} columns", cols));
+  // The reference point, in the linear model's input: the background's mean there, or where an
+  // all-zero input row lands (zero itself without Scalers / Imputers).
   std::vector<double> reference(static_cast<size_t>(cols), 0.0);
+  apply_chain(chain, reference, cols);
   if (options.background) {
     int64_t brows = 0, bcols = 0;
     check_batch(*options.background, "background", brows, bcols);
     if (bcols != cols)
       fail(ErrorCode::InvalidInput, fmt::format("the background has {} columns, the model {}", bcols, cols));
     if (brows == 0) fail(ErrorCode::InvalidInput, "the background has no rows");
-    const std::vector<double> b = as_doubles(options.background->inputs[0], brows, cols);
+    std::vector<double> b = as_doubles(options.background->inputs[0], brows, cols);
+    apply_chain(chain, b, cols);
+    std::fill(reference.begin(), reference.end(), 0.0);
     for (int64_t r = 0; r < brows; ++r)
       for (int64_t c = 0; c < cols; ++c)
         reference[static_cast<size_t>(c)] += b[static_cast<size_t>(r * cols + c)];
     for (double& m : reference) m /= static_cast<double>(brows);
   }
-  const std::vector<double> x = as_doubles(batch.inputs[0], rows, cols);
+  std::vector<double> x = as_doubles(batch.inputs[0], rows, cols);
+  apply_chain(chain, x, cols);
   Explanation out;
   out.method = Method::Linear;
   out.rows = rows;
   out.features = cols;
-  out.outputs = {"0"};
-  const int64_t stride = cols + 1;
-  out.contributions.resize(static_cast<size_t>(checked_mul(rows, stride, "explanations")));
-  double base = affine->has_intercept ? affine->intercept : 0.0;
-  for (int64_t c = 0; c < cols; ++c)
-    base +=
-        static_cast<double>(affine->coefficients[static_cast<size_t>(c)]) * reference[static_cast<size_t>(c)];
+  out.outputs = scores->names;
+  const int64_t O = scores->outputs, stride = cols + 1;
+  out.contributions.resize(
+      static_cast<size_t>(checked_mul(checked_mul(rows, O, "explanations"), stride, "explanations")));
+  std::vector<double> base(static_cast<size_t>(O));
+  for (int64_t o = 0; o < O; ++o) {
+    double b =
+        static_cast<size_t>(o) < scores->intercepts.size() ? scores->intercepts[static_cast<size_t>(o)] : 0.0;
+    for (int64_t c = 0; c < cols; ++c)
+      b += static_cast<double>(scores->coefficients[static_cast<size_t>(o * cols + c)]) *
+           reference[static_cast<size_t>(c)];
+    base[static_cast<size_t>(o)] = b;
+  }
   for (int64_t r = 0; r < rows; ++r) {
-    double* p = out.contributions.data() + r * stride;
-    for (int64_t c = 0; c < cols; ++c) {
-      const double v = x[static_cast<size_t>(r * cols + c)];
-      if (std::isnan(v))
-        fail(ErrorCode::MissingValue, fmt::format("row {} has a missing value in column {}", r + 1, c + 1));
-      p[c] = static_cast<double>(affine->coefficients[static_cast<size_t>(c)]) *
-             (v - reference[static_cast<size_t>(c)]);
+    for (int64_t c = 0; c < cols; ++c)
+      if (std::isnan(x[static_cast<size_t>(r * cols + c)]))
+        fail(ErrorCode::MissingValue, fmt::format("row {} has a missing value in column {}", r + 1, c + 1),
+             "A linear model has no missing-value semantics: pass a value, or put an Imputer before it.");
+    for (int64_t o = 0; o < O; ++o) {
+      double* p = out.contributions.data() + (r * O + o) * stride;
+      for (int64_t c = 0; c < cols; ++c)
+        p[c] = static_cast<double>(scores->coefficients[static_cast<size_t>(o * cols + c)]) *
+               (x[static_cast<size_t>(r * cols + c)] - reference[static_cast<size_t>(c)]);
+      p[cols] = base[static_cast<size_t>(o)];
     }
-    p[cols] = base;
   }
   return out;
 }
@@ -212,9 +276,6 @@ Method method_for(const Model& model) {
            kUnsupportedHint);
     return Method::TreeShap;
   }
-  if (!t.linear->affine())
-    fail(ErrorCode::UnsupportedOperator,
-         "only single-target linear regressors without a post transform are explained", kUnsupportedHint);
   return Method::Linear;
 }
 
@@ -233,6 +294,7 @@ Importance importance(const Model& model, const FeatureBatch* data) {
       fail(ErrorCode::InvalidInput, fmt::format("the data has {} columns, the model {}", cols, out.features));
     if (rows == 0) fail(ErrorCode::InvalidInput, "the data has no rows");
     data_values = as_doubles(data->inputs[0], rows, cols);
+    apply_chain(t.chain, data_values, cols);
   }
   if (t.trees) {
     const tree::Ensemble& e = t.trees->ensemble();
@@ -257,7 +319,8 @@ Importance importance(const Model& model, const FeatureBatch* data) {
       out.measures.push_back("cover");
       out.values.push_back(cover);
     }
-  } else if (const auto affine = t.linear->affine(); affine && affine->coefficients.size() == F) {
+  } else if (const auto affine = t.linear->affine();
+             affine && affine->coefficients.size() == F && t.chain.empty()) {
     std::vector<double> abs_coef(F);
     for (size_t k = 0; k < F; ++k) abs_coef[k] = std::abs(static_cast<double>(affine->coefficients[k]));
     out.measures.push_back("abs_coefficient");
@@ -300,8 +363,8 @@ Importance importance(const Model& model, const FeatureBatch* data) {
 
 Explanation explain(const Model& model, const FeatureBatch& batch, const Options& options) {
   const Target t = find_target(model);
-  Explanation out =
-      t.trees ? explain_trees(*t.trees, model, batch, options) : explain_linear(*t.linear, batch, options);
+  Explanation out = t.trees ? explain_trees(*t.trees, t.chain, batch, options)
+                            : explain_linear(*t.linear, t.chain, batch, options);
   fill_raw(out);
   return out;
 }

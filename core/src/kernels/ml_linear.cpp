@@ -13,8 +13,6 @@
 // defect), Flock applies it as the ONNX reference implementation does: [1 - sigmoid(s), sigmoid(s)].
 // Transforms that are degenerate on one score (SOFTMAX, SOFTMAX_ZERO, PROBIT for the two-label case)
 // are refused as unsupported instead of reproducing ORT's undefined output.
-#include "ml_linear.hpp"
-
 #include <fmt/format.h>
 
 #include <Eigen/Core>
@@ -26,6 +24,7 @@
 #include <vector>
 
 #include "flock/kernel.hpp"
+#include "ml_linear.hpp"
 
 namespace flock {
 namespace {
@@ -38,16 +37,11 @@ enum class PostTransform { None, Logistic, Softmax, SoftmaxZero, Probit };
 
 const char* to_string(PostTransform p) {
   switch (p) {
-    case PostTransform::None:
-      return "NONE";
-    case PostTransform::Logistic:
-      return "LOGISTIC";
-    case PostTransform::Softmax:
-      return "SOFTMAX";
-    case PostTransform::SoftmaxZero:
-      return "SOFTMAX_ZERO";
-    case PostTransform::Probit:
-      return "PROBIT";
+    case PostTransform::None: return "NONE";
+    case PostTransform::Logistic: return "LOGISTIC";
+    case PostTransform::Softmax: return "SOFTMAX";
+    case PostTransform::SoftmaxZero: return "SOFTMAX_ZERO";
+    case PostTransform::Probit: return "PROBIT";
   }
   return "?";
 }
@@ -116,17 +110,12 @@ void apply_rows(PostTransform p, float* s, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = s + r * cols;
     switch (p) {
-      case PostTransform::None:
-        break;
+      case PostTransform::None: break;
       case PostTransform::Logistic:
         for (int64_t c = 0; c < cols; ++c) row[c] = ort_logistic(row[c]);
         break;
-      case PostTransform::Softmax:
-        ort_softmax(row, cols);
-        break;
-      case PostTransform::SoftmaxZero:
-        ort_softmax_zero(row, cols);
-        break;
+      case PostTransform::Softmax: ort_softmax(row, cols); break;
+      case PostTransform::SoftmaxZero: ort_softmax_zero(row, cols); break;
       case PostTransform::Probit:
         for (int64_t c = 0; c < cols; ++c) row[c] = ort_probit(row[c]);
         break;
@@ -137,12 +126,9 @@ void apply_rows(PostTransform p, float* s, int64_t rows, int64_t cols) {
 // Transform of a lone score (one target / one coefficient row).
 float apply_single(PostTransform p, float s) {
   switch (p) {
-    case PostTransform::Logistic:
-      return ort_logistic(s);
-    case PostTransform::Probit:
-      return ort_probit(s);
-    default:
-      return s;
+    case PostTransform::Logistic: return ort_logistic(s);
+    case PostTransform::Probit: return ort_probit(s);
+    default: return s;
   }
 }
 
@@ -155,16 +141,13 @@ struct Features {
 };
 
 Features read_features(const std::vector<const Tensor*>& in, const std::string& where) {
-  if (in.empty() || in[0] == nullptr)
-    fail(ErrorCode::InvalidInput, fmt::format("{}: input X is missing", where));
+  if (in.empty() || in[0] == nullptr) fail(ErrorCode::InvalidInput, fmt::format("{}: input X is missing", where));
   const Tensor& t = *in[0];
   if (t.type != ElemType::Float && t.type != ElemType::Double && t.type != ElemType::Int64)
     fail(ErrorCode::InvalidInput,
-         fmt::format("{}: input X has element type {}; expected float, double or int64", where,
-                     to_string(t.type)));
+         fmt::format("{}: input X has element type {}; expected float, double or int64", where, to_string(t.type)));
   if (t.shape.empty())
-    fail(ErrorCode::InvalidInput,
-         fmt::format("{}: input X is a scalar; expected shape [N, F] or [F]", where));
+    fail(ErrorCode::InvalidInput, fmt::format("{}: input X is a scalar; expected shape [N, F] or [F]", where));
   if (static_cast<int64_t>(t.size()) != t.numel())
     fail(ErrorCode::InvalidInput,
          fmt::format("{}: input X holds {} values but its shape needs {}", where, t.size(), t.numel()));
@@ -230,27 +213,23 @@ class LinearRegressor final : public linear::LinearKernel {
   explicit LinearRegressor(const KernelContext& ctx) : where_(ctx.attrs.where()) {
     const Attrs& a = ctx.attrs;
     targets_ = a.get_int("targets", 1);
-    if (targets_ < 1)
-      fail(ErrorCode::InvalidModel,
-           fmt::format("{}: targets is {}; it must be at least 1", where_, targets_));
+    if (targets_ < 1) fail(ErrorCode::InvalidModel, fmt::format("{}: targets is {}; it must be at least 1", where_, targets_));
     std::vector<float> coef = a.get_floats("coefficients");
-    if (coef.empty())
-      fail(ErrorCode::InvalidModel, fmt::format("{}: coefficients are missing or empty", where_));
+    if (coef.empty()) fail(ErrorCode::InvalidModel, fmt::format("{}: coefficients are missing or empty", where_));
     if (coef.size() % static_cast<size_t>(targets_) != 0)
       fail(ErrorCode::InvalidModel,
            fmt::format("{}: {} coefficients do not split into {} targets", where_, coef.size(), targets_));
     std::vector<float> icpt = a.get_floats("intercepts");
     if (!icpt.empty() && icpt.size() != static_cast<size_t>(targets_))
-      fail(ErrorCode::InvalidModel, fmt::format("{}: {} intercepts for {} targets; expected one per target",
-                                                where_, icpt.size(), targets_));
+      fail(ErrorCode::InvalidModel,
+           fmt::format("{}: {} intercepts for {} targets; expected one per target", where_, icpt.size(), targets_));
     intercepts_.assign(icpt.begin(), icpt.end());
     post_ = parse_post_transform(a);
     if (targets_ == 1 && (post_ == PostTransform::Softmax || post_ == PostTransform::SoftmaxZero))
       fail(ErrorCode::UnsupportedOperator,
-           fmt::format(
-               "{}: post_transform {} over a single target is degenerate (ONNX Runtime leaves the value "
-               "unchanged)",
-               where_, to_string(post_)));
+           fmt::format("{}: post_transform {} over a single target is degenerate (ONNX Runtime leaves the value "
+                       "unchanged)",
+                       where_, to_string(post_)));
     features_ = static_cast<int64_t>(coef.size()) / targets_;
     w_ = coefficient_matrix(coef, targets_);
     coef_ = std::move(coef);
@@ -287,8 +266,7 @@ class LinearRegressor final : public linear::LinearKernel {
     Features x = read_features(in, where_);
     if (x.f != features_)
       fail(ErrorCode::InvalidInput,
-           fmt::format("{}: input has {} features per row; the model has coefficients for {}", where_, x.f,
-                       features_));
+           fmt::format("{}: input has {} features per row; the model has coefficients for {}", where_, x.f, features_));
     std::vector<float> s = linear_scores(x, w_, intercepts_);
     if (targets_ == 1) {
       for (float& v : s) v = apply_single(post_, v);
@@ -317,16 +295,14 @@ class LinearClassifier final : public linear::LinearKernel {
   explicit LinearClassifier(const KernelContext& ctx) : where_(ctx.attrs.where()) {
     const Attrs& a = ctx.attrs;
     coef_ = a.get_floats("coefficients");
-    if (coef_.empty())
-      fail(ErrorCode::InvalidModel, fmt::format("{}: coefficients are missing or empty", where_));
+    if (coef_.empty()) fail(ErrorCode::InvalidModel, fmt::format("{}: coefficients are missing or empty", where_));
     std::vector<float> icpt = a.get_floats("intercepts");
     intercepts_.assign(icpt.begin(), icpt.end());
     label_ints_ = a.get_ints("classlabels_ints");
     label_strings_ = a.get_strings("classlabels_strings");
     if (!label_ints_.empty() && !label_strings_.empty())
       fail(ErrorCode::InvalidModel,
-           fmt::format("{}: both classlabels_ints and classlabels_strings are set; exactly one may be",
-                       where_));
+           fmt::format("{}: both classlabels_ints and classlabels_strings are set; exactly one may be", where_));
     using_strings_ = !label_strings_.empty();
     n_labels_ = static_cast<int64_t>(using_strings_ ? label_strings_.size() : label_ints_.size());
     const int64_t mc = a.get_int("multi_class", 0);
@@ -383,22 +359,18 @@ class LinearClassifier final : public linear::LinearKernel {
     const int64_t ncoef = static_cast<int64_t>(coef_.size());
     if (c < 0) {
       // No intercepts and two labels: one row (ncoef == F) or one row per class (ncoef == 2F).
-      if (x.f > 0 && ncoef == 2 * x.f)
-        c = 2;
-      else if (ncoef == x.f)
-        c = 1;
+      if (x.f > 0 && ncoef == 2 * x.f) c = 2;
+      else if (ncoef == x.f) c = 1;
       else
         fail(ErrorCode::InvalidInput,
-             fmt::format(
-                 "{}: input has {} features per row; {} coefficients are neither 1 nor 2 rows of that width",
-                 where_, x.f, ncoef));
+             fmt::format("{}: input has {} features per row; {} coefficients are neither 1 nor 2 rows of that width",
+                         where_, x.f, ncoef));
       check_classes(c, ErrorCode::InvalidModel);
       w_deferred = coefficient_matrix(coef_, c);
       w = &w_deferred;
     } else if (ncoef != c * x.f) {
       fail(ErrorCode::InvalidInput,
-           fmt::format("{}: input has {} features per row; the model has coefficients for {}", where_, x.f,
-                       ncoef / c));
+           fmt::format("{}: input has {} features per row; the model has coefficients for {}", where_, x.f, ncoef / c));
     }
     std::vector<float> s = linear_scores(x, *w, intercepts_);
     const int64_t n = x.n;
@@ -409,10 +381,8 @@ class LinearClassifier final : public linear::LinearKernel {
       const bool two = n_labels_ == 2;
       for (int64_t r = 0; r < n; ++r) {
         const bool pos = s[static_cast<size_t>(r)] > 0;
-        if (using_strings_)
-          labels.s[static_cast<size_t>(r)] = label_strings_[pos ? 1 : 0];
-        else
-          labels.i[static_cast<size_t>(r)] = two ? label_ints_[pos ? 1 : 0] : (pos ? 1 : 0);
+        if (using_strings_) labels.s[static_cast<size_t>(r)] = label_strings_[pos ? 1 : 0];
+        else labels.i[static_cast<size_t>(r)] = two ? label_ints_[pos ? 1 : 0] : (pos ? 1 : 0);
       }
     } else {
       for (int64_t r = 0; r < n; ++r) {
@@ -420,10 +390,8 @@ class LinearClassifier final : public linear::LinearKernel {
         int64_t best = 0;
         for (int64_t j = 1; j < c; ++j)
           if (row[j] > row[best]) best = j;
-        if (using_strings_)
-          labels.s[static_cast<size_t>(r)] = label_strings_[static_cast<size_t>(best)];
-        else
-          labels.i[static_cast<size_t>(r)] = label_ints_[static_cast<size_t>(best)];
+        if (using_strings_) labels.s[static_cast<size_t>(r)] = label_strings_[static_cast<size_t>(best)];
+        else labels.i[static_cast<size_t>(r)] = label_ints_[static_cast<size_t>(best)];
       }
     }
 
@@ -453,20 +421,18 @@ class LinearClassifier final : public linear::LinearKernel {
   void check_classes(int64_t c, ErrorCode code) const {
     if (c > 1) {
       if (n_labels_ != c)
-        fail(code, fmt::format("{}: {} coefficient rows but {} class labels; expected one label per row",
-                               where_, c, n_labels_));
+        fail(code, fmt::format("{}: {} coefficient rows but {} class labels; expected one label per row", where_, c,
+                               n_labels_));
       return;
     }
     if (n_labels_ == 1)
-      fail(code,
-           fmt::format("{}: a single class label; a one-row classifier needs two labels (or none)", where_));
+      fail(code, fmt::format("{}: a single class label; a one-row classifier needs two labels (or none)", where_));
     if (post_ == PostTransform::Softmax || post_ == PostTransform::SoftmaxZero ||
         (n_labels_ == 2 && post_ == PostTransform::Probit))
       fail(ErrorCode::UnsupportedOperator,
-           fmt::format(
-               "{}: post_transform {} on a single coefficient row is not supported (ONNX Runtime's output is "
-               "not a probability there)",
-               where_, to_string(post_)));
+           fmt::format("{}: post_transform {} on a single coefficient row is not supported (ONNX Runtime's output is "
+                       "not a probability there)",
+                       where_, to_string(post_)));
   }
 
   std::string where_;
@@ -483,8 +449,7 @@ class LinearClassifier final : public linear::LinearKernel {
 
 }  // namespace
 
-std::optional<std::vector<bool>> linear::nonzero_columns(const std::vector<float>& coefficients,
-                                                         int64_t width) {
+std::optional<std::vector<bool>> linear::nonzero_columns(const std::vector<float>& coefficients, int64_t width) {
   if (width <= 0 || coefficients.size() % static_cast<size_t>(width) != 0) return std::nullopt;
   std::vector<bool> nonzero(static_cast<size_t>(width), false);
   for (size_t k = 0; k < coefficients.size(); ++k)
@@ -493,12 +458,10 @@ std::optional<std::vector<bool>> linear::nonzero_columns(const std::vector<float
 }
 
 void register_ml_linear_kernels(KernelRegistry& r) {
-  r.add(kMl, "LinearRegressor", [](const KernelContext& ctx) -> std::unique_ptr<Kernel> {
-    return std::make_unique<LinearRegressor>(ctx);
-  });
-  r.add(kMl, "LinearClassifier", [](const KernelContext& ctx) -> std::unique_ptr<Kernel> {
-    return std::make_unique<LinearClassifier>(ctx);
-  });
+  r.add(kMl, "LinearRegressor",
+        [](const KernelContext& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<LinearRegressor>(ctx); });
+  r.add(kMl, "LinearClassifier",
+        [](const KernelContext& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<LinearClassifier>(ctx); });
 }
 
 }  // namespace flock

@@ -17,8 +17,9 @@
 #include "flock/model.hpp"
 
 int main(int argc, char** argv) {
-  if (argc != 6) {
-    std::fprintf(stderr, "usage: %s MODEL.json DATA.f32 ROWS COLS OUT.f64\n", argv[0]);
+  if (argc != 6 && argc != 8) {
+    std::fprintf(stderr, "usage: %s MODEL DATA.f32 ROWS COLS OUT.f64 [BACKGROUND.f32 BACKGROUND_ROWS]\n",
+                 argv[0]);
     return 2;
   }
   try {
@@ -33,8 +34,23 @@ int main(int argc, char** argv) {
     flock::FeatureBatch batch;
     batch.rows = rows;
     batch.inputs.push_back(flock::Tensor::floats({rows, cols}, std::move(x)));
+    flock::explain::Options options;
+    flock::FeatureBatch background;
+    if (argc == 8) {  // a background for models without node covers
+      const int64_t brows = std::atoll(argv[7]);
+      std::vector<float> b(static_cast<size_t>(brows * cols));
+      std::ifstream bf(argv[6], std::ios::binary);
+      bf.read(reinterpret_cast<char*>(b.data()), static_cast<std::streamsize>(b.size() * sizeof(float)));
+      if (!bf) throw std::runtime_error("short background file");
+      background.rows = brows;
+      background.inputs.push_back(flock::Tensor::floats({brows, cols}, std::move(b)));
+      options.background = &background;
+    }
+    if (const char* form = std::getenv("FLOCK_TREE_SHAP_FORM"))
+      options.tree_shap_form = std::string(form) == "recursive" ? flock::explain::TreeShapForm::Recursive
+                                                                : flock::explain::TreeShapForm::LeafTables;
     const auto start = std::chrono::steady_clock::now();
-    const flock::explain::Explanation e = flock::explain::explain(*model, batch);
+    const flock::explain::Explanation e = flock::explain::explain(*model, batch, options);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::ofstream out(argv[5], std::ios::binary);
     out.write(reinterpret_cast<const char*>(e.contributions.data()),

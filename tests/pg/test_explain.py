@@ -54,7 +54,7 @@ def db(cluster, dbname):
                 cur.copy_expert(f'COPY "{info["table"]}" FROM STDIN WITH (FORMAT csv, HEADER true)', f)
         for name in ("diabetes_xgb", "breast_cancer_xgb", "iris_xgb", "customers_xgb", "diabetes_gb", "iris_gb",
                      "diabetes_rf", "diabetes_linreg", "iris_logreg", "customers_pipeline_gb", "breast_cancer_logreg",
-                     "wine_scaler_logreg", "wine_logreg", "customers_pipeline_logreg"):
+                     "wine_scaler_logreg", "wine_logreg", "customers_pipeline_logreg", "breast_cancer_rf"):
             entry = _entry(name)
             with open(os.path.join(MODELS_DIR, entry["file"]), "rb") as f:
                 cur.execute("SELECT flock.register_model(%s, %s, %s)", (name, f.read(), entry["format"]))
@@ -277,6 +277,20 @@ def test_onnx_tree_additivity_on_every_row(db, name):
     names = _names(entry)
     for pred, e in got:
         assert close(sum(e[f] for f in names) + e["base_value"], pred)
+
+
+def test_forest_with_nodes_no_background_row_reaches_adds_up_on_every_row(db):
+    # 60 background rows leave many nodes of the forest with no cover: those branches add nothing,
+    # and the explanation still adds up to the margin (here P(class 1): ORT's binary case).
+    got = rows(db, "SELECT flock.predict_proba('breast_cancer_rf', t), "
+                   "flock.explain('breast_cancer_rf', t, background => 'SELECT * FROM breast_cancer WHERE id <= 60') "
+                   "FROM breast_cancer t ORDER BY id")
+    names = _entry("breast_cancer_rf")["features"]
+    assert len(got) == 569
+    for proba, e in got:
+        assert e["output"] == "1"
+        assert all(isinstance(e[f], float) for f in names)
+        assert close(sum(e[f] for f in names) + e["base_value"], proba[1], 1e-5)
 
 
 def test_onnx_multiclass_trees_explain_the_predicted_class_or_the_one_asked(db):

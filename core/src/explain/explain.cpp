@@ -261,7 +261,15 @@ void fill_raw(Explanation& out) {
   out.raw.assign(static_cast<size_t>(out.rows * O), 0.0);
   for (int64_t r = 0; r < out.rows * O; ++r) {
     double s = 0;
-    for (int64_t c = 0; c <= out.features; ++c) s += out.contributions[static_cast<size_t>(r * stride + c)];
+    for (int64_t c = 0; c <= out.features; ++c) {
+      const double v = out.contributions[static_cast<size_t>(r * stride + c)];
+      if (!std::isfinite(v))
+        fail(ErrorCode::InvalidInput,
+             fmt::format("row {}: a contribution is not a finite number",
+                         r / static_cast<int64_t>(out.outputs.size()) + 1),
+             "The model's leaf values or coefficients overflow for this input.");
+      s += v;
+    }
     out.raw[static_cast<size_t>(r)] = s;
   }
 }

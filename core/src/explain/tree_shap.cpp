@@ -258,6 +258,10 @@ void TreeShap::recurse(const double* x, double* phi, int64_t stride, int32_t nod
                        int32_t parent_feature, int condition, int32_t condition_feature,
                        double condition_fraction) const {
   if (condition_fraction == 0) return;
+  // A branch no cover reaches (zero fraction 0) that the row does not take (one fraction 0) adds
+  // nothing to any subset's value; extending the path by it would zero every permutation weight,
+  // which a later split on the same feature could not unwind (0 / 0).
+  if (parent_zero == 0 && parent_one == 0 && (condition == 0 || condition_feature != parent_feature)) return;
   PathElement* path = parent_path + depth + 1;
   std::copy(parent_path, parent_path + depth + 1, path);
   if (condition == 0 || condition_feature != parent_feature)

@@ -47,6 +47,26 @@ void free_explained(Explained& e) {
   std::free(e.json);
 }
 
+// The model's feature names (one vector input), its input names (several inputs: "name", or
+// "name[j]" for an input of several columns), else "f0", "f1", ...
+std::vector<std::string> feature_names(const flock::Signature& sig, int F) {
+  std::vector<std::string> out;
+  if (sig.inputs.size() == 1) {
+    for (int k = 0; k < F; ++k)
+      out.push_back(static_cast<size_t>(k) < sig.feature_names.size()
+                        ? sig.feature_names[static_cast<size_t>(k)]
+                        : fmt::format("f{}", k));
+    return out;
+  }
+  for (const auto& in : sig.inputs)
+    for (int64_t j = 0; j < in.width; ++j)
+      out.push_back(in.width == 1 ? in.name : fmt::format("{}[{}]", in.name, j));
+  out.resize(static_cast<size_t>(F), "");
+  for (int k = 0; k < F; ++k)
+    if (out[static_cast<size_t>(k)].empty()) out[static_cast<size_t>(k)] = fmt::format("f{}", k);
+  return out;
+}
+
 char* malloc_string(const std::string& s) {
   char* p = strdup(s.c_str());
   if (!p) throw std::bad_alloc();
@@ -126,10 +146,8 @@ void explain_row(const flock::Model* model, const char* label, const RowValues* 
     const size_t S = static_cast<size_t>(F) + 1;
     out.nfeat = F;
     out.names = malloc_array<char*>(static_cast<size_t>(F));
-    for (int k = 0; k < F; ++k)
-      out.names[k] = malloc_string(static_cast<size_t>(k) < sig.feature_names.size() && sig.inputs.size() == 1
-                                       ? sig.feature_names[static_cast<size_t>(k)]
-                                       : fmt::format("f{}", k));
+    const std::vector<std::string> names = feature_names(sig, F);
+    for (int k = 0; k < F; ++k) out.names[k] = malloc_string(names[static_cast<size_t>(k)]);
     out.contributions = malloc_array<double>(S);
     std::memcpy(out.contributions, e.contributions.data() + o * S, sizeof(double) * S);
     if (interactions) {
@@ -206,10 +224,8 @@ void importances(const flock::Model* model, const char* label, const RowValues* 
     const int F = static_cast<int>(im.features);
     out.nfeat = F;
     out.names = malloc_array<char*>(static_cast<size_t>(F));
-    for (int k = 0; k < F; ++k)
-      out.names[k] = malloc_string(static_cast<size_t>(k) < sig.feature_names.size()
-                                       ? sig.feature_names[static_cast<size_t>(k)]
-                                       : fmt::format("f{}", k));
+    const std::vector<std::string> names = feature_names(sig, F);
+    for (int k = 0; k < F; ++k) out.names[k] = malloc_string(names[static_cast<size_t>(k)]);
     out.nmeasures = static_cast<int>(im.measures.size());
     out.measures = malloc_array<char*>(im.measures.size());
     out.values = malloc_array<double>(im.measures.size() * static_cast<size_t>(F));

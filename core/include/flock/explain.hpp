@@ -11,6 +11,12 @@
 //     columns, against a reference point: the background batch's column means, or all zeros when
 //     no background is given (then the base value is the intercept).
 //
+//   Any other model (MLPs, CNNs, pipelines with several inputs), given a background: KernelSHAP
+//     (Lundberg & Lee 2017) of the model's prediction (a regressor's value, a classifier's class
+//     probabilities) against the background rows (interventional: absent features take background
+//     values), a weighted least-squares fit over coalitions with the additivity constraint imposed,
+//     so it is additive by construction; exact Shapley values when every coalition is enumerated.
+//
 // Every explanation is additive: for each row and output, the contributions plus the base value
 // equal the raw output (up to rounding).
 #pragma once
@@ -23,7 +29,7 @@
 
 namespace flock::explain {
 
-enum class Method { TreeShap, Linear };
+enum class Method { TreeShap, Linear, KernelShap };
 
 // How TreeSHAP's contributions are computed; both give the same values (up to rounding).
 // Recursive: XGBoost's walk, per row and tree, O(leaves x depth^2). LeafTables: per tree, a table
@@ -37,6 +43,12 @@ struct Options {
   TreeShapForm tree_shap_form = TreeShapForm::Auto;
   // Rows in the model's input layout (same FeatureBatch shape as the explained batch), or null.
   const FeatureBatch* background = nullptr;
+  // KernelSHAP (models no exact method covers, with a background): coalitions per explained row
+  // (all 2^F - 2 of them when that is no more, making the values exact), the seed of their
+  // sampling, and how many background rows (evenly spaced) stand for the background.
+  int64_t kernel_samples = 2048;
+  uint64_t seed = 0;
+  int64_t kernel_background_rows = 100;
 };
 
 struct Explanation {

@@ -14,6 +14,7 @@
 #include "../model_internals.hpp"
 #include "flock/checked.hpp"
 #include "flock/error.hpp"
+#include "kernel_shap.hpp"
 #include "tree_shap.hpp"
 
 namespace flock::explain {
@@ -23,7 +24,7 @@ constexpr const char* kUnsupportedHint =
     "Explanations cover tree ensembles (ONNX-ML TreeEnsembleRegressor / TreeEnsembleClassifier, XGBoost) and "
     "LinearRegressor / LinearClassifier models, reading the model's one input directly or through Scalers "
     "and "
-    "Imputers.";
+    "Imputers; any other model given a background (KernelSHAP).";
 
 // Scalers and float Imputers between the model's input and the explained kernel: each maps
 // column k to column k, so contributions to their outputs are contributions to the input columns.
@@ -370,7 +371,15 @@ Importance importance(const Model& model, const FeatureBatch* data) {
 }
 
 Explanation explain(const Model& model, const FeatureBatch& batch, const Options& options) {
-  const Target t = find_target(model);
+  Target t;
+  try {
+    t = find_target(model);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::UnsupportedOperator || !options.background) throw;
+    Explanation out = kernel_shap(model, batch, options);
+    fill_raw(out);
+    return out;
+  }
   Explanation out = t.trees ? explain_trees(*t.trees, t.chain, batch, options)
                             : explain_linear(*t.linear, t.chain, batch, options);
   fill_raw(out);

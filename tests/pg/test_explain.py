@@ -442,6 +442,22 @@ def test_kernel_shap_sampled_is_additive_for_a_classifier(db):
     assert again == got[0][2]
 
 
+def test_kernel_shap_explains_a_pipeline_with_string_columns_exactly_additive(db):
+    """customers_pipeline_logreg: 7 inputs (two of them text categories) through imputers, scalers
+    and a one-hot encoder: 126 coalitions, enumerated; each row's contributions add up to the
+    explained class's probability."""
+    got = rows(db, "SELECT flock.predict_proba('customers_pipeline_logreg', t), "
+                   "flock.predict_label('customers_pipeline_logreg', t), "
+                   "flock.explain('customers_pipeline_logreg', t, background => 'SELECT * FROM customers WHERE id <= 30') "
+                   "FROM customers t WHERE id IN (3, 40, 41, 400)")
+    entry = _entry("customers_pipeline_logreg")
+    for proba, label, e in got:
+        assert e["output"] == label
+        assert set(entry["features"]) <= set(e)
+        k = [str(c) for c in entry.get("classes", [0, 1])].index(label)
+        assert close(sum(e[f] for f in entry["features"]) + e["base_value"], proba[k], 1e-6)
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 def test_bad_input_gives_clear_errors(db):

@@ -114,6 +114,12 @@ Explanation kernel_shap(const Model& model, const FeatureBatch& batch, const Opt
   const int64_t M = static_cast<int64_t>(coalitions.size());
   // Model runs per explained row: (M + 2) x B hybrid rows.
   const int64_t hybrid = checked_mul(M + 2, B, "KernelSHAP rows");
+  constexpr int64_t kMaxHybridValues = int64_t(1) << 26;
+  if (checked_mul(hybrid, F, "KernelSHAP values") > kMaxHybridValues)
+    fail(ErrorCode::LimitExceeded,
+         fmt::format("KernelSHAP would run the model on {} rows of {} features per explained row", hybrid, F),
+         fmt::format("Use a background of at most {} rows for this model.",
+                     std::max<int64_t>(1, kMaxHybridValues / ((M + 2) * F))));
 
   Explanation out;
   out.method = Method::KernelShap;

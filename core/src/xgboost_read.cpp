@@ -183,7 +183,9 @@ void add_tree(const Document& d, const JValue& tree, int64_t t, int64_t num_feat
     hessian = numbers_of(d, tree, "sum_hessian", path, s.hessian);
     same("sum_hessian", hessian.size());
   }
-  const bool covers = !hessian.empty() && (t == 0 || e.cover.size() == e.nodes_f.size());
+  bool covers = !hessian.empty() && (t == 0 || e.cover.size() == e.nodes_f.size());
+  for (size_t k = 0; covers && k < hessian.size(); ++k)  // unusable covers are dropped, not an error
+    covers = hessian[k] >= 0 && std::isfinite(static_cast<float>(hessian[k]));
   if (!covers) e.cover.clear();
   if (const JValue* st = opt_key(d, tree, "split_type"); st && st->is_array() && !all_zeros(d, *st)) {
     read_ints(d, tree, "split_type", path, s.split_type);

@@ -230,3 +230,28 @@ TEST(TreeShapBackground, CoversCountedFromBackgroundRowsMatchBruteForceShapley) 
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TreeShapCovers, UnusableXGBoostCoversAreDroppedNotAnError) {
+  json model = json::parse(fixture("reg_squarederror", "model"));
+  const json data = json::parse(fixture("reg_squarederror", "data"));
+  model["learner"]["gradient_booster"]["model"]["trees"][1]["sum_hessian"][0] = -1.0;
+  const auto m = load(model.dump());  // still loads and predicts
+  const flock::FeatureBatch batch = batch_of(data["inputs"]);
+  EXPECT_EQ(m->predict(batch).rows, batch.rows);
+  try {
+    (void)flock::explain::explain(*m, batch);
+    FAIL() << "expected an error";
+  } catch (const flock::Error& err) {
+    EXPECT_EQ(err.code(), flock::ErrorCode::InvalidInput);
+  }
+  flock::explain::Options opt;
+  opt.background = &batch;
+  const auto e = flock::explain::explain(*m, batch, opt);
+  const auto p = m->predict(batch);
+  for (int64_t r = 0; r < batch.rows; ++r)
+    EXPECT_TRUE(close(e.raw[static_cast<size_t>(r)], p.values[static_cast<size_t>(r)], 1e-5));
+}
+
+}  // namespace

@@ -183,7 +183,7 @@ Explanation explain_trees(const tree::TreeKernel& k, const std::vector<ColumnSte
   if (options.interactions) {
     const int64_t cells = checked_mul(checked_mul(rows, O, "interactions"),
                                       checked_mul(stride, stride, "interactions"), "interactions");
-    if (cells > (int64_t(1) << 28))
+    if (cells > (int64_t(1) << 24))
       fail(ErrorCode::LimitExceeded,
            fmt::format("interaction values of {} rows x {} features are too many", rows, cols),
            "Explain fewer rows at a time.");

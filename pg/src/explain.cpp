@@ -175,20 +175,61 @@ void explain_row(const flock::Model* model, const char* label, const RowValues* 
 }
 
 // What both functions do before the core call; false when the input is NULL (no row, no result).
+// What an explain call site keeps across rows (fn_extra): its CallState, and the background it
+// read last, bound for the model it was read for, as the role it was read as. Rereading a
+// background for every row of a query would dominate its cost.
+struct ExplainSite {
+  CallState* st;
+  char* background_ref;
+  char background_sha[kSha256HexSize];  // the model's sha256
+  Oid background_user;
+  RowValues* background;
+  int background_rows;
+};
+
+ExplainSite* explain_site(FunctionCallInfo fcinfo) {
+  auto* site = static_cast<ExplainSite*>(fcinfo->flinfo->fn_extra);
+  if (site) return site;
+  site = static_cast<ExplainSite*>(MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ExplainSite)));
+  // As call_state (resolve.cpp) decides for the prediction functions.
+  Oid arg0 = get_fn_expr_argtype(fcinfo->flinfo, 0);
+  Oid arg1 = get_fn_expr_argtype(fcinfo->flinfo, 1);
+  site->st =
+      new_call_state(fcinfo->flinfo->fn_mcxt, arg0 != TEXTOID && arg0 != InvalidOid && arg0 != UNKNOWNOID,
+                     arg1 != FLOAT4ARRAYOID);
+  fcinfo->flinfo->fn_extra = site;
+  return site;
+}
+
+// What both functions do before the core call; false when the input is NULL (no row, no result).
 bool prepare(FunctionCallInfo fcinfo, int background_arg, int output_arg, CallState** st, RowValues* row,
              RowValues** background, int* background_rows, char** output) {
   if (PG_ARGISNULL(0))
     ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model must not be NULL"),
                     errhint("Pass a model name ('name' or 'name@N') or a flock.model value.")));
   if (PG_ARGISNULL(1)) return false;
-  *st = call_state(fcinfo);
+  ExplainSite* site = explain_site(fcinfo);
+  *st = site->st;
   resolve_model(*st, PG_GETARG_DATUM(0));
   *row = extract_row(*st, PG_GETARG_DATUM(1));
   *background = nullptr;
   *background_rows = 0;
-  if (PG_NARGS() > background_arg && !PG_ARGISNULL(background_arg))
-    *background = read_background(PG_GETARG_DATUM(0), (*st)->model_is_value,
-                                  PG_GETARG_TEXT_PP(background_arg), background_rows);
+  if (PG_NARGS() > background_arg && !PG_ARGISNULL(background_arg)) {
+    char* ref = text_to_cstring(PG_GETARG_TEXT_PP(background_arg));
+    if (!site->background || memcmp(site->background_sha, (*st)->model_sha, kSha256HexSize) != 0 ||
+        site->background_user != GetUserId() || strcmp(site->background_ref, ref) != 0) {
+      MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+      site->background = nullptr;
+      site->background = read_background(PG_GETARG_DATUM(0), (*st)->model_is_value,
+                                         PG_GETARG_TEXT_PP(background_arg), &site->background_rows);
+      site->background_ref = pstrdup(ref);
+      memcpy(site->background_sha, (*st)->model_sha, kSha256HexSize);
+      site->background_user = GetUserId();
+      MemoryContextSwitchTo(old);
+    }
+    *background = site->background;
+    *background_rows = site->background_rows;
+  }
   *output = PG_NARGS() > output_arg && !PG_ARGISNULL(output_arg)
                 ? text_to_cstring(PG_GETARG_TEXT_PP(output_arg))
                 : nullptr;

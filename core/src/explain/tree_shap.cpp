@@ -369,7 +369,7 @@ void TreeShap::contributions_by_leaf_tables(const double* x, int64_t rows, int64
   }
   std::vector<double> table, symmetric, weight;
   std::vector<size_t> table_first;
-  std::vector<std::pair<int32_t, uint32_t>> stack;
+  std::vector<uint32_t> masks;
   const long long chunk = interrupt_chunk_rows(static_cast<long long>(e_.nodes_f.size()) * 8);
   for (size_t t = 0; t < e_.roots.size(); ++t) {
     poll_interrupt();
@@ -408,24 +408,30 @@ void TreeShap::contributions_by_leaf_tables(const double* x, int64_t rows, int64
         out[mask] = sum;
       }
     }
+    const int32_t tree_begin = e_.roots[t];
+    const int32_t tree_end =
+        t + 1 < e_.roots.size() ? e_.roots[t + 1] : static_cast<int32_t>(e_.nodes_f.size());
+    masks.assign(static_cast<size_t>(tree_end - tree_begin), 0u);
     for (int64_t r = 0; r < rows; ++r) {
       if (r % chunk == chunk - 1) poll_interrupt();
       const double* xr = x + r * cols;
       double* p = phi + r * outputs_ * stride;
-      stack.clear();
-      stack.emplace_back(e_.roots[t], ~0u);
-      while (!stack.empty()) {
-        const auto [node, mask] = stack.back();
-        stack.pop_back();
+      // Nodes in pre-order (children after their parent): one pass gives every node the bits of
+      // the path features whose splits the row followed on the way to it.
+      masks[0] = ~0u;
+      for (int32_t node = tree_begin; node < tree_end; ++node) {
+        const int32_t pos = position_[static_cast<size_t>(node)];
+        if (pos < 0) continue;  // not reachable from the root
+        const uint32_t mask = masks[static_cast<size_t>(node - tree_begin)];
         const tree::Node<float>& nd = e_.nodes_f[static_cast<size_t>(node)];
         if (nd.mode != kLeaf) {
           const bool yes = goes_yes(node, xr[nd.feature]);
-          const uint32_t cold_mask = mask & ~(1u << position_[static_cast<size_t>(node)]);
-          stack.emplace_back(yes ? nd.no : nd.yes, cold_mask);
-          stack.emplace_back(yes ? nd.yes : nd.no, mask);
+          const uint32_t cold = mask & ~(1u << pos);
+          masks[static_cast<size_t>(nd.yes - tree_begin)] = yes ? mask : cold;
+          masks[static_cast<size_t>(nd.no - tree_begin)] = yes ? cold : mask;
           continue;
         }
-        const int32_t l = position_[static_cast<size_t>(node)];
+        const int32_t l = pos;
         const LeafPath& leaf = leaves_[static_cast<size_t>(l)];
         const int d = leaf.count;
         if (d == 0) continue;

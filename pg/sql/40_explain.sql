@@ -52,8 +52,9 @@ BEGIN
   RETURN 'SELECT * FROM ' || ds.table_name;
 END $$;
 
--- Global importance per feature: for trees 'splits' and 'cover' (XGBoost's sum_hessian, or rows of
--- `data` reaching each split), for linear regressors 'abs_coefficient' and, with data,
+-- Global importance per feature: for trees 'splits', 'cover' (XGBoost's sum_hessian, or rows of
+-- `data` reaching each split) and 'gain' (XGBoost's loss_changes), for linear regressors
+-- 'abs_coefficient' and, with data,
 -- 'abs_coefficient_x_std'; with data (a data set reference or a query, read as current_user) for
 -- any explainable model 'mean_abs_shap'.
 CREATE FUNCTION flock.feature_importance(model text, data text DEFAULT NULL)

@@ -518,21 +518,23 @@ def _importance(conn, sql, args=None):
     return out
 
 
-def test_tree_importance_equals_xgboost_weight_cover_and_mean_abs_shap(db):
+def test_tree_importance_equals_xgboost_weight_cover_gain_and_mean_abs_shap(db):
     entry = _entry("diabetes_xgb")
     booster = _booster(entry)
     got = _importance(db, "SELECT * FROM flock.feature_importance('diabetes_xgb', 'diabetes_bg@1')")
     weight = booster.get_score(importance_type="weight")
     cover = booster.get_score(importance_type="total_cover")
+    gain = booster.get_score(importance_type="total_gain")
     _, B = _features(db, entry, "WHERE id <= 200")
     contribs = booster.predict(xgb.DMatrix(B, missing=np.nan, feature_names=booster.feature_names), pred_contribs=True)
     mean_abs = np.abs(contribs[:, :-1]).mean(axis=0)
     for j, f in enumerate(entry["features"]):
         assert got["splits"][f] == weight.get(f, 0.0)
         assert close(got["cover"][f], cover.get(f, 0.0))
+        assert close(got["gain"][f], gain.get(f, 0.0))
         assert close(got["mean_abs_shap"][f], float(mean_abs[j]))
     # Without data: only what the model itself says.
-    assert set(_importance(db, "SELECT * FROM flock.feature_importance('diabetes_xgb')")) == {"splits", "cover"}
+    assert set(_importance(db, "SELECT * FROM flock.feature_importance('diabetes_xgb')")) == {"splits", "cover", "gain"}
     assert set(_importance(db, "SELECT * FROM flock.feature_importance('diabetes_gb')")) == {"splits"}
 
 

@@ -75,7 +75,8 @@ Explanation explain(const Model& model, const FeatureBatch& batch, const Options
 // Global importance of each feature (flock.feature_importance): named measures, each a value per
 // feature of the model's input.
 //   Trees: "splits" (branch nodes on the feature), "cover" (their total cover: XGBoost's
-//     sum_hessian, else rows of `data` reaching them; absent without either).
+//     sum_hessian, else rows of `data` reaching them; absent without either), "gain" (their total
+//     loss reduction, XGBoost's loss_changes; XGBoost models only).
 //   Linear regressors: "abs_coefficient"; with data "abs_coefficient_x_std" (|w| times the
 //     feature's population standard deviation over the data).
 //   With data, any model explain() explains: "mean_abs_shap", the mean over the data's rows of

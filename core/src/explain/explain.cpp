@@ -307,7 +307,7 @@ Importance importance(const Model& model, const FeatureBatch* data) {
   }
   if (t.trees) {
     const tree::Ensemble& e = t.trees->ensemble();
-    std::vector<double> splits(F, 0.0), cover(F, 0.0);
+    std::vector<double> splits(F, 0.0), cover(F, 0.0), gain(F, 0.0);
     std::vector<double> node_cover(e.cover.begin(), e.cover.end());
     if (node_cover.empty() && data) {
       const auto scores = t.trees->raw_scores();
@@ -321,12 +321,17 @@ Importance importance(const Model& model, const FeatureBatch* data) {
       if (nd.mode == tree::kLeaf || nd.feature < 0 || static_cast<size_t>(nd.feature) >= F) continue;
       splits[static_cast<size_t>(nd.feature)] += 1;
       if (!node_cover.empty()) cover[static_cast<size_t>(nd.feature)] += node_cover[i];
+      if (!e.gain.empty()) gain[static_cast<size_t>(nd.feature)] += e.gain[i];
     }
     out.measures.push_back("splits");
     out.values.push_back(splits);
     if (!node_cover.empty()) {
       out.measures.push_back("cover");
       out.values.push_back(cover);
+    }
+    if (!e.gain.empty()) {
+      out.measures.push_back("gain");
+      out.values.push_back(gain);
     }
   } else if (const auto affine = t.linear->affine();
              affine && affine->coefficients.size() == F && t.chain.empty()) {

@@ -42,6 +42,9 @@ struct Ensemble {
   // Per node: how much training data reached it (XGBoost's sum_hessian), for path-dependent
   // TreeSHAP (core/src/explain/). Empty when the model does not say (ONNX has no such attribute).
   std::vector<float> cover;
+  // Per node: the loss reduction of its split (XGBoost's loss_changes; 0 at leaves), for
+  // feature importance. Empty when unknown.
+  std::vector<float> gain;
   int64_t max_feature = -1;         // highest column a branch node reads
   uint8_t uniform_mode = kMixed;
   // Classifier flags, computed over all weights like ORT.

@@ -3,7 +3,8 @@
 #   make install   install the extension into PostgreSQL 15 and the flockctl CLI (as root)
 #   make demo      set up everything and run the demo on a private cluster
 #   make test      run every test (unit, SQL against a real cluster, CLI, model tooling)
-#   make deps      install the Debian packages Flock needs (as root)
+#   make deps      install the Debian packages Flock needs (as root), and the report's chart library
+#   make charts    the chart library flockctl report inlines (npm registry, pinned), into BUILD_DIR/report-js
 #   make conformance  ONNX backend node tests, writes docs/onnx-coverage.md (and the newer-opset
 #                     suite, docs/onnx-coverage-newer.md)
 #   make fuzz      run each libFuzzer target (ASan+UBSan, clang-14) for FUZZ_SECONDS (default 1800)
@@ -21,12 +22,16 @@ FUZZ_SECONDS_TEST ?= 60
 FUZZ_WORK_DIR ?= $(FUZZ_BUILD_DIR)/fuzz-work
 FUZZ_JOBS ?= $(JOBS)
 
-.PHONY: all deps configure build install test demo models conformance bench clean fuzz fuzz-build
+.PHONY: all deps charts configure build install test demo models conformance bench clean fuzz fuzz-build
 
 all: build
 
 deps:
 	bash scripts/install-deps.sh
+	bash tools/report/install-charts.sh $(BUILD_DIR)/report-js
+
+charts:
+	bash tools/report/install-charts.sh $(BUILD_DIR)/report-js
 
 $(BUILD_DIR)/CMakeCache.txt:
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)

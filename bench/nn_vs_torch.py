@@ -1,12 +1,16 @@
 #!/usr/bin/python3
-"""NN inference throughput: the flock core runtime vs torch on CPU, one thread, same run.
+"""NN inference throughput: the flock core runtime vs torch and ONNX Runtime on CPU, one thread, same run.
 
 For each model (a tabular MLP and a 1-D CNN) and batch size (1, 64, 4096 by default):
   * the model is built in torch with fixed weights and exported to ONNX (dynamic batch);
   * one input batch is drawn (fixed seed) and written to a file both sides use;
-  * torch eager, torch TorchScript (traced + frozen) and flock (the flock_bench_nn runner, a
-    subprocess) are timed alternately, --rounds times each; the median of each is reported;
-  * flock's output on that batch is compared with torch eager's (max abs diff <= --tol).
+  * torch eager, torch TorchScript (traced + frozen), flock (the flock_bench_nn runner, a
+    subprocess) and, when bench/ort/install.sh has installed onnxruntime-node, ONNX Runtime (the
+    bench/ort/ort_runner.js runner under node, a subprocess timed the same way on the same ONNX file
+    and input file) are timed alternately, --rounds times each; the median of each is reported;
+  * flock's and ONNX Runtime's outputs on that batch are compared with torch eager's
+    (max abs diff <= --tol).
+Goals: flock >= best torch (every batch); flock >= 1.5x ONNX Runtime at batch >= 64.
 
 Exit status: 0 when every measurement ran and every output agreed (PASS or FAIL against the goal
 is a measurement, not an error); 1 when flock could not load or run a model, or its output
@@ -39,6 +43,8 @@ import torch
 from torch import nn
 
 GOAL = 1.0
+ORT_GOAL = 1.5       # flock / ONNX Runtime, at batch >= ORT_GOAL_MIN_BATCH
+ORT_GOAL_MIN_BATCH = 64
 SEQ_LEN = 64
 MLP_FEATURES = 28
 
@@ -172,6 +178,24 @@ def time_flock(runner, onnx_path, batch, input_path, min_time, warmup, min_iters
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def time_ort(ort_runner, modules, onnx_path, batch, input_path, min_time, warmup, min_iters, dump=None):
+    cmd = ["node", ort_runner, onnx_path, "--batch", str(batch), "--input", input_path,
+           "--min-time", str(min_time), "--warmup", str(warmup), "--min-iters", str(min_iters),
+           "--modules", modules]
+    if dump:
+        cmd += ["--dump-output", dump]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}")
+        raise FlockError("ONNX Runtime: " + msg.splitlines()[0].removeprefix("ort_runner: "))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def ort_available(modules):
+    return (shutil.which("node") is not None and
+            os.path.isfile(os.path.join(modules, "node_modules", "onnxruntime-node", "package.json")))
+
+
 def fmt_rate(v):
     return "-" if v is None else f"{v:,.0f}"
 
@@ -185,7 +209,7 @@ def main():
     ap.add_argument("--runner", required=True, help="path to flock_bench_nn")
     ap.add_argument("--work-dir", default="bench-nn", help="where models, inputs and results go")
     ap.add_argument("--models", default="mlp,cnn")
-    ap.add_argument("--batches", default="1,64,4096")
+    ap.add_argument("--batches", default="1,64,256,4096")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--min-time", type=float, default=0.4, help="timed seconds per measurement")
     ap.add_argument("--warmup", type=float, default=0.1, help="warm-up seconds per measurement")
@@ -193,6 +217,10 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-4, help="max abs diff flock vs torch")
     ap.add_argument("--no-torchscript", action="store_true", help="time torch eager only")
     ap.add_argument("--build-type", default="", help="CMake build type of the runner (for the report)")
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--ort-modules", default=os.path.join(here, "..", "build", "bench-ort"),
+                    help="folder where bench/ort/install.sh put onnxruntime-node (its node_modules)")
+    ap.add_argument("--no-ort", action="store_true", help="leave ONNX Runtime out")
     args = ap.parse_args()
 
     runner = os.path.abspath(args.runner)
@@ -214,6 +242,12 @@ def main():
         pass
 
     info = machine_info()
+    ort_runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ort", "ort_runner.js")
+    ort_modules = os.path.abspath(args.ort_modules)
+    use_ort = not args.no_ort and ort_available(ort_modules)
+    if not args.no_ort and not use_ort:
+        print(f"note: ONNX Runtime left out: onnxruntime-node not under {ort_modules} "
+              "(bench/ort/install.sh installs it)", flush=True)
     info["torch_threads"] = torch.get_num_threads()
     info["flock_threads"] = 1
     info["build_type"] = args.build_type or "unknown"
@@ -249,8 +283,9 @@ def main():
             out_path = os.path.join(args.work_dir, f"{name}_b{batch}.flock-out.f32")
             x_np.tofile(input_path)
             x = torch.from_numpy(x_np)
-            row = {"model": name, "batch": batch, "torch": [], "torchscript": [], "flock": [],
-                   "max_abs_diff": None, "error": None}
+            row = {"model": name, "batch": batch, "torch": [], "torchscript": [], "flock": [], "ort": [],
+                   "max_abs_diff": None, "ort_max_abs_diff": None, "error": None}
+            ort_out_path = os.path.join(args.work_dir, f"{name}_b{batch}.ort-out.f32")
             with torch.inference_mode():
                 ref = model(x).numpy().reshape(-1).astype(np.float64)
 
@@ -269,15 +304,28 @@ def main():
                                                            dump=out_path if r == 0 else None))
                         except FlockError as e:
                             row["error"] = str(e)
+                    if use_ort and row["error"] is None:
+                        try:
+                            row["ort"].append(time_ort(ort_runner, ort_modules, onnx_path, batch, input_path,
+                                                       args.min_time, args.warmup, args.min_iters,
+                                                       dump=ort_out_path if r == 0 else None))
+                        except FlockError as e:
+                            row["error"] = str(e)
                         if r == 0 and row["error"] is None:
-                            got = np.fromfile(out_path, dtype=np.float32).astype(np.float64)
-                            if got.shape != ref.shape:
-                                row["error"] = f"output has {got.size} values, torch {ref.size}"
-                            else:
-                                row["max_abs_diff"] = float(np.max(np.abs(got - ref))) if got.size else 0.0
-                                if not row["max_abs_diff"] <= args.tol:
-                                    row["error"] = (f"output differs from torch: max abs diff "
-                                                    f"{row['max_abs_diff']:.3g} > {args.tol:g}")
+                            got = np.fromfile(ort_out_path, dtype=np.float32).astype(np.float64)
+                            row["ort_max_abs_diff"] = (float(np.max(np.abs(got - ref)))
+                                                       if got.shape == ref.shape and got.size else None)
+                            if row["ort_max_abs_diff"] is None or not row["ort_max_abs_diff"] <= args.tol:
+                                row["error"] = f"ONNX Runtime's output differs from torch ({row['ort_max_abs_diff']})"
+                    if r == 0 and row["error"] is None and row["flock"]:
+                        got = np.fromfile(out_path, dtype=np.float32).astype(np.float64)
+                        if got.shape != ref.shape:
+                            row["error"] = f"output has {got.size} values, torch {ref.size}"
+                        else:
+                            row["max_abs_diff"] = float(np.max(np.abs(got - ref))) if got.size else 0.0
+                            if not row["max_abs_diff"] <= args.tol:
+                                row["error"] = (f"output differs from torch: max abs diff "
+                                                f"{row['max_abs_diff']:.3g} > {args.tol:g}")
 
             def med(series):
                 return statistics.median(m["rows_per_second"] for m in series) if series else None
@@ -293,27 +341,34 @@ def main():
             row["best_torch_rps"] = best
             row["ratio"] = row["flock_rps"] / row["torch_rps"] if row["flock_rps"] else None
             row["ratio_best"] = row["flock_rps"] / best if row["flock_rps"] else None
-            row["spread"] = max(spread(s) for s in (row["torch"], row["torchscript"], row["flock"]) if s)
+            row["ort_rps"] = None if row["error"] else med(row["ort"])
+            row["ratio_ort"] = row["flock_rps"] / row["ort_rps"] if row["flock_rps"] and row["ort_rps"] else None
+            row["spread"] = max(spread(s) for s in (row["torch"], row["torchscript"], row["flock"], row["ort"]) if s)
+            row["ort_verdict"] = "-"
             if row["error"]:
                 errors += 1
                 row["verdict"] = "ERROR"
             else:
                 row["verdict"] = "PASS" if row["ratio_best"] >= GOAL else "FAIL"
+                if row["ratio_ort"] is not None and batch >= ORT_GOAL_MIN_BATCH:
+                    row["ort_verdict"] = "PASS" if row["ratio_ort"] >= ORT_GOAL else "FAIL"
             rows.append(row)
             status = row["error"] or (f"flock/torch {row['ratio']:.2f}, vs best torch {row['ratio_best']:.2f}, "
-                                      f"max|diff| {row['max_abs_diff']:.2g}")
+                                      + (f"vs ONNX Runtime {row['ratio_ort']:.2f}, " if row["ratio_ort"] else "")
+                                      + f"max|diff| {row['max_abs_diff']:.2g}")
             print(f"  batch {batch:>5}: {status}", flush=True)
 
-    hdr = ["model", "batch", "torch rows/s", "torchscript rows/s", "flock rows/s", "flock/torch",
-           "flock/best torch", f"goal >= {GOAL:.1f}", "max|diff|", "spread"]
+    hdr = ["model", "batch", "torch rows/s", "torchscript rows/s", "ORT rows/s", "flock rows/s", "flock/torch",
+           "flock/best torch", f"goal >= {GOAL:.1f}", "flock/ORT", f"goal >= {ORT_GOAL:.1f}", "max|diff|", "spread"]
     table = []
     for r in rows:
         table.append([r["model"], str(r["batch"]), fmt_rate(r["torch_rps"]), fmt_rate(r["torchscript_rps"]),
-                      fmt_rate(r["flock_rps"]), fmt_ratio(r["ratio"]), fmt_ratio(r["ratio_best"]), r["verdict"],
+                      fmt_rate(r["ort_rps"]), fmt_rate(r["flock_rps"]), fmt_ratio(r["ratio"]),
+                      fmt_ratio(r["ratio_best"]), r["verdict"], fmt_ratio(r["ratio_ort"]), r["ort_verdict"],
                       "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}",
                       f"{100 * r['spread']:.0f}%"])
     widths = [max(len(h), *(len(t[k]) for t in table)) for k, h in enumerate(hdr)]
-    right = {1, 2, 3, 4, 5, 6, 8, 9}
+    right = {1, 2, 3, 4, 5, 6, 7, 9, 11, 12}
 
     def line(cells):
         return "  ".join(c.rjust(w) if k in right else c.ljust(w) for k, (c, w) in enumerate(zip(cells, widths)))
@@ -327,12 +382,17 @@ def main():
         if r["error"]:
             print(f"ERROR {r['model']} batch {r['batch']}: {r['error']}")
     n_pass = sum(r["verdict"] == "PASS" for r in rows)
+    ort_rows = [r for r in rows if r["ort_verdict"] != "-"]
     print(f"\n{n_pass}/{len(rows)} cases at or above the goal (flock rows/s >= best torch rows/s); "
-          f"spread = (max-min)/median over rounds, worst of the three series")
+          f"spread = (max-min)/median over rounds, worst of the series")
+    if ort_rows:
+        print(f"{sum(r['ort_verdict'] == 'PASS' for r in ort_rows)}/{len(ort_rows)} cases at batch >= "
+              f"{ORT_GOAL_MIN_BATCH} at or above flock >= {ORT_GOAL}x ONNX Runtime "
+              f"(onnxruntime-node {rows[0]['ort'][0].get('ort_version', '?') if rows[0]['ort'] else '?'}, CPU EP, 1 thread)")
 
     results_path = os.path.join(args.work_dir, "results.json")
     with open(results_path, "w") as f:
-        json.dump({"machine": info, "goal": GOAL, "rounds": args.rounds, "min_time": args.min_time,
+        json.dump({"machine": info, "goal": GOAL, "ort_goal": ORT_GOAL, "rounds": args.rounds, "min_time": args.min_time,
                    "results": rows}, f, indent=2)
     print(f"raw results: {results_path}")
     return 1 if errors else 0

@@ -38,6 +38,7 @@ std::string node_label(const std::string& kind, const std::string& ref) {
   if (kind == "training_run") return fmt::format("training run\n{}", ref.substr(0, 8));
   if (kind == "inference") return fmt::format("inference\n{}", ref);
   if (kind == "table") return fmt::format("table\n{}", ref);
+  if (kind == "erasure" || kind == "retention") return fmt::format("{}\n{}", kind, ref);  // privacy events
   return fmt::format("{}\n{}", kind == "model" ? "model" : kind == "alias" ? "alias" : "data set", ref);
 }
 
@@ -46,6 +47,7 @@ std::string node_shape(const std::string& kind) {
   if (kind == "training_run") return "ellipse";
   if (kind == "model") return "box3d";
   if (kind == "alias") return "cds";
+  if (kind == "erasure" || kind == "retention") return "note";
   return "parallelogram";
 }
 

@@ -60,7 +60,7 @@ int run(const std::vector<std::string>& argv) {
     std::fputs(version_text().c_str(), stdout);
     return 0;
   }
-  if (inv.command.empty()) throw UsageError("no command given: use register, models, info, drop or lineage");
+  if (inv.command.empty()) throw UsageError("no command given: use register, models, info, drop, lineage, trace or report");
   return run_command(inv);
 }
 

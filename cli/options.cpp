@@ -7,6 +7,8 @@
 
 #include "commands.hpp"
 #include "governance.hpp"
+#include "report.hpp"
+#include "trace.hpp"
 
 namespace flock::cli {
 namespace {
@@ -126,6 +128,48 @@ Options:
        "lineage REF",
        "show a model's or data set's lineage (text, --dot, --openlineage)",
        "a REF (NAME, NAME@VERSION, NAME@ALIAS or dataset:NAME@N)", cmd_lineage},
+      {"trace", 1, 1, {{"row", 0, true}, {"max-values", 0, true}, {"json", 0, false}},
+       "trace REF --row 'SQL' [--max-values N] [--json] [OPTIONS]",
+       R"~(Scores the one row the query SQL returns with model REF and shows everything the
+prediction went through (flock.trace): the input values as the model saw them (NULL =
+missing), each graph node's outputs, each tree's path (node, feature, comparison,
+branch taken, missing-value default) and leaf, the aggregation and the prediction.
+The row binds to the model as in flock.predict: by column name, or by position for a
+model without feature names.
+
+Options:
+      --row=SQL            a query returning exactly one row, e.g.
+                           "SELECT * FROM customers WHERE id = 42"
+      --max-values=N       list at most N intermediate values (default 10000)
+      --json               print the trace document (jsonb) instead
+)~",
+       "trace REF --row SQL",
+       "show what one prediction went through (inputs, nodes, tree paths)",
+       "a model REF (NAME or NAME@VERSION)", cmd_trace},
+      {"report", 1, 1,
+       {{"html", 0, true}, {"data", 0, true}, {"rows", 0, true}, {"baseline", 0, true}, {"current", 0, true},
+        {"sensitive", 0, true}, {"label", 0, true}, {"positive", 0, true}},
+       "report REF --html FILE [OPTIONS]",
+       R"~(Writes one self-contained HTML page about model version REF: its signature, lineage
+graph, training run and metrics, and, when the database has the functions, global
+importance (flock.feature_importance), a SHAP summary (flock.explain_rows), drift
+(flock.drift) and fairness (flock.fairness); a section whose function is missing says
+"not available". Charts are Vega-Lite, drawn in the page by the inlined Vega and
+vega-embed (make charts installs them), so the page needs no network.
+
+Options:
+      --html=FILE          where to write the page (required)
+      --data=SQL           rows for importance, the SHAP summary and fairness
+      --rows=N             rows of --data the SHAP summary explains (default 200)
+      --baseline=REF       drift: the reference data (a data set reference or a query)
+      --current=REF        drift: the data compared with it
+      --sensitive=COLUMN   fairness: the column whose groups are compared
+      --label=COLUMN       fairness: the true label's column
+      --positive=VALUE     fairness: the positive class
+)~",
+       "report REF --html FILE",
+       "write a model version's report: signature, lineage, training, charts",
+       "a model REF (NAME or NAME@VERSION)", cmd_report},
   };
   return specs;
 }

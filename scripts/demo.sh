@@ -53,6 +53,19 @@ sql "SELECT count(*) FILTER (WHERE flock.predict('cancer_rf', p) <> flock.predic
        count(*) FILTER (WHERE flock.predict('cancer_logreg', p) <> p.target) AS logreg_errors
      FROM patients p"
 
+# Monitoring and fairness (issue 14): drift between a baseline and newer data, fairness by group.
+sql "SELECT flock.snapshot_dataset('patients_baseline', 'SELECT * FROM patients WHERE id % 2 = 0')"
+sql "SELECT feature, kind, round(psi::numeric, 3) AS psi, round(ks_statistic::numeric, 3) AS ks,
+       ks_pvalue::numeric(10, 6) AS ks_p, round(chi2_pvalue::numeric, 4) AS chi2_p, drifted
+     FROM flock.drift('cancer_xgb', 'patients_baseline@1', 'SELECT * FROM patients WHERE mean_radius > 13')
+     ORDER BY psi DESC LIMIT 6"
+sql "SELECT scope, \"group\", metric, round(value::numeric, 4) AS value
+     FROM flock.fairness('cancer_logreg',
+                         'SELECT *, CASE WHEN mean_texture > 19 THEN ''high'' ELSE ''low'' END AS texture FROM patients',
+                         'texture', 'target')
+     WHERE metric IN ('selection_rate', 'true_positive_rate', 'false_positive_rate')
+        OR scope = 'summary'"
+
 # Bad input gets a clear error with an SQLSTATE and a hint.
 echo
 echo "=> SELECT flock.predict('cancer_rf', (SELECT r FROM (SELECT 1.0 AS mean_radius) r))"

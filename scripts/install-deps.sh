@@ -9,13 +9,23 @@ packages=(
   # scheduled monitoring and retention (pg_cron); PL/Proxy, measured for scoring on shards
   postgresql-15-cron postgresql-15-plproxy
   libonnx-dev libprotobuf-dev protobuf-compiler
-  libxgboost-dev nlohmann-json3-dev libsimdjson-dev libfmt-dev libeigen3-dev libopenblas-dev
+  libxgboost-dev nlohmann-json3-dev libsimdjson-dev libfmt-dev libeigen3-dev libdnnl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # Boost.Math (header-only): the chi-squared distribution for drift (core/src/monitor)
+  libboost-dev
   # the sanitizer and fuzz build (make fuzz, make test): libFuzzer, ASan, UBSan; llvm-14: symbolizer
   clang-14 libclang-rt-14-dev llvm-14
   python3 python3-numpy python3-sklearn python3-xgboost python3-onnx python3-torch python3-psycopg2 python3-pytest
+  python3-scipy  # the drift tests' oracle (tests/pg/test_monitor.py)
   libonnx-testdata
+  # benchmark peers only: ONNX Runtime comes from the npm registry (bench/ort/install.sh)
+  nodejs npm
+  # flockctl report: its charts' library comes from the npm registry (tools/report/install-charts.sh);
+  # its test opens the page in headless Chromium
+  chromium
 )
+# npm: Debian's package, unless a Node.js that brings its own (nodesource's nodejs) is installed.
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -33,6 +33,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,7 +70,10 @@ GOALS = {  # peer contender -> (required ratio flock/peer, label)
     "export": (10.0, "flock in-DB >= 10x export-to-Python"),
     "plpy": (50.0, "flock in-DB >= 50x PL/Python per row"),
     "flock_off": (10.0, "batching on >= 10x batching off"),
+    "ort": (1.0, "flock in-DB >= 1.0x ONNX Runtime (memory)"),
 }
+ORT_RUNNER = os.path.join(REPO, "bench", "ort", "ort_runner.js")
+ORT_CHUNK = 16384  # rows per ONNX Runtime call, as torch's
 
 
 def log(msg):
@@ -299,6 +303,24 @@ def run_native(m, runner, feature_file, n, nthread, X):
     return c.wall, c.cpu, float(labels.sum())
 
 
+def ort_modules(args):
+    return os.path.abspath(args.ort_modules or os.path.join(REPO, "build", "bench-ort"))
+
+
+def ort_available(args):
+    return shutil.which("node") is not None and os.path.isfile(
+        os.path.join(ort_modules(args), "node_modules", "onnxruntime-node", "package.json"))
+
+
+def run_ort(m, args, feature_file, ncols):
+    """ONNX Runtime (onnxruntime-node, CPU EP, 1 thread) over the whole feature file, in memory."""
+    out = subprocess.run(["node", ORT_RUNNER, m.flock_file, "--score-file", feature_file, "--cols", str(ncols),
+                          "--chunk", str(ORT_CHUNK), "--modules", ort_modules(args)],
+                         check=True, stdout=subprocess.PIPE, text=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return r["seconds"], r["cpu_seconds"], float(r["positives"])
+
+
 def export_fetch(s):
     """COPY out in binary, parsed with numpy: (wall, cpu, ids, X)."""
     buf = io.BytesIO()
@@ -388,7 +410,7 @@ def check_agreement(res, models, sub_checks, plpy_rows, n, errors):
             if ref is None:
                 continue
             tol = max(1.0, 1e-5 * n)
-            for c in ("flock_on", "flock_off", "export"):
+            for c in ("flock_on", "flock_off", "export", "ort"):
                 v = res.checks.get((run, m.name, c))
                 if v is not None and abs(v - ref) > tol:
                     errors.append(f"fidelity: {run} {m.name} {LABELS[c]}: {v:.0f} rows predicted positive, "
@@ -453,6 +475,7 @@ LABELS = {
     "export_cursor": "export fetch via server-side cursor (only)",
     "plpy": "PL/Python per row ({}k rows, extrapolated)",
     "scan": "PG seq scan alone: sum(lepton_pt)",
+    "ort": "ONNX Runtime in memory (onnxruntime-node, 1 thread)",
 }
 
 
@@ -484,6 +507,7 @@ def main():
     ap.add_argument("--work-dir", default=os.path.join(REPO, "build", "bench-indb"))
     ap.add_argument("--runner", help="a built flock_bench_xgb (default: compiled into the work dir with g++)")
     ap.add_argument("--shared-buffers", default="1GB")
+    ap.add_argument("--ort-modules", help="where bench/ort/install.sh put onnxruntime-node (default build/bench-ort)")
     ap.add_argument("--json", help="write every measurement here (default WORK_DIR/results.json)")
     ap.add_argument("--sweep", default=",".join(str(b) for b in SWEEP_SIZES),
                     help="flock.batch_size values to sweep (default " + ",".join(str(b) for b in SWEEP_SIZES) +
@@ -638,7 +662,12 @@ def main():
         # ---------------------------------------------------------------- 1 core, interleaved
         log(f"== 1 core: {args.reps} repetitions, contenders interleaved")
         run = "1 core"
-        contenders = ["flock_on", "native", "export", "flock_off", "plpy"]
+        contenders = ["flock_on", "native", "export", "flock_off", "plpy", "ort"]
+        for m in models.values():
+            if m.is_xgboost:
+                res.skipped[(run, m.name, "ort")] = "n/a"
+            elif not ort_available(args):
+                res.skipped[(run, m.name, "ort")] = "skipped: onnxruntime-node not installed (bench/ort/install.sh)"
         cursor_done = args.no_cursor
         for rep in range(args.reps):
             t_rep = time.perf_counter()
@@ -672,6 +701,13 @@ def main():
                     elif c == "plpy":
                         w, cpu, v = plpy.timed(plpy_query(m, server_path[m.name]))
                         res.add(run, m.name, c, w, cpu, plpy_rows, v)
+                    elif c == "ort":
+                        try:
+                            w, cpu, v = run_ort(m, args, feature_file, X.shape[1])
+                            res.add(run, m.name, c, w, cpu, args.rows, v)
+                        except subprocess.CalledProcessError as e:
+                            res.skipped[(run, m.name, c)] = f"skipped: ONNX Runtime failed (exit {e.returncode})"
+                            errors.append(f"{m.name} ONNX Runtime: exit {e.returncode}")
             del Xf, ids
             log(f"   rep {rep + 1}/{args.reps}: {time.perf_counter() - t_rep:.0f} s, load average "
                 f"{os.getloadavg()[0]:.1f}")
@@ -849,7 +885,9 @@ def report(args, info, res, models, plpy_rows, par_reps, n_train, pg_version, ta
 
     for run in RUNS:
         for m in models.values():
-            for key in ("flock_on", "flock_off", "native", "export", "plpy"):
+            for key in ("flock_on", "flock_off", "native", "ort", "export", "plpy"):
+                if res.skipped.get((run, m.name, key)) == "n/a":
+                    continue
                 row(run, m.name, key, contender_label(key, m, plpy_rows))
         row(run, "-", "scan", LABELS["scan"])
         row(run, "-", "export_cursor", LABELS["export_cursor"])
@@ -888,8 +926,10 @@ def report(args, info, res, models, plpy_rows, par_reps, n_train, pg_version, ta
         kind, other = ("cpu", "wall") if run == "1 core" else ("wall", "cpu")
         for m in models.values():
             fk = (run, m.name, "flock_on")
-            for peer in ("native", "export", "plpy", "flock_off"):
+            for peer in ("native", "ort", "export", "plpy", "flock_off"):
                 if peer == "native" and not m.is_xgboost:
+                    continue
+                if peer == "ort" and m.is_xgboost:
                     continue
                 if run == "2 cores" and peer != "native":
                     continue

@@ -16,6 +16,8 @@
 #include "flock/interrupt.hpp"
 #include "flock/kernel.hpp"
 #include "flock/utf8.hpp"
+#include "kernels/dense_layer.hpp"
+#include "model_internals.hpp"
 #include "xgboost_import.hpp"
 
 namespace flock {
@@ -129,6 +131,8 @@ class Plan {
     std::vector<int> outputs;  // slot per output, -1 for an unused output name
     std::string where;
     int64_t opset = 0;
+    std::vector<std::string> input_names;   // the graph's names of the values read ("" omitted)
+    std::vector<std::string> output_names;  // and written
   };
 
   int n_slots = 0;
@@ -198,7 +202,7 @@ class Plan {
     p->output_slots = output_slots;
     p->constants = constants;
     p->steps.reserve(steps.size());
-    for (const Step& s : steps) p->steps.push_back(Step{s.kernel, s.inputs, s.outputs, s.where, s.opset});
+    for (const Step& s : steps) p->steps.push_back(s);
     p->limits = limits;
     p->release_after = release_after;
     p->donatable = donatable;
@@ -206,8 +210,11 @@ class Plan {
   }
 
   // `peak_bytes`, when given, receives the largest total of live values (inputs, intermediates,
-  // outputs; constants excluded) at any point of the run.
-  std::vector<Tensor> run(std::vector<Tensor> inputs, size_t* peak_bytes = nullptr) const {
+  // outputs; constants excluded) at any point of the run. `observe`, when given, sees each step's
+  // inputs and outputs right after it ran (flock.trace); no input is donated then, so what it sees
+  // is what the step read.
+  std::vector<Tensor> run(std::vector<Tensor> inputs, size_t* peak_bytes = nullptr,
+                          const ModelInternals::StepObserver* observe = nullptr) const {
     poll_interrupt();
     // The buffers of the previous run, unless another thread runs this plan now (then a fresh arena).
     ArenaLease lease(*this);
@@ -239,7 +246,7 @@ class Plan {
         donated.push_back(d);
         donating = donating || d;
       }
-      if (!donating) donated.clear();
+      if (!donating || observe) donated.clear();
       out.assign(step.outputs.size(), Tensor());
       try {
         step.kernel->run_donated(in, donated, out);
@@ -248,6 +255,7 @@ class Plan {
         // Name the node: a kernel knows its op, not where it sits in the graph.
         throw Error(e.code(), fmt::format("{} (opset {}): {}", step.where, step.opset, e.what()), e.hint());
       }
+      if (observe) (*observe)(index, in, out);
       for (size_t k = 0; k < step.outputs.size(); ++k) {
         int s = step.outputs[k];
         if (s < 0) {
@@ -413,6 +421,19 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
   std::vector<std::set<std::string>> tainted(sig.inputs.size());
   for (size_t k = 0; k < sig.inputs.size(); ++k) tainted[k].insert(sig.inputs[k].name);
 
+  // Fully connected layers (Gemm on constant weights, and a Relu that alone reads its result) run
+  // as one oneDNN primitive (kernels/dense_layer.hpp); the Relu node is then folded away.
+  std::map<std::string, int> readers, reader_node;
+  for (int j = 0; j < graph.node_size(); ++j)
+    for (const auto& in : graph.node(j).input())
+      if (!in.empty()) {
+        ++readers[in];
+        reader_node[in] = j;
+      }
+  std::set<std::string> graph_outputs;
+  for (const auto& out : graph.output()) graph_outputs.insert(out.name());
+  std::set<int> folded_nodes;
+
   std::set<std::string> ops;
   const KernelRegistry& registry = KernelRegistry::instance();
   int node_index = -1;
@@ -435,6 +456,7 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
       plan.constants.emplace(new_slot(node.output(0)), constant_value(attrs));
       continue;
     }
+    if (folded_nodes.count(node_index)) continue;  // a Relu run by the dense layer before it
     const KernelFactory* factory = registry.find(domain, node.op_type());
     if (!factory)
       fail(ErrorCode::UnsupportedOperator,
@@ -444,6 +466,8 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
     Plan::Step step;
     step.where = attrs.where();
     step.opset = opset;
+    step.input_names.assign(node.input().begin(), node.input().end());
+    step.output_names.assign(node.output().begin(), node.output().end());
     for (const auto& in : node.input()) {
       if (in.empty()) {
         step.inputs.push_back(-1);
@@ -454,10 +478,40 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
         fail(ErrorCode::InvalidModel, fmt::format("{} reads '{}', which no earlier node produces", step.where, in));
       step.inputs.push_back(it->second);
     }
-    for (const auto& out : node.output()) step.outputs.push_back(out.empty() ? -1 : new_slot(out));
     KernelContext ctx{node, attrs, opset};
     auto prebuilt = imported.kernels.find(node_index);
     step.kernel = prebuilt != imported.kernels.end() ? prebuilt->second(ctx) : (*factory)(ctx);
+    const onnx::NodeProto* folded_relu = nullptr;
+    if (domain.empty() && node.op_type() == "Gemm" && node.input_size() >= 2 && node.output_size() == 1) {
+      auto constant = [&](int k) -> const Tensor* {
+        if (k >= node.input_size() || node.input(k).empty()) return nullptr;
+        auto it = plan.constants.find(slot_of.at(node.input(k)));
+        return it == plan.constants.end() ? nullptr : &it->second;
+      };
+      const Tensor* b = constant(1);
+      const Tensor* c = constant(2);
+      const bool c_ok = c || node.input_size() < 3 || node.input(2).empty();
+      if (b && c_ok && kernels::dense_layer_fusable(attrs, *b, c)) {
+        const std::string& y = node.output(0);
+        auto reader = reader_node.find(y);
+        if (!y.empty() && !graph_outputs.count(y) && readers[y] == 1 && reader != reader_node.end()) {
+          const onnx::NodeProto& next = graph.node(reader->second);
+          const std::string next_domain = next.domain() == "ai.onnx" ? "" : next.domain();
+          if (next_domain.empty() && next.op_type() == "Relu" && next.output_size() == 1 &&
+              !next.output(0).empty() && reader->second > node_index)
+            folded_relu = &next;
+        }
+        if (auto dense = kernels::make_dense_layer(attrs, *b, c, step.kernel, folded_relu != nullptr)) {
+          step.kernel = std::move(dense);
+          if (folded_relu) folded_nodes.insert(reader->second);
+        } else {
+          folded_relu = nullptr;
+        }
+      }
+    }
+    if (folded_relu) step.outputs.push_back(new_slot(folded_relu->output(0)));
+    else
+      for (const auto& out : node.output()) step.outputs.push_back(out.empty() ? -1 : new_slot(out));
     plan.steps.push_back(std::move(step));
 
     for (const char* key : {"classlabels_int64s", "classlabels_strings", "classlabels_ints"}) {
@@ -661,7 +715,10 @@ void as_doubles(const Tensor& t, double* out, size_t n) {
 }  // namespace
 
 Prediction Model::predict_unguarded(const FeatureBatch& batch, unsigned parts) const {
-  std::vector<Tensor> outputs = run_unguarded(batch);
+  return prediction_of(run_unguarded(batch), batch, parts);
+}
+
+Prediction Model::prediction_of(const std::vector<Tensor>& outputs, const FeatureBatch& batch, unsigned parts) const {
   Prediction p;
   p.rows = batch.rows;
   if (signature_.task == Task::Regression) {
@@ -836,12 +893,6 @@ std::vector<uint8_t> with_feature_names(std::span<const uint8_t> bytes, ModelFor
                  [&] { return with_feature_names_unguarded(bytes, format, names); });
 }
 
-}  // namespace flock
-
-#include "model_internals.hpp"
-
-namespace flock {
-
 ModelInternals::GraphView ModelInternals::graph(const Model& model) {
   const Plan& plan = *model.plan_;
   GraphView g;
@@ -849,8 +900,22 @@ ModelInternals::GraphView ModelInternals::graph(const Model& model) {
   g.output_slots = plan.output_slots;
   for (const auto& [slot, tensor] : plan.constants) g.constant_slots.push_back(slot);
   g.steps.reserve(plan.steps.size());
-  for (const auto& step : plan.steps) g.steps.push_back(StepView{step.kernel.get(), step.inputs, step.outputs});
+  for (const auto& step : plan.steps)
+    g.steps.push_back(
+        StepView{step.kernel.get(), step.inputs, step.outputs, step.where, step.input_names, step.output_names});
   return g;
+}
+
+std::vector<Tensor> ModelInternals::run_observed(const Model& model, const FeatureBatch& batch,
+                                                 const StepObserver& observe) {
+  return guarded("running the model", ErrorCode::Internal,
+                 [&] { return model.plan_->run(model.feed_for(batch), nullptr, &observe); });
+}
+
+Prediction ModelInternals::prediction_of(const Model& model, const std::vector<Tensor>& outputs,
+                                         const FeatureBatch& batch, unsigned parts) {
+  return guarded("running the model", ErrorCode::Internal,
+                 [&] { return model.prediction_of(outputs, batch, parts); });
 }
 
 int ModelInternals::label_output(const Model& model) { return model.label_output_; }

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -19,6 +21,9 @@ class ModelInternals {
     const Kernel* kernel = nullptr;
     std::vector<int> inputs;   // slot per input, -1 for an omitted optional input
     std::vector<int> outputs;  // slot per output, -1 for an unused output
+    std::string where;         // "OpType 'name'"
+    std::vector<std::string> input_names;   // the graph's value names, per input / output
+    std::vector<std::string> output_names;
   };
   struct GraphView {
     std::vector<int> input_slots;   // per model input (Signature::inputs order)
@@ -35,6 +40,15 @@ class ModelInternals {
   // pair given (the other kernels are shared with `model`). The replacement must take and give the
   // same inputs and outputs as the kernel it replaces. Throws flock::Error(Internal) for a step
   // index out of range or a null kernel.
+  // Runs the model's own plan on `batch` (as Model::run does, checked the same way), calling
+  // `observe(step index, its inputs, its outputs)` after each step; returns the graph's outputs.
+  using StepObserver =
+      std::function<void(size_t step, const std::vector<const Tensor*>& in, const std::vector<Tensor>& out)>;
+  static std::vector<Tensor> run_observed(const Model& model, const FeatureBatch& batch, const StepObserver& observe);
+  // What Model::predict returns for those outputs (the same code).
+  static Prediction prediction_of(const Model& model, const std::vector<Tensor>& outputs, const FeatureBatch& batch,
+                                  unsigned parts);
+
   static std::shared_ptr<const Model> with_kernels(
       const Model& model, const std::vector<std::pair<size_t, std::shared_ptr<const Kernel>>>& replacements);
 };

@@ -259,6 +259,7 @@ void add_tree(const Document& d, const JValue& tree, int64_t t, int64_t num_feat
       e.leaf_first.push_back(0);
       e.leaf_count.push_back(0);
     }
+    e.source_ids.push_back(v);
   }
 }
 

@@ -118,6 +118,7 @@ DECLARE
   relname text;
   qualified text;
   h record;
+  privacy jsonb;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_class c
                   WHERE c.oid = tmp AND c.relkind = 'r' AND c.relpersistence = 't'
@@ -146,7 +147,8 @@ BEGIN
   SELECT coalesce(max(d.version), 0) + 1 INTO next_version FROM flock.datasets d WHERE d.name = _store_snapshot.name;
   relname := name || '@' || next_version;
   qualified := format('flock_data.%I', relname);
-  EXECUTE format('CREATE TABLE %s AS TABLE %s', qualified, tmp);
+  -- The copy, with the personal-data marks of the columns it came from applied (50_privacy.sql).
+  privacy := flock._privacy_copy_snapshot(tmp, sources, qualified);
   EXECUTE format('CREATE TRIGGER immutable BEFORE UPDATE OR DELETE OR TRUNCATE ON %s '
                  'FOR EACH STATEMENT EXECUTE FUNCTION flock._forbid_dataset_change()', qualified);
   EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', qualified);
@@ -157,6 +159,7 @@ BEGIN
                               content_hash, created_by, description)
   VALUES (name, next_version, qualified, query, coalesce(search_path, ''), coalesce(sources, '{}'), h.row_count,
           h.columns, h.content_hash, caller, description);
+  PERFORM flock._privacy_record_snapshot(name, next_version, privacy);
   RETURN relname;
 END $$;
 REVOKE ALL ON FUNCTION flock._store_snapshot(text, text, text, text, regclass, text[]) FROM PUBLIC;
@@ -238,12 +241,32 @@ DECLARE
   stored_json jsonb;
   source_json jsonb := NULL;
   reason text;
+  erasures jsonb;
+  expected_hash text;
+  expected_rows bigint;
+  raw_hash text;
+  raw_rows bigint;
 BEGIN
   d := flock._resolve_dataset(ref);
+  -- Rows erased by flock.erase_subject change the stored hash: the stored rows must then hash to
+  -- what the latest recorded erasure left (50_privacy.sql), and the report says so.
+  SELECT coalesce(jsonb_agg(jsonb_build_object('erasure', e.erasure, 'rows_removed', e.rows_removed,
+                                               'erased_by', e.erased_by, 'erased_at', e.erased_at) ORDER BY e.erasure), '[]'),
+         (array_agg(e.content_hash ORDER BY e.erasure DESC))[1], (array_agg(e.row_count ORDER BY e.erasure DESC))[1]
+    INTO erasures, expected_hash, expected_rows
+    FROM flock.dataset_erasures e WHERE e.name = d.name AND e.version = d.version;
+  expected_hash := coalesce(expected_hash, d.content_hash);
+  expected_rows := coalesce(expected_rows, d.row_count);
+  -- A snapshot with personal-data marks applied: its query re-run gives the rows before the marks.
+  SELECT p.raw_content_hash, p.raw_row_count INTO raw_hash, raw_rows
+    FROM flock.dataset_privacy p WHERE p.name = d.name AND p.version = d.version;
   BEGIN
     SELECT * INTO stored FROM flock._table_hash(d.table_name::regclass);
-    stored_json := jsonb_build_object('ok', stored.content_hash = d.content_hash AND stored.row_count = d.row_count,
+    stored_json := jsonb_build_object('ok', stored.content_hash = expected_hash AND stored.row_count = expected_rows,
                                       'row_count', stored.row_count, 'content_hash', stored.content_hash);
+    IF jsonb_array_length(erasures) > 0 THEN
+      stored_json := stored_json || jsonb_build_object('changed_by_erasure', erasures);
+    END IF;
   EXCEPTION WHEN undefined_table THEN
     stored_json := jsonb_build_object('ok', false, 'error', format('table %s is missing', d.table_name));
   END;
@@ -262,9 +285,23 @@ BEGIN
     ELSE
       BEGIN
         SELECT * INTO source FROM flock._source_hash(d.name, d.version);
-        source_json := jsonb_build_object('ok', source.content_hash = d.content_hash AND source.row_count = d.row_count,
+        source_json := jsonb_build_object('ok', source.content_hash = coalesce(raw_hash, d.content_hash)
+                                                AND source.row_count = coalesce(raw_rows, d.row_count),
                                           'row_count', source.row_count, 'content_hash', source.content_hash,
                                           'run_as', d.created_by);
+        IF raw_hash IS NOT NULL THEN
+          source_json := source_json || jsonb_build_object('compared_before_privacy_marks', true);
+        END IF;
+        -- After an erasure the source may have lost the subject too: then it gives what the
+        -- erasure left; with marks applied that hash is unknown (only the marked rows are kept).
+        IF NOT (source_json->>'ok')::boolean AND jsonb_array_length(erasures) > 0 THEN
+          IF raw_hash IS NULL AND source.content_hash = expected_hash AND source.row_count = expected_rows THEN
+            source_json := source_json || jsonb_build_object('ok', true, 'changed_by_erasure', true);
+          ELSIF raw_hash IS NOT NULL THEN
+            source_json := source_json || jsonb_build_object('ok', NULL, 'changed_by_erasure', true,
+              'reason', 'rows were erased from a snapshot stored with personal-data marks: its source no longer compares');
+          END IF;
+        END IF;
       EXCEPTION WHEN OTHERS THEN
         source_json := jsonb_build_object('ok', false, 'error', SQLERRM, 'sqlstate', SQLSTATE, 'run_as', d.created_by);
       END;
@@ -272,7 +309,8 @@ BEGIN
   END IF;
   RETURN jsonb_build_object('ref', d.name || '@' || d.version, 'row_count', d.row_count, 'content_hash', d.content_hash,
                             'stored', stored_json, 'source', source_json,
-                            'ok', (stored_json->>'ok')::boolean AND coalesce((source_json->>'ok')::boolean, true));
+                            'ok', (stored_json->>'ok')::boolean AND coalesce((source_json->>'ok')::boolean, true))
+         || CASE WHEN jsonb_array_length(erasures) > 0 THEN jsonb_build_object('erasures', erasures) ELSE '{}' END;
 END $$;
 COMMENT ON FUNCTION flock.verify_dataset_report(text, boolean) IS
   're-hashes a snapshot (and, with check_source, the result of its query run again now as its author) against the recorded hash';

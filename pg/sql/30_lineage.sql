@@ -67,6 +67,10 @@ BEGIN
     SELECT 'model', a.name || '@' || a.version, 'aliased_as', 'alias', a.name || '@' || a.alias, a.set_at, a.set_by,
            jsonb_strip_nulls(jsonb_build_object('comment', a.comment))
       FROM flock.aliases a
+    UNION ALL
+    -- Retention drops and erasures (50_privacy.sql).
+    SELECT p.from_kind, p.from_ref, p.relation, p.to_kind, p.to_ref, p.at, p.actor, p.detail
+      FROM flock.privacy_lineage p
   ),
   down (depth, from_kind, from_ref, relation, to_kind, to_ref, at, actor, detail) AS (
     SELECT 1, e.* FROM edges e
@@ -160,7 +164,7 @@ BEGIN
     SELECT k, (SELECT base FROM facet) || jsonb_build_object(
              '_schemaURL', 'https://openlineage.io/spec/facets/2-0-2/JobTypeJobFacet.json#/$defs/JobTypeJobFacet',
              'processingType', 'BATCH', 'integration', 'FLOCK', 'jobType', k)
-      FROM unnest(ARRAY['SNAPSHOT', 'TRAINING', 'INFERENCE']) AS k
+      FROM unnest(ARRAY['SNAPSHOT', 'TRAINING', 'INFERENCE', 'PRIVACY']) AS k
   ),
   ev (at, js) AS (
     SELECT d.created_at, jsonb_build_object(
@@ -223,9 +227,31 @@ BEGIN
              'outputs', '[]'::jsonb,
              'producer', producer, 'schemaURL', run_schema)
       FROM g WHERE g.relation = 'scored'
+    UNION ALL
+    -- Retention drops and erasures (50_privacy.sql): what they changed, never a subject's values.
+    SELECT g.at, jsonb_build_object(
+             'eventType', 'COMPLETE', 'eventTime', flock._utc(g.at),
+             'run', jsonb_build_object('runId', md5(g.to_ref || ' ' || g.from_kind || ' ' || g.from_ref)::uuid,
+                      'facets', jsonb_build_object(
+                        'flock_privacy', (SELECT base FROM facet) || jsonb_build_object(
+                            '_schemaURL', 'urn:flock:facets:PrivacyActionFacet',
+                            'action', g.relation, 'event', g.to_ref, 'actor', g.actor, 'detail', g.detail))),
+             'job', jsonb_build_object('namespace', ns,
+                      'name', CASE g.to_kind WHEN 'erasure' THEN 'flock.erase_subject' ELSE 'flock.apply_retention' END,
+                      'facets', jsonb_build_object('jobType', (SELECT jt.js FROM job_type jt WHERE jt.kind = 'PRIVACY'))),
+             'inputs', '[]'::jsonb,
+             'outputs', coalesce((SELECT jsonb_agg(x.js) FROM (SELECT d.js FROM ds_json d WHERE g.from_kind = 'dataset' AND d.node = g.from_ref
+                                                               UNION ALL
+                                                               SELECT mj.js FROM model_json mj WHERE g.from_kind = 'model' AND mj.node = g.from_ref) x),
+                                 jsonb_build_array(jsonb_build_object('namespace', ns, 'name',
+                                   CASE g.from_kind WHEN 'dataset' THEN format('%s.flock_data.%s', db, g.from_ref)
+                                                    WHEN 'model' THEN format('%s.flock.models.%s', db, g.from_ref)
+                                                    ELSE db || '.' || g.from_ref END))),
+             'producer', producer, 'schemaURL', run_schema)
+      FROM g WHERE g.relation IN ('erased', 'retention_purged', 'retention_dropped')
   )
   SELECT coalesce(jsonb_agg(ev.js ORDER BY ev.at, ev.js->'job'->>'name'), '[]'::jsonb) INTO events FROM ev;
   RETURN events;
 END $$;
 COMMENT ON FUNCTION flock.openlineage(text) IS
-  'the lineage of a reference as a JSON array of OpenLineage RunEvents (snapshots, training runs, inference batches)';
+  'the lineage of a reference as a JSON array of OpenLineage RunEvents (snapshots, training runs, inference batches, privacy actions)';

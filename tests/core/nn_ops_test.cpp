@@ -166,8 +166,9 @@ TEST(NNConv, MatchesNaiveReferenceAcrossBatchingPaths) {
 
 TEST(NNConv, OneDimensionalDirectPathMatchesNaiveReference) {
   // 1-D float convolutions with unit stride take the direct (no im2col) path: channel counts that
-  // are and are not multiples of its 4-channel tile, outputs shorter and longer than 16 positions
-  // and not multiples of 16, padding, dilation and groups. Stride 2 takes the im2col path.
+  // are and are not multiples of its tiles (12 channels x 32 positions on AVX-512, 6 x 16 else),
+  // outputs shorter and longer than a tile and not multiples of it, padding, dilation and groups.
+  // Stride 2 takes the im2col path.
   struct Case {
     int64_t n, c, len, m, cg, k, pad, dil, group, stride;
   };

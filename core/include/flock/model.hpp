@@ -129,6 +129,8 @@ class Model {
   static std::shared_ptr<const Model> load_unguarded(std::span<const uint8_t> bytes, ModelFormat format,
                                                      const Limits& limits);
   Prediction predict_unguarded(const FeatureBatch& batch, unsigned parts) const;
+  // What predict returns for the graph's `outputs` on `batch` (also flock.trace's prediction).
+  Prediction prediction_of(const std::vector<Tensor>& outputs, const FeatureBatch& batch, unsigned parts) const;
   std::vector<Tensor> run_unguarded(const FeatureBatch& batch) const;
   std::vector<Tensor> run_tensors_unguarded(std::vector<Tensor> inputs) const;
   std::string signature_json_unguarded() const;

@@ -50,6 +50,9 @@ struct Ensemble {
   // Classifier flags, computed over all weights like ORT.
   bool weights_all_positive = true;
   size_t distinct_ids = 0;
+  // Per node: its id in the model (ONNX nodes_nodeids, the XGBoost node index), for flock.trace;
+  // empty for an ensemble rebuilt by the optimizer.
+  std::vector<int64_t> source_ids;
 };
 
 // Builds the TreeEnsembleRegressor / TreeEnsembleClassifier kernel for `ctx.node` from an ensemble
@@ -92,6 +95,36 @@ class TreeKernel : public Kernel {
   // (weights_all_positive, distinct_ids): they describe the model's weights as ORT counts them,
   // including weights of leaves the replacement no longer holds. Throws flock::Error(InvalidModel).
   virtual std::unique_ptr<Kernel> with_ensemble(Ensemble&& replacement) const = 0;
+
+  // One row's way through every tree, for flock.trace (core/src/trace.cpp). The leaves are the ones
+  // the kernel's own walk (the one run() scores with) reaches; the branches from each root to its
+  // leaf are walked again with the same nodes and comparison, and a disagreement throws
+  // Error(Internal). Thresholds and values are in the type the kernel compares in.
+  struct TracedBranch {
+    int32_t node = 0;        // index in the ensemble's nodes
+    double threshold = 0;
+    double value = 0;        // the input value compared
+    bool went_true = false;  // took the `yes` child
+    bool missing = false;    // the value is missing (NaN): the node's missing-value rule applied
+  };
+  struct TracedTree {
+    std::vector<TracedBranch> branches;
+    int32_t leaf = 0;
+    double leaf_value = 0;  // the leaf's single-target value, in the compared type
+  };
+  virtual std::vector<TracedTree> trace_row(const Tensor& input, int64_t row) const = 0;
+
+  // How leaf weights become the kernel's outputs, as attributes say it (for flock.trace).
+  struct Aggregation {
+    bool classifier = false;
+    const char* aggregate = "SUM";
+    const char* post_transform = "NONE";
+    std::vector<double> base_values;
+    int64_t outputs = 0;             // targets or classes
+    bool single_target = false;      // regressor with one target: a leaf adds leaf_value
+    bool binary_case = false;        // classifier: ORT's binary case (one class scored)
+  };
+  virtual Aggregation aggregation() const = 0;
 
   // How a single-target regressor turns its leaves into its one output, when it is a sum:
   // output = float(s + origin) (SUM) or float(s / trees + origin) (AVERAGE), where s adds one leaf

@@ -369,9 +369,11 @@ Ensemble compile_ensemble(const Attrs& a, const std::string& prefix, int64_t n_o
   if (!float_exact) e.nodes_d.resize(order.size());
   e.leaf_first.assign(order.size(), 0);
   e.leaf_count.assign(order.size(), 0);
+  e.source_ids.resize(order.size());
   bool first_branch = true;
   for (size_t j = 0; j < order.size(); ++j) {
     const int32_t i = order[j];
+    e.source_ids[j] = nodeids[i];
     Node<double> nd{};
     nd.mode = modes[i];
     if (modes[i] == kLeaf) {
@@ -428,6 +430,7 @@ void check_ensemble(Ensemble& e, const std::string& where, const std::string& pr
     if (e.roots[k] < 0 || static_cast<size_t>(e.roots[k]) >= n || (k > 0 && e.roots[k] <= e.roots[k - 1]))
       bad(fmt::format("tree {} has root {}, out of order or outside [0, {})", k, e.roots[k], n));
   }
+  if (!e.source_ids.empty() && e.source_ids.size() != n) bad("node ids do not match the nodes");
   e.max_feature = -1;
   e.uniform_mode = kMixed;
   bool first_branch = true;

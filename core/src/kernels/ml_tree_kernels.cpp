@@ -153,6 +153,71 @@ void write_single(double v, Transform t, int second, float* z) {
 // ----------------------------------------------------------------------------------------------
 // Regressor
 
+// ----------------------------------------------------------------------------------------------
+// flock.trace: one row through every tree (TreeKernel::trace_row).
+
+const char* transform_name(Transform t) {
+  switch (t) {
+    case Transform::None: return "NONE";
+    case Transform::Logistic: return "LOGISTIC";
+    case Transform::Softmax: return "SOFTMAX";
+    case Transform::SoftmaxZero: return "SOFTMAX_ZERO";
+    case Transform::Probit: return "PROBIT";
+  }
+  return "NONE";
+}
+
+const char* aggregate_name(Aggregate a) {
+  switch (a) {
+    case Aggregate::Sum: return "SUM";
+    case Aggregate::Average: return "AVERAGE";
+    case Aggregate::Min: return "MIN";
+    case Aggregate::Max: return "MAX";
+  }
+  return "SUM";
+}
+
+// The leaves come from visit_leaves, the walk run() scores with (perfect-tree layout, vector form
+// and all); each root-to-leaf path is then walked on the flat nodes with the same comparison and
+// must end at that leaf.
+std::vector<TreeKernel::TracedTree> trace_walks(const Ensemble& e, const Fast& fast, const DoubleNodes& nd,
+                                                const std::vector<const Tensor*>& in, const std::string& where,
+                                                int64_t row) {
+  const InputView v = check_input(in, e, where);
+  if (row < 0 || row >= v.rows) fail(ErrorCode::Internal, fmt::format("{}: no row {} to trace", where, row));
+  std::vector<TreeKernel::TracedTree> traced;
+  with_input(*in[0], e, nd, [&](const auto& nodes, const auto* x) {
+    const auto* xr = x + row * v.cols;
+    std::vector<int32_t> leaves;
+    leaves.reserve(e.roots.size());
+    visit_leaves(e, fast, nodes, xr, v.cols, 0, 1, [&](int64_t, int32_t leaf) { leaves.push_back(leaf); });
+    if (leaves.size() != e.roots.size())
+      fail(ErrorCode::Internal, fmt::format("{}: the walk reached {} leaves for {} trees", where, leaves.size(),
+                                            e.roots.size()));
+    traced.resize(e.roots.size());
+    for (size_t t = 0; t < e.roots.size(); ++t) {
+      TreeKernel::TracedTree& out = traced[t];
+      int32_t at = e.roots[t];
+      // A path is at most as long as the ensemble has nodes: a bound for a malformed walk.
+      for (size_t steps = 0; nodes[static_cast<size_t>(at)].mode != kLeaf; ++steps) {
+        if (steps > nodes.size()) fail(ErrorCode::Internal, fmt::format("{}: tree {} does not end", where, t));
+        const auto& n = nodes[static_cast<size_t>(at)];
+        using T = std::decay_t<decltype(n.threshold)>;
+        const T value = static_cast<T>(xr[n.feature]);
+        const bool go = compare<kMixed>(n.mode, value, n.threshold) | (n.missing_true & is_nan(value));
+        out.branches.push_back({at, static_cast<double>(n.threshold), static_cast<double>(value), go, is_nan(value)});
+        at = go ? n.yes : n.no;
+      }
+      if (at != leaves[t])
+        fail(ErrorCode::Internal, fmt::format("{}: tree {}: the traced path ends at node {}, the scoring walk at {}",
+                                              where, t, at, leaves[t]));
+      out.leaf = at;
+      out.leaf_value = static_cast<double>(nodes[static_cast<size_t>(at)].threshold);
+    }
+  });
+  return traced;
+}
+
 class TreeRegressor final : public TreeKernel {
  public:
   explicit TreeRegressor(const KernelContext& ctx) : where_(ctx.attrs.where()) {
@@ -201,6 +266,20 @@ class TreeRegressor final : public TreeKernel {
 
   std::unique_ptr<Kernel> with_ensemble(Ensemble&& replacement) const override {
     return std::unique_ptr<Kernel>(new TreeRegressor(*this, std::move(replacement)));
+  }
+
+  std::vector<TracedTree> trace_row(const Tensor& input, int64_t row) const override {
+    return trace_walks(e_, fast_, nodes_d_, {&input}, where_, row);
+  }
+
+  Aggregation aggregation() const override {
+    Aggregation a;
+    a.aggregate = aggregate_name(agg_);
+    a.post_transform = transform_name(transform_);
+    a.base_values = base_;
+    a.outputs = n_targets_;
+    a.single_target = n_targets_ == 1;
+    return a;
   }
 
   std::optional<SumRule> sum_rule() const override {
@@ -456,6 +535,20 @@ class TreeClassifier final : public TreeKernel {
 
   std::unique_ptr<Kernel> with_ensemble(Ensemble&& replacement) const override {
     return std::unique_ptr<Kernel>(new TreeClassifier(*this, std::move(replacement)));
+  }
+
+  std::vector<TracedTree> trace_row(const Tensor& input, int64_t row) const override {
+    return trace_walks(e_, fast_, nodes_d_, {&input}, where_, row);
+  }
+
+  Aggregation aggregation() const override {
+    Aggregation a;
+    a.classifier = true;
+    a.post_transform = transform_name(transform_);
+    a.base_values = base_;
+    a.outputs = n_classes_;
+    a.binary_case = binary_case_;
+    return a;
   }
 
   std::optional<BinaryLabelRule> binary_label_rule() const override {

@@ -30,7 +30,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "blas.hpp"
+#include "gemm.hpp"
 #include "broadcast.hpp"
 #include "flock/checked.hpp"
 #include "flock/interrupt.hpp"
@@ -445,6 +445,10 @@ class Flatten final : public Kernel {
   int64_t axis_ = 1;
 };
 
+// Products of at least this many multiply-adds go to oneDNN (gemm.hpp); smaller ones stay in Eigen,
+// where a call costs less than oneDNN's dispatch.
+constexpr int64_t kGemmMinMacs = int64_t(1) << 14;
+
 // ---------------------------------------------------------------------------------------------------
 // MatMul (numpy matmul semantics, batched with broadcasting)
 
@@ -522,6 +526,12 @@ class MatMul final : public Kernel {
       for (int64_t r0 = 0; r0 < m; r0 += step) {  // row chunks, so a large product can be interrupted
         poll_interrupt();
         const int64_t rows = std::min(step, m - r0);
+        if constexpr (std::is_same_v<T, float>) {
+          if (rows > 1 && n > 1 && rows * n * k >= kGemmMinMacs &&
+              sgemm(false, false, rows, n, k, 1.0f, am.data() + r0 * k, k, bm.data(), n, 0.0f,
+                    ym.data() + r0 * n, n))
+            continue;
+        }
         ym.middleRows(r0, rows).noalias() = am.middleRows(r0, rows) * bm;
       }
     };
@@ -538,8 +548,6 @@ class MatMul final : public Kernel {
 // ---------------------------------------------------------------------------------------------------
 // Gemm: Y = alpha * op(A) · op(B) + beta * C, C unidirectionally broadcast to [M, N].
 
-// Products of at least this many multiply-adds go to OpenBLAS (blas.hpp) when it is available.
-constexpr int64_t kBlasMinMacs = int64_t(1) << 14;
 
 class Gemm final : public Kernel {
  public:
@@ -623,10 +631,10 @@ class Gemm final : public Kernel {
       const int64_t rows = std::min(step, m - r0);
       auto yc = ym.middleRows(r0, rows);
       if constexpr (std::is_same_v<T, float>) {
-        // OpenBLAS, when available, for products past a matrix-vector one (beta = 1: Y holds C).
+        // oneDNN for products past a matrix-vector one (beta = 1: Y holds C).
         const float* ac = trans_a_ ? am.data() + r0 : am.data() + r0 * a.shape[1];
-        if (m > 1 && n > 1 && m * n * k >= kBlasMinMacs &&
-            blas_sgemm(trans_a_, trans_b_, rows, n, k, alpha, ac, a.shape[1], bm.data(), b.shape[1], 1.0f,
+        if (m > 1 && n > 1 && m * n * k >= kGemmMinMacs &&
+            sgemm(trans_a_, trans_b_, rows, n, k, alpha, ac, a.shape[1], bm.data(), b.shape[1], 1.0f,
                        yc.data(), n))
           continue;
       }

@@ -121,7 +121,7 @@ std::string string_of(const JValue& v, const std::string& path) {
 
 struct Scratch {
   // Arrays read element by element (not all numbers in the text): their values.
-  std::vector<double> left, right, split_index, split_cond, default_left;
+  std::vector<double> left, right, split_index, split_cond, default_left, hessian, loss;
   std::vector<int64_t> split_type;
   std::vector<int64_t> new_id, order, stack;
 };
@@ -177,6 +177,24 @@ void add_tree(const Document& d, const JValue& tree, int64_t t, int64_t num_feat
   same("split_indices", split_index.size());
   same("split_conditions", split_cond.size());
   same("default_left", default_left.size());
+  // The node covers, when every tree has them (older files may not): TreeSHAP's weights.
+  std::span<const double> hessian;
+  if (opt_key(d, tree, "sum_hessian")) {
+    hessian = numbers_of(d, tree, "sum_hessian", path, s.hessian);
+    same("sum_hessian", hessian.size());
+  }
+  bool covers = !hessian.empty() && (t == 0 || e.cover.size() == e.nodes_f.size());
+  for (size_t k = 0; covers && k < hessian.size(); ++k)  // unusable covers are dropped, not an error
+    covers = hessian[k] >= 0 && std::isfinite(static_cast<float>(hessian[k]));
+  if (!covers) e.cover.clear();
+  std::span<const double> loss;
+  if (opt_key(d, tree, "loss_changes")) {
+    loss = numbers_of(d, tree, "loss_changes", path, s.loss);
+    same("loss_changes", loss.size());
+  }
+  bool gains = !loss.empty() && (t == 0 || e.gain.size() == e.nodes_f.size());
+  for (size_t k = 0; gains && k < loss.size(); ++k) gains = std::isfinite(static_cast<float>(loss[k]));
+  if (!gains) e.gain.clear();
   if (const JValue* st = opt_key(d, tree, "split_type"); st && st->is_array() && !all_zeros(d, *st)) {
     read_ints(d, tree, "split_type", path, s.split_type);
     for (size_t k = 0; k < s.split_type.size(); ++k) {
@@ -219,6 +237,8 @@ void add_tree(const Document& d, const JValue& tree, int64_t t, int64_t num_feat
   for (size_t j = 0; j < s.order.size(); ++j) {
     const int64_t v = s.order[j];
     const int32_t self = static_cast<int32_t>(base + j);
+    if (covers) e.cover.push_back(static_cast<float>(hessian[static_cast<size_t>(v)]));
+    if (gains) e.gain.push_back(static_cast<float>(loss[static_cast<size_t>(v)]));
     if (left[v] == -1) {
       const float w = negate ? -static_cast<float>(split_cond[v]) : static_cast<float>(split_cond[v]);
       e.nodes_f.push_back({w, 0, self, self, tree::kLeaf, 0});
@@ -254,7 +274,9 @@ float logit(double base_score) {
 
 // Per-node statistics of XGBoost's trees (a third of a model's numbers) that nothing here reads:
 // the document validates them but does not keep them.
-constexpr std::string_view kUnreadStatistics[] = {"base_weights", "loss_changes", "parents", "sum_hessian"};
+// (sum_hessian is kept: it is the node cover TreeSHAP needs.)
+// (loss_changes too: the split gains feature importance reports.)
+constexpr std::string_view kUnreadStatistics[] = {"base_weights", "parents"};
 
 }  // namespace
 

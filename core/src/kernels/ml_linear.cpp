@@ -245,6 +245,13 @@ class LinearRegressor final : public linear::LinearKernel {
     return Affine{coef_, !intercepts_.empty(), intercepts_.empty() ? 0.0 : intercepts_[0]};
   }
 
+  std::optional<Scores> scores(int64_t width) const override {
+    if (width <= 0 || static_cast<int64_t>(coef_.size()) != targets_ * width) return std::nullopt;
+    Scores r{targets_, coef_, intercepts_, {}};
+    for (int64_t t = 0; t < targets_; ++t) r.names.push_back(std::to_string(t));
+    return r;
+  }
+
   std::unique_ptr<Kernel> with_affine(const Affine& a) const override {
     if (!affine() || a.coefficients.size() != coef_.size()) return nullptr;
     auto k = std::unique_ptr<LinearRegressor>(new LinearRegressor(*this));
@@ -326,6 +333,22 @@ class LinearClassifier final : public linear::LinearKernel {
   std::optional<std::vector<bool>> weighted_columns(int64_t width) const override {
     // Whatever the number of rows (decided by the width when classes_ < 0), the table is row-major.
     return linear::nonzero_columns(coef_, width);
+  }
+
+  std::optional<Scores> scores(int64_t width) const override {
+    if (width <= 0) return std::nullopt;
+    const int64_t ncoef = static_cast<int64_t>(coef_.size());
+    int64_t c = classes_;
+    if (c < 0) c = ncoef == 2 * width ? 2 : ncoef == width ? 1 : -1;
+    if (c <= 0 || ncoef != c * width) return std::nullopt;
+    auto label = [&](int64_t k) -> std::string {
+      if (k >= n_labels_) return std::to_string(k);
+      return using_strings_ ? label_strings_[static_cast<size_t>(k)]
+                            : std::to_string(label_ints_[static_cast<size_t>(k)]);
+    };
+    Scores r{c, coef_, intercepts_, {}};
+    for (int64_t k = 0; k < c; ++k) r.names.push_back(c == 1 && n_labels_ == 2 ? label(1) : label(k));
+    return r;
   }
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out) const override {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "flock/kernel.hpp"
@@ -27,6 +28,18 @@ class LinearKernel : public Kernel {
     double intercept = 0;
   };
   virtual std::optional<Affine> affine() const { return std::nullopt; }
+  // The raw scores (before any post_transform) for an input of `width` columns, which explanations
+  // decompose (core/src/explain/): score o = intercepts[o] (0 when absent) + sum_k
+  // coefficients[o * width + k] * x_k. names: per score, the class label it is for (the positive
+  // class for ORT's one-row binary case), or the target index. nullopt when the coefficients do not
+  // fit `width`.
+  struct Scores {
+    int64_t outputs = 0;
+    std::vector<float> coefficients;
+    std::vector<double> intercepts;
+    std::vector<std::string> names;
+  };
+  virtual std::optional<Scores> scores(int64_t width) const = 0;
   // The same kernel with other coefficients and intercept (same count of coefficients), for a
   // regressor whose affine() has a value; nullptr otherwise.
   virtual std::unique_ptr<Kernel> with_affine(const Affine&) const { return nullptr; }

@@ -39,6 +39,12 @@ struct Ensemble {
   std::vector<int32_t> leaf_count;  // per node: number of weights of a leaf
   std::vector<int32_t> w_id;        // target / class index per weight
   std::vector<double> w_value;      // weight value
+  // Per node: how much training data reached it (XGBoost's sum_hessian), for path-dependent
+  // TreeSHAP (core/src/explain/). Empty when the model does not say (ONNX has no such attribute).
+  std::vector<float> cover;
+  // Per node: the loss reduction of its split (XGBoost's loss_changes; 0 at leaves), for
+  // feature importance. Empty when unknown.
+  std::vector<float> gain;
   int64_t max_feature = -1;         // highest column a branch node reads
   uint8_t uniform_mode = kMixed;
   // Classifier flags, computed over all weights like ORT.
@@ -141,6 +147,19 @@ class TreeKernel : public Kernel {
     double threshold = 0;
   };
   virtual std::optional<BinaryLabelRule> binary_label_rule() const { return std::nullopt; }
+
+  // The raw scores (before any post_transform) that explanations decompose (core/src/explain/):
+  // output k = origins[k] + scale * (sum over trees of the weights with id ids[k] of the leaf
+  // reached). For a classifier whose label a margin decides (binary_label_rule) the one output is
+  // that margin, named after the positive class. nullopt when the scores are not such sums
+  // (MIN / MAX aggregation, ORT's two-base-value binary form without a margin rule).
+  struct RawScores {
+    double scale = 1;
+    std::vector<int32_t> ids;
+    std::vector<double> origins;
+    std::vector<std::string> names;  // class label, or target index
+  };
+  virtual std::optional<RawScores> raw_scores() const { return std::nullopt; }
 };
 
 // The perfect-tree walk has an AVX-512 form, used when the CPU has AVX-512F (checked at run time).

@@ -422,6 +422,10 @@ void check_ensemble(Ensemble& e, const std::string& where, const std::string& pr
   if (e.roots.empty()) bad("the ensemble has no trees");
   if (e.leaf_first.size() != n || e.leaf_count.size() != n) bad("leaf weight tables do not match the nodes");
   if (e.w_id.size() != e.w_value.size()) bad("weight ids and values differ in length");
+  if (!e.cover.empty() && e.cover.size() != n) bad("node covers do not match the nodes");
+  if (!e.gain.empty() && e.gain.size() != n) bad("node gains do not match the nodes");
+  for (float c : e.cover)
+    if (!(c >= 0) || !std::isfinite(c)) bad("a node cover is negative or not finite");
   for (size_t k = 0; k < e.roots.size(); ++k) {
     if (e.roots[k] < 0 || static_cast<size_t>(e.roots[k]) >= n || (k > 0 && e.roots[k] <= e.roots[k - 1]))
       bad(fmt::format("tree {} has root {}, out of order or outside [0, {})", k, e.roots[k], n));

@@ -291,6 +291,18 @@ class TreeRegressor final : public TreeKernel {
     return SumRule{agg_ == Aggregate::Average, base_.size() == 1 ? base_[0] : 0.0};
   }
 
+  std::optional<RawScores> raw_scores() const override {
+    if (agg_ != Aggregate::Sum && agg_ != Aggregate::Average) return std::nullopt;
+    RawScores r;
+    r.scale = agg_ == Aggregate::Average ? 1.0 / static_cast<double>(e_.roots.size()) : 1.0;
+    for (int64_t k = 0; k < n_targets_; ++k) {
+      r.ids.push_back(static_cast<int32_t>(k));
+      r.origins.push_back(base_.empty() ? 0.0 : base_[static_cast<size_t>(k)]);
+      r.names.push_back(std::to_string(k));
+    }
+    return r;
+  }
+
  private:
   // `other`'s attributes over another ensemble (with_ensemble).
   TreeRegressor(const TreeRegressor& other, Ensemble&& e)
@@ -580,6 +592,25 @@ class TreeClassifier final : public TreeKernel {
     }
     if (!class1_always) return std::nullopt;
     return BinaryLabelRule{base_[1], 0.0};
+  }
+
+  std::optional<RawScores> raw_scores() const override {
+    auto label = [&](size_t k) { return strings_ ? str_labels_[k] : std::to_string(int_labels_[k]); };
+    RawScores r;
+    if (const auto rule = binary_label_rule()) {
+      r.ids = {0};
+      r.origins = {rule->origin};
+      r.names = {label(1)};
+      return r;
+    }
+    if (n_classes_ == 2 && (binary_case_ || base_.size() == 2)) return std::nullopt;
+    for (int64_t k = 0; k < n_classes_; ++k) {
+      const size_t c = static_cast<size_t>(k);
+      r.ids.push_back(static_cast<int32_t>(k));
+      r.origins.push_back(c < base_.size() ? base_[c] : 0.0);
+      r.names.push_back(label(c));
+    }
+    return r;
   }
 
  private:

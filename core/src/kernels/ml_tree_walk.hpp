@@ -242,7 +242,8 @@ size_t vector_bytes(const V& v) {
 // What an ensemble's kernel keeps in memory: the nodes and weights in both layouts.
 size_t ensemble_bytes(const Ensemble& e, const Fast& f, const DoubleNodes& d) {
   return vector_bytes(e.nodes_f) + vector_bytes(e.nodes_d) + vector_bytes(e.roots) + vector_bytes(e.leaf_first) +
-         vector_bytes(e.leaf_count) + vector_bytes(e.w_id) + vector_bytes(e.w_value) + vector_bytes(e.source_ids) + vector_bytes(f.trees) +
+         vector_bytes(e.leaf_count) + vector_bytes(e.w_id) + vector_bytes(e.w_value) + vector_bytes(e.source_ids) +
+         vector_bytes(e.cover) + vector_bytes(e.gain) + vector_bytes(f.trees) +
          vector_bytes(f.nodes) + vector_bytes(f.slot_node) + vector_bytes(f.slot_value) +
          vector_bytes(f.col_feature) + vector_bytes(f.col_fill) + vector_bytes(f.targets_always) + d.bytes();
 }

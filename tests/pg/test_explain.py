@@ -1,0 +1,562 @@
+"""flock.explain / flock.explain_rows (issue 14): TreeSHAP equal to XGBoost's own pred_contribs and
+pred_interactions on every row of the test models, ONNX trees (covers counted from a background
+data set) against a brute-force Shapley computation over the ONNX file's trees, linear models
+checked by formula, additivity on every row, and the errors (as an unprivileged role too).
+
+Oracles are independent of Flock: xgboost (Debian python3-xgboost) on the same float32 features,
+and for ONNX models the `onnx` package reading the trees / coefficients from the model file.
+"""
+import itertools
+import json
+import math
+import os
+
+import numpy as np
+import onnx
+import psycopg2
+import pytest
+import xgboost as xgb
+from onnx import numpy_helper
+
+from onnx_builders import linear_regressor
+from test_catalog import one, rows, sqlstate
+
+MODELS_DIR = os.environ.get("FLOCK_MODELS_DIR", "")
+TOL = 1e-4
+
+
+def _load(name):
+    path = os.path.join(MODELS_DIR, name)
+    if not os.path.exists(path):
+        pytest.fail(f"{path} is missing: run tools/models/make_models.py --out DIR and point FLOCK_MODELS_DIR at DIR")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _entry(name):
+    return next(e for e in _load("manifest.json") if e["name"] == name)
+
+
+def close(got, want, tol=TOL):
+    return abs(got - want) <= tol * max(abs(want), 1.0)
+
+
+@pytest.fixture(scope="module")
+def db(cluster, dbname):
+    datasets = _load("datasets.json")
+    conn = psycopg2.connect(cluster.dsn(dbname))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for info in datasets.values():
+            cols = ", ".join(f'"{c["name"]}" {c["type"]}' for c in info["columns"])
+            cur.execute(f'CREATE TABLE "{info["table"]}" ({cols})')
+            with open(os.path.join(MODELS_DIR, info["file"])) as f:
+                cur.copy_expert(f'COPY "{info["table"]}" FROM STDIN WITH (FORMAT csv, HEADER true)', f)
+        for name in ("diabetes_xgb", "breast_cancer_xgb", "iris_xgb", "customers_xgb", "diabetes_gb", "iris_gb",
+                     "diabetes_rf", "diabetes_linreg", "iris_logreg", "customers_pipeline_gb", "breast_cancer_logreg",
+                     "wine_scaler_logreg", "wine_logreg", "customers_pipeline_logreg", "breast_cancer_rf"):
+            entry = _entry(name)
+            with open(os.path.join(MODELS_DIR, entry["file"]), "rb") as f:
+                cur.execute("SELECT flock.register_model(%s, %s, %s)", (name, f.read(), entry["format"]))
+        tdatasets = _load("torch_datasets.json")
+        for info in tdatasets.values():
+            cols = ", ".join(f'"{c["name"]}" {c["type"]}' for c in info["columns"])
+            cur.execute(f'CREATE TABLE "{info["table"]}" ({cols})')
+            with open(os.path.join(MODELS_DIR, info["file"])) as f:
+                cur.copy_expert(f'COPY "{info["table"]}" FROM STDIN WITH (FORMAT csv, HEADER true)', f)
+        for entry in _load("torch_manifest.json"):
+            with open(os.path.join(MODELS_DIR, entry["file"]), "rb") as f:
+                cur.execute("SELECT flock.register_model(%s, %s, %s)", (entry["name"], f.read(), entry["format"]))
+        cur.execute("SELECT flock.register_model('lin', %s)", (linear_regressor([2.0, -3.0], 0.5, ["a", "b"]),))
+        cur.execute("SELECT flock.snapshot_dataset('diabetes_bg', 'SELECT * FROM diabetes WHERE id <= 200')")
+        cur.execute("SELECT flock.snapshot_dataset('empty_bg', 'SELECT * FROM diabetes WHERE false')")
+        for role in ("explain_stranger", "explain_user"):
+            cur.execute(f"DROP ROLE IF EXISTS {role}")
+            cur.execute(f"CREATE ROLE {role} LOGIN")
+        cur.execute("GRANT SELECT ON diabetes, iris TO explain_stranger, explain_user")
+        cur.execute("SELECT flock.grant_model('diabetes_xgb', 'explain_user', 'use')")
+    yield conn
+    conn.close()
+
+
+def _features(conn, entry, where=""):
+    """The table's feature columns in model order as float32 (NULL -> NaN), with their ids."""
+    cols = ", ".join(f'"{c}"' for c in entry["features"])
+    got = rows(conn, f'SELECT id, {cols} FROM "{entry["table"]}" {where} ORDER BY id')
+    ids = [r[0] for r in got]
+    X = np.array([[np.nan if v is None else float(v) for v in r[1:]] for r in got], dtype=np.float32)
+    return ids, X
+
+
+def _arg(entry, alias="t"):
+    if entry["has_feature_names"]:
+        return alias
+    return "ROW(" + ", ".join(f'{alias}."{c}"' for c in entry["features"]) + ")"
+
+
+def _explanations(conn, entry, extra="", where=""):
+    got = rows(conn, f'SELECT id, flock.explain(%s, {_arg(entry)}{extra}) FROM "{entry["table"]}" t {where} '
+                     f"ORDER BY id", (entry["name"],))
+    return [r[1] for r in got]
+
+
+def _names(entry):
+    return entry["features"] if entry["has_feature_names"] else [f"f{k}" for k in range(len(entry["features"]))]
+
+
+def _booster(entry):
+    b = xgb.Booster(params={"nthread": 1})
+    b.load_model(os.path.join(MODELS_DIR, entry["file"]))
+    return b
+
+
+@pytest.mark.parametrize("name", ["diabetes_xgb", "breast_cancer_xgb", "iris_xgb", "customers_xgb"])
+def test_tree_shap_equals_xgboost_pred_contribs_on_every_row(db, name):
+    entry = _entry(name)
+    ids, X = _features(db, entry)
+    booster = _booster(entry)
+    d = xgb.DMatrix(X, missing=np.nan, feature_names=booster.feature_names)
+    contribs = booster.predict(d, pred_contribs=True)
+    margin = booster.predict(d, output_margin=True)
+    got = _explanations(db, entry)
+    names = _names(entry)
+    assert len(got) == len(ids) > 0
+    for r, e in enumerate(got):
+        if contribs.ndim == 3:  # multi-class: the predicted class, whose raw score is largest
+            k = int(np.argmax(margin[r]))
+            want, m = contribs[r, k], margin[r, k]
+            assert e["output"] == str(k)
+        else:
+            want, m = contribs[r], margin[r]
+        for j, f in enumerate(names):
+            assert close(e[f], float(want[j])), (name, ids[r], f, e[f], want[j])
+        assert close(e["base_value"], float(want[-1])), (name, ids[r])
+        # Additivity: contributions + base value = the margin.
+        assert close(sum(e[f] for f in names) + e["base_value"], float(m)), (name, ids[r])
+
+
+@pytest.mark.parametrize("name", ["diabetes_xgb", "iris_xgb", "customers_xgb"])
+def test_interactions_equal_xgboost_pred_interactions(db, name):
+    entry = _entry(name)
+    ids, X = _features(db, entry, "WHERE id <= 40")
+    booster = _booster(entry)
+    d = xgb.DMatrix(X, missing=np.nan, feature_names=booster.feature_names)
+    inter = booster.predict(d, pred_interactions=True)
+    margin = booster.predict(d, output_margin=True)
+    got = _explanations(db, entry, ", interactions => true", "WHERE id <= 40")
+    names = _names(entry)
+    for r, e in enumerate(got):
+        want = inter[r, int(np.argmax(margin[r]))] if inter.ndim == 4 else inter[r]
+        for i, fi in enumerate(names):
+            for j, fj in enumerate(names):
+                assert close(e[fi][fj], float(want[i, j])), (name, ids[r], fi, fj)
+        assert close(e["base_value"], float(want[-1, -1]))
+
+
+def test_explain_rows_lists_features_values_and_the_base_value(db):
+    entry = _entry("diabetes_xgb")
+    got = rows(db, "SELECT feature, value, contribution FROM diabetes t, "
+                   "LATERAL flock.explain_rows('diabetes_xgb', t) WHERE t.id = 7")
+    e = one(db, "SELECT flock.explain('diabetes_xgb', t) FROM diabetes t WHERE id = 7")
+    x = rows(db, "SELECT " + ", ".join(f'"{c}"' for c in entry["features"]) + " FROM diabetes WHERE id = 7")[0]
+    assert [g[0] for g in got] == entry["features"] + ["base_value"]
+    for (feature, value, contribution), v in zip(got, list(x) + [None]):
+        assert contribution == pytest.approx(e[feature], abs=1e-12)
+        assert (value is None and v is None) or value == pytest.approx(float(np.float32(v)))
+    # The array form binds by position like flock.predict.
+    arr = "ARRAY[" + ", ".join(f't."{c}"' for c in entry["features"]) + "]::float4[]"
+    assert one(db, f"SELECT flock.explain('diabetes_xgb', {arr}) FROM diabetes t WHERE id = 7") == e
+
+
+def test_missing_values_follow_the_default_direction(db):
+    entry = _entry("diabetes_xgb")
+    booster = _booster(entry)
+    X = np.full((1, len(entry["features"])), np.nan, dtype=np.float32)
+    X[0, 2] = 0.05
+    want = booster.predict(xgb.DMatrix(X, missing=np.nan, feature_names=booster.feature_names), pred_contribs=True)[0]
+    arr = "ARRAY[NULL, NULL, 0.05, NULL, NULL, NULL, NULL, NULL, NULL, NULL]::float4[]"
+    e = one(db, f"SELECT flock.explain('diabetes_xgb', {arr})")
+    for j, f in enumerate(entry["features"]):
+        assert close(e[f], float(want[j]))
+    got = rows(db, f"SELECT feature, value FROM flock.explain_rows('diabetes_xgb', {arr}) WHERE value IS NULL")
+    assert len(got) == len(entry["features"])  # nine missing inputs and the base value
+
+
+# --- ONNX trees: covers from a background data set, against a brute-force Shapley oracle ---------
+
+def _onnx_trees(path):
+    """The TreeEnsembleRegressor / Classifier of an ONNX file as per-tree dicts (the oracle's own
+    reading of the attributes), with its base values and aggregation."""
+    model = onnx.load(path)
+    node = next(n for n in model.graph.node if n.op_type.startswith("TreeEnsemble"))
+    a = {at.name: onnx.helper.get_attribute_value(at) for at in node.attribute}
+    prefix = "target" if node.op_type == "TreeEnsembleRegressor" else "class"
+    trees = {}
+    for k, t in enumerate(a["nodes_treeids"]):
+        tr = trees.setdefault(t, {})
+        tr[a["nodes_nodeids"][k]] = dict(
+            mode=a["nodes_modes"][k].decode(), feature=a["nodes_featureids"][k], value=a["nodes_values"][k],
+            yes=a["nodes_truenodeids"][k], no=a["nodes_falsenodeids"][k],
+            missing=a.get("nodes_missing_value_tracks_true", [0] * len(a["nodes_treeids"]))[k], weights={})
+    for t, n, i, w in zip(a[prefix + "_treeids"], a[prefix + "_nodeids"], a[prefix + "_ids"], a[prefix + "_weights"]):
+        trees[t][n]["weights"][i] = trees[t][n]["weights"].get(i, 0.0) + w
+    return trees, list(a.get("base_values", [])), a.get("aggregate_function", b"SUM").decode()
+
+
+def _go(nd, x):
+    v = np.float32(x)
+    t = np.float32(nd["value"])
+    if math.isnan(v):
+        return nd["yes"] if nd["missing"] else nd["no"]
+    ok = {"BRANCH_LEQ": v <= t, "BRANCH_LT": v < t, "BRANCH_GTE": v >= t, "BRANCH_GT": v > t,
+          "BRANCH_EQ": v == t, "BRANCH_NEQ": v != t}[nd["mode"]]
+    return nd["yes"] if ok else nd["no"]
+
+
+def _covers(tree, X):
+    cover = {n: 0 for n in tree}
+    for x in X:
+        n = 0
+        while True:
+            cover[n] += 1
+            if tree[n]["mode"] == "LEAF":
+                break
+            n = _go(tree[n], x[tree[n]["feature"]])
+    return cover
+
+
+def _expect(tree, cover, n, x, subset, out):
+    nd = tree[n]
+    if nd["mode"] == "LEAF":
+        return nd["weights"].get(out, 0.0)
+    if nd["feature"] in subset:
+        return _expect(tree, cover, _go(nd, x[nd["feature"]]), x, subset, out)
+    w = cover[n]
+    fy, fn = (cover[nd["yes"]] / w, cover[nd["no"]] / w) if w > 0 else (0.5, 0.5)
+    return fy * _expect(tree, cover, nd["yes"], x, subset, out) + fn * _expect(tree, cover, nd["no"], x, subset, out)
+
+
+def _brute_force_shap(trees, covers, x, features, out, scale):
+    """Exact Shapley values of v(S) = path-dependent expectation, over the features the trees use."""
+    used = sorted({nd["feature"] for t in trees.values() for nd in t.values() if nd["mode"] != "LEAF"})
+    cache = {}
+
+    def v(subset):
+        key = frozenset(subset)
+        if key not in cache:
+            cache[key] = scale * sum(_expect(t, covers[k], 0, x, key, out) for k, t in trees.items())
+        return cache[key]
+    m = len(used)
+    phi = np.zeros(features)
+    for i in used:
+        others = [f for f in used if f != i]
+        for size in range(m):
+            w = math.factorial(size) * math.factorial(m - size - 1) / math.factorial(m)
+            for s in itertools.combinations(others, size):
+                phi[i] += w * (v(set(s) | {i}) - v(set(s)))
+    return phi, v(set())
+
+
+@pytest.mark.parametrize("name", ["diabetes_gb"])
+def test_onnx_trees_with_a_background_match_brute_force_shapley(db, name):
+    entry = _entry(name)
+    _, B = _features(db, entry, "WHERE id <= 200")
+    ids, X = _features(db, entry, "WHERE id IN (3, 50, 301)")
+    trees, base, agg = _onnx_trees(os.path.join(MODELS_DIR, entry["file"]))
+    covers = {k: _covers(t, B) for k, t in trees.items()}
+    scale = 1.0 / len(trees) if agg == "AVERAGE" else 1.0
+    got = _explanations(db, entry, ", background => 'diabetes_bg@1'", "WHERE id IN (3, 50, 301)")
+    names = _names(entry)
+    for r, e in enumerate(got):
+        phi, expected = _brute_force_shap(trees, covers, X[r], len(names), 0, scale)
+        for j, f in enumerate(names):
+            assert close(e[f], phi[j]), (name, ids[r], f, e[f], phi[j])
+        assert close(e["base_value"], expected + (base[0] if base else 0.0))
+
+
+@pytest.mark.parametrize("name", ["diabetes_gb", "diabetes_rf"])
+def test_onnx_tree_additivity_on_every_row(db, name):
+    entry = _entry(name)
+    arg = _arg(entry)
+    # A model without feature names binds a background's columns by position, as an input row.
+    bg = "diabetes_bg" if entry["has_feature_names"] else \
+        "SELECT " + ", ".join(entry["features"]) + " FROM diabetes WHERE id <= 200"
+    got = rows(db, f"SELECT flock.predict(%s, {arg}), flock.explain(%s, {arg}, background => %s) "
+                   f"FROM diabetes t ORDER BY id", (name, name, bg))
+    names = _names(entry)
+    for pred, e in got:
+        assert close(sum(e[f] for f in names) + e["base_value"], pred)
+
+
+def test_forest_with_nodes_no_background_row_reaches_adds_up_on_every_row(db):
+    # 60 background rows leave many nodes of the forest with no cover: those branches add nothing,
+    # and the explanation still adds up to the margin (here P(class 1): ORT's binary case).
+    got = rows(db, "SELECT flock.predict_proba('breast_cancer_rf', t), "
+                   "flock.explain('breast_cancer_rf', t, background => 'SELECT * FROM breast_cancer WHERE id <= 60') "
+                   "FROM breast_cancer t ORDER BY id")
+    names = _entry("breast_cancer_rf")["features"]
+    assert len(got) == 569
+    for proba, e in got:
+        assert e["output"] == "1"
+        assert all(isinstance(e[f], float) for f in names)
+        assert close(sum(e[f] for f in names) + e["base_value"], proba[1], 1e-5)
+
+
+def test_onnx_multiclass_trees_explain_the_predicted_class_or_the_one_asked(db):
+    entry = _entry("iris_gb")
+    got = rows(db, "SELECT flock.predict_label('iris_gb', t), "
+                   "flock.explain('iris_gb', t, background => 'SELECT * FROM iris'), "
+                   "flock.explain('iris_gb', t, background => 'SELECT * FROM iris', output => '2') FROM iris t")
+    for label, e, e2 in got:
+        assert e["output"] == label and e2["output"] == "2"
+
+
+def test_onnx_trees_without_covers_need_a_background(db):
+    err = sqlstate(db, "SELECT flock.explain('diabetes_gb', t) FROM diabetes t WHERE id = 1")
+    assert err.pgcode == "22023" and "background" in err.diag.message_hint
+    err = sqlstate(db, "SELECT flock.explain('diabetes_gb', t, background => 'empty_bg') FROM diabetes t WHERE id = 1")
+    assert err.pgcode == "22023" and "no rows" in err.diag.message_primary
+    err = sqlstate(db, "SELECT flock.explain('diabetes_gb', t, background => 'no_such_set') FROM diabetes t WHERE id = 1")
+    assert err.pgcode == "42704"
+
+
+# --- linear models, by formula -------------------------------------------------------------------
+
+def test_linear_contributions_by_formula_zero_and_mean_reference(db):
+    # y = 2a - 3b + 0.5: contributions w_k (x_k - ref_k), base value w . ref + 0.5.
+    e = one(db, "SELECT flock.explain('lin', ARRAY[1.5, 2]::float4[])")
+    assert e == {"a": pytest.approx(3.0), "b": pytest.approx(-6.0), "base_value": pytest.approx(0.5)}
+    e = one(db, "SELECT flock.explain('lin', ARRAY[1.5, 2]::float4[], background => "
+                "'SELECT * FROM (VALUES (1.0, 0.0), (3.0, 4.0)) v(a, b)')")
+    assert e == {"a": pytest.approx(2 * (1.5 - 2.0)), "b": pytest.approx(-3 * (2 - 2.0)),
+                 "base_value": pytest.approx(2 * 2.0 - 3 * 2.0 + 0.5)}
+    # A scikit-learn LinearRegression: coefficients read from the ONNX file by the oracle.
+    entry = _entry("diabetes_linreg")
+    node = next(n for n in onnx.load(os.path.join(MODELS_DIR, entry["file"])).graph.node if n.op_type == "LinearRegressor")
+    attrs = {at.name: onnx.helper.get_attribute_value(at) for at in node.attribute}
+    coef, intercept = np.array(attrs["coefficients"], dtype=np.float64), attrs.get("intercepts", [0.0])[0]
+    _, B = _features(db, entry, "WHERE id <= 200")
+    mean = B.astype(np.float64).mean(axis=0)
+    ids, X = _features(db, entry)
+    got = rows(db, "SELECT flock.predict('diabetes_linreg', t), flock.explain('diabetes_linreg', t), "
+                   "flock.explain('diabetes_linreg', t, background => 'diabetes_bg') FROM diabetes t ORDER BY id")
+    for r, (pred, zero_ref, mean_ref) in enumerate(got):
+        for j, f in enumerate(entry["features"]):
+            assert close(zero_ref[f], coef[j] * X[r, j], 1e-6)
+            assert close(mean_ref[f], coef[j] * (X[r, j] - mean[j]), 1e-6)
+        assert close(zero_ref["base_value"], intercept, 1e-6)
+        assert close(mean_ref["base_value"], intercept + coef @ mean, 1e-6)
+        for e in (zero_ref, mean_ref):
+            assert close(sum(e[f] for f in entry["features"]) + e["base_value"], pred, 1e-5)
+
+
+@pytest.mark.parametrize("name", ["iris_logreg", "breast_cancer_logreg", "wine_scaler_logreg", "wine_logreg"])
+def test_linear_classifier_margins_by_formula(db, name):
+    """Raw class scores W y + b with y the Scaler's output (when there is one), read from the ONNX
+    file; contributions W[o] (y - y0) with y0 where an all-zero row lands, or the background mean."""
+    entry = _entry(name)
+    graph = onnx.load(os.path.join(MODELS_DIR, entry["file"])).graph
+    attrs = {n.op_type: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in graph.node}
+    lin = attrs["LinearClassifier"]
+    F = len(entry["features"])
+    W = np.array(lin["coefficients"], dtype=np.float64).reshape(-1, F)
+    b = np.array(lin.get("intercepts", [0.0] * len(W)), dtype=np.float64)
+    labels = [str(v) for v in lin["classlabels_ints"]]
+
+    def chain(X):
+        X = np.asarray(X, dtype=np.float32)
+        if "Scaler" in attrs:
+            X = (X - np.array(attrs["Scaler"]["offset"], dtype=np.float32)) * np.array(attrs["Scaler"]["scale"], dtype=np.float32)
+        return X.astype(np.float64)
+    ids, X = _features(db, entry)
+    Y = chain(X)
+    y0 = chain(np.zeros((1, F)))[0]
+    names = _names(entry)
+    got = _explanations(db, entry)
+    mean = chain(X).mean(axis=0)
+    bg = "SELECT " + ", ".join(f'"{c}"' for c in entry["features"]) + f' FROM "{entry["table"]}"'
+    got_mean = _explanations(db, entry, f", background => $${bg}$$")
+    labels_sql = rows(db, f'SELECT flock.predict_label(%s, {_arg(entry)}) FROM "{entry["table"]}" t ORDER BY id',
+                      (name,))
+    for r, (e, em) in enumerate(zip(got, got_mean)):
+        scores = W @ Y[r] + b
+        o = int(np.argmax(scores))
+        assert e["output"] == labels[o] == labels_sql[r][0]
+        for j, f in enumerate(names):
+            assert close(e[f], W[o, j] * (Y[r, j] - y0[j]), 1e-5)
+            assert close(em[f], W[o, j] * (Y[r, j] - mean[j]), 1e-5)
+        assert close(e["base_value"], b[o] + W[o] @ y0, 1e-5)
+        assert close(sum(e[f] for f in names) + e["base_value"], scores[o], 1e-5)
+        assert close(sum(em[f] for f in names) + em["base_value"], scores[o], 1e-5)
+
+
+# --- KernelSHAP -------------------------------------------------------------------------------------
+
+def test_kernel_shap_enumerating_every_coalition_is_exact_shapley(db):
+    """torch_embed_mlp (8 inputs, 3 of them embedded categories): 254 coalitions are enumerated, so
+    the values are the exact Shapley values of v(S) = mean over the background of f(x on S, b
+    elsewhere), here computed by formula from flock.predict over every hybrid row."""
+    entry = next(e for e in _load("torch_manifest.json") if e["name"] == "torch_embed_mlp")
+    feats = entry["features"]
+    cols = ", ".join(feats)
+    background = rows(db, f"SELECT {cols} FROM torch_customers WHERE id <= 8 ORDER BY id")
+    x = rows(db, f"SELECT {cols} FROM torch_customers WHERE id = 77")[0]
+    F = len(feats)
+    hybrids = []
+    for mask in range(1 << F):
+        for b in background:
+            hybrids.append([x[i] if mask >> i & 1 else b[i] for i in range(F)])
+    values = ", ".join("(" + ", ".join(repr(v) for v in h) + ")" for h in hybrids)
+    preds = [r[0] for r in rows(db, f"SELECT flock.predict('torch_embed_mlp', h) FROM (VALUES {values}) "
+                                    f"h({cols})")]
+    v = [float(np.mean(preds[m * len(background):(m + 1) * len(background)])) for m in range(1 << F)]
+    phi = np.zeros(F)
+    for i in range(F):
+        for m in range(1 << F):
+            if m >> i & 1:
+                continue
+            s = bin(m).count("1")
+            phi[i] += math.factorial(s) * math.factorial(F - s - 1) / math.factorial(F) * (v[m | 1 << i] - v[m])
+    e = one(db, "SELECT flock.explain('torch_embed_mlp', t, background => "
+                f"'SELECT {cols} FROM torch_customers WHERE id <= 8 ORDER BY id') FROM torch_customers t WHERE id = 77")
+    for i, f in enumerate(feats):
+        assert close(e[f], phi[i], 1e-6), (f, e[f], phi[i])
+    assert close(e["base_value"], v[0], 1e-6)
+    assert close(sum(e[f] for f in feats) + e["base_value"], v[-1], 1e-6)
+
+
+def test_kernel_shap_sampled_is_additive_for_a_classifier(db):
+    """torch_mlp (30 features): 2048 sampled coalitions; additivity holds by construction: the
+    explained class's probability."""
+    entry = next(e for e in _load("torch_manifest.json") if e["name"] == "torch_mlp")
+    got = rows(db, "SELECT flock.predict_proba('torch_mlp', t), flock.predict_label('torch_mlp', t), "
+                   "flock.explain('torch_mlp', t, background => 'SELECT * FROM torch_cancer WHERE id <= 20') "
+                   "FROM torch_cancer t WHERE id IN (1, 2, 100)")
+    for proba, label, e in got:
+        assert e["output"] == label
+        k = [str(c) for c in entry["classes"]].index(label)
+        assert close(sum(e[f] for f in entry["features"]) + e["base_value"], proba[k], 1e-6)
+    # Seeded: the same call gives the same values.
+    again = one(db, "SELECT flock.explain('torch_mlp', t, background => 'SELECT * FROM torch_cancer WHERE id <= 20') "
+                    "FROM torch_cancer t WHERE id = 1")
+    assert again == got[0][2]
+
+
+def test_kernel_shap_explains_a_pipeline_with_string_columns_exactly_additive(db):
+    """customers_pipeline_logreg: 7 inputs (two of them text categories) through imputers, scalers
+    and a one-hot encoder: 126 coalitions, enumerated; each row's contributions add up to the
+    explained class's probability."""
+    got = rows(db, "SELECT flock.predict_proba('customers_pipeline_logreg', t), "
+                   "flock.predict_label('customers_pipeline_logreg', t), "
+                   "flock.explain('customers_pipeline_logreg', t, background => 'SELECT * FROM customers WHERE id <= 30') "
+                   "FROM customers t WHERE id IN (3, 40, 41, 400)")
+    entry = _entry("customers_pipeline_logreg")
+    for proba, label, e in got:
+        assert e["output"] == label
+        assert set(entry["features"]) <= set(e)
+        k = [str(c) for c in entry.get("classes", [0, 1])].index(label)
+        assert close(sum(e[f] for f in entry["features"]) + e["base_value"], proba[k], 1e-6)
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+def test_bad_input_gives_clear_errors(db):
+    # Unknown model: the same error as flock.predict.
+    want = sqlstate(db, "SELECT flock.predict('no_such_model', ARRAY[1, 2]::float4[])")
+    err = sqlstate(db, "SELECT flock.explain('no_such_model', ARRAY[1, 2]::float4[])")
+    assert (err.pgcode, err.diag.message_primary) == (want.pgcode, want.diag.message_primary)
+    # A model no exact method explains (several inputs: a ColumnTransformer pipeline), without a
+    # background for KernelSHAP: 0A000 with a hint.
+    for name in ("customers_pipeline_gb", "customers_pipeline_logreg"):
+        err = sqlstate(db, f"SELECT flock.explain('{name}', t) FROM customers t LIMIT 1")
+        assert err.pgcode == "0A000" and "background" in err.diag.message_hint
+    # Wrong arity: the binding's error, as predict gives it.
+    want = sqlstate(db, "SELECT flock.predict('diabetes_xgb', ARRAY[1, 2]::float4[])")
+    err = sqlstate(db, "SELECT flock.explain('diabetes_xgb', ARRAY[1, 2]::float4[])")
+    assert err.pgcode == want.pgcode == "22023" and err.diag.message_primary == want.diag.message_primary
+    # NULL input: no row, no explanation; NULL model: an error.
+    assert one(db, "SELECT flock.explain('diabetes_xgb', NULL::float4[])") is None
+    assert rows(db, "SELECT * FROM flock.explain_rows('diabetes_xgb', NULL::float4[])") == []
+    err = sqlstate(db, "SELECT flock.explain(NULL::text, ARRAY[1]::float4[])")
+    assert err.pgcode == "22004" and err.diag.message_hint
+    # An output the model does not have.
+    err = sqlstate(db, "SELECT flock.explain('iris_xgb', t, output => 'virginica') FROM iris t LIMIT 1")
+    assert err.pgcode == "22023" and "0, 1, 2" in err.diag.message_hint
+    # A linear model has no interactions; NULLs it cannot take are refused as predict refuses them.
+    err = sqlstate(db, "SELECT flock.explain('lin', ARRAY[1, 2]::float4[], interactions => true)")
+    assert err.pgcode == "0A000"
+    err = sqlstate(db, "SELECT flock.explain('lin', ARRAY[1, NULL]::float4[])")
+    assert err.pgcode == "22004"
+
+
+def test_privileges_are_checked_as_predict_checks_them(db, connect_as):
+    stranger, user = connect_as("explain_stranger"), connect_as("explain_user")
+    arr = "ARRAY[0.01, 0.02, 0.03, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]::float4[]"
+    want = sqlstate(stranger, f"SELECT flock.predict('diabetes_xgb', {arr})")
+    err = sqlstate(stranger, f"SELECT flock.explain('diabetes_xgb', {arr})")
+    assert (err.pgcode, err.diag.message_primary, err.diag.message_hint) == \
+        (want.pgcode, want.diag.message_primary, want.diag.message_hint)
+    err = sqlstate(stranger, f"SELECT * FROM flock.explain_rows('diabetes_xgb', {arr})")
+    assert err.pgcode == want.pgcode
+    e = one(user, f"SELECT flock.explain('diabetes_xgb', {arr})")
+    assert close(sum(v for k, v in e.items() if k != "base_value") + e["base_value"],
+                 one(user, f"SELECT flock.predict('diabetes_xgb', {arr})"))
+    # The background query runs as the caller: a table it may not read is refused.
+    db.cursor().execute("CREATE TABLE IF NOT EXISTS secret AS SELECT * FROM diabetes")
+    one(db, "SELECT flock.grant_model('diabetes_gb', 'explain_user', 'use')")
+    err = sqlstate(user, "SELECT flock.explain('diabetes_gb', t, background => 'SELECT * FROM secret') "
+                         "FROM diabetes t WHERE id = 1")
+    assert err.pgcode == "42501"
+
+
+# --- feature importance ------------------------------------------------------------------------------
+
+def _importance(conn, sql, args=None):
+    out = {}
+    for feature, measure, value in rows(conn, sql, args):
+        out.setdefault(measure, {})[feature] = value
+    return out
+
+
+def test_tree_importance_equals_xgboost_weight_cover_gain_and_mean_abs_shap(db):
+    entry = _entry("diabetes_xgb")
+    booster = _booster(entry)
+    got = _importance(db, "SELECT * FROM flock.feature_importance('diabetes_xgb', 'diabetes_bg@1')")
+    weight = booster.get_score(importance_type="weight")
+    cover = booster.get_score(importance_type="total_cover")
+    gain = booster.get_score(importance_type="total_gain")
+    _, B = _features(db, entry, "WHERE id <= 200")
+    contribs = booster.predict(xgb.DMatrix(B, missing=np.nan, feature_names=booster.feature_names), pred_contribs=True)
+    mean_abs = np.abs(contribs[:, :-1]).mean(axis=0)
+    for j, f in enumerate(entry["features"]):
+        assert got["splits"][f] == weight.get(f, 0.0)
+        assert close(got["cover"][f], cover.get(f, 0.0))
+        assert close(got["gain"][f], gain.get(f, 0.0))
+        assert close(got["mean_abs_shap"][f], float(mean_abs[j]))
+    # Without data: only what the model itself says.
+    assert set(_importance(db, "SELECT * FROM flock.feature_importance('diabetes_xgb')")) == {"splits", "cover", "gain"}
+    assert set(_importance(db, "SELECT * FROM flock.feature_importance('diabetes_gb')")) == {"splits"}
+
+
+def test_linear_importance_by_formula(db):
+    entry = _entry("diabetes_linreg")
+    node = next(n for n in onnx.load(os.path.join(MODELS_DIR, entry["file"])).graph.node if n.op_type == "LinearRegressor")
+    coef = np.array(onnx.helper.get_attribute_value(next(a for a in node.attribute if a.name == "coefficients")))
+    _, B = _features(db, entry, "WHERE id <= 200")
+    B = B.astype(np.float64)
+    got = _importance(db, "SELECT * FROM flock.feature_importance('diabetes_linreg', 'diabetes_bg')")
+    for j, f in enumerate(entry["features"]):
+        assert close(got["abs_coefficient"][f], abs(coef[j]), 1e-6)
+        assert close(got["abs_coefficient_x_std"][f], abs(coef[j]) * B[:, j].std(), 1e-6)
+        assert close(got["mean_abs_shap"][f], float(np.abs(coef[j] * (B[:, j] - B[:, j].mean())).mean()), 1e-6)
+
+
+def test_importance_errors(db, connect_as):
+    err = sqlstate(db, "SELECT * FROM flock.feature_importance('customers_pipeline_gb')")
+    assert err.pgcode == "0A000" and err.diag.message_hint
+    err = sqlstate(db, "SELECT * FROM flock.feature_importance('diabetes_xgb', 'empty_bg')")
+    assert err.pgcode == "22023"
+    stranger = connect_as("explain_stranger")
+    want = sqlstate(stranger, "SELECT flock.predict('diabetes_gb', ARRAY[1,2,3,4,5,6,7,8,9,10]::float4[])")
+    err = sqlstate(stranger, "SELECT * FROM flock.feature_importance('diabetes_gb')")
+    assert (err.pgcode, err.diag.message_primary) == (want.pgcode, want.diag.message_primary)

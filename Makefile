@@ -77,19 +77,23 @@ demo: deps install
 
 # Benchmarks: each prints its ratios to the peers measured in the same run. Quote figures from a
 # Release build: make bench BUILD_DIR=build-release BUILD_TYPE=Release
-#   bench_nn     NN inference, flock core vs torch
+#   bench_gemm   dense kernels: OpenBLAS vs BLIS vs oneDNN on the MLP's layer shapes
+#   bench_nn     NN inference, flock core vs torch and ONNX Runtime (onnxruntime-node from the npm
+#                registry, installed into $(BUILD_DIR)/bench-ort by bench/ort/install.sh)
 #   bench_trees  tree ensembles, flock core vs libxgboost; data and models are generated into the
 #                build dir on the first run (a few minutes) and reused afterwards
-#   bench/indb   in-database scoring (flock vs libxgboost, export-to-Python, PL/Python) on a private
+#   bench/indb   in-database scoring (flock vs libxgboost, ONNX Runtime, export-to-Python, PL/Python) on a private
 #                cluster of the PostgreSQL in $FLOCK_PG_BIN (default /usr/lib/postgresql/15/bin); data
 #                and models are cached in $(BUILD_DIR)/bench-indb. BENCH_INDB_ARGS=--quick: a short run
 #   bench_audit  what inference capture costs: audit 'all' vs 'off' vs no policy
 #   bench_cancel cancel latency past statement_timeout / pg_cancel_backend (goal < 100 ms), poll cost
 BENCH_INDB_ARGS ?=
 bench: deps install
+	bash bench/ort/install.sh $(BUILD_DIR)/bench-ort
+	cmake --build $(BUILD_DIR) --target bench_gemm
 	cmake --build $(BUILD_DIR) --target bench_nn
 	cmake --build $(BUILD_DIR) --target bench_trees
-	$(PYTHON) bench/indb/run.py --work-dir $(BUILD_DIR)/bench-indb $(BENCH_INDB_ARGS)
+	$(PYTHON) bench/indb/run.py --work-dir $(BUILD_DIR)/bench-indb --ort-modules $(BUILD_DIR)/bench-ort $(BENCH_INDB_ARGS)
 	cmake --build $(BUILD_DIR) --target bench_audit
 	cmake --build $(BUILD_DIR) --target bench_cancel
 

@@ -19,7 +19,7 @@ packages=(
   python3-scipy  # the drift tests' oracle (tests/pg/test_monitor.py)
   libonnx-testdata
   # benchmark peers only: ONNX Runtime comes from the npm registry (bench/ort/install.sh)
-  nodejs npm
+  nodejs
   # flockctl report: its charts' library comes from the npm registry (tools/report/install-charts.sh);
   # its test opens the page in headless Chromium
   chromium

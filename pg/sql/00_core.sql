@@ -167,6 +167,19 @@ CREATE FUNCTION flock.drop_model(name text, version integer DEFAULT NULL) RETURN
 COMMENT ON FUNCTION flock.drop_model(text, integer) IS
   'drops one version, or every version when version is NULL; returns how many were dropped';
 
+-- Which inputs of a model version are personal data, {feature: {class, action, width, columns}}
+-- (the marks of pg/sql/50_privacy.sql, recorded in flock.model_personal_inputs). PL/pgSQL, so it may
+-- name that table, which this script creates further down.
+CREATE FUNCTION flock._personal_inputs_of(model_name text, model_version integer) RETURNS jsonb
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  RETURN coalesce((SELECT jsonb_object_agg(p.feature, jsonb_strip_nulls(jsonb_build_object(
+                     'class', p.class, 'action', p.action, 'width', p.width, 'columns', p.columns)))
+                     FROM flock.model_personal_inputs p
+                    WHERE p.model_name = _personal_inputs_of.model_name
+                      AND p.model_version = _personal_inputs_of.model_version), '{}');
+END $$;
+
 CREATE FUNCTION flock.model_info(model text) RETURNS jsonb
 LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT jsonb_build_object('name', m.name, 'version', m.version, 'ref', m.name || '@' || m.version,
@@ -175,6 +188,7 @@ LANGUAGE sql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_cata
                                             WHERE s.name = m.name AND s.version = m.version),
                             'created_by', m.created_by, 'created_at', m.created_at,
                             'description', m.description) || m.signature
+         || jsonb_build_object('personal_inputs', flock._personal_inputs_of(m.name, m.version))
   FROM flock._resolve(model) m
 $$;
 

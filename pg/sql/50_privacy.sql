@@ -250,9 +250,7 @@ DECLARE
   m record;
 BEGIN
   SELECT * INTO m FROM flock._resolve(model);
-  RETURN coalesce((SELECT jsonb_object_agg(p.feature, jsonb_strip_nulls(jsonb_build_object(
-                     'class', p.class, 'action', p.action, 'width', p.width, 'columns', p.columns)))
-                     FROM flock.model_personal_inputs p WHERE p.model_name = m.name AND p.model_version = m.version), '{}');
+  RETURN flock._personal_inputs_of(m.name, m.version);
 END $$;
 COMMENT ON FUNCTION flock.personal_inputs(text) IS
   'which inputs of a model version are personal data: {feature: {class, action, width, columns}}';

@@ -147,6 +147,8 @@ def test_personal_inputs_recorded_for_the_model(world, connect_as):
     assert info["age"]["action"] == "generalize" and float(info["age"]["width"]) == 10
     assert "petal" not in info
     assert info["member_no"]["columns"] == ["public.members.member_no"]
+    # The model's own description carries it too, next to its signature.
+    assert one(c, "SELECT flock.model_info('iris_p')->'personal_inputs'") == info
 
 
 def test_a_role_without_the_privacy_role_is_refused_and_nothing_changes(world, connect_as):

@@ -3,8 +3,10 @@
 // held-out rows as its EarlyStopping callback decides (the last metric of the evaluation, maximized
 // for auc / aucpr / map / ndcg, improved only when strictly better). The model kept is the one of
 // the best round (the booster sliced to best_iteration + 1 rounds), saved as XGBoost JSON.
+#include <pthread.h>
 #include <xgboost/c_api.h>
 
+#include <csignal>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -22,6 +24,21 @@ namespace {
 
 constexpr int kDefaultRounds = 10;  // xgboost.train's num_boost_round default
 constexpr int kMaxRounds = 1000000;
+
+// libxgboost runs OpenMP threads in the calling process (a PostgreSQL backend), and a thread
+// starts with the signal mask of the thread that creates it. Every call that may start or use those
+// threads runs with all signals blocked, so they never take a signal meant for the process (a query
+// cancel, a latch wakeup): such a signal waits for the call to return and is handled between
+// rounds, where training polls for interrupts.
+template <class Call>
+int signals_blocked(Call&& call) {
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &saved);
+  const int rc = call();
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  return rc;
+}
 
 // XGBoost reports unused parameters as a warning through its log; training collects them.
 std::mutex log_mutex;
@@ -75,8 +92,10 @@ void build_matrix(const TrainingData& data, const std::vector<std::int64_t>& row
     std::copy_n(&data.features[r * cols], cols, &x[i * cols]);
     y[i] = data.target[r];
   }
-  check(XGDMatrixCreateFromMat_omp(x.data(), rows.size(), cols, std::numeric_limits<float>::quiet_NaN(),
-                                   &out.handle, threads),
+  check(signals_blocked([&] {
+          return XGDMatrixCreateFromMat_omp(x.data(), rows.size(), cols, std::numeric_limits<float>::quiet_NaN(),
+                                            &out.handle, threads);
+        }),
         "could not take the data");
   check(XGDMatrixSetFloatInfo(out.handle, "label", y.data(), y.size()), "could not take the target");
   std::vector<const char*> names;
@@ -204,7 +223,8 @@ Result train_xgboost(const TrainingData& data, const Request& request) {
   std::string metric_name;
   for (int round = 0; round < rounds; ++round) {
     poll_interrupt();
-    check(XGBoosterUpdateOneIter(booster.handle, round, train_matrix.handle), "training failed");
+    check(signals_blocked([&] { return XGBoosterUpdateOneIter(booster.handle, round, train_matrix.handle); }),
+          "training failed");
     ++rounds_done;
     if (round == 0) {
       std::lock_guard<std::mutex> lock(log_mutex);
@@ -222,7 +242,9 @@ Result train_xgboost(const TrainingData& data, const Request& request) {
     if (early_stopping > 0) {
       const char* names[] = {"test"};
       const char* evaluation = nullptr;
-      check(XGBoosterEvalOneIter(booster.handle, round, &test_matrix.handle, names, 1, &evaluation),
+      check(signals_blocked([&] {
+              return XGBoosterEvalOneIter(booster.handle, round, &test_matrix.handle, names, 1, &evaluation);
+            }),
             "evaluation");
       auto [name, score] = last_metric(evaluation);
       metric_name = name;
@@ -267,7 +289,9 @@ Result train_xgboost(const TrainingData& data, const Request& request) {
     const bst_ulong* shape = nullptr;
     bst_ulong dims = 0;
     const float* out = nullptr;
-    check(XGBoosterPredictFromDMatrix(final_booster, test_matrix.handle, config, &shape, &dims, &out),
+    check(signals_blocked([&] {
+            return XGBoosterPredictFromDMatrix(final_booster, test_matrix.handle, config, &shape, &dims, &out);
+          }),
           "prediction");
     std::size_t count = 1;
     for (bst_ulong d = 0; d < dims; ++d) count *= shape[d];

@@ -561,6 +561,37 @@ def test_kernel_shap_sampled_lies_within_its_standard_errors_of_exact_shapley(cl
         conn.close()
 
 
+
+def test_kernel_shap_standard_errors_shrink_with_the_sample_count(cluster, dbname):
+    """torch_mlp (30 features), the README's example: every sampled contribution has a standard
+    error; four times the coalitions (flock.explain_kernel_samples) about halve them; another seed
+    gives other values within the errors."""
+    feats = next(e for e in _load("torch_manifest.json") if e["name"] == "torch_mlp")["features"]
+    sql = ("SELECT flock.explain('torch_mlp', t, background => 'SELECT * FROM torch_cancer WHERE id <= 20') "
+           "FROM torch_cancer t WHERE id = 1")
+    conn = psycopg2.connect(cluster.dsn(dbname))
+    conn.autocommit = True
+    try:
+        base = one(conn, sql)
+        assert base["kernel_samples"] == 2048 and set(base["std_error"]) == set(feats)
+        assert all(base["std_error"][f] > 0 for f in feats)
+        with conn.cursor() as cur:
+            cur.execute("SET flock.explain_kernel_samples = 8192")
+        more = one(conn, sql)
+        assert more["kernel_samples"] == 8192
+        ratio = np.median([more["std_error"][f] / base["std_error"][f] for f in feats])
+        assert 0.35 <= ratio <= 0.65, ratio
+        with conn.cursor() as cur:
+            cur.execute("RESET flock.explain_kernel_samples")
+            cur.execute("SET flock.explain_kernel_seed = 7")
+        other = one(conn, sql)
+        assert other != base
+        for f in feats:
+            assert abs(other[f] - base[f]) <= 5 * math.hypot(other["std_error"][f], base["std_error"][f]) + 1e-9
+    finally:
+        conn.close()
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 def test_bad_input_gives_clear_errors(db):

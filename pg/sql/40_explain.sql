@@ -7,6 +7,8 @@
 -- current_user; trees without node covers (ONNX) need one, linear models take its means.
 -- `output`: the class label (or target index) to explain; default the predicted class (largest
 -- raw score), or the margin of the positive class for two-class models decided by a margin.
+-- Other models (and any model with flock.explain_method = 'kernel'): KernelSHAP against the
+-- background; sampled, its jsonb adds "std_error" per feature and "kernel_samples" (README).
 -- ---------------------------------------------------------------------------------------------
 CREATE FUNCTION flock.explain(model text, input record, interactions boolean DEFAULT false,
                               background text DEFAULT NULL, output text DEFAULT NULL) RETURNS jsonb

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "call_state.hpp"
+#include "explain.hpp"
 #include "guard.hpp"
 #include "pg.hpp"  // must come first
 
@@ -25,6 +26,16 @@ PG_FUNCTION_INFO_V1(flock_feature_importance);
 
 namespace flock::pg {
 namespace {
+
+// flock.explain_kernel_samples / _seed / flock.explain_method (define_explain_gucs).
+int kernel_samples = 2048;
+int kernel_seed = 0;
+enum class ExplainMethod { Auto, Kernel };
+int explain_method = static_cast<int>(ExplainMethod::Auto);
+const config_enum_entry explain_method_options[] = {
+    {"auto", static_cast<int>(ExplainMethod::Auto), false},
+    {"kernel", static_cast<int>(ExplainMethod::Kernel), false},
+    {nullptr, 0, false}};
 
 // One row's explanation for one output, in malloc'd buffers.
 struct Explained {
@@ -121,6 +132,9 @@ void explain_row(const flock::Model* model, const char* label, const RowValues* 
     flock::FeatureBatch bg;
     flock::explain::Options options;
     options.interactions = interactions;
+    options.kernel_samples = kernel_samples;
+    options.seed = static_cast<uint64_t>(kernel_seed);
+    options.force_kernel = explain_method == static_cast<int>(ExplainMethod::Kernel);
     if (background) {
       bg = feature_batch(model, label, background, background_rows);
       options.background = &bg;
@@ -169,6 +183,14 @@ void explain_row(const flock::Model* model, const char* label, const RowValues* 
       j[out.names[k]] = std::move(inner);
     }
     j["base_value"] = out.contributions[F];
+    if (!e.std_errors.empty()) {
+      // Sampled KernelSHAP: each contribution's standard error, and the coalitions fitted.
+      nlohmann::json se = nlohmann::json::object();
+      for (int k = 0; k < F; ++k)
+        se[out.names[k]] = e.std_errors[o * static_cast<size_t>(F) + static_cast<size_t>(k)];
+      j["std_error"] = std::move(se);
+      j["kernel_samples"] = e.kernel_samples;
+    }
     if (out.show_output) j["output"] = out.output;
     out.json = malloc_string(j.dump());
   });
@@ -279,6 +301,26 @@ void importances(const flock::Model* model, const char* label, const RowValues* 
 }
 
 }  // namespace
+
+void define_explain_gucs() {
+  DefineCustomIntVariable(
+      "flock.explain_kernel_samples", "Coalitions KernelSHAP fits per explained row.",
+      "All 2^F - 2 coalitions of F features are enumerated (exact values) when that is no "
+      "more; otherwise this many are sampled, in complementary pairs, and each contribution "
+      "gets a standard error that shrinks as 1/sqrt(samples).",
+      &kernel_samples, 2048, 64, static_cast<int>(flock::explain::kMaxKernelSamples), PGC_USERSET, 0, nullptr,
+      nullptr, nullptr);
+  DefineCustomIntVariable("flock.explain_kernel_seed", "Seed of KernelSHAP's coalition sampling.",
+                          "The same seed, model, row and background give the same values.", &kernel_seed, 0,
+                          0, INT_MAX, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomEnumVariable("flock.explain_method", "Which method flock.explain uses: 'auto' or 'kernel'.",
+                           "auto: exact TreeSHAP or linear SHAP where they apply, else KernelSHAP with a "
+                           "background. kernel: KernelSHAP for every model (needs a background; explains a "
+                           "classifier's probabilities).",
+                           &explain_method, static_cast<int>(ExplainMethod::Auto), explain_method_options,
+                           PGC_USERSET, 0, nullptr, nullptr, nullptr);
+}
+
 }  // namespace flock::pg
 
 using namespace flock::pg;

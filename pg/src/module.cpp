@@ -12,6 +12,7 @@ extern "C" {
 
 #include "batch_plan.hpp"
 #include "cache.hpp"
+#include "explain.hpp"
 #include "guard.hpp"
 #include "model_check.hpp"
 #include "optimize_call.hpp"
@@ -167,6 +168,7 @@ void _PG_init(void) {
   install_audit();
   install_training();  // flock.train's GUCs and progress slots (issue 16)
   define_pinned_gucs();  // flock.node_name (scoring on shards)
+  define_explain_gucs();  // flock.explain_kernel_samples, flock.explain_kernel_seed, flock.explain_method
   MarkGUCPrefixReserved("flock");
   flock::set_interrupt_check(interrupt_requested);  // query cancel and statement_timeout stop model runs
   install_batching();

@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -252,6 +254,130 @@ TEST(TreeShapCovers, UnusableXGBoostCoversAreDroppedNotAnError) {
   const auto p = m->predict(batch);
   for (int64_t r = 0; r < batch.rows; ++r)
     EXPECT_TRUE(close(e.raw[static_cast<size_t>(r)], p.values[static_cast<size_t>(r)], 1e-5));
+}
+
+}  // namespace
+
+namespace {
+
+// Sampled KernelSHAP against the exact interventional Shapley values of a tree model: the XGBoost
+// regression fixture with its splits spread over 14 features (so 2,048 coalitions are sampled, not
+// enumerated), explained with Options::force_kernel. Exact: v(S) = mean over the background of the
+// model's prediction on x over S and the background row elsewhere, for all 2^14 subsets, and the
+// Shapley formula. The sampled values must lie within their standard errors as a normal error would:
+// about 95% within 2 SE, about 99.7% within 3 SE, and all within the documented hard bound 5 SE.
+TEST(KernelShapBound, SampledValuesLieWithinTheirStandardErrorsOfExactShapley) {
+  constexpr int64_t F = 14;
+  json model = json::parse(fixture("reg_squarederror", "model"));
+  const json data = json::parse(fixture("reg_squarederror", "data"));
+  auto& learner = model["learner"];
+  learner["learner_model_param"]["num_feature"] = std::to_string(F);
+  learner["feature_names"] = json::array();
+  learner["feature_types"] = json::array();
+  int tree_index = 0;
+  for (auto& t : learner["gradient_booster"]["model"]["trees"]) {
+    t["tree_param"]["num_feature"] = std::to_string(F);
+    auto& split = t["split_indices"];
+    for (size_t n = 0; n < split.size(); ++n)
+      split[n] = (split[n].get<int>() * 3 + static_cast<int>(n) + 5 * tree_index) % F;
+    ++tree_index;
+  }
+  const auto m = load(model.dump());
+  // 12 rows of 14 columns from the fixture's values (missing ones as 0), explained against themselves.
+  const auto& in = data["inputs"];
+  const int64_t R = 12;
+  std::vector<float> values;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t j = 0; j < F; ++j) {
+      const json& e =
+          in[static_cast<size_t>((r + j) % static_cast<int64_t>(in.size()))][static_cast<size_t>(j % 5)];
+      values.push_back(e.is_null() ? 0.0f : e.get<float>());
+    }
+  flock::FeatureBatch batch;
+  batch.rows = R;
+  batch.inputs.push_back(flock::Tensor::floats({R, F}, values));
+
+  // Exact Shapley values, brute force over the model's predictions.
+  std::vector<double> exact(static_cast<size_t>(R * F));
+  {
+    std::vector<double> factorial(F + 1, 1.0);
+    for (int64_t k = 1; k <= F; ++k)
+      factorial[static_cast<size_t>(k)] = factorial[static_cast<size_t>(k - 1)] * k;
+    const int64_t subsets = int64_t(1) << F;
+    for (int64_t r = 0; r < R; ++r) {
+      std::vector<float> h;
+      h.reserve(static_cast<size_t>(subsets * R * F));
+      for (int64_t s = 0; s < subsets; ++s)
+        for (int64_t b = 0; b < R; ++b)
+          for (int64_t j = 0; j < F; ++j)
+            h.push_back(values[static_cast<size_t>(((s >> j) & 1 ? r : b) * F + j)]);
+      flock::FeatureBatch hb;
+      hb.rows = subsets * R;
+      hb.inputs.push_back(flock::Tensor::floats({hb.rows, F}, h));
+      const flock::Prediction p = m->predict(hb, flock::kPredictValues);
+      std::vector<double> v(static_cast<size_t>(subsets), 0.0);
+      for (int64_t s = 0; s < subsets; ++s) {
+        for (int64_t b = 0; b < R; ++b) v[static_cast<size_t>(s)] += p.values[static_cast<size_t>(s * R + b)];
+        v[static_cast<size_t>(s)] /= static_cast<double>(R);
+      }
+      for (int64_t i = 0; i < F; ++i) {
+        double phi = 0;
+        for (int64_t s = 0; s < subsets; ++s) {
+          if ((s >> i) & 1) continue;
+          const int size = __builtin_popcountll(static_cast<unsigned long long>(s));
+          phi += factorial[static_cast<size_t>(size)] * factorial[static_cast<size_t>(F - size - 1)] /
+                 factorial[F] * (v[static_cast<size_t>(s | (int64_t(1) << i))] - v[static_cast<size_t>(s)]);
+        }
+        exact[static_cast<size_t>(r * F + i)] = phi;
+      }
+    }
+  }
+
+  flock::explain::Options opt;
+  opt.background = &batch;
+  opt.force_kernel = true;
+  // Every coalition enumerated: the exact values, and no standard errors.
+  opt.kernel_samples = (int64_t(1) << F) - 2;
+  {
+    const auto e = flock::explain::explain(*m, batch, opt);
+    EXPECT_TRUE(e.std_errors.empty());
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t i = 0; i < F; ++i)
+        EXPECT_TRUE(close(e.contributions[static_cast<size_t>(r * (F + 1) + i)],
+                          exact[static_cast<size_t>(r * F + i)], 1e-6));
+  }
+  // Sampled, over several seeds.
+  opt.kernel_samples = 2048;
+  int64_t n = 0, within2 = 0, within3 = 0;
+  double max_ratio = 0;
+  for (uint64_t seed : {0u, 1u, 2u, 3u, 4u}) {
+    opt.seed = seed;
+    const auto e = flock::explain::explain(*m, batch, opt);
+    ASSERT_EQ(e.std_errors.size(), static_cast<size_t>(R * F));
+    EXPECT_EQ(e.kernel_samples, 2048);
+    for (int64_t r = 0; r < R; ++r) {
+      double sum = e.contributions[static_cast<size_t>(r * (F + 1) + F)];
+      for (int64_t i = 0; i < F; ++i) {
+        const double got = e.contributions[static_cast<size_t>(r * (F + 1) + i)];
+        const double se = e.std_errors[static_cast<size_t>(r * F + i)];
+        const double error = std::abs(got - exact[static_cast<size_t>(r * F + i)]);
+        sum += got;
+        ++n;
+        within2 += error <= 2 * se + 1e-9;
+        within3 += error <= 3 * se + 1e-9;
+        max_ratio = std::max(max_ratio, error / std::max(se, 1e-12));
+        EXPECT_LE(error, 5 * se + 1e-9) << "seed " << seed << " row " << r << " feature " << i;
+      }
+      EXPECT_TRUE(close(sum, e.raw[static_cast<size_t>(r)], 1e-9));  // additive by construction
+    }
+  }
+  const double cover2 = static_cast<double>(within2) / static_cast<double>(n);
+  const double cover3 = static_cast<double>(within3) / static_cast<double>(n);
+  std::printf(
+      "KernelSHAP bound: %lld contributions, %.1f%% within 2 SE, %.1f%% within 3 SE, max |error|/SE %.2f\n",
+      static_cast<long long>(n), 100 * cover2, 100 * cover3, max_ratio);
+  EXPECT_GE(cover2, 0.90);
+  EXPECT_GE(cover3, 0.985);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 //     probabilities) against the background rows (interventional: absent features take background
 //     values), a weighted least-squares fit over coalitions with the additivity constraint imposed,
 //     so it is additive by construction; exact Shapley values when every coalition is enumerated.
+//     When coalitions are sampled, each contribution comes with a standard error (below).
 //
 // Every explanation is additive: for each row and output, the contributions plus the base value
 // equal the raw output (up to rounding).
@@ -49,7 +50,13 @@ struct Options {
   int64_t kernel_samples = 2048;
   uint64_t seed = 0;
   int64_t kernel_background_rows = 100;
+  // KernelSHAP even for a model an exact method explains (needs a background): to check the
+  // sampled estimate against the exact values, or to explain a classifier's probabilities.
+  bool force_kernel = false;
 };
+
+// Most coalitions KernelSHAP samples per explained row (Options::kernel_samples is clamped to it).
+constexpr int64_t kMaxKernelSamples = 1 << 16;
 
 struct Explanation {
   Method method = Method::TreeShap;
@@ -65,6 +72,13 @@ struct Explanation {
   std::vector<double> interactions;
   // Sum of the per-output raw scores, recomputed: rows x outputs (contributions + base value).
   std::vector<double> raw;
+  // Sampled KernelSHAP only (empty for exact methods and enumerated coalitions): rows x outputs x
+  // features, the standard error of each contribution's sampling error, from the regression's
+  // sandwich (delta-method) covariance over the independent coalition pairs (Covert & Lee 2021).
+  // The estimate's error is approximately normal: |error| <= 2 SE with about 95% probability,
+  // <= 3 SE with about 99.7%. kernel_samples: coalitions fitted per row (0 for other methods).
+  std::vector<double> std_errors;
+  int64_t kernel_samples = 0;
 };
 
 // Throws flock::Error: UnsupportedOperator for a model no method here explains (with a hint),

@@ -376,6 +376,13 @@ Importance importance(const Model& model, const FeatureBatch* data) {
 }
 
 Explanation explain(const Model& model, const FeatureBatch& batch, const Options& options) {
+  if (options.force_kernel) {
+    if (!options.background)
+      fail(ErrorCode::InvalidInput, "KernelSHAP needs a background", "Pass a background data set or query.");
+    Explanation out = kernel_shap(model, batch, options);
+    fill_raw(out);
+    return out;
+  }
   Target t;
   try {
     t = find_target(model);

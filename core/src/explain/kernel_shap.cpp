@@ -4,6 +4,10 @@
 // sum to v(all) - v(none) (substituted out, so additivity is exact by construction). With every
 // coalition enumerated the fit is exact; otherwise coalitions are sampled with the kernel's
 // distribution over sizes, each with its complement (paired sampling), from a seeded generator.
+// Sampled values come with standard errors: the fit is x = A^-1 b with A and b sums over independent
+// pairs, so to first order x - x* = A^-1 sum_p u_p with u_p the pair's a_z e_z + a_z' e_z' (e the
+// residuals), and Cov(x) ~ A^-1 (sum_p u_p u_p^T) A^-1 (the sandwich estimator, as in Covert & Lee
+// 2021, "Improving KernelSHAP"), scaled by P / (P - (F - 1)) for the fitted parameters.
 // "Features" are the model's input columns over all its inputs, of any type (strings too).
 #include "kernel_shap.hpp"
 
@@ -81,7 +85,8 @@ Explanation kernel_shap(const Model& model, const FeatureBatch& batch, const Opt
     const double log_c = std::lgamma(F + 1.0) - std::lgamma(s + 1.0) - std::lgamma(F - s + 1.0);
     return (F - 1.0) / (std::exp(log_c) * s * (F - s));
   };
-  const bool enumerate = F <= 30 && ((int64_t(1) << F) - 2) <= options.kernel_samples;
+  const int64_t samples = std::clamp<int64_t>(options.kernel_samples, 2, kMaxKernelSamples);
+  const bool enumerate = F <= 30 && ((int64_t(1) << F) - 2) <= samples;
   if (F >= 2 && enumerate) {
     for (int64_t m = 1; m + 1 < (int64_t(1) << F); ++m) {
       std::vector<uint8_t> z(static_cast<size_t>(F));
@@ -97,7 +102,7 @@ Explanation kernel_shap(const Model& model, const FeatureBatch& batch, const Opt
     std::discrete_distribution<int64_t> size_of(size_weight.begin(), size_weight.end());
     std::vector<int64_t> order(static_cast<size_t>(F));
     for (int64_t i = 0; i < F; ++i) order[static_cast<size_t>(i)] = i;
-    const int64_t pairs = std::max<int64_t>(1, options.kernel_samples / 2);
+    const int64_t pairs = std::max<int64_t>(1, samples / 2);
     for (int64_t p = 0; p < pairs; ++p) {
       const int64_t s = size_of(rng) + 1;
       std::shuffle(order.begin(), order.end(), rng);
@@ -125,6 +130,12 @@ Explanation kernel_shap(const Model& model, const FeatureBatch& batch, const Opt
   out.method = Method::KernelShap;
   out.rows = batch.rows;
   out.features = F;
+  out.kernel_samples = M;
+  // Sampled (paired: coalitions 2p and 2p + 1 are complements) with enough pairs to estimate the
+  // spread: standard errors.
+  const bool sampled = F >= 2 && !enumerate;
+  const int64_t P = M / 2;
+  const bool with_errors = sampled && P > F;
   const bool classifier = sig.task == Task::Classification;
   const int64_t S = F + 1;
   for (int64_t r = 0; r < batch.rows; ++r) {
@@ -163,6 +174,7 @@ Explanation kernel_shap(const Model& model, const FeatureBatch& batch, const Opt
       }
       out.contributions.resize(
           static_cast<size_t>(checked_mul(checked_mul(batch.rows, O, "explanations"), S, "explanations")));
+      if (with_errors) out.std_errors.resize(static_cast<size_t>(batch.rows * O * F));
     }
     for (int64_t o = 0; o < O; ++o) {
       // v(c) = mean over the background rows of the model's output o.
@@ -195,13 +207,36 @@ Explanation kernel_shap(const Model& model, const FeatureBatch& batch, const Opt
         atb += w * y * a;
       }
       ata = ata.selfadjointView<Eigen::Lower>();
-      const Eigen::VectorXd x = ata.ldlt().solve(atb);
+      const Eigen::LDLT<Eigen::MatrixXd> ldlt = ata.ldlt();
+      const Eigen::VectorXd x = ldlt.solve(atb);
       double rest = 0;
       for (int64_t i = 0; i + 1 < F; ++i) {
         phi[i] = x(i);
         rest += x(i);
       }
       phi[F - 1] = total - rest;
+      if (!with_errors) continue;
+      // Sandwich covariance of x over the pairs (phi_last's error is minus the others' sum).
+      Eigen::MatrixXd meat = Eigen::MatrixXd::Zero(F - 1, F - 1);
+      Eigen::VectorXd u(F - 1);
+      for (int64_t q = 0; q < P; ++q) {
+        u.setZero();
+        for (int64_t c = 2 * q; c < 2 * q + 2; ++c) {
+          const auto& z = coalitions[static_cast<size_t>(c)];
+          const double zl = z[static_cast<size_t>(F - 1)];
+          for (int64_t i = 0; i + 1 < F; ++i) a(i) = z[static_cast<size_t>(i)] - zl;
+          const double residual = v(c + 2) - v0 - zl * total - a.dot(x);
+          u += residual * a;
+        }
+        meat.selfadjointView<Eigen::Lower>().rankUpdate(u, 1.0);
+      }
+      meat = meat.selfadjointView<Eigen::Lower>();
+      const Eigen::MatrixXd bread = ldlt.solve(Eigen::MatrixXd::Identity(F - 1, F - 1));
+      const Eigen::MatrixXd cov =
+          bread * meat * bread * (static_cast<double>(P) / static_cast<double>(P - (F - 1)));
+      double* se = out.std_errors.data() + (r * O + o) * F;
+      for (int64_t i = 0; i + 1 < F; ++i) se[i] = std::sqrt(std::max(0.0, cov(i, i)));
+      se[F - 1] = std::sqrt(std::max(0.0, cov.sum()));
     }
   }
   return out;

@@ -109,6 +109,17 @@ def test_null_inputs_and_arrays_in_an_aggregate(db):
     _same_on_and_off(db, sql, 0)
 
 
+def test_background_read_once_per_call_site(db):
+    # The background query bumps a sequence once each time it runs.
+    db.cursor().execute("CREATE SEQUENCE IF NOT EXISTS bg_reads")
+    sql = ("SELECT id, flock.explain('diabetes_gb', t, background => 'SELECT d.* FROM diabetes d, "
+           "(SELECT nextval(''bg_reads'')) s WHERE d.id <= 50') FROM diabetes t ORDER BY id")
+    for batching, size in (("off", 256), ("on", 7), ("on", 256)):
+        before = one(db, "SELECT nextval('bg_reads')")
+        assert len(_run(db, sql, batching, size)) > 7
+        assert one(db, "SELECT nextval('bg_reads')") == before + 2, (batching, size)
+
+
 def test_errors_as_per_row(db):
     for sql in ("SELECT flock.explain('iris_xgb', t, output => 'virginica') FROM iris t",
                 "SELECT flock.explain('diabetes_gb', t, background => 'empty_bg') FROM diabetes t",

@@ -157,3 +157,16 @@ def test_privileges_batched_as_per_row(db, connect_as):
             cur.execute(f"SET flock.batching = {batching}")
         assert sqlstate(user, sql).pgcode == "42501"
     assert rows(db, "SELECT 1") == [(1,)]
+
+
+def test_quals_and_a_partitioned_table(db):
+    db.cursor().execute(
+        "CREATE TABLE IF NOT EXISTS diab_parts (LIKE diabetes) PARTITION BY RANGE (id);"
+        "CREATE TABLE IF NOT EXISTS diab_p1 PARTITION OF diab_parts FOR VALUES FROM (MINVALUE) TO (200);"
+        "CREATE TABLE IF NOT EXISTS diab_p2 PARTITION OF diab_parts FOR VALUES FROM (200) TO (MAXVALUE);"
+        "TRUNCATE diab_parts; INSERT INTO diab_parts SELECT * FROM diabetes")
+    # A qual on an explanation (moved to the node), and an aggregate over a partitioned table.
+    _same_on_and_off(db, "SELECT id, flock.explain('diabetes_xgb', t) FROM diabetes t "
+                         "WHERE (flock.explain('diabetes_xgb', t)->>'bmi')::float8 > 0 ORDER BY id", 0)
+    _same_on_and_off(db, "SELECT id % 2, sum((flock.explain('diabetes_xgb', t)->>'bmi')::float8) "
+                         "FROM diab_parts t GROUP BY 1 ORDER BY 1", 0)

@@ -77,7 +77,10 @@ Node* create_state(CustomScan* cscan) {
 // and results, and for each call its features and the model's inputs, intermediates and outputs.
 int rows_per_batch(const BatchScanState* s) {
   Size row = sizeof(TupleTableSlot) + static_cast<Size>(s->nchild) * (sizeof(Datum) + sizeof(bool));
-  for (int k = 0; k < s->ncalls; ++k) row += sizeof(Datum) + sizeof(bool) + sizeof(int) + call_bytes_per_row(s->calls[k]);
+  for (int k = 0; k < s->ncalls; ++k) {
+    row += sizeof(Datum) + sizeof(bool) + sizeof(int) + call_bytes_per_row(s->calls[k]);
+    if (s->explain_calls[k]) row += explain_bytes_per_row(s->explain_calls[k]);
+  }
   const Size budget = static_cast<Size>(batch_memory_kb) * 1024;
   const Size fit = std::max<Size>(budget / std::max<Size>(row, 1), 1);
   return static_cast<int>(std::min<Size>(fit, static_cast<Size>(batch_size)));

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -347,6 +348,19 @@ ExplainCall* new_explain_call(MemoryContext mcxt, CallState* st, Datum model_arg
   call->background_ref = background_ref;
   call->output = output ? MemoryContextStrdup(mcxt, output) : nullptr;
   return call;
+}
+
+Size explain_bytes_per_row(const ExplainCall* call) {
+  const flock::Signature& sig = call->site.st->model->signature();
+  Size features = 0;
+  for (const auto& in : sig.inputs) features += static_cast<Size>(std::max<int64_t>(in.width, 1));
+  const Size S = features + 1;
+  const Size outputs = std::max<Size>(sig.class_labels.size(), 1);
+  // Per explained output: its contributions (and interaction matrix); for the one kept, its json
+  // text and jsonb (about 64 bytes a value with its key).
+  Size values = S;
+  if (call->interactions) values += S * S;
+  return outputs * values * sizeof(double) + values * 64;
 }
 
 void explain_batch(ExplainCall* call, const RowValues* rows, int n, Datum* out) {

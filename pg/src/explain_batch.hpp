@@ -17,6 +17,9 @@ struct ExplainCall;
 // Allocated in `mcxt`, which must outlive the call (the background is kept there).
 ExplainCall* new_explain_call(MemoryContext mcxt, CallState* st, Datum model_arg, bool interactions,
                               text* background_ref, const char* output);
+// Bytes one row of a batch takes in the explanation and its results (an estimate for sizing
+// batches, added to call_bytes_per_row: see flock.batch_memory).
+Size explain_bytes_per_row(const ExplainCall* call);
 // Explains n rows (non-NULL inputs) in one core call: out[r] is row r's flock.explain result
 // (jsonb), allocated in CurrentMemoryContext. Raises flock.explain's errors.
 void explain_batch(ExplainCall* call, const RowValues* rows, int n, Datum* out);

@@ -6,9 +6,18 @@ EXPLAIN's plan, and the privilege checks as an unprivileged role."""
 import pytest
 
 from test_catalog import one, rows, sqlstate
-from test_explain import _arg, _entry, db  # noqa: F401  (db: the module's data and models)
+from test_explain import _arg, _entry, make_db
+
+STRANGER, USER = "explain_batch_stranger", "explain_batch_user"
 
 BATCH_SIZES = (1, 7, 256)
+
+
+@pytest.fixture(scope="module")
+def db(cluster, dbname):
+    conn = make_db(cluster, dbname, STRANGER, USER)
+    yield conn
+    conn.close()
 
 
 def _run(conn, sql, batching, batch_size=256):
@@ -136,7 +145,7 @@ def test_errors_as_per_row(db):
 
 
 def test_privileges_batched_as_per_row(db, connect_as):
-    stranger, user = connect_as("explain_stranger"), connect_as("explain_user")
+    stranger, user = connect_as(STRANGER), connect_as(USER)
     sql = "SELECT id, flock.explain('diabetes_xgb', t) FROM diabetes t ORDER BY id"
     for batching in ("off", "on"):
         with stranger.cursor() as cur:
@@ -150,7 +159,7 @@ def test_privileges_batched_as_per_row(db, connect_as):
     assert _run(user, sql, "on", 7) == _run(user, sql, "off")
     # The background query runs as the caller, batched too.
     db.cursor().execute("CREATE TABLE IF NOT EXISTS secret AS SELECT * FROM diabetes")
-    one(db, "SELECT flock.grant_model('diabetes_gb', 'explain_user', 'use')")
+    one(db, "SELECT flock.grant_model('diabetes_gb', %s, 'use')", (USER,))
     sql = "SELECT flock.explain('diabetes_gb', t, background => 'SELECT * FROM secret') FROM diabetes t"
     for batching in ("off", "on"):
         with user.cursor() as cur:

@@ -179,3 +179,16 @@ def test_quals_and_a_partitioned_table(db):
                          "WHERE (flock.explain('diabetes_xgb', t)->>'bmi')::float8 > 0 ORDER BY id", 0)
     _same_on_and_off(db, "SELECT id % 2, sum((flock.explain('diabetes_xgb', t)->>'bmi')::float8) "
                          "FROM diab_parts t GROUP BY 1 ORDER BY 1", 0)
+
+
+def test_several_calls_in_one_node_keep_their_own_arguments(db):
+    # Two explain calls with different constants around a prediction, in one batch node.
+    sql = ("SELECT id, jsonb_build_array(flock.explain('diabetes_gb', t, background => 'diabetes_bg'), "
+           "flock.predict('diabetes_xgb', t), "
+           "flock.explain('iris_xgb', ARRAY[t.age, t.sex, t.bmi, t.bp]::float4[], output => '2'), "
+           "flock.explain('diabetes_xgb', t, interactions => true)) FROM diabetes t ORDER BY id")
+    _same_on_and_off(db, sql, 0)
+    plan = _plan(db, sql)
+    assert plan.count("(explain)") == 3 and "(predict)" in plan, plan
+    got = _run(db, sql, "on", 7)
+    assert all(e[2]["output"] == "2" and isinstance(e[3]["bmi"], dict) for _, e in got)

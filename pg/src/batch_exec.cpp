@@ -18,6 +18,7 @@ extern "C" {
 
 #include "batch_node.hpp"
 #include "batch_plan.hpp"
+#include "explain_batch.hpp"
 #include "optimize_call.hpp"
 #include "pinned.hpp"
 #include "predict.hpp"
@@ -34,6 +35,8 @@ struct BatchScanState {
   int nlayout;  // columns of the node's scan rows before the predictions
   int* source;  // [nlayout] the child column (0-based) scan row column i comes from, -1: NULL
   Want* wants;
+  bool* explains;              // per call: flock.explain (jsonb), else a prediction
+  ExplainCall** explain_calls;  // per flock.explain call, else nullptr
   RowColumns* row_columns;
   CallState** calls;
   CallOptimization* optimized;  // per call: what the optimizer did (for EXPLAIN)
@@ -74,7 +77,10 @@ Node* create_state(CustomScan* cscan) {
 // and results, and for each call its features and the model's inputs, intermediates and outputs.
 int rows_per_batch(const BatchScanState* s) {
   Size row = sizeof(TupleTableSlot) + static_cast<Size>(s->nchild) * (sizeof(Datum) + sizeof(bool));
-  for (int k = 0; k < s->ncalls; ++k) row += sizeof(Datum) + sizeof(bool) + sizeof(int) + call_bytes_per_row(s->calls[k]);
+  for (int k = 0; k < s->ncalls; ++k) {
+    row += sizeof(Datum) + sizeof(bool) + sizeof(int) + call_bytes_per_row(s->calls[k]);
+    if (s->explain_calls[k]) row += explain_bytes_per_row(s->explain_calls[k]);
+  }
   const Size budget = static_cast<Size>(batch_memory_kb) * 1024;
   const Size fit = std::max<Size>(budget / std::max<Size>(row, 1), 1);
   return static_cast<int>(std::min<Size>(fit, static_cast<Size>(batch_size)));
@@ -128,6 +134,9 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   List* sources = priv.sources;
   s->ncalls = priv.ncalls;
   s->wants = priv.wants;
+  s->explains = priv.explains;
+  s->explain_calls = static_cast<ExplainCall**>(palloc0(sizeof(ExplainCall*) * std::max(s->ncalls, 1)));
+  int explain_arg = 2 * s->ncalls;  // the explain calls' constants follow the models and inputs
   s->row_columns = priv.row_columns;
   s->calls = static_cast<CallState**>(palloc(sizeof(CallState*) * s->ncalls));
   s->inputs = static_cast<ExprState**>(palloc(sizeof(ExprState*) * s->ncalls));
@@ -148,6 +157,18 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
       resolve_model(s->calls[k], model->constvalue);
     // Specialize it once for this node, here rather than at plan time: the model is known only now
     // (a name resolves to its current version), and EXPLAIN runs this too, so it shows what was done.
+    if (s->explains[k]) {
+      // Explained as they are: no pruning (optimize_call), which would change the explanation.
+      Const* interactions = static_cast<Const*>(list_nth(cscan->custom_exprs, explain_arg++));
+      Const* background = static_cast<Const*>(list_nth(cscan->custom_exprs, explain_arg++));
+      Const* output = static_cast<Const*>(list_nth(cscan->custom_exprs, explain_arg++));
+      s->explain_calls[k] = new_explain_call(
+          estate->es_query_cxt, s->calls[k], model->constvalue,
+          !interactions->constisnull && DatumGetBool(interactions->constvalue),
+          background->constisnull ? nullptr : DatumGetTextPP(background->constvalue),
+          output->constisnull ? nullptr : TextDatumGetCString(output->constvalue));
+      continue;
+    }
     const RowColumns& cols = s->row_columns[k];
     if (cols.first > 0) {
       int nfacts = priv.nfacts;
@@ -158,7 +179,7 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   s->batch_size = rows_per_batch(s);
   for (int k = 0; k < s->ncalls; ++k) {
     const RowColumns& cols = s->row_columns[k];
-    if (cols.first > 0) {
+    if (cols.first > 0 && !s->explains[k]) {
       s->scorers[k] = column_scorer(s->calls[k], cols.rowtype, cols.first - 1, s->batch_size, s->optimized[k].feature_read);
       if (s->scorers[k]) s->scorer_width = std::max(s->scorer_width, column_scorer_width(s->scorers[k]));
     }
@@ -264,7 +285,10 @@ void fill_batch(BatchScanState* s) {
       s->value_rows[n++] = r;
     }
     Datum* scored = static_cast<Datum*>(palloc(sizeof(Datum) * std::max(n, 1)));
-    score_rows(s->calls[k], s->values, n, s->wants[k], scored);
+    if (s->explains[k])
+      explain_batch(s->explain_calls[k], s->values, n, scored);
+    else
+      score_rows(s->calls[k], s->values, n, s->wants[k], scored);
     for (int j = 0; j < n; ++j) out[s->value_rows[j]] = scored[j];
   }
   MemoryContextSwitchTo(old);
@@ -329,7 +353,7 @@ void rescan(CustomScanState* node) {
 void explain(CustomScanState* node, List*, ExplainState* es) {
   BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
   for (int k = 0; k < s->ncalls; ++k) {
-    char* text = psprintf("%s (%s)", model_label(s->calls[k]), function_name(s->wants[k]));
+    char* text = psprintf("%s (%s)", model_label(s->calls[k]), s->explains[k] ? "explain" : function_name(s->wants[k]));
     ExplainPropertyText("Flock Model", text, es);
     if (s->optimized[k].pruned) ExplainPropertyText("Flock Pruned", s->optimized[k].pruned, es);
     if (s->optimized[k].inputs_read) ExplainPropertyText("Flock Inputs Read", s->optimized[k].inputs_read, es);

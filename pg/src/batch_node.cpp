@@ -42,7 +42,7 @@ List* encode_batch_private(const BatchPrivate& p) {
   List* wants = NIL;
   List* row_columns = NIL;
   for (int k = 0; k < p.ncalls; ++k) {
-    wants = lappend(wants, makeInteger(static_cast<int>(p.wants[k])));
+    wants = lappend(wants, makeInteger(p.explains[k] ? kExplainCall : static_cast<int>(p.wants[k])));
     row_columns = lappend(row_columns, encode_row_columns(p.row_columns[k]));
   }
   List* facts = NIL;
@@ -70,9 +70,12 @@ BatchPrivate decode_batch_private(List* custom_private) {
   p.sources = static_cast<List*>(lfourth(custom_private));
   p.ncalls = list_length(wants);
   p.wants = static_cast<Want*>(palloc(sizeof(Want) * std::max(p.ncalls, 1)));
+  p.explains = static_cast<bool*>(palloc(sizeof(bool) * std::max(p.ncalls, 1)));
   p.row_columns = static_cast<RowColumns*>(palloc(sizeof(RowColumns) * std::max(p.ncalls, 1)));
   for (int k = 0; k < p.ncalls; ++k) {
-    p.wants[k] = static_cast<Want>(intVal(list_nth(wants, k)));
+    const int want = intVal(list_nth(wants, k));
+    p.explains[k] = want == kExplainCall;
+    p.wants[k] = p.explains[k] ? Want::Value : static_cast<Want>(want);
     p.row_columns[k] = decode_row_columns(static_cast<List*>(list_nth(row_columns, k)));
   }
   List* facts = static_cast<List*>(list_nth(custom_private, 4));

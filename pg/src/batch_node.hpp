@@ -57,10 +57,12 @@ struct ColumnFact {
 bool settle_fact(ColumnFact* fact, Oid type, Datum value);
 
 // CustomScan.custom_private, decoded. custom_exprs holds, per call k, its model constant at 2k and
-// its input expression at 2k + 1.
+// its input expression at 2k + 1; after those, for each flock.explain call in order, its
+// interactions, background and output arguments (Consts, possibly NULL).
 struct BatchPrivate {
   int ncalls;
-  Want* wants;              // [ncalls] what each call returns
+  Want* wants;              // [ncalls] what each call returns (unused for flock.explain calls)
+  bool* explains;           // [ncalls] a flock.explain call (issue 14): jsonb per row
   RowColumns* row_columns;  // [ncalls] where each call's input row comes from
   List* copied;   // Integer: the child columns (1-based) the rows the node returns must carry
   List* sources;  // Integer: scan row column i is table column sources[i] (1-based, 0: NULL), or
@@ -68,6 +70,9 @@ struct BatchPrivate {
   int nfacts;
   ColumnFact* facts;  // [nfacts] what the child's quals guarantee about its table's columns
 };
+
+// How custom_private's wants list marks a flock.explain call (no Want: the core never sees it).
+constexpr int kExplainCall = 100;
 
 // custom_private stays a List of Integer nodes so that copyObject and EXPLAIN VERBOSE handle it:
 // (wants, ((first natts rowtype) per call), copied, sources, ((attno op integer null_passes value_hi

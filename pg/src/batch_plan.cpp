@@ -232,9 +232,23 @@ bool vars_only_from(Node* node, VarCheck* check) {
   return expression_tree_walker(node, reinterpret_cast<bool (*)()>(vars_only_from), check);
 }
 
-// A call we can batch: flock.predict*(constant model, input over `varno` only, nothing volatile).
+// A flock.explain(model, input, interactions, background, output) call (issue 14) whose arguments
+// but the input are constants (NULL ones included): batched like a prediction, one core explain
+// call per batch. (The planner has filled in the defaults: there are always five arguments.)
+bool explain_call(FuncExpr* f, const RewriteContext* ctx) {
+  if (f->funcresulttype != JSONBOID || list_length(f->args) != 5 || get_func_namespace(f->funcid) != ctx->flock_namespace)
+    return false;
+  char* name = get_func_name(f->funcid);
+  if (!name || strcmp(name, "explain") != 0) return false;
+  for (int a = 2; a < 5; ++a)
+    if (!IsA(list_nth(f->args, a), Const)) return false;
+  return true;
+}
+
+// A call we can batch: flock.predict*(constant model, input over `varno` only, nothing volatile),
+// or such a flock.explain call.
 bool batchable(FuncExpr* f, int varno, const RewriteContext* ctx) {
-  if (want_of(f->funcid, ctx) < 0 || list_length(f->args) != 2) return false;
+  if (!explain_call(f, ctx) && (want_of(f->funcid, ctx) < 0 || list_length(f->args) != 2)) return false;
   Node* model = static_cast<Node*>(linitial(f->args));
   Node* input = static_cast<Node*>(lsecond(f->args));
   if (!IsA(model, Const) || reinterpret_cast<Const*>(model)->constisnull) return false;
@@ -425,6 +439,7 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
   BatchPrivate priv;
   priv.ncalls = list_length(calls);
   priv.wants = static_cast<Want*>(palloc(sizeof(Want) * std::max(priv.ncalls, 1)));
+  priv.explains = static_cast<bool*>(palloc(sizeof(bool) * std::max(priv.ncalls, 1)));
   priv.row_columns = static_cast<RowColumns*>(palloc(sizeof(RowColumns) * std::max(priv.ncalls, 1)));
   priv.copied = copied;
   priv.sources = NIL;  // read_table_rows sets them
@@ -436,12 +451,19 @@ CustomScan* make_batch_node(Plan* child, List* custom_scan_tlist, List* tlist, L
     FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
     exprs = lappend(exprs, copyObject(linitial(f->args)));
     exprs = lappend(exprs, lfirst(li));
+    priv.explains[k] = f->funcresulttype == JSONBOID;
     priv.wants[k] = f->funcresulttype == FLOAT8OID        ? Want::Value
                     : f->funcresulttype == TEXTOID        ? Want::Label
                     : f->funcresulttype == FLOAT8ARRAYOID ? Want::Proba
                                                           : Want::Tensor;
     priv.row_columns[k] = decode_row_columns(static_cast<List*>(lfirst(lr)));
     ++k;
+  }
+  // The explain calls' other arguments, after every call's model and input (see BatchPrivate).
+  foreach (lc, calls) {
+    FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
+    if (f->funcresulttype != JSONBOID) continue;
+    for (int a = 2; a < 5; ++a) exprs = lappend(exprs, copyObject(list_nth(f->args, a)));
   }
   cs->custom_exprs = exprs;
   cs->custom_private = encode_batch_private(priv);
@@ -520,6 +542,8 @@ void read_table_rows(CustomScan* cs, Plan* child, const RewriteContext* ctx) {
     exprs = lappend(exprs, list_nth(cs->custom_exprs, 2 * k));
     exprs = lappend(exprs, from_columns ? input : remap_outer(input, &remap));
   }
+  for (int i = 2 * priv.ncalls; i < list_length(cs->custom_exprs); ++i)  // the explain calls' constants
+    exprs = lappend(exprs, list_nth(cs->custom_exprs, i));
   // The table: no dropped columns or columns added with a default since its rows were written,
   // else the scan would project its rows anyway.
   Relation rel = table_open(rt_fetch(rti, ctx->rtable)->relid, NoLock);  // the planner holds its lock

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +16,7 @@
 
 #include "call_state.hpp"
 #include "explain.hpp"
+#include "explain_batch.hpp"
 #include "guard.hpp"
 #include "pg.hpp"  // must come first
 
@@ -123,38 +125,81 @@ RowValues* read_background(Datum model_arg, bool model_is_value, text* ref, int*
   return out;
 }
 
+// The explained output's index in `e` for row r: the one named `output`, else the largest raw
+// score. Inside the guard.
+size_t chosen_output(const flock::explain::Explanation& e, size_t r, const char* label, const char* output) {
+  const size_t O = e.outputs.size();
+  size_t o = 0;
+  if (output) {
+    while (o < O && e.outputs[o] != output) ++o;
+    if (o == O) {
+      std::string names;
+      for (const auto& name : e.outputs) names += (names.empty() ? "" : ", ") + name;
+      flock::fail(flock::ErrorCode::InvalidInput, fmt::format("{} has no output \"{}\" to explain", label, output),
+                  fmt::format("Its explained outputs are: {}.", names));
+    }
+  } else {
+    for (size_t k = 1; k < O; ++k)
+      if (e.raw[r * O + k] > e.raw[r * O + o]) o = k;
+  }
+  return o;
+}
+
+// flock.explain's result for row r of `e` (inside the guard).
+std::string row_json(const flock::explain::Explanation& e, size_t r, size_t o, const std::vector<std::string>& names,
+                     bool interactions, bool show_output) {
+  const int F = static_cast<int>(e.features);
+  const size_t S = static_cast<size_t>(F) + 1;
+  const size_t O = e.outputs.size();
+  const double* c = e.contributions.data() + (r * O + o) * S;
+  nlohmann::json j = nlohmann::json::object();
+  for (int k = 0; k < F; ++k) {
+    if (!interactions) {
+      j[names[static_cast<size_t>(k)]] = c[k];
+      continue;
+    }
+    const double* m = e.interactions.data() + (r * O + o) * S * S;
+    nlohmann::json inner = nlohmann::json::object();
+    for (int i = 0; i < F; ++i) inner[names[static_cast<size_t>(i)]] = m[static_cast<size_t>(k) * S + static_cast<size_t>(i)];
+    j[names[static_cast<size_t>(k)]] = std::move(inner);
+  }
+  j["base_value"] = c[F];
+  if (!e.std_errors.empty()) {
+    // Sampled KernelSHAP: each contribution's standard error, and the coalitions fitted.
+    const double* se = e.std_errors.data() + (r * O + o) * static_cast<size_t>(F);
+    nlohmann::json errors = nlohmann::json::object();
+    for (int k = 0; k < F; ++k) errors[names[static_cast<size_t>(k)]] = se[k];
+    j["std_error"] = std::move(errors);
+    j["kernel_samples"] = e.kernel_samples;
+  }
+  if (show_output) j["output"] = e.outputs[o];
+  return j.dump();
+}
+
+flock::explain::Explanation explain_core(const flock::Model* model, const char* label, const RowValues* rows, int n,
+                                         const RowValues* background, int background_rows, bool interactions) {
+  const flock::FeatureBatch batch = feature_batch(model, label, rows, n);
+  flock::FeatureBatch bg;
+  flock::explain::Options options;
+  options.interactions = interactions;
+  options.kernel_samples = kernel_samples;
+  options.seed = static_cast<uint64_t>(kernel_seed);
+  options.force_kernel = explain_method == static_cast<int>(ExplainMethod::Kernel);
+  if (background) {
+    bg = feature_batch(model, label, background, background_rows);
+    options.background = &bg;
+  }
+  return flock::explain::explain(*model, batch, options);
+}
+
 // Explains `row` (inside the guard), keeping the output named `output` (nullptr: the default).
 void explain_row(const flock::Model* model, const char* label, const RowValues* row,
                  const RowValues* background, int background_rows, bool interactions, const char* output,
                  bool want_json, Explained& out) {
   flock_guard([&] {
-    const flock::FeatureBatch batch = feature_batch(model, label, row, 1);
-    flock::FeatureBatch bg;
-    flock::explain::Options options;
-    options.interactions = interactions;
-    options.kernel_samples = kernel_samples;
-    options.seed = static_cast<uint64_t>(kernel_seed);
-    options.force_kernel = explain_method == static_cast<int>(ExplainMethod::Kernel);
-    if (background) {
-      bg = feature_batch(model, label, background, background_rows);
-      options.background = &bg;
-    }
-    const flock::explain::Explanation e = flock::explain::explain(*model, batch, options);
+    const flock::explain::Explanation e = explain_core(model, label, row, 1, background, background_rows, interactions);
     const size_t O = e.outputs.size();
-    size_t o = 0;
-    if (output) {
-      while (o < O && e.outputs[o] != output) ++o;
-      if (o == O) {
-        std::string names;
-        for (const auto& name : e.outputs) names += (names.empty() ? "" : ", ") + name;
-        flock::fail(flock::ErrorCode::InvalidInput,
-                    fmt::format("{} has no output \"{}\" to explain", label, output),
-                    fmt::format("Its explained outputs are: {}.", names));
-      }
-    } else {
-      for (size_t k = 1; k < O; ++k)
-        if (e.raw[k] > e.raw[o]) o = k;
-    }
+    const size_t o = chosen_output(e, 0, label, output);
     const flock::Signature& sig = model->signature();
     const int F = static_cast<int>(e.features);
     const size_t S = static_cast<size_t>(F) + 1;
@@ -170,36 +215,34 @@ void explain_row(const flock::Model* model, const char* label, const RowValues* 
     }
     out.output = malloc_string(e.outputs[o]);
     out.show_output = sig.task == flock::Task::Classification || O > 1;
-    if (!want_json) return;
-    nlohmann::json j = nlohmann::json::object();
-    for (int k = 0; k < F; ++k) {
-      if (!interactions) {
-        j[out.names[k]] = out.contributions[k];
-        continue;
-      }
-      nlohmann::json inner = nlohmann::json::object();
-      for (int i = 0; i < F; ++i)
-        inner[out.names[i]] = out.interactions[static_cast<size_t>(k) * S + static_cast<size_t>(i)];
-      j[out.names[k]] = std::move(inner);
-    }
-    j["base_value"] = out.contributions[F];
-    if (!e.std_errors.empty()) {
-      // Sampled KernelSHAP: each contribution's standard error, and the coalitions fitted.
-      nlohmann::json se = nlohmann::json::object();
-      for (int k = 0; k < F; ++k)
-        se[out.names[k]] = e.std_errors[o * static_cast<size_t>(F) + static_cast<size_t>(k)];
-      j["std_error"] = std::move(se);
-      j["kernel_samples"] = e.kernel_samples;
-    }
-    if (out.show_output) j["output"] = out.output;
-    out.json = malloc_string(j.dump());
+    if (want_json) out.json = malloc_string(row_json(e, 0, o, names, interactions, out.show_output));
   });
 }
 
-// What both functions do before the core call; false when the input is NULL (no row, no result).
-// What an explain call site keeps across rows (fn_extra): its CallState, and the background it
-// read last, bound for the model it was read for, as the role it was read as. Rereading a
-// background for every row of a query would dominate its cost.
+// Explains n rows in one core call (inside the guard): their flock.explain results, one after
+// the other, each ended by a NUL, in one malloc'd buffer (made last, so nothing leaks on error).
+char* explain_rows_json(const flock::Model* model, const char* label, const RowValues* rows, int n,
+                        const RowValues* background, int background_rows, bool interactions, const char* output) {
+  char* packed = nullptr;
+  flock_guard([&] {
+    const flock::explain::Explanation e = explain_core(model, label, rows, n, background, background_rows, interactions);
+    const flock::Signature& sig = model->signature();
+    const std::vector<std::string> names = feature_names(sig, static_cast<int>(e.features));
+    const bool show_output = sig.task == flock::Task::Classification || e.outputs.size() > 1;
+    std::string all;
+    for (size_t r = 0; r < static_cast<size_t>(n); ++r) {
+      all += row_json(e, r, chosen_output(e, r, label, output), names, interactions, show_output);
+      all.push_back('\0');
+    }
+    packed = malloc_array<char>(all.size());
+    std::memcpy(packed, all.data(), all.size());
+  });
+  return packed;
+}
+
+// What an explain call site keeps across rows (fn_extra, or the batch node's ExplainCall): its
+// CallState, and the background it read last, bound for the model it was read for, as the role it
+// was read as. Rereading a background for every row of a query would dominate its cost.
 struct ExplainSite {
   CallState* st;
   char* background_ref;
@@ -208,6 +251,23 @@ struct ExplainSite {
   RowValues* background;
   int background_rows;
 };
+
+// The background `ref` for the site's (resolved) model: the one read last when it is the same
+// reference, model and role, else read now into `mcxt`.
+void site_background(ExplainSite* site, MemoryContext mcxt, Datum model_arg, text* ref_text) {
+  char* ref = text_to_cstring(ref_text);
+  CallState* st = site->st;
+  if (site->background && memcmp(site->background_sha, st->model_sha, kSha256HexSize) == 0 &&
+      site->background_user == GetUserId() && strcmp(site->background_ref, ref) == 0)
+    return;
+  MemoryContext old = MemoryContextSwitchTo(mcxt);
+  site->background = nullptr;
+  site->background = read_background(model_arg, st->model_is_value, ref_text, &site->background_rows);
+  site->background_ref = pstrdup(ref);
+  memcpy(site->background_sha, st->model_sha, kSha256HexSize);
+  site->background_user = GetUserId();
+  MemoryContextSwitchTo(old);
+}
 
 ExplainSite* explain_site(FunctionCallInfo fcinfo) {
   auto* site = static_cast<ExplainSite*>(fcinfo->flinfo->fn_extra);
@@ -237,18 +297,7 @@ bool prepare(FunctionCallInfo fcinfo, int background_arg, int output_arg, CallSt
   *background = nullptr;
   *background_rows = 0;
   if (PG_NARGS() > background_arg && !PG_ARGISNULL(background_arg)) {
-    char* ref = text_to_cstring(PG_GETARG_TEXT_PP(background_arg));
-    if (!site->background || memcmp(site->background_sha, (*st)->model_sha, kSha256HexSize) != 0 ||
-        site->background_user != GetUserId() || strcmp(site->background_ref, ref) != 0) {
-      MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-      site->background = nullptr;
-      site->background = read_background(PG_GETARG_DATUM(0), (*st)->model_is_value,
-                                         PG_GETARG_TEXT_PP(background_arg), &site->background_rows);
-      site->background_ref = pstrdup(ref);
-      memcpy(site->background_sha, (*st)->model_sha, kSha256HexSize);
-      site->background_user = GetUserId();
-      MemoryContextSwitchTo(old);
-    }
+    site_background(site, fcinfo->flinfo->fn_mcxt, PG_GETARG_DATUM(0), PG_GETARG_TEXT_PP(background_arg));
     *background = site->background;
     *background_rows = site->background_rows;
   }
@@ -319,6 +368,58 @@ void define_explain_gucs() {
                            "classifier's probabilities).",
                            &explain_method, static_cast<int>(ExplainMethod::Auto), explain_method_options,
                            PGC_USERSET, 0, nullptr, nullptr, nullptr);
+}
+
+struct ExplainCall {
+  ExplainSite site;
+  MemoryContext mcxt;
+  Datum model_arg;
+  bool interactions;
+  text* background_ref;  // nullptr: none
+  char* output;          // nullptr: the default
+};
+
+ExplainCall* new_explain_call(MemoryContext mcxt, CallState* st, Datum model_arg, bool interactions,
+                              text* background_ref, const char* output) {
+  auto* call = static_cast<ExplainCall*>(MemoryContextAllocZero(mcxt, sizeof(ExplainCall)));
+  call->site.st = st;
+  call->mcxt = mcxt;
+  call->model_arg = model_arg;
+  call->interactions = interactions;
+  call->background_ref = background_ref;
+  call->output = output ? MemoryContextStrdup(mcxt, output) : nullptr;
+  return call;
+}
+
+Size explain_bytes_per_row(const ExplainCall* call) {
+  const flock::Signature& sig = call->site.st->model->signature();
+  Size features = 0;
+  for (const auto& in : sig.inputs) features += static_cast<Size>(std::max<int64_t>(in.width, 1));
+  const Size S = features + 1;
+  const Size outputs = std::max<Size>(sig.class_labels.size(), 1);
+  // Per explained output: its contributions (and interaction matrix); for the one kept, its json
+  // text and jsonb (about 64 bytes a value with its key).
+  Size values = S;
+  if (call->interactions) values += S * S;
+  return outputs * values * sizeof(double) + values * 64;
+}
+
+void explain_batch(ExplainCall* call, const RowValues* rows, int n, Datum* out) {
+  if (n == 0) return;  // as flock.explain on NULL inputs only: no background read
+  CallState* st = call->site.st;
+  if (call->background_ref) site_background(&call->site, call->mcxt, call->model_arg, call->background_ref);
+  char* packed = explain_rows_json(st->model, st->label, rows, n, call->site.background,
+                                   call->background_ref ? call->site.background_rows : 0, call->interactions,
+                                   call->output);
+  // Copy out of the malloc'd buffer before anything can raise.
+  const char* p = packed;
+  char** jsons = static_cast<char**>(palloc(sizeof(char*) * n));
+  for (int r = 0; r < n; ++r) {
+    jsons[r] = pstrdup(p);
+    p += strlen(p) + 1;
+  }
+  std::free(packed);
+  for (int r = 0; r < n; ++r) out[r] = DirectFunctionCall1(jsonb_in, CStringGetDatum(jsons[r]));
 }
 
 }  // namespace flock::pg

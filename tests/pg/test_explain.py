@@ -41,8 +41,9 @@ def close(got, want, tol=TOL):
     return abs(got - want) <= tol * max(abs(want), 1.0)
 
 
-@pytest.fixture(scope="module")
-def db(cluster, dbname):
+def make_db(cluster, dbname, stranger="explain_stranger", user="explain_user"):
+    """The module's database with the data sets and models, and two roles: `stranger` (may read the
+    tables, not use the models) and `user` (may use diabetes_xgb). Returns an autocommit connection."""
     datasets = _load("datasets.json")
     conn = psycopg2.connect(cluster.dsn(dbname))
     conn.autocommit = True
@@ -70,11 +71,17 @@ def db(cluster, dbname):
         cur.execute("SELECT flock.register_model('lin', %s)", (linear_regressor([2.0, -3.0], 0.5, ["a", "b"]),))
         cur.execute("SELECT flock.snapshot_dataset('diabetes_bg', 'SELECT * FROM diabetes WHERE id <= 200')")
         cur.execute("SELECT flock.snapshot_dataset('empty_bg', 'SELECT * FROM diabetes WHERE false')")
-        for role in ("explain_stranger", "explain_user"):
+        for role in (stranger, user):
             cur.execute(f"DROP ROLE IF EXISTS {role}")
             cur.execute(f"CREATE ROLE {role} LOGIN")
-        cur.execute("GRANT SELECT ON diabetes, iris TO explain_stranger, explain_user")
-        cur.execute("SELECT flock.grant_model('diabetes_xgb', 'explain_user', 'use')")
+        cur.execute(f"GRANT SELECT ON diabetes, iris TO {stranger}, {user}")
+        cur.execute("SELECT flock.grant_model('diabetes_xgb', %s, 'use')", (user,))
+    return conn
+
+
+@pytest.fixture(scope="module")
+def db(cluster, dbname):
+    conn = make_db(cluster, dbname)
     yield conn
     conn.close()
 

@@ -46,7 +46,9 @@ END $$;
 -- sha256(convert_to(row::text, 'UTF8')) taken 8192 at a time: independent of row order, sensitive
 -- to every value, to duplicates and to the column names and types. Type output is pinned (UTC,
 -- ISO dates, shortest exact floats) so the hash does not depend on session settings.
-CREATE FUNCTION flock._table_hash(rel regclass, OUT row_count bigint, OUT columns jsonb, OUT content_hash text)
+-- This is the definition in SQL; flock._table_hash (pg/sql/14_train.sql), what every caller uses,
+-- computes the same hash in C where it may and falls back to this one.
+CREATE FUNCTION flock._table_hash_sql(rel regclass, OUT row_count bigint, OUT columns jsonb, OUT content_hash text)
 LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD'
 SET "IntervalStyle" = 'postgres' SET extra_float_digits = '1' SET bytea_output = 'hex' AS $$

@@ -14,7 +14,7 @@ CREATE FUNCTION flock._train_fit(data regclass, target text, features text[], al
 -- Raises the error registering would raise for `name` (invalid, or a model another role manages),
 -- before any data is read or any model trained.
 CREATE FUNCTION flock.__train_check_name(name text) RETURNS void
-LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF name IS NULL THEN
     RAISE EXCEPTION 'model name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -155,7 +155,6 @@ GRANT SELECT ON flock.train_progress TO PUBLIC;
 -- training. Relations the fast path may not read (not a snapshot, row-level security) keep the
 -- SQL form, which stays as flock._table_hash_sql and is the oracle of tests/pg/test_train.py.
 -- ---------------------------------------------------------------------------------------------
-ALTER FUNCTION flock._table_hash(regclass) RENAME TO _table_hash_sql;
 CREATE FUNCTION flock._table_hash_chunks(rel regclass, OUT row_count bigint, OUT chunks bytea)
   AS 'MODULE_PATHNAME', 'flock_table_hash_chunks' LANGUAGE C STABLE STRICT PARALLEL UNSAFE
   SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD' SET "IntervalStyle" = 'postgres'

@@ -70,7 +70,7 @@ REVOKE ALL ON flock.shards FROM PUBLIC;
 GRANT SELECT ON flock.shards TO PUBLIC;
 
 CREATE FUNCTION flock._require_extensions(names text[]) RETURNS void
-LANGUAGE plpgsql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   missing text[] := ARRAY(SELECT n FROM unnest(names) n WHERE NOT EXISTS (SELECT 1 FROM pg_extension e WHERE e.extname = n));
 BEGIN
@@ -83,14 +83,14 @@ END $$;
 
 -- The catalog tables every shard replicates (a shard checks access and audit policies itself).
 CREATE FUNCTION flock._catalog_tables() RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE AS $$
   SELECT 'flock.models, flock.model_grants, flock.aliases, flock.audit_policies'
 $$;
 
 -- Runs `sql` on the shard, through dblink over the foreign server's connection (its options and
 -- the caller's user mapping); an error names the shard.
 CREATE FUNCTION flock._on_shard(shard name, sql text) RETURNS void
-LANGUAGE plpgsql VOLATILE STRICT SET search_path = pg_catalog, public, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
   state text; msg text; detail text; hint text;
 BEGIN
@@ -102,7 +102,7 @@ END $$;
 
 -- The one value `sql` returns on the shard, as text; an error names the shard.
 CREATE FUNCTION flock._shard_value(shard name, sql text) RETURNS text
-LANGUAGE plpgsql VOLATILE STRICT SET search_path = pg_catalog, public, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
   result text;
   state text; msg text; detail text; hint text;
@@ -117,7 +117,7 @@ END $$;
 -- A libpq connection string for the shard: its foreign server's options and the caller's user
 -- mapping (dblink's own server form needs the dblink_fdw wrapper, not postgres_fdw's).
 CREATE FUNCTION flock._shard_dsn(shard name) RETURNS text
-LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
   SELECT string_agg(format('%s=%s', split_part(o, '=', 1), quote_literal(substr(o, strpos(o, '=') + 1))), ' ')
   FROM (SELECT unnest(s.srvoptions) o FROM pg_foreign_server s WHERE s.srvname = shard
         UNION ALL
@@ -198,7 +198,7 @@ REVOKE ALL ON PROCEDURE flock.remove_shard(name) FROM PUBLIC;
 -- inserted here go to their shard. Returns the number of partitions.
 CREATE FUNCTION flock.create_distributed_table(name text, columns text, key text, shards name[] DEFAULT NULL)
 RETURNS integer
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, public, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
   chosen name[] := coalesce(shards, ARRAY(SELECT s.name FROM flock.shards s ORDER BY s.name));
   ident text[] := parse_ident(name);
@@ -236,7 +236,7 @@ END $$;
 -- and how far its catalog subscription is behind (bytes of WAL its slot has not confirmed).
 CREATE FUNCTION flock.distribution_status()
 RETURNS TABLE (shard name, reachable boolean, models bigint, coordinator_models bigint, lag_bytes numeric, error text)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, public, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
   s record;
 BEGIN
@@ -261,7 +261,7 @@ END $$;
 -- Waits until every shard holds the version `ref` names here (by sha256), up to `timeout`; returns
 -- how long it took. The bound on "registered on the coordinator, usable on every shard".
 CREATE FUNCTION flock.wait_for_shards(ref text, timeout interval DEFAULT '30 seconds') RETURNS interval
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, public, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
   started timestamptz := clock_timestamp();
   sha text := (SELECT r.sha256 FROM flock._resolve(ref) r);
@@ -292,7 +292,7 @@ END $$;
 -- here. An error on a shard (down, missing version...) names it; no partial result is returned.
 CREATE FUNCTION flock.on_shards(tbl regclass, query text, VARIADIC models text[] DEFAULT '{}')
 RETURNS SETOF record
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, public, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
   refs text[] := '{}';
   pins text[] := '{}';

@@ -151,7 +151,8 @@ def catalog(cluster, dbname):
               FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid JOIN pg_language l ON l.oid = p.prolang
              WHERE d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
                AND d.refclassid = 'pg_extension'::regclass
-               AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'flock')""")
+               AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'flock')
+               AND p.prokind <> 'p'  -- procedures (flock.add_shard...) have no volatility, strictness or cost""")
         installed = {r[0]: dict(zip(("provolatile", "proisstrict", "proparallel", "procost", "prosecdef",
                                      "prosrc", "lanname"), r[1:])) for r in cur.fetchall()}
         declared, redefined = {}, []

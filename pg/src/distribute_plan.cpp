@@ -218,38 +218,6 @@ void replan(void* arg) {
   r->stmt = planner(q, r->sql, r->options, r->params);
 }
 
-// Runs work in an internal subtransaction: an error is reported at DEBUG1 and false returned (a
-// cancel is raised again), as plan_model does.
-bool in_subtransaction(void (*work)(void*), void* arg) {
-  MemoryContext mcxt = CurrentMemoryContext;
-  ResourceOwner owner = CurrentResourceOwner;
-  volatile bool ok = true;
-  BeginInternalSubTransaction(nullptr);
-  MemoryContextSwitchTo(mcxt);
-  PG_TRY();
-  {
-    work(arg);
-    ReleaseCurrentSubTransaction();
-    MemoryContextSwitchTo(mcxt);
-    CurrentResourceOwner = owner;
-  }
-  PG_CATCH();
-  {
-    MemoryContextSwitchTo(mcxt);
-    ErrorData* edata = CopyErrorData();
-    FlushErrorState();
-    RollbackAndReleaseCurrentSubTransaction();
-    MemoryContextSwitchTo(mcxt);
-    CurrentResourceOwner = owner;
-    if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED) ReThrowError(edata);
-    skip(edata->message);
-    FreeErrorData(edata);
-    ok = false;
-  }
-  PG_END_TRY();
-  return ok;
-}
-
 }  // namespace
 
 PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo params) {
@@ -364,7 +332,7 @@ PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo para
                rte->relid, quote_literal_cstr(for_format(shard_sql, list_length(b.refs))), refs.data,
                columns.data, final_group.len ? " GROUP BY " : "", final_group.data);
   Replan r = {servers, final_sql, cursor_options, params, types, nullptr};
-  if (!in_subtransaction(replan, &r)) return nullptr;
+  if (!plan_in_subtransaction(replan, &r, "aggregates not planned on shards")) return nullptr;
   plan_depends_on_models(r.stmt);
   if (!list_member_oid(r.stmt->relationOids, rte->relid))
     r.stmt->relationOids = lappend_oid(r.stmt->relationOids, rte->relid);

@@ -201,7 +201,7 @@ void explain_one_query(Query* query, int cursor_options, IntoClause* into, Expla
 // back and reported at DEBUG1 as "flock optimizer: <what>: <message>". A query cancel or
 // statement_timeout is the user's, not a reason to plan without the optimizer: raised again (as
 // PL/pgSQL's WHEN OTHERS does not catch it).
-static bool in_subtransaction(void (*work)(void*), void* arg, const char* what) {
+bool plan_in_subtransaction(void (*work)(void*), void* arg, const char* what) {
   MemoryContext mcxt = CurrentMemoryContext;
   ResourceOwner owner = CurrentResourceOwner;
   volatile bool ok = true;
@@ -259,7 +259,7 @@ PlanModel* plan_model(Node* model_arg) {
     bool by_name;
     MemoryContext mcxt;
   } work = {out, c, by_name, CurrentMemoryContext};
-  const bool resolved = in_subtransaction(
+  const bool resolved = plan_in_subtransaction(
       [](void* arg) {
         auto* w = static_cast<Work*>(arg);
         if (w->by_name) resolve_name_into(w->out, TextDatumGetCString(w->c->constvalue), w->mcxt);
@@ -314,7 +314,7 @@ bool plan_model_audited(Node* model_arg, const PlanModel* pm) {
     const char* sql;
     bool audited;
   } work = {key, sql, true};
-  const bool read = in_subtransaction(
+  const bool read = plan_in_subtransaction(
       [](void* arg) {
         auto* w = static_cast<Work*>(arg);
         if (SPI_connect() != SPI_OK_CONNECT) return;

@@ -44,6 +44,11 @@ bool plan_notes_wanted();
 // _PG_init: chains the ExplainOneQuery hook that collects and prints the notes.
 void install_plan_notes();
 
+// Runs work(arg) in an internal subtransaction in the caller's memory context: true when it
+// finished; false when it raised an error, rolled back and reported at DEBUG1 as
+// "flock optimizer: <what>: <message>". A query cancel or statement_timeout is raised again.
+bool plan_in_subtransaction(void (*work)(void*), void* arg, const char* what);
+
 // Whether predictions of the model are recorded (an audit policy other than 'off'), as the
 // prediction functions find it (by the resolved name; a flock.model value by its sha256): audit
 // records carry every input and every prediction, so rewrites that drop inputs or calls leave such

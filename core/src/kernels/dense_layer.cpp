@@ -1,6 +1,5 @@
 #include "dense_layer.hpp"
 
-#include <dlfcn.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
@@ -29,13 +28,6 @@ constexpr size_t kMaxPrimitives = 16;
 const dnnl::engine& cpu_engine() {
   static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
-}
-
-// See gemm.cpp: oneDNN runs on OpenMP, one thread per calling thread.
-void single_thread_openmp() {
-  using SetThreads = void (*)(int);
-  static const auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
-  if (set) set(1);
 }
 
 using dt = dnnl::memory::data_type;

@@ -17,6 +17,8 @@ bool fast_path_on() {
   return on;
 }
 
+}  // namespace
+
 // oneDNN's OpenMP runtime sizes its team with omp_get_max_threads(), a per-thread setting: set to
 // one before every call (a store), since other code in the process may raise it (XGBoost's
 // training, flock.train). Looked up rather than linked, so the core does not depend on which
@@ -26,8 +28,6 @@ void single_thread_openmp() {
   static const auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
   if (set) set(1);
 }
-
-}  // namespace
 
 bool sgemm_available() { return fast_path_on(); }
 

@@ -18,4 +18,7 @@ bool sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
 // Whether sgemm is on (oneDNN) in this process.
 bool sgemm_available();
 
+// Sets the calling thread's OpenMP team size to one; every oneDNN call is preceded by it.
+void single_thread_openmp();
+
 }  // namespace flock::kernels

@@ -128,10 +128,25 @@ int32 group_count(const Sample& s) {
   return largest + 1;
 }
 
-void require_same_length(int a, int b, int c) {
-  if (a != b || a != c)
+// The three arrays of a fairness call (groups int4[], labels and predictions of `type`): equally
+// long, no NULL anywhere.
+struct FairnessInput {
+  Sample group, truth, predicted;
+  int32 groups;
+};
+
+FairnessInput fairness_input(FunctionCallInfo fcinfo, Oid type) {
+  FairnessInput in{deconstruct(PG_GETARG_ARRAYTYPE_P(0), INT4OID), deconstruct(PG_GETARG_ARRAYTYPE_P(1), type),
+                   deconstruct(PG_GETARG_ARRAYTYPE_P(2), type), 0};
+  if (in.group.count != in.truth.count || in.group.count != in.predicted.count)
     ereport(ERROR, (errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
                     errmsg("fairness: groups, labels and predictions have different lengths")));
+  for (int i = 0; i < in.truth.count; ++i)
+    if (in.truth.nulls[i] || in.predicted.nulls[i])
+      ereport(ERROR,
+              (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("fairness: a label or prediction is NULL")));
+  in.groups = group_count(in.group);
+  return in;
 }
 
 }  // namespace
@@ -173,15 +188,9 @@ extern "C" Datum flock_drift_categorical(PG_FUNCTION_ARGS) {
 // flock._fairness_classification(groups int4[], y_true bool[], y_pred bool[])
 //   -> SETOF (group_no int4, metric text, value float8): group_no -1 is every row, NULL the summary.
 extern "C" Datum flock_fairness_classification(PG_FUNCTION_ARGS) {
-  Sample group = deconstruct(PG_GETARG_ARRAYTYPE_P(0), INT4OID);
-  Sample truth = deconstruct(PG_GETARG_ARRAYTYPE_P(1), BOOLOID);
-  Sample predicted = deconstruct(PG_GETARG_ARRAYTYPE_P(2), BOOLOID);
-  require_same_length(group.count, truth.count, predicted.count);
-  for (int i = 0; i < truth.count; ++i)
-    if (truth.nulls[i] || predicted.nulls[i])
-      ereport(ERROR,
-              (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("fairness: a label or prediction is NULL")));
-  const int32 groups = group_count(group);
+  const FairnessInput in = fairness_input(fcinfo, BOOLOID);
+  const Sample &group = in.group, &truth = in.truth, &predicted = in.predicted;
+  const int32 groups = in.groups;
   constexpr int kPerGroup = 7, kSummaryMetrics = 11;
   const int capacity = (groups + 1) * kPerGroup + kSummaryMetrics;
   MetricRow* rows = static_cast<MetricRow*>(palloc0(sizeof(MetricRow) * size_t(capacity)));
@@ -226,15 +235,9 @@ extern "C" Datum flock_fairness_classification(PG_FUNCTION_ARGS) {
 
 // flock._fairness_regression(groups int4[], y_true float8[], y_pred float8[]) -> as above.
 extern "C" Datum flock_fairness_regression(PG_FUNCTION_ARGS) {
-  Sample group = deconstruct(PG_GETARG_ARRAYTYPE_P(0), INT4OID);
-  Sample truth = deconstruct(PG_GETARG_ARRAYTYPE_P(1), FLOAT8OID);
-  Sample predicted = deconstruct(PG_GETARG_ARRAYTYPE_P(2), FLOAT8OID);
-  require_same_length(group.count, truth.count, predicted.count);
-  for (int i = 0; i < truth.count; ++i)
-    if (truth.nulls[i] || predicted.nulls[i])
-      ereport(ERROR,
-              (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("fairness: a label or prediction is NULL")));
-  const int32 groups = group_count(group);
+  const FairnessInput in = fairness_input(fcinfo, FLOAT8OID);
+  const Sample &group = in.group, &truth = in.truth, &predicted = in.predicted;
+  const int32 groups = in.groups;
   constexpr int kPerGroup = 6, kSummaryMetrics = 4;
   const int capacity = (groups + 1) * kPerGroup + kSummaryMetrics;
   MetricRow* rows = static_cast<MetricRow*>(palloc0(sizeof(MetricRow) * size_t(capacity)));

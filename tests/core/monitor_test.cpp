@@ -64,12 +64,69 @@ TEST(MonitorKs, StatisticWithTies) {
   EXPECT_NEAR(r.pvalue, equal_sizes_pvalue(4, 1), 1e-12);
 }
 
-TEST(MonitorKs, KolmogorovSeriesAgreeAtTheirCrossover) {
-  // Both forms of Q(z) around the switch at z = 1.18, and the tails.
-  EXPECT_NEAR(kolmogorov_sf(1.1799999), kolmogorov_sf(1.18), 1e-6);
-  EXPECT_DOUBLE_EQ(kolmogorov_sf(0), 1.0);
-  EXPECT_NEAR(kolmogorov_sf(1.358), 0.05, 1e-3);  // the classical 5% critical value
-  EXPECT_LT(kolmogorov_sf(5), 1e-20);
+TEST(MonitorKs, EqualSizesHornerFormMatchesClosedForm) {
+  for (int n : {5, 40, 300})
+    for (int h = 1; h <= n; h += std::max(1, n / 7))
+      EXPECT_NEAR(ks_exact_pvalue_equal_sizes(n, h), equal_sizes_pvalue(n, h), 1e-12) << n << " " << h;
+}
+
+// kstwo.sf switches algorithm at n x^2 = 0.754693 and 4 (n <= 140), 2.2, and n x^1.5 = 1.4
+// (n > 140): two independent methods meet at each switch, so the survival function must be
+// continuous there, to the accuracy Simard & L'Ecuyer (2011) give: exact methods agree to 1e-9
+// here; doubling Smirnov's one-sided sum leaves out a term of relative size below 1e-6 at
+// n x^2 = 2.2, and Pelz-Good's expansion is good to about 4 to 5 digits next to n = 140.
+TEST(MonitorKs, FiniteNDistributionContinuousWhereItsAlgorithmsMeet) {
+  auto meet = [](int64_t n, double x, double relative) {
+    const double below = kolmogorov_n_sf(n, x * (1 - 1e-13)), above = kolmogorov_n_sf(n, x * (1 + 1e-13));
+    EXPECT_NEAR(below, above, relative * below) << n << " " << x;
+  };
+  for (int64_t n : {10, 50, 140}) {
+    meet(n, std::sqrt(0.754693 / double(n)), 1e-9);  // Durbin's matrix | Pomeranz
+    if (std::sqrt(4.0 / double(n)) < 0.5) meet(n, std::sqrt(4.0 / double(n)), 1e-9);  // Pomeranz | Smirnov
+  }
+  for (int64_t n : {141, 1000, 12000, 99999}) {
+    meet(n, std::sqrt(2.2 / double(n)), n < 1000 ? 1e-4 : 3e-6);  // Durbin's matrix or Pelz-Good | Smirnov
+    meet(n, std::pow(1.4 / double(n), 2.0 / 3), 1e-5);  // Durbin's matrix | Pelz-Good
+  }
+  meet(200000, std::sqrt(2.2 / 200000.0), 3e-6);  // Pelz-Good | Smirnov
+  for (int64_t n : {20, 500}) meet(n, 0.5, 1e-9);  // Smirnov's sum on both sides
+}
+
+TEST(MonitorKs, FiniteNDistributionClosedForms) {
+  // n = 1: D_1 = max(U, 1 - U), so P(D_1 >= x) = 2 (1 - x) on [1/2, 1].
+  for (double x : {0.5, 0.6, 0.99}) EXPECT_NEAR(kolmogorov_n_sf(1, x), 2 * (1 - x), 1e-15);
+  // Below 1/(2n) the statistic always exceeds x; at and beyond 1 never.
+  EXPECT_EQ(kolmogorov_n_sf(30, 0.5 / 30), 1.0);
+  EXPECT_EQ(kolmogorov_n_sf(30, 1.0), 0.0);
+  // For x >= 1/2 the two one-sided events are disjoint: P(D_n >= x) = 2 P(D+_n >= x), and just
+  // below 1 - 1/n it meets Ruben-Gambino's 2 (1 - x)^n.
+  for (int64_t n : {7, 60, 3000}) {
+    const double x = 1 - 1.0 / double(n);
+    EXPECT_NEAR(kolmogorov_n_sf(n, x * (1 - 1e-14)), 2 * std::pow(1 - x, double(n)),
+                1e-9 * 2 * std::pow(1 - x, double(n))) << n;
+  }
+  // Large n: close to Kolmogorov's limit Q(sqrt(n) x), within the O(1/sqrt(n)) correction.
+  auto limit = [](double z) {
+    double sum = 0;
+    for (int k = 1; k <= 100; ++k) sum += (k % 2 ? 2.0 : -2.0) * std::exp(-2.0 * k * k * z * z);
+    return sum;
+  };
+  for (double z : {0.6, 1.0, 1.36, 2.0}) {
+    const int64_t n = 1000000;
+    EXPECT_NEAR(kolmogorov_n_sf(n, z / std::sqrt(double(n))), limit(z), 3e-3 * limit(z)) << z;
+  }
+}
+
+TEST(MonitorKs, AsymptoticBeyondTenThousandValues) {
+  std::mt19937_64 rng(7);
+  std::uniform_int_distribution<int> value(0, 999);  // ties
+  std::vector<double> a(20000), b(10001);
+  for (double& v : a) v = value(rng);
+  for (double& v : b) v = value(rng) + (value(rng) < 40 ? 3 : 0);
+  const KsResult r = ks_2samp(a, b);
+  EXPECT_FALSE(r.exact);
+  const double en = 20000.0 * 10001.0 / 30001.0;
+  EXPECT_DOUBLE_EQ(r.pvalue, kolmogorov_n_sf(int64_t(std::nearbyint(en)), r.statistic));
 }
 
 TEST(MonitorPsi, CutPointsAreDecilesWithTiesDropped) {

@@ -199,17 +199,46 @@ def test_ks_exact_unequal_sizes_and_asymptotic_beyond_ten_thousand(conn):
         assert r["ks_statistic"] == pytest.approx(ks.statistic, rel=1e-12)
         assert r["ks_pvalue"] == pytest.approx(ks.pvalue, rel=1e-7, abs=1e-14)
         assert r["psi"] == pytest.approx(psi_numeric(np.array(b), np.array(c)), rel=1e-9, abs=1e-12)
-    # Asymptotic: the Kolmogorov limiting distribution at sqrt(en) D (scipy.stats.kstwobign);
-    # ks_2samp's asymptotic method uses the finite-n kstwo(round(en)), which differs slightly.
-    b = column(conn, "SELECT random() FROM generate_series(1, 3000)")
-    c = column(conn, "SELECT random() ^ 1.1 FROM generate_series(1, 10001)")
+    # Asymptotic beyond 10000 values: scipy's kstwo.sf(D, round(en)), each of its algorithms
+    # (Durbin's matrix, Pomeranz, Pelz-Good, Smirnov's sum, the Ruben-Gambino ends) reached by
+    # the sample sizes and shifts below, ties included.
+    cases = ((20000, 30000, 0.0), (20000, 30000, 0.004), (20000, 30000, 0.02), (3000, 10001, 0.0),
+             (12000, 100, 0.0), (12000, 100, 0.1), (12000, 100, 0.15), (12000, 100, 0.3), (10001, 40, 0.05), (10001, 3, 0.0), (10001, 1, 0.0),
+             (10050, 10050, 0.003))
+    seen = set()
+    run(conn, "SELECT setseed(0.25)")  # the same draws every run, so every branch is reached
+    for n_base, n_cur, shift in cases:
+        b = column(conn, "SELECT round(random()::numeric, 3)::float8 FROM generate_series(1, %s)", (n_base,))
+        c = column(conn, "SELECT round((random() * (1 + %s) + %s)::numeric, 3)::float8 FROM generate_series(1, %s)",
+                   (shift, shift / 2, n_cur))
+        r = one(conn, "SELECT row_to_json(x) FROM flock._drift_numeric(%s, %s) x", (b, c))
+        ks = scipy_stats.ks_2samp(b, c)
+        assert r["ks_method"] == "asymptotic"
+        assert r["ks_statistic"] == pytest.approx(ks.statistic, rel=1e-12)
+        assert r["ks_pvalue"] == pytest.approx(ks.pvalue, rel=1e-9, abs=1e-300), (n_base, n_cur, shift)
+        seen.add(kstwo_branch(round(n_base * n_cur / (n_base + n_cur)), ks.statistic))
+    # Two even grids, one bent slightly (u -> u^1.005): a D small enough for Durbin's matrix.
+    b = column(conn, "SELECT round((g::float8 / 20000)::numeric, 4)::float8 FROM generate_series(1, 20000) g")
+    c = column(conn, "SELECT round(((g::float8 / 30000) ^ 1.005)::numeric, 4)::float8 FROM generate_series(1, 30000) g")
     r = one(conn, "SELECT row_to_json(x) FROM flock._drift_numeric(%s, %s) x", (b, c))
     ks = scipy_stats.ks_2samp(b, c)
-    en = len(b) * len(c) / (len(b) + len(c))
-    assert r["ks_method"] == "asymptotic"
-    assert r["ks_statistic"] == pytest.approx(ks.statistic, rel=1e-12)
-    assert r["ks_pvalue"] == pytest.approx(scipy_stats.kstwobign.sf(np.sqrt(en) * ks.statistic), rel=1e-9, abs=1e-15)
-    assert r["ks_pvalue"] == pytest.approx(ks.pvalue, rel=0.05, abs=1e-3)
+    assert r["ks_pvalue"] == pytest.approx(ks.pvalue, rel=1e-9)
+    seen.add(kstwo_branch(12000, ks.statistic))
+    assert {"durbin", "pomeranz", "pelz-good", "smirnov", "ruben-gambino"} <= seen, seen
+
+
+def kstwo_branch(n, x):
+    """Which algorithm scipy 1.10.1's _kolmogn uses for kstwo.sf(x, n) (scipy/stats/_ksstats.py)."""
+    t = n * x
+    if t <= 1 or t >= n - 1:
+        return "ruben-gambino"
+    if x >= 0.5:
+        return "smirnov"
+    if n <= 140:
+        return "durbin" if t * x <= 0.754693 else "pomeranz" if t * x <= 4 else "smirnov"
+    if t * x >= 2.2:
+        return "smirnov"
+    return "durbin" if n <= 100000 and n * x ** 1.5 <= 1.4 else "pelz-good"
 
 
 # ---- monitor over the inference log --------------------------------------------------------------

@@ -6,7 +6,8 @@
 //   kPsiEpsilon so that the logarithm stays finite.
 // - The two-sample Kolmogorov-Smirnov statistic D and its two-sided p-value, computed as
 //   scipy.stats.ks_2samp(method='auto') does: exact when both samples have at most
-//   kKsExactMaxSize values, else asymptotic (the Kolmogorov limiting distribution at sqrt(en) D).
+//   kKsExactMaxSize values, else asymptotic: the finite-n one-sample distribution
+//   kstwo.sf(D, round(m n / (m + n))), ported from scipy 1.10.1 (core/src/monitor/kolmogorov.cpp).
 // - Pearson's chi-squared test of homogeneity on the 2 x k table of category counts (no Yates
 //   correction), p-value from Boost.Math's chi_squared distribution.
 //
@@ -73,8 +74,12 @@ struct KsResult {
 KsResult ks_2samp(std::vector<double> a, std::vector<double> b);
 // P(D >= h / lcm(m, n)) for the two-sided two-sample statistic under the null, exactly.
 double ks_exact_pvalue(int64_t m, int64_t n, int64_t h);
-// The Kolmogorov limiting distribution's survival function Q(z) = 2 sum (-1)^(k-1) exp(-2 k^2 z^2).
-double kolmogorov_sf(double z);
+// The same for m = n, by scipy's alternating closed form (_compute_prob_outside_square).
+double ks_exact_pvalue_equal_sizes(int64_t n, int64_t h);
+// P(D_n >= x) for the two-sided one-sample Kolmogorov-Smirnov statistic with n values:
+// scipy.stats.kstwo.sf(x, n) (scipy 1.10.1's _kolmogn: Ruben-Gambino ends, Smirnov's sum, Durbin's
+// matrix, Pomeranz's recursion, Pelz-Good, chosen as Simard & L'Ecuyer do).
+double kolmogorov_n_sf(int64_t n, double x);
 
 // Per group of a binary classification: y_true / y_pred are 0 or 1, group is 0..groups-1.
 struct ClassificationGroup {

@@ -59,27 +59,18 @@ double psi(const std::vector<double>& baseline_counts, const std::vector<double>
   return total;
 }
 
-double kolmogorov_sf(double z) {
-  if (!(z > 0)) return 1.0;
-  constexpr double kPi = 3.14159265358979323846;
-  if (z < 1.18) {
-    // K(z) = sqrt(2 pi) / z * sum_{k>=1} exp(-(2k-1)^2 pi^2 / (8 z^2)): fast for small z.
-    double sum = 0;
-    for (int k = 1; k <= 100; ++k) {
-      const double odd = 2.0 * k - 1;
-      const double term = std::exp(-odd * odd * kPi * kPi / (8 * z * z));
-      sum += term;
-      if (term < 1e-18 * sum || term == 0) break;
-    }
-    return std::clamp(1.0 - std::sqrt(2 * kPi) / z * sum, 0.0, 1.0);
+// Pr(D_{n,n} >= h/n) for equal sample sizes, as scipy's _compute_prob_outside_square does:
+// 2 sum_k (-1)^(k-1) C(2n, n-kh) / C(2n, n), each ratio a product of h k simple factors and the
+// alternating sum in Horner form P = 2 A0 (1 - A1 (1 - A2 (...))) against cancellation.
+double ks_exact_pvalue_equal_sizes(int64_t n, int64_t h) {
+  double total = 0.0;
+  for (int64_t k = n / h; k >= 0; --k) {
+    if (k % 64 == 0) poll_interrupt();
+    double ratio = 1.0;
+    for (int64_t j = 0; j < h; ++j) ratio = double(n - k * h - j) * ratio / double(n + k * h + j + 1);
+    total = ratio * (1.0 - total);
   }
-  double sum = 0;
-  for (int k = 1; k <= 100; ++k) {
-    const double term = std::exp(-2.0 * k * k * z * z);
-    sum += (k % 2 == 1) ? term : -term;
-    if (term < 1e-18) break;
-  }
-  return std::clamp(2 * sum, 0.0, 1.0);
+  return 2 * total;
 }
 
 // The lattice-path recursion of Hodges (1958) for 1 - P(inside), as Viehmann (arXiv:2102.08037)
@@ -115,20 +106,37 @@ KsResult ks_2samp(std::vector<double> a, std::vector<double> b) {
   const int64_t m = int64_t(a.size());
   const int64_t n = int64_t(b.size());
   // The largest |F_a - F_b| over every value, as the integer |i n - j m| (over m n): ties move
-  // both empirical distribution functions past the tied value at once.
+  // both empirical distribution functions past the tied value at once. Alongside, the largest
+  // F_a - F_b and F_b - F_a in floating point as scipy computes them (i/m - j/n), which is the
+  // statistic its asymptotic branch uses.
   int64_t largest = 0;
+  double above = -1, below = 1;
   size_t i = 0, j = 0;
   while (i < a.size() || j < b.size()) {
     const double v = (j == b.size() || (i < a.size() && a[i] <= b[j])) ? a[i] : b[j];
     while (i < a.size() && a[i] == v) ++i;
     while (j < b.size() && b[j] == v) ++j;
     largest = std::max<int64_t>(largest, std::llabs(int64_t(i) * n - int64_t(j) * m));
+    const double difference = double(i) / double(m) - double(j) / double(n);
+    above = std::max(above, difference);
+    below = std::min(below, difference);
   }
+  // scipy 1.10.1 ks_2samp(method='auto', alternative='two-sided'): exact when the larger sample
+  // has at most MAX_AUTO_N values, falling back to the asymptotic form when the exact
+  // computation fails (a probability outside [0, 1]); the asymptotic p-value is
+  // kstwo.sf(D, round(m n / (m + n))).
   const int64_t g = std::gcd(m, n);
-  const double statistic = double(largest) / (double(m) * double(n));
-  if (std::max(m, n) <= kKsExactMaxSize) return {statistic, ks_exact_pvalue(m, n, largest / g), true};
-  const double en = double(m) * double(n) / double(m + n);
-  return {statistic, kolmogorov_sf(std::sqrt(en) * statistic), false};
+  if (std::max(m, n) <= kKsExactMaxSize) {
+    const int64_t h = largest / g;
+    const double statistic = double(h) / (double(m / g) * double(n));
+    if (h == 0) return {statistic, 1.0, true};
+    const double p = m == n ? ks_exact_pvalue_equal_sizes(m, h) : ks_exact_pvalue(m, n, h);
+    if (p >= 0 && p <= 1) return {statistic, p, true};
+  }
+  const double min_statistic = std::clamp(-below, 0.0, 1.0);
+  const double statistic = min_statistic > above ? min_statistic : above;
+  const double en = double(std::max(m, n)) * double(std::min(m, n)) / double(m + n);
+  return {statistic, std::clamp(kolmogorov_n_sf(int64_t(std::nearbyint(en)), statistic), 0.0, 1.0), false};
 }
 
 NumericDrift numeric_drift(std::vector<double> baseline, std::vector<double> current) {

@@ -449,21 +449,106 @@ def test_kernel_shap_sampled_is_additive_for_a_classifier(db):
     assert again == got[0][2]
 
 
-def test_kernel_shap_explains_a_pipeline_with_string_columns_exactly_additive(db):
-    """customers_pipeline_logreg: 7 inputs (two of them text categories) through imputers, scalers
-    and a one-hot encoder: 126 coalitions, enumerated; each row's contributions add up to the
-    explained class's probability."""
-    got = rows(db, "SELECT flock.predict_proba('customers_pipeline_logreg', t), "
-                   "flock.predict_label('customers_pipeline_logreg', t), "
+def _customers_linear_input(graph, X):
+    """The LinearClassifier's input for rows X of customers_pipeline_logreg (7 columns, the last
+    two text), computed with numpy from the ONNX file: its Concat / Imputer / Scaler /
+    OneHotEncoder / Reshape nodes in graph order, in float32 as ONNX-ML computes them. Also the
+    feature each column comes from."""
+    inputs = [i.name for i in graph.input]
+    values = {}
+    origin = {}
+    for k, name in enumerate(inputs):
+        column = [row[k] for row in X]
+        if k < 5:
+            values[name] = np.array([[np.nan if v is None else float(v)] for v in column], dtype=np.float32)
+        else:
+            values[name] = np.array([[v] for v in column], dtype=object)
+        origin[name] = [name]
+    for node in graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        x = values.get(node.input[0])
+        if node.op_type == "Concat":
+            values[node.output[0]] = np.concatenate([values[i] for i in node.input], axis=1)
+            origin[node.output[0]] = sum((origin[i] for i in node.input), [])
+            continue
+        if node.op_type == "Imputer":
+            fill = np.array(attrs["imputed_value_floats"], dtype=np.float32)
+            y = x.copy()
+            mask = np.isnan(y)
+            y[mask] = np.broadcast_to(fill, y.shape)[mask]
+        elif node.op_type == "Scaler":
+            y = (x - np.array(attrs["offset"], dtype=np.float32)) * np.array(attrs["scale"], dtype=np.float32)
+        elif node.op_type == "OneHotEncoder":
+            cats = [c.decode() for c in attrs["cats_strings"]]
+            y = np.array([[[1.0 if v == c else 0.0 for c in cats] for v in r] for r in x], dtype=np.float32)
+            origin[node.output[0]] = [o for o in origin[node.input[0]] for _ in cats]
+        elif node.op_type == "Reshape":
+            y = x.reshape(len(x), -1)
+        else:
+            continue
+        values[node.output[0]] = y
+        origin.setdefault(node.output[0], origin[node.input[0]])
+    linear = next(n for n in graph.node if n.op_type == "LinearClassifier")
+    return values[linear.input[0]].astype(np.float64), origin[linear.input[0]]
+
+
+def test_one_hot_pipeline_before_a_linear_model_is_explained_exactly_by_formula(db):
+    """customers_pipeline_logreg (scikit-learn: imputers and scalers on the numbers, a one-hot
+    encoder on the two text columns, LogisticRegression), 7 inputs: explained by the linear
+    formula, not sampled. A number's contribution is w (z - ref) for its one column; a category's
+    the sum of w (z - ref) over its one-hot columns; the reference ref is the background's mean of
+    the linear model's input, or where an all-zero row (empty strings) lands. Every row, both
+    references, additive to the explained class's margin."""
+    graph = onnx.load(os.path.join(MODELS_DIR, _entry("customers_pipeline_logreg")["file"])).graph
+    lin = {a.name: onnx.helper.get_attribute_value(a) for a in next(n for n in graph.node if n.op_type == "LinearClassifier").attribute}
+    features = [i.name for i in graph.input]
+    cols = ", ".join(f'"{c}"' for c in features)
+    data = rows(db, f"SELECT {cols} FROM customers ORDER BY id")
+    Z, origin = _customers_linear_input(graph, data)
+    W = np.array(lin["coefficients"], dtype=np.float64).reshape(-1, Z.shape[1])
+    b = np.array(lin["intercepts"], dtype=np.float64)
+    labels = [str(c) for c in lin["classlabels_ints"]]
+    background = rows(db, f"SELECT {cols} FROM customers WHERE id <= 30 ORDER BY id")
+    Zb, _ = _customers_linear_input(graph, background)
+    zero, _ = _customers_linear_input(graph, [[0.0] * 5 + ["", ""]])
+    got = rows(db, "SELECT flock.predict_label('customers_pipeline_logreg', t), "
+                   "flock.explain('customers_pipeline_logreg', t), "
                    "flock.explain('customers_pipeline_logreg', t, background => 'SELECT * FROM customers WHERE id <= 30') "
-                   "FROM customers t WHERE id IN (3, 40, 41, 400)")
+                   "FROM customers t ORDER BY id")
+    assert len(got) == len(Z) > 400
+    for r, (label, e_zero, e_mean) in enumerate(got):
+        margins = W @ Z[r] + b
+        o = labels.index(label)
+        for e, ref in ((e_zero, zero[0]), (e_mean, Zb.mean(axis=0))):
+            assert e["output"] == label
+            assert "std_error" not in e and "kernel_samples" not in e  # not KernelSHAP (which sums to a probability)
+            for f in features:
+                want = sum(W[o, c] * (Z[r, c] - ref[c]) for c in range(Z.shape[1]) if origin[c] == f)
+                assert close(e[f], want, 1e-6), (r, f)
+            assert close(e["base_value"], b[o] + W[o] @ ref, 1e-6)
+            assert close(sum(e[f] for f in features) + e["base_value"], margins[o], 1e-6)
+
+
+def test_kernel_shap_explains_a_pipeline_with_string_columns_exactly_additive(db):
+    """customers_pipeline_logreg under flock.explain_method = 'kernel': 7 inputs (two of them text
+    categories) through imputers, scalers and a one-hot encoder: 126 coalitions, enumerated; each
+    row's contributions add up to the explained class's probability."""
+    with db.cursor() as cur:
+        cur.execute("SET flock.explain_method = 'kernel'")
+    try:
+        got = rows(db, "SELECT flock.predict_proba('customers_pipeline_logreg', t), "
+                       "flock.predict_label('customers_pipeline_logreg', t), "
+                       "flock.explain('customers_pipeline_logreg', t, background => 'SELECT * FROM customers WHERE id <= 30') "
+                       "FROM customers t WHERE id IN (3, 40, 41, 400)")
+    finally:
+        with db.cursor() as cur:
+            cur.execute("RESET flock.explain_method")
     entry = _entry("customers_pipeline_logreg")
     for proba, label, e in got:
         assert e["output"] == label
         assert set(entry["features"]) <= set(e)
         k = [str(c) for c in entry.get("classes", [0, 1])].index(label)
         assert close(sum(e[f] for f in entry["features"]) + e["base_value"], proba[k], 1e-6)
-
 
 
 def _exact_interventional_shap(booster, x, background):
@@ -606,9 +691,9 @@ def test_bad_input_gives_clear_errors(db):
     want = sqlstate(db, "SELECT flock.predict('no_such_model', ARRAY[1, 2]::float4[])")
     err = sqlstate(db, "SELECT flock.explain('no_such_model', ARRAY[1, 2]::float4[])")
     assert (err.pgcode, err.diag.message_primary) == (want.pgcode, want.diag.message_primary)
-    # A model no exact method explains (several inputs: a ColumnTransformer pipeline), without a
+    # A model no exact method explains (trees behind a ColumnTransformer pipeline), without a
     # background for KernelSHAP: 0A000 with a hint.
-    for name in ("customers_pipeline_gb", "customers_pipeline_logreg"):
+    for name in ("customers_pipeline_gb",):
         err = sqlstate(db, f"SELECT flock.explain('{name}', t) FROM customers t LIMIT 1")
         assert err.pgcode == "0A000" and "background" in err.diag.message_hint
     # Wrong arity: the binding's error, as predict gives it.

@@ -8,8 +8,10 @@
 //     pred_interactions.
 //   Linear models (LinearRegressor / LinearClassifier, behind Scaler, Imputer, OneHotEncoder,
 //     Normalizer-free Concat of those): exact linear SHAP with respect to the original input
-//     columns, against a reference point: the background batch's column means, or all zeros when
-//     no background is given (then the base value is the intercept).
+//     columns, against a reference point in the linear model's input: the background batch's
+//     mean there, or where an all-zero row (empty strings) lands when no background is given.
+//     With several inputs (one per column, categories one-hot encoded), each feature's
+//     contribution sums its columns' w (z - ref); features = the inputs' columns in input order.
 //
 //   Any other model (MLPs, CNNs, pipelines with several inputs), given a background: KernelSHAP
 //     (Lundberg & Lee 2017) of the model's prediction (a regressor's value, a classifier's class

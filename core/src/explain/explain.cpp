@@ -6,7 +6,10 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <memory>
+#include <optional>
+#include <set>
 
 #include "../kernels/ml_linear.hpp"
 #include "../kernels/ml_preprocess.hpp"
@@ -22,9 +25,8 @@ namespace {
 
 constexpr const char* kUnsupportedHint =
     "Explanations cover tree ensembles (ONNX-ML TreeEnsembleRegressor / TreeEnsembleClassifier, XGBoost) and "
-    "LinearRegressor / LinearClassifier models, reading the model's one input directly or through Scalers "
-    "and "
-    "Imputers; any other model given a background (KernelSHAP).";
+    "LinearRegressor / LinearClassifier models, reading the model's input directly or through Scalers, "
+    "Imputers, one-hot encoders and Concat; any other model given a background (KernelSHAP).";
 
 // Scalers and float Imputers between the model's input and the explained kernel: each maps
 // column k to column k, so contributions to their outputs are contributions to the input columns.
@@ -257,6 +259,222 @@ Explanation explain_linear(const linear::LinearKernel& k, const std::vector<Colu
   return out;
 }
 
+// ---- Linear pipelines over several inputs (one-hot encoded categories, ...) ----------------------
+//
+// A LinearRegressor / LinearClassifier fed by steps that each keep every value tied to one model
+// feature (Concat along the columns, Scaler, Imputer, Cast, Identity, OneHotEncoder, and Reshape /
+// Flatten / Squeeze / Unsqueeze that keep the rows) is a sum of one function per feature:
+// score = intercept + sum_f sum_{c from f} w_c z_c(x_f). Its exact (interventional) SHAP values are
+// then phi_f = sum_{c from f} w_c (z_c(x_f) - E[z_c]), the base value intercept + sum_c w_c E[z_c]:
+// for a categorical feature, its one-hot columns' coefficients times their distance from the
+// reference. The reference point z is the one the single-input linear explainer uses: the
+// background's mean of the linear model's input, or where an all-zero input row lands (zeros,
+// empty strings) without a background. Which feature each linear input column comes from is read
+// from the steps' kinds and the shapes they produce on a probe run.
+
+// Per row element of a value: the model feature (input columns in input order) it depends on,
+// kConstant, or kMixed (several features, or a step not understood).
+constexpr int64_t kConstant = -1;
+constexpr int64_t kMixed = -2;
+
+struct LinearPipeline {
+  size_t step = 0;  // the linear kernel's step
+  const linear::LinearKernel* linear = nullptr;
+  std::vector<int64_t> column_feature;  // per column of the linear kernel's input
+  int64_t features = 0;
+};
+
+std::string op_type(const std::string& where) { return where.substr(0, where.find(' ')); }
+
+// A batch of `rows` rows of zeros / empty strings in the model's input layout.
+FeatureBatch zero_batch(const Signature& sig, int64_t rows) {
+  FeatureBatch batch;
+  batch.rows = rows;
+  for (const InputSpec& in : sig.inputs) {
+    if (in.width < 1) fail(ErrorCode::UnsupportedOperator, "an input has no fixed width", kUnsupportedHint);
+    batch.inputs.emplace_back(in.type, std::vector<int64_t>{rows, in.width});
+  }
+  return batch;
+}
+
+// Runs the model on `batch`, returning the linear step's input as doubles (rows x columns). With
+// `pipeline` not yet known (step == SIZE_MAX), also works out the column origins.
+std::vector<double> linear_input(const Model& model, const FeatureBatch& batch, LinearPipeline& pipeline,
+                                 bool analyse) {
+  const ModelInternals::GraphView g = ModelInternals::graph(model);
+  const Signature& sig = model.signature();
+  const int64_t rows = batch.rows;
+  std::map<int, std::vector<int64_t>> origin;  // slot -> per row element
+  std::set<int> constants(g.constant_slots.begin(), g.constant_slots.end());
+  if (analyse) {
+    int64_t next = 0;
+    for (size_t k = 0; k < sig.inputs.size(); ++k) {
+      std::vector<int64_t>& o = origin[g.input_slots[k]];
+      for (int64_t j = 0; j < sig.inputs[k].width; ++j) o.push_back(next++);
+    }
+    pipeline.features = next;
+  }
+  std::vector<double> z;
+  bool seen = false;
+  auto per_row = [rows](const Tensor& t) -> int64_t {
+    if (t.shape.empty() || t.shape[0] != rows || rows == 0) return -1;
+    return static_cast<int64_t>(t.size()) / rows;
+  };
+  auto observe = [&](size_t index, const std::vector<const Tensor*>& in, const std::vector<Tensor>& out) {
+    const ModelInternals::StepView& view = g.steps[index];
+    if (view.kernel == static_cast<const Kernel*>(pipeline.linear) && !in.empty() && in[0]) {
+      const Tensor& t = *in[0];
+      if (t.type != ElemType::Float || t.shape.size() != 2 || t.shape[0] != rows)
+        fail(ErrorCode::UnsupportedOperator, "the linear model's input is not a float [rows, columns] table",
+             kUnsupportedHint);
+      z.resize(t.size());
+      for (size_t k = 0; k < t.size(); ++k) z[k] = static_cast<double>(t.f[k]);
+      seen = true;
+      if (analyse) {
+        pipeline.step = index;
+        auto it = origin.find(view.inputs[0]);
+        pipeline.column_feature = it == origin.end() ? std::vector<int64_t>(static_cast<size_t>(t.shape[1]), kMixed)
+                                                     : it->second;
+      }
+      return;
+    }
+    if (!analyse) return;
+    const std::string op = op_type(view.where);
+    auto known = [&](size_t k) -> const std::vector<int64_t>* {
+      if (k >= view.inputs.size() || k >= in.size() || !in[k]) return nullptr;
+      auto it = origin.find(view.inputs[k]);
+      return it == origin.end() || per_row(*in[k]) != static_cast<int64_t>(it->second.size()) ? nullptr : &it->second;
+    };
+    std::vector<int64_t> result;
+    bool ok = false;
+    if (op == "Scaler" || op == "Imputer" || op == "Cast" || op == "Identity" || op == "Reshape" ||
+        op == "Flatten" || op == "Squeeze" || op == "Unsqueeze") {
+      // Element-wise, or the same row elements in the same order under another shape.
+      if (const auto* o = known(0); o && !out.empty() && per_row(out[0]) == static_cast<int64_t>(o->size())) {
+        result = *o;
+        ok = true;
+      }
+    } else if (op == "OneHotEncoder") {
+      if (const auto* o = known(0); o && !out.empty() && !o->empty() &&
+                                    per_row(out[0]) > 0 && per_row(out[0]) % static_cast<int64_t>(o->size()) == 0) {
+        const int64_t categories = per_row(out[0]) / static_cast<int64_t>(o->size());
+        for (int64_t e : *o) result.insert(result.end(), static_cast<size_t>(categories), e);
+        ok = true;
+      }
+    } else if (op == "Concat" && !out.empty()) {
+      // Along axis 1: each row's elements are the inputs' row elements one after the other. Any
+      // other axis interleaves them (checked on the shapes: only dimension 1 grows).
+      ok = out[0].shape.size() >= 2 && per_row(out[0]) >= 0;
+      int64_t along = 0;
+      for (size_t k = 0; ok && k < view.inputs.size(); ++k) {
+        const auto* o = known(k);
+        ok = o && in[k]->shape.size() == out[0].shape.size();
+        for (size_t d = 2; ok && d < out[0].shape.size(); ++d) ok = in[k]->shape[d] == out[0].shape[d];
+        if (ok) {
+          along += in[k]->shape[1];
+          result.insert(result.end(), o->begin(), o->end());
+        }
+      }
+      ok = ok && along == out[0].shape[1];
+    }
+    for (size_t k = 0; k < view.outputs.size() && k < out.size(); ++k) {
+      if (view.outputs[k] < 0) continue;
+      if (ok && k == 0) {
+        origin[view.outputs[k]] = result;
+      } else if (const int64_t width = per_row(out[k]); width >= 0) {
+        origin[view.outputs[k]] = std::vector<int64_t>(static_cast<size_t>(width), kMixed);
+      }
+    }
+  };
+  ModelInternals::run_observed(model, batch, observe);
+  if (!seen) fail(ErrorCode::UnsupportedOperator, "the linear model did not run", kUnsupportedHint);
+  return z;
+}
+
+// The model's one LinearRegressor / LinearClassifier, when every column it reads comes from one
+// feature; nullopt otherwise (no such model, a tree ensemble, a step mixing features).
+std::optional<LinearPipeline> find_linear_pipeline(const Model& model) {
+  const ModelInternals::GraphView g = ModelInternals::graph(model);
+  LinearPipeline p;
+  int linear = 0;
+  for (const auto& step : g.steps) {
+    if (dynamic_cast<const tree::TreeKernel*>(step.kernel)) return std::nullopt;
+    if (const auto* k = dynamic_cast<const linear::LinearKernel*>(step.kernel)) {
+      p.linear = k;
+      ++linear;
+    }
+  }
+  if (linear != 1) return std::nullopt;
+  try {
+    linear_input(model, zero_batch(model.signature(), 2), p, true);
+  } catch (const Error&) {
+    return std::nullopt;  // the probe does not run (an encoder refusing unknown values, ...)
+  }
+  for (int64_t f : p.column_feature)
+    if (f == kMixed) return std::nullopt;
+  return p;
+}
+
+Explanation explain_linear_pipeline(const Model& model, LinearPipeline& p, const FeatureBatch& batch,
+                                    const Options& options) {
+  if (options.interactions)
+    fail(ErrorCode::UnsupportedOperator,
+         "a linear model has no interactions (its interaction values are all zero)",
+         "Call without interactions => true.");
+  const int64_t cols = static_cast<int64_t>(p.column_feature.size());
+  const auto scores = p.linear->scores(cols);
+  if (!scores)
+    fail(ErrorCode::InvalidInput, fmt::format("the linear model's coefficients do not fit {} columns", cols));
+  std::vector<double> reference(static_cast<size_t>(cols), 0.0);
+  if (options.background) {
+    const int64_t brows = options.background->rows;
+    if (brows == 0) fail(ErrorCode::InvalidInput, "the background has no rows");
+    const std::vector<double> b = linear_input(model, *options.background, p, false);
+    for (int64_t r = 0; r < brows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        reference[static_cast<size_t>(c)] += b[static_cast<size_t>(r * cols + c)];
+    for (double& m : reference) m /= static_cast<double>(brows);
+  } else {
+    const std::vector<double> zero = linear_input(model, zero_batch(model.signature(), 1), p, false);
+    reference.assign(zero.begin(), zero.end());
+  }
+  const int64_t rows = batch.rows;
+  const std::vector<double> x = rows ? linear_input(model, batch, p, false) : std::vector<double>{};
+  const int64_t F = p.features, O = scores->outputs, stride = F + 1;
+  Explanation out;
+  out.method = Method::Linear;
+  out.rows = rows;
+  out.features = F;
+  out.outputs = scores->names;
+  out.contributions.assign(
+      static_cast<size_t>(checked_mul(checked_mul(rows, O, "explanations"), stride, "explanations")), 0.0);
+  std::vector<double> base(static_cast<size_t>(O));
+  for (int64_t o = 0; o < O; ++o) {
+    double b = static_cast<size_t>(o) < scores->intercepts.size() ? scores->intercepts[static_cast<size_t>(o)] : 0.0;
+    for (int64_t c = 0; c < cols; ++c)
+      b += static_cast<double>(scores->coefficients[static_cast<size_t>(o * cols + c)]) * reference[static_cast<size_t>(c)];
+    base[static_cast<size_t>(o)] = b;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c)
+      if (std::isnan(x[static_cast<size_t>(r * cols + c)]))
+        fail(ErrorCode::MissingValue, fmt::format("row {} has a missing value in the linear model's column {}", r + 1, c + 1),
+             "A linear model has no missing-value semantics: pass a value, or put an Imputer before it.");
+    for (int64_t o = 0; o < O; ++o) {
+      double* q = out.contributions.data() + (r * O + o) * stride;
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t f = p.column_feature[static_cast<size_t>(c)];
+        const double part = static_cast<double>(scores->coefficients[static_cast<size_t>(o * cols + c)]) *
+                            (x[static_cast<size_t>(r * cols + c)] - reference[static_cast<size_t>(c)]);
+        if (f >= 0) q[f] += part;
+        else q[F] += part;  // a constant column: zero unless the background differs from it
+      }
+      q[F] += base[static_cast<size_t>(o)];
+    }
+  }
+  return out;
+}
+
 void fill_raw(Explanation& out) {
   const int64_t O = static_cast<int64_t>(out.outputs.size()), stride = out.features + 1;
   out.raw.assign(static_cast<size_t>(out.rows * O), 0.0);
@@ -278,7 +496,13 @@ void fill_raw(Explanation& out) {
 }  // namespace
 
 Method method_for(const Model& model) {
-  const Target t = find_target(model);
+  Target t;
+  try {
+    t = find_target(model);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::UnsupportedOperator || !find_linear_pipeline(model)) throw;
+    return Method::Linear;
+  }
   if (t.trees) {
     if (!t.trees->raw_scores())
       fail(ErrorCode::UnsupportedOperator, "the tree ensemble's scores are not sums of leaf values",
@@ -387,7 +611,13 @@ Explanation explain(const Model& model, const FeatureBatch& batch, const Options
   try {
     t = find_target(model);
   } catch (const Error& e) {
-    if (e.code() != ErrorCode::UnsupportedOperator || !options.background) throw;
+    if (e.code() != ErrorCode::UnsupportedOperator) throw;
+    if (auto pipeline = find_linear_pipeline(model)) {
+      Explanation out = explain_linear_pipeline(model, *pipeline, batch, options);
+      fill_raw(out);
+      return out;
+    }
+    if (!options.background) throw;
     Explanation out = kernel_shap(model, batch, options);
     fill_raw(out);
     return out;

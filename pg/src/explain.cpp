@@ -331,7 +331,10 @@ void importances(const flock::Model* model, const char* label, const RowValues* 
   flock_guard([&] {
     flock::FeatureBatch batch;
     if (data) batch = feature_batch(model, label, data, data_rows);
-    const flock::explain::Importance im = flock::explain::importance(*model, data ? &batch : nullptr);
+    flock::explain::Options options;
+    options.kernel_samples = kernel_samples;
+    options.seed = static_cast<uint64_t>(kernel_seed);
+    const flock::explain::Importance im = flock::explain::importance(*model, data ? &batch : nullptr, options);
     const flock::Signature& sig = model->signature();
     const int F = static_cast<int>(im.features);
     out.nfeat = F;

@@ -777,6 +777,47 @@ def test_linear_importance_by_formula(db):
         assert close(got["mean_abs_shap"][f], float(np.abs(coef[j] * (B[:, j] - B[:, j].mean())).mean()), 1e-6)
 
 
+def test_importance_of_an_mlp_is_mean_abs_kernel_shap_with_the_session_seed(db):
+    """An MLP has no built-in measure: with data, mean |SHAP| by KernelSHAP (the data its own
+    background, flock.explain_kernel_samples / _seed), equal to the mean over the same rows of
+    flock.explain's |contributions| (summed over both classes) with the same settings; without
+    data, 0A000 naming what to pass."""
+    data = "SELECT * FROM torch_cancer WHERE id <= 12 ORDER BY id"
+    entry = next(e for e in _load("torch_manifest.json") if e["name"] == "torch_mlp")
+    features = entry["inputs"]["input"]
+    with db.cursor() as cur:
+        cur.execute("SET flock.explain_kernel_samples = 256")
+        cur.execute("SET flock.explain_kernel_seed = 11")
+    try:
+        got = _importance(db, "SELECT * FROM flock.feature_importance('torch_mlp', %s)", (data,))
+        per_class = [rows(db, "SELECT flock.explain('torch_mlp', t, background => %s, output => %s) "
+                              "FROM torch_cancer t WHERE id <= 12 ORDER BY id", (data, label))
+                     for label in ("0", "1")]
+        with db.cursor() as cur:
+            cur.execute("SET flock.explain_kernel_seed = 12")
+        other_seed = _importance(db, "SELECT * FROM flock.feature_importance('torch_mlp', %s)", (data,))
+    finally:
+        with db.cursor() as cur:
+            cur.execute("RESET flock.explain_kernel_samples")
+            cur.execute("RESET flock.explain_kernel_seed")
+    assert set(got) == {"mean_abs_shap"} and set(got["mean_abs_shap"]) == set(features)
+    assert all(e[0]["kernel_samples"] == 256 for e in per_class[0])  # sampled, not enumerated
+    for f in features:
+        want = sum(abs(e[0][f]) for explained in per_class for e in explained) / 12
+        assert close(got["mean_abs_shap"][f], want, 1e-9), f
+    assert other_seed["mean_abs_shap"] != got["mean_abs_shap"]  # the seed reaches the sampling
+    err = sqlstate(db, "SELECT * FROM flock.feature_importance('torch_mlp')")
+    assert err.pgcode == "0A000" and "data" in err.diag.message_hint
+    # A linear pipeline over several inputs: mean |SHAP| of its exact explanation.
+    got = _importance(db, "SELECT * FROM flock.feature_importance('customers_pipeline_logreg', "
+                          "'SELECT * FROM customers WHERE id <= 40')")
+    explained = rows(db, "SELECT flock.explain('customers_pipeline_logreg', t, "
+                         "background => 'SELECT * FROM customers WHERE id <= 40', output => l) "
+                         "FROM customers t, (VALUES ('0'), ('1')) v(l) WHERE id <= 40")
+    for f in _entry("customers_pipeline_logreg")["features"]:
+        assert close(got["mean_abs_shap"][f], sum(abs(e[0][f]) for e in explained) / 40, 1e-9), f
+
+
 def test_importance_errors(db, connect_as):
     err = sqlstate(db, "SELECT * FROM flock.feature_importance('customers_pipeline_gb')")
     assert err.pgcode == "0A000" and err.diag.message_hint

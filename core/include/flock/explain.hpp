@@ -95,14 +95,17 @@ Explanation explain(const Model& model, const FeatureBatch& batch, const Options
 //     loss reduction, XGBoost's loss_changes; XGBoost models only).
 //   Linear regressors: "abs_coefficient"; with data "abs_coefficient_x_std" (|w| times the
 //     feature's population standard deviation over the data).
-//   With data, any model explain() explains: "mean_abs_shap", the mean over the data's rows of
-//     |contribution| (summed over outputs), with the data as its own background.
+//   With data, any model: "mean_abs_shap", the mean over the data's rows of |contribution|
+//     (summed over outputs) of explain() with the data as its own background: exact for trees
+//     and linear models, KernelSHAP (options' kernel_samples, seed, kernel_background_rows) for
+//     the rest, which have no other measure. Without data such a model is UnsupportedOperator
+//     with a hint to pass data.
 struct Importance {
   int64_t features = 0;
   std::vector<std::string> measures;
   std::vector<std::vector<double>> values;  // per measure, per feature
 };
-Importance importance(const Model& model, const FeatureBatch* data);
+Importance importance(const Model& model, const FeatureBatch* data, const Options& kernel_options = {});
 
 // Which method explain() would use, or throws as explain() does for a model it cannot explain.
 Method method_for(const Model& model);

@@ -512,8 +512,41 @@ Method method_for(const Model& model) {
   return Method::Linear;
 }
 
-Importance importance(const Model& model, const FeatureBatch* data) {
-  const Target t = find_target(model);
+Importance importance(const Model& model, const FeatureBatch* data, const Options& kernel_options) {
+  // Models no exact explainer reads (MLPs, CNNs, tree pipelines over several inputs, linear
+  // pipelines): no built-in measure, only mean |SHAP| over data (exact for linear pipelines,
+  // KernelSHAP otherwise, with the caller's sample count and seed).
+  Target t;
+  bool exact_target = true;
+  try {
+    t = find_target(model);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::UnsupportedOperator) throw;
+    exact_target = false;
+  }
+  if (!exact_target) {
+    if (!data)
+      fail(ErrorCode::UnsupportedOperator, "the model has no built-in importance measure",
+           "Pass data (a data set reference or a query) for the mean |SHAP| of each feature over its rows.");
+    if (data->rows == 0) fail(ErrorCode::InvalidInput, "the data has no rows");
+    Options options = kernel_options;
+    options.background = data;
+    options.interactions = false;
+    options.force_kernel = false;
+    const Explanation e = explain(model, *data, options);
+    Importance out;
+    out.features = e.features;
+    const size_t F = static_cast<size_t>(e.features), O = e.outputs.size(), S = F + 1;
+    std::vector<double> mean_abs(F, 0.0);
+    for (int64_t r = 0; r < e.rows; ++r)
+      for (size_t o = 0; o < O; ++o)
+        for (size_t k = 0; k < F; ++k)
+          mean_abs[k] += std::abs(e.contributions[(static_cast<size_t>(r) * O + o) * S + k]);
+    for (double& v : mean_abs) v /= static_cast<double>(e.rows);
+    out.measures.push_back("mean_abs_shap");
+    out.values.push_back(mean_abs);
+    return out;
+  }
   Importance out;
   out.features = model.signature().inputs[0].width;
   if (out.features < 1)
@@ -583,8 +616,10 @@ Importance importance(const Model& model, const FeatureBatch* data) {
     fail(ErrorCode::UnsupportedOperator, "the model has no built-in importance measure",
          "Pass data (a data set reference or a query) for the mean |SHAP| of each feature.");
   if (data) {
-    Options options;
+    Options options = kernel_options;
     options.background = data;
+    options.interactions = false;
+    options.force_kernel = false;
     const Explanation e = explain(model, *data, options);
     const size_t O = e.outputs.size(), S = F + 1;
     std::vector<double> mean_abs(F, 0.0);

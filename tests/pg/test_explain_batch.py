@@ -80,6 +80,8 @@ LINEAR = [
     ("diabetes_linreg", ", background => 'diabetes_bg'"),
     ("iris_logreg", ""),
     ("wine_scaler_logreg", ", output => '1'"),
+    ("customers_pipeline_logreg", ""),  # one-hot pipeline over 7 inputs
+    ("customers_pipeline_logreg", ", background => 'SELECT * FROM customers WHERE id <= 50'"),
 ]
 
 
@@ -192,3 +194,18 @@ def test_several_calls_in_one_node_keep_their_own_arguments(db):
     assert plan.count("(explain)") == 3 and "(predict)" in plan, plan
     got = _run(db, sql, "on", 7)
     assert all(e[2]["output"] == "2" and isinstance(e[3]["bmi"], dict) for _, e in got)
+
+
+def test_rows_of_a_batched_explain_equal_explain_rows(db):
+    """The batched way to get explain_rows' (feature, contribution) pairs for many rows: jsonb_each
+    over flock.explain in a subquery kept apart (OFFSET 0), whose scan the node batches."""
+    sql = ("SELECT s.id, c.key, c.value::float8 FROM (SELECT id, flock.explain('diabetes_xgb', t) AS e "
+           "FROM diabetes t OFFSET 0) s, jsonb_each(s.e) c ORDER BY 1, 2")
+    plan = _plan(db, sql)
+    assert "FlockBatchScore" in plan and "(explain)" in plan, plan
+    batched = _run(db, sql, "on", 64)
+    per_row = _run(db, "SELECT t.id, e.feature, e.contribution FROM diabetes t, "
+                       "flock.explain_rows('diabetes_xgb', t) e ORDER BY 1, 2", "off")
+    assert len(batched) == len(per_row) > 0
+    for (i, f, v), (j, g, w) in zip(batched, per_row):
+        assert (i, f) == (j, g) and abs(v - w) <= 1e-12 * max(abs(w), 1.0), (i, f, v, w)

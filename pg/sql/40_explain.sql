@@ -58,7 +58,8 @@ END $$;
 -- `data` reaching each split) and 'gain' (XGBoost's loss_changes), for linear regressors
 -- 'abs_coefficient' and, with data,
 -- 'abs_coefficient_x_std'; with data (a data set reference or a query, read as current_user) for
--- any explainable model 'mean_abs_shap'.
+-- any model 'mean_abs_shap' (KernelSHAP, with the session's sample count and seed, where no exact
+-- method applies).
 CREATE FUNCTION flock.feature_importance(model text, data text DEFAULT NULL)
   RETURNS TABLE(feature text, measure text, value float8)
   AS 'MODULE_PATHNAME', 'flock_feature_importance' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
@@ -67,3 +68,18 @@ CREATE FUNCTION flock.feature_importance(model flock.model, data text DEFAULT NU
   AS 'MODULE_PATHNAME', 'flock_feature_importance' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
 COMMENT ON FUNCTION flock.feature_importance(text, text) IS
   'per-feature importance: splits / cover (trees), |coefficient| (x std) (linear), mean |SHAP| over data';
+
+-- flock.explain_rows' rows from its flock.explain result: the Function Scan of a batched
+-- explain_rows join calls it (pg/src/explain_plan.cpp), with the explanation the batch node made.
+CREATE FUNCTION flock._explain_rows_of(model text, input record, background text, output text, explanation jsonb)
+  RETURNS TABLE(feature text, value float8, contribution float8)
+  AS 'MODULE_PATHNAME', 'flock_explain_rows_of' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED ROWS 16;
+CREATE FUNCTION flock._explain_rows_of(model text, features float4[], background text, output text, explanation jsonb)
+  RETURNS TABLE(feature text, value float8, contribution float8)
+  AS 'MODULE_PATHNAME', 'flock_explain_rows_of' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED ROWS 16;
+CREATE FUNCTION flock._explain_rows_of(model flock.model, input record, background text, output text, explanation jsonb)
+  RETURNS TABLE(feature text, value float8, contribution float8)
+  AS 'MODULE_PATHNAME', 'flock_explain_rows_of' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED ROWS 16;
+CREATE FUNCTION flock._explain_rows_of(model flock.model, features float4[], background text, output text, explanation jsonb)
+  RETURNS TABLE(feature text, value float8, contribution float8)
+  AS 'MODULE_PATHNAME', 'flock_explain_rows_of' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED ROWS 16;

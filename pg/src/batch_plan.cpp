@@ -40,6 +40,7 @@ extern "C" {
 #include "batch_plan.hpp"
 #include "optimize_query.hpp"
 #include "distribute_plan.hpp"
+#include "explain_plan.hpp"
 #include "pin_remote.hpp"
 #include "plan_model.hpp"
 
@@ -1078,6 +1079,7 @@ PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, 
   if (!batching_enabled || stmt->commandType != CMD_SELECT) return stmt;
   RewriteContext ctx = {get_namespace_oid("flock", true), stmt->rtable};
   if (!OidIsValid(ctx.flock_namespace)) return stmt;
+  batch_explain_rows(stmt, ctx.flock_namespace);  // explain_plan.cpp: flock.explain_rows joins (issue 14)
   stmt->planTree = rewrite_plan(stmt->planTree, &ctx);
   ListCell* lc;
   foreach (lc, stmt->subplans) lfirst(lc) = rewrite_plan(static_cast<Plan*>(lfirst(lc)), &ctx);

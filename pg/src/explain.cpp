@@ -23,6 +23,7 @@
 extern "C" {
 PG_FUNCTION_INFO_V1(flock_explain);
 PG_FUNCTION_INFO_V1(flock_explain_rows);
+PG_FUNCTION_INFO_V1(flock_explain_rows_of);
 PG_FUNCTION_INFO_V1(flock_feature_importance);
 }
 
@@ -445,14 +446,33 @@ extern "C" Datum flock_explain(PG_FUNCTION_ARGS) {
   PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 }
 
-// flock.explain_rows(model, input, background, output) RETURNS TABLE(feature, value, contribution)
-extern "C" Datum flock_explain_rows(PG_FUNCTION_ARGS) {
+namespace {
+
+// explain_rows' rows: each feature with the row's value (NULL when missing) and its contribution,
+// then base_value. names / contributions: F entries, then the base value's contribution.
+void put_explained_rows(FunctionCallInfo fcinfo, const RowValues& row, char** names, const double* contributions,
+                        int F) {
+  auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+  for (int k = 0; k <= F; ++k) {
+    Datum values[3];
+    bool nulls[3] = {false, false, false};
+    values[0] = CStringGetTextDatum(k < F ? names[k] : "base_value");
+    // The input value as the model saw it (NULL for a missing one, and for the base value).
+    const bool has_value = k < F && k < row.n && !row.isnull[k] && !std::isnan(row.num[k]);
+    values[1] = has_value ? Float8GetDatum(row.num[k]) : (Datum)0;
+    nulls[1] = !has_value;
+    values[2] = Float8GetDatum(contributions[k]);
+    tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+  }
+}
+
+// explain_rows for one row (arguments model, input, background, output), after InitMaterializedSRF.
+Datum explain_rows_of_one_row(FunctionCallInfo fcinfo) {
   CallState* st = nullptr;
   RowValues row;
   RowValues* background = nullptr;
   int background_rows = 0;
   char* output = nullptr;
-  InitMaterializedSRF(fcinfo, 0);
   if (!prepare(fcinfo, 2, 3, &st, &row, &background, &background_rows, &output)) return (Datum)0;
   Explained e = {};
   explain_row(st->model, st->label, &row, background, background_rows, false, output, false, e);
@@ -461,24 +481,77 @@ extern "C" Datum flock_explain_rows(PG_FUNCTION_ARGS) {
   char** names = static_cast<char**>(palloc(sizeof(char*) * (F + 1)));
   double* contributions = static_cast<double*>(palloc(sizeof(double) * (F + 1)));
   for (int k = 0; k < F; ++k) names[k] = pstrdup(e.names[k]);
-  names[F] = pstrdup("base_value");
   memcpy(contributions, e.contributions, sizeof(double) * (F + 1));
   free_explained(e);
-  auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
-  for (int k = 0; k <= F; ++k) {
-    Datum values[3];
-    bool nulls[3] = {false, false, false};
-    values[0] = CStringGetTextDatum(names[k]);
-    // The input value as the model saw it (NULL for a missing one, and for the base value).
-    const bool has_value = k < F && k < row.n && !row.isnull[k] && !std::isnan(row.num[k]);
-    values[1] = has_value ? Float8GetDatum(row.num[k]) : (Datum)0;
-    nulls[1] = !has_value;
-    values[2] = Float8GetDatum(contributions[k]);
-    tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-  }
+  put_explained_rows(fcinfo, row, names, contributions, F);
   return (Datum)0;
 }
 
+}  // namespace
+
+// flock.explain_rows(model, input, background, output) RETURNS TABLE(feature, value, contribution)
+extern "C" Datum flock_explain_rows(PG_FUNCTION_ARGS) {
+  InitMaterializedSRF(fcinfo, 0);
+  return explain_rows_of_one_row(fcinfo);
+}
+
+// flock._explain_rows_of(model, input, background, output, explanation jsonb): what
+// flock.explain_rows(model, input, background, output) returns, read from `explanation`, that
+// call's flock.explain computed by the batch node (explain_plan.cpp): contributions in the model's
+// feature order with the row's values. A feature name the jsonb cannot hold apart (a duplicate,
+// or one of its other keys) is explained again here, one row, as explain_rows does.
+extern "C" Datum flock_explain_rows_of(PG_FUNCTION_ARGS) {
+  InitMaterializedSRF(fcinfo, 0);
+  if (PG_ARGISNULL(4)) return explain_rows_of_one_row(fcinfo);  // no explanation: only a NULL input gives none
+  CallState* st = nullptr;
+  RowValues row;
+  RowValues* no_background = nullptr;
+  int no_rows = 0;
+  char* no_output = nullptr;
+  if (!prepare(fcinfo, PG_NARGS(), PG_NARGS(), &st, &row, &no_background, &no_rows, &no_output)) return (Datum)0;
+  char** names = nullptr;
+  int F = 0;
+  {
+    char** malloced = nullptr;
+    flock_guard([&] {
+      const flock::Signature& sig = st->model->signature();
+      int64_t features = 0;
+      for (const auto& in : sig.inputs) features += std::max<int64_t>(in.width, 1);
+      const std::vector<std::string> list = feature_names(sig, static_cast<int>(features));
+      malloced = malloc_array<char*>(list.size());
+      for (size_t k = 0; k < list.size(); ++k) malloced[k] = malloc_string(list[k]);
+      F = static_cast<int>(list.size());
+    });
+    names = static_cast<char**>(palloc(sizeof(char*) * (F + 1)));
+    for (int k = 0; k < F; ++k) {
+      names[k] = pstrdup(malloced[k]);
+      std::free(malloced[k]);
+    }
+    std::free(malloced);
+  }
+  Jsonb* explanation = PG_GETARG_JSONB_P(4);
+  double* contributions = static_cast<double*>(palloc(sizeof(double) * (F + 1)));
+  bool readable = true;
+  for (int k = 0; readable && k <= F; ++k) {
+    const char* key = k < F ? names[k] : "base_value";
+    for (int j = 0; readable && j < k && k < F; ++j) readable = strcmp(names[j], key) != 0;
+    if (k < F)
+      for (const char* reserved : {"base_value", "output", "std_error", "kernel_samples"})
+        readable = readable && strcmp(key, reserved) != 0;
+    if (!readable) break;
+    JsonbValue wanted;
+    wanted.type = jbvString;
+    wanted.val.string.val = const_cast<char*>(key);
+    wanted.val.string.len = static_cast<int>(strlen(key));
+    JsonbValue* found = findJsonbValueFromContainer(&explanation->root, JB_FOBJECT, &wanted);
+    readable = found && found->type == jbvNumeric;
+    if (readable)
+      contributions[k] = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(found->val.numeric)));
+  }
+  if (!readable) return explain_rows_of_one_row(fcinfo);
+  put_explained_rows(fcinfo, row, names, contributions, F);
+  return (Datum)0;
+}
 // flock.feature_importance(model, data) RETURNS TABLE(feature, measure, value)
 extern "C" Datum flock_feature_importance(PG_FUNCTION_ARGS) {
   if (PG_ARGISNULL(0))

@@ -209,3 +209,64 @@ def test_rows_of_a_batched_explain_equal_explain_rows(db):
     assert len(batched) == len(per_row) > 0
     for (i, f, v), (j, g, w) in zip(batched, per_row):
         assert (i, f) == (j, g) and abs(v - w) <= 1e-12 * max(abs(w), 1.0), (i, f, v, w)
+
+
+EXPLAIN_ROWS_JOINS = [
+    "SELECT t.id, e.* FROM diabetes t, flock.explain_rows('diabetes_xgb', t) e",
+    "SELECT t.id, e.* FROM diabetes t CROSS JOIN LATERAL flock.explain_rows('diabetes_gb', t, 'diabetes_bg') e "
+    "WHERE t.id % 3 = 0",
+    "SELECT t.id, e.* FROM iris t, flock.explain_rows('iris_logreg', ARRAY[t.sepal_length, t.sepal_width, "
+    "t.petal_length, t.petal_width]::float4[], output => '2') e",
+    "SELECT t.id, e.* FROM customers t, flock.explain_rows('customers_pipeline_logreg', t) e WHERE t.id <= 120",
+    "SELECT t.id, e.* FROM torch_cancer t, flock.explain_rows('torch_mlp', t, "
+    "'SELECT * FROM torch_cancer WHERE id <= 5') e WHERE t.id <= 10",
+]
+
+
+@pytest.mark.parametrize("sql", EXPLAIN_ROWS_JOINS)
+def test_explain_rows_joined_to_a_table_is_batched_with_the_same_rows(db, sql):
+    """flock.explain_rows in a join with the table it explains: the scan computes the equivalent
+    flock.explain in batches (FlockBatchScore) and the function lists it; every row (feature,
+    value, contribution, in order) equal to the unbatched plan's."""
+    sql = sql + " ORDER BY 1, 2"
+    per_row = _run(db, sql, "off")
+    assert len(per_row) > 0
+    plan = _plan(db, sql)
+    assert "FlockBatchScore" in plan and "(explain)" in plan and "_explain_rows_of" in plan, plan
+    for size in BATCH_SIZES:
+        batched = _run(db, sql, "on", size)
+        assert batched == per_row, size
+
+
+def test_explain_rows_joined_nulls_errors_privileges_and_colliding_names_as_per_row(db, connect_as):
+    # NULL inputs (no rows, kept by a LEFT JOIN), a feature named like one of flock.explain's own
+    # keys (the rows are then explained again one at a time), and a LEFT JOIN.
+    from onnx_builders import linear_regressor
+    with db.cursor() as cur:
+        cur.execute("SELECT flock.register_model('lin_output', %s)",
+                    (linear_regressor([2.0, -3.0], 0.5, ["output", "b"]),))
+        cur.execute("DROP TABLE IF EXISTS two")
+        cur.execute("CREATE TABLE two AS SELECT g AS id, g::float4 AS output, (g * 2)::float4 AS b "
+                    "FROM generate_series(1, 30) g")
+    for sql in ("SELECT t.id, e.* FROM diabetes t LEFT JOIN LATERAL flock.explain_rows('diabetes_xgb', "
+                "CASE WHEN t.id % 3 = 0 THEN t END) e ON true ORDER BY 1, 2",
+                "SELECT t.id, e.* FROM two t, flock.explain_rows('lin_output', t) e ORDER BY 1, 2"):
+        per_row = _run(db, sql, "off")
+        assert "_explain_rows_of" in _plan(db, sql), sql
+        for size in BATCH_SIZES:
+            assert _run(db, sql, "on", size) == per_row, (sql, size)
+    assert sum(1 for r in _run(db, "SELECT t.id, e.* FROM diabetes t LEFT JOIN LATERAL flock.explain_rows("
+                                    "'diabetes_xgb', CASE WHEN t.id % 3 = 0 THEN t END) e ON true", "on")
+               if r[1] is None) == len(rows(db, "SELECT 1 FROM diabetes WHERE id % 3 <> 0"))
+    # Errors, and the privilege checks as an unprivileged role, as the unbatched call gives them.
+    for conn, sql in ((db, "SELECT e.* FROM iris t, flock.explain_rows('iris_xgb', t, output => 'virginica') e"),
+                      (db, "SELECT e.* FROM diabetes t, flock.explain_rows('diabetes_gb', t, 'empty_bg') e"),
+                      (connect_as(STRANGER), "SELECT e.* FROM diabetes t, flock.explain_rows('diabetes_xgb', t) e")):
+        with conn.cursor() as cur:
+            cur.execute("SET flock.batching = off")
+            want = sqlstate(conn, sql)
+            cur.execute("SET flock.batching = on")
+            got = sqlstate(conn, sql)
+            cur.execute("RESET flock.batching")
+        assert (got.pgcode, got.diag.message_primary, got.diag.message_hint) == \
+            (want.pgcode, want.diag.message_primary, want.diag.message_hint), sql

@@ -278,7 +278,6 @@ constexpr int64_t kConstant = -1;
 constexpr int64_t kMixed = -2;
 
 struct LinearPipeline {
-  size_t step = 0;  // the linear kernel's step
   const linear::LinearKernel* linear = nullptr;
   std::vector<int64_t> column_feature;  // per column of the linear kernel's input
   int64_t features = 0;
@@ -298,7 +297,7 @@ FeatureBatch zero_batch(const Signature& sig, int64_t rows) {
 }
 
 // Runs the model on `batch`, returning the linear step's input as doubles (rows x columns). With
-// `pipeline` not yet known (step == SIZE_MAX), also works out the column origins.
+// `analyse` (the probe run), also works out which feature each of its columns comes from.
 std::vector<double> linear_input(const Model& model, const FeatureBatch& batch, LinearPipeline& pipeline,
                                  bool analyse) {
   const ModelInternals::GraphView g = ModelInternals::graph(model);
@@ -331,7 +330,6 @@ std::vector<double> linear_input(const Model& model, const FeatureBatch& batch, 
       for (size_t k = 0; k < t.size(); ++k) z[k] = static_cast<double>(t.f[k]);
       seen = true;
       if (analyse) {
-        pipeline.step = index;
         auto it = origin.find(view.inputs[0]);
         pipeline.column_feature = it == origin.end() ? std::vector<int64_t>(static_cast<size_t>(t.shape[1]), kMixed)
                                                      : it->second;

@@ -13,14 +13,14 @@
 #include "pg.hpp"  // must come first
 
 extern "C" {
+#include "catalog/pg_proc.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
-#include "optimizer/optimizer.h"
 #include "nodes/plannodes.h"
-#include "catalog/pg_proc.h"
-#include "utils/syscache.h"
+#include "optimizer/optimizer.h"
 #include "parser/parse_func.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 }
 #undef flock
 
@@ -31,8 +31,15 @@ namespace {
 
 bool is_scan(Plan* plan) {
   switch (nodeTag(plan)) {
-    case T_SeqScan: case T_SampleScan: case T_IndexScan: case T_BitmapHeapScan: case T_TidScan:
-    case T_TidRangeScan: case T_SubqueryScan: case T_ValuesScan: case T_CteScan:
+    case T_SeqScan:
+    case T_SampleScan:
+    case T_IndexScan:
+    case T_BitmapHeapScan:
+    case T_TidScan:
+    case T_TidRangeScan:
+    case T_SubqueryScan:
+    case T_ValuesScan:
+    case T_CteScan:
       return true;
     default:
       return false;
@@ -70,7 +77,8 @@ Node* outer_row_mutator(Node* node, OuterRowContext* c) {
     auto* p = reinterpret_cast<Param*>(node);
     NestLoopParam* source = p->paramkind == PARAM_EXEC ? nest_param(c->nl, p->paramid) : nullptr;
     auto* ref = source && IsA(source->paramval, Var) ? reinterpret_cast<Var*>(source->paramval) : nullptr;
-    if (!ref || ref->varno != OUTER_VAR || ref->varattno < 1 || ref->varattno > list_length(c->outer->targetlist)) {
+    if (!ref || ref->varno != OUTER_VAR || ref->varattno < 1 ||
+        ref->varattno > list_length(c->outer->targetlist)) {
       c->ok = false;
       return node;
     }
@@ -125,8 +133,8 @@ void batch_explain_rows_join(PlannedStmt* stmt, NestLoop* nl, Oid flock_namespac
   if (!OidIsValid(explain_fn) || !OidIsValid(rows_of_fn)) return;
 
   // The outer scan computes the explanation: batch_plan.cpp batches it there.
-  List* explain_args = list_make5(copyObject(model), outer_row,
-                                  makeBoolConst(false, false), copyObject(background), copyObject(output));
+  List* explain_args = list_make5(copyObject(model), outer_row, makeBoolConst(false, false),
+                                  copyObject(background), copyObject(output));
   Expr* explain = reinterpret_cast<Expr*>(
       makeFuncExpr(explain_fn, JSONBOID, explain_args, InvalidOid, call->inputcollid, COERCE_EXPLICIT_CALL));
   const AttrNumber resno = static_cast<AttrNumber>(list_length(outer->targetlist) + 1);
@@ -147,9 +155,9 @@ void batch_explain_rows_join(PlannedStmt* stmt, NestLoop* nl, Oid flock_namespac
   explanation->paramcollid = InvalidOid;
   explanation->location = -1;
 
-  FuncExpr* rows_of = makeFuncExpr(rows_of_fn, call->funcresulttype,
-                                   list_make5(model, row, background, output, explanation), InvalidOid,
-                                   call->inputcollid, COERCE_EXPLICIT_CALL);
+  FuncExpr* rows_of =
+      makeFuncExpr(rows_of_fn, call->funcresulttype, list_make5(model, row, background, output, explanation),
+                   InvalidOid, call->inputcollid, COERCE_EXPLICIT_CALL);
   rows_of->funcretset = true;
   rtfunc->funcexpr = reinterpret_cast<Node*>(rows_of);
   rtfunc->funcparams = bms_add_member(rtfunc->funcparams, paramid);
@@ -164,10 +172,12 @@ void walk(PlannedStmt* stmt, Plan* plan, Oid flock_namespace) {
   ListCell* lc;
   switch (nodeTag(plan)) {
     case T_Append:
-      foreach (lc, reinterpret_cast<Append*>(plan)->appendplans) walk(stmt, static_cast<Plan*>(lfirst(lc)), flock_namespace);
+      foreach (lc, reinterpret_cast<Append*>(plan)->appendplans)
+        walk(stmt, static_cast<Plan*>(lfirst(lc)), flock_namespace);
       break;
     case T_MergeAppend:
-      foreach (lc, reinterpret_cast<MergeAppend*>(plan)->mergeplans) walk(stmt, static_cast<Plan*>(lfirst(lc)), flock_namespace);
+      foreach (lc, reinterpret_cast<MergeAppend*>(plan)->mergeplans)
+        walk(stmt, static_cast<Plan*>(lfirst(lc)), flock_namespace);
       break;
     case T_SubqueryScan:
       walk(stmt, reinterpret_cast<SubqueryScan*>(plan)->subplan, flock_namespace);

@@ -29,19 +29,19 @@ const double kSqrt3 = std::sqrt(3.0);
 const double kPiSquared = std::pow(kPi, 2);
 const double kPiFour = std::pow(kPi, 4);
 const double kPiSix = std::pow(kPi, 6);
-constexpr double kMinLog = -708;                    // _ksstats._MIN_LOG
+constexpr double kMinLog = -708;                             // _ksstats._MIN_LOG
 constexpr double kCephesMinLog = -7.08396418532264106224e2;  // cephes MINLOG: log(2^-1022)
-const double kScaleUp = std::ldexp(1.0, 128);       // _EP128
-const double kScaleDown = std::ldexp(1.0, -128);    // _EM128
-constexpr int64_t kSmirnovMaxComputeN = 1000000;     // cephes SMIRNOV_MAX_COMPUTE_N
+const double kScaleUp = std::ldexp(1.0, 128);                // _EP128
+const double kScaleDown = std::ldexp(1.0, -128);             // _EM128
+constexpr int64_t kSmirnovMaxComputeN = 1000000;             // cephes SMIRNOV_MAX_COMPUTE_N
 
 double clip_probability(double p) { return std::clamp(p, 0.0, 1.0); }
 
 // log(n! / n^n) by Stirling's series (_ksstats._log_nfactorial_div_n_pow_n).
 double log_nfactorial_div_n_pow_n(double n) {
-  static constexpr double kStirling[] = {-2.955065359477124183e-2, 6.4102564102564102564e-3,
+  static constexpr double kStirling[] = {-2.955065359477124183e-2,  6.4102564102564102564e-3,
                                          -1.9175269175269175269e-3, 8.4175084175084175084e-4,
-                                         -5.952380952380952381e-4, 7.9365079365079365079e-4,
+                                         -5.952380952380952381e-4,  7.9365079365079365079e-4,
                                          -2.7777777777777777778e-3, 8.3333333333333333333e-2};
   const double rn = 1.0 / n;
   double series = 0;  // np.polyval: Horner, highest power first
@@ -133,7 +133,8 @@ double durbin_matrix_cdf(int64_t n, double d) {
     for (int r = 0; r < m; ++r)
       for (int t = 0; t < m; ++t) {
         const double a_rt = a[size_t(r) * size_t(m) + size_t(t)];
-        for (int c = 0; c < m; ++c) out[size_t(r) * size_t(m) + size_t(c)] += a_rt * b[size_t(t) * size_t(m) + size_t(c)];
+        for (int c = 0; c < m; ++c)
+          out[size_t(r) * size_t(m) + size_t(c)] += a_rt * b[size_t(t) * size_t(m) + size_t(c)];
       }
     return out;
   };
@@ -200,9 +201,11 @@ double pomeranz_cdf(int64_t n, double x) {
   const int ceilf = f > 0 ? 1 : 0;
   const int roundf = f > 0.5 ? 1 : 0;
   const int64_t npwrs = 2 * (ll + 1);
-  std::vector<double> gpower(static_cast<size_t>(npwrs)), twogpower(static_cast<size_t>(npwrs)), onem2gpower(static_cast<size_t>(npwrs));
+  std::vector<double> gpower(static_cast<size_t>(npwrs)), twogpower(static_cast<size_t>(npwrs)),
+      onem2gpower(static_cast<size_t>(npwrs));
   gpower[0] = twogpower[0] = onem2gpower[0] = 1.0;
-  const double g_over_n = g / double(n), two_g_over_n = 2 * g / double(n), one_minus_two_g_over_n = (1 - 2 * g) / double(n);
+  const double g_over_n = g / double(n), two_g_over_n = 2 * g / double(n),
+               one_minus_two_g_over_n = (1 - 2 * g) / double(n);
   for (int64_t m = 1; m < npwrs; ++m) {
     gpower[size_t(m)] = gpower[size_t(m - 1)] * g_over_n / double(m);
     twogpower[size_t(m)] = twogpower[size_t(m - 1)] * two_g_over_n / double(m);
@@ -260,7 +263,8 @@ double pelz_good_cdf(int64_t n, double x) {
   if (x <= 0.0) return 0.0;
   if (x >= 1.0) return 1.0;
   const double z = std::sqrt(double(n)) * x;
-  const double zsquared = std::pow(z, 2), zthree = std::pow(z, 3), zfour = std::pow(z, 4), zsix = std::pow(z, 6);
+  const double zsquared = std::pow(z, 2), zthree = std::pow(z, 3), zfour = std::pow(z, 4),
+               zsix = std::pow(z, 6);
   const double qlog = -kPiSquared / 8 / zsquared;
   if (qlog < kMinLog) return 0.0;
   double q = std::exp(qlog);
@@ -331,7 +335,8 @@ double kolmogorov_n_sf(int64_t n, double x) {
   }
   if (nxsquared >= 370.0) return 0.0;
   if (nxsquared >= 2.2) return clip_probability(2 * smirnov_sf(n, x));
-  const double cdf = (n <= 100000 && dn * std::pow(x, 1.5) <= 1.4) ? durbin_matrix_cdf(n, x) : pelz_good_cdf(n, x);
+  const double cdf =
+      (n <= 100000 && dn * std::pow(x, 1.5) <= 1.4) ? durbin_matrix_cdf(n, x) : pelz_good_cdf(n, x);
   return clip_probability(1.0 - clip_probability(cdf));
 }
 

@@ -335,7 +335,8 @@ void importances(const flock::Model* model, const char* label, const RowValues* 
     flock::explain::Options options;
     options.kernel_samples = kernel_samples;
     options.seed = static_cast<uint64_t>(kernel_seed);
-    const flock::explain::Importance im = flock::explain::importance(*model, data ? &batch : nullptr, options);
+    const flock::explain::Importance im =
+        flock::explain::importance(*model, data ? &batch : nullptr, options);
     const flock::Signature& sig = model->signature();
     const int F = static_cast<int>(im.features);
     out.nfeat = F;
@@ -450,8 +451,8 @@ namespace {
 
 // explain_rows' rows: each feature with the row's value (NULL when missing) and its contribution,
 // then base_value. names / contributions: F entries, then the base value's contribution.
-void put_explained_rows(FunctionCallInfo fcinfo, const RowValues& row, char** names, const double* contributions,
-                        int F) {
+void put_explained_rows(FunctionCallInfo fcinfo, const RowValues& row, char** names,
+                        const double* contributions, int F) {
   auto* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
   for (int k = 0; k <= F; ++k) {
     Datum values[3];
@@ -502,13 +503,15 @@ extern "C" Datum flock_explain_rows(PG_FUNCTION_ARGS) {
 // or one of its other keys) is explained again here, one row, as explain_rows does.
 extern "C" Datum flock_explain_rows_of(PG_FUNCTION_ARGS) {
   InitMaterializedSRF(fcinfo, 0);
-  if (PG_ARGISNULL(4)) return explain_rows_of_one_row(fcinfo);  // no explanation: only a NULL input gives none
+  if (PG_ARGISNULL(4))
+    return explain_rows_of_one_row(fcinfo);  // no explanation: only a NULL input gives none
   CallState* st = nullptr;
   RowValues row;
   RowValues* no_background = nullptr;
   int no_rows = 0;
   char* no_output = nullptr;
-  if (!prepare(fcinfo, PG_NARGS(), PG_NARGS(), &st, &row, &no_background, &no_rows, &no_output)) return (Datum)0;
+  if (!prepare(fcinfo, PG_NARGS(), PG_NARGS(), &st, &row, &no_background, &no_rows, &no_output))
+    return (Datum)0;
   char** names = nullptr;
   int F = 0;
   {
@@ -546,7 +549,8 @@ extern "C" Datum flock_explain_rows_of(PG_FUNCTION_ARGS) {
     JsonbValue* found = findJsonbValueFromContainer(&explanation->root, JB_FOBJECT, &wanted);
     readable = found && found->type == jbvNumeric;
     if (readable)
-      contributions[k] = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(found->val.numeric)));
+      contributions[k] =
+          DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(found->val.numeric)));
   }
   if (!readable) return explain_rows_of_one_row(fcinfo);
   put_explained_rows(fcinfo, row, names, contributions, F);

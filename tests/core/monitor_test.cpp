@@ -86,9 +86,9 @@ TEST(MonitorKs, FiniteNDistributionContinuousWhereItsAlgorithmsMeet) {
   }
   for (int64_t n : {141, 1000, 12000, 99999}) {
     meet(n, std::sqrt(2.2 / double(n)), n < 1000 ? 1e-4 : 3e-6);  // Durbin's matrix or Pelz-Good | Smirnov
-    meet(n, std::pow(1.4 / double(n), 2.0 / 3), 1e-5);  // Durbin's matrix | Pelz-Good
+    meet(n, std::pow(1.4 / double(n), 2.0 / 3), 1e-5);            // Durbin's matrix | Pelz-Good
   }
-  meet(200000, std::sqrt(2.2 / 200000.0), 3e-6);  // Pelz-Good | Smirnov
+  meet(200000, std::sqrt(2.2 / 200000.0), 3e-6);   // Pelz-Good | Smirnov
   for (int64_t n : {20, 500}) meet(n, 0.5, 1e-9);  // Smirnov's sum on both sides
 }
 
@@ -103,7 +103,8 @@ TEST(MonitorKs, FiniteNDistributionClosedForms) {
   for (int64_t n : {7, 60, 3000}) {
     const double x = 1 - 1.0 / double(n);
     EXPECT_NEAR(kolmogorov_n_sf(n, x * (1 - 1e-14)), 2 * std::pow(1 - x, double(n)),
-                1e-9 * 2 * std::pow(1 - x, double(n))) << n;
+                1e-9 * 2 * std::pow(1 - x, double(n)))
+        << n;
   }
   // Large n: close to Kolmogorov's limit Q(sqrt(n) x), within the O(1/sqrt(n)) correction.
   auto limit = [](double z) {

@@ -331,8 +331,8 @@ std::vector<double> linear_input(const Model& model, const FeatureBatch& batch, 
       seen = true;
       if (analyse) {
         auto it = origin.find(view.inputs[0]);
-        pipeline.column_feature = it == origin.end() ? std::vector<int64_t>(static_cast<size_t>(t.shape[1]), kMixed)
-                                                     : it->second;
+        pipeline.column_feature =
+            it == origin.end() ? std::vector<int64_t>(static_cast<size_t>(t.shape[1]), kMixed) : it->second;
       }
       return;
     }
@@ -341,7 +341,8 @@ std::vector<double> linear_input(const Model& model, const FeatureBatch& batch, 
     auto known = [&](size_t k) -> const std::vector<int64_t>* {
       if (k >= view.inputs.size() || k >= in.size() || !in[k]) return nullptr;
       auto it = origin.find(view.inputs[k]);
-      return it == origin.end() || per_row(*in[k]) != static_cast<int64_t>(it->second.size()) ? nullptr : &it->second;
+      return it == origin.end() || per_row(*in[k]) != static_cast<int64_t>(it->second.size()) ? nullptr
+                                                                                              : &it->second;
     };
     std::vector<int64_t> result;
     bool ok = false;
@@ -353,8 +354,8 @@ std::vector<double> linear_input(const Model& model, const FeatureBatch& batch, 
         ok = true;
       }
     } else if (op == "OneHotEncoder") {
-      if (const auto* o = known(0); o && !out.empty() && !o->empty() &&
-                                    per_row(out[0]) > 0 && per_row(out[0]) % static_cast<int64_t>(o->size()) == 0) {
+      if (const auto* o = known(0); o && !out.empty() && !o->empty() && per_row(out[0]) > 0 &&
+                                    per_row(out[0]) % static_cast<int64_t>(o->size()) == 0) {
         const int64_t categories = per_row(out[0]) / static_cast<int64_t>(o->size());
         for (int64_t e : *o) result.insert(result.end(), static_cast<size_t>(categories), e);
         ok = true;
@@ -448,15 +449,18 @@ Explanation explain_linear_pipeline(const Model& model, LinearPipeline& p, const
       static_cast<size_t>(checked_mul(checked_mul(rows, O, "explanations"), stride, "explanations")), 0.0);
   std::vector<double> base(static_cast<size_t>(O));
   for (int64_t o = 0; o < O; ++o) {
-    double b = static_cast<size_t>(o) < scores->intercepts.size() ? scores->intercepts[static_cast<size_t>(o)] : 0.0;
+    double b =
+        static_cast<size_t>(o) < scores->intercepts.size() ? scores->intercepts[static_cast<size_t>(o)] : 0.0;
     for (int64_t c = 0; c < cols; ++c)
-      b += static_cast<double>(scores->coefficients[static_cast<size_t>(o * cols + c)]) * reference[static_cast<size_t>(c)];
+      b += static_cast<double>(scores->coefficients[static_cast<size_t>(o * cols + c)]) *
+           reference[static_cast<size_t>(c)];
     base[static_cast<size_t>(o)] = b;
   }
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c)
       if (std::isnan(x[static_cast<size_t>(r * cols + c)]))
-        fail(ErrorCode::MissingValue, fmt::format("row {} has a missing value in the linear model's column {}", r + 1, c + 1),
+        fail(ErrorCode::MissingValue,
+             fmt::format("row {} has a missing value in the linear model's column {}", r + 1, c + 1),
              "A linear model has no missing-value semantics: pass a value, or put an Imputer before it.");
     for (int64_t o = 0; o < O; ++o) {
       double* q = out.contributions.data() + (r * O + o) * stride;
@@ -464,8 +468,10 @@ Explanation explain_linear_pipeline(const Model& model, LinearPipeline& p, const
         const int64_t f = p.column_feature[static_cast<size_t>(c)];
         const double part = static_cast<double>(scores->coefficients[static_cast<size_t>(o * cols + c)]) *
                             (x[static_cast<size_t>(r * cols + c)] - reference[static_cast<size_t>(c)]);
-        if (f >= 0) q[f] += part;
-        else q[F] += part;  // a constant column: zero unless the background differs from it
+        if (f >= 0)
+          q[f] += part;
+        else
+          q[F] += part;  // a constant column: zero unless the background differs from it
       }
       q[F] += base[static_cast<size_t>(o)];
     }

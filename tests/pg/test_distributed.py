@@ -99,12 +99,13 @@ def test_pulling_the_rows_and_scoring_here_equals_one_node(coord):
     # (they returned no rows: sum NULL).
     q = "SELECT sum(flock.predict('gb', d)::numeric), count(flock.predict('gb', d)) FROM {} d"
     with coord.cursor() as cur:
-        cur.execute("SET flock.distribute_aggregates = off")  # else planned on the shards (below)
+        # Else planned on the shards (below).
+        cur.execute("SET flock.distribute_aggregates = off; SET flock.distribute_predictions = off")
         try:
             assert rows(coord, q.format("d")) == rows(coord, q.format("d_local"))
             assert "FlockBatchScore" in "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q.format("d")))
         finally:
-            cur.execute("RESET flock.distribute_aggregates")
+            cur.execute("RESET flock.distribute_aggregates; RESET flock.distribute_predictions")
 
 
 def test_pinned_select_list_over_foreign_partitions_equals_one_node(coord):
@@ -289,6 +290,115 @@ def test_insert_select_and_create_table_as_equal_one_node(coord):
     assert by_id(rows(coord, "SELECT * FROM scored_ins")) == by_id(local)
 
 
+SCAN_CASES = [
+    "SELECT id, flock.predict('gb', d) AS p FROM {} d",
+    "SELECT id, flock.predict('gb', d), flock.predict_label('colors', d), flock.predict_proba('colors', d) "
+    "FROM {} d WHERE bmi > 0",
+    "SELECT id, flock.predict('gb', d) AS p FROM {} d WHERE flock.predict('gb', d) > 150 ORDER BY p DESC, id LIMIT 25",
+    f"SELECT id, flock.predict('gb', {ARRAY}) FROM {{}} d WHERE id % 7 < 3 AND sex IS NOT NULL",
+    "SELECT mod(id, 3) AS g, avg(flock.predict('gb', d)::numeric), count(*) FROM {} d GROUP BY 1 "
+    "HAVING count(*) > 0 ORDER BY 1",
+    "SELECT s.id, s.p FROM (SELECT id, flock.predict('gb', d) AS p FROM {} d) s WHERE s.p > 100",
+    "SELECT id, rank() OVER (ORDER BY flock.predict('gb', d) DESC, id) FROM {} d",
+]
+
+
+def plan_of(conn, q):
+    return "\n".join(r[0] for r in rows(conn, "EXPLAIN (VERBOSE, COSTS OFF) " + q))
+
+
+def test_select_list_predictions_are_scored_on_the_shards_and_equal_one_node(coord):
+    ref = "'gb@1'"
+    for q in SCAN_CASES:
+        plan = plan_of(coord, q.format("d"))
+        assert "Flock Remote SQL: SELECT" in plan and "flock.on_shards" in plan, plan
+        remote = plan.split("Flock Remote SQL: ", 1)[1]
+        assert f"flock.predict({ref}" in remote and "FROM public.d d" in remote, plan
+        dist = sorted(rows(coord, q.format("d")), key=repr)
+        local = sorted(rows(coord, q.format("d_local")), key=repr)
+        assert dist and dist == local, q
+        with coord.cursor() as cur:
+            cur.execute("SET flock.distribute_predictions = off")
+            try:
+                assert "Flock Remote SQL" not in plan_of(coord, q.format("d"))
+                assert sorted(rows(coord, q.format("d")), key=repr) == dist
+            finally:
+                cur.execute("RESET flock.distribute_predictions")
+    # NULLs travel as NULLs: rows with a NULL feature get the model's own answer for a missing value.
+    nulls = rows(coord, "SELECT id, flock.predict('gb', d) FROM d WHERE bmi IS NULL")
+    assert nulls and by_id(nulls) == by_id(rows(coord, "SELECT id, flock.predict('gb', d) FROM d_local d WHERE bmi IS NULL"))
+    # The shards send the columns the query reads and the predictions, not every column.
+    remote = plan_of(coord, "SELECT id, flock.predict('gb', d) FROM d").split("Flock Remote SQL: ", 1)[1]
+    assert remote.startswith("SELECT id AS c1, flock.predict('gb@1', d.*) AS c2 FROM public.d d"), remote
+
+
+def test_shapes_not_provably_the_same_are_left_alone_with_a_reason(coord):
+    cases = {
+        # A prediction computed only for some rows could fail on a shard for a row skipped here.
+        "SELECT id, CASE WHEN id % 2 = 0 THEN flock.predict('gb', d) END FROM {} d": "only for some rows",
+        # Text comparisons depend on the shard database's collation.
+        "SELECT id, flock.predict('gb', d) FROM {} d WHERE id::text < '5'": "WHERE condition",
+        # A whole row outside a prediction.
+        "SELECT d, flock.predict('gb', d) FROM {} d": "whole row",
+        "SELECT id, flock.predict('gb', d) FROM {} d WHERE id IN (SELECT 1)": None,
+    }
+    with coord.cursor() as cur:
+        cur.execute("SET client_min_messages = debug1")
+        try:
+            for q, why in cases.items():
+                del coord.notices[:]
+                plan = plan_of(coord, q.format("d"))
+                assert "Flock Remote SQL" not in plan, plan
+                if why:
+                    assert any("predictions not planned on shards" in n and why in n for n in coord.notices), coord.notices
+        finally:
+            cur.execute("RESET client_min_messages")
+    for q in cases:
+        assert sorted(rows(coord, q.format("d")), key=repr) == sorted(rows(coord, q.format("d_local")), key=repr)
+    # In a transaction block the shards' own connections would not see its writes: left alone, so
+    # the query sees them as on one node (plain predictions and aggregates alike).
+    coord.autocommit = False
+    try:
+        with coord.cursor() as cur:
+            cur.execute("INSERT INTO d SELECT id + 1000000, age, sex, bmi, bp, s1, s2, s3, s4, s5, s6 FROM d_local WHERE id <= 3")
+            for q in ("SELECT id, flock.predict('gb', d) FROM d WHERE id > 1000000",
+                      "SELECT count(flock.predict('gb', d)) FROM d WHERE id > 1000000"):
+                cur.execute("EXPLAIN " + q)
+                assert "on_shards" not in "\n".join(r[0] for r in cur.fetchall())
+                cur.execute(q)
+                assert len(cur.fetchall()) == (3 if "count" not in q else 1)
+            cur.execute("SELECT count(flock.predict('gb', d)) FROM d WHERE id > 1000000")
+            assert cur.fetchone()[0] == 3
+    finally:
+        coord.rollback()
+        coord.autocommit = True
+    # A statement with a parameter in WHERE stays here as well, with the same rows.
+    with coord.cursor() as cur:
+        cur.execute("PREPARE scan_param(real) AS SELECT id, flock.predict('gb', d) FROM d WHERE bmi > $1")
+        try:
+            cur.execute("EXPLAIN (VERBOSE) EXECUTE scan_param(0)")
+            assert "Flock Remote SQL" not in "\n".join(r[0] for r in cur.fetchall())
+            cur.execute("EXECUTE scan_param(0)")
+            assert sorted(cur.fetchall()) == sorted(rows(coord, "SELECT id, flock.predict('gb', d) FROM d_local d WHERE bmi > 0"))
+        finally:
+            cur.execute("DEALLOCATE scan_param")
+
+
+def test_plain_insert_select_and_create_table_as_score_on_the_shards(coord):
+    select = "SELECT id, flock.predict('gb', d) AS p FROM {} d WHERE flock.predict('gb', d) > 100"
+    local = rows(coord, select.format("d_local"))
+    with coord.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS plain_ctas, plain_ins")
+        assert "Flock Remote SQL" in plan_of(coord, "CREATE TABLE plain_ctas AS " + select.format("d"))
+        cur.execute("CREATE TABLE plain_ctas AS " + select.format("d"))
+        cur.execute("CREATE TABLE plain_ins (id int, p float8)")
+        assert "Flock Remote SQL" in plan_of(coord, "INSERT INTO plain_ins " + select.format("d"))
+        cur.execute("INSERT INTO plain_ins " + select.format("d"))
+    assert by_id(rows(coord, "SELECT * FROM plain_ctas")) == by_id(local)
+    assert by_id(rows(coord, "SELECT * FROM plain_ins")) == by_id(local)
+    assert len(local) == one(coord, "SELECT count(*) FROM plain_ins")
+
+
 def test_errors_on_a_shard_are_the_one_node_errors_naming_the_shard(coord):
     # A linear model refuses NULL inputs (22004) on one node; on the shards too, with the shard named.
     local = sqlstate(coord, "SELECT flock.predict('lin', d) FROM d_local d")
@@ -297,6 +407,9 @@ def test_errors_on_a_shard_are_the_one_node_errors_naming_the_shard(coord):
     assert err.diag.message_primary.startswith('shard "shard')
     err = sqlstate(coord, f"SELECT flock.predict_pinned({pin(coord, 'lin')}, d) FROM d")
     assert err.pgcode == "22004"
+    # Written plainly, scored on the shards: the one-node error, naming the shard.
+    err = sqlstate(coord, "SELECT id, flock.predict('lin', d) FROM d")
+    assert err.pgcode == "22004" and err.diag.message_primary.startswith('shard "shard'), err.diag.message_primary
 
 
 def test_a_malformed_pin_is_refused_as_an_unprivileged_role_too(coord, nodes):
@@ -387,6 +500,10 @@ def test_a_version_a_shard_lacks_is_an_error_naming_it(coord, nodes):
         err = sqlstate(coord, f"SELECT * FROM flock.on_shards('d', 'SELECT flock.predict(%1$s, {ARRAY}) p FROM d', 'rf') "
                               "AS r(p float8)")
         assert err.pgcode == "42704" and "shard2" in err.diag.message_primary
+        # A plain select list, scored on the shards with the version planned here: the same error.
+        assert "Flock Remote SQL" in plan_of(coord, f"SELECT id, flock.predict('rf', {ARRAY}) FROM d")
+        err = sqlstate(coord, f"SELECT id, flock.predict('rf', {ARRAY}) FROM d")
+        assert err.pgcode == "42704" and 'node "shard2"' in err.diag.message_primary, err.diag.message_primary
         err = sqlstate(coord, "SELECT flock.wait_for_shards('rf', '0.3 seconds')")
         assert err.pgcode == "57014" and "shard2" in err.diag.message_primary
         # Bytes that differ from the pin (a forged sha256) are refused, never used instead.

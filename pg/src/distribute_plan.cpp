@@ -22,13 +22,14 @@ extern "C" {
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
-#include "miscadmin.h"
 #include "foreign/foreign.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "optimizer/planner.h"
 #include "parser/analyze.h"
+#include "parser/parse_func.h"
 #include "rewrite/rewriteHandler.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
@@ -36,6 +37,7 @@ extern "C" {
 #include "utils/resowner.h"
 #include "utils/rls.h"
 #include "utils/ruleutils.h"
+#include "utils/syscache.h"
 }
 #undef flock
 
@@ -250,8 +252,9 @@ PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo para
     return nullptr;
   }
   if (IsTransactionBlock()) {
-    skip("a transaction block (the shards answer on connections of their own, which would not see its "
-         "snapshot or its writes)");
+    skip(
+        "a transaction block (the shards answer on connections of their own, which would not see its "
+        "snapshot or its writes)");
     return nullptr;
   }
 
@@ -350,7 +353,6 @@ PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo para
   return r.stmt;
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Predictions over a distributed table's rows, scored on the shards (flock.distribute_predictions).
 // A query level that reads one distributed table and computes predictions of its rows outside
@@ -392,7 +394,9 @@ struct Shippable {
   bool predictions_allowed;  // in WHERE: predictions ship with it (pinned)
 };
 
-bool immutable_builtin(Oid funcid) { return funcid < FirstNormalObjectId && func_volatile(funcid) == PROVOLATILE_IMMUTABLE; }
+bool immutable_builtin(Oid funcid) {
+  return funcid < FirstNormalObjectId && func_volatile(funcid) == PROVOLATILE_IMMUTABLE;
+}
 
 // Whether the expression computes the same on a shard as here: columns of the level's one table,
 // constants and immutable built-in functions, and no collation-dependent operation (a shard's
@@ -429,7 +433,8 @@ bool shippable(Node* node, Shippable* s) {
     case T_ScalarArrayOpExpr: {
       ScalarArrayOpExpr* o = reinterpret_cast<ScalarArrayOpExpr*>(node);
       set_sa_opfuncid(o);
-      if (!immutable_builtin(o->opfuncid) || OidIsValid(o->inputcollid) || OidIsValid(o->hashfuncid)) return false;
+      if (!immutable_builtin(o->opfuncid) || OidIsValid(o->inputcollid) || OidIsValid(o->hashfuncid))
+        return false;
       break;
     }
     case T_RelabelType:
@@ -451,8 +456,8 @@ bool shippable(Node* node, Shippable* s) {
 
 struct Hoist {
   Oid flock_namespace;
-  List* calls;       // the distinct predictions computed on the shards (FuncExpr), in column order
-  const char* why;   // set when the level cannot be taken
+  List* calls;      // the distinct predictions computed on the shards (FuncExpr), in column order
+  const char* why;  // set when the level cannot be taken
 };
 
 // Collects the predictions outside WHERE. Each must be computed for every row that passes WHERE,
@@ -510,11 +515,52 @@ bool collect(Node* node, Hoist* h, bool conditional) {
                                 &walk);
 }
 
+struct PinCalls {
+  Oid flock_namespace;
+  Oid pinned_type;
+  bool ok;
+};
+
+// Every prediction as its pinned form, of the version its ref resolves to now ('name@N#sha256'):
+// on a shard it scores with exactly those bytes, or fails naming the node (at executor start when
+// batched, before any row is read). Clears ok when a call has no pinned form or cannot be pinned.
+Node* pin_calls(Node* node, PinCalls* p) {
+  if (!node || !p->ok) return node;
+  if (IsA(node, Param) || IsA(node, SubLink) || IsA(node, SubPlan)) {
+    p->ok = false;
+    return node;
+  }
+  if (is_prediction(node, p->flock_namespace)) {
+    FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
+    PlanModel* pm = plan_model(static_cast<Node*>(linitial(f->args)));
+    Oid* declared;
+    int nargs;
+    get_func_signature(f->funcid, &declared, &nargs);
+    Oid args[2] = {p->pinned_type, nargs == 2 ? declared[1] : InvalidOid};
+    char* pinned_name = psprintf("%s_pinned", get_func_name(f->funcid));
+    Oid pinned = LookupFuncName(list_make2(makeString(const_cast<char*>("flock")), makeString(pinned_name)),
+                                2, args, true);
+    if (!pm || strncmp(pm->label, "model ", 6) == 0 || !OidIsValid(pinned)) {
+      p->ok = false;
+      return node;
+    }
+    Const* pin =
+        makeConst(p->pinned_type, -1, InvalidOid, -1,
+                  PointerGetDatum(cstring_to_text(psprintf("%s#%s", pm->label, pm->sha256))), false, false);
+    FuncExpr* out = reinterpret_cast<FuncExpr*>(copyObject(f));
+    out->funcid = pinned;
+    out->inputcollid = InvalidOid;
+    out->args = list_make2(pin, pin_calls(static_cast<Node*>(lsecond(f->args)), p));
+    return reinterpret_cast<Node*>(out);
+  }
+  return expression_tree_mutator(node, reinterpret_cast<Node* (*)()>(pin_calls), p);
+}
+
 struct Remap {
   Oid flock_namespace;
-  List* calls;            // hoisted predictions: column k + ncolumns
-  List* columns;          // attnos of the table's columns shipped, in column order
-  int varno;              // the subquery's range table index
+  List* calls;    // hoisted predictions: column k + ncolumns
+  List* columns;  // attnos of the table's columns shipped, in column order
+  int varno;      // the subquery's range table index
 };
 
 int position_of(List* list, int value) {
@@ -575,15 +621,17 @@ bool columns_used(Node* node, Columns* c) {
 
 struct ScanReplan {
   List* servers;
-  const char* sql;
-  List* types;    // expected output types and typmods and collations, in order
+  const char* sql_head;  // the query: head, dblink's schema, tail
+  const char* sql_tail;
+  List* types;  // expected output types and typmods and collations, in order
   List* typmods;
   List* collations;
-  Query* query;   // out
+  Query* query;  // out
 };
 
 void scan_replan(void* arg) {
   auto* r = static_cast<ScanReplan*>(arg);
+  MemoryContext caller = CurrentMemoryContext;  // SPI_finish frees what SPI's context holds
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
   ListCell* ls;
   foreach (ls, r->servers) {
@@ -594,10 +642,18 @@ void scan_replan(void* arg) {
         SPI_processed != 1)
       elog(ERROR, "server \"%s\" is not a shard added by flock.add_shard", static_cast<char*>(lfirst(ls)));
   }
+  if (SPI_execute("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'dblink'", true,
+                  1) != SPI_OK_SELECT ||
+      SPI_processed != 1)
+    elog(ERROR, "no dblink extension here");
+  // regnamespace's output is already a quoted identifier.
+  const char* sql = MemoryContextStrdup(
+      caller, psprintf("%s%s%s", r->sql_head, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+                       r->sql_tail));
   SPI_finish();
-  List* raw = pg_parse_query(r->sql);
+  List* raw = pg_parse_query(sql);
   if (list_length(raw) != 1) elog(ERROR, "not one statement");
-  Query* q = parse_analyze_fixedparams(linitial_node(RawStmt, raw), r->sql, nullptr, 0, nullptr);
+  Query* q = parse_analyze_fixedparams(linitial_node(RawStmt, raw), sql, nullptr, 0, nullptr);
   List* rewritten = QueryRewrite(q);
   if (list_length(rewritten) != 1) elog(ERROR, "rewritten into several statements");
   q = linitial_node(Query, rewritten);
@@ -605,7 +661,8 @@ void scan_replan(void* arg) {
   ListCell *lc, *lt, *lm, *lk;
   forfour(lc, q->targetList, lt, r->types, lm, r->typmods, lk, r->collations) {
     Node* e = reinterpret_cast<Node*>(static_cast<TargetEntry*>(lfirst(lc))->expr);
-    if (exprType(e) != lfirst_oid(lt) || exprTypmod(e) != lfirst_int(lm) || exprCollation(e) != lfirst_oid(lk))
+    if (exprType(e) != lfirst_oid(lt) || exprTypmod(e) != lfirst_int(lm) ||
+        exprCollation(e) != lfirst_oid(lk))
       elog(ERROR, "result types differ");
   }
   r->query = q;
@@ -630,8 +687,8 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
     return nullptr;
   }
   if (h.calls == NIL) return nullptr;  // nothing to score outside WHERE: pin_remote's case, or none
-  if (parse->hasSubLinks || parse->hasForUpdate || parse->rowMarks || parse->setOperations || parse->cteList ||
-      parse->hasTargetSRFs || rte->tablesample) {
+  if (parse->hasSubLinks || parse->hasForUpdate || parse->rowMarks || parse->setOperations ||
+      parse->cteList || parse->hasTargetSRFs || rte->tablesample) {
     skip_scan("a sublink, FOR UPDATE, set operation, WITH, set-returning function or TABLESAMPLE");
     return nullptr;
   }
@@ -643,13 +700,10 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
     skip_scan("no SELECT privilege on the whole table (flock.on_shards needs it)");
     return nullptr;
   }
-  if (XactReadOnly || RecoveryInProgress()) {
-    skip_scan("a read-only transaction (flock.on_shards creates a temporary view)");
-    return nullptr;
-  }
   if (IsTransactionBlock()) {
-    skip_scan("a transaction block (the shards answer on connections of their own, which would not see its "
-              "snapshot or its writes)");
+    skip_scan(
+        "a transaction block (the shards answer on connections of their own, which would not see its "
+        "snapshot or its writes)");
     return nullptr;
   }
   // WHERE moves to the shards whole: a condition that cannot leaves the level here.
@@ -661,9 +715,11 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
   ListCell* lc;
   foreach (lc, h.calls) {
     PlanModel* pm = plan_model(static_cast<Node*>(linitial(static_cast<FuncExpr*>(lfirst(lc))->args)));
-    if (!pm || plan_model_audited(static_cast<Node*>(linitial(static_cast<FuncExpr*>(lfirst(lc))->args)), pm)) {
-      skip_scan("a model that is not resolvable here, or whose predictions are audited (the records would be "
-                "written on the shards)");
+    if (!pm ||
+        plan_model_audited(static_cast<Node*>(linitial(static_cast<FuncExpr*>(lfirst(lc))->args)), pm)) {
+      skip_scan(
+          "a model that is not resolvable here, or whose predictions are audited (the records would be "
+          "written on the shards)");
       return nullptr;
     }
   }
@@ -675,7 +731,9 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
   List* columns = used.attnos;
   Remap rm = {ns, h.calls, columns, 2};
 
-  Build b = {ns, NIL, false, true};
+  PinCalls pc = {
+      ns, GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("pinned"), ObjectIdGetDatum(ns)),
+      true};
   const char* alias = rte->eref->aliasname;
   List* dpcontext = deparse_context_for(alias, rte->relid);
   StringInfoData shard_select, coldefs;
@@ -692,7 +750,8 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
     ncol++;
     appendStringInfo(&shard_select, "%s%s AS c%d", ncol > 1 ? ", " : "",
                      deparse_expression(reinterpret_cast<Node*>(v), dpcontext, false, false), ncol);
-    appendStringInfo(&coldefs, "%sc%d %s", ncol > 1 ? ", " : "", ncol, format_type_with_typemod(type, typmod));
+    appendStringInfo(&coldefs, "%sc%d %s", ncol > 1 ? ", " : "", ncol,
+                     format_type_with_typemod(type, typmod));
     if (OidIsValid(collation) && collation != get_typcollation(type))
       appendStringInfo(&coldefs, " COLLATE %s", generate_collation_name(collation));
     types = lappend_oid(types, type);
@@ -701,9 +760,9 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
   }
   foreach (lc, h.calls) {
     FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
-    Node* pinned = pin_refs(reinterpret_cast<Node*>(f), &b);
-    if (!b.ok) {
-      skip_scan("a model reference that is not a resolvable constant");
+    Node* pinned = pin_calls(reinterpret_cast<Node*>(f), &pc);
+    if (!pc.ok) {
+      skip_scan("a prediction without a pinned form (predict_tensor) or whose model is not resolvable here");
       return nullptr;
     }
     ncol++;
@@ -715,9 +774,10 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
     typmods = lappend_int(typmods, -1);
     collations = lappend_oid(collations, f->funccollid);
   }
-  Node* quals = pin_refs(parse->jointree->quals, &b);
-  if (!b.ok) {
-    skip_scan("a parameter, sublink or model reference in WHERE that is not a resolvable constant");
+  Node* quals = pin_calls(parse->jointree->quals, &pc);
+  if (!pc.ok) {
+    skip_scan(
+        "a prediction in WHERE without a pinned form (predict_tensor) or whose model is not resolvable here");
     return nullptr;
   }
   *used_models = true;
@@ -726,13 +786,13 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
       quote_qualified_identifier(get_namespace_name(get_rel_namespace(rte->relid)), get_rel_name(rte->relid)),
       quote_identifier(alias), quals ? " WHERE " : "",
       quals ? deparse_expression(quals, dpcontext, false, false) : "");
-  StringInfoData refs;
-  initStringInfo(&refs);
-  foreach (lc, b.refs) appendStringInfo(&refs, ", %s", quote_literal_cstr(static_cast<char*>(lfirst(lc))));
-  char* sub_sql = psprintf("SELECT * FROM flock.on_shards(%u::regclass, %s%s) AS r(%s)", rte->relid,
-                           quote_literal_cstr(for_format(shard_sql, list_length(b.refs))), refs.data,
-                           coldefs.data);
-  ScanReplan r = {servers, sub_sql, types, typmods, collations, nullptr};
+  // Each shard's rows go straight from dblink_get_result to the plan (flock.on_shards would copy
+  // them through PL/pgSQL: measured at 2-3 us a row, most of the coordinator's cost).
+  // (dblink's schema is filled in by scan_replan.)
+  char* sub_sql_head = psprintf("SELECT r.* FROM flock._send_to_shards(%u::regclass, %s) AS s, LATERAL ",
+                                rte->relid, quote_literal_cstr(for_format(shard_sql, 0)));
+  char* sub_sql_tail = psprintf(".dblink_get_result(s.conn) AS r(%s)", coldefs.data);
+  ScanReplan r = {servers, sub_sql_head, sub_sql_tail, types, typmods, collations, nullptr};
   if (!plan_in_subtransaction(scan_replan, &r, "predictions not planned on shards")) return nullptr;
 
   // The level, reading the subquery (range table entry 2) instead of the table, which stays as
@@ -751,7 +811,7 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
   out->jointree->quals = nullptr;
   out->targetList = reinterpret_cast<List*>(remap(reinterpret_cast<Node*>(out->targetList), &rm));
   out->havingQual = remap(out->havingQual, &rm);
-  if (plan_notes_wanted()) plan_note("Flock Remote SQL", with_refs(shard_sql, b.refs));
+  if (plan_notes_wanted()) plan_note("Flock Remote SQL", shard_sql);
   return out;
 }
 
@@ -760,7 +820,8 @@ Query* distribute_tree(Query* parse, Oid ns, bool* used_models) {
   ListCell* lc;
   foreach (lc, parse->rtable) {
     RangeTblEntry* rte = static_cast<RangeTblEntry*>(lfirst(lc));
-    if (rte->rtekind == RTE_SUBQUERY && rte->subquery) rte->subquery = distribute_tree(rte->subquery, ns, used_models);
+    if (rte->rtekind == RTE_SUBQUERY && rte->subquery)
+      rte->subquery = distribute_tree(rte->subquery, ns, used_models);
   }
   Query* out = distribute_level(parse, ns, used_models);
   return out ? out : parse;

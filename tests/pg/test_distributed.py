@@ -308,12 +308,14 @@ def plan_of(conn, q):
 
 
 def test_select_list_predictions_are_scored_on_the_shards_and_equal_one_node(coord):
-    ref = "'gb@1'"
+    # The shards score with the exact version planned here: the pinned form, by sha256.
+    gb = one(coord, "SELECT flock.pin('gb')::text")
     for q in SCAN_CASES:
         plan = plan_of(coord, q.format("d"))
-        assert "Flock Remote SQL: SELECT" in plan and "flock.on_shards" in plan, plan
+        assert "Flock Remote SQL: SELECT" in plan and "flock._send_to_shards" in plan and "dblink_get_result" in plan, plan
         remote = plan.split("Flock Remote SQL: ", 1)[1]
-        assert f"flock.predict({ref}" in remote and "FROM public.d d" in remote, plan
+        assert f"flock.predict_pinned('{gb}'::flock.pinned" in remote and "FROM public.d d" in remote, plan
+        assert "flock.predict(" not in remote, plan
         dist = sorted(rows(coord, q.format("d")), key=repr)
         local = sorted(rows(coord, q.format("d_local")), key=repr)
         assert dist and dist == local, q
@@ -324,12 +326,18 @@ def test_select_list_predictions_are_scored_on_the_shards_and_equal_one_node(coo
                 assert sorted(rows(coord, q.format("d")), key=repr) == dist
             finally:
                 cur.execute("RESET flock.distribute_predictions")
+    # A LIMIT stops reading: the shards' unread results do not disturb the next query (their
+    # connections are replaced).
+    some = rows(coord, "SELECT id, flock.predict('gb', d) FROM d LIMIT 5")
+    local = by_id(rows(coord, "SELECT id, flock.predict('gb', d) FROM d_local d"))
+    assert len(some) == 5 and all(local[i] == p for i, p in some)
+    assert by_id(rows(coord, "SELECT id, flock.predict('gb', d) FROM d")) == local
     # NULLs travel as NULLs: rows with a NULL feature get the model's own answer for a missing value.
     nulls = rows(coord, "SELECT id, flock.predict('gb', d) FROM d WHERE bmi IS NULL")
     assert nulls and by_id(nulls) == by_id(rows(coord, "SELECT id, flock.predict('gb', d) FROM d_local d WHERE bmi IS NULL"))
     # The shards send the columns the query reads and the predictions, not every column.
     remote = plan_of(coord, "SELECT id, flock.predict('gb', d) FROM d").split("Flock Remote SQL: ", 1)[1]
-    assert remote.startswith("SELECT id AS c1, flock.predict('gb@1', d.*) AS c2 FROM public.d d"), remote
+    assert remote.startswith(f"SELECT id AS c1, flock.predict_pinned('{gb}'::flock.pinned, d.*) AS c2 FROM public.d d"), remote
 
 
 def test_shapes_not_provably_the_same_are_left_alone_with_a_reason(coord):
@@ -407,9 +415,10 @@ def test_errors_on_a_shard_are_the_one_node_errors_naming_the_shard(coord):
     assert err.diag.message_primary.startswith('shard "shard')
     err = sqlstate(coord, f"SELECT flock.predict_pinned({pin(coord, 'lin')}, d) FROM d")
     assert err.pgcode == "22004"
-    # Written plainly, scored on the shards: the one-node error, naming the shard.
+    # Written plainly, scored on the shards: the one-node error, with the shard's connection named
+    # in its context (the rows come straight from dblink, which reports it so).
     err = sqlstate(coord, "SELECT id, flock.predict('lin', d) FROM d")
-    assert err.pgcode == "22004" and err.diag.message_primary.startswith('shard "shard'), err.diag.message_primary
+    assert err.pgcode == "22004" and 'dblink connection named "flock_shard_shard' in err.diag.context, err.diag.context
 
 
 def test_a_malformed_pin_is_refused_as_an_unprivileged_role_too(coord, nodes):

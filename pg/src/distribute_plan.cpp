@@ -191,20 +191,35 @@ struct Replan {
   PlannedStmt* stmt;
 };
 
-void replan(void* arg) {
-  auto* r = static_cast<Replan*>(arg);
-  // A partition on a server flock.add_shard did not add (plain postgres_fdw, maybe without flock)
-  // is left to PostgreSQL.
-  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+// Inside SPI: every server is a shard flock.add_shard added, and dblink will connect to it for the
+// current user (dblink refuses a non-superuser whose connection uses no password, where
+// postgres_fdw may be allowed: password_required 'false'). Raises otherwise.
+void check_shards(List* servers) {
+  const bool super = superuser();
   ListCell* ls;
-  foreach (ls, r->servers) {
+  foreach (ls, servers) {
     Oid argtypes[1] = {TEXTOID};
     Datum args[1] = {CStringGetTextDatum(static_cast<char*>(lfirst(ls)))};
     if (SPI_execute_with_args("SELECT 1 FROM flock.shards WHERE name = $1", 1, argtypes, args, nullptr, true,
                               1) != SPI_OK_SELECT ||
         SPI_processed != 1)
       elog(ERROR, "server \"%s\" is not a shard added by flock.add_shard", static_cast<char*>(lfirst(ls)));
+    if (!super &&
+        (SPI_execute_with_args("SELECT 1 FROM pg_user_mappings u, unnest(u.umoptions) o WHERE u.srvname = $1 "
+                               "AND u.usename IN (current_user::text, 'public') AND o LIKE 'password=%'",
+                               1, argtypes, args, nullptr, true, 1) != SPI_OK_SELECT ||
+         SPI_processed != 1))
+      elog(ERROR, "no password in the user mapping for server \"%s\" (dblink needs one for a non-superuser)",
+           static_cast<char*>(lfirst(ls)));
   }
+}
+
+void replan(void* arg) {
+  auto* r = static_cast<Replan*>(arg);
+  // A partition on a server flock.add_shard did not add (plain postgres_fdw, maybe without flock)
+  // is left to PostgreSQL.
+  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+  check_shards(r->servers);
   SPI_finish();
   List* raw = pg_parse_query(r->sql);
   if (list_length(raw) != 1) elog(ERROR, "not one statement");
@@ -633,15 +648,7 @@ void scan_replan(void* arg) {
   auto* r = static_cast<ScanReplan*>(arg);
   MemoryContext caller = CurrentMemoryContext;  // SPI_finish frees what SPI's context holds
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
-  ListCell* ls;
-  foreach (ls, r->servers) {
-    Oid argtypes[1] = {TEXTOID};
-    Datum args[1] = {CStringGetTextDatum(static_cast<char*>(lfirst(ls)))};
-    if (SPI_execute_with_args("SELECT 1 FROM flock.shards WHERE name = $1", 1, argtypes, args, nullptr, true,
-                              1) != SPI_OK_SELECT ||
-        SPI_processed != 1)
-      elog(ERROR, "server \"%s\" is not a shard added by flock.add_shard", static_cast<char*>(lfirst(ls)));
-  }
+  check_shards(r->servers);
   if (SPI_execute("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'dblink'", true,
                   1) != SPI_OK_SELECT ||
       SPI_processed != 1)

@@ -268,11 +268,13 @@ def test_plain_aggregates_of_predictions_run_as_partial_aggregates_on_the_shards
         assert err.pgcode == "0A000"
     finally:
         reader.close()
-    # Shapes it does not take are left to PostgreSQL, with the same results.
-    for q in ("SELECT avg(flock.predict('gb', d)::numeric) FROM {} d",
-              "SELECT mod(id, 3), count(flock.predict('gb', d)) FROM {} d GROUP BY 1 ORDER BY 1",
-              "SELECT sum(id) FROM {} d"):
-        assert "On Shards" not in "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q.format("d")))
+    # Shapes it does not take are left to the next rewrite (predictions scored on the shards, the
+    # aggregate here) or, without predictions, to PostgreSQL, with the same results.
+    for q, scored_on_shards in (("SELECT avg(flock.predict('gb', d)::numeric) FROM {} d", True),
+                                ("SELECT mod(id, 3), count(flock.predict('gb', d)) FROM {} d GROUP BY 1 ORDER BY 1", True),
+                                ("SELECT sum(id) FROM {} d", False)):
+        plan = "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q.format("d")))
+        assert "On Shards" not in plan and ("Flock Remote SQL" in plan) == scored_on_shards, plan
         assert rows(coord, q.format("d")) == rows(coord, q.format("d_local"))
 
 
@@ -405,6 +407,45 @@ def test_plain_insert_select_and_create_table_as_score_on_the_shards(coord):
     assert by_id(rows(coord, "SELECT * FROM plain_ctas")) == by_id(local)
     assert by_id(rows(coord, "SELECT * FROM plain_ins")) == by_id(local)
     assert len(local) == one(coord, "SELECT count(*) FROM plain_ins")
+
+
+def test_a_role_dblink_would_refuse_is_left_to_postgres_fdw(coord, nodes):
+    # A non-superuser whose user mappings carry no password: postgres_fdw may connect for it
+    # (password_required 'false', set by a superuser), dblink never does. The rewrites leave its
+    # queries alone, and they give the one-node results through postgres_fdw.
+    with coord.cursor() as cur:
+        cur.execute("DROP ROLE IF EXISTS scan_reader; CREATE ROLE scan_reader LOGIN; "
+                    "GRANT SELECT ON d, d_local TO scan_reader")
+        for s in nodes.shards:
+            cur.execute(f"CREATE USER MAPPING FOR scan_reader SERVER {s.settings['cluster_name']} "
+                        "OPTIONS (user 'scan_reader', password_required 'false')")
+            shard = psycopg2.connect(conninfo(s, DB))
+            shard.autocommit = True
+            try:
+                with shard.cursor() as sc:
+                    sc.execute("DROP ROLE IF EXISTS scan_reader; CREATE ROLE scan_reader LOGIN; GRANT SELECT ON d TO scan_reader")
+            finally:
+                shard.close()
+        cur.execute("SELECT flock.grant_model('gb', 'scan_reader', 'use')")
+    c = psycopg2.connect(conninfo(nodes.coordinator, DB).replace("user=postgres", "user=scan_reader"))
+    c.autocommit = True
+    try:
+        for q in ("SELECT id, flock.predict('gb', d) FROM {} d WHERE bmi > 0",
+                  "SELECT sum(flock.predict('gb', d)::numeric) FROM {} d"):
+            with c.cursor() as cur:
+                cur.execute("SET client_min_messages = debug1")
+                del c.notices[:]
+                plan = plan_of(c, q.format("d"))
+                cur.execute("RESET client_min_messages")
+            assert "Flock Remote SQL" not in plan and "On Shards" not in plan, plan
+            assert any("no password in the user mapping" in n for n in c.notices), c.notices
+            assert sorted(rows(c, q.format("d"))) == sorted(rows(c, q.format("d_local")))
+        # A model the role may not use: the one-node error.
+        local = sqlstate(c, "SELECT id, flock.predict('colors', d) FROM d_local d")
+        assert local.pgcode in ("42501", "42704")
+        assert sqlstate(c, "SELECT id, flock.predict('colors', d) FROM d").pgcode == local.pgcode
+    finally:
+        c.close()
 
 
 def test_errors_on_a_shard_are_the_one_node_errors_naming_the_shard(coord):

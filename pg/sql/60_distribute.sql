@@ -375,6 +375,13 @@ BEGIN
                                    (SELECT string_agg(format('flock.require_pinned(%L)', p), ' AND ') FROM unnest(pins) p)) END;
 END $$;
 
+-- Raises unless the shards' own connections see what this statement would see: a one-time filter
+-- of every query the planner moves onto the shards (a plan made earlier, reused after this
+-- transaction has written or inside a repeatable read transaction block, is stopped, never
+-- answered from other data). STABLE: evaluated once, before anything is sent.
+CREATE FUNCTION flock._shards_see_statement() RETURNS boolean
+  AS 'MODULE_PATHNAME', 'flock_shards_see_statement' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
+
 -- The first half of flock.on_shards, for the planner's rewrite of predictions over a distributed
 -- table (flock.distribute_predictions): sends the query to every shard of `tbl` and returns each
 -- shard's connection, whose rows the rewritten query reads with dblink_get_result (no copy through

@@ -22,6 +22,7 @@ extern "C" {
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
+#include "fmgr.h"
 #include "foreign/foreign.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -37,6 +38,7 @@ extern "C" {
 #include "utils/resowner.h"
 #include "utils/rls.h"
 #include "utils/ruleutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 }
 #undef flock
@@ -266,10 +268,10 @@ PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo para
     skip("a read-only transaction (flock.on_shards creates a temporary view)");
     return nullptr;
   }
-  if (IsTransactionBlock()) {
+  if (IsTransactionBlock() || GetCurrentCommandId(false) != FirstCommandId) {
     skip(
-        "a transaction block (the shards answer on connections of their own, which would not see its "
-        "snapshot or its writes)");
+        "a transaction block, or a transaction that has written (the shards answer on connections of "
+        "their own, which would not see its snapshot or its writes)");
     return nullptr;
   }
 
@@ -355,10 +357,10 @@ PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo para
   StringInfoData refs;
   initStringInfo(&refs);
   foreach (lc, b.refs) appendStringInfo(&refs, ", %s", quote_literal_cstr(static_cast<char*>(lfirst(lc))));
-  char* final_sql =
-      psprintf("SELECT %s FROM flock.on_shards(%u::regclass, %s%s) AS r(%s)%s%s", final_select.data,
-               rte->relid, quote_literal_cstr(for_format(shard_sql, list_length(b.refs))), refs.data,
-               columns.data, final_group.len ? " GROUP BY " : "", final_group.data);
+  char* final_sql = psprintf(
+      "SELECT %s FROM flock.on_shards(%u::regclass, %s%s) AS r(%s) WHERE flock._shards_see_statement()%s%s",
+      final_select.data, rte->relid, quote_literal_cstr(for_format(shard_sql, list_length(b.refs))),
+      refs.data, columns.data, final_group.len ? " GROUP BY " : "", final_group.data);
   Replan r = {servers, final_sql, cursor_options, params, types, nullptr};
   if (!plan_in_subtransaction(replan, &r, "aggregates not planned on shards")) return nullptr;
   plan_depends_on_models(r.stmt);
@@ -707,10 +709,10 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
     skip_scan("no SELECT privilege on the whole table (flock.on_shards needs it)");
     return nullptr;
   }
-  if (IsTransactionBlock()) {
+  if (IsTransactionBlock() || GetCurrentCommandId(false) != FirstCommandId) {
     skip_scan(
-        "a transaction block (the shards answer on connections of their own, which would not see its "
-        "snapshot or its writes)");
+        "a transaction block, or a transaction that has written (the shards answer on connections of "
+        "their own, which would not see its snapshot or its writes)");
     return nullptr;
   }
   // WHERE moves to the shards whole: a condition that cannot leaves the level here.
@@ -798,7 +800,8 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
   // (dblink's schema is filled in by scan_replan.)
   char* sub_sql_head = psprintf("SELECT r.* FROM flock._send_to_shards(%u::regclass, %s) AS s, LATERAL ",
                                 rte->relid, quote_literal_cstr(for_format(shard_sql, 0)));
-  char* sub_sql_tail = psprintf(".dblink_get_result(s.conn) AS r(%s)", coldefs.data);
+  char* sub_sql_tail =
+      psprintf(".dblink_get_result(s.conn) AS r(%s) WHERE flock._shards_see_statement()", coldefs.data);
   ScanReplan r = {servers, sub_sql_head, sub_sql_tail, types, typmods, collations, nullptr};
   if (!plan_in_subtransaction(scan_replan, &r, "predictions not planned on shards")) return nullptr;
 
@@ -844,3 +847,27 @@ Query* distribute_scans(Query* parse, bool* used_models) {
 }
 
 }  // namespace flock::pg
+
+extern "C" {
+PG_FUNCTION_INFO_V1(flock_shards_see_statement);
+}
+
+// flock._shards_see_statement(): a one-time filter of every query Flock plans onto the shards.
+// The shards answer on connections of their own, which see what is committed, not what this
+// transaction wrote before the statement. The planner leaves such statements alone; a plan it made
+// earlier and reused later in the transaction (a prepared statement, a function's cached plan) is
+// stopped here rather than answered from data the transaction has since changed.
+Datum flock_shards_see_statement(PG_FUNCTION_ARGS) {
+  const bool wrote = ActiveSnapshotSet() && GetActiveSnapshot()->curcid != FirstCommandId;
+  if (wrote || (IsTransactionBlock() && IsolationUsesXactSnapshot()))
+    ereport(
+        ERROR,
+        (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+         errmsg("a plan that scores on the shards cannot run after this transaction has written, or in a "
+                "repeatable read transaction block"),
+         errdetail("The shards answer on connections of their own, which would not see this transaction's "
+                   "writes or snapshot."),
+         errhint("Run the statement in a transaction of its own, or SET flock.distribute_predictions = off "
+                 "and flock.distribute_aggregates = off before preparing it.")));
+  PG_RETURN_BOOL(true);
+}

@@ -382,6 +382,32 @@ def test_shapes_not_provably_the_same_are_left_alone_with_a_reason(coord):
     finally:
         coord.rollback()
         coord.autocommit = True
+    # A statement planned onto the shards earlier and executed after this transaction wrote is
+    # stopped (0A000, with a hint), never answered from data the transaction has changed.
+    with coord.cursor() as cur:
+        cur.execute("PREPARE planned_early AS SELECT id, flock.predict('gb', d) FROM d WHERE id > 1000000")
+        cur.execute("EXPLAIN EXECUTE planned_early")
+        assert "_send_to_shards" in "\n".join(r[0] for r in cur.fetchall())
+        cur.execute("PREPARE aggregated_early AS SELECT count(flock.predict('gb', d)) FROM d WHERE id > 1000000")
+        cur.execute("EXPLAIN EXECUTE aggregated_early")
+        assert "on_shards" in "\n".join(r[0] for r in cur.fetchall())
+    for statement in ("planned_early", "aggregated_early"):
+        coord.autocommit = False
+        try:
+            with coord.cursor() as cur:
+                cur.execute("INSERT INTO d SELECT id + 1000000, age, sex, bmi, bp, s1, s2, s3, s4, s5, s6 "
+                            "FROM d_local WHERE id <= 3")
+            err = sqlstate(coord, f"EXECUTE {statement}")
+            assert err.pgcode == "0A000" and err.diag.message_hint, err
+        finally:
+            coord.rollback()
+            coord.autocommit = True
+    with coord.cursor() as cur:
+        cur.execute("EXECUTE planned_early")
+        assert cur.fetchall() == []
+        cur.execute("EXECUTE aggregated_early")
+        assert cur.fetchall() == [(0,)]
+        cur.execute("DEALLOCATE planned_early; DEALLOCATE aggregated_early")
     # A statement with a parameter in WHERE stays here as well, with the same rows.
     with coord.cursor() as cur:
         cur.execute("PREPARE scan_param(real) AS SELECT id, flock.predict('gb', d) FROM d WHERE bmi > $1")

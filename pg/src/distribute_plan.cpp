@@ -376,13 +376,15 @@ PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo para
 // WHERE (select list, ORDER BY, aggregates the rewrite above did not take, HAVING), e.g.
 //   SELECT id, flock.predict('m', d) AS p FROM d WHERE bmi > 0 ORDER BY p DESC LIMIT 10
 // keeps its shape; only its scan changes: the table becomes
-//   (SELECT * FROM flock.on_shards('d', 'SELECT id AS c1, flock.predict(%1$s, d.*) AS c2
-//                                        FROM public.d d WHERE bmi > 0', 'm@N') AS r(c1 int, c2 float8))
+//   (SELECT r.* FROM flock._send_to_shards('d', 'SELECT id AS c1, flock.predict_pinned(
+//        ''m@N#sha256''::flock.pinned, d.*) AS c2 FROM public.d d WHERE bmi > 0') AS s,
+//      LATERAL dblink_get_result(s.conn) AS r(c1 int, c2 float8) WHERE flock._shards_see_statement())
 // and the level reads the columns and the predictions from it. The WHERE clause moves to the shards
 // whole; everything else (ORDER BY, LIMIT, GROUP BY, aggregates, window functions) runs here on the
 // rows the shards send, exactly as it would on the table's rows. The table stays in the range table
 // (not joined), so its privileges are checked and its lock taken as before. Taken only when it is
-// provably the same query: see distributable(). EXPLAIN: "Flock Remote SQL: <the shards' query>".
+// provably the same query (distribute_level's checks, shippable(), collect()); DEBUG1 says why
+// not. EXPLAIN: "Flock Remote SQL: <the shards' query>".
 // ---------------------------------------------------------------------------------------------
 
 bool distribute_predictions = true;
@@ -706,7 +708,8 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
     return nullptr;
   }
   if (pg_class_aclcheck(rte->relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK) {
-    skip_scan("no SELECT privilege on the whole table (flock.on_shards needs it)");
+    skip_scan(
+        "no SELECT privilege on the whole table (flock._send_to_shards checks it, as flock.on_shards does)");
     return nullptr;
   }
   if (IsTransactionBlock() || GetCurrentCommandId(false) != FirstCommandId) {

@@ -641,6 +641,10 @@ def test_a_shard_that_is_down_is_an_error_naming_it(coord, nodes):
         assert 'server "shard3"' in err.diag.message_primary
         err = sqlstate(c, "SELECT * FROM flock.on_shards('d', 'SELECT count(*) FROM d') AS r(n bigint)")
         assert err.diag.message_primary.startswith('shard "shard3"')
+        # Predictions as written, planned on the shards: the same, no partial answer.
+        assert "Flock Remote SQL" in plan_of(c, "SELECT id, flock.predict('gb', d) FROM d")
+        err = sqlstate(c, "SELECT id, flock.predict('gb', d) FROM d")
+        assert err.diag.message_primary.startswith('shard "shard3"'), err.diag.message_primary
         status = {r[0]: r[1] for r in rows(c, "SELECT shard, reachable FROM flock.distribution_status()")}
         assert status == {"shard1": True, "shard2": True, "shard3": False}
     finally:

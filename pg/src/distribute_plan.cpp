@@ -31,7 +31,9 @@ extern "C" {
 #include "optimizer/planner.h"
 #include "parser/analyze.h"
 #include "parser/parse_func.h"
+#include "parser/parsetree.h"
 #include "rewrite/rewriteHandler.h"
+#include "rewrite/rewriteManip.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/lsyscache.h"
@@ -260,6 +262,10 @@ PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo para
     return nullptr;
   Oid ns = get_namespace_oid("flock", true);
   if (!OidIsValid(ns) || !OidIsValid(get_relname_relid("shards", ns))) return nullptr;
+  if (OidIsValid(rte->checkAsUser) && rte->checkAsUser != GetUserId()) {
+    skip("a table read as another role (a view's owner), whose user mappings postgres_fdw would use");
+    return nullptr;
+  }
   if (check_enable_rls(rte->relid, InvalidOid, true) == RLS_ENABLED) {
     skip("row-level security on the table (its policies would not apply on the shards)");
     return nullptr;
@@ -410,7 +416,7 @@ bool is_prediction(Node* node, Oid flock_namespace) {
 
 struct Shippable {
   Oid flock_namespace;
-  bool predictions_allowed;  // in WHERE: predictions ship with it (pinned)
+  int rti;  // the table's range table index in the level
 };
 
 bool immutable_builtin(Oid funcid) {
@@ -425,17 +431,17 @@ bool shippable(Node* node, Shippable* s) {
   switch (nodeTag(node)) {
     case T_Var: {
       Var* v = reinterpret_cast<Var*>(node);
-      return v->varlevelsup == 0 && v->varno == 1 && v->varattno > 0;
+      return v->varlevelsup == 0 && v->varno == s->rti && v->varattno > 0;
     }
     case T_Const:
       return reinterpret_cast<Const*>(node)->consttype < FirstNormalObjectId;
     case T_FuncExpr: {
       FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
       if (is_prediction(node, s->flock_namespace)) {
-        if (!s->predictions_allowed) return false;
         Node* input = static_cast<Node*>(lsecond(f->args));
         if (IsA(input, Var) && reinterpret_cast<Var*>(input)->varattno == 0)
-          return reinterpret_cast<Var*>(input)->varlevelsup == 0 && reinterpret_cast<Var*>(input)->varno == 1;
+          return reinterpret_cast<Var*>(input)->varlevelsup == 0 &&
+                 reinterpret_cast<Var*>(input)->varno == s->rti;
         return shippable(input, s);
       }
       if (!immutable_builtin(f->funcid) || OidIsValid(f->inputcollid)) return false;
@@ -475,6 +481,7 @@ bool shippable(Node* node, Shippable* s) {
 
 struct Hoist {
   Oid flock_namespace;
+  int rti;
   List* calls;      // the distinct predictions computed on the shards (FuncExpr), in column order
   const char* why;  // set when the level cannot be taken
 };
@@ -487,7 +494,7 @@ bool collect(Node* node, Hoist* h, bool conditional) {
   if (!node) return false;
   if (is_prediction(node, h->flock_namespace)) {
     FuncExpr* f = reinterpret_cast<FuncExpr*>(node);
-    Shippable s = {h->flock_namespace, true};
+    Shippable s = {h->flock_namespace, h->rti};
     if (conditional) {
       h->why = "a prediction evaluated only for some rows (CASE, COALESCE, AND / OR, FILTER)";
       return true;
@@ -501,7 +508,7 @@ bool collect(Node* node, Hoist* h, bool conditional) {
   }
   if (IsA(node, Var)) {
     Var* v = reinterpret_cast<Var*>(node);
-    if (v->varlevelsup != 0 || v->varno != 1 || v->varattno <= 0) {
+    if (v->varlevelsup != 0 || v->varno != h->rti || v->varattno <= 0) {
       h->why = "a whole row, a system column or an outer reference outside a prediction";
       return true;
     }
@@ -577,6 +584,7 @@ Node* pin_calls(Node* node, PinCalls* p) {
 
 struct Remap {
   Oid flock_namespace;
+  int rti;        // the table's range table index
   List* calls;    // hoisted predictions: column k + ncolumns
   List* columns;  // attnos of the table's columns shipped, in column order
   int varno;      // the subquery's range table index
@@ -608,7 +616,7 @@ Node* remap(Node* node, Remap* r) {
   }
   if (IsA(node, Var)) {
     Var* v = reinterpret_cast<Var*>(node);
-    if (v->varlevelsup == 0 && v->varno == 1) {
+    if (v->varlevelsup == 0 && v->varno == r->rti) {
       Var* out = reinterpret_cast<Var*>(copyObject(v));
       out->varno = out->varnosyn = r->varno;
       out->varattno = out->varattnosyn = static_cast<AttrNumber>(position_of(r->columns, v->varattno) + 1);
@@ -621,6 +629,7 @@ Node* remap(Node* node, Remap* r) {
 
 struct Columns {
   Oid flock_namespace;
+  int rti;
   List* calls;
   List* attnos;
 };
@@ -631,7 +640,7 @@ bool columns_used(Node* node, Columns* c) {
   if (is_prediction(node, c->flock_namespace) && list_member(c->calls, node)) return false;
   if (IsA(node, Var)) {
     Var* v = reinterpret_cast<Var*>(node);
-    if (v->varno == 1 && v->varlevelsup == 0 && !list_member_int(c->attnos, v->varattno))
+    if (v->varno == c->rti && v->varlevelsup == 0 && !list_member_int(c->attnos, v->varattno))
       c->attnos = lappend_int(c->attnos, v->varattno);
     return false;
   }
@@ -682,16 +691,21 @@ void scan_replan(void* arg) {
 // One query level (its own copy) with its scan moved to the shards, or nullptr (DEBUG1 says why,
 // when the level reads a distributed table and predicts).
 Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
-  if (parse->commandType != CMD_SELECT || parse->utilityStmt || list_length(parse->rtable) != 1 ||
-      !parse->jointree || list_length(parse->jointree->fromlist) != 1 ||
-      !IsA(linitial(parse->jointree->fromlist), RangeTblRef))
+  // One table joined; other range table entries only as a view's (PostgreSQL 15 keeps a view's
+  // OLD and NEW entries in its query), never read: a Var of them stops collect().
+  if (parse->commandType != CMD_SELECT || parse->utilityStmt || !parse->jointree ||
+      list_length(parse->jointree->fromlist) != 1 || !IsA(linitial(parse->jointree->fromlist), RangeTblRef))
     return nullptr;
-  RangeTblEntry* rte = linitial_node(RangeTblEntry, parse->rtable);
+  const int rti = linitial_node(RangeTblRef, parse->jointree->fromlist)->rtindex;
+  ListCell* le;
+  foreach (le, parse->rtable)
+    if (static_cast<RangeTblEntry*>(lfirst(le))->rtekind != RTE_RELATION) return nullptr;
+  RangeTblEntry* rte = rt_fetch(rti, parse->rtable);
   List* servers = NIL;
   if (rte->rtekind != RTE_RELATION || !rte->inh || get_rel_relkind(rte->relid) != RELKIND_PARTITIONED_TABLE ||
       !all_partitions_foreign(rte->relid, &servers))
     return nullptr;
-  Hoist h = {ns, NIL, nullptr};
+  Hoist h = {ns, rti, NIL, nullptr};
   if (collect(reinterpret_cast<Node*>(parse->targetList), &h, false) ||
       collect(parse->havingQual, &h, false)) {
     if (h.calls != NIL || h.why) skip_scan(h.why);
@@ -701,6 +715,10 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
   if (parse->hasSubLinks || parse->hasForUpdate || parse->rowMarks || parse->setOperations ||
       parse->cteList || parse->hasTargetSRFs || rte->tablesample) {
     skip_scan("a sublink, FOR UPDATE, set operation, WITH, set-returning function or TABLESAMPLE");
+    return nullptr;
+  }
+  if (OidIsValid(rte->checkAsUser) && rte->checkAsUser != GetUserId()) {
+    skip_scan("a table read as another role (a view's owner), whose user mappings postgres_fdw would use");
     return nullptr;
   }
   if (check_enable_rls(rte->relid, InvalidOid, true) == RLS_ENABLED) {
@@ -719,7 +737,7 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
     return nullptr;
   }
   // WHERE moves to the shards whole: a condition that cannot leaves the level here.
-  Shippable s = {ns, true};
+  Shippable s = {ns, rti};
   if (!shippable(parse->jointree->quals, &s)) {
     skip_scan("a WHERE condition that is not provably computed the same on a shard");
     return nullptr;
@@ -737,11 +755,12 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
   }
 
   // The columns the level reads, with the predictions taken out.
-  Columns used = {ns, h.calls, NIL};
+  Columns used = {ns, rti, h.calls, NIL};
   columns_used(reinterpret_cast<Node*>(parse->targetList), &used);
   columns_used(parse->havingQual, &used);
   List* columns = used.attnos;
-  Remap rm = {ns, h.calls, columns, 2};
+  const int sub_index = list_length(parse->rtable) + 1;  // the subquery's, appended
+  Remap rm = {ns, rti, h.calls, columns, sub_index};
 
   PinCalls pc = {
       ns, GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("pinned"), ObjectIdGetDatum(ns)),
@@ -772,7 +791,8 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
   }
   foreach (lc, h.calls) {
     FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
-    Node* pinned = pin_calls(reinterpret_cast<Node*>(f), &pc);
+    Node* pinned = pin_calls(reinterpret_cast<Node*>(copyObject(f)), &pc);
+    ChangeVarNodes(pinned, rti, 1, 0);  // deparse_context_for knows the table as 1
     if (!pc.ok) {
       skip_scan("a prediction without a pinned form (predict_tensor) or whose model is not resolvable here");
       return nullptr;
@@ -786,7 +806,8 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
     typmods = lappend_int(typmods, -1);
     collations = lappend_oid(collations, f->funccollid);
   }
-  Node* quals = pin_calls(parse->jointree->quals, &pc);
+  Node* quals = pin_calls(reinterpret_cast<Node*>(copyObject(parse->jointree->quals)), &pc);
+  if (quals) ChangeVarNodes(quals, rti, 1, 0);
   if (!pc.ok) {
     skip_scan(
         "a prediction in WHERE without a pinned form (predict_tensor) or whose model is not resolvable here");
@@ -819,8 +840,8 @@ Query* distribute_level(Query* parse, Oid ns, bool* used_models) {
   sub->eref = makeAlias(alias, colnames);
   sub->inFromCl = true;
   out->rtable = lappend(out->rtable, sub);
-  linitial_node(RangeTblEntry, out->rtable)->inh = false;  // not scanned: only checked and locked
-  linitial_node(RangeTblRef, out->jointree->fromlist)->rtindex = 2;
+  rt_fetch(rti, out->rtable)->inh = false;  // not scanned: only checked and locked
+  linitial_node(RangeTblRef, out->jointree->fromlist)->rtindex = sub_index;
   out->jointree->quals = nullptr;
   out->targetList = reinterpret_cast<List*>(remap(reinterpret_cast<Node*>(out->targetList), &rm));
   out->havingQual = remap(out->havingQual, &rm);

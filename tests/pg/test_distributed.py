@@ -420,6 +420,35 @@ def test_shapes_not_provably_the_same_are_left_alone_with_a_reason(coord):
             cur.execute("DEALLOCATE scan_param")
 
 
+def test_a_view_with_predictions_is_scored_on_the_shards_as_its_owner_reads_it(coord, nodes):
+    local = sorted(rows(coord, "SELECT id, flock.predict('gb', d) FROM d_local d WHERE flock.predict('gb', d) > 120"))
+    with coord.cursor() as cur:
+        cur.execute("CREATE VIEW scored_view AS SELECT id, flock.predict('gb', d) AS p FROM d")
+    try:
+        q = "SELECT id, p FROM scored_view WHERE p > 120"
+        assert "Flock Remote SQL" in plan_of(coord, q)
+        assert sorted(rows(coord, q)) == local
+        # Owned by another role: postgres_fdw reads the table with the owner's user mappings,
+        # where the shards' connections would use the caller's. Left alone.
+        with coord.cursor() as cur:
+            cur.execute("DROP ROLE IF EXISTS view_owner; CREATE ROLE view_owner; GRANT SELECT ON d TO view_owner; "
+                        "ALTER VIEW scored_view OWNER TO view_owner")
+            for s in nodes.shards:
+                cur.execute(f"CREATE USER MAPPING FOR view_owner SERVER {s.settings['cluster_name']} "
+                            "OPTIONS (user 'postgres', password_required 'false')")
+            cur.execute("SELECT flock.grant_model('gb', 'view_owner', 'use')")
+            cur.execute("SET client_min_messages = debug1")
+            del coord.notices[:]
+            plan = plan_of(coord, q)
+            cur.execute("RESET client_min_messages")
+        assert "Flock Remote SQL" not in plan, plan
+        assert any("read as another role" in n for n in coord.notices), coord.notices
+        assert sorted(rows(coord, q)) == local
+    finally:
+        with coord.cursor() as cur:
+            cur.execute("DROP VIEW IF EXISTS scored_view")
+
+
 def test_plain_insert_select_and_create_table_as_score_on_the_shards(coord):
     select = "SELECT id, flock.predict('gb', d) AS p FROM {} d WHERE flock.predict('gb', d) > 100"
     local = rows(coord, select.format("d_local"))

@@ -25,7 +25,8 @@ PlannedStmt* plan_on_shards(Query* parse, int cursor_options, ParamListInfo para
 extern bool distribute_predictions;
 
 // `parse` with every query level that computes predictions of a distributed table's rows outside
-// WHERE reading them from flock.on_shards instead (the shards score, the level's other work stays
+// WHERE reading the columns it uses and the predictions from the shards instead
+// (flock._send_to_shards and dblink_get_result: the shards score, the level's other work stays
 // here); the level itself when it is not provably the same query (DEBUG1 says why). Sets
 // *used_models when a model was resolved (the plan then depends on the catalog). Never raises.
 Query* distribute_scans(Query* parse, bool* used_models);

@@ -173,8 +173,8 @@ void define_pinned_gucs() {
       "flock.distribute_predictions",
       "Score predictions of a distributed table's rows on the shards (select lists, INSERT ... SELECT, "
       "CREATE TABLE AS).",
-      "The table's scan and WHERE become a flock.on_shards query that returns the columns used and the "
-      "predictions; the rest of the query runs on the coordinator.",
+      "The table's scan and WHERE become one query per shard that returns the columns used and the "
+      "pinned predictions (read with dblink_get_result); the rest of the query runs on the coordinator.",
       &distribute_predictions, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
 }
 

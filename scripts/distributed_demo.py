@@ -52,6 +52,11 @@ def main():
         q = "SELECT region, count(*), sum(flock.predict('churn', c)) FROM customers c GROUP BY region ORDER BY region"
         show(cur, q.replace(" ORDER BY region", ""))
         show(cur, "EXPLAIN (COSTS OFF) " + q.replace(" ORDER BY region", ""))
+        q = "SELECT id, flock.predict('churn', c) AS p FROM customers c WHERE region = 2 ORDER BY p DESC, id LIMIT 10"
+        show(cur, q)
+        show(cur, "EXPLAIN (VERBOSE, COSTS OFF) " + q)
+        show(cur, "CREATE TABLE churn_now AS SELECT id, flock.predict('churn', c) AS p FROM customers c")
+        show(cur, "SELECT count(*), round(avg(p)::numeric, 6) FROM churn_now")
         show(cur, """SELECT sum(n), sum(s) / sum(n) AS mean_score
                      FROM flock.on_shards('customers', 'SELECT count(*) n, sum(flock.predict(%1$s, c)::numeric) s
                                                         FROM customers c', 'churn') AS r(n bigint, s numeric)""")

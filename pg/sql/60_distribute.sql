@@ -282,6 +282,123 @@ BEGIN
   RETURN clock_timestamp() - started;
 END $$;
 
+-- The session's dblink connection to the shard for the current role (one per shard and role, as
+-- postgres_fdw keeps one per user mapping; kept for the session, so later calls skip connecting
+-- and find the shard's compiled models in its backend's cache; after SET ROLE another role's
+-- connection is never reused), with `sql` sent on it. A connection that cannot take it (results
+-- left unread by a statement that stopped early, a statement still running after an error) is
+-- replaced by a new one. Errors name the shard.
+CREATE FUNCTION flock._send_to_shard(shard name, sql text) RETURNS text
+LANGUAGE plpgsql VOLATILE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, public, pg_temp SET client_min_messages = warning AS $$
+DECLARE
+  conn text := format('flock_shard_%s_%s', shard, current_user);
+  state text; msg text; detail text; hint text;
+BEGIN
+  IF conn = ANY (coalesce(dblink_get_connections(), '{}')) THEN
+    IF dblink_is_busy(conn) = 0 THEN
+      BEGIN
+        -- The end of the last statement's results (the planner's query reads the rows only).
+        PERFORM * FROM dblink_get_result(conn, false) AS done(x text);
+      EXCEPTION WHEN OTHERS THEN
+        NULL;  -- rows of another shape left unread: the send below fails, and the connection is replaced
+      END;
+      IF dblink_send_query(conn, sql) = 1 THEN
+        RETURN conn;
+      END IF;
+    END IF;
+    PERFORM dblink_disconnect(conn);
+  END IF;
+  PERFORM dblink_connect(conn, flock._shard_dsn(shard));
+  IF dblink_send_query(conn, sql) <> 1 THEN
+    RAISE EXCEPTION 'could not send the query' USING ERRCODE = 'connection_failure';
+  END IF;
+  RETURN conn;
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+  IF conn = ANY (coalesce(dblink_get_connections(), '{}')) THEN
+    PERFORM dblink_disconnect(conn);  -- a connection in an unknown state is not kept
+  END IF;
+  RAISE EXCEPTION 'shard "%": %', shard, msg USING ERRCODE = state, DETAIL = coalesce(detail, ''), HINT = coalesce(hint, '');
+END $$;
+
+-- What on_shards and _send_to_shards check before anything reaches a shard: the caller may read
+-- the table here (postgres_fdw checks that for a query over it; the shards check their own for
+-- the mapped user), and no row-level security applies to it (its policies would not apply on
+-- the shards). Returns the table's shards.
+CREATE FUNCTION flock._shards_of(tbl regclass) RETURNS name[]
+LANGUAGE plpgsql STABLE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  shard_names name[];
+BEGIN
+  PERFORM flock._require_extensions(ARRAY['postgres_fdw', 'dblink']);
+  IF NOT has_table_privilege(tbl, 'SELECT') THEN
+    RAISE EXCEPTION 'permission denied for table %', tbl USING ERRCODE = 'insufficient_privilege',
+      HINT = 'flock.on_shards reads the table as a query over it would.';
+  END IF;
+  IF row_security_active(tbl) THEN
+    RAISE EXCEPTION 'row-level security is active on %', tbl USING ERRCODE = 'feature_not_supported',
+      HINT = 'flock.on_shards runs the query on the shards, where the coordinator''s policies do not apply.';
+  END IF;
+  shard_names := ARRAY(SELECT DISTINCT fs.srvname FROM pg_inherits i
+                       JOIN pg_foreign_table ft ON ft.ftrelid = i.inhrelid
+                       JOIN pg_foreign_server fs ON fs.oid = ft.ftserver
+                       WHERE i.inhparent = tbl ORDER BY fs.srvname);
+  IF cardinality(shard_names) = 0 THEN
+    RAISE EXCEPTION '"%" has no foreign partitions', tbl USING ERRCODE = 'wrong_object_type',
+      HINT = 'Create it with flock.create_distributed_table.';
+  END IF;
+  RETURN shard_names;
+END $$;
+
+-- `query` for the shards: each model resolved here to the version it names now, `%1$s`, `%2$s`...
+-- replaced by 'name@N', and gated by flock.require_pinned of each version's pin, so that no row
+-- leaves a shard unless it holds those exact bytes (and no extra round trip).
+CREATE FUNCTION flock._pinned_query(query text, models text[], OUT shard_query text, OUT remote_query text)
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  refs text[] := '{}';
+  pins text[] := '{}';
+  r record;
+BEGIN
+  FOR k IN 1 .. coalesce(cardinality(models), 0) LOOP
+    SELECT m.name || '@' || m.version AS ref, flock.pin(m.name || '@' || m.version)::text AS pin INTO r
+      FROM flock._resolve(models[k]) m;
+    refs := refs || r.ref;
+    pins := pins || r.pin;
+  END LOOP;
+  shard_query := format(query, VARIADIC ARRAY(SELECT quote_literal(x) FROM unnest(refs) x));
+  -- A one-time filter (an InitPlan, checked before the first row is read), not a join: the
+  -- query's own plan stays as it is, so its predictions are batched on the shard.
+  remote_query := CASE WHEN cardinality(pins) = 0 THEN shard_query
+                       ELSE format('SELECT q.* FROM (%s) AS q WHERE (SELECT %s)', shard_query,
+                                   (SELECT string_agg(format('flock.require_pinned(%L)', p), ' AND ') FROM unnest(pins) p)) END;
+END $$;
+
+-- Raises unless the shards' own connections see what this statement would see: a one-time filter
+-- of every query the planner moves onto the shards (a plan made earlier, reused after this
+-- transaction has written or inside a repeatable read transaction block, is stopped, never
+-- answered from other data). STABLE: evaluated once, before anything is sent.
+CREATE FUNCTION flock._shards_see_statement() RETURNS boolean
+  AS 'MODULE_PATHNAME', 'flock_shards_see_statement' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
+
+-- The first half of flock.on_shards, for the planner's rewrite of predictions over a distributed
+-- table (flock.distribute_predictions): sends the query to every shard of `tbl` and returns each
+-- shard's connection, whose rows the rewritten query reads with dblink_get_result (no copy through
+-- PL/pgSQL: the rows go straight from dblink to the plan). The result's columns are the planner's
+-- to know. Every query is sent before this returns, so the shards work at the same time.
+CREATE FUNCTION flock._send_to_shards(tbl regclass, query text, VARIADIC models text[] DEFAULT '{}')
+RETURNS TABLE (shard name, conn text)
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  remote_query text := (SELECT p.remote_query FROM flock._pinned_query(query, models) p);
+BEGIN
+  FOREACH shard IN ARRAY flock._shards_of(tbl) LOOP
+    conn := flock._send_to_shard(shard, remote_query);
+    RETURN NEXT;
+  END LOOP;
+END $$;
+
 -- Runs `query` on every shard holding a partition of `tbl`, all at once, and returns the union of
 -- their rows (call it with a column definition list, as dblink). `%1$s`, `%2$s`... in the query
 -- stand for the models given after it, each pinned here to the version it resolves to now: each
@@ -294,43 +411,19 @@ CREATE FUNCTION flock.on_shards(tbl regclass, query text, VARIADIC models text[]
 RETURNS SETOF record
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
-  refs text[] := '{}';
-  pins text[] := '{}';
-  r record;
-  shard_query text;
-  remote_query text;
+  queries record;
   columns text;
-  shard_names name[];
+  shard_names name[] := flock._shards_of(tbl);
   conns text[] := '{}';
-  conn text;
   k integer;
-  shard name;
   state text; msg text; detail text; hint text;
   failed name;
 BEGIN
-  PERFORM flock._require_extensions(ARRAY['postgres_fdw', 'dblink']);
-  -- The coordinator's privileges count too, as for a query over the table (postgres_fdw checks
-  -- them; the shards check their own for the mapped user).
-  IF NOT has_table_privilege(tbl, 'SELECT') THEN
-    RAISE EXCEPTION 'permission denied for table %', tbl USING ERRCODE = 'insufficient_privilege',
-      HINT = 'flock.on_shards reads the table as a query over it would.';
-  END IF;
-  -- Row-level security on the coordinator's table would not be applied on the shards.
-  IF row_security_active(tbl) THEN
-    RAISE EXCEPTION 'row-level security is active on %', tbl USING ERRCODE = 'feature_not_supported',
-      HINT = 'flock.on_shards runs the query on the shards, where the coordinator''s policies do not apply.';
-  END IF;
-  FOR k IN 1 .. coalesce(cardinality(models), 0) LOOP
-    SELECT m.name || '@' || m.version AS ref, flock.pin(m.name || '@' || m.version)::text AS pin INTO r
-      FROM flock._resolve(models[k]) m;
-    refs := refs || r.ref;
-    pins := pins || r.pin;
-  END LOOP;
-  shard_query := format(query, VARIADIC ARRAY(SELECT quote_literal(x) FROM unnest(refs) x));
+  queries := flock._pinned_query(query, models);
   -- The result's columns: the query planned here, over the coordinator's table of the same name
   -- (never run).
   BEGIN
-    EXECUTE 'CREATE TEMP VIEW flock_on_shards_columns AS ' || shard_query;
+    EXECUTE 'CREATE TEMP VIEW flock_on_shards_columns AS ' || queries.shard_query;
   EXCEPTION WHEN duplicate_column THEN
     RAISE EXCEPTION 'the columns of a query for flock.on_shards need names of their own' USING ERRCODE = 'duplicate_column',
       DETAIL = SQLERRM, HINT = 'Name each output column (AS name).';
@@ -338,38 +431,11 @@ BEGIN
   SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
     INTO columns FROM pg_attribute a WHERE a.attrelid = 'pg_temp.flock_on_shards_columns'::regclass AND a.attnum > 0;
   DROP VIEW pg_temp.flock_on_shards_columns;
-  -- One statement per shard: the pins are checked in the statement that scores, so no result
-  -- leaves a shard unless it holds every pinned version (and no extra round trip).
-  remote_query := CASE WHEN cardinality(pins) = 0 THEN shard_query
-                       ELSE format('SELECT q.* FROM (SELECT %s) AS flock_pins, (%s) AS q',
-                                   (SELECT string_agg(format('flock.require_pinned(%L)', p), ' AND ') FROM unnest(pins) p),
-                                   shard_query) END;
-  shard_names := ARRAY(SELECT DISTINCT fs.srvname FROM pg_inherits i
-                       JOIN pg_foreign_table ft ON ft.ftrelid = i.inhrelid
-                       JOIN pg_foreign_server fs ON fs.oid = ft.ftserver
-                       WHERE i.inhparent = tbl ORDER BY fs.srvname);
-  IF cardinality(shard_names) = 0 THEN
-    RAISE EXCEPTION '"%" has no foreign partitions', tbl USING ERRCODE = 'wrong_object_type',
-      HINT = 'Create it with flock.create_distributed_table.';
-  END IF;
+  -- Send the query to every shard before reading any result, so they run concurrently.
+  FOR k IN 1 .. cardinality(shard_names) LOOP
+    conns := conns || flock._send_to_shard(shard_names[k], queries.remote_query);
+  END LOOP;
   BEGIN
-    -- Connect and check the pinned versions on every shard, then send the query to all of them
-    -- before reading any result, so they run concurrently.
-    FOREACH shard IN ARRAY shard_names LOOP
-      failed := shard;
-      -- One connection per shard and role (as postgres_fdw keeps one per user mapping), kept for
-      -- the session: later calls skip connecting and find the shard's compiled models in its
-      -- backend's cache. After SET ROLE another role's connection is never reused.
-      conn := format('flock_shard_%s_%s', shard, current_user);
-      IF NOT conn = ANY (coalesce(dblink_get_connections(), '{}')) THEN
-        PERFORM dblink_connect(conn, flock._shard_dsn(shard));
-      END IF;
-      conns := conns || conn;
-    END LOOP;
-    FOR k IN 1 .. cardinality(shard_names) LOOP
-      failed := shard_names[k];
-      PERFORM dblink_send_query(conns[k], remote_query);
-    END LOOP;
     FOR k IN 1 .. cardinality(shard_names) LOOP
       failed := shard_names[k];
       RETURN QUERY EXECUTE format('SELECT * FROM dblink_get_result(%L) AS r(%s)', conns[k], columns);
@@ -378,8 +444,8 @@ BEGIN
   EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
     -- A connection in an unknown state is not kept.
-    FOREACH conn IN ARRAY conns LOOP
-      PERFORM dblink_disconnect(conn);
+    FOR k IN 1 .. cardinality(conns) LOOP
+      PERFORM dblink_disconnect(conns[k]);
     END LOOP;
     IF msg NOT LIKE 'shard "%' THEN
       msg := format('shard "%s": %s', failed, msg);

@@ -1070,12 +1070,14 @@ PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, 
   // The optimizer's query rewrites first (optimize_query.cpp): PostgreSQL then plans what they add.
   // An aggregate of predictions over a distributed table: partial aggregates on the shards (issue 18).
   if (PlannedStmt* on_shards = plan_on_shards(parse, options, params)) return on_shards;
+  bool scored_on_shards = false;  // predictions of a distributed table's rows moved to the shards (issue 18)
+  parse = distribute_scans(parse, &scored_on_shards);
   QueryOptimizeContext octx = {query_string, options, params, InvalidOid, false};
   parse = optimize_query(parse, &octx);
   parse = pin_remote(parse, &octx);  // predictions over foreign tables, pinned so they ship (issue 18)
   PlannedStmt* stmt = prev_planner_hook ? prev_planner_hook(parse, query_string, options, params)
                                         : standard_planner(parse, query_string, options, params);
-  if (octx.used_plan_models) plan_depends_on_models(stmt);
+  if (octx.used_plan_models || scored_on_shards) plan_depends_on_models(stmt);
   if (!batching_enabled || stmt->commandType != CMD_SELECT) return stmt;
   RewriteContext ctx = {get_namespace_oid("flock", true), stmt->rtable};
   if (!OidIsValid(ctx.flock_namespace)) return stmt;

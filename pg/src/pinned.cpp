@@ -169,6 +169,13 @@ void define_pinned_gucs() {
       "Plan aggregates of predictions over a distributed table as partial aggregates on the shards.",
       "sum / count / min / max, grouped by columns, through flock.on_shards.", &distribute_aggregates, true,
       PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "flock.distribute_predictions",
+      "Score predictions of a distributed table's rows on the shards (select lists, INSERT ... SELECT, "
+      "CREATE TABLE AS).",
+      "The table's scan and WHERE become one query per shard that returns the columns used and the "
+      "pinned predictions (read with dblink_get_result); the rest of the query runs on the coordinator.",
+      &distribute_predictions, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
 }
 
 }  // namespace flock::pg

@@ -99,12 +99,13 @@ def test_pulling_the_rows_and_scoring_here_equals_one_node(coord):
     # (they returned no rows: sum NULL).
     q = "SELECT sum(flock.predict('gb', d)::numeric), count(flock.predict('gb', d)) FROM {} d"
     with coord.cursor() as cur:
-        cur.execute("SET flock.distribute_aggregates = off")  # else planned on the shards (below)
+        # Else planned on the shards (below).
+        cur.execute("SET flock.distribute_aggregates = off; SET flock.distribute_predictions = off")
         try:
             assert rows(coord, q.format("d")) == rows(coord, q.format("d_local"))
             assert "FlockBatchScore" in "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q.format("d")))
         finally:
-            cur.execute("RESET flock.distribute_aggregates")
+            cur.execute("RESET flock.distribute_aggregates; RESET flock.distribute_predictions")
 
 
 def test_pinned_select_list_over_foreign_partitions_equals_one_node(coord):
@@ -267,11 +268,13 @@ def test_plain_aggregates_of_predictions_run_as_partial_aggregates_on_the_shards
         assert err.pgcode == "0A000"
     finally:
         reader.close()
-    # Shapes it does not take are left to PostgreSQL, with the same results.
-    for q in ("SELECT avg(flock.predict('gb', d)::numeric) FROM {} d",
-              "SELECT mod(id, 3), count(flock.predict('gb', d)) FROM {} d GROUP BY 1 ORDER BY 1",
-              "SELECT sum(id) FROM {} d"):
-        assert "On Shards" not in "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q.format("d")))
+    # Shapes it does not take are left to the next rewrite (predictions scored on the shards, the
+    # aggregate here) or, without predictions, to PostgreSQL, with the same results.
+    for q, scored_on_shards in (("SELECT avg(flock.predict('gb', d)::numeric) FROM {} d", True),
+                                ("SELECT mod(id, 3), count(flock.predict('gb', d)) FROM {} d GROUP BY 1 ORDER BY 1", True),
+                                ("SELECT sum(id) FROM {} d", False)):
+        plan = "\n".join(r[0] for r in rows(coord, "EXPLAIN " + q.format("d")))
+        assert "On Shards" not in plan and ("Flock Remote SQL" in plan) == scored_on_shards, plan
         assert rows(coord, q.format("d")) == rows(coord, q.format("d_local"))
 
 
@@ -289,6 +292,217 @@ def test_insert_select_and_create_table_as_equal_one_node(coord):
     assert by_id(rows(coord, "SELECT * FROM scored_ins")) == by_id(local)
 
 
+SCAN_CASES = [
+    "SELECT id, flock.predict('gb', d) AS p FROM {} d",
+    "SELECT id, flock.predict('gb', d), flock.predict_label('colors', d), flock.predict_proba('colors', d) "
+    "FROM {} d WHERE bmi > 0",
+    "SELECT id, flock.predict('gb', d) AS p FROM {} d WHERE flock.predict('gb', d) > 150 ORDER BY p DESC, id LIMIT 25",
+    f"SELECT id, flock.predict('gb', {ARRAY}) FROM {{}} d WHERE id % 7 < 3 AND sex IS NOT NULL",
+    "SELECT mod(id, 3) AS g, avg(flock.predict('gb', d)::numeric), count(*) FROM {} d GROUP BY 1 "
+    "HAVING count(*) > 0 ORDER BY 1",
+    "SELECT s.id, s.p FROM (SELECT id, flock.predict('gb', d) AS p FROM {} d) s WHERE s.p > 100",
+    "SELECT id, rank() OVER (ORDER BY flock.predict('gb', d) DESC, id) FROM {} d",
+]
+
+
+def plan_of(conn, q):
+    return "\n".join(r[0] for r in rows(conn, "EXPLAIN (VERBOSE, COSTS OFF) " + q))
+
+
+def test_select_list_predictions_are_scored_on_the_shards_and_equal_one_node(coord):
+    # The shards score with the exact version planned here: the pinned form, by sha256.
+    gb = one(coord, "SELECT flock.pin('gb')::text")
+    for q in SCAN_CASES:
+        plan = plan_of(coord, q.format("d"))
+        assert "Flock Remote SQL: SELECT" in plan and "flock._send_to_shards" in plan and "dblink_get_result" in plan, plan
+        remote = plan.split("Flock Remote SQL: ", 1)[1]
+        assert f"flock.predict_pinned('{gb}'::flock.pinned" in remote and "FROM public.d d" in remote, plan
+        assert "flock.predict(" not in remote, plan
+        dist = sorted(rows(coord, q.format("d")), key=repr)
+        local = sorted(rows(coord, q.format("d_local")), key=repr)
+        assert dist and dist == local, q
+        with coord.cursor() as cur:
+            cur.execute("SET flock.distribute_predictions = off")
+            try:
+                assert "Flock Remote SQL" not in plan_of(coord, q.format("d"))
+                assert sorted(rows(coord, q.format("d")), key=repr) == dist
+            finally:
+                cur.execute("RESET flock.distribute_predictions")
+    # A LIMIT stops reading: the shards' unread results do not disturb the next query (their
+    # connections are replaced).
+    some = rows(coord, "SELECT id, flock.predict('gb', d) FROM d LIMIT 5")
+    local = by_id(rows(coord, "SELECT id, flock.predict('gb', d) FROM d_local d"))
+    assert len(some) == 5 and all(local[i] == p for i, p in some)
+    assert by_id(rows(coord, "SELECT id, flock.predict('gb', d) FROM d")) == local
+    # NULLs travel as NULLs: rows with a NULL feature get the model's own answer for a missing value.
+    nulls = rows(coord, "SELECT id, flock.predict('gb', d) FROM d WHERE bmi IS NULL")
+    assert nulls and by_id(nulls) == by_id(rows(coord, "SELECT id, flock.predict('gb', d) FROM d_local d WHERE bmi IS NULL"))
+    # The shards send the columns the query reads and the predictions, not every column.
+    remote = plan_of(coord, "SELECT id, flock.predict('gb', d) FROM d").split("Flock Remote SQL: ", 1)[1]
+    assert remote.startswith(f"SELECT id AS c1, flock.predict_pinned('{gb}'::flock.pinned, d.*) AS c2 FROM public.d d"), remote
+
+
+def test_shapes_not_provably_the_same_are_left_alone_with_a_reason(coord):
+    cases = {
+        # A prediction computed only for some rows could fail on a shard for a row skipped here.
+        "SELECT id, CASE WHEN id % 2 = 0 THEN flock.predict('gb', d) END FROM {} d": "only for some rows",
+        # Text comparisons depend on the shard database's collation.
+        "SELECT id, flock.predict('gb', d) FROM {} d WHERE id::text < '5'": "WHERE condition",
+        # A whole row outside a prediction.
+        "SELECT d, flock.predict('gb', d) FROM {} d": "whole row",
+        "SELECT id, flock.predict('gb', d) FROM {} d WHERE id IN (SELECT 1)": None,
+    }
+    with coord.cursor() as cur:
+        cur.execute("SET client_min_messages = debug1")
+        try:
+            for q, why in cases.items():
+                del coord.notices[:]
+                plan = plan_of(coord, q.format("d"))
+                assert "Flock Remote SQL" not in plan, plan
+                if why:
+                    assert any("predictions not planned on shards" in n and why in n for n in coord.notices), coord.notices
+        finally:
+            cur.execute("RESET client_min_messages")
+    for q in cases:
+        assert sorted(rows(coord, q.format("d")), key=repr) == sorted(rows(coord, q.format("d_local")), key=repr)
+    # In a transaction block the shards' own connections would not see its writes: left alone, so
+    # the query sees them as on one node (plain predictions and aggregates alike).
+    coord.autocommit = False
+    try:
+        with coord.cursor() as cur:
+            cur.execute("INSERT INTO d SELECT id + 1000000, age, sex, bmi, bp, s1, s2, s3, s4, s5, s6 FROM d_local WHERE id <= 3")
+            for q in ("SELECT id, flock.predict('gb', d) FROM d WHERE id > 1000000",
+                      "SELECT count(flock.predict('gb', d)) FROM d WHERE id > 1000000"):
+                cur.execute("EXPLAIN " + q)
+                assert "on_shards" not in "\n".join(r[0] for r in cur.fetchall())
+                cur.execute(q)
+                assert len(cur.fetchall()) == (3 if "count" not in q else 1)
+            cur.execute("SELECT count(flock.predict('gb', d)) FROM d WHERE id > 1000000")
+            assert cur.fetchone()[0] == 3
+    finally:
+        coord.rollback()
+        coord.autocommit = True
+    # A statement planned onto the shards earlier and executed after this transaction wrote is
+    # stopped (0A000, with a hint), never answered from data the transaction has changed.
+    with coord.cursor() as cur:
+        cur.execute("PREPARE planned_early AS SELECT id, flock.predict('gb', d) FROM d WHERE id > 1000000")
+        cur.execute("EXPLAIN EXECUTE planned_early")
+        assert "_send_to_shards" in "\n".join(r[0] for r in cur.fetchall())
+        cur.execute("PREPARE aggregated_early AS SELECT count(flock.predict('gb', d)) FROM d WHERE id > 1000000")
+        cur.execute("EXPLAIN EXECUTE aggregated_early")
+        assert "on_shards" in "\n".join(r[0] for r in cur.fetchall())
+    for statement in ("planned_early", "aggregated_early"):
+        coord.autocommit = False
+        try:
+            with coord.cursor() as cur:
+                cur.execute("INSERT INTO d SELECT id + 1000000, age, sex, bmi, bp, s1, s2, s3, s4, s5, s6 "
+                            "FROM d_local WHERE id <= 3")
+            err = sqlstate(coord, f"EXECUTE {statement}")
+            assert err.pgcode == "0A000" and err.diag.message_hint, err
+        finally:
+            coord.rollback()
+            coord.autocommit = True
+    with coord.cursor() as cur:
+        cur.execute("EXECUTE planned_early")
+        assert cur.fetchall() == []
+        cur.execute("EXECUTE aggregated_early")
+        assert cur.fetchall() == [(0,)]
+        cur.execute("DEALLOCATE planned_early; DEALLOCATE aggregated_early")
+    # A statement with a parameter in WHERE stays here as well, with the same rows.
+    with coord.cursor() as cur:
+        cur.execute("PREPARE scan_param(real) AS SELECT id, flock.predict('gb', d) FROM d WHERE bmi > $1")
+        try:
+            cur.execute("EXPLAIN (VERBOSE) EXECUTE scan_param(0)")
+            assert "Flock Remote SQL" not in "\n".join(r[0] for r in cur.fetchall())
+            cur.execute("EXECUTE scan_param(0)")
+            assert sorted(cur.fetchall()) == sorted(rows(coord, "SELECT id, flock.predict('gb', d) FROM d_local d WHERE bmi > 0"))
+        finally:
+            cur.execute("DEALLOCATE scan_param")
+
+
+def test_a_view_with_predictions_is_scored_on_the_shards_as_its_owner_reads_it(coord, nodes):
+    local = sorted(rows(coord, "SELECT id, flock.predict('gb', d) FROM d_local d WHERE flock.predict('gb', d) > 120"))
+    with coord.cursor() as cur:
+        cur.execute("CREATE VIEW scored_view AS SELECT id, flock.predict('gb', d) AS p FROM d")
+    try:
+        q = "SELECT id, p FROM scored_view WHERE p > 120"
+        assert "Flock Remote SQL" in plan_of(coord, q)
+        assert sorted(rows(coord, q)) == local
+        # Owned by another role: postgres_fdw reads the table with the owner's user mappings,
+        # where the shards' connections would use the caller's. Left alone.
+        with coord.cursor() as cur:
+            cur.execute("DROP ROLE IF EXISTS view_owner; CREATE ROLE view_owner; GRANT SELECT ON d TO view_owner; "
+                        "ALTER VIEW scored_view OWNER TO view_owner")
+            for s in nodes.shards:
+                cur.execute(f"CREATE USER MAPPING FOR view_owner SERVER {s.settings['cluster_name']} "
+                            "OPTIONS (user 'postgres', password_required 'false')")
+            cur.execute("SELECT flock.grant_model('gb', 'view_owner', 'use')")
+            cur.execute("SET client_min_messages = debug1")
+            del coord.notices[:]
+            plan = plan_of(coord, q)
+            cur.execute("RESET client_min_messages")
+        assert "Flock Remote SQL" not in plan, plan
+        assert any("read as another role" in n for n in coord.notices), coord.notices
+        assert sorted(rows(coord, q)) == local
+    finally:
+        with coord.cursor() as cur:
+            cur.execute("DROP VIEW IF EXISTS scored_view")
+
+
+def test_plain_insert_select_and_create_table_as_score_on_the_shards(coord):
+    select = "SELECT id, flock.predict('gb', d) AS p FROM {} d WHERE flock.predict('gb', d) > 100"
+    local = rows(coord, select.format("d_local"))
+    with coord.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS plain_ctas, plain_ins")
+        assert "Flock Remote SQL" in plan_of(coord, "CREATE TABLE plain_ctas AS " + select.format("d"))
+        cur.execute("CREATE TABLE plain_ctas AS " + select.format("d"))
+        cur.execute("CREATE TABLE plain_ins (id int, p float8)")
+        assert "Flock Remote SQL" in plan_of(coord, "INSERT INTO plain_ins " + select.format("d"))
+        cur.execute("INSERT INTO plain_ins " + select.format("d"))
+    assert by_id(rows(coord, "SELECT * FROM plain_ctas")) == by_id(local)
+    assert by_id(rows(coord, "SELECT * FROM plain_ins")) == by_id(local)
+    assert len(local) == one(coord, "SELECT count(*) FROM plain_ins")
+
+
+def test_a_role_dblink_would_refuse_is_left_to_postgres_fdw(coord, nodes):
+    # A non-superuser whose user mappings carry no password: postgres_fdw may connect for it
+    # (password_required 'false', set by a superuser), dblink never does. The rewrites leave its
+    # queries alone, and they give the one-node results through postgres_fdw.
+    with coord.cursor() as cur:
+        cur.execute("DROP ROLE IF EXISTS scan_reader; CREATE ROLE scan_reader LOGIN; "
+                    "GRANT SELECT ON d, d_local TO scan_reader")
+        for s in nodes.shards:
+            cur.execute(f"CREATE USER MAPPING FOR scan_reader SERVER {s.settings['cluster_name']} "
+                        "OPTIONS (user 'scan_reader', password_required 'false')")
+            shard = psycopg2.connect(conninfo(s, DB))
+            shard.autocommit = True
+            try:
+                with shard.cursor() as sc:
+                    sc.execute("DROP ROLE IF EXISTS scan_reader; CREATE ROLE scan_reader LOGIN; GRANT SELECT ON d TO scan_reader")
+            finally:
+                shard.close()
+        cur.execute("SELECT flock.grant_model('gb', 'scan_reader', 'use')")
+    c = psycopg2.connect(conninfo(nodes.coordinator, DB).replace("user=postgres", "user=scan_reader"))
+    c.autocommit = True
+    try:
+        for q in ("SELECT id, flock.predict('gb', d) FROM {} d WHERE bmi > 0",
+                  "SELECT sum(flock.predict('gb', d)::numeric) FROM {} d"):
+            with c.cursor() as cur:
+                cur.execute("SET client_min_messages = debug1")
+                del c.notices[:]
+                plan = plan_of(c, q.format("d"))
+                cur.execute("RESET client_min_messages")
+            assert "Flock Remote SQL" not in plan and "On Shards" not in plan, plan
+            assert any("no password in the user mapping" in n for n in c.notices), c.notices
+            assert sorted(rows(c, q.format("d"))) == sorted(rows(c, q.format("d_local")))
+        # A model the role may not use: the one-node error.
+        local = sqlstate(c, "SELECT id, flock.predict('colors', d) FROM d_local d")
+        assert local.pgcode in ("42501", "42704")
+        assert sqlstate(c, "SELECT id, flock.predict('colors', d) FROM d").pgcode == local.pgcode
+    finally:
+        c.close()
+
+
 def test_errors_on_a_shard_are_the_one_node_errors_naming_the_shard(coord):
     # A linear model refuses NULL inputs (22004) on one node; on the shards too, with the shard named.
     local = sqlstate(coord, "SELECT flock.predict('lin', d) FROM d_local d")
@@ -297,6 +511,10 @@ def test_errors_on_a_shard_are_the_one_node_errors_naming_the_shard(coord):
     assert err.diag.message_primary.startswith('shard "shard')
     err = sqlstate(coord, f"SELECT flock.predict_pinned({pin(coord, 'lin')}, d) FROM d")
     assert err.pgcode == "22004"
+    # Written plainly, scored on the shards: the one-node error, with the shard's connection named
+    # in its context (the rows come straight from dblink, which reports it so).
+    err = sqlstate(coord, "SELECT id, flock.predict('lin', d) FROM d")
+    assert err.pgcode == "22004" and 'dblink connection named "flock_shard_shard' in err.diag.context, err.diag.context
 
 
 def test_a_malformed_pin_is_refused_as_an_unprivileged_role_too(coord, nodes):
@@ -387,6 +605,10 @@ def test_a_version_a_shard_lacks_is_an_error_naming_it(coord, nodes):
         err = sqlstate(coord, f"SELECT * FROM flock.on_shards('d', 'SELECT flock.predict(%1$s, {ARRAY}) p FROM d', 'rf') "
                               "AS r(p float8)")
         assert err.pgcode == "42704" and "shard2" in err.diag.message_primary
+        # A plain select list, scored on the shards with the version planned here: the same error.
+        assert "Flock Remote SQL" in plan_of(coord, f"SELECT id, flock.predict('rf', {ARRAY}) FROM d")
+        err = sqlstate(coord, f"SELECT id, flock.predict('rf', {ARRAY}) FROM d")
+        assert err.pgcode == "42704" and 'node "shard2"' in err.diag.message_primary, err.diag.message_primary
         err = sqlstate(coord, "SELECT flock.wait_for_shards('rf', '0.3 seconds')")
         assert err.pgcode == "57014" and "shard2" in err.diag.message_primary
         # Bytes that differ from the pin (a forged sha256) are refused, never used instead.
@@ -448,6 +670,10 @@ def test_a_shard_that_is_down_is_an_error_naming_it(coord, nodes):
         assert 'server "shard3"' in err.diag.message_primary
         err = sqlstate(c, "SELECT * FROM flock.on_shards('d', 'SELECT count(*) FROM d') AS r(n bigint)")
         assert err.diag.message_primary.startswith('shard "shard3"')
+        # Predictions as written, planned on the shards: the same, no partial answer.
+        assert "Flock Remote SQL" in plan_of(c, "SELECT id, flock.predict('gb', d) FROM d")
+        err = sqlstate(c, "SELECT id, flock.predict('gb', d) FROM d")
+        assert err.diag.message_primary.startswith('shard "shard3"'), err.diag.message_primary
         status = {r[0]: r[1] for r in rows(c, "SELECT shard, reachable FROM flock.distribution_status()")}
         assert status == {"shard1": True, "shard2": True, "shard3": False}
     finally:

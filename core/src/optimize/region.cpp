@@ -11,15 +11,16 @@
 // cannot satisfy the comparison is left out; the cells kept, merged, are the column's region.
 //
 // That per-tree bound is loose for boosted ensembles: each tree's extreme leaf is taken on its own
-// although no input reaches them all. When it does not exclude a cell, a tighter bound (EnsembleBound,
-// the merging of Chen et al., "Robustness Verification of Tree-based Models", NeurIPS 2019, one
-// level) is tried: the trees in small groups of consecutive trees, each group's exact extreme sum
-// over the combinations of its leaves whose boxes intersect the cell's box and each other (a
-// branch-and-bound search, capped per group: past the cap the group counts its trees' extremes), the
-// groups' extremes added. Each group's extreme bounds its trees' part of the sum for every input of
-// the box, so the total bounds the real sum; the kernel's sum rounds, so the total is widened by a
-// bound on the rounding of a sum of n terms, 4 (n + 8) 2^-53 sum|leaf|, before `finalize`. The
-// tight bound has its own work budget (then the per-tree bound stands) and polls interrupts.
+// although no input reaches them all. When it does not exclude a cell, a tighter bound
+// (EnsembleBound, one level of the merging of Chen et al., "Robustness Verification of Tree-based
+// Models", NeurIPS 2019) is tried: trees in groups of consecutive ones, each group's exact extreme
+// sum over the combinations of its leaves whose boxes meet the cell's box and each other (a
+// branch-and-bound search, capped per group: past the cap the group's halves are bounded, down to
+// single trees and their extremes), the groups' extremes added. Each group's extreme bounds its
+// trees' part of the sum for every input of the box, so the total bounds the real sum; the kernel's
+// sum rounds, so the total is widened by a bound on the rounding of a sum of n terms,
+// 4 (n + 8) 2^-53 sum|leaf|, before `finalize`. The tight bound has its own work budget (then the
+// per-tree bound stands) and polls interrupts.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -219,22 +220,9 @@ class EnsembleBound {
     }
     double total = 0;
     for (size_t first = 0; first < n_trees; first += kGroupSize) {
-      const size_t last = std::min(n_trees, first + kGroupSize);
-      // rest_[i]: the sum of the per-tree extremes of trees i.. of the group (the pruning bound).
-      rest_.assign(last - first + 1, 0);
-      for (size_t i = last - first; i-- > 0;) rest_[i] = rest_[i + 1] + tree_max[first + i];
-      group_first_ = first;
-      group_size_ = last - first;
-      group_work_ = kGroupWorkCap;
-      best_ = -kInf;
-      current_ = box;
-      const bool finished = search(0, 0.0);
-      if (!finished && work_left_ < 0) return std::nullopt;
-      if (finished && best_ == -kInf) {  // no input of the box reaches a leaf of every tree of the group
-        unreachable = true;
-        return std::nullopt;
-      }
-      total += finished ? std::min(best_, rest_[0]) : rest_[0];
+      const auto group = group_bound(first, std::min(n_trees, first + kGroupSize), box, tree_max, unreachable);
+      if (!group) return std::nullopt;
+      total += *group;
     }
     const double slack = 4.0 * (static_cast<double>(n_trees) + 8.0) * std::ldexp(magnitude, -53);
     return std::nextafter(total + slack, kInf);
@@ -250,6 +238,37 @@ class EnsembleBound {
     work_left_ -= units;
     if ((before >> 12) != (work_left_ >> 12)) poll_interrupt();
     return work_left_ >= 0;
+  }
+
+  // The largest sum of a leaf per tree of [first, last) over the inputs of `box`, or, when that
+  // search outgrows the group's cap, the two halves' bounds added (one tree: its extreme). nullopt
+  // when the whole budget ran out, or (with `unreachable` set) when no input reaches every tree.
+  std::optional<double> group_bound(size_t first, size_t last, const std::vector<Range>& box,
+                                    const std::vector<double>& tree_max, bool& unreachable) {
+    if (last - first == 1) return tree_max[first];
+    // rest_[i]: the sum of the per-tree extremes of trees i.. of the group (the pruning bound).
+    rest_.assign(last - first + 1, 0);
+    for (size_t i = last - first; i-- > 0;) rest_[i] = rest_[i + 1] + tree_max[first + i];
+    group_first_ = first;
+    group_size_ = last - first;
+    group_work_ = kGroupWorkCap;
+    best_ = -kInf;
+    current_ = box;
+    undo_.clear();
+    if (search(0, 0.0)) {
+      if (best_ == -kInf) {  // no input of the box reaches a leaf of every tree of the group
+        unreachable = true;
+        return std::nullopt;
+      }
+      return std::min(best_, rest_[0]);
+    }
+    if (work_left_ < 0) return std::nullopt;
+    const size_t middle = first + (last - first) / 2;
+    const auto low = group_bound(first, middle, box, tree_max, unreachable);
+    if (!low) return std::nullopt;
+    const auto high = group_bound(middle, last, box, tree_max, unreachable);
+    if (!high) return std::nullopt;
+    return *low + *high;
   }
 
   // The largest sum of leaves of trees i.. of the group whose boxes meet `current_`, given `partial`

@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "flock/error.hpp"
+#include "flock/interrupt.hpp"
 #include "flock/model.hpp"
 #include "flock/onnx.hpp"
 #include "flock/optimize.hpp"
@@ -1570,6 +1572,87 @@ TEST(OptimizeRegion, TightBoundSeesTreesThatExcludeEachOther) {
   EXPECT_TRUE(x0.contains(0));
   EXPECT_TRUE(x0.contains(5));
   EXPECT_TRUE(x0.contains(kNaN));  // a missing x0 takes the false side: 10 from tree b
+}
+
+// The group bound only ever removes values from a region: with its budget, each column's region
+// lies inside the per-tree bound's (budget 0), on random points; on ensembles of several
+// trees it often narrows more.
+TEST(OptimizeRegion, GroupBoundNarrowsWithinThePerTreeRegion) {
+  int64_t extra_filtered = 0;
+  uint64_t seed = 13000;
+  for (int model_index = 0; model_index < 8; ++model_index) {
+    EnsembleSpec spec;
+    spec.n_trees = 6 + 4 * (model_index % 4);
+    spec.mixed_modes = model_index % 2 == 0;
+    std::mt19937_64 rng(seed++);
+    const auto model = Model::load(bytes_of(random_ensemble(spec, rng)));
+    const auto thresholds = thresholds_by_column(*model, spec.n_features);
+    std::vector<std::vector<double>> pools;
+    for (const auto& t : thresholds) pools.push_back(interesting_values(t));
+    std::uniform_real_distribution<double> unit(0, 1);
+    for (int round = 0; round < 20; ++round) {
+      Constraints constraints(static_cast<size_t>(spec.n_features));
+      constraints.exact_input_values = true;
+      std::vector<std::vector<double>> rows;
+      for (int p = 0; p < 300; ++p) {
+        std::vector<double> row;
+        for (int64_t k = 0; k < spec.n_features; ++k)
+          row.push_back(*random_value(constraints.columns[static_cast<size_t>(k)], pools[static_cast<size_t>(k)], true,
+                                      ElemType::Float, rng));
+        rows.push_back(std::move(row));
+      }
+      auto predictions = model->predict(make_batch(rows, ElemType::Float, spec.n_features)).values;
+      std::sort(predictions.begin(), predictions.end());
+      const double c = predictions[static_cast<size_t>((0.8 + 0.2 * unit(rng)) * static_cast<double>(predictions.size() - 1))];
+      const Comparison op = round % 2 ? Comparison::Greater : Comparison::GreaterOrEqual;
+      const auto per_tree = flock::optimize::prediction_region(*model, op, c, constraints, {0});
+      const auto grouped = flock::optimize::prediction_region(*model, op, c, constraints);
+      ASSERT_TRUE(per_tree && grouped);
+      if (per_tree->none) {
+        EXPECT_TRUE(grouped->none);
+        continue;
+      }
+      for (const auto& row : rows) {
+        bool in_per_tree = true, in_grouped = !grouped->none;
+        for (size_t k = 0; k < row.size(); ++k) {
+          in_per_tree = in_per_tree && per_tree->columns[k].contains(row[k]);
+          in_grouped = in_grouped && grouped->columns[k].contains(row[k]);
+        }
+        EXPECT_TRUE(in_per_tree || !in_grouped) << "a row in the group bound's region but not the per-tree one's";
+        if (in_per_tree && !in_grouped) ++extra_filtered;
+      }
+      if (HasFailure()) return;
+    }
+  }
+  EXPECT_GT(extra_filtered, 0);
+  std::printf("[ region ] the group bound left out %lld more random rows than the per-tree bound\n",
+              static_cast<long long>(extra_filtered));
+}
+
+// The group bound polls for interrupts: a cancel requested while a large ensemble's region is
+// derived stops it with Error(Cancelled) (the host's query cancel), not a quiet nullopt.
+TEST(OptimizeRegion, GroupBoundStopsOnInterrupt) {
+  EnsembleSpec spec;
+  spec.n_features = 6;
+  spec.n_trees = 200;
+  spec.max_depth = 6;
+  std::mt19937_64 rng(14000);
+  const auto model = Model::load(bytes_of(random_ensemble(spec, rng)));
+  const auto unbounded = flock::optimize::prediction_region(*model, Comparison::Greater, -1e300);
+  ASSERT_TRUE(unbounded);
+  flock::set_interrupt_check([] { return true; });
+  bool cancelled = false;
+  try {
+    (void)flock::optimize::prediction_region(*model, Comparison::Greater, -1e300);
+  } catch (const flock::Error& e) {
+    cancelled = e.code() == flock::ErrorCode::Cancelled;
+  }
+  flock::set_interrupt_check(nullptr);
+  EXPECT_TRUE(cancelled);
+  // Without the group bound nothing polls (the per-tree part is bounded by its own budget).
+  flock::set_interrupt_check([] { return true; });
+  EXPECT_TRUE(flock::optimize::prediction_region(*model, Comparison::Greater, -1e300, {}, {0}));
+  flock::set_interrupt_check(nullptr);
 }
 
 // ---------------------------------------------------------------------------------------------

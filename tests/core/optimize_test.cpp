@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "flock/error.hpp"
+#include "flock/interrupt.hpp"
 #include "flock/model.hpp"
 #include "flock/onnx.hpp"
 #include "flock/optimize.hpp"
@@ -1340,6 +1342,319 @@ TEST(OptimizeRegion, BinaryClassifierLabelsAreSound) {
   const auto xgb = Model::load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
   EXPECT_FALSE(flock::optimize::label_region(*xgb, 2));
 }
+// Every elementary cell of a small ensemble's input space, one point each: per column NaN, the
+// infinities, and every threshold with the next value of the input type either side (the cells
+// between two thresholds hold one of those). The exact largest and smallest predictions are among
+// these points, so a region that is too tight (the tight bound's group merging) would leave out a
+// qualifying point when c is at them.
+std::vector<std::vector<double>> every_cell(const Model& model, int64_t width, ElemType type) {
+  std::vector<std::vector<double>> per_column;
+  for (const auto& thresholds : thresholds_by_column(model, width)) {
+    std::vector<double> v = {kNaN, kInf, -kInf};
+    for (double t : thresholds) {
+      if (type == ElemType::Double) {
+        for (double x : {t, std::nextafter(t, kInf), std::nextafter(t, -kInf)}) v.push_back(x);
+      } else {
+        const float f = static_cast<float>(t);
+        for (float x : {f, std::nextafter(f, HUGE_VALF), std::nextafter(f, -HUGE_VALF)}) v.push_back(x);
+      }
+    }
+    per_column.push_back(std::move(v));
+  }
+  std::vector<std::vector<double>> rows = {{}};
+  for (const auto& values : per_column) {
+    std::vector<std::vector<double>> next;
+    for (const auto& row : rows)
+      for (double x : values) {
+        next.push_back(row);
+        next.back().push_back(x);
+      }
+    rows = std::move(next);
+  }
+  return rows;
+}
+
+// Soundness against every cell: each row allowed by the constraints whose prediction (or label)
+// qualifies lies in the region, for thresholds at the exact extremes and between predictions.
+RegionTotals check_region_exhaustive(const Model& model, int rounds, uint64_t seed, int64_t label_class = -1) {
+  RegionTotals totals;
+  const auto& spec = model.signature().inputs.at(0);
+  const int64_t width = spec.width;
+  const auto all_rows = every_cell(model, width, spec.type);
+  const auto thresholds = thresholds_by_column(model, width);
+  std::vector<std::vector<double>> pools;
+  for (const auto& t : thresholds) pools.push_back(interesting_values(t));
+  const auto prediction = model.predict(make_batch(all_rows, spec.type, width));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> unit(0, 1);
+  const Comparison ops[] = {Comparison::Greater, Comparison::GreaterOrEqual, Comparison::Less,
+                            Comparison::LessOrEqual};
+  for (int round = 0; round < rounds; ++round) {
+    Constraints constraints(static_cast<size_t>(width));
+    constraints.exact_input_values = true;
+    if (round % 2 != 0)
+      for (int64_t k = 0; k < width; ++k)
+        if (unit(rng) < 0.4) constraints.columns[static_cast<size_t>(k)] = random_constraint(pools[static_cast<size_t>(k)], rng);
+    if (constraints.unsatisfiable()) continue;
+    std::vector<size_t> allowed;
+    for (size_t r = 0; r < all_rows.size(); ++r) {
+      bool ok = true;
+      for (int64_t k = 0; k < width && ok; ++k)
+        ok = constraints.columns[static_cast<size_t>(k)].contains(all_rows[r][static_cast<size_t>(k)]);
+      if (ok) allowed.push_back(r);
+    }
+    if (allowed.empty()) continue;
+    std::vector<double> sorted;
+    for (size_t r : allowed) sorted.push_back(prediction.values[r]);
+    std::sort(sorted.begin(), sorted.end());
+    const Comparison op = ops[rng() % 4];
+    const double u = unit(rng);
+    double c = u < 0.25 ? sorted.back() : u < 0.5 ? sorted.front()
+                                                   : sorted[static_cast<size_t>(unit(rng) * static_cast<double>(sorted.size() - 1))];
+    if (unit(rng) < 0.3) c = std::nextafter(c, unit(rng) < 0.5 ? kInf : -kInf);
+    const auto region = label_class >= 0 ? flock::optimize::label_region(model, label_class, constraints)
+                                         : flock::optimize::prediction_region(model, op, c, constraints);
+    if (!region) {
+      ADD_FAILURE() << "no region";
+      return totals;
+    }
+    ++totals.rounds;
+    if (region->none) ++totals.none;
+    totals.narrowed_columns += region->columns_narrowed();
+    for (size_t r : allowed) {
+      const auto& row = all_rows[r];
+      bool inside = !region->none;
+      for (int64_t k = 0; k < width && inside; ++k) inside = region->columns[static_cast<size_t>(k)].contains(row[static_cast<size_t>(k)]);
+      const bool qualifies = label_class >= 0 ? prediction.labels.at(r) == model.signature().class_labels.at(
+                                                                               static_cast<size_t>(label_class))
+                                              : compare(op, prediction.values[r], c);
+      if (qualifies) ++totals.qualifying;
+      if (!inside) ++totals.filtered;
+      if (qualifies && !inside) {
+        std::string row_text;
+        for (double v : row) row_text += fmt_double(v) + " ";
+        ADD_FAILURE() << "prediction " << prediction.values[r] << " satisfies the comparison with " << c
+                      << " but the row [" << row_text << "] is outside the region " << region->to_string()
+                      << "; constraints " << constraints.to_string();
+        return totals;
+      }
+    }
+  }
+  return totals;
+}
+
+TEST(OptimizeRegion, EveryCellOfSmallEnsemblesIsSound) {
+  RegionTotals all;
+  uint64_t seed = 12000;
+  std::vector<EnsembleSpec> specs;
+  EnsembleSpec s;
+  s.n_features = 3;
+  s.n_trees = 10;
+  s.max_depth = 3;
+  specs.push_back(s);  // mixed modes, float
+  s.mixed_modes = false;
+  s.aggregate = "AVERAGE";
+  specs.push_back(s);
+  s = specs[0];
+  s.double_thresholds = true;
+  s.input_type = onnx::TensorProto::DOUBLE;
+  specs.push_back(s);
+  s = specs[0];
+  s.n_trees = 24;
+  s.max_depth = 2;
+  specs.push_back(s);  // more trees than a group: the groups' extremes add up
+  for (size_t k = 0; k < specs.size(); ++k) {
+    for (int model_index = 0; model_index < 3; ++model_index) {
+      SCOPED_TRACE("spec " + std::to_string(k) + " model " + std::to_string(model_index));
+      std::mt19937_64 rng(seed++);
+      const auto model = Model::load(bytes_of(random_ensemble(specs[k], rng)));
+      const auto totals = check_region_exhaustive(*model, 24, seed * 7);
+      all.rounds += totals.rounds;
+      all.qualifying += totals.qualifying;
+      all.filtered += totals.filtered;
+      all.none += totals.none;
+      all.narrowed_columns += totals.narrowed_columns;
+      if (HasFailure()) return;
+    }
+  }
+  // Binary classifiers' labels.
+  for (int model_index = 0; model_index < 4; ++model_index) {
+    EnsembleSpec spec;
+    spec.n_features = 3;
+    spec.n_trees = 12;
+    spec.max_depth = 3;
+    spec.classifier = true;
+    spec.n_outputs = 2;
+    spec.binary_single_class = true;
+    spec.binary_class_id = 0;
+    spec.post_transform = "LOGISTIC";
+    std::mt19937_64 rng(seed++);
+    const auto model = Model::load(bytes_of(random_ensemble(spec, rng)));
+    for (int64_t k = 0; k < 2; ++k) {
+      SCOPED_TRACE("classifier " + std::to_string(model_index) + " label " + std::to_string(k));
+      const auto totals = check_region_exhaustive(*model, 12, seed * 11 + static_cast<uint64_t>(k), k);
+      all.filtered += totals.filtered;
+      all.qualifying += totals.qualifying;
+      if (HasFailure()) return;
+    }
+  }
+  EXPECT_GT(all.qualifying, 100000);
+  EXPECT_GT(all.filtered, 10000);
+  std::printf("[ region ] every cell: %lld rounds, %lld qualifying rows all inside, %lld rows filtered, %lld none\n",
+              static_cast<long long>(all.rounds), static_cast<long long>(all.qualifying),
+              static_cast<long long>(all.filtered), static_cast<long long>(all.none));
+}
+
+// Three trees, each able to add 10 on its own but never all together: tree a adds 10 when x0 < 0,
+// tree b when x1 < 0, tree c takes 20 away when both are. The per-tree extremes sum to 20; the
+// largest prediction is 10, which the tight bound (the three trees in one group) finds.
+onnx::ModelProto exclusive_trees() {
+  onnx::ModelProto m = base_model(2, onnx::TensorProto::FLOAT, 1);
+  auto* g = m.mutable_graph();
+  auto* node = g->add_node();
+  node->set_domain("ai.onnx.ml");
+  node->set_op_type("TreeEnsembleRegressor");
+  node->add_input("input");
+  node->add_output("variable");
+  auto ints = [&](const char* name, std::vector<int64_t> v) {
+    auto* a = attr(node, name, onnx::AttributeProto::INTS);
+    for (auto x : v) a->add_ints(x);
+  };
+  auto floats = [&](const char* name, std::vector<float> v) {
+    auto* a = attr(node, name, onnx::AttributeProto::FLOATS);
+    for (auto x : v) a->add_floats(x);
+  };
+  // tree 0: x0 < 0 ? 10 : 0; tree 1: x1 < 0 ? 10 : 0; tree 2: x0 < 0 ? (x1 < 0 ? -20 : 0) : 0.
+  ints("nodes_treeids", {0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2});
+  ints("nodes_nodeids", {0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4});
+  ints("nodes_featureids", {0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0});
+  ints("nodes_truenodeids", {1, 0, 0, 1, 0, 0, 1, 3, 0, 0, 0});
+  ints("nodes_falsenodeids", {2, 0, 0, 2, 0, 0, 2, 4, 0, 0, 0});
+  ints("nodes_missing_value_tracks_true", {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+  auto* modes = attr(node, "nodes_modes", onnx::AttributeProto::STRINGS);
+  for (const char* s : {"BRANCH_LT", "LEAF", "LEAF", "BRANCH_LT", "LEAF", "LEAF", "BRANCH_LT", "BRANCH_LT", "LEAF",
+                        "LEAF", "LEAF"})
+    modes->add_strings(s);
+  floats("nodes_values", {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+  ints("target_treeids", {0, 0, 1, 1, 2, 2, 2});
+  ints("target_nodeids", {1, 2, 1, 2, 2, 3, 4});
+  ints("target_ids", {0, 0, 0, 0, 0, 0, 0});
+  floats("target_weights", {10, 0, 10, 0, 0, -20, 0});
+  attr(node, "n_targets", onnx::AttributeProto::INT)->set_i(1);
+  value_info(g->add_output(), "variable", onnx::TensorProto::FLOAT, {1});
+  return m;
+}
+
+TEST(OptimizeRegion, TightBoundSeesTreesThatExcludeEachOther) {
+  const auto model = Model::load(bytes_of(exclusive_trees()));
+  ASSERT_EQ(model->predict(make_batch({{-1, -1}, {-1, 1}, {1, -1}, {1, 1}}, ElemType::Float, 2)).values,
+            (std::vector<double>{0, 10, 10, 0}));
+  Constraints exact(2);
+  exact.exact_input_values = true;
+  // Above 15: no input (the per-tree extremes, 20, would allow some).
+  auto region = flock::optimize::prediction_region(*model, Comparison::Greater, 15, exact);
+  ASSERT_TRUE(region);
+  EXPECT_TRUE(region->none);
+  // Exactly 10: x0 < 0 with x1 >= 0, or the other way round; each column's region is everything
+  // (both halves qualify with the other column chosen well) but the whole region is not empty.
+  region = flock::optimize::prediction_region(*model, Comparison::GreaterOrEqual, 10, exact);
+  ASSERT_TRUE(region);
+  EXPECT_FALSE(region->none);
+  // With x1 < 0 known, only x0 >= 0 reaches 10.
+  Constraints negative_x1 = exact;
+  negative_x1.columns[1] = FeatureConstraint{Interval::less_than(0), false};
+  region = flock::optimize::prediction_region(*model, Comparison::GreaterOrEqual, 10, negative_x1);
+  ASSERT_TRUE(region);
+  ASSERT_FALSE(region->none);
+  const auto& x0 = region->columns[0];
+  EXPECT_FALSE(x0.contains(-1));
+  EXPECT_FALSE(x0.contains(-1e-30));
+  EXPECT_TRUE(x0.contains(0));
+  EXPECT_TRUE(x0.contains(5));
+  EXPECT_TRUE(x0.contains(kNaN));  // a missing x0 takes the false side: 10 from tree b
+}
+
+// The group bound only ever removes values from a region: with its budget, each column's region
+// lies inside the per-tree bound's (budget 0), on random points; on ensembles of several
+// trees it often narrows more.
+TEST(OptimizeRegion, GroupBoundNarrowsWithinThePerTreeRegion) {
+  int64_t extra_filtered = 0;
+  uint64_t seed = 13000;
+  for (int model_index = 0; model_index < 8; ++model_index) {
+    EnsembleSpec spec;
+    spec.n_trees = 6 + 4 * (model_index % 4);
+    spec.mixed_modes = model_index % 2 == 0;
+    std::mt19937_64 rng(seed++);
+    const auto model = Model::load(bytes_of(random_ensemble(spec, rng)));
+    const auto thresholds = thresholds_by_column(*model, spec.n_features);
+    std::vector<std::vector<double>> pools;
+    for (const auto& t : thresholds) pools.push_back(interesting_values(t));
+    std::uniform_real_distribution<double> unit(0, 1);
+    for (int round = 0; round < 20; ++round) {
+      Constraints constraints(static_cast<size_t>(spec.n_features));
+      constraints.exact_input_values = true;
+      std::vector<std::vector<double>> rows;
+      for (int p = 0; p < 300; ++p) {
+        std::vector<double> row;
+        for (int64_t k = 0; k < spec.n_features; ++k)
+          row.push_back(*random_value(constraints.columns[static_cast<size_t>(k)], pools[static_cast<size_t>(k)], true,
+                                      ElemType::Float, rng));
+        rows.push_back(std::move(row));
+      }
+      auto predictions = model->predict(make_batch(rows, ElemType::Float, spec.n_features)).values;
+      std::sort(predictions.begin(), predictions.end());
+      const double c = predictions[static_cast<size_t>((0.8 + 0.2 * unit(rng)) * static_cast<double>(predictions.size() - 1))];
+      const Comparison op = round % 2 ? Comparison::Greater : Comparison::GreaterOrEqual;
+      const auto per_tree = flock::optimize::prediction_region(*model, op, c, constraints, {0});
+      const auto grouped = flock::optimize::prediction_region(*model, op, c, constraints);
+      ASSERT_TRUE(per_tree && grouped);
+      if (per_tree->none) {
+        EXPECT_TRUE(grouped->none);
+        continue;
+      }
+      for (const auto& row : rows) {
+        bool in_per_tree = true, in_grouped = !grouped->none;
+        for (size_t k = 0; k < row.size(); ++k) {
+          in_per_tree = in_per_tree && per_tree->columns[k].contains(row[k]);
+          in_grouped = in_grouped && grouped->columns[k].contains(row[k]);
+        }
+        EXPECT_TRUE(in_per_tree || !in_grouped) << "a row in the group bound's region but not the per-tree one's";
+        if (in_per_tree && !in_grouped) ++extra_filtered;
+      }
+      if (HasFailure()) return;
+    }
+  }
+  EXPECT_GT(extra_filtered, 0);
+  std::printf("[ region ] the group bound left out %lld more random rows than the per-tree bound\n",
+              static_cast<long long>(extra_filtered));
+}
+
+// The group bound polls for interrupts: a cancel requested while a large ensemble's region is
+// derived stops it with Error(Cancelled) (the host's query cancel), not a quiet nullopt.
+TEST(OptimizeRegion, GroupBoundStopsOnInterrupt) {
+  EnsembleSpec spec;
+  spec.n_features = 6;
+  spec.n_trees = 200;
+  spec.max_depth = 6;
+  std::mt19937_64 rng(14000);
+  const auto model = Model::load(bytes_of(random_ensemble(spec, rng)));
+  const auto unbounded = flock::optimize::prediction_region(*model, Comparison::Greater, -1e300);
+  ASSERT_TRUE(unbounded);
+  flock::set_interrupt_check([] { return true; });
+  bool cancelled = false;
+  try {
+    (void)flock::optimize::prediction_region(*model, Comparison::Greater, -1e300);
+  } catch (const flock::Error& e) {
+    cancelled = e.code() == flock::ErrorCode::Cancelled;
+  }
+  flock::set_interrupt_check(nullptr);
+  EXPECT_TRUE(cancelled);
+  // Without the group bound nothing polls (the per-tree part is bounded by its own budget).
+  flock::set_interrupt_check([] { return true; });
+  EXPECT_TRUE(flock::optimize::prediction_region(*model, Comparison::Greater, -1e300, {}, {0}));
+  flock::set_interrupt_check(nullptr);
+}
+
 // ---------------------------------------------------------------------------------------------
 // F. Inlining: a model as an expression (as_expression / evaluate), linear folding, costs
 

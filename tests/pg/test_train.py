@@ -401,14 +401,18 @@ VARIED = [
 
 @pytest.mark.parametrize("query", VARIED, ids=["table", "chunks", "duplicates", "empty", "types"])
 def test_fast_snapshot_hash_is_the_sql_definition(conn, data, query):
-    """flock._table_hash's heap-scan path against its SQL definition, kept as _table_hash_sql."""
+    """flock._table_hash's heap-scan path against its SQL definition, kept as _table_hash_sql, for
+    the 'text' definition; the recorded hash (definition 'binary', written while the rows were)
+    against its Python oracle over binary COPY (test_dataset_hash.py)."""
+    from test_dataset_hash import binary_oracle
     conn.cursor().execute("SET TimeZone = 'America/New_York'; SET DateStyle = 'German'; SET extra_float_digits = 0")
     ref = one(conn, "SELECT flock.snapshot_dataset(%s, %s)", ("hashed_" + str(abs(hash(query)) % 10**8), query))
-    table, recorded = rows(conn, "SELECT table_name, content_hash FROM flock.datasets "
-                                 "WHERE name || '@' || version = %s", (ref,))[0]
-    fast = rows(conn, "SELECT row_count, content_hash FROM flock._table_hash(%s::regclass)", (table,))[0]
+    table, recorded, method = rows(conn, "SELECT table_name, content_hash, hash_method FROM flock.datasets "
+                                         "WHERE name || '@' || version = %s", (ref,))[0]
+    fast = rows(conn, "SELECT row_count, content_hash FROM flock._table_hash(%s::regclass, 'text')", (table,))[0]
     oracle = rows(conn, "SELECT row_count, content_hash FROM flock._table_hash_sql(%s::regclass)", (table,))[0]
-    assert fast == oracle and recorded == oracle[1]
+    assert fast == oracle
+    assert method == "binary" and recorded == binary_oracle(conn, table)
     assert one(conn, "SELECT flock.verify_dataset(%s)", (ref,)) is True
     conn.cursor().execute("RESET TimeZone; RESET DateStyle; RESET extra_float_digits")
 

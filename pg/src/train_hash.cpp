@@ -26,6 +26,12 @@ extern "C" {
 }
 #undef flock
 
+// The row hashes use OpenSSL's SHA-256 directly: through pg_cryptohash (EVP) every row's hash
+// started with a provider lookup under a lock, which cost more than the hashing.
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
+#undef flock
+
 #include <cstdlib>
 #include <cstring>
 
@@ -40,7 +46,24 @@ constexpr int kDigest = PG_SHA256_DIGEST_LENGTH;
 constexpr int64 kHashesPerChunk = 8192;  // as in flock._table_hash
 constexpr int64 kRowsPerReset = 4096;
 
-int compare_digests(const void* a, const void* b) { return memcmp(a, b, kDigest); }
+// A row digest, sorted by an inlined quicksort (PostgreSQL's sort_template.h) that compares the
+// first 8 bytes as one big-endian number before the rest.
+struct Digest {
+  uint8 bytes[kDigest];
+};
+inline int compare_digest_keys(const Digest* a, const Digest* b) {
+  uint64 x, y;
+  memcpy(&x, a->bytes, 8);
+  memcpy(&y, b->bytes, 8);
+  if (x != y) return pg_bswap64(x) < pg_bswap64(y) ? -1 : 1;
+  return memcmp(a->bytes + 8, b->bytes + 8, kDigest - 8);
+}
+#define ST_SORT sort_digests
+#define ST_ELEMENT_TYPE Digest
+#define ST_COMPARE(a, b) compare_digest_keys(a, b)
+#define ST_SCOPE static
+#define ST_DEFINE
+#include "lib/sort_template.h"
 
 void sha256(const uint8* data, size_t length, uint8* out) {
   pg_cryptohash_ctx* ctx = pg_cryptohash_create(PG_SHA256);
@@ -52,7 +75,7 @@ void sha256(const uint8* data, size_t length, uint8* out) {
 
 // Sorts `rows` row digests in place and returns their chunk hashes, concatenated.
 bytea* sorted_chunk_hashes(uint8* digests, int64 rows) {
-  qsort(digests, rows, kDigest, compare_digests);
+  sort_digests(reinterpret_cast<Digest*>(digests), rows);
   const int64 nchunks = (rows + kHashesPerChunk - 1) / kHashesPerChunk;
   bytea* chunks = static_cast<bytea*>(palloc(VARHDRSZ + nchunks * kDigest));
   SET_VARSIZE(chunks, VARHDRSZ + nchunks * kDigest);
@@ -81,17 +104,29 @@ namespace {
 // their send functions produce), anything else through its send function.
 enum class SendKind : char { Int2, Int4, Int8, Float4, Float8, Bool, Text, Other };
 
-void put_int16(StringInfo buf, int16 v) {
-  uint16 n = pg_hton16(static_cast<uint16>(v));
-  appendBinaryStringInfoNT(buf, reinterpret_cast<const char*>(&n), 2);
+inline void put16(char** out, uint16 v) {
+  v = pg_hton16(v);
+  memcpy(*out, &v, 2);
+  *out += 2;
 }
-void put_int32(StringInfo buf, int32 v) {
-  uint32 n = pg_hton32(static_cast<uint32>(v));
-  appendBinaryStringInfoNT(buf, reinterpret_cast<const char*>(&n), 4);
+inline void put32(char** out, uint32 v) {
+  v = pg_hton32(v);
+  memcpy(*out, &v, 4);
+  *out += 4;
 }
-void put_int64(StringInfo buf, int64 v) {
-  uint64 n = pg_hton64(static_cast<uint64>(v));
-  appendBinaryStringInfoNT(buf, reinterpret_cast<const char*>(&n), 8);
+inline void put64(char** out, uint64 v) {
+  v = pg_hton64(v);
+  memcpy(*out, &v, 8);
+  *out += 8;
+}
+// A length and `length` bytes, making room for them and for the fixed-size fields after them.
+inline void put_bytes(StringInfo buf, char** out, const char* data, int32 length, int room_after) {
+  put32(out, static_cast<uint32>(length));
+  buf->len = static_cast<int>(*out - buf->data);
+  enlargeStringInfo(buf, length + room_after);
+  *out = buf->data + buf->len;
+  memcpy(*out, data, length);
+  *out += length;
 }
 
 bool binary_hashable_type(Oid type) {
@@ -118,7 +153,7 @@ struct BinaryHasher {
   SendKind* kinds;
   FmgrInfo* send;
   StringInfoData row;
-  pg_cryptohash_ctx* ctx;
+  SHA256_CTX ctx;
   uint8* digests;
   int64 rows;
   int64 capacity;
@@ -168,7 +203,6 @@ BinaryHasher* binary_hasher_begin(TupleDesc desc) {
     }
   }
   initStringInfo(&h->row);
-  h->ctx = pg_cryptohash_create(PG_SHA256);
   h->capacity = 1024;
   h->digests = static_cast<uint8*>(MemoryContextAllocHuge(CurrentMemoryContext, h->capacity * kDigest));
   return h;
@@ -180,67 +214,70 @@ BinaryHasher* binary_hasher_begin(TupleDesc desc) {
 void binary_hasher_add(BinaryHasher* h, const Datum* values, const bool* nulls) {
   StringInfo buf = &h->row;
   resetStringInfo(buf);
-  put_int16(buf, h->fields);
+  // Room for the field count and every fixed-size field (length + at most 8 bytes); text and
+  // other send forms make room for themselves.
+  enlargeStringInfo(buf, 2 + 12 * h->natts);
+  char* out = buf->data;
+  put16(&out, static_cast<uint16>(h->fields));
   for (int i = 0; i < h->natts; ++i) {
     if (h->dropped[i]) continue;
     if (nulls[i]) {
-      put_int32(buf, -1);
+      put32(&out, static_cast<uint32>(-1));
       continue;
     }
     Datum v = values[i];
     switch (h->kinds[i]) {
       case SendKind::Int2:
-        put_int32(buf, 2);
-        put_int16(buf, DatumGetInt16(v));
+        put32(&out, 2);
+        put16(&out, static_cast<uint16>(DatumGetInt16(v)));
         break;
       case SendKind::Int4:
-        put_int32(buf, 4);
-        put_int32(buf, DatumGetInt32(v));
+        put32(&out, 4);
+        put32(&out, static_cast<uint32>(DatumGetInt32(v)));
         break;
       case SendKind::Int8:
-        put_int32(buf, 8);
-        put_int64(buf, DatumGetInt64(v));
+        put32(&out, 8);
+        put64(&out, static_cast<uint64>(DatumGetInt64(v)));
         break;
       case SendKind::Float4: {
         float f = DatumGetFloat4(v);
-        int32 bits;
+        uint32 bits;
         memcpy(&bits, &f, 4);
-        put_int32(buf, 4);
-        put_int32(buf, bits);
+        put32(&out, 4);
+        put32(&out, bits);
         break;
       }
       case SendKind::Float8: {
         double d = DatumGetFloat8(v);
-        int64 bits;
+        uint64 bits;
         memcpy(&bits, &d, 8);
-        put_int32(buf, 8);
-        put_int64(buf, bits);
+        put32(&out, 8);
+        put64(&out, bits);
         break;
       }
       case SendKind::Bool:
-        put_int32(buf, 1);
-        appendStringInfoCharMacro(buf, DatumGetBool(v) ? 1 : 0);
+        put32(&out, 1);
+        *out++ = DatumGetBool(v) ? 1 : 0;
         break;
       case SendKind::Text: {
         text* t = DatumGetTextPP(v);
-        put_int32(buf, static_cast<int32>(VARSIZE_ANY_EXHDR(t)));
-        appendBinaryStringInfoNT(buf, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+        put_bytes(buf, &out, VARDATA_ANY(t), static_cast<int32>(VARSIZE_ANY_EXHDR(t)), 12 * h->natts);
         break;
       }
       case SendKind::Other: {
         bytea* sent = SendFunctionCall(&h->send[i], v);
-        put_int32(buf, static_cast<int32>(VARSIZE(sent) - VARHDRSZ));
-        appendBinaryStringInfoNT(buf, VARDATA(sent), VARSIZE(sent) - VARHDRSZ);
+        put_bytes(buf, &out, VARDATA(sent), static_cast<int32>(VARSIZE(sent) - VARHDRSZ), 12 * h->natts);
         break;
       }
     }
   }
+  buf->len = static_cast<int>(out - buf->data);
   if (h->rows == h->capacity) {
     h->capacity *= 2;
     h->digests = static_cast<uint8*>(repalloc_huge(h->digests, h->capacity * kDigest));
   }
-  if (pg_cryptohash_init(h->ctx) < 0 || pg_cryptohash_update(h->ctx, reinterpret_cast<uint8*>(buf->data), buf->len) < 0 ||
-      pg_cryptohash_final(h->ctx, h->digests + h->rows * kDigest, kDigest) < 0)
+  if (SHA256_Init(&h->ctx) != 1 || SHA256_Update(&h->ctx, buf->data, buf->len) != 1 ||
+      SHA256_Final(h->digests + h->rows * kDigest, &h->ctx) != 1)
     elog(ERROR, "could not compute SHA-256");
   ++h->rows;
 }
@@ -248,8 +285,6 @@ void binary_hasher_add(BinaryHasher* h, const Datum* values, const bool* nulls) 
 int64 binary_hasher_rows(const BinaryHasher* h) { return h->rows; }
 
 bytea* binary_hasher_finish(BinaryHasher* h) {
-  pg_cryptohash_free(h->ctx);
-  h->ctx = nullptr;
   bytea* chunks = sorted_chunk_hashes(h->digests, h->rows);
   pfree(h->digests);
   h->digests = nullptr;

@@ -11,6 +11,11 @@ CREATE FUNCTION flock._train_fit(data regclass, target text, features text[], al
                                  OUT metrics jsonb, OUT environment jsonb)
   AS 'MODULE_PATHNAME', 'flock_train_fit' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
+-- flock.train's next snapshot in this transaction keeps its numeric columns in memory as float4,
+-- so that _train_fit does not read again the table just written (pg/src/train.cpp).
+CREATE FUNCTION flock._train_capture_next() RETURNS void
+  AS 'MODULE_PATHNAME', 'flock_train_capture_next' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
 -- Raises the error registering would raise for `name` (invalid, or a model another role manages),
 -- before any data is read or any model trained.
 CREATE FUNCTION flock.__train_check_name(name text) RETURNS void
@@ -95,6 +100,8 @@ BEGIN
     END IF;
     -- Rows in the order the query gives them: a synchronized scan could start mid-table.
     PERFORM set_config('synchronize_seqscans', 'off', true);
+    -- The snapshot keeps the numeric columns in memory as it writes them, for _train_fit below.
+    PERFORM flock._train_capture_next();
     PERFORM set_config('search_path', path, true);
     ref := flock.snapshot_dataset(name, query, format('training data of model %s', name));
     PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);

@@ -19,6 +19,7 @@
 #include "pg.hpp"  // must come first
 
 #include "table_hash.hpp"
+#include "train.hpp"
 
 extern "C" {
 #include "catalog/pg_proc.h"
@@ -425,6 +426,7 @@ extern "C" Datum flock_snapshot_dataset(PG_FUNCTION_ARGS) {
                                                                      get_rel_name(tmp))),
                 false, 0);
   }
+  flock::pg::training_capture_cancel_request();
   ref = SPI_datumTransfer(ref, false, -1);
   SPI_finish();
   PG_RETURN_DATUM(ref);

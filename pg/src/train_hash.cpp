@@ -311,6 +311,7 @@ struct SnapshotReceiver {
   CommandId cid;
   BulkInsertState bulk;
   BinaryHasher* hasher;
+  TrainingCapture* capture;  // flock.train's copy of the numeric columns, when it asked for one
   MemoryContext per_rows;
 };
 
@@ -319,6 +320,7 @@ bool snapshot_receive(TupleTableSlot* slot, DestReceiver* self) {
   slot_getallattrs(slot);
   MemoryContext old = MemoryContextSwitchTo(r->per_rows);
   binary_hasher_add(r->hasher, slot->tts_values, slot->tts_isnull);
+  if (r->capture != nullptr) training_capture_add(r->capture, slot->tts_values, slot->tts_isnull);
   MemoryContextSwitchTo(old);
   table_tuple_insert(r->rel, slot, r->cid, TABLE_INSERT_SKIP_FSM, r->bulk);
   if (binary_hasher_rows(r->hasher) % kRowsPerReset == 0) {
@@ -354,6 +356,7 @@ bytea* snapshot_write(const char* sql, Oid relid, int64* rows) {
   r->cid = GetCurrentCommandId(true);
   r->bulk = GetBulkInsertState();
   r->hasher = binary_hasher_begin(RelationGetDescr(r->rel));
+  r->capture = training_capture_begin(RelationGetDescr(r->rel));
   r->per_rows = AllocSetContextCreate(CurrentMemoryContext, "flock snapshot rows", ALLOCSET_DEFAULT_SIZES);
   SPIExecuteOptions options;
   memset(&options, 0, sizeof(options));
@@ -363,6 +366,7 @@ bytea* snapshot_write(const char* sql, Oid relid, int64* rows) {
   if (pg_get_client_encoding() != PG_UTF8) elog(ERROR, "snapshot_write needs client_encoding UTF8");
   int rc = SPI_execute_extended(sql, &options);
   if (rc != SPI_OK_SELECT && rc != SPI_OK_UTILITY) elog(ERROR, "the snapshot's query failed: %s", SPI_result_code_string(rc));
+  if (r->capture != nullptr) training_capture_end(r->capture, relid);
   FreeBulkInsertState(r->bulk);
   table_finish_bulk_insert(r->rel, TABLE_INSERT_SKIP_FSM);
   table_close(r->rel, NoLock);

@@ -424,3 +424,22 @@ def test_snapshot_hash_of_a_column_named_t(conn, data):
     ref = one(conn, "SELECT flock.snapshot_dataset('col_t', 'SELECT ''plain''::text AS t, 1 AS y')")
     report = one(conn, "SELECT flock.verify_dataset_report(%s)", (ref,))
     assert report["stored"]["ok"] and report["source"]["ok"], report
+
+
+def test_the_fit_takes_the_rows_as_the_snapshot_wrote_them(conn, data):
+    """Training on a table reads the rows once: the snapshot keeps the numeric columns as it writes
+    them and the fit takes those (DEBUG1 says so). The model is the one trained on the same data set
+    version read back from its table (a data set reference: no snapshot, no capture), byte for byte."""
+    params = json.dumps(CASES[1][1])
+    with conn.cursor() as cur:
+        cur.execute("SET client_min_messages = debug1")
+        del conn.notices[:]
+        cur.execute("SELECT flock.train('captured', 'train_src', 'bin', 'xgboost', %s, %s, 0.2, 11)", (params, FEATURES))
+        assert any("rows taken as the snapshot wrote them" in n for n in conn.notices), conn.notices
+        del conn.notices[:]
+        cur.execute("SELECT flock.train('read_back', 'captured@1', 'bin', 'xgboost', %s, %s, 0.2, 11)", (params, FEATURES))
+        assert not any("rows taken as the snapshot wrote them" in n for n in conn.notices)
+        cur.execute("RESET client_min_messages")
+    captured, read_back = (bytes(one(conn, "SELECT model::bytea FROM flock.models WHERE name = %s", (n,)))
+                           for n in ("captured", "read_back"))
+    assert captured == read_back

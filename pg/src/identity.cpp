@@ -282,14 +282,14 @@ bytea* run_and_hash_binary(const char* sql, MemoryContext per_batch, TupleDesc* 
 
 // The SECURITY DEFINER functions flock.snapshot_dataset calls, found once per call site.
 struct SnapshotImplementations {
-  Implementation store;   // flock._store_snapshot: the general path (a temporary table, then a copy)
-  Implementation begin;   // flock._begin_snapshot and _finish_snapshot: the one-copy path
+  Implementation store;  // flock._store_snapshot: the general path (a temporary table, then a copy)
+  Implementation begin;  // flock._begin_snapshot and _finish_snapshot: the one-copy path
   Implementation finish;
 };
 
 void find_definer(const char* name, int nargs, Oid* argtypes, MemoryContext context, Implementation* out) {
-  Oid impl = LookupFuncName(list_make2(makeString(pstrdup("flock")), makeString(pstrdup(name))), nargs, argtypes,
-                            false);
+  Oid impl = LookupFuncName(list_make2(makeString(pstrdup("flock")), makeString(pstrdup(name))), nargs,
+                            argtypes, false);
   HeapTuple tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(impl));
   if (!HeapTupleIsValid(tuple)) elog(ERROR, "cache lookup failed for function %u", impl);
   bool secdef = reinterpret_cast<Form_pg_proc>(GETSTRUCT(tuple))->prosecdef;
@@ -302,8 +302,8 @@ void find_definer(const char* name, int nargs, Oid* argtypes, MemoryContext cont
 
 SnapshotImplementations* snapshot_implementations(FmgrInfo* flinfo) {
   if (flinfo->fn_extra == nullptr) {
-    SnapshotImplementations* found =
-        static_cast<SnapshotImplementations*>(MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(SnapshotImplementations)));
+    SnapshotImplementations* found = static_cast<SnapshotImplementations*>(
+        MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(SnapshotImplementations)));
     Oid store_types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, REGCLASSOID, TEXTARRAYOID};
     find_definer("_store_snapshot", 6, store_types, flinfo->fn_mcxt, &found->store);
     Oid begin_types[3] = {TEXTOID, REGCLASSOID, TEXTARRAYOID};
@@ -316,7 +316,8 @@ SnapshotImplementations* snapshot_implementations(FmgrInfo* flinfo) {
 }
 
 // Calls a SECURITY DEFINER implementation with these arguments, acting for `caller`.
-Datum call_definer(Oid caller, Implementation* impl, int nargs, const Datum* args, const bool* nulls, bool* isnull) {
+Datum call_definer(Oid caller, Implementation* impl, int nargs, const Datum* args, const bool* nulls,
+                   bool* isnull) {
   FunctionCallInfo call = static_cast<FunctionCallInfo>(palloc0(SizeForFunctionCallInfo(nargs)));
   InitFunctionCallInfoData(*call, &impl->fn, nargs, InvalidOid, nullptr, nullptr);
   for (int i = 0; i < nargs; ++i) {
@@ -381,8 +382,8 @@ extern "C" Datum flock_snapshot_dataset(PG_FUNCTION_ARGS) {
   bool stored = false;
 
   if (pg_get_client_encoding() == PG_UTF8) {
-    if (SPI_execute_with_args("SELECT r.view, r.sources FROM flock._snapshot_view($1, $2) r", 2, text_arg, run_args,
-                              run_nulls, false, 0) != SPI_OK_SELECT ||
+    if (SPI_execute_with_args("SELECT r.view, r.sources FROM flock._snapshot_view($1, $2) r", 2, text_arg,
+                              run_args, run_nulls, false, 0) != SPI_OK_SELECT ||
         SPI_processed != 1)
       elog(ERROR, "flock._snapshot_view returned no view");
     Oid view = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -398,10 +399,16 @@ extern "C" Datum flock_snapshot_dataset(PG_FUNCTION_ARGS) {
       if (!OidIsValid(relid)) elog(ERROR, "flock._begin_snapshot created no table");
       int64 rows = 0;
       bytea* chunks = flock::pg::snapshot_write(psprintf("SELECT * FROM %s", view_name), relid, &rows);
-      Datum finish_args[8] = {args[0], relname, args[1], CStringGetTextDatum(path), args[2], sources,
-                              Int64GetDatum(rows), PointerGetDatum(chunks)};
-      bool finish_nulls[8] = {nulls[0] == 'n', false, nulls[1] == 'n', false, nulls[2] == 'n', sources_null,
-                              false, false};
+      Datum finish_args[8] = {args[0],
+                              relname,
+                              args[1],
+                              CStringGetTextDatum(path),
+                              args[2],
+                              sources,
+                              Int64GetDatum(rows),
+                              PointerGetDatum(chunks)};
+      bool finish_nulls[8] = {nulls[0] == 'n', false,        nulls[1] == 'n', false,
+                              nulls[2] == 'n', sources_null, false,           false};
       ref = call_definer(caller, &impl->finish, 8, finish_args, finish_nulls, &isnull);
       if (isnull) elog(ERROR, "flock._finish_snapshot returned NULL");
       stored = true;
@@ -410,20 +417,21 @@ extern "C" Datum flock_snapshot_dataset(PG_FUNCTION_ARGS) {
   }
 
   if (!stored) {
-    if (SPI_execute_with_args("SELECT r.tmp, r.sources FROM flock._run_into_temp($1, $2) r", 2, text_arg, run_args,
-                              run_nulls, false, 0) != SPI_OK_SELECT ||
+    if (SPI_execute_with_args("SELECT r.tmp, r.sources FROM flock._run_into_temp($1, $2) r", 2, text_arg,
+                              run_args, run_nulls, false, 0) != SPI_OK_SELECT ||
         SPI_processed != 1)
       elog(ERROR, "flock._run_into_temp returned no temporary table");
     Oid tmp = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
     bool sources_null;
     Datum sources = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &sources_null);
-    Datum store_args[6] = {args[0], args[1], CStringGetTextDatum(path), args[2], ObjectIdGetDatum(tmp), sources};
+    Datum store_args[6] = {args[0], args[1], CStringGetTextDatum(path), args[2], ObjectIdGetDatum(tmp),
+                           sources};
     bool store_nulls[6] = {nulls[0] == 'n', nulls[1] == 'n', false, nulls[2] == 'n', false, sources_null};
     // The store's caller is the role that ran the query: this function's own current_user.
     ref = call_definer(caller, &impl->store, 6, store_args, store_nulls, &isnull);
     if (isnull) elog(ERROR, "flock._store_snapshot returned NULL");
-    SPI_execute(psprintf("DROP TABLE %s", quote_qualified_identifier(get_namespace_name(get_rel_namespace(tmp)),
-                                                                     get_rel_name(tmp))),
+    SPI_execute(psprintf("DROP TABLE %s", quote_qualified_identifier(
+                                              get_namespace_name(get_rel_namespace(tmp)), get_rel_name(tmp))),
                 false, 0);
   }
   flock::pg::training_capture_cancel_request();

@@ -11,10 +11,10 @@ extern "C" {
 #include "access/heapam.h"
 #include "access/tableam.h"
 #include "access/xact.h"
-#include "storage/proc.h"
 #include "executor/tuptable.h"
 #include "optimizer/cost.h"
 #include "postmaster/bgworker_internals.h"
+#include "storage/proc.h"
 #include "utils/snapmgr.h"
 }
 #undef flock
@@ -109,13 +109,13 @@ void check_numeric(TupleDesc desc, int column, const char* role) {
 struct TrainingCapture {
   MemoryContext context;  // a child of TopTransactionContext
   SubTransactionId subxact;
-  Oid relid;              // InvalidOid while rows are added
+  Oid relid;  // InvalidOid while rows are added
   int natts;
-  Oid* types;             // per column: its type, InvalidOid when it is not a number
+  Oid* types;  // per column: its type, InvalidOid when it is not a number
   float** columns;
   int64 rows;
   int64 capacity;
-  int64 max_values;       // flock.train_memory in float4 values
+  int64 max_values;  // flock.train_memory in float4 values
   bool dropped;
 };
 
@@ -239,8 +239,10 @@ TrainingCapture* training_capture_begin(TupleDesc desc) {
     RegisterSubXactCallback(capture_at_subxact_end, nullptr);
     capture_callbacks = true;
   }
-  MemoryContext context = AllocSetContextCreate(TopTransactionContext, "flock training capture", ALLOCSET_DEFAULT_SIZES);
-  TrainingCapture* c = static_cast<TrainingCapture*>(MemoryContextAllocZero(context, sizeof(TrainingCapture)));
+  MemoryContext context =
+      AllocSetContextCreate(TopTransactionContext, "flock training capture", ALLOCSET_DEFAULT_SIZES);
+  TrainingCapture* c =
+      static_cast<TrainingCapture*>(MemoryContextAllocZero(context, sizeof(TrainingCapture)));
   c->context = context;
   c->subxact = GetCurrentSubTransactionId();
   c->natts = desc->natts;
@@ -275,12 +277,14 @@ void training_capture_add(TrainingCapture* c, const Datum* values, const bool* n
       return;
     }
     for (int i = 0; i < c->natts; ++i)
-      if (c->columns[i] != nullptr) c->columns[i] = static_cast<float*>(repalloc_huge(c->columns[i], grown * sizeof(float)));
+      if (c->columns[i] != nullptr)
+        c->columns[i] = static_cast<float*>(repalloc_huge(c->columns[i], grown * sizeof(float)));
     c->capacity = grown;
   }
   for (int i = 0; i < c->natts; ++i) {
     if (c->columns[i] == nullptr) continue;
-    c->columns[i][c->rows] = nulls[i] ? std::numeric_limits<float>::quiet_NaN() : as_float(values[i], c->types[i]);
+    c->columns[i][c->rows] =
+        nulls[i] ? std::numeric_limits<float>::quiet_NaN() : as_float(values[i], c->types[i]);
   }
   ++c->rows;
 }

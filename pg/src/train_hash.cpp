@@ -82,7 +82,8 @@ bytea* sorted_chunk_hashes(uint8* digests, int64 rows) {
   for (int64 c = 0; c < nchunks; ++c) {
     const int64 first = c * kHashesPerChunk;
     const int64 count = Min(kHashesPerChunk, rows - first);
-    sha256(digests + first * kDigest, count * kDigest, reinterpret_cast<uint8*>(VARDATA(chunks)) + c * kDigest);
+    sha256(digests + first * kDigest, count * kDigest,
+           reinterpret_cast<uint8*>(VARDATA(chunks)) + c * kDigest);
   }
   return chunks;
 }
@@ -90,7 +91,8 @@ bytea* sorted_chunk_hashes(uint8* digests, int64 rows) {
 // May a heap scan of `relid` stand for SELECT * FROM it? A plain table the user may read, without
 // row-level security.
 bool heap_scan_allowed(Oid relid) {
-  return get_rel_relkind(relid) == RELKIND_RELATION && check_enable_rls(relid, InvalidOid, true) == RLS_NONE &&
+  return get_rel_relkind(relid) == RELKIND_RELATION &&
+         check_enable_rls(relid, InvalidOid, true) == RLS_NONE &&
          pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
 }
 
@@ -182,18 +184,32 @@ BinaryHasher* binary_hasher_begin(TupleDesc desc) {
     }
     ++h->fields;
     switch (getBaseType(att->atttypid)) {
-      case INT2OID: h->kinds[i] = SendKind::Int2; break;
-      case INT4OID: h->kinds[i] = SendKind::Int4; break;
-      case INT8OID: h->kinds[i] = SendKind::Int8; break;
-      case FLOAT4OID: h->kinds[i] = SendKind::Float4; break;
-      case FLOAT8OID: h->kinds[i] = SendKind::Float8; break;
-      case BOOLOID: h->kinds[i] = SendKind::Bool; break;
+      case INT2OID:
+        h->kinds[i] = SendKind::Int2;
+        break;
+      case INT4OID:
+        h->kinds[i] = SendKind::Int4;
+        break;
+      case INT8OID:
+        h->kinds[i] = SendKind::Int8;
+        break;
+      case FLOAT4OID:
+        h->kinds[i] = SendKind::Float4;
+        break;
+      case FLOAT8OID:
+        h->kinds[i] = SendKind::Float8;
+        break;
+      case BOOLOID:
+        h->kinds[i] = SendKind::Bool;
+        break;
       case TEXTOID:
       case VARCHAROID:
       case BPCHAROID:
         h->kinds[i] = utf8 ? SendKind::Text : SendKind::Other;
         break;
-      default: h->kinds[i] = SendKind::Other; break;
+      default:
+        h->kinds[i] = SendKind::Other;
+        break;
     }
     if (h->kinds[i] == SendKind::Other) {
       Oid send_function;
@@ -294,7 +310,8 @@ bytea* binary_hasher_finish(BinaryHasher* h) {
 int binary_hash_pin_encoding() {
   if (pg_get_client_encoding() == PG_UTF8) return -1;
   int nest = NewGUCNestLevel();
-  (void)set_config_option("client_encoding", "UTF8", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+  (void)set_config_option("client_encoding", "UTF8", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+                          false);
   return nest;
 }
 
@@ -365,7 +382,8 @@ bytea* snapshot_write(const char* sql, Oid relid, int64* rows) {
   options.dest = &r->pub;
   if (pg_get_client_encoding() != PG_UTF8) elog(ERROR, "snapshot_write needs client_encoding UTF8");
   int rc = SPI_execute_extended(sql, &options);
-  if (rc != SPI_OK_SELECT && rc != SPI_OK_UTILITY) elog(ERROR, "the snapshot's query failed: %s", SPI_result_code_string(rc));
+  if (rc != SPI_OK_SELECT && rc != SPI_OK_UTILITY)
+    elog(ERROR, "the snapshot's query failed: %s", SPI_result_code_string(rc));
   if (r->capture != nullptr) training_capture_end(r->capture, relid);
   FreeBulkInsertState(r->bulk);
   table_finish_bulk_insert(r->rel, TABLE_INSERT_SKIP_FSM);
@@ -385,7 +403,8 @@ bytea* binary_chunks_of(Oid relid, int64* rows) {
   if (heap_scan_allowed(relid)) {
     Relation rel = table_open(relid, AccessShareLock);
     BinaryHasher* hasher = binary_hasher_begin(RelationGetDescr(rel));
-    MemoryContext per_rows = AllocSetContextCreate(CurrentMemoryContext, "flock table hash", ALLOCSET_DEFAULT_SIZES);
+    MemoryContext per_rows =
+        AllocSetContextCreate(CurrentMemoryContext, "flock table hash", ALLOCSET_DEFAULT_SIZES);
     TableScanDesc scan = table_beginscan_strat(rel, GetActiveSnapshot(), 0, nullptr, true, false);
     TupleTableSlot* slot = table_slot_create(rel, nullptr);
     while (table_scan_getnextslot(scan, ForwardScanDirection, slot)) {
@@ -406,13 +425,15 @@ bytea* binary_chunks_of(Oid relid, int64* rows) {
     chunks = binary_hasher_finish(hasher);
   } else {
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
-    char* sql = psprintf("SELECT * FROM %s", quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-                                                                         get_rel_name(relid)));
+    char* sql = psprintf(
+        "SELECT * FROM %s",
+        quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid)));
     SPIPlanPtr plan = SPI_prepare(sql, 0, nullptr);
     if (plan == nullptr) elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
     Portal portal = SPI_cursor_open(nullptr, plan, nullptr, nullptr, true);
     BinaryHasher* hasher = nullptr;
-    MemoryContext per_batch = AllocSetContextCreate(CurrentMemoryContext, "flock table hash", ALLOCSET_DEFAULT_SIZES);
+    MemoryContext per_batch =
+        AllocSetContextCreate(CurrentMemoryContext, "flock table hash", ALLOCSET_DEFAULT_SIZES);
     for (;;) {
       SPI_cursor_fetch(portal, true, 1000);
       if (SPI_processed == 0) break;
@@ -479,7 +500,8 @@ extern "C" Datum flock_table_hash_chunks(PG_FUNCTION_ARGS) {
     PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
   }
   if (strcmp(method, "text") != 0)
-    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown content hash definition \"%s\"", method),
+    ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                    errmsg("unknown content hash definition \"%s\"", method),
                     errhint("The definitions are 'text' and 'binary'.")));
   const char* schema = get_namespace_name(get_rel_namespace(relid));
   if (schema == nullptr || strcmp(schema, "flock_data") != 0 || get_rel_relkind(relid) != RELKIND_RELATION ||

@@ -18,6 +18,10 @@ CREATE TABLE flock.datasets (
   row_count    bigint      NOT NULL,
   columns      jsonb       NOT NULL,       -- [{"name": ..., "type": ...}] in column order
   content_hash text        NOT NULL CHECK (content_hash ~ '^[0-9a-f]{64}$'),
+  -- The definition content_hash follows (README "Data sets: the content hash"): 'binary' for new
+  -- snapshots, 'text' for those taken before it existed (the default, so restored rows keep theirs)
+  -- and for columns the binary form cannot hash portably.
+  hash_method  text        NOT NULL DEFAULT 'text' CHECK (hash_method IN ('text', 'binary')),
   run_id       uuid        NOT NULL DEFAULT gen_random_uuid(),
   created_by   name        NOT NULL,
   created_at   timestamptz NOT NULL DEFAULT now(),
@@ -40,14 +44,24 @@ BEGIN
     HINT = 'Take a new version with flock.snapshot_dataset.';
 END $$;
 
--- Row count, columns and content hash of a table. The hash is
+-- Row count, columns and content hash of a table, definition 'text'. The hash is
 --   sha256( columns::text || E'\n' || row_count || H )
 -- where H is sha256 over the concatenated chunk hashes of the sorted per-row hashes
 -- sha256(convert_to(row::text, 'UTF8')) taken 8192 at a time: independent of row order, sensitive
 -- to every value, to duplicates and to the column names and types. Type output is pinned (UTC,
 -- ISO dates, shortest exact floats) so the hash does not depend on session settings.
 -- This is the definition in SQL; flock._table_hash (pg/sql/14_train.sql), what every caller uses,
--- computes the same hash in C where it may and falls back to this one.
+-- computes the same hash in C where it may and falls back to this one. Definition 'binary' (the
+-- default since) differs only in the row hashes: sha256 of the row's binary COPY form (C only,
+-- pg/src/train_hash.cpp; README "Data sets: the content hash").
+-- The columns part of the content hash: [{"name": ..., "type": ...}] in column order.
+CREATE FUNCTION flock._table_columns(rel regclass) RETURNS jsonb
+LANGUAGE sql STABLE STRICT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod))
+                            ORDER BY a.attnum), '[]'::jsonb)
+    FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+
 CREATE FUNCTION flock._table_hash_sql(rel regclass, OUT row_count bigint, OUT columns jsonb, OUT content_hash text)
 LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD'
@@ -156,11 +170,14 @@ BEGIN
   EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', qualified);
   EXECUTE format('GRANT SELECT ON %s TO %I WITH GRANT OPTION', qualified, caller);
   EXECUTE format('COMMENT ON TABLE %s IS %L', qualified, format('flock data set %s (immutable snapshot)', relname));
-  SELECT * INTO h FROM flock._table_hash(qualified::regclass);
+  -- The definition the query's own columns allow, so that verify_dataset's source check (and the
+  -- hash before personal-data marks) use the same one.
+  SELECT * INTO h FROM flock._table_hash(qualified::regclass,
+                                         CASE WHEN flock._binary_hashable(tmp) THEN 'binary' ELSE 'text' END);
   INSERT INTO flock.datasets (name, version, table_name, query, search_path, sources, row_count, columns,
-                              content_hash, created_by, description)
+                              content_hash, hash_method, created_by, description)
   VALUES (name, next_version, qualified, query, coalesce(search_path, ''), coalesce(sources, '{}'), h.row_count,
-          h.columns, h.content_hash, caller, description);
+          h.columns, h.content_hash, h.hash_method, caller, description);
   PERFORM flock._privacy_record_snapshot(name, next_version, privacy);
   RETURN relname;
 END $$;
@@ -202,6 +219,114 @@ BEGIN
   sources := flock._view_sources(format('pg_temp.%I', base || '_v')::regclass);
   EXECUTE format('DROP VIEW pg_temp.%I', base || '_v');
 END $$;
+
+-- The one-copy path of flock.snapshot_dataset (C): the query as a temporary view of the caller's,
+-- created with the caller's search_path `path`; returns it and the tables it reads. The C code
+-- then runs SELECT * FROM it as the caller, writing and hashing the rows in one pass.
+CREATE FUNCTION flock._snapshot_view(query text, path text, OUT view regclass, OUT sources text[])
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  base text := 'flock_snapshot_' || replace(gen_random_uuid()::text, '-', '');
+  body text;
+BEGIN
+  body := regexp_replace(query, '[\s;]+$', '');
+  IF body IS NULL OR body = '' THEN
+    RAISE EXCEPTION 'query must not be empty' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF path IS NULL THEN
+    RAISE EXCEPTION 'search_path must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  PERFORM set_config('search_path', path, true);
+  EXECUTE format(E'CREATE TEMP VIEW %I AS SELECT * FROM (%s\n) AS snapshot', base, body);
+  PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+  view := format('pg_temp.%I', base)::regclass;
+  sources := flock._view_sources(view);
+END $$;
+
+-- First half of the one-copy path: checks and numbers the next version of data set `name` as
+-- _store_snapshot does, creates its empty table with the columns of the caller's temporary view
+-- `view` (from flock._snapshot_view) and returns the table's name 'name@N'. NULL when the rows need
+-- the general path: personal-data marks apply to a column (their condition is
+-- _privacy_copy_snapshot's, 50_privacy.sql), or a column the binary hash cannot take. Called only
+-- by flock.snapshot_dataset (C), which then fills the table and calls _finish_snapshot.
+CREATE FUNCTION flock._begin_snapshot(name text, view regclass, sources text[]) RETURNS text
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+  next_version integer;
+  relname text;
+  qualified text;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_class c
+                  WHERE c.oid = view AND c.relkind = 'v' AND c.relpersistence = 't'
+                    AND c.relnamespace = pg_my_temp_schema() AND pg_has_role(caller, c.relowner, 'USAGE')) THEN
+    RAISE EXCEPTION 'relation % is not a temporary view of yours', view USING ERRCODE = 'insufficient_privilege',
+      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+  IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,49}$' THEN
+    RAISE EXCEPTION 'invalid snapshot' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+  IF NOT flock._binary_hashable(view)
+     OR EXISTS (SELECT 1 FROM pg_attribute a JOIN flock.privacy_marks m ON m.column_name = a.attname
+                 WHERE a.attrelid = view AND a.attnum > 0 AND NOT a.attisdropped AND m.action <> 'keep'
+                   AND m.table_oid IN (SELECT * FROM flock._privacy_source_tables(sources))) THEN
+    RETURN NULL;
+  END IF;
+  PERFORM pg_advisory_xact_lock(hashtext('flock.datasets'), hashtext(name));
+  IF EXISTS (SELECT 1 FROM flock.datasets d WHERE d.name = _begin_snapshot.name)
+     AND NOT flock._sees_all(caller)
+     AND NOT EXISTS (SELECT 1 FROM flock.datasets d JOIN pg_roles c ON c.rolname = d.created_by
+                      WHERE d.name = _begin_snapshot.name AND pg_has_role(caller, c.oid, 'USAGE')) THEN
+    RAISE EXCEPTION 'permission denied to add a version to data set "%"', name USING ERRCODE = 'insufficient_privilege',
+      HINT = 'The name is taken by another role''s data set; choose another name.';
+  END IF;
+  SELECT coalesce(max(d.version), 0) + 1 INTO next_version FROM flock.datasets d WHERE d.name = _begin_snapshot.name;
+  relname := name || '@' || next_version;
+  qualified := format('flock_data.%I', relname);
+  EXECUTE format('CREATE TABLE %s (LIKE %s)', qualified, view);
+  EXECUTE format('CREATE TRIGGER immutable BEFORE UPDATE OR DELETE OR TRUNCATE ON %s '
+                 'FOR EACH STATEMENT EXECUTE FUNCTION flock._forbid_dataset_change()', qualified);
+  EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', qualified);
+  EXECUTE format('GRANT SELECT ON %s TO %I WITH GRANT OPTION', qualified, caller);
+  EXECUTE format('COMMENT ON TABLE %s IS %L', qualified, format('flock data set %s (immutable snapshot)', relname));
+  RETURN relname;
+END $$;
+REVOKE ALL ON FUNCTION flock._begin_snapshot(text, regclass, text[]) FROM PUBLIC;
+
+-- Second half: records version `relname` of data set `name`, whose table flock.snapshot_dataset
+-- (C) has just filled with the query's rows, with their row count and the binary definition's
+-- chunk hashes it computed while writing them.
+CREATE FUNCTION flock._finish_snapshot(name text, relname text, query text, search_path text, description text,
+                                       sources text[], row_count bigint, chunks bytea) RETURNS text
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  caller name := flock._caller();
+  qualified text := format('flock_data.%I', relname);
+  columns jsonb := flock._table_columns(qualified::regclass);
+BEGIN
+  IF relname IS DISTINCT FROM name || '@' || substring(relname FROM '@([0-9]+)$') OR coalesce(query, '') = ''
+     OR row_count IS NULL OR chunks IS NULL THEN
+    RAISE EXCEPTION 'invalid snapshot' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+  -- Checked after the query ran as the caller, which raised PostgreSQL's own error for a table the
+  -- caller may not read.
+  IF EXISTS (SELECT 1 FROM unnest(sources) AS src
+              WHERE src NOT LIKE 'pg\_temp.%'
+                AND NOT coalesce(has_any_column_privilege(caller, to_regclass(src), 'SELECT'), false)) THEN
+    RAISE EXCEPTION 'invalid snapshot sources' USING ERRCODE = 'insufficient_privilege',
+      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+  INSERT INTO flock.datasets (name, version, table_name, query, search_path, sources, row_count, columns,
+                              content_hash, hash_method, created_by, description)
+  VALUES (name, substring(relname FROM '@([0-9]+)$')::integer, qualified, query, coalesce(search_path, ''),
+          coalesce(sources, '{}'), row_count, columns,
+          encode(sha256(convert_to(columns::text || E'\n' || row_count, 'UTF8') || sha256(chunks)), 'hex'), 'binary',
+          caller, description);
+  RETURN relname;
+END $$;
+REVOKE ALL ON FUNCTION flock._finish_snapshot(text, text, text, text, text, text[], bigint, bytea) FROM PUBLIC;
 
 CREATE FUNCTION flock._check_dataset_name(name text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -263,7 +388,7 @@ BEGIN
   SELECT p.raw_content_hash, p.raw_row_count INTO raw_hash, raw_rows
     FROM flock.dataset_privacy p WHERE p.name = d.name AND p.version = d.version;
   BEGIN
-    SELECT * INTO stored FROM flock._table_hash(d.table_name::regclass);
+    SELECT * INTO stored FROM flock._table_hash(d.table_name::regclass, d.hash_method);
     stored_json := jsonb_build_object('ok', stored.content_hash = expected_hash AND stored.row_count = expected_rows,
                                       'row_count', stored.row_count, 'content_hash', stored.content_hash);
     IF jsonb_array_length(erasures) > 0 THEN

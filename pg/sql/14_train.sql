@@ -11,6 +11,11 @@ CREATE FUNCTION flock._train_fit(data regclass, target text, features text[], al
                                  OUT metrics jsonb, OUT environment jsonb)
   AS 'MODULE_PATHNAME', 'flock_train_fit' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
+-- flock.train's next snapshot in this transaction keeps its numeric columns in memory as float4,
+-- so that _train_fit does not read again the table just written (pg/src/train.cpp).
+CREATE FUNCTION flock._train_capture_next() RETURNS void
+  AS 'MODULE_PATHNAME', 'flock_train_capture_next' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
 -- Raises the error registering would raise for `name` (invalid, or a model another role manages),
 -- before any data is read or any model trained.
 CREATE FUNCTION flock.__train_check_name(name text) RETURNS void
@@ -95,6 +100,8 @@ BEGIN
     END IF;
     -- Rows in the order the query gives them: a synchronized scan could start mid-table.
     PERFORM set_config('synchronize_seqscans', 'off', true);
+    -- The snapshot keeps the numeric columns in memory as it writes them, for _train_fit below.
+    PERFORM flock._train_capture_next();
     PERFORM set_config('search_path', path, true);
     ref := flock.snapshot_dataset(name, query, format('training data of model %s', name));
     PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
@@ -149,30 +156,37 @@ COMMENT ON VIEW flock.train_progress IS 'flock.train runs under way: one row per
 GRANT SELECT ON flock.train_progress TO PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
--- A faster content hash for data set snapshots (the same definition, flock._table_hash in
--- 12_datasets.sql, computed in one heap scan by flock._table_hash_chunks, pg/src/train_hash.cpp):
--- flock.train snapshots before every run, and at a million rows the SQL form took as long as the
--- training. Relations the fast path may not read (not a snapshot, row-level security) keep the
--- SQL form, which stays as flock._table_hash_sql and is the oracle of tests/pg/test_train.py.
+-- Content hashes of data set snapshots in C (pg/src/train_hash.cpp): flock.train snapshots before
+-- every run. Definition 'text' (flock._table_hash_sql, 12_datasets.sql) in one heap scan of a
+-- snapshot, other relations through the SQL form (its oracle in tests/pg/test_train.py);
+-- definition 'binary' (the rows' binary COPY form, README "Data sets: the content hash") from a
+-- heap scan, or SELECT * where row-level security applies. flock.snapshot_dataset computes the
+-- binary hash while it writes the rows (no second read); these recompute it for verify_dataset.
 -- ---------------------------------------------------------------------------------------------
-CREATE FUNCTION flock._table_hash_chunks(rel regclass, OUT row_count bigint, OUT chunks bytea)
+CREATE FUNCTION flock._table_hash_chunks(rel regclass, method text, OUT row_count bigint, OUT chunks bytea)
   AS 'MODULE_PATHNAME', 'flock_table_hash_chunks' LANGUAGE C STABLE STRICT PARALLEL UNSAFE
   SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD' SET "IntervalStyle" = 'postgres'
   SET extra_float_digits = '1' SET bytea_output = 'hex';
-CREATE FUNCTION flock._table_hash(rel regclass, OUT row_count bigint, OUT columns jsonb, OUT content_hash text)
+-- Can the binary definition hash every column of rel? (A send function, and no OID of a
+-- user-defined type in the binary form: no composite columns, no arrays of user-defined types.)
+CREATE FUNCTION flock._binary_hashable(rel regclass) RETURNS boolean
+  AS 'MODULE_PATHNAME', 'flock_binary_hashable' LANGUAGE C STABLE STRICT PARALLEL UNSAFE;
+-- Row count, columns and content hash of rel by definition `method`; NULL: the definition recorded
+-- for rel when it is a data set's table, else 'binary' when rel's columns allow it, else 'text'.
+CREATE FUNCTION flock._table_hash(rel regclass, method text DEFAULT NULL, OUT row_count bigint, OUT columns jsonb,
+                                  OUT content_hash text, OUT hash_method text)
 LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   fast record;
 BEGIN
-  SELECT * INTO fast FROM flock._table_hash_chunks(rel);
+  hash_method := coalesce(method, (SELECT d.hash_method FROM flock.datasets d WHERE to_regclass(d.table_name) = rel),
+                          CASE WHEN flock._binary_hashable(rel) THEN 'binary' ELSE 'text' END);
+  SELECT * INTO fast FROM flock._table_hash_chunks(rel, hash_method);
   IF fast.row_count IS NULL THEN
     SELECT * INTO row_count, columns, content_hash FROM flock._table_hash_sql(rel);
     RETURN;
   END IF;
-  SELECT coalesce(jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod))
-                            ORDER BY a.attnum), '[]'::jsonb)
-    INTO columns
-    FROM pg_attribute a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped;
+  columns := flock._table_columns(rel);
   row_count := fast.row_count;
   content_hash := encode(sha256(convert_to(columns::text || E'\n' || row_count, 'UTF8') || sha256(fast.chunks)), 'hex');
 END $$;

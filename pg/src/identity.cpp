@@ -18,6 +18,9 @@
 // Plain C style throughout: these frames hold no C++ objects, so PostgreSQL errors may unwind them.
 #include "pg.hpp"  // must come first
 
+#include "table_hash.hpp"
+#include "train.hpp"
+
 extern "C" {
 #include "catalog/pg_proc.h"
 #include "mb/pg_wchar.h"
@@ -246,6 +249,86 @@ void run_and_hash(const char* sql, FmgrInfo* record_out, Tuplesortstate* sorted,
   SPI_cursor_close(portal);
 }
 
+// Binary definition: the hashes of the rows `sql` gives, as chunk hashes (table_hash.hpp). The
+// client encoding is pinned to UTF8 only while rows are hashed, not while the query runs.
+bytea* run_and_hash_binary(const char* sql, MemoryContext per_batch, TupleDesc* row_desc, int64* rows) {
+  SPIPlanPtr plan = SPI_prepare(sql, 0, nullptr);
+  if (plan == nullptr) elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+  Portal portal = SPI_cursor_open(nullptr, plan, nullptr, nullptr, false);
+  *row_desc = BlessTupleDesc(CreateTupleDescCopy(portal->tupDesc));
+  flock::pg::BinaryHasher* hasher = flock::pg::binary_hasher_begin(*row_desc);
+  Datum* values = static_cast<Datum*>(palloc(sizeof(Datum) * Max((*row_desc)->natts, 1)));
+  bool* nulls = static_cast<bool*>(palloc(sizeof(bool) * Max((*row_desc)->natts, 1)));
+  for (;;) {
+    SPI_cursor_fetch(portal, true, kFetchRows);
+    uint64 n = SPI_processed;
+    if (n == 0) break;
+    int nest = flock::pg::binary_hash_pin_encoding();
+    MemoryContext old = MemoryContextSwitchTo(per_batch);
+    for (uint64 i = 0; i < n; ++i) {
+      heap_deform_tuple(SPI_tuptable->vals[i], *row_desc, values, nulls);
+      flock::pg::binary_hasher_add(hasher, values, nulls);
+    }
+    MemoryContextSwitchTo(old);
+    MemoryContextReset(per_batch);
+    flock::pg::binary_hash_unpin_encoding(nest);
+    SPI_freetuptable(SPI_tuptable);
+    CHECK_FOR_INTERRUPTS();
+  }
+  SPI_cursor_close(portal);
+  *rows = flock::pg::binary_hasher_rows(hasher);
+  return flock::pg::binary_hasher_finish(hasher);
+}
+
+// The SECURITY DEFINER functions flock.snapshot_dataset calls, found once per call site.
+struct SnapshotImplementations {
+  Implementation store;  // flock._store_snapshot: the general path (a temporary table, then a copy)
+  Implementation begin;  // flock._begin_snapshot and _finish_snapshot: the one-copy path
+  Implementation finish;
+};
+
+void find_definer(const char* name, int nargs, Oid* argtypes, MemoryContext context, Implementation* out) {
+  Oid impl = LookupFuncName(list_make2(makeString(pstrdup("flock")), makeString(pstrdup(name))), nargs,
+                            argtypes, false);
+  HeapTuple tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(impl));
+  if (!HeapTupleIsValid(tuple)) elog(ERROR, "cache lookup failed for function %u", impl);
+  bool secdef = reinterpret_cast<Form_pg_proc>(GETSTRUCT(tuple))->prosecdef;
+  Oid owner = reinterpret_cast<Form_pg_proc>(GETSTRUCT(tuple))->proowner;
+  ReleaseSysCache(tuple);
+  if (!secdef) elog(ERROR, "flock.%s must be SECURITY DEFINER", name);
+  fmgr_info_cxt(impl, &out->fn, context);
+  out->owner = owner;
+}
+
+SnapshotImplementations* snapshot_implementations(FmgrInfo* flinfo) {
+  if (flinfo->fn_extra == nullptr) {
+    SnapshotImplementations* found = static_cast<SnapshotImplementations*>(
+        MemoryContextAllocZero(flinfo->fn_mcxt, sizeof(SnapshotImplementations)));
+    Oid store_types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, REGCLASSOID, TEXTARRAYOID};
+    find_definer("_store_snapshot", 6, store_types, flinfo->fn_mcxt, &found->store);
+    Oid begin_types[3] = {TEXTOID, REGCLASSOID, TEXTARRAYOID};
+    find_definer("_begin_snapshot", 3, begin_types, flinfo->fn_mcxt, &found->begin);
+    Oid finish_types[8] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, INT8OID, BYTEAOID};
+    find_definer("_finish_snapshot", 8, finish_types, flinfo->fn_mcxt, &found->finish);
+    flinfo->fn_extra = found;
+  }
+  return static_cast<SnapshotImplementations*>(flinfo->fn_extra);
+}
+
+// Calls a SECURITY DEFINER implementation with these arguments, acting for `caller`.
+Datum call_definer(Oid caller, Implementation* impl, int nargs, const Datum* args, const bool* nulls,
+                   bool* isnull) {
+  FunctionCallInfo call = static_cast<FunctionCallInfo>(palloc0(SizeForFunctionCallInfo(nargs)));
+  InitFunctionCallInfoData(*call, &impl->fn, nargs, InvalidOid, nullptr, nullptr);
+  for (int i = 0; i < nargs; ++i) {
+    call->args[i].value = args[i];
+    call->args[i].isnull = nulls[i];
+  }
+  Datum result = call_acting_for(caller, impl, call);
+  *isnull = call->isnull;
+  return result;
+}
+
 }  // namespace
 
 // A governance entry point: acts for current_user at the call and runs the implementation
@@ -267,9 +350,15 @@ extern "C" Datum flock_may_act_as(PG_FUNCTION_ARGS) {
 }
 
 // flock.snapshot_dataset(name, query, description): runs the query as the caller (current_user,
-// with its search_path) into a temporary table, then has flock._store_snapshot (SECURITY DEFINER,
-// not executable by PUBLIC) store that table with the query, search_path and sources just used.
-// Only this function reaches the store, so recorded provenance is what actually ran.
+// with its search_path) and stores its rows as the next version of data set `name`, recorded with
+// the query, search_path and sources just used, through SECURITY DEFINER functions not executable
+// by PUBLIC: only this function reaches them, so recorded provenance is what actually ran.
+// One-copy path (the usual one): the query becomes a temporary view of the caller's,
+// flock._begin_snapshot creates the empty snapshot table, this function runs SELECT * FROM the view
+// as the caller, writing the rows into the table and hashing them (binary definition) in the same
+// pass, and flock._finish_snapshot records the version. General path (personal-data marks apply,
+// a column the binary hash cannot take, or a client encoding other than UTF8): the query runs into
+// a temporary table, and flock._store_snapshot copies it (marks applied) and hashes the copy.
 extern "C" Datum flock_snapshot_dataset(PG_FUNCTION_ARGS) {
   // The role the query runs as is the one the snapshot is recorded for.
   Oid caller = GetUserId();
@@ -281,53 +370,72 @@ extern "C" Datum flock_snapshot_dataset(PG_FUNCTION_ARGS) {
   }
   // The search_path the query's names are resolved with, taken before anything can change it.
   char* path = GetConfigOptionByName("search_path", nullptr, false);
+  SnapshotImplementations* impl = snapshot_implementations(fcinfo->flinfo);
 
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
   Oid text_arg[2] = {TEXTOID, TEXTOID};
   SPI_execute_with_args("SELECT flock._check_dataset_name($1)", 1, text_arg, args, nulls, false, 0);
   Datum run_args[2] = {args[1], CStringGetTextDatum(path)};
   char run_nulls[2] = {nulls[1], ' '};
-  if (SPI_execute_with_args("SELECT r.tmp, r.sources FROM flock._run_into_temp($1, $2) r", 2, text_arg, run_args,
-                            run_nulls, false, 0) != SPI_OK_SELECT ||
-      SPI_processed != 1)
-    elog(ERROR, "flock._run_into_temp returned no temporary table");
   bool isnull;
-  Oid tmp = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-  Datum sources = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-  bool sources_null = isnull;
+  Datum ref = 0;
+  bool stored = false;
 
-  Implementation* store = static_cast<Implementation*>(fcinfo->flinfo->fn_extra);
-  if (store == nullptr) {
-    Oid argtypes[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, REGCLASSOID, TEXTARRAYOID};
-    Oid impl = LookupFuncName(list_make2(makeString(pstrdup("flock")), makeString(pstrdup("_store_snapshot"))), 6,
-                              argtypes, false);
-    HeapTuple tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(impl));
-    if (!HeapTupleIsValid(tuple)) elog(ERROR, "cache lookup failed for function %u", impl);
-    bool secdef = reinterpret_cast<Form_pg_proc>(GETSTRUCT(tuple))->prosecdef;
-    Oid owner = reinterpret_cast<Form_pg_proc>(GETSTRUCT(tuple))->proowner;
-    ReleaseSysCache(tuple);
-    if (!secdef) elog(ERROR, "flock._store_snapshot must be SECURITY DEFINER");
-    store = static_cast<Implementation*>(MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(Implementation)));
-    fmgr_info_cxt(impl, &store->fn, fcinfo->flinfo->fn_mcxt);
-    store->owner = owner;
-    fcinfo->flinfo->fn_extra = store;
+  if (pg_get_client_encoding() == PG_UTF8) {
+    if (SPI_execute_with_args("SELECT r.view, r.sources FROM flock._snapshot_view($1, $2) r", 2, text_arg,
+                              run_args, run_nulls, false, 0) != SPI_OK_SELECT ||
+        SPI_processed != 1)
+      elog(ERROR, "flock._snapshot_view returned no view");
+    Oid view = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    bool sources_null;
+    Datum sources = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &sources_null);
+    char* view_name =
+        quote_qualified_identifier(get_namespace_name(get_rel_namespace(view)), get_rel_name(view));
+    Datum begin_args[3] = {args[0], ObjectIdGetDatum(view), sources};
+    bool begin_nulls[3] = {nulls[0] == 'n', false, sources_null};
+    Datum relname = call_definer(caller, &impl->begin, 3, begin_args, begin_nulls, &isnull);
+    if (!isnull) {
+      Oid relid = get_relname_relid(TextDatumGetCString(relname), get_namespace_oid("flock_data", false));
+      if (!OidIsValid(relid)) elog(ERROR, "flock._begin_snapshot created no table");
+      int64 rows = 0;
+      bytea* chunks = flock::pg::snapshot_write(psprintf("SELECT * FROM %s", view_name), relid, &rows);
+      Datum finish_args[8] = {args[0],
+                              relname,
+                              args[1],
+                              CStringGetTextDatum(path),
+                              args[2],
+                              sources,
+                              Int64GetDatum(rows),
+                              PointerGetDatum(chunks)};
+      bool finish_nulls[8] = {nulls[0] == 'n', false,        nulls[1] == 'n', false,
+                              nulls[2] == 'n', sources_null, false,           false};
+      ref = call_definer(caller, &impl->finish, 8, finish_args, finish_nulls, &isnull);
+      if (isnull) elog(ERROR, "flock._finish_snapshot returned NULL");
+      stored = true;
+    }
+    SPI_execute(psprintf("DROP VIEW %s", view_name), false, 0);
   }
-  FunctionCallInfo store_call = static_cast<FunctionCallInfo>(palloc0(SizeForFunctionCallInfo(6)));
-  InitFunctionCallInfoData(*store_call, &store->fn, 6, InvalidOid, nullptr, nullptr);
-  Datum store_args[6] = {args[0], args[1], CStringGetTextDatum(path), args[2], ObjectIdGetDatum(tmp), sources};
-  bool store_nulls[6] = {nulls[0] == 'n', nulls[1] == 'n', false, nulls[2] == 'n', false, sources_null};
-  for (int i = 0; i < 6; ++i) {
-    store_call->args[i].value = store_args[i];
-    store_call->args[i].isnull = store_nulls[i];
+
+  if (!stored) {
+    if (SPI_execute_with_args("SELECT r.tmp, r.sources FROM flock._run_into_temp($1, $2) r", 2, text_arg,
+                              run_args, run_nulls, false, 0) != SPI_OK_SELECT ||
+        SPI_processed != 1)
+      elog(ERROR, "flock._run_into_temp returned no temporary table");
+    Oid tmp = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    bool sources_null;
+    Datum sources = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &sources_null);
+    Datum store_args[6] = {args[0], args[1], CStringGetTextDatum(path), args[2], ObjectIdGetDatum(tmp),
+                           sources};
+    bool store_nulls[6] = {nulls[0] == 'n', nulls[1] == 'n', false, nulls[2] == 'n', false, sources_null};
+    // The store's caller is the role that ran the query: this function's own current_user.
+    ref = call_definer(caller, &impl->store, 6, store_args, store_nulls, &isnull);
+    if (isnull) elog(ERROR, "flock._store_snapshot returned NULL");
+    SPI_execute(psprintf("DROP TABLE %s", quote_qualified_identifier(
+                                              get_namespace_name(get_rel_namespace(tmp)), get_rel_name(tmp))),
+                false, 0);
   }
-  // The store's caller is the role that ran the query: this function's own current_user.
-  Datum ref = call_acting_for(caller, store, store_call);
-  if (store_call->isnull) elog(ERROR, "flock._store_snapshot returned NULL");
+  flock::pg::training_capture_cancel_request();
   ref = SPI_datumTransfer(ref, false, -1);
-
-  char* drop = psprintf("DROP TABLE %s", quote_qualified_identifier(get_namespace_name(get_rel_namespace(tmp)),
-                                                                    get_rel_name(tmp)));
-  SPI_execute(drop, false, 0);
   SPI_finish();
   PG_RETURN_DATUM(ref);
 }
@@ -350,7 +458,7 @@ extern "C" Datum flock_source_hash(PG_FUNCTION_ARGS) {
   Oid key_types[2] = {TEXTOID, INT4OID};
   Datum key[2] = {PointerGetDatum(name), Int32GetDatum(version)};
   SPI_execute_with_args(
-      "SELECT d.query, d.search_path, d.created_by FROM flock.datasets d "
+      "SELECT d.query, d.search_path, d.created_by, d.hash_method FROM flock.datasets d "
       "WHERE d.name OPERATOR(pg_catalog.=) $1 AND d.version OPERATOR(pg_catalog.=) $2",
       2, key_types, key, nullptr, true, 1);
   if (SPI_processed != 1)
@@ -359,6 +467,7 @@ extern "C" Datum flock_source_hash(PG_FUNCTION_ARGS) {
   char* query = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
   char* recorded_path = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
   char* author_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+  const bool binary = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4), "binary") == 0;
   Oid author = get_role_oid(author_name, true);
   if (!may_act_as(author))
     ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -376,6 +485,7 @@ extern "C" Datum flock_source_hash(PG_FUNCTION_ARGS) {
   fmgr_info(F_RECORD_OUT, &record_out);
   TupleDesc row_desc = nullptr;
   int64 rows = 0;
+  bytea* chunks = nullptr;
 
   // As REFRESH MATERIALIZED VIEW does: the author's identity, a security-restricted operation, GUC
   // changes made by its code undone afterwards. Errors restore all of it with the (sub)transaction.
@@ -391,7 +501,10 @@ extern "C" Datum flock_source_hash(PG_FUNCTION_ARGS) {
   acting_as = InvalidOid;
   PG_TRY();
   {
-    run_and_hash(sql, &record_out, sorted, per_batch, &row_desc, &rows);
+    if (binary)
+      chunks = run_and_hash_binary(sql, per_batch, &row_desc, &rows);
+    else
+      run_and_hash(sql, &record_out, sorted, per_batch, &row_desc, &rows);
   }
   PG_FINALLY();
   {
@@ -402,8 +515,10 @@ extern "C" Datum flock_source_hash(PG_FUNCTION_ARGS) {
   AtEOXact_GUC(false, nest);
   SetUserIdAndSecContext(saved_user, saved_context);
 
-  tuplesort_performsort(sorted);
-  bytea* chunks = chunk_hashes(sorted, rows);
+  if (!binary) {
+    tuplesort_performsort(sorted);
+    chunks = chunk_hashes(sorted, rows);
+  }
   tuplesort_end(sorted);
 
   // Columns and the final hash exactly as flock._table_hash computes them (this function's

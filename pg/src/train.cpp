@@ -10,9 +10,11 @@
 extern "C" {
 #include "access/heapam.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "executor/tuptable.h"
 #include "optimizer/cost.h"
 #include "postmaster/bgworker_internals.h"
+#include "storage/proc.h"
 #include "utils/snapmgr.h"
 }
 #undef flock
@@ -28,6 +30,7 @@ extern "C" {
 
 extern "C" {
 PG_FUNCTION_INFO_V1(flock_train_fit);
+PG_FUNCTION_INFO_V1(flock_train_capture_next);
 }
 
 namespace flock::pg {
@@ -99,6 +102,48 @@ void check_numeric(TupleDesc desc, int column, const char* role) {
              errhint("Training takes smallint, integer, bigint, real, double precision, numeric and boolean "
                      "columns: cast or encode the column in the query (e.g. (color = 'red')::int), or leave "
                      "it out with features => ARRAY[...].")));
+}
+
+}  // namespace
+
+struct TrainingCapture {
+  MemoryContext context;  // a child of TopTransactionContext
+  SubTransactionId subxact;
+  Oid relid;  // InvalidOid while rows are added
+  int natts;
+  Oid* types;  // per column: its type, InvalidOid when it is not a number
+  float** columns;
+  int64 rows;
+  int64 capacity;
+  int64 max_values;  // flock.train_memory in float4 values
+  bool dropped;
+};
+
+namespace {
+
+LocalTransactionId capture_requested = InvalidLocalTransactionId;
+TrainingCapture* capture = nullptr;
+bool capture_callbacks = false;
+
+void drop_capture() {
+  if (capture != nullptr && capture->context != nullptr) MemoryContextDelete(capture->context);
+  capture = nullptr;
+}
+
+void capture_at_xact_end(XactEvent event, void*) {
+  if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
+      event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PREPARE) {
+    capture = nullptr;  // its memory goes with TopTransactionContext
+    capture_requested = InvalidLocalTransactionId;
+  }
+}
+
+void capture_at_subxact_end(SubXactEvent event, SubTransactionId subxact, SubTransactionId parent, void*) {
+  if (capture == nullptr || capture->subxact != subxact) return;
+  if (event == SUBXACT_EVENT_ABORT_SUB)
+    drop_capture();
+  else if (event == SUBXACT_EVENT_COMMIT_SUB)
+    capture->subxact = parent;
 }
 
 // What the core hands back, in malloc'd memory (C++ never pallocs; see guard.hpp).
@@ -184,9 +229,92 @@ __attribute__((noinline)) void fit_in_core(int64 rows, int n_features, const flo
 }
 
 }  // namespace
+
+TrainingCapture* training_capture_begin(TupleDesc desc) {
+  if (capture_requested == InvalidLocalTransactionId || capture_requested != MyProc->lxid) return nullptr;
+  capture_requested = InvalidLocalTransactionId;
+  drop_capture();
+  if (!capture_callbacks) {
+    RegisterXactCallback(capture_at_xact_end, nullptr);
+    RegisterSubXactCallback(capture_at_subxact_end, nullptr);
+    capture_callbacks = true;
+  }
+  MemoryContext context =
+      AllocSetContextCreate(TopTransactionContext, "flock training capture", ALLOCSET_DEFAULT_SIZES);
+  TrainingCapture* c =
+      static_cast<TrainingCapture*>(MemoryContextAllocZero(context, sizeof(TrainingCapture)));
+  c->context = context;
+  c->subxact = GetCurrentSubTransactionId();
+  c->natts = desc->natts;
+  c->types = static_cast<Oid*>(MemoryContextAllocZero(context, sizeof(Oid) * Max(desc->natts, 1)));
+  c->columns = static_cast<float**>(MemoryContextAllocZero(context, sizeof(float*) * Max(desc->natts, 1)));
+  c->capacity = 1024;
+  int numeric_columns = 0;
+  for (int i = 0; i < desc->natts; ++i) {
+    Form_pg_attribute att = TupleDescAttr(desc, i);
+    if (att->attisdropped || !numeric_type(att->atttypid)) continue;
+    c->types[i] = att->atttypid;
+    c->columns[i] = static_cast<float*>(MemoryContextAllocHuge(context, c->capacity * sizeof(float)));
+    ++numeric_columns;
+  }
+  c->max_values = static_cast<int64>(train_memory_kb) * 1024 / static_cast<int64>(sizeof(float));
+  c->dropped = numeric_columns == 0;
+  capture = c;
+  return c;
+}
+
+void training_capture_add(TrainingCapture* c, const Datum* values, const bool* nulls) {
+  if (c->dropped || capture != c) return;
+  if (c->rows == c->capacity) {
+    int64 grown = c->capacity * 2;
+    int numeric_columns = 0;
+    for (int i = 0; i < c->natts; ++i) numeric_columns += OidIsValid(c->types[i]) ? 1 : 0;
+    if (grown * numeric_columns > c->max_values) {
+      // Past flock.train_memory: the fit reads the table instead, and says so if it does not fit.
+      c->dropped = true;
+      for (int i = 0; i < c->natts; ++i)
+        if (c->columns[i] != nullptr) pfree(c->columns[i]);
+      return;
+    }
+    for (int i = 0; i < c->natts; ++i)
+      if (c->columns[i] != nullptr)
+        c->columns[i] = static_cast<float*>(repalloc_huge(c->columns[i], grown * sizeof(float)));
+    c->capacity = grown;
+  }
+  for (int i = 0; i < c->natts; ++i) {
+    if (c->columns[i] == nullptr) continue;
+    c->columns[i][c->rows] =
+        nulls[i] ? std::numeric_limits<float>::quiet_NaN() : as_float(values[i], c->types[i]);
+  }
+  ++c->rows;
+}
+
+void training_capture_cancel_request() { capture_requested = InvalidLocalTransactionId; }
+
+void training_capture_end(TrainingCapture* c, Oid relid) {
+  if (capture == c && !c->dropped) c->relid = relid;
+}
+
+namespace {
+
+// The capture of `relid`'s rows, if this transaction wrote that table with one and it is whole;
+// the caller drops it (drop_capture) once read.
+TrainingCapture* capture_of(Oid relid) {
+  if (capture == nullptr || capture->dropped || capture->relid != relid) return nullptr;
+  return capture;
+}
+
+}  // namespace
 }  // namespace flock::pg
 
 using namespace flock::pg;
+
+// flock._train_capture_next(): flock.train's next snapshot in this transaction keeps its numeric
+// columns in memory for the fit (TrainingCapture, train.hpp).
+extern "C" Datum flock_train_capture_next(PG_FUNCTION_ARGS) {
+  capture_requested = MyProc->lxid;
+  PG_RETURN_VOID();
+}
 
 // flock._train_fit(data regclass, target text, features text[], algorithm text, params jsonb,
 //                  test_fraction float8, seed integer, model_name text)
@@ -281,9 +409,38 @@ extern "C" Datum flock_train_fit(PG_FUNCTION_ARGS) {
   float* y = static_cast<float*>(MemoryContextAllocHuge(CurrentMemoryContext, capacity * sizeof(float)));
   // The slot is cleared at the end, or by the (sub)transaction abort of an error (train_progress.cpp).
   train_progress_begin(model_name, algorithm, 0, n_features);
+  bool from_capture = false;
+  if (TrainingCapture* captured = capture_of(relid)) {
+    from_capture = true;
+    // The rows as the snapshot wrote them: no second read of the table.
+    rows = captured->rows;
+    if (rows > max_rows)
+      ereport(ERROR,
+              (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+               errmsg("the training data needs more memory than flock.train_memory (%d kB)", train_memory_kb),
+               errdetail("%lld rows of %d features and a target fit in it.", static_cast<long long>(max_rows),
+                         n_features),
+               errhint("Raise flock.train_memory (SET flock.train_memory = '4GB'), or train on a sample.")));
+    capacity = Max(rows, 1);
+    x = static_cast<float*>(repalloc_huge(x, capacity * n_features * sizeof(float)));
+    y = static_cast<float*>(repalloc_huge(y, capacity * sizeof(float)));
+    for (int j = 0; j < n_features; ++j) {
+      const float* column = captured->columns[columns[j]];
+      for (int64 r = 0; r < rows; ++r) x[r * n_features + j] = column[r];
+      CHECK_FOR_INTERRUPTS();
+    }
+    const float* target_values = captured->columns[target_column];
+    for (int64 r = 0; r < rows; ++r) {
+      y[r] = target_values[r];
+      if (std::isnan(y[r])) ++null_targets;
+    }
+    drop_capture();
+    elog(DEBUG1, "flock.train %s: %lld rows taken as the snapshot wrote them", model_name,
+         static_cast<long long>(rows));
+  }
   TableScanDesc scan = table_beginscan_strat(rel, GetActiveSnapshot(), 0, nullptr, true, false);
   TupleTableSlot* slot = table_slot_create(rel, nullptr);
-  while (table_scan_getnextslot(scan, ForwardScanDirection, slot)) {
+  while (!from_capture && table_scan_getnextslot(scan, ForwardScanDirection, slot)) {
     if (rows % kRowsPerInterruptCheck == 0) {
       CHECK_FOR_INTERRUPTS();
       train_progress_rows(rows);

@@ -401,14 +401,18 @@ VARIED = [
 
 @pytest.mark.parametrize("query", VARIED, ids=["table", "chunks", "duplicates", "empty", "types"])
 def test_fast_snapshot_hash_is_the_sql_definition(conn, data, query):
-    """flock._table_hash's heap-scan path against its SQL definition, kept as _table_hash_sql."""
+    """flock._table_hash's heap-scan path against its SQL definition, kept as _table_hash_sql, for
+    the 'text' definition; the recorded hash (definition 'binary', written while the rows were)
+    against its Python oracle over binary COPY (test_dataset_hash.py)."""
+    from test_dataset_hash import binary_oracle
     conn.cursor().execute("SET TimeZone = 'America/New_York'; SET DateStyle = 'German'; SET extra_float_digits = 0")
     ref = one(conn, "SELECT flock.snapshot_dataset(%s, %s)", ("hashed_" + str(abs(hash(query)) % 10**8), query))
-    table, recorded = rows(conn, "SELECT table_name, content_hash FROM flock.datasets "
-                                 "WHERE name || '@' || version = %s", (ref,))[0]
-    fast = rows(conn, "SELECT row_count, content_hash FROM flock._table_hash(%s::regclass)", (table,))[0]
+    table, recorded, method = rows(conn, "SELECT table_name, content_hash, hash_method FROM flock.datasets "
+                                         "WHERE name || '@' || version = %s", (ref,))[0]
+    fast = rows(conn, "SELECT row_count, content_hash FROM flock._table_hash(%s::regclass, 'text')", (table,))[0]
     oracle = rows(conn, "SELECT row_count, content_hash FROM flock._table_hash_sql(%s::regclass)", (table,))[0]
-    assert fast == oracle and recorded == oracle[1]
+    assert fast == oracle
+    assert method == "binary" and recorded == binary_oracle(conn, table)
     assert one(conn, "SELECT flock.verify_dataset(%s)", (ref,)) is True
     conn.cursor().execute("RESET TimeZone; RESET DateStyle; RESET extra_float_digits")
 
@@ -420,3 +424,22 @@ def test_snapshot_hash_of_a_column_named_t(conn, data):
     ref = one(conn, "SELECT flock.snapshot_dataset('col_t', 'SELECT ''plain''::text AS t, 1 AS y')")
     report = one(conn, "SELECT flock.verify_dataset_report(%s)", (ref,))
     assert report["stored"]["ok"] and report["source"]["ok"], report
+
+
+def test_the_fit_takes_the_rows_as_the_snapshot_wrote_them(conn, data):
+    """Training on a table reads the rows once: the snapshot keeps the numeric columns as it writes
+    them and the fit takes those (DEBUG1 says so). The model is the one trained on the same data set
+    version read back from its table (a data set reference: no snapshot, no capture), byte for byte."""
+    params = json.dumps(CASES[1][1])
+    with conn.cursor() as cur:
+        cur.execute("SET client_min_messages = debug1")
+        del conn.notices[:]
+        cur.execute("SELECT flock.train('captured', 'train_src', 'bin', 'xgboost', %s, %s, 0.2, 11)", (params, FEATURES))
+        assert any("rows taken as the snapshot wrote them" in n for n in conn.notices), conn.notices
+        del conn.notices[:]
+        cur.execute("SELECT flock.train('read_back', 'captured@1', 'bin', 'xgboost', %s, %s, 0.2, 11)", (params, FEATURES))
+        assert not any("rows taken as the snapshot wrote them" in n for n in conn.notices)
+        cur.execute("RESET client_min_messages")
+    captured, read_back = (bytes(one(conn, "SELECT model::bytea FROM flock.models WHERE name = %s", (n,)))
+                           for n in ("captured", "read_back"))
+    assert captured == read_back

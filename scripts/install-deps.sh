@@ -9,6 +9,8 @@ packages=(
   # scheduled monitoring and retention (pg_cron); PL/Proxy, measured for scoring on shards
   postgresql-15-cron postgresql-15-plproxy
   libonnx-dev libprotobuf-dev protobuf-compiler
+  # OpenSSL's SHA-256 for data set content hashes (pg/src/train_hash.cpp)
+  libssl-dev
   libxgboost-dev nlohmann-json3-dev libsimdjson-dev libfmt-dev libeigen3-dev libdnnl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # Boost.Math (header-only): the chi-squared distribution for drift (core/src/monitor)

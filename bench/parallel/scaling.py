@@ -159,22 +159,32 @@ def main():
         for _ in range(args.reps):
             for config in configs:
                 res[config].append(run(name, config))
-        # A worker's first batch: one row through a worker alone (wall, ms), shared and not.
+        # A worker's first batch: one row through a worker alone (wall, median; CPU of the leader and
+        # the worker, mean: the worker's is counted in clock ticks), shared and not, and without
+        # the model (the worker's launch alone).
         first = {}
-        for share in ("on", "off"):
-            settings(("1 worker", share))
-            times = []
-            for _ in range(max(args.reps, 5)):
+        for share, sql in (("on", f"SELECT flock.predict('{name}', t) FROM {TABLE} t LIMIT 1"),
+                           ("off", f"SELECT flock.predict('{name}', t) FROM {TABLE} t LIMIT 1"),
+                           ("launch", f"SELECT id FROM {TABLE} t LIMIT 1")):
+            settings(("1 worker", "off" if share == "off" else "on"))
+            times, cpus = [], []
+            for _ in range(max(args.reps, 8)):
+                w0, c0 = reaped_children_cpu(postmaster), thread_cpu(backend)
                 t0 = time.perf_counter()
-                cur.execute(f"SELECT flock.predict('{name}', t) FROM {TABLE} t LIMIT 1")
+                cur.execute(sql)
                 cur.fetchall()
                 times.append((time.perf_counter() - t0) * 1e3)
-            first[share] = statistics.median(times)
+                cpu = thread_cpu(backend) - c0
+                time.sleep(0.05)
+                cpus.append((cpu + reaped_children_cpu(postmaster) - w0) * 1e3)
+            first[share] = (statistics.median(times), statistics.mean(cpus))
         base = statistics.median(r[0] for r in res[configs[0]])
         expected = res[configs[0]][0][2]
         print(f"\n{name}  ({uptime()})")
-        print(f"first row through one worker: {first['on']:.1f} ms with the leader's model, "
-              f"{first['off']:.1f} ms compiling its own")
+        print("first row through one worker, wall / CPU ms: "
+              f"{first['on'][0]:.1f} / {first['on'][1]:.0f} with the leader's model, "
+              f"{first['off'][0]:.1f} / {first['off'][1]:.0f} reading and compiling its own; "
+              f"the worker's launch alone (no model) {first['launch'][0]:.1f} / {first['launch'][1]:.0f}")
         print(f"{'config':<16} {'wall s':>8} {'rows/s':>12} {'CPU s':>7} {'rows/CPU s':>12} {'scaling':>8}")
         for config in configs:
             wall = statistics.median(r[0] for r in res[config])

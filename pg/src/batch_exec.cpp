@@ -69,6 +69,7 @@ struct BatchScanState {
   // (initialize_worker), not in begin.
   BatchPrivate priv;
   bool* pinned;      // per call: a flock.predict*_pinned call (resolved by each process itself)
+  bool* share;       // per call: handed to the workers (leader, from estimate_dsm on)
   Datum* model_values;  // per call: its model constant's value
   bool ready;        // calls resolved and buffers made
 };
@@ -153,6 +154,7 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   priv.nfacts = settle_param_facts(priv.facts, priv.nfacts, estate->es_param_list_info);
   s->priv = priv;
   s->pinned = static_cast<bool*>(palloc0(sizeof(bool) * std::max(s->ncalls, 1)));
+  s->share = static_cast<bool*>(palloc0(sizeof(bool) * std::max(s->ncalls, 1)));
   s->model_values = static_cast<Datum*>(palloc0(sizeof(Datum) * std::max(s->ncalls, 1)));
   for (int k = 0; k < s->ncalls; ++k) {
     Const* model = static_cast<Const*>(list_nth(cscan->custom_exprs, 2 * k));
@@ -246,23 +248,18 @@ void set_up_calls(BatchScanState* s, const void* shared) {
   MemoryContextSwitchTo(old);
 }
 
-// The calls the leader hands to its workers: predictions by name or by value (pinned calls verify
-// their pin in each process; flock.explain calls resolve themselves).
-SharedCalls shared_calls(BatchScanState* s, bool* share) {
-  for (int k = 0; k < s->ncalls; ++k) share[k] = !s->pinned[k] && !s->explains[k];
-  return SharedCalls{s->ncalls, s->calls, share, s->model_values};
-}
-
-Size estimate_dsm(CustomScanState* node, ParallelContext*) {
+// The calls the leader may hand to its workers: predictions by name or by value (pinned calls
+// verify their pin in each process; flock.explain calls resolve themselves).
+Size estimate_dsm(CustomScanState* node, ParallelContext* pcxt) {
   BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
-  bool* share = static_cast<bool*>(palloc(sizeof(bool) * std::max(s->ncalls, 1)));
-  return shared_models_size(shared_calls(s, share));
+  for (int k = 0; k < s->ncalls; ++k) s->share[k] = !s->pinned[k] && !s->explains[k];
+  return shared_models_size(SharedCalls{s->ncalls, s->calls, s->share, s->model_values},
+                            pcxt->estimator.space_for_chunks);
 }
 
 void initialize_dsm(CustomScanState* node, ParallelContext*, void* coordinate) {
   BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
-  bool* share = static_cast<bool*>(palloc(sizeof(bool) * std::max(s->ncalls, 1)));
-  shared_models_write(shared_calls(s, share), coordinate, node->pscan_len);
+  shared_models_write(SharedCalls{s->ncalls, s->calls, s->share, s->model_values}, coordinate, node->pscan_len);
 }
 
 void initialize_worker(CustomScanState* node, shm_toc*, void* coordinate) {

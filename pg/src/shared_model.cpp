@@ -139,12 +139,17 @@ bool is_sha256_hex(const char* s) {
 
 }  // namespace
 
-Size shared_models_size(const SharedCalls& sc) {
+Size shared_models_size(const SharedCalls& sc, Size segment) {
   Size size = header_size(sc.ncalls);
   for (int k = 0; k < sc.ncalls; ++k) {
-    if (!shareable(sc, k)) continue;
+    if (!shareable(sc, k)) {
+      sc.share[k] = false;
+      continue;
+    }
     const std::vector<uint8_t>* bytes = bytes_for(sc, k, true);
-    if (bytes) size = add_size(size, MAXALIGN(bytes->size()));
+    const Size more = bytes ? MAXALIGN(bytes->size()) : 0;
+    sc.share[k] = bytes && add_size(add_size(segment, size), more) <= kept_budget();
+    if (sc.share[k]) size += more;
   }
   return size;
 }

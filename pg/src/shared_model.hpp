@@ -19,14 +19,16 @@ namespace flock::pg {
 struct SharedCalls {
   int ncalls;
   CallState** calls;
-  const bool* share;
+  bool* share;
   const Datum* model_values;
 };
 
 // Leader: the bytes of the chunk for these calls, reading (once per session) the bytes of models
-// not kept yet. A call whose bytes cannot be kept (past the budget) is left to the worker.
-Size shared_models_size(const SharedCalls& sc);
-// Leader: writes the chunk (`size` bytes, as shared_models_size returned).
+// not kept yet. `segment` is what the query's shared memory holds already (the other nodes'
+// chunks: a parallel Append has a batch node per partition): a call whose bytes would take it past
+// flock.model_cache_memory, or that cannot be kept, is left to the workers (share[k] cleared).
+Size shared_models_size(const SharedCalls& sc, Size segment);
+// Leader: writes the chunk (`size` bytes, as shared_models_size returned, for the same `share`).
 void shared_models_write(const SharedCalls& sc, void* chunk, Size size);
 // Worker: resolves call k as the leader did, from the chunk (its sizes and text checked); false
 // when the leader did not share it (the caller resolves it as usual).

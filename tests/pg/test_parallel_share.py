@@ -99,3 +99,20 @@ def test_errors_in_workers_are_the_same(conn):
                 cur.execute("SELECT sum(flock.predict('lin', t)) FROM par_null t")
             assert err.value.pgcode == "22004"
             cur.execute("RESET ALL")
+
+
+def test_models_past_the_budget_are_left_to_the_workers(conn):
+    # flock.model_cache_memory bounds what a query's shared memory holds of models: a 1.2 MB model
+    # under a 1 MB budget is resolved by each worker itself, with the same rows.
+    import onnx
+    m = onnx.load_from_string(bytes(linear_regressor([1.0, 10.0], 0.5, ["a", "b"])))
+    m.doc_string = "x" * 1_200_000
+    with conn.cursor() as cur:
+        cur.execute("SELECT flock.register_model('big', %s)", (psycopg2.Binary(m.SerializeToString()),))
+    sql = "SELECT sum(flock.predict('big', t)), sum(flock.predict('lin', t)) FROM par t"
+    _, serial, _ = query(conn, sql, "SET max_parallel_workers_per_gather = 0")
+    _, got, notices = query(conn, sql, PARALLEL + "; SET flock.model_cache_memory = '1MB'")
+    assert got == serial
+    assert notices and all("big" not in n for n in notices)
+    _, got, notices = query(conn, sql, PARALLEL)
+    assert got == serial and any("big@1" in n for n in notices)

@@ -196,10 +196,14 @@ bool resolve_shared_model(CallState* st, const void* chunk, int k) {
       !terminated(c.audit_model, sizeof(c.audit_model)) || c.by_name == st->model_is_value ||
       c.audit_mode < static_cast<int32>(AuditMode::Off) || c.audit_mode > static_cast<int32>(AuditMode::All))
     elog(ERROR, "flock: a parallel worker received a malformed model from its leader");
-  const auto* bytes = static_cast<const uint8_t*>(chunk) + c.offset;
+  // Compiled from a private copy, as bytes read from the catalog are: nothing can change them
+  // under the compiler (the segment is writable by the leader and the other workers).
+  auto* bytes = static_cast<uint8_t*>(MemoryContextAllocHuge(CurrentMemoryContext, c.length));
+  memcpy(bytes, static_cast<const char*>(chunk) + c.offset, c.length);
   ModelHandle* handle = new_model_handle(CurrentMemoryContext);
   // Compiled (or found compiled) like bytes read from the catalog: the same checks and limits.
   flock_guard([&] { handle->model = cached_model(c.sha, {bytes, static_cast<size_t>(c.length)}); });
+  pfree(bytes);
   if (!st->handle) st->handle = new_model_handle(st->mcxt);
   st->handle->model = handle->model;
   st->model = handle->model.get();

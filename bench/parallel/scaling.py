@@ -19,7 +19,13 @@ off (each worker reads and compiles the model itself), in the same repetitions. 
 configuration, the median wall time, rows/s, the CPU seconds of every process that
 worked (backend + workers), and the scaling: serial wall / parallel wall. A worker's own rate
 (rows per CPU second of the `1 worker` run) against the serial backend's says what two idle cores
-would give. Every configuration's sum must equal the serial one (the models are classifiers:
+would give. So does the model printed last: on idle cores a worker starts L seconds late (its
+first row's CPU: launch, resolution, compile, first batch) and then scores at the serial rate r
+(rows per CPU second), so N rows take N/r serially, (N/r + L)/2 with the leader and one worker
+(scaling 2 / (1 + L r / N)) and L + N/(2r) with two workers alone (2 / (1 + 2 L r / N)). A
+second line uses the rate a worker reached in the `1 worker` run instead, w = N / (its CPU - L), for
+the workers: (N + w L) / (r + w) with the leader, L + N/(2w) without.
+Every configuration's sum must equal the serial one (the models are classifiers:
 flock.predict returns labels, so the sums are exact); a mismatch exits 1. Prints `uptime` before
 and after: on a shared machine wall-clock scaling measures the scheduler too.
 """
@@ -143,6 +149,7 @@ def main():
     print(f"rows {args.rows}, reps {args.reps} (medians), jit off, table prewarmed, "
           f"parallel_setup_cost = parallel_tuple_cost = 0")
     failed = False
+    models_lines = ["\nmodelled on idle cores (L = a worker's first-row CPU, r = serial rows per CPU second):"]
     for name in models:
         for config in configs:  # the plan shape, checked once
             workers, force = settings(config)
@@ -179,6 +186,18 @@ def main():
                 cpus.append((cpu + reaped_children_cpu(postmaster) - w0) * 1e3)
             first[share] = (statistics.median(times), statistics.mean(cpus))
         base = statistics.median(r[0] for r in res[configs[0]])
+        r_serial = args.rows / statistics.median(r[1] for r in res[configs[0]])
+        serial_time = args.rows / r_serial
+        for share, label in (("on", "shared"), ("off", "own")):
+            lag = first[share][1] / 1e3
+            x = lag * r_serial / args.rows
+            models_lines.append(f"  {name:<10} {label:<6} L {first[share][1]:5.0f} ms, r {r_serial:11,.0f}: "
+                                f"leader+1 {2 / (1 + x):.2f}x, 2 workers {2 / (1 + 2 * x):.2f}x")
+            if ("1 worker", share) in res:
+                w = args.rows / max(statistics.median(r[1] for r in res[("1 worker", share)]) - lag, 1e-9)
+                models_lines.append(f"  {'':<17} worker rate w {w:11,.0f}: leader+1 "
+                                    f"{serial_time / ((args.rows + w * lag) / (r_serial + w)):.2f}x, 2 workers "
+                                    f"{serial_time / (lag + args.rows / (2 * w)):.2f}x")
         expected = res[configs[0]][0][2]
         print(f"\n{name}  ({uptime()})")
         print("first row through one worker, wall / CPU ms: "
@@ -197,6 +216,8 @@ def main():
                     log(f"{name} {config}: sum {r[2]} != {expected}")
                     failed = True
     print(f"\n# {uptime()}")
+    for line in models_lines:
+        print(line)
     conn.close()
     c.stop()
     return 1 if failed else 0

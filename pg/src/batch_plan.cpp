@@ -1110,9 +1110,12 @@ PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, 
   RewriteContext ctx = {get_namespace_oid("flock", true), stmt->rtable};
   if (!OidIsValid(ctx.flock_namespace)) return stmt;
   stmt->planTree = rewrite_plan(stmt->planTree, &ctx);
-  if (share_models_with_workers) mark_parallel_batch_nodes(stmt->planTree, false);
   ListCell* lc;
   foreach (lc, stmt->subplans) lfirst(lc) = rewrite_plan(static_cast<Plan*>(lfirst(lc)), &ctx);
+  if (share_models_with_workers) {
+    mark_parallel_batch_nodes(stmt->planTree, false);
+    foreach (lc, stmt->subplans) mark_parallel_batch_nodes(static_cast<Plan*>(lfirst(lc)), false);
+  }
   return stmt;
 }
 

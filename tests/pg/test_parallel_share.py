@@ -47,6 +47,8 @@ QUERIES = [
     "SELECT id, flock.predict('lin', t) FROM par t ORDER BY id",
     "SELECT sum(flock.predict('lin', t)), count(*) FILTER (WHERE flock.predict('stump', ROW(a, b)) = 1) FROM par t",
     "SELECT b, sum(flock.predict('lin', t)), sum(flock.predict('lin', t) * 2) FROM par t GROUP BY b ORDER BY b",
+    # A Gather in an initplan.
+    "SELECT x.id, (SELECT sum(flock.predict('lin', t)) FROM par t) FROM (VALUES (1), (2)) x(id) ORDER BY 1",
 ]
 
 

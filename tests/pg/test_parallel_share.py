@@ -118,3 +118,27 @@ def test_models_past_the_budget_are_left_to_the_workers(conn):
     assert notices and all("big" not in n for n in notices)
     _, got, notices = query(conn, sql, PARALLEL)
     assert got == serial and any("big@1" in n for n in notices)
+
+
+def test_an_unprivileged_role(cluster, dbname, conn):
+    # The leader reads the bytes it hands over as the current role, through the catalog's row
+    # security: a role granted the model gets it shared; the rows are the serial ones.
+    with conn.cursor() as cur:
+        cur.execute("CREATE ROLE par_user LOGIN")
+        cur.execute("GRANT USAGE ON SCHEMA flock TO par_user")
+        cur.execute("GRANT SELECT ON par TO par_user")
+        cur.execute("SELECT flock.grant_model('lin', 'par_user', 'use')")
+    user = psycopg2.connect(cluster.dsn(dbname, user="par_user"))
+    user.autocommit = True
+    try:
+        sql = QUERIES[0]
+        _, serial, _ = query(user, sql, "SET max_parallel_workers_per_gather = 0")
+        plan, got, notices = query(user, sql, PARALLEL)
+        assert "Parallel Custom Scan (FlockBatchScore)" in plan and got == serial and notices
+        with user.cursor() as cur:
+            cur.execute(PARALLEL)
+            with pytest.raises(psycopg2.Error) as err:
+                cur.execute("SELECT sum(flock.predict('stump', ROW(a, b))) FROM par t")
+        assert err.value.pgcode == "42501"  # not granted: refused as without workers
+    finally:
+        user.close()

@@ -6,6 +6,7 @@
 #include "pg.hpp"  // must come first
 
 extern "C" {
+#include "access/parallel.h"
 #include "commands/explain.h"
 #include "executor/executor.h"
 #include "nodes/extensible.h"
@@ -22,6 +23,7 @@ extern "C" {
 #include "optimize_call.hpp"
 #include "pinned.hpp"
 #include "predict.hpp"
+#include "shared_model.hpp"
 
 namespace flock::pg {
 
@@ -62,6 +64,14 @@ struct BatchScanState {
   int* value_rows;
   ExprContext* input_cxt;
   MemoryContext batch_cxt;
+  // Under a Gather (the plan marks the node parallel aware), the leader hands its resolved models
+  // to the workers (shared_model.cpp): a worker sets its calls up only once it has them
+  // (initialize_worker), not in begin.
+  BatchPrivate priv;
+  bool* pinned;      // per call: a flock.predict*_pinned call (resolved by each process itself)
+  bool* share;       // per call: handed to the workers (leader, from estimate_dsm on)
+  Datum* model_values;  // per call: its model constant's value
+  bool ready;        // calls resolved and buffers made
 };
 
 extern const CustomExecMethods batch_exec_methods;  // below
@@ -123,6 +133,8 @@ const ColumnFact* facts_for_row(const RowColumns& cols, const ColumnFact* facts,
   return out;
 }
 
+void set_up_calls(BatchScanState* s, const void* shared);
+
 void begin(CustomScanState* node, EState* estate, int eflags) {
   BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
   CustomScan* cscan = reinterpret_cast<CustomScan*>(node->ss.ps.plan);
@@ -130,30 +142,49 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   node->custom_ps = list_make1(s->child);
   s->nchild = ExecGetResultType(s->child)->natts;
   BatchPrivate priv = decode_batch_private(cscan->custom_private);
-  List* copied = priv.copied;
-  List* sources = priv.sources;
   s->ncalls = priv.ncalls;
   s->wants = priv.wants;
   s->explains = priv.explains;
   s->explain_calls = static_cast<ExplainCall**>(palloc0(sizeof(ExplainCall*) * std::max(s->ncalls, 1)));
-  int explain_arg = 2 * s->ncalls;  // the explain calls' constants follow the models and inputs
   s->row_columns = priv.row_columns;
   s->calls = static_cast<CallState**>(palloc(sizeof(CallState*) * s->ncalls));
   s->inputs = static_cast<ExprState**>(palloc(sizeof(ExprState*) * s->ncalls));
   s->scorers = static_cast<ColumnScorer**>(palloc0(sizeof(ColumnScorer*) * std::max(s->ncalls, 1)));
   s->optimized = static_cast<CallOptimization*>(palloc0(sizeof(CallOptimization) * std::max(s->ncalls, 1)));
   priv.nfacts = settle_param_facts(priv.facts, priv.nfacts, estate->es_param_list_info);
+  s->priv = priv;
+  s->pinned = static_cast<bool*>(palloc0(sizeof(bool) * std::max(s->ncalls, 1)));
+  s->share = static_cast<bool*>(palloc0(sizeof(bool) * std::max(s->ncalls, 1)));
+  s->model_values = static_cast<Datum*>(palloc0(sizeof(Datum) * std::max(s->ncalls, 1)));
   for (int k = 0; k < s->ncalls; ++k) {
     Const* model = static_cast<Const*>(list_nth(cscan->custom_exprs, 2 * k));
     Expr* input = static_cast<Expr*>(list_nth(cscan->custom_exprs, 2 * k + 1));
-    bool pinned = is_pinned_type(model->consttype);  // flock.predict*_pinned (issue 18)
-    s->calls[k] = new_call_state(estate->es_query_cxt, !pinned && model->consttype != TEXTOID,
+    s->pinned[k] = is_pinned_type(model->consttype);  // flock.predict*_pinned (issue 18)
+    s->model_values[k] = model->constvalue;
+    s->calls[k] = new_call_state(estate->es_query_cxt, !s->pinned[k] && model->consttype != TEXTOID,
                                  exprType(reinterpret_cast<Node*>(input)) != FLOAT4ARRAYOID);
     s->inputs[k] = ExecInitExpr(input, &node->ss.ps);
+  }
+  if (IsParallelWorker() && cscan->scan.plan.parallel_aware) return;  // set up in initialize_worker
+  set_up_calls(s, nullptr);
+}
+
+// Resolves each call's model (from the leader's chunk `shared` in a parallel worker, else itself),
+// specializes it, and sizes the batch and its buffers.
+void set_up_calls(BatchScanState* s, const void* shared) {
+  CustomScan* cscan = reinterpret_cast<CustomScan*>(s->css.ss.ps.plan);
+  EState* estate = s->css.ss.ps.state;
+  MemoryContext old = MemoryContextSwitchTo(estate->es_query_cxt);
+  BatchPrivate& priv = s->priv;
+  List* copied = priv.copied;
+  List* sources = priv.sources;
+  int explain_arg = 2 * s->ncalls;  // the explain calls' constants follow the models and inputs
+  for (int k = 0; k < s->ncalls; ++k) {
+    Const* model = static_cast<Const*>(list_nth(cscan->custom_exprs, 2 * k));
     // Resolve now: a query sees one version of each model, and EXPLAIN can name it.
-    if (pinned)
+    if (s->pinned[k])
       resolve_pinned(s->calls[k], model->constvalue);
-    else
+    else if (!(shared && !s->explains[k] && resolve_shared_model(s->calls[k], shared, k)))
       resolve_model(s->calls[k], model->constvalue);
     // Specialize it once for this node, here rather than at plan time: the model is known only now
     // (a name resolves to its current version), and EXPLAIN runs this too, so it shows what was done.
@@ -185,7 +216,7 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
     }
   }
   TupleDesc child_desc = ExecGetResultType(s->child);
-  s->nlayout = node->ss.ss_ScanTupleSlot->tts_tupleDescriptor->natts - s->ncalls;
+  s->nlayout = s->css.ss.ss_ScanTupleSlot->tts_tupleDescriptor->natts - s->ncalls;
   s->source = static_cast<int*>(palloc(sizeof(int) * std::max(s->nlayout, 1)));
   if (sources != NIL && list_length(sources) != s->nlayout)
     elog(ERROR, "flock: batch node has %d child columns, %d sources", s->nlayout, list_length(sources));
@@ -213,6 +244,27 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   s->value_rows = static_cast<int*>(palloc(sizeof(int) * s->batch_size));
   s->input_cxt = CreateExprContext(estate);
   s->batch_cxt = AllocSetContextCreate(estate->es_query_cxt, "flock batch", ALLOCSET_DEFAULT_SIZES);
+  s->ready = true;
+  MemoryContextSwitchTo(old);
+}
+
+// The calls the leader may hand to its workers: predictions by name or by value (pinned calls
+// verify their pin in each process; flock.explain calls resolve themselves).
+Size estimate_dsm(CustomScanState* node, ParallelContext* pcxt) {
+  BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
+  for (int k = 0; k < s->ncalls; ++k) s->share[k] = !s->pinned[k] && !s->explains[k];
+  return shared_models_size(SharedCalls{s->ncalls, s->calls, s->share, s->model_values},
+                            pcxt->estimator.space_for_chunks);
+}
+
+void initialize_dsm(CustomScanState* node, ParallelContext*, void* coordinate) {
+  BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
+  shared_models_write(SharedCalls{s->ncalls, s->calls, s->share, s->model_values}, coordinate, node->pscan_len);
+}
+
+void initialize_worker(CustomScanState* node, shm_toc*, void* coordinate) {
+  BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
+  if (!s->ready) set_up_calls(s, coordinate);
 }
 
 // Pulls up to batch_size rows from the child and scores each call over all of them at once.
@@ -296,6 +348,7 @@ void fill_batch(BatchScanState* s) {
 
 TupleTableSlot* next_row(ScanState* ss) {
   BatchScanState* s = reinterpret_cast<BatchScanState*>(ss);
+  if (!s->ready) set_up_calls(s, nullptr);  // a worker given no chunk resolves its models itself
   if (s->pos >= s->nrows) {
     if (s->done) return nullptr;
     fill_batch(s);
@@ -369,10 +422,10 @@ const CustomExecMethods batch_exec_methods = {
     .ReScanCustomScan = rescan,
     .MarkPosCustomScan = nullptr,
     .RestrPosCustomScan = nullptr,
-    .EstimateDSMCustomScan = nullptr,
-    .InitializeDSMCustomScan = nullptr,
-    .ReInitializeDSMCustomScan = nullptr,
-    .InitializeWorkerCustomScan = nullptr,
+    .EstimateDSMCustomScan = estimate_dsm,
+    .InitializeDSMCustomScan = initialize_dsm,
+    .ReInitializeDSMCustomScan = nullptr,  // the models stay those of the first scan
+    .InitializeWorkerCustomScan = initialize_worker,
     .ShutdownCustomScan = nullptr,
     .ExplainCustomScan = explain,
 };

@@ -47,6 +47,7 @@ extern "C" {
 namespace flock::pg {
 
 bool batching_enabled = true;
+bool share_models_with_workers = true;
 int batch_size = kDefaultBatchSize;
 int batch_memory_kb = kDefaultBatchMemoryKb;
 
@@ -1066,6 +1067,36 @@ Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {
   }
 }
 
+// Marks the batch nodes below a Gather or Gather Merge parallel aware, so that the leader hands
+// its resolved models to the workers through the query's shared memory (shared_model.cpp) instead
+// of each worker reading and compiling them. EXPLAIN then says "Parallel Custom Scan".
+void mark_parallel_batch_nodes(Plan* plan, bool under_gather) {
+  if (!plan) return;
+  under_gather = under_gather || IsA(plan, Gather) || IsA(plan, GatherMerge);
+  ListCell* lc;
+  switch (nodeTag(plan)) {
+    case T_CustomScan: {
+      CustomScan* cs = reinterpret_cast<CustomScan*>(plan);
+      if (cs->methods == &batch_scan_methods && under_gather) plan->parallel_aware = true;
+      foreach (lc, cs->custom_plans) mark_parallel_batch_nodes(static_cast<Plan*>(lfirst(lc)), under_gather);
+      break;
+    }
+    case T_Append:
+      foreach (lc, reinterpret_cast<Append*>(plan)->appendplans) mark_parallel_batch_nodes(static_cast<Plan*>(lfirst(lc)), under_gather);
+      break;
+    case T_MergeAppend:
+      foreach (lc, reinterpret_cast<MergeAppend*>(plan)->mergeplans) mark_parallel_batch_nodes(static_cast<Plan*>(lfirst(lc)), under_gather);
+      break;
+    case T_SubqueryScan:
+      mark_parallel_batch_nodes(reinterpret_cast<SubqueryScan*>(plan)->subplan, under_gather);
+      break;
+    default:
+      break;
+  }
+  mark_parallel_batch_nodes(plan->lefttree, under_gather);
+  mark_parallel_batch_nodes(plan->righttree, under_gather);
+}
+
 PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, ParamListInfo params) {
   // The optimizer's query rewrites first (optimize_query.cpp): PostgreSQL then plans what they add.
   // An aggregate of predictions over a distributed table: partial aggregates on the shards (issue 18).
@@ -1085,6 +1116,10 @@ PlannedStmt* flock_planner(Query* parse, const char* query_string, int options, 
   stmt->planTree = rewrite_plan(stmt->planTree, &ctx);
   ListCell* lc;
   foreach (lc, stmt->subplans) lfirst(lc) = rewrite_plan(static_cast<Plan*>(lfirst(lc)), &ctx);
+  if (share_models_with_workers) {
+    mark_parallel_batch_nodes(stmt->planTree, false);
+    foreach (lc, stmt->subplans) mark_parallel_batch_nodes(static_cast<Plan*>(lfirst(lc)), false);
+  }
   return stmt;
 }
 

@@ -106,6 +106,10 @@ void _PG_init(void) {
   DefineCustomBoolVariable("flock.batching", "Score flock.predict calls in batches through a CustomScan.",
                            "Off: every call scores one row (for comparison).", &batching_enabled, true, PGC_USERSET,
                            0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("flock.share_models_with_workers",
+                           "Parallel workers get the leader's resolved models through shared memory.",
+                           "Off: each parallel worker reads and compiles the models itself (for comparison).",
+                           &share_models_with_workers, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
   // The optimizer (issue 13): what the query says about a model's inputs changes how it runs.
   DefineCustomBoolVariable("flock.optimizer", "Optimize models for the queries that score them.",
                            "Off: every optimizer pass is off, whatever its own setting.", &optimizer_enabled, true,

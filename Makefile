@@ -87,6 +87,8 @@ demo: deps install
 #                and models are cached in $(BUILD_DIR)/bench-indb. BENCH_INDB_ARGS=--quick: a short run
 #   bench_audit  what inference capture costs: audit 'all' vs 'off' vs no policy
 #   bench_cancel cancel latency past statement_timeout / pg_cancel_backend (goal < 100 ms), poll cost
+#   bench/summary.py  issue 15's goals in one table from this run's results, written into README.md
+#                between its make-bench markers (the Performance section's summary)
 BENCH_INDB_ARGS ?=
 bench: deps install
 	bash bench/ort/install.sh $(BUILD_DIR)/bench-ort
@@ -96,6 +98,8 @@ bench: deps install
 	$(PYTHON) bench/indb/run.py --work-dir $(BUILD_DIR)/bench-indb --ort-modules $(BUILD_DIR)/bench-ort $(BENCH_INDB_ARGS)
 	cmake --build $(BUILD_DIR) --target bench_audit
 	cmake --build $(BUILD_DIR) --target bench_cancel
+	$(PYTHON) bench/summary.py --nn $(BUILD_DIR)/bench/nn/results.json \
+	  --indb $(BUILD_DIR)/bench-indb/results.json --readme README.md
 
 clean:
 	rm -rf $(BUILD_DIR) $(FUZZ_BUILD_DIR)

@@ -5,8 +5,9 @@ Reads the raw results the benchmarks leave behind and prints, for every goal, th
   - the core against ONNX Runtime on the MLPs and CNNs, batch >= 64 (bench/nn_vs_torch.py's results.json);
   - in the database, `SELECT sum(flock.predict(...))` over the 1M-row table, against ONNX Runtime in
     memory (ONNX models) and libxgboost's in-memory predict (tree models), one core, and the scaling
-    from one to two cores (bench/indb/run.py's results.json);
-  - parallel workers from one to two (bench/parallel/scaling.py's results.json, when it ran).
+    from one to two cores: two parallel workers, the leader not participating (bench/indb/run.py's
+    results.json). bench/parallel/scaling.py takes the scaling apart (first-row cost, leader + 1
+    worker); it is run by hand.
 Every ratio is taken from one run's measurements as those scripts took them (1 core: CPU-time rates;
 2 cores: wall-clock rates), so nothing here measures anything itself.
 
@@ -31,7 +32,7 @@ NN_GOAL = 1.5          # the core >= 1.5x ONNX Runtime, MLPs and CNNs, batch >= 
 NN_MIN_BATCH = 64
 INDB_ORT_GOAL = 1.0    # in the database >= 1x ONNX Runtime in memory
 INDB_TREE_GOAL = 5.0   # in the database >= 5x libxgboost in memory, one thread
-SCALING_GOAL = 1.8     # 1 -> 2 workers
+SCALING_GOAL = 1.8     # 1 -> 2 cores
 
 
 def load(path):
@@ -86,14 +87,6 @@ def indb_rows(indb):
     return out
 
 
-def parallel_rows(par):
-    out = []
-    for r in par.get("results", []):
-        if "speedup" in r:
-            out.append((f"workers {r.get('model', '?')}: 2 / 1 (wall)", r["speedup"], SCALING_GOAL))
-    return out
-
-
 def machine_line(sources):
     parts = []
     for name, d in sources:
@@ -130,14 +123,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nn", help="bench/nn_vs_torch.py's results.json")
     ap.add_argument("--indb", help="bench/indb/run.py's results.json")
-    ap.add_argument("--parallel", help="bench/parallel/scaling.py's results.json (optional)")
     ap.add_argument("--readme", help="regenerate this file's make-bench section from the table")
     args = ap.parse_args()
 
-    nn, indb, par = load(args.nn), load(args.indb), load(args.parallel)
+    nn, indb = load(args.nn), load(args.indb)
     if nn is None and indb is None:
         raise SystemExit("no results: run `make bench` first (or pass --nn / --indb)")
-    rows = (nn_rows(nn) if nn else []) + (indb_rows(indb) if indb else []) + (parallel_rows(par) if par else [])
+    rows = (nn_rows(nn) if nn else []) + (indb_rows(indb) if indb else [])
     sources = [("core", nn), ("in-DB", indb)]
     text = render(rows, sources)
     print(text)

@@ -448,6 +448,11 @@ class Flatten final : public Kernel {
 // Products of at least this many multiply-adds go to oneDNN (gemm.hpp); smaller ones stay in Eigen,
 // where a call costs less than oneDNN's dispatch.
 constexpr int64_t kGemmMinMacs = int64_t(1) << 14;
+// Products with fewer output columns than this stay in Eigen too: a classifier's last layer (64 -> 2)
+// is a few multiply-adds per row, and oneDNN generates each new sgemm shape's code on its first call
+// in a process (30-50 ms, measured in parallel workers), which a fresh backend or worker pays per
+// query.
+constexpr int64_t kGemmMinOutputs = 8;
 
 // ---------------------------------------------------------------------------------------------------
 // MatMul (numpy matmul semantics, batched with broadcasting)
@@ -527,7 +532,7 @@ class MatMul final : public Kernel {
         poll_interrupt();
         const int64_t rows = std::min(step, m - r0);
         if constexpr (std::is_same_v<T, float>) {
-          if (rows > 1 && n > 1 && rows * n * k >= kGemmMinMacs &&
+          if (rows > 1 && n >= kGemmMinOutputs && rows * n * k >= kGemmMinMacs &&
               sgemm(false, false, rows, n, k, 1.0f, am.data() + r0 * k, k, bm.data(), n, 0.0f,
                     ym.data() + r0 * n, n))
             continue;
@@ -633,7 +638,7 @@ class Gemm final : public Kernel {
       if constexpr (std::is_same_v<T, float>) {
         // oneDNN for products past a matrix-vector one (beta = 1: Y holds C).
         const float* ac = trans_a_ ? am.data() + r0 : am.data() + r0 * a.shape[1];
-        if (m > 1 && n > 1 && m * n * k >= kGemmMinMacs &&
+        if (m > 1 && n >= kGemmMinOutputs && m * n * k >= kGemmMinMacs &&
             sgemm(trans_a_, trans_b_, rows, n, k, alpha, ac, a.shape[1], bm.data(), b.shape[1], 1.0f,
                        yc.data(), n))
           continue;

@@ -69,6 +69,15 @@ CREATE TABLE flock.models (
   PRIMARY KEY (name, version)
 );
 COMMENT ON TABLE flock.models IS 'registered model versions (immutable)';
+-- Model bytes are TOASTed with lz4 where the server has it: every backend's and parallel worker's
+-- first read of a 10 MB forest took 44-64 ms decompressing pglz, 10-15 ms with lz4.
+DO $$
+BEGIN
+  ALTER TABLE flock.models ALTER COLUMN model SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+  NULL;  -- a server built without lz4 keeps pglz
+END
+$$;
 SELECT pg_catalog.pg_extension_config_dump('flock.models', '');
 REVOKE ALL ON flock.models FROM PUBLIC;
 GRANT SELECT ON flock.models TO PUBLIC;

@@ -59,6 +59,20 @@ def test_register_counts_versions_and_records_hash(conn):
     assert sig["inputs"][0]["width"] == 2
 
 
+def test_model_bytes_are_stored_with_lz4_and_read_back_whole(conn):
+    # The server is Debian's, built with lz4: model bytes are TOASTed with it (faster first reads).
+    assert one(conn, "SELECT attcompression FROM pg_attribute WHERE attrelid = 'flock.models'::regclass "
+                     "AND attname = 'model'") == "l"
+    path = os.path.join(os.environ.get("FLOCK_MODELS_DIR", "build/models"), "breast_cancer_rf.onnx")
+    with open(path, "rb") as f:
+        data = f.read()
+    ref = one(conn, "SELECT flock.register_model('lz4_rf', %s, 'onnx')", (psycopg2.Binary(data),))
+    assert one(conn, "SELECT sha256 FROM flock.models WHERE name = 'lz4_rf'") == hashlib.sha256(data).hexdigest()
+    assert one(conn, "SELECT pg_column_compression(model) FROM flock.models WHERE name = 'lz4_rf'") == "lz4"
+    assert one(conn, "SELECT flock.predict('lz4_rf', ARRAY[%s]::float4[])" % ",".join(["1"] * 30)) is not None
+    run(conn, "SELECT flock.drop_model('lz4_rf', 1)")
+
+
 def test_model_type_validates_and_round_trips_as_text(conn):
     model = stump_classifier(0, 0.5)
     text = one(conn, "SELECT (%s::bytea::flock.model)::text", (model,))

@@ -202,22 +202,13 @@ CREATE FUNCTION flock._run_into_temp(query text, path text, OUT tmp regclass, OU
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   base text := 'flock_snapshot_' || replace(gen_random_uuid()::text, '-', '');
-  body text;
+  v regclass;
 BEGIN
-  body := regexp_replace(query, '[\s;]+$', '');
-  IF body IS NULL OR body = '' THEN
-    RAISE EXCEPTION 'query must not be empty' USING ERRCODE = 'invalid_parameter_value';
-  END IF;
-  IF path IS NULL THEN
-    RAISE EXCEPTION 'search_path must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-  END IF;
-  PERFORM set_config('search_path', path, true);
-  EXECUTE format(E'CREATE TEMP TABLE %I AS SELECT * FROM (%s\n) AS snapshot', base, body);
-  EXECUTE format(E'CREATE TEMP VIEW %I AS SELECT * FROM (%s\n) AS snapshot', base || '_v', body);
-  PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+  -- The query's names are resolved once, when its view is made with `path`.
+  SELECT s.view, s.sources INTO v, sources FROM flock._snapshot_view(query, path) s;
+  EXECUTE format('CREATE TEMP TABLE %I AS SELECT * FROM %s', base, v);
   tmp := format('pg_temp.%I', base)::regclass;
-  sources := flock._view_sources(format('pg_temp.%I', base || '_v')::regclass);
-  EXECUTE format('DROP VIEW pg_temp.%I', base || '_v');
+  EXECUTE format('DROP VIEW %s', v);
 END $$;
 
 -- The one-copy path of flock.snapshot_dataset (C): the query as a temporary view of the caller's,

@@ -304,6 +304,17 @@ TrainingCapture* capture_of(Oid relid) {
   return capture;
 }
 
+// Past flock.train_memory while reading the rows (54000).
+[[noreturn]] void train_memory_exceeded(int64 max_rows, int n_features) {
+  ereport(ERROR,
+          (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+           errmsg("the training data needs more memory than flock.train_memory (%d kB)", train_memory_kb),
+           errdetail("%lld rows of %d features and a target fit in it.", static_cast<long long>(max_rows),
+                     n_features),
+           errhint("Raise flock.train_memory (SET flock.train_memory = '4GB'), or train on a sample.")));
+  pg_unreachable();
+}
+
 }  // namespace
 }  // namespace flock::pg
 
@@ -415,12 +426,7 @@ extern "C" Datum flock_train_fit(PG_FUNCTION_ARGS) {
     // The rows as the snapshot wrote them: no second read of the table.
     rows = captured->rows;
     if (rows > max_rows)
-      ereport(ERROR,
-              (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-               errmsg("the training data needs more memory than flock.train_memory (%d kB)", train_memory_kb),
-               errdetail("%lld rows of %d features and a target fit in it.", static_cast<long long>(max_rows),
-                         n_features),
-               errhint("Raise flock.train_memory (SET flock.train_memory = '4GB'), or train on a sample.")));
+      train_memory_exceeded(max_rows, n_features);
     capacity = Max(rows, 1);
     x = static_cast<float*>(repalloc_huge(x, capacity * n_features * sizeof(float)));
     y = static_cast<float*>(repalloc_huge(y, capacity * sizeof(float)));
@@ -446,12 +452,7 @@ extern "C" Datum flock_train_fit(PG_FUNCTION_ARGS) {
       train_progress_rows(rows);
     }
     if (rows >= max_rows)
-      ereport(ERROR,
-              (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-               errmsg("the training data needs more memory than flock.train_memory (%d kB)", train_memory_kb),
-               errdetail("%lld rows of %d features and a target fit in it.", static_cast<long long>(max_rows),
-                         n_features),
-               errhint("Raise flock.train_memory (SET flock.train_memory = '4GB'), or train on a sample.")));
+      train_memory_exceeded(max_rows, n_features);
     if (rows == capacity) {
       capacity *= 2;
       x = static_cast<float*>(repalloc_huge(x, capacity * n_features * sizeof(float)));

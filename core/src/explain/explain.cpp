@@ -195,6 +195,21 @@ Explanation explain_trees(const tree::TreeKernel& k, const std::vector<ColumnSte
   return out;
 }
 
+// A linear model's base value per output: its intercept plus its coefficients at the reference point
+// (in the linear model's own input columns).
+std::vector<double> linear_base_values(const linear::LinearKernel::Scores& scores, const std::vector<double>& reference,
+                                       int64_t cols) {
+  std::vector<double> base(static_cast<size_t>(scores.outputs));
+  for (int64_t o = 0; o < scores.outputs; ++o) {
+    double b = static_cast<size_t>(o) < scores.intercepts.size() ? scores.intercepts[static_cast<size_t>(o)] : 0.0;
+    for (int64_t c = 0; c < cols; ++c)
+      b += static_cast<double>(scores.coefficients[static_cast<size_t>(o * cols + c)]) *
+           reference[static_cast<size_t>(c)];
+    base[static_cast<size_t>(o)] = b;
+  }
+  return base;
+}
+
 Explanation explain_linear(const linear::LinearKernel& k, const std::vector<ColumnStep>& chain,
                            const FeatureBatch& batch, const Options& options) {
   if (options.interactions)
@@ -234,15 +249,7 @@ Explanation explain_linear(const linear::LinearKernel& k, const std::vector<Colu
   const int64_t O = scores->outputs, stride = cols + 1;
   out.contributions.resize(
       static_cast<size_t>(checked_mul(checked_mul(rows, O, "explanations"), stride, "explanations")));
-  std::vector<double> base(static_cast<size_t>(O));
-  for (int64_t o = 0; o < O; ++o) {
-    double b =
-        static_cast<size_t>(o) < scores->intercepts.size() ? scores->intercepts[static_cast<size_t>(o)] : 0.0;
-    for (int64_t c = 0; c < cols; ++c)
-      b += static_cast<double>(scores->coefficients[static_cast<size_t>(o * cols + c)]) *
-           reference[static_cast<size_t>(c)];
-    base[static_cast<size_t>(o)] = b;
-  }
+  const std::vector<double> base = linear_base_values(*scores, reference, cols);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c)
       if (std::isnan(x[static_cast<size_t>(r * cols + c)]))
@@ -447,15 +454,7 @@ Explanation explain_linear_pipeline(const Model& model, LinearPipeline& p, const
   out.outputs = scores->names;
   out.contributions.assign(
       static_cast<size_t>(checked_mul(checked_mul(rows, O, "explanations"), stride, "explanations")), 0.0);
-  std::vector<double> base(static_cast<size_t>(O));
-  for (int64_t o = 0; o < O; ++o) {
-    double b =
-        static_cast<size_t>(o) < scores->intercepts.size() ? scores->intercepts[static_cast<size_t>(o)] : 0.0;
-    for (int64_t c = 0; c < cols; ++c)
-      b += static_cast<double>(scores->coefficients[static_cast<size_t>(o * cols + c)]) *
-           reference[static_cast<size_t>(c)];
-    base[static_cast<size_t>(o)] = b;
-  }
+  const std::vector<double> base = linear_base_values(*scores, reference, cols);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c)
       if (std::isnan(x[static_cast<size_t>(r * cols + c)]))

@@ -279,9 +279,8 @@ Explanation explain_linear(const linear::LinearKernel& k, const std::vector<Colu
 // empty strings) without a background. Which feature each linear input column comes from is read
 // from the steps' kinds and the shapes they produce on a probe run.
 
-// Per row element of a value: the model feature (input columns in input order) it depends on,
-// kConstant, or kMixed (several features, or a step not understood).
-constexpr int64_t kConstant = -1;
+// Per row element of a value: the model feature (input columns in input order) it depends on, or
+// kMixed (several features, or a step not understood).
 constexpr int64_t kMixed = -2;
 
 struct LinearPipeline {

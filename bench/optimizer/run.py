@@ -189,7 +189,13 @@ def choose_threshold(conn, model, quantile=0.999):
         execute(cur, "SET flock.optimizer = off")
         execute(cur, f"SELECT flock.predict('{model}', t) FROM higgs t WHERE id % 50 = 0")
         p = np.array([r[0] for r in cur.fetchall()])
-    return float(np.quantile(p, quantile))
+    t = float(np.quantile(p, quantile))
+    if t >= p.max():
+        # Few distinct predictions (a small model): the quantile is the largest, which no row
+        # exceeds; the next lower prediction keeps the rows at the largest one.
+        below = p[p < t]
+        t = float(below.max()) if below.size else t
+    return t
 
 
 def queries(conn, top, mass_top, X):

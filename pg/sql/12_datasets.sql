@@ -120,6 +120,37 @@ BEGIN
     HINT = 'A data set is readable by the role that took it and the roles it granted SELECT on its table to.';
 END $$;
 
+-- The next version of data set `name` for `caller`, under a transaction lock on the name; 42501
+-- when another role's data set has the name. Called by the SECURITY DEFINER functions that store
+-- snapshots (it runs with their rights).
+CREATE FUNCTION flock._next_dataset_version(name text, caller name) RETURNS integer
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext('flock.datasets'), hashtext(name));
+  IF EXISTS (SELECT 1 FROM flock.datasets d WHERE d.name = _next_dataset_version.name)
+     AND NOT flock._sees_all(caller)
+     AND NOT EXISTS (SELECT 1 FROM flock.datasets d JOIN pg_roles c ON c.rolname = d.created_by
+                      WHERE d.name = _next_dataset_version.name AND pg_has_role(caller, c.oid, 'USAGE')) THEN
+    RAISE EXCEPTION 'permission denied to add a version to data set "%"', name USING ERRCODE = 'insufficient_privilege',
+      HINT = 'The name is taken by another role''s data set; choose another name.';
+  END IF;
+  RETURN (SELECT coalesce(max(d.version), 0) + 1 FROM flock.datasets d WHERE d.name = _next_dataset_version.name);
+END $$;
+REVOKE ALL ON FUNCTION flock._next_dataset_version(text, name) FROM PUBLIC;
+
+-- A data set version's new table `qualified` ('name@N' = `relname`) made immutable and readable
+-- by `caller` alone (who may grant it on).
+CREATE FUNCTION flock._seal_dataset_table(qualified text, relname text, caller name) RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  EXECUTE format('CREATE TRIGGER immutable BEFORE UPDATE OR DELETE OR TRUNCATE ON %s '
+                 'FOR EACH STATEMENT EXECUTE FUNCTION flock._forbid_dataset_change()', qualified);
+  EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', qualified);
+  EXECUTE format('GRANT SELECT ON %s TO %I WITH GRANT OPTION', qualified, caller);
+  EXECUTE format('COMMENT ON TABLE %s IS %L', qualified, format('flock data set %s (immutable snapshot)', relname));
+END $$;
+REVOKE ALL ON FUNCTION flock._seal_dataset_table(text, text, name) FROM PUBLIC;
+
 -- Stores the caller's temp table `tmp` (holding the query result) as the next version of data set
 -- `name`, recording the query, search_path and sources it was filled with. Called only by
 -- flock.snapshot_dataset (C), which has just run that query as the caller into `tmp`: not
@@ -152,24 +183,12 @@ BEGIN
     RAISE EXCEPTION 'invalid snapshot sources' USING ERRCODE = 'insufficient_privilege',
       HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
   END IF;
-  PERFORM pg_advisory_xact_lock(hashtext('flock.datasets'), hashtext(name));
-  IF EXISTS (SELECT 1 FROM flock.datasets d WHERE d.name = _store_snapshot.name)
-     AND NOT flock._sees_all(caller)
-     AND NOT EXISTS (SELECT 1 FROM flock.datasets d JOIN pg_roles c ON c.rolname = d.created_by
-                      WHERE d.name = _store_snapshot.name AND pg_has_role(caller, c.oid, 'USAGE')) THEN
-    RAISE EXCEPTION 'permission denied to add a version to data set "%"', name USING ERRCODE = 'insufficient_privilege',
-      HINT = 'The name is taken by another role''s data set; choose another name.';
-  END IF;
-  SELECT coalesce(max(d.version), 0) + 1 INTO next_version FROM flock.datasets d WHERE d.name = _store_snapshot.name;
+  next_version := flock._next_dataset_version(name, caller);
   relname := name || '@' || next_version;
   qualified := format('flock_data.%I', relname);
   -- The copy, with the personal-data marks of the columns it came from applied (50_privacy.sql).
   privacy := flock._privacy_copy_snapshot(tmp, sources, qualified);
-  EXECUTE format('CREATE TRIGGER immutable BEFORE UPDATE OR DELETE OR TRUNCATE ON %s '
-                 'FOR EACH STATEMENT EXECUTE FUNCTION flock._forbid_dataset_change()', qualified);
-  EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', qualified);
-  EXECUTE format('GRANT SELECT ON %s TO %I WITH GRANT OPTION', qualified, caller);
-  EXECUTE format('COMMENT ON TABLE %s IS %L', qualified, format('flock data set %s (immutable snapshot)', relname));
+  PERFORM flock._seal_dataset_table(qualified, relname, caller);
   -- The definition the query's own columns allow, so that verify_dataset's source check (and the
   -- hash before personal-data marks) use the same one.
   SELECT * INTO h FROM flock._table_hash(qualified::regclass,
@@ -264,23 +283,11 @@ BEGIN
                    AND m.table_oid IN (SELECT * FROM flock._privacy_source_tables(sources))) THEN
     RETURN NULL;
   END IF;
-  PERFORM pg_advisory_xact_lock(hashtext('flock.datasets'), hashtext(name));
-  IF EXISTS (SELECT 1 FROM flock.datasets d WHERE d.name = _begin_snapshot.name)
-     AND NOT flock._sees_all(caller)
-     AND NOT EXISTS (SELECT 1 FROM flock.datasets d JOIN pg_roles c ON c.rolname = d.created_by
-                      WHERE d.name = _begin_snapshot.name AND pg_has_role(caller, c.oid, 'USAGE')) THEN
-    RAISE EXCEPTION 'permission denied to add a version to data set "%"', name USING ERRCODE = 'insufficient_privilege',
-      HINT = 'The name is taken by another role''s data set; choose another name.';
-  END IF;
-  SELECT coalesce(max(d.version), 0) + 1 INTO next_version FROM flock.datasets d WHERE d.name = _begin_snapshot.name;
+  next_version := flock._next_dataset_version(name, caller);
   relname := name || '@' || next_version;
   qualified := format('flock_data.%I', relname);
   EXECUTE format('CREATE TABLE %s (LIKE %s)', qualified, view);
-  EXECUTE format('CREATE TRIGGER immutable BEFORE UPDATE OR DELETE OR TRUNCATE ON %s '
-                 'FOR EACH STATEMENT EXECUTE FUNCTION flock._forbid_dataset_change()', qualified);
-  EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', qualified);
-  EXECUTE format('GRANT SELECT ON %s TO %I WITH GRANT OPTION', qualified, caller);
-  EXECUTE format('COMMENT ON TABLE %s IS %L', qualified, format('flock data set %s (immutable snapshot)', relname));
+  PERFORM flock._seal_dataset_table(qualified, relname, caller);
   RETURN relname;
 END $$;
 REVOKE ALL ON FUNCTION flock._begin_snapshot(text, regclass, text[]) FROM PUBLIC;

@@ -281,9 +281,13 @@ void fill_batch(BatchScanState* s) {
       break;
     }
     if (s->scorer_width > 0) {
-      slot_getsomeattrs(slot, s->scorer_width);
-      for (int k = 0; k < s->ncalls; ++k)
-        if (s->scorers[k]) column_scorer_add(s->scorers[k], s->nrows, slot->tts_values, slot->tts_isnull);
+      bool deformed = false;
+      for (int k = 0; k < s->ncalls; ++k) {
+        if (!s->scorers[k] || column_scorer_add_stored(s->scorers[k], s->nrows, slot)) continue;
+        if (!deformed) slot_getsomeattrs(slot, s->scorer_width);
+        deformed = true;
+        column_scorer_add(s->scorers[k], s->nrows, slot->tts_values, slot->tts_isnull);
+      }
     }
     if (s->copy_all) {
       ExecCopySlot(s->rows[s->nrows], slot);

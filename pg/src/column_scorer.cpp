@@ -6,6 +6,9 @@
 #include <cmath>
 #include <new>
 
+#include "access/tupmacs.h"
+#include "executor/tuptable.h"
+
 #include "call_state.hpp"
 #include "guard.hpp"
 
@@ -23,6 +26,13 @@ struct ColumnFeature {
   int input;       // model input k
   int64_t width;   // values per row of input k
   int64_t col;     // position in input k's row
+};
+
+// Features first..first+count-1 of a row, adjacent float4 columns at byte `offset` of the tuple's data.
+struct StoredRun {
+  int first;
+  int count;
+  int offset;
 };
 
 }  // namespace
@@ -51,6 +61,12 @@ struct ColumnScorer {
   double* audit_num;
   bool* audit_null;
   char** no_text;           // [nfeat] NULLs: audit records read text only for string inputs
+  // Rows as stored (float4_row only): the features' runs of adjacent columns at fixed offsets in
+  // a heap tuple of `stored_desc`, copied without deforming the tuple (column_scorer_add_stored).
+  TupleDesc stored_desc;    // the descriptor the runs were laid out for (nullptr: none yet)
+  bool stored_ok;           // every column up to `width` has a fixed length and the features are float4
+  int nruns;
+  StoredRun* runs;          // [nactive] at most
   flock::FeatureBatch batch;  // C++; destroyed when the memory context goes
 };
 
@@ -223,6 +239,61 @@ void column_scorer_add(ColumnScorer* cs, int r, const Datum* values, const bool*
       audit_null[f] = null;
     }
   }
+}
+
+namespace {
+
+// Lays out the runs for tuples of `desc`. Every column up to the last one read must have a fixed
+// length: then a tuple without NULLs holds each column at the offset heap_fill_tuple gave it, the
+// one PostgreSQL caches as attcacheoff.
+void lay_out_stored(ColumnScorer* cs, TupleDesc desc) {
+  cs->stored_desc = desc;
+  cs->stored_ok = false;
+  cs->nruns = 0;
+  if (!cs->float4_row || cs->width > desc->natts) return;
+  int* offsets = static_cast<int*>(palloc(sizeof(int) * std::max(cs->width, 1)));
+  int off = 0;
+  for (int a = 0; a < cs->width; ++a) {
+    Form_pg_attribute att = TupleDescAttr(desc, a);
+    if (att->attlen <= 0) return;
+    off = att_align_nominal(off, att->attalign);
+    offsets[a] = off;
+    off += att->attlen;
+  }
+  if (!cs->runs) cs->runs = static_cast<StoredRun*>(MemoryContextAlloc(cs->st->mcxt, sizeof(StoredRun) * std::max(cs->nactive, 1)));
+  for (int j = 0; j < cs->nactive; ++j) {
+    const int f = cs->active[j];
+    const int a = cs->srcs[j];
+    Form_pg_attribute att = TupleDescAttr(desc, a);
+    if (att->atttypid != FLOAT4OID || att->attlen != 4 || att->attisdropped) return;
+    StoredRun* last = cs->nruns > 0 ? &cs->runs[cs->nruns - 1] : nullptr;
+    if (last && last->first + last->count == f && last->offset + 4 * last->count == offsets[a]) {
+      last->count++;
+    } else {
+      cs->runs[cs->nruns++] = StoredRun{f, 1, offsets[a]};
+    }
+  }
+  pfree(offsets);
+  cs->stored_ok = true;
+}
+
+}  // namespace
+
+bool column_scorer_add_stored(ColumnScorer* cs, int r, TupleTableSlot* slot) {
+  if (!cs->float4_row || !(TTS_IS_BUFFERTUPLE(slot) || TTS_IS_HEAPTUPLE(slot))) return false;
+  HeapTuple tuple = reinterpret_cast<HeapTupleTableSlot*>(slot)->tuple;
+  if (!tuple || HeapTupleHasNulls(tuple)) return false;
+  if (unlikely(slot->tts_tupleDescriptor != cs->stored_desc)) lay_out_stored(cs, slot->tts_tupleDescriptor);
+  HeapTupleHeader header = tuple->t_data;
+  if (!cs->stored_ok || HeapTupleHeaderGetNatts(header) < cs->width) return false;
+  if (r >= cs->rows_alloc) grow(cs, r + 1);
+  const char* data = reinterpret_cast<const char*>(header) + header->t_hoff;
+  float* dst = cs->fdst[0] + static_cast<size_t>(r) * cs->nfeat;
+  for (int i = 0; i < cs->nruns; ++i) {
+    const StoredRun& run = cs->runs[i];
+    memcpy(dst + run.first, data + run.offset, sizeof(float) * static_cast<size_t>(run.count));
+  }
+  return true;
 }
 
 void column_scorer_score(ColumnScorer* cs, int n, Want want, Datum* out) {

@@ -52,6 +52,10 @@ void column_scorer_start(ColumnScorer* cs);
 // Writes the features of row r of the batch (raises no error but out of memory: a NULL the model
 // has no handling for is raised by column_scorer_score).
 void column_scorer_add(ColumnScorer* cs, int r, const Datum* values, const bool* isnull);
+// The same from the slot's stored tuple without deforming it, when the slot holds a heap tuple
+// without NULLs whose columns up to the last one read have fixed lengths and the features are all
+// float4 into one float input; false (nothing written) otherwise: then deform and column_scorer_add.
+bool column_scorer_add_stored(ColumnScorer* cs, int r, TupleTableSlot* slot);
 // Scores rows 0..n-1 of the batch like extract_columns() and score_rows() over the same rows: the
 // same errors, results and audit records.
 void column_scorer_score(ColumnScorer* cs, int n, Want want, Datum* out);

@@ -643,7 +643,14 @@ class Gemm final : public Kernel {
                        yc.data(), n))
           continue;
       }
-      if (!trans_a_ && !trans_b_) {
+      if (!trans_a_ && n < kGemmMinOutputs) {
+        // A few outputs (a classifier's last layer): one matrix-vector product per output, with
+        // no packing of B as a matrix product does on every call.
+        for (int64_t j = 0; j < n; ++j) {
+          if (trans_b_) yc.col(j).noalias() += alpha * (am.middleRows(r0, rows) * bm.row(j).transpose());
+          else yc.col(j).noalias() += alpha * (am.middleRows(r0, rows) * bm.col(j));
+        }
+      } else if (!trans_a_ && !trans_b_) {
         yc.noalias() += alpha * am.middleRows(r0, rows) * bm;
       } else if (trans_a_ && !trans_b_) {
         yc.noalias() += alpha * am.middleCols(r0, rows).transpose() * bm;
@@ -710,6 +717,10 @@ class SoftmaxFamily final : public Kernel {
  private:
   template <typename T>
   void compute(const T* x, T* y, int64_t outer, int64_t n, int64_t inner) const {
+    if (kind_ == SoftKind::Softmax && inner == 1) {
+      softmax_rows(x, y, outer, n);
+      return;
+    }
     for (int64_t o = 0; o < outer; ++o) {
       for (int64_t i = 0; i < inner; ++i) {
         const T* xr = x + o * n * inner + i;
@@ -745,6 +756,28 @@ class SoftmaxFamily final : public Kernel {
           }
         }
       }
+    }
+  }
+
+  // Softmax over rows of n contiguous values (a classifier's scores): the same arithmetic as the
+  // general loop, without its per-element dispatch; the largest value's exp(0) is exactly 1 and is
+  // not computed (for two classes, half the exp calls).
+  template <typename T>
+  static void softmax_rows(const T* x, T* y, int64_t rows, int64_t n) {
+    for (int64_t o = 0; o < rows; ++o) {
+      const T* xr = x + o * n;
+      T* yr = y + o * n;
+      double mx = -std::numeric_limits<double>::infinity();
+      for (int64_t j = 0; j < n; ++j) mx = std::max(mx, static_cast<double>(xr[j]));
+      double sum = 0.0;
+      for (int64_t j = 0; j < n; ++j) {
+        const double d = static_cast<double>(xr[j]) - mx;
+        const double e = d == 0.0 ? 1.0 : std::exp(d);
+        sum += e;
+        yr[j] = static_cast<T>(e);
+      }
+      const double inv = 1.0 / sum;
+      for (int64_t j = 0; j < n; ++j) yr[j] = static_cast<T>(static_cast<double>(yr[j]) * inv);
     }
   }
 

@@ -183,7 +183,11 @@ std::vector<float> linear_scores(const Features& x, const RowMatrix& w, const st
   const int64_t c = w.rows();
   RowMatrix s(x.n, c);
   if (x.n > 0 && c > 0) {
-    if (x.f > 0) {
+    if (x.f > 0 && c < 8) {
+      // A few classes or targets: one matrix-vector product each, with no packing of the
+      // coefficients as a matrix product does on every call.
+      for (int64_t j = 0; j < c; ++j) s.col(j).noalias() = x.x * w.row(j).transpose();
+    } else if (x.f > 0) {
       s.noalias() = x.x * w.transpose();
     } else {
       s.setZero();

@@ -480,8 +480,29 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
     }
     KernelContext ctx{node, attrs, opset};
     auto prebuilt = imported.kernels.find(node_index);
-    step.kernel = prebuilt != imported.kernels.end() ? prebuilt->second(ctx) : (*factory)(ctx);
+    std::unique_ptr<Kernel> kernel = prebuilt != imported.kernels.end() ? prebuilt->second(ctx) : (*factory)(ctx);
+    // The Relu that alone reads this node's only output, after it in the graph.
+    auto relu_reader = [&]() -> std::pair<const onnx::NodeProto*, int> {
+      if (node.output_size() != 1) return {nullptr, -1};
+      const std::string& y = node.output(0);
+      auto reader = reader_node.find(y);
+      if (y.empty() || graph_outputs.count(y) || readers[y] != 1 || reader == reader_node.end()) return {nullptr, -1};
+      const onnx::NodeProto& next = graph.node(reader->second);
+      const std::string next_domain = next.domain() == "ai.onnx" ? "" : next.domain();
+      if (next_domain.empty() && next.op_type() == "Relu" && next.output_size() == 1 && !next.output(0).empty() &&
+          reader->second > node_index)
+        return {&next, reader->second};
+      return {nullptr, -1};
+    };
     const onnx::NodeProto* folded_relu = nullptr;
+    if (domain.empty() && node.op_type() == "Conv") {
+      auto [relu, relu_index] = relu_reader();
+      if (relu && kernel->fold_relu()) {
+        folded_relu = relu;
+        folded_nodes.insert(relu_index);
+      }
+    }
+    step.kernel = std::move(kernel);
     if (domain.empty() && node.op_type() == "Gemm" && node.input_size() >= 2 && node.output_size() == 1) {
       auto constant = [&](int k) -> const Tensor* {
         if (k >= node.input_size() || node.input(k).empty()) return nullptr;
@@ -492,20 +513,13 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
       const Tensor* c = constant(2);
       const bool c_ok = c || node.input_size() < 3 || node.input(2).empty();
       if (b && c_ok && kernels::dense_layer_fusable(attrs, *b, c)) {
-        const std::string& y = node.output(0);
-        auto reader = reader_node.find(y);
-        if (!y.empty() && !graph_outputs.count(y) && readers[y] == 1 && reader != reader_node.end()) {
-          const onnx::NodeProto& next = graph.node(reader->second);
-          const std::string next_domain = next.domain() == "ai.onnx" ? "" : next.domain();
-          if (next_domain.empty() && next.op_type() == "Relu" && next.output_size() == 1 &&
-              !next.output(0).empty() && reader->second > node_index)
-            folded_relu = &next;
-        }
-        if (auto dense = kernels::make_dense_layer(attrs, *b, c, step.kernel, folded_relu != nullptr)) {
+        auto [relu, relu_index] = relu_reader();
+        if (auto dense = kernels::make_dense_layer(attrs, *b, c, step.kernel, relu != nullptr)) {
           step.kernel = std::move(dense);
-          if (folded_relu) folded_nodes.insert(reader->second);
-        } else {
-          folded_relu = nullptr;
+          if (relu) {
+            folded_relu = relu;
+            folded_nodes.insert(relu_index);
+          }
         }
       }
     }

@@ -33,6 +33,10 @@ class Kernel {
   // Bytes of what the kernel keeps between runs beyond its object (e.g. compiled tree nodes), for
   // a model's memory estimate.
   virtual size_t memory_bytes() const { return 0; }
+  // Asked at compile time when a Relu is the only reader of the kernel's only output: true if the
+  // kernel now writes Relu of its output itself (x < 0 ? 0 : x, NaN passing through), so the plan
+  // drops the Relu node. The default declines.
+  virtual bool fold_relu() { return false; }
 };
 
 // Typed, checked access to a node's attributes.

@@ -321,7 +321,7 @@ constexpr int64_t kDirectMaxTaps = 1024;
 // of ystride.
 template <int OB>
 void conv1d_tile(const float* xp, int64_t lp, const float* w, int64_t cg, int64_t k, int64_t d, const float* bias,
-                 float* y, int64_t ystride, int64_t out) {
+                 float* y, int64_t ystride, int64_t out, bool relu) {
   const int64_t ck = cg * k;
   for (int64_t p0 = 0; p0 < out; p0 += 16) {
     V8f acc[OB][2];
@@ -338,6 +338,14 @@ void conv1d_tile(const float* xp, int64_t lp, const float* w, int64_t cg, int64_
           acc[o][0] += wv * x0;
           acc[o][1] += wv * x1;
         }
+      }
+    }
+    if (relu) {  // a folded Relu (x < 0 ? 0 : x: NaN passes through), in registers
+      const V8f zero = splat8(0.0f);
+#pragma GCC unroll 8
+      for (int o = 0; o < OB; ++o) {
+        acc[o][0] = acc[o][0] < zero ? zero : acc[o][0];
+        acc[o][1] = acc[o][1] < zero ? zero : acc[o][1];
       }
     }
     if (p0 + 16 <= out) {
@@ -367,7 +375,7 @@ using V16f = float __attribute__((vector_size(64)));
 template <int OB>
 __attribute__((target("avx512f"))) void conv1d_tile_avx512(const float* xp, int64_t lp, const float* w, int64_t cg,
                                                             int64_t k, int64_t d, const float* bias, float* y,
-                                                            int64_t ystride, int64_t out) {
+                                                            int64_t ystride, int64_t out, bool relu) {
   const int64_t ck = cg * k;
   for (int64_t p0 = 0; p0 < out; p0 += 32) {
     V16f acc[OB][2];
@@ -389,6 +397,14 @@ __attribute__((target("avx512f"))) void conv1d_tile_avx512(const float* xp, int6
           acc[o][0] += wv * x0;
           acc[o][1] += wv * x1;
         }
+      }
+    }
+    if (relu) {  // a folded Relu (x < 0 ? 0 : x: NaN passes through), in registers
+      const V16f zero = {};
+#pragma GCC unroll 12
+      for (int o = 0; o < OB; ++o) {
+        acc[o][0] = acc[o][0] < zero ? zero : acc[o][0];
+        acc[o][1] = acc[o][1] < zero ? zero : acc[o][1];
       }
     }
     const int64_t n = std::min<int64_t>(32, out - p0);
@@ -416,7 +432,7 @@ bool conv_avx512() {
 #else
 template <int OB>
 void conv1d_tile_avx512(const float*, int64_t, const float*, int64_t, int64_t, int64_t, const float*, float*, int64_t,
-                        int64_t) {}
+                        int64_t, bool) {}
 bool conv_avx512() { return false; }
 #endif
 
@@ -472,14 +488,29 @@ class Conv final : public Kernel {
     const std::vector<Axis> axes = resolve_axes(win_, kernel, x.shape, where_);
     // compute writes every element
     Tensor y = Tensor::uninitialized(x.type, window_output_shape(x.shape[0], m, axes, where_));
-    if (x.type == ElemType::Float) compute<float>(x, w, b, axes, y);
-    else compute<double>(x, w, b, axes, y);
+    const bool relu_done = x.type == ElemType::Float ? compute<float>(x, w, b, axes, y) : compute<double>(x, w, b, axes, y);
+    if (relu_ && !relu_done) {
+      if (x.type == ElemType::Float) relu_in_place(y.f.data(), y.numel());
+      else relu_in_place(y.d.data(), y.numel());
+    }
     set_out(out, 0, std::move(y));
   }
 
+  bool fold_relu() override {
+    relu_ = true;
+    return true;
+  }
+
  private:
+  // The folded Relu (ONNX's: NaN passes through) over `count` values just computed.
   template <typename T>
-  void compute(const Tensor& xt, const Tensor& wt, const Tensor* bt, const std::vector<Axis>& axes,
+  static void relu_in_place(T* v, int64_t count) {
+    for (T *p = v, *end = v + count; p != end; ++p) *p = *p < T(0) ? T(0) : *p;
+  }
+
+  // Returns whether the folded Relu was applied (by the direct path's tiles, in registers).
+  template <typename T>
+  bool compute(const Tensor& xt, const Tensor& wt, const Tensor* bt, const std::vector<Axis>& axes,
                Tensor& yt) const {
     const int64_t n_batch = xt.shape[0], c = xt.shape[1], m = wt.shape[0], cg = wt.shape[1];
     const int64_t groups = group_, mg = m / groups;
@@ -497,11 +528,11 @@ class Conv final : public Kernel {
     const T* w = cdata<T>(wt);
     const T* bias = bt ? cdata<T>(*bt) : nullptr;
     T* y = mdata<T>(yt);
-    if (n_batch == 0 || m == 0 || out_size == 0) return;
+    if (n_batch == 0 || m == 0 || out_size == 0) return true;
     if (ck == 0) {  // no input channels: the output is the bias
       for (int64_t n = 0; n < n_batch; ++n)
         for (int64_t o = 0; o < m; ++o) std::fill_n(y + (n * m + o) * out_size, out_size, bias ? bias[o] : T(0));
-      return;
+      return false;
     }
     // dst: an [mg, out_size] block, set to the bias of its channels (or zero) before the product
     // is accumulated into it.
@@ -531,10 +562,10 @@ class Conv final : public Kernel {
             auto tile = [&](auto ob, int64_t o) {
               if (wide)
                 conv1d_tile_avx512<decltype(ob)::value>(xp, lp, wg + o * ck, cg, ax.k, ax.d, bg ? bg + o : nullptr,
-                                                        yg + o * out_size, out_size, out_size);
+                                                        yg + o * out_size, out_size, out_size, relu_);
               else
                 conv1d_tile<decltype(ob)::value>(xp, lp, wg + o * ck, cg, ax.k, ax.d, bg ? bg + o : nullptr,
-                                                 yg + o * out_size, out_size, out_size);
+                                                 yg + o * out_size, out_size, out_size, relu_);
             };
             int64_t o = 0;
             if (wide)
@@ -548,7 +579,7 @@ class Conv final : public Kernel {
             if (o < mg) tile(std::integral_constant<int, 1>{}, o);
           }
         }
-        return;
+        return true;
       }
     }
 
@@ -562,7 +593,7 @@ class Conv final : public Kernel {
           product(w + g * mg * ck, x + (n * c + g * cg) * in_size, dst, mg, cg, in_size, true);
         }
       }
-      return;
+      return false;
     }
 
     // im2col over "units": one unit is one row of the last output dimension of one sample, so a
@@ -668,11 +699,13 @@ class Conv final : public Kernel {
         }
       }
     }
+    return false;
   }
 
   std::string where_;
   WindowAttrs win_;
   int64_t group_ = 1;
+  bool relu_ = false;  // a following Relu folded in (fold_relu)
 };
 
 // ---------------------------------------------------------------------------------------------------

@@ -120,10 +120,21 @@ double overcharge(PlannerInfo* root, RelOptInfo* rel, const ScanQual* sorted, in
   return fetched * Max(charged - evaluated, 0.0);
 }
 
-// One unparameterized scan path's overcharge; 0 for paths PostgreSQL costs otherwise (parameterized,
-// partial, partial indexes, joins of Gather, ...).
+// A parallel scan's share of the work per process, as costsize.c's get_parallel_divisor.
+double parallel_divisor(const Path* path) {
+  double divisor = path->parallel_workers;
+  if (parallel_leader_participation) {
+    double leader = 1.0 - 0.3 * path->parallel_workers;
+    if (leader > 0) divisor += leader;
+  }
+  return divisor;
+}
+
+// One scan path's overcharge; 0 for the paths left as PostgreSQL costs them (parameterized ones,
+// scans of partial indexes, Gather, ...). A parallel scan's qual costs are divided among its
+// processes.
 double path_overcharge(PlannerInfo* root, RelOptInfo* rel, Path* path, ScanQual* quals, int nquals) {
-  if (path->param_info || path->parallel_workers > 0) return 0;
+  if (path->param_info) return 0;
   ScanQual* charged = static_cast<ScanQual*>(palloc(sizeof(ScanQual) * nquals));
   int n = 0;
   List* enforced = NIL;
@@ -148,7 +159,8 @@ double path_overcharge(PlannerInfo* root, RelOptInfo* rel, Path* path, ScanQual*
   } else {
     return 0;
   }
-  return overcharge(root, rel, charged, n, enforced, fetched);
+  double over = overcharge(root, rel, charged, n, enforced, fetched);
+  return path->parallel_workers > 0 ? over / parallel_divisor(path) : over;
 }
 
 int cheaper_total(const ListCell* a, const ListCell* b) {
@@ -193,9 +205,16 @@ void correct_qual_costs(PlannerInfo* root, RelOptInfo* rel, Index rti, RangeTblE
     Path* path = static_cast<Path*>(lfirst(lc));
     double over = path_overcharge(root, rel, path, quals, n);
     path->total_cost -= Min(over, path->total_cost - path->startup_cost);  // a run cost, never below startup
-    has_seqscan |= IsA(path, Path) && path->pathtype == T_SeqScan && !path->param_info;
+    has_seqscan |= IsA(path, Path) && path->pathtype == T_SeqScan && !path->param_info && path->parallel_workers == 0;
   }
   list_sort(rel->pathlist, cheaper_total);
+  // Partial paths too, before the Gather paths over them are made (after this hook).
+  foreach (lc, rel->partial_pathlist) {
+    Path* path = static_cast<Path*>(lfirst(lc));
+    double over = path_overcharge(root, rel, path, quals, n);
+    path->total_cost -= Min(over, path->total_cost - path->startup_cost);
+  }
+  list_sort(rel->partial_pathlist, cheaper_total);
   // The sequential scan add_path dropped for a cheaper-looking index or bitmap path comes back
   // recosted (set_plain_rel_pathlist makes one for every plain table).
   char relkind = get_rel_relkind(rte->relid);

@@ -177,11 +177,17 @@ void correct_qual_costs(PlannerInfo* root, RelOptInfo* rel, Index rti, RangeTblE
     return;
   Oid flock_namespace = get_namespace_oid("flock", true);
   if (!OidIsValid(flock_namespace)) return;
+  bool any_prediction = false;
+  ListCell* lc;
+  foreach (lc, rel->baserestrictinfo) {
+    Node* clause = reinterpret_cast<Node*>(static_cast<RestrictInfo*>(lfirst(lc))->clause);
+    if ((any_prediction = contains_prediction(clause, &flock_namespace))) break;
+  }
+  if (!any_prediction) return;
   const int nquals = list_length(rel->baserestrictinfo);
   ScanQual* quals = static_cast<ScanQual*>(palloc(sizeof(ScanQual) * nquals));
   int n = 0;
-  bool any_prediction = false;
-  ListCell* lc;
+  any_prediction = false;  // among the quals that are not one-time filters
   foreach (lc, rel->baserestrictinfo) {
     RestrictInfo* rinfo = static_cast<RestrictInfo*>(lfirst(lc));
     if (rinfo->pseudoconstant) continue;  // a one-time filter, costed apart

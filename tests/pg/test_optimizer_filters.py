@@ -682,6 +682,24 @@ def test_unselective_filters_are_not_used_unless_always(conn, skewed, unindexed,
     assert result(conn, sql, "on") == result(conn, sql, "off")
 
 
+@pytest.mark.parametrize("where", [
+    "flock.predict('diabetes_tree', t) > 150 AND t.age < 0",
+    "flock.predict('diabetes_tree', t) > 150 AND (t.age < 0 OR t.bmi IS NULL) AND t.s5 > -0.05",
+    "flock.predict('diabetes_tree', t) > 150 AND t.bmi > (SELECT avg(bmi) FROM dia)",
+    "flock.predict('diabetes_tree', t) > 150 AND t.age < 0 AND now() IS NOT NULL",
+    "flock.predict('diabetes_tree', t) > 150 AND t.age < 0 AND false",
+    "flock.predict('diabetes_tree', t) > 150 AND flock.predict('diabetes_linreg', t) < 200 AND t.s5 > 0",
+    "flock.predict('diabetes_tree', t) BETWEEN 100 AND 200 AND t.bmi > 0.01 AND t.s5 < 0.02",
+])
+@pytest.mark.parametrize("settings", [{}, {"enable_seqscan": "off"}, {"flock.batching": "off"}, PARALLEL])
+def test_scans_with_a_prediction_qual_and_others_are_recosted_without_changing_results(conn, diabetes, where,
+                                                                                       settings):
+    """The recosting of scans whose quals include a prediction (prediction_cost.cpp) changes costs,
+    never rows: subplans, ORs, one-time filters, a relation proven empty, two predictions, with
+    index scans forced, unbatched, parallel; the same rows with the optimizer off."""
+    sql = f"SELECT ctid::text FROM dia t WHERE {where} ORDER BY 1"
+    assert result(conn, sql, "on", **settings) == result(conn, sql, "off", **settings)
+
 def test_a_float4_array_of_the_columns_gets_a_derived_filter(conn, skewed):
     cols = ", ".join(f"t.{c}" for c in ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"])
     sql = (f"SELECT ctid::text FROM skew t WHERE flock.predict('diabetes_tree', ARRAY[{cols}]::float4[]) >= {skewed!r} "

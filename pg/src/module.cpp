@@ -177,6 +177,7 @@ void _PG_init(void) {
   flock::set_interrupt_check(interrupt_requested);  // query cancel and statement_timeout stop model runs
   install_batching();
   install_plan_notes();  // EXPLAIN lines of the optimizer's query rewrites
+  install_prediction_costs();  // scans with a prediction qual costed with their quals short-circuited (issue 13)
   // Audit records carry the statement's query id: have it computed (compute_query_id = auto)
   // as pg_stat_statements does. Only possible at server start.
   if (process_shared_preload_libraries_in_progress) EnableQueryId();

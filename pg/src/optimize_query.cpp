@@ -9,8 +9,10 @@
 // every row satisfying the conjunct satisfies, ANDed next to it: PostgreSQL can then use an index,
 // a partition bound or a cheaper filter before the model runs. The original conjunct stays, so the
 // result is exactly the same. The rewritten query is kept only when PostgreSQL's planner estimates
-// it cheaper than the original (both are planned; `always`: kept anyway); then the calls of the
-// model name the version the filter was derived from.
+// it cheaper than the original (both are planned; `always`: kept anyway; a scan with a prediction
+// qual is costed with its quals short-circuited, prediction_cost.cpp, so quals that reject rows
+// before the model lower the estimate); then the calls of the model name the version the filter
+// was derived from.
 // Plain PostgreSQL code; C++ only inside flock_guard.
 #include "pg.hpp"  // must come first
 

@@ -6,4 +6,8 @@ namespace flock::pg {
 
 extern bool optimizer_costs;  // GUC flock.optimizer_costs
 
+// Chains the set_rel_pathlist_hook that recosts scans with a prediction qual for quals evaluated
+// cheapest first (correct_qual_costs). Called from _PG_init.
+void install_prediction_costs();
+
 }  // namespace flock::pg

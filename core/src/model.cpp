@@ -18,6 +18,7 @@
 #include "flock/utf8.hpp"
 #include "kernels/dense_layer.hpp"
 #include "model_internals.hpp"
+#include "row_chunks.hpp"
 #include "xgboost_import.hpp"
 
 namespace flock {
@@ -123,6 +124,9 @@ size_t tensor_bytes(const Tensor& t) {
 }  // namespace
 
 // The compiled graph: value slots, constant tensors and one kernel per node, in graph order.
+// Rows per chunk of a large batch (Plan::row_chunk): a CNN's activations for 256 rows fit in L2.
+constexpr int64_t kRowChunk = 256;
+
 class Plan {
  public:
   struct Step {
@@ -213,8 +217,100 @@ class Plan {
   // outputs; constants excluded) at any point of the run. `observe`, when given, sees each step's
   // inputs and outputs right after it ran (flock.trace); no input is donated then, so what it sees
   // is what the step read.
+  // Rows per chunk when a large batch runs as chunks of rows (0: the graph runs whole; see
+  // row_chunks.hpp). Each chunk's activations stay in cache from one node to the next.
+  int64_t row_chunk = 0;
+
   std::vector<Tensor> run(std::vector<Tensor> inputs, size_t* peak_bytes = nullptr,
                           const ModelInternals::StepObserver* observe = nullptr) const {
+    if (row_chunk > 0 && !observe && chunkable(inputs)) return run_chunks(std::move(inputs), peak_bytes);
+    return run_whole(std::move(inputs), peak_bytes, observe);
+  }
+
+ private:
+  static bool chunkable_type(ElemType t) {
+    return t == ElemType::Float || t == ElemType::Double || t == ElemType::Int64 || t == ElemType::Bool;
+  }
+
+  // Every input has the same number of rows, at least two chunks' worth, and a type sliced by rows.
+  bool chunkable(const std::vector<Tensor>& inputs) const {
+    if (inputs.empty() || inputs[0].shape.empty()) return false;
+    const int64_t rows = inputs[0].shape[0];
+    if (rows < 2 * row_chunk) return false;
+    for (const Tensor& t : inputs)
+      if (t.shape.empty() || t.shape[0] != rows || !chunkable_type(t.type) ||
+          static_cast<int64_t>(t.size()) != t.numel())
+        return false;
+    return true;
+  }
+
+  // Rows r0..r0+rows-1 of t (whose axis 0 holds at least r0 + rows rows).
+  static Tensor slice_rows(const Tensor& t, int64_t r0, int64_t rows) {
+    std::vector<int64_t> shape = t.shape;
+    const int64_t width = t.shape[0] > 0 ? t.numel() / t.shape[0] : 0;
+    shape[0] = rows;
+    Tensor out = Tensor::uninitialized(t.type, std::move(shape));
+    const size_t from = static_cast<size_t>(r0 * width), n = static_cast<size_t>(rows * width);
+    switch (t.type) {
+      case ElemType::Float: std::copy_n(t.f.begin() + from, n, out.f.begin()); break;
+      case ElemType::Double: std::copy_n(t.d.begin() + from, n, out.d.begin()); break;
+      case ElemType::Int64: std::copy_n(t.i.begin() + from, n, out.i.begin()); break;
+      case ElemType::Bool: std::copy_n(t.b.begin() + from, n, out.b.begin()); break;
+      case ElemType::String: std::copy_n(t.s.begin() + from, n, out.s.begin()); break;
+    }
+    return out;
+  }
+
+  // The batch as chunks of row_chunk rows, the outputs joined along axis 0. Should an output not
+  // come out as rows of the chunk (which row_chunks.cpp rules out), the batch runs whole instead.
+  std::vector<Tensor> run_chunks(std::vector<Tensor> inputs, size_t* peak_bytes) const {
+    const int64_t rows = inputs[0].shape[0];
+    std::vector<std::vector<Tensor>> parts;
+    size_t peak = 0;
+    for (int64_t r0 = 0; r0 < rows; r0 += row_chunk) {
+      const int64_t n = std::min(row_chunk, rows - r0);
+      std::vector<Tensor> chunk;
+      chunk.reserve(inputs.size());
+      for (const Tensor& t : inputs) chunk.push_back(slice_rows(t, r0, n));
+      size_t chunk_peak = 0;
+      parts.push_back(run_whole(std::move(chunk), peak_bytes ? &chunk_peak : nullptr, nullptr));
+      peak = std::max(peak, chunk_peak);
+    }
+    std::vector<Tensor> result;
+    for (size_t k = 0; k < output_slots.size(); ++k) {
+      const Tensor& first = parts[0][k];
+      if (first.shape.empty() || !chunkable_type(first.type)) return run_whole(std::move(inputs), peak_bytes, nullptr);
+      std::vector<int64_t> shape = first.shape;
+      shape[0] = rows;
+      int64_t at = 0;
+      for (size_t c = 0; c < parts.size(); ++c) {
+        const Tensor& part = parts[c][k];
+        const int64_t n = std::min(row_chunk, rows - static_cast<int64_t>(c) * row_chunk);
+        if (part.type != first.type || part.shape.size() != shape.size() || part.shape[0] != n ||
+            !std::equal(part.shape.begin() + 1, part.shape.end(), shape.begin() + 1))
+          return run_whole(std::move(inputs), peak_bytes, nullptr);
+      }
+      Tensor joined(first.type, shape);
+      for (auto& part : parts) {
+        const size_t n = part[k].size();
+        switch (first.type) {
+          case ElemType::Float: std::copy_n(part[k].f.begin(), n, joined.f.begin() + at); break;
+          case ElemType::Double: std::copy_n(part[k].d.begin(), n, joined.d.begin() + at); break;
+          case ElemType::Int64: std::copy_n(part[k].i.begin(), n, joined.i.begin() + at); break;
+          case ElemType::Bool: std::copy_n(part[k].b.begin(), n, joined.b.begin() + at); break;
+          case ElemType::String: break;
+        }
+        at += static_cast<int64_t>(n);
+      }
+      result.push_back(std::move(joined));
+    }
+    if (peak_bytes) *peak_bytes = peak;
+    return result;
+  }
+
+ public:
+  std::vector<Tensor> run_whole(std::vector<Tensor> inputs, size_t* peak_bytes,
+                                const ModelInternals::StepObserver* observe) const {
     poll_interrupt();
     // The buffers of the previous run, unless another thread runs this plan now (then a fresh arena).
     ArenaLease lease(*this);
@@ -560,6 +656,23 @@ std::shared_ptr<const Model> Model::load_unguarded(std::span<const uint8_t> byte
   }
   if (sig.outputs.empty()) fail(ErrorCode::InvalidModel, "model has no outputs");
   plan.plan_releases();
+
+  // A graph that keeps rows apart runs a large batch as chunks of rows (Plan::row_chunk).
+  {
+    std::map<std::string, int> input_ranks;
+    for (const auto& vi : graph.input()) {
+      if (initializer_names.count(vi.name())) continue;
+      const auto& tt = vi.type().tensor_type();
+      input_ranks[vi.name()] = tt.has_shape() ? tt.shape().dim_size() : -1;
+    }
+    auto constant = [&](const std::string& name) -> const Tensor* {
+      auto slot = slot_of.find(name);
+      if (slot == slot_of.end()) return nullptr;
+      auto c = plan.constants.find(slot->second);
+      return c == plan.constants.end() ? nullptr : &c->second;
+    };
+    if (detail::rows_independent(graph, opsets, constant, input_ranks)) plan.row_chunk = kRowChunk;
+  }
 
   // Which output is the label, which the score. A classifier has an int64 or string tensor output.
   for (int k = 0; k < graph.output_size(); ++k) {

@@ -993,6 +993,35 @@ TEST(TreeEnsembleSimdWalk, MatchesPortableWalkBitForBit) {
         set_double_tensor(two, "target_weights_as_tensor", weights);
         kernels.emplace_back(two, 1);
         kernels.emplace_back(to_tree(on_class(3)).classifier({7, 8, 9}), 2);
+        // Every tree on target 1 of two: summed in a column of its own (Fast::one_target), which
+        // must also give the reference sums, target 0 reading 0.
+        auto on_target1 = trees;
+        for (auto& t : on_target1)
+          for (auto& w : t.weights)
+            for (auto& p : w) p.first = 1;
+        {
+          auto k = compile(to_tree(on_target1).regressor(2));
+          for (int64_t rows_n : {5, 130}) {
+            const auto v = random_rows(rows_n, s.n_features, s.seed + 7 * static_cast<uint32_t>(rows_n));
+            for (bool simd : {true, false}) {
+              flock::tree::set_simd_walk(simd);
+              const auto out = run(*k, Tensor::floats({rows_n, s.n_features}, v), 1)[0];
+              for (int64_t r = 0; r < rows_n; ++r) {
+                double sum = 0;
+                bool scored = false;
+                for (const auto& t : on_target1) {
+                  const auto& w = t.weights[static_cast<size_t>(ref_leaf(t, &v[static_cast<size_t>(r * s.n_features)]))];
+                  for (const auto& p : w) {
+                    sum += static_cast<double>(p.second);
+                    scored = true;
+                  }
+                }
+                ASSERT_EQ(out.f[static_cast<size_t>(2 * r)], 0.0f) << "row " << r;
+                ASSERT_EQ(out.f[static_cast<size_t>(2 * r + 1)], scored ? static_cast<float>(sum) : 0.0f) << "row " << r;
+              }
+            }
+          }
+        }
         for (const auto& [node, n_out] : kernels) {
           auto k = compile(node);
           for (int64_t rows_n : {1, 9, 16, 31, 128, 200, 256, 300}) {

@@ -246,6 +246,7 @@ struct Fast {
   std::vector<uint8_t> col_fill;     // per buffer column: 1 if NaN becomes fill_value
   float fill_value = 0;
   std::vector<int32_t> targets_always;  // targets every row gets a weight for (simple trees)
+  int32_t one_target = -1;  // >= 0: every tree has one weight per leaf, all for this target
 };
 
 template <typename V>
@@ -413,6 +414,10 @@ Fast build_fast(const Ensemble& e, V&& leaf_value, G&& leaf_target) {
   }
   for (size_t k = 0; k < has_target.size(); ++k)
     if (has_target[k]) f.targets_always.push_back(static_cast<int32_t>(k));
+  if (!f.trees.empty() && std::all_of(f.trees.begin(), f.trees.end(), [&](const PTree& pt) {
+        return pt.target >= 0 && pt.target == f.trees[0].target;
+      }))
+    f.one_target = f.trees[0].target;
   f.enabled = true;
   return f;
 }
@@ -863,9 +868,9 @@ bool use_fast(const Fast& f) {
   return std::is_same_v<In, float> && f.enabled;
 }
 
-// Sum of every tree's weights into s (rows x K) and h, for rows [r0, r1): the fast layout adds the
-// single weight of a "simple" tree's leaf directly (its target's h is preset by the caller),
-// other leaves go through their weight lists.
+// Sum of every tree's weights into s (rows x K, zeros on entry) and h, for rows [r0, r1) (at most
+// a block): the fast layout adds the single weight of a "simple" tree's leaf directly (its
+// target's h is preset by the caller), other leaves go through their weight lists.
 template <typename T, typename In>
 void sum_weights(const Ensemble& e, const Fast& f, const std::vector<Node<T>>& nodes, const In* x, int64_t stride,
                  int64_t r0, int64_t r1, size_t K, double* s, uint8_t* h) {
@@ -886,6 +891,17 @@ void sum_weights(const Ensemble& e, const Fast& f, const std::vector<Node<T>>& n
       const PTree* trees = f.trees.data();
       const double* sv = f.slot_value.data();
       const int32_t* sn = f.slot_node.data();
+      if (f.one_target >= 0 && K > 1 && r1 - r0 <= kBlockRows) {
+        // Every tree adds to one target (XGBoost's binary:logistic): sum in a contiguous column,
+        // which the vector sum prefers, then move it into s. The same additions from the same 0 in
+        // the same order, and 0 + sum is the sum (never -0, starting from +0): the same bits.
+        double column[kBlockRows] = {};
+        visit_fast(
+            f, x, stride, r0, r1, [&](int64_t r, int64_t, int64_t slot) { column[r] += sv[slot]; },
+            [&](int64_t t, int64_t, const uint32_t* slot, int64_t n) { add_slot_values(f, t, slot, n, column, 1, 0); });
+        for (int64_t r = 0; r < r1 - r0; ++r) s[r * static_cast<int64_t>(K) + f.one_target] += column[r];
+        return;
+      }
       auto on = [&](int64_t r, int64_t t, int64_t slot) {
         const int32_t c = trees[t].target;
         if (c >= 0) s[r * static_cast<int64_t>(K) + c] += sv[slot];

@@ -1,6 +1,7 @@
 // flock_bench_trees: tree-ensemble inference, flock core vs libxgboost, single thread, same run.
 //
 //   flock_bench_trees --data DIR [--rows N] [--rounds R] [--min-time S] [--batch B] [--quick] [--load-only]
+//                     [--model FILE]... [--no-load]
 //
 // DIR is what make_data.py wrote: x.f32 / x_missing.f32 (rows x 28 float32) and XGBoost JSON
 // models. For each model (500 trees depth 8, 100 trees depth 6, and 500 trees depth 8 on data
@@ -225,6 +226,8 @@ struct Options {
   int64_t batch = 1024;
   bool quick = false;
   bool load_only = false;  // only the Model::load timings: no data files, no scoring
+  std::vector<std::string> models;  // --model: score only these model files (default: all three)
+  bool no_load = false;             // --no-load: skip the Model::load timings
 };
 
 // rows/s from elapsed and from CPU time
@@ -417,8 +420,10 @@ int main(int argc, char** argv) {
     else if (a == "--batch") o.batch = std::stoll(next());
     else if (a == "--quick") o.quick = true;
     else if (a == "--load-only") o.load_only = true;
+    else if (a == "--model") o.models.push_back(next());
+    else if (a == "--no-load") o.no_load = true;
     else die(2, "unknown argument " + a + "\nusage: flock_bench_trees --data DIR [--rows N] [--rounds R] "
-                                         "[--min-time S] [--batch B] [--quick] [--load-only]");
+                                         "[--min-time S] [--batch B] [--quick] [--load-only] [--model FILE]... [--no-load]");
   }
   if (o.data.empty()) die(2, "--data DIR is required");
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows up line by line under make / cmake
@@ -446,9 +451,14 @@ int main(int argc, char** argv) {
 
   bool ok = true;
   std::vector<Result> results;
-  results.push_back(bench_model(o, "trees500_d8.json", "500 trees depth 8", x, rows, &ok));
-  results.push_back(bench_model(o, "trees100_d6.json", "100 trees depth 6", x, rows, &ok));
-  results.push_back(bench_model(o, "trees500_d8_missing.json", "500x8, 5% missing values", xm, rows, &ok));
+  auto wanted = [&](const char* file) {
+    return o.models.empty() || std::find(o.models.begin(), o.models.end(), file) != o.models.end();
+  };
+  if (wanted("trees500_d8.json")) results.push_back(bench_model(o, "trees500_d8.json", "500 trees depth 8", x, rows, &ok));
+  if (wanted("trees100_d6.json")) results.push_back(bench_model(o, "trees100_d6.json", "100 trees depth 6", x, rows, &ok));
+  if (wanted("trees500_d8_missing.json"))
+    results.push_back(bench_model(o, "trees500_d8_missing.json", "500x8, 5% missing values", xm, rows, &ok));
+  if (results.empty()) die(2, "--model: no such model (trees500_d8.json, trees100_d6.json, trees500_d8_missing.json)");
 
   std::printf("\nthroughput, rows/s, single thread (CPU: per second of process CPU time; elapsed in brackets)\n");
   std::printf("  xgboost = the faster of inplace (XGBoosterPredictFromDense) and DMatrix prediction\n");
@@ -479,7 +489,7 @@ int main(int argc, char** argv) {
       std::printf("\n");
     }
   }
-  print_load_times(o);
+  if (!o.no_load) print_load_times(o);
   std::printf("\n%s\n", ok ? "all outputs agree" : "FIDELITY FAILURE");
   return ok ? 0 : 1;
 }

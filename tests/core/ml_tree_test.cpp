@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -685,6 +686,7 @@ struct RandomForestSpec {
   const char* mode = "BRANCH_LT";
   bool infinite_thresholds = false;
   bool chain = false;  // every false child a leaf: trees exactly max_depth deep with few nodes
+  bool full = false;   // no leaf above max_depth: complete trees
   uint32_t seed = 1;
 };
 
@@ -706,7 +708,7 @@ std::vector<RefTree> random_forest(const RandomForestSpec& s) {
       tr.mode.push_back("LEAF");
       tr.weights.emplace_back();
       const bool leaf = force_leaf || depth >= s.max_depth ||
-                        (!s.chain && depth > 0 && gen() % 100 < static_cast<uint32_t>(10 + 8 * depth));
+                        (!s.chain && !s.full && depth > 0 && gen() % 100 < static_cast<uint32_t>(10 + 8 * depth));
       if (leaf) {
         for (int w = 0; w < s.weights_per_leaf; ++w)
           tr.weights[static_cast<size_t>(k)].push_back({static_cast<int64_t>(gen() % s.n_ids), u(gen)});
@@ -932,6 +934,112 @@ TEST_P(TreeEnsembleFast, MinMaxAndMultiTargetThroughPerfectLayout) {
       }
     }
   }
+}
+
+// The AVX-512 walk (whole trees up to depth 6 evaluated QuickScorer style, the top five levels of
+// deeper ones, leaf values picked by permutes and added in vectors) against the portable walk, bit
+// for bit: random ensembles of depth 0 to 9 (sparse, chains and complete trees) in every mode,
+// inputs with NaN, infinities and -0, row counts around the row group and the block; a regressor
+// (one target), XGBoost's binary classifier (every weight on class 0, two outputs per row), a
+// two-target regressor whose weights are not floats, and three classes (each tree on one).
+TEST(TreeEnsembleSimdWalk, MatchesPortableWalkBitForBit) {
+  if (!flock::tree::simd_walk_available()) GTEST_SKIP() << "no AVX-512F on this CPU";
+  struct RestoreWalk {
+    ~RestoreWalk() { flock::tree::set_simd_walk(flock::tree::simd_walk_available()); }
+  } restore;
+  auto bits = [](const Tensor& t) {
+    std::vector<uint64_t> b;
+    for (float v : t.f) b.push_back(std::bit_cast<uint32_t>(v));
+    for (double v : t.d) b.push_back(std::bit_cast<uint64_t>(v));
+    for (int64_t v : t.i) b.push_back(static_cast<uint64_t>(v));
+    return b;
+  };
+  auto float_attr = [](const onnx::NodeProto& n, const std::string& name) {
+    for (const auto& a : n.attribute())
+      if (a.name() == name) return std::vector<float>(a.floats().begin(), a.floats().end());
+    return std::vector<float>{};
+  };
+  int compared = 0;
+  for (int depth = 0; depth <= 9; ++depth) {
+    for (int shape = 0; shape < 3; ++shape) {
+      for (const char* mode : {"BRANCH_LT", "BRANCH_LEQ", "BRANCH_GTE", "BRANCH_GT"}) {
+        SCOPED_TRACE(std::string(mode) + " depth " + std::to_string(depth) + " shape " + std::to_string(shape));
+        RandomForestSpec s;
+        s.max_depth = depth;
+        s.mode = mode;
+        s.n_trees = depth > 7 ? 4 : 11;
+        s.n_features = 7;
+        s.chain = shape == 1;
+        s.full = shape == 2;
+        s.seed = static_cast<uint32_t>(1000 + 10 * depth + shape);
+        const auto trees = random_forest(s);
+        std::vector<std::pair<onnx::NodeProto, size_t>> kernels;  // node, outputs
+        kernels.emplace_back(to_tree(trees).regressor(1), 1);
+        auto on_class = [&](int n_ids) {
+          auto t = trees;
+          for (size_t ti = 0; ti < t.size(); ++ti)
+            for (auto& w : t[ti].weights)
+              for (auto& p : w) p.first = static_cast<int64_t>(ti % static_cast<size_t>(n_ids));
+          return t;
+        };
+        onnx::NodeProto binary = to_tree(on_class(1)).classifier({0, 1});
+        set_string(binary, "post_transform", "LOGISTIC");
+        set_floats(binary, "base_values", {0.25f});
+        kernels.emplace_back(binary, 2);
+        onnx::NodeProto two = to_tree(on_class(2)).regressor(2);
+        std::vector<double> weights;
+        for (float w : float_attr(two, "target_weights")) weights.push_back(static_cast<double>(w) + 1.0 / 3 * 1e-7);
+        remove_attr(two, "target_weights");
+        set_double_tensor(two, "target_weights_as_tensor", weights);
+        kernels.emplace_back(two, 1);
+        kernels.emplace_back(to_tree(on_class(3)).classifier({7, 8, 9}), 2);
+        // Every tree on target 1 of two: summed in a column of its own (Fast::one_target), which
+        // must also give the reference sums, target 0 reading 0.
+        auto on_target1 = trees;
+        for (auto& t : on_target1)
+          for (auto& w : t.weights)
+            for (auto& p : w) p.first = 1;
+        {
+          auto k = compile(to_tree(on_target1).regressor(2));
+          for (int64_t rows_n : {5, 130}) {
+            const auto v = random_rows(rows_n, s.n_features, s.seed + 7 * static_cast<uint32_t>(rows_n));
+            for (bool simd : {true, false}) {
+              flock::tree::set_simd_walk(simd);
+              const auto out = run(*k, Tensor::floats({rows_n, s.n_features}, v), 1)[0];
+              for (int64_t r = 0; r < rows_n; ++r) {
+                double sum = 0;
+                bool scored = false;
+                for (const auto& t : on_target1) {
+                  const auto& w = t.weights[static_cast<size_t>(ref_leaf(t, &v[static_cast<size_t>(r * s.n_features)]))];
+                  for (const auto& p : w) {
+                    sum += static_cast<double>(p.second);
+                    scored = true;
+                  }
+                }
+                ASSERT_EQ(out.f[static_cast<size_t>(2 * r)], 0.0f) << "row " << r;
+                ASSERT_EQ(out.f[static_cast<size_t>(2 * r + 1)], scored ? static_cast<float>(sum) : 0.0f) << "row " << r;
+              }
+            }
+          }
+        }
+        for (const auto& [node, n_out] : kernels) {
+          auto k = compile(node);
+          for (int64_t rows_n : {1, 9, 16, 31, 128, 200, 256, 300}) {
+            const auto v = random_rows(rows_n, s.n_features, s.seed + static_cast<uint32_t>(rows_n));
+            const Tensor x = Tensor::floats({rows_n, s.n_features}, v);
+            ASSERT_TRUE(flock::tree::set_simd_walk(true));
+            const auto simd = run(*k, x, n_out);
+            ASSERT_FALSE(flock::tree::set_simd_walk(false));
+            const auto portable = run(*k, x, n_out);
+            for (size_t o = 0; o < n_out; ++o)
+              ASSERT_EQ(bits(simd[o]), bits(portable[o])) << "output " << o << ", " << rows_n << " rows";
+            ++compared;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(compared, 10 * 3 * 4 * 4 * 8);
 }
 
 // ------------------------------------------------------------------------------------------------

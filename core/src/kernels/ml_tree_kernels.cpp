@@ -26,14 +26,15 @@
 // order, so every row takes exactly `depth` branch-free steps. run() copies blocks of 128 rows
 // column-major into a scratch buffer (NaN resolved there, per node, by the column a node reads)
 // and walks trees outer, 16 rows at a time inner — or for fewer than 8 rows, 8 trees at a time.
-// On a CPU with AVX-512F the top five levels of each tree are evaluated with vector compares
-//
-// Files: ml_tree_compile.cpp (attributes -> Ensemble, validation), ml_tree_walk.hpp (the walk and
-// its AVX-512 form), this file (the kernels: aggregation, post transforms, ORT's output rules).
-// instead (walk_top_avx512), and the walk continues from there.
+// On a CPU with AVX-512F, trees at most six deep are evaluated instead, QuickScorer style, with
+// vector compares (eval_tree_avx512) and their leaf values added by permutes; deeper trees evaluate
+// their top five levels so (walk_top_avx512) and the walk continues from there.
 // Other ensembles (mixed or EQ/NEQ modes, deep trees, double or int64 input) walk the flat nodes:
 // blocks of 128 rows tree by tree, 8 rows at a time, or for fewer than 8 rows 8 trees at a time.
 // Scores accumulate per row in tree order in every path, so all paths give the same bits.
+//
+// Files: ml_tree_compile.cpp (attributes -> Ensemble, validation), ml_tree_walk.hpp (the walk and
+// its AVX-512 form), this file (the kernels: aggregation, post transforms, ORT's output rules).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -362,10 +363,7 @@ class TreeRegressor final : public TreeKernel {
               const double* sv = fast_.slot_value.data();
               visit_fast(
                   fast_, x, v.cols, r0, r1, [&](int64_t r, int64_t, int64_t slot) { s[r] += sv[slot]; },
-                  [&](int64_t, int64_t slot_begin, const uint32_t* slot, int64_t n) {
-                    const double* value = sv + slot_begin;
-                    for (int64_t r = 0; r < n; ++r) s[r] += value[slot[r]];
-                  });
+                  [&](int64_t t, int64_t, const uint32_t* slot, int64_t n) { add_slot_values(fast_, t, slot, n, s, 1, 0); });
               break;
             }
           }

@@ -3,10 +3,6 @@
 // includer (hence the unnamed namespace).
 #pragma once
 
-// instead (walk_top_avx512), and the walk continues from there.
-// Other ensembles (mixed or EQ/NEQ modes, deep trees, double or int64 input) walk the flat nodes:
-// blocks of 128 rows tree by tree, 8 rows at a time, or for fewer than 8 rows 8 trees at a time.
-// Scores accumulate per row in tree order in every path, so all paths give the same bits.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -214,11 +210,27 @@ struct PNode {
   int32_t off;  // buffer column * kBlockRows
 };
 
+// A branch of a tree of depth <= kEvalDepth in the QuickScorer form of the AVX-512 walk
+// (eval_tree_avx512): when its test sends a row to the false side, the row's word of slot bits is
+// ANDed with `keep`, which clears the slots under the true child.
+struct QNode {
+  float thr;
+  int32_t off;    // buffer column * kBlockRows
+  uint32_t keep;
+};
+
+constexpr int32_t kEvalDepth = 6;  // 64 slots: two 32-bit words per row
+
 struct PTree {
   int64_t node_begin = 0;  // first of 2^depth - 1 nodes in Fast::nodes
   int64_t slot_begin = 0;  // first of 2^depth slots
   int32_t depth = 0;
   int32_t target = -1;  // >= 0: every leaf has exactly one weight, for this target / class
+  // depth <= kEvalDepth: its branches (padding left out) in Fast::qnodes from qnode_begin, those
+  // on slots 0-31 first (qnodes_low of them), then those on slots 32-63 (qnodes_high).
+  int64_t qnode_begin = 0;
+  int32_t qnodes_low = 0, qnodes_high = 0;
+  bool float_values = false;  // every slot value is a float (Fast::slot_value_f holds them exactly)
 };
 
 struct Fast {
@@ -226,12 +238,15 @@ struct Fast {
   uint8_t mode = kLt;
   std::vector<PTree> trees;        // in the order of Ensemble::roots
   std::vector<PNode> nodes;
+  std::vector<QNode> qnodes;       // trees of depth <= kEvalDepth, for the AVX-512 walk
   std::vector<int32_t> slot_node;  // per slot: the leaf (Ensemble node index)
   std::vector<double> slot_value;  // per slot of a tree with target >= 0: what it adds
+  std::vector<float> slot_value_f;  // the same as floats, for trees with float_values
   std::vector<int32_t> col_feature;  // per buffer column: the input column it copies
   std::vector<uint8_t> col_fill;     // per buffer column: 1 if NaN becomes fill_value
   float fill_value = 0;
   std::vector<int32_t> targets_always;  // targets every row gets a weight for (simple trees)
+  int32_t one_target = -1;  // >= 0: every tree has one weight per leaf, all for this target
 };
 
 template <typename V>
@@ -244,7 +259,8 @@ size_t ensemble_bytes(const Ensemble& e, const Fast& f, const DoubleNodes& d) {
   return vector_bytes(e.nodes_f) + vector_bytes(e.nodes_d) + vector_bytes(e.roots) + vector_bytes(e.leaf_first) +
          vector_bytes(e.leaf_count) + vector_bytes(e.w_id) + vector_bytes(e.w_value) + vector_bytes(e.source_ids) +
          vector_bytes(e.cover) + vector_bytes(e.gain) + vector_bytes(f.trees) +
-         vector_bytes(f.nodes) + vector_bytes(f.slot_node) + vector_bytes(f.slot_value) +
+         vector_bytes(f.nodes) + vector_bytes(f.qnodes) + vector_bytes(f.slot_node) + vector_bytes(f.slot_value) +
+         vector_bytes(f.slot_value_f) +
          vector_bytes(f.col_feature) + vector_bytes(f.col_fill) + vector_bytes(f.targets_always) + d.bytes();
 }
 
@@ -365,8 +381,43 @@ Fast build_fast(const Ensemble& e, V&& leaf_value, G&& leaf_target) {
     slot_begin += int64_t(1) << D;
   }
   if (static_cast<int64_t>(f.col_feature.size()) * kBlockRows >= std::numeric_limits<int32_t>::max()) return Fast{};
+  // Slot values as floats where that is exact (XGBoost's leaves are floats): the AVX-512 sum picks
+  // 16 of them per permute instead of 8 doubles.
+  f.slot_value_f.resize(f.slot_value.size());
+  for (size_t k = 0; k < f.slot_value.size(); ++k) f.slot_value_f[k] = static_cast<float>(f.slot_value[k]);
+  for (PTree& pt : f.trees) {
+    pt.float_values = true;
+    for (int64_t k = pt.slot_begin; k < pt.slot_begin + (int64_t(1) << pt.depth); ++k)
+      pt.float_values = pt.float_values && static_cast<double>(f.slot_value_f[static_cast<size_t>(k)]) ==
+                                               f.slot_value[static_cast<size_t>(k)];
+  }
+  // The QuickScorer lists: node (d, p) (level d, position p) covers slots [p * span, (p + 1) * span)
+  // with span = 2^(depth - d); its true child the first half, which lies within one 32-slot word.
+  for (PTree& pt : f.trees) {
+    if (pt.depth > kEvalDepth) continue;
+    pt.qnode_begin = static_cast<int64_t>(f.qnodes.size());
+    for (int32_t word = 0; word < 2; ++word) {
+      int32_t count = 0;
+      for (int32_t d = 0; d < pt.depth; ++d) {
+        const int32_t span = int32_t(1) << (pt.depth - d);
+        for (int32_t p = 0; p < (int32_t(1) << d); ++p) {
+          const int32_t first = p * span, half = span / 2;
+          const PNode& q = f.nodes[static_cast<size_t>(pt.node_begin + (int32_t(1) << d) - 1 + p)];
+          if ((first >> 5) != word || std::isnan(q.thr)) continue;  // NaN: padding, never the false side
+          const uint32_t ones = half == 32 ? ~uint32_t(0) : (uint32_t(1) << half) - 1;
+          f.qnodes.push_back(QNode{q.thr, q.off, ~(ones << (first & 31))});
+          ++count;
+        }
+      }
+      (word == 0 ? pt.qnodes_low : pt.qnodes_high) = count;
+    }
+  }
   for (size_t k = 0; k < has_target.size(); ++k)
     if (has_target[k]) f.targets_always.push_back(static_cast<int32_t>(k));
+  if (!f.trees.empty() && std::all_of(f.trees.begin(), f.trees.end(), [&](const PTree& pt) {
+        return pt.target >= 0 && pt.target == f.trees[0].target;
+      }))
+    f.one_target = f.trees[0].target;
   f.enabled = true;
   return f;
 }
@@ -417,13 +468,18 @@ inline void walk_rows(const PNode* nd, int32_t depth, const float* xr, uint32_t*
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-// AVX-512 form of the top of the walk, picked at run time (the build does not assume AVX-512).
-// Gathers are slow on the CPUs measured (about 20 cycles for 16 lanes), so instead of walking,
-// the first kTopLevels levels of a tree are *evaluated*: every one of its (up to 31) top nodes is
+// AVX-512 form of the walk, picked at run time (the build does not assume AVX-512). Gathers are
+// slow on the CPUs measured (about 20 cycles for 16 lanes), so instead of walking, trees of depth
+// <= kEvalDepth, and the first kTopLevels levels of deeper ones, are *evaluated*: every node is
 // compared against its column for 16 rows at a time with contiguous loads (the buffer is
-// column-major), and each row collects one bit per node. The walk through those levels is then
-// shifts and adds; deeper levels continue with walk_rows. The comparisons are the ordered, quiet
-// forms of go_false's (NaN compares false), so every row takes exactly the scalar walk's path.
+// column-major), and clears, for the rows it sends to its false side, the bits of the slots under
+// its true child (QuickScorer); the lowest bit left is the row's slot (or node at kTopLevels,
+// where walk_rows continues). The comparisons are the ordered, quiet forms of go_false's (NaN
+// compares false), so every row reaches exactly the scalar walk's leaf. Every node costs one
+// compare and one masked AND per 16 rows. On the Xeon measured (vector compares on one port),
+// evaluating all 63 nodes of a depth-6 tree and evaluating 31 then walking the last level scalar
+// cost about the same; the whole evaluation, padding left out, was a little ahead and leaves no
+// scalar step between the compares and the vector sum of the leaf values.
 #define FLOCK_TREE_AVX512 1
 
 constexpr int32_t kTopLevels = 5;  // 31 nodes: one bit each in a 32-bit lane
@@ -437,34 +493,169 @@ constexpr int avx512_go_false_predicate() {
 }
 
 // The top of one tree for G groups of 16 rows starting at row r0 of the block buffer: after
-// min(depth, kTopLevels) levels, top[r0 + j] is row j's node.
+// levels = min(depth, kTopLevels) levels, top[r0 + j] is row j's node. QuickScorer style
+// (Lucchese et al. 2015): each row keeps one bit per node of level `levels` (32 at most), all set
+// at first; a node whose test sends the row to its false side clears the bits under its true child,
+// and the row's node at that level is the lowest bit left.
 template <uint8_t M, int G>
 __attribute__((target("avx512f"))) void walk_top_avx512(const PNode* nd, int32_t depth, const float* buf, int32_t r0,
                                                          uint32_t* top) {
   constexpr int kPred = avx512_go_false_predicate<M>();
   const int32_t levels = std::min(depth, kTopLevels);
-  const int32_t n_top = (int32_t(1) << levels) - 1;
-  __m512i bits[G];
-  for (int g = 0; g < G; ++g) bits[g] = _mm512_setzero_si512();
-  for (int32_t k = 0; k < n_top; ++k) {
-    const __m512 t = _mm512_set1_ps(nd[k].thr);
-    const __m512i bit = _mm512_set1_epi32(int32_t(1) << k);
-    const float* col = buf + nd[k].off + r0;
+  __m512i live[G];
+  for (int g = 0; g < G; ++g) live[g] = _mm512_set1_epi32(-1);
+  int32_t k = 0;
+  for (int32_t d = 0; d < levels; ++d) {
+    const int32_t span = int32_t(1) << (levels - d);  // bits under a node of level d
+    for (int32_t p = 0; p < (int32_t(1) << d); ++p, ++k) {
+      const uint32_t true_side = ((uint32_t(1) << (span / 2)) - 1) << (p * span);
+      const __m512i keep = _mm512_set1_epi32(static_cast<int32_t>(~true_side));
+      const __m512 t = _mm512_set1_ps(nd[k].thr);
+      const float* col = buf + nd[k].off + r0;
+      for (int g = 0; g < G; ++g) {
+        const __mmask16 go_false = _mm512_cmp_ps_mask(_mm512_loadu_ps(col + 16 * g), t, kPred);
+        live[g] = _mm512_mask_and_epi32(live[g], go_false, live[g], keep);
+      }
+    }
+  }
+  // The lowest bit 2^i, as a float, has exponent field 127 + i: node 2^levels - 1 + i.
+  const __m512i origin = _mm512_set1_epi32(((int32_t(1) << levels) - 1) - 127);
+  for (int g = 0; g < G; ++g) {
+    const __m512i lowest = _mm512_and_si512(live[g], _mm512_sub_epi32(_mm512_setzero_si512(), live[g]));
+    // (maskz_: the plain intrinsics trip GCC 12's -Wuninitialized)
+    const __m512 as_float = _mm512_maskz_cvtepu32_ps(0xFFFF, lowest);
+    const __m512i exponent = _mm512_maskz_srli_epi32(0xFFFF, _mm512_castps_si512(as_float), 23);
+    _mm512_storeu_si512(top + r0 + 16 * g, _mm512_add_epi32(exponent, origin));
+  }
+}
+
+// Trees at most kEvalDepth deep are evaluated whole, QuickScorer style over all of their (up to
+// 64) slots: every row starts with all slot bits set, in two 32-bit words (slots 0-31, 32-63); a
+// branch whose test sends the row to its false side clears the slots under its true child, and the
+// row's slot is the lowest bit left (Lucchese et al., 2015). No scalar walk at all: one compare and
+// one masked AND per branch for 16 rows, padding left out. The comparisons are go_false's ordered,
+// quiet forms (NaN compares false: the true side, as in the scalar walk).
+
+// One word: out[g] = what is left of the 32 slot bits of `n` branches for group g of 16 rows.
+// (A word at a time keeps the G vectors in registers.)
+template <uint8_t M, int G>
+__attribute__((target("avx512f"))) void eval_word_avx512(const QNode* q, int32_t n, const float* buf, int32_t r0,
+                                                          __m512i* out) {
+  constexpr int kPred = avx512_go_false_predicate<M>();
+  __m512i w[G];
+  for (int g = 0; g < G; ++g) w[g] = _mm512_set1_epi32(-1);
+  for (int32_t k = 0; k < n; ++k) {
+    const __m512 t = _mm512_set1_ps(q[k].thr);
+    const __m512i keep = _mm512_set1_epi32(static_cast<int32_t>(q[k].keep));
+    const float* col = buf + q[k].off + r0;
     for (int g = 0; g < G; ++g) {
       const __mmask16 go_false = _mm512_cmp_ps_mask(_mm512_loadu_ps(col + 16 * g), t, kPred);
-      bits[g] = _mm512_mask_or_epi32(bits[g], go_false, bits[g], bit);
+      w[g] = _mm512_mask_and_epi32(w[g], go_false, w[g], keep);
     }
   }
-  const __m512i one = _mm512_set1_epi32(1);
+  for (int g = 0; g < G; ++g) out[g] = w[g];
+}
+
+// slot[r0 + j] = the slot of row j of G groups of 16 rows from row r0 of the block buffer.
+template <uint8_t M, int G>
+__attribute__((target("avx512f"))) void eval_tree_avx512(const QNode* q, const PTree& pt, const float* buf, int32_t r0,
+                                                          uint32_t* slot) {
+  __m512i lo[G], hi[G];
+  eval_word_avx512<M, G>(q, pt.qnodes_low, buf, r0, lo);
+  eval_word_avx512<M, G>(q + pt.qnodes_low, pt.qnodes_high, buf, r0, hi);
+  // The lowest bit 2^i, as a float, has exponent field 127 + i. The last slot of a tree is never
+  // cleared, so a row whose low word is empty has a bit in the high word.
+  const __m512i bias = _mm512_set1_epi32(127), bias_hi = _mm512_set1_epi32(127 - 32);
   for (int g = 0; g < G; ++g) {
-    __m512i idx = _mm512_setzero_si512();
-    for (int32_t d = 0; d < levels; ++d) {
-      // (maskz_: the plain intrinsic trips GCC 12's -Wmaybe-uninitialized)
-      const __m512i go_false = _mm512_and_si512(_mm512_maskz_srlv_epi32(0xFFFF, bits[g], idx), one);
-      idx = _mm512_add_epi32(_mm512_add_epi32(idx, idx), _mm512_add_epi32(go_false, one));
-    }
-    _mm512_storeu_si512(top + r0 + 16 * g, idx);
+    const __m512i lowest_lo = _mm512_and_si512(lo[g], _mm512_sub_epi32(_mm512_setzero_si512(), lo[g]));
+    const __m512i lowest_hi = _mm512_and_si512(hi[g], _mm512_sub_epi32(_mm512_setzero_si512(), hi[g]));
+    // (maskz_: the plain intrinsics trip GCC 12's -Wuninitialized)
+    const __m512i e_lo =
+        _mm512_maskz_srli_epi32(0xFFFF, _mm512_castps_si512(_mm512_maskz_cvtepu32_ps(0xFFFF, lowest_lo)), 23);
+    const __m512i e_hi =
+        _mm512_maskz_srli_epi32(0xFFFF, _mm512_castps_si512(_mm512_maskz_cvtepu32_ps(0xFFFF, lowest_hi)), 23);
+    const __mmask16 in_hi = _mm512_testn_epi32_mask(lo[g], lo[g]);
+    const __m512i s = _mm512_mask_blend_epi32(in_hi, _mm512_sub_epi32(e_lo, bias), _mm512_sub_epi32(e_hi, bias_hi));
+    _mm512_storeu_si512(slot + r0 + 16 * g, s);
   }
+}
+
+// Rows r..r+7 of s (width W) get v's lanes added to their target c, in double.
+template <int W>
+__attribute__((target("avx512f"))) inline void add_rows8_avx512(double* s, int64_t r, int32_t c, __m512d v) {
+  if constexpr (W == 1) {
+    double* sr = s + r + c;
+    _mm512_storeu_pd(sr, _mm512_add_pd(_mm512_loadu_pd(sr), v));
+  } else {
+    // Rows r..r+7 hold 16 doubles from s + 2r; row j's target c is lane 2j + c. (maskz_: the plain
+    // intrinsics trip GCC 12's -Wmaybe-uninitialized)
+    const __mmask8 lanes = c == 0 ? 0x55 : 0xAA;
+    const __m512d lo = _mm512_maskz_permutexvar_pd(0xFF, _mm512_set_epi64(3, 3, 2, 2, 1, 1, 0, 0), v);
+    const __m512d hi = _mm512_maskz_permutexvar_pd(0xFF, _mm512_set_epi64(7, 7, 6, 6, 5, 5, 4, 4), v);
+    double* sr = s + 2 * r;
+    const __m512d s0 = _mm512_loadu_pd(sr), s1 = _mm512_loadu_pd(sr + 8);
+    _mm512_storeu_pd(sr, _mm512_mask_add_pd(s0, lanes, s0, lo));
+    _mm512_storeu_pd(sr + 8, _mm512_mask_add_pd(s1, lanes, s1, hi));
+  }
+}
+
+// add_slot_values_avx512 (below) for a tree whose values are all floats: 64 of them in 4 registers,
+// 16 rows per step, each value widened to double (exactly) before it is added.
+template <int W>
+__attribute__((target("avx512f"))) void add_slot_values_f32_avx512(const float* value, int32_t depth,
+                                                                    const uint32_t* slot, int64_t n, double* s,
+                                                                    int32_t c) {
+  const int32_t n_values = int32_t(1) << depth;
+  __m512 table[4];
+  for (int i = 0; i < 4; ++i) {
+    const int32_t valid = std::clamp(n_values - 16 * i, 0, 16);
+    table[i] = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << valid) - 1), value + 16 * i);
+  }
+  const __m512i bit5 = _mm512_set1_epi32(32);
+  int64_t r = 0;
+  for (; r + 16 <= n; r += 16) {
+    const __m512i idx = _mm512_loadu_si512(slot + r);
+    const __m512 v = _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, bit5),
+                                          _mm512_permutex2var_ps(table[0], idx, table[1]),
+                                          _mm512_permutex2var_ps(table[2], idx, table[3]));
+    const __m256 v_lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(v), 0));
+    const __m256 v_hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(v), 1));
+    add_rows8_avx512<W>(s, r, c, _mm512_maskz_cvtps_pd(0xFF, v_lo));
+    add_rows8_avx512<W>(s, r + 8, c, _mm512_maskz_cvtps_pd(0xFF, v_hi));
+  }
+  for (; r < n; ++r) s[r * W + c] += static_cast<double>(value[slot[r]]);
+}
+
+// s[r * W + c] += value[slot[r]] for r < n, for a tree of depth <= kEvalDepth (at most 64 values,
+// held in 8 registers) and width W of 1 or 2: the value of each row's slot is picked by permutes,
+// not loaded row by row, and added in double as the scalar loop adds it, in the same order.
+template <int W>
+__attribute__((target("avx512f"))) void add_slot_values_avx512(const double* value, int32_t depth,
+                                                                const uint32_t* slot, int64_t n, double* s,
+                                                                int32_t c) {
+  const int32_t n_values = int32_t(1) << depth;
+  __m512d table[8];
+  for (int i = 0; i < 8; ++i) {
+    const int32_t valid = std::clamp(n_values - 8 * i, 0, 8);
+    table[i] = _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << valid) - 1), value + 8 * i);
+  }
+  const __m512i bit4 = _mm512_set1_epi64(16), bit5 = _mm512_set1_epi64(32);
+  int64_t r = 0;
+  for (; r + 8 <= n; r += 8) {
+    // (maskz_: the plain intrinsics trip GCC 12's -Wmaybe-uninitialized)
+    const __m512i idx =
+        _mm512_maskz_cvtepu32_epi64(0xFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(slot + r)));
+    const __m512d v01 = _mm512_permutex2var_pd(table[0], idx, table[1]);
+    const __m512d v23 = _mm512_permutex2var_pd(table[2], idx, table[3]);
+    const __m512d v45 = _mm512_permutex2var_pd(table[4], idx, table[5]);
+    const __m512d v67 = _mm512_permutex2var_pd(table[6], idx, table[7]);
+    const __mmask8 high16 = _mm512_test_epi64_mask(idx, bit4);
+    const __mmask8 high32 = _mm512_test_epi64_mask(idx, bit5);
+    add_rows8_avx512<W>(s, r, c,
+                        _mm512_mask_blend_pd(high32, _mm512_mask_blend_pd(high16, v01, v23),
+                                             _mm512_mask_blend_pd(high16, v45, v67)));
+  }
+  for (; r < n; ++r) s[r * W + c] += value[slot[r]];
 }
 
 bool cpu_has_avx512f() {
@@ -479,6 +670,28 @@ bool cpu_has_avx512f() { return false; }
 #endif
 
 std::atomic<bool> simd_walk_on{cpu_has_avx512f()};
+
+// s[r * width + c] += value[slot[r]] for r < n: tree t's leaf values added to a block's rows.
+inline void add_slot_values(const Fast& f, int64_t t, const uint32_t* slot, int64_t n, double* s, int64_t width,
+                            int32_t c) {
+  const PTree& pt = f.trees[static_cast<size_t>(t)];
+  const double* value = f.slot_value.data() + pt.slot_begin;
+#ifdef FLOCK_TREE_AVX512
+  if (pt.depth <= kEvalDepth && (width == 1 || width == 2) && simd_walk_on.load(std::memory_order_relaxed)) {
+    if (pt.float_values) {
+      const float* value_f = f.slot_value_f.data() + pt.slot_begin;
+      if (width == 1) add_slot_values_f32_avx512<1>(value_f, pt.depth, slot, n, s, c);
+      else add_slot_values_f32_avx512<2>(value_f, pt.depth, slot, n, s, c);
+    } else {
+      if (width == 1) add_slot_values_avx512<1>(value, pt.depth, slot, n, s, c);
+      else add_slot_values_avx512<2>(value, pt.depth, slot, n, s, c);
+    }
+    return;
+  }
+#endif
+  double* sc = s + c;
+  for (int64_t r = 0; r < n; ++r) sc[r * width] += value[slot[r]];
+}
 
 // Visits every (row, tree, slot) of rows [r0, r1) (one block), trees in order for every row:
 // on(row in block, tree, global slot) for small blocks, and for the others, tree by tree,
@@ -535,6 +748,14 @@ void visit_fast_mode(const Fast& f, const float* buf, int64_t n, F&& on, G&& on_
     for (int64_t t = 0; t < n_trees; ++t) {
       const PTree& pt = trees[t];
       const PNode* nd = nodes + pt.node_begin;
+      if (pt.depth <= kEvalDepth) {
+        const QNode* q = f.qnodes.data() + pt.qnode_begin;
+        if (n == kBlockRows) eval_tree_avx512<M, kBlockRows / kRowGroup>(q, pt, buf, 0, slot);
+        else
+          for (int32_t r = 0; r < n; r += kRowGroup) eval_tree_avx512<M, 1>(q, pt, buf, r, slot);
+        on_tree(t, pt.slot_begin, static_cast<const uint32_t*>(slot), n);
+        continue;
+      }
       if (n == kBlockRows) walk_top_avx512<M, kBlockRows / kRowGroup>(nd, pt.depth, buf, 0, top);
       else
         for (int32_t r = 0; r < n; r += kRowGroup) walk_top_avx512<M, 1>(nd, pt.depth, buf, r, top);
@@ -647,9 +868,9 @@ bool use_fast(const Fast& f) {
   return std::is_same_v<In, float> && f.enabled;
 }
 
-// Sum of every tree's weights into s (rows x K) and h, for rows [r0, r1): the fast layout adds the
-// single weight of a "simple" tree's leaf directly (its target's h is preset by the caller),
-// other leaves go through their weight lists.
+// Sum of every tree's weights into s (rows x K, zeros on entry) and h, for rows [r0, r1) (at most
+// a block): the fast layout adds the single weight of a "simple" tree's leaf directly (its
+// target's h is preset by the caller), other leaves go through their weight lists.
 template <typename T, typename In>
 void sum_weights(const Ensemble& e, const Fast& f, const std::vector<Node<T>>& nodes, const In* x, int64_t stride,
                  int64_t r0, int64_t r1, size_t K, double* s, uint8_t* h) {
@@ -670,6 +891,17 @@ void sum_weights(const Ensemble& e, const Fast& f, const std::vector<Node<T>>& n
       const PTree* trees = f.trees.data();
       const double* sv = f.slot_value.data();
       const int32_t* sn = f.slot_node.data();
+      if (f.one_target >= 0 && K > 1 && r1 - r0 <= kBlockRows) {
+        // Every tree adds to one target (XGBoost's binary:logistic): sum in a contiguous column,
+        // which the vector sum prefers, then move it into s. The same additions from the same 0 in
+        // the same order, and 0 + sum is the sum (never -0, starting from +0): the same bits.
+        double column[kBlockRows] = {};
+        visit_fast(
+            f, x, stride, r0, r1, [&](int64_t r, int64_t, int64_t slot) { column[r] += sv[slot]; },
+            [&](int64_t t, int64_t, const uint32_t* slot, int64_t n) { add_slot_values(f, t, slot, n, column, 1, 0); });
+        for (int64_t r = 0; r < r1 - r0; ++r) s[r * static_cast<int64_t>(K) + f.one_target] += column[r];
+        return;
+      }
       auto on = [&](int64_t r, int64_t t, int64_t slot) {
         const int32_t c = trees[t].target;
         if (c >= 0) s[r * static_cast<int64_t>(K) + c] += sv[slot];
@@ -681,10 +913,7 @@ void sum_weights(const Ensemble& e, const Fast& f, const std::vector<Node<T>>& n
           for (int64_t r = 0; r < n; ++r) add_leaf(r, sn[slot_begin + slot[r]]);
           return;
         }
-        const double* value = sv + slot_begin;
-        double* sc = s + c;
-        const int64_t width = static_cast<int64_t>(K);
-        for (int64_t r = 0; r < n; ++r) sc[r * width] += value[slot[r]];
+        add_slot_values(f, t, slot, n, s, static_cast<int64_t>(K), c);
       });
       return;
     }

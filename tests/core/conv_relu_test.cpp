@@ -15,10 +15,12 @@
 #include "flock/model.hpp"
 #include "flock/onnx.hpp"
 #include "flock/tensor.hpp"
+#include "onnx_graph_builder.hpp"
 
 namespace {
 
 using flock::Tensor;
+using flock::testing::Graph;
 
 struct ConvRelu {
   int64_t channels = 3, outputs = 25;  // 25 = tiles of 12, 6, 4, 2 and 1 channels
@@ -27,71 +29,28 @@ struct ConvRelu {
   bool use_double = false;
   bool conv_output_too = false;  // the Conv's result is also a graph output: no folding
 
-  onnx::ModelProto model() const {
+  std::shared_ptr<const flock::Model> load() const {
     const int elem = use_double ? onnx::TensorProto::DOUBLE : onnx::TensorProto::FLOAT;
-    onnx::ModelProto m;
-    m.set_ir_version(8);
-    auto* op = m.add_opset_import();
-    op->set_domain("");
-    op->set_version(13);
-    auto* g = m.mutable_graph();
-    g->set_name("conv_relu");
-    auto value = [&](onnx::ValueInfoProto* v, const std::string& name, int64_t ch) {
-      v->set_name(name);
-      auto* tt = v->mutable_type()->mutable_tensor_type();
-      tt->set_elem_type(elem);
-      tt->mutable_shape()->add_dim()->set_dim_param("N");
-      tt->mutable_shape()->add_dim()->set_dim_value(ch);
-      for (int64_t s : spatial) tt->mutable_shape()->add_dim()->set_dim_value(s);
-    };
-    value(g->add_input(), "x", channels);
-    std::mt19937 rng(7);
-    std::normal_distribution<double> dist(0.0, 1.0);
-    auto init = [&](const std::string& name, const std::vector<int64_t>& dims) {
-      auto* t = g->add_initializer();
-      t->set_name(name);
-      t->set_data_type(elem);
-      int64_t n = 1;
-      for (int64_t d : dims) {
-        t->add_dims(d);
-        n *= d;
-      }
-      for (int64_t i = 0; i < n; ++i) {
-        if (use_double) t->add_double_data(dist(rng));
-        else t->add_float_data(static_cast<float>(dist(rng)));
-      }
-    };
-    std::vector<int64_t> wdims = {outputs, channels};
-    for (size_t i = 0; i < spatial.size(); ++i) wdims.push_back(kernel);
-    init("w", wdims);
-    init("b", {outputs});
-    auto* conv = g->add_node();
-    conv->set_op_type("Conv");
-    conv->set_name("conv");
-    conv->add_input("x");
-    conv->add_input("w");
-    conv->add_input("b");
-    conv->add_output("h");
-    auto* pads = conv->add_attribute();
-    pads->set_name("pads");
-    pads->set_type(onnx::AttributeProto::INTS);
-    for (size_t i = 0; i < 2 * spatial.size(); ++i) pads->add_ints(kernel / 2);
-    auto* relu = g->add_node();
-    relu->set_op_type("Relu");
-    relu->set_name("relu");
-    relu->add_input("h");
-    relu->add_output("y");
-    value(g->add_output(), "y", outputs);
-    if (conv_output_too) value(g->add_output(), "h", outputs);
-    return m;
+    Graph g(13, 7);
+    std::vector<int64_t> in_dims = {-1, channels}, w_dims = {outputs, channels}, pads;
+    for (int64_t s : spatial) {
+      in_dims.push_back(s);
+      w_dims.push_back(kernel);
+      pads.push_back(kernel / 2);
+    }
+    const std::vector<int64_t> begins = pads;
+    pads.insert(pads.end(), begins.begin(), begins.end());
+    g.input("x", in_dims, elem);
+    g.weights("w", w_dims, elem);
+    g.weights("b", {outputs}, elem);
+    Graph::attr(g.node("Conv", {"x", "w", "b"}, {"h"}), "pads", pads);
+    g.node("Relu", {"h"}, {"y"});
+    const int rank = static_cast<int>(in_dims.size());
+    g.output("y", rank, elem);
+    if (conv_output_too) g.output("h", rank, elem);
+    return g.load();
   }
 };
-
-std::shared_ptr<const flock::Model> load(const ConvRelu& c) {
-  std::string bytes;
-  c.model().SerializeToString(&bytes);
-  return flock::Model::load(std::vector<uint8_t>(bytes.begin(), bytes.end()));
-}
 
 Tensor input(const ConvRelu& c, int64_t rows) {
   std::vector<int64_t> shape = {rows, c.channels};
@@ -111,9 +70,9 @@ Tensor input(const ConvRelu& c, int64_t rows) {
 }
 
 void check(ConvRelu c) {
-  auto folded = load(c);
+  auto folded = c.load();
   c.conv_output_too = true;
-  auto separate = load(c);
+  auto separate = c.load();
   for (int64_t rows : {1, 2, 9}) {
     Tensor x = input(c, rows);
     auto got = folded->run_tensors({x});

@@ -138,6 +138,36 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION flock._next_dataset_version(text, name) FROM PUBLIC;
 
+-- Raises 42501 unless `rel` is a temporary relation of kind `kind` ('r' a table, 'v' a view) in
+-- the session's own temporary schema, owned by a role `caller` may act as: what the snapshot
+-- functions store or copy from is what the caller's own query filled.
+CREATE FUNCTION flock._check_snapshot_relation(rel regclass, kind "char", caller name) RETURNS void
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_class c
+                  WHERE c.oid = rel AND c.relkind = kind AND c.relpersistence = 't'
+                    AND c.relnamespace = pg_my_temp_schema() AND pg_has_role(caller, c.relowner, 'USAGE')) THEN
+    RAISE EXCEPTION 'relation % is not a temporary % of yours', rel, CASE kind WHEN 'v' THEN 'view' ELSE 'table' END
+      USING ERRCODE = 'insufficient_privilege', HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+END $$;
+REVOKE ALL ON FUNCTION flock._check_snapshot_relation(regclass, "char", name) FROM PUBLIC;
+
+-- Raises 42501 unless `caller` may read every source a snapshot records (temporary relations
+-- aside). Checked after the query ran as the caller, which raised PostgreSQL's own error for a
+-- table the caller may not read: the recorded sources are what it read.
+CREATE FUNCTION flock._check_snapshot_sources(sources text[], caller name) RETURNS void
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM unnest(sources) AS src
+              WHERE src NOT LIKE 'pg\_temp.%'
+                AND NOT coalesce(has_any_column_privilege(caller, to_regclass(src), 'SELECT'), false)) THEN
+    RAISE EXCEPTION 'invalid snapshot sources' USING ERRCODE = 'insufficient_privilege',
+      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
+  END IF;
+END $$;
+REVOKE ALL ON FUNCTION flock._check_snapshot_sources(text[], name) FROM PUBLIC;
+
 -- A data set version's new table `qualified` ('name@N' = `relname`) made immutable and readable
 -- by `caller` alone (who may grant it on).
 CREATE FUNCTION flock._seal_dataset_table(qualified text, relname text, caller name) RETURNS void
@@ -167,22 +197,12 @@ DECLARE
   h record;
   privacy jsonb;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_class c
-                  WHERE c.oid = tmp AND c.relkind = 'r' AND c.relpersistence = 't'
-                    AND c.relnamespace = pg_my_temp_schema() AND pg_has_role(caller, c.relowner, 'USAGE')) THEN
-    RAISE EXCEPTION 'relation % is not a temporary table of yours', tmp USING ERRCODE = 'insufficient_privilege',
-      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
-  END IF;
+  PERFORM flock._check_snapshot_relation(tmp, 'r', caller);
   IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,49}$' OR coalesce(query, '') = '' THEN
     RAISE EXCEPTION 'invalid snapshot' USING ERRCODE = 'invalid_parameter_value',
       HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
   END IF;
-  IF EXISTS (SELECT 1 FROM unnest(sources) AS src
-              WHERE src NOT LIKE 'pg\_temp.%'
-                AND NOT coalesce(has_any_column_privilege(caller, to_regclass(src), 'SELECT'), false)) THEN
-    RAISE EXCEPTION 'invalid snapshot sources' USING ERRCODE = 'insufficient_privilege',
-      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
-  END IF;
+  PERFORM flock._check_snapshot_sources(sources, caller);
   next_version := flock._next_dataset_version(name, caller);
   relname := name || '@' || next_version;
   qualified := format('flock_data.%I', relname);
@@ -267,12 +287,7 @@ DECLARE
   relname text;
   qualified text;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_class c
-                  WHERE c.oid = view AND c.relkind = 'v' AND c.relpersistence = 't'
-                    AND c.relnamespace = pg_my_temp_schema() AND pg_has_role(caller, c.relowner, 'USAGE')) THEN
-    RAISE EXCEPTION 'relation % is not a temporary view of yours', view USING ERRCODE = 'insufficient_privilege',
-      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
-  END IF;
+  PERFORM flock._check_snapshot_relation(view, 'v', caller);
   IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,49}$' THEN
     RAISE EXCEPTION 'invalid snapshot' USING ERRCODE = 'invalid_parameter_value',
       HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
@@ -308,14 +323,7 @@ BEGIN
     RAISE EXCEPTION 'invalid snapshot' USING ERRCODE = 'invalid_parameter_value',
       HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
   END IF;
-  -- Checked after the query ran as the caller, which raised PostgreSQL's own error for a table the
-  -- caller may not read.
-  IF EXISTS (SELECT 1 FROM unnest(sources) AS src
-              WHERE src NOT LIKE 'pg\_temp.%'
-                AND NOT coalesce(has_any_column_privilege(caller, to_regclass(src), 'SELECT'), false)) THEN
-    RAISE EXCEPTION 'invalid snapshot sources' USING ERRCODE = 'insufficient_privilege',
-      HINT = 'Take snapshots with flock.snapshot_dataset(name, query).';
-  END IF;
+  PERFORM flock._check_snapshot_sources(sources, caller);
   INSERT INTO flock.datasets (name, version, table_name, query, search_path, sources, row_count, columns,
                               content_hash, hash_method, created_by, description)
   VALUES (name, substring(relname FROM '@([0-9]+)$')::integer, qualified, query, coalesce(search_path, ''),

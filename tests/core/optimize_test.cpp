@@ -809,42 +809,66 @@ TEST(OptimizeSpecialize, GeneratedModelsBitForBit) {
   EXPECT_GT(checked, 0);
 }
 
-// A hand-made tree whose every decision is known.
-//   node 0: x0 < 1 (missing -> true)   yes: node 1   no: node 2
-//   node 1: x1 <= 0 (missing -> false) yes: leaf 10  no: leaf 20
-//   node 2: x0 < 3                      yes: leaf 30  no: leaf 40
-onnx::ModelProto known_tree() {
-  onnx::ModelProto m = base_model(2, onnx::TensorProto::FLOAT, 1);
+// A one-target TreeEnsembleRegressor over `n_features` float inputs, written out attribute by
+// attribute (every target id 0).
+struct HandTrees {
+  std::vector<int64_t> treeids, nodeids, featureids, trueids, falseids, missing_true;
+  std::vector<std::string> modes;
+  std::vector<float> values;
+  std::vector<int64_t> target_treeids, target_nodeids;
+  std::vector<float> target_weights;
+};
+
+onnx::ModelProto hand_tree_regressor(int64_t n_features, const HandTrees& t) {
+  onnx::ModelProto m = base_model(n_features, onnx::TensorProto::FLOAT, 1);
   auto* g = m.mutable_graph();
   auto* node = g->add_node();
   node->set_domain("ai.onnx.ml");
   node->set_op_type("TreeEnsembleRegressor");
   node->add_input("input");
   node->add_output("variable");
-  auto ints = [&](const char* name, std::vector<int64_t> v) {
+  auto ints = [&](const char* name, const std::vector<int64_t>& v) {
     auto* a = attr(node, name, onnx::AttributeProto::INTS);
     for (auto x : v) a->add_ints(x);
   };
-  auto floats = [&](const char* name, std::vector<float> v) {
+  auto floats = [&](const char* name, const std::vector<float>& v) {
     auto* a = attr(node, name, onnx::AttributeProto::FLOATS);
     for (auto x : v) a->add_floats(x);
   };
-  ints("nodes_treeids", {0, 0, 0, 0, 0, 0, 0});
-  ints("nodes_nodeids", {0, 1, 2, 3, 4, 5, 6});
-  ints("nodes_featureids", {0, 1, 0, 0, 0, 0, 0});
-  ints("nodes_truenodeids", {1, 3, 5, 0, 0, 0, 0});
-  ints("nodes_falsenodeids", {2, 4, 6, 0, 0, 0, 0});
-  ints("nodes_missing_value_tracks_true", {1, 0, 0, 0, 0, 0, 0});
+  ints("nodes_treeids", t.treeids);
+  ints("nodes_nodeids", t.nodeids);
+  ints("nodes_featureids", t.featureids);
+  ints("nodes_truenodeids", t.trueids);
+  ints("nodes_falsenodeids", t.falseids);
+  ints("nodes_missing_value_tracks_true", t.missing_true);
   auto* modes = attr(node, "nodes_modes", onnx::AttributeProto::STRINGS);
-  for (const char* s : {"BRANCH_LT", "BRANCH_LEQ", "BRANCH_LT", "LEAF", "LEAF", "LEAF", "LEAF"}) modes->add_strings(s);
-  floats("nodes_values", {1, 0, 3, 0, 0, 0, 0});
-  ints("target_treeids", {0, 0, 0, 0});
-  ints("target_nodeids", {3, 4, 5, 6});
-  ints("target_ids", {0, 0, 0, 0});
-  floats("target_weights", {10, 20, 30, 40});
+  for (const auto& mode : t.modes) modes->add_strings(mode);
+  floats("nodes_values", t.values);
+  ints("target_treeids", t.target_treeids);
+  ints("target_nodeids", t.target_nodeids);
+  ints("target_ids", std::vector<int64_t>(t.target_treeids.size(), 0));
+  floats("target_weights", t.target_weights);
   attr(node, "n_targets", onnx::AttributeProto::INT)->set_i(1);
   value_info(g->add_output(), "variable", onnx::TensorProto::FLOAT, {1});
   return m;
+}
+
+// A hand-made tree whose every decision is known.
+//   node 0: x0 < 1 (missing -> true)   yes: node 1   no: node 2
+//   node 1: x1 <= 0 (missing -> false) yes: leaf 10  no: leaf 20
+//   node 2: x0 < 3                      yes: leaf 30  no: leaf 40
+onnx::ModelProto known_tree() {
+  return hand_tree_regressor(2, {.treeids = {0, 0, 0, 0, 0, 0, 0},
+                                 .nodeids = {0, 1, 2, 3, 4, 5, 6},
+                                 .featureids = {0, 1, 0, 0, 0, 0, 0},
+                                 .trueids = {1, 3, 5, 0, 0, 0, 0},
+                                 .falseids = {2, 4, 6, 0, 0, 0, 0},
+                                 .missing_true = {1, 0, 0, 0, 0, 0, 0},
+                                 .modes = {"BRANCH_LT", "BRANCH_LEQ", "BRANCH_LT", "LEAF", "LEAF", "LEAF", "LEAF"},
+                                 .values = {1, 0, 3, 0, 0, 0, 0},
+                                 .target_treeids = {0, 0, 0, 0},
+                                 .target_nodeids = {3, 4, 5, 6},
+                                 .target_weights = {10, 20, 30, 40}});
 }
 
 TEST(OptimizeSpecialize, MissingValuesKeepOrDropTheirBranch) {
@@ -1509,40 +1533,19 @@ TEST(OptimizeRegion, EveryCellOfSmallEnsemblesIsSound) {
 // tree b when x1 < 0, tree c takes 20 away when both are. The per-tree extremes sum to 20; the
 // largest prediction is 10, which the tight bound (the three trees in one group) finds.
 onnx::ModelProto exclusive_trees() {
-  onnx::ModelProto m = base_model(2, onnx::TensorProto::FLOAT, 1);
-  auto* g = m.mutable_graph();
-  auto* node = g->add_node();
-  node->set_domain("ai.onnx.ml");
-  node->set_op_type("TreeEnsembleRegressor");
-  node->add_input("input");
-  node->add_output("variable");
-  auto ints = [&](const char* name, std::vector<int64_t> v) {
-    auto* a = attr(node, name, onnx::AttributeProto::INTS);
-    for (auto x : v) a->add_ints(x);
-  };
-  auto floats = [&](const char* name, std::vector<float> v) {
-    auto* a = attr(node, name, onnx::AttributeProto::FLOATS);
-    for (auto x : v) a->add_floats(x);
-  };
   // tree 0: x0 < 0 ? 10 : 0; tree 1: x1 < 0 ? 10 : 0; tree 2: x0 < 0 ? (x1 < 0 ? -20 : 0) : 0.
-  ints("nodes_treeids", {0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2});
-  ints("nodes_nodeids", {0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4});
-  ints("nodes_featureids", {0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0});
-  ints("nodes_truenodeids", {1, 0, 0, 1, 0, 0, 1, 3, 0, 0, 0});
-  ints("nodes_falsenodeids", {2, 0, 0, 2, 0, 0, 2, 4, 0, 0, 0});
-  ints("nodes_missing_value_tracks_true", {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
-  auto* modes = attr(node, "nodes_modes", onnx::AttributeProto::STRINGS);
-  for (const char* s : {"BRANCH_LT", "LEAF", "LEAF", "BRANCH_LT", "LEAF", "LEAF", "BRANCH_LT", "BRANCH_LT", "LEAF",
-                        "LEAF", "LEAF"})
-    modes->add_strings(s);
-  floats("nodes_values", {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
-  ints("target_treeids", {0, 0, 1, 1, 2, 2, 2});
-  ints("target_nodeids", {1, 2, 1, 2, 2, 3, 4});
-  ints("target_ids", {0, 0, 0, 0, 0, 0, 0});
-  floats("target_weights", {10, 0, 10, 0, 0, -20, 0});
-  attr(node, "n_targets", onnx::AttributeProto::INT)->set_i(1);
-  value_info(g->add_output(), "variable", onnx::TensorProto::FLOAT, {1});
-  return m;
+  return hand_tree_regressor(2, {.treeids = {0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2},
+                                 .nodeids = {0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4},
+                                 .featureids = {0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0},
+                                 .trueids = {1, 0, 0, 1, 0, 0, 1, 3, 0, 0, 0},
+                                 .falseids = {2, 0, 0, 2, 0, 0, 2, 4, 0, 0, 0},
+                                 .missing_true = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+                                 .modes = {"BRANCH_LT", "LEAF", "LEAF", "BRANCH_LT", "LEAF", "LEAF", "BRANCH_LT",
+                                           "BRANCH_LT", "LEAF", "LEAF", "LEAF"},
+                                 .values = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+                                 .target_treeids = {0, 0, 1, 1, 2, 2, 2},
+                                 .target_nodeids = {1, 2, 1, 2, 2, 3, 4},
+                                 .target_weights = {10, 0, 10, 0, 0, -20, 0}});
 }
 
 TEST(OptimizeRegion, TightBoundSeesTreesThatExcludeEachOther) {
@@ -1761,34 +1764,17 @@ TEST(OptimizeInline, RandomTreeRegressorsBitForBit) {
 
 // One branch on x0 (mode, threshold, missing_true) with leaves 1 and 2, float input.
 onnx::ModelProto one_branch(const std::string& mode, float threshold, bool missing_true) {
-  onnx::ModelProto m = base_model(1, onnx::TensorProto::FLOAT, 1);
-  auto* node = m.mutable_graph()->add_node();
-  node->set_domain("ai.onnx.ml");
-  node->set_op_type("TreeEnsembleRegressor");
-  node->add_input("input");
-  node->add_output("variable");
-  auto ints = [&](const std::string& name, std::vector<int64_t> v) {
-    auto* a = attr(node, name, onnx::AttributeProto::INTS);
-    for (int64_t x : v) a->add_ints(x);
-  };
-  ints("nodes_treeids", {0, 0, 0});
-  ints("nodes_nodeids", {0, 1, 2});
-  ints("nodes_featureids", {0, 0, 0});
-  ints("nodes_truenodeids", {1, 0, 0});
-  ints("nodes_falsenodeids", {2, 0, 0});
-  ints("nodes_missing_value_tracks_true", {missing_true ? 1 : 0, 0, 0});
-  auto* ms = attr(node, "nodes_modes", onnx::AttributeProto::STRINGS);
-  for (const char* s : {mode.c_str(), "LEAF", "LEAF"}) ms->add_strings(s);
-  auto* vals = attr(node, "nodes_values", onnx::AttributeProto::FLOATS);
-  for (float v : {threshold, 0.0f, 0.0f}) vals->add_floats(v);
-  ints("target_treeids", {0, 0});
-  ints("target_nodeids", {1, 2});
-  ints("target_ids", {0, 0});
-  auto* w = attr(node, "target_weights", onnx::AttributeProto::FLOATS);
-  for (float v : {1.0f, 2.0f}) w->add_floats(v);
-  attr(node, "n_targets", onnx::AttributeProto::INT)->set_i(1);
-  value_info(m.mutable_graph()->add_output(), "variable", onnx::TensorProto::FLOAT, {1});
-  return m;
+  return hand_tree_regressor(1, {.treeids = {0, 0, 0},
+                                 .nodeids = {0, 1, 2},
+                                 .featureids = {0, 0, 0},
+                                 .trueids = {1, 0, 0},
+                                 .falseids = {2, 0, 0},
+                                 .missing_true = {missing_true ? 1 : 0, 0, 0},
+                                 .modes = {mode, "LEAF", "LEAF"},
+                                 .values = {threshold, 0.0f, 0.0f},
+                                 .target_treeids = {0, 0},
+                                 .target_nodeids = {1, 2},
+                                 .target_weights = {1.0f, 2.0f}});
 }
 
 TEST(OptimizeInline, BinaryClassifierLabelsBitForBit) {

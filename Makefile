@@ -33,10 +33,12 @@ deps:
 charts:
 	bash tools/report/install-charts.sh $(BUILD_DIR)/report-js
 
-$(BUILD_DIR)/CMakeCache.txt:
+# The generated Makefile, not CMakeCache.txt, marks a configured tree: a failed configure leaves
+# the cache behind but no Makefile, and is retried.
+$(BUILD_DIR)/Makefile:
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 
-configure: $(BUILD_DIR)/CMakeCache.txt
+configure: $(BUILD_DIR)/Makefile
 
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
@@ -60,10 +62,10 @@ conformance: build
 test: deps install models fuzz-build
 	FUZZ_BUILD_DIR=$(FUZZ_BUILD_DIR) FUZZ_SECONDS_TEST=$(FUZZ_SECONDS_TEST) bash scripts/test.sh $(BUILD_DIR)
 
-$(FUZZ_BUILD_DIR)/CMakeCache.txt:
+$(FUZZ_BUILD_DIR)/Makefile:
 	CC=clang-14 CXX=clang++-14 cmake -S tests/fuzz -B $(FUZZ_BUILD_DIR)
 
-fuzz-build: deps $(FUZZ_BUILD_DIR)/CMakeCache.txt
+fuzz-build: deps $(FUZZ_BUILD_DIR)/Makefile
 	cmake --build $(FUZZ_BUILD_DIR) -j $(FUZZ_JOBS)
 
 # Each target for FUZZ_SECONDS from its seed corpus (tests/fuzz/corpus/<target>); new inputs and

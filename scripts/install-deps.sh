@@ -12,6 +12,8 @@ packages=(
   # OpenSSL's SHA-256 for data set content hashes (pg/src/train_hash.cpp)
   libssl-dev
   libxgboost-dev nlohmann-json3-dev libsimdjson-dev libfmt-dev libeigen3-dev libdnnl-dev
+  # oneDNN's CMake config looks for OpenCL (its GPU runtime); only a recommends of libdnnl-dev
+  ocl-icd-opencl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # Boost.Math (header-only): the chi-squared distribution for drift (core/src/monitor)
   libboost-dev

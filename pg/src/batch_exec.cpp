@@ -20,6 +20,7 @@ extern "C" {
 #include "batch_node.hpp"
 #include "batch_plan.hpp"
 #include "explain_batch.hpp"
+#include "heap_reader.hpp"
 #include "optimize_call.hpp"
 #include "pinned.hpp"
 #include "predict.hpp"
@@ -32,6 +33,11 @@ namespace {
 struct BatchScanState {
   CustomScanState css;
   PlanState* child;
+  // The child's heap pages read directly when it is a plain sequential scan (heap_reader.hpp), else
+  // nullptr. `direct`: every call reads its features from a stored tuple and no column is kept, so
+  // a tuple that passes column_scorer_add_tuple for every call needs nothing else.
+  HeapReader* reader;
+  bool direct;
   int ncalls;
   int nchild;   // columns of the child's rows
   int nlayout;  // columns of the node's scan rows before the predictions
@@ -140,6 +146,7 @@ void begin(CustomScanState* node, EState* estate, int eflags) {
   CustomScan* cscan = reinterpret_cast<CustomScan*>(node->ss.ps.plan);
   s->child = ExecInitNode(static_cast<Plan*>(linitial(cscan->custom_plans)), estate, eflags);
   node->custom_ps = list_make1(s->child);
+  s->reader = read_heap_pages ? heap_reader(s->child) : nullptr;
   s->nchild = ExecGetResultType(s->child)->natts;
   BatchPrivate priv = decode_batch_private(cscan->custom_private);
   s->ncalls = priv.ncalls;
@@ -224,6 +231,7 @@ void set_up_calls(BatchScanState* s, const void* shared) {
     s->source[i] = sources == NIL ? i : intVal(list_nth(sources, i)) - 1;
   s->copy_all = false;
   for (int k = 0; k < s->ncalls; ++k) s->copy_all = s->copy_all || !s->scorers[k];
+  s->direct = s->reader && !s->copy_all && list_length(copied) == 0;
   s->copy_cols = static_cast<int*>(palloc(sizeof(int) * std::max(list_length(copied), 1)));
   ListCell* lc;
   foreach (lc, copied) {
@@ -267,6 +275,16 @@ void initialize_worker(CustomScanState* node, shm_toc*, void* coordinate) {
   if (!s->ready) set_up_calls(s, coordinate);
 }
 
+// Writes every call's features of the next row from a heap tuple; false when a call cannot take
+// them so (a NULL, a tuple from before a column was added...): then the row goes through a slot.
+bool add_tuple(BatchScanState* s, HeapTuple tuple) {
+  TupleDesc desc = heap_reader_desc(s->reader);
+  const int* columns = heap_reader_columns(s->reader);
+  for (int k = 0; k < s->ncalls; ++k)
+    if (!column_scorer_add_tuple(s->scorers[k], s->nrows, tuple->t_data, desc, columns)) return false;
+  return true;
+}
+
 // Pulls up to batch_size rows from the child and scores each call over all of them at once.
 void fill_batch(BatchScanState* s) {
   MemoryContextReset(s->batch_cxt);
@@ -275,10 +293,24 @@ void fill_batch(BatchScanState* s) {
   for (int k = 0; k < s->ncalls; ++k)
     if (s->scorers[k]) column_scorer_start(s->scorers[k]);
   while (s->nrows < s->batch_size) {
-    TupleTableSlot* slot = ExecProcNode(s->child);
-    if (TupIsNull(slot)) {
-      s->done = true;
-      break;
+    TupleTableSlot* slot;
+    if (s->reader) {
+      HeapTuple tuple = heap_reader_next(s->reader);
+      if (!tuple) {
+        s->done = true;
+        break;
+      }
+      if (s->direct && add_tuple(s, tuple)) {
+        s->nrows++;
+        continue;
+      }
+      slot = heap_reader_row(s->reader, tuple);
+    } else {
+      slot = ExecProcNode(s->child);
+      if (TupIsNull(slot)) {
+        s->done = true;
+        break;
+      }
     }
     if (s->scorer_width > 0) {
       bool deformed = false;
@@ -403,6 +435,7 @@ void end(CustomScanState* node) {
 void rescan(CustomScanState* node) {
   BatchScanState* s = reinterpret_cast<BatchScanState*>(node);
   ExecReScan(s->child);
+  if (s->reader) heap_reader_restart(s->reader);
   s->nrows = s->pos = 0;
   s->done = false;
 }
@@ -415,6 +448,8 @@ void explain(CustomScanState* node, List*, ExplainState* es) {
     if (s->optimized[k].pruned) ExplainPropertyText("Flock Pruned", s->optimized[k].pruned, es);
     if (s->optimized[k].inputs_read) ExplainPropertyText("Flock Inputs Read", s->optimized[k].inputs_read, es);
   }
+  // The scan below is still shown (with EXPLAIN ANALYZE, the pages' time and visible rows).
+  if (s->reader) ExplainPropertyText("Flock Heap Pages", "read directly", es);
   ExplainPropertyInteger("Batch Size", nullptr, s->batch_size, es);
 }
 

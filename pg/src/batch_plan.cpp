@@ -48,6 +48,7 @@ namespace flock::pg {
 
 bool batching_enabled = true;
 bool share_models_with_workers = true;
+bool read_heap_pages = true;
 int batch_size = kDefaultBatchSize;
 int batch_memory_kb = kDefaultBatchMemoryKb;
 

@@ -64,7 +64,9 @@ struct ColumnScorer {
   // Rows as stored (float4_row only): the features' runs of adjacent columns at fixed offsets in
   // a heap tuple of `stored_desc`, copied without deforming the tuple (column_scorer_add_stored).
   TupleDesc stored_desc;    // the descriptor the runs were laid out for (nullptr: none yet)
-  bool stored_ok;           // every column up to `width` has a fixed length and the features are float4
+  const int* stored_map;    // and the row columns' table columns (nullptr: the same)
+  bool stored_ok;           // every column up to the last read has a fixed length, the features are float4
+  int stored_natts;         // columns a tuple must hold (else it predates one: deform it)
   int nruns;
   StoredRun* runs;          // [nactive] at most
   flock::FeatureBatch batch;  // C++; destroyed when the memory context goes
@@ -243,17 +245,25 @@ void column_scorer_add(ColumnScorer* cs, int r, const Datum* values, const bool*
 
 namespace {
 
-// Lays out the runs for tuples of `desc`. Every column up to the last one read must have a fixed
-// length: then a tuple without NULLs holds each column at the offset heap_fill_tuple gave it, the
-// one PostgreSQL caches as attcacheoff.
-void lay_out_stored(ColumnScorer* cs, TupleDesc desc) {
+// Lays out the runs for tuples of `desc`, row column a being table column map[a] (0-based, -1: none;
+// no map: a). Every column up to the last one read must have a fixed length: then a tuple without NULLs
+// holds each column at the offset heap_fill_tuple gave it, the one PostgreSQL caches as attcacheoff.
+void lay_out_stored(ColumnScorer* cs, TupleDesc desc, const int* map) {
   cs->stored_desc = desc;
+  cs->stored_map = map;
   cs->stored_ok = false;
   cs->nruns = 0;
-  if (!cs->float4_row || cs->width > desc->natts) return;
-  int* offsets = static_cast<int*>(palloc(sizeof(int) * std::max(cs->width, 1)));
+  if (!cs->float4_row) return;
+  int natts = 0;
+  for (int j = 0; j < cs->nactive; ++j) {
+    const int a = map ? map[cs->srcs[j]] : cs->srcs[j];
+    if (a < 0) return;  // not a table column
+    natts = std::max(natts, a + 1);
+  }
+  if (natts > desc->natts) return;
+  int* offsets = static_cast<int*>(palloc(sizeof(int) * std::max(natts, 1)));
   int off = 0;
-  for (int a = 0; a < cs->width; ++a) {
+  for (int a = 0; a < natts; ++a) {
     Form_pg_attribute att = TupleDescAttr(desc, a);
     if (att->attlen <= 0) return;
     off = att_align_nominal(off, att->attalign);
@@ -263,7 +273,7 @@ void lay_out_stored(ColumnScorer* cs, TupleDesc desc) {
   if (!cs->runs) cs->runs = static_cast<StoredRun*>(MemoryContextAlloc(cs->st->mcxt, sizeof(StoredRun) * std::max(cs->nactive, 1)));
   for (int j = 0; j < cs->nactive; ++j) {
     const int f = cs->active[j];
-    const int a = cs->srcs[j];
+    const int a = map ? map[cs->srcs[j]] : cs->srcs[j];
     Form_pg_attribute att = TupleDescAttr(desc, a);
     if (att->atttypid != FLOAT4OID || att->attlen != 4 || att->attisdropped) return;
     StoredRun* last = cs->nruns > 0 ? &cs->runs[cs->nruns - 1] : nullptr;
@@ -274,6 +284,7 @@ void lay_out_stored(ColumnScorer* cs, TupleDesc desc) {
     }
   }
   pfree(offsets);
+  cs->stored_natts = natts;
   cs->stored_ok = true;
 }
 
@@ -282,10 +293,13 @@ void lay_out_stored(ColumnScorer* cs, TupleDesc desc) {
 bool column_scorer_add_stored(ColumnScorer* cs, int r, TupleTableSlot* slot) {
   if (!cs->float4_row || !(TTS_IS_BUFFERTUPLE(slot) || TTS_IS_HEAPTUPLE(slot))) return false;
   HeapTuple tuple = reinterpret_cast<HeapTupleTableSlot*>(slot)->tuple;
-  if (!tuple || HeapTupleHasNulls(tuple)) return false;
-  if (unlikely(slot->tts_tupleDescriptor != cs->stored_desc)) lay_out_stored(cs, slot->tts_tupleDescriptor);
-  HeapTupleHeader header = tuple->t_data;
-  if (!cs->stored_ok || HeapTupleHeaderGetNatts(header) < cs->width) return false;
+  return tuple && column_scorer_add_tuple(cs, r, tuple->t_data, slot->tts_tupleDescriptor, nullptr);
+}
+
+bool column_scorer_add_tuple(ColumnScorer* cs, int r, HeapTupleHeader header, TupleDesc desc, const int* map) {
+  if (!cs->float4_row || (header->t_infomask & HEAP_HASNULL)) return false;
+  if (unlikely(desc != cs->stored_desc || map != cs->stored_map)) lay_out_stored(cs, desc, map);
+  if (!cs->stored_ok || HeapTupleHeaderGetNatts(header) < cs->stored_natts) return false;
   if (r >= cs->rows_alloc) grow(cs, r + 1);
   const char* data = reinterpret_cast<const char*>(header) + header->t_hoff;
   float* dst = cs->fdst[0] + static_cast<size_t>(r) * cs->nfeat;

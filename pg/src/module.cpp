@@ -110,6 +110,11 @@ void _PG_init(void) {
                            "Parallel workers get the leader's resolved models through shared memory.",
                            "Off: each parallel worker reads and compiles the models itself (for comparison).",
                            &share_models_with_workers, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("flock.read_heap_pages",
+                           "Batch nodes read the heap pages of a plain sequential scan below them directly.",
+                           "The visible tuples of a page as the scan finds them, without a call into the scan "
+                           "node per row. Off: rows come one at a time from the scan node (for comparison).",
+                           &read_heap_pages, true, PGC_USERSET, 0, nullptr, nullptr, nullptr);
   // The optimizer (issue 13): what the query says about a model's inputs changes how it runs.
   DefineCustomBoolVariable("flock.optimizer", "Optimize models for the queries that score them.",
                            "Off: every optimizer pass is off, whatever its own setting.", &optimizer_enabled, true,

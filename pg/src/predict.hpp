@@ -56,6 +56,9 @@ void column_scorer_add(ColumnScorer* cs, int r, const Datum* values, const bool*
 // without NULLs whose columns up to the last one read have fixed lengths and the features are all
 // float4 into one float input; false (nothing written) otherwise: then deform and column_scorer_add.
 bool column_scorer_add_stored(ColumnScorer* cs, int r, TupleTableSlot* slot);
+// The same from a heap tuple of descriptor `desc` whose column map[a] (0-based) is the row's
+// column a (nullptr: column a), for the batch node's heap reader.
+bool column_scorer_add_tuple(ColumnScorer* cs, int r, HeapTupleHeader header, TupleDesc desc, const int* map);
 // Scores rows 0..n-1 of the batch like extract_columns() and score_rows() over the same rows: the
 // same errors, results and audit records.
 void column_scorer_score(ColumnScorer* cs, int n, Want want, Datum* out);

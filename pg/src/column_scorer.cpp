@@ -132,14 +132,26 @@ ColumnScorer* column_scorer(CallState* st, Oid rowtype, int offset, int capacity
   }
   cs->audit = st->audit_mode != AuditMode::Off;
   // A feature the model does not read is not written (its input value stays 0: vectors grow
-  // zero-filled and nothing else writes it); its column is still looked at when a NULL in it is an
-  // error, so that the same rows fail as without the optimizer.
+  // zero-filled and nothing else writes it) unless it lies between two read real columns (below);
+  // its column is still looked at when a NULL in it is an error, so that the same rows fail as
+  // without the optimizer.
   cs->active = static_cast<int*>(MemoryContextAlloc(mcxt, sizeof(int) * std::max(cs->nfeat, 1)));
   cs->srcs = static_cast<int*>(MemoryContextAlloc(mcxt, sizeof(int) * std::max(cs->nfeat, 1)));
   cs->float4_row = !cs->audit && cs->ninputs == 1 && sig.inputs[0].type == flock::ElemType::Float;
+  int first_read = cs->nfeat, last_read = -1;
   for (f = 0; f < cs->nfeat; ++f) {
     ColumnFeature& ft = cs->feats[f];
     ft.read = cs->audit || !feature_read || cs->ninputs != 1 || feature_read[f];
+    if (!ft.read) continue;
+    first_read = std::min(first_read, f);
+    last_read = f;
+  }
+  for (f = 0; f < cs->nfeat; ++f) {
+    ColumnFeature& ft = cs->feats[f];
+    // An unread real column between two read ones is written all the same (the value it holds,
+    // as without the optimizer, which the model ignores): a stored row's features then copy as
+    // one run of adjacent columns rather than many short ones.
+    if (!ft.read && cs->float4_row && ft.conv == Conv::Float4 && f > first_read && f < last_read) ft.read = true;
     if (!ft.read && ft.null_ok) continue;
     cs->active[cs->nactive] = f;
     cs->srcs[cs->nactive++] = ft.src;

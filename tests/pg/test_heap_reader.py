@@ -154,3 +154,47 @@ def test_row_level_security_filters_before_the_model(conn, connect_as):
     assert "Filter" in plan and "Flock Heap Pages" not in plan, plan  # the policy is the scan's qual
     assert n == 1000
     assert got == pytest.approx(expected, rel=1e-6)
+
+
+def two_split_tree():
+    """x[0] <= 10 ? (x[2] <= 1 ? leaf 3 : leaf 4) : leaf 2; never reads x[1]."""
+    from onnx import TensorProto, helper
+    node = helper.make_node(
+        "TreeEnsembleClassifier", ["input"], ["label", "probabilities"], domain="ai.onnx.ml",
+        nodes_treeids=[0] * 5, nodes_nodeids=[0, 1, 2, 3, 4], nodes_featureids=[0, 2, 0, 0, 0],
+        nodes_modes=["BRANCH_LEQ", "BRANCH_LEQ", "LEAF", "LEAF", "LEAF"],
+        nodes_values=[10.0, 1.0, 0.0, 0.0, 0.0], nodes_truenodeids=[1, 3, 0, 0, 0],
+        nodes_falsenodeids=[2, 4, 0, 0, 0], nodes_missing_value_tracks_true=[1, 1, 0, 0, 0],
+        class_treeids=[0] * 6, class_nodeids=[2, 2, 3, 3, 4, 4], class_ids=[0, 1] * 3,
+        class_weights=[0.7, 0.3, 0.2, 0.8, 0.6, 0.4], classlabels_int64s=[0, 1], post_transform="NONE")
+    graph = helper.make_graph(
+        [node], "two_split", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15), helper.make_opsetid("ai.onnx.ml", 1)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"feature_names": '["a", "b", "c"]'})
+    return model.SerializeToString()
+
+
+def test_unread_columns_between_read_ones_give_the_unoptimized_results(conn):
+    # The tree never reads b, so the optimizer marks it unread; the column is still copied with
+    # its neighbours (one run of a, b, c), NaN and all, and the predictions do not change.
+    with conn.cursor() as cur:
+        cur.execute("SELECT flock.register_model('gap', %s)", (two_split_tree(),))
+        cur.execute("CREATE TABLE gaps AS SELECT i AS id, (i % 20)::real AS a, "
+                    "CASE WHEN i % 10 = 0 THEN 'NaN'::real ELSE (i % 7)::real END AS b, (i % 3)::real AS c "
+                    "FROM generate_series(1, 2000) i")
+    sql = "SELECT id, flock.predict_proba('gap', t) FROM gaps t ORDER BY id"
+    plan = plan_of(conn, sql)
+    assert "Flock Inputs Read: 2 of 3" in plan and "Flock Heap Pages: read directly" in plan, plan
+    got = rows_with(conn, sql)
+    with conn.cursor() as cur:
+        cur.execute("SET flock.optimizer = off")
+        try:
+            cur.execute(sql)
+            unoptimized = cur.fetchall()
+        finally:
+            cur.execute("RESET flock.optimizer")
+    assert got == unoptimized == rows_with(conn, sql, batching="off")
+    assert len({tuple(p) for _, p in got}) == 3

@@ -6,15 +6,20 @@
 //   dnnl-ip   oneDNN's inner-product primitive, weights packed once, bias added (kernels/dense_layer.hpp)
 // Every product is checked against a double-precision reference. Prints GFLOP/s and each library's
 // ratio to OpenBLAS; the OPENBLAS_CORETYPE in force (if any) is printed too, since OpenBLAS 0.3.21's
-// speed on this CPU depends on it and Flock's must not.
+// speed on this CPU depends on it and Flock's must not. Last, the core's float32 FMA peak (register-
+// only fused multiply-adds on the widest vectors it has): the ceiling any of these products, and
+// any runtime's MLP, can reach on one thread.
 #include <dlfcn.h>
+#include <immintrin.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -43,6 +48,45 @@ double seconds_per_call(F&& f, double min_time) {
     elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } while (elapsed < min_time || iters < 3);
   return elapsed / iters;
+}
+
+// Twelve independent chains of fused multiply-adds, enough to keep two FMA pipes of latency 4-6
+// busy: GFLOP/s of the best of 3 runs of `seconds` each. A macro, so that each instance is compiled
+// for its own instruction set (target attribute) with the vectors kept in registers.
+#define FLOCK_FMA_PEAK(VEC, FMA, SET, LANES)                                                          \
+  double best = 0;                                                                                     \
+  for (int rep = 0; rep < 3; ++rep) {                                                                  \
+    VEC a0 = SET(1.0f), a1 = SET(1.1f), a2 = SET(1.2f), a3 = SET(1.3f), a4 = SET(1.4f), a5 = SET(1.5f); \
+    VEC a6 = SET(1.6f), a7 = SET(1.7f), a8 = SET(1.8f), a9 = SET(1.9f), a10 = SET(2.0f);                \
+    VEC a11 = SET(2.1f);                                                                               \
+    const VEC m = SET(0.9999999f), c = SET(1e-7f);                                                     \
+    long iters = 0;                                                                                    \
+    const auto t0 = std::chrono::steady_clock::now();                                                  \
+    double elapsed = 0;                                                                                \
+    do {                                                                                               \
+      for (int k = 0; k < 100000; ++k) {                                                               \
+        a0 = FMA(a0, m, c), a1 = FMA(a1, m, c), a2 = FMA(a2, m, c), a3 = FMA(a3, m, c);                \
+        a4 = FMA(a4, m, c), a5 = FMA(a5, m, c), a6 = FMA(a6, m, c), a7 = FMA(a7, m, c);                \
+        a8 = FMA(a8, m, c), a9 = FMA(a9, m, c), a10 = FMA(a10, m, c), a11 = FMA(a11, m, c);            \
+      }                                                                                                \
+      iters += 100000;                                                                                 \
+      elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();          \
+    } while (elapsed < seconds);                                                                       \
+    float out[LANES];                                                                                  \
+    VEC all = FMA(FMA(FMA(a0, a1, a2), FMA(a3, a4, a5), FMA(a6, a7, a8)), a9, FMA(a10, a11, c));        \
+    std::memcpy(out, &all, sizeof out);                                                                \
+    peak_sink = peak_sink + out[0];                                                                    \
+    best = std::max(best, static_cast<double>(iters) * 12 * (LANES) * 2 / elapsed / 1e9);              \
+  }                                                                                                    \
+  return best;
+
+volatile float peak_sink;
+
+__attribute__((target("avx512f"))) double fma_peak_avx512(double seconds) {
+  FLOCK_FMA_PEAK(__m512, _mm512_fmadd_ps, _mm512_set1_ps, 16)
+}
+__attribute__((target("avx2,fma"))) double fma_peak_avx2(double seconds) {
+  FLOCK_FMA_PEAK(__m256, _mm256_fmadd_ps, _mm256_set1_ps, 8)
 }
 
 }  // namespace
@@ -137,5 +181,9 @@ int main(int argc, char** argv) {
   }
   std::printf("GFLOP/s, higher is better; ratios to OpenBLAS measured in the same run. %s\n",
               ok ? "Every product matched the double-precision reference." : "MISMATCHES above.");
+  if (__builtin_cpu_supports("avx512f"))
+    std::printf("float32 FMA peak of this core (AVX-512, registers only): %.1f GFLOP/s\n", fma_peak_avx512(min_time));
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    std::printf("float32 FMA peak of this core (AVX2, registers only): %.1f GFLOP/s\n", fma_peak_avx2(min_time));
   return ok ? 0 : 1;
 }

@@ -198,3 +198,16 @@ def test_unread_columns_between_read_ones_give_the_unoptimized_results(conn):
             cur.execute("RESET flock.optimizer")
     assert got == unoptimized == rows_with(conn, sql, batching="off")
     assert len({tuple(p) for _, p in got}) == 3
+
+
+def test_a_nonsense_setting_is_refused_and_changes_nothing(conn, connect_as):
+    with conn.cursor() as cur:
+        cur.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hr_reader') THEN "
+                    "CREATE ROLE hr_reader LOGIN; END IF; END $$")
+    for c in (conn, connect_as("hr_reader")):
+        with c.cursor() as cur:
+            with pytest.raises(psycopg2.Error) as err:
+                cur.execute("SET flock.read_heap_pages = 'sometimes'")
+            assert err.value.pgcode == "22023" and "flock.read_heap_pages" in err.value.pgerror
+            cur.execute("SHOW flock.read_heap_pages")
+            assert cur.fetchone()[0] == "on"

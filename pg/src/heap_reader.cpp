@@ -25,6 +25,7 @@ struct HeapReader {
   SeqScanState* scan_node;
   Relation rel;
   int* columns;  // per column of the child's rows, its table column (0-based); nullptr: the same
+  HeapScanDesc scan;  // the child's scan descriptor, from the first read on (scan_of)
   bool started;
   bool finished;
   BlockNumber page;
@@ -48,6 +49,7 @@ HeapReader* heap_reader(PlanState* child) {
   if (child->ps_ProjInfo) {
     List* tlist = child->plan->targetlist;
     columns = static_cast<int*>(palloc(sizeof(int) * std::max(list_length(tlist), 1)));
+    const Index scanrelid = reinterpret_cast<Scan*>(child->plan)->scanrelid;
     int j = 0;
     ListCell* lc;
     foreach (lc, tlist) {
@@ -58,7 +60,6 @@ HeapReader* heap_reader(PlanState* child) {
       }
       if (!IsA(expr, Var)) return nullptr;
       Var* var = reinterpret_cast<Var*>(expr);
-      const Index scanrelid = reinterpret_cast<Scan*>(child->plan)->scanrelid;
       if (var->varno != static_cast<int>(scanrelid) || var->varattno <= 0 || var->varlevelsup != 0 ||
           var->varattno > RelationGetDescr(rel)->natts)
         return nullptr;  // a whole row, a system column
@@ -75,7 +76,9 @@ HeapReader* heap_reader(PlanState* child) {
 namespace {
 
 // The child's scan descriptor: the parallel one it was given, else one made as SeqNext makes it.
+// The child keeps it until its end (a rescan reuses it), so it is looked up once.
 HeapScanDesc scan_of(HeapReader* reader) {
+  if (reader->scan) return reader->scan;
   SeqScanState* node = reader->scan_node;
   if (!node->ss.ss_currentScanDesc)
     node->ss.ss_currentScanDesc = table_beginscan(reader->rel, node->ss.ps.state->es_snapshot, 0, nullptr);
@@ -83,7 +86,8 @@ HeapScanDesc scan_of(HeapReader* reader) {
   // in heap_reader) always gets: never read a page as empty.
   if (!(node->ss.ss_currentScanDesc->rs_flags & SO_ALLOW_PAGEMODE))
     elog(ERROR, "flock: the sequential scan of \"%s\" is not in page mode", RelationGetRelationName(reader->rel));
-  return reinterpret_cast<HeapScanDesc>(node->ss.ss_currentScanDesc);
+  reader->scan = reinterpret_cast<HeapScanDesc>(node->ss.ss_currentScanDesc);
+  return reader->scan;
 }
 
 // The first page, or the one after reader->page; false when the scan is over.
@@ -147,10 +151,6 @@ HeapTuple heap_reader_next(HeapReader* reader) {
   return tuple;
 }
 
-static Buffer current_buffer(const HeapReader* reader) {
-  return reinterpret_cast<HeapScanDesc>(reader->scan_node->ss.ss_currentScanDesc)->rs_cbuf;
-}
-
 TupleDesc heap_reader_desc(const HeapReader* reader) { return RelationGetDescr(reader->rel); }
 
 const int* heap_reader_columns(const HeapReader* reader) { return reader->columns; }
@@ -158,7 +158,7 @@ const int* heap_reader_columns(const HeapReader* reader) { return reader->column
 TupleTableSlot* heap_reader_row(HeapReader* reader, HeapTuple tuple) {
   ScanState* ss = &reader->scan_node->ss;
   TupleTableSlot* slot = ss->ss_ScanTupleSlot;
-  ExecStoreBufferHeapTuple(tuple, slot, current_buffer(reader));
+  ExecStoreBufferHeapTuple(tuple, slot, reader->scan->rs_cbuf);  // the tuple's page, pinned
   if (!ss->ps.ps_ProjInfo) return slot;
   ExprContext* econtext = ss->ps.ps_ExprContext;  // as ExecScan projects
   ResetExprContext(econtext);

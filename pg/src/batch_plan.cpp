@@ -1037,8 +1037,57 @@ Plan* rewrite_upper_over_append(Plan* plan, Append* app, const RewriteContext* c
   return plan;
 }
 
+// An upper node over a table scan whose quals call the functions (`SELECT sum(flock.predict(m, t))
+// FROM t WHERE flock.predict(m, t) > c`): the upper node's calls move into the scan's target list,
+// so the scan's batch node computes them with the quals' (one call where they are equal) and the
+// scan no longer forms the whole row per row for the upper node to score unbatched. The upper
+// node reads the new columns; a whole row it no longer reads becomes a NULL.
+void move_upper_calls_into_scan(Plan* plan, const RewriteContext* ctx) {
+  Plan* child = plan->lefttree;
+  if (!child || plan->righttree || !is_plain_scan(child)) return;
+  Scan* scan = reinterpret_cast<Scan*>(child);
+  if (scan->scanrelid == 0 || has_special_varno(reinterpret_cast<Node*>(child->targetlist), nullptr)) return;
+  CollectContext in_quals = {ctx, static_cast<int>(scan->scanrelid), NIL};
+  collect_calls(reinterpret_cast<Node*>(child->qual), &in_quals);
+  if (in_quals.calls == NIL) return;
+  CollectContext cc = {ctx, OUTER_VAR, NIL};
+  collect_calls(reinterpret_cast<Node*>(plan->targetlist), &cc);
+  collect_calls(reinterpret_cast<Node*>(plan->qual), &cc);
+  if (cc.calls == NIL) return;
+  const int nchild = list_length(child->targetlist);
+  ListCell* lc;
+  foreach (lc, cc.calls) {
+    Node* over_scan = replace_outer_with_child(static_cast<Node*>(copyObject(lfirst(lc))), child->targetlist);
+    child->targetlist = lappend(child->targetlist, makeTargetEntry(reinterpret_cast<Expr*>(over_scan),
+                                                                   static_cast<AttrNumber>(list_length(child->targetlist) + 1),
+                                                                   nullptr, false));
+  }
+  ReplaceContext to_outer = {cc.calls, OUTER_VAR, nchild + 1, 0, NIL, 0};
+  plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
+  plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
+  List* used = upper_node_columns(plan, nchild + 1);
+  int pos = 1;
+  foreach (lc, child->targetlist) {
+    if (pos > nchild) break;
+    TargetEntry* te = static_cast<TargetEntry*>(lfirst(lc));
+    bool read_above = false;
+    ListCell* lu;
+    foreach (lu, used) read_above = read_above || intVal(lfirst(lu)) == pos;
+    if (IsA(te->expr, Var) && reinterpret_cast<Var*>(te->expr)->varattno == 0 && !read_above)
+      te->expr = reinterpret_cast<Expr*>(makeNullConst(exprType(reinterpret_cast<Node*>(te->expr)), -1, InvalidOid));
+    pos++;
+  }
+}
+
 Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {
   if (!plan) return nullptr;
+  switch (nodeTag(plan)) {
+    case T_Agg: case T_Result: case T_WindowAgg: case T_Group:
+      move_upper_calls_into_scan(plan, ctx);
+      break;
+    default:
+      break;
+  }
   plan->lefttree = rewrite_plan(plan->lefttree, ctx);
   plan->righttree = rewrite_plan(plan->righttree, ctx);
   ListCell* lc;

@@ -171,6 +171,16 @@ WIDE_QUERIES = [
     "SELECT w, flock.predict('lin', w) FROM wide w ORDER BY id",
     "SELECT id FROM wide w WHERE flock.predict('lin', w) > 300 ORDER BY id",
     "SELECT note, avg(flock.predict('lin', w)) FROM wide w GROUP BY note ORDER BY note",
+    # A prediction in WHERE and in an aggregate, a window or HAVING above the scan: one batch node
+    # computes both (the upper node's calls move into the scan), and no row value is formed.
+    "SELECT count(*), sum(flock.predict('lin', w)) FROM wide w WHERE flock.predict('lin', w) > 300",
+    "SELECT note, count(*), avg(flock.predict('lin', w)) FROM wide w WHERE flock.predict('lin', w) > 300 "
+    "GROUP BY note HAVING max(flock.predict('lin', w)) > 0 ORDER BY note",
+    "SELECT id, sum(flock.predict('lin', w)) OVER () FROM wide w WHERE flock.predict('lin', w) > 400 ORDER BY id",
+    "SELECT count(*) FILTER (WHERE flock.predict('lin', w) > 450), sum(flock.predict('lin', w) * 2) "
+    "FROM wide w WHERE flock.predict('lin', w) > 300 AND id % 3 <> 0",
+    "SELECT string_agg(id::text, ',' ORDER BY flock.predict('lin', w), id) FROM wide w WHERE flock.predict('lin', w) > 490",
+    "SELECT sum(flock.predict('lin', ARRAY[a, b]::float4[])), count(*) FROM wide w WHERE flock.predict('lin', w) > 300",
 ]
 
 
@@ -191,6 +201,25 @@ def test_table_rows_read_from_columns(conn, sql):
     assert "FlockBatchScore" in plan
     if not sql.startswith("SELECT w,"):  # the row itself is not formed when nothing else needs it
         assert "NULL::wide" in plan, plan
+
+
+def test_prediction_in_where_and_above_scored_once_per_row(conn):
+    # The aggregate reads the batch node's column for the qual's call: the same call, scored once.
+    sql = "SELECT count(*), sum(flock.predict('lin', t)) FROM nulls_ok t WHERE flock.predict('lin', t) > 40"
+    plan = explain(conn, "VERBOSE " + sql)
+    assert "Output: count(*), sum((flock.predict('lin'::text, t.*)))" in plan, plan
+    assert plan.count("Flock Model: lin@1 (predict)") == 1, plan
+    assert "Flock Heap Pages: read directly" in plan, plan
+    assert run(conn, sql, "on") == run(conn, sql, "off")
+
+
+def test_whole_row_grouped_on_is_kept(conn):
+    # GROUP BY the whole row: the row is a grouping column, so it is still formed for the aggregate.
+    sql = ("SELECT count(*), sum(flock.predict('lin', t)) FROM nulls_ok t WHERE flock.predict('lin', t) > 40 "
+           "GROUP BY t ORDER BY 2 LIMIT 20")
+    per_row = run(conn, sql, "off")
+    assert run(conn, sql, "on") == per_row and len(per_row) == 20 and per_row[0][0] == 1
+    assert "NULL::nulls_ok" not in explain(conn, "VERBOSE " + sql)
 
 
 def test_table_rows_from_columns_reject_nulls_like_per_row(conn):

@@ -84,7 +84,7 @@ def main():
                     "WITHIN GROUP (ORDER BY flock.predict('gate', t)) FROM t")
         quantiles = cur.fetchone()[0]
         print(f"{args.rows:,} rows, model gate (XGBoost, 40 trees, depth 4), index on f0; median of {args.reps}")
-        print(f"{'query':<46} {'off ms':>9} {'on ms':>9} {'on/off':>7}  same  derived filter")
+        print(f"{'query':<46} {'off ms':>9} {'on ms':>9} {'on/off':>7}  same  {'est. with/without':>17}  derived filter")
         for q, th in zip(["p50", "p90", "p97", "p99", "p99.9"], quantiles):
             sql = f"SELECT count(*), sum(flock.predict('gate', t)) FROM t WHERE flock.predict('gate', t) > {th!r}"
             times = {"on": [], "off": []}
@@ -100,12 +100,19 @@ def main():
             cur.execute("EXPLAIN " + sql)
             plan = [r[0] for r in cur.fetchall()]
             derived = next((line.split(": ", 1)[1] for line in plan if line.startswith("Flock Derived Filter")), "-")
+            # The planner's estimates the derive-filters pass compares: with the derived quals, without.
+            estimates = {}
+            for mode in ("always", "off"):
+                cur.execute(f"SET flock.optimizer_derive_filters = {mode}")
+                cur.execute("EXPLAIN (FORMAT JSON) " + sql)
+                estimates[mode] = cur.fetchone()[0][0]["Plan"]["Total Cost"]
+            cur.execute("RESET flock.optimizer_derive_filters")
             off, on = statistics.median(times["off"]), statistics.median(times["on"])
             same = answers["on"] is not None and answers["on"] == answers["off"]
             failed = failed or not same
             label = f"predict > {q} ({th:.4g}), {answers['off'][0]:,} rows" if answers.get("off") else q
             print(f"{label:<46} {off * 1e3:>9.1f} {on * 1e3:>9.1f} {off / on:>6.2f}x  {'yes' if same else 'NO':>4}  "
-                  f"{derived[:60]}")
+                  f"{estimates['always'] / estimates['off']:>17.2f}  {derived[:60]}")
         conn.close()
     finally:
         cluster.stop()

@@ -1079,11 +1079,86 @@ void move_upper_calls_into_scan(Plan* plan, const RewriteContext* ctx) {
   }
 }
 
+// A whole row a child's target list returns (converted to the parent's row type or not).
+bool whole_row_entry(Node* e) {
+  while (e && IsA(e, ConvertRowtypeExpr)) e = reinterpret_cast<Node*>(reinterpret_cast<ConvertRowtypeExpr*>(e)->arg);
+  return e && IsA(e, Var) && reinterpret_cast<Var*>(e)->varattno == 0;
+}
+
+// The same over an Append of table scans (a partitioned table's): the upper node's calls move into
+// every child scan's target list, the Append passes the new columns up, and each child's batch
+// node computes them with its quals'. Every child must be a plain table scan.
+void move_upper_calls_into_append_scans(Plan* plan, Append* app, const RewriteContext* ctx) {
+  if (plan->righttree || app->appendplans == NIL) return;
+  const int napp = list_length(app->plan.targetlist);
+  ListCell* lc;
+  int pos = 1;
+  foreach (lc, app->plan.targetlist) {  // the Append passes its children's columns on as they are
+    Node* e = reinterpret_cast<Node*>(static_cast<TargetEntry*>(lfirst(lc))->expr);
+    if (!IsA(e, Var) || reinterpret_cast<Var*>(e)->varno != OUTER_VAR || reinterpret_cast<Var*>(e)->varattno != pos)
+      return;
+    pos++;
+  }
+  bool quals_call = false;
+  foreach (lc, app->appendplans) {
+    Plan* sub = static_cast<Plan*>(lfirst(lc));
+    if (!is_plain_scan(sub) || reinterpret_cast<Scan*>(sub)->scanrelid == 0 || list_length(sub->targetlist) != napp ||
+        has_special_varno(reinterpret_cast<Node*>(sub->targetlist), nullptr))
+      return;
+    CollectContext in_quals = {ctx, static_cast<int>(reinterpret_cast<Scan*>(sub)->scanrelid), NIL};
+    collect_calls(reinterpret_cast<Node*>(sub->qual), &in_quals);
+    quals_call = quals_call || in_quals.calls != NIL;
+  }
+  if (!quals_call) return;
+  CollectContext cc = {ctx, OUTER_VAR, NIL};
+  collect_calls(reinterpret_cast<Node*>(plan->targetlist), &cc);
+  collect_calls(reinterpret_cast<Node*>(plan->qual), &cc);
+  if (cc.calls == NIL) return;
+  foreach (lc, app->appendplans) {
+    Plan* sub = static_cast<Plan*>(lfirst(lc));
+    List* sub_tlist = sub->targetlist;
+    ListCell* lk;
+    foreach (lk, cc.calls) {
+      Node* over_scan = replace_outer_with_child(static_cast<Node*>(copyObject(lfirst(lk))), sub_tlist);
+      sub->targetlist = lappend(sub->targetlist,
+                                makeTargetEntry(reinterpret_cast<Expr*>(over_scan),
+                                                static_cast<AttrNumber>(list_length(sub->targetlist) + 1), nullptr, false));
+    }
+  }
+  pos = napp + 1;
+  foreach (lc, cc.calls) {
+    FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
+    app->plan.targetlist = lappend(app->plan.targetlist,
+                                   makeTargetEntry(reinterpret_cast<Expr*>(makeVar(OUTER_VAR, static_cast<AttrNumber>(pos),
+                                                                                   f->funcresulttype, -1, f->funccollid, 0)),
+                                                   static_cast<AttrNumber>(pos), nullptr, false));
+    pos++;
+  }
+  ReplaceContext to_outer = {cc.calls, OUTER_VAR, napp + 1, 0, NIL, 0};
+  plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
+  plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
+  List* used = upper_node_columns(plan, napp + 1);
+  for (int k = 1; k <= napp; ++k) {
+    bool read_above = false;
+    ListCell* lu;
+    foreach (lu, used) read_above = read_above || intVal(lfirst(lu)) == k;
+    if (read_above) continue;
+    foreach (lc, app->appendplans) {
+      TargetEntry* te = static_cast<TargetEntry*>(list_nth(static_cast<Plan*>(lfirst(lc))->targetlist, k - 1));
+      if (whole_row_entry(reinterpret_cast<Node*>(te->expr)))
+        te->expr = reinterpret_cast<Expr*>(makeNullConst(exprType(reinterpret_cast<Node*>(te->expr)), -1, InvalidOid));
+    }
+  }
+}
+
 Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {
   if (!plan) return nullptr;
   switch (nodeTag(plan)) {
     case T_Agg: case T_Result: case T_WindowAgg: case T_Group:
-      move_upper_calls_into_scan(plan, ctx);
+      if (plan->lefttree && IsA(plan->lefttree, Append))
+        move_upper_calls_into_append_scans(plan, reinterpret_cast<Append*>(plan->lefttree), ctx);
+      else
+        move_upper_calls_into_scan(plan, ctx);
       break;
     default:
       break;

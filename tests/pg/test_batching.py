@@ -222,6 +222,39 @@ def test_whole_row_grouped_on_is_kept(conn):
     assert "NULL::nulls_ok" not in explain(conn, "VERBOSE " + sql)
 
 
+PARTITIONED_QUERIES = [
+    "SELECT count(*), sum(flock.predict('lin', p)) FROM parts p WHERE flock.predict('lin', p) > 300",
+    "SELECT a::int % 4 AS g, count(*), avg(flock.predict('lin', p)) FROM parts p WHERE flock.predict('lin', p) > 200 "
+    "GROUP BY 1 HAVING min(flock.predict('lin', p)) > 0 ORDER BY 1",
+    "SELECT count(*), sum(flock.predict('lin', p)) FROM parts p WHERE flock.predict('lin', p) > 300 AND id % 2 = 0",
+    "SELECT count(*) FILTER (WHERE flock.predict('lin', p) > 450), max(flock.predict('lin', ARRAY[b, a]::float4[])) "
+    "FROM parts p WHERE flock.predict('lin', p) > 300",
+]
+
+
+@pytest.mark.parametrize("sql", PARTITIONED_QUERIES)
+def test_aggregate_over_partitions_with_a_prediction_qual(conn, sql):
+    # An aggregate over an Append of partition scans whose quals call the model: the aggregate's
+    # calls move into every partition's scan, whose batch node scores each row once; the row value
+    # is not formed. One partition's columns are in another order (its rows converted).
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('parts') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            cur.execute("CREATE TABLE parts (id int, a real, b float8) PARTITION BY RANGE (id)")
+            cur.execute("CREATE TABLE parts_1 PARTITION OF parts FOR VALUES FROM (MINVALUE) TO (1500)")
+            cur.execute("CREATE TABLE parts_2 (b float8, id int, a real)")
+            cur.execute("ALTER TABLE parts ATTACH PARTITION parts_2 FOR VALUES FROM (1500) TO (3000)")
+            cur.execute("CREATE TABLE parts_3 PARTITION OF parts FOR VALUES FROM (3000) TO (MAXVALUE)")
+            cur.execute("INSERT INTO parts SELECT i, (i % 50)::real, (i % 7)::float8 FROM generate_series(1, 4500) i")
+            cur.execute("ANALYZE parts")
+    per_row = run(conn, sql, "off")
+    assert run(conn, sql, "on") == per_row
+    assert run(conn, sql, "on", batch_size=7) == per_row
+    plan = explain(conn, "VERBOSE " + sql)
+    assert plan.count("FlockBatchScore") == 3, plan  # one per partition, none above the Append
+    assert plan.count("NULL::parts") == 3, plan
+
+
 def test_table_rows_from_columns_reject_nulls_like_per_row(conn):
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS holes AS SELECT (i % 7)::float8 AS b, (i % 50)::real AS a "

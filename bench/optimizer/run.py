@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """The optimizer benchmark (issue 13): Raven-style prediction queries, flock.optimizer on vs off.
 
-    /usr/bin/python3 bench/optimizer/run.py [--rows 1000000] [--reps 3] [--work-dir DIR] [--queries q1,q3]
+    /usr/bin/python3 bench/optimizer/run.py [--rows 1000000] [--reps 3] [--min-seconds 3] [--work-dir DIR] [--queries q1,q3]
 
 Starts a private PostgreSQL 15 cluster (tests/pgcluster.py, flock preloaded; FLOCK_PG_BIN picks the
 installation), loads the benchmark's Higgs-like table (bench/indb/data.py: N rows, 28 real
 features, fixed seed), trains XGBoost models on it (cached in the work directory) and runs each query
-with `SET flock.optimizer = off` and `= on`, interleaved, REPS times each, in one session, single
+with `SET flock.optimizer = off` and `= on`, interleaved, REPS times each (more for a short query:
+until each side ran about --min-seconds, at most --max-reps), in one session, single
 threaded (max_parallel_workers_per_gather = 0, jit off). Per query it prints the median wall times,
 the ratio off / on (> 1: the optimizer made it faster) and what EXPLAIN says the optimizer did.
 
@@ -34,6 +35,7 @@ error); 1 when a query failed or answers differed; 2 on bad arguments.
 import argparse
 import hashlib
 import json
+import math
 import os
 import statistics
 import struct
@@ -281,6 +283,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--min-seconds", type=float, default=3.0,
+                    help="a short query is repeated until each side ran about this long (median of all)")
+    ap.add_argument("--max-reps", type=int, default=31)
     ap.add_argument("--work-dir", default="/tmp/flock-bench-optimizer")
     ap.add_argument("--queries", default="q1,q2,q3,q3m,q4,q5,q6,q7")
     args = ap.parse_args()
@@ -315,16 +320,24 @@ def main():
             log(f"   ANSWERS DIFFER: {len(off)} rows off, {len(on)} on")
         plan_on = explain(conn, q, True)
         times = {False: [], True: []}
-        for _ in range(args.reps):
+        # At least --reps alternations, more for short queries: about --min-seconds per side.
+        reps = args.reps
+        rep = 0
+        while rep < reps:
             for on_ in (False, True):
                 times[on_].append(time_once(conn, q, on_))
+            if rep == 0:
+                longest = max(times[False][0], times[True][0])
+                reps = max(args.reps, min(args.max_reps, math.ceil(args.min_seconds / max(longest, 1e-3))))
+            rep += 1
         t_off, t_on = statistics.median(times[False]), statistics.median(times[True])
         results[name] = (q[0], len(off), t_off, t_on, t_off / t_on, same, optimizer_lines(plan_on))
-        log(f"   rows {len(off)}  off {t_off * 1e3:.0f} ms  on {t_on * 1e3:.0f} ms  ratio {t_off / t_on:.2f}x")
+        log(f"   rows {len(off)}  off {t_off * 1e3:.0f} ms  on {t_on * 1e3:.0f} ms  ratio {t_off / t_on:.2f}x  ({reps} reps)")
     conn.close()
     cluster.stop()
 
-    print(f"\nflock optimizer benchmark: {args.rows} rows, {args.reps} reps, median wall time, one core, "
+    print(f"\nflock optimizer benchmark: {args.rows} rows, at least {args.reps} reps (about {args.min_seconds:g} s a side), "
+          f"median wall time, one core, "
           f"flock.optimizer off vs on in the same run ({PG_BIN})\n")
     print("| query | what | rows | off (ms) | on (ms) | off/on | same answers |")
     print("|---|---|---:|---:|---:|---:|---|")

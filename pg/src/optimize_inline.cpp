@@ -409,6 +409,7 @@ Expr* inline_call(FuncExpr* f, InlineContext* ctx) {
   int* feature_column = nullptr;
   bool missing_is_error = false, out_of_memory = false;
   double model_cost = 0;
+  const double known_cost = plan_model_cost(pm);  // -1: computed below (and fails there alike)
   char reason[256] = "";
   const int natts = rec.natts;
   const flock::RecordColumn* names = rec.names;
@@ -425,7 +426,7 @@ Expr* inline_call(FuncExpr* f, InlineContext* ctx) {
         snprintf(reason, sizeof(reason), "the row does not bind to its features");
         return;
       }
-      model_cost = opt::cost(*model);
+      model_cost = known_cost >= 0 ? known_cost : opt::cost(*model);
       if (model_cost > inline_max_cost) {
         snprintf(reason, sizeof(reason), "its cost per row (%.0f) is above %g: the model call is cheaper",
                  model_cost, inline_max_cost);

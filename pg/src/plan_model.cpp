@@ -15,8 +15,11 @@ extern "C" {
 #undef flock
 
 #include <cstring>
+#include <string>
+#include <unordered_map>
 
 #include "cache.hpp"
+#include "flock/optimize.hpp"
 #include "guard.hpp"
 #include "plan_model.hpp"
 
@@ -326,6 +329,27 @@ bool plan_model_audited(Node* model_arg, const PlanModel* pm) {
       },
       &work, "audit policy not read at plan time");
   return !read || work.audited;
+}
+
+double plan_model_cost(const PlanModel* pm) {
+  constexpr size_t kEntries = 256;
+  static auto* costs = new std::unordered_map<std::string, double>();
+  double units = -1;
+  flock_guard([&] {
+    try {
+      auto it = costs->find(pm->sha256);
+      if (it != costs->end()) {
+        units = it->second;
+        return;
+      }
+      units = flock::optimize::cost(*pm->handle->model);
+      if (costs->size() >= kEntries) costs->clear();
+      costs->emplace(pm->sha256, units);
+    } catch (const std::bad_alloc&) {
+      units = -1;  // no estimate
+    }
+  });
+  return units;
 }
 
 }  // namespace flock::pg

@@ -27,6 +27,12 @@ struct PlanModel {
 };
 PlanModel* plan_model(Node* model_arg);
 
+// flock::optimize::cost of the resolved model (trees x average depth, multiply-adds, ...), kept
+// per model hash in this backend: walking a large ensemble's nodes takes milliseconds, and every
+// planning of a query that calls it asks (the prediction costs, the inliner). -1: no estimate
+// (out of memory). Never raises.
+double plan_model_cost(const PlanModel* pm);
+
 // Records that the plan being built depends on the catalog's current resolutions: appends the
 // flock.models relation OID to stmt->relationOids, so that any catalog change (the catalog's
 // trigger sends a relcache invalidation of flock.models) invalidates cached and prepared plans,

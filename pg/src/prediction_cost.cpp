@@ -253,16 +253,8 @@ Datum flock_prediction_support(PG_FUNCTION_ARGS) {
   if (list_length(call->args) != 2 || in_target_list(req->root, req->node)) PG_RETURN_POINTER(nullptr);
   PlanModel* pm = plan_model(static_cast<Node*>(linitial(call->args)));
   if (!pm) PG_RETURN_POINTER(nullptr);
-  double units = -1;
-  const flock::Model* model = pm->handle->model.get();
-  flock_guard([&] {
-    try {
-      units = flock::optimize::cost(*model);
-    } catch (const std::bad_alloc&) {
-      units = -1;  // no estimate: the declared cost
-    }
-  });
-  if (units < 0) PG_RETURN_POINTER(nullptr);
+  double units = plan_model_cost(pm);
+  if (units < 0) PG_RETURN_POINTER(nullptr);  // no estimate: the declared cost
   req->startup = 0;
   req->per_tuple = (kCallOperators + units * kOperatorsPerUnit) * cpu_operator_cost;
   PG_RETURN_POINTER(req);

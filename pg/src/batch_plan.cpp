@@ -971,6 +971,56 @@ Plan* rewrite_upper(Plan* plan, const RewriteContext* ctx) {
   return plan;
 }
 
+// Whether a list of Integer column numbers holds `pos`.
+bool column_listed(List* columns, int pos) {
+  ListCell* lc;
+  foreach (lc, columns)
+    if (intVal(lfirst(lc)) == pos) return true;
+  return false;
+}
+
+// An Append's target list gets one column per call, passing its children's new columns up.
+void append_call_columns(Append* app, List* calls, int first) {
+  int pos = first;
+  ListCell* lc;
+  foreach (lc, calls) {
+    FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
+    app->plan.targetlist = lappend(app->plan.targetlist,
+                                   makeTargetEntry(reinterpret_cast<Expr*>(makeVar(OUTER_VAR, static_cast<AttrNumber>(pos),
+                                                                                   f->funcresulttype, -1, f->funccollid, 0)),
+                                                   static_cast<AttrNumber>(pos), nullptr, false));
+    pos++;
+  }
+}
+
+// The calls of an upper node (over OUTER_VAR) appended to its child's target list, written over
+// the child's own expressions.
+void append_calls_to_child(Plan* child, List* calls) {
+  List* child_tlist = child->targetlist;
+  ListCell* lc;
+  foreach (lc, calls) {
+    Node* over_child = replace_outer_with_child(static_cast<Node*>(copyObject(lfirst(lc))), child_tlist);
+    child->targetlist = lappend(child->targetlist,
+                                makeTargetEntry(reinterpret_cast<Expr*>(over_child),
+                                                static_cast<AttrNumber>(list_length(child->targetlist) + 1), nullptr, false));
+  }
+}
+
+// A whole row a child's target list returns (converted to the parent's row type or not).
+bool whole_row_entry(Node* e) {
+  while (e && IsA(e, ConvertRowtypeExpr)) e = reinterpret_cast<Node*>(reinterpret_cast<ConvertRowtypeExpr*>(e)->arg);
+  return e && IsA(e, Var) && reinterpret_cast<Var*>(e)->varattno == 0;
+}
+
+// The whole rows among a child's first n columns that the node above does not read become NULLs.
+void blank_unread_whole_rows(Plan* child, int n, List* used) {
+  for (int pos = 1; pos <= n; ++pos) {
+    TargetEntry* te = static_cast<TargetEntry*>(list_nth(child->targetlist, pos - 1));
+    if (!column_listed(used, pos) && whole_row_entry(reinterpret_cast<Node*>(te->expr)))
+      te->expr = reinterpret_cast<Expr*>(makeNullConst(exprType(reinterpret_cast<Node*>(te->expr)), -1, InvalidOid));
+  }
+}
+
 // An upper node computing the functions over an Append (an aggregate over a partitioned table,
 // say): each of the Append's subplans gets a Result that passes its rows on with the predictions
 // as extra columns, computed by a batch node below it (rewrite_upper), so that every partition's
@@ -1010,10 +1060,7 @@ Plan* rewrite_upper_over_append(Plan* plan, Append* app, const RewriteContext* c
     ListCell* ls;
     foreach (ls, sub->targetlist) {
       Node* e = reinterpret_cast<Node*>(static_cast<TargetEntry*>(lfirst(ls))->expr);
-      bool read_above = false;
-      ListCell* lu;
-      foreach (lu, used) read_above = read_above || intVal(lfirst(lu)) == pos;
-      Expr* out = read_above ? reinterpret_cast<Expr*>(makeVar(OUTER_VAR, static_cast<AttrNumber>(pos), exprType(e),
+      Expr* out = column_listed(used, pos) ? reinterpret_cast<Expr*>(makeVar(OUTER_VAR, static_cast<AttrNumber>(pos), exprType(e),
                                                                exprTypmod(e), exprCollation(e), 0))
                              : reinterpret_cast<Expr*>(makeNullConst(exprType(e), exprTypmod(e), exprCollation(e)));
       tlist = lappend(tlist, makeTargetEntry(out, static_cast<AttrNumber>(pos), nullptr, false));
@@ -1025,15 +1072,7 @@ Plan* rewrite_upper_over_append(Plan* plan, Append* app, const RewriteContext* c
     r->plan.targetlist = tlist;
     lfirst(lc) = rewrite_upper(&r->plan, ctx);
   }
-  int pos = napp + 1;
-  foreach (lc, calls) {
-    FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
-    app->plan.targetlist = lappend(app->plan.targetlist,
-                                   makeTargetEntry(reinterpret_cast<Expr*>(makeVar(OUTER_VAR, static_cast<AttrNumber>(pos),
-                                                                                   f->funcresulttype, -1, f->funccollid, 0)),
-                                                   static_cast<AttrNumber>(pos), nullptr, false));
-    pos++;
-  }
+  append_call_columns(app, calls, napp + 1);
   return plan;
 }
 
@@ -1055,34 +1094,11 @@ void move_upper_calls_into_scan(Plan* plan, const RewriteContext* ctx) {
   collect_calls(reinterpret_cast<Node*>(plan->qual), &cc);
   if (cc.calls == NIL) return;
   const int nchild = list_length(child->targetlist);
-  ListCell* lc;
-  foreach (lc, cc.calls) {
-    Node* over_scan = replace_outer_with_child(static_cast<Node*>(copyObject(lfirst(lc))), child->targetlist);
-    child->targetlist = lappend(child->targetlist, makeTargetEntry(reinterpret_cast<Expr*>(over_scan),
-                                                                   static_cast<AttrNumber>(list_length(child->targetlist) + 1),
-                                                                   nullptr, false));
-  }
+  append_calls_to_child(child, cc.calls);
   ReplaceContext to_outer = {cc.calls, OUTER_VAR, nchild + 1, 0, NIL, 0};
   plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
   plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
-  List* used = upper_node_columns(plan, nchild + 1);
-  int pos = 1;
-  foreach (lc, child->targetlist) {
-    if (pos > nchild) break;
-    TargetEntry* te = static_cast<TargetEntry*>(lfirst(lc));
-    bool read_above = false;
-    ListCell* lu;
-    foreach (lu, used) read_above = read_above || intVal(lfirst(lu)) == pos;
-    if (IsA(te->expr, Var) && reinterpret_cast<Var*>(te->expr)->varattno == 0 && !read_above)
-      te->expr = reinterpret_cast<Expr*>(makeNullConst(exprType(reinterpret_cast<Node*>(te->expr)), -1, InvalidOid));
-    pos++;
-  }
-}
-
-// A whole row a child's target list returns (converted to the parent's row type or not).
-bool whole_row_entry(Node* e) {
-  while (e && IsA(e, ConvertRowtypeExpr)) e = reinterpret_cast<Node*>(reinterpret_cast<ConvertRowtypeExpr*>(e)->arg);
-  return e && IsA(e, Var) && reinterpret_cast<Var*>(e)->varattno == 0;
+  blank_unread_whole_rows(child, nchild, upper_node_columns(plan, nchild + 1));
 }
 
 // The same over an Append of table scans (a partitioned table's): the upper node's calls move into
@@ -1114,41 +1130,13 @@ void move_upper_calls_into_append_scans(Plan* plan, Append* app, const RewriteCo
   collect_calls(reinterpret_cast<Node*>(plan->targetlist), &cc);
   collect_calls(reinterpret_cast<Node*>(plan->qual), &cc);
   if (cc.calls == NIL) return;
-  foreach (lc, app->appendplans) {
-    Plan* sub = static_cast<Plan*>(lfirst(lc));
-    List* sub_tlist = sub->targetlist;
-    ListCell* lk;
-    foreach (lk, cc.calls) {
-      Node* over_scan = replace_outer_with_child(static_cast<Node*>(copyObject(lfirst(lk))), sub_tlist);
-      sub->targetlist = lappend(sub->targetlist,
-                                makeTargetEntry(reinterpret_cast<Expr*>(over_scan),
-                                                static_cast<AttrNumber>(list_length(sub->targetlist) + 1), nullptr, false));
-    }
-  }
-  pos = napp + 1;
-  foreach (lc, cc.calls) {
-    FuncExpr* f = static_cast<FuncExpr*>(lfirst(lc));
-    app->plan.targetlist = lappend(app->plan.targetlist,
-                                   makeTargetEntry(reinterpret_cast<Expr*>(makeVar(OUTER_VAR, static_cast<AttrNumber>(pos),
-                                                                                   f->funcresulttype, -1, f->funccollid, 0)),
-                                                   static_cast<AttrNumber>(pos), nullptr, false));
-    pos++;
-  }
+  foreach (lc, app->appendplans) append_calls_to_child(static_cast<Plan*>(lfirst(lc)), cc.calls);
+  append_call_columns(app, cc.calls, napp + 1);
   ReplaceContext to_outer = {cc.calls, OUTER_VAR, napp + 1, 0, NIL, 0};
   plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
   plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
   List* used = upper_node_columns(plan, napp + 1);
-  for (int k = 1; k <= napp; ++k) {
-    bool read_above = false;
-    ListCell* lu;
-    foreach (lu, used) read_above = read_above || intVal(lfirst(lu)) == k;
-    if (read_above) continue;
-    foreach (lc, app->appendplans) {
-      TargetEntry* te = static_cast<TargetEntry*>(list_nth(static_cast<Plan*>(lfirst(lc))->targetlist, k - 1));
-      if (whole_row_entry(reinterpret_cast<Node*>(te->expr)))
-        te->expr = reinterpret_cast<Expr*>(makeNullConst(exprType(reinterpret_cast<Node*>(te->expr)), -1, InvalidOid));
-    }
-  }
+  foreach (lc, app->appendplans) blank_unread_whole_rows(static_cast<Plan*>(lfirst(lc)), napp, used);
 }
 
 Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {

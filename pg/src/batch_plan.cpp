@@ -1076,29 +1076,41 @@ Plan* rewrite_upper_over_append(Plan* plan, Append* app, const RewriteContext* c
   return plan;
 }
 
-// An upper node over a table scan whose quals call the functions (`SELECT sum(flock.predict(m, t))
-// FROM t WHERE flock.predict(m, t) > c`): the upper node's calls move into the scan's target list,
-// so the scan's batch node computes them with the quals' (one call where they are equal) and the
-// scan no longer forms the whole row per row for the upper node to score unbatched. The upper
-// node reads the new columns; a whole row it no longer reads becomes a NULL.
-void move_upper_calls_into_scan(Plan* plan, const RewriteContext* ctx) {
-  Plan* child = plan->lefttree;
-  if (!child || plan->righttree || !is_plain_scan(child)) return;
-  Scan* scan = reinterpret_cast<Scan*>(child);
-  if (scan->scanrelid == 0 || has_special_varno(reinterpret_cast<Node*>(child->targetlist), nullptr)) return;
-  CollectContext in_quals = {ctx, static_cast<int>(scan->scanrelid), NIL};
-  collect_calls(reinterpret_cast<Node*>(child->qual), &in_quals);
-  if (in_quals.calls == NIL) return;
+// Whether a table scan's quals call the functions.
+bool quals_call(Plan* scan, const RewriteContext* ctx) {
+  CollectContext in_quals = {ctx, static_cast<int>(reinterpret_cast<Scan*>(scan)->scanrelid), NIL};
+  collect_calls(reinterpret_cast<Node*>(scan->qual), &in_quals);
+  return in_quals.calls != NIL;
+}
+
+// The upper node's calls move into the target list of each of `children` (their first `ncols`
+// columns are the rows the node reads, through `app` when it is not null): the node reads the new
+// columns, and a whole row it no longer reads becomes a NULL.
+void move_upper_calls_into(Plan* plan, List* children, int ncols, Append* app, const RewriteContext* ctx) {
   CollectContext cc = {ctx, OUTER_VAR, NIL};
   collect_calls(reinterpret_cast<Node*>(plan->targetlist), &cc);
   collect_calls(reinterpret_cast<Node*>(plan->qual), &cc);
   if (cc.calls == NIL) return;
-  const int nchild = list_length(child->targetlist);
-  append_calls_to_child(child, cc.calls);
-  ReplaceContext to_outer = {cc.calls, OUTER_VAR, nchild + 1, 0, NIL, 0};
+  ListCell* lc;
+  foreach (lc, children) append_calls_to_child(static_cast<Plan*>(lfirst(lc)), cc.calls);
+  if (app) append_call_columns(app, cc.calls, ncols + 1);
+  ReplaceContext to_outer = {cc.calls, OUTER_VAR, ncols + 1, 0, NIL, 0};
   plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
   plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
-  blank_unread_whole_rows(child, nchild, upper_node_columns(plan, nchild + 1));
+  List* used = upper_node_columns(plan, ncols + 1);
+  foreach (lc, children) blank_unread_whole_rows(static_cast<Plan*>(lfirst(lc)), ncols, used);
+}
+
+// An upper node over a table scan whose quals call the functions (`SELECT sum(flock.predict(m, t))
+// FROM t WHERE flock.predict(m, t) > c`): the upper node's calls move into the scan's target list,
+// so the scan's batch node computes them with the quals' (one call where they are equal) and the
+// scan no longer forms the whole row per row for the upper node to score unbatched.
+void move_upper_calls_into_scan(Plan* plan, const RewriteContext* ctx) {
+  Plan* child = plan->lefttree;
+  if (!child || plan->righttree || !is_plain_scan(child) || reinterpret_cast<Scan*>(child)->scanrelid == 0 ||
+      has_special_varno(reinterpret_cast<Node*>(child->targetlist), nullptr) || !quals_call(child, ctx))
+    return;
+  move_upper_calls_into(plan, list_make1(child), list_length(child->targetlist), nullptr, ctx);
 }
 
 // The same over an Append of table scans (a partitioned table's): the upper node's calls move into
@@ -1115,28 +1127,15 @@ void move_upper_calls_into_append_scans(Plan* plan, Append* app, const RewriteCo
       return;
     pos++;
   }
-  bool quals_call = false;
+  bool any_quals_call = false;
   foreach (lc, app->appendplans) {
     Plan* sub = static_cast<Plan*>(lfirst(lc));
     if (!is_plain_scan(sub) || reinterpret_cast<Scan*>(sub)->scanrelid == 0 || list_length(sub->targetlist) != napp ||
         has_special_varno(reinterpret_cast<Node*>(sub->targetlist), nullptr))
       return;
-    CollectContext in_quals = {ctx, static_cast<int>(reinterpret_cast<Scan*>(sub)->scanrelid), NIL};
-    collect_calls(reinterpret_cast<Node*>(sub->qual), &in_quals);
-    quals_call = quals_call || in_quals.calls != NIL;
+    any_quals_call = any_quals_call || quals_call(sub, ctx);
   }
-  if (!quals_call) return;
-  CollectContext cc = {ctx, OUTER_VAR, NIL};
-  collect_calls(reinterpret_cast<Node*>(plan->targetlist), &cc);
-  collect_calls(reinterpret_cast<Node*>(plan->qual), &cc);
-  if (cc.calls == NIL) return;
-  foreach (lc, app->appendplans) append_calls_to_child(static_cast<Plan*>(lfirst(lc)), cc.calls);
-  append_call_columns(app, cc.calls, napp + 1);
-  ReplaceContext to_outer = {cc.calls, OUTER_VAR, napp + 1, 0, NIL, 0};
-  plan->targetlist = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->targetlist), &to_outer));
-  plan->qual = reinterpret_cast<List*>(replace_calls(reinterpret_cast<Node*>(plan->qual), &to_outer));
-  List* used = upper_node_columns(plan, napp + 1);
-  foreach (lc, app->appendplans) blank_unread_whole_rows(static_cast<Plan*>(lfirst(lc)), napp, used);
+  if (any_quals_call) move_upper_calls_into(plan, app->appendplans, napp, app, ctx);
 }
 
 Plan* rewrite_plan(Plan* plan, const RewriteContext* ctx) {

@@ -213,6 +213,32 @@ def test_prediction_in_where_and_above_scored_once_per_row(conn):
     assert run(conn, sql, "on") == run(conn, sql, "off")
 
 
+def test_prediction_in_where_and_above_fails_as_per_row(conn, connect_as):
+    # Bad input (a NULL feature for the linear model) and a role without the model's use right: the
+    # same SQLSTATE batched and per row, and with the right the superuser's rows.
+    sql = "SELECT count(*), sum(flock.predict('lin', t)) FROM {} t WHERE flock.predict('lin', t) > 40"
+    for batching in ("on", "off"):
+        err = sqlstate(conn, f"SET flock.batching = {batching}; " + sql.format("pts"))
+        assert err.pgcode == "22004", err
+    with conn.cursor() as cur:
+        cur.execute("RESET flock.batching")
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = 'batch_low'")
+        if not cur.fetchone():
+            cur.execute("CREATE ROLE batch_low LOGIN")
+        cur.execute("GRANT SELECT ON nulls_ok TO batch_low")
+    low = connect_as("batch_low")
+    for batching in ("on", "off"):
+        err = sqlstate(low, f"SET flock.batching = {batching}; " + sql.format("nulls_ok"))
+        assert err.pgcode == "42501" and err.diag.message_hint, err
+    with conn.cursor() as cur:
+        cur.execute("SELECT flock.grant_model('lin', 'batch_low', 'use')")
+    try:
+        assert run(low, sql.format("nulls_ok"), "on") == run(conn, sql.format("nulls_ok"), "off")
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("SELECT flock.revoke_model('lin', 'batch_low', 'use')")
+
+
 def test_whole_row_grouped_on_is_kept(conn):
     # GROUP BY the whole row: the row is a grouping column, so it is still formed for the aggregate.
     sql = ("SELECT count(*), sum(flock.predict('lin', t)) FROM nulls_ok t WHERE flock.predict('lin', t) > 40 "
